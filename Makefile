@@ -1,0 +1,32 @@
+# Two commands for a new user: `make demo` and `make test`. Both set up first.
+PY := .venv/bin/python
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: setup demo test lint fuzz bench relay clean
+
+setup:
+	@./scripts/setup.sh
+
+demo: setup
+	$(PY) -m pipeline.demo
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: lint
+	$(PY) -m pytest -q
+
+# The heavier fuzzing profile: many more examples per parser.
+fuzz: setup
+	HYPOTHESIS_PROFILE=heavy $(PY) -m pytest -q -k "fuzz or hypothesis" tests
+
+bench: setup
+	$(PY) -m bench
+
+relay: setup
+	$(PY) -m relay
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# One-time (and idempotent) setup: system libraries the Python packages load at
+# run time, a virtual environment, and the project with its test extras.
+# Fast when nothing changed: the stamp file records what was installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+STAMP="$VENV/.installed"
+EXTRAS="${EXTRAS:-test,bench}"
+
+# Shared library soname -> Debian package that provides it.
+# libopus for opuslib, PortAudio for sounddevice, the rest for PyQt6 (even offscreen).
+LIBS=(
+  "libopus.so.0:libopus0"
+  "libportaudio.so.2:libportaudio2"
+  "libEGL.so.1:libegl1"
+  "libGL.so.1:libgl1"
+  "libxkbcommon.so.0:libxkbcommon0"
+  "libfontconfig.so.1:libfontconfig1"
+  "libdbus-1.so.3:libdbus-1-3"
+  "libxkbcommon-x11.so.0:libxkbcommon-x11-0"
+  "libxcb-cursor.so.0:libxcb-cursor0"
+  "libxcb-icccm.so.4:libxcb-icccm4"
+  "libxcb-keysyms.so.1:libxcb-keysyms1"
+  "libxcb-shape.so.0:libxcb-shape0"
+  "libxcb-render-util.so.0:libxcb-render-util0"
+  "libxcb-image.so.0:libxcb-image0"
+)
+
+missing=()
+have_libs=$(/sbin/ldconfig -p 2>/dev/null || ldconfig -p 2>/dev/null || true)
+for entry in "${LIBS[@]}"; do
+  so=${entry%%:*}; pkg=${entry##*:}
+  grep -q "$so" <<<"$have_libs" || missing+=("$pkg")
+done
+# glib's package name changed in Debian 13 (libglib2.0-0t64); ask apt for whichever exists.
+if ! grep -q "libglib-2.0.so.0" <<<"$have_libs"; then
+  missing+=("libglib2.0-0")
+fi
+if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1 && [ ! -x "$VENV/bin/python" ]; then
+  missing+=("python3-venv")
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    SUDO=""
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    SUDO="sudo"
+  else
+    echo "setup: missing system packages; run: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: missing system libraries (${missing[*]}) and no apt-get here; install them with your package manager" >&2
+    exit 1
+  fi
+  echo "setup: installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # libglib2.0-0 is a virtual package on newer Debian; apt resolves it to the t64 one.
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV"
+  python3 -m venv "$VENV"
+fi
+
+want="$(sha256sum pyproject.toml | cut -c1-16) extras=$EXTRAS"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
+  echo "setup: installing the project and its Python packages ($EXTRAS)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
+  echo "$want" > "$STAMP"
+fi

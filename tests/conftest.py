@@ -1,0 +1,81 @@
+"""Shared test setup: Hypothesis profiles and the leftover checks every test gets."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# "ci" keeps the suite within its time budget; "heavy" (make fuzz) digs deeper.
+settings.register_profile(
+    "ci", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "heavy", max_examples=50000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", max_examples=200, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def _shm_segments() -> set[str]:
+    try:
+        return set(os.listdir("/dev/shm"))
+    except FileNotFoundError:
+        return set()
+
+
+def live_children() -> list[int]:
+    """Pids of this process's children that are still running (not zombies)."""
+    me = os.getpid()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses; fields resume after the last ')'.
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == me and state != "Z" and int(entry) != _resource_tracker_pid():
+            out.append(int(entry))
+    return out
+
+
+def _resource_tracker_pid() -> int | None:
+    # multiprocessing's own helper lives as long as the test session does; it is not a leak.
+    from multiprocessing import resource_tracker
+
+    return resource_tracker._resource_tracker._pid  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers() -> Iterator[None]:
+    """Fail a test that leaves a shared-memory segment or a child process behind."""
+    import multiprocessing
+
+    before = _shm_segments()
+    yield
+    deadline = time.monotonic() + 5
+    while live_children() and time.monotonic() < deadline:
+        multiprocessing.active_children()  # reaps finished multiprocessing children
+        time.sleep(0.05)
+    children = live_children()
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    multiprocessing.active_children()
+    leaked = {s for s in _shm_segments() - before if s.startswith(("vc_", "psm_", "wnsm_"))}
+    for name in leaked:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"/dev/shm/{name}")
+    assert not leaked, f"shared-memory segments left behind: {sorted(leaked)}"
+    assert not children, f"child processes left running: {children}"
