@@ -1,0 +1,281 @@
+"""Typed events and commands on the client's ZeroMQ bus, encoded and decoded here only.
+
+A bus message is two frames: the topic (ASCII) and a msgpack map of the
+event's fields. Each event class names its topic; ``stats.<stage>`` and
+``cmd.<name>`` are families. The bus is local (ipc://) but a process must
+still survive a bad message from another one: ``decode`` raises BusError for
+anything it cannot turn into its typed event, and the receiving loop drops it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import msgpack
+
+
+class BusError(ValueError):
+    """A bus message that does not decode to its typed event."""
+
+
+_BY_TOPIC: dict[str, type[Event]] = {}
+
+
+class Event:
+    """Base of every bus message. ``TOPIC`` is the ZeroMQ topic it travels on."""
+
+    __slots__ = ()
+    TOPIC: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.TOPIC:
+            _BY_TOPIC[cls.TOPIC] = cls
+
+    @property
+    def topic(self) -> str:
+        return self.TOPIC
+
+
+# --- from the control process -------------------------------------------------------
+
+CONNECTING = "connecting"
+CONNECTED = "connected"
+RECONNECTING = "reconnecting"
+FAILED = "failed"
+STOPPED = "stopped"
+
+
+@dataclass(slots=True, frozen=True)
+class ConnectionState(Event):
+    """The TCP session's state, as the status bar shows it."""
+
+    TOPIC = "state"
+    state: str
+    server: str = ""
+    attempt: int = 0
+    reason: str = ""
+    user_id: int = 0
+    name: str = ""
+    channel: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class Session(Event):
+    """What the network stage needs to send voice: the secret token and the relay address."""
+
+    TOPIC = "session"
+    token: int
+    user_id: int
+    host: str
+    udp_port: int
+
+
+@dataclass(slots=True, frozen=True)
+class Member:
+    user_id: int
+    name: str
+    channel: str
+
+
+@dataclass(slots=True, frozen=True)
+class Roster(Event):
+    """The whole presence picture, re-sent whole on every change (late subscribers catch up)."""
+
+    TOPIC = "presence"
+    me: int
+    channel: str
+    channels: list[str] = field(default_factory=list)
+    users: list[Member] = field(default_factory=list)
+
+
+@dataclass(slots=True, frozen=True)
+class ChatLine(Event):
+    TOPIC = "chat"
+    user_id: int
+    name: str
+    channel: str
+    text: str
+    ts: float
+
+
+@dataclass(slots=True, frozen=True)
+class Notice(Event):
+    """A line for the chat log that is not chat: joins, leaves, errors from the relay."""
+
+    TOPIC = "notice"
+    text: str
+
+
+# --- stats from every stage -----------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Stats(Event):
+    """Periodic metrics of one stage; ``values`` maps a metric name to a number or a map."""
+
+    TOPIC = "stats"
+    stage: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def topic(self) -> str:
+        return f"stats.{self.stage}"
+
+
+@dataclass(slots=True, frozen=True)
+class Activity(Event):
+    """Who is audible right now (public user ids), published by the decode stage."""
+
+    TOPIC = "activity"
+    speaking: list[int] = field(default_factory=list)
+    level: float = 0.0  # own input level (RMS, 0..1), from the capture stage's point of view
+
+
+# --- commands (from the UI or the CLI) ------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class JoinCmd(Event):
+    TOPIC = "cmd.join"
+    channel: str
+
+
+@dataclass(slots=True, frozen=True)
+class ChatCmd(Event):
+    TOPIC = "cmd.chat"
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class WhisperCmd(Event):
+    """Whisper to one user id; 0 goes back to talking to the channel."""
+
+    TOPIC = "cmd.whisper"
+    target: int
+
+
+@dataclass(slots=True, frozen=True)
+class ChaosCmd(Event):
+    """Drop this percentage of outgoing voice datagrams before the socket."""
+
+    TOPIC = "cmd.chaos"
+    loss_percent: float
+
+
+@dataclass(slots=True, frozen=True)
+class BitrateCmd(Event):
+    TOPIC = "cmd.bitrate"
+    bps: int
+
+
+@dataclass(slots=True, frozen=True)
+class MuteCmd(Event):
+    TOPIC = "cmd.mute"
+    muted: bool
+
+
+@dataclass(slots=True, frozen=True)
+class DeafenCmd(Event):
+    TOPIC = "cmd.deafen"
+    deafened: bool
+
+
+@dataclass(slots=True, frozen=True)
+class QuitCmd(Event):
+    TOPIC = "cmd.quit"
+    reason: str = ""
+
+
+# --- encoding -------------------------------------------------------------------------
+
+
+def encode(event: Event) -> list[bytes]:
+    """The two ZeroMQ frames of an event: topic and msgpack body."""
+    body = {f.name: _plain(getattr(event, f.name)) for f in dataclasses.fields(event)}  # type: ignore[arg-type]
+    return [event.topic.encode("ascii"), msgpack.packb(body, use_bin_type=True)]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+def decode(frames: list[bytes]) -> Event:
+    """Turn two ZeroMQ frames back into the typed event; BusError on anything else."""
+    if len(frames) != 2:
+        raise BusError(f"a bus message has 2 frames, got {len(frames)}")
+    try:
+        topic = frames[0].decode("ascii")
+    except UnicodeDecodeError:
+        raise BusError("topic is not ASCII") from None
+    cls = _BY_TOPIC.get("stats" if topic.startswith("stats.") else topic)
+    if cls is None:
+        raise BusError(f"unknown topic {topic[:40]!r}")
+    try:
+        body = msgpack.unpackb(frames[1], raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack's many error types all mean "not msgpack"
+        raise BusError(f"{topic}: body is not msgpack ({type(exc).__name__})") from None
+    if not isinstance(body, dict):
+        raise BusError(f"{topic}: body must be a map")
+    return _build(cls, body, topic)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _build(cls: type, body: dict[str, Any], where: str) -> Any:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in body:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise BusError(f"{where}: missing field {f.name!r}")
+            continue
+        kwargs[f.name] = _check(hints[f.name], body[f.name], f"{where}.{f.name}")
+    return cls(**kwargs)
+
+
+def _check(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise BusError(f"{where}: expected a list")
+        return [_check(item, v, where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise BusError(f"{where}: expected a map")
+        return value
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise BusError(f"{where}: expected a map")
+        return _build(hint, value, where)  # type: ignore[arg-type]
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BusError(f"{where}: expected a number")
+        return float(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise BusError(f"{where}: expected a bool")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BusError(f"{where}: expected an integer")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise BusError(f"{where}: expected a string")
+        return value
+    if isinstance(hint, types.UnionType) or hint is Any:
+        return value
+    raise AssertionError(f"no bus check for {hint!r}")  # a bug in an event class, not input

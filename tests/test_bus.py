@@ -1,0 +1,75 @@
+"""pipeline/bus.py: the broker forwards by topic prefix, drops bad messages, cleans up."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import zmq
+
+from pipeline import events as ev
+from pipeline.bus import Broker, BusClient
+
+
+def settle(sub: BusClient, pub: BusClient) -> None:
+    """Wait until the subscription has reached the broker (ZeroMQ's slow-joiner window)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        pub.publish(ev.Notice("probe"))
+        if sub.poll(0.05):
+            return
+    raise AssertionError("subscription never propagated")
+
+
+def test_topics_reach_only_their_subscribers() -> None:
+    with (
+        Broker() as broker,
+        BusClient(broker.address, ("cmd.", "notice")) as a,
+        BusClient(broker.address, ("stats", "notice")) as b,
+    ):
+        settle(a, b)
+        settle(b, a)
+        b.publish(ev.ChaosCmd(5))
+        a.publish(ev.Stats("decode", {"x": 1}))
+        assert a.wait_for(ev.ChaosCmd, 5) == ev.ChaosCmd(5)
+        assert b.wait_for(ev.Stats, 5) == ev.Stats("decode", {"x": 1})
+        b.publish(ev.Stats("encode", {}))
+        assert not [e for e in a.poll(0.2) if isinstance(e, ev.Stats)]
+
+
+def test_bad_message_is_counted_and_dropped() -> None:
+    with Broker() as broker, BusClient(broker.address, ("cmd.", "notice")) as sub:
+        ctx = zmq.Context.instance()
+        raw = ctx.socket(zmq.PUB)
+        raw.connect(broker.address.publish)
+        with BusClient(broker.address) as pub:
+            settle(sub, pub)
+        try:
+            raw.send_multipart([b"cmd.join", b"\xc1"])
+            raw.send_multipart([b"cmd.join", b"\x81\xa7channel\xa1L"])
+            got = sub.wait_for(ev.JoinCmd, 5)
+        finally:
+            raw.close(0)
+        assert got == ev.JoinCmd("L")
+        assert sub.dropped == 1
+
+
+def test_wait_reports_ready_fds() -> None:
+    r, w = os.pipe()
+    try:
+        with Broker() as broker, BusClient(broker.address) as c:
+            assert c.wait((r,), 0.05) == set()
+            os.write(w, b"x")
+            assert c.wait((r,), 5) == {r}
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_close_removes_ipc_files() -> None:
+    broker = Broker()
+    path = Path(broker.address.publish.removeprefix("ipc://")).parent
+    assert path.exists()
+    broker.close()
+    assert not path.exists()

@@ -1,0 +1,81 @@
+"""pipeline/events.py: every event round-trips; any frames decode or raise BusError."""
+
+from __future__ import annotations
+
+import contextlib
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline import events as ev
+
+EVERY_EVENT: list[ev.Event] = [
+    ev.ConnectionState(ev.RECONNECTING, "h:1", attempt=3, reason="refused"),
+    ev.Session(token=5, user_id=2, host="127.0.0.1", udp_port=8080),
+    ev.Roster(me=2, channel="Lobby", channels=["Lobby"], users=[ev.Member(2, "a", "Lobby")]),
+    ev.ChatLine(2, "a", "Lobby", "hi", 1.5),
+    ev.Notice("b joined"),
+    ev.Stats("decode", {"depth": {"3": 2}, "loss_percent": 1.5}),
+    ev.Activity(speaking=[3, 4], level=0.25),
+    ev.JoinCmd("Games"),
+    ev.ChatCmd("hello"),
+    ev.WhisperCmd(4),
+    ev.ChaosCmd(12.5),
+    ev.BitrateCmd(32000),
+    ev.MuteCmd(True),
+    ev.DeafenCmd(False),
+    ev.QuitCmd("bye"),
+]
+
+
+@pytest.mark.parametrize("event", EVERY_EVENT, ids=lambda e: e.topic)
+def test_round_trip(event: ev.Event) -> None:
+    frames = ev.encode(event)
+    assert frames[0] == event.topic.encode()
+    assert ev.decode(frames) == event
+
+
+def test_stats_topic_names_the_stage() -> None:
+    assert ev.encode(ev.Stats("encode", {}))[0] == b"stats.encode"
+
+
+def test_int_accepted_for_float_but_not_bool_for_int() -> None:
+    assert ev.decode([b"cmd.chaos", msgpack.packb({"loss_percent": 10})]) == ev.ChaosCmd(10.0)
+    with pytest.raises(ev.BusError, match="integer"):
+        ev.decode([b"cmd.whisper", msgpack.packb({"target": True})])
+
+
+@pytest.mark.parametrize(
+    ("frames", "reason"),
+    [
+        ([b"state"], "2 frames"),
+        ([b"\xff", b""], "ASCII"),
+        ([b"nope", msgpack.packb({})], "unknown topic"),
+        ([b"cmd.join", b"\xc1"], "not msgpack"),
+        ([b"cmd.join", msgpack.packb([1])], "must be a map"),
+        ([b"cmd.join", msgpack.packb({})], "missing field"),
+        ([b"cmd.join", msgpack.packb({"channel": 3})], "expected a string"),
+        ([b"presence", msgpack.packb({"me": 1, "channel": "L", "users": [5]})], "expected a map"),
+        ([b"stats.x", msgpack.packb({"stage": "x", "values": []})], "expected a map"),
+    ],
+)
+def test_bad_frames_raise_bus_error(frames: list[bytes], reason: str) -> None:
+    with pytest.raises(ev.BusError, match=reason):
+        ev.decode(frames)
+
+
+@given(st.sampled_from([e.topic.encode() for e in EVERY_EVENT]), st.binary(max_size=200))
+def test_fuzz_any_body_decodes_or_bus_error(topic: bytes, body: bytes) -> None:
+    try:
+        event = ev.decode([topic, body])
+    except ev.BusError:
+        return
+    assert event.topic == topic.decode()
+
+
+@given(st.lists(st.binary(max_size=50), max_size=3))
+def test_fuzz_any_frames_decode_or_bus_error(frames: list[bytes]) -> None:
+    with contextlib.suppress(ev.BusError):
+        ev.decode(frames)
