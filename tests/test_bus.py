@@ -40,7 +40,7 @@ def test_topics_reach_only_their_subscribers() -> None:
 
 def test_bad_message_is_counted_and_dropped() -> None:
     with Broker() as broker, BusClient(broker.address, ("cmd.", "notice")) as sub:
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         raw = ctx.socket(zmq.PUB)
         raw.connect(broker.address.publish)
         with BusClient(broker.address) as pub:
