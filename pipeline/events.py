@@ -133,7 +133,14 @@ class Activity(Event):
 
     TOPIC = "activity"
     speaking: list[int] = field(default_factory=list)
-    level: float = 0.0  # own input level (RMS, 0..1), from the capture stage's point of view
+
+
+@dataclass(slots=True, frozen=True)
+class InputLevel(Event):
+    """The microphone's recent peak RMS level (0..1), published by the capture stage."""
+
+    TOPIC = "level"
+    level: float
 
 
 # --- commands (from the UI or the CLI) ------------------------------------------------------

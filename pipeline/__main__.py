@@ -1,0 +1,166 @@
+"""Headless client: ``python -m pipeline --server HOST:PORT --name NAME ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from pipeline import events as ev
+from pipeline.bus import BusClient
+from pipeline.device import check_device
+from pipeline.media import INPUT_HELP, OUTPUT_HELP, MediaError, parse_input, parse_output
+from pipeline.supervisor import ClientConfig, ClientFailed, Supervisor
+from pipeline.view import ClientView
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="voicechat", description="Headless voice chat client")
+    ap.add_argument("--server", type=parse_server, default=("127.0.0.1", 8080), metavar="HOST:PORT")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--channel", default="", help="join this channel after connecting")
+    ap.add_argument("--input", default="device", help=INPUT_HELP)
+    ap.add_argument("--output", default="device", help=OUTPUT_HELP)
+    ap.add_argument("--duration", type=float, default=0.0, help="seconds to run; 0 = until Ctrl-C")
+    ap.add_argument("--loss", type=float, default=0.0, help="chaos: drop this %% of sent packets")
+    ap.add_argument("--whisper", type=int, default=0, metavar="USER_ID")
+    ap.add_argument("--bitrate", type=int, default=48000)
+    ap.add_argument(
+        "--playback-frames",
+        type=int,
+        default=2,
+        help="frames kept queued for the sink (latency vs. underflow safety)",
+    )
+    ap.add_argument("--stats-json", type=Path, help="write the final stats here")
+    ap.add_argument("--trace", type=Path, help="folder for per-frame timestamps (benchmarks)")
+    ap.add_argument("--seed", type=int, help="seed of the chaos dropper")
+    ap.add_argument("--quiet", action="store_true", help="no live status line")
+    ap.add_argument("--log-level", default="WARNING")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        source, sink = parse_input(args.input), parse_output(args.output)
+        if source.is_device:
+            check_device(source, "input")
+        if sink.is_device:
+            check_device(sink, "output")
+    except MediaError as exc:
+        print(f"voicechat: {exc}", file=sys.stderr)
+        return 2
+    if args.trace:
+        args.trace.mkdir(parents=True, exist_ok=True)
+    cfg = ClientConfig(
+        host=args.server[0],
+        port=args.server[1],
+        name=args.name,
+        channel=args.channel,
+        source=source,
+        sink=sink,
+        loss_percent=args.loss,
+        whisper=args.whisper,
+        bitrate=args.bitrate,
+        playback_frames=args.playback_frames,
+        seed=args.seed,
+        trace_dir=str(args.trace) if args.trace else None,
+    )
+    return run_client(cfg, args.duration, args.stats_json, live=not args.quiet)
+
+
+def run_client(cfg: ClientConfig, duration: float, stats_json: Path | None, live: bool) -> int:
+    view = ClientView()
+    stopping: list[str] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    tty = live and sys.stdout.isatty()
+    code = 0
+    sup = Supervisor(cfg)
+    try:
+        sup.start()
+        assert sup.broker is not None
+        with BusClient(sup.broker.address, topics=("",)) as bus:
+            end = time.monotonic() + duration if duration > 0 else float("inf")
+            next_line = 0.0
+            while not stopping and time.monotonic() < end:
+                sup.check(0)
+                for event in bus.poll(0.1):
+                    view.apply(event)
+                    if isinstance(event, ev.ChatLine) and live:
+                        _print(tty, f"[{event.channel}] {event.name}: {event.text}")
+                    elif isinstance(event, ev.Notice) and live:
+                        _print(tty, f"* {event.text}")
+                now = time.monotonic()
+                if live and now >= next_line:
+                    if tty:
+                        sys.stdout.write("\r\033[K" + view.status_line())
+                        sys.stdout.flush()
+                        next_line = now + 0.5
+                    else:
+                        print(view.status_line(), flush=True)
+                        next_line = now + 5.0
+            # One last round of stats before stopping, so the summary is current.
+            deadline = time.monotonic() + 0.6
+            while time.monotonic() < deadline:
+                for event in bus.poll(0.1):
+                    view.apply(event)
+    except ClientFailed as exc:
+        print(f"\nvoicechat: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        sup.stop()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if tty:
+        print()
+    summary = view.summary()
+    summary["restarts"] = sup.restart_counts
+    if stats_json:
+        stats_json.write_text(json.dumps(summary, indent=2) + "\n")
+    if live:
+        print(format_summary(view))
+    return code
+
+
+def _print(tty: bool, line: str) -> None:
+    print(("\r\033[K" if tty else "") + line, flush=True)
+
+
+def format_summary(view: ClientView) -> str:
+    m2e = view.stat("playback", "latency_ms", "mouth_to_ear") or {}
+    lines = [
+        "summary:",
+        f"  connection   {view.state.state} {view.state.reason}".rstrip(),
+        f"  sent         {view.stat('network', 'sent') or 0} packets "
+        f"({view.stat('network', 'chaos_dropped') or 0} dropped by chaos)",
+        f"  received     {view.stat('network', 'received') or 0} packets",
+        f"  loss         {view.stat('decode', 'loss_percent') or 0:.1f} % (last 10 s)",
+        f"  played       {view.stat('playback', 'frames') or 0} frames, "
+        f"{view.stat('playback', 'underflows') or 0} underflows",
+    ]
+    if m2e:
+        lines.append(
+            f"  mouth-to-ear p50 {m2e.get('p50', 0):.1f} ms, p99 {m2e.get('p99', 0):.1f} ms"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

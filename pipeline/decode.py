@@ -1,0 +1,95 @@
+"""Decode stage: received packets -> jitter buffers and decoders -> one mixed frame -> playback.
+
+Paced by the playback ring, i.e. by the sound card's clock: a frame is made
+whenever the ring holds fewer than ``target`` frames, never by a free-running
+timer that would drift against the card. Between arrivals the stage sleeps on
+the receive ring's wake-up with a short timeout to look at the playback fill.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pipeline import events as ev
+from pipeline.bus import BusAddress, BusClient
+from pipeline.metrics import StageStats, Tracer
+from pipeline.proc import child_setup
+from pipeline.ring import Ring, RingHandle
+from pipeline.speakers import Speakers
+
+FILL_CHECK = 0.005  # seconds between looks at the playback ring when nothing arrives
+
+
+def run(
+    bus: BusAddress,
+    inp: RingHandle,
+    out: RingHandle,
+    target: int = 2,
+    trace_dir: str | None = None,
+) -> None:
+    stop = child_setup("decode")
+    client = BusClient(bus, topics=("cmd.",))
+    src, dst = Ring.attach(inp), Ring.attach(out)
+    speakers = Speakers()
+    stats = StageStats("decode", client)
+    tracer = Tracer(os.path.join(trace_dir, "decode.npy") if trace_dir else None, 4)
+    deafened = False
+    last_speaking: list[int] = []
+    try:
+        while not stop.check_parent():
+            slot = src.read(timeout=FILL_CHECK)
+            while slot is not None:
+                now = time.monotonic_ns()
+                stats.window("receive_to_decode").add(now - slot.timestamp)
+                speakers.push(slot.speaker, slot.seq, slot.timestamp, bytes(slot.data), now)
+                src.release()
+                slot = src.read(timeout=0)
+            while dst.fill() < target:
+                t0 = time.monotonic_ns()
+                pcm, info = speakers.render(t0, deafened)
+                t1 = time.monotonic_ns()
+                if not dst.write(
+                    pcm,
+                    seq=info.seq,
+                    timestamp=info.timestamp,
+                    speaker=info.speaker,
+                    flags=info.flags,
+                ):
+                    stats.count("ring_dropped")
+                    break
+                stats.window("decode").add(t1 - t0)
+                for waited in info.waited_ns:
+                    stats.window("jitter_wait").add(waited)
+                if info.timestamp:
+                    stats.window("capture_to_decoded").add(t1 - info.timestamp)
+                    tracer.add(info.seq, t0, t1, info.waited_ns[0] if info.waited_ns else 0)
+            for event in client.poll(0):
+                if isinstance(event, ev.DeafenCmd):
+                    deafened = event.deafened
+                elif isinstance(event, ev.QuitCmd):
+                    stop.set("quit")
+            mono = time.monotonic()
+            if stats.due(mono):
+                now = time.monotonic_ns()
+                per_speaker = speakers.stats()
+                losses = [s["loss_percent"] for s in per_speaker.values()]
+                stats.publish(
+                    mono,
+                    {
+                        "speakers": per_speaker,
+                        "loss_percent": max(losses) if losses else 0.0,
+                        "retired": speakers.retired,
+                        "deafened": deafened,
+                        "playback_fill": dst.fill(),
+                    },
+                )
+                speaking = speakers.speaking(now)
+                if speaking != last_speaking:
+                    client.publish(ev.Activity(speaking))
+                    last_speaking = speaking
+    finally:
+        tracer.save()
+        src.close()
+        dst.close()
+        client.close()

@@ -1,0 +1,85 @@
+"""Encode stage: frames from the capture ring -> Opus packets into the network ring.
+
+Owns the encoder settings the UI may change: bitrate, mute, and the packet
+loss hint (the larger of the chaos setting and the loss measured on receive),
+which tells Opus how much in-band FEC to spend.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pipeline import events as ev
+from pipeline.bus import BusAddress, BusClient
+from pipeline.codec import CodecError, OpusEncoder
+from pipeline.metrics import StageStats, Tracer
+from pipeline.proc import child_setup
+from pipeline.ring import Ring, RingHandle
+
+MIN_BITRATE, MAX_BITRATE = 6000, 510000
+
+
+def run(
+    bus: BusAddress,
+    inp: RingHandle,
+    out: RingHandle,
+    bitrate: int = 48000,
+    trace_dir: str | None = None,
+) -> None:
+    stop = child_setup("encode")
+    client = BusClient(bus, topics=("cmd.", "stats.decode"))
+    src, dst = Ring.attach(inp), Ring.attach(out)
+    stats = StageStats("encode", client)
+    tracer = Tracer(os.path.join(trace_dir, "encode.npy") if trace_dir else None, 3)
+    encoder = OpusEncoder(bitrate=bitrate)
+    muted = False
+    chaos = measured = 0.0
+    try:
+        while not stop.check_parent():
+            slot = src.read(timeout=0.1)
+            if slot is not None:
+                t_in = time.monotonic_ns()
+                stats.window("capture_to_encode").add(t_in - slot.timestamp)
+                seq, ts = slot.seq, slot.timestamp
+                if muted:
+                    src.release()
+                    stats.count("muted")
+                else:
+                    packet = encoder.encode(slot.samples())
+                    src.release()
+                    t_out = time.monotonic_ns()
+                    stats.window("encode").add(t_out - t_in)
+                    if dst.write(packet, seq=seq, timestamp=ts):
+                        stats.count("packets")
+                        stats.count("bytes", len(packet))
+                    else:
+                        stats.count("dropped")
+                    tracer.add(seq, t_in, t_out)
+            for event in client.poll(0):
+                if isinstance(event, ev.QuitCmd):
+                    stop.set("quit")
+                elif isinstance(event, ev.MuteCmd):
+                    muted = event.muted
+                elif isinstance(event, ev.BitrateCmd):
+                    try:
+                        encoder.set_bitrate(min(max(event.bps, MIN_BITRATE), MAX_BITRATE))
+                        bitrate = event.bps
+                    except CodecError as exc:
+                        client.publish(ev.Notice(f"bitrate not changed: {exc}"))
+                elif isinstance(event, ev.ChaosCmd):
+                    chaos = event.loss_percent
+                    encoder.set_loss_percent(int(min(100, max(chaos, measured))))
+                elif isinstance(event, ev.Stats):
+                    loss = event.values.get("loss_percent")
+                    if isinstance(loss, int | float):
+                        measured = float(loss)
+                        encoder.set_loss_percent(int(min(100, max(chaos, measured))))
+            now = time.monotonic()
+            if stats.due(now):
+                stats.publish(now, {"bitrate": bitrate, "muted": muted, "ring_fill": src.fill()})
+    finally:
+        tracer.save()
+        src.close()
+        dst.close()
+        client.close()
