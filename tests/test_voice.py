@@ -29,9 +29,8 @@ def test_register_until_answered_then_periodic() -> None:
     echo_at = 1000 + REGISTER_RETRY_NS + 250_000
     assert link.received(memoryview(ping), echo_at) is None
     assert link.registered and link.rtt_ns == echo_at - 1000
-    t = 1000 + REGISTER_RETRY_NS
-    assert [x for x in link.timers(t + REGISTER_RETRY_NS) if x] == []  # now only periodic
-    assert [x for x in link.timers(t + REGISTER_PERIOD_NS) if x]
+    assert [x for x in link.timers(echo_at + REGISTER_RETRY_NS) if x] == []  # only periodic now
+    assert [x for x in link.timers(echo_at + REGISTER_PERIOD_NS) if x]
 
 
 def test_keepalive_every_five_seconds() -> None:
@@ -45,7 +44,7 @@ def test_keepalive_every_five_seconds() -> None:
 def test_new_token_registers_again() -> None:
     link = VoiceLink()
     link.set_session(1, 0)
-    ping = [d for d in link.timers(0) if d][0]
+    ping = next(d for d in link.timers(0) if d)
     link.received(memoryview(ping), 10)
     assert link.registered
     link.set_session(2, 100)
