@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stats-json", type=Path, help="write the final stats here")
     ap.add_argument("--trace", type=Path, help="folder for per-frame timestamps (benchmarks)")
     ap.add_argument("--seed", type=int, help="seed of the chaos dropper")
+    ap.add_argument(
+        "--udp-via",
+        type=parse_server,
+        metavar="HOST:PORT",
+        help="send voice through this address (an impairment proxy) instead",
+    )
     ap.add_argument("--quiet", action="store_true", help="no live status line")
     ap.add_argument("--log-level", default="WARNING")
     return ap
@@ -78,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         playback_frames=args.playback_frames,
         seed=args.seed,
         trace_dir=str(args.trace) if args.trace else None,
+        udp_via=args.udp_via,
     )
     return run_client(cfg, args.duration, args.stats_json, live=not args.quiet)
 

@@ -47,6 +47,7 @@ class ClientConfig:
     playback_frames: int = 2
     seed: int | None = None
     trace_dir: str | None = None
+    udp_via: tuple[str, int] | None = None  # send voice through this address (benchmarks)
 
 
 @dataclass
@@ -107,6 +108,7 @@ class Supervisor:
                     cfg.whisper,
                     cfg.seed,
                     trace,
+                    cfg.udp_via,
                 ),
             ),
             _Child(
