@@ -48,6 +48,8 @@ class ClientConfig:
     seed: int | None = None
     trace_dir: str | None = None
     udp_via: tuple[str, int] | None = None  # send voice through this address (benchmarks)
+    fec: bool = True  # Opus in-band FEC: sent by the encoder, used by the decoder
+    plc: bool = True  # Opus packet loss concealment for lost frames
 
 
 @dataclass
@@ -95,7 +97,7 @@ class Supervisor:
             _Child(
                 "decode",
                 decode.run,
-                (bus, received.handle, mixed.handle, cfg.playback_frames, trace),
+                (bus, received.handle, mixed.handle, cfg.playback_frames, trace, cfg.fec, cfg.plc),
             ),
             _Child(
                 "network",
@@ -112,7 +114,9 @@ class Supervisor:
                 ),
             ),
             _Child(
-                "encode", encode.run, (bus, captured.handle, encoded.handle, cfg.bitrate, trace)
+                "encode",
+                encode.run,
+                (bus, captured.handle, encoded.handle, cfg.bitrate, trace, cfg.fec),
             ),
             _Child(
                 "capture",
