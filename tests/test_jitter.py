@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pytest
@@ -29,7 +30,11 @@ class Sim:
     ts0: int = T0
 
     def run(
-        self, delays: dict[int, int | None], n: int, ticks: int, dup: frozenset[int] = frozenset()
+        self,
+        delays: Mapping[int, int | None],
+        n: int,
+        ticks: int,
+        dup: frozenset[int] = frozenset(),
     ) -> list[Output]:
         """delays: index -> extra delay in ns (None: lost); every packet has 5 ms base delay."""
         arrivals: list[tuple[int, int]] = []
@@ -213,7 +218,7 @@ def test_sequence_numbers_wrap() -> None:
 
 def test_loss_percent_over_the_last_ten_seconds() -> None:
     sim = Sim(JitterBuffer())
-    lost = {k: None for k in range(0, 1000, 10) if k}  # 10 % of 20 s, then clean
+    lost = {k: None for k in range(0, 1000, 10) if k}  # 10 % loss throughout 20 s
     sim.run(lost, n=1000, ticks=1000)
     assert sim.jb.stats.loss_percent == pytest.approx(10, abs=1.5)
     sim2 = Sim(JitterBuffer())
@@ -261,11 +266,11 @@ def test_any_arrival_order_never_replays_or_goes_back(
             if isinstance(o, Recover):
                 assert o.next_payload == payload(seq_add(o.seq, 1))
         else:
-            k = next(it, None)
-            if k is None:
+            arrival = next(it, None)
+            if arrival is None:
                 continue
-            seq = seq_add(first, k)
-            jb.push(seq, T0 + k * FRAME_NS, payload(seq), now)
+            seq = seq_add(first, arrival)
+            jb.push(seq, T0 + arrival * FRAME_NS, payload(seq), now)
         assert 0 <= jb.depth <= max_depth
     s = jb.stats
     assert s.restarts == 0 and 0 <= s.loss_percent <= 100
