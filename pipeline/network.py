@@ -98,7 +98,9 @@ def run(
         client.close()
 
 
-def _sendto(sock: socket.socket, data: bytes, addr: tuple[str, int], stats: StageStats) -> None:
+def _sendto(
+    sock: socket.socket, data: bytes | memoryview, addr: tuple[str, int], stats: StageStats
+) -> None:
     try:
         sock.sendto(data, addr)
     except OSError:  # e.g. ECONNREFUSED from an earlier ICMP, or no route: voice is lossy anyway
