@@ -42,13 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_channel,
         dest="channels",
         metavar="NAME",
-        help=f"a channel (repeatable; the first is the default; default {', '.join(DEFAULT_CHANNELS)})",
+        help="a channel (repeatable; the first is the default; default "
+        + ", ".join(DEFAULT_CHANNELS)
+        + ")",
     )
     ap.add_argument(
         "--grace",
         type=_positive,
         default=DEFAULT_GRACE,
-        help=f"seconds a session is kept after its TCP connection drops (default {DEFAULT_GRACE:g})",
+        help=f"seconds a session outlives its TCP connection (default {DEFAULT_GRACE:g})",
     )
     ap.add_argument(
         "--auth-timeout",

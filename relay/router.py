@@ -123,9 +123,10 @@ class Router:
         """Where ``buf[:n]``, received from ``addr``, goes; may rewrite its token in place.
 
         Register pings go back to the sender unchanged (from a new address they go
-        to ``on_bind`` instead, which binds and answers); voice goes to the sender's channel or whisper target
-        with the token replaced by the sender's user id; in echo mode voice goes
-        back unchanged. Everything else returns ``()`` and is counted by reason.
+        to ``on_bind`` instead, which binds and answers); voice goes to the
+        sender's channel or whisper target with the token replaced by the sender's
+        user id; in echo mode voice goes back unchanged. Everything else returns
+        ``()`` and is counted by reason.
         """
         c = self.counters
         if n == 0:

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 
 from relay.control import ControlLimits, ControlServer
-from relay.router import Addr, RouteTable, Router
+from relay.router import Addr, Router, RouteTable
 from relay.sessions import DEFAULT_CHANNELS, DEFAULT_GRACE, SessionTable
 from relay.udp import UdpThread, open_udp, start_asyncio_udp
 
@@ -89,9 +89,7 @@ class Relay:
             self._udp_thread = UdpThread(self._udp_sock, self.router)
             self._udp_thread.start()
         mode = "echo" if cfg.echo else "relay"
-        log.info(
-            "%s mode, udp=%s, channels=%s, grace=%ss", mode, cfg.udp, cfg.channels, cfg.grace
-        )
+        log.info("%s mode, udp=%s, channels=%s, grace=%ss", mode, cfg.udp, cfg.channels, cfg.grace)
 
     async def serve(self) -> None:
         """Run the timers until :meth:`stop` is called, then shut everything down."""
@@ -126,7 +124,9 @@ class Relay:
             self._udp_transport = None
         elif self._udp_sock is not None:
             self._udp_sock.close()
-        log.info("counters at exit: %s sessions=%d", self.router.counters.line(), len(self.sessions))
+        log.info(
+            "counters at exit: %s sessions=%d", self.router.counters.line(), len(self.sessions)
+        )
 
     # --- glue between the sides ---------------------------------------------------------
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+from typing import cast
 
 from relay.router import RECV_SIZE, Addr, Router
 
@@ -99,8 +100,8 @@ class AsyncioUdp(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # 3.11's selector datagram transport does not subclass DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Addr) -> None:
         buf = bytearray(data)  # asyncio hands us immutable bytes; the router rewrites in place
