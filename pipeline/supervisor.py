@@ -28,6 +28,7 @@ from pipeline.ring import Ring
 
 MAX_RESTARTS = 3
 RESTART_WINDOW = 30.0
+PACKET_SLOT = MAX_PACKET + (-MAX_PACKET % 4)  # ring slots hold whole float32 words
 STOP_GRACE = 2.0  # seconds a process gets to quit on its own before SIGTERM, then SIGKILL
 log = logging.getLogger("supervisor")
 
@@ -87,8 +88,8 @@ class Supervisor:
         self.broker = Broker()
         bus = self.broker.address
         captured = self._ring(16, FRAME_BYTES, "capture")
-        encoded = self._ring(16, MAX_PACKET, "encoded")
-        received = self._ring(128, MAX_PACKET, "received")
+        encoded = self._ring(16, PACKET_SLOT, "encoded")
+        received = self._ring(128, PACKET_SLOT, "received")
         mixed = self._ring(8, FRAME_BYTES, "playback")
         trace = cfg.trace_dir
         self._children = [
