@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -48,7 +49,10 @@ class StopFlag:
 def child_setup(name: str, log_level: int = logging.WARNING) -> StopFlag:
     """Call first thing in a child process; returns the flag its loop must honour."""
     logging.basicConfig(level=log_level, format=f"%(asctime)s {name} %(levelname)s %(message)s")
-    parent = os.getppid()
+    # The supervisor's pid as multiprocessing recorded it when it spawned us: getppid() here
+    # would already say 1 if the supervisor died while this process was still importing.
+    creator = multiprocessing.parent_process()
+    parent = creator.pid if creator is not None and creator.pid else os.getppid()
     stop = StopFlag(parent)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
