@@ -317,7 +317,8 @@ def test_no_segment_left_after_creator_exits(fail: bool) -> None:
     assert not shm_exists(name)
 
 
-def test_no_resource_tracker_warnings_end_to_end() -> None:
+@pytest.mark.parametrize("wake", ["eventfd", "semaphore"])
+def test_no_resource_tracker_warnings_end_to_end(wake: str) -> None:
     # A fresh interpreter, so the resource tracker's own stderr is captured: attacher
     # exits normally, another is SIGKILLed, the creator exits through an exception.
     script = textwrap.dedent(
@@ -328,7 +329,7 @@ def test_no_resource_tracker_warnings_end_to_end() -> None:
         if __name__ == "__main__":
             ctx = mp.get_context("spawn")
             try:
-                with Ring.create(4, label="rt") as ring:
+                with Ring.create(4, label="rt", wake=sys.argv[1]) as ring:
                     print(ring.name, flush=True)
                     p = ctx.Process(target=_producer, args=(ring.handle, 3, 0.0))
                     p.start(); p.join(20)
@@ -341,7 +342,7 @@ def test_no_resource_tracker_warnings_end_to_end() -> None:
         """
     )
     out = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script, wake], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
     name = out.stdout.strip()
