@@ -442,6 +442,8 @@ class Ring:
         if w - hdr.read >= self.capacity:
             hdr.dropped += 1  # producer-owned: no race
             return False
+        if isinstance(data, np.ndarray) and not data.flags.c_contiguous:
+            data = np.ascontiguousarray(data)
         buffer: Any = data  # numpy arrays are buffers; the stubs do not say so
         src = buffer if isinstance(buffer, bytes) else memoryview(buffer).cast("B")
         n = len(src)
