@@ -125,9 +125,10 @@ class OpusEncoder:
         _ctl_call(_enc.encoder_ctl, self._state, _ctl.reset_state)
 
     def close(self) -> None:
-        if self._state is not None:
-            _enc.destroy(self._state)
-            self._state = None
+        state = getattr(self, "_state", None)  # None too when __init__ failed early
+        if state is not None:
+            _enc.destroy(state)
+        self._state = None
 
     def __enter__(self) -> OpusEncoder:
         return self
@@ -201,9 +202,10 @@ class OpusDecoder:
         _ctl_call(_dec.decoder_ctl, self._state, _ctl.reset_state)
 
     def close(self) -> None:
-        if self._state is not None:
-            _dec.destroy(self._state)
-            self._state = None
+        state = getattr(self, "_state", None)  # None too when __init__ failed early
+        if state is not None:
+            _dec.destroy(state)
+        self._state = None
 
     def __enter__(self) -> OpusDecoder:
         return self

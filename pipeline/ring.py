@@ -37,9 +37,15 @@ A consumer that wants the freshest audio calls :meth:`Ring.skip` (consumer-side,
 free) to discard stale slots; the playback side keeps its ring shallow instead.
 
 Wake-up: the consumer blocks on an eventfd (default), a pipe, or a semaphore; it never
-spins. bench/ring_ipc.py measures the three (see the report there); they cost about the
-same, eventfd is one fd, one 8-byte counter that cannot fill up, and is drained by a
-single read, so it is the default.
+spins. bench/ring_ipc.py measures all three in one run. On this 2-core machine, loaded
+by other work, two runs gave at 20 ms spacing p99 297/406 µs (eventfd), 770/1166 (pipe),
+1273/825 (semaphore); at 2 ms spacing p50 19-53 µs for all three; consumer CPU
+0.4-1.8 % for all. Cost of a signal: eventfd ~0.4 µs, pipe ~0.9, semaphore ~0.1. They
+are within noise of each other at the median; eventfd had the best 20 ms tail in both
+runs, is one fd a caller can poll beside others (:meth:`Ring.fileno`), is an 8-byte
+counter that cannot fill up (a pipe can), and one read drains it (a semaphore is
+decremented once per wake-up and its surplus gives spurious wake-ups), so it is the
+default.
 
 Shared-memory pitfalls handled here (MEASURED.md): numpy views never pin a mapping,
 so every view handed out is built on a memoryview slice, which does pin it: closing
@@ -442,6 +448,8 @@ class Ring:
         if w - hdr.read >= self.capacity:
             hdr.dropped += 1  # producer-owned: no race
             return False
+        if isinstance(data, np.ndarray) and not data.flags.c_contiguous:
+            data = np.ascontiguousarray(data)
         buffer: Any = data  # numpy arrays are buffers; the stubs do not say so
         src = buffer if isinstance(buffer, bytes) else memoryview(buffer).cast("B")
         n = len(src)

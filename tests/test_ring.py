@@ -210,6 +210,38 @@ def test_view_outliving_close_does_not_crash() -> None:
         ring.unlink()
 
 
+def test_claim_view_outliving_close_does_not_crash() -> None:
+    ring = Ring.create(2)
+    try:
+        view = ring.claim()
+        assert view is not None
+        with pytest.warns(ResourceWarning):
+            ring.close()
+        view[:] = 1.0  # still mapped
+        del view
+    finally:
+        ring.close()
+        ring.unlink()
+
+
+def test_non_contiguous_frame_is_written_in_order() -> None:
+    with Ring.create(2) as ring:
+        wide = np.arange(2 * FRAME_SAMPLES, dtype=np.float32)[::2]
+        assert ring.write(wide)
+        slot = ring.read(0)
+        assert slot is not None and np.array_equal(slot.samples(), wide)
+        del slot
+
+
+@pytest.mark.parametrize("wake", WAKES)
+def test_blocked_consumer_does_not_spin(wake: str) -> None:
+    with Ring.create(2, wake=wake) as ring:  # type: ignore[arg-type]
+        cpu = time.process_time()
+        assert ring.read(0.3) is None
+        # a spinning wait would burn ~0.3 s of CPU; a sleeping one next to nothing
+        assert time.process_time() - cpu < 0.1
+
+
 def test_handle_pickles_only_for_spawning() -> None:
     with Ring.create(2, wake="semaphore") as ring, pytest.raises(RuntimeError):
         # a semaphore (like a raw fd) only travels to a child being spawned
@@ -317,7 +349,8 @@ def test_no_segment_left_after_creator_exits(fail: bool) -> None:
     assert not shm_exists(name)
 
 
-def test_no_resource_tracker_warnings_end_to_end() -> None:
+@pytest.mark.parametrize("wake", ["eventfd", "semaphore"])
+def test_no_resource_tracker_warnings_end_to_end(wake: str) -> None:
     # A fresh interpreter, so the resource tracker's own stderr is captured: attacher
     # exits normally, another is SIGKILLed, the creator exits through an exception.
     script = textwrap.dedent(
@@ -328,7 +361,7 @@ def test_no_resource_tracker_warnings_end_to_end() -> None:
         if __name__ == "__main__":
             ctx = mp.get_context("spawn")
             try:
-                with Ring.create(4, label="rt") as ring:
+                with Ring.create(4, label="rt", wake=sys.argv[1]) as ring:
                     print(ring.name, flush=True)
                     p = ctx.Process(target=_producer, args=(ring.handle, 3, 0.0))
                     p.start(); p.join(20)
@@ -341,7 +374,7 @@ def test_no_resource_tracker_warnings_end_to_end() -> None:
         """
     )
     out = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script, wake], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
     name = out.stdout.strip()
@@ -394,6 +427,18 @@ class RingModel(RuleBasedStateMachine):
         self.ring.release()
         self.model.popleft()
         self.holding = False
+
+    @rule(value=st.floats(-1, 1, width=32), n=st.integers(0, 8))
+    def claim_publish(self, value: float, n: int) -> None:
+        view = self.ring.claim()
+        full = len(self.model) >= self.cap
+        assert (view is None) == full
+        if view is not None:
+            view[:n] = value
+            assert self.ring.publish(4 * n, seq=self.seq)
+            self.model.append((self.seq, np.full(n, value, dtype=np.float32).tobytes()))
+        del view
+        self.seq += 1
 
     @rule(keep=st.integers(0, 3))
     def skip(self, keep: int) -> None:
