@@ -125,7 +125,10 @@ def render(path: Path) -> None:
     for event in sample_events(now):
         window.apply(event)
     window.set_whisper(3)
-    for picker in (window.audio.input, window.audio.output):  # as they are when the UI owns the client
+    for picker in (
+        window.audio.input,
+        window.audio.output,
+    ):  # as they are when the UI owns the client
         picker.setEnabled(True)
     window.audio.output.select("null")
     window.audio.chaos.setValue(5)
