@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from pytestqt.qtbot import QtBot
 from PyQt6.QtCore import Qt
+from pytestqt.qtbot import QtBot
 
 from pipeline import events as ev
 from ui.chat import ChatPanel, clock

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pytestqt.qtbot import QtBot
 from PyQt6.QtCore import QSettings
 from PyQt6.QtWidgets import QDialog
+from pytestqt.qtbot import QtBot
 
 from ui.connect import DEFAULT_SERVER, ConnectDialog, ConnectInfo, parse_server, validate
 

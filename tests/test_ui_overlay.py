@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pytestqt.qtbot import QtBot
 from PyQt6.QtWidgets import QWidget
+from pytestqt.qtbot import QtBot
 
 from pipeline import events as ev
 from pipeline.view import ClientView

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from pytestqt.qtbot import QtBot
 from PyQt6.QtCore import Qt
+from pytestqt.qtbot import QtBot
 
 from pipeline import events as ev
 from pipeline.bus import Broker, BusClient
@@ -158,7 +158,12 @@ def test_chaos_slider_sends_the_command_over_the_bus(qtbot: QtBot) -> None:
 
         qtbot.waitUntil(arrived, timeout=5000)
         window.audio.chaos.setValue(37)
-        qtbot.waitUntil(lambda: bool(got.extend(sub.poll(0.05))) or ev.ChaosCmd(37.0) in got)
+
+        def thirty_seven() -> bool:
+            got.extend(sub.poll(0.05))
+            return ev.ChaosCmd(37.0) in got
+
+        qtbot.waitUntil(thirty_seven, timeout=5000)
         assert window.audio.chaos_label.text() == "37 %"
         window.shutdown()
         assert not bridge.attached
