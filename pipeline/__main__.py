@@ -46,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stats-json", type=Path, help="write the final stats here")
     ap.add_argument("--trace", type=Path, help="folder for per-frame timestamps (benchmarks)")
     ap.add_argument("--seed", type=int, help="seed of the chaos dropper")
+    ap.add_argument(
+        "--udp-via",
+        type=parse_server,
+        metavar="HOST:PORT",
+        help="send voice through this address (an impairment proxy) instead",
+    )
+    ap.add_argument("--no-fec", action="store_true", help="no Opus in-band FEC (benchmarks)")
+    ap.add_argument(
+        "--no-plc", action="store_true", help="lost frames play as silence (benchmarks)"
+    )
     ap.add_argument("--quiet", action="store_true", help="no live status line")
     ap.add_argument("--log-level", default="WARNING")
     return ap
@@ -78,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         playback_frames=args.playback_frames,
         seed=args.seed,
         trace_dir=str(args.trace) if args.trace else None,
+        udp_via=args.udp_via,
+        fec=not args.no_fec,
+        plc=not args.no_plc,
     )
     return run_client(cfg, args.duration, args.stats_json, live=not args.quiet)
 

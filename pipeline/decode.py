@@ -27,13 +27,16 @@ def run(
     out: RingHandle,
     target: int = 2,
     trace_dir: str | None = None,
+    fec: bool = True,
+    plc: bool = True,
 ) -> None:
     stop = child_setup("decode")
     client = BusClient(bus, topics=("cmd.",))
     src, dst = Ring.attach(inp), Ring.attach(out)
-    speakers = Speakers()
+    speakers = Speakers(fec=fec, plc=plc)
     stats = StageStats("decode", client)
-    tracer = Tracer(os.path.join(trace_dir, "decode.npy") if trace_dir else None, 4)
+    push_trace = Tracer(os.path.join(trace_dir, "push.npy") if trace_dir else None, 2)
+    tracer = Tracer(os.path.join(trace_dir, "decode.npy") if trace_dir else None, 3)
     deafened = False
     last_speaking: list[int] = []
     try:
@@ -43,6 +46,7 @@ def run(
                 now = time.monotonic_ns()
                 stats.window("receive_to_decode").add(now - slot.timestamp)
                 speakers.push(slot.speaker, slot.seq, slot.timestamp, bytes(slot.data), now)
+                push_trace.add(slot.seq, now)
                 src.release()
                 slot = src.read(timeout=0)
             while dst.fill() < target:
@@ -63,7 +67,7 @@ def run(
                     stats.window("jitter_wait").add(waited)
                 if info.timestamp:
                     stats.window("capture_to_decoded").add(t1 - info.timestamp)
-                    tracer.add(info.seq, t0, t1, info.waited_ns[0] if info.waited_ns else 0)
+                    tracer.add(info.seq, t0, t1)
             for event in client.poll(0):
                 if isinstance(event, ev.DeafenCmd):
                     deafened = event.deafened
@@ -89,6 +93,7 @@ def run(
                     client.publish(ev.Activity(speaking))
                     last_speaking = speaking
     finally:
+        push_trace.save()
         tracer.save()
         src.close()
         dst.close()

@@ -123,8 +123,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(args: argparse.Namespace, sent: np.ndarray, heard_wav: Path) -> int:
-    bob = json.loads((args.out / "bob.json").read_text())
-    alice = json.loads((args.out / "alice.json").read_text())
+    try:
+        bob = json.loads((args.out / "bob.json").read_text())
+        alice = json.loads((args.out / "alice.json").read_text())
+    except (OSError, ValueError) as exc:
+        print(f"demo: a client did not finish ({exc}); see its messages above", file=sys.stderr)
+        return 1
     m2e = bob["stats"].get("playback", {}).get("latency_ms", {}).get("mouth_to_ear", {})
     net = alice["stats"].get("network", {})
     dec = bob["stats"].get("decode", {})

@@ -26,13 +26,14 @@ def run(
     out: RingHandle,
     bitrate: int = 48000,
     trace_dir: str | None = None,
+    fec: bool = True,
 ) -> None:
     stop = child_setup("encode")
     client = BusClient(bus, topics=("cmd.", "stats.decode"))
     src, dst = Ring.attach(inp), Ring.attach(out)
     stats = StageStats("encode", client)
     tracer = Tracer(os.path.join(trace_dir, "encode.npy") if trace_dir else None, 3)
-    encoder = OpusEncoder(bitrate=bitrate)
+    encoder = OpusEncoder(bitrate=bitrate, fec=fec)
     muted = False
     chaos = measured = 0.0
     try:

@@ -29,7 +29,9 @@ def run(
     whisper: int = 0,
     seed: int | None = None,
     trace_dir: str | None = None,
+    udp_via: tuple[str, int] | None = None,
 ) -> None:
+    """``udp_via`` sends voice there instead of the relay's UDP port (an impairment proxy)."""
     stop = child_setup("network")
     client = BusClient(bus, topics=("cmd.", "session"))
     src, dst = Ring.attach(inp), Ring.attach(out)
@@ -63,7 +65,8 @@ def run(
                 _drain(sock, view, link, relay[0], dst, stats, recv_trace)
             for event in client.poll(0):
                 if isinstance(event, ev.Session):
-                    relay[0] = (socket.gethostbyname(event.host), event.udp_port)
+                    host, port = udp_via or (event.host, event.udp_port)
+                    relay[0] = (socket.gethostbyname(host), port)
                     link.set_session(event.token, time.monotonic_ns())
                 elif isinstance(event, ev.WhisperCmd):
                     link.target = event.target
@@ -95,7 +98,9 @@ def run(
         client.close()
 
 
-def _sendto(sock: socket.socket, data: bytes, addr: tuple[str, int], stats: StageStats) -> None:
+def _sendto(
+    sock: socket.socket, data: bytes | memoryview, addr: tuple[str, int], stats: StageStats
+) -> None:
     try:
         sock.sendto(data, addr)
     except OSError:  # e.g. ECONNREFUSED from an earlier ICMP, or no route: voice is lossy anyway

@@ -51,7 +51,12 @@ class Speakers:
         watermark: int = 2,
         retire_after_ns: int = 2_000_000_000,
         jitter_factory: Callable[[], JitterBuffer] | None = None,
+        *,
+        fec: bool = True,
+        plc: bool = True,
     ) -> None:
+        """``fec``: rebuild a lost frame from the next packet's FEC when it is held.
+        ``plc``: otherwise synthesise it (Opus PLC); with both off a lost frame is silence."""
         self._make_jitter = jitter_factory or (
             lambda: JitterBuffer(watermark=watermark, retire_after_ns=retire_after_ns)
         )
@@ -60,6 +65,7 @@ class Speakers:
         self._out = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         self._frames: list[np.ndarray] = []
         self.retired = 0
+        self.fec, self.plc = fec, plc
 
     def push(self, speaker: int, seq: int, timestamp: int, payload: bytes, now: int) -> None:
         s = self._speakers.get(speaker)
@@ -106,15 +112,16 @@ class Speakers:
             return self._out, info
         return self._mixer.mix(frames, self._out), info
 
-    @staticmethod
-    def _decode(s: _Speaker, action: Frame | Conceal | Recover | Nothing) -> np.ndarray | None:
+    def _decode(
+        self, s: _Speaker, action: Frame | Conceal | Recover | Nothing
+    ) -> np.ndarray | None:
         if isinstance(action, Frame):
             return s.decoder.decode(action.payload)
-        if isinstance(action, Conceal):
-            return s.decoder.conceal()
-        if isinstance(action, Recover):
+        if isinstance(action, Recover) and self.fec:
             return s.decoder.recover(action.next_payload)
-        return None
+        if isinstance(action, Conceal | Recover) and self.plc:
+            return s.decoder.conceal()
+        return None  # Nothing, or a loss left silent
 
     def speaking(self, now: int) -> list[int]:
         return sorted(

@@ -28,6 +28,7 @@ from pipeline.ring import Ring
 
 MAX_RESTARTS = 3
 RESTART_WINDOW = 30.0
+PACKET_SLOT = MAX_PACKET + (-MAX_PACKET % 4)  # ring slots hold whole float32 words
 STOP_GRACE = 2.0  # seconds a process gets to quit on its own before SIGTERM, then SIGKILL
 log = logging.getLogger("supervisor")
 
@@ -47,6 +48,9 @@ class ClientConfig:
     playback_frames: int = 2
     seed: int | None = None
     trace_dir: str | None = None
+    udp_via: tuple[str, int] | None = None  # send voice through this address (benchmarks)
+    fec: bool = True  # Opus in-band FEC: sent by the encoder, used by the decoder
+    plc: bool = True  # Opus packet loss concealment for lost frames
 
 
 @dataclass
@@ -84,8 +88,8 @@ class Supervisor:
         self.broker = Broker()
         bus = self.broker.address
         captured = self._ring(16, FRAME_BYTES, "capture")
-        encoded = self._ring(16, MAX_PACKET, "encoded")
-        received = self._ring(128, MAX_PACKET, "received")
+        encoded = self._ring(16, PACKET_SLOT, "encoded")
+        received = self._ring(128, PACKET_SLOT, "received")
         mixed = self._ring(8, FRAME_BYTES, "playback")
         trace = cfg.trace_dir
         self._children = [
@@ -94,7 +98,7 @@ class Supervisor:
             _Child(
                 "decode",
                 decode.run,
-                (bus, received.handle, mixed.handle, cfg.playback_frames, trace),
+                (bus, received.handle, mixed.handle, cfg.playback_frames, trace, cfg.fec, cfg.plc),
             ),
             _Child(
                 "network",
@@ -107,10 +111,13 @@ class Supervisor:
                     cfg.whisper,
                     cfg.seed,
                     trace,
+                    cfg.udp_via,
                 ),
             ),
             _Child(
-                "encode", encode.run, (bus, captured.handle, encoded.handle, cfg.bitrate, trace)
+                "encode",
+                encode.run,
+                (bus, captured.handle, encoded.handle, cfg.bitrate, trace, cfg.fec),
             ),
             _Child(
                 "capture",

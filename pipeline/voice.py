@@ -115,7 +115,9 @@ class VoiceLink:
             if token != self.token or ts > now:
                 self._count("bad_register_echo")
                 return None
-            self.registered = True
+            if not self.registered:  # answered: from now on only the periodic RTT probe
+                self.registered = True
+                self._next_register = now + REGISTER_PERIOD_NS
             self.rtt_ns = now - ts
             self._count("register_echo")
             return None

@@ -1,0 +1,104 @@
+"""``python -m relay`` / ``voicechat-relay``: the standalone relay daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from relay.protocol import MAX_CHANNEL
+from relay.server import RelayConfig, run
+from relay.sessions import DEFAULT_CHANNELS, DEFAULT_GRACE
+
+
+def _channel(value: str) -> str:
+    name = value.strip()
+    if not name or len(name) > MAX_CHANNEL or any(ord(c) < 0x20 for c in name):
+        raise argparse.ArgumentTypeError(f"bad channel name {value!r}")
+    return name
+
+
+def _positive(value: str) -> float:
+    x = float(value)
+    if not x > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return x
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="voicechat-relay",
+        description="Voice chat relay: TCP control server and UDP voice router on one port.",
+    )
+    ap.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    ap.add_argument(
+        "--port", type=int, default=8080, help="TCP and UDP port (default 8080; 0 = any free)"
+    )
+    ap.add_argument("--echo", action="store_true", help="echo mode: voice goes back to its sender")
+    ap.add_argument(
+        "--channel",
+        action="append",
+        type=_channel,
+        dest="channels",
+        metavar="NAME",
+        help="a channel (repeatable; the first is the default; default "
+        + ", ".join(DEFAULT_CHANNELS)
+        + ")",
+    )
+    ap.add_argument(
+        "--grace",
+        type=_positive,
+        default=DEFAULT_GRACE,
+        help=f"seconds a session outlives its TCP connection (default {DEFAULT_GRACE:g})",
+    )
+    ap.add_argument(
+        "--auth-timeout",
+        type=_positive,
+        default=10.0,
+        help="seconds a new connection has to authenticate (default 10)",
+    )
+    ap.add_argument(
+        "--stats-interval",
+        type=_positive,
+        default=60.0,
+        help="seconds between counter log lines (default 60)",
+    )
+    ap.add_argument(
+        "--udp",
+        choices=("thread", "asyncio"),
+        default="thread",
+        help="UDP forwarding loop: a blocking thread (default) or asyncio (slower, for comparison)",
+    )
+    ap.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="default info",
+    )
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if not 0 <= args.port <= 0xFFFF:
+        build_parser().error("--port must be 0..65535")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = RelayConfig(
+        host=args.host,
+        port=args.port,
+        echo=args.echo,
+        channels=args.channels or list(DEFAULT_CHANNELS),
+        grace=args.grace,
+        auth_timeout=args.auth_timeout,
+        stats_interval=args.stats_interval,
+        udp=args.udp,
+    )
+    asyncio.run(run(config))
+
+
+if __name__ == "__main__":
+    main()

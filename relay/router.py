@@ -1,0 +1,176 @@
+"""The per-datagram routing decision and its counters, sans-I/O and fast.
+
+:meth:`Router.route` looks at one received datagram (a preallocated buffer, its
+length and the source address) and returns the addresses to send it to; for
+voice it rewrites the token field in place to the speaker's public user id, so
+the adapter sends the very same buffer to every destination. The cost of one
+voice datagram is one dict lookup, one address comparison and the 4-byte
+rewrite: the destination tuples are precomputed per sender in an immutable
+:class:`RouteTable` that the control side rebuilds on every membership or
+binding change and swaps in with one attribute store.
+
+Thread ownership: ``Router.table`` is written only by the control thread (one
+atomic reference swap of an immutable value); everything else here, counters
+included, is written only by the thread that calls :meth:`Router.route`. Other
+threads may read the counters (plain ints; a stale read is harmless).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+
+from relay.protocol import HEADER_SIZE, MAX_DATAGRAM, TARGET_OFFSET
+
+Addr = tuple[str, int]
+Dests = tuple[Addr, ...]
+
+_U32 = struct.Struct(">I")
+NOWHERE: Dests = ()
+# The receive buffer holds one byte more than the largest datagram, so an
+# oversized one shows up as a length of RECV_SIZE instead of passing truncated.
+RECV_SIZE = MAX_DATAGRAM + 1
+
+
+@dataclass(slots=True, frozen=True)
+class Route:
+    """What the relay needs about one sender: all precomputed."""
+
+    user_id: bytes  # the public id, already packed as the 4 bytes that replace the token
+    addr: Addr | None  # the bound UDP address, None before the first register ping
+    dests: Dests  # every other bound member of the sender's channel
+    echo: Dests  # (addr,) or ()
+
+
+@dataclass(slots=True, frozen=True)
+class RouteTable:
+    """An immutable snapshot of the session table, shaped for the hot path."""
+
+    routes: dict[int, Route]  # token -> route
+    whisper: dict[int, Dests]  # user id -> (bound address,)
+    user_of: dict[int, int]  # token -> user id, to refuse whispering to oneself
+
+    @classmethod
+    def build(cls, entries: Iterable[tuple[int, int, str, Addr | None]]) -> RouteTable:
+        """From ``(token, user_id, channel, udp_addr)`` of every session."""
+        entries = list(entries)
+        bound: dict[str, list[Addr]] = defaultdict(list)
+        for _token, _uid, channel, addr in entries:
+            if addr is not None and addr not in bound[channel]:
+                bound[channel].append(addr)
+        routes: dict[int, Route] = {}
+        whisper: dict[int, Dests] = {}
+        user_of: dict[int, int] = {}
+        for token, uid, channel, addr in entries:
+            # Two sessions may share an address (a stale one in grace from the same
+            # client): never send a speaker its own voice, never send twice.
+            dests = tuple(a for a in bound[channel] if a != addr)
+            routes[token] = Route(_U32.pack(uid), addr, dests, NOWHERE if addr is None else (addr,))
+            user_of[token] = uid
+            if addr is not None:
+                whisper[uid] = (addr,)
+        return cls(routes, whisper, user_of)
+
+
+EMPTY_TABLE = RouteTable({}, {}, {})
+
+
+@dataclass(slots=True)
+class Counters:
+    """Datagrams by outcome. ``forwarded`` counts datagrams sent, one per destination."""
+
+    voice_in: int = 0
+    forwarded: int = 0
+    echoed: int = 0
+    keepalive: int = 0
+    register: int = 0
+    drop_short: int = 0
+    drop_long: int = 0
+    drop_unknown_token: int = 0
+    drop_unbound: int = 0
+    drop_spoofed: int = 0
+    drop_bad_target: int = 0
+    send_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def line(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.as_dict().items())
+
+
+class Router:
+    """Decides, per datagram, where it goes; counts every outcome."""
+
+    __slots__ = ("counters", "echo", "on_bind", "table")
+
+    def __init__(
+        self,
+        echo: bool = False,
+        on_bind: Callable[[int, Addr, bytes], None] | None = None,
+    ) -> None:
+        self.echo = echo
+        # Called (from the routing thread) with (token, address, the 24-byte ping)
+        # when a register ping comes from an address its token is not bound to: the
+        # owner of the session table binds it and sends the ping back.
+        self.on_bind = on_bind
+        self.table = EMPTY_TABLE
+        self.counters = Counters()
+
+    def route(self, buf: bytearray, n: int, addr: Addr) -> Dests:
+        """Where ``buf[:n]``, received from ``addr``, goes; may rewrite its token in place.
+
+        Register pings go back to the sender unchanged (from a new address they go
+        to ``on_bind`` instead, which binds and answers); voice goes to the
+        sender's channel or whisper target with the token replaced by the sender's
+        user id; in echo mode voice goes back unchanged. Everything else returns
+        ``()`` and is counted by reason.
+        """
+        c = self.counters
+        if n == 0:
+            c.keepalive += 1
+            return NOWHERE
+        if n < HEADER_SIZE:
+            c.drop_short += 1
+            return NOWHERE
+        if n > MAX_DATAGRAM:
+            c.drop_long += 1
+            return NOWHERE
+        token = _U32.unpack_from(buf)[0]
+        table = self.table
+        route = table.routes.get(token)
+        if route is None:
+            c.drop_unknown_token += 1
+            return NOWHERE
+        if n == HEADER_SIZE:
+            c.register += 1
+            if route.addr == addr:
+                return route.echo
+            # A new address: the table's owner binds it, then answers the ping, so
+            # an answer always means voice from this address will be routed.
+            if self.on_bind is not None:
+                self.on_bind(token, addr, bytes(buf[:HEADER_SIZE]))
+            return NOWHERE
+        if route.addr != addr:
+            if route.addr is None:
+                c.drop_unbound += 1
+            else:
+                c.drop_spoofed += 1
+            return NOWHERE
+        c.voice_in += 1
+        if self.echo:
+            c.echoed += 1
+            return route.echo
+        target = _U32.unpack_from(buf, TARGET_OFFSET)[0]
+        if target:
+            dests = table.whisper.get(target, NOWHERE)
+            if not dests or target == table.user_of[token]:
+                c.drop_bad_target += 1
+                return NOWHERE
+        else:
+            dests = route.dests
+        buf[0:4] = route.user_id
+        c.forwarded += len(dests)
+        return dests

@@ -1,0 +1,183 @@
+"""Wires the relay together: ports, session table, router, UDP loop, control server, timers.
+
+The control side (asyncio, this module's thread) owns the session table. The
+UDP side only reads the router's immutable :class:`relay.router.RouteTable`,
+which is rebuilt here after every change and swapped in with one reference
+store; register pings from the UDP thread come back to the loop through
+``call_soon_threadsafe``. Shutdown on SIGINT/SIGTERM: clients get ``bye``, the
+UDP loop is stopped and joined, the counters are logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+
+from relay.control import ControlLimits, ControlServer
+from relay.router import Addr, Router, RouteTable
+from relay.sessions import DEFAULT_CHANNELS, DEFAULT_GRACE, SessionTable
+from relay.udp import UdpThread, open_udp, start_asyncio_udp
+
+log = logging.getLogger("relay")
+
+BIND_ATTEMPTS = 10  # with --port 0: tries to find an ephemeral port free for TCP and UDP
+
+
+@dataclass(slots=True)
+class RelayConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    echo: bool = False
+    channels: list[str] = field(default_factory=lambda: list(DEFAULT_CHANNELS))
+    grace: float = DEFAULT_GRACE
+    auth_timeout: float = 10.0
+    max_output: int = 1024 * 1024
+    stats_interval: float = 60.0
+    udp: str = "thread"  # or "asyncio": the measured alternative
+
+
+class Relay:
+    """One relay: call :meth:`start`, then :meth:`serve` until :meth:`stop`."""
+
+    def __init__(self, config: RelayConfig) -> None:
+        self.config = config
+        self.sessions = SessionTable(config.channels, config.grace)
+        self.router = Router(echo=config.echo, on_bind=self._bind_from_udp)
+        self.control = ControlServer(
+            self.sessions,
+            self._rebuild_routes,
+            ControlLimits(config.auth_timeout, config.max_output),
+        )
+        self.port = 0
+        self._tcp: asyncio.Server | None = None
+        self._udp_sock: socket.socket | None = None
+        self._udp_thread: UdpThread | None = None
+        self._udp_transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        """Bind TCP and UDP on the same port and start serving both."""
+        self._loop = asyncio.get_running_loop()
+        cfg = self.config
+        for attempt in range(BIND_ATTEMPTS):
+            server = await asyncio.start_server(
+                self.control.handle, cfg.host, cfg.port, reuse_address=True
+            )
+            port = server.sockets[0].getsockname()[1]
+            try:
+                self._udp_sock = open_udp(cfg.host, port)
+            except OSError as exc:
+                server.close()
+                await server.wait_closed()
+                if cfg.port != 0 or exc.errno != errno.EADDRINUSE or attempt == BIND_ATTEMPTS - 1:
+                    raise
+                continue
+            self._tcp, self.port = server, port
+            break
+        assert self._udp_sock is not None
+        self.sessions.udp_port = self.port
+        if cfg.udp == "asyncio":
+            self._udp_transport = await start_asyncio_udp(self._udp_sock, self.router)
+        else:
+            self._udp_thread = UdpThread(self._udp_sock, self.router)
+            self._udp_thread.start()
+        mode = "echo" if cfg.echo else "relay"
+        log.info("%s mode, udp=%s, channels=%s, grace=%ss", mode, cfg.udp, cfg.channels, cfg.grace)
+
+    async def serve(self) -> None:
+        """Run the timers until :meth:`stop` is called, then shut everything down."""
+        timers = [
+            asyncio.create_task(self._expiry_timer()),
+            asyncio.create_task(self._stats_timer()),
+        ]
+        try:
+            await self._stopped.wait()
+        finally:
+            for t in timers:
+                t.cancel()
+            await asyncio.gather(*timers, return_exceptions=True)
+            await self.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def close(self) -> None:
+        if self._tcp is not None:
+            self._tcp.close()
+        await self.control.shutdown()
+        if self._tcp is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._tcp.wait_closed(), 2.0)
+            self._tcp = None
+        if self._udp_thread is not None:
+            self._udp_thread.close()
+            self._udp_thread = None
+        if self._udp_transport is not None:
+            self._udp_transport.close()
+            self._udp_transport = None
+        elif self._udp_sock is not None:
+            self._udp_sock.close()
+        log.info(
+            "counters at exit: %s sessions=%d", self.router.counters.line(), len(self.sessions)
+        )
+
+    # --- glue between the sides ---------------------------------------------------------
+
+    def _rebuild_routes(self) -> None:
+        self.router.table = RouteTable.build(self.sessions.route_entries())
+
+    def _bind_from_udp(self, token: int, addr: Addr, ping: bytes) -> None:
+        # Called on the UDP thread (or the loop, in asyncio mode): hop to the loop.
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: shutting down
+            self._loop.call_soon_threadsafe(self._bind, token, addr, ping)
+
+    def _bind(self, token: int, addr: Addr, ping: bytes) -> None:
+        if self.sessions.by_token(token) is None:
+            return  # the session ended between the ping and now
+        if self.sessions.bind_udp(token, addr):
+            self._rebuild_routes()
+        # Answer only now that the new table is installed: the answer promises routing.
+        if self._udp_sock is not None and self._udp_sock.fileno() >= 0:
+            with contextlib.suppress(OSError):
+                self._udp_sock.sendto(ping, addr)
+
+    async def _expiry_timer(self) -> None:
+        while True:
+            deadline = self.sessions.next_deadline()
+            now = self.control.clock()
+            delay = 1.0 if deadline is None else min(1.0, max(0.01, deadline - now))
+            await asyncio.sleep(delay)
+            self.control.expire()
+
+    async def _stats_timer(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.stats_interval)
+            log.info(
+                "counters: %s sessions=%d connections=%d",
+                self.router.counters.line(),
+                len(self.sessions),
+                self.control.connection_count,
+            )
+
+
+async def run(config: RelayConfig) -> None:
+    """Start a relay, print the listening line, serve until SIGINT or SIGTERM."""
+    relay = Relay(config)
+    await relay.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, relay.stop)
+    print(
+        f"relay listening on {config.host} tcp={relay.port} udp={relay.port}",
+        file=sys.stdout,
+        flush=True,
+    )
+    await relay.serve()

@@ -1,0 +1,121 @@
+"""The UDP adapters around :class:`relay.router.Router`: the hot loop and its alternative.
+
+:class:`UdpThread` is the relay's forwarding path: a blocking
+``recvfrom_into`` on one preallocated buffer, the router's decision, one
+``sendto`` per destination, in a thread of its own so the asyncio loop never
+sits between a datagram and its forwarding. It does no logging, no msgpack and
+no allocation per datagram beyond what the socket calls themselves create.
+
+:class:`AsyncioUdp` is the same router behind an asyncio ``DatagramProtocol``,
+kept as the measured alternative (``--udp asyncio``): bench/relay_load.py runs
+both in the same run. Rules for the hot loop, as sounddevice's for callbacks: no
+logging, no locks, no allocation that can be avoided, count instead of raising.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from typing import cast
+
+from relay.router import RECV_SIZE, Addr, Router
+
+RCVBUF = 4 * 1024 * 1024  # absorbs bursts; the kernel caps it at net.core.rmem_max
+
+
+def open_udp(host: str, port: int) -> socket.socket:
+    """A bound UDP socket with a large receive buffer (raises OSError if the port is taken)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpThread:
+    """Runs the forwarding loop on ``sock`` in a daemon thread until :meth:`close`."""
+
+    def __init__(self, sock: socket.socket, router: Router) -> None:
+        self.sock = sock
+        self.router = router
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="udp-relay", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        buf = bytearray(RECV_SIZE)
+        view = memoryview(buf)
+        recv = self.sock.recvfrom_into
+        send = self.sock.sendto
+        route = self.router.route
+        counters = self.router.counters
+        while True:
+            try:
+                n, addr = recv(buf)
+            except OSError:
+                if self._stop:
+                    return
+                continue  # e.g. an ICMP error reported on the socket: not ours to act on
+            if n == 0 and self._stop:
+                return
+            dests = route(buf, n, addr)
+            if dests:
+                data = view[:n]
+                for dest in dests:
+                    try:
+                        send(data, dest)
+                    except OSError:
+                        counters.send_errors += 1
+                data.release()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the loop (a 0-byte datagram to ourselves wakes it), join, close the socket."""
+        self._stop = True
+        if self._thread.is_alive():
+            host, port = self.sock.getsockname()[:2]
+            if host in ("0.0.0.0", ""):
+                host = "127.0.0.1"
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as waker:
+                for _ in range(20):
+                    waker.sendto(b"", (host, port))
+                    self._thread.join(timeout / 20)
+                    if not self._thread.is_alive():
+                        break
+        self.sock.close()
+
+
+class AsyncioUdp(asyncio.DatagramProtocol):
+    """The same router on the event loop: the slower alternative, kept to measure against."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # 3.11's selector datagram transport does not subclass DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Addr) -> None:
+        buf = bytearray(data)  # asyncio hands us immutable bytes; the router rewrites in place
+        dests = self.router.route(buf, len(buf), addr)
+        if dests and self.transport is not None:
+            for dest in dests:
+                self.transport.sendto(buf, dest)
+
+    def error_received(self, exc: Exception) -> None:
+        self.router.counters.send_errors += 1
+
+
+async def start_asyncio_udp(sock: socket.socket, router: Router) -> asyncio.DatagramTransport:
+    """Serve ``sock`` with :class:`AsyncioUdp` on the running loop."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: AsyncioUdp(router), sock=sock)
+    return transport

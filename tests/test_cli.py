@@ -1,0 +1,146 @@
+"""pipeline/__main__.py: the headless client as a user runs it, in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.demo import ROOT, start_relay
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    proc, port = start_relay()
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def cli(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+            except OSError:
+                continue
+            if state != "Z":
+                children.setdefault(int(ppid), []).append(int(entry))
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def alive(pids: set[int]) -> set[int]:
+    out = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    out.add(pid)
+        except OSError:
+            pass
+    return out
+
+
+def vc_segments() -> set[str]:
+    return {s for s in os.listdir("/dev/shm") if s.startswith("vc_")}
+
+
+def test_bad_input_is_one_clear_line() -> None:
+    p = cli("--name", "x", "--input", "microphone", "--output", "null")
+    _out, err = p.communicate(timeout=60)
+    assert p.returncode == 2
+    assert "unknown input 'microphone'" in err and "FILE.wav" in err
+
+
+def test_missing_sound_device_names_the_file_options() -> None:
+    p = cli("--name", "x", "--input", "device", "--output", "null")
+    _out, err = p.communicate(timeout=60)
+    if p.returncode == 0:
+        pytest.skip("this machine has a sound input device")
+    assert p.returncode == 2
+    assert err.count("\n") == 1 and "--input" in err and "FILE.wav" in err
+
+
+def test_runs_for_a_duration_and_writes_stats(port: int, tmp_path: Path) -> None:
+    stats = tmp_path / "s.json"
+    p = cli("--server", f"127.0.0.1:{port}", "--name", "cli", "--input", "tone",
+            "--output", "null", "--duration", "3", "--stats-json", str(stats))  # fmt: skip
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "summary:" in out and "connected" in out
+    doc = json.loads(stats.read_text())
+    assert doc["state"] == "connected" and doc["channel"] == "Lobby"
+    assert doc["stats"]["network"]["sent"] > 50
+
+
+def test_ctrl_c_stops_everything(port: int) -> None:
+    before = vc_segments()
+    p = cli("--server", f"127.0.0.1:{port}", "--name", "int", "--input", "tone", "--output", "null")
+    try:
+        deadline = time.monotonic() + 20
+        while len(descendants(p.pid)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        kids = descendants(p.pid)
+        assert len(kids) >= 6
+        time.sleep(1.0)
+        p.send_signal(signal.SIGINT)
+        out, _err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0 and "summary:" in out
+    assert not alive(kids)
+    assert vc_segments() <= before
+
+
+def test_sigkill_of_the_supervisor_leaves_no_orphan(port: int) -> None:
+    before = vc_segments()
+    p = cli("--server", f"127.0.0.1:{port}", "--name", "kil", "--input", "tone", "--output", "null")
+    try:
+        deadline = time.monotonic() + 20
+        while len(descendants(p.pid)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        kids = descendants(p.pid)
+        time.sleep(1.0)
+        p.kill()
+        p.wait(10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    deadline = time.monotonic() + 15
+    while (alive(kids) or vc_segments() - before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(kids), "children outlived their supervisor"
+    assert not vc_segments() - before, "segments outlived the supervisor"

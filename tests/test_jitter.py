@@ -1,0 +1,276 @@
+"""pipeline/jitter.py with an injected clock: order, loss, lateness, restarts, fuzzing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.audio import FRAME_NS
+from pipeline.jitter import Conceal, Frame, JitterBuffer, Nothing, Output, Recover
+from pipeline.seqnum import MASK, seq_add, seq_diff
+
+MS = 1_000_000
+T0 = 1_000_000_000_000  # an arbitrary monotonic start
+
+
+def payload(seq: int) -> bytes:
+    return seq.to_bytes(8, "big")
+
+
+@dataclass
+class Sim:
+    """A sender at 20 ms, a network with per-packet delays, a receiver ticking at 20 ms."""
+
+    jb: JitterBuffer
+    first_seq: int = 0
+    ts0: int = T0
+
+    def run(
+        self,
+        delays: Mapping[int, int | None],
+        n: int,
+        ticks: int,
+        dup: frozenset[int] = frozenset(),
+    ) -> list[Output]:
+        """delays: index -> extra delay in ns (None: lost); every packet has 5 ms base delay."""
+        arrivals: list[tuple[int, int]] = []
+        for k in range(n):
+            d = delays.get(k, 0)
+            if d is None:
+                continue
+            t = self.ts0 + k * FRAME_NS + 5 * MS + d
+            arrivals.append((t, k))
+            if k in dup:
+                arrivals.append((t + 3 * MS, k))
+        arrivals.sort()
+        out: list[Output] = []
+        i = 0
+        for tick in range(ticks):
+            now = self.ts0 + tick * FRAME_NS + 10 * MS
+            while i < len(arrivals) and arrivals[i][0] <= now:
+                t, k = arrivals[i]
+                seq = seq_add(self.first_seq, k)
+                self.jb.push(seq, self.ts0 + k * FRAME_NS, payload(seq), t)
+                i += 1
+            out.append(self.jb.pop(now))
+        return out
+
+
+def played(out: list[Output]) -> list[int]:
+    return [o.seq for o in out if isinstance(o, Frame)]
+
+
+def kinds(out: list[Output]) -> str:
+    codes = {Frame: "F", Conceal: "C", Recover: "R", Nothing: "."}
+    return "".join(codes[type(o)] for o in out)
+
+
+# --- ordinary streams ---------------------------------------------------------------
+
+
+def test_nothing_until_watermark_then_in_order() -> None:
+    jb = JitterBuffer()
+    jb.push(0, T0, payload(0), T0)
+    assert jb.pop(T0) == Nothing()
+    jb.push(1, T0 + FRAME_NS, payload(1), T0)
+    assert jb.pop(T0) == Frame(0, T0, payload(0))
+    assert jb.pop(T0) == Frame(1, T0 + FRAME_NS, payload(1))
+
+
+def test_in_order_stream_plays_everything_once() -> None:
+    sim = Sim(JitterBuffer())
+    out = sim.run({}, n=100, ticks=110)
+    assert played(out) == list(range(100))
+    s = sim.jb.stats
+    assert (s.played, s.concealed, s.recovered, s.late, s.lost) == (100, 3, 0, 0, 0)
+    assert kinds(out).strip(".").startswith("F" * 100)  # then it runs dry: a few C
+
+
+def test_reordered_stream_is_put_back_in_order() -> None:
+    # every third packet overtaken by the next one (delayed 25 ms)
+    sim = Sim(JitterBuffer())
+    out = sim.run({k: 25 * MS for k in range(0, 100, 3)}, n=100, ticks=110)
+    assert played(out) == list(range(100))
+    assert sim.jb.stats.late == 0
+
+
+def test_duplicates_dropped_and_counted() -> None:
+    sim = Sim(JitterBuffer())
+    out = sim.run({}, n=50, ticks=60, dup=frozenset(range(0, 50, 2)))
+    assert played(out) == list(range(50))
+    assert sim.jb.stats.duplicate + sim.jb.stats.late == 25
+
+
+def test_single_loss_recovers_from_fec_of_next_packet() -> None:
+    sim = Sim(JitterBuffer())
+    out = sim.run({10: None}, n=40, ticks=40)
+    rec = [o for o in out if isinstance(o, Recover)]
+    assert rec == [Recover(10, payload(11))]
+    assert played(out) == [k for k in range(40) if k != 10][: len(played(out))]
+    s = sim.jb.stats
+    assert (s.recovered, s.lost) == (1, 1)
+
+
+def test_late_packet_is_concealed_then_dropped_as_late() -> None:
+    sim = Sim(JitterBuffer())
+    out = sim.run({10: 200 * MS}, n=40, ticks=45)
+    assert 10 not in played(out)
+    assert any(isinstance(o, Recover | Conceal) and o.seq == 10 for o in out)
+    s = sim.jb.stats
+    assert s.late == 1 and s.lost == 1
+
+
+def test_burst_loss_conceals_a_little_then_rebuffers() -> None:
+    sim = Sim(JitterBuffer())
+    out = sim.run(dict.fromkeys(range(10, 20)), n=40, ticks=45)
+    assert played(out) == list(range(10)) + list(range(20, 40))
+    k = kinds(out)
+    assert "FCCC." in k  # max_underrun concealments, then buffering
+    s = sim.jb.stats
+    assert s.lost == 10 and s.concealed >= 3 and s.underruns >= 1
+
+
+def test_long_hole_with_later_packets_held_skips_ahead() -> None:
+    jb = JitterBuffer(watermark=2, max_conceal=3)
+    for seq in (0, 1, 10, 11):
+        jb.push(seq, T0 + seq * FRAME_NS, payload(seq), T0)
+    out = [jb.pop(T0) for _ in range(8)]
+    assert kinds(out) == "FFCCCFFC"  # dry at the end: underrun concealment
+    assert played(out) == [0, 1, 10, 11]
+    assert [o.seq for o in out if isinstance(o, Conceal)] == [2, 3, 4, 12]
+    assert jb.stats.lost == 8
+
+
+def test_depth_is_bounded_by_dropping_the_oldest() -> None:
+    jb = JitterBuffer(max_depth=10)
+    for seq in range(25):
+        jb.push(seq, T0 + seq * FRAME_NS, payload(seq), T0)
+    assert jb.depth == 10 and jb.stats.overflow == 15
+    first = jb.pop(T0)
+    assert isinstance(first, Frame) and first.seq == 15
+    jb.push(3, T0 + 3 * FRAME_NS, payload(3), T0)  # already dropped: late now
+    assert jb.stats.late == 1
+
+
+def test_sequence_restart_resets_the_buffer() -> None:
+    jb = JitterBuffer()
+    now = T0
+    for seq in range(1000, 1010):
+        jb.push(seq, now, payload(seq), now)
+        jb.pop(now)
+        now += FRAME_NS
+    # reconnect: a new stream from 0, captured later
+    outs = []
+    for k in range(10):
+        jb.push(k, now, payload(k), now)
+        outs.append(jb.pop(now))
+        now += FRAME_NS
+    assert jb.stats.restarts == 1
+    assert played(outs) == list(range(9))
+    # a straggler of the old stream is late, not a second restart
+    jb.push(1009, T0 + 9 * FRAME_NS, payload(1009), now)
+    assert jb.stats.restarts == 1 and jb.stats.late >= 1
+
+
+def test_sender_pause_resumes_without_clipping() -> None:
+    # The sender numbers frames it sends: after a pause seq continues, ts jumps.
+    jb = JitterBuffer()
+    now = T0
+    for seq in range(10):
+        jb.push(seq, now, payload(seq), now)
+        jb.pop(now)
+        now += FRAME_NS
+    for _ in range(20):  # 400 ms of silence: a few concealments, then Nothing
+        jb.pop(now)
+        now += FRAME_NS
+    outs = []
+    for seq in range(10, 20):
+        jb.push(seq, now, payload(seq), now)
+        outs.append(jb.pop(now))
+        now += FRAME_NS
+    assert played(outs) == list(range(10, 19))
+
+
+def test_retired_after_silence_and_revived_by_a_new_push() -> None:
+    jb = JitterBuffer(retire_after_ns=2_000_000_000)
+    assert not jb.retired
+    jb.push(0, T0, payload(0), T0)
+    jb.pop(T0 + 1_000_000_000)
+    assert not jb.retired
+    assert jb.pop(T0 + 2_100_000_000) == Nothing()
+    assert jb.retired
+    jb.push(500, T0 + 3 * 10**9, payload(500), T0 + 3 * 10**9)
+    assert not jb.retired and jb.stats.restarts == 1 and jb.depth == 1
+
+
+def test_sequence_numbers_wrap() -> None:
+    sim = Sim(JitterBuffer(), first_seq=MASK - 4)
+    out = sim.run({6: None}, n=12, ticks=14)
+    seqs = [o.seq for o in out if not isinstance(o, Nothing)]
+    assert seqs[:12] == [seq_add(MASK - 4, k) for k in range(12)]
+    assert seqs[5] == 0  # wrapped
+    assert isinstance(out[1 + 6], Recover)
+
+
+def test_loss_percent_over_the_last_ten_seconds() -> None:
+    sim = Sim(JitterBuffer())
+    lost = {k: None for k in range(0, 1000, 10) if k}  # 10 % loss throughout 20 s
+    sim.run(lost, n=1000, ticks=1000)
+    assert sim.jb.stats.loss_percent == pytest.approx(10, abs=1.5)
+    sim2 = Sim(JitterBuffer())
+    sim2.run({k: None for k in range(10, 500, 10)}, n=1000, ticks=1000)  # loss ended at 10 s
+    assert sim2.jb.stats.loss_percent == 0
+    assert sim2.jb.stats.lost == 49
+
+
+def test_bad_watermark() -> None:
+    with pytest.raises(ValueError):
+        JitterBuffer(watermark=0)
+    with pytest.raises(ValueError):
+        JitterBuffer(watermark=60, max_depth=50)
+
+
+# --- any arrival order of any subset ------------------------------------------------
+
+
+@given(
+    first=st.one_of(st.integers(0, MASK), st.integers(MASK - 40, MASK)),
+    order=st.lists(st.integers(0, 60), max_size=80),
+    pops=st.lists(st.booleans(), min_size=1, max_size=200),
+    watermark=st.integers(1, 4),
+    max_depth=st.integers(4, 20),
+)
+def test_any_arrival_order_never_replays_or_goes_back(
+    first: int, order: list[int], pops: list[bool], watermark: int, max_depth: int
+) -> None:
+    jb = JitterBuffer(watermark=watermark, max_depth=max_depth, max_conceal=2)
+    now = T0
+    it = iter(order)
+    last: int | None = None
+    for do_pop in pops:
+        now += FRAME_NS // 2
+        if do_pop:
+            o = jb.pop(now)
+            if isinstance(o, Nothing):
+                continue
+            if last is not None:
+                assert seq_diff(o.seq, last) > 0, (last, o)
+            last = o.seq
+            k = seq_diff(o.seq, first)
+            if isinstance(o, Frame):
+                assert o.payload == payload(o.seq) and o.timestamp == T0 + k * FRAME_NS
+            if isinstance(o, Recover):
+                assert o.next_payload == payload(seq_add(o.seq, 1))
+        else:
+            arrival = next(it, None)
+            if arrival is None:
+                continue
+            seq = seq_add(first, arrival)
+            jb.push(seq, T0 + arrival * FRAME_NS, payload(seq), now)
+        assert 0 <= jb.depth <= max_depth
+    s = jb.stats
+    assert s.restarts == 0 and 0 <= s.loss_percent <= 100

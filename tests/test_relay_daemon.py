@@ -1,0 +1,415 @@
+"""The relay daemon as a real process on loopback: relay/server.py and relay/__main__.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from relay import protocol as p
+from relay.probe import ProbeClient
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+
+
+class RelayProc:
+    def __init__(self, proc: subprocess.Popen[str], port: int) -> None:
+        self.proc = proc
+        self.port = port
+
+    def client(self, name: str | None = None, register: bool = True) -> ProbeClient:
+        c = ProbeClient(HOST, self.port)
+        if name is not None:
+            c.auth(name)
+            if register:
+                c.register()
+        return c
+
+
+def start_relay(*args: str) -> RelayProc:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay", "--port", "0", "--host", HOST, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline() if proc.stdout else ""
+    if "listening" not in line:
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        raise RuntimeError(f"relay did not start: {line!r} {err}")
+    port = int(line.split("tcp=")[1].split()[0])
+    assert f"udp={port}" in line
+    return RelayProc(proc, port)
+
+
+def stop_relay(relay: RelayProc) -> str:
+    """SIGTERM, wait; return stderr (the log)."""
+    if relay.proc.poll() is None:
+        relay.proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = relay.proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        relay.proc.kill()
+        _, err = relay.proc.communicate()
+    return err
+
+
+@pytest.fixture
+def relay_factory() -> Iterator[Callable[..., RelayProc]]:
+    started: list[RelayProc] = []
+
+    def make(*args: str) -> RelayProc:
+        r = start_relay(*args)
+        started.append(r)
+        return r
+
+    try:
+        yield make
+    finally:
+        for r in started:
+            stop_relay(r)
+
+
+@pytest.fixture
+def relay(relay_factory: Callable[..., RelayProc]) -> RelayProc:
+    return relay_factory("--grace", "1", "--auth-timeout", "2", "--log-level", "debug")
+
+
+def quiet(c: ProbeClient, t: float = 0.3) -> bool:
+    """No voice arrives within ``t`` seconds."""
+    return c.recv_voice(t) is None
+
+
+# --- sessions ---------------------------------------------------------------------------
+
+
+def test_auth_welcome_snapshot(relay: RelayProc) -> None:
+    with relay.client("alice") as a, relay.client("bob") as b:
+        w = b.welcome
+        assert w is not None
+        assert w.token != 0 and w.user_id != a.user_id and w.udp_port == relay.port
+        assert w.channel == "Lobby" and "Lobby" in w.channels
+        assert {(u.name, u.channel) for u in w.users} == {("alice", "Lobby"), ("bob", "Lobby")}
+        joined = a.recv_type(p.UserJoined)
+        assert joined == p.UserJoined(user_id=b.user_id, name="bob", channel="Lobby")
+
+
+def test_duplicate_names_are_made_unique(relay: RelayProc) -> None:
+    with relay.client("sam") as a, relay.client("sam") as b:
+        assert a.welcome is not None and b.welcome is not None
+        names = {u.name for u in b.welcome.users}
+        assert names == {"sam", "sam-2"}
+
+
+def test_ping_pong(relay: RelayProc) -> None:
+    with relay.client() as c:
+        c.send(p.Ping(nonce=77, t=1.5))
+        assert c.recv_type(p.Pong) == p.Pong(nonce=77, t=1.5)
+
+
+def test_chat_reaches_the_channel_sender_included(relay: RelayProc) -> None:
+    with relay.client("a") as a, relay.client("b") as b, relay.client("c") as c:
+        c.send(p.Join(channel="Music"))
+        c.recv(lambda m: isinstance(m, p.UserJoined) and m.user_id == c.user_id)
+        a.send(p.Chat(text="hello"))
+        for who in (a, b):
+            msg = who.recv_type(p.Chat)
+            assert isinstance(msg, p.Chat)
+            assert (msg.text, msg.user_id, msg.name, msg.channel) == (
+                "hello",
+                a.user_id,
+                "a",
+                "Lobby",
+            )
+            assert abs(msg.ts - time.time()) < 60
+        c.send(p.Ping(nonce=1, t=0.0))
+        c.recv_type(p.Pong)
+        assert not any(isinstance(m, p.Chat) for m in c.inbox)
+
+
+def test_join_and_leave_presence(relay: RelayProc) -> None:
+    with relay.client("a") as a, relay.client("b") as b, relay.client("m") as m:
+        b.send(p.Join(channel="Music"))
+        b.recv(lambda x: isinstance(x, p.UserJoined) and x.user_id == b.user_id)
+        a.send(p.Join(channel="Music"))
+        left = m.recv(lambda x: isinstance(x, p.UserLeft) and x.user_id == a.user_id)
+        assert left == p.UserLeft(user_id=a.user_id, name="a", channel="Lobby")
+        assert b.recv(lambda x: isinstance(x, p.UserJoined) and x.user_id == a.user_id) == (
+            p.UserJoined(user_id=a.user_id, name="a", channel="Music")
+        )
+        # The mover hears that it left, who is already there, and that it arrived.
+        a.recv(lambda x: isinstance(x, p.UserLeft) and x.user_id == a.user_id)
+        a.recv(lambda x: isinstance(x, p.UserJoined) and x.user_id == b.user_id)
+        a.recv(lambda x: isinstance(x, p.UserJoined) and x.user_id == a.user_id)
+        a.send(p.Join(channel="No such room"))
+        err = a.recv_type(p.Error)
+        assert isinstance(err, p.Error) and err.code == "unknown_channel"
+        b.send(p.Bye())
+        assert b.closed_by_relay()
+        assert a.recv(lambda x: isinstance(x, p.UserLeft) and x.user_id == b.user_id)
+
+
+def test_reconnect_within_grace_keeps_user_and_channel(
+    relay_factory: Callable[..., RelayProc],
+) -> None:
+    relay = relay_factory("--grace", "30")
+    with relay.client("a") as a, relay.client("watcher") as w:
+        a.send(p.Join(channel="Gaming"))
+        a.recv(lambda x: isinstance(x, p.UserJoined) and x.user_id == a.user_id)
+        token, uid = a.token, a.user_id
+        a.tcp.close()
+        with relay.client() as again:
+            again.send(p.Reconnect(token=token))
+            welcome = again.recv_type(p.Welcome)
+            assert isinstance(welcome, p.Welcome)
+            assert (welcome.token, welcome.user_id, welcome.channel) == (token, uid, "Gaming")
+            # No presence churn: the watcher saw the move and nothing about the drop.
+            w.send(p.Ping(nonce=5, t=0.0))
+            w.recv_type(p.Pong)
+            assert not any(isinstance(m, p.UserLeft) and m.channel == "Gaming" for m in w.inbox)
+
+
+def test_reconnect_after_grace_is_unknown_token(relay: RelayProc) -> None:
+    with relay.client("a") as a, relay.client("b") as b:
+        token, uid = a.token, a.user_id
+        a.tcp.close()
+        left = b.recv(lambda x: isinstance(x, p.UserLeft))  # after the 1 s grace
+        assert isinstance(left, p.UserLeft) and left.user_id == uid
+        with relay.client() as again:
+            again.send(p.Reconnect(token=token))
+            err = again.recv_type(p.Error)
+            assert isinstance(err, p.Error) and err.code == "unknown_token"
+            again.auth("a")  # and the client can start over
+
+
+def test_reconnect_with_unknown_token(relay: RelayProc) -> None:
+    with relay.client() as c:
+        c.send(p.Reconnect(token=12345))
+        err = c.recv_type(p.Error)
+        assert isinstance(err, p.Error) and err.code == "unknown_token"
+
+
+# --- UDP routing ---------------------------------------------------------------------------
+
+
+def test_three_users_hear_each_other_not_themselves(relay: RelayProc) -> None:
+    with relay.client("a") as a, relay.client("b") as b, relay.client("c") as c:
+        users = [a, b, c]
+        for i, speaker in enumerate(users):
+            sent = speaker.send_voice(i + 1, b"opus-%d" % i)
+            for listener in users:
+                if listener is speaker:
+                    continue
+                got = listener.recv_voice()
+                assert got is not None
+                # Token replaced by the public user id; everything else byte for byte.
+                assert got.token == speaker.user_id
+                assert bytes(got)[4:] == sent[4:]
+        for u in users:
+            assert quiet(u)
+
+
+def test_other_channel_hears_nothing(relay: RelayProc) -> None:
+    with relay.client("a") as a, relay.client("b") as b, relay.client("c") as c:
+        c.send(p.Join(channel="Music"))
+        c.recv(lambda x: isinstance(x, p.UserJoined) and x.user_id == c.user_id)
+        time.sleep(0.1)
+        a.send_voice(1, b"x")
+        assert b.recv_voice() is not None
+        assert quiet(c)
+        c.send_voice(1, b"alone")
+        assert quiet(a) and quiet(b)
+
+
+def test_whisper_reaches_only_its_target(relay: RelayProc) -> None:
+    with relay.client("a") as a, relay.client("b") as b, relay.client("c") as c:
+        c.send(p.Join(channel="Music"))  # whisper crosses channels
+        c.recv(lambda x: isinstance(x, p.UserJoined) and x.user_id == c.user_id)
+        a.send_voice(1, b"psst", target=c.user_id)
+        got = c.recv_voice()
+        assert got is not None and got.payload == b"psst" and got.target == c.user_id
+        assert got.token == a.user_id
+        assert quiet(b)
+        a.send_voice(2, b"nobody", target=999_999)
+        a.send_voice(3, b"myself", target=a.user_id)
+        assert quiet(b) and quiet(c) and quiet(a)
+
+
+def test_token_never_visible_to_other_clients(relay: RelayProc) -> None:
+    with relay.client("a") as a, relay.client("b") as b:
+        token_bytes = struct.pack(">I", a.token)
+        a.send_voice(1, token_bytes * 4)
+        data = b.recv_datagram()
+        assert data is not None and data[:4] == struct.pack(">I", a.user_id)
+        assert token_bytes not in data[:24]
+        assert b.welcome is not None
+        assert all(u.user_id != a.token or u.user_id == a.user_id for u in b.welcome.users)
+        assert not any(getattr(m, "token", None) == a.token for m in b.inbox)
+
+
+def test_keepalive_ignored_and_register_answered(relay: RelayProc) -> None:
+    with relay.client("a") as a, relay.client("b") as b:
+        a.udp.sendto(b"", a.relay)
+        assert b.recv_datagram(0.3) is None and a.recv_datagram(0.3) is None
+        ping = bytes(p.VoiceDatagram(a.token, 9, 123))
+        a.udp.sendto(ping, a.relay)
+        assert a.recv_datagram() == ping
+        assert b.recv_datagram(0.3) is None
+
+
+def test_register_binds_the_address(relay: RelayProc) -> None:
+    with relay.client("a", register=False) as a, relay.client("b") as b:
+        a.send_voice(1, b"before")  # not bound yet: dropped
+        assert quiet(b)
+        a.register()
+        a.send_voice(2, b"after")
+        got = b.recv_voice()
+        assert got is not None and got.payload == b"after"
+
+
+def test_spoofed_source_with_valid_token_dropped(relay: RelayProc) -> None:
+    with relay.client("a") as a, relay.client("b") as b:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as thief:
+            thief.sendto(bytes(p.VoiceDatagram(a.token, 1, 2, 0, b"stolen")), a.relay)
+        assert quiet(b)
+        a.send_voice(2, b"real")
+        got = b.recv_voice()
+        assert got is not None and got.payload == b"real"
+
+
+def test_echo_mode(relay_factory: Callable[..., RelayProc]) -> None:
+    relay = relay_factory("--echo")
+    with relay.client("a") as a, relay.client("b") as b:
+        sent = a.send_voice(1, b"me")
+        assert a.recv_datagram() == sent
+        assert quiet(b)
+
+
+def test_asyncio_udp_mode_routes_too(relay_factory: Callable[..., RelayProc]) -> None:
+    relay = relay_factory("--udp", "asyncio")
+    with relay.client("a") as a, relay.client("b") as b:
+        a.send_voice(1, b"x")
+        got = b.recv_voice()
+        assert got is not None and got.token == a.user_id
+
+
+def test_garbage_datagrams_do_not_stop_voice(relay: RelayProc) -> None:
+    with relay.client("a") as a, relay.client("b") as b:
+        rng = os.urandom
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as g:
+            for n in (1, 5, 23, 24, 25, 100, 1299, 1300, 1400, 9000):
+                g.sendto(rng(n), a.relay)
+            for _ in range(2000):
+                g.sendto(rng(60), a.relay)
+        a.send_voice(1, b"still here")
+        got = b.recv_voice()
+        assert got is not None and got.payload == b"still here"
+
+
+# --- hostile control input -------------------------------------------------------------------
+
+
+def _frame(value: object) -> bytes:
+    body = msgpack.packb(value)
+    return p.LENGTH.pack(len(body)) + body
+
+
+# One of each class the protocol fuzz tests reject inside a well-formed frame.
+MALFORMED_FRAMES = {
+    "bad_msgpack": struct.pack(">I", 3) + b"\xc1\xc1\xc1",
+    "truncated_msgpack": struct.pack(">I", 2) + b"\x82\xa4",
+    "not_a_map": _frame(1),
+    "no_type": _frame({"a": 1}),
+    "unknown_type": _frame({"type": "zap"}),
+    "wrong_field_type": _frame({"type": "auth", "name": 5}),
+    "missing_field": _frame({"type": "join"}),
+    "bool_as_int": _frame({"type": "reconnect", "token": True}),
+    "control_chars": _frame({"type": "auth", "name": "a\x00b"}),
+    "too_long_name": _frame({"type": "auth", "name": "n" * 100}),
+    "relay_only_type": p.encode_message(p.Welcome(1, 1, 1, "x")),
+    "empty_frame": struct.pack(">I", 0),
+}
+
+
+@pytest.mark.parametrize("frame", MALFORMED_FRAMES.values(), ids=list(MALFORMED_FRAMES))
+def test_malformed_frame_gets_error_and_stream_goes_on(relay: RelayProc, frame: bytes) -> None:
+    with relay.client() as c:
+        c.send_raw(frame)
+        assert isinstance(c.recv(), p.ProtocolError | p.Error)
+        c.send(p.Ping(nonce=3, t=0.0))
+        c.recv_type(p.Pong)
+
+
+def test_oversized_frame_gets_error_and_close(relay: RelayProc) -> None:
+    with relay.client() as c:
+        c.send_raw(struct.pack(">I", 2**31) + b"x" * 100)  # never allocated
+        err = c.recv_type(p.Error)
+        assert isinstance(err, p.Error) and err.code == "bad_frame"
+        assert c.closed_by_relay()
+    with relay.client("fine") as ok:
+        assert ok.welcome is not None
+
+
+def test_connection_that_never_auths_is_timed_out(relay: RelayProc) -> None:
+    with relay.client() as idle, relay.client("ok") as ok:
+        err = idle.recv_type(p.Error)  # --auth-timeout 2
+        assert isinstance(err, p.Error) and err.code == "auth_timeout"
+        assert idle.closed_by_relay()
+        ok.send(p.Ping(nonce=1, t=0.0))
+        ok.recv_type(p.Pong)
+
+
+def test_many_bad_frames_close_the_connection(relay: RelayProc) -> None:
+    with relay.client() as c:
+        c.send_raw(MALFORMED_FRAMES["bad_msgpack"] * 50)
+        assert c.closed_by_relay()
+
+
+def test_fuzzed_streams_leave_the_relay_serving(relay: RelayProc) -> None:
+    import random
+
+    rnd = random.Random(1234)
+    with relay.client("good") as good, relay.client("peer") as peer:
+        for i in range(30):
+            with relay.client() as bad:
+                blob = bytearray(rnd.randbytes(rnd.randrange(1, 300)))
+                if i % 3 == 0:  # a plausible length prefix, then garbage
+                    blob[:4] = struct.pack(">I", rnd.randrange(0, 400))
+                if i % 5 == 0:
+                    blob = bytearray(p.encode_message(p.Auth(name="fz"))) + blob
+                try:
+                    bad.send_raw(bytes(blob))
+                    bad.closed_by_relay(0.05)
+                except OSError:
+                    pass
+        good.send_voice(1, b"alive")
+        got = peer.recv_voice()
+        assert got is not None and got.payload == b"alive"
+        good.send(p.Ping(nonce=2, t=0.0))
+        good.recv_type(p.Pong)
+
+
+def test_sigterm_says_bye_and_exits_cleanly(relay_factory: Callable[..., RelayProc]) -> None:
+    relay = relay_factory("--stats-interval", "0.2")
+    with relay.client("a") as a:
+        a.send_voice(1, b"x")
+        time.sleep(0.5)
+        relay.proc.send_signal(signal.SIGINT)
+        assert a.recv_type(p.Bye) == p.Bye()
+        assert a.closed_by_relay()
+        err = stop_relay(relay)
+        assert relay.proc.returncode == 0
+        assert "counters at exit" in err and "counters:" in err
+        assert "Traceback" not in err

@@ -1,0 +1,42 @@
+"""pipeline/signals.py: generated signals and the alignment used to compare sent and heard."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline import signals
+from pipeline.audio import FRAME_SAMPLES, SAMPLE_RATE
+
+
+def test_tone_frequency_and_level() -> None:
+    x = signals.tone(1.0, 1000.0, 0.5)
+    assert len(x) == SAMPLE_RATE and x.dtype == np.float32
+    spectrum = np.abs(np.fft.rfft(x))
+    assert int(np.argmax(spectrum)) == 1000
+    assert abs(float(np.max(np.abs(x))) - 0.5) < 1e-3
+
+
+def test_speech_like_is_voiced_with_pauses_and_deterministic() -> None:
+    a = signals.speech_like(4.0, seed=3)
+    assert np.array_equal(a, signals.speech_like(4.0, seed=3))
+    assert not np.array_equal(a, signals.speech_like(4.0, seed=4))
+    frames = signals.frames(a)
+    rms = np.sqrt(np.mean(frames**2, axis=1))
+    assert (rms < 0.005).any() and (rms > 0.05).any()  # pauses and speech
+    spectrum = np.abs(np.fft.rfft(a)) ** 2
+    freqs = np.fft.rfftfreq(len(a), 1 / SAMPLE_RATE)
+    assert spectrum[(freqs > 80) & (freqs < 4000)].sum() > 5 * spectrum[freqs > 8000].sum()
+
+
+def test_frames_pads_the_tail() -> None:
+    f = signals.frames(np.ones(FRAME_SAMPLES + 1, dtype=np.float32))
+    assert f.shape == (2, FRAME_SAMPLES) and f[1, 0] == 1 and f[1, 1] == 0
+
+
+def test_align_finds_the_lag() -> None:
+    sent = signals.speech_like(2.0, seed=2)
+    heard = np.concatenate([np.zeros(1234, dtype=np.float32), sent * 0.7])
+    lag, corr = signals.align(sent, heard, max_lag=5000)
+    assert lag == 1234 and corr > 0.99
+    _lag, corr = signals.align(sent, np.zeros_like(heard), max_lag=5000)
+    assert corr == 0.0

@@ -1,0 +1,265 @@
+"""pipeline/supervisor.py: whole clients (six real processes each) talking through a real relay.
+
+No sound card: sources are WAV files and generated signals, sinks are WAV files.
+The autouse fixture in conftest.py checks that no process and no shared-memory
+segment survives any of these tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import events as ev
+from pipeline import signals
+from pipeline.audio import SAMPLE_RATE
+from pipeline.bus import BusClient
+from pipeline.demo import start_relay
+from pipeline.media import MediaSpec, read_wav, write_wav
+from pipeline.supervisor import ClientConfig, ClientFailed, Supervisor
+from pipeline.view import ClientView
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def relay() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    proc, port = start_relay()
+    try:
+        yield proc, port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def echo_relay() -> Iterator[int]:
+    proc, port = start_relay("--echo")
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Running:
+    """A client under test: its supervisor and a bus view of everything it publishes."""
+
+    def __init__(self, sup: Supervisor) -> None:
+        assert sup.broker is not None
+        self.sup = sup
+        self.view = ClientView()
+        self.bus = BusClient(sup.broker.address, topics=("",))
+
+    def pump(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.sup.check(0)
+            for event in self.bus.poll(min(left, 0.1)):
+                self.view.apply(event)
+
+    def until(self, predicate: Callable[[ClientView], bool], timeout: float, what: str) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.pump(0.1)
+            if predicate(self.view):
+                return
+        raise AssertionError(f"timed out waiting for {what}; status: {self.view.status_line()}")
+
+
+@contextmanager
+def running(cfg: ClientConfig) -> Iterator[Running]:
+    sup = Supervisor(cfg)
+    sup.start()
+    client = Running(sup)
+    try:
+        yield client
+    finally:
+        client.bus.close()
+        sup.stop()
+
+
+def connected(v: ClientView) -> bool:
+    return v.state.state == ev.CONNECTED and v.session is not None
+
+
+def cfg_for(port: int, name: str, source: MediaSpec, sink: MediaSpec, **kw: object) -> ClientConfig:
+    return ClientConfig(host="127.0.0.1", port=port, name=name, source=source, sink=sink, **kw)  # type: ignore[arg-type]
+
+
+def heard(path: Path, sent: np.ndarray) -> float:
+    """Correlation of what was recorded with what was sent, after aligning them."""
+    rec = read_wav(path)
+    _lag, corr = signals.align(sent, rec, max_lag=max(1, len(rec) - SAMPLE_RATE))
+    return corr
+
+
+def is_silent(path: Path) -> bool:
+    return float(np.max(np.abs(read_wav(path)), initial=0.0)) < 1e-3
+
+
+def test_echo_round_trip(echo_relay: int, tmp_path: Path) -> None:
+    sent = signals.speech_like(4.0, seed=5)
+    write_wav(tmp_path / "in.wav", sent)
+    out = tmp_path / "out.wav"
+    cfg = cfg_for(echo_relay, "echo", MediaSpec("wav", str(tmp_path / "in.wav")),
+                  MediaSpec("wav", str(out)))  # fmt: skip
+    with running(cfg) as c:
+        c.until(connected, 15, "connection")
+        c.until(lambda v: (v.stat("playback", "frames") or 0) > 250, 30, "echoed audio")
+        m2e = c.view.stat("playback", "latency_ms", "mouth_to_ear")
+    assert heard(out, sent) > 0.8
+    assert m2e and m2e["p50"] > 20  # at least one frame plus the jitter watermark
+
+
+def test_two_talk_third_in_other_channel_hears_nothing(
+    relay: tuple[subprocess.Popen[str], int], tmp_path: Path
+) -> None:
+    _, port = relay
+    sent = signals.speech_like(4.0, seed=6)
+    write_wav(tmp_path / "a.wav", sent)
+    a_out, b_out, c_out = tmp_path / "a_out.wav", tmp_path / "b_out.wav", tmp_path / "c_out.wav"
+    silence = MediaSpec("silence")
+    with (
+        running(cfg_for(port, "bea", silence, MediaSpec("wav", str(b_out)))) as b,
+        running(cfg_for(port, "cal", silence, MediaSpec("wav", str(c_out)), channel="Games")) as c,
+    ):
+        b.until(connected, 15, "b connected")
+        c.until(lambda v: connected(v) and v.roster.channel == "Games", 15, "c in Games")
+        with running(
+            cfg_for(port, "ann", MediaSpec("wav", str(tmp_path / "a.wav")),
+                    MediaSpec("wav", str(a_out)))
+        ) as a:  # fmt: skip
+            a.until(connected, 15, "a connected")
+            b.until(lambda v: (v.stat("decode", "speakers") or {}) != {}, 15, "b hears a")
+            a.pump(4.5)
+            b.pump(0.5)
+            c.pump(0.1)
+            assert a.view.stat("decode", "speakers") in ({}, None)  # a hears nobody, not herself
+            assert c.view.stat("decode", "speakers") in ({}, None)
+    assert heard(b_out, sent) > 0.6
+    assert is_silent(a_out)
+    assert is_silent(c_out)
+
+
+def test_whisper_reaches_only_its_target(
+    relay: tuple[subprocess.Popen[str], int], tmp_path: Path
+) -> None:
+    _, port = relay
+    outs = {n: tmp_path / f"{n}.wav" for n in ("ben", "cid")}
+    silence = MediaSpec("silence")
+    with (
+        running(cfg_for(port, "ben", silence, MediaSpec("wav", str(outs["ben"])))) as b,
+        running(cfg_for(port, "cid", silence, MediaSpec("wav", str(outs["cid"])))) as c,
+    ):
+        b.until(connected, 15, "b connected")
+        c.until(connected, 15, "c connected")
+        assert c.view.session is not None
+        target = c.view.session.user_id
+        with running(
+            cfg_for(port, "ada", MediaSpec("tone"), MediaSpec("null"), whisper=target)
+        ) as a:
+            a.until(connected, 15, "a connected")
+            c.until(lambda v: bool(v.stat("decode", "speakers")), 15, "c hears the whisper")
+            b.pump(3)
+            assert b.view.stat("decode", "speakers") in ({}, None)
+            # Whisper off: now the whole channel hears a.
+            a.bus.publish(ev.WhisperCmd(0))
+            b.until(lambda v: bool(v.stat("decode", "speakers")), 15, "b hears a after whisper")
+    assert not is_silent(outs["cid"])
+
+
+def test_chaos_loss_is_measured_and_concealed(
+    relay: tuple[subprocess.Popen[str], int], tmp_path: Path
+) -> None:
+    _, port = relay
+    out = tmp_path / "b.wav"
+    with running(cfg_for(port, "rx", MediaSpec("silence"), MediaSpec("wav", str(out)))) as b:
+        b.until(connected, 15, "b connected")
+        with running(cfg_for(port, "tx", MediaSpec("tone:440"), MediaSpec("null"),
+                             loss_percent=10.0, seed=3)) as a:  # fmt: skip
+            a.until(connected, 15, "a connected")
+            b.until(lambda v: (v.stat("playback", "frames") or 0) > 100, 20, "audio")
+            b.pump(6)
+            speakers = b.view.stat("decode", "speakers") or {}
+            underflows = b.view.stat("playback", "underflows")
+    assert len(speakers) == 1
+    (st,) = speakers.values()
+    assert 4.0 < st["loss_percent"] < 18.0, st
+    assert st["concealed"] + st["recovered"] > 0
+    # No gaps: once the tone started, every 20 ms frame of the recording has signal.
+    rec = signals.frames(read_wav(out))
+    rms = np.sqrt(np.mean(rec**2, axis=1))
+    start = int(np.argmax(rms > 0.05))
+    body = rms[start : start + 250]
+    assert len(body) == 250 and (body > 0.01).all(), f"{int((body <= 0.01).sum())} silent frames"
+    assert underflows is not None
+
+
+def test_relay_restart_client_reconnects_and_voice_resumes(tmp_path: Path) -> None:
+    proc, port = start_relay()
+    try:
+        with (
+            running(cfg_for(port, "rx", MediaSpec("silence"), MediaSpec("null"))) as b,
+            running(cfg_for(port, "tx", MediaSpec("tone"), MediaSpec("null"))) as a,
+        ):
+            b.until(lambda v: bool(v.stat("decode", "speakers")), 20, "voice before restart")
+            old = b.view.session
+            proc.terminate()
+            proc.wait(10)
+            b.until(lambda v: v.state.state == ev.RECONNECTING, 15, "b notices the drop")
+            proc, _ = start_relay("--port", str(port))
+            restarted = time.monotonic()
+            b.until(lambda v: connected(v) and v.session != old, 15, "b's new session")
+            a.until(connected, 15, "a reconnected")
+            received = b.view.stat("network", "received") or 0
+            b.until(lambda v: (v.stat("network", "received") or 0) > received + 25, 15,
+                    "voice after restart")  # fmt: skip
+            assert time.monotonic() - restarted < 15
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_killed_stage_is_restarted(relay: tuple[subprocess.Popen[str], int]) -> None:
+    _, port = relay
+    with running(cfg_for(port, "k", MediaSpec("tone"), MediaSpec("null"))) as c:
+        c.until(connected, 15, "connected")
+        victim = c.sup.pids["encode"]
+        os.kill(victim, signal.SIGKILL)
+        c.until(lambda v: c.sup.pids["encode"] != victim, 10, "encode restarted")
+        sent = c.view.stat("network", "sent") or 0
+        c.until(lambda v: (v.stat("network", "sent") or 0) > sent + 25, 15, "packets flow again")
+        assert c.sup.restart_counts == {"encode": 1}
+
+
+def test_stage_that_keeps_dying_stops_the_client(relay: tuple[subprocess.Popen[str], int]) -> None:
+    _, port = relay
+    sup = Supervisor(cfg_for(port, "d", MediaSpec("silence"), MediaSpec("null")))
+    sup.start()
+    try:
+        with pytest.raises(ClientFailed, match="decode stage died"):
+            for _ in range(10):
+                os.kill(sup.pids["decode"], signal.SIGKILL)
+                sup.check(5)
+    finally:
+        sup.stop()
+
+
+def test_stop_leaves_no_segment(relay: tuple[subprocess.Popen[str], int]) -> None:
+    _, port = relay
+    before = set(os.listdir("/dev/shm"))
+    sup = Supervisor(cfg_for(port, "s", MediaSpec("silence"), MediaSpec("null")))
+    sup.start()
+    created = set(os.listdir("/dev/shm")) - before
+    assert len(created) >= 4  # the four rings
+    sup.stop()
+    assert not (set(os.listdir("/dev/shm")) & created)
