@@ -73,6 +73,7 @@ class MainWindow(QMainWindow):
         self.whisper_banner = QFrame()
         self.whisper_banner.setStyleSheet("QFrame { background: #efe3fa; border-radius: 4px; }")
         self.whisper_label = QLabel()
+        self.whisper_label.setWordWrap(True)
         cancel = QPushButton("Cancel (Esc)")
         cancel.clicked.connect(lambda: self.set_whisper(0))
         row = QHBoxLayout(self.whisper_banner)
