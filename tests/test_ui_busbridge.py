@@ -89,3 +89,20 @@ def test_reattach_follows_a_new_broker(qtbot: QtBot, bridge: BusBridge) -> None:
         _publish_until(qtbot, pub, ev.Notice("from the new client"), got)
     assert got[0] == ev.Notice("from the new client")
     bridge.detach()
+
+
+def test_the_socket_notifier_alone_delivers(
+    qtbot: QtBot, broker: Broker, bridge: BusBridge
+) -> None:
+    bridge._timer.stop()  # no fallback polling: only the fd's activations drain the socket
+    got: list[ev.Event] = []
+    bridge.received.connect(got.append)
+    with BusClient(broker.address) as pub:
+        _publish_until(qtbot, pub, ev.Notice("first"), got)
+        for round_ in range(3):  # edge-triggered: each burst must re-arm the notifier
+            got.clear()
+            for i in range(20):
+                pub.publish(ev.InputLevel(float(i + round_)))
+            qtbot.waitUntil(
+                lambda: sum(isinstance(e, ev.InputLevel) for e in got) == 20, timeout=5000
+            )
