@@ -103,6 +103,32 @@ def test_whisper_is_visible_and_cancellable(window: MainWindow, qtbot: QtBot) ->
     assert "whisper target left" in window.chat.lines()[-1]
 
 
+def test_context_menu_whispers_and_joins(window: MainWindow) -> None:
+    window.apply(ROSTER)
+    bob, me, gaming = (
+        window.model.user_item(2),
+        window.model.user_item(1),
+        window.model.channel_item("Gaming"),
+    )
+    assert bob is not None and me is not None and gaming is not None
+    assert window.menu_for(me.index()) is None  # no whispering to yourself
+    menu = window.menu_for(bob.index())
+    assert menu is not None
+    (action,) = menu.actions()
+    assert action.text() == "Whisper to bob"
+    action.trigger()
+    assert window.whisper_banner.isVisible()
+    menu = window.menu_for(bob.index())
+    assert menu is not None
+    (action,) = menu.actions()
+    assert action.text() == "Stop whispering"
+    action.trigger()
+    menu = window.menu_for(gaming.index())
+    assert menu is not None
+    menu.actions()[0].trigger()
+    assert sent(window) == [ev.WhisperCmd(2), ev.WhisperCmd(0), ev.JoinCmd("Gaming")]
+
+
 def test_f3_toggles_the_overlay(window: MainWindow, qtbot: QtBot) -> None:
     window.apply(ev.Stats("decode", {"loss_percent": 3.0, "speakers": {"2": {"depth": 2}}}))
     assert not window.overlay.isVisible()

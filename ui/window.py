@@ -226,10 +226,10 @@ class MainWindow(QMainWindow):
             picker = self.audio.input if kind == "input" else self.audio.output
             picker.select(self.host.source_text if kind == "input" else self.host.sink_text)
 
-    def _context_menu(self, pos: QPoint) -> None:
-        index = self.tree.indexAt(pos)
+    def menu_for(self, index: QModelIndex) -> QMenu | None:
+        """The tree's context menu for a row: join a channel, or whisper to a user."""
         if not index.isValid():
-            return
+            return None
         menu = QMenu(self)
         if self.model.kind(index) == CHANNEL:
             channel = str(index.data(CHANNEL_ROLE))
@@ -237,20 +237,22 @@ class MainWindow(QMainWindow):
             if action is not None:
                 action.triggered.connect(lambda: self.join(channel))
                 action.setEnabled(channel != self.view.roster.channel)
-        else:
-            uid = int(index.data(USER_ID_ROLE))
-            if uid == self.view.roster.me:
-                return
-            if uid == self.desired.whisper:
-                action = menu.addAction("Stop whispering")
-                target = 0
-            else:
-                action = menu.addAction(f"Whisper to {self.view.name_of(uid)}")
-                target = uid
-            if action is not None:
-                action.triggered.connect(lambda: self.set_whisper(target))
+            return menu
+        uid = int(index.data(USER_ID_ROLE))
+        if uid == self.view.roster.me:
+            return None
+        target = 0 if uid == self.desired.whisper else uid
+        label = "Stop whispering" if target == 0 else f"Whisper to {self.view.name_of(uid)}"
+        action = menu.addAction(label)
+        if action is not None:
+            action.triggered.connect(lambda: self.set_whisper(target))
+        return menu
+
+    def _context_menu(self, pos: QPoint) -> None:
+        menu = self.menu_for(self.tree.indexAt(pos))
         viewport = self.tree.viewport()
-        menu.exec(viewport.mapToGlobal(pos) if viewport is not None else pos)
+        if menu is not None and viewport is not None:
+            menu.exec(viewport.mapToGlobal(pos))
 
     def _double_clicked(self, index: QModelIndex) -> None:
         if self.model.kind(index) == CHANNEL:
