@@ -71,8 +71,9 @@ def alive(pids: set[int]) -> set[int]:
     return out
 
 
-def vc_segments() -> set[str]:
-    return {s for s in os.listdir("/dev/shm") if s.startswith("vc_")}
+def segments_of(pid: int) -> set[str]:
+    """Ring segments created by that process (their names carry the creator's pid)."""
+    return {s for s in os.listdir("/dev/shm") if s.startswith("vc_") and f"_{pid}_" in s}
 
 
 def test_bad_input_is_one_clear_line() -> None:
@@ -104,7 +105,6 @@ def test_runs_for_a_duration_and_writes_stats(port: int, tmp_path: Path) -> None
 
 
 def test_ctrl_c_stops_everything(port: int) -> None:
-    before = vc_segments()
     p = cli("--server", f"127.0.0.1:{port}", "--name", "int", "--input", "tone", "--output", "null")
     try:
         deadline = time.monotonic() + 20
@@ -112,6 +112,7 @@ def test_ctrl_c_stops_everything(port: int) -> None:
             time.sleep(0.1)
         kids = descendants(p.pid)
         assert len(kids) >= 6
+        assert len(segments_of(p.pid)) == 4
         time.sleep(1.0)
         p.send_signal(signal.SIGINT)
         out, _err = p.communicate(timeout=30)
@@ -121,17 +122,17 @@ def test_ctrl_c_stops_everything(port: int) -> None:
             p.wait()
     assert p.returncode == 0 and "summary:" in out
     assert not alive(kids)
-    assert vc_segments() <= before
+    assert not segments_of(p.pid)
 
 
 def test_sigkill_of_the_supervisor_leaves_no_orphan(port: int) -> None:
-    before = vc_segments()
     p = cli("--server", f"127.0.0.1:{port}", "--name", "kil", "--input", "tone", "--output", "null")
     try:
         deadline = time.monotonic() + 20
         while len(descendants(p.pid)) < 6 and time.monotonic() < deadline:
             time.sleep(0.1)
         kids = descendants(p.pid)
+        assert len(segments_of(p.pid)) == 4
         time.sleep(1.0)
         p.kill()
         p.wait(10)
@@ -140,7 +141,7 @@ def test_sigkill_of_the_supervisor_leaves_no_orphan(port: int) -> None:
             p.kill()
             p.wait()
     deadline = time.monotonic() + 15
-    while (alive(kids) or vc_segments() - before) and time.monotonic() < deadline:
+    while (alive(kids) or segments_of(p.pid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(kids), "children outlived their supervisor"
-    assert not vc_segments() - before, "segments outlived the supervisor"
+    assert not segments_of(p.pid), "segments outlived the supervisor"
