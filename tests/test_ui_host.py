@@ -20,6 +20,7 @@ from pipeline.demo import start_relay
 from pipeline.media import MediaSpec
 from ui.busbridge import BusBridge
 from ui.host import ClientConfig, ClientHost, parse_media, spec_text
+from ui.model import SPEAKING_ROLE
 from ui.window import MainWindow
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,9 +37,12 @@ def relay() -> Iterator[tuple[subprocess.Popen[str], int]]:
         proc.wait(10)
 
 
-def client_window(qtbot: QtBot, port: int, name: str) -> MainWindow:
+SILENCE = MediaSpec("silence")
+
+
+def client_window(qtbot: QtBot, port: int, name: str, source: MediaSpec = SILENCE) -> MainWindow:
     cfg = ClientConfig(
-        host="127.0.0.1", port=port, name=name, source=MediaSpec("silence"), sink=MediaSpec("null")
+        host="127.0.0.1", port=port, name=name, source=source, sink=MediaSpec("null")
     )
     window = MainWindow(BusBridge(), ClientHost(cfg))
     qtbot.addWidget(window)
@@ -97,6 +101,31 @@ def test_chat_round_trip_through_a_real_relay(
         assert "TCP ping" in window.overlay.text.text()
     finally:
         window.shutdown()
+
+
+def test_a_remote_speaker_is_highlighted_and_diagnosed(
+    qtbot: QtBot, relay: tuple[subprocess.Popen[str], int]
+) -> None:
+    listener = client_window(qtbot, relay[1], "lis")
+    talker = client_window(qtbot, relay[1], "tal", source=MediaSpec("tone", "440"))
+    try:
+        qtbot.waitUntil(lambda: connected(listener) and connected(talker), timeout=WAIT)
+        tal = talker.view.roster.me
+
+        def lit() -> bool:
+            item = listener.model.user_item(tal)
+            return item is not None and item.data(SPEAKING_ROLE) is True
+
+        qtbot.waitUntil(lit, timeout=WAIT)
+        qtbot.waitUntil(
+            lambda: str(tal) in (listener.view.stat("decode", "speakers") or {}), timeout=WAIT
+        )
+        listener.toggle_overlay()
+        assert "tal" in listener.overlay.text.text()
+        assert listener.overlay.history.samples
+    finally:
+        talker.shutdown()
+        listener.shutdown()
 
 
 def test_status_bar_follows_a_relay_restart(
