@@ -129,6 +129,20 @@ def test_context_menu_whispers_and_joins(window: MainWindow) -> None:
     assert sent(window) == [ev.WhisperCmd(2), ev.WhisperCmd(0), ev.JoinCmd("Gaming")]
 
 
+def test_holding_f4_whispers_to_the_selected_user(window: MainWindow, qtbot: QtBot) -> None:
+    window.apply(ROSTER)
+    qtbot.keyPress(window.tree, Qt.Key.Key_F4)  # nothing selected: nothing happens
+    qtbot.keyRelease(window.tree, Qt.Key.Key_F4)
+    carol = window.model.user_item(3)
+    assert carol is not None
+    window.tree.setCurrentIndex(carol.index())
+    qtbot.keyPress(window.tree, Qt.Key.Key_F4)
+    assert window.whisper_banner.isVisible() and "carol" in window.whisper_label.text()
+    qtbot.keyRelease(window.tree, Qt.Key.Key_F4)
+    assert not window.whisper_banner.isVisible()
+    assert sent(window) == [ev.WhisperCmd(3), ev.WhisperCmd(0)]
+
+
 def test_f3_toggles_the_overlay(window: MainWindow, qtbot: QtBot) -> None:
     window.apply(ev.Stats("decode", {"loss_percent": 3.0, "speakers": {"2": {"depth": 2}}}))
     assert not window.overlay.isVisible()

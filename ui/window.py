@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from PyQt6.QtCore import QModelIndex, QPoint, Qt
-from PyQt6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PyQt6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -42,6 +42,7 @@ from ui.status import ConnectionStatus
 if TYPE_CHECKING:
     from ui.host import ClientHost
 
+WHISPER_KEY = Qt.Key.Key_F4  # held down: whisper to the user selected in the tree
 SELF_SPEAKING_LEVEL = 0.02  # own microphone RMS above which the local user is lit in the tree
 
 
@@ -60,6 +61,7 @@ class MainWindow(QMainWindow):
         self.view = ClientView()
         self.desired = Desired()
         self._self_loud = False
+        self._whisper_before_hold: int | None = None  # set while the whisper key is held
 
         self.model = ChannelModel()
         self.tree = QTreeView()
@@ -191,6 +193,31 @@ class MainWindow(QMainWindow):
                 f"Whispering to <b>{self.view.name_of(user_id)}</b>: only they hear you"
             )
         self.whisper_banner.setVisible(bool(user_id))
+
+    def selected_user(self) -> int:
+        """The user id selected in the tree (0 for none, a channel, or yourself)."""
+        index = self.tree.currentIndex()
+        if not index.isValid() or self.model.kind(index) == CHANNEL:
+            return 0
+        uid = int(index.data(USER_ID_ROLE))
+        return 0 if uid == self.view.roster.me else uid
+
+    def keyPressEvent(self, event: QKeyEvent | None) -> None:
+        if event is not None and event.key() == WHISPER_KEY:
+            target = self.selected_user()
+            if not event.isAutoRepeat() and self._whisper_before_hold is None and target:
+                self._whisper_before_hold = self.desired.whisper
+                self.set_whisper(target)
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event: QKeyEvent | None) -> None:
+        if event is not None and event.key() == WHISPER_KEY:
+            if not event.isAutoRepeat() and self._whisper_before_hold is not None:
+                self.set_whisper(self._whisper_before_hold)
+                self._whisper_before_hold = None
+            return
+        super().keyReleaseEvent(event)
 
     def _mute(self, muted: bool) -> None:
         self.desired.muted = muted
