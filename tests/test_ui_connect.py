@@ -1,0 +1,57 @@
+"""The connect dialog validates and remembers server and name with QSettings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PyQt6.QtCore import QSettings
+from PyQt6.QtWidgets import QDialog
+from pytestqt.qtbot import QtBot
+
+from ui.connect import DEFAULT_SERVER, ConnectDialog, ConnectInfo, parse_server, validate
+
+
+def test_parse_server() -> None:
+    assert parse_server(" relay.example:9000 ") == ("relay.example", 9000)
+    assert parse_server("::1:8080") == ("::1", 8080)
+    for bad in ("relay", "relay:", ":80", "relay:0", "relay:70000", "relay:http"):
+        with pytest.raises(ValueError, match="HOST:PORT"):
+            parse_server(bad)
+
+
+def test_validate_name() -> None:
+    assert validate("h:1", " ann ") == ConnectInfo("h", 1, "ann")
+    with pytest.raises(ValueError, match="name"):
+        validate("h:1", "  ")
+    with pytest.raises(ValueError, match="longer"):
+        validate("h:1", "x" * 65)
+
+
+def test_dialog_remembers_between_runs(qtbot: QtBot, tmp_path: Path) -> None:
+    settings = QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+    first = ConnectDialog(settings)
+    qtbot.addWidget(first)
+    assert first.server.text() == DEFAULT_SERVER and first.name.text() == ""
+    first.server.setText("voice.example.org:8080")
+    first.name.setText("alice")
+    first.accept()
+    assert first.result() == QDialog.DialogCode.Accepted
+    assert first.info == ConnectInfo("voice.example.org", 8080, "alice")
+
+    again = ConnectDialog(QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(again)
+    assert again.server.text() == "voice.example.org:8080"
+    assert again.name.text() == "alice"
+
+
+def test_dialog_stays_open_on_bad_input(qtbot: QtBot, tmp_path: Path) -> None:
+    settings = QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+    dialog = ConnectDialog(settings)
+    qtbot.addWidget(dialog)
+    dialog.server.setText("no-port")
+    dialog.name.setText("bob")
+    dialog.accept()
+    assert dialog.info is None and dialog.result() != QDialog.DialogCode.Accepted
+    assert "HOST:PORT" in dialog.error.text()
+    assert settings.value("name") is None

@@ -1,0 +1,202 @@
+"""The UI owning a real client: six stage processes under a Supervisor, and a real relay.
+
+No sound card: silence in, null out (or a generated tone). The autouse fixture
+in conftest.py fails any test that leaves a process or a /dev/shm segment.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from PyQt6.QtCore import Qt
+from pytestqt.qtbot import QtBot
+
+from pipeline.demo import start_relay
+from pipeline.media import MediaSpec
+from ui.busbridge import BusBridge
+from ui.host import ClientConfig, ClientHost, parse_media, spec_text
+from ui.model import SPEAKING_ROLE
+from ui.window import MainWindow
+
+pytestmark = pytest.mark.timeout(120)
+WAIT = 20000  # ms: generous, for a loaded CI machine; nothing here asserts timing
+
+
+@pytest.fixture
+def relay() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    proc, port = start_relay()
+    try:
+        yield proc, port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+SILENCE = MediaSpec("silence")
+
+
+def client_window(qtbot: QtBot, port: int, name: str, source: MediaSpec = SILENCE) -> MainWindow:
+    cfg = ClientConfig(
+        host="127.0.0.1", port=port, name=name, source=source, sink=MediaSpec("null")
+    )
+    window = MainWindow(BusBridge(), ClientHost(cfg))
+    qtbot.addWidget(window)
+    window.show()
+    assert window.host is not None
+    window.host.start()
+    return window
+
+
+def test_spec_text_is_what_the_pickers_hold() -> None:
+    for text in ("silence", "tone:440", "speech"):
+        assert spec_text(parse_media(text, "input")) == text
+    assert spec_text(parse_media("null", "output")) == "null"
+    assert spec_text(MediaSpec("device")) == "device"
+    assert spec_text(MediaSpec("device", "2")) == "device:2"
+    assert spec_text(MediaSpec("wav", "/tmp/in.wav")) == "/tmp/in.wav"
+
+
+def replaced(host: ClientHost, pid: int) -> bool:
+    """The decode stage was restarted with a new pid, or the client gave up."""
+    return host.supervisor is None or host.supervisor.pids.get("decode") != pid
+
+
+def connected(window: MainWindow) -> bool:
+    return window.status.text().startswith("Connected")
+
+
+def everyone(window: MainWindow) -> list[str]:
+    return [name for channel in window.model.channels() for name in window.model.users_in(channel)]
+
+
+def test_chat_round_trip_through_a_real_relay(
+    qtbot: QtBot, relay: tuple[subprocess.Popen[str], int]
+) -> None:
+    window = client_window(qtbot, relay[1], "ann")
+    try:
+        qtbot.waitUntil(lambda: connected(window), timeout=WAIT)
+        qtbot.waitUntil(
+            lambda: "ann" in everyone(window),
+            timeout=WAIT,
+        )
+        qtbot.keyClicks(window.chat.input, "hello through the relay")
+        qtbot.keyClick(window.chat.input, Qt.Key.Key_Return)
+        qtbot.waitUntil(
+            lambda: any(
+                line.endswith("ann: hello through the relay") for line in window.chat.lines()
+            ),
+            timeout=WAIT,
+        )
+        # Every stage reports, and the overlay shows the links' round trips.
+        qtbot.waitUntil(
+            lambda: {"control", "network", "decode", "playback"} <= set(window.view.stats),
+            timeout=WAIT,
+        )
+        window.toggle_overlay()
+        assert "TCP ping" in window.overlay.text.text()
+    finally:
+        window.shutdown()
+
+
+def test_a_remote_speaker_is_highlighted_and_diagnosed(
+    qtbot: QtBot, relay: tuple[subprocess.Popen[str], int]
+) -> None:
+    listener = client_window(qtbot, relay[1], "lis")
+    talker = client_window(qtbot, relay[1], "tal", source=MediaSpec("tone", "440"))
+    try:
+        qtbot.waitUntil(lambda: connected(listener) and connected(talker), timeout=WAIT)
+        tal = talker.view.roster.me
+
+        def lit() -> bool:
+            item = listener.model.user_item(tal)
+            return item is not None and item.data(SPEAKING_ROLE) is True
+
+        qtbot.waitUntil(lit, timeout=WAIT)
+        qtbot.waitUntil(
+            lambda: str(tal) in (listener.view.stat("decode", "speakers") or {}), timeout=WAIT
+        )
+        listener.toggle_overlay()
+        assert "tal" in listener.overlay.text.text()
+        assert listener.overlay.history.samples
+    finally:
+        talker.shutdown()
+        listener.shutdown()
+
+
+def test_status_bar_follows_a_relay_restart(
+    qtbot: QtBot, relay: tuple[subprocess.Popen[str], int]
+) -> None:
+    proc, port = relay
+    window = client_window(qtbot, port, "bea")
+    try:
+        qtbot.waitUntil(lambda: connected(window), timeout=WAIT)
+        proc.terminate()
+        proc.wait(10)
+        qtbot.waitUntil(lambda: window.status.text().startswith("Reconnecting"), timeout=WAIT)
+        assert "(attempt " in window.status.text()
+        qtbot.waitUntil(
+            lambda: "attempt 2" in window.status.text() or "attempt 3" in window.status.text(),
+            timeout=WAIT,
+        )
+        again, _ = start_relay("--port", str(port))
+        try:
+            qtbot.waitUntil(lambda: connected(window), timeout=WAIT)
+            qtbot.waitUntil(
+                lambda: window.model.users_in(window.view.roster.channel) == ["bea"], timeout=WAIT
+            )
+        finally:
+            again.terminate()
+            again.wait(10)
+    finally:
+        window.shutdown()
+
+
+def test_changing_the_input_restarts_the_client_and_keeps_settings(
+    qtbot: QtBot, relay: tuple[subprocess.Popen[str], int]
+) -> None:
+    window = client_window(qtbot, relay[1], "cy")
+    host = window.host
+    assert host is not None
+    try:
+        qtbot.waitUntil(lambda: connected(window), timeout=WAIT)
+        window.audio.chaos.setValue(30)
+        old = window.bridge.address
+        window.audio.input.select("silence")
+        window.audio.input.chosen.emit("tone:440")
+        assert host.cfg.source == MediaSpec("tone", "440") and host.cfg.loss_percent == 30.0
+        assert window.bridge.address != old
+        qtbot.waitUntil(lambda: connected(window), timeout=WAIT)
+        qtbot.waitUntil(lambda: window.audio.meter.value() > 30, timeout=WAIT)  # the tone is loud
+        qtbot.waitUntil(lambda: window.view.stat("network", "chaos_percent") == 30.0, timeout=WAIT)
+        # A choice that cannot be used is refused and the client keeps running.
+        window.audio.input.chosen.emit("/nonexistent/file.wav")
+        assert host.running and host.cfg.source == MediaSpec("tone", "440")
+        assert "input not changed" in window.chat.lines()[-1]
+    finally:
+        window.shutdown()
+
+
+def test_a_stage_that_keeps_dying_shows_the_reason(
+    qtbot: QtBot, relay: tuple[subprocess.Popen[str], int]
+) -> None:
+    window = client_window(qtbot, relay[1], "dee")
+    host = window.host
+    assert host is not None
+    try:
+        qtbot.waitUntil(lambda: connected(window), timeout=WAIT)
+        for _ in range(10):
+            if host.supervisor is None:
+                break
+            pid = host.supervisor.pids["decode"]
+            os.kill(pid, signal.SIGKILL)
+            qtbot.waitUntil(functools.partial(replaced, host, pid), timeout=WAIT)
+        qtbot.waitUntil(lambda: window.status.text().startswith("Failed"), timeout=WAIT)
+        assert "decode stage died" in window.status.text()
+        assert not host.running
+    finally:
+        window.shutdown()

@@ -1,0 +1,104 @@
+"""The channel tree model follows Roster and Activity events, updating rows in place."""
+
+from __future__ import annotations
+
+from pytestqt.qtbot import QtBot
+
+from pipeline import events as ev
+from ui.model import (
+    CHANNEL,
+    KIND_ROLE,
+    ME_ROLE,
+    SPEAKING_ROLE,
+    USER,
+    USER_ID_ROLE,
+    ChannelModel,
+)
+
+
+def roster(me: int = 1, channel: str = "Lobby", **where: str) -> ev.Roster:
+    names = {"alice": 1, "bob": 2, "carol": 3, "dave": 4}
+    users = [ev.Member(names[n], n, c) for n, c in where.items()]
+    return ev.Roster(me=me, channel=channel, channels=["Lobby", "Gaming", "AFK"], users=users)
+
+
+def test_channels_and_users(qtbot: QtBot) -> None:
+    model = ChannelModel()
+    model.set_roster(roster(alice="Lobby", bob="Lobby", carol="Gaming"))
+    assert model.channels() == ["Lobby", "Gaming", "AFK"]
+    assert model.users_in("Lobby") == ["alice", "bob"]
+    assert model.users_in("Gaming") == ["carol"]
+    assert model.users_in("AFK") == []
+    lobby = model.channel_item("Lobby")
+    assert lobby is not None and lobby.data(KIND_ROLE) == CHANNEL
+    assert lobby.text() == "Lobby  (2)"
+    bob = model.user_item(2)
+    assert bob is not None and bob.data(KIND_ROLE) == USER and bob.data(USER_ID_ROLE) == 2
+
+
+def test_the_current_user_and_channel_are_marked(qtbot: QtBot) -> None:
+    model = ChannelModel()
+    model.set_roster(roster(alice="Lobby", bob="Lobby"))
+    alice, bob = model.user_item(1), model.user_item(2)
+    assert alice is not None and bob is not None
+    assert alice.data(ME_ROLE) is True and alice.font().bold() and alice.text() == "alice (you)"
+    assert bob.data(ME_ROLE) is False and not bob.font().bold()
+    lobby, gaming = model.channel_item("Lobby"), model.channel_item("Gaming")
+    assert lobby is not None and lobby.font().bold()
+    assert gaming is not None and not gaming.font().bold()
+
+
+def test_presence_changes_move_users_and_keep_channel_rows(qtbot: QtBot) -> None:
+    model = ChannelModel()
+    model.set_roster(roster(alice="Lobby", bob="Lobby", carol="Gaming"))
+    lobby_before = model.channel_item("Lobby")
+    model.set_roster(roster(alice="Lobby", bob="Gaming", carol="Gaming", dave="AFK"))
+    assert model.channel_item("Lobby") is lobby_before  # updated in place, not rebuilt
+    assert model.users_in("Lobby") == ["alice"]
+    assert model.users_in("Gaming") == ["bob", "carol"]
+    assert model.users_in("AFK") == ["dave"]
+    model.set_roster(roster(alice="Lobby"))
+    assert model.users_in("Gaming") == [] and model.user_item(2) is None
+
+
+def test_channels_appear_and_disappear_in_order(qtbot: QtBot) -> None:
+    model = ChannelModel()
+    model.set_roster(roster(alice="Lobby"))
+    # A channel only known from a user in it is shown after the announced ones.
+    model.set_roster(
+        ev.Roster(
+            1,
+            "Lobby",
+            ["Music", "Lobby"],
+            [ev.Member(1, "alice", "Lobby"), ev.Member(2, "bob", "Pub")],
+        )
+    )
+    assert model.channels() == ["Music", "Lobby", "Pub"]
+    assert model.users_in("Pub") == ["bob"]
+
+
+def test_speaking_users_are_highlighted(qtbot: QtBot) -> None:
+    model = ChannelModel()
+    model.set_roster(roster(alice="Lobby", bob="Lobby", carol="Gaming"))
+    model.set_speaking([2, 3])
+    for uid, speaking in ((1, False), (2, True), (3, True)):
+        item = model.user_item(uid)
+        assert item is not None and item.data(SPEAKING_ROLE) is speaking
+    model.set_speaking([])
+    bob = model.user_item(2)
+    assert bob is not None and bob.data(SPEAKING_ROLE) is False
+    # Highlighting survives a roster update.
+    model.set_speaking({3})
+    model.set_roster(roster(alice="Lobby", bob="Lobby", carol="Lobby"))
+    carol = model.user_item(3)
+    assert carol is not None and carol.data(SPEAKING_ROLE) is True
+
+
+def test_whisper_target_is_marked(qtbot: QtBot) -> None:
+    model = ChannelModel()
+    model.set_roster(roster(alice="Lobby", bob="Lobby"))
+    model.set_whisper(2)
+    bob = model.user_item(2)
+    assert bob is not None and bob.font().italic() and "whispering" in bob.toolTip()
+    model.set_whisper(0)
+    assert not bob.font().italic()

@@ -1,0 +1,76 @@
+"""The diagnostics overlay: its figures come from the view; the graph keeps one minute."""
+
+from __future__ import annotations
+
+from PyQt6.QtWidgets import QWidget
+from pytestqt.qtbot import QtBot
+
+from pipeline import events as ev
+from pipeline.view import ClientView
+from ui.overlay import DiagnosticsOverlay, diagnostics_html, max_depth
+from ui.screenshot import sample_events
+
+
+def populated() -> ClientView:
+    view = ClientView()
+    for event in sample_events(1_700_000_000.0):
+        view.apply(event)
+    return view
+
+
+def test_html_shows_links_speakers_stages_and_rings() -> None:
+    text = diagnostics_html(populated())
+    for expected in (
+        "23.4 ms",  # TCP ping
+        "21.7 ms",  # UDP RTT
+        "4.8 %",  # loss over 10 s
+        "68.2 ms p50",  # mouth to ear
+        "Bob",  # speaker named from the roster
+        "Carol",
+        "jitter_wait 38.5 / 61.0",  # per-stage latency
+        "mouth_to_ear 68.2 / 91.5",
+        "fill 2",
+        "219 dropped",
+    ):
+        assert expected in text, expected
+
+
+def test_html_with_nothing_reported() -> None:
+    text = diagnostics_html(ClientView())
+    assert "nobody is speaking" in text
+    assert "no report" in text
+
+
+def test_html_escapes_names_and_counts_ring_drops() -> None:
+    view = ClientView()
+    view.apply(ev.Roster(1, "L", ["L"], [ev.Member(7, "<b>x</b>", "L")]))
+    view.apply(ev.Stats("decode", {"speakers": {"7": {"depth": 1}}, "ring_dropped": 4}))
+    view.apply(ev.Stats("capture", {"dropped": 2, "ring_fill": 3}))
+    text = diagnostics_html(view)
+    assert "&lt;b&gt;x&lt;/b&gt;" in text
+    assert "drops 4" in text and "drops 2" in text and "fill 3" in text
+
+
+def test_max_depth() -> None:
+    assert max_depth(populated()) == 3
+    assert max_depth(ClientView()) == 0
+
+
+def test_overlay_refresh_samples_and_places_itself(qtbot: QtBot) -> None:
+    parent = QWidget()
+    qtbot.addWidget(parent)
+    parent.resize(900, 700)
+    overlay = DiagnosticsOverlay(parent)
+    view = populated()
+    overlay.refresh(view, 10.0, sample=True)
+    overlay.refresh(view, 10.5, sample=False)
+    assert len(overlay.history.samples) == 1
+    assert not overlay.isVisible()
+    parent.show()
+    overlay.show_for(view)
+    assert overlay.isVisible()
+    assert "Bob" in overlay.text.text()
+    geo = overlay.geometry()
+    assert geo.right() < parent.width() and geo.top() >= 0
+    parent.resize(1000, 700)
+    qtbot.waitUntil(lambda: overlay.geometry().right() > geo.right(), timeout=2000)

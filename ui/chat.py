@@ -1,0 +1,82 @@
+"""The chat panel: a log of chat lines and notices (time, channel, sender) and an input line."""
+
+from __future__ import annotations
+
+import time
+from html import escape
+
+from PyQt6.QtCore import pyqtSignal
+from PyQt6.QtWidgets import QHBoxLayout, QLineEdit, QPushButton, QTextBrowser, QVBoxLayout, QWidget
+
+from pipeline import events as ev
+from pipeline.view import MAX_CHAT
+
+
+def clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+class ChatPanel(QWidget):
+    send = pyqtSignal(str)  # text the user entered, stripped, never empty
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.log = QTextBrowser()
+        self.log.setOpenExternalLinks(False)
+        document = self.log.document()
+        if document is not None:
+            document.setMaximumBlockCount(MAX_CHAT)
+        self.input = QLineEdit()
+        self.input.setPlaceholderText("Message to your channel")
+        self.input.setMaxLength(2000)
+        self.button = QPushButton("Send")
+        self.input.returnPressed.connect(self._submit)
+        self.button.clicked.connect(self._submit)
+        row = QHBoxLayout()
+        row.addWidget(self.input, 1)
+        row.addWidget(self.button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.log, 1)
+        layout.addLayout(row)
+        self._plain: list[str] = []
+
+    def add(self, line: ev.ChatLine | ev.Notice, me: int = 0, now: float | None = None) -> None:
+        """Append one chat line or notice; notices carry no time, so ``now`` stamps them."""
+        if isinstance(line, ev.ChatLine):
+            stamp, who = clock(line.ts), line.name
+            plain = f"[{stamp}] #{line.channel} {who}: {line.text}"
+            color = "#2d7d46" if line.user_id == me else "#2060b0"
+            html = (
+                f"<span style='color:#888'>[{stamp}]</span> "
+                f"<span style='color:#888'>#{escape(line.channel)}</span> "
+                f"<b style='color:{color}'>{escape(who)}</b>: {escape(line.text)}"
+            )
+        else:
+            stamp = clock(time.time() if now is None else now)
+            plain = f"[{stamp}] * {line.text}"
+            html = (
+                f"<span style='color:#888'>[{stamp}]</span> "
+                f"<i style='color:#777'>* {escape(line.text)}</i>"
+            )
+        self._plain.append(plain)
+        del self._plain[:-MAX_CHAT]
+        self.log.append(html)
+        bar = self.log.verticalScrollBar()
+        if bar is not None:
+            bar.setValue(bar.maximum())
+
+    def lines(self) -> list[str]:
+        """The log as plain text, one entry per line (for tests and copying)."""
+        return list(self._plain)
+
+    def set_enabled_for(self, connected: bool) -> None:
+        self.input.setPlaceholderText(
+            "Message to your channel" if connected else "Not connected: messages cannot be sent"
+        )
+
+    def _submit(self) -> None:
+        text = self.input.text().strip()
+        if text:
+            self.send.emit(text)
+            self.input.clear()

@@ -1,0 +1,191 @@
+"""The channel tree's model: channels with their users, from Roster and Activity events.
+
+Updated in place (rows are added and removed, never the whole model reset),
+so the view keeps its selection and expansion while presence changes.
+"""
+
+from __future__ import annotations
+
+from PyQt6.QtCore import QModelIndex, Qt
+from PyQt6.QtGui import (
+    QBrush,
+    QColor,
+    QFont,
+    QIcon,
+    QPainter,
+    QPixmap,
+    QStandardItem,
+    QStandardItemModel,
+)
+
+from pipeline import events as ev
+
+KIND_ROLE = Qt.ItemDataRole.UserRole + 1  # "channel" or "user"
+CHANNEL_ROLE = Qt.ItemDataRole.UserRole + 2  # the channel's name (on channels and users)
+USER_ID_ROLE = Qt.ItemDataRole.UserRole + 3  # the user's public id (users only)
+SPEAKING_ROLE = Qt.ItemDataRole.UserRole + 4  # bool: audible right now
+ME_ROLE = Qt.ItemDataRole.UserRole + 5  # bool: this row is the local user / their channel
+NAME_ROLE = Qt.ItemDataRole.UserRole + 6  # the user's name as the relay knows it
+
+CHANNEL, USER = "channel", "user"
+SPEAKING_BG = QColor(46, 160, 67, 90)
+WHISPER_FG = QColor(170, 90, 220)
+
+
+def _dot(color: QColor) -> QIcon:
+    pix = QPixmap(12, 12)
+    pix.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(pix)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setBrush(color)
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.drawEllipse(1, 1, 10, 10)
+    painter.end()
+    return QIcon(pix)
+
+
+class ChannelModel(QStandardItemModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setHorizontalHeaderLabels(["Channels"])
+        self._me = 0
+        self._my_channel = ""
+        self._speaking: set[int] = set()
+        self._whisper = 0
+        self._idle_icon = _dot(QColor(150, 150, 150))
+        self._talk_icon = _dot(QColor(40, 200, 70))
+
+    # --- input ------------------------------------------------------------------------
+
+    def set_roster(self, roster: ev.Roster) -> None:
+        """Make the tree show exactly the roster's channels and users."""
+        self._me, self._my_channel = roster.me, roster.channel
+        channels = list(roster.channels)
+        for u in roster.users:
+            if u.channel not in channels:
+                channels.append(u.channel)
+        root = self._root()
+        for row in reversed(range(root.rowCount())):
+            item = root.child(row)
+            if item is not None and item.data(CHANNEL_ROLE) not in channels:
+                root.removeRow(row)
+        for pos, name in enumerate(channels):
+            item = self.channel_item(name)
+            if item is None:
+                item = QStandardItem()
+                item.setEditable(False)
+                item.setData(CHANNEL, KIND_ROLE)
+                item.setData(name, CHANNEL_ROLE)
+                root.insertRow(pos, item)
+            elif item.row() != pos:
+                root.insertRow(pos, root.takeRow(item.row()))
+            members = sorted(
+                (u for u in roster.users if u.channel == name), key=lambda u: u.name.lower()
+            )
+            self._set_users(item, members)
+        self._restyle()
+
+    def set_speaking(self, user_ids: list[int] | set[int]) -> None:
+        speaking = set(user_ids)
+        if speaking != self._speaking:
+            self._speaking = speaking
+            self._restyle()
+
+    def set_whisper(self, user_id: int) -> None:
+        if user_id != self._whisper:
+            self._whisper = user_id
+            self._restyle()
+
+    # --- lookups ------------------------------------------------------------------------
+
+    def channel_item(self, name: str) -> QStandardItem | None:
+        root = self._root()
+        for row in range(root.rowCount()):
+            item = root.child(row)
+            if item is not None and item.data(CHANNEL_ROLE) == name:
+                return item
+        return None
+
+    def user_item(self, user_id: int) -> QStandardItem | None:
+        for channel in self.channel_items():
+            for row in range(channel.rowCount()):
+                item = channel.child(row)
+                if item is not None and item.data(USER_ID_ROLE) == user_id:
+                    return item
+        return None
+
+    def channel_items(self) -> list[QStandardItem]:
+        root = self._root()
+        return [c for r in range(root.rowCount()) if (c := root.child(r)) is not None]
+
+    def channels(self) -> list[str]:
+        return [str(c.data(CHANNEL_ROLE)) for c in self.channel_items()]
+
+    def users_in(self, channel: str) -> list[str]:
+        """Display names of the channel's users, in tree order."""
+        item = self.channel_item(channel)
+        if item is None:
+            return []
+        return [str(c.data(NAME_ROLE)) for c in _children(item)]
+
+    @staticmethod
+    def kind(index: QModelIndex) -> str:
+        return str(index.data(KIND_ROLE) or "")
+
+    # --- inside -------------------------------------------------------------------------
+
+    def _root(self) -> QStandardItem:
+        root = self.invisibleRootItem()
+        assert root is not None  # Qt always has one
+        return root
+
+    def _set_users(self, channel: QStandardItem, members: list[ev.Member]) -> None:
+        current = [(c.data(USER_ID_ROLE), c.data(NAME_ROLE)) for c in _children(channel)]
+        wanted = [(u.user_id, u.name) for u in members]
+        if current == wanted:
+            return
+        channel.removeRows(0, channel.rowCount())
+        for u in members:
+            item = QStandardItem(u.name)
+            item.setEditable(False)
+            item.setData(USER, KIND_ROLE)
+            item.setData(u.channel, CHANNEL_ROLE)
+            item.setData(u.user_id, USER_ID_ROLE)
+            item.setData(u.name, NAME_ROLE)
+            channel.appendRow(item)
+
+    def _restyle(self) -> None:
+        for channel in self.channel_items():
+            name = str(channel.data(CHANNEL_ROLE))
+            mine = name == self._my_channel
+            count = channel.rowCount()
+            channel.setText(f"{name}  ({count})" if count else name)
+            channel.setData(mine, ME_ROLE)
+            channel.setFont(_font(bold=mine))
+            channel.setToolTip("your channel" if mine else "double-click to join")
+            for user in _children(channel):
+                uid = int(user.data(USER_ID_ROLE))
+                me, speaking = uid == self._me, uid in self._speaking
+                user.setData(me, ME_ROLE)
+                user.setText(f"{user.data(NAME_ROLE)} (you)" if me else str(user.data(NAME_ROLE)))
+                user.setData(speaking, SPEAKING_ROLE)
+                user.setFont(_font(bold=me, italic=uid == self._whisper))
+                user.setIcon(self._talk_icon if speaking else self._idle_icon)
+                user.setBackground(QBrush(SPEAKING_BG) if speaking else QBrush())
+                if uid == self._whisper:
+                    user.setForeground(QBrush(WHISPER_FG))
+                else:
+                    user.setData(None, Qt.ItemDataRole.ForegroundRole)
+                tip = "you" if me else ("whispering to" if uid == self._whisper else "")
+                user.setToolTip(f"#{uid}" + (f" ({tip})" if tip else ""))
+
+
+def _children(item: QStandardItem) -> list[QStandardItem]:
+    return [c for r in range(item.rowCount()) if (c := item.child(r)) is not None]
+
+
+def _font(bold: bool = False, italic: bool = False) -> QFont:
+    font = QFont()
+    font.setBold(bold)
+    font.setItalic(italic)
+    return font

@@ -1,0 +1,174 @@
+"""The F3 diagnostics overlay: what the stages report, laid over the main window.
+
+It reads a ClientView (pipeline/view.py) and keeps only the graph's history
+of its own. The text is built by ``diagnostics_html``, a pure function of the
+view, so tests check the figures without rendering.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from PyQt6.QtCore import QEvent, QObject, Qt
+from PyQt6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
+
+from pipeline.view import ClientView
+from ui.graph import History, LossJitterGraph
+
+STAGES = ("capture", "encode", "network", "decode", "playback")
+FILL_KEYS = ("ring_fill", "send_ring_fill", "playback_fill")
+DROP_KEYS = ("dropped", "ring_dropped")
+MARGIN = 10
+
+DASH = "\u2013"  # shown for a value no stage has reported yet
+
+
+def _ms(value: Any) -> str:
+    return f"{value:.1f} ms" if isinstance(value, int | float) else DASH
+
+
+def _pct(value: Any) -> str:
+    return f"{value:.1f} %" if isinstance(value, int | float) else DASH
+
+
+def _int(value: Any) -> str:
+    return str(int(value)) if isinstance(value, int | float) else DASH
+
+
+def max_depth(view: ClientView) -> float:
+    speakers = view.stat("decode", "speakers") or {}
+    return max((float(s.get("depth", 0)) for s in speakers.values()), default=0.0)
+
+
+def diagnostics_html(view: ClientView) -> str:
+    """The overlay's text: links, per-speaker jitter buffers, per-stage latency and rings."""
+    loss = view.stat("decode", "loss_percent")
+    m2e = view.stat("playback", "latency_ms", "mouth_to_ear") or {}
+    rows = [
+        "<table cellspacing='0' cellpadding='1'>",
+        _row("TCP ping", _ms(view.stat("control", "tcp_rtt_ms"))),
+        _row("UDP RTT", _ms(view.stat("network", "udp_rtt_ms"))),
+        _row("Loss (10 s)", _pct(loss)),
+        _row("Mouth to ear", f"{_ms(m2e.get('p50'))} p50 · {_ms(m2e.get('p99'))} p99"),
+        _row(
+            "Sent",
+            f"{_int(view.stat('network', 'sent'))} packets, "
+            f"chaos {_pct(view.stat('network', 'chaos_percent'))} "
+            f"({_int(view.stat('network', 'chaos_dropped'))} dropped)",
+        ),
+        "</table>",
+        "<p style='margin-top:6px'><b>Jitter buffers</b></p>",
+    ]
+    speakers: dict[str, dict[str, Any]] = view.stat("decode", "speakers") or {}
+    if speakers:
+        rows.append("<table cellspacing='0' cellpadding='1'>")
+        rows.append(_head("speaker", "depth", "loss", "conceal", "late"))
+        for uid, s in sorted(speakers.items()):
+            name = view.name_of(int(uid)) if uid.isdigit() else uid
+            rows.append(
+                _cells(
+                    escape(name),
+                    _int(s.get("depth")),
+                    _pct(s.get("loss_percent")),
+                    _int(s.get("concealed")),
+                    _int(s.get("late")),
+                )
+            )
+        rows.append("</table>")
+    else:
+        rows.append("<p style='color:#999'>nobody is speaking</p>")
+    rows.append("<p style='margin-top:6px'><b>Stages</b> (latency p50 / p99, ring fill, drops)</p>")
+    rows.append("<table cellspacing='0' cellpadding='1'>")
+    for stage in STAGES:
+        values = view.stats.get(stage)
+        if values is None:
+            rows.append(_cells(stage, "<span style='color:#999'>no report</span>", "", ""))
+            continue
+        windows = values.get("latency_ms") or {}
+        lat = "<br>".join(
+            f"{escape(name)} {w.get('p50', 0):.1f} / {w.get('p99', 0):.1f}"
+            for name, w in windows.items()
+            if isinstance(w, dict) and w
+        )
+        fill = next((values[k] for k in FILL_KEYS if k in values), None)
+        drops = sum(int(values.get(k) or 0) for k in DROP_KEYS)
+        rows.append(_cells(stage, lat or DASH, f"fill {_int(fill)}", f"drops {drops}"))
+    rows.append("</table>")
+    return "".join(rows)
+
+
+def _row(label: str, value: str) -> str:
+    return f"<tr><td style='color:#aaa; padding-right:10px'>{label}</td><td>{value}</td></tr>"
+
+
+def _head(*cells: str) -> str:
+    return (
+        "<tr>"
+        + "".join(f"<td style='color:#aaa; padding-right:10px'>{c}</td>" for c in cells)
+        + "</tr>"
+    )
+
+
+def _cells(*cells: str) -> str:
+    return (
+        "<tr>"
+        + "".join(f"<td style='padding-right:10px' valign='top'>{c}</td>" for c in cells)
+        + "</tr>"
+    )
+
+
+class DiagnosticsOverlay(QFrame):
+    """A translucent panel in the top-right corner of its parent; hidden until toggled."""
+
+    def __init__(self, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.setObjectName("diagnostics")
+        self.setStyleSheet(
+            "#diagnostics { background: rgba(20, 22, 26, 225); border-radius: 8px; }"
+            "#diagnostics QLabel { color: #e6e6e6; }"
+        )
+        self.history = History()
+        title = QLabel("<b>Diagnostics</b> <span style='color:#999'>(F3 to hide)</span>")
+        self.text = QLabel()
+        self.text.setTextFormat(Qt.TextFormat.RichText)
+        self.graph = LossJitterGraph(self.history)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 10, 12, 10)
+        layout.addWidget(title)
+        layout.addWidget(self.text)
+        layout.addWidget(self.graph)
+        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents, False)
+        parent.installEventFilter(self)
+        self.hide()
+
+    def refresh(self, view: ClientView, now: float, sample: bool) -> None:
+        """Redraw from the view; with ``sample``, add a graph point (one per decode report)."""
+        if sample:
+            self.history.add(
+                now, float(view.stat("decode", "loss_percent") or 0.0), max_depth(view)
+            )
+        if self.isVisible():
+            self.text.setText(diagnostics_html(view))
+            self.graph.update()
+            self._place()
+
+    def show_for(self, view: ClientView) -> None:
+        self.text.setText(diagnostics_html(view))
+        self.show()
+        self.raise_()
+        self._place()
+
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
+        if event is not None and event.type() == QEvent.Type.Resize and self.isVisible():
+            self._place()
+        return False
+
+    def _place(self) -> None:
+        parent = self.parentWidget()
+        if parent is None:
+            return
+        self.adjustSize()
+        width = min(self.sizeHint().width(), parent.width() - 2 * MARGIN)
+        height = min(self.sizeHint().height(), parent.height() - 2 * MARGIN)
+        self.setGeometry(parent.width() - width - MARGIN, MARGIN, width, height)

@@ -1,0 +1,145 @@
+"""``python -m ui.screenshot [PNG]``: the main window with the overlay open, fed realistic events.
+
+Renders offscreen (QT_QPA_PLATFORM=offscreen needs no display) with no
+client running: the events are those a call of four people produces, so the
+README's picture can be regenerated after any change to the window.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from PyQt6.QtWidgets import QApplication
+
+from pipeline import events as ev
+from ui.busbridge import BusBridge
+from ui.window import MainWindow
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "docs" / "screenshot.png"
+
+
+def _latency(p50: float, p99: float, n: int = 3000) -> dict[str, float]:
+    return {"p50": p50, "p99": p99, "n": n}
+
+
+def sample_events(now: float) -> list[ev.Event]:
+    """A moment of a call: Alice (us) in Lobby with Bob speaking, whispering to Carol."""
+    users = [
+        ev.Member(1, "Alice", "Lobby"),
+        ev.Member(2, "Bob", "Lobby"),
+        ev.Member(3, "Carol", "Lobby"),
+        ev.Member(4, "Dave", "Gaming"),
+        ev.Member(5, "Erin", "Gaming"),
+        ev.Member(6, "Frank", "AFK"),
+    ]
+    speakers = {
+        "2": {"depth": 3, "loss_percent": 4.8, "concealed": 14, "late": 1, "played": 2950},
+        "3": {"depth": 2, "loss_percent": 0.0, "concealed": 0, "late": 0, "played": 1210},
+    }
+    return [
+        ev.ConnectionState(ev.CONNECTED, "voice.example.org:8080", 0, "", 1, "Alice", "Lobby"),
+        ev.Roster(1, "Lobby", ["Lobby", "Gaming", "Music", "AFK"], users),
+        ev.ChatLine(4, "Dave", "Lobby", "a round later?", now - 260),
+        ev.Notice("Dave left Lobby"),
+        ev.ChatLine(2, "Bob", "Lobby", "sounds great now", now - 95),
+        ev.ChatLine(1, "Alice", "Lobby", "chaos at 5 % now", now - 70),
+        ev.ChatLine(2, "Bob", "Lobby", "a few clicks", now - 41),
+        ev.ChatLine(3, "Carol", "Lobby", "all clear here", now - 12),
+        ev.Activity([2]),
+        ev.InputLevel(0.004),
+        ev.Stats("control", {"tcp_rtt_ms": 23.4}),
+        ev.Stats(
+            "capture",
+            {"frames": 4410, "dropped": 0, "ring_fill": 0, "latency_ms": {}},
+        ),
+        ev.Stats(
+            "encode",
+            {
+                "packets": 4409,
+                "bitrate": 48000,
+                "muted": False,
+                "ring_fill": 0,
+                "latency_ms": {
+                    "capture_to_encode": _latency(0.21, 0.84),
+                    "encode": _latency(0.32, 0.71),
+                },
+            },
+        ),
+        ev.Stats(
+            "network",
+            {
+                "sent": 4190,
+                "chaos_dropped": 219,
+                "chaos_percent": 5.0,
+                "udp_rtt_ms": 21.7,
+                "whisper": 3,
+                "send_ring_fill": 0,
+                "latency_ms": {
+                    "encode_to_network": _latency(0.09, 0.35),
+                    "capture_to_receive": _latency(11.6, 19.8),
+                },
+            },
+        ),
+        ev.Stats(
+            "playback",
+            {
+                "underflows": 3,
+                "frames": 4400,
+                "ring_fill": 2,
+                "latency_ms": {"mouth_to_ear": _latency(68.2, 91.5)},
+            },
+        ),
+        ev.Stats(
+            "decode",
+            {
+                "speakers": speakers,
+                "loss_percent": 4.8,
+                "playback_fill": 2,
+                "ring_dropped": 0,
+                "latency_ms": {
+                    "receive_to_decode": _latency(3.1, 19.2),
+                    "jitter_wait": _latency(38.5, 61.0),
+                    "decode": _latency(0.11, 0.3),
+                },
+            },
+        ),
+    ]
+
+
+def render(path: Path) -> None:
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    now = time.time()
+    mono = 1000.0
+    bridge = BusBridge()
+    window = MainWindow(bridge, clock=lambda: mono)
+    # The last minute of the graph: clean at first, then the chaos slider at 5 %.
+    for i in range(119):
+        t = mono - 60 + i * 0.5
+        loss = 0.0 if i < 40 else 4.0 + 1.5 * math.sin(i / 3.0) + (3.0 if i % 17 == 0 else 0.0)
+        depth = 2 + (1 if i >= 40 and i % 5 in (1, 2) else 0) + (1 if i % 23 == 0 else 0)
+        window.overlay.history.add(t, max(0.0, loss), depth)
+    for event in sample_events(now):
+        window.apply(event)
+    window.set_whisper(3)
+    for picker in (
+        window.audio.input,
+        window.audio.output,
+    ):  # as they are when the UI owns the client
+        picker.setEnabled(True)
+    window.audio.output.select("null")
+    window.audio.chaos.setValue(5)
+    window.show()
+    window.toggle_overlay()
+    app.processEvents()
+    window.grab().save(str(path))
+    window.shutdown()
+    window.close()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    render(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_PATH)

@@ -1,0 +1,83 @@
+"""The status bar: connection state (with attempt count and reason), and ping and loss."""
+
+from __future__ import annotations
+
+from PyQt6.QtWidgets import QLabel, QStatusBar, QWidget
+
+from pipeline import events as ev
+from pipeline.view import ClientView
+
+COLORS = {
+    ev.CONNECTING: "#d4a017",
+    ev.CONNECTED: "#2ea043",
+    ev.RECONNECTING: "#e67e22",
+    ev.FAILED: "#c0392b",
+    ev.STOPPED: "#888888",
+}
+
+DASH = "\u2013"  # shown for a value no stage has reported yet
+
+
+def connection_text(s: ev.ConnectionState) -> str:
+    """One line a person understands: where we are connecting, and why not if we are not."""
+    server = f" to {s.server}" if s.server else ""
+    if s.state == ev.CONNECTED:
+        where = f" in {s.channel}" if s.channel else ""
+        return f"Connected{server} as {s.name}{where}"
+    if s.state == ev.RECONNECTING:
+        why = f": {s.reason}" if s.reason else ""
+        return f"Reconnecting{server} (attempt {s.attempt}){why}"
+    if s.state == ev.FAILED:
+        return f"Failed: {s.reason or 'unknown reason'}"
+    if s.state == ev.STOPPED:
+        return "Stopped" + (f" ({s.reason})" if s.reason else "")
+    return f"Connecting{server}…"
+
+
+def link_text(view: ClientView) -> str:
+    def ms(v: object) -> str:
+        return f"{v:.0f} ms" if isinstance(v, int | float) else DASH
+
+    loss = view.stat("decode", "loss_percent")
+    loss_s = f"{loss:.1f} %" if isinstance(loss, int | float) else DASH
+    return (
+        f"TCP {ms(view.stat('control', 'tcp_rtt_ms'))} · "
+        f"UDP {ms(view.stat('network', 'udp_rtt_ms'))} · loss {loss_s}"
+    )
+
+
+class ConnectionStatus(QStatusBar):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.dot = QLabel("●")
+        self.state_label = QLabel()
+        self.link = QLabel()
+        self.addWidget(self.dot)
+        self.addWidget(self.state_label, 1)
+        self.addPermanentWidget(self.link)
+        self.failure = ""
+        self.show_state(ev.ConnectionState(ev.CONNECTING))
+
+    def show_state(self, state: ev.ConnectionState) -> None:
+        """Follow the control process's state, unless the client has failed for good."""
+        if self.failure:
+            return
+        self._set(state.state, connection_text(state))
+
+    def show_failure(self, reason: str) -> None:
+        self.failure = reason
+        self._set(ev.FAILED, connection_text(ev.ConnectionState(ev.FAILED, reason=reason)))
+
+    def clear_failure(self) -> None:
+        self.failure = ""
+
+    def show_link(self, view: ClientView) -> None:
+        self.link.setText(link_text(view))
+
+    def text(self) -> str:
+        return self.state_label.text()
+
+    def _set(self, state: str, text: str) -> None:
+        self.dot.setStyleSheet(f"color: {COLORS.get(state, '#888')}")
+        self.dot.setToolTip(state)
+        self.state_label.setText(text)
