@@ -189,7 +189,7 @@ def test_chaos_loss_is_measured_and_concealed(
     out = tmp_path / "b.wav"
     with running(cfg_for(port, "rx", MediaSpec("silence"), MediaSpec("wav", str(out)))) as b:
         b.until(connected, 15, "b connected")
-        with running(cfg_for(port, "tx", MediaSpec("tone:440"), MediaSpec("null"),
+        with running(cfg_for(port, "tx", MediaSpec("tone", "440"), MediaSpec("null"),
                              loss_percent=10.0, seed=3)) as a:  # fmt: skip
             a.until(connected, 15, "a connected")
             b.until(lambda v: (v.stat("playback", "frames") or 0) > 100, 20, "audio")

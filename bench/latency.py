@@ -1,0 +1,166 @@
+"""Per-stage latency of a real echo call through the relay on loopback.
+
+One client (six processes) speaks a speech-like signal to a relay in echo mode
+and plays what comes back to a WAV-less null sink, clocked like a sound card.
+Every stage records per-frame timestamps (``--trace``); they are joined here
+by sequence number, so each hop is measured per frame, not estimated:
+
+    capture->encode hop, encode, encode->network hop, network send->relay->receive,
+    receive->decode hop, jitter wait, decode, decode->playback (queue), total
+
+The traced total runs from the capture timestamp (taken when a 20 ms block is
+complete) to the moment the sink plays the frame; the mouth-to-ear estimate adds
+what timestamps cannot see: the 20 ms capture block and the Opus algorithmic
+delay (lookahead). That estimate is held against its floor: one 20 ms frame, the
+Opus lookahead, the 40 ms jitter watermark and one 20 ms sink block. The same run
+compares playback queues of 1 and 2 frames (the decode stage keeps that many
+frames ahead of the sink), with the underflows each one cost.
+
+    python -m bench.latency [--quick] [--seconds S]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import parser, summarize, write_result
+from pipeline.audio import FRAME_NS, SAMPLE_RATE
+from pipeline.codec import OpusEncoder
+from pipeline.demo import ROOT, start_relay
+
+HOPS = [
+    "capture_to_encode",
+    "encode",
+    "encode_to_network",
+    "network_round_trip",
+    "receive_to_decode",
+    "jitter_wait",
+    "decode",
+    "decode_to_playback",
+]
+
+
+def run_call(port: int, seconds: float, trace: Path, playback_frames: int) -> dict[str, Any]:
+    """One echo call with per-frame tracing, as a user would run the headless client.
+
+    Returns the client's final stats (its --stats-json).
+    """
+    cmd = [
+        sys.executable, "-m", "pipeline", "--server", f"127.0.0.1:{port}", "--name",
+        f"bench{playback_frames}", "--input", "speech", "--output", "null",
+        "--duration", str(seconds), "--trace", str(trace), "--quiet",
+        "--playback-frames", str(playback_frames), "--stats-json", str(trace / "stats.json"),
+    ]  # fmt: skip
+    subprocess.run(cmd, cwd=ROOT, check=True, timeout=seconds + 60)
+    stats: dict[str, Any] = json.loads((trace / "stats.json").read_text())["stats"]
+    return stats
+
+
+def _index(rows: np.ndarray) -> dict[int, np.ndarray]:
+    """Rows keyed by sequence number (column 0); the first row wins on duplicates."""
+    out: dict[int, np.ndarray] = {}
+    for row in rows:
+        out.setdefault(int(row[0]), row)
+    return out
+
+
+def join(trace: Path) -> dict[str, np.ndarray]:
+    """Per-frame hop durations (ms) for every frame seen by every stage."""
+    cap = _index(np.load(trace / "capture.npy"))  # seq, t_capture, t_written
+    enc = _index(np.load(trace / "encode.npy"))  # seq, t_in, t_out
+    snd = _index(np.load(trace / "send.npy"))  # seq, t_in, t_sent
+    rcv = _index(np.load(trace / "recv.npy"))  # seq, t_received, speaker
+    psh = _index(np.load(trace / "push.npy"))  # seq, t_pushed
+    dec = _index(np.load(trace / "decode.npy"))  # seq, t_render_start, t_render_end
+    ply = _index(np.load(trace / "playback.npy"))  # seq, t_played, flags
+    hops: dict[str, list[float]] = {h: [] for h in [*HOPS, "total"]}
+    for seq, p in ply.items():
+        if not all(seq in d for d in (cap, enc, snd, rcv, psh, dec)):
+            continue  # a frame lost or cut off at the start or end of the run
+        c, e, s, r, u, d = (x[seq] for x in (cap, enc, snd, rcv, psh, dec))
+        t = [
+            e[1] - c[2], e[2] - e[1], s[1] - e[2], r[1] - s[2],
+            u[1] - r[1], d[1] - u[1], d[2] - d[1], p[1] - d[2],
+        ]  # fmt: skip
+        for name, ns in zip(HOPS, t, strict=True):
+            hops[name].append(ns / 1e6)
+        hops["total"].append((p[1] - c[1]) / 1e6)
+    return {k: np.asarray(v) for k, v in hops.items()}
+
+
+def floor_ms() -> dict[str, float]:
+    lookahead = OpusEncoder().lookahead / SAMPLE_RATE * 1000
+    parts = {
+        "frame": FRAME_NS / 1e6,
+        "opus_lookahead": lookahead,
+        "jitter_watermark": 2 * FRAME_NS / 1e6,
+        "sink_block": FRAME_NS / 1e6,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = parser(__doc__ or "")
+    ap.add_argument("--seconds", type=float, default=65.0, help="per configuration")
+    args = ap.parse_args(argv)
+    seconds = 4.0 if args.quick else args.seconds
+    proc, port = start_relay("--echo")
+    configs: dict[str, Any] = {}
+    try:
+        for frames in (2, 1):
+            with tempfile.TemporaryDirectory(prefix="vc-trace-") as tmp:
+                stats = run_call(port, seconds, Path(tmp), frames)
+                hops = join(Path(tmp))
+            config: dict[str, Any] = {k: summarize(v) for k, v in hops.items()}
+            config["playback_underflows"] = stats.get("playback", {}).get("underflows")
+            config["concealed"] = sum(
+                s.get("concealed", 0) for s in stats.get("decode", {}).get("speakers", {}).values()
+            )
+            configs[f"playback_frames={frames}"] = config
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    floor = floor_ms()
+    result: dict[str, Any] = {"seconds": seconds, "floor_ms": floor, "configs": configs}
+    unseen = floor["frame"] + floor["opus_lookahead"]
+    for hops in configs.values():
+        total = hops["total"]
+        if total.get("n"):
+            hops["mouth_to_ear_estimate_ms"] = {
+                k: total[k] + unseen for k in ("p50", "p99", "p99.9", "max")
+            }
+            hops["overhead_above_floor_ms"] = total["p50"] + unseen - floor["total"]
+    path = write_result("latency", result, args.out)
+    print_table(result)
+    print(f"wrote {path}")
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    for name, hops in result["configs"].items():
+        print(f"\n{name} (ms)      p50     p99   p99.9     max      n")
+        for hop in [*HOPS, "total"]:
+            s = hops.get(hop, {})
+            if s.get("n"):
+                print(f"  {hop:20s} {s['p50']:7.2f} {s['p99']:7.2f} {s['p99.9']:7.2f}"
+                      f" {s['max']:7.2f} {s['n']:6d}")  # fmt: skip
+        if "overhead_above_floor_ms" in hops:
+            est = hops["mouth_to_ear_estimate_ms"]
+            print(
+                f"  mouth-to-ear estimate p50 {est['p50']:.1f} ms, p99 {est['p99']:.1f} ms; "
+                f"floor {result['floor_ms']['total']:.1f} ms; overhead "
+                f"{hops['overhead_above_floor_ms']:+.1f} ms (p50); "
+                f"underflows {hops['playback_underflows']}, concealed {hops['concealed']}"
+            )
+
+
+if __name__ == "__main__":
+    main()

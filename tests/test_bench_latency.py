@@ -1,0 +1,24 @@
+"""bench/latency.py: the per-stage latency benchmark runs end to end (smoke test, no timings)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import latency
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_quick_run_joins_every_hop(tmp_path: Path) -> None:
+    latency.main(["--quick", "--out", str(tmp_path)])
+    doc = json.loads((tmp_path / "latency.json").read_text())
+    for config in doc["configs"].values():
+        assert config["total"]["n"] > 50
+        assert set(latency.HOPS) <= set(config)
+        # The hops of a frame add up to its total (each hop is measured, none estimated).
+        hop_sum = sum(config[h]["mean"] for h in latency.HOPS)
+        assert abs(hop_sum - config["total"]["mean"]) < 0.5
+    assert doc["floor_ms"]["total"] > 80
