@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="send voice through this address (an impairment proxy) instead",
     )
+    ap.add_argument(
+        "--loss-hint",
+        type=float,
+        default=0.0,
+        help="loss %% the encoder expects before it measures any (FEC strength)",
+    )
     ap.add_argument("--no-fec", action="store_true", help="no Opus in-band FEC (benchmarks)")
     ap.add_argument(
         "--no-plc", action="store_true", help="lost frames play as silence (benchmarks)"
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         trace_dir=str(args.trace) if args.trace else None,
         udp_via=args.udp_via,
         fec=not args.no_fec,
+        loss_hint=args.loss_hint,
         plc=not args.no_plc,
     )
     return run_client(cfg, args.duration, args.stats_json, live=not args.quiet)

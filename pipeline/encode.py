@@ -27,13 +27,15 @@ def run(
     bitrate: int = 48000,
     trace_dir: str | None = None,
     fec: bool = True,
+    loss_hint: float = 0.0,
 ) -> None:
+    """``loss_hint``: the loss % to expect before any is measured (a floor for the FEC hint)."""
     stop = child_setup("encode")
     client = BusClient(bus, topics=("cmd.", "stats.decode"))
     src, dst = Ring.attach(inp), Ring.attach(out)
     stats = StageStats("encode", client)
     tracer = Tracer(os.path.join(trace_dir, "encode.npy") if trace_dir else None, 3)
-    encoder = OpusEncoder(bitrate=bitrate, fec=fec)
+    encoder = OpusEncoder(bitrate=bitrate, fec=fec, loss_percent=int(loss_hint))
     muted = False
     chaos = measured = 0.0
     try:
@@ -70,12 +72,12 @@ def run(
                         client.publish(ev.Notice(f"bitrate not changed: {exc}"))
                 elif isinstance(event, ev.ChaosCmd):
                     chaos = event.loss_percent
-                    encoder.set_loss_percent(int(min(100, max(chaos, measured))))
+                    encoder.set_loss_percent(int(min(100, max(loss_hint, chaos, measured))))
                 elif isinstance(event, ev.Stats):
                     loss = event.values.get("loss_percent")
                     if isinstance(loss, int | float):
                         measured = float(loss)
-                        encoder.set_loss_percent(int(min(100, max(chaos, measured))))
+                        encoder.set_loss_percent(int(min(100, max(loss_hint, chaos, measured))))
             now = time.monotonic()
             if stats.due(now):
                 stats.publish(now, {"bitrate": bitrate, "muted": muted, "ring_fill": src.fill()})

@@ -51,6 +51,7 @@ class ClientConfig:
     udp_via: tuple[str, int] | None = None  # send voice through this address (benchmarks)
     fec: bool = True  # Opus in-band FEC: sent by the encoder, used by the decoder
     plc: bool = True  # Opus packet loss concealment for lost frames
+    loss_hint: float = 0.0  # loss % the encoder expects before it measures any
 
 
 @dataclass
@@ -117,7 +118,7 @@ class Supervisor:
             _Child(
                 "encode",
                 encode.run,
-                (bus, captured.handle, encoded.handle, cfg.bitrate, trace, cfg.fec),
+                (bus, captured.handle, encoded.handle, cfg.bitrate, trace, cfg.fec, cfg.loss_hint),
             ),
             _Child(
                 "capture",

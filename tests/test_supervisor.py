@@ -11,8 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +20,10 @@ import pytest
 from pipeline import events as ev
 from pipeline import signals
 from pipeline.audio import SAMPLE_RATE
-from pipeline.bus import BusClient
 from pipeline.demo import start_relay
+from pipeline.local import LocalClient, connected
 from pipeline.media import MediaSpec, read_wav, write_wav
 from pipeline.supervisor import ClientConfig, ClientFailed, Supervisor
-from pipeline.view import ClientView
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -50,47 +48,6 @@ def echo_relay() -> Iterator[int]:
         proc.wait(10)
 
 
-class Running:
-    """A client under test: its supervisor and a bus view of everything it publishes."""
-
-    def __init__(self, sup: Supervisor) -> None:
-        assert sup.broker is not None
-        self.sup = sup
-        self.view = ClientView()
-        self.bus = BusClient(sup.broker.address, topics=("",))
-
-    def pump(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            self.sup.check(0)
-            for event in self.bus.poll(min(left, 0.1)):
-                self.view.apply(event)
-
-    def until(self, predicate: Callable[[ClientView], bool], timeout: float, what: str) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            self.pump(0.1)
-            if predicate(self.view):
-                return
-        raise AssertionError(f"timed out waiting for {what}; status: {self.view.status_line()}")
-
-
-@contextmanager
-def running(cfg: ClientConfig) -> Iterator[Running]:
-    sup = Supervisor(cfg)
-    sup.start()
-    client = Running(sup)
-    try:
-        yield client
-    finally:
-        client.bus.close()
-        sup.stop()
-
-
-def connected(v: ClientView) -> bool:
-    return v.state.state == ev.CONNECTED and v.session is not None
-
-
 def cfg_for(port: int, name: str, source: MediaSpec, sink: MediaSpec, **kw: object) -> ClientConfig:
     return ClientConfig(host="127.0.0.1", port=port, name=name, source=source, sink=sink, **kw)  # type: ignore[arg-type]
 
@@ -112,7 +69,7 @@ def test_echo_round_trip(echo_relay: int, tmp_path: Path) -> None:
     out = tmp_path / "out.wav"
     cfg = cfg_for(echo_relay, "echo", MediaSpec("wav", str(tmp_path / "in.wav")),
                   MediaSpec("wav", str(out)))  # fmt: skip
-    with running(cfg) as c:
+    with LocalClient(cfg) as c:
         c.until(connected, 15, "connection")
         c.until(lambda v: (v.stat("playback", "frames") or 0) > 250, 30, "echoed audio")
         m2e = c.view.stat("playback", "latency_ms", "mouth_to_ear")
@@ -129,12 +86,14 @@ def test_two_talk_third_in_other_channel_hears_nothing(
     a_out, b_out, c_out = tmp_path / "a_out.wav", tmp_path / "b_out.wav", tmp_path / "c_out.wav"
     silence = MediaSpec("silence")
     with (
-        running(cfg_for(port, "bea", silence, MediaSpec("wav", str(b_out)))) as b,
-        running(cfg_for(port, "cal", silence, MediaSpec("wav", str(c_out)), channel="Gaming")) as c,
+        LocalClient(cfg_for(port, "bea", silence, MediaSpec("wav", str(b_out)))) as b,
+        LocalClient(
+            cfg_for(port, "cal", silence, MediaSpec("wav", str(c_out)), channel="Gaming")
+        ) as c,
     ):
         b.until(connected, 15, "b connected")
         c.until(lambda v: connected(v) and v.roster.channel == "Gaming", 15, "c in Gaming")
-        with running(
+        with LocalClient(
             cfg_for(port, "ann", MediaSpec("wav", str(tmp_path / "a.wav")),
                     MediaSpec("wav", str(a_out)))
         ) as a:  # fmt: skip
@@ -161,14 +120,14 @@ def test_whisper_reaches_only_its_target(
     outs = {n: tmp_path / f"{n}.wav" for n in ("ben", "cid")}
     silence = MediaSpec("silence")
     with (
-        running(cfg_for(port, "ben", silence, MediaSpec("wav", str(outs["ben"])))) as b,
-        running(cfg_for(port, "cid", silence, MediaSpec("wav", str(outs["cid"])))) as c,
+        LocalClient(cfg_for(port, "ben", silence, MediaSpec("wav", str(outs["ben"])))) as b,
+        LocalClient(cfg_for(port, "cid", silence, MediaSpec("wav", str(outs["cid"])))) as c,
     ):
         b.until(connected, 15, "b connected")
         c.until(connected, 15, "c connected")
         assert c.view.session is not None
         target = c.view.session.user_id
-        with running(
+        with LocalClient(
             cfg_for(port, "ada", MediaSpec("tone"), MediaSpec("null"), whisper=target)
         ) as a:
             a.until(connected, 15, "a connected")
@@ -187,9 +146,9 @@ def test_chaos_loss_is_measured_and_concealed(
 ) -> None:
     _, port = relay
     out = tmp_path / "b.wav"
-    with running(cfg_for(port, "rx", MediaSpec("silence"), MediaSpec("wav", str(out)))) as b:
+    with LocalClient(cfg_for(port, "rx", MediaSpec("silence"), MediaSpec("wav", str(out)))) as b:
         b.until(connected, 15, "b connected")
-        with running(cfg_for(port, "tx", MediaSpec("tone", "440"), MediaSpec("null"),
+        with LocalClient(cfg_for(port, "tx", MediaSpec("tone", "440"), MediaSpec("null"),
                              loss_percent=10.0, seed=3)) as a:  # fmt: skip
             a.until(connected, 15, "a connected")
             b.until(lambda v: (v.stat("playback", "frames") or 0) > 100, 20, "audio")
@@ -213,8 +172,8 @@ def test_relay_restart_client_reconnects_and_voice_resumes(tmp_path: Path) -> No
     proc, port = start_relay()
     try:
         with (
-            running(cfg_for(port, "rx", MediaSpec("silence"), MediaSpec("null"))) as b,
-            running(cfg_for(port, "tx", MediaSpec("tone"), MediaSpec("null"))) as a,
+            LocalClient(cfg_for(port, "rx", MediaSpec("silence"), MediaSpec("null"))) as b,
+            LocalClient(cfg_for(port, "tx", MediaSpec("tone"), MediaSpec("null"))) as a,
         ):
             b.until(lambda v: bool(v.stat("decode", "speakers")), 20, "voice before restart")
             old = b.view.session
@@ -236,7 +195,7 @@ def test_relay_restart_client_reconnects_and_voice_resumes(tmp_path: Path) -> No
 
 def test_killed_stage_is_restarted(relay: tuple[subprocess.Popen[str], int]) -> None:
     _, port = relay
-    with running(cfg_for(port, "k", MediaSpec("tone"), MediaSpec("null"))) as c:
+    with LocalClient(cfg_for(port, "k", MediaSpec("tone"), MediaSpec("null"))) as c:
         c.until(connected, 15, "connected")
         victim = c.sup.pids["encode"]
         os.kill(victim, signal.SIGKILL)
