@@ -1,0 +1,179 @@
+"""Speech quality under packet loss, scored with PESQ (ITU-T P.862, wideband).
+
+A talker and a listener, both whole clients, in one channel of a real relay.
+The talker's voice goes through the userspace impairment proxy (bench/netem.py)
+with random or bursty (Gilbert-Elliott) loss, both ways, so the talker also
+measures the loss on what it receives and tunes its FEC to it (the loss hint
+starts at the configured rate, as it would after a few seconds of measuring).
+The listener records; the recording is aligned with what was sent, resampled
+to 16 kHz, and scored against the reference.
+
+Three ways to handle a lost packet, each under every loss pattern:
+* ``fec+plc``: rebuild it from the next packet's in-band FEC, else Opus PLC;
+* ``plc``: no FEC sent; Opus PLC only;
+* ``none``: no FEC, no PLC: the lost 20 ms play as silence.
+
+The reference is bench/data/speech-en-16k.wav (see bench/data/README.md).
+
+    python -m bench.quality [--quick]
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import parser, write_result
+from bench.netem import Impairment, UdpProxy, gilbert_elliott, per_direction
+from pipeline import signals
+from pipeline.demo import start_relay
+from pipeline.local import LocalClient, connected
+from pipeline.media import MediaSpec, read_wav, write_wav
+from pipeline.supervisor import ClientConfig
+
+REFERENCE = Path(__file__).resolve().parent / "data" / "speech-en-16k.wav"
+RATE = 16000
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    loss_percent: float
+    burst: float = 0.0  # mean burst length in packets; 0 = independent loss
+
+    def impairment(self, seed: int) -> Impairment:
+        if self.burst:
+            return Impairment(burst=gilbert_elliott(self.loss_percent, self.burst), seed=seed)
+        return Impairment(loss_percent=self.loss_percent, seed=seed)
+
+
+CONDITIONS = [
+    Condition("0%", 0),
+    Condition("5% random", 5),
+    Condition("10% random", 10),
+    Condition("20% random", 20),
+    Condition("5% bursty (mean 3)", 5, burst=3),
+]
+MODES = {"fec+plc": (True, True), "plc": (False, True), "none": (False, False)}
+
+
+def _lowpass(cutoff: float, taps: int = 255) -> np.ndarray:
+    """A windowed-sinc low-pass FIR; ``cutoff`` as a fraction of the sample rate."""
+    n = np.arange(taps) - (taps - 1) / 2
+    h = 2 * cutoff * np.sinc(2 * cutoff * n) * np.blackman(taps)
+    return h / h.sum()
+
+
+def up3(x: np.ndarray) -> np.ndarray:
+    """16 kHz -> 48 kHz: zero-stuff and low-pass at 8 kHz."""
+    y = np.zeros(len(x) * 3)
+    y[::3] = x
+    return (np.convolve(y, _lowpass(1 / 6), mode="same") * 3).astype(np.float32)
+
+
+def down3(x: np.ndarray) -> np.ndarray:
+    """48 kHz -> 16 kHz: low-pass at 7.6 kHz and keep every third sample."""
+    return np.convolve(x.astype(np.float64), _lowpass(7600 / 48000), mode="same")[::3]
+
+
+def score(reference16: np.ndarray, recording48: np.ndarray) -> tuple[float, float]:
+    """PESQ (wideband MOS-LQO) of the recording against the reference, and their correlation."""
+    from pesq import pesq
+
+    sent48 = up3(reference16)
+    lag, corr = signals.align(sent48, recording48, max_lag=max(1, len(recording48) - len(sent48)))
+    heard = recording48[lag : lag + len(sent48)]
+    if len(heard) < len(sent48):
+        heard = np.concatenate([heard, np.zeros(len(sent48) - len(heard), dtype=np.float32)])
+    deg = down3(heard)[: len(reference16)]
+    return float(pesq(RATE, reference16.astype(np.float64), deg, "wb")), corr
+
+
+def run_one(port: int, cond: Condition, mode: str, seconds: float, seed: int,
+            workdir: Path) -> dict[str, Any]:  # fmt: skip
+    fec, plc = MODES[mode]
+    talk, heard = workdir / "talk48.wav", workdir / f"heard-{seed}.wav"
+    if not talk.exists():
+        write_wav(talk, up3(read_wav_16k(REFERENCE)))
+    up, down = per_direction(cond.impairment(seed), "both")
+    base = ClientConfig(host="127.0.0.1", port=port, name="", fec=fec, plc=plc)
+    listener = replace(base, name=f"ear{seed}", source=MediaSpec("silence"),
+                       sink=MediaSpec("wav", str(heard)))  # fmt: skip
+    with UdpProxy(("127.0.0.1", port), up=up, down=down) as proxy, LocalClient(listener) as ear:
+        ear.until(connected, 20, "listener connected")
+        talker = replace(
+            base,
+            name=f"mouth{seed}",
+            source=MediaSpec("wav", str(talk)),
+            udp_via=proxy.address,
+            loss_hint=cond.loss_percent if fec else 0.0,
+        )
+        with LocalClient(talker) as mouth:
+            mouth.until(connected, 20, "talker connected")
+            start = time.monotonic()
+            ear.pump(seconds)
+            talked = time.monotonic() - start
+            speakers = ear.view.stat("decode", "speakers") or {}
+            played = ear.view.stat("playback", "frames")
+    up_counts = proxy.stats().up  # exact now that the proxy is closed
+    mos, corr = score(read_wav_16k(REFERENCE), read_wav(heard))
+    st: dict[str, Any] = next(iter(speakers.values()), {})
+    return {
+        "condition": cond.name,
+        "mode": mode,
+        "pesq_wb": round(mos, 3),
+        "correlation": round(corr, 3),
+        "measured_loss_percent": st.get("loss_percent"),
+        "concealed": st.get("concealed"),
+        "recovered": st.get("recovered"),
+        "seconds": round(talked, 1),
+        "frames_played": played,
+        "impaired_loss_percent": round(100 * up_counts.dropped / max(1, up_counts.packets_in), 2),
+    }
+
+
+def read_wav_16k(path: Path) -> np.ndarray:
+    """The reference at its own 16 kHz rate (read_wav would resample it to 48 kHz)."""
+    import wave
+
+    with wave.open(str(path), "rb") as w:
+        assert w.getframerate() == RATE and w.getsampwidth() == 2 and w.getnchannels() == 1
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = parser(__doc__ or "")
+    ap.add_argument(
+        "--seconds", type=float, default=0.0, help="recording per run (default: 2 passes)"
+    )
+    args = ap.parse_args(argv)
+    ref_seconds = len(read_wav_16k(REFERENCE)) / RATE
+    seconds = args.seconds or 2 * ref_seconds + 1.0  # a whole pass fits whatever the start
+    conditions = CONDITIONS[1:2] if args.quick else CONDITIONS
+    modes = ["fec+plc"] if args.quick else list(MODES)
+    relay, port = start_relay()
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="vc-quality-") as tmp:
+            for i, cond in enumerate(conditions):
+                for mode in modes:
+                    row = run_one(port, cond, mode, seconds, seed=100 + i, workdir=Path(tmp))
+                    rows.append(row)
+                    print(f"  {cond.name:20s} {mode:8s} PESQ {row['pesq_wb']:.2f}  "
+                          f"measured loss {row['measured_loss_percent']}%", flush=True)  # fmt: skip
+    finally:
+        relay.terminate()
+        relay.wait(10)
+    result = {"reference": REFERENCE.name, "seconds_per_run": seconds, "runs": rows}
+    path = write_result("quality", result, args.out)
+    print(f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
