@@ -1,0 +1,38 @@
+"""bench/quality.py: resampling and scoring, and a quick end-to-end run (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import quality
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def test_resampling_round_trip_keeps_speech_band() -> None:
+    ref = quality.read_wav_16k(quality.REFERENCE)
+    back = quality.down3(quality.up3(ref))
+    assert len(back) == len(ref)
+    err = back[1000:-1000] - ref[1000:-1000]
+    assert float(np.sqrt(np.mean(err**2))) < 0.05 * float(np.sqrt(np.mean(ref**2)))
+
+
+def test_score_is_high_for_a_clean_copy_and_low_for_noise() -> None:
+    ref = quality.read_wav_16k(quality.REFERENCE)
+    clean = np.concatenate([np.zeros(4800, dtype=np.float32), quality.up3(ref)])
+    mos, corr = quality.score(ref, clean)
+    assert mos > 4.0 and corr > 0.95
+    rng = np.random.default_rng(1)
+    noisy = clean + rng.normal(0, 0.2, len(clean)).astype(np.float32)
+    assert quality.score(ref, noisy)[0] < mos - 1.0
+
+
+def test_quick_run_scores_a_call(tmp_path: Path) -> None:
+    quality.main(["--quick", "--out", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "quality.json").read_text())["runs"]
+    assert 1.0 <= row["pesq_wb"] <= 4.7
+    assert row["frames_played"] > 100
