@@ -1,19 +1,34 @@
-"""``make bench``: run every benchmark in turn; the arguments are passed to each."""
+"""``make bench``: run every benchmark in turn, then write the report.
+
+python -m bench [--quick] [--only NAME ...]
+"""
 
 from __future__ import annotations
 
-import sys
+import argparse
+import importlib
+import time
 
-from bench import codec_speed, ring_ipc
+from bench import report
+from bench.common import RESULTS
 
-BENCHMARKS = [ring_ipc, codec_speed]
+# Cheapest first; relay_load and quality take minutes each.
+BENCHMARKS = ["codec_speed", "ring_ipc", "latency", "client_cost", "relay_load", "quality"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    for module in BENCHMARKS:
-        print(f"== {module.__name__}", flush=True)
-        module.main(args)
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="smoke runs: numbers meaningless")
+    ap.add_argument("--only", nargs="*", choices=BENCHMARKS, help="run just these")
+    args = ap.parse_args(argv)
+    passed = ["--quick"] if args.quick else []
+    for name in args.only or BENCHMARKS:
+        module = importlib.import_module(f"bench.{name}")
+        print(f"== {name}", flush=True)
+        t0 = time.monotonic()
+        module.main(passed)
+        print(f"== {name} done in {time.monotonic() - t0:.0f} s", flush=True)
+    print(f"wrote {report.build(RESULTS)}")
 
 
 if __name__ == "__main__":

@@ -114,11 +114,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seconds = 4.0 if args.quick else args.seconds
     proc, port = start_relay("--echo")
     configs: dict[str, Any] = {}
+    raw: dict[str, np.ndarray] = {}
     try:
         for frames in (2, 1):
             with tempfile.TemporaryDirectory(prefix="vc-trace-") as tmp:
                 stats = run_call(port, seconds, Path(tmp), frames)
                 hops = join(Path(tmp))
+            raw.update({f"frames{frames}/{k}": v for k, v in hops.items()})
             config: dict[str, Any] = {k: summarize(v) for k, v in hops.items()}
             config["playback_underflows"] = stats.get("playback", {}).get("underflows")
             config["concealed"] = sum(
@@ -139,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
             hops["overhead_above_floor_ms"] = total["p50"] + unseen - floor["total"]
     path = write_result("latency", result, args.out)
+    np.savez_compressed(args.out / "latency_frames.npz", **raw)  # type: ignore[arg-type]
     print_table(result)
     print(f"wrote {path}")
     return result

@@ -1,0 +1,237 @@
+"""Turn bench/results/*.json into one readable report: REPORT.md and PNG plots.
+
+Reads whatever results exist (a benchmark that was not run is left out) and
+writes ``REPORT.md``, ``latency_cdf.png`` (per-stage latency CDFs),
+``latency_budget.png`` (the mouth-to-ear budget as a stacked bar against its
+floor) and ``quality.png`` (PESQ against loss for each way of handling it).
+
+    python -m bench.report [--out DIR]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import RESULTS, parser
+
+HOPS = [
+    "capture_to_encode", "encode", "encode_to_network", "network_round_trip",
+    "receive_to_decode", "jitter_wait", "decode", "decode_to_playback",
+]  # fmt: skip
+
+
+def _load(folder: Path, name: str) -> dict[str, Any] | None:
+    path = folder / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _row(cells: list[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
+
+
+def _f(x: Any, digits: int = 2) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, int | float) else "-"
+
+
+def latency_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Mouth-to-ear latency of an echo call (loopback)", ""]
+    floor = doc["floor_ms"]
+    out.append(
+        f"Measured per frame from stage timestamps over {doc['seconds']:.0f} s per configuration. "
+        f"Floor: {floor['frame']:.0f} ms frame + {floor['opus_lookahead']:.1f} ms Opus lookahead + "
+        f"{floor['jitter_watermark']:.0f} ms jitter watermark + {floor['sink_block']:.0f} ms sink "
+        f"block = **{floor['total']:.1f} ms**. Times in ms."
+    )
+    for name, hops in doc["configs"].items():
+        out += ["", f"### {name}", ""]
+        rows = [
+            [h, *(_f(hops[h][k]) for k in ("p50", "p99", "p99.9", "max"))]
+            for h in [*HOPS, "total"]
+            if hops.get(h, {}).get("n")
+        ]
+        out += _table(["hop", "p50", "p99", "p99.9", "max"], rows)
+        est = hops.get("mouth_to_ear_estimate_ms")
+        if est:
+            p50, p99 = _f(est["p50"], 1), _f(est["p99"], 1)
+            over = _f(hops["overhead_above_floor_ms"], 1)
+            out += [
+                "",
+                f"Mouth-to-ear (total + capture block + lookahead): p50 **{p50} ms**, p99 {p99} ms;"
+                f" {over} ms above the floor. Frames: {hops['total']['n']}; playback underflows:"
+                f" {hops.get('playback_underflows')}; concealed: {hops.get('concealed')}.",
+            ]
+    return out
+
+
+def ring_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## One frame between two processes (ring vs alternatives, same run)", ""]
+    rows = []
+    for name, t in doc["results"].items():
+        slow, fast = t["spacing_20ms"], t["spacing_2ms"]
+        rows.append([name,
+                     _f(slow["latency_us"]["p50"], 0), _f(slow["latency_us"]["p99"], 0),
+                     _f(slow["latency_us"]["max"], 0), _f(slow["cpu_percent"], 1),
+                     _f(fast["latency_us"]["p50"], 0), _f(fast["latency_us"]["p99"], 0),
+                     _f(t["burst"]["frames_per_s"], 0)])  # fmt: skip
+    out += _table(["transport", "20 ms p50 µs", "p99", "max", "consumer CPU %",
+                   "2 ms p50 µs", "p99", "flat-out frames/s"], rows)  # fmt: skip
+    return out
+
+
+def codec_section(doc: dict[str, Any]) -> list[str]:
+    out = [f"## Opus per frame (µs; {doc['bitrate']} bps, complexity {doc['complexity']})", ""]
+    rows = [[name, _f(r["raw"]["p50"], 1), _f(r["raw"]["p99"], 1),
+             _f(r["opuslib"]["p50"], 1), _f(r["opuslib"]["p99"], 1)]
+            for name, r in doc["results"].items() if "raw" in r and "opuslib" in r]  # fmt: skip
+    out += _table(["call", "raw p50", "raw p99", "opuslib p50", "opuslib p99"], rows)
+    return out
+
+
+def quality_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Speech quality under loss (PESQ wideband, MOS-LQO 1-4.64)", ""]
+    conds = list(dict.fromkeys(r["condition"] for r in doc["runs"]))
+    modes = list(dict.fromkeys(r["mode"] for r in doc["runs"]))
+    by = {(r["condition"], r["mode"]): r for r in doc["runs"]}
+    rows = [[c, *(_f(by[(c, m)]["pesq_wb"]) if (c, m) in by else "-" for m in modes)]
+            for c in conds]  # fmt: skip
+    out += _table(["loss", *modes], rows)
+    return out
+
+
+def client_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Client cost per process", ""]
+    rows = []
+    for state in ("talking", "idle"):
+        for k, v in doc[state].items():
+            rows.append([state, k, _f(v["cpu_percent"]), _f(v["rss_mib"], 1)])
+    out += _table(["state", "process", "CPU %", "RSS MiB"], rows)
+    return out
+
+
+def generic_section(name: str, doc: dict[str, Any]) -> list[str]:
+    body = {k: v for k, v in doc.items() if k not in ("benchmark", "when", "machine")}
+    return [f"## {name}", "", "```json", json.dumps(body, indent=1)[:4000], "```"]
+
+
+def plots(folder: Path) -> list[str]:
+    """Draw the PNGs that the available results allow; return their file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    frames = folder / "latency_frames.npz"
+    lat = _load(folder, "latency")
+    if frames.exists() and lat:
+        data = np.load(frames)
+        config = "frames2" if "frames2/total" in data else next(iter(data)).split("/")[0]
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for hop in [*HOPS, "total"]:
+            key = f"{config}/{hop}"
+            if key in data and len(data[key]):
+                x = np.sort(data[key])
+                ax.plot(x, np.arange(1, len(x) + 1) / len(x), label=hop)
+        ax.set_xscale("log")
+        ax.set_xlabel("ms (log)")
+        ax.set_ylabel("fraction of frames")
+        ax.set_title(
+            f"Latency per stage, echo call ({config.replace('frames', 'playback queue ')})"
+        )
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(folder / "latency_cdf.png", dpi=110)
+        plt.close(fig)
+        made.append("latency_cdf.png")
+
+        fig, ax = plt.subplots(figsize=(8, 3.2))
+        names = list(lat["configs"])
+        floor = lat["floor_ms"]
+        for i, name in enumerate(names):
+            hops = lat["configs"][name]
+            left = 0.0
+            segments = [
+                ("capture block", floor["frame"]),
+                ("opus lookahead", floor["opus_lookahead"]),
+            ]
+            segments += [(h, hops[h]["p50"]) for h in HOPS if hops.get(h, {}).get("n")]
+            for j, (label, width) in enumerate(segments):
+                ax.barh(i, width, left=left, color=plt.cm.tab20(j), label=label if i == 0 else None)
+                left += width
+        ax.axvline(floor["total"], color="k", ls="--", label=f"floor {floor['total']:.1f} ms")
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("ms (medians per hop)")
+        ax.set_title("Mouth-to-ear budget")
+        ax.legend(fontsize=6, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+        fig.tight_layout()
+        fig.savefig(folder / "latency_budget.png", dpi=110)
+        plt.close(fig)
+        made.append("latency_budget.png")
+    q = _load(folder, "quality")
+    if q:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        conds = list(dict.fromkeys(r["condition"] for r in q["runs"]))
+        for mode in dict.fromkeys(r["mode"] for r in q["runs"]):
+            by = {r["condition"]: r["pesq_wb"] for r in q["runs"] if r["mode"] == mode}
+            ys = [by.get(c, np.nan) for c in conds]
+            ax.plot(range(len(conds)), ys, marker="o", label=mode)
+        ax.set_xticks(range(len(conds)), conds, rotation=15, fontsize=8)
+        ax.set_ylabel("PESQ (wideband MOS-LQO)")
+        ax.set_title("Speech quality under loss")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(folder / "quality.png", dpi=110)
+        plt.close(fig)
+        made.append("quality.png")
+    return made
+
+
+SECTIONS = {
+    "latency": latency_section,
+    "ring_ipc": ring_section,
+    "quality": quality_section,
+    "client_cost": client_section,
+    "codec_speed": codec_section,
+}
+ORDER = ["latency", "relay_load", "client_cost", "quality", "ring_ipc", "codec_speed"]
+
+
+def build(folder: Path) -> Path:
+    lines = ["# Benchmark report", ""]
+    whens = []
+    for name in ORDER:
+        doc = _load(folder, name)
+        if doc is None:
+            continue
+        whens.append(f"{name} {doc.get('when', '?')}")
+        try:
+            lines += SECTIONS.get(name, lambda d, n=name: generic_section(n, d))(doc)
+        except (KeyError, TypeError):  # a result of an older shape: show it raw
+            lines += generic_section(name, doc)
+        lines.append("")
+    for png in plots(folder):
+        lines += [f"![{png}]({png})", ""]
+    lines += ["Runs: " + "; ".join(whens), ""]
+    path = folder / "REPORT.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__ or "")
+    args = ap.parse_args(argv)
+    print(f"wrote {build(args.out if args.out else RESULTS)}")
+
+
+if __name__ == "__main__":
+    main()

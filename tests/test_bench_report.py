@@ -1,0 +1,44 @@
+"""bench/report.py: REPORT.md and the plots are built from whatever results exist."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bench import report
+from bench.common import summarize, write_result
+
+
+def test_report_from_results(tmp_path: Path) -> None:
+    hops: dict[str, object] = {h: summarize([1.0, 2.0]) for h in [*report.HOPS, "total"]}
+    hops["mouth_to_ear_estimate_ms"] = {"p50": 80.0, "p99": 90.0, "p99.9": 91.0, "max": 92.0}
+    hops["overhead_above_floor_ms"] = -6.5
+    floor = {"frame": 20, "opus_lookahead": 6.5, "jitter_watermark": 40, "sink_block": 20,
+             "total": 86.5}  # fmt: skip
+    write_result("latency", {"seconds": 60, "floor_ms": floor,
+                             "configs": {"playback_frames=2": hops}}, tmp_path)  # fmt: skip
+    np.savez(tmp_path / "latency_frames.npz",
+             **{f"frames2/{h}": np.linspace(0.1, 50, 100) for h in [*report.HOPS, "total"]})  # type: ignore[arg-type]  # fmt: skip
+    write_result("quality", {"runs": [
+        {"condition": "0%", "mode": "plc", "pesq_wb": 4.2},
+        {"condition": "5% random", "mode": "plc", "pesq_wb": 3.1},
+    ]}, tmp_path)  # fmt: skip
+    write_result("client_cost", {"talking": {"A.decode": {"cpu_percent": 2.0, "rss_mib": 40}},
+                                 "idle": {"idle.decode": {"cpu_percent": 0.5, "rss_mib": 39}}},
+                 tmp_path)  # fmt: skip
+    write_result("relay_load", {"anything": [1, 2]}, tmp_path)
+    path = report.build(tmp_path)
+    text = path.read_text()
+    for heading in ("Mouth-to-ear latency", "Client cost", "Speech quality", "relay_load"):
+        assert heading in text
+    assert "86.5 ms" in text and "| jitter_wait |" in text
+    for png in ("latency_cdf.png", "latency_budget.png", "quality.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+        assert f"]({png})" in text
+
+
+def test_report_survives_an_unexpected_shape(tmp_path: Path) -> None:
+    (tmp_path / "latency.json").write_text(json.dumps({"benchmark": "latency", "x": 1}))
+    assert "latency" in report.build(tmp_path).read_text()
