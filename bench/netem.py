@@ -40,6 +40,8 @@ from dataclasses import dataclass, field, fields
 from types import FrameType, TracebackType
 from typing import Any, Generic, Literal, TypeVar, cast
 
+from relay.protocol import HEADER_SIZE
+
 log = logging.getLogger(__name__)
 
 NS_PER_MS = 1_000_000
@@ -131,6 +133,10 @@ class Impairment:
       exempt from ``in_order``.
     * ``duplicate_percent``: share of datagrams sent twice, released together.
     * ``seed``: the same seed and settings give the same output, datagram for datagram.
+    * ``spare_control``: datagrams of at most a voice header (0-byte keepalives, 24-byte
+      register pings) pass with the fixed delay only, drawing nothing from the random
+      generators: the impairment pattern over voice packets is then the same in every
+      run, however the control datagrams happen to interleave.
     """
 
     delay_ms: float = 0.0
@@ -142,6 +148,7 @@ class Impairment:
     duplicate_percent: float = 0.0
     in_order: bool = False
     seed: int = 0
+    spare_control: bool = False
 
     def __post_init__(self) -> None:
         for name in ("delay_ms", "jitter_ms", "reorder_extra_ms"):
@@ -218,6 +225,8 @@ class Impairer:
     def feed(self, datagram: bytes, now_ns: int) -> list[tuple[int, bytes]]:
         """The ``(release_ns, datagram)`` pairs to emit for one arrival: 0, 1 or 2."""
         c = self.counters
+        if self.impairment.spare_control and len(datagram) <= HEADER_SIZE:
+            return [(now_ns + self._delay_ns, datagram)]
         c.packets_in += 1
         if self._lost():
             c.dropped += 1

@@ -48,8 +48,11 @@ class Condition:
 
     def impairment(self, seed: int) -> Impairment:
         if self.burst:
-            return Impairment(burst=gilbert_elliott(self.loss_percent, self.burst), seed=seed)
-        return Impairment(loss_percent=self.loss_percent, seed=seed)
+            burst = gilbert_elliott(self.loss_percent, self.burst)
+            return Impairment(burst=burst, seed=seed, spare_control=True)
+        # Keepalives and register pings pass untouched, so every mode meets the same voice
+        # loss pattern and the comparison between modes is fair.
+        return Impairment(loss_percent=self.loss_percent, seed=seed, spare_control=True)
 
 
 CONDITIONS = [

@@ -494,3 +494,21 @@ def test_cli_forwards_and_reports_counters_on_sigterm(echo: EchoServer) -> None:
             proc.communicate()
     assert proc.returncode == 0, err
     assert "up: in=1 dropped=0" in out and "out=1" in out
+
+
+def test_spare_control_keeps_the_voice_pattern_whatever_the_interleaving() -> None:
+    imp = Impairment(loss_percent=30, spare_control=True, seed=5)
+    voice = [bytes(25 + i % 3) for i in range(2000)]
+
+    def voice_fate(control_every: int) -> list[bool]:
+        imp_ = Impairer(imp)
+        fate = []
+        for i, d in enumerate(voice):
+            if control_every and i % control_every == 0:
+                assert imp_.feed(b"", i) == [(i, b"")]  # keepalive spared
+                assert len(imp_.feed(bytes(24), i)) == 1  # register ping spared
+            fate.append(bool(imp_.feed(d, i)))
+        return fate
+
+    assert voice_fate(0) == voice_fate(7) == voice_fate(3)
+    assert 0.25 < voice_fate(0).count(False) / len(voice) < 0.35
