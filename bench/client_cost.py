@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             talking = measure({"A": a, "B": b}, seconds)
         with LocalClient(replace(base, name="I", source=MediaSpec("silence"))) as idle:
             idle.until(connected, 20, "connected")
-            idle.bus.publish(ev.MuteCmd(True))
-            idle.until(lambda v: v.stat("encode", "muted") is True, 10, "muted")
+            idle.command(ev.MuteCmd(True), lambda v: v.stat("encode", "muted") is True)
             idle.pump(settle)
             idle_cost = measure({"idle": idle}, seconds)
     finally:

@@ -51,6 +51,22 @@ class LocalClient:
                 return
         raise AssertionError(f"timed out waiting for {what}; status: {self.view.status_line()}")
 
+    def command(
+        self, cmd: ev.Event, done: Callable[[ClientView], bool], timeout: float = 10.0
+    ) -> None:
+        """Publish ``cmd`` until ``done(view)`` shows its effect.
+
+        Bus commands are fire-and-forget, and a freshly connected publisher can lose its
+        first messages (ZeroMQ's slow joiner), so the command is repeated twice a second.
+        """
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.bus.publish(cmd)
+            self.pump(0.5)
+            if done(self.view):
+                return
+        raise AssertionError(f"{cmd} had no effect within {timeout:.0f} s")
+
     def stop(self) -> None:
         if self._bus is not None:
             self._bus.close()

@@ -136,7 +136,7 @@ def test_whisper_reaches_only_its_target(
             b.pump(3)
             assert a_id not in (b.view.stat("decode", "speakers") or {})
             # Whisper off: now the whole channel hears a.
-            a.bus.publish(ev.WhisperCmd(0))
+            a.command(ev.WhisperCmd(0), lambda v: v.stat("network", "whisper") == 0)
             b.until(lambda v: a_id in (v.stat("decode", "speakers") or {}), 15, "b hears a")
     assert not is_silent(outs["cid"])  # the whisper was heard (b and c send only silence)
 
