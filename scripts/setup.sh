@@ -38,8 +38,21 @@ done
 if ! grep -q "libglib-2.0.so.0" <<<"$have_libs"; then
   missing+=("libglib2.0-0")
 fi
-if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1 && [ ! -x "$VENV/bin/python" ]; then
-  missing+=("python3-venv")
+if [ ! -x "$VENV/bin/python" ]; then
+  # Debian splits venv support off python3; a trial venv tells whether it is there.
+  trial=$(mktemp -d)
+  if ! python3 -m venv "$trial/v" >/dev/null 2>&1; then
+    missing+=("python3-venv")
+  fi
+  rm -rf "$trial"
+fi
+# pesq (the speech-quality score of the benchmarks) ships as source only: it needs a
+# C compiler and the Python headers.
+if ! command -v cc >/dev/null 2>&1; then
+  missing+=("gcc" "libc6-dev")
+fi
+if ! python3 -c "import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" 2>/dev/null; then
+  missing+=("python3-dev")
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -64,6 +77,7 @@ fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV"
+  rm -rf "$VENV"
   python3 -m venv "$VENV"
 fi
 
