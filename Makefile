@@ -7,8 +7,9 @@ export QT_QPA_PLATFORM ?= offscreen
 setup:
 	@./scripts/setup.sh
 
+# `make demo DEVICE=1`: Alice talks into the microphone and Bob plays to the speaker.
 demo: setup
-	$(PY) -m pipeline.demo
+	$(PY) -m pipeline.demo $(if $(DEVICE),--device)
 
 lint: setup
 	$(PY) -m ruff check .

@@ -177,17 +177,22 @@ def test_relay_restart_client_reconnects_and_voice_resumes(tmp_path: Path) -> No
         ):
             b.until(lambda v: bool(v.stat("decode", "speakers")), 20, "voice before restart")
             old = b.view.session
-            proc.terminate()
+            proc.kill()  # no bye, no clean close: the relay and all its state are gone
             proc.wait(10)
             b.until(lambda v: v.state.state == ev.RECONNECTING, 15, "b notices the drop")
+            b.pump(1.0)  # the last stats from before the restart are in
+            received = b.view.stat("network", "received") or 0
             proc, _ = start_relay("--port", str(port))
             restarted = time.monotonic()
-            b.until(lambda v: connected(v) and v.session != old, 15, "b's new session")
-            a.until(connected, 15, "a reconnected")
-            received = b.view.stat("network", "received") or 0
-            b.until(lambda v: (v.stat("network", "received") or 0) > received + 25, 15,
+            b.until(lambda v: (v.stat("network", "received") or 0) > received, 15,
                     "voice after restart")  # fmt: skip
-            assert time.monotonic() - restarted < 15
+            resumed = time.monotonic() - restarted
+            assert connected(b.view) and b.view.session != old  # a new session, via auth
+            a.until(connected, 15, "a connected")
+            print(f"voice resumed {resumed:.1f} s after the relay came back")
+            # The budget is 5 s (reconnect retry every 2 s); the margin is for a
+            # loaded CI machine: the figure is measured and reported, not timed here.
+            assert resumed < 10
     finally:
         proc.terminate()
         proc.wait(10)

@@ -1,0 +1,39 @@
+"""pipeline/local.py: an in-process client for tests and benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from pipeline import events as ev
+from pipeline.demo import start_relay
+from pipeline.local import LocalClient, connected
+from pipeline.media import MediaSpec
+from pipeline.supervisor import ClientConfig
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    proc, port = start_relay()
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_connects_commands_and_stops(port: int) -> None:
+    cfg = ClientConfig(
+        "127.0.0.1", port, "loc", source=MediaSpec("silence"), sink=MediaSpec("null")
+    )
+    with LocalClient(cfg) as c:
+        c.until(connected, 20, "connected")
+        c.command(ev.BitrateCmd(24000), lambda v: v.stat("encode", "bitrate") == 24000)
+        with pytest.raises(AssertionError, match="had no effect"):
+            c.command(ev.BitrateCmd(12000), lambda v: False, timeout=1.0)
+        with pytest.raises(AssertionError, match="timed out waiting for nothing"):
+            c.until(lambda v: False, 0.3, "nothing")
+    assert c.sup.broker is None  # stopped: broker closed, rings unlinked (conftest checks)
