@@ -43,6 +43,10 @@ class _Speaker:
     pushed_at: dict[int, int] = field(default_factory=dict)  # seq -> arrival, for jitter wait
     last_voice: int = 0
     decode_errors: int = 0
+    # What was done for lost frames (the jitter buffer decides what could be done).
+    recovered: int = 0
+    concealed: int = 0
+    silenced: int = 0
 
 
 class Speakers:
@@ -72,8 +76,9 @@ class Speakers:
         if s is None:
             s = self._speakers[speaker] = _Speaker(self._make_jitter(), OpusDecoder())
         s.jitter.push(seq, timestamp, payload, now)
-        if len(s.pushed_at) < 256:
-            s.pushed_at[seq] = now
+        if len(s.pushed_at) >= 256:  # entries of late or duplicate packets never pop: forget
+            s.pushed_at.clear()
+        s.pushed_at[seq] = now
 
     def render(self, now: int, deafened: bool = False) -> tuple[np.ndarray, Rendered]:
         """One mixed 20 ms frame (a view valid until the next call) and what is in it."""
@@ -96,12 +101,17 @@ class Speakers:
                 info.flags |= VOICE
                 if pcm is not None and float(np.dot(pcm, pcm)) > SPEAKING_RMS**2 * len(pcm):
                     s.last_voice = now
-            elif isinstance(action, Conceal):
-                info.flags |= CONCEALED
+            elif isinstance(action, Conceal | Recover):
                 s.pushed_at.pop(action.seq, None)
-            elif isinstance(action, Recover):
-                info.flags |= RECOVERED
-                s.pushed_at.pop(action.seq, None)
+                if isinstance(action, Recover) and self.fec:
+                    info.flags |= RECOVERED
+                    s.recovered += 1
+                elif self.plc:
+                    info.flags |= CONCEALED
+                    s.concealed += 1
+                else:
+                    info.flags |= CONCEALED  # a lost frame, played as silence
+                    s.silenced += 1
             if pcm is not None:
                 frames.append(pcm)
             if s.jitter.retired:
@@ -136,8 +146,9 @@ class Speakers:
             out[str(uid)] = {
                 "depth": st.depth,
                 "played": st.played,
-                "concealed": st.concealed,
-                "recovered": st.recovered,
+                "concealed": s.concealed,
+                "recovered": s.recovered,
+                "silenced": s.silenced,
                 "late": st.late,
                 "duplicate": st.duplicate,
                 "lost": st.lost,

@@ -1,0 +1,92 @@
+"""pipeline/speakers.py: per-speaker jitter buffers and decoders mixed into one frame."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline import signals
+from pipeline.audio import FRAME_NS
+from pipeline.codec import OpusEncoder
+from pipeline.speakers import CONCEALED, RECOVERED, VOICE, Speakers
+
+
+def packets(n: int, freq: float = 440.0, loss_hint: int = 10) -> list[bytes]:
+    enc = OpusEncoder(48000, loss_percent=loss_hint)
+    return [enc.encode(f) for f in signals.frames(signals.tone(n * 0.02, freq))[:n]]
+
+
+def feed_and_render(sp: Speakers, pkts: dict[int, list[bytes]], lost: frozenset[int] = frozenset(),
+                    ticks: int = 40) -> list[tuple[np.ndarray, int]]:  # fmt: skip
+    """Push packet i of every speaker at tick i (unless lost) and render once per tick."""
+    out = []
+    for i in range(ticks):
+        now = i * FRAME_NS
+        for uid, ps in pkts.items():
+            if i < len(ps) and i not in lost:
+                sp.push(uid, i, now, ps[i], now)
+        pcm, info = sp.render(now)
+        out.append((pcm.copy(), info.flags))
+    return out
+
+
+def test_one_speaker_plays_after_the_watermark() -> None:
+    sp = Speakers()
+    out = feed_and_render(sp, {7: packets(30)})
+    assert out[0][1] == 0 and not out[0][0].any()  # buffering: silence, nothing in it
+    voiced = [pcm for pcm, flags in out if flags & VOICE]
+    assert len(voiced) >= 25
+    assert float(np.abs(voiced[10]).max()) > 0.1
+    assert sp.speaking(20 * FRAME_NS) == [7]
+    assert sp.stats()["7"]["played"] >= 25
+
+
+def test_lost_packet_recovered_with_fec_concealed_without() -> None:
+    lost = frozenset({12})
+    with_fec = feed_and_render(Speakers(), {1: packets(30)}, lost)
+    assert any(flags & RECOVERED for _, flags in with_fec)
+    plc = feed_and_render(Speakers(fec=False), {1: packets(30)}, lost)
+    assert any(flags & CONCEALED for _, flags in plc)
+    assert not any(flags & RECOVERED for _, flags in plc)
+    sp = Speakers(fec=False, plc=False)
+    neither = feed_and_render(sp, {1: packets(30)}, lost)
+    gap = [pcm for pcm, flags in neither if flags & CONCEALED]
+    assert gap and not gap[0].any()  # the lost frame plays as silence
+    assert sp.stats()["1"]["silenced"] >= 1 and sp.stats()["1"]["recovered"] == 0
+
+
+def test_two_speakers_are_mixed() -> None:
+    sp = Speakers()
+    one = feed_and_render(Speakers(), {1: packets(30, 440)})
+    both = feed_and_render(sp, {1: packets(30, 440), 2: packets(30, 1000)})
+    assert sorted(sp.speaking(20 * FRAME_NS)) == [1, 2]
+    spectrum = np.abs(np.fft.rfft(np.concatenate([p for p, _ in both[10:30]])))
+    freqs = np.fft.rfftfreq(20 * 960, 1 / 48000)
+    peaks = {int(round(freqs[i] / 10) * 10) for i in np.argsort(spectrum)[-2:]}
+    assert peaks == {440, 1000}
+    assert not np.allclose(one[20][0], both[20][0])
+
+
+def test_deafened_renders_silence_but_keeps_buffers_moving() -> None:
+    sp = Speakers()
+    ps = packets(30)
+    for i in range(20):
+        sp.push(1, i, i * FRAME_NS, ps[i], i * FRAME_NS)
+        pcm, _info = sp.render(i * FRAME_NS, deafened=True)
+        assert not pcm.any()
+    assert sp.stats()["1"]["played"] > 10
+
+
+def test_silent_speaker_is_retired() -> None:
+    sp = Speakers(retire_after_ns=200_000_000)
+    feed_and_render(sp, {1: packets(5)}, ticks=5)
+    for i in range(5, 40):
+        sp.render(i * FRAME_NS)
+    assert sp.stats() == {} and sp.retired == 1
+
+
+def test_garbage_payload_is_counted_not_raised() -> None:
+    sp = Speakers()
+    for i in range(10):
+        sp.push(1, i, i * FRAME_NS, b"\xff\xfe garbage", i * FRAME_NS)
+        sp.render(i * FRAME_NS)
+    assert sp.stats()["1"]["decode_errors"] > 0
