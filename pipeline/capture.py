@@ -13,12 +13,12 @@ import time
 import numpy as np
 
 from pipeline import events as ev
-from pipeline.audio import FRAME_NS
 from pipeline.bus import BusAddress, BusClient
+from pipeline.clock import FrameClock
 from pipeline.device import InputDevice
 from pipeline.media import MediaSpec, open_source
 from pipeline.metrics import StageStats, Tracer
-from pipeline.proc import StopFlag, child_setup
+from pipeline.proc import StopFlag, child_setup, poll_quit
 from pipeline.ring import Ring, RingHandle
 
 
@@ -45,12 +45,6 @@ def run(
         client.close()
 
 
-def _poll_quit(client: BusClient, stop: StopFlag) -> None:
-    for cmd in client.poll(0):
-        if isinstance(cmd, ev.QuitCmd):
-            stop.set("quit")
-
-
 def _paced_loop(
     spec: MediaSpec,
     ring: Ring,
@@ -63,7 +57,7 @@ def _paced_loop(
     source = open_source(spec, loop=True)
     seq = 0
     level = 0.0
-    next_tick = time.monotonic_ns()
+    clock = FrameClock()
     while not stop.check_parent():
         frame = source.read()
         if frame is None:
@@ -78,16 +72,11 @@ def _paced_loop(
         level = max(level * 0.8, float(np.sqrt(np.mean(frame * frame))))
         mono = time.monotonic()
         if stats.due(mono):
-            _poll_quit(client, stop)
-            stats.publish(mono, {"ring_fill": ring.fill()})
+            poll_quit(client, stop)
+            stats.publish(mono, {"ring_fill": ring.fill(), "resyncs": clock.resyncs})
             client.publish(ev.InputLevel(level))
-        next_tick += FRAME_NS
         if realtime:
-            delay = next_tick - time.monotonic_ns()
-            if delay > 0:
-                stop.wait(delay / 1e9)
-            elif delay < -10 * FRAME_NS:  # fell far behind (machine stalled): resync, don't burst
-                next_tick = time.monotonic_ns()
+            clock.wait(stop.wait)
         elif ring.fill() >= ring.capacity - 1:
             stop.wait(0.002)  # as fast as possible, but never faster than the reader
 
@@ -100,7 +89,7 @@ def _device_loop(
     try:
         while not stop.check_parent():
             stop.wait(0.25)
-            _poll_quit(client, stop)
+            poll_quit(client, stop)
             stats.publish(
                 time.monotonic(),
                 {

@@ -59,16 +59,16 @@ def list_devices() -> list[dict[str, Any]]:
         return []
 
 
-class InputDevice:
-    """Microphone -> ring. The callback stamps each block with its capture time."""
+class _Device:
+    """One PortAudio stream of 960-sample mono float32 blocks, with a ring on its far side."""
+
+    KIND = ""
 
     def __init__(self, spec: MediaSpec, ring: Ring) -> None:
         sd = _sounddevice()
         self.ring = ring
-        self.seq = 0
-        self.overflows = 0
-        self.dropped = 0
-        self._stream = sd.InputStream(
+        stream = sd.InputStream if self.KIND == "input" else sd.OutputStream
+        self._stream = stream(
             samplerate=SAMPLE_RATE,
             channels=1,
             dtype="float32",
@@ -79,12 +79,8 @@ class InputDevice:
         )
         self.latency = float(self._stream.latency)
 
-    def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
-        if status.input_overflow:
-            self.overflows += 1
-        self.seq += 1
-        if not self.ring.write(indata[:, 0], seq=self.seq, timestamp=time.monotonic_ns()):
-            self.dropped += 1
+    def _callback(self, data: Any, frames: int, time_info: Any, status: Any) -> None:
+        raise NotImplementedError
 
     def start(self) -> None:
         self._stream.start()
@@ -94,24 +90,34 @@ class InputDevice:
         self._stream.close()
 
 
-class OutputDevice:
+class InputDevice(_Device):
+    """Microphone -> ring. The callback stamps each block with its capture time."""
+
+    KIND = "input"
+
+    def __init__(self, spec: MediaSpec, ring: Ring) -> None:
+        self.seq = 0
+        self.overflows = 0
+        self.dropped = 0
+        super().__init__(spec, ring)
+
+    def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
+        if status.input_overflow:
+            self.overflows += 1
+        self.seq += 1
+        if not self.ring.write(indata[:, 0], seq=self.seq, timestamp=time.monotonic_ns()):
+            self.dropped += 1
+
+
+class OutputDevice(_Device):
     """Ring -> speaker. An empty ring plays silence and counts an underflow."""
 
+    KIND = "output"
+
     def __init__(self, spec: MediaSpec, ring: Ring, on_frame: Any) -> None:
-        sd = _sounddevice()
-        self.ring = ring
         self.underflows = 0
         self._on_frame = on_frame  # records latency; must be allocation-light
-        self._stream = sd.OutputStream(
-            samplerate=SAMPLE_RATE,
-            channels=1,
-            dtype="float32",
-            blocksize=FRAME_SAMPLES,
-            device=_device_arg(spec),
-            latency="low",
-            callback=self._callback,
-        )
-        self.latency = float(self._stream.latency)
+        super().__init__(spec, ring)
 
     def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
         if status.output_underflow:
@@ -127,10 +133,3 @@ class OutputDevice:
         outdata[n:, 0] = 0
         self._on_frame(slot.seq, slot.timestamp, slot.flags)
         self.ring.release()
-
-    def start(self) -> None:
-        self._stream.start()
-
-    def close(self) -> None:
-        self._stream.stop()
-        self._stream.close()

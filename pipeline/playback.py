@@ -11,13 +11,13 @@ import time
 
 import numpy as np
 
-from pipeline import events as ev
-from pipeline.audio import FRAME_NS, FRAME_SAMPLES
+from pipeline.audio import FRAME_SAMPLES
 from pipeline.bus import BusAddress, BusClient
+from pipeline.clock import FrameClock
 from pipeline.device import OutputDevice
 from pipeline.media import MediaSpec, open_sink
 from pipeline.metrics import StageStats, Tracer
-from pipeline.proc import StopFlag, child_setup
+from pipeline.proc import StopFlag, child_setup, poll_quit
 from pipeline.ring import Ring, RingHandle
 
 
@@ -53,7 +53,7 @@ def run(bus: BusAddress, inp: RingHandle, sink: MediaSpec, trace_dir: str | None
             try:
                 while not stop.check_parent():
                     stop.wait(0.25)
-                    _poll_quit(client, stop)
+                    poll_quit(client, stop)
                     stats.publish(
                         time.monotonic(),
                         {
@@ -72,19 +72,13 @@ def run(bus: BusAddress, inp: RingHandle, sink: MediaSpec, trace_dir: str | None
         client.close()
 
 
-def _poll_quit(client: BusClient, stop: StopFlag) -> None:
-    for cmd in client.poll(0):
-        if isinstance(cmd, ev.QuitCmd):
-            stop.set("quit")
-
-
 def _clocked_loop(
     spec: MediaSpec, ring: Ring, client: BusClient, player: _Player, stop: StopFlag
 ) -> None:
     silence = np.zeros(FRAME_SAMPLES, dtype=np.float32)
     started = False
     underflows = 0
-    next_tick = time.monotonic_ns()
+    clock = FrameClock()
     sink = open_sink(spec)
     try:
         while not stop.check_parent():
@@ -100,16 +94,11 @@ def _clocked_loop(
                 ring.release()
             mono = time.monotonic()
             if player.stats.due(mono):
-                _poll_quit(client, stop)
+                poll_quit(client, stop)
                 player.stats.publish(
                     mono,
                     {"underflows": underflows, "frames": player.frames, "ring_fill": ring.fill()},
                 )
-            next_tick += FRAME_NS
-            delay = next_tick - time.monotonic_ns()
-            if delay > 0:
-                stop.wait(delay / 1e9)
-            elif delay < -10 * FRAME_NS:
-                next_tick = time.monotonic_ns()
+            clock.wait(stop.wait)
     finally:
         sink.close()

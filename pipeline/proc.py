@@ -16,6 +16,9 @@ import signal
 import threading
 from types import FrameType
 
+from pipeline.bus import BusClient
+from pipeline.events import QuitCmd
+
 PR_SET_PDEATHSIG = 1
 log = logging.getLogger(__name__)
 
@@ -67,3 +70,10 @@ def child_setup(name: str, log_level: int = logging.WARNING) -> StopFlag:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     return stop
+
+
+def poll_quit(bus: BusClient, stop: StopFlag) -> None:
+    """Set ``stop`` if a quit command is waiting on the bus (other events are discarded)."""
+    for cmd in bus.poll(0):
+        if isinstance(cmd, QuitCmd):
+            stop.set(cmd.reason or "quit")

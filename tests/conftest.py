@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -82,3 +83,35 @@ def no_leftovers() -> Iterator[None]:
             os.unlink(f"/dev/shm/{name}")
     assert not leaked, f"shared-memory segments left behind: {sorted(leaked)}"
     assert not children, f"child processes left running: {children}"
+
+
+RelayProcess = tuple["subprocess.Popen[str]", int]
+
+
+def _relay(*args: str) -> Iterator[RelayProcess]:
+    from pipeline.demo import start_relay
+
+    proc, port = start_relay(*args)
+    try:
+        yield proc, port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def relay() -> Iterator[RelayProcess]:
+    """A real relay daemon on a free loopback port: (process, port)."""
+    yield from _relay()
+
+
+@pytest.fixture
+def relay_port(relay: RelayProcess) -> int:
+    return relay[1]
+
+
+@pytest.fixture
+def echo_relay_port() -> Iterator[int]:
+    """A relay in echo mode: every client hears itself."""
+    for _proc, port in _relay("--echo"):
+        yield port

@@ -8,24 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pipeline.demo import ROOT, start_relay
+from pipeline.demo import ROOT
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def port() -> Iterator[int]:
-    proc, port = start_relay()
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def cli(*args: str) -> subprocess.Popen[str]:
@@ -92,9 +81,9 @@ def test_missing_sound_device_names_the_file_options() -> None:
     assert err.count("\n") == 1 and "--input" in err and "FILE.wav" in err
 
 
-def test_runs_for_a_duration_and_writes_stats(port: int, tmp_path: Path) -> None:
+def test_runs_for_a_duration_and_writes_stats(relay_port: int, tmp_path: Path) -> None:
     stats = tmp_path / "s.json"
-    p = cli("--server", f"127.0.0.1:{port}", "--name", "cli", "--input", "tone",
+    p = cli("--server", f"127.0.0.1:{relay_port}", "--name", "cli", "--input", "tone",
             "--output", "null", "--duration", "3", "--stats-json", str(stats))  # fmt: skip
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
@@ -104,8 +93,17 @@ def test_runs_for_a_duration_and_writes_stats(port: int, tmp_path: Path) -> None
     assert doc["stats"]["network"]["sent"] > 50
 
 
-def test_ctrl_c_stops_everything(port: int) -> None:
-    p = cli("--server", f"127.0.0.1:{port}", "--name", "int", "--input", "tone", "--output", "null")
+def test_ctrl_c_stops_everything(relay_port: int) -> None:
+    p = cli(
+        "--server",
+        f"127.0.0.1:{relay_port}",
+        "--name",
+        "int",
+        "--input",
+        "tone",
+        "--output",
+        "null",
+    )
     try:
         deadline = time.monotonic() + 20
         while len(descendants(p.pid)) < 6 and time.monotonic() < deadline:
@@ -125,8 +123,17 @@ def test_ctrl_c_stops_everything(port: int) -> None:
     assert not segments_of(p.pid)
 
 
-def test_sigkill_of_the_supervisor_leaves_no_orphan(port: int) -> None:
-    p = cli("--server", f"127.0.0.1:{port}", "--name", "kil", "--input", "tone", "--output", "null")
+def test_sigkill_of_the_supervisor_leaves_no_orphan(relay_port: int) -> None:
+    p = cli(
+        "--server",
+        f"127.0.0.1:{relay_port}",
+        "--name",
+        "kil",
+        "--input",
+        "tone",
+        "--output",
+        "null",
+    )
     try:
         deadline = time.monotonic() + 20
         while len(descendants(p.pid)) < 6 and time.monotonic() < deadline:

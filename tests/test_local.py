@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from pipeline import events as ev
-from pipeline.demo import start_relay
 from pipeline.local import LocalClient, connected
 from pipeline.media import MediaSpec
 from pipeline.supervisor import ClientConfig
@@ -15,19 +12,9 @@ from pipeline.supervisor import ClientConfig
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def port() -> Iterator[int]:
-    proc, port = start_relay()
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def test_connects_commands_and_stops(port: int) -> None:
+def test_connects_commands_and_stops(relay_port: int) -> None:
     cfg = ClientConfig(
-        "127.0.0.1", port, "loc", source=MediaSpec("silence"), sink=MediaSpec("null")
+        "127.0.0.1", relay_port, "loc", source=MediaSpec("silence"), sink=MediaSpec("null")
     )
     with LocalClient(cfg) as c:
         c.until(connected, 20, "connected")

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,28 +22,9 @@ from pipeline.demo import start_relay
 from pipeline.local import LocalClient, connected
 from pipeline.media import MediaSpec, read_wav, write_wav
 from pipeline.supervisor import ClientConfig, ClientFailed, Supervisor
+from tests.conftest import RelayProcess
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def relay() -> Iterator[tuple[subprocess.Popen[str], int]]:
-    proc, port = start_relay()
-    try:
-        yield proc, port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@pytest.fixture
-def echo_relay() -> Iterator[int]:
-    proc, port = start_relay("--echo")
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def cfg_for(port: int, name: str, source: MediaSpec, sink: MediaSpec, **kw: object) -> ClientConfig:
@@ -63,11 +42,11 @@ def is_silent(path: Path) -> bool:
     return float(np.max(np.abs(read_wav(path)), initial=0.0)) < 1e-3
 
 
-def test_echo_round_trip(echo_relay: int, tmp_path: Path) -> None:
+def test_echo_round_trip(echo_relay_port: int, tmp_path: Path) -> None:
     sent = signals.speech_like(4.0, seed=5)
     write_wav(tmp_path / "in.wav", sent)
     out = tmp_path / "out.wav"
-    cfg = cfg_for(echo_relay, "echo", MediaSpec("wav", str(tmp_path / "in.wav")),
+    cfg = cfg_for(echo_relay_port, "echo", MediaSpec("wav", str(tmp_path / "in.wav")),
                   MediaSpec("wav", str(out)))  # fmt: skip
     with LocalClient(cfg) as c:
         c.until(connected, 15, "connection")
@@ -77,9 +56,7 @@ def test_echo_round_trip(echo_relay: int, tmp_path: Path) -> None:
     assert m2e and m2e["p50"] > 20  # at least one frame plus the jitter watermark
 
 
-def test_two_talk_third_in_other_channel_hears_nothing(
-    relay: tuple[subprocess.Popen[str], int], tmp_path: Path
-) -> None:
+def test_two_talk_third_in_other_channel_hears_nothing(relay: RelayProcess, tmp_path: Path) -> None:
     _, port = relay
     sent = signals.speech_like(4.0, seed=6)
     write_wav(tmp_path / "a.wav", sent)
@@ -113,9 +90,7 @@ def test_two_talk_third_in_other_channel_hears_nothing(
     assert is_silent(c_out)
 
 
-def test_whisper_reaches_only_its_target(
-    relay: tuple[subprocess.Popen[str], int], tmp_path: Path
-) -> None:
+def test_whisper_reaches_only_its_target(relay: RelayProcess, tmp_path: Path) -> None:
     _, port = relay
     outs = {n: tmp_path / f"{n}.wav" for n in ("ben", "cid")}
     silence = MediaSpec("silence")
@@ -141,9 +116,7 @@ def test_whisper_reaches_only_its_target(
     assert not is_silent(outs["cid"])  # the whisper was heard (b and c send only silence)
 
 
-def test_chaos_loss_is_measured_and_concealed(
-    relay: tuple[subprocess.Popen[str], int], tmp_path: Path
-) -> None:
+def test_chaos_loss_is_measured_and_concealed(relay: RelayProcess, tmp_path: Path) -> None:
     _, port = relay
     out = tmp_path / "b.wav"
     with LocalClient(cfg_for(port, "rx", MediaSpec("silence"), MediaSpec("wav", str(out)))) as b:
@@ -198,7 +171,7 @@ def test_relay_restart_client_reconnects_and_voice_resumes(tmp_path: Path) -> No
         proc.wait(10)
 
 
-def test_killed_stage_is_restarted(relay: tuple[subprocess.Popen[str], int]) -> None:
+def test_killed_stage_is_restarted(relay: RelayProcess) -> None:
     _, port = relay
     with LocalClient(cfg_for(port, "k", MediaSpec("tone"), MediaSpec("null"))) as c:
         c.until(connected, 15, "connected")
@@ -210,7 +183,7 @@ def test_killed_stage_is_restarted(relay: tuple[subprocess.Popen[str], int]) -> 
         assert c.sup.restart_counts == {"encode": 1}
 
 
-def test_stage_that_keeps_dying_stops_the_client(relay: tuple[subprocess.Popen[str], int]) -> None:
+def test_stage_that_keeps_dying_stops_the_client(relay: RelayProcess) -> None:
     _, port = relay
     sup = Supervisor(cfg_for(port, "d", MediaSpec("silence"), MediaSpec("null")))
     sup.start()
@@ -223,7 +196,7 @@ def test_stage_that_keeps_dying_stops_the_client(relay: tuple[subprocess.Popen[s
         sup.stop()
 
 
-def test_stop_leaves_no_segment(relay: tuple[subprocess.Popen[str], int]) -> None:
+def test_stop_leaves_no_segment(relay: RelayProcess) -> None:
     _, port = relay
     before = set(os.listdir("/dev/shm"))
     sup = Supervisor(cfg_for(port, "s", MediaSpec("silence"), MediaSpec("null")))

@@ -9,8 +9,6 @@ from __future__ import annotations
 import functools
 import os
 import signal
-import subprocess
-from collections.abc import Iterator
 
 import pytest
 from PyQt6.QtCore import Qt
@@ -18,6 +16,7 @@ from pytestqt.qtbot import QtBot
 
 from pipeline.demo import start_relay
 from pipeline.media import MediaSpec
+from tests.conftest import RelayProcess
 from ui.busbridge import BusBridge
 from ui.host import ClientConfig, ClientHost, parse_media, spec_text
 from ui.model import SPEAKING_ROLE
@@ -25,16 +24,6 @@ from ui.window import MainWindow
 
 pytestmark = pytest.mark.timeout(120)
 WAIT = 20000  # ms: generous, for a loaded CI machine; nothing here asserts timing
-
-
-@pytest.fixture
-def relay() -> Iterator[tuple[subprocess.Popen[str], int]]:
-    proc, port = start_relay()
-    try:
-        yield proc, port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 SILENCE = MediaSpec("silence")
@@ -74,9 +63,7 @@ def everyone(window: MainWindow) -> list[str]:
     return [name for channel in window.model.channels() for name in window.model.users_in(channel)]
 
 
-def test_chat_round_trip_through_a_real_relay(
-    qtbot: QtBot, relay: tuple[subprocess.Popen[str], int]
-) -> None:
+def test_chat_round_trip_through_a_real_relay(qtbot: QtBot, relay: RelayProcess) -> None:
     window = client_window(qtbot, relay[1], "ann")
     try:
         qtbot.waitUntil(lambda: connected(window), timeout=WAIT)
@@ -103,9 +90,7 @@ def test_chat_round_trip_through_a_real_relay(
         window.shutdown()
 
 
-def test_a_remote_speaker_is_highlighted_and_diagnosed(
-    qtbot: QtBot, relay: tuple[subprocess.Popen[str], int]
-) -> None:
+def test_a_remote_speaker_is_highlighted_and_diagnosed(qtbot: QtBot, relay: RelayProcess) -> None:
     listener = client_window(qtbot, relay[1], "lis")
     talker = client_window(qtbot, relay[1], "tal", source=MediaSpec("tone", "440"))
     try:
@@ -128,9 +113,7 @@ def test_a_remote_speaker_is_highlighted_and_diagnosed(
         listener.shutdown()
 
 
-def test_status_bar_follows_a_relay_restart(
-    qtbot: QtBot, relay: tuple[subprocess.Popen[str], int]
-) -> None:
+def test_status_bar_follows_a_relay_restart(qtbot: QtBot, relay: RelayProcess) -> None:
     proc, port = relay
     window = client_window(qtbot, port, "bea")
     try:
@@ -157,7 +140,7 @@ def test_status_bar_follows_a_relay_restart(
 
 
 def test_changing_the_input_restarts_the_client_and_keeps_settings(
-    qtbot: QtBot, relay: tuple[subprocess.Popen[str], int]
+    qtbot: QtBot, relay: RelayProcess
 ) -> None:
     window = client_window(qtbot, relay[1], "cy")
     host = window.host
@@ -181,9 +164,7 @@ def test_changing_the_input_restarts_the_client_and_keeps_settings(
         window.shutdown()
 
 
-def test_a_stage_that_keeps_dying_shows_the_reason(
-    qtbot: QtBot, relay: tuple[subprocess.Popen[str], int]
-) -> None:
+def test_a_stage_that_keeps_dying_shows_the_reason(qtbot: QtBot, relay: RelayProcess) -> None:
     window = client_window(qtbot, relay[1], "dee")
     host = window.host
     assert host is not None

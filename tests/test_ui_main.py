@@ -7,11 +7,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from pipeline.demo import ROOT, start_relay
+from pipeline.demo import ROOT
 from tests.test_cli import alive, descendants
 
 pytestmark = pytest.mark.timeout(90)
@@ -29,16 +28,6 @@ def ui(*args: str) -> subprocess.Popen[str]:
     )
 
 
-@pytest.fixture
-def port() -> Iterator[int]:
-    proc, port = start_relay()
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def test_bad_server_is_one_clear_line() -> None:
     proc = ui("--server", "nowhere", "--name", "x")
     _, err = proc.communicate(timeout=30)
@@ -53,9 +42,16 @@ def test_bad_input_is_one_clear_line() -> None:
     assert "unknown input 'nope'" in err
 
 
-def test_sigterm_stops_the_window_and_every_stage(port: int) -> None:
+def test_sigterm_stops_the_window_and_every_stage(relay_port: int) -> None:
     proc = ui(
-        "--server", f"127.0.0.1:{port}", "--name", "term", "--input", "silence", "--output", "null"
+        "--server",
+        f"127.0.0.1:{relay_port}",
+        "--name",
+        "term",
+        "--input",
+        "silence",
+        "--output",
+        "null",
     )
     try:
         deadline = time.monotonic() + 30
