@@ -133,6 +133,11 @@ class Impairment:
       exempt from ``in_order``.
     * ``duplicate_percent``: share of datagrams sent twice, released together.
     * ``seed``: the same seed and settings give the same output, datagram for datagram.
+    * ``seq_keyed``: the loss of a voice datagram is decided by its sequence number
+      (header bytes 4-12) through a table drawn once from the seed, not by its place in
+      the flow: every run with the same seed loses the same frames of a stream, however
+      late the stream started. Statistics are those of the model (the table is a run of
+      it); the table repeats every SEQ_TABLE frames (about 22 minutes).
     * ``spare_control``: datagrams of at most a voice header (0-byte keepalives, 24-byte
       register pings) pass with the fixed delay only, drawing nothing from the random
       generators: the impairment pattern over voice packets is then the same in every
@@ -149,6 +154,7 @@ class Impairment:
     in_order: bool = False
     seed: int = 0
     spare_control: bool = False
+    seq_keyed: bool = False
 
     def __post_init__(self) -> None:
         for name in ("delay_ms", "jitter_ms", "reorder_extra_ms"):
@@ -197,6 +203,9 @@ class Counters:
         )
 
 
+SEQ_TABLE = 1 << 16  # frames in the loss table of a seq-keyed impairment
+
+
 class Impairer:
     """One direction of one flow. Sans-I/O: time comes in with each datagram.
 
@@ -221,6 +230,7 @@ class Impairer:
         }
         self._bad = False  # Gilbert-Elliott state
         self._last_release = -(2**63)  # for in_order
+        self._table = [self._lost() for _ in range(SEQ_TABLE)] if im.seq_keyed else []
 
     def feed(self, datagram: bytes, now_ns: int) -> list[tuple[int, bytes]]:
         """The ``(release_ns, datagram)`` pairs to emit for one arrival: 0, 1 or 2."""
@@ -228,7 +238,11 @@ class Impairer:
         if self.impairment.spare_control and len(datagram) <= HEADER_SIZE:
             return [(now_ns + self._delay_ns, datagram)]
         c.packets_in += 1
-        if self._lost():
+        if self._table and len(datagram) > HEADER_SIZE:
+            lost = self._table[int.from_bytes(datagram[4:12], "big") % SEQ_TABLE]
+        else:
+            lost = self._lost()
+        if lost:
             c.dropped += 1
             return []
         release = now_ns + self._delay_ns

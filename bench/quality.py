@@ -31,6 +31,7 @@ import numpy as np
 from bench.common import parser, write_result
 from bench.netem import Impairment, UdpProxy, gilbert_elliott, per_direction
 from pipeline import signals
+from pipeline.audio import FRAME_SAMPLES
 from pipeline.demo import start_relay
 from pipeline.local import LocalClient, connected
 from pipeline.media import MediaSpec, read_wav, write_wav
@@ -49,10 +50,12 @@ class Condition:
     def impairment(self, seed: int) -> Impairment:
         if self.burst:
             burst = gilbert_elliott(self.loss_percent, self.burst)
-            return Impairment(burst=burst, seed=seed, spare_control=True)
-        # Keepalives and register pings pass untouched, so every mode meets the same voice
-        # loss pattern and the comparison between modes is fair.
-        return Impairment(loss_percent=self.loss_percent, seed=seed, spare_control=True)
+            return Impairment(burst=burst, seed=seed, spare_control=True, seq_keyed=True)
+        # Loss keyed by sequence number, control datagrams spared: every mode loses the same
+        # frames of the talker's stream, so the comparison between modes is fair.
+        return Impairment(
+            loss_percent=self.loss_percent, seed=seed, spare_control=True, seq_keyed=True
+        )
 
 
 CONDITIONS = [
@@ -84,17 +87,29 @@ def down3(x: np.ndarray) -> np.ndarray:
     return np.convolve(x.astype(np.float64), _lowpass(7600 / 48000), mode="same")[::3]
 
 
-def score(reference16: np.ndarray, recording48: np.ndarray) -> tuple[float, float]:
-    """PESQ (wideband MOS-LQO) of the recording against the reference, and their correlation."""
+def score(reference16: np.ndarray, recording48: np.ndarray) -> tuple[float, float, int]:
+    """PESQ (wideband MOS-LQO) of the recording against the reference: (mean, correlation, n).
+
+    The talker loops the reference, so the recording holds it several times, one pass
+    every ``period`` samples. Every complete pass is scored and the scores averaged: the
+    passes are fixed by the stream (not picked by how well they came through), so every
+    mode is scored on the same frames.
+    """
     from pesq import pesq
 
     sent48 = up3(reference16)
+    period = len(signals.frames(sent48)) * FRAME_SAMPLES
     lag, corr = signals.align(sent48, recording48, max_lag=max(1, len(recording48) - len(sent48)))
-    heard = recording48[lag : lag + len(sent48)]
-    if len(heard) < len(sent48):
-        heard = np.concatenate([heard, np.zeros(len(sent48) - len(heard), dtype=np.float32)])
-    deg = down3(heard)[: len(reference16)]
-    return float(pesq(RATE, reference16.astype(np.float64), deg, "wb")), corr
+    starts = [s for s in range(lag % period, len(recording48), period)
+              if s + len(sent48) <= len(recording48)]  # fmt: skip
+    scores = []
+    for start in starts or [lag]:
+        heard = recording48[start : start + len(sent48)]
+        if len(heard) < len(sent48):
+            heard = np.concatenate([heard, np.zeros(len(sent48) - len(heard), dtype=np.float32)])
+        deg = down3(heard)[: len(reference16)]
+        scores.append(float(pesq(RATE, reference16.astype(np.float64), deg, "wb")))
+    return float(np.mean(scores)), corr, len(scores)
 
 
 def run_one(port: int, cond: Condition, mode: str, seconds: float, seed: int,
@@ -124,13 +139,14 @@ def run_one(port: int, cond: Condition, mode: str, seconds: float, seed: int,
             speakers = ear.view.stat("decode", "speakers") or {}
             played = ear.view.stat("playback", "frames")
     up_counts = proxy.stats().up  # exact now that the proxy is closed
-    mos, corr = score(read_wav_16k(REFERENCE), read_wav(heard))
+    mos, corr, passes = score(read_wav_16k(REFERENCE), read_wav(heard))
     st: dict[str, Any] = next(iter(speakers.values()), {})
     return {
         "condition": cond.name,
         "mode": mode,
         "pesq_wb": round(mos, 3),
         "correlation": round(corr, 3),
+        "passes_scored": passes,
         "measured_loss_percent": st.get("loss_percent"),
         "concealed": st.get("concealed"),
         "recovered": st.get("recovered"),

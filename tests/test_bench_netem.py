@@ -512,3 +512,22 @@ def test_spare_control_keeps_the_voice_pattern_whatever_the_interleaving() -> No
 
     assert voice_fate(0) == voice_fate(7) == voice_fate(3)
     assert 0.25 < voice_fate(0).count(False) / len(voice) < 0.35
+
+
+def test_seq_keyed_loss_is_the_same_whatever_the_stream_start() -> None:
+    imp = Impairment(burst=n.gilbert_elliott(10, 3), seq_keyed=True, seed=9)
+
+    def lost_seqs(first: int, count: int) -> set[int]:
+        imp_ = Impairer(imp)
+        return {
+            s
+            for s in range(first, first + count)
+            if not imp_.feed(bytes(4) + s.to_bytes(8, "big") + bytes(12) + b"opus", s)
+        }
+
+    early, late = lost_seqs(100, 3000), lost_seqs(1337, 3000)
+    overlap = range(1337, 3100)
+    assert {s for s in early if s in overlap} == {s for s in late if s in overlap}
+    assert 0.07 < len(early) / 3000 < 0.13
+    runs = sum(1 for s in early if s - 1 not in early)
+    assert len(early) / runs > 1.5  # still bursty

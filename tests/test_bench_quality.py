@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bench import quality
+from pipeline import signals
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -24,11 +25,15 @@ def test_resampling_round_trip_keeps_speech_band() -> None:
 def test_score_is_high_for_a_clean_copy_and_low_for_noise() -> None:
     ref = quality.read_wav_16k(quality.REFERENCE)
     clean = np.concatenate([np.zeros(4800, dtype=np.float32), quality.up3(ref)])
-    mos, corr = quality.score(ref, clean)
+    mos, corr, passes = quality.score(ref, clean)
+    assert passes == 1
     assert mos > 4.0 and corr > 0.95
     rng = np.random.default_rng(1)
     noisy = clean + rng.normal(0, 0.2, len(clean)).astype(np.float32)
     assert quality.score(ref, noisy)[0] < mos - 1.0
+    one_pass = signals.frames(quality.up3(ref)).ravel()  # the source loops whole frames
+    looped = np.concatenate([np.zeros(999, dtype=np.float32), one_pass, one_pass, one_pass])
+    assert quality.score(ref, looped)[2] == 3
 
 
 def test_quick_run_scores_a_call(tmp_path: Path) -> None:
