@@ -79,7 +79,9 @@ EMPTY_TABLE = RouteTable({}, {}, {})
 
 @dataclass(slots=True)
 class Counters:
-    """Datagrams by outcome. ``forwarded`` counts datagrams sent, one per destination."""
+    """Datagrams by outcome: each received one counts once in ``keepalive``, ``register``,
+    ``voice_in`` (voice accepted for routing) or a ``drop_*``. ``forwarded`` and
+    ``echoed`` count datagrams sent, one per destination."""
 
     voice_in: int = 0
     forwarded: int = 0
@@ -159,8 +161,8 @@ class Router:
             else:
                 c.drop_spoofed += 1
             return NOWHERE
-        c.voice_in += 1
         if self.echo:
+            c.voice_in += 1
             c.echoed += 1
             return route.echo
         target = _U32.unpack_from(buf, TARGET_OFFSET)[0]
@@ -172,5 +174,6 @@ class Router:
         else:
             dests = route.dests
         buf[0:4] = route.user_id
+        c.voice_in += 1
         c.forwarded += len(dests)
         return dests

@@ -157,24 +157,32 @@ class Relay:
             await asyncio.sleep(delay)
             self.control.expire()
 
+    def log_counters(self) -> None:
+        """One ``counters:`` log line (also on SIGUSR1, for operators and the load bench)."""
+        log.info(
+            "counters: %s sessions=%d connections=%d",
+            self.router.counters.line(),
+            len(self.sessions),
+            self.control.connection_count,
+        )
+
     async def _stats_timer(self) -> None:
         while True:
             await asyncio.sleep(self.config.stats_interval)
-            log.info(
-                "counters: %s sessions=%d connections=%d",
-                self.router.counters.line(),
-                len(self.sessions),
-                self.control.connection_count,
-            )
+            self.log_counters()
 
 
 async def run(config: RelayConfig) -> None:
-    """Start a relay, print the listening line, serve until SIGINT or SIGTERM."""
+    """Start a relay, print the listening line, serve until SIGINT or SIGTERM.
+
+    SIGUSR1 logs the counters at once.
+    """
     relay = Relay(config)
     await relay.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, relay.stop)
+    loop.add_signal_handler(signal.SIGUSR1, relay.log_counters)
     print(
         f"relay listening on {config.host} tcp={relay.port} udp={relay.port}",
         file=sys.stdout,
