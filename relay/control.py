@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ MAX_ERRORS = 16  # bad frames tolerated on one connection before it is closed
 class ControlLimits:
     auth_timeout: float = 10.0  # seconds a connection may take to send auth or reconnect
     max_output: int = 1024 * 1024  # bytes queued for a client that does not read: then drop it
+    max_connections: int = 2000
 
 
 class _Conn:
@@ -85,6 +87,14 @@ class ControlServer:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """The whole life of one control connection."""
         conn = _Conn(next(self._ids), writer)
+        if len(self._conns) >= self.limits.max_connections:
+            writer.write(encode_message(Error(code="server_full", message="too many connections")))
+            writer.close()
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:  # notice dead peers eventually, even if they never write again
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self._conns[conn.id] = conn
         loop = asyncio.get_running_loop()
         conn.timer = loop.call_later(self.limits.auth_timeout, self._auth_timeout, conn)
@@ -124,9 +134,6 @@ class ControlServer:
 
     def _dispatch(self, conn: _Conn, msg: Message) -> None:
         s = self.sessions
-        if isinstance(msg, Auth | Reconnect) and conn.timer is not None:
-            conn.timer.cancel()
-            conn.timer = None
         if isinstance(msg, Auth):
             actions = s.auth(conn.id, msg.name)
             session = s.by_conn(conn.id)
@@ -145,6 +152,9 @@ class ControlServer:
         else:
             self._bad_input(conn, ProtocolError(f"{msg.TYPE} is sent by the relay, not to it"))
             return
+        if conn.timer is not None and s.by_conn(conn.id) is not None:
+            conn.timer.cancel()  # only a session stops the clock: failed reconnects do not
+            conn.timer = None
         self._apply(actions)
 
     def _bad_input(self, conn: _Conn, exc: ProtocolError) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from relay.control import ControlLimits, ControlServer
 from relay.router import Addr, Router, RouteTable
 from relay.sessions import DEFAULT_CHANNELS, DEFAULT_GRACE, SessionTable
-from relay.udp import UdpThread, open_udp, start_asyncio_udp
+from relay.udp import RCVBUF, UdpThread, open_udp, start_asyncio_udp
 
 log = logging.getLogger("relay")
 
@@ -40,6 +40,8 @@ class RelayConfig:
     max_output: int = 1024 * 1024
     stats_interval: float = 60.0
     udp: str = "thread"  # or "asyncio": the measured alternative
+    udp_rcvbuf: int = RCVBUF
+    max_clients: int = 2000
 
 
 class Relay:
@@ -47,12 +49,12 @@ class Relay:
 
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
-        self.sessions = SessionTable(config.channels, config.grace)
+        self.sessions = SessionTable(config.channels, config.grace, max_sessions=config.max_clients)
         self.router = Router(echo=config.echo, on_bind=self._bind_from_udp)
         self.control = ControlServer(
             self.sessions,
             self._rebuild_routes,
-            ControlLimits(config.auth_timeout, config.max_output),
+            ControlLimits(config.auth_timeout, config.max_output, config.max_clients),
         )
         self.port = 0
         self._tcp: asyncio.Server | None = None
@@ -72,7 +74,7 @@ class Relay:
             )
             port = server.sockets[0].getsockname()[1]
             try:
-                self._udp_sock = open_udp(cfg.host, port)
+                self._udp_sock = open_udp(cfg.host, port, cfg.udp_rcvbuf)
             except OSError as exc:
                 server.close()
                 await server.wait_closed()

@@ -86,6 +86,7 @@ class SessionTable:
         channels: Iterable[str] = DEFAULT_CHANNELS,
         grace: float = DEFAULT_GRACE,
         udp_port: int = 0,
+        max_sessions: int = 2000,
     ) -> None:
         names = list(dict.fromkeys(channels))
         if not names:
@@ -94,6 +95,7 @@ class SessionTable:
         self.default_channel = names[0]
         self.grace = grace
         self.udp_port = udp_port
+        self.max_sessions = max_sessions
         self._by_token: dict[int, Session] = {}
         self._by_conn: dict[int, int] = {}  # control connection -> token
         self._names: set[str] = set()
@@ -133,6 +135,9 @@ class SessionTable:
         """Create a session for ``conn``; reply welcome, announce it to the channel."""
         if conn in self._by_conn:
             return [_error(conn, "already_authenticated", "this connection has a session")]
+        if len(self._by_token) >= self.max_sessions:
+            # Sessions in grace count too: auth-and-drop cannot grow the table without bound.
+            return [_error(conn, "server_full", "the relay has no room for another session")]
         name = self._unique_name(name.strip())
         token = self._new_token()
         user_id = self._next_user_id

@@ -84,6 +84,36 @@ def test_auth_timeout_closes_silent_connection() -> None:
     run(body, ControlLimits(auth_timeout=0.2))
 
 
+def test_failed_reconnect_does_not_stop_the_auth_clock() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        r, w = await connect()
+        w.write(p.encode_message(p.Reconnect(token=99)))
+        err = await read_message(r)
+        assert isinstance(err, p.Error) and err.code == "unknown_token"
+        err = await read_message(r)
+        assert isinstance(err, p.Error) and err.code == "auth_timeout"
+        assert await read_until_closed(r) == b""
+
+    run(body, ControlLimits(auth_timeout=0.3))
+
+
+def test_connections_over_the_limit_are_refused() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        r1, w1 = await connect()
+        w1.write(p.encode_message(p.Auth(name="a")))
+        await read_message(r1)
+        r2, _w2 = await connect()
+        err = await read_message(r2)
+        assert isinstance(err, p.Error) and err.code == "server_full"
+        assert await read_until_closed(r2) == b""
+
+    run(body, ControlLimits(max_connections=1))
+
+
 def test_client_that_never_reads_is_dropped() -> None:
     async def body(
         control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]

@@ -8,9 +8,11 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import msgpack
 import pytest
@@ -23,9 +25,10 @@ HOST = "127.0.0.1"
 
 
 class RelayProc:
-    def __init__(self, proc: subprocess.Popen[str], port: int) -> None:
+    def __init__(self, proc: subprocess.Popen[str], port: int, log: IO[str]) -> None:
         self.proc = proc
         self.port = port
+        self.log = log  # a file, not a pipe: a pipe nobody reads could stall the relay
 
     def client(self, name: str | None = None, register: bool = True) -> ProbeClient:
         c = ProbeClient(HOST, self.port)
@@ -37,33 +40,40 @@ class RelayProc:
 
 
 def start_relay(*args: str) -> RelayProc:
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by stop_relay)
     proc = subprocess.Popen(
         [sys.executable, "-m", "relay", "--port", "0", "--host", HOST, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     line = proc.stdout.readline() if proc.stdout else ""
+    relay = RelayProc(proc, 0, log)
     if "listening" not in line:
-        proc.kill()
-        _, err = proc.communicate(timeout=10)
-        raise RuntimeError(f"relay did not start: {line!r} {err}")
-    port = int(line.split("tcp=")[1].split()[0])
-    assert f"udp={port}" in line
-    return RelayProc(proc, port)
+        raise RuntimeError(f"relay did not start: {line!r} {stop_relay(relay)}")
+    relay.port = int(line.split("tcp=")[1].split()[0])
+    assert line.strip() == f"relay listening on {HOST} tcp={relay.port} udp={relay.port}"
+    return relay
 
 
 def stop_relay(relay: RelayProc) -> str:
-    """SIGTERM, wait; return stderr (the log)."""
+    """SIGTERM, wait; return the log (stderr)."""
     if relay.proc.poll() is None:
         relay.proc.send_signal(signal.SIGTERM)
     try:
-        _, err = relay.proc.communicate(timeout=15)
+        relay.proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         relay.proc.kill()
-        _, err = relay.proc.communicate()
-    return err
+        relay.proc.wait()
+    if relay.proc.stdout is not None:
+        relay.proc.stdout.close()
+    if relay.log.closed:
+        return ""
+    relay.log.seek(0)
+    text = relay.log.read()
+    relay.log.close()
+    return text
 
 
 @pytest.fixture

@@ -172,6 +172,17 @@ def test_bind_udp_bumps_version_only_on_change() -> None:
     assert t.route_entries() == [(token, 1, "Lobby", ("127.0.0.1", 5000))]
 
 
+def test_session_cap_counts_sessions_in_grace() -> None:
+    t = SessionTable(["Lobby"], grace=10, max_sessions=2)
+    t.auth(1, "a")
+    t.auth(2, "b")
+    t.drop(2, now=0.0)
+    (err,) = to(t.auth(3, "c"), 3)
+    assert isinstance(err, p.Error) and err.code == "server_full"
+    t.expire(10.0)
+    assert welcome(t.auth(3, "c"), 3).user_id == 3
+
+
 def test_no_channels_is_a_bug() -> None:
     with pytest.raises(ValueError):
         SessionTable([])
