@@ -329,6 +329,10 @@ def run_config(
                 "saturated": run_phase(relay, clients, duration, offered, load_cpus),
                 "paced": run_phase(relay, clients, duration, paced, load_cpus),
             }
+        except Exception:
+            tail = relay.log_path.read_text()[-3000:]
+            print(f"relay exit code {relay.proc.poll()}; log tail:\n{tail}", file=sys.stderr)
+            raise
         finally:
             for c in clients:
                 c.close()
