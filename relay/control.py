@@ -192,7 +192,12 @@ class ControlServer:
         if conn.closing:
             return
         transport = conn.writer.transport
-        transport.write(encode_message(msg))
+        try:
+            frame = encode_message(msg)
+        except ProtocolError as exc:  # a bug (a message we built is too large): never fatal
+            log.error("conn %d: cannot send %s: %s", conn.id, msg.TYPE, exc)
+            return
+        transport.write(frame)
         if transport.get_write_buffer_size() > self.limits.max_output:
             log.warning("conn %d does not read its replies: dropped", conn.id)
             conn.closing = True

@@ -18,7 +18,10 @@ import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import msgpack
+
 from relay.protocol import (
+    MAX_FRAME,
     MAX_NAME,
     U32_MAX,
     Chat,
@@ -67,6 +70,10 @@ class Session:
 
     def info(self) -> UserInfo:
         return UserInfo(self.user_id, self.name, self.channel)
+
+
+def _frame_size(message: Message) -> int:
+    return len(msgpack.packb(message.to_map(), use_bin_type=True))
 
 
 def _error(conn: int, code: str, message: str) -> Send:
@@ -243,15 +250,34 @@ class SessionTable:
     # --- helpers ------------------------------------------------------------------------
 
     def _welcome(self, session: Session) -> Welcome:
-        users = sorted((s.info() for s in self._by_token.values()), key=lambda u: u.user_id)
-        return Welcome(
-            token=session.token,
-            user_id=session.user_id,
-            udp_port=self.udp_port,
-            channel=session.channel,
-            channels=list(self.channels),
-            users=users,
+        """The snapshot: every user, those of the session's channel first.
+
+        A full server's snapshot can outgrow one frame (2,000 users with long
+        names and channels): then the list is cut to what fits, so the users the
+        client will hear are always in it.
+        """
+        users = sorted(
+            (s.info() for s in self._by_token.values()),
+            key=lambda u: (u.channel != session.channel, u.user_id),
         )
+
+        def build(n: int) -> Welcome:
+            return Welcome(
+                token=session.token,
+                user_id=session.user_id,
+                udp_port=self.udp_port,
+                channel=session.channel,
+                channels=list(self.channels),
+                users=users[:n],
+            )
+
+        if _frame_size(build(len(users))) <= MAX_FRAME:
+            return build(len(users))
+        lo, hi = 0, len(users)  # the largest n that fits is in [lo, hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if _frame_size(build(mid)) <= MAX_FRAME else (lo, mid)
+        return build(lo)
 
     def _to_channel(self, channel: str, message: Message) -> list[Action]:
         out: list[Action] = []

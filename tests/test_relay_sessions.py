@@ -183,6 +183,19 @@ def test_session_cap_counts_sessions_in_grace() -> None:
     assert welcome(t.auth(3, "c"), 3).user_id == 3
 
 
+def test_welcome_of_a_full_server_fits_one_frame() -> None:
+    channels = [f"{i:02d}" + "c" * (p.MAX_CHANNEL - 2) for i in range(20)]
+    t = SessionTable(channels, max_sessions=3000)
+    for i in range(2000):
+        t.auth(i, f"{i:04d}" + "n" * (p.MAX_NAME - 4))
+        t.join(i, channels[i % 20])
+    w = welcome(t.auth(5000, "me"), 5000)
+    assert len(p.encode_message(w)) <= p.MAX_FRAME + 4
+    assert 0 < len(w.users) < 2001
+    mine = {u.user_id for u in w.users if u.channel == w.channel}
+    assert len(mine) == len(t.channels[w.channel])  # everyone the client will hear
+
+
 def test_no_channels_is_a_bug() -> None:
     with pytest.raises(ValueError):
         SessionTable([])
