@@ -48,13 +48,39 @@ class ControlLimits:
     auth_timeout: float = 10.0  # seconds a connection may take to send auth or reconnect
     max_output: int = 1024 * 1024  # bytes queued for a client that does not read: then drop it
     max_connections: int = 2000
+    # Messages per second a connection may send, and the burst above that rate: a
+    # join costs a route-table rebuild and a chat a message to every member, so a
+    # flood of either must not take the loop (and the GIL) from everyone else.
+    rate: float = 20.0
+    burst: float = 40.0
+
+
+class RateLimit:
+    """A token bucket: :meth:`allow` says whether one more message fits at time ``now``."""
+
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._last = now
+
+    def allow(self, now: float) -> bool:
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
 
 class _Conn:
-    __slots__ = ("closing", "errors", "id", "peer", "timer", "writer")
+    __slots__ = ("closing", "errors", "id", "limit", "peer", "timer", "writer")
 
-    def __init__(self, conn_id: int, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, conn_id: int, writer: asyncio.StreamWriter, limit: RateLimit) -> None:
         self.id = conn_id
+        self.limit = limit
         self.writer = writer
         self.peer = writer.get_extra_info("peername")
         self.errors = 0
@@ -86,7 +112,8 @@ class ControlServer:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """The whole life of one control connection."""
-        conn = _Conn(next(self._ids), writer)
+        limit = RateLimit(self.limits.rate, self.limits.burst, self.clock())
+        conn = _Conn(next(self._ids), writer, limit)
         if len(self._conns) >= self.limits.max_connections:
             writer.write(encode_message(Error(code="server_full", message="too many connections")))
             writer.close()
@@ -114,10 +141,14 @@ class ControlServer:
                     self._send(conn, Error(code=exc.code, message=str(exc)))
                     self._close(conn, "unframeable stream")
                     break
+                now = self.clock()
                 for item in items:
                     if conn.closing:
                         break
-                    if isinstance(item, ProtocolError):
+                    if not conn.limit.allow(now):
+                        msg = f"more than {self.limits.rate:g} messages/s"
+                        self._bad_input(conn, ProtocolError(msg, code="rate_limited"))
+                    elif isinstance(item, ProtocolError):
                         self._bad_input(conn, item)
                     else:
                         self._dispatch(conn, item)

@@ -8,7 +8,7 @@ import struct
 from collections.abc import Awaitable, Callable
 
 from relay import protocol as p
-from relay.control import MAX_ERRORS, ControlLimits, ControlServer
+from relay.control import MAX_ERRORS, ControlLimits, ControlServer, RateLimit
 from relay.sessions import SessionTable
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -154,6 +154,27 @@ def test_relay_only_message_and_error_limit() -> None:
         assert data.count(b"bad_message") == MAX_ERRORS - 2  # then closed
 
     run(body)
+
+
+def test_rate_limit_bucket() -> None:
+    bucket = RateLimit(rate=10, burst=3, now=0.0)
+    assert [bucket.allow(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.allow(0.1) and not bucket.allow(0.1)
+    assert [bucket.allow(100.0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_message_flood_is_refused_then_closed() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        r, w = await connect()
+        w.write(p.encode_message(p.Auth(name="a")))
+        await read_message(r)
+        w.write(p.encode_message(p.Join(channel="Music")) * 100)
+        data = await read_until_closed(r)
+        assert b"rate_limited" in data
+
+    run(body, ControlLimits(rate=1, burst=5))
 
 
 def test_unframeable_stream_error_then_close() -> None:
