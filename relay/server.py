@@ -133,7 +133,9 @@ class Relay:
     # --- glue between the sides ---------------------------------------------------------
 
     def _rebuild_routes(self) -> None:
-        self.router.table = RouteTable.build(self.sessions.route_entries())
+        dirty = self.sessions.take_dirty()
+        entries = self.sessions.route_entries(dirty)
+        self.router.table = RouteTable.update(self.router.table, dirty, entries)
 
     def _bind_from_udp(self, token: int, addr: Addr, ping: bytes) -> None:
         # Called on the UDP thread (or the loop, in asyncio mode): hop to the loop.

@@ -108,6 +108,7 @@ class SessionTable:
         self._names: set[str] = set()
         self._next_user_id = 1
         self.version = 0  # bumped whenever the routing view (members, bindings) changes
+        self._dirty: set[str] = set()  # channels whose routing changed since take_dirty()
 
     # --- queries ---------------------------------------------------------------
 
@@ -132,9 +133,20 @@ class SessionTable:
         dropped = [s.dropped_at for s in self._by_token.values() if s.dropped_at is not None]
         return min(dropped) + self.grace if dropped else None
 
-    def route_entries(self) -> list[tuple[int, int, str, Addr | None]]:
-        """(token, user_id, channel, udp_addr) of every session, for the router's snapshot."""
-        return [(s.token, s.user_id, s.channel, s.udp_addr) for s in self._by_token.values()]
+    def route_entries(
+        self, channels: Iterable[str] | None = None
+    ) -> list[tuple[int, int, str, Addr | None]]:
+        """(token, user_id, channel, udp_addr) of each session (in ``channels``), for the router."""
+        if channels is None:
+            sessions: Iterable[Session] = self._by_token.values()
+        else:
+            sessions = (self._by_token[t] for c in channels for t in self.channels[c])
+        return [(s.token, s.user_id, s.channel, s.udp_addr) for s in sessions]
+
+    def take_dirty(self) -> set[str]:
+        """The channels whose members or bindings changed since the last call."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
 
     # --- control messages --------------------------------------------------------
 
@@ -156,7 +168,7 @@ class SessionTable:
         out: list[Action] = [Send(conn, self._welcome(session))]
         out += self._to_channel(session.channel, UserJoined(user_id, name, session.channel))
         self.channels[session.channel].add(token)
-        self.version += 1
+        self._changed(session.channel)
         return out
 
     def reconnect(self, conn: int, token: int, now: float) -> list[Action]:
@@ -201,7 +213,7 @@ class SessionTable:
         session.channel = channel
         self.channels[channel].add(session.token)
         out += self._to_channel(channel, UserJoined(session.user_id, session.name, channel))
-        self.version += 1
+        self._changed(old, channel)
         return out
 
     def chat(self, conn: int, text: str, ts: float) -> list[Action]:
@@ -244,7 +256,7 @@ class SessionTable:
         if session is None or session.udp_addr == addr:
             return False
         session.udp_addr = addr
-        self.version += 1
+        self._changed(session.channel)
         return True
 
     # --- helpers ------------------------------------------------------------------------
@@ -293,10 +305,14 @@ class SessionTable:
             del self._by_conn[session.conn]
         self._names.discard(session.name)
         self.channels[session.channel].discard(session.token)
-        self.version += 1
+        self._changed(session.channel)
         return self._to_channel(
             session.channel, UserLeft(session.user_id, session.name, session.channel)
         )
+
+    def _changed(self, *channels: str) -> None:
+        self.version += 1
+        self._dirty.update(channels)
 
     def _new_token(self) -> int:
         while True:

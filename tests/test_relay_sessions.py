@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from relay import protocol as p
+from relay.router import EMPTY_TABLE, RouteTable
 from relay.sessions import Action, Close, Send, SessionTable
 
 
@@ -201,6 +204,19 @@ def test_no_channels_is_a_bug() -> None:
         SessionTable([])
 
 
+def routing_view(table: RouteTable) -> dict[str, Any]:
+    """What the hot path sees, with destination order (set iteration) left out."""
+    return {
+        "routes": {
+            token: (r.user_id, r.addr, frozenset(r.dests), len(r.dests), r.echo)
+            for token, r in table.routes.items()
+        },
+        "whisper": table.whisper,
+        "user_of": table.user_of,
+        "members": {c: frozenset(m) for c, m in table.members.items() if m},
+    }
+
+
 class SessionMachine(RuleBasedStateMachine):
     """Random sequences of every operation keep the table's invariants."""
 
@@ -209,6 +225,7 @@ class SessionMachine(RuleBasedStateMachine):
         self.t = SessionTable(["Lobby", "Music", "AFK"], grace=5.0)
         self.now = 0.0
         self.tokens: list[int] = []
+        self.table = EMPTY_TABLE  # kept up to date the way the server does it
 
     conns = st.integers(1, 6)
 
@@ -257,6 +274,12 @@ class SessionMachine(RuleBasedStateMachine):
     @invariant()
     def consistent(self) -> None:
         self.t.check()
+
+    @invariant()
+    def incremental_routes_equal_a_full_build(self) -> None:
+        dirty = self.t.take_dirty()
+        self.table = RouteTable.update(self.table, dirty, self.t.route_entries(dirty))
+        assert routing_view(self.table) == routing_view(RouteTable.build(self.t.route_entries()))
 
 
 # Each example is a whole run of up to 50 steps: a tenth of the profile's examples.
