@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="UDP forwarding loop: a blocking thread (default) or asyncio (slower, for comparison)",
     )
     ap.add_argument(
+        "--udp-workers",
+        type=int,
+        default=1,
+        help="forwarding loops sharing the port (SO_REUSEPORT): this process's thread plus "
+        "N-1 worker processes; default 1",
+    )
+    ap.add_argument(
         "--max-clients",
         type=int,
         default=2000,
@@ -110,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         stats_interval=args.stats_interval,
         udp=args.udp,
         udp_rcvbuf=args.udp_rcvbuf,
+        udp_workers=max(1, args.udp_workers) if args.udp == "thread" else 1,
         max_clients=args.max_clients,
     )
     asyncio.run(run(config))

@@ -23,6 +23,7 @@ from relay.control import ControlLimits, ControlServer
 from relay.router import Addr, Router, RouteTable
 from relay.sessions import DEFAULT_CHANNELS, DEFAULT_GRACE, SessionTable
 from relay.udp import RCVBUF, UdpThread, open_udp, start_asyncio_udp
+from relay.workers import Worker
 
 log = logging.getLogger("relay")
 
@@ -41,6 +42,7 @@ class RelayConfig:
     stats_interval: float = 60.0
     udp: str = "thread"  # or "asyncio": the measured alternative
     udp_rcvbuf: int = RCVBUF
+    udp_workers: int = 1  # forwarding threads/processes on the port; >1 adds SO_REUSEPORT processes
     max_clients: int = 2000
 
 
@@ -61,6 +63,7 @@ class Relay:
         self._udp_sock: socket.socket | None = None
         self._udp_thread: UdpThread | None = None
         self._udp_transport: asyncio.DatagramTransport | None = None
+        self._workers: list[Worker] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
 
@@ -74,7 +77,9 @@ class Relay:
             )
             port = server.sockets[0].getsockname()[1]
             try:
-                self._udp_sock = open_udp(cfg.host, port, cfg.udp_rcvbuf)
+                self._udp_sock = open_udp(
+                    cfg.host, port, cfg.udp_rcvbuf, reuse_port=cfg.udp_workers > 1
+                )
             except OSError as exc:
                 server.close()
                 await server.wait_closed()
@@ -90,6 +95,10 @@ class Relay:
         else:
             self._udp_thread = UdpThread(self._udp_sock, self.router)
             self._udp_thread.start()
+            for _ in range(cfg.udp_workers - 1):
+                w = Worker(cfg.host, self.port, cfg.udp_rcvbuf, cfg.echo, self._bind)
+                self._loop.add_reader(w.conn.fileno(), w.on_readable)
+                self._workers.append(w)
         mode = "echo" if cfg.echo else "relay"
         log.info("%s mode, udp=%s, channels=%s, grace=%ss", mode, cfg.udp, cfg.channels, cfg.grace)
 
@@ -121,14 +130,21 @@ class Relay:
         if self._udp_thread is not None:
             self._udp_thread.close()
             self._udp_thread = None
+        for w in self._workers:
+            if self._loop is not None:
+                self._loop.remove_reader(w.conn.fileno())
+            w.stop()
         if self._udp_transport is not None:
             self._udp_transport.close()
             self._udp_transport = None
         elif self._udp_sock is not None:
             self._udp_sock.close()
-        log.info(
-            "counters at exit: %s sessions=%d", self.router.counters.line(), len(self.sessions)
-        )
+        log.info("counters at exit: %s sessions=%d", self._counter_line(), len(self.sessions))
+        if self._workers:
+            shares = [self.router.counters.forwarded] + [
+                w.counters["forwarded"] for w in self._workers
+            ]
+            log.info("forwarded by loop (this process first, then each worker): %s", shares)
 
     # --- glue between the sides ---------------------------------------------------------
 
@@ -136,6 +152,8 @@ class Relay:
         dirty = self.sessions.take_dirty()
         entries = self.sessions.route_entries(dirty)
         self.router.table = RouteTable.update(self.router.table, dirty, entries)
+        for w in self._workers:
+            w.update(dirty, entries)
 
     def _bind_from_udp(self, token: int, addr: Addr, ping: bytes) -> None:
         # Called on the UDP thread (or the loop, in asyncio mode): hop to the loop.
@@ -165,10 +183,18 @@ class Relay:
         """One ``counters:`` log line (also on SIGUSR1, for operators and the load bench)."""
         log.info(
             "counters: %s sessions=%d connections=%d",
-            self.router.counters.line(),
+            self._counter_line(),
             len(self.sessions),
             self.control.connection_count,
         )
+
+    def _counter_line(self) -> str:
+        """This process's counters plus the latest report of every worker."""
+        total = self.router.counters.as_dict()
+        for w in self._workers:
+            for k, v in w.counters.items():
+                total[k] = total.get(k, 0) + v
+        return " ".join(f"{k}={v}" for k, v in total.items())
 
     async def _stats_timer(self) -> None:
         while True:

@@ -315,6 +315,24 @@ def test_asyncio_udp_mode_routes_too(relay_factory: Callable[..., RelayProc]) ->
         assert got is not None and got.token == a.user_id
 
 
+def test_reuseport_workers_share_the_port(relay_factory: Callable[..., RelayProc]) -> None:
+    relay = relay_factory("--udp-workers", "2", "--log-level", "info")
+    clients = [relay.client(f"u{i}") for i in range(6)]  # spread over both sockets by hash
+    try:
+        for i, speaker in enumerate(clients):
+            speaker.send_voice(i, b"v")
+            for listener in clients:
+                if listener is not speaker:
+                    got = listener.recv_voice()
+                    assert got is not None and got.token == speaker.user_id
+    finally:
+        for c in clients:
+            c.close()
+    log = stop_relay(relay)
+    assert relay.proc.returncode == 0
+    assert "forwarded=30 " in log and "forwarded by loop" in log
+
+
 def test_garbage_datagrams_do_not_stop_voice(relay: RelayProc) -> None:
     with relay.client("a") as a, relay.client("b") as b:
         rng = os.urandom
