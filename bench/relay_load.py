@@ -48,6 +48,10 @@ TALKERS_PER_CHANNEL = 10
 DATAGRAM_SIZE = 100  # as in MEASURED.md: a 24-byte header and a 76-byte payload
 FRAME_RATE = 50  # datagrams/s of one talker
 _TS = struct.Struct(">Q")
+# Relay variants measured: name -> (--udp, --udp-workers). The single loops run
+# pinned to one core; "workers2" (SO_REUSEPORT, one thread + one process) gets
+# every core, shared with the load generator.
+MODES = {"thread": ("thread", 1), "asyncio": ("asyncio", 1), "workers2": ("thread", 2)}
 _COUNTERS = re.compile(r"counters: (.*?) sessions=")
 
 
@@ -143,7 +147,9 @@ def _receiver(
 class RelayUnderTest:
     def __init__(self, channels: int, udp_mode: str, log_path: Path, cpus: set[int] | None) -> None:
         names = [f"c{i}" for i in range(channels)]
-        args = [sys.executable, "-m", "relay", "--host", HOST, "--port", "0", "--udp", udp_mode]
+        udp, workers = MODES[udp_mode]
+        args = [sys.executable, "-m", "relay", "--host", HOST, "--port", "0", "--udp", udp]
+        args += ["--udp-workers", str(workers)]
         args += ["--grace", "600", "--auth-timeout", "60", "--stats-interval", "3600"]
         args += ["--max-clients", "5000"]
         for name in names:
@@ -166,9 +172,19 @@ class RelayUnderTest:
                 os.sched_setaffinity(int(tid), cpus)
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time of the relay and its children (the SO_REUSEPORT workers)."""
+        total = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(entry) == self.proc.pid or int(fields[1]) == self.proc.pid:
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def snapshot(self) -> tuple[float, float]:
         """Ask for a counters line; return (wall time, relay CPU seconds) of the request."""
@@ -309,7 +325,7 @@ def run_config(
 ) -> dict[str, Any]:
     # Pinned: the relay alone on core 0 ("one core"), the load generator on the rest.
     cpus = sorted(os.sched_getaffinity(0))
-    relay_cpus = {cpus[0]} if pin and len(cpus) > 1 else None
+    relay_cpus = {cpus[0]} if pin and len(cpus) > 1 and MODES[udp_mode][1] == 1 else None
     load_cpus = set(cpus[1:]) if relay_cpus else None
     with tempfile.TemporaryDirectory() as tmp:
         relay = RelayUnderTest(channels, udp_mode, Path(tmp) / "relay.log", relay_cpus)
@@ -343,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per phase (default 3)")
     ap.add_argument(
-        "--offered", type=float, default=30000, help="voice datagrams/s in when saturating"
+        "--offered", type=float, default=40000, help="voice datagrams/s in when saturating"
     )
     ap.add_argument(
         "--paced-cap", type=float, default=5000, help="cap on datagrams/s in of the paced phase"
@@ -362,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     # Modes interleaved per configuration, so both see the same machine conditions.
     for _ in range(1 if args.quick else args.repeat):
         for channels in configs:
-            for udp_mode in ("thread", "asyncio"):
+            for udp_mode in MODES:
                 r = run_config(
                     udp_mode, channels, duration, offered, args.paced_cap, not args.no_pin
                 )
