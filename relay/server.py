@@ -97,7 +97,7 @@ class Relay:
             self._udp_thread.start()
             for _ in range(cfg.udp_workers - 1):
                 w = Worker(cfg.host, self.port, cfg.udp_rcvbuf, cfg.echo, self._bind)
-                self._loop.add_reader(w.conn.fileno(), w.on_readable)
+                self._loop.add_reader(w.conn.fileno(), self._from_worker, w)
                 self._workers.append(w)
         mode = "echo" if cfg.echo else "relay"
         log.info("%s mode, udp=%s, channels=%s, grace=%ss", mode, cfg.udp, cfg.channels, cfg.grace)
@@ -131,7 +131,7 @@ class Relay:
             self._udp_thread.close()
             self._udp_thread = None
         for w in self._workers:
-            if self._loop is not None:
+            if self._loop is not None and not w.conn.closed:
                 self._loop.remove_reader(w.conn.fileno())
             w.stop()
         if self._udp_transport is not None:
@@ -160,6 +160,14 @@ class Relay:
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop is already closed: shutting down
             self._loop.call_soon_threadsafe(self._bind, token, addr, ping)
+
+    def _from_worker(self, worker: Worker) -> None:
+        if not worker.on_readable():
+            assert self._loop is not None
+            self._loop.remove_reader(worker.conn.fileno())
+            worker.conn.close()
+            worker.process.join(1.0)
+            log.error("UDP worker %d exited (%s)", worker.process.pid, worker.process.exitcode)
 
     def _bind(self, token: int, addr: Addr, ping: bytes) -> None:
         if self.sessions.by_token(token) is None:

@@ -96,7 +96,8 @@ class UdpThread:
     def close(self, timeout: float = 2.0) -> None:
         """Stop the loop (it sees the flag within WAKE_EVERY), join it, close the socket."""
         self._stop = True
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
         self.sock.close()
 
 

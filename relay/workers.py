@@ -88,8 +88,12 @@ class Worker:
         with contextlib.suppress(OSError):
             self.conn.send(("update", channels, entries))
 
-    def on_readable(self) -> None:
-        """Read what the worker sent (call when the pipe is readable)."""
+    def on_readable(self) -> bool:
+        """Read what the worker sent (call when the pipe is readable).
+
+        False once the worker is gone (its pipe closed): stop watching the pipe,
+        which would otherwise stay readable forever.
+        """
         try:
             while self.conn.poll():
                 msg = self.conn.recv()
@@ -98,9 +102,12 @@ class Worker:
                 elif msg[0] == "counters":
                     self.counters = msg[1]
         except (EOFError, OSError):
-            pass
+            return False
+        return True
 
     def stop(self, timeout: float = 3.0) -> None:
+        if self.conn.closed:
+            return
         with contextlib.suppress(OSError):
             self.conn.send(("stop",))
         self.process.join(timeout)

@@ -52,3 +52,15 @@ def test_worker_routes_its_table_reports_binds_and_counters() -> None:
             worker.stop()
     assert not worker.process.is_alive()
     assert worker.counters["voice_in"] >= 1 and worker.counters["register"] == 1
+
+
+def test_a_dead_worker_is_reported_once() -> None:
+    worker = Worker("127.0.0.1", free_port(), 256 * 1024, False, lambda t, a, b: None)
+    try:
+        worker.process.kill()
+        worker.process.join(10)
+        assert worker.conn.poll(10)
+        assert worker.on_readable() is False
+    finally:
+        worker.conn.close()
+        worker.stop()
