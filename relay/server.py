@@ -100,7 +100,14 @@ class Relay:
                 self._loop.add_reader(w.conn.fileno(), self._from_worker, w)
                 self._workers.append(w)
         mode = "echo" if cfg.echo else "relay"
-        log.info("%s mode, udp=%s, channels=%s, grace=%ss", mode, cfg.udp, cfg.channels, cfg.grace)
+        log.info(
+            "%s mode, udp=%s, loops=%d, channels=%s, grace=%ss",
+            mode,
+            cfg.udp,
+            1 + len(self._workers),
+            cfg.channels,
+            cfg.grace,
+        )
 
     async def serve(self) -> None:
         """Run the timers until :meth:`stop` is called, then shut everything down."""
