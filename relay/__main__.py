@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from relay.protocol import MAX_CHANNEL
 from relay.server import RelayConfig, run
 from relay.sessions import DEFAULT_CHANNELS, DEFAULT_GRACE
+from relay.udp import RCVBUF
 
 
 def _channel(value: str) -> str:
@@ -71,6 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="UDP forwarding loop: a blocking thread (default) or asyncio (slower, for comparison)",
     )
     ap.add_argument(
+        "--udp-workers",
+        type=int,
+        default=1,
+        help="forwarding loops sharing the port (SO_REUSEPORT): this process's thread plus "
+        "N-1 worker processes; default 1",
+    )
+    ap.add_argument(
+        "--max-clients",
+        type=int,
+        default=2000,
+        help="most connections, and most sessions (those in grace included); default 2000",
+    )
+    ap.add_argument(
+        "--udp-rcvbuf",
+        type=int,
+        default=RCVBUF,
+        help=f"UDP receive buffer to ask the kernel for, in bytes (default {RCVBUF})",
+    )
+    ap.add_argument(
         "--log-level",
         default="info",
         choices=("debug", "info", "warning", "error"),
@@ -96,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         auth_timeout=args.auth_timeout,
         stats_interval=args.stats_interval,
         udp=args.udp,
+        udp_rcvbuf=args.udp_rcvbuf,
+        udp_workers=max(1, args.udp_workers) if args.udp == "thread" else 1,
+        max_clients=args.max_clients,
     )
     asyncio.run(run(config))
 

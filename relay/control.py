@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,13 +47,40 @@ MAX_ERRORS = 16  # bad frames tolerated on one connection before it is closed
 class ControlLimits:
     auth_timeout: float = 10.0  # seconds a connection may take to send auth or reconnect
     max_output: int = 1024 * 1024  # bytes queued for a client that does not read: then drop it
+    max_connections: int = 2000
+    # Messages per second a connection may send, and the burst above that rate: a
+    # join costs a route-table rebuild and a chat a message to every member, so a
+    # flood of either must not take the loop (and the GIL) from everyone else.
+    rate: float = 20.0
+    burst: float = 40.0
+
+
+class RateLimit:
+    """A token bucket: :meth:`allow` says whether one more message fits at time ``now``."""
+
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._last = now
+
+    def allow(self, now: float) -> bool:
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
 
 class _Conn:
-    __slots__ = ("closing", "errors", "id", "peer", "timer", "writer")
+    __slots__ = ("closing", "errors", "id", "limit", "peer", "timer", "writer")
 
-    def __init__(self, conn_id: int, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, conn_id: int, writer: asyncio.StreamWriter, limit: RateLimit) -> None:
         self.id = conn_id
+        self.limit = limit
         self.writer = writer
         self.peer = writer.get_extra_info("peername")
         self.errors = 0
@@ -84,7 +112,16 @@ class ControlServer:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """The whole life of one control connection."""
-        conn = _Conn(next(self._ids), writer)
+        limit = RateLimit(self.limits.rate, self.limits.burst, self.clock())
+        conn = _Conn(next(self._ids), writer, limit)
+        if len(self._conns) >= self.limits.max_connections:
+            writer.write(encode_message(Error(code="server_full", message="too many connections")))
+            writer.close()
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:  # notice dead peers eventually, even if they never write again
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self._conns[conn.id] = conn
         loop = asyncio.get_running_loop()
         conn.timer = loop.call_later(self.limits.auth_timeout, self._auth_timeout, conn)
@@ -104,10 +141,14 @@ class ControlServer:
                     self._send(conn, Error(code=exc.code, message=str(exc)))
                     self._close(conn, "unframeable stream")
                     break
+                now = self.clock()
                 for item in items:
                     if conn.closing:
                         break
-                    if isinstance(item, ProtocolError):
+                    if not conn.limit.allow(now):
+                        msg = f"more than {self.limits.rate:g} messages/s"
+                        self._bad_input(conn, ProtocolError(msg, code="rate_limited"))
+                    elif isinstance(item, ProtocolError):
                         self._bad_input(conn, item)
                     else:
                         self._dispatch(conn, item)
@@ -124,9 +165,6 @@ class ControlServer:
 
     def _dispatch(self, conn: _Conn, msg: Message) -> None:
         s = self.sessions
-        if isinstance(msg, Auth | Reconnect) and conn.timer is not None:
-            conn.timer.cancel()
-            conn.timer = None
         if isinstance(msg, Auth):
             actions = s.auth(conn.id, msg.name)
             session = s.by_conn(conn.id)
@@ -145,6 +183,9 @@ class ControlServer:
         else:
             self._bad_input(conn, ProtocolError(f"{msg.TYPE} is sent by the relay, not to it"))
             return
+        if conn.timer is not None and s.by_conn(conn.id) is not None:
+            conn.timer.cancel()  # only a session stops the clock: failed reconnects do not
+            conn.timer = None
         self._apply(actions)
 
     def _bad_input(self, conn: _Conn, exc: ProtocolError) -> None:
@@ -182,7 +223,12 @@ class ControlServer:
         if conn.closing:
             return
         transport = conn.writer.transport
-        transport.write(encode_message(msg))
+        try:
+            frame = encode_message(msg)
+        except ProtocolError as exc:  # a bug (a message we built is too large): never fatal
+            log.error("conn %d: cannot send %s: %s", conn.id, msg.TYPE, exc)
+            return
+        transport.write(frame)
         if transport.get_write_buffer_size() > self.limits.max_output:
             log.warning("conn %d does not read its replies: dropped", conn.id)
             conn.closing = True

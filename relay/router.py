@@ -51,35 +51,64 @@ class RouteTable:
     routes: dict[int, Route]  # token -> route
     whisper: dict[int, Dests]  # user id -> (bound address,)
     user_of: dict[int, int]  # token -> user id, to refuse whispering to oneself
+    members: dict[str, tuple[int, ...]]  # channel -> tokens, to update a channel alone
 
     @classmethod
     def build(cls, entries: Iterable[tuple[int, int, str, Addr | None]]) -> RouteTable:
         """From ``(token, user_id, channel, udp_addr)`` of every session."""
         entries = list(entries)
-        bound: dict[str, list[Addr]] = defaultdict(list)
-        for _token, _uid, channel, addr in entries:
-            if addr is not None and addr not in bound[channel]:
-                bound[channel].append(addr)
-        routes: dict[int, Route] = {}
-        whisper: dict[int, Dests] = {}
-        user_of: dict[int, int] = {}
+        return cls.update(EMPTY_TABLE, {e[2] for e in entries}, entries)
+
+    @classmethod
+    def update(
+        cls,
+        prev: RouteTable,
+        channels: set[str],
+        entries: Iterable[tuple[int, int, str, Addr | None]],
+    ) -> RouteTable:
+        """``prev`` with ``channels`` replaced by ``entries`` (every session now in them).
+
+        Costs the size of those channels plus a copy of the dicts, not a rebuild
+        of every route: a join on a full server stays cheap.
+        """
+        routes = dict(prev.routes)
+        whisper = dict(prev.whisper)
+        user_of = dict(prev.user_of)
+        members = {c: m for c, m in prev.members.items() if c not in channels}
+        for channel in channels:
+            for token in prev.members.get(channel, ()):
+                del routes[token]
+                whisper.pop(user_of.pop(token), None)
+        by_channel: dict[str, list[tuple[int, int, Addr | None]]] = defaultdict(list)
         for token, uid, channel, addr in entries:
-            # Two sessions may share an address (a stale one in grace from the same
-            # client): never send a speaker its own voice, never send twice.
-            dests = tuple(a for a in bound[channel] if a != addr)
-            routes[token] = Route(_U32.pack(uid), addr, dests, NOWHERE if addr is None else (addr,))
-            user_of[token] = uid
-            if addr is not None:
-                whisper[uid] = (addr,)
-        return cls(routes, whisper, user_of)
+            assert channel in channels, "entries must lie in the channels being replaced"
+            by_channel[channel].append((token, uid, addr))
+        for channel, sessions in by_channel.items():
+            bound: list[Addr] = []
+            for _token, _uid, addr in sessions:
+                if addr is not None and addr not in bound:
+                    bound.append(addr)
+            for token, uid, addr in sessions:
+                # Two sessions may share an address (a stale one in grace from the same
+                # client): never send a speaker its own voice, never send twice.
+                dests = tuple(a for a in bound if a != addr)
+                echo = NOWHERE if addr is None else (addr,)
+                routes[token] = Route(_U32.pack(uid), addr, dests, echo)
+                user_of[token] = uid
+                if addr is not None:
+                    whisper[uid] = echo
+            members[channel] = tuple(token for token, _uid, _addr in sessions)
+        return cls(routes, whisper, user_of, members)
 
 
-EMPTY_TABLE = RouteTable({}, {}, {})
+EMPTY_TABLE = RouteTable({}, {}, {}, {})
 
 
 @dataclass(slots=True)
 class Counters:
-    """Datagrams by outcome. ``forwarded`` counts datagrams sent, one per destination."""
+    """Datagrams by outcome: each received one counts once in ``keepalive``, ``register``,
+    ``voice_in`` (voice accepted for routing) or a ``drop_*``. ``forwarded`` and
+    ``echoed`` count datagrams sent, one per destination."""
 
     voice_in: int = 0
     forwarded: int = 0
@@ -159,8 +188,8 @@ class Router:
             else:
                 c.drop_spoofed += 1
             return NOWHERE
-        c.voice_in += 1
         if self.echo:
+            c.voice_in += 1
             c.echoed += 1
             return route.echo
         target = _U32.unpack_from(buf, TARGET_OFFSET)[0]
@@ -172,5 +201,6 @@ class Router:
         else:
             dests = route.dests
         buf[0:4] = route.user_id
+        c.voice_in += 1
         c.forwarded += len(dests)
         return dests

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from relay.control import ControlLimits, ControlServer
 from relay.router import Addr, Router, RouteTable
 from relay.sessions import DEFAULT_CHANNELS, DEFAULT_GRACE, SessionTable
-from relay.udp import UdpThread, open_udp, start_asyncio_udp
+from relay.udp import RCVBUF, UdpThread, open_udp, start_asyncio_udp
+from relay.workers import Worker
 
 log = logging.getLogger("relay")
 
@@ -40,6 +41,9 @@ class RelayConfig:
     max_output: int = 1024 * 1024
     stats_interval: float = 60.0
     udp: str = "thread"  # or "asyncio": the measured alternative
+    udp_rcvbuf: int = RCVBUF
+    udp_workers: int = 1  # forwarding threads/processes on the port; >1 adds SO_REUSEPORT processes
+    max_clients: int = 2000
 
 
 class Relay:
@@ -47,18 +51,19 @@ class Relay:
 
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
-        self.sessions = SessionTable(config.channels, config.grace)
+        self.sessions = SessionTable(config.channels, config.grace, max_sessions=config.max_clients)
         self.router = Router(echo=config.echo, on_bind=self._bind_from_udp)
         self.control = ControlServer(
             self.sessions,
             self._rebuild_routes,
-            ControlLimits(config.auth_timeout, config.max_output),
+            ControlLimits(config.auth_timeout, config.max_output, config.max_clients),
         )
         self.port = 0
         self._tcp: asyncio.Server | None = None
         self._udp_sock: socket.socket | None = None
         self._udp_thread: UdpThread | None = None
         self._udp_transport: asyncio.DatagramTransport | None = None
+        self._workers: list[Worker] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
 
@@ -72,7 +77,9 @@ class Relay:
             )
             port = server.sockets[0].getsockname()[1]
             try:
-                self._udp_sock = open_udp(cfg.host, port)
+                self._udp_sock = open_udp(
+                    cfg.host, port, cfg.udp_rcvbuf, reuse_port=cfg.udp_workers > 1
+                )
             except OSError as exc:
                 server.close()
                 await server.wait_closed()
@@ -88,8 +95,19 @@ class Relay:
         else:
             self._udp_thread = UdpThread(self._udp_sock, self.router)
             self._udp_thread.start()
+            for _ in range(cfg.udp_workers - 1):
+                w = Worker(cfg.host, self.port, cfg.udp_rcvbuf, cfg.echo, self._bind)
+                self._loop.add_reader(w.conn.fileno(), self._from_worker, w)
+                self._workers.append(w)
         mode = "echo" if cfg.echo else "relay"
-        log.info("%s mode, udp=%s, channels=%s, grace=%ss", mode, cfg.udp, cfg.channels, cfg.grace)
+        log.info(
+            "%s mode, udp=%s, loops=%d, channels=%s, grace=%ss",
+            mode,
+            cfg.udp,
+            1 + len(self._workers),
+            cfg.channels,
+            cfg.grace,
+        )
 
     async def serve(self) -> None:
         """Run the timers until :meth:`stop` is called, then shut everything down."""
@@ -119,25 +137,44 @@ class Relay:
         if self._udp_thread is not None:
             self._udp_thread.close()
             self._udp_thread = None
+        for w in self._workers:
+            if self._loop is not None and not w.conn.closed:
+                self._loop.remove_reader(w.conn.fileno())
+            w.stop()
         if self._udp_transport is not None:
             self._udp_transport.close()
             self._udp_transport = None
         elif self._udp_sock is not None:
             self._udp_sock.close()
-        log.info(
-            "counters at exit: %s sessions=%d", self.router.counters.line(), len(self.sessions)
-        )
+        log.info("counters at exit: %s sessions=%d", self._counter_line(), len(self.sessions))
+        if self._workers:
+            shares = [self.router.counters.forwarded] + [
+                w.counters["forwarded"] for w in self._workers
+            ]
+            log.info("forwarded by loop (this process first, then each worker): %s", shares)
 
     # --- glue between the sides ---------------------------------------------------------
 
     def _rebuild_routes(self) -> None:
-        self.router.table = RouteTable.build(self.sessions.route_entries())
+        dirty = self.sessions.take_dirty()
+        entries = self.sessions.route_entries(dirty)
+        self.router.table = RouteTable.update(self.router.table, dirty, entries)
+        for w in self._workers:
+            w.update(dirty, entries)
 
     def _bind_from_udp(self, token: int, addr: Addr, ping: bytes) -> None:
         # Called on the UDP thread (or the loop, in asyncio mode): hop to the loop.
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop is already closed: shutting down
             self._loop.call_soon_threadsafe(self._bind, token, addr, ping)
+
+    def _from_worker(self, worker: Worker) -> None:
+        if not worker.on_readable():
+            assert self._loop is not None
+            self._loop.remove_reader(worker.conn.fileno())
+            worker.conn.close()
+            worker.process.join(1.0)
+            log.error("UDP worker %d exited (%s)", worker.process.pid, worker.process.exitcode)
 
     def _bind(self, token: int, addr: Addr, ping: bytes) -> None:
         if self.sessions.by_token(token) is None:
@@ -157,24 +194,40 @@ class Relay:
             await asyncio.sleep(delay)
             self.control.expire()
 
+    def log_counters(self) -> None:
+        """One ``counters:`` log line (also on SIGUSR1, for operators and the load bench)."""
+        log.info(
+            "counters: %s sessions=%d connections=%d",
+            self._counter_line(),
+            len(self.sessions),
+            self.control.connection_count,
+        )
+
+    def _counter_line(self) -> str:
+        """This process's counters plus the latest report of every worker."""
+        total = self.router.counters.as_dict()
+        for w in self._workers:
+            for k, v in w.counters.items():
+                total[k] = total.get(k, 0) + v
+        return " ".join(f"{k}={v}" for k, v in total.items())
+
     async def _stats_timer(self) -> None:
         while True:
             await asyncio.sleep(self.config.stats_interval)
-            log.info(
-                "counters: %s sessions=%d connections=%d",
-                self.router.counters.line(),
-                len(self.sessions),
-                self.control.connection_count,
-            )
+            self.log_counters()
 
 
 async def run(config: RelayConfig) -> None:
-    """Start a relay, print the listening line, serve until SIGINT or SIGTERM."""
+    """Start a relay, print the listening line, serve until SIGINT or SIGTERM.
+
+    SIGUSR1 logs the counters at once.
+    """
     relay = Relay(config)
     await relay.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, relay.stop)
+    loop.add_signal_handler(signal.SIGUSR1, relay.log_counters)
     print(
         f"relay listening on {config.host} tcp={relay.port} udp={relay.port}",
         file=sys.stdout,

@@ -18,7 +18,10 @@ import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import msgpack
+
 from relay.protocol import (
+    MAX_FRAME,
     MAX_NAME,
     U32_MAX,
     Chat,
@@ -69,6 +72,10 @@ class Session:
         return UserInfo(self.user_id, self.name, self.channel)
 
 
+def _frame_size(message: Message) -> int:
+    return len(msgpack.packb(message.to_map(), use_bin_type=True))
+
+
 def _error(conn: int, code: str, message: str) -> Send:
     return Send(conn, Error(code=code, message=message))
 
@@ -86,6 +93,7 @@ class SessionTable:
         channels: Iterable[str] = DEFAULT_CHANNELS,
         grace: float = DEFAULT_GRACE,
         udp_port: int = 0,
+        max_sessions: int = 2000,
     ) -> None:
         names = list(dict.fromkeys(channels))
         if not names:
@@ -94,11 +102,13 @@ class SessionTable:
         self.default_channel = names[0]
         self.grace = grace
         self.udp_port = udp_port
+        self.max_sessions = max_sessions
         self._by_token: dict[int, Session] = {}
         self._by_conn: dict[int, int] = {}  # control connection -> token
         self._names: set[str] = set()
         self._next_user_id = 1
         self.version = 0  # bumped whenever the routing view (members, bindings) changes
+        self._dirty: set[str] = set()  # channels whose routing changed since take_dirty()
 
     # --- queries ---------------------------------------------------------------
 
@@ -123,9 +133,20 @@ class SessionTable:
         dropped = [s.dropped_at for s in self._by_token.values() if s.dropped_at is not None]
         return min(dropped) + self.grace if dropped else None
 
-    def route_entries(self) -> list[tuple[int, int, str, Addr | None]]:
-        """(token, user_id, channel, udp_addr) of every session, for the router's snapshot."""
-        return [(s.token, s.user_id, s.channel, s.udp_addr) for s in self._by_token.values()]
+    def route_entries(
+        self, channels: Iterable[str] | None = None
+    ) -> list[tuple[int, int, str, Addr | None]]:
+        """(token, user_id, channel, udp_addr) of each session (in ``channels``), for the router."""
+        if channels is None:
+            sessions: Iterable[Session] = self._by_token.values()
+        else:
+            sessions = (self._by_token[t] for c in channels for t in self.channels[c])
+        return [(s.token, s.user_id, s.channel, s.udp_addr) for s in sessions]
+
+    def take_dirty(self) -> set[str]:
+        """The channels whose members or bindings changed since the last call."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
 
     # --- control messages --------------------------------------------------------
 
@@ -133,6 +154,9 @@ class SessionTable:
         """Create a session for ``conn``; reply welcome, announce it to the channel."""
         if conn in self._by_conn:
             return [_error(conn, "already_authenticated", "this connection has a session")]
+        if len(self._by_token) >= self.max_sessions:
+            # Sessions in grace count too: auth-and-drop cannot grow the table without bound.
+            return [_error(conn, "server_full", "the relay has no room for another session")]
         name = self._unique_name(name.strip())
         token = self._new_token()
         user_id = self._next_user_id
@@ -144,7 +168,7 @@ class SessionTable:
         out: list[Action] = [Send(conn, self._welcome(session))]
         out += self._to_channel(session.channel, UserJoined(user_id, name, session.channel))
         self.channels[session.channel].add(token)
-        self.version += 1
+        self._changed(session.channel)
         return out
 
     def reconnect(self, conn: int, token: int, now: float) -> list[Action]:
@@ -189,7 +213,7 @@ class SessionTable:
         session.channel = channel
         self.channels[channel].add(session.token)
         out += self._to_channel(channel, UserJoined(session.user_id, session.name, channel))
-        self.version += 1
+        self._changed(old, channel)
         return out
 
     def chat(self, conn: int, text: str, ts: float) -> list[Action]:
@@ -232,21 +256,40 @@ class SessionTable:
         if session is None or session.udp_addr == addr:
             return False
         session.udp_addr = addr
-        self.version += 1
+        self._changed(session.channel)
         return True
 
     # --- helpers ------------------------------------------------------------------------
 
     def _welcome(self, session: Session) -> Welcome:
-        users = sorted((s.info() for s in self._by_token.values()), key=lambda u: u.user_id)
-        return Welcome(
-            token=session.token,
-            user_id=session.user_id,
-            udp_port=self.udp_port,
-            channel=session.channel,
-            channels=list(self.channels),
-            users=users,
+        """The snapshot: every user, those of the session's channel first.
+
+        A full server's snapshot can outgrow one frame (2,000 users with long
+        names and channels): then the list is cut to what fits, so the users the
+        client will hear are always in it.
+        """
+        users = sorted(
+            (s.info() for s in self._by_token.values()),
+            key=lambda u: (u.channel != session.channel, u.user_id),
         )
+
+        def build(n: int) -> Welcome:
+            return Welcome(
+                token=session.token,
+                user_id=session.user_id,
+                udp_port=self.udp_port,
+                channel=session.channel,
+                channels=list(self.channels),
+                users=users[:n],
+            )
+
+        if _frame_size(build(len(users))) <= MAX_FRAME:
+            return build(len(users))
+        lo, hi = 0, len(users)  # the largest n that fits is in [lo, hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if _frame_size(build(mid)) <= MAX_FRAME else (lo, mid)
+        return build(lo)
 
     def _to_channel(self, channel: str, message: Message) -> list[Action]:
         out: list[Action] = []
@@ -262,10 +305,14 @@ class SessionTable:
             del self._by_conn[session.conn]
         self._names.discard(session.name)
         self.channels[session.channel].discard(session.token)
-        self.version += 1
+        self._changed(session.channel)
         return self._to_channel(
             session.channel, UserLeft(session.user_id, session.name, session.channel)
         )
+
+    def _changed(self, *channels: str) -> None:
+        self.version += 1
+        self._dirty.update(channels)
 
     def _new_token(self) -> int:
         while True:

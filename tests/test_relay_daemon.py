@@ -8,9 +8,11 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import msgpack
 import pytest
@@ -23,9 +25,10 @@ HOST = "127.0.0.1"
 
 
 class RelayProc:
-    def __init__(self, proc: subprocess.Popen[str], port: int) -> None:
+    def __init__(self, proc: subprocess.Popen[str], port: int, log: IO[str]) -> None:
         self.proc = proc
         self.port = port
+        self.log = log  # a file, not a pipe: a pipe nobody reads could stall the relay
 
     def client(self, name: str | None = None, register: bool = True) -> ProbeClient:
         c = ProbeClient(HOST, self.port)
@@ -37,33 +40,40 @@ class RelayProc:
 
 
 def start_relay(*args: str) -> RelayProc:
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by stop_relay)
     proc = subprocess.Popen(
         [sys.executable, "-m", "relay", "--port", "0", "--host", HOST, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     line = proc.stdout.readline() if proc.stdout else ""
+    relay = RelayProc(proc, 0, log)
     if "listening" not in line:
-        proc.kill()
-        _, err = proc.communicate(timeout=10)
-        raise RuntimeError(f"relay did not start: {line!r} {err}")
-    port = int(line.split("tcp=")[1].split()[0])
-    assert f"udp={port}" in line
-    return RelayProc(proc, port)
+        raise RuntimeError(f"relay did not start: {line!r} {stop_relay(relay)}")
+    relay.port = int(line.split("tcp=")[1].split()[0])
+    assert line.strip() == f"relay listening on {HOST} tcp={relay.port} udp={relay.port}"
+    return relay
 
 
 def stop_relay(relay: RelayProc) -> str:
-    """SIGTERM, wait; return stderr (the log)."""
+    """SIGTERM, wait; return the log (stderr)."""
     if relay.proc.poll() is None:
         relay.proc.send_signal(signal.SIGTERM)
     try:
-        _, err = relay.proc.communicate(timeout=15)
+        relay.proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         relay.proc.kill()
-        _, err = relay.proc.communicate()
-    return err
+        relay.proc.wait()
+    if relay.proc.stdout is not None:
+        relay.proc.stdout.close()
+    if relay.log.closed:
+        return ""
+    relay.log.seek(0)
+    text = relay.log.read()
+    relay.log.close()
+    return text
 
 
 @pytest.fixture
@@ -305,6 +315,24 @@ def test_asyncio_udp_mode_routes_too(relay_factory: Callable[..., RelayProc]) ->
         assert got is not None and got.token == a.user_id
 
 
+def test_reuseport_workers_share_the_port(relay_factory: Callable[..., RelayProc]) -> None:
+    relay = relay_factory("--udp-workers", "2", "--log-level", "info")
+    clients = [relay.client(f"u{i}") for i in range(6)]  # spread over both sockets by hash
+    try:
+        for i, speaker in enumerate(clients):
+            speaker.send_voice(i, b"v")
+            for listener in clients:
+                if listener is not speaker:
+                    got = listener.recv_voice()
+                    assert got is not None and got.token == speaker.user_id
+    finally:
+        for c in clients:
+            c.close()
+    log = stop_relay(relay)
+    assert relay.proc.returncode == 0
+    assert "forwarded=30 " in log and "forwarded by loop" in log
+
+
 def test_garbage_datagrams_do_not_stop_voice(relay: RelayProc) -> None:
     with relay.client("a") as a, relay.client("b") as b:
         rng = os.urandom
@@ -409,7 +437,7 @@ def test_sigterm_says_bye_and_exits_cleanly(relay_factory: Callable[..., RelayPr
         relay.proc.send_signal(signal.SIGINT)
         assert a.recv_type(p.Bye) == p.Bye()
         assert a.closed_by_relay()
+        assert relay.proc.wait(timeout=15) == 0  # exits on its own after SIGINT
         err = stop_relay(relay)
-        assert relay.proc.returncode == 0
         assert "counters at exit" in err and "counters:" in err
         assert "Traceback" not in err

@@ -1,0 +1,432 @@
+"""Relay forwarding load: datagrams/s and forwarding delay for 1, 10 and 100 channels of 10.
+
+For each UDP mode of the relay (``thread``: the blocking hot loop, the default;
+``asyncio``: the same router on the event loop, the alternative) and each
+configuration, the parent starts ``python -m relay`` as a real process,
+authenticates every talker over TCP, registers its UDP socket, then hands the
+sockets to one sender process and one receiver process (multiprocessing spawn).
+Two phases per configuration:
+
+* ``saturated``: the sender offers more voice than one core can forward
+  (``--offered`` datagrams/s in, fan-out 9); the relay's own ``forwarded``
+  counter, read by SIGUSR1 at the start and end of the window, gives the
+  forwarded datagrams/s, and /proc gives the relay's CPU use in that window.
+* ``paced``: every talker at 50 datagrams/s (one Opus frame per 20 ms), the total
+  capped at ``--paced-cap``: the forwarding delay a user would see.
+
+Receivers compare the header timestamp (the sender's ``time.monotonic_ns()``)
+with the arrival time. Everything runs on loopback; every loop is bounded in
+time; the only busy part is the load being measured.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import re
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import parser, summarize, write_result
+from relay.probe import ProbeClient
+from relay.protocol import HEADER, HEADER_SIZE, Join, Message, ProtocolError, UserJoined
+from relay.udp import RCVBUF
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+TALKERS_PER_CHANNEL = 10
+DATAGRAM_SIZE = 100  # as in MEASURED.md: a 24-byte header and a 76-byte payload
+FRAME_RATE = 50  # datagrams/s of one talker
+_TS = struct.Struct(">Q")
+# Relay variants measured: name -> (--udp, --udp-workers). The single loops run
+# pinned to one core; "workers2" (SO_REUSEPORT, one thread + one process) gets
+# every core, shared with the load generator.
+MODES = {"thread": ("thread", 1), "asyncio": ("asyncio", 1), "workers2": ("thread", 2)}
+_COUNTERS = re.compile(r"counters: (.*?) sessions=")
+
+
+# --- the two load processes (module level, for spawn) --------------------------------------
+
+
+def _sender(
+    socks: list[socket.socket],
+    tokens: list[int],
+    relay_addr: tuple[str, int],
+    t0: float,
+    duration: float,
+    rate: float,
+    cpus: set[int] | None,
+    out: Any,
+) -> None:
+    """Send voice round-robin from every talker at ``rate`` datagrams/s in [t0, t0+duration)."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    bufs = [bytearray(DATAGRAM_SIZE) for _ in socks]
+    n = len(socks)
+    sent = errors = 0
+    time.sleep(max(0.0, t0 - time.monotonic()))
+    end = t0 + duration
+    pack = HEADER.pack_into
+    now_ns = time.monotonic_ns
+    while (now := time.monotonic()) < end:
+        due = min(int((now - t0) * rate) - sent, 2000)  # bounded burst, then check the clock
+        if due <= 0:
+            time.sleep(0.0005)
+            continue
+        for _ in range(due):
+            i = sent % n
+            buf = bufs[i]
+            pack(buf, 0, tokens[i], sent // n, now_ns(), 0)
+            try:
+                socks[i].sendto(buf, relay_addr)
+            except OSError:
+                errors += 1
+            sent += 1
+    out.put({"sent": sent, "send_errors": errors})
+
+
+def _receiver(
+    socks: list[socket.socket], t0: float, duration: float, cpus: set[int] | None, out: Any
+) -> None:
+    """Count voice arriving in the window and record each one's delay (µs)."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    buf = bytearray(2048)
+    delays = array("q")
+    in_window = total = 0
+    end = t0 + duration
+    stop = end + 0.5  # late arrivals still count for the delay
+    now_ns = time.monotonic_ns
+    t0_ns, end_ns = int(t0 * 1e9), int(end * 1e9)  # monotonic clocks agree across processes
+    while time.monotonic() < stop:
+        for key, _ in sel.select(timeout=0.05):
+            recv = key.fileobj.recv_into  # type: ignore[union-attr]
+            while True:
+                try:
+                    n = recv(buf)
+                except BlockingIOError:
+                    break
+                if n <= HEADER_SIZE:
+                    continue
+                t = now_ns()
+                sent_ns = _TS.unpack_from(buf, 12)[0]
+                if sent_ns < t0_ns:
+                    continue  # left over from an earlier phase
+                total += 1
+                if t < end_ns:
+                    in_window += 1
+                if len(delays) < 5_000_000:
+                    delays.append(t - sent_ns)
+    sel.close()
+    out.put(
+        {
+            "received_in_window": in_window,
+            "received_total": total,
+            "delay_us": summarize([d / 1000 for d in delays]),
+        }
+    )
+
+
+# --- the relay and its clients ----------------------------------------------------------------
+
+
+class RelayUnderTest:
+    def __init__(self, channels: int, udp_mode: str, log_path: Path, cpus: set[int] | None) -> None:
+        names = [f"c{i}" for i in range(channels)]
+        udp, workers = MODES[udp_mode]
+        args = [sys.executable, "-m", "relay", "--host", HOST, "--port", "0", "--udp", udp]
+        args += ["--udp-workers", str(workers)]
+        args += ["--grace", "600", "--auth-timeout", "60", "--stats-interval", "3600"]
+        args += ["--max-clients", "5000"]
+        for name in names:
+            args += ["--channel", name]
+        self.channels = names
+        self.log_path = log_path
+        # A file, not a pipe: a full pipe would stall the relay. Closed in close().
+        self._log = open(log_path, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "listening" not in line:
+            self.close()
+            raise RuntimeError(f"relay did not start: {line!r}; log in {log_path}")
+        self.port = int(line.split("tcp=")[1].split()[0])
+        if cpus:  # every thread of the relay, the UDP loop included, on the given core(s)
+            for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+                os.sched_setaffinity(int(tid), cpus)
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the relay and its children (the SO_REUSEPORT workers)."""
+        total = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(entry) == self.proc.pid or int(fields[1]) == self.proc.pid:
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def snapshot(self) -> tuple[float, float]:
+        """Ask for a counters line; return (wall time, relay CPU seconds) of the request."""
+        self.proc.send_signal(signal.SIGUSR1)
+        return time.monotonic(), self.cpu_seconds()
+
+    def counter_lines(self) -> list[dict[str, int]]:
+        self._log.flush()
+        out = []
+        for m in _COUNTERS.finditer(self.log_path.read_text()):
+            out.append({k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())})
+        return out
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+
+
+def _joined_self(user_id: int) -> Callable[[Message | ProtocolError], bool]:
+    return lambda m: isinstance(m, UserJoined) and m.user_id == user_id
+
+
+def _connect_talkers(relay: RelayUnderTest) -> list[ProbeClient]:
+    clients: list[ProbeClient] = []
+    for ch, name in enumerate(relay.channels):
+        for i in range(TALKERS_PER_CHANNEL):
+            c = ProbeClient(HOST, relay.port, timeout=20.0)
+            clients.append(c)
+            c.auth(f"t{ch}-{i}")
+            if ch:
+                c.send(Join(channel=name))
+                c.recv(_joined_self(c.user_id))
+                c.inbox.clear()
+            c.register()
+    return clients
+
+
+def _wait_counters(
+    relay: RelayUnderTest, count: int, timeout: float = 10.0
+) -> list[dict[str, int]]:
+    deadline = time.monotonic() + timeout
+    while len(lines := relay.counter_lines()) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the relay did not log its counters")
+        time.sleep(0.05)
+    return lines
+
+
+def _drain(socks: list[socket.socket]) -> None:
+    """Empty the talkers' sockets of what an earlier phase left in them."""
+    for s in socks:
+        s.setblocking(False)
+        try:
+            for _ in range(100_000):
+                s.recv(2048)
+        except BlockingIOError:
+            pass
+        finally:
+            s.setblocking(True)
+
+
+def run_phase(
+    relay: RelayUnderTest,
+    clients: list[ProbeClient],
+    duration: float,
+    rate: float,
+    load_cpus: set[int] | None,
+) -> dict[str, Any]:
+    """One window of load at ``rate`` voice datagrams/s in; what came out."""
+    time.sleep(0.5)  # the relay works off its backlog from an earlier phase
+    _drain([c.udp for c in clients])
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    socks = [c.udp for c in clients]
+    tokens = [c.token for c in clients]
+    t0 = time.monotonic() + 1.5  # time for both children to start
+    procs = [
+        ctx.Process(
+            target=_sender,
+            args=(socks, tokens, (HOST, relay.port), t0, duration, rate, load_cpus, q),
+        ),
+        ctx.Process(target=_receiver, args=(socks, t0, duration, load_cpus, q)),
+    ]
+    for p in procs:
+        p.start()
+    try:
+        before = len(relay.counter_lines())
+        time.sleep(max(0.0, t0 - time.monotonic()))
+        w0, cpu0 = relay.snapshot()
+        time.sleep(max(0.0, t0 + duration - time.monotonic()))
+        w1, cpu1 = relay.snapshot()
+        results: dict[str, Any] = {}
+        for _ in procs:
+            results.update(q.get(timeout=duration + 30))
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        q.close()
+        q.join_thread()
+    lines = _wait_counters(relay, before + 2)
+    c0, c1 = lines[before], lines[before + 1]
+    window = w1 - w0
+    forwarded = c1["forwarded"] - c0["forwarded"]
+    return {
+        "offered_in_per_s": rate,
+        "sent_in_per_s": results["sent"] / duration,
+        "relay_voice_in_per_s": (c1["voice_in"] - c0["voice_in"]) / window,
+        "forwarded_per_s": forwarded / window,
+        "received_per_s": results["received_in_window"] / duration,
+        "relay_cpu_cores": (cpu1 - cpu0) / window,
+        # What one core fully given to the relay would forward (a lower bound when the
+        # relay was not saturated): comparable between runs on a busy shared machine.
+        "forwarded_per_relay_cpu_s": forwarded / max(cpu1 - cpu0, 1e-9),
+        "relay_drops": {k: c1[k] - c0[k] for k in c1 if k.startswith("drop_")},
+        "relay_send_errors": c1["send_errors"] - c0["send_errors"],
+        "delay_us": results["delay_us"],
+    }
+
+
+def run_config(
+    udp_mode: str,
+    channels: int,
+    duration: float,
+    offered: float,
+    paced_cap: float,
+    pin: bool,
+) -> dict[str, Any]:
+    # Pinned: the relay alone on core 0 ("one core"), the load generator on the rest.
+    cpus = sorted(os.sched_getaffinity(0))
+    relay_cpus = {cpus[0]} if pin and len(cpus) > 1 and MODES[udp_mode][1] == 1 else None
+    load_cpus = set(cpus[1:]) if relay_cpus else None
+    with tempfile.TemporaryDirectory() as tmp:
+        relay = RelayUnderTest(channels, udp_mode, Path(tmp) / "relay.log", relay_cpus)
+        clients: list[ProbeClient] = []
+        try:
+            clients = _connect_talkers(relay)
+            talkers = len(clients)
+            paced = min(talkers * FRAME_RATE, paced_cap)
+            return {
+                # Other work on the machine skews every figure: keep the evidence.
+                "loadavg_1min_at_start": os.getloadavg()[0],
+                "udp_mode": udp_mode,
+                "channels": channels,
+                "talkers": talkers,
+                "fan_out": TALKERS_PER_CHANNEL - 1,
+                "relay_cpus": sorted(relay_cpus) if relay_cpus else "any",
+                "saturated": run_phase(relay, clients, duration, offered, load_cpus),
+                "paced": run_phase(relay, clients, duration, paced, load_cpus),
+            }
+        except Exception:
+            tail = relay.log_path.read_text()[-3000:]
+            print(f"relay exit code {relay.proc.poll()}; log tail:\n{tail}", file=sys.stderr)
+            raise
+        finally:
+            for c in clients:
+                c.close()
+            relay.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per phase (default 3)")
+    ap.add_argument(
+        "--offered", type=float, default=40000, help="voice datagrams/s in when saturating"
+    )
+    ap.add_argument(
+        "--paced-cap", type=float, default=5000, help="cap on datagrams/s in of the paced phase"
+    )
+    ap.add_argument(
+        "--no-pin", action="store_true", help="do not pin the relay to one core, the load to others"
+    )
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="runs of everything; the best of each is summarized"
+    )
+    args = ap.parse_args(argv)
+    configs = [1] if args.quick else [1, 10, 100]
+    duration = 0.3 if args.quick else args.duration
+    offered = 2000 if args.quick else args.offered
+    runs = []
+    # Modes interleaved per configuration, so both see the same machine conditions.
+    for _ in range(1 if args.quick else args.repeat):
+        for channels in configs:
+            for udp_mode in MODES:
+                r = run_config(
+                    udp_mode, channels, duration, offered, args.paced_cap, not args.no_pin
+                )
+                runs.append(r)
+                s, p = r["saturated"], r["paced"]
+                print(
+                    f"{udp_mode:8s} {channels:3d} ch: forwarded {s['forwarded_per_s']:7.0f}/s "
+                    f"(received {s['received_per_s']:7.0f}/s, relay cpu "
+                    f"{s['relay_cpu_cores']:.2f}, {s['forwarded_per_relay_cpu_s']:7.0f}/cpu-s, "
+                    f"load {r['loadavg_1min_at_start']:.1f}) | paced {p['sent_in_per_s']:5.0f}/s "
+                    f"in: delay p50 {p['delay_us'].get('p50', float('nan')):5.0f} us "
+                    f"p99 {p['delay_us'].get('p99', float('nan')):6.0f} us",
+                    flush=True,
+                )
+    best: dict[str, Any] = {}
+    for r in runs:
+        key = f"{r['udp_mode']}/{r['channels']}ch"
+        if key not in best or (
+            r["saturated"]["forwarded_per_s"] > best[key]["saturated"]["forwarded_per_s"]
+        ):
+            best[key] = r
+    summary = {
+        key: {
+            "forwarded_per_s": r["saturated"]["forwarded_per_s"],
+            "relay_cpu_cores": r["saturated"]["relay_cpu_cores"],
+            "forwarded_per_relay_cpu_s": r["saturated"]["forwarded_per_relay_cpu_s"],
+            "paced_delay_p50_us": r["paced"]["delay_us"].get("p50"),
+            "paced_delay_p99_us": r["paced"]["delay_us"].get("p99"),
+            "saturated_delay_p50_us": r["saturated"]["delay_us"].get("p50"),
+            "saturated_delay_p99_us": r["saturated"]["delay_us"].get("p99"),
+        }
+        for key, r in best.items()
+    }
+    path = write_result(
+        "relay_load",
+        {
+            "quick": args.quick,
+            "duration_s": duration,
+            "datagram_bytes": DATAGRAM_SIZE,
+            "cpus": os.cpu_count(),
+            "relay_udp_rcvbuf_requested": RCVBUF,
+            "best_of_repeats": summary,
+            "runs": runs,
+        },
+        args.out,
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
