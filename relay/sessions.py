@@ -166,7 +166,7 @@ class SessionTable:
         self._by_conn[conn] = token
         self._names.add(name)
         out: list[Action] = [Send(conn, self._welcome(session))]
-        out += self._to_channel(session.channel, UserJoined(user_id, name, session.channel))
+        out += self._to_all(UserJoined(user_id, name, session.channel), but=conn)
         self.channels[session.channel].add(token)
         self._changed(session.channel)
         return out
@@ -193,9 +193,10 @@ class SessionTable:
     def join(self, conn: int, channel: str) -> list[Action]:
         """Move the session of ``conn`` to ``channel``.
 
-        The old channel (mover included) gets ``user_left``; the mover then gets
-        ``user_joined`` for each member already in the new channel, so it knows
-        who it will hear, and the new channel (mover included) ``user_joined``.
+        Everyone on the server (mover included) gets ``user_left`` for the old channel
+        and then ``user_joined`` for the new one: presence is server-wide, as in Mumble,
+        so every client's channel tree stays whole (SPEC names the old and the new
+        channel as recipients; the rest of the server is told too).
         """
         session = self.by_conn(conn)
         if session is None:
@@ -205,14 +206,11 @@ class SessionTable:
         if channel == session.channel:
             return []
         old = session.channel
-        out = self._to_channel(old, UserLeft(session.user_id, session.name, old))
+        out = self._to_all(UserLeft(session.user_id, session.name, old))
         self.channels[old].discard(session.token)
-        for token in sorted(self.channels[channel], key=lambda t: self._by_token[t].user_id):
-            member = self._by_token[token]
-            out.append(Send(conn, UserJoined(member.user_id, member.name, channel)))
         session.channel = channel
         self.channels[channel].add(session.token)
-        out += self._to_channel(channel, UserJoined(session.user_id, session.name, channel))
+        out += self._to_all(UserJoined(session.user_id, session.name, channel))
         self._changed(old, channel)
         return out
 
@@ -291,6 +289,14 @@ class SessionTable:
             lo, hi = (mid, hi) if _frame_size(build(mid)) <= MAX_FRAME else (lo, mid)
         return build(lo)
 
+    def _to_all(self, message: Message, but: int | None = None) -> list[Action]:
+        """``message`` to every connected session (presence), except connection ``but``."""
+        return [
+            Send(s.conn, message)
+            for s in self._by_token.values()
+            if s.conn is not None and s.conn != but
+        ]
+
     def _to_channel(self, channel: str, message: Message) -> list[Action]:
         out: list[Action] = []
         for token in self.channels[channel]:
@@ -306,9 +312,7 @@ class SessionTable:
         self._names.discard(session.name)
         self.channels[session.channel].discard(session.token)
         self._changed(session.channel)
-        return self._to_channel(
-            session.channel, UserLeft(session.user_id, session.name, session.channel)
-        )
+        return self._to_all(UserLeft(session.user_id, session.name, session.channel))
 
     def _changed(self, *channels: str) -> None:
         self.version += 1

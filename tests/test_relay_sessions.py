@@ -63,20 +63,20 @@ def test_tokens_are_unique_and_nonzero() -> None:
     assert len(tokens) == 200 and 0 not in tokens
 
 
-def test_join_messages_for_old_new_and_mover() -> None:
+def test_join_presence_reaches_the_whole_server() -> None:
     t = table()
     t.auth(1, "a")
     t.auth(2, "b")
     t.auth(3, "c")
+    t.auth(4, "d")
     t.join(3, "Music")
+    t.join(4, "AFK")
     out = t.join(1, "Music")
-    assert to(out, 2) == [p.UserLeft(1, "a", "Lobby")]
-    assert to(out, 3) == [p.UserJoined(1, "a", "Music")]
-    assert to(out, 1) == [
-        p.UserLeft(1, "a", "Lobby"),
-        p.UserJoined(3, "c", "Music"),
-        p.UserJoined(1, "a", "Music"),
-    ]
+    moved = [p.UserLeft(1, "a", "Lobby"), p.UserJoined(1, "a", "Music")]
+    # Old channel, new channel, mover, and a bystander elsewhere: the same two messages,
+    # so every client's channel tree follows the move.
+    for conn in (1, 2, 3, 4):
+        assert to(out, conn) == moved
     assert t.join(1, "Music") == []
     (err,) = to(t.join(1, "Nowhere"), 1)
     assert isinstance(err, p.Error) and err.code == "unknown_channel"
@@ -289,3 +289,15 @@ SessionMachine.TestCase.settings = settings(
     _profile, max_examples=max(50, _profile.max_examples // 10)
 )
 TestSessionMachine = SessionMachine.TestCase
+
+
+def test_arrivals_and_leaves_reach_other_channels() -> None:
+    t = table()
+    t.auth(1, "a")
+    t.join(1, "AFK")
+    out = t.auth(2, "b")
+    assert to(out, 1) == [p.UserJoined(2, "b", "Lobby")]
+    assert all(not isinstance(m, p.UserJoined) for m in to(out, 2))  # b has the welcome
+    out = t.bye(2)
+    assert to(out, 1) == [p.UserLeft(2, "b", "Lobby")]
+    t.check()
