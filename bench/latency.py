@@ -5,7 +5,8 @@ and plays what comes back to a WAV-less null sink, clocked like a sound card.
 Every stage records per-frame timestamps (``--trace``); they are joined here
 by sequence number, so each hop is measured per frame, not estimated:
 
-    capture->encode hop, encode, encode->network hop, network send->relay->receive,
+    capture->encode hop, encode, encode->network hop, network send (packing + sendto),
+    send->relay->receive,
     receive->decode hop, jitter wait, decode, decode->playback (queue), total
 
 The traced total runs from the capture timestamp (taken when a 20 ms block is
@@ -39,6 +40,7 @@ HOPS = [
     "capture_to_encode",
     "encode",
     "encode_to_network",
+    "network_send",
     "network_round_trip",
     "receive_to_decode",
     "jitter_wait",
@@ -85,8 +87,9 @@ def join(trace: Path) -> dict[str, np.ndarray]:
         if not all(seq in d for d in (cap, enc, snd, rcv, psh, dec)):
             continue  # a frame lost or cut off at the start or end of the run
         c, e, s, r, u, d = (x[seq] for x in (cap, enc, snd, rcv, psh, dec))
+        # Consecutive differences of one frame's timestamps: the hops add up to the total.
         t = [
-            e[1] - c[2], e[2] - e[1], s[1] - e[2], r[1] - s[2],
+            e[1] - c[1], e[2] - e[1], s[1] - e[2], s[2] - s[1], r[1] - s[2],
             u[1] - r[1], d[1] - u[1], d[2] - d[1], p[1] - d[2],
         ]  # fmt: skip
         for name, ns in zip(HOPS, t, strict=True):

@@ -19,7 +19,7 @@ import numpy as np
 from bench.common import RESULTS, parser
 
 HOPS = [
-    "capture_to_encode", "encode", "encode_to_network", "network_round_trip",
+    "capture_to_encode", "encode", "encode_to_network", "network_send", "network_round_trip",
     "receive_to_decode", "jitter_wait", "decode", "decode_to_playback",
 ]  # fmt: skip
 

@@ -119,6 +119,9 @@ def test_ctrl_c_stops_everything(relay_port: int) -> None:
             p.kill()
             p.wait()
     assert p.returncode == 0 and "summary:" in out
+    deadline = time.monotonic() + 10  # the resource tracker exits just after its parent
+    while alive(kids) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not alive(kids)
     assert not segments_of(p.pid)
 
