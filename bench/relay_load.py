@@ -14,6 +14,14 @@ Two phases per configuration:
 * ``paced``: every talker at 50 datagrams/s (one Opus frame per 20 ms), the total
   capped at ``--paced-cap``: the forwarding delay a user would see.
 
+And a ramp (the default relay, one core): N talkers in channels of 10, each at 50
+datagrams/s, N stepped up until the relay drops (voice it took in falls below 99 %
+of what was sent) or delays (p99 forwarding delay over 5 ms). The receiver samples
+one channel's sockets for the delay, so it measures the relay, not itself; the
+other talkers' sockets just fill. Reported: the highest sustained forwarded
+datagrams/s within the limits, the relay's CPU there, and its memory per session
+(RSS growth over the idle relay, divided by the sessions).
+
 Receivers compare the header timestamp (the sender's ``time.monotonic_ns()``)
 with the arrival time. Everything runs on loopback; every loop is bounded in
 time; the only busy part is the load being measured.
@@ -260,13 +268,18 @@ def run_phase(
     duration: float,
     rate: float,
     load_cpus: set[int] | None,
+    sample: int = 0,
 ) -> dict[str, Any]:
-    """One window of load at ``rate`` voice datagrams/s in; what came out."""
+    """One window of load at ``rate`` voice datagrams/s in; what came out.
+
+    ``sample``: the receiver listens on the first ``sample`` talkers' sockets only.
+    """
     time.sleep(0.5)  # the relay works off its backlog from an earlier phase
     _drain([c.udp for c in clients])
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     socks = [c.udp for c in clients]
+    listened = socks[:sample] if sample else socks
     tokens = [c.token for c in clients]
     t0 = time.monotonic() + 1.5  # time for both children to start
     procs = [
@@ -274,7 +287,7 @@ def run_phase(
             target=_sender,
             args=(socks, tokens, (HOST, relay.port), t0, duration, rate, load_cpus, q),
         ),
-        ctx.Process(target=_receiver, args=(socks, t0, duration, load_cpus, q)),
+        ctx.Process(target=_receiver, args=(listened, t0, duration, load_cpus, q)),
     ]
     for p in procs:
         p.start()
@@ -355,6 +368,72 @@ def run_config(
             relay.close()
 
 
+RAMP_TALKERS = [10, 50, 100, 150, 200, 250, 300, 350, 400, 450, 500, 600, 700, 800, 1000]
+RAMP_P99_LIMIT_US = 5000.0
+RAMP_MIN_TAKEN = 0.99  # of the voice sent, the share the relay must take in
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def run_ramp(duration: float, steps: list[int], pin: bool) -> dict[str, Any]:
+    """Step up the talkers (50 datagrams/s each) until the relay drops or delays."""
+    cpus = sorted(os.sched_getaffinity(0))
+    relay_cpus = {cpus[0]} if pin and len(cpus) > 1 else None
+    load_cpus = set(cpus[1:]) if relay_cpus else None
+    channels = -(-max(steps) // TALKERS_PER_CHANNEL)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        relay = RelayUnderTest(channels, "thread", Path(tmp) / "relay.log", relay_cpus)
+        clients: list[ProbeClient] = []
+        try:
+            time.sleep(0.5)
+            idle_kib = rss_kib(relay.proc.pid)
+            clients = _connect_talkers(relay)
+            per_session_kib = (rss_kib(relay.proc.pid) - idle_kib) / len(clients)
+            for n in steps:
+                phase = run_phase(relay, clients[:n], duration, n * FRAME_RATE, load_cpus,
+                                  sample=TALKERS_PER_CHANNEL)  # fmt: skip
+                taken = phase["relay_voice_in_per_s"] / max(phase["sent_in_per_s"], 1e-9)
+                p99 = phase["delay_us"].get("p99", float("inf"))
+                ok = taken >= RAMP_MIN_TAKEN and p99 <= RAMP_P99_LIMIT_US
+                rows.append({"talkers": n, "taken_share": round(taken, 4), "within_limits": ok,
+                             **phase})  # fmt: skip
+                print(f"ramp {n:5d} talkers: in {phase['sent_in_per_s']:6.0f}/s, forwarded "
+                      f"{phase['forwarded_per_s']:7.0f}/s, taken {100 * taken:5.1f} %, p99 "
+                      f"{p99:7.0f} us, relay cpu {phase['relay_cpu_cores']:.2f}"
+                      f"{'' if ok else '  <- over the limits'}", flush=True)  # fmt: skip
+                if not ok:
+                    break
+        finally:
+            for c in clients:
+                c.close()
+            relay.close()
+    good = [r for r in rows if r["within_limits"]]
+    best = max(good, key=lambda r: r["forwarded_per_s"]) if good else None
+    return {
+        "limits": {"p99_delay_us": RAMP_P99_LIMIT_US, "min_taken_share": RAMP_MIN_TAKEN},
+        "relay_cpus": sorted(relay_cpus) if relay_cpus else "any",
+        "memory_per_session_kib": round(per_session_kib, 2),
+        "sessions": len(clients),
+        "best": None
+        if best is None
+        else {
+            "talkers": best["talkers"],
+            "forwarded_per_s": best["forwarded_per_s"],
+            "relay_cpu_cores": best["relay_cpu_cores"],
+            "delay_p50_us": best["delay_us"].get("p50"),
+            "delay_p99_us": best["delay_us"].get("p99"),
+        },
+        "steps": rows,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per phase (default 3)")
@@ -370,6 +449,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--repeat", type=int, default=1, help="runs of everything; the best of each is summarized"
     )
+    ap.add_argument("--no-ramp", action="store_true", help="skip the talker ramp")
     args = ap.parse_args(argv)
     configs = [1] if args.quick else [1, 10, 100]
     duration = 0.3 if args.quick else args.duration
@@ -412,9 +492,20 @@ def main(argv: list[str] | None = None) -> None:
         }
         for key, r in best.items()
     }
+    ramp = None
+    if not args.no_ramp:
+        steps = [10, 20] if args.quick else RAMP_TALKERS
+        ramp = run_ramp(duration if args.quick else max(duration, 3.0), steps, not args.no_pin)
+        if ramp["best"]:
+            b = ramp["best"]
+            print(f"ramp: best sustained {b['forwarded_per_s']:.0f} forwarded/s with "
+                  f"{b['talkers']} talkers (p99 {b['delay_p99_us']:.0f} us, relay cpu "
+                  f"{b['relay_cpu_cores']:.2f}); {ramp['memory_per_session_kib']:.1f} KiB "
+                  f"per session")  # fmt: skip
     path = write_result(
         "relay_load",
         {
+            "ramp": ramp,
             "quick": args.quick,
             "duration_s": duration,
             "datagram_bytes": DATAGRAM_SIZE,

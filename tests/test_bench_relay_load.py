@@ -19,3 +19,9 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
             result = run[phase]
             assert result["forwarded_per_s"] > 0
             assert result["delay_us"]["n"] > 0
+    ramp = doc["ramp"]
+    assert [s["talkers"] for s in ramp["steps"]][:1] == [10]
+    assert ramp["sessions"] == 20 and "memory_per_session_kib" in ramp
+    for step in ramp["steps"]:
+        assert step["delay_us"]["n"] > 0 and 0 < step["taken_share"] <= 1.5
+
