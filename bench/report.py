@@ -116,6 +116,44 @@ def client_section(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def relay_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Relay load (100-byte datagrams, fan-out 9, loopback)", ""]
+    ramp = doc.get("ramp")
+    if ramp:
+        best = ramp.get("best") or {}
+        taken = 100 * ramp["limits"]["min_taken_share"]
+        out.append(
+            f"Ramp, default relay pinned to one core: talkers at 50 datagrams/s in channels of "
+            f"10, stepped up until the relay took in under {taken:.0f}"
+            f" % of what was sent or the p99 forwarding delay passed "
+            f"{ramp['limits']['p99_delay_us'] / 1000:.0f} ms. Best sustained: "
+            f"**{_f(best.get('forwarded_per_s'), 0)} forwarded/s** with {best.get('talkers')} "
+            f"talkers, relay CPU {_f(best.get('relay_cpu_cores'))} cores, p99 delay "
+            f"{_f(best.get('delay_p99_us'), 0)} µs. Memory: "
+            f"{_f(ramp.get('memory_per_session_kib'), 1)} KiB per session "
+            f"({ramp.get('sessions')} sessions)."
+        )
+        out.append("")
+        rows = [[r["talkers"], _f(r["sent_in_per_s"], 0), _f(r["forwarded_per_s"], 0),
+                 _f(100 * r["taken_share"], 1), _f(r["delay_us"].get("p50"), 0),
+                 _f(r["delay_us"].get("p99"), 0), _f(r["relay_cpu_cores"]),
+                 "yes" if r["within_limits"] else "no"] for r in ramp["steps"]]  # fmt: skip
+        out += _table(["talkers", "in/s", "forwarded/s", "taken %", "delay p50 µs",
+                       "p99 µs", "relay CPU", "within limits"], rows)  # fmt: skip
+        out.append("")
+    best = doc.get("best_of_repeats", {})
+    if best:
+        out.append("Saturated (more offered than one core forwards) and paced delay, by relay "
+                   "variant and channels of 10 talkers:")  # fmt: skip
+        out.append("")
+        rows = [[k, _f(v["forwarded_per_s"], 0), _f(v["forwarded_per_relay_cpu_s"], 0),
+                 _f(v["relay_cpu_cores"]), _f(v["paced_delay_p50_us"], 0),
+                 _f(v["paced_delay_p99_us"], 0)] for k, v in best.items()]  # fmt: skip
+        out += _table(["variant", "forwarded/s", "per relay CPU-s", "relay CPU",
+                       "paced p50 µs", "paced p99 µs"], rows)  # fmt: skip
+    return out
+
+
 def generic_section(name: str, doc: dict[str, Any]) -> list[str]:
     body = {k: v for k, v in doc.items() if k not in ("benchmark", "when", "machine")}
     return [f"## {name}", "", "```json", json.dumps(body, indent=1)[:4000], "```"]
@@ -202,6 +240,7 @@ SECTIONS = {
     "quality": quality_section,
     "client_cost": client_section,
     "codec_speed": codec_section,
+    "relay_load": relay_section,
 }
 ORDER = ["latency", "relay_load", "client_cost", "quality", "ring_ipc", "codec_speed"]
 
