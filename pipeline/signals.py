@@ -80,3 +80,24 @@ def align(sent: np.ndarray, heard: np.ndarray, max_lag: int) -> tuple[int, float
     if a.std() == 0 or b.std() == 0:
         return lag, 0.0
     return lag, float(np.corrcoef(a, b)[0, 1])
+
+
+def align_windows(
+    sent: np.ndarray, heard: np.ndarray, window: int = SAMPLE_RATE, slack: int = SAMPLE_RATE // 10
+) -> float:
+    """The median correlation of ``sent``'s one-second windows, each aligned on its own.
+
+    A jitter buffer that grows or shrinks by a frame mid-call shifts everything after it
+    by 20 ms, which a single lag (:func:`align`) scores as a mismatch. Each window here may
+    sit up to ``slack`` samples either side of the best overall lag.
+    """
+    lag, _ = align(sent, heard, max_lag=max(0, len(heard) - window))
+    scores = []
+    for start in range(0, len(sent) - window + 1, window):
+        lo = max(0, start + lag - slack)
+        part = heard[lo : start + lag + slack + window]
+        if len(part) < window:
+            continue
+        _l, corr = align(sent[start : start + window], part, max_lag=len(part) - window)
+        scores.append(corr)
+    return float(np.median(scores)) if scores else 0.0

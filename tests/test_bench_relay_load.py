@@ -24,4 +24,3 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
     assert ramp["sessions"] == 20 and "memory_per_session_kib" in ramp
     for step in ramp["steps"]:
         assert step["delay_us"]["n"] > 0 and 0 < step["taken_share"] <= 1.5
-

@@ -40,3 +40,15 @@ def test_align_finds_the_lag() -> None:
     assert lag == 1234 and corr > 0.99
     _lag, corr = signals.align(sent, np.zeros_like(heard), max_lag=5000)
     assert corr == 0.0
+
+
+def test_align_windows_survives_a_one_frame_shift_midway() -> None:
+    # What a jitter buffer growing by a frame mid-call does to the recording.
+    sent = signals.speech_like(8.0, seed=7)
+    half = len(sent) // 2
+    heard = np.concatenate(
+        [np.zeros(4800, np.float32), sent[:half], np.zeros(FRAME_SAMPLES, np.float32), sent[half:]]
+    )
+    assert signals.align(sent, heard, max_lag=len(heard) - SAMPLE_RATE)[1] < 0.7
+    assert signals.align_windows(sent, heard) > 0.95
+    assert signals.align_windows(sent, np.zeros_like(heard)) == 0.0

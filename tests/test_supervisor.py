@@ -17,7 +17,6 @@ import pytest
 
 from pipeline import events as ev
 from pipeline import signals
-from pipeline.audio import SAMPLE_RATE
 from pipeline.demo import start_relay
 from pipeline.local import LocalClient, connected
 from pipeline.media import MediaSpec, read_wav, write_wav
@@ -33,9 +32,8 @@ def cfg_for(port: int, name: str, source: MediaSpec, sink: MediaSpec, **kw: obje
 
 def heard(path: Path, sent: np.ndarray) -> float:
     """Correlation of what was recorded with what was sent, after aligning them."""
-    rec = read_wav(path)
-    _lag, corr = signals.align(sent, rec, max_lag=max(1, len(rec) - SAMPLE_RATE))
-    return corr
+    # Per-second windows: a jitter buffer rebuffering under load shifts the rest by a frame.
+    return signals.align_windows(sent, read_wav(path))
 
 
 def is_silent(path: Path) -> bool:
