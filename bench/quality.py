@@ -100,8 +100,12 @@ def score(reference16: np.ndarray, recording48: np.ndarray) -> tuple[float, floa
     sent48 = up3(reference16)
     period = len(signals.frames(sent48)) * FRAME_SAMPLES
     lag, corr = signals.align(sent48, recording48, max_lag=max(1, len(recording48) - len(sent48)))
+    # The listener records silence (exact zeros) until the talker's first packet, which
+    # carries a frame from the middle of the loop: passes start on the loop's grid, after that.
+    nonzero = np.flatnonzero(recording48)
+    onset = int(nonzero[0]) if len(nonzero) else 0
     starts = [s for s in range(lag % period, len(recording48), period)
-              if s + len(sent48) <= len(recording48)]  # fmt: skip
+              if s >= onset and s + len(sent48) <= len(recording48)]  # fmt: skip
     scores = []
     for start in starts or [lag]:
         heard = recording48[start : start + len(sent48)]

@@ -34,6 +34,10 @@ def test_score_is_high_for_a_clean_copy_and_low_for_noise() -> None:
     one_pass = signals.frames(quality.up3(ref)).ravel()  # the source loops whole frames
     looped = np.concatenate([np.zeros(999, dtype=np.float32), one_pass, one_pass, one_pass])
     assert quality.score(ref, looped)[2] == 3
+    # A stream that began mid-loop: the partial first pass is not scored.
+    late = np.concatenate([np.zeros(999, dtype=np.float32), one_pass[50_000:], one_pass, one_pass])
+    mos_late, _corr, passes = quality.score(ref, late)
+    assert passes == 2 and mos_late > 4.0
 
 
 def test_quick_run_scores_a_call(tmp_path: Path) -> None:
