@@ -100,9 +100,14 @@ def quality_section(doc: dict[str, Any]) -> list[str]:
     conds = list(dict.fromkeys(r["condition"] for r in doc["runs"]))
     modes = list(dict.fromkeys(r["mode"] for r in doc["runs"]))
     by = {(r["condition"], r["mode"]): r for r in doc["runs"]}
-    rows = [[c, *(_f(by[(c, m)]["pesq_wb"]) if (c, m) in by else "-" for m in modes)]
+    impaired = {r["condition"]: r.get("impaired_loss_percent") for r in doc["runs"]}
+    rows = [[c, _f(impaired.get(c), 1),
+             *(_f(by[(c, m)]["pesq_wb"]) if (c, m) in by else "-" for m in modes)]
             for c in conds]  # fmt: skip
-    out += _table(["loss", *modes], rows)
+    out += _table(["loss model", "share lost in the run %", *modes], rows)
+    out += ["", "A lost frame is rebuilt from the next packet's in-band FEC (fec+plc), "
+            "synthesised by Opus PLC (plc), or played as silence (none). Loss is keyed by "
+            "sequence number, so every mode loses the same frames of the stream."]  # fmt: skip
     return out
 
 
@@ -218,11 +223,13 @@ def plots(folder: Path) -> list[str]:
     if q:
         fig, ax = plt.subplots(figsize=(7, 4))
         conds = list(dict.fromkeys(r["condition"] for r in q["runs"]))
+        lost = {r["condition"]: r.get("impaired_loss_percent") for r in q["runs"]}
         for mode in dict.fromkeys(r["mode"] for r in q["runs"]):
             by = {r["condition"]: r["pesq_wb"] for r in q["runs"] if r["mode"] == mode}
             ys = [by.get(c, np.nan) for c in conds]
             ax.plot(range(len(conds)), ys, marker="o", label=mode)
-        ax.set_xticks(range(len(conds)), conds, rotation=15, fontsize=8)
+        labels = [f"{c}\n(lost {lost[c]:.1f} %)" if lost.get(c) is not None else c for c in conds]
+        ax.set_xticks(range(len(conds)), labels, fontsize=7)
         ax.set_ylabel("PESQ (wideband MOS-LQO)")
         ax.set_title("Speech quality under loss")
         ax.legend()
