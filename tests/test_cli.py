@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -93,65 +95,47 @@ def test_runs_for_a_duration_and_writes_stats(relay_port: int, tmp_path: Path) -
     assert doc["stats"]["network"]["sent"] > 50
 
 
-def test_ctrl_c_stops_everything(relay_port: int) -> None:
-    p = cli(
-        "--server",
-        f"127.0.0.1:{relay_port}",
-        "--name",
-        "int",
-        "--input",
-        "tone",
-        "--output",
-        "null",
-    )
+@contextmanager
+def running_cli(relay_port: int, name: str) -> Iterator[tuple[subprocess.Popen[str], set[int]]]:
+    """A headless client talking a tone, once all its processes are up: (process, descendants)."""
+    p = cli("--server", f"127.0.0.1:{relay_port}", "--name", name, "--input", "tone",
+            "--output", "null")  # fmt: skip
     try:
         deadline = time.monotonic() + 20
-        while len(descendants(p.pid)) < 6 and time.monotonic() < deadline:
+        while len(descendants(p.pid)) < 7 and time.monotonic() < deadline:  # 6 + the tracker
             time.sleep(0.1)
         kids = descendants(p.pid)
         assert len(kids) >= 6
         assert len(segments_of(p.pid)) == 4
         time.sleep(1.0)
-        p.send_signal(signal.SIGINT)
-        out, _err = p.communicate(timeout=30)
+        yield p, kids
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    assert p.returncode == 0 and "summary:" in out
-    deadline = time.monotonic() + 10  # the resource tracker exits just after its parent
-    while alive(kids) and time.monotonic() < deadline:
+
+
+def wait_gone(kids: set[int], pid: int, seconds: float = 15) -> None:
+    """Wait for the processes and the client's ring segments to disappear."""
+    deadline = time.monotonic() + seconds
+    while (alive(kids) or segments_of(pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def test_ctrl_c_stops_everything(relay_port: int) -> None:
+    with running_cli(relay_port, "int") as (p, kids):
+        p.send_signal(signal.SIGINT)
+        out, _err = p.communicate(timeout=30)
+    assert p.returncode == 0 and "summary:" in out
+    wait_gone(kids, p.pid)  # the resource tracker exits just after its parent
     assert not alive(kids)
     assert not segments_of(p.pid)
 
 
 def test_sigkill_of_the_supervisor_leaves_no_orphan(relay_port: int) -> None:
-    p = cli(
-        "--server",
-        f"127.0.0.1:{relay_port}",
-        "--name",
-        "kil",
-        "--input",
-        "tone",
-        "--output",
-        "null",
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while len(descendants(p.pid)) < 6 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        kids = descendants(p.pid)
-        assert len(segments_of(p.pid)) == 4
-        time.sleep(1.0)
+    with running_cli(relay_port, "kil") as (p, kids):
         p.kill()
         p.wait(10)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    deadline = time.monotonic() + 15
-    while (alive(kids) or segments_of(p.pid)) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_gone(kids, p.pid)
     assert not alive(kids), "children outlived their supervisor"
     assert not segments_of(p.pid), "segments outlived the supervisor"
