@@ -1,8 +1,11 @@
-"""``python -m ui.screenshot [PNG]``: the main window with the overlay open, fed realistic events.
+"""``python -m ui.screenshot [--live] [PNG]``: the main window with the overlay open.
 
-Renders offscreen (QT_QPA_PLATFORM=offscreen needs no display) with no
-client running: the events are those a call of four people produces, so the
-README's picture can be regenerated after any change to the window.
+Renders offscreen (QT_QPA_PLATFORM=offscreen needs no display). By default the
+window is fed scripted events of a call of four people, with no client running,
+so the picture can be regenerated quickly after any change to the window.
+``--live`` instead runs a real call on loopback: a relay, Bob speaking with 5 %
+chaos loss, Dave in another channel, and the window's own client (Alice); every
+figure in the picture is then measured.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from PyQt6.QtWidgets import QApplication
@@ -140,6 +144,57 @@ def render(path: Path) -> None:
     window.close()
 
 
+def render_live(path: Path, seconds: float = 50.0) -> None:
+    from pipeline.demo import start_relay
+    from pipeline.local import LocalClient, connected
+    from pipeline.media import MediaSpec
+    from pipeline.supervisor import ClientConfig
+    from ui.host import ClientHost
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    relay, port = start_relay()
+    base = ClientConfig(host="127.0.0.1", port=port, name="", sink=MediaSpec("null"))
+    others: list[LocalClient] = []
+    window: MainWindow | None = None
+    try:
+        bob = LocalClient(replace(base, name="Bob", source=MediaSpec("speech"),
+                                  loss_percent=5.0, seed=3)).start()  # fmt: skip
+        others.append(bob)
+        others.append(LocalClient(replace(base, name="Dave", channel="Gaming")).start())
+        window = MainWindow(BusBridge(), ClientHost(replace(base, name="Alice")))
+        window.show()
+        assert window.host is not None
+        window.host.start()
+        bob.until(connected, 30, "Bob connected")
+        start = time.monotonic()
+        lines = [  # (when, who, text): a short exchange halfway through
+            (seconds / 2, bob.bus.publish, "can you hear me? chaos is at 5 % on my side"),
+            (seconds / 2 + 1.5, window.bridge.publish, "loud and clear, a few clicks"),
+        ]
+        while (elapsed := time.monotonic() - start) < seconds:
+            app.processEvents()
+            for other in others:
+                other.pump(0.02)
+            while lines and elapsed >= lines[0][0]:
+                _when, publish, text = lines.pop(0)
+                publish(ev.ChatCmd(text))
+        window.toggle_overlay()
+        for _ in range(20):
+            app.processEvents()
+            time.sleep(0.05)
+        window.grab().save(str(path))
+    finally:
+        if window is not None:
+            window.shutdown()
+            window.close()
+        for other in others:
+            other.stop()
+        relay.terminate()
+        relay.wait(10)
+
+
 if __name__ == "__main__":
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    render(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_PATH)
+    args = [a for a in sys.argv[1:] if a != "--live"]
+    target = Path(args[0]) if args else DEFAULT_PATH
+    render_live(target) if "--live" in sys.argv[1:] else render(target)
