@@ -84,7 +84,13 @@ fi
 want="$(sha256sum pyproject.toml | cut -c1-16) extras=$EXTRAS"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   echo "setup: installing the project and its Python packages ($EXTRAS)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
+  # Build backends are chatty on stderr; keep it in a log and show it only on failure.
+  log="$VENV/setup.log"
+  if ! { "$VENV/bin/python" -m pip install -q --upgrade pip \
+         && "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup: installing the Python packages failed (log above, also in $log)" >&2
+    exit 1
+  fi
   echo "$want" > "$STAMP"
 fi
