@@ -52,6 +52,7 @@ def run(
     sender.start()
     buf = bytearray(p.MAX_DATAGRAM + 1)
     view = memoryview(buf)
+    named: tuple[str, int] | None = None  # the relay address as given, last resolved
     try:
         while not stop.check_parent():
             now = time.monotonic_ns()
@@ -65,9 +66,17 @@ def run(
                 _drain(sock, view, link, relay[0], dst, stats, recv_trace)
             for event in client.poll(0):
                 if isinstance(event, ev.Session):
-                    host, port = udp_via or (event.host, event.udp_port)
-                    relay[0] = (socket.gethostbyname(host), port)
-                    link.set_session(event.token, time.monotonic_ns())
+                    # The control process re-sends its session every second (for late
+                    # subscribers): act on a change only, and survive a failed lookup.
+                    target = udp_via or (event.host, event.udp_port)
+                    if target != named:
+                        try:
+                            relay[0] = (socket.gethostbyname(target[0]), target[1])
+                            named = target
+                        except OSError:
+                            stats.count("resolve_errors")
+                    if event.token != link.token:
+                        link.set_session(event.token, time.monotonic_ns())
                 elif isinstance(event, ev.WhisperCmd):
                     link.target = event.target
                 elif isinstance(event, ev.ChaosCmd):

@@ -53,7 +53,6 @@ class ControlSession:
     _pings: dict[int, float] = field(default_factory=dict)
     _nonces: count[int] = field(default_factory=lambda: count(1))
     _want_close: bool = False
-    _joined_wanted: bool = False
 
     # --- what the adapter tells us ---------------------------------------------------
 
@@ -95,7 +94,11 @@ class ControlSession:
         self._schedule_retry(now, reason)
 
     def tick(self, now: float) -> None:
-        """Time passed: send pings, notice a dead link."""
+        """Time passed: send pings, notice a dead link (before or after the welcome)."""
+        if self._awaiting_welcome():
+            if now - self._last_rx > DEAD_AFTER:
+                self._drop(now, f"no welcome from the relay within {DEAD_AFTER:.0f} s")
+            return
         if self.state != ev.CONNECTED:
             return
         if now - self._last_rx > DEAD_AFTER:
@@ -115,11 +118,22 @@ class ControlSession:
             return self._connect_at
         if self.state == ev.CONNECTED:
             return min(self._next_ping, self._last_rx + DEAD_AFTER)
+        if self._awaiting_welcome():
+            return self._last_rx + DEAD_AFTER
         return now + PING_INTERVAL
+
+    def _awaiting_welcome(self) -> bool:
+        """A connection is open (no retry scheduled) but the relay has not welcomed us yet."""
+        return (
+            self._connect_at is None
+            and self.state not in (ev.CONNECTED, ev.STOPPED)
+            and not self.quitting
+        )
 
     # --- commands --------------------------------------------------------------------
 
     def join(self, channel: str) -> None:
+        """Move to ``channel``; while disconnected, once the next welcome arrives."""
         if self.state == ev.CONNECTED:
             self._send(p.Join(channel))
         self.wanted_channel = channel
@@ -172,10 +186,10 @@ class ControlSession:
             self.attempt = 0
             self._set_state(ev.CONNECTED, "")
             self._events += [self._session_event(), self._roster()]
-            if self.wanted_channel and not self._joined_wanted:
-                self._joined_wanted = True
-                if self.wanted_channel != self.channel:
-                    self._send(p.Join(self.wanted_channel))
+            # After any welcome (first, resumed, or a fresh session after a relay restart)
+            # go back to where the user wants to be.
+            if self.wanted_channel and self.wanted_channel != self.channel:
+                self._send(p.Join(self.wanted_channel))
         elif isinstance(msg, p.Error):
             if msg.code == "unknown_token":
                 # The relay forgot us (restarted, or the grace period ran out): start afresh.

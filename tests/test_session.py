@@ -161,3 +161,34 @@ def test_fuzz_garbage_from_relay_never_raises(chunks: list[bytes]) -> None:
         s.tick(float(i))
         if s.take_close():
             s.connected(float(i))
+
+
+def test_a_relay_that_never_welcomes_is_dropped_and_retried() -> None:
+    s = ControlSession(name="me", host="h", port=1)
+    s.connected(0.0)
+    sent(s)
+    assert s.next_deadline(0.0) == DEAD_AFTER
+    s.tick(DEAD_AFTER - 0.1)
+    assert not s.take_close()
+    s.tick(DEAD_AFTER + 0.1)
+    assert s.take_close() and s.state == ev.RECONNECTING and "no welcome" in s.reason
+    assert s.connect_due(DEAD_AFTER + 0.1 + RECONNECT_DELAY)
+
+
+def test_wanted_channel_survives_reconnects_and_relay_restarts() -> None:
+    s = connected_session()
+    sent(s)
+    s.disconnected(1.0, "x")
+    s.join("AFK")  # chosen while reconnecting
+    s.connected(3.0)
+    sent(s)
+    s.received(welcome(), 3.0)  # resumed in Lobby
+    assert sent(s) == [p.Join("AFK")]
+    s.received(p.encode_message(p.UserJoined(3, "me", "AFK")), 3.1)
+    s.disconnected(4.0, "relay restarted")
+    s.connected(6.0)
+    sent(s)
+    s.received(p.encode_message(p.Error("unknown_token", "gone")), 6.0)
+    sent(s)
+    s.received(welcome(token=5, uid=1), 6.1)  # a fresh session lands in Lobby
+    assert sent(s) == [p.Join("AFK")]
