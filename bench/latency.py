@@ -75,8 +75,9 @@ def _index(rows: np.ndarray) -> dict[int, np.ndarray]:
 
 def join(trace: Path) -> dict[str, np.ndarray]:
     """Per-frame hop durations (ms) for every frame seen by every stage."""
-    cap = _index(np.load(trace / "capture.npy"))  # seq, t_capture, t_written
-    enc = _index(np.load(trace / "encode.npy"))  # seq, t_in, t_out
+    cap = _index(np.load(trace / "capture.npy"))  # capture seq, t_capture, t_written
+    # capture seq, t_in, t_out, stream seq: from here on frames go by their stream seq.
+    enc = _index(np.load(trace / "encode.npy")[:, [3, 0, 1, 2]])  # stream seq, capture seq, ...
     snd = _index(np.load(trace / "send.npy"))  # seq, t_in, t_sent
     rcv = _index(np.load(trace / "recv.npy"))  # seq, t_received, speaker
     psh = _index(np.load(trace / "push.npy"))  # seq, t_pushed
@@ -84,9 +85,12 @@ def join(trace: Path) -> dict[str, np.ndarray]:
     ply = _index(np.load(trace / "playback.npy"))  # seq, t_played, flags
     hops: dict[str, list[float]] = {h: [] for h in [*HOPS, "total"]}
     for seq, p in ply.items():
-        if not all(seq in d for d in (cap, enc, snd, rcv, psh, dec)):
+        if not all(seq in d for d in (enc, snd, rcv, psh, dec)) or enc[seq][1] not in cap:
             continue  # a frame lost or cut off at the start or end of the run
-        c, e, s, r, u, d = (x[seq] for x in (cap, enc, snd, rcv, psh, dec))
+        row = enc[seq]
+        e = np.array([row[1], row[2], row[3]])  # capture seq, t_in, t_out
+        c = cap[int(row[1])]
+        s, r, u, d = (x[seq] for x in (snd, rcv, psh, dec))
         # Consecutive differences of one frame's timestamps: the hops add up to the total.
         t = [
             e[1] - c[1], e[2] - e[1], s[1] - e[2], s[2] - s[1], r[1] - s[2],

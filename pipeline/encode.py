@@ -1,5 +1,9 @@
 """Encode stage: frames from the capture ring -> Opus packets into the network ring.
 
+Numbers the packets it sends (the voice stream's sequence numbers): +1 per packet,
+so a mute leaves no gap that a listener would count as loss; the capture timestamp
+jumps instead, and the listener's jitter buffer starts the new talk spurt afresh.
+
 Owns the encoder settings the UI may change: bitrate, mute, and the packet
 loss hint (the larger of the chaos setting and the loss measured on receive),
 which tells Opus how much in-band FEC to spend.
@@ -34,10 +38,11 @@ def run(
     client = BusClient(bus, topics=("cmd.", "stats.decode"))
     src, dst = Ring.attach(inp), Ring.attach(out)
     stats = StageStats("encode", client)
-    tracer = Tracer(os.path.join(trace_dir, "encode.npy") if trace_dir else None, 3)
+    tracer = Tracer(os.path.join(trace_dir, "encode.npy") if trace_dir else None, 4)
     encoder = OpusEncoder(bitrate=bitrate, fec=fec, loss_percent=int(loss_hint))
     muted = False
     chaos = measured = 0.0
+    stream_seq = 0
     try:
         while not stop.check_parent():
             slot = src.read(timeout=0.1)
@@ -47,18 +52,19 @@ def run(
                 seq, ts = slot.seq, slot.timestamp
                 if muted:
                     src.release()
-                    stats.count("muted")
+                    stats.count("muted_frames")
                 else:
                     packet = encoder.encode(slot.samples())
                     src.release()
                     t_out = time.monotonic_ns()
                     stats.window("encode").add(t_out - t_in)
-                    if dst.write(packet, seq=seq, timestamp=ts):
+                    stream_seq += 1
+                    if dst.write(packet, seq=stream_seq, timestamp=ts):
                         stats.count("packets")
                         stats.count("bytes", len(packet))
                     else:
                         stats.count("dropped")
-                    tracer.add(seq, t_in, t_out)
+                    tracer.add(seq, t_in, t_out, stream_seq)  # capture seq -> stream seq
             for event in client.poll(0):
                 if isinstance(event, ev.QuitCmd):
                     stop.set("quit")

@@ -203,3 +203,33 @@ def test_stop_leaves_no_segment(relay: RelayProcess) -> None:
     assert len(created) >= 4  # the four rings
     sup.stop()
     assert not (set(os.listdir("/dev/shm")) & created)
+
+
+def test_mute_is_silence_not_loss(relay: RelayProcess) -> None:
+    _, port = relay
+    silence, null = MediaSpec("silence"), MediaSpec("null")
+    with (
+        LocalClient(cfg_for(port, "lis", silence, null)) as b,
+        LocalClient(cfg_for(port, "mut", MediaSpec("tone"), null)) as a,
+    ):
+        a.until(connected, 15, "a connected")
+        assert a.view.session is not None
+        a_id = str(a.view.session.user_id)
+
+        def played(v: object) -> int:
+            return int((b.view.stat("decode", "speakers") or {}).get(a_id, {}).get("played", 0))
+
+        b.until(lambda v: played(v) > 50, 20, "b hears a")
+        # The bus path works (a.command waits for the effect); then three short mutes,
+        # each well under the jitter buffer's 50-frame discontinuity limit.
+        a.command(ev.MuteCmd(False), lambda v: v.stat("encode", "muted") is False)
+        for _ in range(3):
+            a.bus.publish(ev.MuteCmd(True))
+            a.pump(0.4)
+            a.bus.publish(ev.MuteCmd(False))
+            a.pump(0.6)
+        a.until(lambda v: (v.stat("encode", "muted_frames") or 0) >= 30, 10, "mutes counted")
+        before = played(b.view)
+        b.until(lambda v: played(v) > before + 100, 20, "b hears a again")
+        st = b.view.stat("decode", "speakers")[a_id]
+        assert st["loss_percent"] < 2.0, st  # muted frames are silence, not lost packets
