@@ -121,6 +121,7 @@ class Counters:
     drop_unbound: int = 0
     drop_spoofed: int = 0
     drop_bad_target: int = 0
+    drop_rebind_limited: int = 0  # a bound session moving address again within a second
     send_errors: int = 0
 
     def as_dict(self) -> dict[str, int]:

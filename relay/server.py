@@ -17,6 +17,7 @@ import logging
 import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass, field
 
 from relay.control import ControlLimits, ControlServer
@@ -25,6 +26,7 @@ from relay.sessions import DEFAULT_CHANNELS, DEFAULT_GRACE, SessionTable
 from relay.udp import RCVBUF, UdpThread, open_udp, start_asyncio_udp
 from relay.workers import Worker
 
+REBIND_INTERVAL = 1.0  # seconds a bound session must wait before moving to another address
 log = logging.getLogger("relay")
 
 BIND_ATTEMPTS = 10  # with --port 0: tries to find an ephemeral port free for TCP and UDP
@@ -53,6 +55,9 @@ class Relay:
         self.config = config
         self.sessions = SessionTable(config.channels, config.grace, max_sessions=config.max_clients)
         self.router = Router(echo=config.echo, on_bind=self._bind_from_udp)
+        self._pending_binds: dict[int, tuple[Addr, bytes]] = {}  # token -> latest ping
+        self._pending_lock = threading.Lock()  # UDP thread and loop both touch it
+        self._last_rebind: dict[int, float] = {}  # token -> when it last moved address
         self.control = ControlServer(
             self.sessions,
             self._rebuild_routes,
@@ -163,10 +168,22 @@ class Relay:
             w.update(dirty, entries)
 
     def _bind_from_udp(self, token: int, addr: Addr, ping: bytes) -> None:
-        # Called on the UDP thread (or the loop, in asyncio mode): hop to the loop.
+        # Called on the UDP thread (or the loop, in asyncio mode): hop to the loop, with at
+        # most one callback per token waiting there, carrying the latest address; a
+        # client flapping between source ports cannot flood the loop's queue.
         assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # the loop is already closed: shutting down
-            self._loop.call_soon_threadsafe(self._bind, token, addr, ping)
+        with self._pending_lock:
+            fresh = token not in self._pending_binds
+            self._pending_binds[token] = (addr, ping)
+        if fresh:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed: shutting down
+                self._loop.call_soon_threadsafe(self._bind_pending, token)
+
+    def _bind_pending(self, token: int) -> None:
+        with self._pending_lock:
+            pending = self._pending_binds.pop(token, None)
+        if pending is not None:
+            self._bind(token, *pending)
 
     def _from_worker(self, worker: Worker) -> None:
         if not worker.on_readable():
@@ -177,9 +194,21 @@ class Relay:
             log.error("UDP worker %d exited (%s)", worker.process.pid, worker.process.exitcode)
 
     def _bind(self, token: int, addr: Addr, ping: bytes) -> None:
-        if self.sessions.by_token(token) is None:
+        session = self.sessions.by_token(token)
+        if session is None:
             return  # the session ended between the ping and now
+        now = self.control.clock()
+        # Moving a bound session rebuilds its channel's routes: a NAT rebinding needs that
+        # rarely, a client flapping between source ports must not get it on every ping.
+        moving = session.udp_addr not in (None, addr)
+        if moving and now - self._last_rebind.get(token, -REBIND_INTERVAL) < REBIND_INTERVAL:
+            self.router.counters.drop_rebind_limited += 1
+            return
         if self.sessions.bind_udp(token, addr):
+            self._last_rebind[token] = now
+            if len(self._last_rebind) > 4 * max(len(self.sessions), 1024):
+                live = {s.token for s in self.sessions}
+                self._last_rebind = {t: v for t, v in self._last_rebind.items() if t in live}
             self._rebuild_routes()
         # Answer only now that the new table is installed: the answer promises routing.
         if self._udp_sock is not None and self._udp_sock.fileno() >= 0:

@@ -289,6 +289,26 @@ def test_register_binds_the_address(relay: RelayProc) -> None:
         assert got is not None and got.payload == b"after"
 
 
+def test_a_bound_session_moves_address_at_most_once_a_second(relay: RelayProc) -> None:
+    with relay.client("a") as a, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as moved:
+        moved.settimeout(0.3)
+        ping = bytes(p.VoiceDatagram(a.token, 0, 1))
+
+        def answered() -> bool:
+            moved.sendto(ping, a.relay)
+            try:
+                return moved.recvfrom(2048)[0] == ping
+            except TimeoutError:
+                return False
+
+        # a registered just now: a move from another port is refused for a second (a
+        # client flapping between ports would rebuild its channel's routes every ping) ...
+        assert not answered()
+        # ... and allowed after it (a NAT rebinding).
+        time.sleep(1.0)
+        assert any(answered() for _ in range(5))
+
+
 def test_spoofed_source_with_valid_token_dropped(relay: RelayProc) -> None:
     with relay.client("a") as a, relay.client("b") as b:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as thief:
