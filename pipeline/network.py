@@ -43,6 +43,10 @@ def run(
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("0.0.0.0", 0))
     relay: list[tuple[str, int] | None] = [None]  # swapped whole by the receiver thread
+    # The sender thread's stats exist before it starts: it only updates them, while this
+    # thread copies them for publishing.
+    stats.window("encode_to_network")
+    stats.count("send_errors", 0)
     sender = threading.Thread(
         target=_send_loop,
         args=(src, sock, link, relay, stats, stop, send_trace),

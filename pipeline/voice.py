@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from relay import protocol as p
 
 KEEPALIVE_NS = 5_000_000_000
+COUNTERS = (
+    "sent", "chaos_dropped", "unsent_no_session", "register_sent", "keepalive_sent",
+    "register_echo", "bad_register_echo", "received", "bad_datagram",
+)  # fmt: skip
 REGISTER_RETRY_NS = 500_000_000  # until the relay answers
 REGISTER_PERIOD_NS = 2_000_000_000  # after: a UDP RTT sample every 2 s
 
@@ -46,7 +50,9 @@ class VoiceLink:
         self.chaos = chaos or Chaos()
         self.registered = False
         self.rtt_ns: int | None = None
-        self.counters: dict[str, int] = {}
+        # Every key exists from the start: the sender thread only updates values, so the
+        # receiver thread can copy the dict for stats while it runs.
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._next_register = 0
         self._next_keepalive = 0
         self._nonce = 0
@@ -59,7 +65,7 @@ class VoiceLink:
         self._next_register = now
 
     def _count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
+        self.counters[name] += 1
 
     # --- sending ----------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ log = logging.getLogger("relay.control")
 
 READ_CHUNK = 64 * 1024
 MAX_ERRORS = 16  # bad frames tolerated on one connection before it is closed
+MAX_FAILED_RECONNECTS = 3  # reconnects with an unknown token before the connection is closed
 
 
 @dataclass(slots=True)
@@ -76,7 +77,7 @@ class RateLimit:
 
 
 class _Conn:
-    __slots__ = ("closing", "errors", "id", "limit", "peer", "timer", "writer")
+    __slots__ = ("closing", "errors", "failed_reconnects", "id", "limit", "peer", "timer", "writer")
 
     def __init__(self, conn_id: int, writer: asyncio.StreamWriter, limit: RateLimit) -> None:
         self.id = conn_id
@@ -84,6 +85,7 @@ class _Conn:
         self.writer = writer
         self.peer = writer.get_extra_info("peername")
         self.errors = 0
+        self.failed_reconnects = 0
         self.closing = False
         self.timer: asyncio.TimerHandle | None = None
 
@@ -172,6 +174,14 @@ class ControlServer:
                 log.info("auth conn=%d user=%d name=%r", conn.id, session.user_id, session.name)
         elif isinstance(msg, Reconnect):
             actions = s.reconnect(conn.id, msg.token, self.clock())
+            if s.by_conn(conn.id) is None:
+                # A client resumes with the one token it has, then sends auth: more misses
+                # on one connection are someone guessing tokens.
+                conn.failed_reconnects += 1
+                if conn.failed_reconnects > MAX_FAILED_RECONNECTS:
+                    self._apply(actions)
+                    self._close(conn, "too many unknown tokens")
+                    return
         elif isinstance(msg, Join):
             actions = s.join(conn.id, msg.channel)
         elif isinstance(msg, Chat):

@@ -211,6 +211,18 @@ def test_reconnect_with_unknown_token(relay: RelayProc) -> None:
         assert isinstance(err, p.Error) and err.code == "unknown_token"
 
 
+def test_token_guessing_is_cut_short(relay: RelayProc) -> None:
+    with relay.client() as guesser:
+        for token in range(1, 4):  # a real client's one try, and then some
+            guesser.send(p.Reconnect(token=token))
+            assert guesser.recv_type(p.Error).code == "unknown_token"  # type: ignore[attr-defined]
+        guesser.send(p.Reconnect(token=4))
+        assert guesser.closed_by_relay(5.0)
+    with relay.client() as honest:  # the relay serves everyone else as before
+        honest.send(p.Ping(nonce=1, t=0.0))
+        assert isinstance(honest.recv_type(p.Pong), p.Pong)
+
+
 # --- UDP routing ---------------------------------------------------------------------------
 
 
