@@ -278,6 +278,11 @@ class JitterBuffer:
         return len(self._heap)
 
     @property
+    def restarts(self) -> int:
+        """New streams begun (sequence restarts, and returns after retirement)."""
+        return self._stats.restarts
+
+    @property
     def stats(self) -> JitterStats:
         """A snapshot of the counters (loss over the 10 s before the last push/pop)."""
         if self._now is not None:

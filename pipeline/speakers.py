@@ -75,7 +75,10 @@ class Speakers:
         s = self._speakers.get(speaker)
         if s is None:
             s = self._speakers[speaker] = _Speaker(self._make_jitter(), OpusDecoder())
+        restarts = s.jitter.restarts
         s.jitter.push(seq, timestamp, payload, now)
+        if s.jitter.restarts != restarts:  # a new stream: the old one's decoder state is noise
+            s.decoder.reset()
         if len(s.pushed_at) >= 256:  # entries of late or duplicate packets never pop: forget
             s.pushed_at.clear()
         s.pushed_at[seq] = now

@@ -90,3 +90,23 @@ def test_garbage_payload_is_counted_not_raised() -> None:
         sp.push(1, i, i * FRAME_NS, b"\xff\xfe garbage", i * FRAME_NS)
         sp.render(i * FRAME_NS)
     assert sp.stats()["1"]["decode_errors"] > 0
+
+
+def test_a_new_stream_resets_the_speakers_decoder() -> None:
+    sp = Speakers()
+    ps = packets(40)
+    for i in range(20):
+        sp.push(1, i, i * FRAME_NS, ps[i], i * FRAME_NS)
+        sp.render(i * FRAME_NS)
+    decoder = sp._speakers[1].decoder
+    resets: list[int] = []
+    real_reset = decoder.reset
+
+    def counting_reset() -> None:
+        resets.append(1)
+        real_reset()
+
+    decoder.reset = counting_reset  # type: ignore[method-assign]
+    later = 30 * FRAME_NS + 2_000_000_000  # the sender reconnected: numbering starts over
+    sp.push(1, 0, later, ps[20], later)
+    assert resets == [1]
