@@ -48,7 +48,9 @@ def latency_section(doc: dict[str, Any]) -> list[str]:
         f"Measured per frame from stage timestamps over {doc['seconds']:.0f} s per configuration. "
         f"Floor: {floor['frame']:.0f} ms frame + {floor['opus_lookahead']:.1f} ms Opus lookahead + "
         f"{floor['jitter_watermark']:.0f} ms jitter watermark + {floor['sink_block']:.0f} ms sink "
-        f"block = **{floor['total']:.1f} ms**. Times in ms."
+        f"block = **{floor['total']:.1f} ms**. Times in ms. A packet waits 20-40 ms in the "
+        f"jitter buffer, not the full watermark: where in that range depends on the phase "
+        f"between the sender's and the sink's 20 ms clocks, which differs from run to run."
     )
     for name, hops in doc["configs"].items():
         out += ["", f"### {name}", ""]
@@ -61,11 +63,12 @@ def latency_section(doc: dict[str, Any]) -> list[str]:
         est = hops.get("mouth_to_ear_estimate_ms")
         if est:
             p50, p99 = _f(est["p50"], 1), _f(est["p99"], 1)
-            over = _f(hops["overhead_above_floor_ms"], 1)
+            over_ms = hops["overhead_above_floor_ms"]
+            over = f"{abs(over_ms):.1f} ms {'above' if over_ms >= 0 else 'below'}"
             out += [
                 "",
                 f"Mouth-to-ear (total + capture block + lookahead): p50 **{p50} ms**, p99 {p99} ms;"
-                f" {over} ms above the floor. Frames: {hops['total']['n']}; playback underflows:"
+                f" {over} the floor. Frames: {hops['total']['n']}; playback underflows:"
                 f" {hops.get('playback_underflows')}; concealed: {hops.get('concealed')}.",
             ]
     return out
