@@ -3,7 +3,9 @@
 Paced by the playback ring, i.e. by the sound card's clock: a frame is made
 whenever the ring holds fewer than ``target`` frames, never by a free-running
 timer that would drift against the card. Between arrivals the stage sleeps on
-the receive ring's wake-up with a short timeout to look at the playback fill.
+the receive ring's wake-up: after topping the ring up it knows the sink will not
+take another frame for about one frame time, so it sleeps most of that, then
+looks at the fill every FILL_CHECK until the sink has taken one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pipeline.proc import child_setup
 from pipeline.ring import Ring, RingHandle
 from pipeline.speakers import Speakers
 
-FILL_CHECK = 0.005  # seconds between looks at the playback ring when nothing arrives
+FILL_CHECK = 0.005  # seconds between looks at the playback ring once the sink is due
+QUIET_AFTER_TOP_UP = 0.016  # seconds the sink surely needs to take a frame (of 20 ms)
 
 
 def run(
@@ -39,9 +42,10 @@ def run(
     tracer = Tracer(os.path.join(trace_dir, "decode.npy") if trace_dir else None, 3)
     deafened = False
     last_speaking: list[int] = []
+    next_look = 0.0  # monotonic time of the next look at the playback fill
     try:
         while not stop.check_parent():
-            slot = src.read(timeout=FILL_CHECK)
+            slot = src.read(timeout=max(0.001, next_look - time.monotonic()))
             while slot is not None:
                 now = time.monotonic_ns()
                 stats.window("receive_to_decode").add(now - slot.timestamp)
@@ -49,7 +53,9 @@ def run(
                 push_trace.add(slot.seq, now)
                 src.release()
                 slot = src.read(timeout=0)
+            topped_up = False
             while dst.fill() < target:
+                topped_up = True
                 t0 = time.monotonic_ns()
                 pcm, info = speakers.render(t0, deafened)
                 t1 = time.monotonic_ns()
@@ -68,6 +74,11 @@ def run(
                 if info.timestamp:
                     stats.window("capture_to_decoded").add(t1 - info.timestamp)
                     tracer.add(info.seq, t0, t1)
+            mono = time.monotonic()
+            if topped_up:
+                next_look = mono + QUIET_AFTER_TOP_UP
+            elif mono >= next_look:
+                next_look = mono + FILL_CHECK
             for event in client.poll(0):
                 if isinstance(event, ev.DeafenCmd):
                     deafened = event.deafened
