@@ -22,10 +22,10 @@ from typing import Any
 
 from bench.common import parser, write_result
 from pipeline import events as ev
-from pipeline.demo import start_relay
 from pipeline.local import LocalClient, connected
 from pipeline.media import MediaSpec
 from pipeline.supervisor import ClientConfig
+from relay.launch import start_relay, stop_relay
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             idle.pump(settle)
             idle_cost = measure({"idle": idle}, seconds)
     finally:
-        relay.terminate()
-        relay.wait(10)
+        stop_relay(relay)
     result = {"seconds": seconds, "talking": talking, "idle": idle_cost}
     path = write_result("client_cost", result, args.out)
     print(f"{'process':18s} {'CPU %':>7s} {'RSS MiB':>8s}")

@@ -34,7 +34,8 @@ import numpy as np
 from bench.common import parser, summarize, write_result
 from pipeline.audio import FRAME_NS, SAMPLE_RATE
 from pipeline.codec import OpusEncoder
-from pipeline.demo import ROOT, start_relay
+from pipeline.demo import ROOT
+from relay.launch import start_relay, stop_relay
 
 HOPS = [
     "capture_to_encode",
@@ -135,8 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             configs[f"playback_frames={frames}"] = config
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_relay(proc)
     floor = floor_ms()
     result: dict[str, Any] = {"seconds": seconds, "floor_ms": floor, "configs": configs}
     unseen = floor["frame"] + floor["opus_lookahead"]

@@ -32,10 +32,10 @@ from bench.common import parser, write_result
 from bench.netem import Impairment, UdpProxy, gilbert_elliott, per_direction
 from pipeline import signals
 from pipeline.audio import FRAME_SAMPLES
-from pipeline.demo import start_relay
 from pipeline.local import LocalClient, connected
 from pipeline.media import MediaSpec, read_wav, write_wav
 from pipeline.supervisor import ClientConfig
+from relay.launch import start_relay, stop_relay
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "speech-en-16k.wav"
 RATE = 16000
@@ -190,8 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     print(f"  {cond.name:20s} {mode:8s} PESQ {row['pesq_wb']:.2f}  "
                           f"measured loss {row['measured_loss_percent']}%", flush=True)  # fmt: skip
     finally:
-        relay.terminate()
-        relay.wait(10)
+        stop_relay(relay)
     result = {"reference": REFERENCE.name, "seconds_per_run": seconds, "runs": rows}
     path = write_result("quality", result, args.out)
     print(f"wrote {path}")

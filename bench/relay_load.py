@@ -36,7 +36,6 @@ import selectors
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import parser, summarize, write_result
+from relay.launch import start_relay, stop_relay
 from relay.probe import ProbeClient
 from relay.protocol import HEADER, HEADER_SIZE, Join, Message, ProtocolError, UserJoined
 from relay.udp import RCVBUF
@@ -156,25 +156,20 @@ class RelayUnderTest:
     def __init__(self, channels: int, udp_mode: str, log_path: Path, cpus: set[int] | None) -> None:
         names = [f"c{i}" for i in range(channels)]
         udp, workers = MODES[udp_mode]
-        args = [sys.executable, "-m", "relay", "--host", HOST, "--port", "0", "--udp", udp]
-        args += ["--udp-workers", str(workers)]
+        args = ["--udp", udp, "--udp-workers", str(workers)]
         args += ["--grace", "600", "--auth-timeout", "60", "--stats-interval", "3600"]
         args += ["--max-clients", "5000"]
         for name in names:
             args += ["--channel", name]
         self.channels = names
         self.log_path = log_path
-        # A file, not a pipe: a full pipe would stall the relay. Closed in close().
+        # The relay's log is where its counters come from. Closed in close().
         self._log = open(log_path, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            args, cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log, text=True
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if "listening" not in line:
-            self.close()
-            raise RuntimeError(f"relay did not start: {line!r}; log in {log_path}")
-        self.port = int(line.split("tcp=")[1].split()[0])
+        try:
+            self.proc, self.port = start_relay(*args, host=HOST, log=self._log)
+        except RuntimeError:
+            self._log.close()
+            raise RuntimeError(f"relay did not start; log in {log_path}") from None
         if cpus:  # every thread of the relay, the UDP loop included, on the given core(s)
             for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
                 os.sched_setaffinity(int(tid), cpus)
@@ -207,15 +202,7 @@ class RelayUnderTest:
         return out
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        stop_relay(self.proc)
         self._log.close()
 
 

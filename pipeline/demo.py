@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import time
@@ -21,31 +20,9 @@ import numpy as np
 from pipeline import signals
 from pipeline.audio import SAMPLE_RATE
 from pipeline.media import read_wav, write_wav
+from relay.launch import start_relay, stop_relay
 
 ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"tcp=(\d+)")
-
-
-def start_relay(*extra: str) -> tuple[subprocess.Popen[str], int]:
-    """Start ``python -m relay`` on a free loopback port; return it and the port."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "relay", "--host", "127.0.0.1", "--port", "0", *extra],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if match := LISTENING.search(line):
-            return proc, int(match.group(1))
-    proc.kill()
-    proc.wait()
-    raise RuntimeError("the relay did not start listening")
 
 
 def client(
@@ -117,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             if p.poll() is None:
                 p.terminate()
                 p.wait(10)
-        relay.terminate()
-        relay.wait(10)
+        stop_relay(relay)
     return report(args, sent, heard_wav)
 
 

@@ -89,14 +89,13 @@ RelayProcess = tuple["subprocess.Popen[str]", int]
 
 
 def _relay(*args: str) -> Iterator[RelayProcess]:
-    from pipeline.demo import start_relay
+    from relay.launch import start_relay, stop_relay
 
     proc, port = start_relay(*args)
     try:
         yield proc, port
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_relay(proc)
 
 
 @pytest.fixture

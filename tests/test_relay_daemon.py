@@ -7,7 +7,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from typing import IO
 import msgpack
 import pytest
 
+from relay import launch
 from relay import protocol as p
 from relay.probe import ProbeClient
 
@@ -41,33 +41,17 @@ class RelayProc:
 
 def start_relay(*args: str) -> RelayProc:
     log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by stop_relay)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "relay", "--port", "0", "--host", HOST, *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
-    relay = RelayProc(proc, 0, log)
-    if "listening" not in line:
-        raise RuntimeError(f"relay did not start: {line!r} {stop_relay(relay)}")
-    relay.port = int(line.split("tcp=")[1].split()[0])
-    assert line.strip() == f"relay listening on {HOST} tcp={relay.port} udp={relay.port}"
-    return relay
+    try:
+        proc, port = launch.start_relay(*args, host=HOST, log=log)
+    except RuntimeError:
+        log.seek(0)
+        raise RuntimeError(f"relay did not start: {log.read()}") from None
+    return RelayProc(proc, port, log)
 
 
 def stop_relay(relay: RelayProc) -> str:
     """SIGTERM, wait; return the log (stderr)."""
-    if relay.proc.poll() is None:
-        relay.proc.send_signal(signal.SIGTERM)
-    try:
-        relay.proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        relay.proc.kill()
-        relay.proc.wait()
-    if relay.proc.stdout is not None:
-        relay.proc.stdout.close()
+    launch.stop_relay(relay.proc)
     if relay.log.closed:
         return ""
     relay.log.seek(0)

@@ -17,10 +17,10 @@ import pytest
 
 from pipeline import events as ev
 from pipeline import signals
-from pipeline.demo import start_relay
 from pipeline.local import LocalClient, connected
 from pipeline.media import MediaSpec, read_wav, write_wav
 from pipeline.supervisor import ClientConfig, ClientFailed, Supervisor
+from relay.launch import start_relay, stop_relay
 from tests.conftest import RelayProcess
 
 pytestmark = pytest.mark.timeout(180)
@@ -165,8 +165,7 @@ def test_relay_restart_client_reconnects_and_voice_resumes(tmp_path: Path) -> No
             # loaded CI machine: the figure is measured and reported, not timed here.
             assert resumed < 10
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_relay(proc)
 
 
 def test_killed_stage_is_restarted(relay: RelayProcess) -> None:

@@ -14,8 +14,8 @@ import pytest
 from PyQt6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
-from pipeline.demo import start_relay
 from pipeline.media import MediaSpec
+from relay.launch import start_relay, stop_relay
 from tests.conftest import RelayProcess
 from ui.busbridge import BusBridge
 from ui.host import ClientConfig, ClientHost, parse_media, spec_text
@@ -118,8 +118,7 @@ def test_status_bar_follows_a_relay_restart(qtbot: QtBot, relay: RelayProcess) -
     window = client_window(qtbot, port, "bea")
     try:
         qtbot.waitUntil(lambda: connected(window), timeout=WAIT)
-        proc.terminate()
-        proc.wait(10)
+        stop_relay(proc)
         qtbot.waitUntil(lambda: window.status.text().startswith("Reconnecting"), timeout=WAIT)
         assert "(attempt " in window.status.text()
         qtbot.waitUntil(
@@ -133,8 +132,7 @@ def test_status_bar_follows_a_relay_restart(qtbot: QtBot, relay: RelayProcess) -
                 lambda: window.model.users_in(window.view.roster.channel) == ["bea"], timeout=WAIT
             )
         finally:
-            again.terminate()
-            again.wait(10)
+            stop_relay(again)
     finally:
         window.shutdown()
 

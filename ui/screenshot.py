@@ -145,10 +145,10 @@ def render(path: Path) -> None:
 
 
 def render_live(path: Path, seconds: float = 50.0) -> None:
-    from pipeline.demo import start_relay
     from pipeline.local import LocalClient, connected
     from pipeline.media import MediaSpec
     from pipeline.supervisor import ClientConfig
+    from relay.launch import start_relay, stop_relay
     from ui.host import ClientHost
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -189,8 +189,7 @@ def render_live(path: Path, seconds: float = 50.0) -> None:
             window.close()
         for other in others:
             other.stop()
-        relay.terminate()
-        relay.wait(10)
+        stop_relay(relay)
 
 
 if __name__ == "__main__":
