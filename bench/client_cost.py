@@ -21,10 +21,10 @@ from dataclasses import replace
 from typing import Any
 
 from bench.common import parser, write_result
-from pipeline import events as ev
-from pipeline.local import LocalClient, connected
-from pipeline.media import MediaSpec
-from pipeline.supervisor import ClientConfig
+from pipeline.client.local_client import LocalClient, connected
+from pipeline.client.supervisor import ClientConfig
+from pipeline.ipc import events as ev
+from pipeline.media.sources import MediaSpec
 from relay.launch import start_relay, stop_relay
 
 TICKS = os.sysconf("SC_CLK_TCK")

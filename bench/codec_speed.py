@@ -1,6 +1,6 @@
 """Opus encode, decode, PLC and FEC time per 20 ms frame: our raw path against opuslib's.
 
-"raw" is pipeline.codec (libopus called through the functions opuslib declares, into
+"raw" is pipeline.media.opus (libopus called through the functions opuslib declares, into
 preallocated numpy buffers); "opuslib" is the same work through ``opuslib.Encoder`` /
 ``opuslib.Decoder`` (bytes in, bytes out, copies through Python floats).
 
@@ -20,8 +20,8 @@ import opuslib.api.ctl
 import opuslib.api.encoder
 
 from bench.common import parser, summarize, write_result
-from pipeline.audio import FRAME_SAMPLES, SAMPLE_RATE
-from pipeline.codec import OpusDecoder, OpusEncoder
+from pipeline.media.audio_format import FRAME_SAMPLES, SAMPLE_RATE
+from pipeline.media.opus import OpusDecoder, OpusEncoder
 
 
 def speech_like(n_frames: int) -> list[np.ndarray]:

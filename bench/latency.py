@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from bench.common import parser, summarize, write_result
-from pipeline.audio import FRAME_NS, SAMPLE_RATE
-from pipeline.codec import OpusEncoder
 from pipeline.demo import ROOT
+from pipeline.media.audio_format import FRAME_NS, SAMPLE_RATE
+from pipeline.media.opus import OpusEncoder
 from relay.launch import start_relay, stop_relay
 
 HOPS = [

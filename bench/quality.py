@@ -30,11 +30,11 @@ import numpy as np
 
 from bench.common import parser, write_result
 from bench.netem import Impairment, UdpProxy, gilbert_elliott, per_direction
-from pipeline import signals
-from pipeline.audio import FRAME_SAMPLES
-from pipeline.local import LocalClient, connected
-from pipeline.media import MediaSpec, read_wav, write_wav
-from pipeline.supervisor import ClientConfig
+from pipeline.client.local_client import LocalClient, connected
+from pipeline.client.supervisor import ClientConfig
+from pipeline.media import synthetic
+from pipeline.media.audio_format import FRAME_SAMPLES
+from pipeline.media.sources import MediaSpec, read_wav, write_wav
 from relay.launch import start_relay, stop_relay
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "speech-en-16k.wav"
@@ -98,8 +98,8 @@ def score(reference16: np.ndarray, recording48: np.ndarray) -> tuple[float, floa
     from pesq import pesq
 
     sent48 = up3(reference16)
-    period = len(signals.frames(sent48)) * FRAME_SAMPLES
-    lag, corr = signals.align(sent48, recording48, max_lag=max(1, len(recording48) - len(sent48)))
+    period = len(synthetic.frames(sent48)) * FRAME_SAMPLES
+    lag, corr = synthetic.align(sent48, recording48, max_lag=max(1, len(recording48) - len(sent48)))
     # The listener records silence (exact zeros) until the talker's first packet, which
     # carries a frame from the middle of the loop: passes start on the loop's grid, after that.
     nonzero = np.flatnonzero(recording48)

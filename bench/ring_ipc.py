@@ -2,7 +2,7 @@
 
 Transports, each in the same run, consumer in a spawned process, producer here:
 
-* ``ring-eventfd``, ``ring-pipe``, ``ring-semaphore``: pipeline.ring with each wake-up;
+* ``ring-eventfd``, ``ring-pipe``, ``ring-semaphore``: pipeline.ipc.ring with each wake-up;
 * ``mp-queue``: ``multiprocessing.Queue(maxsize=8)`` carrying ``(t, ndarray)``;
 * ``zmq-ipc``: a ZeroMQ PUSH/PULL pair over ``ipc://``, HWM 8, 8-byte time + frame.
 
@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import parser, summarize, write_result
-from pipeline.audio import FRAME_SAMPLES
-from pipeline.ring import Ring
+from pipeline.ipc.ring import Ring
+from pipeline.media.audio_format import FRAME_SAMPLES
 
 CTX = multiprocessing.get_context("spawn")
 WARMUP = 10

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from pipeline import events as ev
-from pipeline.bus import BusClient
-from pipeline.device import check_device
-from pipeline.media import INPUT_HELP, OUTPUT_HELP, MediaError, parse_input, parse_output
-from pipeline.supervisor import ClientConfig, ClientFailed, Supervisor
-from pipeline.view import ClientView
+from pipeline.client.supervisor import ClientConfig, ClientFailed, Supervisor
+from pipeline.core.client_view import ClientView
+from pipeline.ipc import events as ev
+from pipeline.ipc.bus import BusClient
+from pipeline.media.sound_device import check_device
+from pipeline.media.sources import INPUT_HELP, OUTPUT_HELP, MediaError, parse_input, parse_output
 
 
 def parse_server(text: str) -> tuple[str, int]:

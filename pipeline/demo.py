@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import signals
-from pipeline.audio import SAMPLE_RATE
-from pipeline.media import read_wav, write_wav
+from pipeline.media import synthetic
+from pipeline.media.audio_format import SAMPLE_RATE
+from pipeline.media.sources import read_wav, write_wav
 from relay.launch import start_relay, stop_relay
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     sent_wav, heard_wav = args.out / "demo-sent.wav", args.out / "demo-heard.wav"
-    sent = signals.speech_like(args.seconds, seed=7)
+    sent = synthetic.speech_like(args.seconds, seed=7)
     write_wav(sent_wav, sent)
     alice_in = "device" if args.device else str(sent_wav)
     bob_out = "device" if args.device else str(heard_wav)
@@ -124,7 +124,7 @@ def report(args: argparse.Namespace, sent: np.ndarray, heard_wav: Path) -> int:
         return 0
     heard = read_wav(heard_wav)
     # Per-second windows, so a jitter buffer adapting by a frame mid-call still lines up.
-    corr = signals.align_windows(sent, heard)
+    corr = synthetic.align_windows(sent, heard)
     print(f"  heard            {len(heard) / SAMPLE_RATE:.1f} s recorded in {heard_wav}")
     print(f"  alignment        bob's recording matches alice's signal with correlation {corr:.2f}")
     ok = corr > 0.5

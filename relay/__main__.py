@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from relay.protocol import MAX_CHANNEL
 from relay.server import RelayConfig, run
-from relay.sessions import DEFAULT_CHANNELS, DEFAULT_GRACE
+from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE
 from relay.udp import RCVBUF
 
 

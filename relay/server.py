@@ -20,9 +20,9 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
-from relay.control import ControlLimits, ControlServer
+from relay.control_server import ControlLimits, ControlServer
 from relay.router import Addr, Router, RouteTable
-from relay.sessions import DEFAULT_CHANNELS, DEFAULT_GRACE, SessionTable
+from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, SessionTable
 from relay.udp import RCVBUF, UdpThread, open_udp, start_asyncio_udp
 from relay.workers import Worker
 

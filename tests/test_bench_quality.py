@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench import quality
-from pipeline import signals
+from pipeline.media import synthetic
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -31,7 +31,7 @@ def test_score_is_high_for_a_clean_copy_and_low_for_noise() -> None:
     rng = np.random.default_rng(1)
     noisy = clean + rng.normal(0, 0.2, len(clean)).astype(np.float32)
     assert quality.score(ref, noisy)[0] < mos - 1.0
-    one_pass = signals.frames(quality.up3(ref)).ravel()  # the source loops whole frames
+    one_pass = synthetic.frames(quality.up3(ref)).ravel()  # the source loops whole frames
     looped = np.concatenate([np.zeros(999, dtype=np.float32), one_pass, one_pass, one_pass])
     assert quality.score(ref, looped)[2] == 3
     # A stream that began mid-loop: the partial first pass is not scored.

@@ -1,4 +1,4 @@
-"""pipeline/bus.py: the broker forwards by topic prefix, drops bad messages, cleans up."""
+"""pipeline/ipc/bus.py: the broker forwards by topic prefix, drops bad messages, cleans up."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import zmq
 
-from pipeline import events as ev
-from pipeline.bus import Broker, BusClient
+from pipeline.ipc import events as ev
+from pipeline.ipc.bus import Broker, BusClient
 
 
 def settle(sub: BusClient, pub: BusClient) -> None:

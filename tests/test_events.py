@@ -1,4 +1,4 @@
-"""pipeline/events.py: every event round-trips; any frames decode or raise BusError."""
+"""pipeline/ipc/events.py: every event round-trips; any frames decode or raise BusError."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline import events as ev
+from pipeline.ipc import events as ev
 
 EVERY_EVENT: list[ev.Event] = [
     ev.ConnectionState(ev.RECONNECTING, "h:1", attempt=3, reason="refused"),

@@ -1,4 +1,4 @@
-"""pipeline/jitter.py with an injected clock: order, loss, lateness, restarts, fuzzing."""
+"""pipeline/core/jitter.py with an injected clock: order, loss, lateness, restarts, fuzzing."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.audio import FRAME_NS
-from pipeline.jitter import Conceal, Frame, JitterBuffer, Nothing, Output, Recover
-from pipeline.seqnum import MASK, seq_add, seq_diff
+from pipeline.core.jitter import Conceal, Frame, JitterBuffer, Nothing, Output, Recover
+from pipeline.core.seqnum import MASK, seq_add, seq_diff
+from pipeline.media.audio_format import FRAME_NS
 
 MS = 1_000_000
 T0 = 1_000_000_000_000  # an arbitrary monotonic start

@@ -1,4 +1,4 @@
-"""pipeline/mixer.py: sums, the soft clip's shape, and no allocation per frame."""
+"""pipeline/core/mixer.py: sums, the soft clip's shape, and no allocation per frame."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.audio import FRAME_SAMPLES
-from pipeline.mixer import KNEE, Mixer
+from pipeline.core.mixer import KNEE, Mixer
+from pipeline.media.audio_format import FRAME_SAMPLES
 
 
 def const(v: float) -> np.ndarray:

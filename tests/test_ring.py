@@ -1,4 +1,4 @@
-"""pipeline/ring.py: one process, two processes (spawn), leaks, and a state machine."""
+"""pipeline/ipc/ring.py: one process, two processes (spawn), leaks, and a state machine."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from pipeline.audio import FRAME_BYTES, FRAME_SAMPLES, MAX_PACKET
-from pipeline.ring import Ring, RingError, RingHandle
+from pipeline.ipc.ring import Ring, RingError, RingHandle
+from pipeline.media.audio_format import FRAME_BYTES, FRAME_SAMPLES, MAX_PACKET
 
 CTX = multiprocessing.get_context("spawn")
 WAKES = ["eventfd", "pipe", "semaphore"]
@@ -356,7 +356,7 @@ def test_no_resource_tracker_warnings_end_to_end(wake: str) -> None:
     script = textwrap.dedent(
         """
         import multiprocessing as mp, os, signal, sys, time
-        from pipeline.ring import Ring
+        from pipeline.ipc.ring import Ring
         from tests.test_ring import _block_forever, _producer
         if __name__ == "__main__":
             ctx = mp.get_context("spawn")

@@ -1,11 +1,11 @@
-"""pipeline/seqnum.py: wrap-safe sequence arithmetic, at and around the wrap point."""
+"""pipeline/core/seqnum.py: wrap-safe sequence arithmetic, at and around the wrap point."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.seqnum import HALF, MASK, seq_add, seq_diff, seq_lt
+from pipeline.core.seqnum import HALF, MASK, seq_add, seq_diff, seq_lt
 
 
 def test_at_the_wrap_point() -> None:

@@ -1,18 +1,18 @@
-"""pipeline/speakers.py: per-speaker jitter buffers and decoders mixed into one frame."""
+"""pipeline/core/speakers.py: per-speaker jitter buffers and decoders mixed into one frame."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline import signals
-from pipeline.audio import FRAME_NS
-from pipeline.codec import OpusEncoder
-from pipeline.speakers import CONCEALED, RECOVERED, VOICE, Speakers
+from pipeline.core.speakers import CONCEALED, RECOVERED, VOICE, Speakers
+from pipeline.media import synthetic
+from pipeline.media.audio_format import FRAME_NS
+from pipeline.media.opus import OpusEncoder
 
 
 def packets(n: int, freq: float = 440.0, loss_hint: int = 10) -> list[bytes]:
     enc = OpusEncoder(48000, loss_percent=loss_hint)
-    return [enc.encode(f) for f in signals.frames(signals.tone(n * 0.02, freq))[:n]]
+    return [enc.encode(f) for f in synthetic.frames(synthetic.tone(n * 0.02, freq))[:n]]
 
 
 def feed_and_render(sp: Speakers, pkts: dict[int, list[bytes]], lost: frozenset[int] = frozenset(),

@@ -1,4 +1,4 @@
-"""pipeline/supervisor.py: whole clients (six real processes each) talking through a real relay.
+"""pipeline/client/supervisor.py: whole clients (six processes each) talking through a relay.
 
 No sound card: sources are WAV files and generated signals, sinks are WAV files.
 The autouse fixture in conftest.py checks that no process and no shared-memory
@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import events as ev
-from pipeline import signals
-from pipeline.local import LocalClient, connected
-from pipeline.media import MediaSpec, read_wav, write_wav
-from pipeline.supervisor import ClientConfig, ClientFailed, Supervisor
+from pipeline.client.local_client import LocalClient, connected
+from pipeline.client.supervisor import ClientConfig, ClientFailed, Supervisor
+from pipeline.ipc import events as ev
+from pipeline.media import synthetic
+from pipeline.media.sources import MediaSpec, read_wav, write_wav
 from relay.launch import start_relay, stop_relay
 from tests.conftest import RelayProcess
 
@@ -33,7 +33,7 @@ def cfg_for(port: int, name: str, source: MediaSpec, sink: MediaSpec, **kw: obje
 def heard(path: Path, sent: np.ndarray) -> float:
     """Correlation of what was recorded with what was sent, after aligning them."""
     # Per-second windows: a jitter buffer rebuffering under load shifts the rest by a frame.
-    return signals.align_windows(sent, read_wav(path))
+    return synthetic.align_windows(sent, read_wav(path))
 
 
 def is_silent(path: Path) -> bool:
@@ -41,7 +41,7 @@ def is_silent(path: Path) -> bool:
 
 
 def test_echo_round_trip(echo_relay_port: int, tmp_path: Path) -> None:
-    sent = signals.speech_like(4.0, seed=5)
+    sent = synthetic.speech_like(4.0, seed=5)
     write_wav(tmp_path / "in.wav", sent)
     out = tmp_path / "out.wav"
     cfg = cfg_for(echo_relay_port, "echo", MediaSpec("wav", str(tmp_path / "in.wav")),
@@ -56,7 +56,7 @@ def test_echo_round_trip(echo_relay_port: int, tmp_path: Path) -> None:
 
 def test_two_talk_third_in_other_channel_hears_nothing(relay: RelayProcess, tmp_path: Path) -> None:
     _, port = relay
-    sent = signals.speech_like(4.0, seed=6)
+    sent = synthetic.speech_like(4.0, seed=6)
     write_wav(tmp_path / "a.wav", sent)
     a_out, b_out, c_out = tmp_path / "a_out.wav", tmp_path / "b_out.wav", tmp_path / "c_out.wav"
     silence = MediaSpec("silence")
@@ -131,7 +131,7 @@ def test_chaos_loss_is_measured_and_concealed(relay: RelayProcess, tmp_path: Pat
     assert 4.0 < st["loss_percent"] < 18.0, st
     assert st["concealed"] + st["recovered"] > 0
     # No gaps: once the tone started, every 20 ms frame of the recording has signal.
-    rec = signals.frames(read_wav(out))
+    rec = synthetic.frames(read_wav(out))
     rms = np.sqrt(np.mean(rec**2, axis=1))
     start = int(np.argmax(rms > 0.05))
     body = rms[start : start + 250]

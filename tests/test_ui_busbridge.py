@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from pytestqt.qtbot import QtBot
 
-from pipeline import events as ev
-from pipeline.bus import Broker, BusClient
+from pipeline.ipc import events as ev
+from pipeline.ipc.bus import Broker, BusClient
 from ui.busbridge import BusBridge
 
 

@@ -7,7 +7,7 @@ import time
 from PyQt6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
-from pipeline import events as ev
+from pipeline.ipc import events as ev
 from ui.chat import ChatPanel, clock
 
 

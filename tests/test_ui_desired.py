@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline import events as ev
+from pipeline.ipc import events as ev
 from ui.desired import Desired
 
 

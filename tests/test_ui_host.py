@@ -14,7 +14,7 @@ import pytest
 from PyQt6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
-from pipeline.media import MediaSpec
+from pipeline.media.sources import MediaSpec
 from relay.launch import start_relay, stop_relay
 from tests.conftest import RelayProcess
 from ui.busbridge import BusBridge

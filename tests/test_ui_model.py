@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pytestqt.qtbot import QtBot
 
-from pipeline import events as ev
+from pipeline.ipc import events as ev
 from ui.model import (
     CHANNEL,
     KIND_ROLE,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from PyQt6.QtWidgets import QWidget
 from pytestqt.qtbot import QtBot
 
-from pipeline import events as ev
-from pipeline.view import ClientView
+from pipeline.core.client_view import ClientView
+from pipeline.ipc import events as ev
 from ui.overlay import DiagnosticsOverlay, diagnostics_html, max_depth
 from ui.screenshot import sample_events
 

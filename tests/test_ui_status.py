@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pytestqt.qtbot import QtBot
 
-from pipeline import events as ev
-from pipeline.view import ClientView
+from pipeline.core.client_view import ClientView
+from pipeline.ipc import events as ev
 from ui.status import ConnectionStatus, connection_text, link_text
 
 

@@ -8,8 +8,8 @@ import pytest
 from PyQt6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
-from pipeline import events as ev
-from pipeline.bus import Broker, BusClient
+from pipeline.ipc import events as ev
+from pipeline.ipc.bus import Broker, BusClient
 from ui.busbridge import BusBridge
 from ui.model import SPEAKING_ROLE
 from ui.window import MainWindow

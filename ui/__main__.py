@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING
 from PyQt6.QtCore import QSettings, QTimer
 from PyQt6.QtWidgets import QApplication, QDialog
 
-from pipeline import events as ev
-from pipeline.bus import BusAddress
+from pipeline.ipc import events as ev
+from pipeline.ipc.bus import BusAddress
 from ui.busbridge import BusBridge
 from ui.connect import ConnectDialog, ConnectInfo, validate
 from ui.window import MainWindow
 
 if TYPE_CHECKING:
-    from pipeline.media import MediaSpec
+    from pipeline.media.sources import MediaSpec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if info is None:
         return 1
     # Imported here: the client's stages (and the core they need) load only when we own one.
-    from pipeline.device import list_devices
+    from pipeline.media.sound_device import list_devices
     from ui.host import ClientConfig, ClientHost, MediaError, parse_media
 
     notices: list[str] = []

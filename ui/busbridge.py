@@ -13,8 +13,8 @@ from __future__ import annotations
 from PyQt6 import sip
 from PyQt6.QtCore import QObject, QSocketNotifier, QTimer, pyqtSignal
 
-from pipeline import events as ev
-from pipeline.bus import BusAddress, BusClient
+from pipeline.ipc import events as ev
+from pipeline.ipc.bus import BusAddress, BusClient
 
 FALLBACK_MS = 100
 MAX_PER_DRAIN = 500  # events handled per wake-up before yielding to the event loop
@@ -23,7 +23,7 @@ MAX_PER_DRAIN = 500  # events handled per wake-up before yielding to the event l
 class BusBridge(QObject):
     """Subscribes to every topic of one client's bus; emits ``received`` once per event."""
 
-    received = pyqtSignal(object)  # one pipeline.events.Event
+    received = pyqtSignal(object)  # one pipeline.ipc.events.Event
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)

@@ -8,8 +8,8 @@ from html import escape
 from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtWidgets import QHBoxLayout, QLineEdit, QPushButton, QTextBrowser, QVBoxLayout, QWidget
 
-from pipeline import events as ev
-from pipeline.view import MAX_CHAT
+from pipeline.core.client_view import MAX_CHAT
+from pipeline.ipc import events as ev
 
 
 def clock(ts: float) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline import events as ev
+from pipeline.ipc import events as ev
 
 
 @dataclass

@@ -15,9 +15,9 @@ import logging
 
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 
-from pipeline.device import check_device
-from pipeline.media import MediaError, MediaSpec, parse_input, parse_output
-from pipeline.supervisor import ClientConfig, ClientFailed, Supervisor
+from pipeline.client.supervisor import ClientConfig, ClientFailed, Supervisor
+from pipeline.media.sound_device import check_device
+from pipeline.media.sources import MediaError, MediaSpec, parse_input, parse_output
 
 CHECK_MS = 200
 log = logging.getLogger("ui.host")

@@ -18,7 +18,7 @@ from PyQt6.QtGui import (
     QStandardItemModel,
 )
 
-from pipeline import events as ev
+from pipeline.ipc import events as ev
 
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1  # "channel" or "user"
 CHANNEL_ROLE = Qt.ItemDataRole.UserRole + 2  # the channel's name (on channels and users)

@@ -1,6 +1,6 @@
 """The F3 diagnostics overlay: what the stages report, laid over the main window.
 
-It reads a ClientView (pipeline/view.py) and keeps only the graph's history
+It reads a ClientView (pipeline/core/client_view.py) and keeps only the graph's history
 of its own. The text is built by ``diagnostics_html``, a pure function of the
 view, so tests check the figures without rendering.
 """
@@ -13,7 +13,7 @@ from typing import Any
 from PyQt6.QtCore import QEvent, QObject, Qt
 from PyQt6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
 
-from pipeline.view import ClientView
+from pipeline.core.client_view import ClientView
 from ui.graph import History, LossJitterGraph
 
 STAGES = ("capture", "encode", "network", "decode", "playback")

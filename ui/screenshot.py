@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PyQt6.QtWidgets import QApplication
 
-from pipeline import events as ev
+from pipeline.ipc import events as ev
 from ui.busbridge import BusBridge
 from ui.window import MainWindow
 
@@ -145,9 +145,9 @@ def render(path: Path) -> None:
 
 
 def render_live(path: Path, seconds: float = 50.0) -> None:
-    from pipeline.local import LocalClient, connected
-    from pipeline.media import MediaSpec
-    from pipeline.supervisor import ClientConfig
+    from pipeline.client.local_client import LocalClient, connected
+    from pipeline.client.supervisor import ClientConfig
+    from pipeline.media.sources import MediaSpec
     from relay.launch import start_relay, stop_relay
     from ui.host import ClientHost
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from PyQt6.QtWidgets import QLabel, QStatusBar, QWidget
 
-from pipeline import events as ev
-from pipeline.view import ClientView
+from pipeline.core.client_view import ClientView
+from pipeline.ipc import events as ev
 
 COLORS = {
     ev.CONNECTING: "#d4a017",

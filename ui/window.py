@@ -29,9 +29,9 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from pipeline import events as ev
-from pipeline.view import ClientView
-from ui.audio import AudioControls
+from pipeline.core.client_view import ClientView
+from pipeline.ipc import events as ev
+from ui.audio_panel import AudioControls
 from ui.busbridge import BusBridge
 from ui.chat import ChatPanel
 from ui.desired import Desired

@@ -1,0 +1,213 @@
+"""The supervisor: owns the bus broker and the rings, starts the six processes, watches them.
+
+A stage that dies is restarted with the same rings (their indices live in
+shared memory, so the stream goes on); one that keeps dying (more than
+MAX_RESTARTS within RESTART_WINDOW seconds) shuts the client down with the
+reason. stop() asks every process to quit over the bus, then terminates and
+kills what is left, and unlinks every ring on every path out.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from types import TracebackType
+from typing import Any
+
+from pipeline.ipc import events as ev
+from pipeline.ipc.bus import Broker, BusClient
+from pipeline.ipc.ring import Ring
+from pipeline.media.audio_format import FRAME_BYTES, MAX_PACKET
+from pipeline.media.sources import MediaSpec
+from pipeline.stages import capture, control, decode, encode, network, playback
+
+MAX_RESTARTS = 3
+RESTART_WINDOW = 30.0
+PACKET_SLOT = MAX_PACKET + (-MAX_PACKET % 4)  # ring slots hold whole float32 words
+STOP_GRACE = 2.0  # seconds a process gets to quit on its own before SIGTERM, then SIGKILL
+log = logging.getLogger("supervisor")
+
+
+@dataclass
+class ClientConfig:
+    host: str
+    port: int
+    name: str
+    channel: str = ""
+    source: MediaSpec = field(default_factory=lambda: MediaSpec("silence"))
+    sink: MediaSpec = field(default_factory=lambda: MediaSpec("null"))
+    loss_percent: float = 0.0
+    whisper: int = 0
+    bitrate: int = 48000
+    realtime_input: bool = True
+    playback_frames: int = 2
+    seed: int | None = None
+    trace_dir: str | None = None
+    udp_via: tuple[str, int] | None = None  # send voice through this address (benchmarks)
+    fec: bool = True  # Opus in-band FEC: sent by the encoder, used by the decoder
+    plc: bool = True  # Opus packet loss concealment for lost frames
+    loss_hint: float = 0.0  # loss % the encoder expects before it measures any
+
+
+@dataclass
+class _Child:
+    name: str
+    target: Callable[..., None]
+    args: tuple[Any, ...]
+    process: BaseProcess | None = None
+    restarts: list[float] = field(default_factory=list)
+
+
+class ClientFailed(RuntimeError):
+    """A stage kept dying; the message says which and how."""
+
+
+class Supervisor:
+    def __init__(self, cfg: ClientConfig) -> None:
+        self.cfg = cfg
+        self._ctx = multiprocessing.get_context("spawn")
+        self._rings: list[Ring] = []
+        self._children: list[_Child] = []
+        self.broker: Broker | None = None
+        self.failure = ""
+        self._restart_counts: dict[str, int] = {}
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        cfg = self.cfg
+        self.broker = Broker()
+        bus = self.broker.address
+        captured = self._ring(16, FRAME_BYTES, "capture")
+        encoded = self._ring(16, PACKET_SLOT, "encoded")
+        received = self._ring(128, PACKET_SLOT, "received")
+        mixed = self._ring(8, FRAME_BYTES, "playback")
+        trace = cfg.trace_dir
+        self._children = [
+            _Child("control", control.run, (bus, cfg.host, cfg.port, cfg.name, cfg.channel)),
+            _Child("playback", playback.run, (bus, mixed.handle, cfg.sink, trace)),
+            _Child(
+                "decode",
+                decode.run,
+                (bus, received.handle, mixed.handle, cfg.playback_frames, trace, cfg.fec, cfg.plc),
+            ),
+            _Child(
+                "network",
+                network.run,
+                (
+                    bus,
+                    encoded.handle,
+                    received.handle,
+                    cfg.loss_percent,
+                    cfg.whisper,
+                    cfg.seed,
+                    trace,
+                    cfg.udp_via,
+                ),
+            ),
+            _Child(
+                "encode",
+                encode.run,
+                (bus, captured.handle, encoded.handle, cfg.bitrate, trace, cfg.fec, cfg.loss_hint),
+            ),
+            _Child(
+                "capture",
+                capture.run,
+                (bus, captured.handle, cfg.source, cfg.realtime_input, trace),
+            ),
+        ]
+        for child in self._children:
+            self._spawn(child)
+
+    def _ring(self, slots: int, slot_bytes: int, label: str) -> Ring:
+        ring = Ring.create(slots, slot_bytes, label=label)
+        self._rings.append(ring)
+        return ring
+
+    def _spawn(self, child: _Child) -> None:
+        child.process = self._ctx.Process(
+            target=child.target, args=child.args, name=f"vc-{child.name}", daemon=True
+        )
+        child.process.start()
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {c.name: c.process.pid for c in self._children if c.process and c.process.pid}
+
+    def check(self, timeout: float = 0.0) -> None:
+        """Wait up to ``timeout`` for a child to die; restart it, or raise ClientFailed."""
+        live = {c.process.sentinel: c for c in self._children if c.process is not None}
+        if not live:
+            return
+        for sentinel in multiprocessing.connection.wait(list(live), timeout):
+            child = live[sentinel]  # type: ignore[index]
+            assert child.process is not None
+            child.process.join(0)
+            code = child.process.exitcode
+            now = time.monotonic()
+            child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW]
+            if len(child.restarts) >= MAX_RESTARTS:
+                self.failure = (
+                    f"the {child.name} stage died {len(child.restarts) + 1} times in "
+                    f"{RESTART_WINDOW:.0f} s (last exit code {code})"
+                )
+                raise ClientFailed(self.failure)
+            log.warning("%s stage exited with code %s; restarting it", child.name, code)
+            child.restarts.append(now)
+            self._restart_counts[child.name] = self._restart_counts.get(child.name, 0) + 1
+            self._spawn(child)
+
+    @property
+    def restart_counts(self) -> dict[str, int]:
+        """Restarts per stage since start (kept after stop())."""
+        return dict(self._restart_counts)
+
+    def stop(self) -> None:
+        """Stop every process (asked, then terminated, then killed) and unlink every ring."""
+        try:
+            if self.broker is not None and self._children:
+                with BusClient(self.broker.address) as bus:
+                    # The quit command may be missed by a process that subscribed late;
+                    # SIGTERM after the grace period covers it.
+                    time.sleep(0.05)
+                    bus.publish(ev.QuitCmd("client stopping"))
+            procs = [c.process for c in self._children if c.process is not None]
+            deadline = time.monotonic() + STOP_GRACE
+            for proc in procs:
+                proc.join(max(0.0, deadline - time.monotonic()))
+            for proc in procs:
+                if proc.is_alive():
+                    proc.terminate()
+            for proc in procs:
+                proc.join(1.0)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(1.0)
+            self._children = []
+        finally:
+            for ring in self._rings:
+                ring.close()
+                ring.unlink()
+            self._rings = []
+            if self.broker is not None:
+                self.broker.close()
+                self.broker = None
+
+    def __enter__(self) -> Supervisor:
+        self.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,264 @@
+"""The client's side of the TCP control session, sans-I/O.
+
+The adapter (pipeline/stages/control.py) owns the socket and the clock; it tells this
+object what happened (connected, bytes received, dropped, time passed) and
+carries out what it asks for: bytes to send, bus events to publish, connect
+again at a given time, close the connection. Times are monotonic seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import count
+
+from pipeline.ipc import events as ev
+from relay import protocol as p
+
+RECONNECT_DELAY = 2.0  # seconds between connection attempts (SPEC)
+PING_INTERVAL = 1.0  # seconds between TCP pings
+DEAD_AFTER = 6.0  # seconds without a byte from the relay before the link counts as dead
+
+
+@dataclass(slots=True)
+class _User:
+    name: str
+    channel: str
+
+
+@dataclass
+class ControlSession:
+    """Auth, reconnect with the session token, presence, chat and ping for one client."""
+
+    name: str
+    host: str
+    port: int
+    wanted_channel: str = ""  # join this channel after the first welcome
+    state: str = ev.CONNECTING
+    attempt: int = 0
+    reason: str = ""
+    token: int = 0
+    user_id: int = 0
+    udp_port: int = 0
+    channel: str = ""
+    channels: list[str] = field(default_factory=list)
+    tcp_rtt: float | None = None
+    quitting: bool = False
+    _users: dict[int, _User] = field(default_factory=dict)
+    _decoder: p.MessageDecoder = field(default_factory=p.MessageDecoder)
+    _out: list[bytes] = field(default_factory=list)
+    _events: list[ev.Event] = field(default_factory=list)
+    _connect_at: float | None = 0.0  # connect now
+    _last_rx: float = 0.0
+    _next_ping: float = 0.0
+    _pings: dict[int, float] = field(default_factory=dict)
+    _nonces: count[int] = field(default_factory=lambda: count(1))
+    _want_close: bool = False
+
+    # --- what the adapter tells us ---------------------------------------------------
+
+    def connect_due(self, now: float) -> bool:
+        """Whether the adapter should open a TCP connection now."""
+        return self._connect_at is not None and now >= self._connect_at and not self.quitting
+
+    def connected(self, now: float) -> None:
+        """The TCP connection is open: authenticate, resuming the session if there is one."""
+        self._connect_at = None
+        self._decoder = p.MessageDecoder()
+        self._last_rx = now
+        self._next_ping = now + PING_INTERVAL
+        self._pings.clear()
+        self._send(p.Reconnect(self.token) if self.token else p.Auth(self.name))
+
+    def connect_failed(self, now: float, reason: str) -> None:
+        self._schedule_retry(now, reason)
+
+    def received(self, data: bytes, now: float) -> None:
+        """Bytes from the relay: decode frames and act on each message."""
+        self._last_rx = now
+        try:
+            items = self._decoder.feed(data)
+        except p.FramingError as exc:
+            self._drop(now, f"relay sent a bad frame: {exc}")
+            return
+        for item in items:
+            if isinstance(item, p.ProtocolError):
+                self._notice(f"ignored a bad message from the relay: {item}")
+            else:
+                self._handle(item, now)
+
+    def disconnected(self, now: float, reason: str) -> None:
+        """The TCP connection is gone (EOF, reset, timeout)."""
+        if self.quitting:
+            self._set_state(ev.STOPPED, "quit")
+            return
+        self._schedule_retry(now, reason)
+
+    def tick(self, now: float) -> None:
+        """Time passed: send pings, notice a dead link (before or after the welcome)."""
+        if self._awaiting_welcome():
+            if now - self._last_rx > DEAD_AFTER:
+                self._drop(now, f"no welcome from the relay within {DEAD_AFTER:.0f} s")
+            return
+        if self.state != ev.CONNECTED:
+            return
+        if now - self._last_rx > DEAD_AFTER:
+            self._drop(now, f"no answer from the relay for {DEAD_AFTER:.0f} s")
+            return
+        if now >= self._next_ping:
+            nonce = next(self._nonces)
+            self._pings[nonce] = now
+            if len(self._pings) > 16:  # unanswered pings: keep the newest only
+                self._pings.pop(min(self._pings))
+            self._send(p.Ping(nonce=nonce, t=now))
+            self._next_ping = now + PING_INTERVAL
+
+    def next_deadline(self, now: float) -> float:
+        """When tick() or a connection attempt is next due (monotonic seconds)."""
+        if self._connect_at is not None:
+            return self._connect_at
+        if self.state == ev.CONNECTED:
+            return min(self._next_ping, self._last_rx + DEAD_AFTER)
+        if self._awaiting_welcome():
+            return self._last_rx + DEAD_AFTER
+        return now + PING_INTERVAL
+
+    def _awaiting_welcome(self) -> bool:
+        """A connection is open (no retry scheduled) but the relay has not welcomed us yet."""
+        return (
+            self._connect_at is None
+            and self.state not in (ev.CONNECTED, ev.STOPPED)
+            and not self.quitting
+        )
+
+    # --- commands --------------------------------------------------------------------
+
+    def join(self, channel: str) -> None:
+        """Move to ``channel``; while disconnected, once the next welcome arrives."""
+        if self.state == ev.CONNECTED:
+            self._send(p.Join(channel))
+        self.wanted_channel = channel
+
+    def chat(self, text: str) -> None:
+        if self.state != ev.CONNECTED:
+            self._notice("not connected: message not sent")
+            return
+        try:
+            self._send(p.Chat(text=text[: p.MAX_TEXT]))
+        except p.ProtocolError as exc:
+            self._notice(f"message not sent: {exc}")
+
+    def quit(self) -> None:
+        self.quitting = True
+        if self.state == ev.CONNECTED:
+            self._send(p.Bye())
+        self._want_close = True
+
+    # --- what the adapter carries out ------------------------------------------------------
+
+    def take_outgoing(self) -> bytes:
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    def take_events(self) -> list[ev.Event]:
+        out, self._events = self._events, []
+        return out
+
+    def take_close(self) -> bool:
+        """Whether the adapter should close the connection now (after sending what is queued)."""
+        close, self._want_close = self._want_close, False
+        return close
+
+    def snapshot(self) -> list[ev.Event]:
+        """The full state as events, for subscribers that joined late."""
+        out: list[ev.Event] = [self._state_event()]
+        if self.state == ev.CONNECTED:
+            out += [self._roster(), self._session_event()]
+        return out
+
+    # --- inside ------------------------------------------------------------------------------
+
+    def _handle(self, msg: p.Message, now: float) -> None:
+        if isinstance(msg, p.Welcome):
+            self.token, self.user_id, self.udp_port = msg.token, msg.user_id, msg.udp_port
+            self.channel, self.channels = msg.channel, list(msg.channels)
+            self._users = {u.user_id: _User(u.name, u.channel) for u in msg.users}
+            self.attempt = 0
+            self._set_state(ev.CONNECTED, "")
+            self._events += [self._session_event(), self._roster()]
+            # After any welcome (first, resumed, or a fresh session after a relay restart)
+            # go back to where the user wants to be.
+            if self.wanted_channel and self.wanted_channel != self.channel:
+                self._send(p.Join(self.wanted_channel))
+        elif isinstance(msg, p.Error):
+            if msg.code == "unknown_token":
+                # The relay forgot us (restarted, or the grace period ran out): start afresh.
+                self.token = 0
+                self._send(p.Auth(self.name))
+            else:
+                self._notice(f"relay: {msg.message} ({msg.code})")
+        elif isinstance(msg, p.UserJoined):
+            self._users[msg.user_id] = _User(msg.name, msg.channel)
+            if msg.user_id == self.user_id:
+                self.channel = msg.channel
+                self._set_state(ev.CONNECTED, "")
+            else:
+                self._notice(f"{msg.name} joined {msg.channel}")
+            self._events.append(self._roster())
+        elif isinstance(msg, p.UserLeft):
+            user = self._users.get(msg.user_id)
+            if user is not None and user.channel == msg.channel and msg.user_id != self.user_id:
+                del self._users[msg.user_id]
+                self._notice(f"{msg.name} left {msg.channel}")
+                self._events.append(self._roster())
+        elif isinstance(msg, p.Chat):
+            self._events.append(ev.ChatLine(msg.user_id, msg.name, msg.channel, msg.text, msg.ts))
+        elif isinstance(msg, p.Pong):
+            sent = self._pings.pop(msg.nonce, None)
+            if sent is not None:
+                self.tcp_rtt = now - sent
+                self._events.append(ev.Stats("control", {"tcp_rtt_ms": self.tcp_rtt * 1000}))
+        elif isinstance(msg, p.Ping):
+            self._send(p.Pong(nonce=msg.nonce, t=msg.t))
+        # bye and anything else from the relay needs no action: a close follows.
+
+    def _drop(self, now: float, reason: str) -> None:
+        self._want_close = True
+        self._schedule_retry(now, reason)
+
+    def _schedule_retry(self, now: float, reason: str) -> None:
+        self.attempt += 1
+        self._connect_at = now + RECONNECT_DELAY
+        self._set_state(ev.RECONNECTING, reason)
+
+    def _set_state(self, state: str, reason: str) -> None:
+        self.state, self.reason = state, reason
+        self._events.append(self._state_event())
+
+    def _state_event(self) -> ev.ConnectionState:
+        return ev.ConnectionState(
+            state=self.state,
+            server=f"{self.host}:{self.port}",
+            attempt=self.attempt,
+            reason=self.reason,
+            user_id=self.user_id,
+            name=self._users[self.user_id].name if self.user_id in self._users else self.name,
+            channel=self.channel,
+        )
+
+    def _session_event(self) -> ev.Session:
+        return ev.Session(self.token, self.user_id, self.host, self.udp_port)
+
+    def _roster(self) -> ev.Roster:
+        channels = list(self.channels)
+        for u in self._users.values():
+            if u.channel not in channels:
+                channels.append(u.channel)
+        users = [ev.Member(uid, u.name, u.channel) for uid, u in sorted(self._users.items())]
+        return ev.Roster(me=self.user_id, channel=self.channel, channels=channels, users=users)
+
+    def _notice(self, text: str) -> None:
+        self._events.append(ev.Notice(text))
+
+    def _send(self, msg: p.Message) -> None:
+        self._out.append(p.encode_message(msg))

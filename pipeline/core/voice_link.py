@@ -1,0 +1,131 @@
+"""The network stage's decisions, sans-I/O: what to send, when, and what a datagram means.
+
+The adapter (pipeline/stages/network.py) owns the socket and threads; this object
+owns the session token, the whisper target, the chaos dropper, the register
+ping (sent on every new session until answered, then periodically: its echo
+gives the UDP round-trip time) and the 5 s NAT keepalive. Times are ns.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from relay import protocol as p
+
+KEEPALIVE_NS = 5_000_000_000
+COUNTERS = (
+    "sent", "chaos_dropped", "unsent_no_session", "register_sent", "keepalive_sent",
+    "register_echo", "bad_register_echo", "received", "bad_datagram",
+)  # fmt: skip
+REGISTER_RETRY_NS = 500_000_000  # until the relay answers
+REGISTER_PERIOD_NS = 2_000_000_000  # after: a UDP RTT sample every 2 s
+
+
+@dataclass(slots=True, frozen=True)
+class Incoming:
+    """A voice datagram from the relay, payload as a view into the receive buffer."""
+
+    speaker: int
+    seq: int
+    timestamp: int
+    payload: memoryview
+
+
+class Chaos:
+    """Drops a given percentage of outgoing datagrams, at random, reproducibly per seed."""
+
+    def __init__(self, percent: float = 0.0, seed: int | None = None) -> None:
+        self.percent = percent
+        self._rng = random.Random(seed)
+
+    def drop(self) -> bool:
+        return self.percent > 0 and self._rng.random() * 100.0 < self.percent
+
+
+class VoiceLink:
+    def __init__(self, chaos: Chaos | None = None) -> None:
+        self.token = 0
+        self.target = 0
+        self.chaos = chaos or Chaos()
+        self.registered = False
+        self.rtt_ns: int | None = None
+        # Every key exists from the start: the sender thread only updates values, so the
+        # receiver thread can copy the dict for stats while it runs.
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._next_register = 0
+        self._next_keepalive = 0
+        self._nonce = 0
+
+    def set_session(self, token: int, now: int) -> None:
+        """A new or resumed session: register (again) right away."""
+        if token != self.token:
+            self.registered = False
+        self.token = token
+        self._next_register = now
+
+    def _count(self, name: str) -> None:
+        self.counters[name] += 1
+
+    # --- sending ----------------------------------------------------------------------
+
+    def should_send(self) -> bool:
+        """Whether the next voice datagram goes to the socket (a session, and chaos spares it)."""
+        if not self.token:
+            self._count("unsent_no_session")
+            return False
+        if self.chaos.drop():
+            self._count("chaos_dropped")
+            return False
+        self._count("sent")
+        return True
+
+    def pack_header(self, buf: bytearray, seq: int, timestamp: int) -> None:
+        p.pack_header_into(buf, self.token, seq, timestamp, self.target)
+
+    def timers(self, now: int) -> list[bytes]:
+        """Datagrams due now: a register ping and/or a keepalive."""
+        out: list[bytes] = []
+        if not self.token:
+            return out
+        if now >= self._next_register:
+            self._nonce += 1
+            out.append(bytes(p.VoiceDatagram(self.token, self._nonce, now, 0)))
+            period = REGISTER_PERIOD_NS if self.registered else REGISTER_RETRY_NS
+            self._next_register = now + period
+            self._count("register_sent")
+        if now >= self._next_keepalive:
+            out.append(b"")
+            self._next_keepalive = now + KEEPALIVE_NS
+            self._count("keepalive_sent")
+        return out
+
+    def next_timer(self, now: int) -> int:
+        if not self.token:
+            return now + REGISTER_PERIOD_NS
+        return min(self._next_register, self._next_keepalive)
+
+    # --- receiving ------------------------------------------------------------------
+
+    def received(self, data: memoryview, now: int) -> Incoming | None:
+        """Voice to play, or None (a register echo, or something dropped and counted)."""
+        try:
+            kind, token, _target = p.classify(data)
+        except p.ProtocolError:
+            self._count("bad_datagram")
+            return None
+        if kind == p.KEEPALIVE:
+            return None
+        _token, seq, ts, _target = p.HEADER.unpack_from(data)
+        if kind == p.REGISTER:
+            if token != self.token or ts > now:
+                self._count("bad_register_echo")
+                return None
+            if not self.registered:  # answered: from now on only the periodic RTT probe
+                self.registered = True
+                self._next_register = now + REGISTER_PERIOD_NS
+            self.rtt_ns = now - ts
+            self._count("register_echo")
+            return None
+        self._count("received")
+        return Incoming(token, seq, ts, data[p.HEADER_SIZE :])

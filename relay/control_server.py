@@ -1,0 +1,272 @@
+"""The asyncio TCP adapter around :class:`relay.session_table.SessionTable`.
+
+One coroutine per connection reads bytes, splits them into messages with
+:class:`relay.protocol.MessageDecoder`, hands each to the session table and
+carries out the actions it returns. Everything hostile stops here: bad frames get
+an ``error`` (and the connection is closed when the stream cannot be
+re-synchronised or a client keeps sending garbage), a connection that never
+authenticates is timed out, and a client that does not read its replies is
+dropped once its output buffer passes a bound instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from relay.protocol import (
+    Auth,
+    Bye,
+    Chat,
+    Error,
+    FramingError,
+    Join,
+    Message,
+    MessageDecoder,
+    Ping,
+    Pong,
+    ProtocolError,
+    Reconnect,
+    encode_message,
+)
+from relay.session_table import Action, Close, Send, SessionTable
+
+log = logging.getLogger("relay.control_server")
+
+READ_CHUNK = 64 * 1024
+MAX_ERRORS = 16  # bad frames tolerated on one connection before it is closed
+MAX_FAILED_RECONNECTS = 3  # reconnects with an unknown token before the connection is closed
+
+
+@dataclass(slots=True)
+class ControlLimits:
+    auth_timeout: float = 10.0  # seconds a connection may take to send auth or reconnect
+    max_output: int = 1024 * 1024  # bytes queued for a client that does not read: then drop it
+    max_connections: int = 2000
+    # Messages per second a connection may send, and the burst above that rate: a
+    # join costs a route-table rebuild and a chat a message to every member, so a
+    # flood of either must not take the loop (and the GIL) from everyone else.
+    rate: float = 20.0
+    burst: float = 40.0
+
+
+class RateLimit:
+    """A token bucket: :meth:`allow` says whether one more message fits at time ``now``."""
+
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._last = now
+
+    def allow(self, now: float) -> bool:
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+class _Conn:
+    __slots__ = ("closing", "errors", "failed_reconnects", "id", "limit", "peer", "timer", "writer")
+
+    def __init__(self, conn_id: int, writer: asyncio.StreamWriter, limit: RateLimit) -> None:
+        self.id = conn_id
+        self.limit = limit
+        self.writer = writer
+        self.peer = writer.get_extra_info("peername")
+        self.errors = 0
+        self.failed_reconnects = 0
+        self.closing = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class ControlServer:
+    """Serves control connections; calls ``on_change`` after the routing view changed."""
+
+    def __init__(
+        self,
+        sessions: SessionTable,
+        on_change: Callable[[], None],
+        limits: ControlLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.sessions = sessions
+        self.on_change = on_change
+        self.limits = limits or ControlLimits()
+        self.clock = clock
+        self.wall = wall
+        self._conns: dict[int, _Conn] = {}
+        self._ids = itertools.count(1)
+        self._version = sessions.version
+
+    # --- per connection --------------------------------------------------------------
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The whole life of one control connection."""
+        limit = RateLimit(self.limits.rate, self.limits.burst, self.clock())
+        conn = _Conn(next(self._ids), writer, limit)
+        if len(self._conns) >= self.limits.max_connections:
+            writer.write(encode_message(Error(code="server_full", message="too many connections")))
+            writer.close()
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:  # notice dead peers eventually, even if they never write again
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self._conns[conn.id] = conn
+        loop = asyncio.get_running_loop()
+        conn.timer = loop.call_later(self.limits.auth_timeout, self._auth_timeout, conn)
+        decoder = MessageDecoder()
+        log.debug("conn %d from %s", conn.id, conn.peer)
+        try:
+            while not conn.closing:
+                try:
+                    chunk = await reader.read(READ_CHUNK)
+                except (ConnectionError, OSError):
+                    break
+                if not chunk:
+                    break
+                try:
+                    items = decoder.feed(chunk)
+                except FramingError as exc:
+                    self._send(conn, Error(code=exc.code, message=str(exc)))
+                    self._close(conn, "unframeable stream")
+                    break
+                now = self.clock()
+                for item in items:
+                    if conn.closing:
+                        break
+                    if not conn.limit.allow(now):
+                        msg = f"more than {self.limits.rate:g} messages/s"
+                        self._bad_input(conn, ProtocolError(msg, code="rate_limited"))
+                    elif isinstance(item, ProtocolError):
+                        self._bad_input(conn, item)
+                    else:
+                        self._dispatch(conn, item)
+        finally:
+            if conn.timer is not None:
+                conn.timer.cancel()
+            del self._conns[conn.id]
+            self._apply(self.sessions.drop(conn.id, self.clock()))
+            if not writer.is_closing():
+                writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            log.debug("conn %d closed", conn.id)
+
+    def _dispatch(self, conn: _Conn, msg: Message) -> None:
+        s = self.sessions
+        if isinstance(msg, Auth):
+            actions = s.auth(conn.id, msg.name)
+            session = s.by_conn(conn.id)
+            if session is not None:
+                log.info("auth conn=%d user=%d name=%r", conn.id, session.user_id, session.name)
+        elif isinstance(msg, Reconnect):
+            actions = s.reconnect(conn.id, msg.token, self.clock())
+            if s.by_conn(conn.id) is None:
+                # A client resumes with the one token it has, then sends auth: more misses
+                # on one connection are someone guessing tokens.
+                conn.failed_reconnects += 1
+                if conn.failed_reconnects > MAX_FAILED_RECONNECTS:
+                    self._apply(actions)
+                    self._close(conn, "too many unknown tokens")
+                    return
+        elif isinstance(msg, Join):
+            actions = s.join(conn.id, msg.channel)
+        elif isinstance(msg, Chat):
+            actions = s.chat(conn.id, msg.text, self.wall())
+        elif isinstance(msg, Ping):
+            actions = [Send(conn.id, Pong(nonce=msg.nonce, t=msg.t))]
+        elif isinstance(msg, Bye):
+            actions = s.bye(conn.id)
+        else:
+            self._bad_input(conn, ProtocolError(f"{msg.TYPE} is sent by the relay, not to it"))
+            return
+        if conn.timer is not None and s.by_conn(conn.id) is not None:
+            conn.timer.cancel()  # only a session stops the clock: failed reconnects do not
+            conn.timer = None
+        self._apply(actions)
+
+    def _bad_input(self, conn: _Conn, exc: ProtocolError) -> None:
+        conn.errors += 1
+        self._send(conn, Error(code=exc.code, message=str(exc)))
+        if conn.errors >= MAX_ERRORS:
+            self._close(conn, "too many bad frames")
+
+    def _auth_timeout(self, conn: _Conn) -> None:
+        conn.timer = None
+        if self.sessions.by_conn(conn.id) is None and not conn.closing:
+            self._send(conn, Error(code="auth_timeout", message="no auth within the time limit"))
+            self._close(conn, "auth timeout")
+
+    # --- actions -------------------------------------------------------------------------
+
+    def _apply(self, actions: list[Action]) -> None:
+        """Tell the router if routing changed, then carry out the session table's actions.
+
+        In that order: a client that reads its welcome may send voice at once.
+        """
+        if self.sessions.version != self._version:
+            self._version = self.sessions.version
+            self.on_change()
+        for action in actions:
+            target = self._conns.get(action.conn)
+            if target is None:
+                continue
+            if isinstance(action, Send):
+                self._send(target, action.message)
+            elif isinstance(action, Close):
+                self._close(target, action.reason)
+
+    def _send(self, conn: _Conn, msg: Message) -> None:
+        if conn.closing:
+            return
+        transport = conn.writer.transport
+        try:
+            frame = encode_message(msg)
+        except ProtocolError as exc:  # a bug (a message we built is too large): never fatal
+            log.error("conn %d: cannot send %s: %s", conn.id, msg.TYPE, exc)
+            return
+        transport.write(frame)
+        if transport.get_write_buffer_size() > self.limits.max_output:
+            log.warning("conn %d does not read its replies: dropped", conn.id)
+            conn.closing = True
+            transport.abort()
+
+    def _close(self, conn: _Conn, reason: str) -> None:
+        if conn.closing:
+            return
+        log.debug("closing conn %d: %s", conn.id, reason)
+        conn.closing = True
+        conn.writer.close()  # flushes what is queued, then closes; the reader then sees EOF
+
+    # --- whole server ----------------------------------------------------------------------
+
+    def expire(self) -> None:
+        """Remove sessions whose grace period is over (called by the server's timer)."""
+        self._apply(self.sessions.expire(self.clock()))
+
+    async def shutdown(self, timeout: float = 1.0) -> None:
+        """Tell every client ``bye`` and close every connection."""
+        conns = list(self._conns.values())
+        for conn in conns:
+            self._send(conn, Bye())
+            self._close(conn, "relay shutting down")
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.writer.wait_closed(), timeout)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._conns)

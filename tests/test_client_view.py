@@ -1,0 +1,33 @@
+"""pipeline/core/client_view.py: folding bus events into the client's picture."""
+
+from __future__ import annotations
+
+from pipeline.core.client_view import ClientView
+from pipeline.ipc import events as ev
+
+
+def test_view_follows_events() -> None:
+    v = ClientView()
+    v.apply(ev.ConnectionState(ev.CONNECTED, "h:1", name="me", channel="Lobby", user_id=1))
+    v.apply(ev.Roster(1, "Lobby", ["Lobby", "Games"],
+                      [ev.Member(1, "me", "Lobby"), ev.Member(2, "bo", "Lobby"),
+                       ev.Member(3, "cy", "Games")]))  # fmt: skip
+    v.apply(ev.Stats("decode", {"loss_percent": 2.5, "speakers": {"2": {"depth": 3}}}))
+    v.apply(ev.Stats("control", {"tcp_rtt_ms": 0.4}))
+    v.apply(ev.Activity([2]))
+    v.apply(ev.ChatLine(2, "bo", "Lobby", "hi", 1.0))
+    assert [u.name for u in v.users_in("Lobby")] == ["me", "bo"]
+    assert v.name_of(3) == "cy" and v.name_of(9) == "#9"
+    assert v.stat("decode", "speakers", "2", "depth") == 3
+    assert v.stat("decode", "nope", "x") is None
+    assert v.speaking == [2] and len(v.chat) == 1
+    line = v.status_line()
+    assert "connected as me in Lobby" in line and "users 2" in line and "loss 2.5%" in line
+    assert "jitter 3" in line and "tcp 0.4ms" in line
+    assert v.summary()["channel"] == "Lobby"
+
+
+def test_reconnecting_status() -> None:
+    v = ClientView()
+    v.apply(ev.ConnectionState(ev.RECONNECTING, "h:1", attempt=4, reason="refused"))
+    assert "reconnecting (attempt 4: refused)" in v.status_line()

@@ -1,0 +1,194 @@
+"""pipeline/core/control_session.py: the control session against a scripted relay, no sockets."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.core.control_session import DEAD_AFTER, PING_INTERVAL, RECONNECT_DELAY, ControlSession
+from pipeline.ipc import events as ev
+from relay import protocol as p
+
+
+def sent(s: ControlSession) -> list[p.Message | p.ProtocolError]:
+    return p.MessageDecoder().feed(s.take_outgoing())
+
+
+def welcome(token: int = 77, uid: int = 3, channel: str = "Lobby") -> bytes:
+    return p.encode_message(
+        p.Welcome(token, uid, 9000, channel, ["Lobby", "Games"], [p.UserInfo(uid, "me", channel)])
+    )
+
+
+def connected_session(now: float = 0.0) -> ControlSession:
+    s = ControlSession(name="me", host="h", port=1)
+    assert s.connect_due(now)
+    s.connected(now)
+    assert sent(s) == [p.Auth("me")]
+    s.received(welcome(), now)
+    return s
+
+
+def test_auth_then_welcome_publishes_state_session_roster() -> None:
+    s = connected_session()
+    events = s.take_events()
+    assert ev.Session(77, 3, "h", 9000) in events
+    state = [e for e in events if isinstance(e, ev.ConnectionState)][-1]
+    assert state.state == ev.CONNECTED and state.channel == "Lobby"
+    roster = [e for e in events if isinstance(e, ev.Roster)][-1]
+    assert roster.me == 3 and roster.users == [ev.Member(3, "me", "Lobby")]
+
+
+def test_drop_waits_then_reconnects_with_token() -> None:
+    s = connected_session()
+    s.disconnected(10.0, "reset")
+    assert s.state == ev.RECONNECTING and s.attempt == 1
+    assert not s.connect_due(10.0 + RECONNECT_DELAY - 0.1)
+    assert s.connect_due(10.0 + RECONNECT_DELAY)
+    s.connected(12.0)
+    assert sent(s) == [p.Reconnect(77)]
+    s.received(welcome(), 12.0)
+    assert s.state == ev.CONNECTED and s.attempt == 0
+
+
+def test_unknown_token_falls_back_to_auth() -> None:
+    s = connected_session()
+    s.disconnected(1.0, "relay restarted")
+    s.connected(3.0)
+    sent(s)
+    s.received(p.encode_message(p.Error("unknown_token", "no such session")), 3.0)
+    assert sent(s) == [p.Auth("me")]
+    s.received(welcome(token=99, uid=1), 3.1)
+    assert ev.Session(99, 1, "h", 9000) in s.take_events()
+
+
+def test_failed_connects_count_attempts() -> None:
+    s = ControlSession(name="me", host="h", port=1)
+    for i in range(1, 4):
+        s.connect_failed(i * 2.0, "refused")
+        assert s.attempt == i
+    state = s.snapshot()[0]
+    assert isinstance(state, ev.ConnectionState) and state.attempt == 3
+    assert state.reason == "refused"
+
+
+def test_ping_every_interval_and_rtt_from_pong() -> None:
+    s = connected_session()
+    s.tick(PING_INTERVAL)
+    (ping,) = sent(s)
+    assert isinstance(ping, p.Ping)
+    s.received(p.encode_message(p.Pong(ping.nonce, ping.t)), PING_INTERVAL + 0.025)
+    assert s.tcp_rtt is not None and abs(s.tcp_rtt - 0.025) < 1e-9
+    assert any(isinstance(e, ev.Stats) and e.stage == "control" for e in s.take_events())
+
+
+def test_silent_relay_is_declared_dead() -> None:
+    s = connected_session()
+    s.tick(DEAD_AFTER + 0.1)
+    assert s.take_close() and s.state == ev.RECONNECTING
+
+
+def test_presence_updates_roster_and_notices() -> None:
+    s = connected_session()
+    s.take_events()
+    s.received(p.encode_message(p.UserJoined(4, "bob", "Lobby")), 1.0)
+    s.received(p.encode_message(p.UserJoined(4, "bob", "Games")), 1.1)  # moved
+    s.received(p.encode_message(p.UserLeft(4, "bob", "Lobby")), 1.1)  # stale: he is in Games
+    events = s.take_events()
+    roster = [e for e in events if isinstance(e, ev.Roster)][-1]
+    assert ev.Member(4, "bob", "Games") in roster.users
+    s.received(p.encode_message(p.UserLeft(4, "bob", "Games")), 2.0)
+    roster = [e for e in s.take_events() if isinstance(e, ev.Roster)][-1]
+    assert all(m.user_id != 4 for m in roster.users)
+
+
+def test_join_and_own_move() -> None:
+    s = connected_session()
+    s.join("Games")
+    assert sent(s) == [p.Join("Games")]
+    s.received(p.encode_message(p.UserJoined(3, "me", "Games")), 1.0)
+    assert s.channel == "Games"
+
+
+def test_wanted_channel_joined_after_first_welcome_only() -> None:
+    s = ControlSession(name="me", host="h", port=1, wanted_channel="Games")
+    s.connected(0.0)
+    sent(s)
+    s.received(welcome(), 0.0)
+    assert sent(s) == [p.Join("Games")]
+    s.disconnected(1.0, "x")
+    s.connected(3.0)
+    sent(s)
+    s.received(welcome(channel="Games"), 3.0)
+    assert sent(s) == []
+
+
+def test_chat_in_and_out() -> None:
+    s = connected_session()
+    s.chat("hello")
+    assert sent(s) == [p.Chat("hello")]
+    s.received(p.encode_message(p.Chat("yo", 4, "bob", "Lobby", 5.0)), 1.0)
+    assert ev.ChatLine(4, "bob", "Lobby", "yo", 5.0) in s.take_events()
+
+
+def test_chat_while_disconnected_is_a_notice() -> None:
+    s = ControlSession(name="me", host="h", port=1)
+    s.chat("hello")
+    assert s.take_outgoing() == b""
+    assert any(isinstance(e, ev.Notice) for e in s.take_events())
+
+
+def test_quit_says_bye_and_closes() -> None:
+    s = connected_session()
+    s.quit()
+    assert sent(s) == [p.Bye()]
+    assert s.take_close()
+    s.disconnected(1.0, "closed")
+    assert s.state == ev.STOPPED and not s.connect_due(100.0)
+
+
+def test_bad_frame_from_relay_drops_the_link() -> None:
+    s = connected_session()
+    s.received(b"\xff\xff\xff\xff", 1.0)
+    assert s.take_close() and s.state == ev.RECONNECTING
+
+
+@given(st.lists(st.binary(max_size=64), max_size=20))
+def test_fuzz_garbage_from_relay_never_raises(chunks: list[bytes]) -> None:
+    s = connected_session()
+    for i, chunk in enumerate(chunks):
+        s.received(chunk, float(i))
+        s.tick(float(i))
+        if s.take_close():
+            s.connected(float(i))
+
+
+def test_a_relay_that_never_welcomes_is_dropped_and_retried() -> None:
+    s = ControlSession(name="me", host="h", port=1)
+    s.connected(0.0)
+    sent(s)
+    assert s.next_deadline(0.0) == DEAD_AFTER
+    s.tick(DEAD_AFTER - 0.1)
+    assert not s.take_close()
+    s.tick(DEAD_AFTER + 0.1)
+    assert s.take_close() and s.state == ev.RECONNECTING and "no welcome" in s.reason
+    assert s.connect_due(DEAD_AFTER + 0.1 + RECONNECT_DELAY)
+
+
+def test_wanted_channel_survives_reconnects_and_relay_restarts() -> None:
+    s = connected_session()
+    sent(s)
+    s.disconnected(1.0, "x")
+    s.join("AFK")  # chosen while reconnecting
+    s.connected(3.0)
+    sent(s)
+    s.received(welcome(), 3.0)  # resumed in Lobby
+    assert sent(s) == [p.Join("AFK")]
+    s.received(p.encode_message(p.UserJoined(3, "me", "AFK")), 3.1)
+    s.disconnected(4.0, "relay restarted")
+    s.connected(6.0)
+    sent(s)
+    s.received(p.encode_message(p.Error("unknown_token", "gone")), 6.0)
+    sent(s)
+    s.received(welcome(token=5, uid=1), 6.1)  # a fresh session lands in Lobby
+    assert sent(s) == [p.Join("AFK")]

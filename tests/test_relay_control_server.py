@@ -1,0 +1,204 @@
+"""relay/control_server.py: the asyncio TCP adapter, in process, over loopback streams."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+
+from relay import protocol as p
+from relay.control_server import MAX_ERRORS, ControlLimits, ControlServer, RateLimit
+from relay.session_table import SessionTable
+
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def read_message(reader: asyncio.StreamReader, timeout: float = 10.0) -> p.Message:
+    header = await asyncio.wait_for(reader.readexactly(4), timeout)
+    (n,) = struct.unpack(">I", header)
+    return p.decode_message(await asyncio.wait_for(reader.readexactly(n), timeout))
+
+
+async def read_until_closed(reader: asyncio.StreamReader, timeout: float = 10.0) -> bytes:
+    return await asyncio.wait_for(reader.read(), timeout)
+
+
+def run(
+    test: Callable[[ControlServer, Callable[[], Awaitable[Conn]], list[int]], Awaitable[None]],
+    limits: ControlLimits | None = None,
+) -> None:
+    async def main() -> None:
+        changes: list[int] = []
+        sessions = SessionTable(["Lobby", "Music"], grace=30)
+        control = ControlServer(sessions, lambda: changes.append(sessions.version), limits)
+        server = await asyncio.start_server(control.handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        writers: list[asyncio.StreamWriter] = []
+
+        async def connect() -> Conn:
+            sock = socket.socket()
+            # A small receive window, so a client that does not read backs up quickly.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            r, w = await asyncio.open_connection(sock=sock)
+            writers.append(w)
+            return r, w
+
+        try:
+            await test(control, connect, changes)
+        finally:
+            for w in writers:
+                w.close()
+            await control.shutdown()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
+
+
+def test_auth_then_routing_change_is_reported() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], changes: list[int]
+    ) -> None:
+        r, w = await connect()
+        w.write(p.encode_message(p.Auth(name="a")))
+        welcome = await read_message(r)
+        assert isinstance(welcome, p.Welcome)
+        assert changes  # the router was told before the welcome went out
+        w.write(p.encode_message(p.Ping(nonce=3, t=1.0)))
+        assert await read_message(r) == p.Pong(nonce=3, t=1.0)
+
+    run(body)
+
+
+def test_auth_timeout_closes_silent_connection() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        r, _w = await connect()
+        err = await read_message(r)
+        assert isinstance(err, p.Error) and err.code == "auth_timeout"
+        assert await read_until_closed(r) == b""
+
+    run(body, ControlLimits(auth_timeout=0.2))
+
+
+def test_failed_reconnect_does_not_stop_the_auth_clock() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        r, w = await connect()
+        w.write(p.encode_message(p.Reconnect(token=99)))
+        err = await read_message(r)
+        assert isinstance(err, p.Error) and err.code == "unknown_token"
+        err = await read_message(r)
+        assert isinstance(err, p.Error) and err.code == "auth_timeout"
+        assert await read_until_closed(r) == b""
+
+    run(body, ControlLimits(auth_timeout=0.3))
+
+
+def test_connections_over_the_limit_are_refused() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        r1, w1 = await connect()
+        w1.write(p.encode_message(p.Auth(name="a")))
+        await read_message(r1)
+        r2, _w2 = await connect()
+        err = await read_message(r2)
+        assert isinstance(err, p.Error) and err.code == "server_full"
+        assert await read_until_closed(r2) == b""
+
+    run(body, ControlLimits(max_connections=1))
+
+
+def test_client_that_never_reads_is_dropped() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        r, w = await connect()
+        w.write(p.encode_message(p.Auth(name="slow")))
+        await read_message(r)
+        # Ask for far more replies than the bound, never read them.
+        pings = p.encode_message(p.Ping(nonce=1, t=0.0)) * 100_000
+        try:
+            w.write(pings)
+            await w.drain()
+        except ConnectionError:
+            pass
+        for _attempt in range(200):
+            if control.connection_count == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert control.connection_count == 0
+        assert control.sessions.by_conn(1) is None  # its session waits out its grace
+
+    run(body, ControlLimits(max_output=4096))
+
+
+def test_relay_only_message_and_error_limit() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        r, w = await connect()
+        w.write(p.encode_message(p.UserLeft(1, "x", "Lobby")))
+        err = await read_message(r)
+        assert isinstance(err, p.Error) and "not to it" in err.message
+        w.write(struct.pack(">I", 1) + b"\xc1")
+        err = await read_message(r)
+        assert isinstance(err, p.Error) and err.code == "bad_message"
+        w.write((struct.pack(">I", 1) + b"\xc1") * MAX_ERRORS)
+        data = await read_until_closed(r)
+        assert data.count(b"bad_message") == MAX_ERRORS - 2  # then closed
+
+    run(body)
+
+
+def test_rate_limit_bucket() -> None:
+    bucket = RateLimit(rate=10, burst=3, now=0.0)
+    assert [bucket.allow(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.allow(0.1) and not bucket.allow(0.1)
+    assert [bucket.allow(100.0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_message_flood_is_refused_then_closed() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        r, w = await connect()
+        w.write(p.encode_message(p.Auth(name="a")))
+        await read_message(r)
+        w.write(p.encode_message(p.Join(channel="Music")) * 100)
+        data = await read_until_closed(r)
+        assert b"rate_limited" in data
+
+    run(body, ControlLimits(rate=1, burst=5))
+
+
+def test_unframeable_stream_error_then_close() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        r, w = await connect()
+        w.write(struct.pack(">I", p.MAX_FRAME + 1))
+        err = await read_message(r)
+        assert isinstance(err, p.Error) and err.code == "bad_frame"
+        assert await read_until_closed(r) == b""
+
+    run(body)
+
+
+def test_shutdown_says_bye() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        r, w = await connect()
+        w.write(p.encode_message(p.Auth(name="a")))
+        await read_message(r)
+        await control.shutdown()
+        assert await read_message(r) == p.Bye()
+        assert await read_until_closed(r) == b""
+
+    run(body)

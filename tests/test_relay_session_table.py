@@ -1,0 +1,303 @@
+"""relay/session_table.py: the session and channel table, in memory, with an injected clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from relay import protocol as p
+from relay.router import EMPTY_TABLE, RouteTable
+from relay.session_table import Action, Close, Send, SessionTable
+
+
+def to(actions: list[Action], conn: int) -> list[p.Message]:
+    return [a.message for a in actions if isinstance(a, Send) and a.conn == conn]
+
+
+def welcome(actions: list[Action], conn: int) -> p.Welcome:
+    (w,) = [m for m in to(actions, conn) if isinstance(m, p.Welcome)]
+    return w
+
+
+def table(grace: float = 10.0) -> SessionTable:
+    return SessionTable(["Lobby", "Music"], grace=grace, udp_port=8080)
+
+
+def test_auth_creates_session_in_default_channel() -> None:
+    t = table()
+    w = welcome(t.auth(1, "alice"), 1)
+    assert w.token != 0 and w.user_id == 1 and w.channel == "Lobby" and w.udp_port == 8080
+    assert w.channels == ["Lobby", "Music"]
+    assert w.users == [p.UserInfo(1, "alice", "Lobby")]
+    out = t.auth(2, "bob")
+    assert to(out, 1) == [p.UserJoined(2, "bob", "Lobby")]
+    assert len(welcome(out, 2).users) == 2
+    t.check()
+
+
+def test_second_auth_on_one_connection_is_refused() -> None:
+    t = table()
+    t.auth(1, "a")
+    (err,) = to(t.auth(1, "b"), 1)
+    assert isinstance(err, p.Error) and err.code == "already_authenticated"
+    assert len(t) == 1
+
+
+def test_duplicate_names_get_a_suffix_within_the_limit() -> None:
+    t = table()
+    long = "x" * p.MAX_NAME
+    names = [welcome(t.auth(i, long), i) for i in range(1, 4)]
+    got = [w.users[-1].name for w in names]
+    assert got[0] == long and len(set(got)) == 3
+    assert all(len(n) <= p.MAX_NAME for n in got) and got[1].endswith("-2")
+    t.check()
+
+
+def test_tokens_are_unique_and_nonzero() -> None:
+    t = table()
+    tokens = {welcome(t.auth(i, f"u{i}"), i).token for i in range(200)}
+    assert len(tokens) == 200 and 0 not in tokens
+
+
+def test_join_presence_reaches_the_whole_server() -> None:
+    t = table()
+    t.auth(1, "a")
+    t.auth(2, "b")
+    t.auth(3, "c")
+    t.auth(4, "d")
+    t.join(3, "Music")
+    t.join(4, "AFK")
+    out = t.join(1, "Music")
+    moved = [p.UserLeft(1, "a", "Lobby"), p.UserJoined(1, "a", "Music")]
+    # Old channel, new channel, mover, and a bystander elsewhere: the same two messages,
+    # so every client's channel tree follows the move.
+    for conn in (1, 2, 3, 4):
+        assert to(out, conn) == moved
+    assert t.join(1, "Music") == []
+    (err,) = to(t.join(1, "Nowhere"), 1)
+    assert isinstance(err, p.Error) and err.code == "unknown_channel"
+    t.check()
+
+
+def test_commands_before_auth_are_refused() -> None:
+    t = table()
+    for out in (t.join(5, "Music"), t.chat(5, "hi", 0.0)):
+        (err,) = to(out, 5)
+        assert isinstance(err, p.Error) and err.code == "not_authenticated"
+
+
+def test_chat_goes_to_channel_with_sender_fields() -> None:
+    t = table()
+    t.auth(1, "a")
+    t.auth(2, "b")
+    t.auth(3, "c")
+    t.join(3, "Music")
+    out = t.chat(1, "hello", 123.5)
+    expected = p.Chat("hello", 1, "a", "Lobby", 123.5)
+    assert to(out, 1) == [expected] and to(out, 2) == [expected] and to(out, 3) == []
+
+
+def test_drop_then_reconnect_within_grace_is_silent() -> None:
+    t = table(grace=10)
+    token = welcome(t.auth(1, "a"), 1).token
+    t.auth(2, "b")
+    t.join(1, "Music")
+    assert t.drop(1, now=100.0) == []
+    assert t.expire(109.9) == []
+    out = t.reconnect(7, token, now=109.9)
+    w = welcome(out, 7)
+    assert (w.token, w.user_id, w.channel) == (token, 1, "Music")
+    assert to(out, 2) == []  # no presence churn
+    assert t.next_deadline() is None
+    t.check()
+
+
+def test_expiry_after_grace_announces_and_forgets() -> None:
+    t = table(grace=10)
+    token = welcome(t.auth(1, "a"), 1).token
+    t.auth(2, "b")
+    t.drop(1, now=100.0)
+    assert t.next_deadline() == 110.0
+    assert to(t.expire(110.0), 2) == [p.UserLeft(1, "a", "Lobby")]
+    (err,) = to(t.reconnect(3, token, now=111.0), 3)
+    assert isinstance(err, p.Error) and err.code == "unknown_token"
+    # The name is free again.
+    assert welcome(t.auth(3, "a"), 3).users[-1].name == "a"
+    t.check()
+
+
+def test_reconnect_after_grace_expires_on_the_spot() -> None:
+    t = table(grace=10)
+    token = welcome(t.auth(1, "a"), 1).token
+    t.auth(2, "b")
+    t.drop(1, now=0.0)
+    out = t.reconnect(3, token, now=50.0)  # the expiry timer has not run yet
+    assert to(out, 2) == [p.UserLeft(1, "a", "Lobby")]
+    (err,) = to(out, 3)
+    assert isinstance(err, p.Error) and err.code == "unknown_token"
+
+
+def test_reconnect_takes_over_a_half_open_connection() -> None:
+    t = table()
+    token = welcome(t.auth(1, "a"), 1).token
+    out = t.reconnect(2, token, now=0.0)
+    assert Close(1, "session resumed on another connection") in out
+    assert welcome(out, 2).token == token
+    assert t.by_conn(1) is None and t.by_conn(2) is not None
+    assert t.drop(1, now=1.0) == []  # the old connection's end changes nothing
+    assert t.next_deadline() is None
+    t.check()
+
+
+def test_bye_removes_now_and_closes() -> None:
+    t = table()
+    t.auth(1, "a")
+    t.auth(2, "b")
+    out = t.bye(1)
+    assert to(out, 2) == [p.UserLeft(1, "a", "Lobby")]
+    assert Close(1, "bye") in out and len(t) == 1
+    assert t.bye(9) == [Close(9, "bye")]
+
+
+def test_bind_udp_bumps_version_only_on_change() -> None:
+    t = table()
+    token = welcome(t.auth(1, "a"), 1).token
+    v = t.version
+    assert t.bind_udp(token, ("127.0.0.1", 5000))
+    assert t.version == v + 1
+    assert not t.bind_udp(token, ("127.0.0.1", 5000))
+    assert not t.bind_udp(12345, ("127.0.0.1", 5000))
+    assert t.version == v + 1
+    assert t.route_entries() == [(token, 1, "Lobby", ("127.0.0.1", 5000))]
+
+
+def test_session_cap_counts_sessions_in_grace() -> None:
+    t = SessionTable(["Lobby"], grace=10, max_sessions=2)
+    t.auth(1, "a")
+    t.auth(2, "b")
+    t.drop(2, now=0.0)
+    (err,) = to(t.auth(3, "c"), 3)
+    assert isinstance(err, p.Error) and err.code == "server_full"
+    t.expire(10.0)
+    assert welcome(t.auth(3, "c"), 3).user_id == 3
+
+
+def test_welcome_of_a_full_server_fits_one_frame() -> None:
+    channels = [f"{i:02d}" + "c" * (p.MAX_CHANNEL - 2) for i in range(20)]
+    t = SessionTable(channels, max_sessions=3000)
+    for i in range(2000):
+        t.auth(i, f"{i:04d}" + "n" * (p.MAX_NAME - 4))
+        t.join(i, channels[i % 20])
+    w = welcome(t.auth(5000, "me"), 5000)
+    assert len(p.encode_message(w)) <= p.MAX_FRAME + 4
+    assert 0 < len(w.users) < 2001
+    mine = {u.user_id for u in w.users if u.channel == w.channel}
+    assert len(mine) == len(t.channels[w.channel])  # everyone the client will hear
+
+
+def test_no_channels_is_a_bug() -> None:
+    with pytest.raises(ValueError):
+        SessionTable([])
+
+
+def routing_view(table: RouteTable) -> dict[str, Any]:
+    """What the hot path sees, with destination order (set iteration) left out."""
+    return {
+        "routes": {
+            token: (r.user_id, r.addr, frozenset(r.dests), len(r.dests), r.echo)
+            for token, r in table.routes.items()
+        },
+        "whisper": table.whisper,
+        "user_of": table.user_of,
+        "members": {c: frozenset(m) for c, m in table.members.items() if m},
+    }
+
+
+class SessionMachine(RuleBasedStateMachine):
+    """Random sequences of every operation keep the table's invariants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.t = SessionTable(["Lobby", "Music", "AFK"], grace=5.0)
+        self.now = 0.0
+        self.tokens: list[int] = []
+        self.table = EMPTY_TABLE  # kept up to date the way the server does it
+
+    conns = st.integers(1, 6)
+
+    @rule(conn=conns, name=st.sampled_from(["a", "b", "a-2", "x" * p.MAX_NAME]))
+    def auth(self, conn: int, name: str) -> None:
+        for a in self.t.auth(conn, name):
+            if isinstance(a, Send) and isinstance(a.message, p.Welcome):
+                self.tokens.append(a.message.token)
+
+    @rule(conn=conns, pick=st.integers(0, 50))
+    def reconnect(self, conn: int, pick: int) -> None:
+        token = self.tokens[pick % len(self.tokens)] if self.tokens else pick + 1
+        self.t.reconnect(conn, token, self.now)
+
+    @rule(conn=conns, channel=st.sampled_from(["Lobby", "Music", "AFK", "Nope"]))
+    def join(self, conn: int, channel: str) -> None:
+        self.t.join(conn, channel)
+
+    @rule(conn=conns)
+    def chat(self, conn: int) -> None:
+        out = self.t.chat(conn, "hi", self.now)
+        session = self.t.by_conn(conn)
+        if session is not None:
+            assert {a.conn for a in out} <= set(self.t.connections())
+
+    @rule(conn=conns)
+    def bye(self, conn: int) -> None:
+        self.t.bye(conn)
+
+    @rule(conn=conns)
+    def drop(self, conn: int) -> None:
+        self.t.drop(conn, self.now)
+
+    @rule(dt=st.floats(0, 8))
+    def tick(self, dt: float) -> None:
+        self.now += dt
+        self.t.expire(self.now)
+        deadline = self.t.next_deadline()
+        assert deadline is None or deadline > self.now
+
+    @rule(pick=st.integers(0, 50), port=st.integers(1, 3))
+    def bind(self, pick: int, port: int) -> None:
+        if self.tokens:
+            self.t.bind_udp(self.tokens[pick % len(self.tokens)], ("127.0.0.1", port))
+
+    @invariant()
+    def consistent(self) -> None:
+        self.t.check()
+
+    @invariant()
+    def incremental_routes_equal_a_full_build(self) -> None:
+        dirty = self.t.take_dirty()
+        self.table = RouteTable.update(self.table, dirty, self.t.route_entries(dirty))
+        assert routing_view(self.table) == routing_view(RouteTable.build(self.t.route_entries()))
+
+
+# Each example is a whole run of up to 50 steps: a tenth of the profile's examples.
+_profile = settings.default
+assert _profile is not None
+SessionMachine.TestCase.settings = settings(
+    _profile, max_examples=max(50, _profile.max_examples // 10)
+)
+TestSessionMachine = SessionMachine.TestCase
+
+
+def test_arrivals_and_leaves_reach_other_channels() -> None:
+    t = table()
+    t.auth(1, "a")
+    t.join(1, "AFK")
+    out = t.auth(2, "b")
+    assert to(out, 1) == [p.UserJoined(2, "b", "Lobby")]
+    assert all(not isinstance(m, p.UserJoined) for m in to(out, 2))  # b has the welcome
+    out = t.bye(2)
+    assert to(out, 1) == [p.UserLeft(2, "b", "Lobby")]
+    t.check()

@@ -1,0 +1,68 @@
+"""Audio and developer controls: device choices, level meter, bitrate, chaos slider."""
+
+from __future__ import annotations
+
+from pytestqt.qtbot import QtBot
+
+from ui.audio_panel import AudioControls, DevicePicker, device_choices, level_db
+
+DEVICES = [
+    {"name": "Built-in Mic", "index": 0, "max_input_channels": 2, "max_output_channels": 0},
+    {"name": "Speakers", "index": 1, "max_input_channels": 0, "max_output_channels": 2},
+    {"name": "Headset", "index": 2, "max_input_channels": 1, "max_output_channels": 2},
+]
+
+
+def test_device_choices_by_kind() -> None:
+    inputs = [spec for _, spec in device_choices(DEVICES, "input")]
+    outputs = [spec for _, spec in device_choices(DEVICES, "output")]
+    assert inputs == ["device", "device:0", "device:2", "tone:440", "speech", "silence"]
+    assert outputs == ["device", "device:1", "device:2", "null"]
+    assert [s for _, s in device_choices([], "output")] == ["device", "null"]
+
+
+def test_level_db() -> None:
+    assert level_db(0.0) == -60.0
+    assert level_db(1.0) == 0.0
+    assert abs(level_db(0.1) - -20.0) < 1e-9
+    assert level_db(5.0) == 0.0
+
+
+def test_picker_select_adds_files_without_emitting(qtbot: QtBot) -> None:
+    picker = DevicePicker(device_choices(DEVICES, "input"), "input")
+    qtbot.addWidget(picker)
+    emitted: list[str] = []
+    picker.chosen.connect(emitted.append)
+    picker.select("/tmp/voice.wav")
+    assert picker.spec() == "/tmp/voice.wav" and picker.currentText() == "voice.wav"
+    picker.select("speech")
+    assert picker.spec() == "speech"
+    assert emitted == []
+    picker.activated.emit(picker.findData("tone:440"))
+    picker.setCurrentIndex(picker.findData("tone:440"))
+    assert emitted == ["tone:440"]
+
+
+def test_controls_emit(qtbot: QtBot) -> None:
+    controls = AudioControls(DEVICES)
+    qtbot.addWidget(controls)
+    chaos: list[float] = []
+    muted: list[bool] = []
+    deaf: list[bool] = []
+    rates: list[int] = []
+    controls.chaos_changed.connect(chaos.append)
+    controls.mute_toggled.connect(muted.append)
+    controls.deafen_toggled.connect(deaf.append)
+    controls.bitrate_chosen.connect(rates.append)
+    controls.chaos.setValue(25)
+    controls.mute.setChecked(True)
+    controls.deafen.setChecked(True)
+    controls.bitrate.activated.emit(controls.bitrate.findData(24000))
+    assert chaos == [25.0] and controls.chaos_label.text() == "25 %"
+    assert muted == [True] and deaf == [True] and rates == [24000]
+    controls.set_level(0.1)
+    assert controls.meter.value() == 40
+    controls.select_bitrate(40000)
+    assert controls.bitrate.currentData() == 40000
+    controls.set_devices_fixed("attached")
+    assert not controls.input.isEnabled() and not controls.output.isEnabled()

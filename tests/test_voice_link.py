@@ -1,0 +1,96 @@
+"""pipeline/core/voice_link.py: the network stage's sans-I/O decisions."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.core.voice_link import (
+    KEEPALIVE_NS,
+    REGISTER_PERIOD_NS,
+    REGISTER_RETRY_NS,
+    Chaos,
+    VoiceLink,
+)
+from relay import protocol as p
+
+
+def test_nothing_is_sent_without_a_session() -> None:
+    link = VoiceLink()
+    assert link.timers(0) == []
+    assert not link.should_send()
+    assert link.counters["unsent_no_session"] == 1
+
+
+def test_register_until_answered_then_periodic() -> None:
+    link = VoiceLink()
+    link.set_session(77, now=1000)
+    first = link.timers(1000)
+    assert b"" in first  # keepalive
+    (ping,) = [d for d in first if d]
+    d = p.VoiceDatagram.parse(ping)
+    assert d.is_register and d.token == 77 and d.timestamp == 1000
+    assert link.timers(1000 + REGISTER_RETRY_NS - 1) == []
+    assert len(link.timers(1000 + REGISTER_RETRY_NS)) == 1  # retried: no answer yet
+    echo_at = 1000 + REGISTER_RETRY_NS + 250_000
+    assert link.received(memoryview(ping), echo_at) is None
+    assert link.registered and link.rtt_ns == echo_at - 1000
+    assert [x for x in link.timers(echo_at + REGISTER_RETRY_NS) if x] == []  # only periodic now
+    assert [x for x in link.timers(echo_at + REGISTER_PERIOD_NS) if x]
+
+
+def test_keepalive_every_five_seconds() -> None:
+    link = VoiceLink()
+    link.set_session(1, 0)
+    assert b"" in link.timers(0)
+    assert b"" not in link.timers(KEEPALIVE_NS - 1)
+    assert b"" in link.timers(KEEPALIVE_NS)
+
+
+def test_new_token_registers_again() -> None:
+    link = VoiceLink()
+    link.set_session(1, 0)
+    ping = next(d for d in link.timers(0) if d)
+    link.received(memoryview(ping), 10)
+    assert link.registered
+    link.set_session(2, 100)
+    assert not link.registered
+    assert [d for d in link.timers(100) if d]
+
+
+def test_foreign_register_echo_ignored() -> None:
+    link = VoiceLink()
+    link.set_session(5, 0)
+    fake = bytes(p.VoiceDatagram(6, 1, 0, 0))
+    assert link.received(memoryview(fake), 10) is None
+    assert not link.registered and link.counters["bad_register_echo"] == 1
+
+
+def test_voice_header_and_incoming() -> None:
+    link = VoiceLink()
+    link.set_session(9, 0)
+    link.target = 4
+    buf = bytearray(30)
+    link.pack_header(buf, seq=3, timestamp=11)
+    assert p.classify(bytes(buf[:24]) + b"x") == (p.VOICE, 9, 4)
+    incoming = link.received(memoryview(bytes(p.VoiceDatagram(42, 3, 11, 0, b"opus"))), 20)
+    assert incoming is not None
+    assert (incoming.speaker, incoming.seq, incoming.timestamp) == (42, 3, 11)
+    assert bytes(incoming.payload) == b"opus"
+
+
+def test_chaos_drops_about_the_percentage() -> None:
+    chaos = Chaos(10.0, seed=1)
+    drops = sum(chaos.drop() for _ in range(20000))
+    assert 1700 < drops < 2300
+    assert not any(Chaos(0.0, seed=1).drop() for _ in range(1000))
+    assert all(Chaos(100.0, seed=1).drop() for _ in range(1000))
+
+
+@given(st.binary(max_size=1400))
+def test_fuzz_any_datagram_is_voice_or_none(data: bytes) -> None:
+    link = VoiceLink()
+    link.set_session(1, 0)
+    result = link.received(memoryview(data), 10**12)
+    if result is not None:
+        assert 25 <= len(data) <= 1299

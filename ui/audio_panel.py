@@ -1,0 +1,196 @@
+"""Audio controls (device pickers, mute, deafen, level meter, bitrate) and developer settings.
+
+Widgets only: each control emits a signal with the new value; the window
+turns them into bus commands or a restart of the client. Device choices are
+the strings ``python -m pipeline --input/--output`` accepts (pipeline/media/sources.py).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+BITRATES_KBPS = (12, 16, 24, 32, 48, 64, 96, 128)
+METER_FLOOR_DB = -60.0
+PICK_FILE = "<file>"  # item data of the "WAV file…" entry
+INPUT_TESTS = (
+    ("Test tone (440 Hz)", "tone:440"),
+    ("Speech-like test signal", "speech"),
+    ("Silence", "silence"),
+)
+OUTPUT_TESTS = (("Discard (null)", "null"),)
+
+
+def level_db(level: float) -> float:
+    """An RMS level (0..1) in dBFS, floored at METER_FLOOR_DB."""
+    if level <= 0.0:
+        return METER_FLOOR_DB
+    return max(METER_FLOOR_DB, min(0.0, 20.0 * math.log10(level)))
+
+
+def device_choices(devices: list[dict[str, Any]], kind: str) -> list[tuple[str, str]]:
+    """(label, spec) for the default device, each usable device of that kind, and test options."""
+    key = "max_input_channels" if kind == "input" else "max_output_channels"
+    out = [("Default sound device", "device")]
+    for index, d in enumerate(devices):
+        if int(d.get(key, 0) or 0) > 0:
+            out.append(
+                (
+                    f"{d.get('name', 'device')} (#{d.get('index', index)})",
+                    f"device:{d.get('index', index)}",
+                )
+            )
+    out += list(INPUT_TESTS if kind == "input" else OUTPUT_TESTS)
+    return out
+
+
+class DevicePicker(QComboBox):
+    """Sound devices, test sources/sinks and a WAV file; emits ``chosen`` with the spec string."""
+
+    chosen = pyqtSignal(str)
+
+    def __init__(self, choices: list[tuple[str, str]], kind: str) -> None:
+        super().__init__()
+        self._kind = kind
+        for label, spec in choices:
+            self.addItem(label, spec)
+        self.addItem("WAV file…", PICK_FILE)
+        self._last = self.spec()
+        self.activated.connect(self._picked)
+
+    def spec(self) -> str:
+        return str(self.currentData())
+
+    def select(self, spec: str) -> None:
+        """Show ``spec`` as the current choice (adding it if it is a file) without emitting."""
+        index = self.findData(spec)
+        if index < 0:
+            index = self.count() - 1
+            self.insertItem(index, spec.rsplit("/", 1)[-1], spec)
+        self.setCurrentIndex(index)
+        self._last = spec
+
+    def _picked(self, index: int) -> None:
+        spec = str(self.itemData(index))
+        if spec == PICK_FILE:
+            spec = self._ask_file()
+            if not spec:
+                self.select(self._last)
+                return
+            self.select(spec)
+        if spec != self._last:
+            self._last = spec
+            self.chosen.emit(spec)
+
+    def _ask_file(self) -> str:
+        if self._kind == "input":
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Play a WAV file as the microphone", "", "WAV (*.wav)"
+            )
+        else:
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Record what you hear to a WAV file", "", "WAV (*.wav)"
+            )
+        return path
+
+
+class AudioControls(QWidget):
+    input_chosen = pyqtSignal(str)
+    output_chosen = pyqtSignal(str)
+    mute_toggled = pyqtSignal(bool)
+    deafen_toggled = pyqtSignal(bool)
+    bitrate_chosen = pyqtSignal(int)  # bits per second
+    chaos_changed = pyqtSignal(float)  # loss percent
+    diagnostics_clicked = pyqtSignal()
+
+    def __init__(self, devices: list[dict[str, Any]], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.input = DevicePicker(device_choices(devices, "input"), "input")
+        self.output = DevicePicker(device_choices(devices, "output"), "output")
+        self.mute = QCheckBox("Mute microphone")
+        self.deafen = QCheckBox("Deafen")
+        self.meter = QProgressBar()
+        self.meter.setRange(0, int(-METER_FLOOR_DB))
+        self.meter.setTextVisible(False)
+        self.meter.setFixedHeight(10)
+        self.meter.setToolTip("microphone level, -60..0 dBFS")
+        self.bitrate = QComboBox()
+        for kbps in BITRATES_KBPS:
+            self.bitrate.addItem(f"{kbps} kbit/s", kbps * 1000)
+        self.select_bitrate(48000)
+        self.chaos = QSlider(Qt.Orientation.Horizontal)
+        self.chaos.setRange(0, 100)
+        self.chaos.setToolTip("drop this share of outgoing voice packets before the socket")
+        self.chaos_label = QLabel("0 %")
+        self.chaos_label.setMinimumWidth(40)
+        self.diagnostics = QPushButton("Diagnostics (F3)")
+        self.diagnostics.setCheckable(True)
+
+        audio = QGroupBox("Audio")
+        form = QFormLayout(audio)
+        form.addRow("Input", self.input)
+        form.addRow("Level", self.meter)
+        form.addRow("Output", self.output)
+        form.addRow("Bitrate", self.bitrate)
+        toggles = QHBoxLayout()
+        toggles.addWidget(self.mute)
+        toggles.addWidget(self.deafen)
+        form.addRow(toggles)
+        dev = QGroupBox("Developer")
+        dev_form = QFormLayout(dev)
+        chaos_row = QHBoxLayout()
+        chaos_row.addWidget(self.chaos, 1)
+        chaos_row.addWidget(self.chaos_label)
+        dev_form.addRow("Packet loss", chaos_row)
+        dev_form.addRow(self.diagnostics)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(audio)
+        layout.addWidget(dev)
+        layout.addStretch(1)
+
+        self.input.chosen.connect(self.input_chosen)
+        self.output.chosen.connect(self.output_chosen)
+        self.mute.toggled.connect(self.mute_toggled)
+        self.deafen.toggled.connect(self.deafen_toggled)
+        self.bitrate.activated.connect(
+            lambda i: self.bitrate_chosen.emit(int(self.bitrate.itemData(i)))
+        )
+        self.chaos.valueChanged.connect(self._chaos_moved)
+        self.diagnostics.clicked.connect(self.diagnostics_clicked)
+
+    def set_level(self, level: float) -> None:
+        self.meter.setValue(round(level_db(level) - METER_FLOOR_DB))
+
+    def select_bitrate(self, bps: int) -> None:
+        index = self.bitrate.findData(bps)
+        if index < 0:
+            self.bitrate.addItem(f"{bps // 1000} kbit/s", bps)
+            index = self.bitrate.count() - 1
+        self.bitrate.setCurrentIndex(index)
+
+    def set_devices_fixed(self, reason: str) -> None:
+        """Disable the device pickers (e.g. attached to a client this UI does not own)."""
+        for picker in (self.input, self.output):
+            picker.setEnabled(False)
+            picker.setToolTip(reason)
+
+    def _chaos_moved(self, value: int) -> None:
+        self.chaos_label.setText(f"{value} %")
+        self.chaos_changed.emit(float(value))
