@@ -21,8 +21,8 @@ from dataclasses import replace
 from typing import Any
 
 from bench.common import parser, write_result
+from pipeline.client.config import ClientConfig
 from pipeline.client.local_client import LocalClient, connected
-from pipeline.client.supervisor import ClientConfig
 from pipeline.ipc import events as ev
 from pipeline.media.sources import MediaSpec
 from relay.launch import start_relay, stop_relay
@@ -78,12 +78,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ):
             for c in (a, b):
                 c.until(connected, 20, "connected")
-            b.until(lambda v: bool(v.stat("decode", "speakers")), 20, "B hears A")
+            b.until(lambda v: bool(v.speakers), 20, "B hears A")
             b.pump(settle)
             talking = measure({"A": a, "B": b}, seconds)
         with LocalClient(replace(base, name="I", source=MediaSpec("silence"))) as idle:
             idle.until(connected, 20, "connected")
-            idle.command(ev.MuteCmd(True), lambda v: v.stat("encode", "muted") is True)
+            idle.command(ev.MuteCmd(True), lambda v: v.encode is not None and v.encode.muted)
             idle.pump(settle)
             idle_cost = measure({"idle": idle}, seconds)
     finally:

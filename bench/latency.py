@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             config: dict[str, Any] = {k: summarize(v) for k, v in hops.items()}
             config["playback_underflows"] = stats.get("playback", {}).get("underflows")
             config["concealed"] = sum(
-                s.get("concealed", 0) for s in stats.get("decode", {}).get("speakers", {}).values()
+                s.get("concealed", 0) for s in stats.get("decode", {}).get("speakers", [])
             )
             configs[f"playback_frames={frames}"] = config
     finally:

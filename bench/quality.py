@@ -30,8 +30,9 @@ import numpy as np
 
 from bench.common import parser, write_result
 from bench.netem import Impairment, UdpProxy, gilbert_elliott, per_direction
+from pipeline.client.config import ClientConfig
 from pipeline.client.local_client import LocalClient, connected
-from pipeline.client.supervisor import ClientConfig
+from pipeline.ipc import events as ev
 from pipeline.media import synthetic
 from pipeline.media.audio_format import FRAME_SAMPLES
 from pipeline.media.sources import MediaSpec, read_wav, write_wav
@@ -140,20 +141,20 @@ def run_one(port: int, cond: Condition, mode: str, seconds: float, seed: int,
             start = time.monotonic()
             ear.pump(seconds)
             talked = time.monotonic() - start
-            speakers = ear.view.stat("decode", "speakers") or {}
-            played = ear.view.stat("playback", "frames")
+            speakers = ear.view.speakers
+            played = ear.view.playback.frames if ear.view.playback else None
     up_counts = proxy.stats().up  # exact now that the proxy is closed
     mos, corr, passes = score(read_wav_16k(REFERENCE), read_wav(heard))
-    st: dict[str, Any] = next(iter(speakers.values()), {})
+    st = speakers[0] if speakers else ev.SpeakerStats(0)
     return {
         "condition": cond.name,
         "mode": mode,
         "pesq_wb": round(mos, 3),
         "correlation": round(corr, 3),
         "passes_scored": passes,
-        "measured_loss_percent": st.get("loss_percent"),
-        "concealed": st.get("concealed"),
-        "recovered": st.get("recovered"),
+        "measured_loss_percent": st.loss_percent,
+        "concealed": st.concealed,
+        "recovered": st.recovered,
         "seconds": round(talked, 1),
         "frames_played": played,
         "impaired_loss_percent": round(100 * up_counts.dropped / max(1, up_counts.packets_in), 2),

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from pipeline.client.supervisor import ClientConfig, ClientFailed, Supervisor
+from pipeline.client.config import ClientConfig
+from pipeline.client.supervisor import ClientFailed, Supervisor
 from pipeline.core.client_view import ClientView
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import BusClient
@@ -164,21 +165,20 @@ def _print(tty: bool, line: str) -> None:
 
 
 def format_summary(view: ClientView) -> str:
-    m2e = view.stat("playback", "latency_ms", "mouth_to_ear") or {}
+    net = view.network or ev.NetworkStats()
+    dec = view.decode or ev.DecodeStats()
+    out = view.playback or ev.PlaybackStats()
     lines = [
         "summary:",
         f"  connection   {view.state.state} {view.state.reason}".rstrip(),
-        f"  sent         {view.stat('network', 'sent') or 0} packets "
-        f"({view.stat('network', 'chaos_dropped') or 0} dropped by chaos)",
-        f"  received     {view.stat('network', 'received') or 0} packets",
-        f"  loss         {view.stat('decode', 'loss_percent') or 0:.1f} % (last 10 s)",
-        f"  played       {view.stat('playback', 'frames') or 0} frames, "
-        f"{view.stat('playback', 'underflows') or 0} underflows",
+        f"  sent         {net.sent} packets ({net.chaos_dropped} dropped by chaos)",
+        f"  received     {net.received} packets",
+        f"  loss         {dec.loss_percent:.1f} % (last 10 s)",
+        f"  played       {out.frames} frames, {out.underflows} underflows",
     ]
+    m2e = view.mouth_to_ear
     if m2e:
-        lines.append(
-            f"  mouth-to-ear p50 {m2e.get('p50', 0):.1f} ms, p99 {m2e.get('p99', 0):.1f} ms"
-        )
+        lines.append(f"  mouth-to-ear p50 {m2e.p50:.1f} ms, p99 {m2e.p99:.1f} ms")
     return "\n".join(lines)
 
 

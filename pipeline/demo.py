@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.ipc import events as ev
 from pipeline.media import synthetic
 from pipeline.media.audio_format import SAMPLE_RATE
 from pipeline.media.sources import read_wav, write_wav
@@ -105,7 +106,8 @@ def report(args: argparse.Namespace, sent: np.ndarray, heard_wav: Path) -> int:
     except (OSError, ValueError) as exc:
         print(f"demo: a client did not finish ({exc}); see its messages above", file=sys.stderr)
         return 1
-    m2e = bob["stats"].get("playback", {}).get("latency_ms", {}).get("mouth_to_ear", {})
+    hops = bob["stats"].get("playback", {}).get("latency", [])
+    m2e = next((h for h in hops if h["hop"] == ev.HOP_MOUTH_TO_EAR), None)
     net = alice["stats"].get("network", {})
     dec = bob["stats"].get("decode", {})
     print("\ndemo summary")

@@ -31,11 +31,11 @@ def test_topics_reach_only_their_subscribers() -> None:
         settle(a, b)
         settle(b, a)
         b.publish(ev.ChaosCmd(5))
-        a.publish(ev.Stats("decode", {"x": 1}))
+        a.publish(ev.DecodeStats(loss_percent=1.0))
         assert a.wait_for(ev.ChaosCmd, 5) == ev.ChaosCmd(5)
-        assert b.wait_for(ev.Stats, 5) == ev.Stats("decode", {"x": 1})
-        b.publish(ev.Stats("encode", {}))
-        assert not [e for e in a.poll(0.2) if isinstance(e, ev.Stats)]
+        assert b.wait_for(ev.DecodeStats, 5) == ev.DecodeStats(loss_percent=1.0)
+        b.publish(ev.EncodeStats())
+        assert not [e for e in a.poll(0.2) if isinstance(e, ev.StageReport)]
 
 
 def test_bad_message_is_counted_and_dropped() -> None:

@@ -8,9 +8,7 @@ import os
 import signal
 import time
 
-from pipeline.ipc import events as ev
-from pipeline.ipc.bus import Broker, BusClient
-from pipeline.ipc.child_process import StopFlag, child_setup, poll_quit
+from pipeline.ipc.child_process import StopFlag, child_setup
 
 
 def test_stop_flag_keeps_the_first_reason() -> None:
@@ -24,18 +22,6 @@ def test_stop_flag_keeps_the_first_reason() -> None:
 def test_a_dead_parent_sets_the_flag() -> None:
     stop = StopFlag(parent=999_999_999)  # not our parent
     assert stop.check_parent() and stop.reason == "supervisor gone"
-
-
-def test_poll_quit() -> None:
-    with Broker() as broker, BusClient(broker.address, ("cmd.",)) as sub:
-        with BusClient(broker.address) as pub:
-            stop = StopFlag(os.getppid())
-            deadline = time.monotonic() + 5
-            while not stop and time.monotonic() < deadline:
-                pub.publish(ev.QuitCmd("bye now"))
-                sub.wait((), 0.1)
-                poll_quit(sub, stop)
-        assert stop.reason == "bye now"
 
 
 def _child(report: multiprocessing.queues.Queue[tuple[str, object]]) -> None:

@@ -12,19 +12,22 @@ def test_view_follows_events() -> None:
     v.apply(ev.Roster(1, "Lobby", ["Lobby", "Games"],
                       [ev.Member(1, "me", "Lobby"), ev.Member(2, "bo", "Lobby"),
                        ev.Member(3, "cy", "Games")]))  # fmt: skip
-    v.apply(ev.Stats("decode", {"loss_percent": 2.5, "speakers": {"2": {"depth": 3}}}))
-    v.apply(ev.Stats("control", {"tcp_rtt_ms": 0.4}))
+    v.apply(ev.DecodeStats(loss_percent=2.5, speakers=[ev.SpeakerStats(2, depth=3)]))
+    v.apply(ev.ControlStats(tcp_rtt_ms=0.4))
     v.apply(ev.Activity([2]))
     v.apply(ev.ChatLine(2, "bo", "Lobby", "hi", 1.0))
     assert [u.name for u in v.users_in("Lobby")] == ["me", "bo"]
     assert v.name_of(3) == "cy" and v.name_of(9) == "#9"
-    assert v.stat("decode", "speakers", "2", "depth") == 3
-    assert v.stat("decode", "nope", "x") is None
+    assert v.speaker(2) == ev.SpeakerStats(2, depth=3) and v.speaker(3) is None
+    assert v.heard == {2} and v.decode is not None and v.network is None
+    assert v.report(ev.ControlStats) == ev.ControlStats(tcp_rtt_ms=0.4)
     assert v.speaking == [2] and len(v.chat) == 1
     line = v.status_line()
     assert "connected as me in Lobby" in line and "users 2" in line and "loss 2.5%" in line
     assert "jitter 3" in line and "tcp 0.4ms" in line
-    assert v.summary()["channel"] == "Lobby"
+    summary = v.summary()
+    assert summary["channel"] == "Lobby"
+    assert summary["stats"]["decode"]["speakers"][0]["depth"] == 3
 
 
 def test_reconnecting_status() -> None:

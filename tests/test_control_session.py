@@ -32,7 +32,7 @@ def connected_session(now: float = 0.0) -> ControlSession:
 def test_auth_then_welcome_publishes_state_session_roster() -> None:
     s = connected_session()
     events = s.take_events()
-    assert ev.Session(77, 3, "h", 9000) in events
+    assert ev.VoiceEndpoint(77, 3, "h", 9000) in events
     state = [e for e in events if isinstance(e, ev.ConnectionState)][-1]
     assert state.state == ev.CONNECTED and state.channel == "Lobby"
     roster = [e for e in events if isinstance(e, ev.Roster)][-1]
@@ -59,7 +59,7 @@ def test_unknown_token_falls_back_to_auth() -> None:
     s.received(p.encode_message(p.Error("unknown_token", "no such session")), 3.0)
     assert sent(s) == [p.Auth("me")]
     s.received(welcome(token=99, uid=1), 3.1)
-    assert ev.Session(99, 1, "h", 9000) in s.take_events()
+    assert ev.VoiceEndpoint(99, 1, "h", 9000) in s.take_events()
 
 
 def test_failed_connects_count_attempts() -> None:
@@ -79,7 +79,7 @@ def test_ping_every_interval_and_rtt_from_pong() -> None:
     assert isinstance(ping, p.Ping)
     s.received(p.encode_message(p.Pong(ping.nonce, ping.t)), PING_INTERVAL + 0.025)
     assert s.tcp_rtt is not None and abs(s.tcp_rtt - 0.025) < 1e-9
-    assert any(isinstance(e, ev.Stats) and e.stage == "control" for e in s.take_events())
+    assert any(isinstance(e, ev.ControlStats) and e.tcp_rtt_ms for e in s.take_events())
 
 
 def test_silent_relay_is_declared_dead() -> None:

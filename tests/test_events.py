@@ -13,11 +13,20 @@ from pipeline.ipc import events as ev
 
 EVERY_EVENT: list[ev.Event] = [
     ev.ConnectionState(ev.RECONNECTING, "h:1", attempt=3, reason="refused"),
-    ev.Session(token=5, user_id=2, host="127.0.0.1", udp_port=8080),
+    ev.VoiceEndpoint(token=5, user_id=2, host="127.0.0.1", udp_port=8080),
     ev.Roster(me=2, channel="Lobby", channels=["Lobby"], users=[ev.Member(2, "a", "Lobby")]),
     ev.ChatLine(2, "a", "Lobby", "hi", 1.5),
     ev.Notice("b joined"),
-    ev.Stats("decode", {"depth": {"3": 2}, "loss_percent": 1.5}),
+    ev.DecodeStats(
+        loss_percent=1.5,
+        speakers=[ev.SpeakerStats(3, depth=2, loss_percent=1.5)],
+        latency=[ev.Percentiles(ev.HOP_DECODE, 0.1, 0.3, 50)],
+    ),
+    ev.CaptureStats(frames=3, device_latency_ms=None),
+    ev.EncodeStats(packets=1, muted=True),
+    ev.NetworkStats(udp_rtt_ms=1.5, registered=True),
+    ev.PlaybackStats(frames=9, underflows=1, ring_fill=2),
+    ev.ControlStats(tcp_rtt_ms=0.5),
     ev.Activity(speaking=[3, 4]),
     ev.InputLevel(0.25),
     ev.JoinCmd("Games"),
@@ -39,7 +48,8 @@ def test_round_trip(event: ev.Event) -> None:
 
 
 def test_stats_topic_names_the_stage() -> None:
-    assert ev.encode(ev.Stats("encode", {}))[0] == b"stats.encode"
+    for kind in ev.STAGE_REPORTS:
+        assert ev.encode(kind())[0] == f"stats.{kind.STAGE}".encode()
 
 
 def test_int_accepted_for_float_but_not_bool_for_int() -> None:
@@ -59,7 +69,8 @@ def test_int_accepted_for_float_but_not_bool_for_int() -> None:
         ([b"cmd.join", msgpack.packb({})], "missing field"),
         ([b"cmd.join", msgpack.packb({"channel": 3})], "expected a string"),
         ([b"presence", msgpack.packb({"me": 1, "channel": "L", "users": [5]})], "expected a map"),
-        ([b"stats.x", msgpack.packb({"stage": "x", "values": []})], "expected a map"),
+        ([b"stats.decode", msgpack.packb({"speakers": [5]})], "expected a map"),
+        ([b"stats.x", msgpack.packb({})], "unknown topic"),
     ],
 )
 def test_bad_frames_raise_bus_error(frames: list[bytes], reason: str) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.client.config import ClientConfig
 from pipeline.client.local_client import LocalClient, connected
-from pipeline.client.supervisor import ClientConfig
 from pipeline.ipc import events as ev
 from pipeline.media.sources import MediaSpec
 
@@ -18,7 +18,9 @@ def test_connects_commands_and_stops(relay_port: int) -> None:
     )
     with LocalClient(cfg) as c:
         c.until(connected, 20, "connected")
-        c.command(ev.BitrateCmd(24000), lambda v: v.stat("encode", "bitrate") == 24000)
+        c.command(
+            ev.BitrateCmd(24000), lambda v: v.encode is not None and v.encode.bitrate == 24000
+        )
         with pytest.raises(AssertionError, match="had no effect"):
             c.command(ev.BitrateCmd(12000), lambda v: False, timeout=1.0)
         with pytest.raises(AssertionError, match="timed out waiting for nothing"):

@@ -129,15 +129,6 @@ def test_full_ring_drops_newest_and_counts() -> None:
         assert seqs == [0, 1, 2, 3]  # the newest were dropped, in order
 
 
-def test_skip_discards_oldest_on_consumer_side() -> None:
-    with Ring.create(8) as ring:
-        for k in range(6):
-            ring.write(frame(k), seq=k)
-        assert ring.skip(keep=2) == 4
-        slot = ring.read(0)
-        assert slot is not None and slot.seq == 4
-
-
 @pytest.mark.parametrize("wake", WAKES)
 def test_consumer_times_out(wake: str) -> None:
     with Ring.create(2, wake=wake) as ring:  # type: ignore[arg-type]
@@ -439,17 +430,6 @@ class RingModel(RuleBasedStateMachine):
             self.model.append((self.seq, np.full(n, value, dtype=np.float32).tobytes()))
         del view
         self.seq += 1
-
-    @rule(keep=st.integers(0, 3))
-    def skip(self, keep: int) -> None:
-        if self.holding:
-            self.model.popleft()
-            self.holding = False
-        n = self.ring.skip(keep)
-        expect = max(0, len(self.model) - keep)
-        assert n == expect
-        for _ in range(n):
-            self.model.popleft()
 
     @invariant()
     def counters(self) -> None:

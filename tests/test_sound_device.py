@@ -53,7 +53,7 @@ def test_input_callback_copies_blocks_into_the_ring(fake_sd: types.SimpleNamespa
         for _ in range(6):  # two more than the ring holds
             stream.kw["callback"](block, FRAME_SAMPLES, None, status())
         stream.kw["callback"](block, FRAME_SAMPLES, None, status(input_overflow=True))
-        assert mic.dropped == 3 and mic.overflows == 1 and mic.seq == 7
+        assert ring.stats.dropped == 3 and mic.overflows == 1 and mic.seq == 7
         slot = ring.read(timeout=0)
         assert slot is not None and slot.seq == 1 and slot.timestamp > 0
         assert np.array_equal(slot.samples(), block[:, 0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.core.speakers import CONCEALED, RECOVERED, VOICE, Speakers
+from pipeline.ipc import events as ev
 from pipeline.media import synthetic
 from pipeline.media.audio_format import FRAME_NS
 from pipeline.media.opus import OpusEncoder
@@ -37,7 +38,7 @@ def test_one_speaker_plays_after_the_watermark() -> None:
     assert len(voiced) >= 25
     assert float(np.abs(voiced[10]).max()) > 0.1
     assert sp.speaking(20 * FRAME_NS) == [7]
-    assert sp.stats()["7"]["played"] >= 25
+    assert by_id(sp)[7].played >= 25
 
 
 def test_lost_packet_recovered_with_fec_concealed_without() -> None:
@@ -51,7 +52,7 @@ def test_lost_packet_recovered_with_fec_concealed_without() -> None:
     neither = feed_and_render(sp, {1: packets(30)}, lost)
     gap = [pcm for pcm, flags in neither if flags & CONCEALED]
     assert gap and not gap[0].any()  # the lost frame plays as silence
-    assert sp.stats()["1"]["silenced"] >= 1 and sp.stats()["1"]["recovered"] == 0
+    assert by_id(sp)[1].silenced >= 1 and by_id(sp)[1].recovered == 0
 
 
 def test_two_speakers_are_mixed() -> None:
@@ -73,7 +74,7 @@ def test_deafened_renders_silence_but_keeps_buffers_moving() -> None:
         sp.push(1, i, i * FRAME_NS, ps[i], i * FRAME_NS)
         pcm, _info = sp.render(i * FRAME_NS, deafened=True)
         assert not pcm.any()
-    assert sp.stats()["1"]["played"] > 10
+    assert by_id(sp)[1].played > 10
 
 
 def test_silent_speaker_is_retired() -> None:
@@ -81,7 +82,7 @@ def test_silent_speaker_is_retired() -> None:
     feed_and_render(sp, {1: packets(5)}, ticks=5)
     for i in range(5, 40):
         sp.render(i * FRAME_NS)
-    assert sp.stats() == {} and sp.retired == 1
+    assert sp.stats() == [] and sp.retired == 1
 
 
 def test_garbage_payload_is_counted_not_raised() -> None:
@@ -89,7 +90,7 @@ def test_garbage_payload_is_counted_not_raised() -> None:
     for i in range(10):
         sp.push(1, i, i * FRAME_NS, b"\xff\xfe garbage", i * FRAME_NS)
         sp.render(i * FRAME_NS)
-    assert sp.stats()["1"]["decode_errors"] > 0
+    assert by_id(sp)[1].decode_errors > 0
 
 
 def test_a_new_stream_resets_the_speakers_decoder() -> None:
@@ -110,3 +111,7 @@ def test_a_new_stream_resets_the_speakers_decoder() -> None:
     later = 30 * FRAME_NS + 2_000_000_000  # the sender reconnected: numbering starts over
     sp.push(1, 0, later, ps[20], later)
     assert resets == [1]
+
+
+def by_id(sp: Speakers) -> dict[int, ev.SpeakerStats]:
+    return {s.user_id: s for s in sp.stats()}

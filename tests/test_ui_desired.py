@@ -6,41 +6,29 @@ from pipeline.ipc import events as ev
 from ui.desired import Desired
 
 
-def test_all_commands() -> None:
-    d = Desired(muted=True, deafened=False, bitrate=24000, chaos=5.0, whisper=3)
-    assert d.commands() == [
-        ev.MuteCmd(True),
-        ev.DeafenCmd(False),
-        ev.BitrateCmd(24000),
-        ev.ChaosCmd(5.0),
-        ev.WhisperCmd(3),
-    ]
-
-
 def test_matching_reports_need_nothing() -> None:
     d = Desired(muted=True, bitrate=24000, chaos=5.0, whisper=3, deafened=True)
-    assert d.corrections(ev.Stats("encode", {"muted": True, "bitrate": 24000})) == []
-    assert d.corrections(ev.Stats("decode", {"deafened": True})) == []
-    assert d.corrections(ev.Stats("network", {"chaos_percent": 5.0, "whisper": 3})) == []
-    assert d.corrections(ev.Stats("playback", {"underflows": 1})) == []
+    assert d.corrections(ev.EncodeStats(muted=True, bitrate=24000)) == []
+    assert d.corrections(ev.DecodeStats(deafened=True)) == []
+    assert d.corrections(ev.NetworkStats(chaos_percent=5.0, whisper=3)) == []
+    assert d.corrections(ev.PlaybackStats(underflows=1)) == []
 
 
 def test_a_restarted_encoder_gets_mute_bitrate_and_loss_hint_again() -> None:
     d = Desired(muted=True, bitrate=24000, chaos=5.0)
-    out = d.corrections(ev.Stats("encode", {"muted": False, "bitrate": 48000}))
+    out = d.corrections(ev.EncodeStats(muted=False, bitrate=48000))
     assert out == [ev.MuteCmd(True), ev.BitrateCmd(24000), ev.ChaosCmd(5.0)]
 
 
 def test_decode_and_network_mismatches() -> None:
     d = Desired(deafened=True, chaos=20.0, whisper=4)
-    assert d.corrections(ev.Stats("decode", {"deafened": False})) == [ev.DeafenCmd(True)]
-    assert d.corrections(ev.Stats("network", {"chaos_percent": 0.0, "whisper": 0})) == [
+    assert d.corrections(ev.DecodeStats(deafened=False)) == [ev.DeafenCmd(True)]
+    assert d.corrections(ev.NetworkStats(chaos_percent=0.0, whisper=0)) == [
         ev.ChaosCmd(20.0),
         ev.WhisperCmd(4),
     ]
 
 
-def test_unreported_settings_are_left_alone() -> None:
-    d = Desired(muted=True, chaos=20.0)
-    assert d.corrections(ev.Stats("encode", {})) == []
-    assert d.corrections(ev.Stats("network", {"chaos_percent": None})) == []
+def test_a_small_chaos_difference_is_rounding_not_a_mismatch() -> None:
+    d = Desired(chaos=20.0)
+    assert d.corrections(ev.NetworkStats(chaos_percent=20.04)) == []

@@ -81,7 +81,7 @@ def test_chat_round_trip_through_a_real_relay(qtbot: QtBot, relay: RelayProcess)
         )
         # Every stage reports, and the overlay shows the links' round trips.
         qtbot.waitUntil(
-            lambda: {"control", "network", "decode", "playback"} <= set(window.view.stats),
+            lambda: {"control", "network", "decode", "playback"} <= set(window.view.reports),
             timeout=WAIT,
         )
         window.toggle_overlay()
@@ -102,9 +102,7 @@ def test_a_remote_speaker_is_highlighted_and_diagnosed(qtbot: QtBot, relay: Rela
             return item is not None and item.data(SPEAKING_ROLE) is True
 
         qtbot.waitUntil(lit, timeout=WAIT)
-        qtbot.waitUntil(
-            lambda: str(tal) in (listener.view.stat("decode", "speakers") or {}), timeout=WAIT
-        )
+        qtbot.waitUntil(lambda: tal in listener.view.heard, timeout=WAIT)
         listener.toggle_overlay()
         assert "tal" in listener.overlay.text.text()
         assert listener.overlay.history.samples
@@ -153,7 +151,10 @@ def test_changing_the_input_restarts_the_client_and_keeps_settings(
         assert window.bridge.address != old
         qtbot.waitUntil(lambda: connected(window), timeout=WAIT)
         qtbot.waitUntil(lambda: window.audio.meter.value() > 30, timeout=WAIT)  # the tone is loud
-        qtbot.waitUntil(lambda: window.view.stat("network", "chaos_percent") == 30.0, timeout=WAIT)
+        qtbot.waitUntil(
+            lambda: window.view.network is not None and window.view.network.chaos_percent == 30.0,
+            timeout=WAIT,
+        )
         # A choice that cannot be used is refused and the client keeps running.
         window.audio.input.chosen.emit("/nonexistent/file.wav")
         assert host.running and host.cfg.source == MediaSpec("tone", "440")

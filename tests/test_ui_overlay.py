@@ -44,8 +44,8 @@ def test_html_with_nothing_reported() -> None:
 def test_html_escapes_names_and_counts_ring_drops() -> None:
     view = ClientView()
     view.apply(ev.Roster(1, "L", ["L"], [ev.Member(7, "<b>x</b>", "L")]))
-    view.apply(ev.Stats("decode", {"speakers": {"7": {"depth": 1}}, "ring_dropped": 4}))
-    view.apply(ev.Stats("capture", {"dropped": 2, "ring_fill": 3}))
+    view.apply(ev.DecodeStats(speakers=[ev.SpeakerStats(7, depth=1)], ring_dropped=4))
+    view.apply(ev.CaptureStats(ring_dropped=2, ring_fill=3))
     text = diagnostics_html(view)
     assert "&lt;b&gt;x&lt;/b&gt;" in text
     assert "drops 4" in text and "drops 2" in text and "fill 3" in text

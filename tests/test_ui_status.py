@@ -26,9 +26,9 @@ def test_connection_text() -> None:
 def test_link_text() -> None:
     view = ClientView()
     assert link_text(view) == "TCP \u2013 · UDP \u2013 · loss \u2013"
-    view.apply(ev.Stats("control", {"tcp_rtt_ms": 12.4}))
-    view.apply(ev.Stats("network", {"udp_rtt_ms": 3.6}))
-    view.apply(ev.Stats("decode", {"loss_percent": 2.25}))
+    view.apply(ev.ControlStats(tcp_rtt_ms=12.4))
+    view.apply(ev.NetworkStats(udp_rtt_ms=3.6))
+    view.apply(ev.DecodeStats(loss_percent=2.25))
     assert link_text(view) == "TCP 12 ms · UDP 4 ms · loss 2.2 %"
 
 

@@ -144,7 +144,7 @@ def test_holding_f4_whispers_to_the_selected_user(window: MainWindow, qtbot: QtB
 
 
 def test_f3_toggles_the_overlay(window: MainWindow, qtbot: QtBot) -> None:
-    window.apply(ev.Stats("decode", {"loss_percent": 3.0, "speakers": {"2": {"depth": 2}}}))
+    window.apply(ev.DecodeStats(loss_percent=3.0, speakers=[ev.SpeakerStats(2, depth=2)]))
     assert not window.overlay.isVisible()
     qtbot.keyClick(window, Qt.Key.Key_F3)
     assert window.overlay.isVisible()
@@ -179,7 +179,7 @@ def test_status_bar_follows_connection_state(window: MainWindow) -> None:
 def test_settings_are_reapplied_to_a_stage_that_forgot_them(window: MainWindow) -> None:
     window.audio.deafen.setChecked(True)
     sent(window).clear()
-    window.apply(ev.Stats("decode", {"deafened": False}))
+    window.apply(ev.DecodeStats(deafened=False))
     assert sent(window) == [ev.DeafenCmd(True)]
 
 

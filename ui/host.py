@@ -15,7 +15,8 @@ import logging
 
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 
-from pipeline.client.supervisor import ClientConfig, ClientFailed, Supervisor
+from pipeline.client.config import ClientConfig
+from pipeline.client.supervisor import ClientFailed, Supervisor
 from pipeline.media.sound_device import check_device
 from pipeline.media.sources import MediaError, MediaSpec, parse_input, parse_output
 

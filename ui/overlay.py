@@ -17,8 +17,6 @@ from pipeline.core.client_view import ClientView
 from ui.graph import History, LossJitterGraph
 
 STAGES = ("capture", "encode", "network", "decode", "playback")
-FILL_KEYS = ("ring_fill", "send_ring_fill", "playback_fill")
-DROP_KEYS = ("dropped", "ring_dropped")
 MARGIN = 10
 
 DASH = "\u2013"  # shown for a value no stage has reported yet
@@ -37,42 +35,42 @@ def _int(value: Any) -> str:
 
 
 def max_depth(view: ClientView) -> float:
-    speakers = view.stat("decode", "speakers") or {}
-    return max((float(s.get("depth", 0)) for s in speakers.values()), default=0.0)
+    return float(max((s.depth for s in view.speakers), default=0))
 
 
 def diagnostics_html(view: ClientView) -> str:
     """The overlay's text: links, per-speaker jitter buffers, per-stage latency and rings."""
-    loss = view.stat("decode", "loss_percent")
-    m2e = view.stat("playback", "latency_ms", "mouth_to_ear") or {}
+    net = view.network
+    m2e = view.mouth_to_ear
     rows = [
         "<table cellspacing='0' cellpadding='1'>",
-        _row("TCP ping", _ms(view.stat("control", "tcp_rtt_ms"))),
-        _row("UDP RTT", _ms(view.stat("network", "udp_rtt_ms"))),
-        _row("Loss (10 s)", _pct(loss)),
-        _row("Mouth to ear", f"{_ms(m2e.get('p50'))} p50 · {_ms(m2e.get('p99'))} p99"),
+        _row("TCP ping", _ms(view.control.tcp_rtt_ms if view.control else None)),
+        _row("UDP RTT", _ms(net.udp_rtt_ms if net else None)),
+        _row("Loss (10 s)", _pct(view.decode.loss_percent if view.decode else None)),
+        _row(
+            "Mouth to ear",
+            f"{_ms(m2e.p50 if m2e else None)} p50 · {_ms(m2e.p99 if m2e else None)} p99",
+        ),
         _row(
             "Sent",
-            f"{_int(view.stat('network', 'sent'))} packets, "
-            f"chaos {_pct(view.stat('network', 'chaos_percent'))} "
-            f"({_int(view.stat('network', 'chaos_dropped'))} dropped)",
+            f"{_int(net.sent if net else None)} packets, "
+            f"chaos {_pct(net.chaos_percent if net else None)} "
+            f"({_int(net.chaos_dropped if net else None)} dropped)",
         ),
         "</table>",
         "<p style='margin-top:6px'><b>Jitter buffers</b></p>",
     ]
-    speakers: dict[str, dict[str, Any]] = view.stat("decode", "speakers") or {}
-    if speakers:
+    if view.speakers:
         rows.append("<table cellspacing='0' cellpadding='1'>")
         rows.append(_head("speaker", "depth", "loss", "conceal", "late"))
-        for uid, s in sorted(speakers.items()):
-            name = view.name_of(int(uid)) if uid.isdigit() else uid
+        for s in view.speakers:
             rows.append(
                 _cells(
-                    escape(name),
-                    _int(s.get("depth")),
-                    _pct(s.get("loss_percent")),
-                    _int(s.get("concealed")),
-                    _int(s.get("late")),
+                    escape(view.name_of(s.user_id)),
+                    _int(s.depth),
+                    _pct(s.loss_percent),
+                    _int(s.concealed),
+                    _int(s.late),
                 )
             )
         rows.append("</table>")
@@ -81,19 +79,14 @@ def diagnostics_html(view: ClientView) -> str:
     rows.append("<p style='margin-top:6px'><b>Stages</b> (latency p50 / p99, ring fill, drops)</p>")
     rows.append("<table cellspacing='0' cellpadding='1'>")
     for stage in STAGES:
-        values = view.stats.get(stage)
-        if values is None:
+        report = view.reports.get(stage)
+        if report is None:
             rows.append(_cells(stage, "<span style='color:#999'>no report</span>", "", ""))
             continue
-        windows = values.get("latency_ms") or {}
-        lat = "<br>".join(
-            f"{escape(name)} {w.get('p50', 0):.1f} / {w.get('p99', 0):.1f}"
-            for name, w in windows.items()
-            if isinstance(w, dict) and w
+        lat = "<br>".join(f"{escape(h.hop)} {h.p50:.1f} / {h.p99:.1f}" for h in report.latency)
+        rows.append(
+            _cells(stage, lat or DASH, f"fill {report.ring_fill}", f"drops {report.ring_dropped}")
         )
-        fill = next((values[k] for k in FILL_KEYS if k in values), None)
-        drops = sum(int(values.get(k) or 0) for k in DROP_KEYS)
-        rows.append(_cells(stage, lat or DASH, f"fill {_int(fill)}", f"drops {drops}"))
     rows.append("</table>")
     return "".join(rows)
 
@@ -145,9 +138,8 @@ class DiagnosticsOverlay(QFrame):
     def refresh(self, view: ClientView, now: float, sample: bool) -> None:
         """Redraw from the view; with ``sample``, add a graph point (one per decode report)."""
         if sample:
-            self.history.add(
-                now, float(view.stat("decode", "loss_percent") or 0.0), max_depth(view)
-            )
+            loss = view.decode.loss_percent if view.decode else 0.0
+            self.history.add(now, loss, max_depth(view))
         if self.isVisible():
             self.text.setText(diagnostics_html(view))
             self.graph.update()

@@ -26,8 +26,8 @@ from ui.window import MainWindow
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "docs" / "screenshot.png"
 
 
-def _latency(p50: float, p99: float, n: int = 3000) -> dict[str, float]:
-    return {"p50": p50, "p99": p99, "n": n}
+def _latency(hop: str, p50: float, p99: float, n: int = 3000) -> ev.Percentiles:
+    return ev.Percentiles(hop, p50, p99, n)
 
 
 def sample_events(now: float) -> list[ev.Event]:
@@ -40,10 +40,10 @@ def sample_events(now: float) -> list[ev.Event]:
         ev.Member(5, "Erin", "Gaming"),
         ev.Member(6, "Frank", "AFK"),
     ]
-    speakers = {
-        "2": {"depth": 3, "loss_percent": 4.8, "concealed": 14, "late": 1, "played": 2950},
-        "3": {"depth": 2, "loss_percent": 0.0, "concealed": 0, "late": 0, "played": 1210},
-    }
+    speakers = [
+        ev.SpeakerStats(2, depth=3, loss_percent=4.8, concealed=14, late=1, played=2950),
+        ev.SpeakerStats(3, depth=2, loss_percent=0.0, concealed=0, late=0, played=1210),
+    ]
     return [
         ev.ConnectionState(ev.CONNECTED, "voice.example.org:8080", 0, "", 1, "Alice", "Lobby"),
         ev.Roster(1, "Lobby", ["Lobby", "Gaming", "Music", "AFK"], users),
@@ -55,61 +55,42 @@ def sample_events(now: float) -> list[ev.Event]:
         ev.ChatLine(3, "Carol", "Lobby", "all clear here", now - 12),
         ev.Activity([2]),
         ev.InputLevel(0.004),
-        ev.Stats("control", {"tcp_rtt_ms": 23.4}),
-        ev.Stats(
-            "capture",
-            {"frames": 4410, "dropped": 0, "ring_fill": 0, "latency_ms": {}},
+        ev.ControlStats(tcp_rtt_ms=23.4),
+        ev.CaptureStats(frames=4410),
+        ev.EncodeStats(
+            packets=4409,
+            bitrate=48000,
+            latency=[
+                _latency(ev.HOP_CAPTURE_TO_ENCODE, 0.21, 0.84),
+                _latency(ev.HOP_ENCODE, 0.32, 0.71),
+            ],
         ),
-        ev.Stats(
-            "encode",
-            {
-                "packets": 4409,
-                "bitrate": 48000,
-                "muted": False,
-                "ring_fill": 0,
-                "latency_ms": {
-                    "capture_to_encode": _latency(0.21, 0.84),
-                    "encode": _latency(0.32, 0.71),
-                },
-            },
+        ev.NetworkStats(
+            sent=4190,
+            chaos_dropped=219,
+            chaos_percent=5.0,
+            udp_rtt_ms=21.7,
+            whisper=3,
+            latency=[
+                _latency(ev.HOP_ENCODE_TO_NETWORK, 0.09, 0.35),
+                _latency(ev.HOP_CAPTURE_TO_RECEIVE, 11.6, 19.8),
+            ],
         ),
-        ev.Stats(
-            "network",
-            {
-                "sent": 4190,
-                "chaos_dropped": 219,
-                "chaos_percent": 5.0,
-                "udp_rtt_ms": 21.7,
-                "whisper": 3,
-                "send_ring_fill": 0,
-                "latency_ms": {
-                    "encode_to_network": _latency(0.09, 0.35),
-                    "capture_to_receive": _latency(11.6, 19.8),
-                },
-            },
+        ev.PlaybackStats(
+            underflows=3,
+            frames=4400,
+            ring_fill=2,
+            latency=[_latency(ev.HOP_MOUTH_TO_EAR, 68.2, 91.5)],
         ),
-        ev.Stats(
-            "playback",
-            {
-                "underflows": 3,
-                "frames": 4400,
-                "ring_fill": 2,
-                "latency_ms": {"mouth_to_ear": _latency(68.2, 91.5)},
-            },
-        ),
-        ev.Stats(
-            "decode",
-            {
-                "speakers": speakers,
-                "loss_percent": 4.8,
-                "playback_fill": 2,
-                "ring_dropped": 0,
-                "latency_ms": {
-                    "receive_to_decode": _latency(3.1, 19.2),
-                    "jitter_wait": _latency(38.5, 61.0),
-                    "decode": _latency(0.11, 0.3),
-                },
-            },
+        ev.DecodeStats(
+            speakers=speakers,
+            loss_percent=4.8,
+            playback_fill=2,
+            latency=[
+                _latency(ev.HOP_RECEIVE_TO_DECODE, 3.1, 19.2),
+                _latency(ev.HOP_JITTER_WAIT, 38.5, 61.0),
+                _latency(ev.HOP_DECODE, 0.11, 0.3),
+            ],
         ),
     ]
 
@@ -145,8 +126,8 @@ def render(path: Path) -> None:
 
 
 def render_live(path: Path, seconds: float = 50.0) -> None:
+    from pipeline.client.config import ClientConfig
     from pipeline.client.local_client import LocalClient, connected
-    from pipeline.client.supervisor import ClientConfig
     from pipeline.media.sources import MediaSpec
     from relay.launch import start_relay, stop_relay
     from ui.host import ClientHost

@@ -38,12 +38,10 @@ def link_text(view: ClientView) -> str:
     def ms(v: object) -> str:
         return f"{v:.0f} ms" if isinstance(v, int | float) else DASH
 
-    loss = view.stat("decode", "loss_percent")
-    loss_s = f"{loss:.1f} %" if isinstance(loss, int | float) else DASH
-    return (
-        f"TCP {ms(view.stat('control', 'tcp_rtt_ms'))} · "
-        f"UDP {ms(view.stat('network', 'udp_rtt_ms'))} · loss {loss_s}"
-    )
+    loss_s = f"{view.decode.loss_percent:.1f} %" if view.decode else DASH
+    tcp = view.control.tcp_rtt_ms if view.control else None
+    udp = view.network.udp_rtt_ms if view.network else None
+    return f"TCP {ms(tcp)} · UDP {ms(udp)} · loss {loss_s}"
 
 
 class ConnectionStatus(QStatusBar):

@@ -156,10 +156,10 @@ class MainWindow(QMainWindow):
             self._update_speaking()
         elif isinstance(event, ev.ChatLine | ev.Notice):
             self.chat.add(event, me=self.view.roster.me)
-        elif isinstance(event, ev.Stats):
+        elif isinstance(event, ev.StageReport):
             for cmd in self.desired.corrections(event):
                 self.bridge.publish(cmd)
-            self.overlay.refresh(self.view, self.clock(), sample=event.stage == "decode")
+            self.overlay.refresh(self.view, self.clock(), sample=isinstance(event, ev.DecodeStats))
             self.status.show_link(self.view)
 
     def _update_speaking(self) -> None:

@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from pipeline.client.supervisor import ClientConfig, Supervisor
+from pipeline.client.config import ClientConfig
+from pipeline.client.supervisor import Supervisor
 from pipeline.core.client_view import ClientView
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import BusClient
@@ -84,4 +85,4 @@ class LocalClient:
 
 def connected(view: ClientView) -> bool:
     """Connected to the relay with a session the network stage can use."""
-    return view.state.state == ev.CONNECTED and view.session is not None
+    return view.state.state == ev.CONNECTED and view.endpoint is not None

@@ -13,54 +13,34 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any
 
+from pipeline.client.config import ClientConfig
+from pipeline.client.graph import RINGS, STAGES, RingSpec, StageSpec, check_graph
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import Broker, BusClient
 from pipeline.ipc.ring import Ring
-from pipeline.media.audio_format import FRAME_BYTES, MAX_PACKET
-from pipeline.media.sources import MediaSpec
-from pipeline.stages import capture, control, decode, encode, network, playback
+from pipeline.stages.runtime import Wiring
 
 MAX_RESTARTS = 3
 RESTART_WINDOW = 30.0
-PACKET_SLOT = MAX_PACKET + (-MAX_PACKET % 4)  # ring slots hold whole float32 words
 STOP_GRACE = 2.0  # seconds a process gets to quit on its own before SIGTERM, then SIGKILL
 log = logging.getLogger("supervisor")
 
 
 @dataclass
-class ClientConfig:
-    host: str
-    port: int
-    name: str
-    channel: str = ""
-    source: MediaSpec = field(default_factory=lambda: MediaSpec("silence"))
-    sink: MediaSpec = field(default_factory=lambda: MediaSpec("null"))
-    loss_percent: float = 0.0
-    whisper: int = 0
-    bitrate: int = 48000
-    realtime_input: bool = True
-    playback_frames: int = 2
-    seed: int | None = None
-    trace_dir: str | None = None
-    udp_via: tuple[str, int] | None = None  # send voice through this address (benchmarks)
-    fec: bool = True  # Opus in-band FEC: sent by the encoder, used by the decoder
-    plc: bool = True  # Opus packet loss concealment for lost frames
-    loss_hint: float = 0.0  # loss % the encoder expects before it measures any
-
-
-@dataclass
 class _Child:
-    name: str
-    target: Callable[..., None]
-    args: tuple[Any, ...]
+    spec: StageSpec
+    config: Any  # the stage's frozen config, pickled into the process at every (re)start
     process: BaseProcess | None = None
     restarts: list[float] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
 class ClientFailed(RuntimeError):
@@ -86,57 +66,29 @@ class Supervisor:
 
     def _start(self) -> None:
         cfg = self.cfg
+        check_graph(RINGS, STAGES)
         self.broker = Broker()
-        bus = self.broker.address
-        captured = self._ring(16, FRAME_BYTES, "capture")
-        encoded = self._ring(16, PACKET_SLOT, "encoded")
-        received = self._ring(128, PACKET_SLOT, "received")
-        mixed = self._ring(8, FRAME_BYTES, "playback")
-        trace = cfg.trace_dir
-        self._children = [
-            _Child("control", control.run, (bus, cfg.host, cfg.port, cfg.name, cfg.channel)),
-            _Child("playback", playback.run, (bus, mixed.handle, cfg.sink, trace)),
-            _Child(
-                "decode",
-                decode.run,
-                (bus, received.handle, mixed.handle, cfg.playback_frames, trace, cfg.fec, cfg.plc),
-            ),
-            _Child(
-                "network",
-                network.run,
-                (
-                    bus,
-                    encoded.handle,
-                    received.handle,
-                    cfg.loss_percent,
-                    cfg.whisper,
-                    cfg.seed,
-                    trace,
-                    cfg.udp_via,
-                ),
-            ),
-            _Child(
-                "encode",
-                encode.run,
-                (bus, captured.handle, encoded.handle, cfg.bitrate, trace, cfg.fec, cfg.loss_hint),
-            ),
-            _Child(
-                "capture",
-                capture.run,
-                (bus, captured.handle, cfg.source, cfg.realtime_input, trace),
-            ),
-        ]
+        rings = {spec.name: self._ring(spec) for spec in RINGS}
+
+        def handle(name: str | None) -> Any:
+            return None if name is None else rings[name].handle
+
+        for spec in STAGES:
+            wiring = Wiring(
+                self.broker.address, handle(spec.reads), handle(spec.writes), cfg.trace_dir
+            )
+            self._children.append(_Child(spec, spec.configure(wiring, cfg)))
         for child in self._children:
             self._spawn(child)
 
-    def _ring(self, slots: int, slot_bytes: int, label: str) -> Ring:
-        ring = Ring.create(slots, slot_bytes, label=label)
+    def _ring(self, spec: RingSpec) -> Ring:
+        ring = Ring.create(spec.slots, spec.slot_bytes, label=spec.name)
         self._rings.append(ring)
         return ring
 
     def _spawn(self, child: _Child) -> None:
         child.process = self._ctx.Process(
-            target=child.target, args=child.args, name=f"vc-{child.name}", daemon=True
+            target=child.spec.run, args=(child.config,), name=f"vc-{child.name}", daemon=True
         )
         child.process.start()
 

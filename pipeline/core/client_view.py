@@ -6,50 +6,90 @@ renders it. Neither keeps state of its own beyond this.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.ipc import events as ev
 
 MAX_CHAT = 500
+R = TypeVar("R", bound=ev.StageReport)
 
 
 @dataclass
 class ClientView:
     state: ev.ConnectionState = field(default_factory=lambda: ev.ConnectionState(ev.CONNECTING))
     roster: ev.Roster = field(default_factory=lambda: ev.Roster(me=0, channel=""))
-    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reports: dict[str, ev.StageReport] = field(default_factory=dict)  # by stage name
     speaking: list[int] = field(default_factory=list)
     input_level: float = 0.0
     chat: deque[ev.ChatLine | ev.Notice] = field(default_factory=lambda: deque(maxlen=MAX_CHAT))
-    session: ev.Session | None = None
+    endpoint: ev.VoiceEndpoint | None = None
 
     def apply(self, event: ev.Event) -> None:
         if isinstance(event, ev.ConnectionState):
             self.state = event
         elif isinstance(event, ev.Roster):
             self.roster = event
-        elif isinstance(event, ev.Stats):
-            self.stats[event.stage] = event.values
+        elif isinstance(event, ev.StageReport):
+            self.reports[event.stage] = event
         elif isinstance(event, ev.Activity):
             self.speaking = event.speaking
         elif isinstance(event, ev.InputLevel):
             self.input_level = event.level
         elif isinstance(event, ev.ChatLine | ev.Notice):
             self.chat.append(event)
-        elif isinstance(event, ev.Session):
-            self.session = event
+        elif isinstance(event, ev.VoiceEndpoint):
+            self.endpoint = event
 
     # --- derived values -------------------------------------------------------------
 
-    def stat(self, stage: str, *path: str) -> Any:
-        value: Any = self.stats.get(stage, {})
-        for key in path:
-            if not isinstance(value, dict):
-                return None
-            value = value.get(key)
-        return value
+    def report(self, kind: type[R]) -> R | None:
+        """The latest stats of the stage that reports ``kind``, None before its first."""
+        report = self.reports.get(kind.STAGE)
+        return report if isinstance(report, kind) else None
+
+    @property
+    def capture(self) -> ev.CaptureStats | None:
+        return self.report(ev.CaptureStats)
+
+    @property
+    def encode(self) -> ev.EncodeStats | None:
+        return self.report(ev.EncodeStats)
+
+    @property
+    def network(self) -> ev.NetworkStats | None:
+        return self.report(ev.NetworkStats)
+
+    @property
+    def decode(self) -> ev.DecodeStats | None:
+        return self.report(ev.DecodeStats)
+
+    @property
+    def playback(self) -> ev.PlaybackStats | None:
+        return self.report(ev.PlaybackStats)
+
+    @property
+    def control(self) -> ev.ControlStats | None:
+        return self.report(ev.ControlStats)
+
+    @property
+    def speakers(self) -> list[ev.SpeakerStats]:
+        return self.decode.speakers if self.decode else []
+
+    def speaker(self, user_id: int) -> ev.SpeakerStats | None:
+        """What the decode stage last reported of that speaker, None if not heard."""
+        return next((sp for sp in self.speakers if sp.user_id == user_id), None)
+
+    @property
+    def heard(self) -> set[int]:
+        """The user ids the decode stage currently holds a jitter buffer for."""
+        return {sp.user_id for sp in self.speakers}
+
+    @property
+    def mouth_to_ear(self) -> ev.Percentiles | None:
+        return self.playback.hop(ev.HOP_MOUTH_TO_EAR) if self.playback else None
 
     def users_in(self, channel: str) -> list[ev.Member]:
         return [u for u in self.roster.users if u.channel == channel]
@@ -69,12 +109,11 @@ class ClientView:
         else:
             conn = s.state + (f" ({s.reason})" if s.reason else "")
         users = len(self.users_in(self.roster.channel)) if self.roster.channel else 0
-        loss = self.stat("decode", "loss_percent")
-        speakers = self.stat("decode", "speakers") or {}
-        depth = ",".join(str(int(v.get("depth", 0))) for v in speakers.values()) or "-"
-        tcp = self.stat("control", "tcp_rtt_ms")
-        udp = self.stat("network", "udp_rtt_ms")
-        m2e = self.stat("playback", "latency_ms", "mouth_to_ear", "p50")
+        loss = self.decode.loss_percent if self.decode else None
+        depth = ",".join(str(sp.depth) for sp in self.speakers) or "-"
+        tcp = self.control.tcp_rtt_ms if self.control else None
+        udp = self.network.udp_rtt_ms if self.network else None
+        m2e = self.mouth_to_ear.p50 if self.mouth_to_ear else None
         return (
             f"{conn} | users {users} | loss {_num(loss, '%')} | jitter {depth} | "
             f"ping tcp {_num(tcp, 'ms')} udp {_num(udp, 'ms')} | mouth-to-ear {_num(m2e, 'ms')}"
@@ -91,7 +130,7 @@ class ClientView:
                 {"user_id": u.user_id, "name": u.name, "channel": u.channel}
                 for u in self.roster.users
             ],
-            "stats": self.stats,
+            "stats": {name: dataclasses.asdict(r) for name, r in self.reports.items()},
         }
 
 

@@ -217,7 +217,7 @@ class ControlSession:
             sent = self._pings.pop(msg.nonce, None)
             if sent is not None:
                 self.tcp_rtt = now - sent
-                self._events.append(ev.Stats("control", {"tcp_rtt_ms": self.tcp_rtt * 1000}))
+                self._events.append(ev.ControlStats(tcp_rtt_ms=self.tcp_rtt * 1000))
         elif isinstance(msg, p.Ping):
             self._send(p.Pong(nonce=msg.nonce, t=msg.t))
         # bye and anything else from the relay needs no action: a close follows.
@@ -246,8 +246,8 @@ class ControlSession:
             channel=self.channel,
         )
 
-    def _session_event(self) -> ev.Session:
-        return ev.Session(self.token, self.user_id, self.host, self.udp_port)
+    def _session_event(self) -> ev.VoiceEndpoint:
+        return ev.VoiceEndpoint(self.token, self.user_id, self.host, self.udp_port)
 
     def _roster(self) -> ev.Roster:
         channels = list(self.channels)

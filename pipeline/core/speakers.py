@@ -13,6 +13,7 @@ import numpy as np
 
 from pipeline.core.jitter import Conceal, Frame, JitterBuffer, Nothing, Recover
 from pipeline.core.mixer import Mixer
+from pipeline.ipc import events as ev
 from pipeline.media.audio_format import FRAME_SAMPLES
 from pipeline.media.opus import CodecError, OpusDecoder
 
@@ -83,8 +84,16 @@ class Speakers:
             s.pushed_at.clear()
         s.pushed_at[seq] = now
 
-    def render(self, now: int, deafened: bool = False) -> tuple[np.ndarray, Rendered]:
-        """One mixed 20 ms frame (a view valid until the next call) and what is in it."""
+    def render(
+        self, now: int, deafened: bool = False, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, Rendered]:
+        """One mixed 20 ms frame and what is in it.
+
+        The frame is written into ``out`` (float32[960], e.g. a playback ring slot from
+        ``Ring.claim()``) and returned; without ``out`` it is an internal buffer, valid
+        until the next call.
+        """
+        target = self._out if out is None else out
         info = Rendered()
         frames = self._frames
         frames.clear()
@@ -121,9 +130,9 @@ class Speakers:
                 del self._speakers[uid]
                 self.retired += 1
         if deafened or not frames:
-            self._out.fill(0)
-            return self._out, info
-        return self._mixer.mix(frames, self._out), info
+            target.fill(0)
+            return target, info
+        return self._mixer.mix(frames, target), info
 
     def _decode(
         self, s: _Speaker, action: Frame | Conceal | Recover | Nothing
@@ -141,21 +150,24 @@ class Speakers:
             uid for uid, s in self._speakers.items() if now - s.last_voice < SPEAKING_HOLD_NS
         )
 
-    def stats(self) -> dict[str, dict[str, float]]:
-        """Per speaker (keyed by user id as a string): the jitter buffer's stats."""
-        out: dict[str, dict[str, float]] = {}
-        for uid, s in self._speakers.items():
+    def stats(self) -> list[ev.SpeakerStats]:
+        """Every current speaker's jitter buffer and decoder counts, by user id."""
+        out: list[ev.SpeakerStats] = []
+        for uid, s in sorted(self._speakers.items()):
             st = s.jitter.stats
-            out[str(uid)] = {
-                "depth": st.depth,
-                "played": st.played,
-                "concealed": s.concealed,
-                "recovered": s.recovered,
-                "silenced": s.silenced,
-                "late": st.late,
-                "duplicate": st.duplicate,
-                "lost": st.lost,
-                "loss_percent": st.loss_percent,
-                "decode_errors": s.decode_errors,
-            }
+            out.append(
+                ev.SpeakerStats(
+                    user_id=uid,
+                    depth=st.depth,
+                    played=st.played,
+                    concealed=s.concealed,
+                    recovered=s.recovered,
+                    silenced=s.silenced,
+                    late=st.late,
+                    duplicate=st.duplicate,
+                    lost=st.lost,
+                    loss_percent=st.loss_percent,
+                    decode_errors=s.decode_errors,
+                )
+            )
         return out

@@ -2,8 +2,9 @@
 
 Each stage runs as a ``multiprocessing`` spawn child. The supervisor owns Ctrl-C:
 children ignore SIGINT (a terminal sends it to the whole process group) and stop
-on SIGTERM or a quit command. If the supervisor dies, even by SIGKILL, the
-kernel sends the child SIGTERM (PR_SET_PDEATHSIG) and the child stops too.
+on SIGTERM or a quit command (pipeline/stages/runtime.py). If the supervisor
+dies, even by SIGKILL, the kernel sends the child SIGTERM (PR_SET_PDEATHSIG) and
+the child stops too.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ import os
 import signal
 import threading
 from types import FrameType
-
-from pipeline.ipc.bus import BusClient
-from pipeline.ipc.events import QuitCmd
 
 PR_SET_PDEATHSIG = 1
 log = logging.getLogger(__name__)
@@ -70,10 +68,3 @@ def child_setup(name: str, log_level: int = logging.WARNING) -> StopFlag:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     return stop
-
-
-def poll_quit(bus: BusClient, stop: StopFlag) -> None:
-    """Set ``stop`` if a quit command is waiting on the bus (other events are discarded)."""
-    for cmd in bus.poll(0):
-        if isinstance(cmd, QuitCmd):
-            stop.set(cmd.reason or "quit")

@@ -65,10 +65,10 @@ class ConnectionState(Event):
 
 
 @dataclass(slots=True, frozen=True)
-class Session(Event):
+class VoiceEndpoint(Event):
     """What the network stage needs to send voice: the secret token and the relay address."""
 
-    TOPIC = "session"
+    TOPIC = "endpoint"
     token: int
     user_id: int
     host: str
@@ -114,17 +114,146 @@ class Notice(Event):
 # --- stats from every stage -----------------------------------------------------------
 
 
-@dataclass(slots=True, frozen=True)
-class Stats(Event):
-    """Periodic metrics of one stage; ``values`` maps a metric name to a number or a map."""
+# Hops of a frame's way through the client, each measured by the stage that ends it.
+HOP_CAPTURE_TO_ENCODE = "capture_to_encode"
+HOP_ENCODE = "encode"
+HOP_ENCODE_TO_NETWORK = "encode_to_network"
+HOP_CAPTURE_TO_RECEIVE = "capture_to_receive"
+HOP_RECEIVE_TO_DECODE = "receive_to_decode"
+HOP_DECODE = "decode"
+HOP_JITTER_WAIT = "jitter_wait"
+HOP_CAPTURE_TO_DECODED = "capture_to_decoded"
+HOP_MOUTH_TO_EAR = "mouth_to_ear"
 
-    TOPIC = "stats"
-    stage: str
-    values: dict[str, Any] = field(default_factory=dict)
+
+@dataclass(slots=True, frozen=True)
+class Percentiles:
+    """One hop's latency over the stage's most recent samples, in ms; ``n`` counts all samples."""
+
+    hop: str
+    p50: float
+    p99: float
+    n: int
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class StageReport(Event):
+    """Base of every stage's periodic stats (twice a second), one event type per stage.
+
+    Every stage reports its rings in the same words: ``ring_fill`` is the fill of the
+    ring the stage consumes (capture: the one it produces into), ``ring_dropped``
+    what it could not put into its output ring because that ring was full.
+    """
+
+    STAGE: ClassVar[str] = ""
+    ring_fill: int = 0
+    ring_dropped: int = 0
+    latency: list[Percentiles] = field(default_factory=list)
 
     @property
-    def topic(self) -> str:
-        return f"stats.{self.stage}"
+    def stage(self) -> str:
+        return self.STAGE
+
+    def hop(self, name: str) -> Percentiles | None:
+        """The latency of hop ``name`` (a HOP_ constant), None before any sample."""
+        return next((h for h in self.latency if h.hop == name), None)
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class CaptureStats(StageReport):
+    TOPIC = "stats.capture"
+    STAGE = "capture"
+    frames: int = 0
+    resyncs: int = 0  # a file source's 20 ms schedule fell too far behind and restarted
+    overflows: int = 0  # the sound device lost input
+    device_latency_ms: float | None = None
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class EncodeStats(StageReport):
+    TOPIC = "stats.encode"
+    STAGE = "encode"
+    packets: int = 0
+    packet_bytes: int = 0
+    muted_frames: int = 0
+    bitrate: int = 0
+    muted: bool = False
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class NetworkStats(StageReport):
+    TOPIC = "stats.network"
+    STAGE = "network"
+    sent: int = 0
+    chaos_dropped: int = 0
+    unsent_no_session: int = 0
+    register_sent: int = 0
+    keepalive_sent: int = 0
+    register_echo: int = 0
+    bad_register_echo: int = 0
+    received: int = 0
+    bad_datagram: int = 0
+    send_errors: int = 0
+    recv_errors: int = 0
+    resolve_errors: int = 0
+    foreign_datagrams: int = 0
+    udp_rtt_ms: float | None = None
+    registered: bool = False
+    chaos_percent: float = 0.0
+    whisper: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class SpeakerStats:
+    """One remote speaker's jitter buffer and decoder, as the decode stage sees them."""
+
+    user_id: int
+    depth: int = 0
+    played: int = 0
+    concealed: int = 0  # lost frames synthesised by Opus PLC
+    recovered: int = 0  # lost frames rebuilt from the next packet's FEC
+    silenced: int = 0  # lost frames played as silence (PLC off)
+    late: int = 0
+    duplicate: int = 0
+    lost: int = 0
+    loss_percent: float = 0.0  # over the last 10 s
+    decode_errors: int = 0
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class DecodeStats(StageReport):
+    TOPIC = "stats.decode"
+    STAGE = "decode"
+    speakers: list[SpeakerStats] = field(default_factory=list)
+    loss_percent: float = 0.0  # the worst speaker's
+    retired: int = 0
+    deafened: bool = False
+    playback_fill: int = 0  # frames queued for the sink: the playout queue
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class PlaybackStats(StageReport):
+    TOPIC = "stats.playback"
+    STAGE = "playback"
+    frames: int = 0
+    underflows: int = 0  # the sink wanted a frame after the first one and none was there
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class ControlStats(StageReport):
+    TOPIC = "stats.control"
+    STAGE = "control"
+    tcp_rtt_ms: float | None = None
+
+
+STAGE_REPORTS: tuple[type[StageReport], ...] = (
+    CaptureStats,
+    EncodeStats,
+    NetworkStats,
+    DecodeStats,
+    PlaybackStats,
+    ControlStats,
+)
 
 
 @dataclass(slots=True, frozen=True)
@@ -223,7 +352,7 @@ def decode(frames: list[bytes]) -> Event:
         topic = frames[0].decode("ascii")
     except UnicodeDecodeError:
         raise BusError("topic is not ASCII") from None
-    cls = _BY_TOPIC.get("stats" if topic.startswith("stats.") else topic)
+    cls = _BY_TOPIC.get(topic)
     if cls is None:
         raise BusError(f"unknown topic {topic[:40]!r}")
     try:

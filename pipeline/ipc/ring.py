@@ -307,7 +307,7 @@ class Ring:
         if drop != "newest":
             raise RingError(
                 'drop="oldest" is not possible for an SPSC producer (it would race with '
-                'the slot the consumer holds): use drop="newest" and Ring.skip() on the '
+                'the slot the consumer holds): use drop="newest" and discard stale data on the '
                 "consumer side"
             )
         if slots < 1 or slot_bytes < 4 or slot_bytes % 4:
@@ -545,19 +545,6 @@ class Ring:
         if self._holding:
             self._holding = False
             hdr.read = hdr.read + 1  # consumer-owned: no race
-
-    def skip(self, keep: int = 0) -> int:
-        """Consumer side: discard the oldest slots so at most ``keep`` remain; return
-        how many were discarded (the consumer's way to drop stale audio)."""
-        hdr = self._hdr
-        if hdr is None:
-            raise RingError("ring is closed")
-        if self._holding:
-            self.release()
-        w, r = hdr.write, hdr.read
-        n = max(0, w - r - keep)
-        hdr.read = r + n
-        return n
 
     # --- both ---
 

@@ -7,98 +7,80 @@ device paces itself through its callback.
 
 from __future__ import annotations
 
-import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.ipc import events as ev
-from pipeline.ipc.bus import BusAddress, BusClient
-from pipeline.ipc.child_process import StopFlag, child_setup, poll_quit
-from pipeline.ipc.ring import Ring, RingHandle
 from pipeline.media.frame_clock import FrameClock
 from pipeline.media.sound_device import InputDevice
 from pipeline.media.sources import MediaSpec, open_source
-from pipeline.stages.stats import StageStats, Tracer
+from pipeline.stages.runtime import StageRuntime, Wiring
+
+DEVICE_POLL = 0.25  # seconds between looks at the stop flag and the bus while a device runs
 
 
-def run(
-    bus: BusAddress,
-    out: RingHandle,
-    source: MediaSpec,
-    realtime: bool = True,
-    trace_dir: str | None = None,
-) -> None:
-    stop = child_setup("capture")
-    client = BusClient(bus, topics=("cmd.quit",))
-    ring = Ring.attach(out)
-    stats = StageStats("capture", client)
-    tracer = Tracer(os.path.join(trace_dir, "capture.npy") if trace_dir else None, 3)
-    try:
-        if source.is_device:
-            _device_loop(source, ring, client, stats, stop)
+@dataclass(frozen=True, slots=True)
+class CaptureConfig:
+    wiring: Wiring
+    source: MediaSpec
+    realtime: bool = True  # pace a file or generated source at 20 ms; False: as fast as read
+
+
+def run(cfg: CaptureConfig) -> None:
+    with StageRuntime("capture", cfg.wiring) as rt:
+        if cfg.source.is_device:
+            _device_loop(rt, cfg.source)
         else:
-            _paced_loop(source, ring, client, stats, stop, realtime, tracer)
-    finally:
-        tracer.save()
-        ring.close()
-        client.close()
+            _paced_loop(rt, cfg.source, cfg.realtime)
 
 
-def _paced_loop(
-    spec: MediaSpec,
-    ring: Ring,
-    client: BusClient,
-    stats: StageStats,
-    stop: StopFlag,
-    realtime: bool,
-    tracer: Tracer,
-) -> None:
+def _paced_loop(rt: StageRuntime, spec: MediaSpec, realtime: bool) -> None:
+    ring = rt.out
+    tracer = rt.tracer("capture.npy", 3)
     source = open_source(spec, loop=True)
-    seq = 0
+    seq = frames = 0
     level = 0.0
     clock = FrameClock()
-    while not stop.check_parent():
+    while rt.running:
         frame = source.read()
         if frame is None:
             break
         now = time.monotonic_ns()
         seq += 1
-        if ring.write(frame, seq=seq, timestamp=now):
-            stats.count("frames")
-        else:
-            stats.count("dropped")
+        if ring.write(frame, seq=seq, timestamp=now):  # a full ring counts the drop
+            frames += 1
         tracer.add(seq, now, time.monotonic_ns())
         level = max(level * 0.8, float(np.sqrt(np.mean(frame * frame))))
         mono = time.monotonic()
-        if stats.due(mono):
-            poll_quit(client, stop)
-            stats.publish(mono, {"ring_fill": ring.fill(), "resyncs": clock.resyncs})
-            client.publish(ev.InputLevel(level))
-        if realtime:
-            clock.wait(stop.wait)
-        elif ring.fill() >= ring.capacity - 1:
-            stop.wait(0.002)  # as fast as possible, but never faster than the reader
-
-
-def _device_loop(
-    spec: MediaSpec, ring: Ring, client: BusClient, stats: StageStats, stop: StopFlag
-) -> None:
-    device = InputDevice(spec, ring)
-    device.start()
-    try:
-        while not stop.check_parent():
-            stop.wait(0.25)
-            poll_quit(client, stop)
-            stats.publish(
-                time.monotonic(),
-                {
-                    "frames": device.seq,
-                    "dropped": device.dropped,
-                    "overflows": device.overflows,
-                    "ring_fill": ring.fill(),
-                    "device_latency_ms": device.latency * 1000,
-                },
+        if rt.report_due(mono):
+            rt.poll()
+            rt.report(
+                mono,
+                ev.CaptureStats(
+                    frames=frames,
+                    resyncs=clock.resyncs,
+                ),
             )
-    finally:
-        device.close()
+            rt.publish(ev.InputLevel(level))
+        if realtime:
+            clock.wait(rt.stop.wait)
+        elif ring.fill() >= ring.capacity - 1:
+            rt.stop.wait(0.002)  # as fast as possible, but never faster than the reader
+
+
+def _device_loop(rt: StageRuntime, spec: MediaSpec) -> None:
+    device = InputDevice(spec, rt.out)
+    rt.on_close(device.close)
+    device.start()
+    while rt.running:
+        rt.sleep(DEVICE_POLL)
+        rt.report(
+            time.monotonic(),
+            ev.CaptureStats(
+                frames=device.seq,
+                overflows=device.overflows,
+                device_latency_ms=device.latency * 1000,
+            ),
+        )

@@ -1,62 +1,72 @@
 """The control process: the TCP session to the relay, driven by pipeline/core/control_session.py.
 
-This is the thin adapter: it owns the socket, the clock and the bus client;
-every decision is the ControlSession's.
+This is the thin adapter: it owns the socket and the clock; every decision is
+the ControlSession's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 import time
+from dataclasses import dataclass
 
 from pipeline.core.control_session import ControlSession
 from pipeline.ipc import events as ev
-from pipeline.ipc.bus import BusAddress, BusClient
-from pipeline.ipc.child_process import StopFlag, child_setup
+from pipeline.stages.runtime import StageRuntime, Wiring
 
 CONNECT_TIMEOUT = 2.0
 SNAPSHOT_INTERVAL = 1.0  # re-publish the whole state for subscribers that joined late
-log = logging.getLogger("control")
+MAX_WAIT = 1.0  # seconds between looks at the stop flag
 
 
-def run(bus: BusAddress, host: str, port: int, name: str, channel: str = "") -> None:
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    wiring: Wiring
+    host: str
+    port: int
+    name: str
+    channel: str = ""  # join this channel after connecting
+
+
+def run(cfg: ControlConfig) -> None:
     """Process entry point: keep the session to the relay until told to quit."""
-    stop = child_setup("control")
-    session = ControlSession(name=name, host=host, port=port, wanted_channel=channel)
-    client = BusClient(bus, topics=("cmd.",))
-    sock: socket.socket | None = None
-    next_snapshot = 0.0
-    try:
-        while not stop.check_parent():
-            now = time.monotonic()
-            if sock is None and session.connect_due(now):
-                sock = _connect(session, host, port, now)
+    server = f"{cfg.host}:{cfg.port}"
+    with StageRuntime("control", cfg.wiring) as rt:
+        session = ControlSession(
+            name=cfg.name, host=cfg.host, port=cfg.port, wanted_channel=cfg.channel
+        )
+        rt.on(ev.JoinCmd, lambda cmd: session.join(cmd.channel))
+        rt.on(ev.ChatCmd, lambda cmd: session.chat(cmd.text))
+        sock: socket.socket | None = None
+        try:
+            next_snapshot = 0.0
+            while rt.running:
+                now = time.monotonic()
+                if sock is None and session.connect_due(now):
+                    sock = _connect(session, cfg.host, cfg.port, now)
+                if sock is not None:
+                    sock = _flush(session, sock)
+                for event in session.take_events():
+                    rt.publish(event)
+                if now >= next_snapshot:
+                    for event in session.snapshot():
+                        rt.publish(event)
+                    next_snapshot = now + SNAPSHOT_INTERVAL
+                timeout = min(session.next_deadline(now), next_snapshot) - now
+                fds = (sock.fileno(),) if sock else ()
+                ready = rt.wait(fds, max(0.0, min(timeout, MAX_WAIT)))
+                now = time.monotonic()
+                if sock is not None and sock.fileno() in ready:
+                    sock = _receive(session, sock, now)
+                session.tick(now)
+            session.quit()
             if sock is not None:
                 sock = _flush(session, sock)
-            for event in session.take_events():
-                client.publish(event)
-            if now >= next_snapshot:
-                for event in session.snapshot():
-                    client.publish(event)
-                next_snapshot = now + SNAPSHOT_INTERVAL
-            timeout = min(session.next_deadline(now), next_snapshot) - now
-            ready = client.wait((sock.fileno(),) if sock else (), max(0.0, min(timeout, 1.0)))
-            now = time.monotonic()
-            for cmd in client.poll(0):
-                _command(session, cmd, stop)
-            if sock is not None and sock.fileno() in ready:
-                sock = _receive(session, sock, now)
-            session.tick(now)
-        session.quit()
-        if sock is not None:
-            _flush(session, sock)
-    finally:
-        if sock is not None:
-            sock.close()
-        client.publish(ev.ConnectionState(ev.STOPPED, f"{host}:{port}", reason=stop.reason))
-        client.close()
+        finally:
+            if sock is not None:
+                sock.close()
+            rt.publish(ev.ConnectionState(ev.STOPPED, server, reason=rt.stop.reason))
 
 
 def _connect(session: ControlSession, host: str, port: int, now: float) -> socket.socket | None:
@@ -103,12 +113,3 @@ def _receive(session: ControlSession, sock: socket.socket, now: float) -> socket
         return None
     session.received(data, now)
     return sock
-
-
-def _command(session: ControlSession, cmd: ev.Event, stop: StopFlag) -> None:
-    if isinstance(cmd, ev.JoinCmd):
-        session.join(cmd.channel)
-    elif isinstance(cmd, ev.ChatCmd):
-        session.chat(cmd.text)
-    elif isinstance(cmd, ev.QuitCmd):
-        stop.set(cmd.reason or "quit")

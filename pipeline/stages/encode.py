@@ -11,84 +11,98 @@ which tells Opus how much in-band FEC to spend.
 
 from __future__ import annotations
 
-import os
 import time
+from dataclasses import dataclass
 
 from pipeline.ipc import events as ev
-from pipeline.ipc.bus import BusAddress, BusClient
-from pipeline.ipc.child_process import child_setup
-from pipeline.ipc.ring import Ring, RingHandle
 from pipeline.media.opus import CodecError, OpusEncoder
-from pipeline.stages.stats import StageStats, Tracer
+from pipeline.stages.runtime import StageRuntime, Wiring
 
 MIN_BITRATE, MAX_BITRATE = 6000, 510000
 
 
-def run(
-    bus: BusAddress,
-    inp: RingHandle,
-    out: RingHandle,
-    bitrate: int = 48000,
-    trace_dir: str | None = None,
-    fec: bool = True,
-    loss_hint: float = 0.0,
-) -> None:
-    """``loss_hint``: the loss % to expect before any is measured (a floor for the FEC hint)."""
-    stop = child_setup("encode")
-    client = BusClient(bus, topics=("cmd.", "stats.decode"))
-    src, dst = Ring.attach(inp), Ring.attach(out)
-    stats = StageStats("encode", client)
-    tracer = Tracer(os.path.join(trace_dir, "encode.npy") if trace_dir else None, 4)
-    encoder = OpusEncoder(bitrate=bitrate, fec=fec, loss_percent=int(loss_hint))
-    muted = False
-    chaos = measured = 0.0
-    stream_seq = 0
-    try:
-        while not stop.check_parent():
+@dataclass(frozen=True, slots=True)
+class EncodeConfig:
+    wiring: Wiring
+    bitrate: int = 48000
+    fec: bool = True
+    loss_hint: float = 0.0  # the loss % to expect before any is measured (a floor for FEC)
+
+
+class _Settings:
+    """What the UI set and the decode stage measured; owns the encoder's loss hint."""
+
+    def __init__(self, encoder: OpusEncoder, cfg: EncodeConfig, rt: StageRuntime) -> None:
+        self.encoder, self.rt = encoder, rt
+        self.bitrate = cfg.bitrate
+        self.loss_hint = cfg.loss_hint
+        self.muted = False
+        self.chaos = self.measured = 0.0
+
+    def mute(self, cmd: ev.MuteCmd) -> None:
+        self.muted = cmd.muted
+
+    def set_bitrate(self, cmd: ev.BitrateCmd) -> None:
+        try:
+            self.encoder.set_bitrate(min(max(cmd.bps, MIN_BITRATE), MAX_BITRATE))
+            self.bitrate = cmd.bps
+        except CodecError as exc:
+            self.rt.publish(ev.Notice(f"bitrate not changed: {exc}"))
+
+    def set_chaos(self, cmd: ev.ChaosCmd) -> None:
+        self.chaos = cmd.loss_percent
+        self._update_loss()
+
+    def measured_loss(self, stats: ev.DecodeStats) -> None:
+        self.measured = stats.loss_percent
+        self._update_loss()
+
+    def _update_loss(self) -> None:
+        hint = min(100.0, max(self.loss_hint, self.chaos, self.measured))
+        self.encoder.set_loss_percent(int(hint))
+
+
+def run(cfg: EncodeConfig) -> None:
+    hops = (ev.HOP_CAPTURE_TO_ENCODE, ev.HOP_ENCODE)
+    with StageRuntime("encode", cfg.wiring, hops) as rt:
+        src, dst = rt.inp, rt.out
+        tracer = rt.tracer("encode.npy", 4)
+        encoder = OpusEncoder(bitrate=cfg.bitrate, fec=cfg.fec, loss_percent=int(cfg.loss_hint))
+        settings = _Settings(encoder, cfg, rt)
+        rt.on(ev.MuteCmd, settings.mute)
+        rt.on(ev.BitrateCmd, settings.set_bitrate)
+        rt.on(ev.ChaosCmd, settings.set_chaos)
+        rt.on(ev.DecodeStats, settings.measured_loss)
+        stream_seq = packets = sent_bytes = muted_frames = 0
+        while rt.running:
             slot = src.read(timeout=0.1)
             if slot is not None:
                 t_in = time.monotonic_ns()
-                stats.window("capture_to_encode").add(t_in - slot.timestamp)
+                rt.latency.add(ev.HOP_CAPTURE_TO_ENCODE, t_in - slot.timestamp)
                 seq, ts = slot.seq, slot.timestamp
-                if muted:
+                if settings.muted:
                     src.release()
-                    stats.count("muted_frames")
+                    muted_frames += 1
                 else:
                     packet = encoder.encode(slot.samples())
                     src.release()
                     t_out = time.monotonic_ns()
-                    stats.window("encode").add(t_out - t_in)
+                    rt.latency.add(ev.HOP_ENCODE, t_out - t_in)
                     stream_seq += 1
-                    if dst.write(packet, seq=stream_seq, timestamp=ts):
-                        stats.count("packets")
-                        stats.count("bytes", len(packet))
-                    else:
-                        stats.count("dropped")
+                    if dst.write(packet, seq=stream_seq, timestamp=ts):  # full: counted there
+                        packets += 1
+                        sent_bytes += len(packet)
                     tracer.add(seq, t_in, t_out, stream_seq)  # capture seq -> stream seq
-            for event in client.poll(0):
-                if isinstance(event, ev.QuitCmd):
-                    stop.set("quit")
-                elif isinstance(event, ev.MuteCmd):
-                    muted = event.muted
-                elif isinstance(event, ev.BitrateCmd):
-                    try:
-                        encoder.set_bitrate(min(max(event.bps, MIN_BITRATE), MAX_BITRATE))
-                        bitrate = event.bps
-                    except CodecError as exc:
-                        client.publish(ev.Notice(f"bitrate not changed: {exc}"))
-                elif isinstance(event, ev.ChaosCmd):
-                    chaos = event.loss_percent
-                    encoder.set_loss_percent(int(min(100, max(loss_hint, chaos, measured))))
-                elif isinstance(event, ev.Stats):
-                    loss = event.values.get("loss_percent")
-                    if isinstance(loss, int | float):
-                        measured = float(loss)
-                        encoder.set_loss_percent(int(min(100, max(loss_hint, chaos, measured))))
+            rt.poll()
             now = time.monotonic()
-            if stats.due(now):
-                stats.publish(now, {"bitrate": bitrate, "muted": muted, "ring_fill": src.fill()})
-    finally:
-        tracer.save()
-        src.close()
-        dst.close()
-        client.close()
+            if rt.report_due(now):
+                rt.report(
+                    now,
+                    ev.EncodeStats(
+                        packets=packets,
+                        packet_bytes=sent_bytes,
+                        muted_frames=muted_frames,
+                        bitrate=settings.bitrate,
+                        muted=settings.muted,
+                    ),
+                )

@@ -7,180 +7,189 @@ the bus together. The decisions are VoiceLink's (pipeline/core/voice_link.py).
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 
 from pipeline.core.voice_link import Chaos, VoiceLink
 from pipeline.ipc import events as ev
-from pipeline.ipc.bus import BusAddress, BusClient
-from pipeline.ipc.child_process import StopFlag, child_setup
-from pipeline.ipc.ring import Ring, RingHandle
-from pipeline.stages.stats import StageStats, Tracer
+from pipeline.ipc.ring import Ring
+from pipeline.stages.runtime import StageRuntime, Wiring
+from pipeline.stages.trace import Tracer
 from relay import protocol as p
 
+Addr = tuple[str, int]
+MAX_WAIT = 0.25  # seconds the receiver sleeps at most between looks at the stop flag
 
-def run(
-    bus: BusAddress,
-    inp: RingHandle,
-    out: RingHandle,
-    chaos_percent: float = 0.0,
-    whisper: int = 0,
-    seed: int | None = None,
-    trace_dir: str | None = None,
-    udp_via: tuple[str, int] | None = None,
-) -> None:
-    """``udp_via`` sends voice there instead of the relay's UDP port (an impairment proxy)."""
-    stop = child_setup("network")
-    client = BusClient(bus, topics=("cmd.", "session"))
-    src, dst = Ring.attach(inp), Ring.attach(out)
-    link = VoiceLink(Chaos(chaos_percent, seed))
-    link.target = whisper
-    stats = StageStats("network", client)
-    send_trace = Tracer(os.path.join(trace_dir, "send.npy") if trace_dir else None, 3)
-    recv_trace = Tracer(os.path.join(trace_dir, "recv.npy") if trace_dir else None, 3)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("0.0.0.0", 0))
-    relay: list[tuple[str, int] | None] = [None]  # swapped whole by the receiver thread
-    # The sender thread's stats exist before it starts: it only updates them, while this
-    # thread copies them for publishing.
-    stats.window("encode_to_network")
-    stats.count("send_errors", 0)
-    sender = threading.Thread(
-        target=_send_loop,
-        args=(src, sock, link, relay, stats, stop, send_trace),
-        name="sender",
-        daemon=True,
-    )
-    sender.start()
-    buf = bytearray(p.MAX_DATAGRAM + 1)
-    view = memoryview(buf)
-    named: tuple[str, int] | None = None  # the relay address as given, last resolved
-    try:
-        while not stop.check_parent():
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    wiring: Wiring
+    chaos_percent: float = 0.0
+    whisper: int = 0
+    seed: int | None = None  # of the chaos dropper
+    udp_via: Addr | None = None  # send voice here instead of the relay (an impairment proxy)
+
+
+class _Counters:
+    """Socket-side counts; each is written by one thread only."""
+
+    def __init__(self) -> None:
+        self.send_errors = self.recv_errors = self.resolve_errors = 0
+        self.foreign_datagrams = 0
+
+
+class _Network:
+    def __init__(self, rt: StageRuntime, cfg: NetworkConfig) -> None:
+        self.rt = rt
+        self.udp_via = cfg.udp_via
+        self.link = VoiceLink(Chaos(cfg.chaos_percent, cfg.seed))
+        self.link.target = cfg.whisper
+        self.counts = _Counters()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rt.on_close(self.sock.close)
+        self.sock.bind(("0.0.0.0", 0))
+        self.relay: Addr | None = None  # swapped whole by the receiver thread
+        self._named: Addr | None = None  # the relay address as given, last resolved
+        rt.on(ev.VoiceEndpoint, self._endpoint)
+        rt.on(ev.WhisperCmd, self._whisper)
+        rt.on(ev.ChaosCmd, self._chaos)
+
+    # --- commands ----------------------------------------------------------------------
+
+    def _endpoint(self, event: ev.VoiceEndpoint) -> None:
+        # The control process re-sends its endpoint every second (for late subscribers):
+        # act on a change only, and survive a failed lookup.
+        target = self.udp_via or (event.host, event.udp_port)
+        if target != self._named:
+            try:
+                self.relay = (socket.gethostbyname(target[0]), target[1])
+                self._named = target
+            except OSError:
+                self.counts.resolve_errors += 1
+        if event.token != self.link.token:
+            self.link.set_session(event.token, time.monotonic_ns())
+
+    def _whisper(self, cmd: ev.WhisperCmd) -> None:
+        self.link.target = cmd.target
+
+    def _chaos(self, cmd: ev.ChaosCmd) -> None:
+        self.link.chaos.percent = min(100.0, max(0.0, cmd.loss_percent))
+
+    # --- both threads ------------------------------------------------------------------
+
+    def sendto(self, data: bytes | memoryview, addr: Addr) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except OSError:  # e.g. ECONNREFUSED from an earlier ICMP, or no route: voice is lossy
+            self.counts.send_errors += 1
+
+    # --- sender thread ------------------------------------------------------------------
+
+    def send_loop(self, src: Ring, tracer: Tracer) -> None:
+        buf = bytearray(p.MAX_DATAGRAM)
+        view = memoryview(buf)
+        link, stop = self.link, self.rt.stop
+        while not stop:
+            slot = src.read(timeout=0.1)
+            if slot is None:
+                continue
+            t_in = time.monotonic_ns()
+            self.rt.latency.add(ev.HOP_ENCODE_TO_NETWORK, t_in - slot.timestamp)
+            n = p.HEADER_SIZE + slot.length
+            addr = self.relay
+            if addr is None or not link.should_send():
+                src.release()
+                continue
+            link.pack_header(buf, slot.seq, slot.timestamp)
+            view[p.HEADER_SIZE : n] = slot.data
+            seq = slot.seq
+            src.release()
+            self.sendto(view[:n], addr)
+            tracer.add(seq, t_in, time.monotonic_ns())
+
+    # --- receiver (main) thread -------------------------------------------------------------
+
+    def receive_loop(self, dst: Ring, tracer: Tracer) -> None:
+        view = memoryview(bytearray(p.MAX_DATAGRAM + 1))
+        rt, link = self.rt, self.link
+        while rt.running:
             now = time.monotonic_ns()
-            addr = relay[0]
+            addr = self.relay
             if addr is not None:
                 for datagram in link.timers(now):
-                    _sendto(sock, datagram, addr, stats)
+                    self.sendto(datagram, addr)
             wait = (link.next_timer(now) - now) / 1e9
-            ready = client.wait((sock.fileno(),), max(0.0, min(wait, 0.25)))
-            if ready:
-                _drain(sock, view, link, relay[0], dst, stats, recv_trace)
-            for event in client.poll(0):
-                if isinstance(event, ev.Session):
-                    # The control process re-sends its session every second (for late
-                    # subscribers): act on a change only, and survive a failed lookup.
-                    target = udp_via or (event.host, event.udp_port)
-                    if target != named:
-                        try:
-                            relay[0] = (socket.gethostbyname(target[0]), target[1])
-                            named = target
-                        except OSError:
-                            stats.count("resolve_errors")
-                    if event.token != link.token:
-                        link.set_session(event.token, time.monotonic_ns())
-                elif isinstance(event, ev.WhisperCmd):
-                    link.target = event.target
-                elif isinstance(event, ev.ChaosCmd):
-                    link.chaos.percent = min(100.0, max(0.0, event.loss_percent))
-                elif isinstance(event, ev.QuitCmd):
-                    stop.set("quit")
+            if rt.wait((self.sock.fileno(),), max(0.0, min(wait, MAX_WAIT))):
+                self._drain(view, dst, tracer)
             mono = time.monotonic()
-            if stats.due(mono):
-                stats.publish(
-                    mono,
-                    {
-                        **link.counters,
-                        "udp_rtt_ms": link.rtt_ns / 1e6 if link.rtt_ns is not None else None,
-                        "registered": link.registered,
-                        "chaos_percent": link.chaos.percent,
-                        "whisper": link.target,
-                        "send_ring_fill": src.fill(),
-                    },
-                )
-    finally:
-        stop.set("closing")
-        sender.join(2)
-        send_trace.save()
-        recv_trace.save()
-        sock.close()
-        src.close()
-        dst.close()
-        client.close()
+            if rt.report_due(mono):
+                rt.report(mono, self._stats())
+
+    def _drain(self, view: memoryview, dst: Ring, tracer: Tracer) -> None:
+        """Read every datagram queued on the socket; voice goes into the decode ring."""
+        relay = self.relay
+        while True:
+            try:
+                n, addr = self.sock.recvfrom_into(view, len(view), socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ICMP port unreachable surfaces here on Linux: the relay is down
+                self.counts.recv_errors += 1
+                return
+            if relay is None or addr != relay:
+                self.counts.foreign_datagrams += 1
+                continue
+            now = time.monotonic_ns()
+            incoming = self.link.received(view[:n], now)
+            if incoming is None:
+                continue
+            self.rt.latency.add(ev.HOP_CAPTURE_TO_RECEIVE, now - incoming.timestamp)
+            # A full ring drops the packet and counts it in the ring's header.
+            dst.write(
+                incoming.payload,
+                seq=incoming.seq,
+                timestamp=incoming.timestamp,
+                speaker=incoming.speaker,
+            )
+            tracer.add(incoming.seq, now, incoming.speaker)
+
+    def _stats(self) -> ev.NetworkStats:
+        link, c, k = self.link, self.link.counters, self.counts
+        return ev.NetworkStats(
+            sent=c["sent"],
+            chaos_dropped=c["chaos_dropped"],
+            unsent_no_session=c["unsent_no_session"],
+            register_sent=c["register_sent"],
+            keepalive_sent=c["keepalive_sent"],
+            register_echo=c["register_echo"],
+            bad_register_echo=c["bad_register_echo"],
+            received=c["received"],
+            bad_datagram=c["bad_datagram"],
+            send_errors=k.send_errors,
+            recv_errors=k.recv_errors,
+            resolve_errors=k.resolve_errors,
+            foreign_datagrams=k.foreign_datagrams,
+            udp_rtt_ms=link.rtt_ns / 1e6 if link.rtt_ns is not None else None,
+            registered=link.registered,
+            chaos_percent=link.chaos.percent,
+            whisper=link.target,
+        )
 
 
-def _sendto(
-    sock: socket.socket, data: bytes | memoryview, addr: tuple[str, int], stats: StageStats
-) -> None:
-    try:
-        sock.sendto(data, addr)
-    except OSError:  # e.g. ECONNREFUSED from an earlier ICMP, or no route: voice is lossy anyway
-        stats.count("send_errors")
-
-
-def _send_loop(
-    src: Ring,
-    sock: socket.socket,
-    link: VoiceLink,
-    relay: list[tuple[str, int] | None],
-    stats: StageStats,
-    stop: StopFlag,
-    tracer: Tracer,
-) -> None:
-    buf = bytearray(p.MAX_DATAGRAM)
-    view = memoryview(buf)
-    while not stop:
-        slot = src.read(timeout=0.1)
-        if slot is None:
-            continue
-        t_in = time.monotonic_ns()
-        stats.window("encode_to_network").add(t_in - slot.timestamp)
-        n = p.HEADER_SIZE + slot.length
-        addr = relay[0]
-        if addr is None or not link.should_send():
-            src.release()
-            continue
-        link.pack_header(buf, slot.seq, slot.timestamp)
-        view[p.HEADER_SIZE : n] = slot.data
-        seq = slot.seq
-        src.release()
-        _sendto(sock, view[:n], addr, stats)
-        tracer.add(seq, t_in, time.monotonic_ns())
-
-
-def _drain(
-    sock: socket.socket,
-    view: memoryview,
-    link: VoiceLink,
-    relay: tuple[str, int] | None,
-    dst: Ring,
-    stats: StageStats,
-    tracer: Tracer,
-) -> None:
-    """Read every datagram queued on the socket; voice goes into the decode ring."""
-    while True:
+def run(cfg: NetworkConfig) -> None:
+    hops = (ev.HOP_ENCODE_TO_NETWORK, ev.HOP_CAPTURE_TO_RECEIVE)
+    with StageRuntime("network", cfg.wiring, hops) as rt:
+        net = _Network(rt, cfg)
+        send_trace = rt.tracer("send.npy", 3)
+        recv_trace = rt.tracer("recv.npy", 3)
+        sender = threading.Thread(
+            target=net.send_loop, args=(rt.inp, send_trace), name="sender", daemon=True
+        )
+        sender.start()
         try:
-            n, addr = sock.recvfrom_into(view, len(view), socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # ICMP port unreachable surfaces here on Linux: the relay is down
-            stats.count("recv_errors")
-            return
-        if relay is None or addr != relay:
-            stats.count("foreign_datagrams")
-            continue
-        now = time.monotonic_ns()
-        incoming = link.received(view[:n], now)
-        if incoming is None:
-            continue
-        stats.window("capture_to_receive").add(now - incoming.timestamp)
-        if not dst.write(
-            incoming.payload,
-            seq=incoming.seq,
-            timestamp=incoming.timestamp,
-            speaker=incoming.speaker,
-        ):
-            stats.count("ring_dropped")
-        tracer.add(incoming.seq, now, incoming.speaker)
+            net.receive_loop(rt.out, recv_trace)
+        finally:
+            rt.stop.set("closing")
+            sender.join(2)

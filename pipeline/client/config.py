@@ -1,0 +1,28 @@
+"""What a whole client is asked to do: the relay, the user, the media, the tuning knobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.media.sources import MediaSpec
+
+
+@dataclass
+class ClientConfig:
+    host: str
+    port: int
+    name: str
+    channel: str = ""
+    source: MediaSpec = field(default_factory=lambda: MediaSpec("silence"))
+    sink: MediaSpec = field(default_factory=lambda: MediaSpec("null"))
+    loss_percent: float = 0.0
+    whisper: int = 0
+    bitrate: int = 48000
+    realtime_input: bool = True
+    playback_frames: int = 2
+    seed: int | None = None
+    trace_dir: str | None = None
+    udp_via: tuple[str, int] | None = None  # send voice through this address (benchmarks)
+    fec: bool = True  # Opus in-band FEC: sent by the encoder, used by the decoder
+    plc: bool = True  # Opus packet loss concealment for lost frames
+    loss_hint: float = 0.0  # loss % the encoder expects before it measures any

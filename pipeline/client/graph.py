@@ -1,0 +1,111 @@
+"""The client's pipeline, declared in one place: its rings and the stages between them.
+
+::
+
+    source ─▶ capture ─captured─▶ encode ─encoded─▶ network ◀──UDP──▶ relay
+                                                      │ received (packets tagged by speaker)
+    sink ◀─ playback ◀─mixed── decode (jitter buffers, Opus decoders, mixer) ◀┘
+    control (TCP session to the relay): on the bus only
+
+The supervisor (pipeline/client/supervisor.py) creates every ring of RINGS and
+starts every stage of STAGES in their order, handing each stage process the
+config its ``configure`` builds from the ClientConfig and its Wiring (the bus
+and the rings it reads and writes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.client.config import ClientConfig
+from pipeline.media.audio_format import FRAME_BYTES, MAX_PACKET
+from pipeline.stages import capture, control, decode, encode, network, playback
+from pipeline.stages.runtime import Wiring
+
+PACKET_SLOT = MAX_PACKET + (-MAX_PACKET % 4)  # ring slots hold whole float32 words
+
+
+@dataclass(frozen=True, slots=True)
+class RingSpec:
+    name: str
+    slots: int
+    slot_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class StageSpec:
+    name: str
+    run: Callable[[Any], None]  # the process entry point: run(config)
+    configure: Callable[[Wiring, ClientConfig], Any]  # -> that stage's frozen config
+    reads: str | None = None  # the ring it consumes
+    writes: str | None = None  # the ring it produces into
+
+
+RINGS = (
+    RingSpec("captured", 16, FRAME_BYTES),  # 320 ms of raw frames
+    RingSpec("encoded", 16, PACKET_SLOT),
+    RingSpec("received", 128, PACKET_SLOT),  # every speaker's packets, before the jitter buffers
+    RingSpec("mixed", 8, FRAME_BYTES),  # the playout queue (decode keeps it at playback_frames)
+)
+
+# Consumers start before their producers, so the first frames find a reader.
+STAGES = (
+    StageSpec(
+        "control",
+        control.run,
+        lambda w, c: control.ControlConfig(w, c.host, c.port, c.name, c.channel),
+    ),
+    StageSpec(
+        "playback",
+        playback.run,
+        lambda w, c: playback.PlaybackConfig(w, c.sink),
+        reads="mixed",
+    ),
+    StageSpec(
+        "decode",
+        decode.run,
+        lambda w, c: decode.DecodeConfig(w, c.playback_frames, c.fec, c.plc),
+        reads="received",
+        writes="mixed",
+    ),
+    StageSpec(
+        "network",
+        network.run,
+        lambda w, c: network.NetworkConfig(w, c.loss_percent, c.whisper, c.seed, c.udp_via),
+        reads="encoded",
+        writes="received",
+    ),
+    StageSpec(
+        "encode",
+        encode.run,
+        lambda w, c: encode.EncodeConfig(w, c.bitrate, c.fec, c.loss_hint),
+        reads="captured",
+        writes="encoded",
+    ),
+    StageSpec(
+        "capture",
+        capture.run,
+        lambda w, c: capture.CaptureConfig(w, c.source, c.realtime_input),
+        writes="captured",
+    ),
+)
+
+
+def check_graph(rings: tuple[RingSpec, ...], stages: tuple[StageSpec, ...]) -> None:
+    """Raise ValueError unless every ring has exactly one writer and one reader among ``stages``
+    (the rings are single-producer single-consumer) and every stage name is unique."""
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stage names repeat: {names}")
+    known = {r.name for r in rings}
+    for stage in stages:
+        for ring in (stage.reads, stage.writes):
+            if ring is not None and ring not in known:
+                raise ValueError(f"stage {stage.name} names an unknown ring {ring!r}")
+    for ring in known:
+        writers = [s.name for s in stages if s.writes == ring]
+        readers = [s.name for s in stages if s.reads == ring]
+        if len(writers) != 1 or len(readers) != 1:
+            raise ValueError(f"ring {ring} has writers {writers} and readers {readers}")

@@ -1,0 +1,196 @@
+"""What every stage process runs inside: set-up, the bus, its rings, stats, tracers, teardown.
+
+A stage's entry point is ``run(config)``; its body is one ``with StageRuntime(...)``
+block that holds only what the stage does::
+
+    def run(cfg: EncodeConfig) -> None:
+        with StageRuntime("encode", cfg.wiring, hops=(...)) as rt:
+            rt.on(ev.MuteCmd, lambda cmd: ...)
+            while rt.running:
+                slot = rt.inp.read(timeout=0.1)
+                ...
+                rt.poll()
+                if rt.report_due(now):
+                    rt.report(now, ev.EncodeStats(...))
+
+Entering makes the process a well-behaved child (pipeline/ipc/child_process.py),
+connects to the bus and attaches the rings, in that order; whatever was opened
+is closed again if a later step fails, and on every way out of the block
+(tracers saved, rings closed, bus closed). A ``quit`` command stops the stage
+with its reason; any other event goes to the handler registered for its type,
+and registering a handler subscribes to that event's topic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+from pipeline.ipc import events as ev
+from pipeline.ipc.bus import BusAddress, BusClient
+from pipeline.ipc.child_process import StopFlag, child_setup
+from pipeline.ipc.ring import Ring, RingHandle
+from pipeline.stages.stats import STATS_INTERVAL, Latencies
+from pipeline.stages.trace import Tracer
+
+E = TypeVar("E", bound=ev.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    """Where a stage process plugs in: the bus, the rings it reads and writes, a trace folder.
+
+    Built by the supervisor from the pipeline graph (pipeline/client/graph.py);
+    picklable, so it travels to the spawned process inside the stage's config.
+    """
+
+    bus: BusAddress
+    inp: RingHandle | None = None
+    out: RingHandle | None = None
+    trace_dir: str | None = None
+
+
+class StageRuntime:
+    """One stage process's resources and event loop helpers; a context manager."""
+
+    def __init__(self, name: str, wiring: Wiring, hops: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.wiring = wiring
+        self.latency = Latencies(hops)
+        self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {}
+        self._stack = ExitStack()
+        self._stop: StopFlag | None = None
+        self._bus: BusClient | None = None
+        self._inp: Ring | None = None
+        self._out: Ring | None = None
+        self._next_report = 0.0
+
+    # --- life cycle ------------------------------------------------------------------
+
+    def __enter__(self) -> StageRuntime:
+        self._stop = child_setup(self.name)
+        try:
+            self._bus = self._stack.enter_context(
+                BusClient(self.wiring.bus, topics=(ev.QuitCmd.TOPIC,))
+            )
+            if self.wiring.inp is not None:
+                self._inp = self._attach(self.wiring.inp)
+            if self.wiring.out is not None:
+                self._out = self._attach(self.wiring.out)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop.set("closing")  # a helper thread of the stage sees it too
+        self._stack.close()
+
+    def _attach(self, handle: RingHandle) -> Ring:
+        ring = Ring.attach(handle)
+        self._stack.callback(ring.close)
+        return ring
+
+    def on_close(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` on the way out, before the rings and the bus close (LIFO)."""
+        self._stack.callback(callback)
+
+    # --- what a stage uses -------------------------------------------------------------
+
+    @property
+    def stop(self) -> StopFlag:
+        assert self._stop is not None, "use the runtime inside its with block"
+        return self._stop
+
+    @property
+    def bus(self) -> BusClient:
+        assert self._bus is not None, "use the runtime inside its with block"
+        return self._bus
+
+    @property
+    def inp(self) -> Ring:
+        """The ring this stage reads (its graph entry must name one)."""
+        assert self._inp is not None, f"the {self.name} stage reads no ring"
+        return self._inp
+
+    @property
+    def out(self) -> Ring:
+        """The ring this stage writes (its graph entry must name one)."""
+        assert self._out is not None, f"the {self.name} stage writes no ring"
+        return self._out
+
+    @property
+    def running(self) -> bool:
+        """False once a quit command, SIGTERM or the supervisor's death stopped the stage."""
+        return not self.stop.check_parent()
+
+    def tracer(self, filename: str, columns: int) -> Tracer:
+        """A per-frame tracer writing ``filename`` in the trace folder (off without one)."""
+        trace_dir = self.wiring.trace_dir
+        tracer = Tracer(os.path.join(trace_dir, filename) if trace_dir else None, columns)
+        self._stack.callback(tracer.save)
+        return tracer
+
+    # --- commands and events -------------------------------------------------------------
+
+    def on(self, kind: type[E], handler: Callable[[E], None]) -> None:
+        """Call ``handler`` for every event of type ``kind``, and subscribe to its topic."""
+        self._handlers[kind] = handler
+        self.bus.subscribe(kind.TOPIC)
+
+    def dispatch(self, event: ev.Event) -> None:
+        if isinstance(event, ev.QuitCmd):
+            self.stop.set(event.reason or "quit")
+            return
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Handle the events waiting on the bus (waiting up to ``timeout`` s for the first)."""
+        for event in self.bus.poll(timeout):
+            self.dispatch(event)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep up to ``seconds`` (less once the stage is stopped), then handle bus events."""
+        self.stop.wait(seconds)
+        self.poll(0)
+
+    def wait(self, fds: tuple[int, ...], timeout: float) -> set[int]:
+        """Sleep until the bus or one of ``fds`` is readable; handle bus events; return the fds."""
+        ready = self.bus.wait(fds, timeout)
+        self.poll(0)
+        return ready
+
+    def publish(self, event: ev.Event) -> None:
+        self.bus.publish(event)
+
+    # --- stats -----------------------------------------------------------------------------
+
+    def report_due(self, now: float) -> bool:
+        """Whether the stage's stats are due (monotonic seconds)."""
+        return now >= self._next_report
+
+    def report(self, now: float, stats: ev.StageReport) -> None:
+        """Publish the stage's stats, with its latency windows and rings filled in.
+
+        The ring figures come from the rings' shared headers, so they are the same
+        words for every stage and survive a restart of the stage.
+        """
+        self._next_report = now + STATS_INTERVAL
+        ring = self._inp or self._out
+        self.bus.publish(
+            dataclasses.replace(
+                stats,
+                latency=self.latency.summary(),
+                ring_fill=ring.fill() if ring is not None else 0,
+                ring_dropped=self._out.stats.dropped if self._out is not None else 0,
+            )
+        )
