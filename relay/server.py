@@ -20,7 +20,8 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
-from relay.control_server import ControlLimits, ControlServer
+from relay.control_server import ControlServer
+from relay.limits import ControlLimits
 from relay.router import Addr, Router, RouteTable
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, BindResult, SessionTable
 from relay.udp import RCVBUF, UdpThread, open_udp, start_asyncio_udp
