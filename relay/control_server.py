@@ -6,7 +6,9 @@ carries out the actions it returns. Everything hostile stops here: bad frames ge
 an ``error`` (and the connection is closed when the stream cannot be
 re-synchronised or a client keeps sending garbage), a connection that never
 authenticates is timed out, and a client that does not read its replies is
-dropped once its output buffer passes a bound instead of growing memory.
+dropped once its output buffer passes a bound instead of growing memory. How
+much is too much is decided by :class:`relay.limits.ConnectionPolicy`; this
+module reads the clock and carries out its verdicts.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from relay.limits import ConnectionPolicy, ControlLimits, Verdict
 from relay.protocol import (
     Auth,
     Bye,
@@ -40,52 +42,18 @@ from relay.session_table import Action, Close, Send, SessionTable
 log = logging.getLogger("relay.control_server")
 
 READ_CHUNK = 64 * 1024
-MAX_ERRORS = 16  # bad frames tolerated on one connection before it is closed
-MAX_FAILED_RECONNECTS = 3  # reconnects with an unknown token before the connection is closed
-
-
-@dataclass(slots=True)
-class ControlLimits:
-    auth_timeout: float = 10.0  # seconds a connection may take to send auth or reconnect
-    max_output: int = 1024 * 1024  # bytes queued for a client that does not read: then drop it
-    max_connections: int = 2000
-    # Messages per second a connection may send, and the burst above that rate: a
-    # join costs a route-table rebuild and a chat a message to every member, so a
-    # flood of either must not take the loop (and the GIL) from everyone else.
-    rate: float = 20.0
-    burst: float = 40.0
-
-
-class RateLimit:
-    """A token bucket: :meth:`allow` says whether one more message fits at time ``now``."""
-
-    __slots__ = ("_last", "_tokens", "burst", "rate")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = burst
-        self._last = now
-
-    def allow(self, now: float) -> bool:
-        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
 
 
 class _Conn:
-    __slots__ = ("closing", "errors", "failed_reconnects", "id", "limit", "peer", "timer", "writer")
+    __slots__ = ("closing", "id", "peer", "policy", "timer", "writer")
 
-    def __init__(self, conn_id: int, writer: asyncio.StreamWriter, limit: RateLimit) -> None:
+    def __init__(
+        self, conn_id: int, writer: asyncio.StreamWriter, policy: ConnectionPolicy
+    ) -> None:
         self.id = conn_id
-        self.limit = limit
+        self.policy = policy
         self.writer = writer
         self.peer = writer.get_extra_info("peername")
-        self.errors = 0
-        self.failed_reconnects = 0
         self.closing = False
         self.timer: asyncio.TimerHandle | None = None
 
@@ -114,9 +82,9 @@ class ControlServer:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """The whole life of one control connection."""
-        limit = RateLimit(self.limits.rate, self.limits.burst, self.clock())
-        conn = _Conn(next(self._ids), writer, limit)
-        if len(self._conns) >= self.limits.max_connections:
+        opened = self.clock()
+        conn = _Conn(next(self._ids), writer, ConnectionPolicy(self.limits, opened))
+        if not self.limits.admits(len(self._conns)):
             writer.write(encode_message(Error(code="server_full", message="too many connections")))
             writer.close()
             return
@@ -126,7 +94,7 @@ class ControlServer:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self._conns[conn.id] = conn
         loop = asyncio.get_running_loop()
-        conn.timer = loop.call_later(self.limits.auth_timeout, self._auth_timeout, conn)
+        conn.timer = loop.call_later(conn.policy.auth_deadline - opened, self._auth_timeout, conn)
         decoder = MessageDecoder()
         log.debug("conn %d from %s", conn.id, conn.peer)
         try:
@@ -147,11 +115,12 @@ class ControlServer:
                 for item in items:
                     if conn.closing:
                         break
-                    if not conn.limit.allow(now):
+                    verdict = conn.policy.on_message(now)
+                    if verdict is not Verdict.ACCEPT:
                         msg = f"more than {self.limits.rate:g} messages/s"
-                        self._bad_input(conn, ProtocolError(msg, code="rate_limited"))
+                        self._refuse(conn, ProtocolError(msg, code="rate_limited"), verdict)
                     elif isinstance(item, ProtocolError):
-                        self._bad_input(conn, item)
+                        self._refuse(conn, item, conn.policy.on_bad_frame())
                     else:
                         self._dispatch(conn, item)
         finally:
@@ -174,14 +143,11 @@ class ControlServer:
                 log.info("auth conn=%d user=%d name=%r", conn.id, session.user_id, session.name)
         elif isinstance(msg, Reconnect):
             actions = s.reconnect(conn.id, msg.token, self.clock())
-            if s.by_conn(conn.id) is None:
-                # A client resumes with the one token it has, then sends auth: more misses
-                # on one connection are someone guessing tokens.
-                conn.failed_reconnects += 1
-                if conn.failed_reconnects > MAX_FAILED_RECONNECTS:
-                    self._apply(actions)
-                    self._close(conn, "too many unknown tokens")
-                    return
+            failed = s.by_conn(conn.id) is None  # the table answered unknown_token
+            if failed and conn.policy.on_failed_reconnect() is Verdict.CLOSE:
+                self._apply(actions)
+                self._close(conn, "too many unknown tokens")
+                return
         elif isinstance(msg, Join):
             actions = s.join(conn.id, msg.channel)
         elif isinstance(msg, Chat):
@@ -191,24 +157,33 @@ class ControlServer:
         elif isinstance(msg, Bye):
             actions = s.bye(conn.id)
         else:
-            self._bad_input(conn, ProtocolError(f"{msg.TYPE} is sent by the relay, not to it"))
+            exc = ProtocolError(f"{msg.TYPE} is sent by the relay, not to it")
+            self._refuse(conn, exc, conn.policy.on_bad_frame())
             return
         if conn.timer is not None and s.by_conn(conn.id) is not None:
             conn.timer.cancel()  # only a session stops the clock: failed reconnects do not
             conn.timer = None
         self._apply(actions)
 
-    def _bad_input(self, conn: _Conn, exc: ProtocolError) -> None:
-        conn.errors += 1
+    def _refuse(self, conn: _Conn, exc: ProtocolError, verdict: Verdict) -> None:
+        """Answer bad input with an error; close the connection if the policy says so."""
         self._send(conn, Error(code=exc.code, message=str(exc)))
-        if conn.errors >= MAX_ERRORS:
+        if verdict is Verdict.CLOSE:
             self._close(conn, "too many bad frames")
 
     def _auth_timeout(self, conn: _Conn) -> None:
         conn.timer = None
-        if self.sessions.by_conn(conn.id) is None and not conn.closing:
+        if conn.closing:
+            return
+        now = self.clock()
+        authenticated = self.sessions.by_conn(conn.id) is not None
+        if conn.policy.auth_overdue(now, authenticated):
             self._send(conn, Error(code="auth_timeout", message="no auth within the time limit"))
             self._close(conn, "auth timeout")
+        elif not authenticated:
+            # The loop may run a timer up to one clock tick early: wait out the rest.
+            loop = asyncio.get_running_loop()
+            conn.timer = loop.call_later(conn.policy.auth_deadline - now, self._auth_timeout, conn)
 
     # --- actions -------------------------------------------------------------------------
 

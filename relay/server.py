@@ -20,13 +20,13 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
-from relay.control_server import ControlLimits, ControlServer
+from relay.control_server import ControlServer
+from relay.limits import ControlLimits
 from relay.router import Addr, Router, RouteTable
-from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, SessionTable
+from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, BindResult, SessionTable
 from relay.udp import RCVBUF, UdpThread, open_udp, start_asyncio_udp
 from relay.workers import Worker
 
-REBIND_INTERVAL = 1.0  # seconds a bound session must wait before moving to another address
 log = logging.getLogger("relay")
 
 BIND_ATTEMPTS = 10  # with --port 0: tries to find an ephemeral port free for TCP and UDP
@@ -57,7 +57,6 @@ class Relay:
         self.router = Router(echo=config.echo, on_bind=self._bind_from_udp)
         self._pending_binds: dict[int, tuple[Addr, bytes]] = {}  # token -> latest ping
         self._pending_lock = threading.Lock()  # UDP thread and loop both touch it
-        self._last_rebind: dict[int, float] = {}  # token -> when it last moved address
         self.control = ControlServer(
             self.sessions,
             self._rebuild_routes,
@@ -194,21 +193,13 @@ class Relay:
             log.error("UDP worker %d exited (%s)", worker.process.pid, worker.process.exitcode)
 
     def _bind(self, token: int, addr: Addr, ping: bytes) -> None:
-        session = self.sessions.by_token(token)
-        if session is None:
+        result = self.sessions.bind_udp(token, addr, self.control.clock())
+        if result is BindResult.UNKNOWN_TOKEN:
             return  # the session ended between the ping and now
-        now = self.control.clock()
-        # Moving a bound session rebuilds its channel's routes: a NAT rebinding needs that
-        # rarely, a client flapping between source ports must not get it on every ping.
-        moving = session.udp_addr not in (None, addr)
-        if moving and now - self._last_rebind.get(token, -REBIND_INTERVAL) < REBIND_INTERVAL:
+        if result is BindResult.RATE_LIMITED:
             self.router.counters.drop_rebind_limited += 1
             return
-        if self.sessions.bind_udp(token, addr):
-            self._last_rebind[token] = now
-            if len(self._last_rebind) > 4 * max(len(self.sessions), 1024):
-                live = {s.token for s in self.sessions}
-                self._last_rebind = {t: v for t, v in self._last_rebind.items() if t in live}
+        if result is BindResult.BOUND:
             self._rebuild_routes()
         # Answer only now that the new table is installed: the answer promises routing.
         if self._udp_sock is not None and self._udp_sock.fileno() >= 0:

@@ -14,6 +14,7 @@ never touches this table; it reads the immutable snapshot that
 
 from __future__ import annotations
 
+import enum
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ Addr = tuple[str, int]
 
 DEFAULT_CHANNELS = ("Lobby", "General", "Gaming", "Music", "AFK")
 DEFAULT_GRACE = 30.0
+# Seconds a bound session must wait before moving its voice to another address: a
+# move rebuilds the channel's routes, which a NAT rebinding needs rarely and a client
+# flapping between source ports must not get on every ping.
+REBIND_INTERVAL = 1.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -58,6 +63,15 @@ class Close:
 Action = Send | Close
 
 
+class BindResult(enum.Enum):
+    """What :meth:`SessionTable.bind_udp` did with a register ping."""
+
+    BOUND = "bound"  # the address is new for this session: routes must be rebuilt
+    UNCHANGED = "unchanged"  # already bound there: nothing to rebuild, the ping is answered
+    RATE_LIMITED = "rate_limited"  # a move within REBIND_INTERVAL of the last: ignored
+    UNKNOWN_TOKEN = "unknown_token"  # no such session (it ended between the ping and now)
+
+
 @dataclass(slots=True)
 class Session:
     token: int
@@ -67,6 +81,7 @@ class Session:
     conn: int | None  # the control connection, None while the session waits out its grace
     udp_addr: Addr | None = None
     dropped_at: float | None = None  # monotonic time of the TCP drop
+    bound_at: float | None = None  # monotonic time udp_addr last changed
 
     def info(self) -> UserInfo:
         return UserInfo(self.user_id, self.name, self.channel)
@@ -94,6 +109,7 @@ class SessionTable:
         grace: float = DEFAULT_GRACE,
         udp_port: int = 0,
         max_sessions: int = 2000,
+        rebind_interval: float = REBIND_INTERVAL,
     ) -> None:
         names = list(dict.fromkeys(channels))
         if not names:
@@ -103,6 +119,7 @@ class SessionTable:
         self.grace = grace
         self.udp_port = udp_port
         self.max_sessions = max_sessions
+        self.rebind_interval = rebind_interval
         self._by_token: dict[int, Session] = {}
         self._by_conn: dict[int, int] = {}  # control connection -> token
         self._names: set[str] = set()
@@ -248,14 +265,25 @@ class SessionTable:
 
     # --- UDP --------------------------------------------------------------------------
 
-    def bind_udp(self, token: int, addr: Addr) -> bool:
-        """Bind ``token``'s voice to ``addr`` (a register ping); True if anything changed."""
+    def bind_udp(self, token: int, addr: Addr, now: float) -> BindResult:
+        """Bind ``token``'s voice to ``addr`` (a register ping received at ``now``).
+
+        A first binding is always taken; a move to another address only if the
+        session's address last changed at least ``rebind_interval`` before ``now``.
+        Only :attr:`BindResult.BOUND` changes the routing view (and ``version``).
+        """
         session = self._by_token.get(token)
-        if session is None or session.udp_addr == addr:
-            return False
+        if session is None:
+            return BindResult.UNKNOWN_TOKEN
+        if session.udp_addr == addr:
+            return BindResult.UNCHANGED
+        # bound_at is set exactly when an address is: a first binding is never limited.
+        if session.bound_at is not None and now - session.bound_at < self.rebind_interval:
+            return BindResult.RATE_LIMITED
         session.udp_addr = addr
+        session.bound_at = now
         self._changed(session.channel)
-        return True
+        return BindResult.BOUND
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -350,6 +378,7 @@ class SessionTable:
         for token, s in self._by_token.items():
             assert token == s.token and token != 0
             assert (s.conn is None) == (s.dropped_at is not None)
+            assert (s.udp_addr is None) == (s.bound_at is None)
             if s.conn is not None:
                 assert self._by_conn[s.conn] == token
         assert self._names == {s.name for s in self._by_token.values()}

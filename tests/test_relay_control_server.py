@@ -8,7 +8,8 @@ import struct
 from collections.abc import Awaitable, Callable
 
 from relay import protocol as p
-from relay.control_server import MAX_ERRORS, ControlLimits, ControlServer, RateLimit
+from relay.control_server import ControlServer
+from relay.limits import MAX_ERRORS, ControlLimits
 from relay.session_table import SessionTable
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -154,13 +155,6 @@ def test_relay_only_message_and_error_limit() -> None:
         assert data.count(b"bad_message") == MAX_ERRORS - 2  # then closed
 
     run(body)
-
-
-def test_rate_limit_bucket() -> None:
-    bucket = RateLimit(rate=10, burst=3, now=0.0)
-    assert [bucket.allow(0.0) for _ in range(4)] == [True, True, True, False]
-    assert bucket.allow(0.1) and not bucket.allow(0.1)
-    assert [bucket.allow(100.0) for _ in range(4)] == [True, True, True, False]
 
 
 def test_message_flood_is_refused_then_closed() -> None:

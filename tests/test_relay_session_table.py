@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from relay import protocol as p
 from relay.router import EMPTY_TABLE, RouteTable
-from relay.session_table import Action, Close, Send, SessionTable
+from relay.session_table import REBIND_INTERVAL, Action, BindResult, Close, Send, SessionTable
 
 
 def to(actions: list[Action], conn: int) -> list[p.Message]:
@@ -163,16 +163,85 @@ def test_bye_removes_now_and_closes() -> None:
     assert t.bye(9) == [Close(9, "bye")]
 
 
+A = ("127.0.0.1", 5000)
+B = ("127.0.0.1", 5001)
+
+
 def test_bind_udp_bumps_version_only_on_change() -> None:
     t = table()
     token = welcome(t.auth(1, "a"), 1).token
     v = t.version
-    assert t.bind_udp(token, ("127.0.0.1", 5000))
+    assert t.bind_udp(token, A, now=0.0) is BindResult.BOUND
     assert t.version == v + 1
-    assert not t.bind_udp(token, ("127.0.0.1", 5000))
-    assert not t.bind_udp(12345, ("127.0.0.1", 5000))
+    assert t.bind_udp(token, A, now=0.0) is BindResult.UNCHANGED
+    assert t.bind_udp(12345, A, now=0.0) is BindResult.UNKNOWN_TOKEN
     assert t.version == v + 1
-    assert t.route_entries() == [(token, 1, "Lobby", ("127.0.0.1", 5000))]
+    assert t.route_entries() == [(token, 1, "Lobby", A)]
+
+
+def test_a_move_within_the_rebind_interval_is_refused() -> None:
+    t = table()
+    token = welcome(t.auth(1, "a"), 1).token
+    assert t.bind_udp(token, A, now=100.0) is BindResult.BOUND
+    v = t.version
+    t.take_dirty()
+    assert t.bind_udp(token, B, now=100.0 + REBIND_INTERVAL / 2) is BindResult.RATE_LIMITED
+    assert t.version == v and t.take_dirty() == set()  # no route rebuild
+    assert t.route_entries() == [(token, 1, "Lobby", A)]
+    # Pings from the bound address are still answered while a move is refused.
+    assert t.bind_udp(token, A, now=100.0 + REBIND_INTERVAL / 2) is BindResult.UNCHANGED
+    assert t.bind_udp(token, B, now=100.0 + REBIND_INTERVAL) is BindResult.BOUND
+    assert t.route_entries() == [(token, 1, "Lobby", B)]
+    # The interval counts from the last move, not from the first binding.
+    assert t.bind_udp(token, A, now=100.0 + REBIND_INTERVAL * 1.5) is BindResult.RATE_LIMITED
+    t.check()
+
+
+def test_a_first_binding_is_never_limited() -> None:
+    t = table()
+    a = welcome(t.auth(1, "a"), 1).token
+    b = welcome(t.auth(2, "b"), 2).token
+    assert t.bind_udp(a, A, now=0.0) is BindResult.BOUND
+    assert t.bind_udp(b, B, now=0.0) is BindResult.BOUND  # each session has its own clock
+
+
+def test_the_rebind_limit_survives_a_reconnect() -> None:
+    t = table()
+    token = welcome(t.auth(1, "a"), 1).token
+    t.bind_udp(token, A, now=5.0)
+    t.drop(1, now=5.1)
+    t.reconnect(2, token, now=5.2)
+    assert t.bind_udp(token, B, now=5.3) is BindResult.RATE_LIMITED
+    assert t.bind_udp(token, B, now=6.0) is BindResult.BOUND
+
+
+def test_the_rebind_interval_is_configurable() -> None:
+    t = SessionTable(["Lobby"], rebind_interval=0.0)
+    token = welcome(t.auth(1, "a"), 1).token
+    assert t.bind_udp(token, A, now=0.0) is BindResult.BOUND
+    assert t.bind_udp(token, B, now=0.0) is BindResult.BOUND
+
+
+@given(st.lists(st.tuples(st.floats(0, 3), st.integers(1, 3)), max_size=40))
+def test_moves_are_at_least_the_rebind_interval_apart(pings: list[tuple[float, int]]) -> None:
+    t = table()
+    token = welcome(t.auth(1, "a"), 1).token
+    now = 0.0
+    moves: list[float] = []
+    bound: tuple[str, int] | None = None
+    for dt, port in pings:
+        now += dt
+        addr = ("127.0.0.1", port)
+        result = t.bind_udp(token, addr, now)
+        if bound == addr:
+            assert result is BindResult.UNCHANGED
+        elif bound is None or (moves and now - moves[-1] >= REBIND_INTERVAL):
+            assert result is BindResult.BOUND
+        if result is BindResult.BOUND:
+            assert not moves or now - moves[-1] >= REBIND_INTERVAL
+            bound = addr
+            moves.append(now)
+        assert t.route_entries() == [(token, 1, "Lobby", bound)]
 
 
 def test_session_cap_counts_sessions_in_grace() -> None:
@@ -269,7 +338,7 @@ class SessionMachine(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 50), port=st.integers(1, 3))
     def bind(self, pick: int, port: int) -> None:
         if self.tokens:
-            self.t.bind_udp(self.tokens[pick % len(self.tokens)], ("127.0.0.1", port))
+            self.t.bind_udp(self.tokens[pick % len(self.tokens)], ("127.0.0.1", port), self.now)
 
     @invariant()
     def consistent(self) -> None:
