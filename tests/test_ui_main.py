@@ -11,7 +11,7 @@ import time
 import pytest
 
 from pipeline.demo import ROOT
-from tests.test_cli import alive, descendants
+from tests.test_pipeline_main import alive, descendants
 
 pytestmark = pytest.mark.timeout(90)
 
