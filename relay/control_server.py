@@ -20,18 +20,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from relay.protocol import (
+from relay.protocol.errors import FramingError, ProtocolError
+from relay.protocol.messages import (
     Auth,
     Bye,
     Chat,
     Error,
-    FramingError,
     Join,
     Message,
     MessageDecoder,
     Ping,
     Pong,
-    ProtocolError,
     Reconnect,
     encode_message,
 )

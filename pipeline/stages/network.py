@@ -18,7 +18,7 @@ from pipeline.ipc.bus import BusAddress, BusClient
 from pipeline.ipc.child_process import StopFlag, child_setup
 from pipeline.ipc.ring import Ring, RingHandle
 from pipeline.stages.stats import StageStats, Tracer
-from relay import protocol as p
+from relay.protocol.datagram import HEADER_SIZE, MAX_DATAGRAM
 
 
 def run(
@@ -54,7 +54,7 @@ def run(
         daemon=True,
     )
     sender.start()
-    buf = bytearray(p.MAX_DATAGRAM + 1)
+    buf = bytearray(MAX_DATAGRAM + 1)
     view = memoryview(buf)
     named: tuple[str, int] | None = None  # the relay address as given, last resolved
     try:
@@ -129,7 +129,7 @@ def _send_loop(
     stop: StopFlag,
     tracer: Tracer,
 ) -> None:
-    buf = bytearray(p.MAX_DATAGRAM)
+    buf = bytearray(MAX_DATAGRAM)
     view = memoryview(buf)
     while not stop:
         slot = src.read(timeout=0.1)
@@ -137,13 +137,13 @@ def _send_loop(
             continue
         t_in = time.monotonic_ns()
         stats.window("encode_to_network").add(t_in - slot.timestamp)
-        n = p.HEADER_SIZE + slot.length
+        n = HEADER_SIZE + slot.length
         addr = relay[0]
         if addr is None or not link.should_send():
             src.release()
             continue
         link.pack_header(buf, slot.seq, slot.timestamp)
-        view[p.HEADER_SIZE : n] = slot.data
+        view[HEADER_SIZE:n] = slot.data
         seq = slot.seq
         src.release()
         _sendto(sock, view[:n], addr, stats)
