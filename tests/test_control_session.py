@@ -53,7 +53,7 @@ def test_auth_then_welcome_publishes_state_session_roster() -> None:
     state = [e for e in events if isinstance(e, ev.ConnectionState)][-1]
     assert state.state == ev.CONNECTED and state.channel == "Lobby"
     roster = [e for e in events if isinstance(e, ev.Roster)][-1]
-    assert roster.me == 3 and roster.users == [ev.Member(3, "me", "Lobby")]
+    assert roster.me == 3 and roster.users == [UserInfo(3, "me", "Lobby")]
 
 
 def test_drop_waits_then_reconnects_with_token() -> None:
@@ -113,7 +113,7 @@ def test_presence_updates_roster_and_notices() -> None:
     s.received(encode_message(UserLeft(4, "bob", "Lobby")), 1.1)  # stale: he is in Games
     events = s.take_events()
     roster = [e for e in events if isinstance(e, ev.Roster)][-1]
-    assert ev.Member(4, "bob", "Games") in roster.users
+    assert UserInfo(4, "bob", "Games") in roster.users
     s.received(encode_message(UserLeft(4, "bob", "Games")), 2.0)
     roster = [e for e in s.take_events() if isinstance(e, ev.Roster)][-1]
     assert all(m.user_id != 4 for m in roster.users)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.ipc import events as ev
+from relay.protocol.messages import UserInfo
 
 MAX_CHAT = 500
 
@@ -51,7 +52,7 @@ class ClientView:
             value = value.get(key)
         return value
 
-    def users_in(self, channel: str) -> list[ev.Member]:
+    def users_in(self, channel: str) -> list[UserInfo]:
         return [u for u in self.roster.users if u.channel == channel]
 
     def name_of(self, user_id: int) -> str:

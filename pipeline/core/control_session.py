@@ -25,6 +25,7 @@ from relay.protocol.messages import (
     Ping,
     Pong,
     Reconnect,
+    UserInfo,
     UserJoined,
     UserLeft,
     Welcome,
@@ -271,7 +272,7 @@ class ControlSession:
         for u in self._users.values():
             if u.channel not in channels:
                 channels.append(u.channel)
-        users = [ev.Member(uid, u.name, u.channel) for uid, u in sorted(self._users.items())]
+        users = [UserInfo(uid, u.name, u.channel) for uid, u in sorted(self._users.items())]
         return ev.Roster(me=self.user_id, channel=self.channel, channels=channels, users=users)
 
     def _notice(self, text: str) -> None:
