@@ -157,6 +157,20 @@ def test_int_is_accepted_as_float_and_empty_allowed_where_said() -> None:
     assert got.scale == 3.0 and isinstance(got.scale, float) and got.name == ""
 
 
+@dataclass(frozen=True, slots=True)
+class Maybe:
+    outer: Annotated[int | None, Range(0, 1)] = None
+    inner: Annotated[int, Range(0, 1)] | None = None
+
+
+@pytest.mark.parametrize("key", ["outer", "inner"])
+def test_constraints_of_an_optional_field_bind_its_value(key: str) -> None:
+    assert from_map(Maybe, {key: None}, Bad, "m") == Maybe()
+    assert from_map(Maybe, {key: 1}, Bad, "m") == Maybe(**{key: 1})
+    with pytest.raises(Bad, match=f"^m.{key} is 2, outside 0..1$"):
+        from_map(Maybe, {key: 2}, Bad, "m")
+
+
 def test_plans_are_built_once_per_class() -> None:
     decode(to_map(SHAPE))
     plan = schema._PLANS[Shape]

@@ -235,7 +235,8 @@ def _checker(hint: Any, where: str) -> Check:
         return lambda value: value
     inner = _optional_of(base)
     if inner is not None:
-        check = _checker(inner, where)
+        # Annotated[X | None, c] constrains X: hand the constraints down with it.
+        check = _checker(Annotated[(inner, *meta)] if meta else inner, where)
         return lambda value: None if value is None else check(value)
     raise TypeError(f"{where}: no codec for the type {base!r}")
 
