@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, fields
 from types import FrameType, TracebackType
 from typing import Any, Generic, Literal, TypeVar, cast
 
-from relay.protocol import HEADER_SIZE
+from relay.protocol.datagram import HEADER_SIZE
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,9 @@ from typing import Any
 from bench.common import parser, summarize, write_result
 from relay.launch import start_relay, stop_relay
 from relay.probe import ProbeClient
-from relay.protocol import HEADER, HEADER_SIZE, Join, Message, ProtocolError, UserJoined
+from relay.protocol.datagram import HEADER, HEADER_SIZE
+from relay.protocol.errors import ProtocolError
+from relay.protocol.messages import Join, Message, UserJoined
 from relay.udp import RCVBUF
 
 ROOT = Path(__file__).resolve().parent.parent

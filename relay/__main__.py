@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from relay.protocol import MAX_CHANNEL
+from relay.protocol.messages import MAX_CHANNEL
 from relay.server import RelayConfig, run
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE
 from relay.udp import RCVBUF

@@ -1,7 +1,7 @@
 """The asyncio TCP adapter around :class:`relay.session_table.SessionTable`.
 
 One coroutine per connection reads bytes, splits them into messages with
-:class:`relay.protocol.MessageDecoder`, hands each to the session table and
+:class:`relay.protocol.messages.MessageDecoder`, hands each to the session table and
 carries out the actions it returns. Everything hostile stops here: bad frames get
 an ``error`` (and the connection is closed when the stream cannot be
 re-synchronised or a client keeps sending garbage), a connection that never
@@ -22,18 +22,17 @@ import time
 from collections.abc import Callable
 
 from relay.limits import ConnectionPolicy, ControlLimits, Verdict
-from relay.protocol import (
+from relay.protocol.errors import FramingError, ProtocolError
+from relay.protocol.messages import (
     Auth,
     Bye,
     Chat,
     Error,
-    FramingError,
     Join,
     Message,
     MessageDecoder,
     Ping,
     Pong,
-    ProtocolError,
     Reconnect,
     encode_message,
 )

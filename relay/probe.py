@@ -11,16 +11,9 @@ import socket
 import time
 from collections.abc import Callable
 
-from relay.protocol import (
-    HEADER_SIZE,
-    Auth,
-    Message,
-    MessageDecoder,
-    ProtocolError,
-    VoiceDatagram,
-    Welcome,
-    encode_message,
-)
+from relay.protocol.datagram import HEADER_SIZE, VoiceDatagram
+from relay.protocol.errors import ProtocolError
+from relay.protocol.messages import Auth, Message, MessageDecoder, Welcome, encode_message
 
 Addr = tuple[str, int]
 

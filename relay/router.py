@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 
-from relay.protocol import HEADER_SIZE, MAX_DATAGRAM, TARGET_OFFSET
+from relay.protocol.datagram import HEADER_SIZE, MAX_DATAGRAM, TARGET_OFFSET
 
 Addr = tuple[str, int]
 Dests = tuple[Addr, ...]

@@ -19,12 +19,8 @@ import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-import msgpack
-
-from relay.protocol import (
-    MAX_FRAME,
+from relay.protocol.messages import (
     MAX_NAME,
-    U32_MAX,
     Chat,
     Error,
     Message,
@@ -32,7 +28,9 @@ from relay.protocol import (
     UserJoined,
     UserLeft,
     Welcome,
+    fits_in_frame,
 )
+from relay.protocol.schema import U32_MAX
 
 Addr = tuple[str, int]
 
@@ -85,10 +83,6 @@ class Session:
 
     def info(self) -> UserInfo:
         return UserInfo(self.user_id, self.name, self.channel)
-
-
-def _frame_size(message: Message) -> int:
-    return len(msgpack.packb(message.to_map(), use_bin_type=True))
 
 
 def _error(conn: int, code: str, message: str) -> Send:
@@ -309,12 +303,12 @@ class SessionTable:
                 users=users[:n],
             )
 
-        if _frame_size(build(len(users))) <= MAX_FRAME:
+        if fits_in_frame(build(len(users))):
             return build(len(users))
         lo, hi = 0, len(users)  # the largest n that fits is in [lo, hi)
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if _frame_size(build(mid)) <= MAX_FRAME else (lo, mid)
+            lo, hi = (mid, hi) if fits_in_frame(build(mid)) else (lo, mid)
         return build(lo)
 
     def _to_all(self, message: Message, but: int | None = None) -> list[Action]:

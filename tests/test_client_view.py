@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pipeline.core.client_view import ClientView
 from pipeline.ipc import events as ev
+from relay.protocol.messages import UserInfo
 
 
 def test_view_follows_events() -> None:
     v = ClientView()
     v.apply(ev.ConnectionState(ev.CONNECTED, "h:1", name="me", channel="Lobby", user_id=1))
     v.apply(ev.Roster(1, "Lobby", ["Lobby", "Games"],
-                      [ev.Member(1, "me", "Lobby"), ev.Member(2, "bo", "Lobby"),
-                       ev.Member(3, "cy", "Games")]))  # fmt: skip
+                      [UserInfo(1, "me", "Lobby"), UserInfo(2, "bo", "Lobby"),
+                       UserInfo(3, "cy", "Games")]))  # fmt: skip
     v.apply(ev.DecodeStats(loss_percent=2.5, speakers=[ev.SpeakerStats(2, depth=3)]))
     v.apply(ev.ControlStats(tcp_rtt_ms=0.4))
     v.apply(ev.Activity([2]))

@@ -7,16 +7,33 @@ from hypothesis import strategies as st
 
 from pipeline.core.control_session import DEAD_AFTER, PING_INTERVAL, RECONNECT_DELAY, ControlSession
 from pipeline.ipc import events as ev
-from relay import protocol as p
+from relay.protocol.errors import ProtocolError
+from relay.protocol.messages import (
+    Auth,
+    Bye,
+    Chat,
+    Error,
+    Join,
+    Message,
+    MessageDecoder,
+    Ping,
+    Pong,
+    Reconnect,
+    UserInfo,
+    UserJoined,
+    UserLeft,
+    Welcome,
+    encode_message,
+)
 
 
-def sent(s: ControlSession) -> list[p.Message | p.ProtocolError]:
-    return p.MessageDecoder().feed(s.take_outgoing())
+def sent(s: ControlSession) -> list[Message | ProtocolError]:
+    return MessageDecoder().feed(s.take_outgoing())
 
 
 def welcome(token: int = 77, uid: int = 3, channel: str = "Lobby") -> bytes:
-    return p.encode_message(
-        p.Welcome(token, uid, 9000, channel, ["Lobby", "Games"], [p.UserInfo(uid, "me", channel)])
+    return encode_message(
+        Welcome(token, uid, 9000, channel, ["Lobby", "Games"], [UserInfo(uid, "me", channel)])
     )
 
 
@@ -24,7 +41,7 @@ def connected_session(now: float = 0.0) -> ControlSession:
     s = ControlSession(name="me", host="h", port=1)
     assert s.connect_due(now)
     s.connected(now)
-    assert sent(s) == [p.Auth("me")]
+    assert sent(s) == [Auth("me")]
     s.received(welcome(), now)
     return s
 
@@ -36,7 +53,7 @@ def test_auth_then_welcome_publishes_state_session_roster() -> None:
     state = [e for e in events if isinstance(e, ev.ConnectionState)][-1]
     assert state.state == ev.CONNECTED and state.channel == "Lobby"
     roster = [e for e in events if isinstance(e, ev.Roster)][-1]
-    assert roster.me == 3 and roster.users == [ev.Member(3, "me", "Lobby")]
+    assert roster.me == 3 and roster.users == [UserInfo(3, "me", "Lobby")]
 
 
 def test_drop_waits_then_reconnects_with_token() -> None:
@@ -46,7 +63,7 @@ def test_drop_waits_then_reconnects_with_token() -> None:
     assert not s.connect_due(10.0 + RECONNECT_DELAY - 0.1)
     assert s.connect_due(10.0 + RECONNECT_DELAY)
     s.connected(12.0)
-    assert sent(s) == [p.Reconnect(77)]
+    assert sent(s) == [Reconnect(77)]
     s.received(welcome(), 12.0)
     assert s.state == ev.CONNECTED and s.attempt == 0
 
@@ -56,8 +73,8 @@ def test_unknown_token_falls_back_to_auth() -> None:
     s.disconnected(1.0, "relay restarted")
     s.connected(3.0)
     sent(s)
-    s.received(p.encode_message(p.Error("unknown_token", "no such session")), 3.0)
-    assert sent(s) == [p.Auth("me")]
+    s.received(encode_message(Error("unknown_token", "no such session")), 3.0)
+    assert sent(s) == [Auth("me")]
     s.received(welcome(token=99, uid=1), 3.1)
     assert ev.VoiceEndpoint(99, 1, "h", 9000) in s.take_events()
 
@@ -76,8 +93,8 @@ def test_ping_every_interval_and_rtt_from_pong() -> None:
     s = connected_session()
     s.tick(PING_INTERVAL)
     (ping,) = sent(s)
-    assert isinstance(ping, p.Ping)
-    s.received(p.encode_message(p.Pong(ping.nonce, ping.t)), PING_INTERVAL + 0.025)
+    assert isinstance(ping, Ping)
+    s.received(encode_message(Pong(ping.nonce, ping.t)), PING_INTERVAL + 0.025)
     assert s.tcp_rtt is not None and abs(s.tcp_rtt - 0.025) < 1e-9
     assert any(isinstance(e, ev.ControlStats) and e.tcp_rtt_ms for e in s.take_events())
 
@@ -91,13 +108,13 @@ def test_silent_relay_is_declared_dead() -> None:
 def test_presence_updates_roster_and_notices() -> None:
     s = connected_session()
     s.take_events()
-    s.received(p.encode_message(p.UserJoined(4, "bob", "Lobby")), 1.0)
-    s.received(p.encode_message(p.UserJoined(4, "bob", "Games")), 1.1)  # moved
-    s.received(p.encode_message(p.UserLeft(4, "bob", "Lobby")), 1.1)  # stale: he is in Games
+    s.received(encode_message(UserJoined(4, "bob", "Lobby")), 1.0)
+    s.received(encode_message(UserJoined(4, "bob", "Games")), 1.1)  # moved
+    s.received(encode_message(UserLeft(4, "bob", "Lobby")), 1.1)  # stale: he is in Games
     events = s.take_events()
     roster = [e for e in events if isinstance(e, ev.Roster)][-1]
-    assert ev.Member(4, "bob", "Games") in roster.users
-    s.received(p.encode_message(p.UserLeft(4, "bob", "Games")), 2.0)
+    assert UserInfo(4, "bob", "Games") in roster.users
+    s.received(encode_message(UserLeft(4, "bob", "Games")), 2.0)
     roster = [e for e in s.take_events() if isinstance(e, ev.Roster)][-1]
     assert all(m.user_id != 4 for m in roster.users)
 
@@ -105,8 +122,8 @@ def test_presence_updates_roster_and_notices() -> None:
 def test_join_and_own_move() -> None:
     s = connected_session()
     s.join("Games")
-    assert sent(s) == [p.Join("Games")]
-    s.received(p.encode_message(p.UserJoined(3, "me", "Games")), 1.0)
+    assert sent(s) == [Join("Games")]
+    s.received(encode_message(UserJoined(3, "me", "Games")), 1.0)
     assert s.channel == "Games"
 
 
@@ -115,7 +132,7 @@ def test_wanted_channel_joined_after_first_welcome_only() -> None:
     s.connected(0.0)
     sent(s)
     s.received(welcome(), 0.0)
-    assert sent(s) == [p.Join("Games")]
+    assert sent(s) == [Join("Games")]
     s.disconnected(1.0, "x")
     s.connected(3.0)
     sent(s)
@@ -126,8 +143,8 @@ def test_wanted_channel_joined_after_first_welcome_only() -> None:
 def test_chat_in_and_out() -> None:
     s = connected_session()
     s.chat("hello")
-    assert sent(s) == [p.Chat("hello")]
-    s.received(p.encode_message(p.Chat("yo", 4, "bob", "Lobby", 5.0)), 1.0)
+    assert sent(s) == [Chat("hello")]
+    s.received(encode_message(Chat("yo", 4, "bob", "Lobby", 5.0)), 1.0)
     assert ev.ChatLine(4, "bob", "Lobby", "yo", 5.0) in s.take_events()
 
 
@@ -141,7 +158,7 @@ def test_chat_while_disconnected_is_a_notice() -> None:
 def test_quit_says_bye_and_closes() -> None:
     s = connected_session()
     s.quit()
-    assert sent(s) == [p.Bye()]
+    assert sent(s) == [Bye()]
     assert s.take_close()
     s.disconnected(1.0, "closed")
     assert s.state == ev.STOPPED and not s.connect_due(100.0)
@@ -183,12 +200,12 @@ def test_wanted_channel_survives_reconnects_and_relay_restarts() -> None:
     s.connected(3.0)
     sent(s)
     s.received(welcome(), 3.0)  # resumed in Lobby
-    assert sent(s) == [p.Join("AFK")]
-    s.received(p.encode_message(p.UserJoined(3, "me", "AFK")), 3.1)
+    assert sent(s) == [Join("AFK")]
+    s.received(encode_message(UserJoined(3, "me", "AFK")), 3.1)
     s.disconnected(4.0, "relay restarted")
     s.connected(6.0)
     sent(s)
-    s.received(p.encode_message(p.Error("unknown_token", "gone")), 6.0)
+    s.received(encode_message(Error("unknown_token", "gone")), 6.0)
     sent(s)
     s.received(welcome(token=5, uid=1), 6.1)  # a fresh session lands in Lobby
-    assert sent(s) == [p.Join("AFK")]
+    assert sent(s) == [Join("AFK")]

@@ -10,11 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.ipc import events as ev
+from relay.protocol.messages import UserInfo
 
 EVERY_EVENT: list[ev.Event] = [
     ev.ConnectionState(ev.RECONNECTING, "h:1", attempt=3, reason="refused"),
     ev.VoiceEndpoint(token=5, user_id=2, host="127.0.0.1", udp_port=8080),
-    ev.Roster(me=2, channel="Lobby", channels=["Lobby"], users=[ev.Member(2, "a", "Lobby")]),
+    ev.Roster(me=2, channel="Lobby", channels=["Lobby"], users=[UserInfo(2, "a", "Lobby")]),
     ev.ChatLine(2, "a", "Lobby", "hi", 1.5),
     ev.Notice("b joined"),
     ev.DecodeStats(
@@ -65,12 +66,16 @@ def test_int_accepted_for_float_but_not_bool_for_int() -> None:
         ([b"\xff", b""], "ASCII"),
         ([b"nope", msgpack.packb({})], "unknown topic"),
         ([b"cmd.join", b"\xc1"], "not msgpack"),
-        ([b"cmd.join", msgpack.packb([1])], "must be a map"),
-        ([b"cmd.join", msgpack.packb({})], "missing field"),
-        ([b"cmd.join", msgpack.packb({"channel": 3})], "expected a string"),
-        ([b"presence", msgpack.packb({"me": 1, "channel": "L", "users": [5]})], "expected a map"),
-        ([b"stats.decode", msgpack.packb({"speakers": [5]})], "expected a map"),
+        ([b"cmd.join", msgpack.packb([1])], "^cmd.join must be a map, got list$"),
+        ([b"cmd.join", msgpack.packb({})], "^cmd.join lacks the field 'channel'$"),
+        ([b"cmd.join", msgpack.packb({"channel": 3})], "^cmd.join.channel must be a string"),
+        (
+            [b"presence", msgpack.packb({"me": 1, "channel": "L", "users": [5]})],
+            r"^presence.users\[0\] must be a map, got int$",
+        ),
+        ([b"stats.decode", msgpack.packb({"speakers": [5]})], "must be a map"),
         ([b"stats.x", msgpack.packb({})], "unknown topic"),
+        ([b"cmd.mute", msgpack.packb({"muted": 1})], "must be a bool"),
     ],
 )
 def test_bad_frames_raise_bus_error(frames: list[bytes], reason: str) -> None:

@@ -7,18 +7,32 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable
 
-from relay import protocol as p
 from relay.control_server import ControlServer
 from relay.limits import MAX_ERRORS, ControlLimits
+from relay.protocol.messages import (
+    MAX_FRAME,
+    Auth,
+    Bye,
+    Error,
+    Join,
+    Message,
+    Ping,
+    Pong,
+    Reconnect,
+    UserLeft,
+    Welcome,
+    decode_message,
+    encode_message,
+)
 from relay.session_table import SessionTable
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-async def read_message(reader: asyncio.StreamReader, timeout: float = 10.0) -> p.Message:
+async def read_message(reader: asyncio.StreamReader, timeout: float = 10.0) -> Message:
     header = await asyncio.wait_for(reader.readexactly(4), timeout)
     (n,) = struct.unpack(">I", header)
-    return p.decode_message(await asyncio.wait_for(reader.readexactly(n), timeout))
+    return decode_message(await asyncio.wait_for(reader.readexactly(n), timeout))
 
 
 async def read_until_closed(reader: asyncio.StreamReader, timeout: float = 10.0) -> bytes:
@@ -63,12 +77,12 @@ def test_auth_then_routing_change_is_reported() -> None:
         control: ControlServer, connect: Callable[[], Awaitable[Conn]], changes: list[int]
     ) -> None:
         r, w = await connect()
-        w.write(p.encode_message(p.Auth(name="a")))
+        w.write(encode_message(Auth(name="a")))
         welcome = await read_message(r)
-        assert isinstance(welcome, p.Welcome)
+        assert isinstance(welcome, Welcome)
         assert changes  # the router was told before the welcome went out
-        w.write(p.encode_message(p.Ping(nonce=3, t=1.0)))
-        assert await read_message(r) == p.Pong(nonce=3, t=1.0)
+        w.write(encode_message(Ping(nonce=3, t=1.0)))
+        assert await read_message(r) == Pong(nonce=3, t=1.0)
 
     run(body)
 
@@ -79,7 +93,7 @@ def test_auth_timeout_closes_silent_connection() -> None:
     ) -> None:
         r, _w = await connect()
         err = await read_message(r)
-        assert isinstance(err, p.Error) and err.code == "auth_timeout"
+        assert isinstance(err, Error) and err.code == "auth_timeout"
         assert await read_until_closed(r) == b""
 
     run(body, ControlLimits(auth_timeout=0.2))
@@ -90,11 +104,11 @@ def test_failed_reconnect_does_not_stop_the_auth_clock() -> None:
         control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
     ) -> None:
         r, w = await connect()
-        w.write(p.encode_message(p.Reconnect(token=99)))
+        w.write(encode_message(Reconnect(token=99)))
         err = await read_message(r)
-        assert isinstance(err, p.Error) and err.code == "unknown_token"
+        assert isinstance(err, Error) and err.code == "unknown_token"
         err = await read_message(r)
-        assert isinstance(err, p.Error) and err.code == "auth_timeout"
+        assert isinstance(err, Error) and err.code == "auth_timeout"
         assert await read_until_closed(r) == b""
 
     run(body, ControlLimits(auth_timeout=0.3))
@@ -105,11 +119,11 @@ def test_connections_over_the_limit_are_refused() -> None:
         control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
     ) -> None:
         r1, w1 = await connect()
-        w1.write(p.encode_message(p.Auth(name="a")))
+        w1.write(encode_message(Auth(name="a")))
         await read_message(r1)
         r2, _w2 = await connect()
         err = await read_message(r2)
-        assert isinstance(err, p.Error) and err.code == "server_full"
+        assert isinstance(err, Error) and err.code == "server_full"
         assert await read_until_closed(r2) == b""
 
     run(body, ControlLimits(max_connections=1))
@@ -120,10 +134,10 @@ def test_client_that_never_reads_is_dropped() -> None:
         control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
     ) -> None:
         r, w = await connect()
-        w.write(p.encode_message(p.Auth(name="slow")))
+        w.write(encode_message(Auth(name="slow")))
         await read_message(r)
         # Ask for far more replies than the bound, never read them.
-        pings = p.encode_message(p.Ping(nonce=1, t=0.0)) * 100_000
+        pings = encode_message(Ping(nonce=1, t=0.0)) * 100_000
         try:
             w.write(pings)
             await w.drain()
@@ -144,12 +158,12 @@ def test_relay_only_message_and_error_limit() -> None:
         control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
     ) -> None:
         r, w = await connect()
-        w.write(p.encode_message(p.UserLeft(1, "x", "Lobby")))
+        w.write(encode_message(UserLeft(1, "x", "Lobby")))
         err = await read_message(r)
-        assert isinstance(err, p.Error) and "not to it" in err.message
+        assert isinstance(err, Error) and "not to it" in err.message
         w.write(struct.pack(">I", 1) + b"\xc1")
         err = await read_message(r)
-        assert isinstance(err, p.Error) and err.code == "bad_message"
+        assert isinstance(err, Error) and err.code == "bad_message"
         w.write((struct.pack(">I", 1) + b"\xc1") * MAX_ERRORS)
         data = await read_until_closed(r)
         assert data.count(b"bad_message") == MAX_ERRORS - 2  # then closed
@@ -162,9 +176,9 @@ def test_message_flood_is_refused_then_closed() -> None:
         control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
     ) -> None:
         r, w = await connect()
-        w.write(p.encode_message(p.Auth(name="a")))
+        w.write(encode_message(Auth(name="a")))
         await read_message(r)
-        w.write(p.encode_message(p.Join(channel="Music")) * 100)
+        w.write(encode_message(Join(channel="Music")) * 100)
         data = await read_until_closed(r)
         assert b"rate_limited" in data
 
@@ -176,9 +190,9 @@ def test_unframeable_stream_error_then_close() -> None:
         control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
     ) -> None:
         r, w = await connect()
-        w.write(struct.pack(">I", p.MAX_FRAME + 1))
+        w.write(struct.pack(">I", MAX_FRAME + 1))
         err = await read_message(r)
-        assert isinstance(err, p.Error) and err.code == "bad_frame"
+        assert isinstance(err, Error) and err.code == "bad_frame"
         assert await read_until_closed(r) == b""
 
     run(body)
@@ -189,10 +203,10 @@ def test_shutdown_says_bye() -> None:
         control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
     ) -> None:
         r, w = await connect()
-        w.write(p.encode_message(p.Auth(name="a")))
+        w.write(encode_message(Auth(name="a")))
         await read_message(r)
         await control.shutdown()
-        assert await read_message(r) == p.Bye()
+        assert await read_message(r) == Bye()
         assert await read_until_closed(r) == b""
 
     run(body)

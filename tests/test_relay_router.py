@@ -7,7 +7,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay import protocol as p
+from relay.protocol.datagram import HEADER_SIZE, VoiceDatagram
 from relay.router import RECV_SIZE, Addr, Router, RouteTable
 
 A: Addr = ("127.0.0.1", 1001)
@@ -34,21 +34,21 @@ def router(echo: bool = False) -> tuple[Router, list[tuple[int, Addr, bytes]]]:
 
 def dgram(token: int, payload: bytes = b"opus", target: int = 0) -> bytearray:
     buf = bytearray(RECV_SIZE)
-    raw = bytes(p.VoiceDatagram(token, 7, 8, target, payload))
+    raw = bytes(VoiceDatagram(token, 7, 8, target, payload))
     buf[: len(raw)] = raw
     return buf
 
 
 def route(r: Router, buf: bytearray, addr: Addr, n: int | None = None) -> tuple[Addr, ...]:
     if n is None:
-        n = len(buf.rstrip(b"\0")) if buf[p.HEADER_SIZE :].strip(b"\0") else p.HEADER_SIZE
+        n = len(buf.rstrip(b"\0")) if buf[HEADER_SIZE:].strip(b"\0") else HEADER_SIZE
     return r.route(buf, n, addr)
 
 
 def test_voice_goes_to_other_bound_members_with_user_id() -> None:
     r, _ = router()
     buf = dgram(0xA0A0A0A0, b"hello")
-    n = p.HEADER_SIZE + 5
+    n = HEADER_SIZE + 5
     before = bytes(buf[4:n])
     assert set(r.route(buf, n, A)) == {B, C}
     assert buf[:4] == struct.pack(">I", 1)  # the token is gone, the user id in its place
@@ -58,16 +58,16 @@ def test_voice_goes_to_other_bound_members_with_user_id() -> None:
 
 def test_other_channel_and_unbound_members_get_nothing() -> None:
     r, _ = router()
-    assert r.route(dgram(0xD0D0D0D0), p.HEADER_SIZE + 4, D) == ()
+    assert r.route(dgram(0xD0D0D0D0), HEADER_SIZE + 4, D) == ()
     assert r.counters.forwarded == 0 and r.counters.voice_in == 1
 
 
 def test_whisper_only_to_target_across_channels() -> None:
     r, _ = router()
-    assert r.route(dgram(0xA0A0A0A0, target=4), p.HEADER_SIZE + 4, A) == (D,)
-    assert r.route(dgram(0xA0A0A0A0, target=5), p.HEADER_SIZE + 4, A) == ()  # not bound
-    assert r.route(dgram(0xA0A0A0A0, target=99), p.HEADER_SIZE + 4, A) == ()
-    assert r.route(dgram(0xA0A0A0A0, target=1), p.HEADER_SIZE + 4, A) == ()  # oneself
+    assert r.route(dgram(0xA0A0A0A0, target=4), HEADER_SIZE + 4, A) == (D,)
+    assert r.route(dgram(0xA0A0A0A0, target=5), HEADER_SIZE + 4, A) == ()  # not bound
+    assert r.route(dgram(0xA0A0A0A0, target=99), HEADER_SIZE + 4, A) == ()
+    assert r.route(dgram(0xA0A0A0A0, target=1), HEADER_SIZE + 4, A) == ()  # oneself
     assert r.counters.drop_bad_target == 3
 
 
@@ -75,11 +75,11 @@ def test_keepalive_short_long_unknown() -> None:
     r, binds = router()
     buf = dgram(0xA0A0A0A0)
     assert r.route(buf, 0, A) == ()
-    for n in range(1, p.HEADER_SIZE):
+    for n in range(1, HEADER_SIZE):
         assert r.route(buf, n, A) == ()
     assert r.route(buf, RECV_SIZE, A) == ()
-    assert r.route(dgram(12345), p.HEADER_SIZE + 4, A) == ()
-    assert r.route(dgram(12345), p.HEADER_SIZE, A) == ()
+    assert r.route(dgram(12345), HEADER_SIZE + 4, A) == ()
+    assert r.route(dgram(12345), HEADER_SIZE, A) == ()
     c = r.counters
     assert (c.keepalive, c.drop_short, c.drop_long, c.drop_unknown_token) == (1, 23, 1, 2)
     assert binds == [] and c.forwarded == 0
@@ -88,7 +88,7 @@ def test_keepalive_short_long_unknown() -> None:
 def test_register_from_bound_address_is_answered_unchanged() -> None:
     r, binds = router()
     buf = dgram(0xA0A0A0A0, b"")
-    assert r.route(buf, p.HEADER_SIZE, A) == (A,)
+    assert r.route(buf, HEADER_SIZE, A) == (A,)
     assert buf[:4] == struct.pack(">I", 0xA0A0A0A0)  # the answer is the ping itself
     assert binds == [] and r.counters.register == 1
 
@@ -96,14 +96,14 @@ def test_register_from_bound_address_is_answered_unchanged() -> None:
 def test_register_from_new_address_asks_for_binding() -> None:
     r, binds = router()
     buf = dgram(0xE0E0E0E0, b"")
-    assert r.route(buf, p.HEADER_SIZE, EVIL) == ()
-    assert binds == [(0xE0E0E0E0, EVIL, bytes(buf[: p.HEADER_SIZE]))]
+    assert r.route(buf, HEADER_SIZE, EVIL) == ()
+    assert binds == [(0xE0E0E0E0, EVIL, bytes(buf[:HEADER_SIZE]))]
 
 
 def test_voice_from_wrong_or_unbound_address_dropped() -> None:
     r, _ = router()
-    assert r.route(dgram(0xA0A0A0A0), p.HEADER_SIZE + 4, EVIL) == ()
-    assert r.route(dgram(0xE0E0E0E0), p.HEADER_SIZE + 4, EVIL) == ()
+    assert r.route(dgram(0xA0A0A0A0), HEADER_SIZE + 4, EVIL) == ()
+    assert r.route(dgram(0xE0E0E0E0), HEADER_SIZE + 4, EVIL) == ()
     assert (r.counters.drop_spoofed, r.counters.drop_unbound) == (1, 1)
 
 
@@ -111,9 +111,9 @@ def test_echo_mode_sends_back_unchanged() -> None:
     r, _ = router(echo=True)
     buf = dgram(0xA0A0A0A0, b"me")
     raw = bytes(buf)
-    assert r.route(buf, p.HEADER_SIZE + 2, A) == (A,)
+    assert r.route(buf, HEADER_SIZE + 2, A) == (A,)
     assert bytes(buf) == raw and r.counters.echoed == 1
-    assert r.route(dgram(0xA0A0A0A0), p.HEADER_SIZE + 2, EVIL) == ()  # not an open reflector
+    assert r.route(dgram(0xA0A0A0A0), HEADER_SIZE + 2, EVIL) == ()  # not an open reflector
 
 
 def test_table_never_lists_sender_or_duplicates() -> None:
@@ -128,7 +128,7 @@ def test_table_never_lists_sender_or_duplicates() -> None:
 
 def test_empty_router_drops_everything() -> None:
     r = Router()
-    assert r.route(dgram(1), p.HEADER_SIZE + 4, A) == ()
+    assert r.route(dgram(1), HEADER_SIZE + 4, A) == ()
     assert r.counters.drop_unknown_token == 1
     assert "drop_unknown_token=1" in r.counters.line()
 

@@ -17,8 +17,24 @@ import msgpack
 import pytest
 
 from relay import launch
-from relay import protocol as p
 from relay.probe import ProbeClient
+from relay.protocol.datagram import VoiceDatagram
+from relay.protocol.errors import ProtocolError
+from relay.protocol.messages import (
+    LENGTH,
+    Auth,
+    Bye,
+    Chat,
+    Error,
+    Join,
+    Ping,
+    Pong,
+    Reconnect,
+    UserJoined,
+    UserLeft,
+    Welcome,
+    encode_message,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -96,8 +112,8 @@ def test_auth_welcome_snapshot(relay: RelayProc) -> None:
         assert w.token != 0 and w.user_id != a.user_id and w.udp_port == relay.port
         assert w.channel == "Lobby" and "Lobby" in w.channels
         assert {(u.name, u.channel) for u in w.users} == {("alice", "Lobby"), ("bob", "Lobby")}
-        joined = a.recv_type(p.UserJoined)
-        assert joined == p.UserJoined(user_id=b.user_id, name="bob", channel="Lobby")
+        joined = a.recv_type(UserJoined)
+        assert joined == UserJoined(user_id=b.user_id, name="bob", channel="Lobby")
 
 
 def test_duplicate_names_are_made_unique(relay: RelayProc) -> None:
@@ -109,18 +125,18 @@ def test_duplicate_names_are_made_unique(relay: RelayProc) -> None:
 
 def test_ping_pong(relay: RelayProc) -> None:
     with relay.client() as c:
-        c.send(p.Ping(nonce=77, t=1.5))
-        assert c.recv_type(p.Pong) == p.Pong(nonce=77, t=1.5)
+        c.send(Ping(nonce=77, t=1.5))
+        assert c.recv_type(Pong) == Pong(nonce=77, t=1.5)
 
 
 def test_chat_reaches_the_channel_sender_included(relay: RelayProc) -> None:
     with relay.client("a") as a, relay.client("b") as b, relay.client("c") as c:
-        c.send(p.Join(channel="Music"))
-        c.recv(lambda m: isinstance(m, p.UserJoined) and m.user_id == c.user_id)
-        a.send(p.Chat(text="hello"))
+        c.send(Join(channel="Music"))
+        c.recv(lambda m: isinstance(m, UserJoined) and m.user_id == c.user_id)
+        a.send(Chat(text="hello"))
         for who in (a, b):
-            msg = who.recv_type(p.Chat)
-            assert isinstance(msg, p.Chat)
+            msg = who.recv_type(Chat)
+            assert isinstance(msg, Chat)
             assert (msg.text, msg.user_id, msg.name, msg.channel) == (
                 "hello",
                 a.user_id,
@@ -128,31 +144,31 @@ def test_chat_reaches_the_channel_sender_included(relay: RelayProc) -> None:
                 "Lobby",
             )
             assert abs(msg.ts - time.time()) < 60
-        c.send(p.Ping(nonce=1, t=0.0))
-        c.recv_type(p.Pong)
-        assert not any(isinstance(m, p.Chat) for m in c.inbox)
+        c.send(Ping(nonce=1, t=0.0))
+        c.recv_type(Pong)
+        assert not any(isinstance(m, Chat) for m in c.inbox)
 
 
 def test_join_and_leave_presence(relay: RelayProc) -> None:
     with relay.client("a") as a, relay.client("b") as b, relay.client("m") as m:
-        b.send(p.Join(channel="Music"))
-        b.recv(lambda x: isinstance(x, p.UserJoined) and x.user_id == b.user_id)
-        a.send(p.Join(channel="Music"))
-        left = m.recv(lambda x: isinstance(x, p.UserLeft) and x.user_id == a.user_id)
-        assert left == p.UserLeft(user_id=a.user_id, name="a", channel="Lobby")
-        assert b.recv(lambda x: isinstance(x, p.UserJoined) and x.user_id == a.user_id) == (
-            p.UserJoined(user_id=a.user_id, name="a", channel="Music")
+        b.send(Join(channel="Music"))
+        b.recv(lambda x: isinstance(x, UserJoined) and x.user_id == b.user_id)
+        a.send(Join(channel="Music"))
+        left = m.recv(lambda x: isinstance(x, UserLeft) and x.user_id == a.user_id)
+        assert left == UserLeft(user_id=a.user_id, name="a", channel="Lobby")
+        assert b.recv(lambda x: isinstance(x, UserJoined) and x.user_id == a.user_id) == (
+            UserJoined(user_id=a.user_id, name="a", channel="Music")
         )
         # The mover hears that it left, who is already there, and that it arrived.
-        a.recv(lambda x: isinstance(x, p.UserLeft) and x.user_id == a.user_id)
-        a.recv(lambda x: isinstance(x, p.UserJoined) and x.user_id == b.user_id)
-        a.recv(lambda x: isinstance(x, p.UserJoined) and x.user_id == a.user_id)
-        a.send(p.Join(channel="No such room"))
-        err = a.recv_type(p.Error)
-        assert isinstance(err, p.Error) and err.code == "unknown_channel"
-        b.send(p.Bye())
+        a.recv(lambda x: isinstance(x, UserLeft) and x.user_id == a.user_id)
+        a.recv(lambda x: isinstance(x, UserJoined) and x.user_id == b.user_id)
+        a.recv(lambda x: isinstance(x, UserJoined) and x.user_id == a.user_id)
+        a.send(Join(channel="No such room"))
+        err = a.recv_type(Error)
+        assert isinstance(err, Error) and err.code == "unknown_channel"
+        b.send(Bye())
         assert b.closed_by_relay()
-        assert a.recv(lambda x: isinstance(x, p.UserLeft) and x.user_id == b.user_id)
+        assert a.recv(lambda x: isinstance(x, UserLeft) and x.user_id == b.user_id)
 
 
 def test_reconnect_within_grace_keeps_user_and_channel(
@@ -160,51 +176,51 @@ def test_reconnect_within_grace_keeps_user_and_channel(
 ) -> None:
     relay = relay_factory("--grace", "30")
     with relay.client("a") as a, relay.client("watcher") as w:
-        a.send(p.Join(channel="Gaming"))
-        a.recv(lambda x: isinstance(x, p.UserJoined) and x.user_id == a.user_id)
+        a.send(Join(channel="Gaming"))
+        a.recv(lambda x: isinstance(x, UserJoined) and x.user_id == a.user_id)
         token, uid = a.token, a.user_id
         a.tcp.close()
         with relay.client() as again:
-            again.send(p.Reconnect(token=token))
-            welcome = again.recv_type(p.Welcome)
-            assert isinstance(welcome, p.Welcome)
+            again.send(Reconnect(token=token))
+            welcome = again.recv_type(Welcome)
+            assert isinstance(welcome, Welcome)
             assert (welcome.token, welcome.user_id, welcome.channel) == (token, uid, "Gaming")
             # No presence churn: the watcher saw the move and nothing about the drop.
-            w.send(p.Ping(nonce=5, t=0.0))
-            w.recv_type(p.Pong)
-            assert not any(isinstance(m, p.UserLeft) and m.channel == "Gaming" for m in w.inbox)
+            w.send(Ping(nonce=5, t=0.0))
+            w.recv_type(Pong)
+            assert not any(isinstance(m, UserLeft) and m.channel == "Gaming" for m in w.inbox)
 
 
 def test_reconnect_after_grace_is_unknown_token(relay: RelayProc) -> None:
     with relay.client("a") as a, relay.client("b") as b:
         token, uid = a.token, a.user_id
         a.tcp.close()
-        left = b.recv(lambda x: isinstance(x, p.UserLeft))  # after the 1 s grace
-        assert isinstance(left, p.UserLeft) and left.user_id == uid
+        left = b.recv(lambda x: isinstance(x, UserLeft))  # after the 1 s grace
+        assert isinstance(left, UserLeft) and left.user_id == uid
         with relay.client() as again:
-            again.send(p.Reconnect(token=token))
-            err = again.recv_type(p.Error)
-            assert isinstance(err, p.Error) and err.code == "unknown_token"
+            again.send(Reconnect(token=token))
+            err = again.recv_type(Error)
+            assert isinstance(err, Error) and err.code == "unknown_token"
             again.auth("a")  # and the client can start over
 
 
 def test_reconnect_with_unknown_token(relay: RelayProc) -> None:
     with relay.client() as c:
-        c.send(p.Reconnect(token=12345))
-        err = c.recv_type(p.Error)
-        assert isinstance(err, p.Error) and err.code == "unknown_token"
+        c.send(Reconnect(token=12345))
+        err = c.recv_type(Error)
+        assert isinstance(err, Error) and err.code == "unknown_token"
 
 
 def test_token_guessing_is_cut_short(relay: RelayProc) -> None:
     with relay.client() as guesser:
         for token in range(1, 4):  # a real client's one try, and then some
-            guesser.send(p.Reconnect(token=token))
-            assert guesser.recv_type(p.Error).code == "unknown_token"  # type: ignore[attr-defined]
-        guesser.send(p.Reconnect(token=4))
+            guesser.send(Reconnect(token=token))
+            assert guesser.recv_type(Error).code == "unknown_token"  # type: ignore[attr-defined]
+        guesser.send(Reconnect(token=4))
         assert guesser.closed_by_relay(5.0)
     with relay.client() as honest:  # the relay serves everyone else as before
-        honest.send(p.Ping(nonce=1, t=0.0))
-        assert isinstance(honest.recv_type(p.Pong), p.Pong)
+        honest.send(Ping(nonce=1, t=0.0))
+        assert isinstance(honest.recv_type(Pong), Pong)
 
 
 # --- UDP routing ---------------------------------------------------------------------------
@@ -229,8 +245,8 @@ def test_three_users_hear_each_other_not_themselves(relay: RelayProc) -> None:
 
 def test_other_channel_hears_nothing(relay: RelayProc) -> None:
     with relay.client("a") as a, relay.client("b") as b, relay.client("c") as c:
-        c.send(p.Join(channel="Music"))
-        c.recv(lambda x: isinstance(x, p.UserJoined) and x.user_id == c.user_id)
+        c.send(Join(channel="Music"))
+        c.recv(lambda x: isinstance(x, UserJoined) and x.user_id == c.user_id)
         time.sleep(0.1)
         a.send_voice(1, b"x")
         assert b.recv_voice() is not None
@@ -241,8 +257,8 @@ def test_other_channel_hears_nothing(relay: RelayProc) -> None:
 
 def test_whisper_reaches_only_its_target(relay: RelayProc) -> None:
     with relay.client("a") as a, relay.client("b") as b, relay.client("c") as c:
-        c.send(p.Join(channel="Music"))  # whisper crosses channels
-        c.recv(lambda x: isinstance(x, p.UserJoined) and x.user_id == c.user_id)
+        c.send(Join(channel="Music"))  # whisper crosses channels
+        c.recv(lambda x: isinstance(x, UserJoined) and x.user_id == c.user_id)
         a.send_voice(1, b"psst", target=c.user_id)
         got = c.recv_voice()
         assert got is not None and got.payload == b"psst" and got.target == c.user_id
@@ -269,7 +285,7 @@ def test_keepalive_ignored_and_register_answered(relay: RelayProc) -> None:
     with relay.client("a") as a, relay.client("b") as b:
         a.udp.sendto(b"", a.relay)
         assert b.recv_datagram(0.3) is None and a.recv_datagram(0.3) is None
-        ping = bytes(p.VoiceDatagram(a.token, 9, 123))
+        ping = bytes(VoiceDatagram(a.token, 9, 123))
         a.udp.sendto(ping, a.relay)
         assert a.recv_datagram() == ping
         assert b.recv_datagram(0.3) is None
@@ -288,7 +304,7 @@ def test_register_binds_the_address(relay: RelayProc) -> None:
 def test_a_bound_session_moves_address_at_most_once_a_second(relay: RelayProc) -> None:
     with relay.client("a") as a, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as moved:
         moved.settimeout(0.3)
-        ping = bytes(p.VoiceDatagram(a.token, 0, 1))
+        ping = bytes(VoiceDatagram(a.token, 0, 1))
 
         def answered() -> bool:
             moved.sendto(ping, a.relay)
@@ -308,7 +324,7 @@ def test_a_bound_session_moves_address_at_most_once_a_second(relay: RelayProc) -
 def test_spoofed_source_with_valid_token_dropped(relay: RelayProc) -> None:
     with relay.client("a") as a, relay.client("b") as b:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as thief:
-            thief.sendto(bytes(p.VoiceDatagram(a.token, 1, 2, 0, b"stolen")), a.relay)
+            thief.sendto(bytes(VoiceDatagram(a.token, 1, 2, 0, b"stolen")), a.relay)
         assert quiet(b)
         a.send_voice(2, b"real")
         got = b.recv_voice()
@@ -367,7 +383,7 @@ def test_garbage_datagrams_do_not_stop_voice(relay: RelayProc) -> None:
 
 def _frame(value: object) -> bytes:
     body = msgpack.packb(value)
-    return p.LENGTH.pack(len(body)) + body
+    return LENGTH.pack(len(body)) + body
 
 
 # One of each class the protocol fuzz tests reject inside a well-formed frame.
@@ -382,7 +398,7 @@ MALFORMED_FRAMES = {
     "bool_as_int": _frame({"type": "reconnect", "token": True}),
     "control_chars": _frame({"type": "auth", "name": "a\x00b"}),
     "too_long_name": _frame({"type": "auth", "name": "n" * 100}),
-    "relay_only_type": p.encode_message(p.Welcome(1, 1, 1, "x")),
+    "relay_only_type": encode_message(Welcome(1, 1, 1, "x", [], [])),
     "empty_frame": struct.pack(">I", 0),
 }
 
@@ -391,16 +407,16 @@ MALFORMED_FRAMES = {
 def test_malformed_frame_gets_error_and_stream_goes_on(relay: RelayProc, frame: bytes) -> None:
     with relay.client() as c:
         c.send_raw(frame)
-        assert isinstance(c.recv(), p.ProtocolError | p.Error)
-        c.send(p.Ping(nonce=3, t=0.0))
-        c.recv_type(p.Pong)
+        assert isinstance(c.recv(), ProtocolError | Error)
+        c.send(Ping(nonce=3, t=0.0))
+        c.recv_type(Pong)
 
 
 def test_oversized_frame_gets_error_and_close(relay: RelayProc) -> None:
     with relay.client() as c:
         c.send_raw(struct.pack(">I", 2**31) + b"x" * 100)  # never allocated
-        err = c.recv_type(p.Error)
-        assert isinstance(err, p.Error) and err.code == "bad_frame"
+        err = c.recv_type(Error)
+        assert isinstance(err, Error) and err.code == "bad_frame"
         assert c.closed_by_relay()
     with relay.client("fine") as ok:
         assert ok.welcome is not None
@@ -408,11 +424,11 @@ def test_oversized_frame_gets_error_and_close(relay: RelayProc) -> None:
 
 def test_connection_that_never_auths_is_timed_out(relay: RelayProc) -> None:
     with relay.client() as idle, relay.client("ok") as ok:
-        err = idle.recv_type(p.Error)  # --auth-timeout 2
-        assert isinstance(err, p.Error) and err.code == "auth_timeout"
+        err = idle.recv_type(Error)  # --auth-timeout 2
+        assert isinstance(err, Error) and err.code == "auth_timeout"
         assert idle.closed_by_relay()
-        ok.send(p.Ping(nonce=1, t=0.0))
-        ok.recv_type(p.Pong)
+        ok.send(Ping(nonce=1, t=0.0))
+        ok.recv_type(Pong)
 
 
 def test_many_bad_frames_close_the_connection(relay: RelayProc) -> None:
@@ -432,7 +448,7 @@ def test_fuzzed_streams_leave_the_relay_serving(relay: RelayProc) -> None:
                 if i % 3 == 0:  # a plausible length prefix, then garbage
                     blob[:4] = struct.pack(">I", rnd.randrange(0, 400))
                 if i % 5 == 0:
-                    blob = bytearray(p.encode_message(p.Auth(name="fz"))) + blob
+                    blob = bytearray(encode_message(Auth(name="fz"))) + blob
                 try:
                     bad.send_raw(bytes(blob))
                     bad.closed_by_relay(0.05)
@@ -441,8 +457,8 @@ def test_fuzzed_streams_leave_the_relay_serving(relay: RelayProc) -> None:
         good.send_voice(1, b"alive")
         got = peer.recv_voice()
         assert got is not None and got.payload == b"alive"
-        good.send(p.Ping(nonce=2, t=0.0))
-        good.recv_type(p.Pong)
+        good.send(Ping(nonce=2, t=0.0))
+        good.recv_type(Pong)
 
 
 def test_sigterm_says_bye_and_exits_cleanly(relay_factory: Callable[..., RelayProc]) -> None:
@@ -451,7 +467,7 @@ def test_sigterm_says_bye_and_exits_cleanly(relay_factory: Callable[..., RelayPr
         a.send_voice(1, b"x")
         time.sleep(0.5)
         relay.proc.send_signal(signal.SIGINT)
-        assert a.recv_type(p.Bye) == p.Bye()
+        assert a.recv_type(Bye) == Bye()
         assert a.closed_by_relay()
         assert relay.proc.wait(timeout=15) == 0  # exits on its own after SIGINT
         err = stop_relay(relay)

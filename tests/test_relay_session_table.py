@@ -9,17 +9,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from relay import protocol as p
+from relay.protocol.messages import (
+    MAX_CHANNEL,
+    MAX_FRAME,
+    MAX_NAME,
+    Chat,
+    Error,
+    Message,
+    UserInfo,
+    UserJoined,
+    UserLeft,
+    Welcome,
+    encode_message,
+)
 from relay.router import EMPTY_TABLE, RouteTable
 from relay.session_table import REBIND_INTERVAL, Action, BindResult, Close, Send, SessionTable
 
 
-def to(actions: list[Action], conn: int) -> list[p.Message]:
+def to(actions: list[Action], conn: int) -> list[Message]:
     return [a.message for a in actions if isinstance(a, Send) and a.conn == conn]
 
 
-def welcome(actions: list[Action], conn: int) -> p.Welcome:
-    (w,) = [m for m in to(actions, conn) if isinstance(m, p.Welcome)]
+def welcome(actions: list[Action], conn: int) -> Welcome:
+    (w,) = [m for m in to(actions, conn) if isinstance(m, Welcome)]
     return w
 
 
@@ -32,9 +44,9 @@ def test_auth_creates_session_in_default_channel() -> None:
     w = welcome(t.auth(1, "alice"), 1)
     assert w.token != 0 and w.user_id == 1 and w.channel == "Lobby" and w.udp_port == 8080
     assert w.channels == ["Lobby", "Music"]
-    assert w.users == [p.UserInfo(1, "alice", "Lobby")]
+    assert w.users == [UserInfo(1, "alice", "Lobby")]
     out = t.auth(2, "bob")
-    assert to(out, 1) == [p.UserJoined(2, "bob", "Lobby")]
+    assert to(out, 1) == [UserJoined(2, "bob", "Lobby")]
     assert len(welcome(out, 2).users) == 2
     t.check()
 
@@ -43,17 +55,17 @@ def test_second_auth_on_one_connection_is_refused() -> None:
     t = table()
     t.auth(1, "a")
     (err,) = to(t.auth(1, "b"), 1)
-    assert isinstance(err, p.Error) and err.code == "already_authenticated"
+    assert isinstance(err, Error) and err.code == "already_authenticated"
     assert len(t) == 1
 
 
 def test_duplicate_names_get_a_suffix_within_the_limit() -> None:
     t = table()
-    long = "x" * p.MAX_NAME
+    long = "x" * MAX_NAME
     names = [welcome(t.auth(i, long), i) for i in range(1, 4)]
     got = [w.users[-1].name for w in names]
     assert got[0] == long and len(set(got)) == 3
-    assert all(len(n) <= p.MAX_NAME for n in got) and got[1].endswith("-2")
+    assert all(len(n) <= MAX_NAME for n in got) and got[1].endswith("-2")
     t.check()
 
 
@@ -72,14 +84,14 @@ def test_join_presence_reaches_the_whole_server() -> None:
     t.join(3, "Music")
     t.join(4, "AFK")
     out = t.join(1, "Music")
-    moved = [p.UserLeft(1, "a", "Lobby"), p.UserJoined(1, "a", "Music")]
+    moved = [UserLeft(1, "a", "Lobby"), UserJoined(1, "a", "Music")]
     # Old channel, new channel, mover, and a bystander elsewhere: the same two messages,
     # so every client's channel tree follows the move.
     for conn in (1, 2, 3, 4):
         assert to(out, conn) == moved
     assert t.join(1, "Music") == []
     (err,) = to(t.join(1, "Nowhere"), 1)
-    assert isinstance(err, p.Error) and err.code == "unknown_channel"
+    assert isinstance(err, Error) and err.code == "unknown_channel"
     t.check()
 
 
@@ -87,7 +99,7 @@ def test_commands_before_auth_are_refused() -> None:
     t = table()
     for out in (t.join(5, "Music"), t.chat(5, "hi", 0.0)):
         (err,) = to(out, 5)
-        assert isinstance(err, p.Error) and err.code == "not_authenticated"
+        assert isinstance(err, Error) and err.code == "not_authenticated"
 
 
 def test_chat_goes_to_channel_with_sender_fields() -> None:
@@ -97,7 +109,7 @@ def test_chat_goes_to_channel_with_sender_fields() -> None:
     t.auth(3, "c")
     t.join(3, "Music")
     out = t.chat(1, "hello", 123.5)
-    expected = p.Chat("hello", 1, "a", "Lobby", 123.5)
+    expected = Chat("hello", 1, "a", "Lobby", 123.5)
     assert to(out, 1) == [expected] and to(out, 2) == [expected] and to(out, 3) == []
 
 
@@ -122,9 +134,9 @@ def test_expiry_after_grace_announces_and_forgets() -> None:
     t.auth(2, "b")
     t.drop(1, now=100.0)
     assert t.next_deadline() == 110.0
-    assert to(t.expire(110.0), 2) == [p.UserLeft(1, "a", "Lobby")]
+    assert to(t.expire(110.0), 2) == [UserLeft(1, "a", "Lobby")]
     (err,) = to(t.reconnect(3, token, now=111.0), 3)
-    assert isinstance(err, p.Error) and err.code == "unknown_token"
+    assert isinstance(err, Error) and err.code == "unknown_token"
     # The name is free again.
     assert welcome(t.auth(3, "a"), 3).users[-1].name == "a"
     t.check()
@@ -136,9 +148,9 @@ def test_reconnect_after_grace_expires_on_the_spot() -> None:
     t.auth(2, "b")
     t.drop(1, now=0.0)
     out = t.reconnect(3, token, now=50.0)  # the expiry timer has not run yet
-    assert to(out, 2) == [p.UserLeft(1, "a", "Lobby")]
+    assert to(out, 2) == [UserLeft(1, "a", "Lobby")]
     (err,) = to(out, 3)
-    assert isinstance(err, p.Error) and err.code == "unknown_token"
+    assert isinstance(err, Error) and err.code == "unknown_token"
 
 
 def test_reconnect_takes_over_a_half_open_connection() -> None:
@@ -158,7 +170,7 @@ def test_bye_removes_now_and_closes() -> None:
     t.auth(1, "a")
     t.auth(2, "b")
     out = t.bye(1)
-    assert to(out, 2) == [p.UserLeft(1, "a", "Lobby")]
+    assert to(out, 2) == [UserLeft(1, "a", "Lobby")]
     assert Close(1, "bye") in out and len(t) == 1
     assert t.bye(9) == [Close(9, "bye")]
 
@@ -250,19 +262,19 @@ def test_session_cap_counts_sessions_in_grace() -> None:
     t.auth(2, "b")
     t.drop(2, now=0.0)
     (err,) = to(t.auth(3, "c"), 3)
-    assert isinstance(err, p.Error) and err.code == "server_full"
+    assert isinstance(err, Error) and err.code == "server_full"
     t.expire(10.0)
     assert welcome(t.auth(3, "c"), 3).user_id == 3
 
 
 def test_welcome_of_a_full_server_fits_one_frame() -> None:
-    channels = [f"{i:02d}" + "c" * (p.MAX_CHANNEL - 2) for i in range(20)]
+    channels = [f"{i:02d}" + "c" * (MAX_CHANNEL - 2) for i in range(20)]
     t = SessionTable(channels, max_sessions=3000)
     for i in range(2000):
-        t.auth(i, f"{i:04d}" + "n" * (p.MAX_NAME - 4))
+        t.auth(i, f"{i:04d}" + "n" * (MAX_NAME - 4))
         t.join(i, channels[i % 20])
     w = welcome(t.auth(5000, "me"), 5000)
-    assert len(p.encode_message(w)) <= p.MAX_FRAME + 4
+    assert len(encode_message(w)) <= MAX_FRAME + 4
     assert 0 < len(w.users) < 2001
     mine = {u.user_id for u in w.users if u.channel == w.channel}
     assert len(mine) == len(t.channels[w.channel])  # everyone the client will hear
@@ -298,10 +310,10 @@ class SessionMachine(RuleBasedStateMachine):
 
     conns = st.integers(1, 6)
 
-    @rule(conn=conns, name=st.sampled_from(["a", "b", "a-2", "x" * p.MAX_NAME]))
+    @rule(conn=conns, name=st.sampled_from(["a", "b", "a-2", "x" * MAX_NAME]))
     def auth(self, conn: int, name: str) -> None:
         for a in self.t.auth(conn, name):
-            if isinstance(a, Send) and isinstance(a.message, p.Welcome):
+            if isinstance(a, Send) and isinstance(a.message, Welcome):
                 self.tokens.append(a.message.token)
 
     @rule(conn=conns, pick=st.integers(0, 50))
@@ -365,8 +377,8 @@ def test_arrivals_and_leaves_reach_other_channels() -> None:
     t.auth(1, "a")
     t.join(1, "AFK")
     out = t.auth(2, "b")
-    assert to(out, 1) == [p.UserJoined(2, "b", "Lobby")]
-    assert all(not isinstance(m, p.UserJoined) for m in to(out, 2))  # b has the welcome
+    assert to(out, 1) == [UserJoined(2, "b", "Lobby")]
+    assert all(not isinstance(m, UserJoined) for m in to(out, 2))  # b has the welcome
     out = t.bye(2)
-    assert to(out, 1) == [p.UserLeft(2, "b", "Lobby")]
+    assert to(out, 1) == [UserLeft(2, "b", "Lobby")]
     t.check()

@@ -6,7 +6,7 @@ import asyncio
 import socket
 import struct
 
-from relay import protocol as p
+from relay.protocol.datagram import VoiceDatagram
 from relay.router import Router, RouteTable
 from relay.udp import UdpThread, open_udp, start_asyncio_udp
 
@@ -35,12 +35,12 @@ def test_thread_forwards_rewritten_voice_and_stops() -> None:
         try:
             a.sendto(b"", addr)  # keepalive: nothing comes back
             a.sendto(b"\x00" * 5, addr)  # too short: dropped
-            sent = bytes(p.VoiceDatagram(111, 1, 2, 0, b"voice"))
+            sent = bytes(VoiceDatagram(111, 1, 2, 0, b"voice"))
             a.sendto(sent, addr)
             data, src = b.recvfrom(2048)
             assert src == addr
             assert data == struct.pack(">I", 1) + sent[4:]
-            ping = bytes(p.VoiceDatagram(222, 0, 0))
+            ping = bytes(VoiceDatagram(222, 0, 0))
             b.sendto(ping, addr)
             assert b.recvfrom(2048)[0] == ping
         finally:
@@ -62,9 +62,9 @@ def test_thread_counts_send_errors_instead_of_dying() -> None:
         relay.start()
         try:
             addr = relay.sock.getsockname()
-            a.sendto(bytes(p.VoiceDatagram(111, 1, 2, 0, b"v")), addr)
-            a.sendto(bytes(p.VoiceDatagram(111, 0, 0)), addr)
-            assert a.recvfrom(2048)[0] == bytes(p.VoiceDatagram(111, 0, 0))
+            a.sendto(bytes(VoiceDatagram(111, 1, 2, 0, b"v")), addr)
+            a.sendto(bytes(VoiceDatagram(111, 0, 0)), addr)
+            assert a.recvfrom(2048)[0] == bytes(VoiceDatagram(111, 0, 0))
         finally:
             relay.close()
         assert router.counters.send_errors == 1
@@ -77,7 +77,7 @@ def test_asyncio_alternative_forwards_the_same() -> None:
             transport = await start_asyncio_udp(open_udp("127.0.0.1", 0), router)
             try:
                 addr = transport.get_extra_info("sockname")
-                sent = bytes(p.VoiceDatagram(222, 5, 6, 1, b"whisper"))
+                sent = bytes(VoiceDatagram(222, 5, 6, 1, b"whisper"))
                 b.sendto(sent, addr)
                 loop = asyncio.get_running_loop()
                 a.setblocking(False)

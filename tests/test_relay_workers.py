@@ -7,7 +7,7 @@ import socket
 import struct
 import time
 
-from relay import protocol as p
+from relay.protocol.datagram import VoiceDatagram
 from relay.router import Addr
 from relay.workers import Worker
 
@@ -33,7 +33,7 @@ def test_worker_routes_its_table_reports_binds_and_counters() -> None:
         try:
             entries = [(111, 1, "Lobby", a.getsockname()), (222, 2, "Lobby", b.getsockname())]
             worker.update({"Lobby"}, entries)
-            voice = bytes(p.VoiceDatagram(111, 1, 2, 0, b"hi"))
+            voice = bytes(VoiceDatagram(111, 1, 2, 0, b"hi"))
             got = None
             deadline = time.monotonic() + 20  # the spawned worker needs a moment to bind
             while got is None and time.monotonic() < deadline:
@@ -41,7 +41,7 @@ def test_worker_routes_its_table_reports_binds_and_counters() -> None:
                 with contextlib.suppress(TimeoutError):
                     got = b.recv(2048)
             assert got == struct.pack(">I", 1) + voice[4:]
-            ping = bytes(p.VoiceDatagram(222, 0, 0))
+            ping = bytes(VoiceDatagram(222, 0, 0))
             stranger.sendto(ping, ("127.0.0.1", port))
             deadline = time.monotonic() + 10
             while not binds and time.monotonic() < deadline:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pytestqt.qtbot import QtBot
 
 from pipeline.ipc import events as ev
+from relay.protocol.messages import UserInfo
 from ui.model import (
     CHANNEL,
     KIND_ROLE,
@@ -18,7 +19,7 @@ from ui.model import (
 
 def roster(me: int = 1, channel: str = "Lobby", **where: str) -> ev.Roster:
     names = {"alice": 1, "bob": 2, "carol": 3, "dave": 4}
-    users = [ev.Member(names[n], n, c) for n, c in where.items()]
+    users = [UserInfo(names[n], n, c) for n, c in where.items()]
     return ev.Roster(me=me, channel=channel, channels=["Lobby", "Gaming", "AFK"], users=users)
 
 
@@ -70,7 +71,7 @@ def test_channels_appear_and_disappear_in_order(qtbot: QtBot) -> None:
             1,
             "Lobby",
             ["Music", "Lobby"],
-            [ev.Member(1, "alice", "Lobby"), ev.Member(2, "bob", "Pub")],
+            [UserInfo(1, "alice", "Lobby"), UserInfo(2, "bob", "Pub")],
         )
     )
     assert model.channels() == ["Music", "Lobby", "Pub"]

@@ -7,6 +7,7 @@ from pytestqt.qtbot import QtBot
 
 from pipeline.core.client_view import ClientView
 from pipeline.ipc import events as ev
+from relay.protocol.messages import UserInfo
 from ui.overlay import DiagnosticsOverlay, diagnostics_html, max_depth
 from ui.screenshot import sample_events
 
@@ -43,7 +44,7 @@ def test_html_with_nothing_reported() -> None:
 
 def test_html_escapes_names_and_counts_ring_drops() -> None:
     view = ClientView()
-    view.apply(ev.Roster(1, "L", ["L"], [ev.Member(7, "<b>x</b>", "L")]))
+    view.apply(ev.Roster(1, "L", ["L"], [UserInfo(7, "<b>x</b>", "L")]))
     view.apply(ev.DecodeStats(speakers=[ev.SpeakerStats(7, depth=1)], ring_dropped=4))
     view.apply(ev.CaptureStats(ring_dropped=2, ring_fill=3))
     text = diagnostics_html(view)

@@ -10,6 +10,7 @@ from pytestqt.qtbot import QtBot
 
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import Broker, BusClient
+from relay.protocol.messages import UserInfo
 from ui.busbridge import BusBridge
 from ui.model import SPEAKING_ROLE
 from ui.window import MainWindow
@@ -44,7 +45,7 @@ ROSTER = ev.Roster(
     1,
     "Lobby",
     ["Lobby", "Gaming"],
-    [ev.Member(1, "alice", "Lobby"), ev.Member(2, "bob", "Lobby"), ev.Member(3, "carol", "Gaming")],
+    [UserInfo(1, "alice", "Lobby"), UserInfo(2, "bob", "Lobby"), UserInfo(3, "carol", "Gaming")],
 )
 
 
@@ -57,7 +58,7 @@ def test_tree_follows_presence_events(window: MainWindow) -> None:
             1,
             "Lobby",
             ["Lobby", "Gaming"],
-            [ev.Member(1, "alice", "Lobby"), ev.Member(3, "carol", "Gaming")],
+            [UserInfo(1, "alice", "Lobby"), UserInfo(3, "carol", "Gaming")],
         )
     )
     assert window.model.users_in("Lobby") == ["alice"]
@@ -98,7 +99,7 @@ def test_whisper_is_visible_and_cancellable(window: MainWindow, qtbot: QtBot) ->
     assert sent(window) == [ev.WhisperCmd(2), ev.WhisperCmd(0)]
     # A target who leaves ends the whisper.
     window.set_whisper(3)
-    window.apply(ev.Roster(1, "Lobby", ["Lobby"], [ev.Member(1, "alice", "Lobby")]))
+    window.apply(ev.Roster(1, "Lobby", ["Lobby"], [UserInfo(1, "alice", "Lobby")]))
     assert sent(window)[-1] == ev.WhisperCmd(0)
     assert "whisper target left" in window.chat.lines()[-1]
 

@@ -12,7 +12,7 @@ from pipeline.core.voice_link import (
     Chaos,
     VoiceLink,
 )
-from relay import protocol as p
+from relay.protocol.datagram import VOICE, VoiceDatagram, classify
 
 
 def test_nothing_is_sent_without_a_session() -> None:
@@ -28,7 +28,7 @@ def test_register_until_answered_then_periodic() -> None:
     first = link.timers(1000)
     assert b"" in first  # keepalive
     (ping,) = [d for d in first if d]
-    d = p.VoiceDatagram.parse(ping)
+    d = VoiceDatagram.parse(ping)
     assert d.is_register and d.token == 77 and d.timestamp == 1000
     assert link.timers(1000 + REGISTER_RETRY_NS - 1) == []
     assert len(link.timers(1000 + REGISTER_RETRY_NS)) == 1  # retried: no answer yet
@@ -61,7 +61,7 @@ def test_new_token_registers_again() -> None:
 def test_foreign_register_echo_ignored() -> None:
     link = VoiceLink()
     link.set_session(5, 0)
-    fake = bytes(p.VoiceDatagram(6, 1, 0, 0))
+    fake = bytes(VoiceDatagram(6, 1, 0, 0))
     assert link.received(memoryview(fake), 10) is None
     assert not link.registered and link.counters["bad_register_echo"] == 1
 
@@ -72,8 +72,8 @@ def test_voice_header_and_incoming() -> None:
     link.target = 4
     buf = bytearray(30)
     link.pack_header(buf, seq=3, timestamp=11)
-    assert p.classify(bytes(buf[:24]) + b"x") == (p.VOICE, 9, 4)
-    incoming = link.received(memoryview(bytes(p.VoiceDatagram(42, 3, 11, 0, b"opus"))), 20)
+    assert classify(bytes(buf[:24]) + b"x") == (VOICE, 9, 4)
+    incoming = link.received(memoryview(bytes(VoiceDatagram(42, 3, 11, 0, b"opus"))), 20)
     assert incoming is not None
     assert (incoming.speaker, incoming.seq, incoming.timestamp) == (42, 3, 11)
     assert bytes(incoming.payload) == b"opus"

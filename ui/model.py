@@ -19,6 +19,7 @@ from PyQt6.QtGui import (
 )
 
 from pipeline.ipc import events as ev
+from relay.protocol.messages import UserInfo
 
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1  # "channel" or "user"
 CHANNEL_ROLE = Qt.ItemDataRole.UserRole + 2  # the channel's name (on channels and users)
@@ -139,7 +140,7 @@ class ChannelModel(QStandardItemModel):
         assert root is not None  # Qt always has one
         return root
 
-    def _set_users(self, channel: QStandardItem, members: list[ev.Member]) -> None:
+    def _set_users(self, channel: QStandardItem, members: list[UserInfo]) -> None:
         current = [(c.data(USER_ID_ROLE), c.data(NAME_ROLE)) for c in _children(channel)]
         wanted = [(u.user_id, u.name) for u in members]
         if current == wanted:

@@ -20,6 +20,7 @@ from pathlib import Path
 from PyQt6.QtWidgets import QApplication
 
 from pipeline.ipc import events as ev
+from relay.protocol.messages import UserInfo
 from ui.busbridge import BusBridge
 from ui.window import MainWindow
 
@@ -33,12 +34,12 @@ def _latency(hop: str, p50: float, p99: float, n: int = 3000) -> ev.Percentiles:
 def sample_events(now: float) -> list[ev.Event]:
     """A moment of a call: Alice (us) in Lobby with Bob speaking, whispering to Carol."""
     users = [
-        ev.Member(1, "Alice", "Lobby"),
-        ev.Member(2, "Bob", "Lobby"),
-        ev.Member(3, "Carol", "Lobby"),
-        ev.Member(4, "Dave", "Gaming"),
-        ev.Member(5, "Erin", "Gaming"),
-        ev.Member(6, "Frank", "AFK"),
+        UserInfo(1, "Alice", "Lobby"),
+        UserInfo(2, "Bob", "Lobby"),
+        UserInfo(3, "Carol", "Lobby"),
+        UserInfo(4, "Dave", "Gaming"),
+        UserInfo(5, "Erin", "Gaming"),
+        UserInfo(6, "Frank", "AFK"),
     ]
     speakers = [
         ev.SpeakerStats(2, depth=3, loss_percent=4.8, concealed=14, late=1, played=2950),

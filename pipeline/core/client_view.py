@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pipeline.ipc import events as ev
+from relay.protocol.messages import UserInfo
 
 MAX_CHAT = 500
 R = TypeVar("R", bound=ev.StageReport)
@@ -91,7 +92,7 @@ class ClientView:
     def mouth_to_ear(self) -> ev.Percentiles | None:
         return self.playback.hop(ev.HOP_MOUTH_TO_EAR) if self.playback else None
 
-    def users_in(self, channel: str) -> list[ev.Member]:
+    def users_in(self, channel: str) -> list[UserInfo]:
         return [u for u in self.roster.users if u.channel == channel]
 
     def name_of(self, user_id: int) -> str:

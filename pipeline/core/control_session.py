@@ -12,7 +12,25 @@ from dataclasses import dataclass, field
 from itertools import count
 
 from pipeline.ipc import events as ev
-from relay import protocol as p
+from relay.protocol.errors import FramingError, ProtocolError
+from relay.protocol.messages import (
+    MAX_TEXT,
+    Auth,
+    Bye,
+    Chat,
+    Error,
+    Join,
+    Message,
+    MessageDecoder,
+    Ping,
+    Pong,
+    Reconnect,
+    UserInfo,
+    UserJoined,
+    UserLeft,
+    Welcome,
+    encode_message,
+)
 
 RECONNECT_DELAY = 2.0  # seconds between connection attempts (SPEC)
 PING_INTERVAL = 1.0  # seconds between TCP pings
@@ -44,7 +62,7 @@ class ControlSession:
     tcp_rtt: float | None = None
     quitting: bool = False
     _users: dict[int, _User] = field(default_factory=dict)
-    _decoder: p.MessageDecoder = field(default_factory=p.MessageDecoder)
+    _decoder: MessageDecoder = field(default_factory=MessageDecoder)
     _out: list[bytes] = field(default_factory=list)
     _events: list[ev.Event] = field(default_factory=list)
     _connect_at: float | None = 0.0  # connect now
@@ -63,11 +81,11 @@ class ControlSession:
     def connected(self, now: float) -> None:
         """The TCP connection is open: authenticate, resuming the session if there is one."""
         self._connect_at = None
-        self._decoder = p.MessageDecoder()
+        self._decoder = MessageDecoder()
         self._last_rx = now
         self._next_ping = now + PING_INTERVAL
         self._pings.clear()
-        self._send(p.Reconnect(self.token) if self.token else p.Auth(self.name))
+        self._send(Reconnect(self.token) if self.token else Auth(self.name))
 
     def connect_failed(self, now: float, reason: str) -> None:
         self._schedule_retry(now, reason)
@@ -77,11 +95,11 @@ class ControlSession:
         self._last_rx = now
         try:
             items = self._decoder.feed(data)
-        except p.FramingError as exc:
+        except FramingError as exc:
             self._drop(now, f"relay sent a bad frame: {exc}")
             return
         for item in items:
-            if isinstance(item, p.ProtocolError):
+            if isinstance(item, ProtocolError):
                 self._notice(f"ignored a bad message from the relay: {item}")
             else:
                 self._handle(item, now)
@@ -109,7 +127,7 @@ class ControlSession:
             self._pings[nonce] = now
             if len(self._pings) > 16:  # unanswered pings: keep the newest only
                 self._pings.pop(min(self._pings))
-            self._send(p.Ping(nonce=nonce, t=now))
+            self._send(Ping(nonce=nonce, t=now))
             self._next_ping = now + PING_INTERVAL
 
     def next_deadline(self, now: float) -> float:
@@ -135,7 +153,7 @@ class ControlSession:
     def join(self, channel: str) -> None:
         """Move to ``channel``; while disconnected, once the next welcome arrives."""
         if self.state == ev.CONNECTED:
-            self._send(p.Join(channel))
+            self._send(Join(channel))
         self.wanted_channel = channel
 
     def chat(self, text: str) -> None:
@@ -143,14 +161,14 @@ class ControlSession:
             self._notice("not connected: message not sent")
             return
         try:
-            self._send(p.Chat(text=text[: p.MAX_TEXT]))
-        except p.ProtocolError as exc:
+            self._send(Chat(text=text[:MAX_TEXT]))
+        except ProtocolError as exc:
             self._notice(f"message not sent: {exc}")
 
     def quit(self) -> None:
         self.quitting = True
         if self.state == ev.CONNECTED:
-            self._send(p.Bye())
+            self._send(Bye())
         self._want_close = True
 
     # --- what the adapter carries out ------------------------------------------------------
@@ -178,8 +196,8 @@ class ControlSession:
 
     # --- inside ------------------------------------------------------------------------------
 
-    def _handle(self, msg: p.Message, now: float) -> None:
-        if isinstance(msg, p.Welcome):
+    def _handle(self, msg: Message, now: float) -> None:
+        if isinstance(msg, Welcome):
             self.token, self.user_id, self.udp_port = msg.token, msg.user_id, msg.udp_port
             self.channel, self.channels = msg.channel, list(msg.channels)
             self._users = {u.user_id: _User(u.name, u.channel) for u in msg.users}
@@ -189,15 +207,15 @@ class ControlSession:
             # After any welcome (first, resumed, or a fresh session after a relay restart)
             # go back to where the user wants to be.
             if self.wanted_channel and self.wanted_channel != self.channel:
-                self._send(p.Join(self.wanted_channel))
-        elif isinstance(msg, p.Error):
+                self._send(Join(self.wanted_channel))
+        elif isinstance(msg, Error):
             if msg.code == "unknown_token":
                 # The relay forgot us (restarted, or the grace period ran out): start afresh.
                 self.token = 0
-                self._send(p.Auth(self.name))
+                self._send(Auth(self.name))
             else:
                 self._notice(f"relay: {msg.message} ({msg.code})")
-        elif isinstance(msg, p.UserJoined):
+        elif isinstance(msg, UserJoined):
             self._users[msg.user_id] = _User(msg.name, msg.channel)
             if msg.user_id == self.user_id:
                 self.channel = msg.channel
@@ -205,21 +223,21 @@ class ControlSession:
             else:
                 self._notice(f"{msg.name} joined {msg.channel}")
             self._events.append(self._roster())
-        elif isinstance(msg, p.UserLeft):
+        elif isinstance(msg, UserLeft):
             user = self._users.get(msg.user_id)
             if user is not None and user.channel == msg.channel and msg.user_id != self.user_id:
                 del self._users[msg.user_id]
                 self._notice(f"{msg.name} left {msg.channel}")
                 self._events.append(self._roster())
-        elif isinstance(msg, p.Chat):
+        elif isinstance(msg, Chat):
             self._events.append(ev.ChatLine(msg.user_id, msg.name, msg.channel, msg.text, msg.ts))
-        elif isinstance(msg, p.Pong):
+        elif isinstance(msg, Pong):
             sent = self._pings.pop(msg.nonce, None)
             if sent is not None:
                 self.tcp_rtt = now - sent
                 self._events.append(ev.ControlStats(tcp_rtt_ms=self.tcp_rtt * 1000))
-        elif isinstance(msg, p.Ping):
-            self._send(p.Pong(nonce=msg.nonce, t=msg.t))
+        elif isinstance(msg, Ping):
+            self._send(Pong(nonce=msg.nonce, t=msg.t))
         # bye and anything else from the relay needs no action: a close follows.
 
     def _drop(self, now: float, reason: str) -> None:
@@ -254,11 +272,11 @@ class ControlSession:
         for u in self._users.values():
             if u.channel not in channels:
                 channels.append(u.channel)
-        users = [ev.Member(uid, u.name, u.channel) for uid, u in sorted(self._users.items())]
+        users = [UserInfo(uid, u.name, u.channel) for uid, u in sorted(self._users.items())]
         return ev.Roster(me=self.user_id, channel=self.channel, channels=channels, users=users)
 
     def _notice(self, text: str) -> None:
         self._events.append(ev.Notice(text))
 
-    def _send(self, msg: p.Message) -> None:
-        self._out.append(p.encode_message(msg))
+    def _send(self, msg: Message) -> None:
+        self._out.append(encode_message(msg))

@@ -11,7 +11,16 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from relay import protocol as p
+from relay.protocol.datagram import (
+    HEADER,
+    HEADER_SIZE,
+    KEEPALIVE,
+    REGISTER,
+    VoiceDatagram,
+    classify,
+    pack_header_into,
+)
+from relay.protocol.errors import ProtocolError
 
 KEEPALIVE_NS = 5_000_000_000
 COUNTERS = (
@@ -81,7 +90,7 @@ class VoiceLink:
         return True
 
     def pack_header(self, buf: bytearray, seq: int, timestamp: int) -> None:
-        p.pack_header_into(buf, self.token, seq, timestamp, self.target)
+        pack_header_into(buf, self.token, seq, timestamp, self.target)
 
     def timers(self, now: int) -> list[bytes]:
         """Datagrams due now: a register ping and/or a keepalive."""
@@ -90,7 +99,7 @@ class VoiceLink:
             return out
         if now >= self._next_register:
             self._nonce += 1
-            out.append(bytes(p.VoiceDatagram(self.token, self._nonce, now, 0)))
+            out.append(bytes(VoiceDatagram(self.token, self._nonce, now, 0)))
             period = REGISTER_PERIOD_NS if self.registered else REGISTER_RETRY_NS
             self._next_register = now + period
             self._count("register_sent")
@@ -110,14 +119,14 @@ class VoiceLink:
     def received(self, data: memoryview, now: int) -> Incoming | None:
         """Voice to play, or None (a register echo, or something dropped and counted)."""
         try:
-            kind, token, _target = p.classify(data)
-        except p.ProtocolError:
+            kind, token, _target = classify(data)
+        except ProtocolError:
             self._count("bad_datagram")
             return None
-        if kind == p.KEEPALIVE:
+        if kind == KEEPALIVE:
             return None
-        _token, seq, ts, _target = p.HEADER.unpack_from(data)
-        if kind == p.REGISTER:
+        _token, seq, ts, _target = HEADER.unpack_from(data)
+        if kind == REGISTER:
             if token != self.token or ts > now:
                 self._count("bad_register_echo")
                 return None
@@ -128,4 +137,4 @@ class VoiceLink:
             self._count("register_echo")
             return None
         self._count("received")
-        return Incoming(token, seq, ts, data[p.HEADER_SIZE :])
+        return Incoming(token, seq, ts, data[HEADER_SIZE:])

@@ -12,7 +12,6 @@ import contextlib
 import shutil
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -157,15 +156,6 @@ class BusClient:
             poller.register(fd, zmq.POLLIN)
         ready = poller.poll(max(0, int(timeout * 1000)))
         return {s for s, _ in ready if isinstance(s, int)}
-
-    def wait_for(self, predicate: type[Event], timeout: float) -> Event | None:
-        """The first event of that type within ``timeout`` seconds (others are discarded)."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            for event in self.poll(left):
-                if isinstance(event, predicate):
-                    return event
-        return None
 
     @property
     def fd(self) -> int:

@@ -1,7 +1,8 @@
 """Typed events and commands on the client's ZeroMQ bus, encoded and decoded here only.
 
 A bus message is two frames: the topic (ASCII) and a msgpack map of the
-event's fields. Each event class names its topic; ``stats.<stage>`` and
+event's fields, made and checked by :mod:`relay.protocol.schema`, the codec the
+control messages use too. Each event class names its topic; ``stats.<stage>`` and
 ``cmd.<name>`` are families. The bus is local (ipc://) but a process must
 still survive a bad message from another one: ``decode`` raises BusError for
 anything it cannot turn into its typed event, and the receiving loop drops it.
@@ -9,13 +10,13 @@ anything it cannot turn into its typed event, and the receiving loop drops it.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import msgpack
+
+from relay.protocol import schema
+from relay.protocol.messages import UserInfo
 
 
 class BusError(ValueError):
@@ -76,13 +77,6 @@ class VoiceEndpoint(Event):
 
 
 @dataclass(slots=True, frozen=True)
-class Member:
-    user_id: int
-    name: str
-    channel: str
-
-
-@dataclass(slots=True, frozen=True)
 class Roster(Event):
     """The whole presence picture, re-sent whole on every change (late subscribers catch up)."""
 
@@ -90,7 +84,7 @@ class Roster(Event):
     me: int
     channel: str
     channels: list[str] = field(default_factory=list)
-    users: list[Member] = field(default_factory=list)
+    users: list[UserInfo] = field(default_factory=list)
 
 
 @dataclass(slots=True, frozen=True)
@@ -332,16 +326,7 @@ class QuitCmd(Event):
 
 def encode(event: Event) -> list[bytes]:
     """The two ZeroMQ frames of an event: topic and msgpack body."""
-    body = {f.name: _plain(getattr(event, f.name)) for f in dataclasses.fields(event)}  # type: ignore[arg-type]
-    return [event.topic.encode("ascii"), msgpack.packb(body, use_bin_type=True)]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    return value
+    return [event.topic.encode("ascii"), msgpack.packb(schema.to_map(event), use_bin_type=True)]
 
 
 def decode(frames: list[bytes]) -> Event:
@@ -359,59 +344,4 @@ def decode(frames: list[bytes]) -> Event:
         body = msgpack.unpackb(frames[1], raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack's many error types all mean "not msgpack"
         raise BusError(f"{topic}: body is not msgpack ({type(exc).__name__})") from None
-    if not isinstance(body, dict):
-        raise BusError(f"{topic}: body must be a map")
-    return _build(cls, body, topic)
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _build(cls: type, body: dict[str, Any], where: str) -> Any:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in body:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise BusError(f"{where}: missing field {f.name!r}")
-            continue
-        kwargs[f.name] = _check(hints[f.name], body[f.name], f"{where}.{f.name}")
-    return cls(**kwargs)
-
-
-def _check(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise BusError(f"{where}: expected a list")
-        return [_check(item, v, where) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise BusError(f"{where}: expected a map")
-        return value
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise BusError(f"{where}: expected a map")
-        return _build(hint, value, where)  # type: ignore[arg-type]
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise BusError(f"{where}: expected a number")
-        return float(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise BusError(f"{where}: expected a bool")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BusError(f"{where}: expected an integer")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise BusError(f"{where}: expected a string")
-        return value
-    if isinstance(hint, types.UnionType) or hint is Any:
-        return value
-    raise AssertionError(f"no bus check for {hint!r}")  # a bug in an event class, not input
+    return schema.from_map(cls, body, BusError, topic)

@@ -17,7 +17,7 @@ from pipeline.ipc import events as ev
 from pipeline.ipc.ring import Ring
 from pipeline.stages.runtime import StageRuntime, Wiring
 from pipeline.stages.trace import Tracer
-from relay import protocol as p
+from relay.protocol.datagram import HEADER_SIZE, MAX_DATAGRAM
 
 Addr = tuple[str, int]
 MAX_WAIT = 0.25  # seconds the receiver sleeps at most between looks at the stop flag
@@ -88,7 +88,7 @@ class _Network:
     # --- sender thread ------------------------------------------------------------------
 
     def send_loop(self, src: Ring, tracer: Tracer) -> None:
-        buf = bytearray(p.MAX_DATAGRAM)
+        buf = bytearray(MAX_DATAGRAM)
         view = memoryview(buf)
         link, stop = self.link, self.rt.stop
         while not stop:
@@ -97,13 +97,13 @@ class _Network:
                 continue
             t_in = time.monotonic_ns()
             self.rt.latency.add(ev.HOP_ENCODE_TO_NETWORK, t_in - slot.timestamp)
-            n = p.HEADER_SIZE + slot.length
+            n = HEADER_SIZE + slot.length
             addr = self.relay
             if addr is None or not link.should_send():
                 src.release()
                 continue
             link.pack_header(buf, slot.seq, slot.timestamp)
-            view[p.HEADER_SIZE : n] = slot.data
+            view[HEADER_SIZE:n] = slot.data
             seq = slot.seq
             src.release()
             self.sendto(view[:n], addr)
@@ -112,7 +112,7 @@ class _Network:
     # --- receiver (main) thread -------------------------------------------------------------
 
     def receive_loop(self, dst: Ring, tracer: Tracer) -> None:
-        view = memoryview(bytearray(p.MAX_DATAGRAM + 1))
+        view = memoryview(bytearray(MAX_DATAGRAM + 1))
         rt, link = self.rt, self.link
         while rt.running:
             now = time.monotonic_ns()

@@ -1,0 +1,266 @@
+"""The TCP control stream (SPEC.md): frames of a u32 big-endian length and a msgpack
+map with a ``type`` key, one dataclass per message type.
+
+A message's dataclass is its schema: field types carry their limits as
+``Annotated`` constraints, a field with a default may be absent on the wire, and
+:mod:`relay.protocol.schema` does the checking. Every parser here takes any bytes
+at all and returns a value or raises
+:class:`~relay.protocol.errors.ProtocolError`; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
+
+import msgpack
+
+from relay.protocol import schema
+from relay.protocol.errors import FramingError, ProtocolError
+from relay.protocol.schema import U16_MAX, U32_MAX, U64_MAX, Finite, MaxItems, Range, Text
+
+LENGTH = struct.Struct(">I")
+MAX_FRAME = 64 * 1024  # largest msgpack body accepted in one control frame
+MAX_NAME = 32  # characters in a user name
+MAX_CHANNEL = 64  # characters in a channel name
+MAX_TEXT = 2000  # characters in one chat message
+MAX_CODE = 64  # characters in an error code
+MAX_LIST = 4096  # entries in a channel or user list of a welcome
+
+# Field types: a name means the same thing in every message.
+Name = Annotated[str, Text(max_len=MAX_NAME)]
+ChannelName = Annotated[str, Text(max_len=MAX_CHANNEL)]
+ChatText = Annotated[str, Text(max_len=MAX_TEXT)]
+ErrorCode = Annotated[str, Text(max_len=MAX_CODE)]
+ErrorText = Annotated[str, Text(max_len=MAX_TEXT, allow_empty=True)]
+Token = Annotated[int, Range(1, U32_MAX)]  # secret; 0 is never issued
+UserId = Annotated[int, Range(0, U32_MAX)]
+Port = Annotated[int, Range(0, U16_MAX)]
+Nonce = Annotated[int, Range(0, U64_MAX)]
+Seconds = Annotated[float, Finite()]
+
+
+@dataclass(slots=True, frozen=True)
+class UserInfo:
+    """One user as listed in a welcome snapshot (and in the client's roster event)."""
+
+    user_id: UserId
+    name: Name
+    channel: ChannelName
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {}
+
+
+class Message:
+    """Base of every control message: ``type`` on the wire, fields from the dataclass."""
+
+    __slots__ = ()
+
+    TYPE: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.TYPE:
+            MESSAGE_TYPES[cls.TYPE] = cls
+
+    def to_map(self) -> dict[str, Any]:
+        """The msgpack map this message travels as: ``type`` first, then every field."""
+        return {"type": self.TYPE, **schema.to_map(self)}
+
+
+@dataclass(slots=True, frozen=True)
+class Auth(Message):
+    TYPE = "auth"
+    name: Name
+
+
+@dataclass(slots=True, frozen=True)
+class Reconnect(Message):
+    TYPE = "reconnect"
+    token: Token
+
+
+@dataclass(slots=True, frozen=True)
+class Welcome(Message):
+    TYPE = "welcome"
+    token: Token
+    user_id: UserId
+    udp_port: Port
+    channel: ChannelName
+    channels: Annotated[list[ChannelName], MaxItems(MAX_LIST)]
+    users: Annotated[list[UserInfo], MaxItems(MAX_LIST)]
+
+
+@dataclass(slots=True, frozen=True)
+class Join(Message):
+    TYPE = "join"
+    channel: ChannelName
+
+
+@dataclass(slots=True, frozen=True)
+class Chat(Message):
+    """Client to relay: only ``text``. Relay to client: all fields, filled by the relay."""
+
+    TYPE = "chat"
+    text: ChatText
+    user_id: UserId = 0
+    name: Name = ""
+    channel: ChannelName = ""
+    ts: Seconds = 0.0
+
+    def to_map(self) -> dict[str, Any]:
+        if not self.name:  # a client's chat carries the text alone
+            return {"type": self.TYPE, "text": self.text}
+        return Message.to_map(self)
+
+
+@dataclass(slots=True, frozen=True)
+class Ping(Message):
+    TYPE = "ping"
+    nonce: Nonce
+    t: Seconds
+
+
+@dataclass(slots=True, frozen=True)
+class Pong(Message):
+    TYPE = "pong"
+    nonce: Nonce
+    t: Seconds
+
+
+@dataclass(slots=True, frozen=True)
+class UserJoined(Message):
+    TYPE = "user_joined"
+    user_id: UserId
+    name: Name
+    channel: ChannelName
+
+
+@dataclass(slots=True, frozen=True)
+class UserLeft(Message):
+    TYPE = "user_left"
+    user_id: UserId
+    name: Name
+    channel: ChannelName
+
+
+@dataclass(slots=True, frozen=True)
+class Bye(Message):
+    TYPE = "bye"
+
+
+@dataclass(slots=True, frozen=True)
+class Error(Message):
+    TYPE = "error"
+    code: ErrorCode
+    message: ErrorText
+
+
+# --- encoding and decoding ------------------------------------------------------------
+
+
+def decode_message(body: bytes | bytearray | memoryview) -> Message:
+    """Decode one frame body (msgpack map) into its typed message."""
+    if len(body) > MAX_FRAME:
+        raise ProtocolError(f"frame of {len(body)} bytes exceeds {MAX_FRAME}", code="too_large")
+    try:
+        value = msgpack.unpackb(bytes(body), raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises a zoo of types on garbage; all mean the same
+        raise ProtocolError(f"frame is not valid msgpack ({type(exc).__name__})") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"frame must be a msgpack map, got {type(value).__name__}")
+    kind = value.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("frame lacks a string 'type' field")
+    cls = MESSAGE_TYPES.get(kind)
+    if cls is None:
+        raise ProtocolError(f"unknown message type {kind[:40]!r}", code="unknown_type")
+    return schema.from_map(cls, value, ProtocolError, kind)
+
+
+def _body(message: Message) -> bytes:
+    return msgpack.packb(message.to_map(), use_bin_type=True)
+
+
+def fits_in_frame(message: Message) -> bool:
+    """Whether encode_message() would accept ``message`` (its body is at most MAX_FRAME)."""
+    return len(_body(message)) <= MAX_FRAME
+
+
+def encode_message(message: Message) -> bytes:
+    """One complete frame: the u32 length and the msgpack body."""
+    body = _body(message)
+    if len(body) > MAX_FRAME:
+        raise ProtocolError(f"{message.TYPE} message of {len(body)} bytes exceeds {MAX_FRAME}")
+    return LENGTH.pack(len(body)) + body
+
+
+# --- framing -----------------------------------------------------------------------------
+
+
+class FrameDecoder:
+    """Splits a TCP byte stream, fed in chunks of any size, into frame bodies.
+
+    Memory is bounded by MAX_FRAME plus one chunk: a length prefix above
+    MAX_FRAME raises FramingError before anything of that size is allocated,
+    and the decoder stays failed because the stream cannot be re-synchronised.
+    """
+
+    __slots__ = ("_buf", "_failed")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._failed = False
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[bytes]:
+        """Add a chunk; return every frame body completed by it, in order."""
+        if self._failed:
+            raise FramingError("the stream already failed; close the connection")
+        self._buf += chunk
+        out: list[bytes] = []
+        pos = 0
+        buf = self._buf
+        while len(buf) - pos >= LENGTH.size:
+            (length,) = LENGTH.unpack_from(buf, pos)
+            if length > MAX_FRAME:
+                self._failed = True
+                self._buf = bytearray()
+                raise FramingError(f"frame length {length} exceeds the {MAX_FRAME}-byte limit")
+            end = pos + LENGTH.size + length
+            if len(buf) < end:
+                break
+            out.append(bytes(buf[pos + LENGTH.size : end]))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of a frame not yet complete."""
+        return len(self._buf)
+
+
+class MessageDecoder:
+    """FrameDecoder plus message decoding: yields a message or a ProtocolError per frame.
+
+    A bad body inside a well-formed frame is reported in place and the stream
+    goes on; a bad length raises FramingError from feed().
+    """
+
+    __slots__ = ("_frames",)
+
+    def __init__(self) -> None:
+        self._frames = FrameDecoder()
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[Message | ProtocolError]:
+        """Add a chunk; return the message, or the reason it is bad, of every frame it completes."""
+        out: list[Message | ProtocolError] = []
+        for body in self._frames.feed(chunk):
+            try:
+                out.append(decode_message(body))
+            except ProtocolError as exc:
+                out.append(exc)
+        return out

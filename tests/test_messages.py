@@ -1,0 +1,401 @@
+"""relay/protocol/messages.py: every control message, its exact bytes, framing, fuzzing."""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relay.protocol.errors import FramingError, ProtocolError
+from relay.protocol.messages import (
+    LENGTH,
+    MAX_FRAME,
+    MAX_LIST,
+    MESSAGE_TYPES,
+    Auth,
+    Bye,
+    Chat,
+    Error,
+    FrameDecoder,
+    Join,
+    Message,
+    MessageDecoder,
+    Ping,
+    Pong,
+    Reconnect,
+    UserInfo,
+    UserJoined,
+    UserLeft,
+    Welcome,
+    decode_message,
+    encode_message,
+    fits_in_frame,
+)
+
+# --- control messages ------------------------------------------------------------
+
+EVERY_MESSAGE: list[Message] = [
+    Auth(name="alice"),
+    Reconnect(token=0xDEADBEEF),
+    Welcome(
+        token=9,
+        user_id=3,
+        udp_port=8080,
+        channel="Lobby",
+        channels=["Lobby", "Games"],
+        users=[UserInfo(3, "alice", "Lobby"), UserInfo(4, "bob", "Games")],
+    ),
+    Join(channel="Games"),
+    Chat(text="hello"),
+    Chat(text="hello", user_id=3, name="alice", channel="Lobby", ts=1700000000.5),
+    Ping(nonce=1, t=2.5),
+    Pong(nonce=1, t=2.5),
+    UserJoined(user_id=4, name="bob", channel="Lobby"),
+    UserLeft(user_id=4, name="bob", channel="Lobby"),
+    Bye(),
+    Error(code="unknown_token", message="session expired"),
+]
+
+
+def test_every_spec_type_has_a_message() -> None:
+    spec_types = {
+        "auth",
+        "reconnect",
+        "welcome",
+        "join",
+        "chat",
+        "ping",
+        "pong",
+        "user_joined",
+        "user_left",
+        "bye",
+        "error",
+    }
+    assert set(MESSAGE_TYPES) == spec_types
+    assert {m.TYPE for m in EVERY_MESSAGE} == spec_types
+
+
+@pytest.mark.parametrize("msg", EVERY_MESSAGE, ids=lambda m: m.TYPE)
+def test_every_message_round_trips(msg: Message) -> None:
+    frame = encode_message(msg)
+    assert struct.unpack(">I", frame[:4])[0] == len(frame) - 4
+    back = decode_message(frame[4:])
+    assert back == msg and type(back) is type(msg)
+
+
+def test_client_chat_carries_text_only() -> None:
+    body = msgpack.unpackb(encode_message(Chat(text="hi"))[4:])
+    assert body == {"type": "chat", "text": "hi"}
+
+
+# Frames as the single-module protocol (before the split) encoded them: the wire is unchanged.
+EXACT_FRAMES: list[tuple[Message, str]] = [
+    (Auth(name="alice"), "0000001682a474797065a461757468a46e616d65a5616c696365"),
+    (Chat(text="hello"), "0000001682a474797065a463686174a474657874a568656c6c6f"),
+    (
+        Chat(text="hello", user_id=3, name="alice", channel="Lobby", ts=1700000000.5),
+        "0000004486a474797065a463686174a474657874a568656c6c6fa7757365725f696403a46e616d65"
+        "a5616c696365a76368616e6e656ca54c6f626279a27473cb41d954fc40200000",
+    ),
+    (
+        EVERY_MESSAGE[2],  # the welcome
+        "0000009987a474797065a777656c636f6d65a5746f6b656e09a7757365725f696403a87564705f706f"
+        "7274cd1f90a76368616e6e656ca54c6f626279a86368616e6e656c7392a54c6f626279a547616d6573"
+        "a575736572739283a7757365725f696403a46e616d65a5616c696365a76368616e6e656ca54c6f6262"
+        "7983a7757365725f696404a46e616d65a3626f62a76368616e6e656ca547616d6573",
+    ),
+    (Ping(nonce=1, t=2.5), "0000001d83a474797065a470696e67a56e6f6e636501a174cb4004000000000000"),
+    (Bye(), "0000000a81a474797065a3627965"),
+]
+
+
+@pytest.mark.parametrize(("msg", "frame"), EXACT_FRAMES, ids=lambda x: getattr(x, "TYPE", ""))
+def test_exact_bytes_on_the_wire(msg: Message, frame: str) -> None:
+    assert encode_message(msg).hex() == frame
+    assert decode_message(bytes.fromhex(frame)[4:]) == msg
+
+
+def body(**fields: Any) -> bytes:
+    return msgpack.packb(fields, use_bin_type=True)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (body(type="auth"), "lacks the field 'name'"),
+        (body(type="auth", name=5), "must be a string"),
+        (body(type="auth", name=""), "must not be empty"),
+        (body(type="auth", name="x" * 33), "at most 32"),
+        (body(type="auth", name="a\x00b"), "control characters"),
+        (body(type="reconnect", token=0), "outside"),
+        (body(type="reconnect", token=2**32), "outside"),
+        (body(type="reconnect", token=True), "must be an integer"),
+        (body(type="reconnect", token="1"), "must be an integer"),
+        (body(type="chat", text="y" * 2001), "at most 2000"),
+        (body(type="ping", nonce=1, t=float("nan")), "finite"),
+        (body(type="ping", nonce=1, t="now"), "must be a number"),
+        (
+            body(
+                type="welcome", token=1, user_id=1, udp_port=1, channel="L", channels="L", users=[]
+            ),
+            "must be a list",
+        ),
+        (
+            body(
+                type="welcome",
+                token=1,
+                user_id=1,
+                udp_port=1,
+                channel="L",
+                channels=[],
+                users=[{"user_id": 1}],
+            ),
+            r"welcome.users\[0\] lacks the field 'name'",
+        ),
+        (
+            body(
+                type="welcome", token=1, user_id=1, udp_port=1, channel="L", channels=[], users=[5]
+            ),
+            r"welcome.users\[0\] must be a map, got int",
+        ),
+        (body(type="nope"), "unknown message type"),
+        (body(kind="auth"), "lacks a string 'type'"),
+        (msgpack.packb([1, 2]), "must be a msgpack map"),
+        (b"\xc1", "not valid msgpack"),
+        (b"\x81", "not valid msgpack"),
+        (b"", "not valid msgpack"),
+        (body(type="auth", name="a") + b"\x00", "not valid msgpack"),
+    ],
+)
+def test_bad_messages_get_a_readable_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(ProtocolError, match=reason):
+        decode_message(raw)
+
+
+def test_field_errors_are_bad_message_and_name_the_path() -> None:
+    users = [
+        {"user_id": 1, "name": "a", "channel": "L"},
+        {"user_id": 2, "name": "", "channel": "L"},
+    ]
+    raw = body(
+        type="welcome", token=1, user_id=1, udp_port=1, channel="L", channels=[], users=users
+    )
+    with pytest.raises(ProtocolError, match=r"^welcome.users\[1\].name must not be empty$") as info:
+        decode_message(raw)
+    assert info.value.code == "bad_message"
+
+
+@pytest.mark.parametrize("missing", ["channels", "users"])
+def test_welcome_lists_are_required_on_the_wire(missing: str) -> None:
+    fields: dict[str, Any] = dict(
+        type="welcome", token=1, user_id=1, udp_port=1, channel="L", channels=[], users=[]
+    )
+    del fields[missing]
+    with pytest.raises(ProtocolError, match=f"welcome lacks the field '{missing}'"):
+        decode_message(body(**fields))
+
+
+def test_welcome_lists_are_bounded() -> None:
+    channels = [f"c{i}" for i in range(MAX_LIST + 1)]
+    raw = body(
+        type="welcome", token=1, user_id=1, udp_port=1, channel="L", channels=channels, users=[]
+    )
+    with pytest.raises(ProtocolError, match=f"welcome.channels has {MAX_LIST + 1} entries"):
+        decode_message(raw)
+
+
+def test_relay_chat_fields_are_checked_when_present() -> None:
+    assert decode_message(body(type="chat", text="hi", ts=2)) == Chat(text="hi", ts=2.0)
+    with pytest.raises(ProtocolError, match=r"chat\.user_id must be an integer"):
+        decode_message(body(type="chat", text="hi", user_id=False))
+    with pytest.raises(ProtocolError, match=r"chat\.ts must be finite"):
+        decode_message(body(type="chat", text="hi", ts=float("inf")))
+
+
+def test_oversized_frame_body_is_too_large() -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_message(b"\x00" * (MAX_FRAME + 1))
+    assert info.value.code == "too_large"
+
+
+def test_fits_in_frame_agrees_with_encode() -> None:
+    def welcome(n: int) -> Welcome:
+        users = [UserInfo(i, f"user{i:027d}", "c" * 64) for i in range(n)]
+        return Welcome(1, 1, 1, "c", [], users)
+
+    assert fits_in_frame(welcome(10)) and encode_message(welcome(10))
+    assert not fits_in_frame(welcome(1000))
+
+
+def test_unknown_type_has_its_own_code() -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_message(body(type="teleport"))
+    assert info.value.code == "unknown_type"
+
+
+def test_encode_refuses_oversized_message() -> None:
+    users = [UserInfo(i, f"user{i:027d}", "c" * 64) for i in range(1000)]
+    with pytest.raises(ProtocolError, match="exceeds"):
+        encode_message(Welcome(1, 1, 1, "c", [], users))
+
+
+# --- framing -------------------------------------------------------------------
+
+
+def test_frames_split_and_coalesced() -> None:
+    stream = b"".join(encode_message(m) for m in EVERY_MESSAGE)
+    dec = MessageDecoder()
+    got: list[Message | ProtocolError] = []
+    for i in range(len(stream)):  # one byte at a time
+        got += dec.feed(stream[i : i + 1])
+    assert got == EVERY_MESSAGE
+    assert MessageDecoder().feed(stream) == EVERY_MESSAGE
+
+
+def test_bad_body_reported_in_place_and_stream_continues() -> None:
+    frames = LENGTH.pack(1) + b"\xc1" + encode_message(Bye())
+    out = MessageDecoder().feed(frames)
+    assert isinstance(out[0], ProtocolError) and out[1] == Bye()
+
+
+def test_huge_length_prefix_fails_without_allocating() -> None:
+    dec = FrameDecoder()
+    with pytest.raises(FramingError, match="exceeds"):
+        dec.feed(b"\xff\xff\xff\xff" + b"x" * 10)
+    assert dec.pending == 0
+    with pytest.raises(FramingError, match="already failed"):
+        dec.feed(encode_message(Bye()))
+
+
+def test_max_frame_boundary() -> None:
+    dec = FrameDecoder()
+    assert dec.feed(LENGTH.pack(MAX_FRAME) + b"\0" * MAX_FRAME) == [b"\0" * MAX_FRAME]
+    with pytest.raises(FramingError):
+        FrameDecoder().feed(LENGTH.pack(MAX_FRAME + 1))
+
+
+def test_partial_frame_is_held() -> None:
+    dec = FrameDecoder()
+    assert dec.feed(b"\x00\x00") == []
+    assert dec.feed(b"\x00\x02a") == []
+    assert dec.pending == 5
+    assert dec.feed(b"b") == [b"ab"]
+    assert dec.pending == 0
+
+
+# --- fuzzing -------------------------------------------------------------------
+
+
+@given(st.binary(max_size=2000))
+def test_fuzz_any_bytes_decode_message_or_protocol_error(data: bytes) -> None:
+    try:
+        msg = decode_message(data)
+    except ProtocolError:
+        return
+    assert isinstance(msg, Message)
+
+
+# Bodies that look like messages, so the fuzzer reaches field validation, not just msgpack.
+wire_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=40)
+    | st.binary(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+@given(
+    st.sampled_from(sorted(MESSAGE_TYPES)),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "name",
+                "token",
+                "user_id",
+                "udp_port",
+                "channel",
+                "channels",
+                "users",
+                "text",
+                "nonce",
+                "t",
+                "ts",
+                "code",
+                "message",
+            ]
+        ),
+        wire_values,
+    ),
+)
+def test_fuzz_message_shaped_maps(kind: str, fields: dict[str, Any]) -> None:
+    try:
+        msg = decode_message(msgpack.packb({"type": kind, **fields}, use_bin_type=True))
+    except ProtocolError:
+        return
+    assert kind == msg.TYPE
+    assert decode_message(encode_message(msg)[4:]) == msg
+
+
+@given(st.binary(max_size=3000), st.lists(st.integers(0, 3000), max_size=20))
+def test_fuzz_frame_decoder_any_stream(stream: bytes, cuts: list[int]) -> None:
+    dec = MessageDecoder()
+    points = sorted({0, len(stream), *(c for c in cuts if c <= len(stream))})
+    try:
+        for a, b in itertools.pairwise(points):
+            for item in dec.feed(stream[a:b]):
+                assert isinstance(item, Message | ProtocolError)
+    except FramingError:
+        pass
+
+
+names = st.text(
+    st.characters(min_codepoint=0x20, blacklist_categories=["Cs"]), min_size=1, max_size=32
+).filter(lambda s: bool(s.strip()))
+channels = names
+u32 = st.integers(0, 2**32 - 1)
+finite = st.floats(allow_nan=False, allow_infinity=False)
+users = st.builds(UserInfo, u32, names, channels)
+messages = st.one_of(
+    st.builds(Auth, names),
+    st.builds(Reconnect, st.integers(1, 2**32 - 1)),
+    st.builds(
+        Welcome,
+        st.integers(1, 2**32 - 1),
+        u32,
+        st.integers(0, 65535),
+        channels,
+        st.lists(channels, max_size=5),
+        st.lists(users, max_size=5),
+    ),
+    st.builds(Join, channels),
+    st.builds(Chat, names),
+    st.builds(Chat, names, u32, names, channels, finite),
+    st.builds(Ping, st.integers(0, 2**64 - 1), finite),
+    st.builds(Pong, st.integers(0, 2**64 - 1), finite),
+    st.builds(UserJoined, u32, names, channels),
+    st.builds(UserLeft, u32, names, channels),
+    st.just(Bye()),
+    st.builds(Error, names, st.text(max_size=50).filter(lambda s: s.isprintable())),
+)
+
+
+@given(st.lists(messages, min_size=1, max_size=8), st.lists(st.integers(0, 10000), max_size=10))
+def test_fuzz_round_trip_any_chunking(msgs: list[Message], cuts: list[int]) -> None:
+    stream = b"".join(encode_message(m) for m in msgs)
+    points = sorted({0, len(stream), *(c for c in cuts if c <= len(stream))})
+    dec = MessageDecoder()
+    got: list[Message | ProtocolError] = []
+    for a, b in itertools.pairwise(points):
+        got += dec.feed(stream[a:b])
+    assert got == msgs
