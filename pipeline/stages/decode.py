@@ -46,7 +46,6 @@ def run(cfg: DecodeConfig) -> None:
             deafened = cmd.deafened
 
         rt.on(ev.DeafenCmd, deafen)
-        last_speaking: list[int] = []
         next_look = 0.0  # monotonic time of the next look at the playback fill
         while rt.running:
             slot = src.read(timeout=max(0.001, next_look - time.monotonic()))
@@ -97,7 +96,6 @@ def run(cfg: DecodeConfig) -> None:
                         playback_fill=dst.fill(),
                     ),
                 )
-                speaking = speakers.speaking(time.monotonic_ns())
-                if speaking != last_speaking:
-                    rt.publish(ev.Activity(speaking))
-                    last_speaking = speaking
+                # With every report, not only on a change: a subscriber that joined late
+                # or lost a message catches up within half a second.
+                rt.publish(ev.Activity(speakers.speaking(time.monotonic_ns())))
