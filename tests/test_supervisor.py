@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import struct
 import time
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -21,6 +24,7 @@ from pipeline.client.supervisor import ClientFailed, Supervisor
 from pipeline.core.client_view import ClientView
 from pipeline.ipc import events as ev
 from pipeline.media import synthetic
+from pipeline.media.opus import OpusEncoder
 from pipeline.media.sources import MediaSpec, read_wav, write_wav
 from relay.launch import start_relay, stop_relay
 from tests.conftest import RelayProcess
@@ -249,3 +253,81 @@ def test_mute_is_silence_not_loss(relay: RelayProcess) -> None:
         assert st is not None and st.loss_percent < 2.0, (
             st
         )  # muted frames are silence, not lost packets
+
+
+class Attacker:
+    """A peer that speaks the wire format by hand (SPEC.md), not through our client."""
+
+    def __init__(self, port: int, name: str) -> None:
+        self.relay = ("127.0.0.1", port)
+        self.tcp = socket.create_connection(self.relay, timeout=5)
+        body = msgpack.packb({"type": "auth", "name": name})
+        self.tcp.sendall(struct.pack(">I", len(body)) + body)
+        (length,) = struct.unpack(">I", self._read(4))
+        welcome = msgpack.unpackb(self._read(length))
+        assert welcome["type"] == "welcome", welcome
+        self.token: int = welcome["token"]
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.settimeout(0.2)
+        ping = struct.pack(">IQQI", self.token, 0, 0, 0)
+        for _ in range(25):  # register: the relay echoes the ping once it bound us
+            self.udp.sendto(ping, self.relay)
+            try:
+                if self.udp.recvfrom(64)[0] == ping:
+                    break
+            except TimeoutError:
+                continue
+        else:
+            raise AssertionError("the relay never answered the register ping")
+
+    def _read(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.tcp.recv(n - len(data))
+            assert chunk, "the relay closed the connection"
+            data += chunk
+        return data
+
+    def send(self, seq: int, timestamp: int, payload: bytes, target: int = 0) -> None:
+        self.udp.sendto(
+            struct.pack(">IQQI", self.token, seq, timestamp, target) + payload, self.relay
+        )
+
+    def close(self) -> None:
+        self.tcp.close()
+        self.udp.close()
+
+
+def test_a_peer_sending_extreme_headers_crashes_no_stage(relay: RelayProcess) -> None:
+    """Issue 18, finding 1: a timestamp of 2**64-1 used to crash every listener's network
+    stage (OverflowError) until the client gave up. Now no header value is arithmetic on
+    our clock: nothing restarts and the others are still heard."""
+    _, port = relay
+    silence, null = MediaSpec("silence"), MediaSpec("null")
+    opus = OpusEncoder(48000)
+    packets = [opus.encode(f) for f in synthetic.frames(synthetic.tone(1.0, 300))]
+    u64 = (1 << 64) - 1
+    with (
+        LocalClient(cfg_for(port, "lis", silence, null)) as listener,
+        LocalClient(cfg_for(port, "tal", MediaSpec("tone"), null)) as talker,
+    ):
+        listener.until(connected, 15, "listener connected")
+        talker.until(connected, 15, "talker connected")
+        assert talker.view.endpoint is not None
+        tal = talker.view.endpoint.user_id
+        listener.until(lambda v: tal in v.heard, 20, "the talker heard")
+        mallory = Attacker(port, "mallory")
+        try:
+            edges = [0, 1, u64, u64 - 1, 1 << 63]
+            for i in range(150):  # three seconds of hostile voice, whispered and not
+                mallory.send(edges[i % 5], edges[(i // 5) % 5], packets[i % len(packets)],
+                             target=listener.view.roster.me if i % 2 else 0)  # fmt: skip
+                listener.pump(0.02)
+            listener.pump(2.0)
+        finally:
+            mallory.close()
+        assert listener.sup.restart_counts == {}
+        assert tal in listener.view.heard
+        played = listener.view.playback.frames if listener.view.playback else 0
+        listener.pump(1.0)
+        assert listener.view.playback is not None and listener.view.playback.frames > played

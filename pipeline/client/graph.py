@@ -73,7 +73,9 @@ STAGES = (
     StageSpec(
         "network",
         network.run,
-        lambda w, c: network.NetworkConfig(w, c.loss_percent, c.whisper, c.seed, c.udp_via),
+        lambda w, c: network.NetworkConfig(
+            w, c.loss_percent, c.whisper, c.seed, c.udp_via, c.clock_offset
+        ),
         reads="encoded",
         writes="received",
     ),

@@ -90,7 +90,24 @@ class ClientView:
 
     @property
     def mouth_to_ear(self) -> ev.Percentiles | None:
-        return self.playback.hop(ev.HOP_MOUTH_TO_EAR) if self.playback else None
+        """An estimate of a remote speaker's mouth to this ear, in ms; None before audio.
+
+        Only the receiving part is measured (arrival to ear, on this clock). The rest
+        is estimated: the network as this client's UDP round trip to the relay (the
+        speaker's uplink plus this downlink, taking the speaker's path to be like
+        ours), and the speaker's capture to send as this client's own (the same
+        pipeline). No clock of another machine is read.
+        """
+        local = self.playback.hop(ev.HOP_ARRIVAL_TO_EAR) if self.playback else None
+        if local is None:
+            return None
+        rtt = self.network.udp_rtt_ms if self.network and self.network.udp_rtt_ms else 0.0
+        reports = [r for r in (self.encode, self.network) if r is not None]
+        sending = sum(h.p50 for r in reports for h in r.latency if h.hop in ev.SENDING_HOPS)
+        extra = rtt + sending
+        return ev.Percentiles(
+            "mouth_to_ear", round(local.p50 + extra, 3), round(local.p99 + extra, 3), local.n
+        )
 
     def users_in(self, channel: str) -> list[UserInfo]:
         return [u for u in self.roster.users if u.channel == channel]
@@ -132,6 +149,7 @@ class ClientView:
                 for u in self.roster.users
             ],
             "stats": {name: dataclasses.asdict(r) for name, r in self.reports.items()},
+            "mouth_to_ear_ms": dataclasses.asdict(m2e) if (m2e := self.mouth_to_ear) else None,
         }
 
 

@@ -1,7 +1,9 @@
 """Per-speaker jitter buffer with loss concealment decisions, sans-I/O.
 
 The decode stage owns one :class:`JitterBuffer` (and one Opus decoder) per speaker.
-It pushes every received packet with ``push(seq, timestamp, payload, now)`` and, once
+It pushes every received packet with ``push(seq, timestamp, payload, now)`` (the
+timestamp is the sender's media timestamp, in 48 kHz samples; ``now`` is this
+machine's monotonic ns: the two are never mixed) and, once
 per 20 ms playback tick, asks ``pop(now)`` what to play:
 
 * :class:`Frame`   - the packet for the next expected sequence number: decode it;
@@ -26,7 +28,7 @@ Rules (SPEC.md "Jitter buffer and loss concealment" and issue 4):
   dropped to catch up, counted as overflow.
 * Sequence restart (a new stream from the same speaker, e.g. after a reconnect): a
   packet whose sequence number is at or behind the last one played but whose capture
-  timestamp is well after where the old stream would have put it (``restart_slack_ns``)
+  timestamp is well after where the old stream would have put it (``restart_slack``)
   is the start of a new stream: the buffer resets and starts over with it. A genuine
   late packet carries the old timestamp that matches its sequence number.
 * Silent (no push) for ``retire_after_ns``: :attr:`retired` turns true; a later push
@@ -44,7 +46,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from pipeline.core.seqnum import MASK, seq_diff
-from pipeline.media.audio_format import FRAME_NS
+from pipeline.media.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 
 LOSS_WINDOW_NS = 10_000_000_000
 
@@ -102,7 +104,7 @@ class JitterBuffer:
         *,
         max_underrun: int = 3,
         max_conceal: int = 5,
-        restart_slack_ns: int = 200_000_000,
+        restart_slack: int = 200 * SAMPLE_RATE // 1000,  # 200 ms of media timestamp
     ) -> None:
         if not 1 <= watermark <= max_depth:
             raise ValueError(f"watermark {watermark} must be in 1..max_depth ({max_depth})")
@@ -111,7 +113,7 @@ class JitterBuffer:
         self.max_depth = max_depth
         self.max_underrun = max_underrun
         self.max_conceal = max_conceal
-        self.restart_slack_ns = restart_slack_ns
+        self.restart_slack = restart_slack
         self._stats = JitterStats()
         # (now, played, lost) per played Frame, for loss_percent over the last 10 s.
         self._window: deque[tuple[int, int, int]] = deque()
@@ -178,14 +180,14 @@ class JitterBuffer:
             return False
         r_ext, r_ts = self._restart
         before = seq_diff(timestamp, r_ts)
-        return before < -self.restart_slack_ns or (before < 0 and ext >= r_ext)
+        return before < -self.restart_slack or (before < 0 and ext >= r_ext)
 
     def _is_restart(self, ext: int, timestamp: int) -> bool:
         if self._last_frame is None:
             return False
         f_ext, f_ts = self._last_frame
-        expected = f_ts + (ext - f_ext) * FRAME_NS
-        return seq_diff(timestamp, expected) > self.restart_slack_ns
+        expected = f_ts + (ext - f_ext) * FRAME_SAMPLES
+        return seq_diff(timestamp, expected) > self.restart_slack
 
     def _drop_oldest(self) -> None:
         ext = heapq.heappop(self._heap)

@@ -108,16 +108,17 @@ class Notice(Event):
 # --- stats from every stage -----------------------------------------------------------
 
 
-# Hops of a frame's way through the client, each measured by the stage that ends it.
+# Hops of a frame's way through a client, each measured by the stage that ends it, on
+# this machine's clock: the sending side's from capture, the receiving side's from the
+# packet's arrival (another machine's clock is never subtracted from ours).
 HOP_CAPTURE_TO_ENCODE = "capture_to_encode"
 HOP_ENCODE = "encode"
 HOP_ENCODE_TO_NETWORK = "encode_to_network"
-HOP_CAPTURE_TO_RECEIVE = "capture_to_receive"
 HOP_RECEIVE_TO_DECODE = "receive_to_decode"
 HOP_DECODE = "decode"
 HOP_JITTER_WAIT = "jitter_wait"
-HOP_CAPTURE_TO_DECODED = "capture_to_decoded"
-HOP_MOUTH_TO_EAR = "mouth_to_ear"
+HOP_ARRIVAL_TO_EAR = "arrival_to_ear"
+SENDING_HOPS = (HOP_CAPTURE_TO_ENCODE, HOP_ENCODE, HOP_ENCODE_TO_NETWORK)
 
 
 @dataclass(slots=True, frozen=True)
@@ -221,6 +222,7 @@ class DecodeStats(StageReport):
     speakers: list[SpeakerStats] = field(default_factory=list)
     loss_percent: float = 0.0  # the worst speaker's
     retired: int = 0
+    refused_speakers: int = 0  # packets of one speaker too many (MAX_SPEAKERS at once)
     deafened: bool = False
     playback_fill: int = 0  # frames queued for the sink: the playout queue
 

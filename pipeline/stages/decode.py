@@ -33,7 +33,7 @@ class DecodeConfig:
 
 
 def run(cfg: DecodeConfig) -> None:
-    hops = (ev.HOP_RECEIVE_TO_DECODE, ev.HOP_DECODE, ev.HOP_JITTER_WAIT, ev.HOP_CAPTURE_TO_DECODED)
+    hops = (ev.HOP_RECEIVE_TO_DECODE, ev.HOP_DECODE, ev.HOP_JITTER_WAIT)
     with StageRuntime("decode", cfg.wiring, hops) as rt:
         src, dst, lat = rt.inp, rt.out, rt.latency
         speakers = Speakers(fec=cfg.fec, plc=cfg.plc)
@@ -52,7 +52,7 @@ def run(cfg: DecodeConfig) -> None:
             while slot is not None:
                 now = time.monotonic_ns()
                 lat.add(ev.HOP_RECEIVE_TO_DECODE, now - slot.timestamp)
-                speakers.push(slot.speaker, slot.seq, slot.timestamp, bytes(slot.data), now)
+                speakers.push(slot.speaker, slot.seq, slot.media, bytes(slot.data), now)
                 push_trace.add(slot.seq, now)
                 src.release()
                 slot = src.read(timeout=0)
@@ -76,7 +76,6 @@ def run(cfg: DecodeConfig) -> None:
                 for waited in info.waited_ns:
                     lat.add(ev.HOP_JITTER_WAIT, waited)
                 if info.timestamp:
-                    lat.add(ev.HOP_CAPTURE_TO_DECODED, t1 - info.timestamp)
                     tracer.add(info.seq, t0, t1)
             mono = time.monotonic()
             if topped_up:
@@ -92,6 +91,7 @@ def run(cfg: DecodeConfig) -> None:
                         speakers=per_speaker,
                         loss_percent=max((s.loss_percent for s in per_speaker), default=0.0),
                         retired=speakers.retired,
+                        refused_speakers=speakers.refused,
                         deafened=deafened,
                         playback_fill=dst.fill(),
                     ),

@@ -30,6 +30,7 @@ class NetworkConfig:
     whisper: int = 0
     seed: int | None = None  # of the chaos dropper
     udp_via: Addr | None = None  # send voice here instead of the relay (an impairment proxy)
+    clock_offset: int = 0  # added to every timestamp sent (VoiceLink): random per client
 
 
 class _Counters:
@@ -44,7 +45,7 @@ class _Network:
     def __init__(self, rt: StageRuntime, cfg: NetworkConfig) -> None:
         self.rt = rt
         self.udp_via = cfg.udp_via
-        self.link = VoiceLink(Chaos(cfg.chaos_percent, cfg.seed))
+        self.link = VoiceLink(Chaos(cfg.chaos_percent, cfg.seed), cfg.clock_offset)
         self.link.target = cfg.whisper
         self.counts = _Counters()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -145,13 +146,13 @@ class _Network:
             incoming = self.link.received(view[:n], now)
             if incoming is None:
                 continue
-            self.rt.latency.add(ev.HOP_CAPTURE_TO_RECEIVE, now - incoming.timestamp)
             # A full ring drops the packet and counts it in the ring's header.
             dst.write(
                 incoming.payload,
                 seq=incoming.seq,
-                timestamp=incoming.timestamp,
+                timestamp=now,  # its arrival, on our clock
                 speaker=incoming.speaker,
+                media=incoming.media,
             )
             tracer.add(incoming.seq, now, incoming.speaker)
 
@@ -179,7 +180,7 @@ class _Network:
 
 
 def run(cfg: NetworkConfig) -> None:
-    hops = (ev.HOP_ENCODE_TO_NETWORK, ev.HOP_CAPTURE_TO_RECEIVE)
+    hops = (ev.HOP_ENCODE_TO_NETWORK,)
     with StageRuntime("network", cfg.wiring, hops) as rt:
         net = _Network(rt, cfg)
         send_trace = rt.tracer("send.npy", 3)

@@ -41,12 +41,12 @@ class _Player:
         self.frames += 1
         if timestamp:
             now = time.monotonic_ns() + self.output_latency_ns
-            self.rt.latency.add(ev.HOP_MOUTH_TO_EAR, now - timestamp)
+            self.rt.latency.add(ev.HOP_ARRIVAL_TO_EAR, now - timestamp)
             self.tracer.add(seq, now, flags)
 
 
 def run(cfg: PlaybackConfig) -> None:
-    with StageRuntime("playback", cfg.wiring, (ev.HOP_MOUTH_TO_EAR,)) as rt:
+    with StageRuntime("playback", cfg.wiring, (ev.HOP_ARRIVAL_TO_EAR,)) as rt:
         player = _Player(rt, rt.tracer("playback.npy", 3), 0)
         if cfg.sink.is_device:
             _device_loop(rt, cfg.sink, player)
