@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from pipeline.core.voice_link import COUNTERS
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import Broker
 from pipeline.ipc.child_process import StopFlag
@@ -98,3 +99,35 @@ def test_datagrams_from_anyone_but_the_relay_are_ignored(
     finally:
         stranger.close()
     assert out.read(timeout=0) is None and net.counts.foreign_datagrams == 1
+
+
+def test_the_stats_carry_every_counter_of_the_link(
+    stage: tuple[network._Network, Ring, socket.socket],
+) -> None:
+    net, _out, _relay = stage
+    for i, name in enumerate(COUNTERS):
+        net.link.counters[name] = 100 + i
+    stats = net._stats()
+    assert {name: getattr(stats, name) for name in COUNTERS} == net.link.counters
+
+
+def test_without_a_relay_address_the_receiver_sleeps_instead_of_spinning(
+    stage: tuple[network._Network, Ring, socket.socket],
+) -> None:
+    net, out, _relay = stage
+    net.relay = None  # as after a failed lookup, with a session token already set
+    net.link.set_session(7, time.monotonic_ns())
+    loops = 0
+    real_wait = net.rt.wait
+
+    def counting_wait(fds: tuple[int, ...], timeout: float) -> set[int]:
+        nonlocal loops
+        loops += 1
+        if loops >= 3:
+            net.rt.stop.set("test over")
+        assert timeout >= network.MAX_WAIT / 2
+        return real_wait(fds, 0.0)
+
+    net.rt.wait = counting_wait  # type: ignore[method-assign]
+    net.receive_loop(out, Tracer(None, 3))
+    assert loops == 3

@@ -19,7 +19,14 @@ from types import TracebackType
 from typing import Any
 
 from pipeline.client.config import ClientConfig
-from pipeline.client.graph import RINGS, STAGES, RingSpec, StageSpec, check_graph
+from pipeline.client.pipeline_graph import (
+    RINGS,
+    STAGES,
+    RingSpec,
+    StageSpec,
+    check_config,
+    check_graph,
+)
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import Broker, BusClient
 from pipeline.ipc.ring import Ring
@@ -67,6 +74,7 @@ class Supervisor:
     def _start(self) -> None:
         cfg = self.cfg
         check_graph(RINGS, STAGES)
+        check_config(cfg)
         self.broker = Broker()
         rings = {spec.name: self._ring(spec) for spec in RINGS}
 

@@ -11,12 +11,14 @@ anything it cannot turn into its typed event, and the receiving loop drops it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgpack
 
 from relay.protocol import schema
 from relay.protocol.messages import UserInfo
+from relay.protocol.schema import Finite, Range
+from relay.protocol.widths import U32_MAX
 
 
 class BusError(ValueError):
@@ -288,7 +290,7 @@ class WhisperCmd(Event):
     """Whisper to one user id; 0 goes back to talking to the channel."""
 
     TOPIC = "cmd.whisper"
-    target: int
+    target: Annotated[int, Range(0, U32_MAX)]  # it goes into the datagram header
 
 
 @dataclass(slots=True, frozen=True)
@@ -296,13 +298,13 @@ class ChaosCmd(Event):
     """Drop this percentage of outgoing voice datagrams before the socket."""
 
     TOPIC = "cmd.chaos"
-    loss_percent: float
+    loss_percent: Annotated[float, Finite()]
 
 
 @dataclass(slots=True, frozen=True)
 class BitrateCmd(Event):
     TOPIC = "cmd.bitrate"
-    bps: int
+    bps: Annotated[int, Range(1, 10_000_000)]  # the encoder clamps to what Opus takes
 
 
 @dataclass(slots=True, frozen=True)

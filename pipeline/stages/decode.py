@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from pipeline.core.speakers import Speakers
 from pipeline.ipc import events as ev
-from pipeline.media.audio_format import FRAME_BYTES
 from pipeline.stages.runtime import StageRuntime, Wiring
 
 FILL_CHECK = 0.005  # seconds between looks at the playback ring once the sink is due
@@ -59,14 +58,14 @@ def run(cfg: DecodeConfig) -> None:
             topped_up = False
             while dst.fill() < cfg.target:
                 frame = dst.claim()
-                if frame is None:  # only if target exceeds the ring: never in the graph
+                if frame is None:  # not with a target the graph allows (check_config)
                     break
                 topped_up = True
                 t0 = time.monotonic_ns()
                 _, info = speakers.render(t0, deafened, out=frame)
                 t1 = time.monotonic_ns()
                 dst.publish(
-                    FRAME_BYTES,
+                    frame.nbytes,
                     seq=info.seq,
                     timestamp=info.timestamp,
                     speaker=info.speaker,

@@ -34,7 +34,7 @@ class NetworkConfig:
 
 
 class _Counters:
-    """Socket-side counts; each is written by one thread only."""
+    """Socket-side counts of one thread: each thread has its own, so no count is lost."""
 
     def __init__(self) -> None:
         self.send_errors = self.recv_errors = self.resolve_errors = 0
@@ -47,7 +47,8 @@ class _Network:
         self.udp_via = cfg.udp_via
         self.link = VoiceLink(Chaos(cfg.chaos_percent, cfg.seed), cfg.clock_offset)
         self.link.target = cfg.whisper
-        self.counts = _Counters()
+        self.counts = _Counters()  # the receiver (main) thread's
+        self.sender_counts = _Counters()  # the sender thread's
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         rt.on_close(self.sock.close)
         self.sock.bind(("0.0.0.0", 0))
@@ -80,11 +81,11 @@ class _Network:
 
     # --- both threads ------------------------------------------------------------------
 
-    def sendto(self, data: bytes | memoryview, addr: Addr) -> None:
+    def sendto(self, data: bytes | memoryview, addr: Addr, counts: _Counters) -> None:
         try:
             self.sock.sendto(data, addr)
         except OSError:  # e.g. ECONNREFUSED from an earlier ICMP, or no route: voice is lossy
-            self.counts.send_errors += 1
+            counts.send_errors += 1
 
     # --- sender thread ------------------------------------------------------------------
 
@@ -107,7 +108,7 @@ class _Network:
             view[HEADER_SIZE:n] = slot.data
             seq = slot.seq
             src.release()
-            self.sendto(view[:n], addr)
+            self.sendto(view[:n], addr, self.sender_counts)
             tracer.add(seq, t_in, time.monotonic_ns())
 
     # --- receiver (main) thread -------------------------------------------------------------
@@ -120,8 +121,10 @@ class _Network:
             addr = self.relay
             if addr is not None:
                 for datagram in link.timers(now):
-                    self.sendto(datagram, addr)
-            wait = (link.next_timer(now) - now) / 1e9
+                    self.sendto(datagram, addr, self.counts)
+                wait = (link.next_timer(now) - now) / 1e9
+            else:  # no relay address yet (or its lookup failed): timers cannot run
+                wait = MAX_WAIT
             if rt.wait((self.sock.fileno(),), max(0.0, min(wait, MAX_WAIT))):
                 self._drain(view, dst, tracer)
             mono = time.monotonic()
@@ -158,7 +161,7 @@ class _Network:
 
     def _stats(self) -> ev.NetworkStats:
         link, c, k = self.link, self.link.counters, self.counts
-        return ev.NetworkStats(
+        return ev.NetworkStats(  # every VoiceLink counter (tests/test_network.py checks)
             sent=c["sent"],
             chaos_dropped=c["chaos_dropped"],
             unsent_no_session=c["unsent_no_session"],
@@ -168,7 +171,7 @@ class _Network:
             bad_register_echo=c["bad_register_echo"],
             received=c["received"],
             bad_datagram=c["bad_datagram"],
-            send_errors=k.send_errors,
+            send_errors=k.send_errors + self.sender_counts.send_errors,
             recv_errors=k.recv_errors,
             resolve_errors=k.resolve_errors,
             foreign_datagrams=k.foreign_datagrams,

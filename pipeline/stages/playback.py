@@ -16,10 +16,8 @@ from pipeline.media.audio_format import FRAME_SAMPLES
 from pipeline.media.frame_clock import FrameClock
 from pipeline.media.sound_device import OutputDevice
 from pipeline.media.sources import MediaSpec, open_sink
-from pipeline.stages.runtime import StageRuntime, Wiring
+from pipeline.stages.runtime import DEVICE_POLL, StageRuntime, Wiring
 from pipeline.stages.trace import Tracer
-
-DEVICE_POLL = 0.25  # seconds between looks at the stop flag and the bus while a device runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +59,10 @@ def _device_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:
     device.start()
     while rt.running:
         rt.sleep(DEVICE_POLL)
+        if not rt.report_due(now := time.monotonic()):
+            continue
         rt.report(
-            time.monotonic(),
+            now,
             ev.PlaybackStats(underflows=device.underflows, frames=player.frames),
         )
 
