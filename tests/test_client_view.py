@@ -52,3 +52,14 @@ def test_mouth_to_ear_is_arrival_to_ear_plus_rtt_and_our_own_sending_hops() -> N
     m2e = v.mouth_to_ear
     assert m2e is not None and (m2e.p50, m2e.p99) == (51.5, 71.5)
     assert v.summary()["mouth_to_ear_ms"]["p50"] == 51.5
+
+
+def test_a_silent_udp_path_shows_as_silent_not_as_its_last_figures() -> None:
+    v = ClientView()
+    v.apply(ev.ConnectionState(ev.CONNECTED, "h:1", name="me", channel="Lobby", user_id=1))
+    v.apply(ev.NetworkStats(udp_rtt_ms=0.2, udp_silent_ms=300.0))
+    assert v.udp_silent_s is None and v.udp_rtt_ms == 0.2
+    assert "udp 0.2ms" in v.status_line()
+    v.apply(ev.NetworkStats(udp_rtt_ms=0.2, udp_silent_ms=20_000.0))
+    assert v.udp_silent_s == 20.0 and v.udp_rtt_ms is None
+    assert "udp silent 20s" in v.status_line()

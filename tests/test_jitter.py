@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -298,3 +299,33 @@ def test_media_timestamps_across_the_u64_wrap_are_one_stream() -> None:
         jb.pop(now)
         now += FRAME_NS
     assert jb.stats.restarts == 1
+
+
+def test_a_backlog_after_a_stall_is_discarded_back_to_the_watermark() -> None:
+    """A relay frozen for seconds delivers everything at once: playout must not stay behind."""
+    jb = JitterBuffer()
+    now = T0
+    for seq in range(10):  # normal talk
+        jb.push(seq, media(T0 + seq * FRAME_NS), payload(seq), now)
+        jb.pop(now)
+        now += FRAME_NS
+    for seq in range(10, 55):  # the stall ends: 45 packets in one burst
+        jb.push(seq, media(T0 + seq * FRAME_NS), payload(seq), now)
+    next_seq = 55
+    depths = []
+    for _ in range(150):  # three seconds of ticks, the stream going on in real time
+        jb.push(next_seq, media(T0 + next_seq * FRAME_NS), payload(next_seq), now)
+        next_seq += 1
+        jb.pop(now)
+        depths.append(jb.depth)
+        now += FRAME_NS
+    s = jb.stats
+    assert max(depths[-50:]) <= jb.watermark + 1  # back to normal within about a second
+    assert s.discarded >= 40 and s.lost == 0 and s.loss_percent == 0.0 and s.restarts == 0
+
+
+def test_ordinary_jitter_never_discards() -> None:
+    sim = Sim(JitterBuffer())
+    rng = random.Random(7)
+    sim.run({k: rng.randint(0, 50) * MS for k in range(300)}, n=300, ticks=320)
+    assert sim.jb.stats.discarded == 0

@@ -38,8 +38,8 @@ def test_register_until_answered_then_periodic() -> None:
     echo_at = 1000 + REGISTER_RETRY_NS + 250_000
     assert link.received(memoryview(ping), echo_at) is None
     assert link.registered and link.rtt_ns == echo_at - 1000
-    assert [x for x in link.timers(echo_at + REGISTER_RETRY_NS) if x] == []  # only periodic now
-    assert [x for x in link.timers(echo_at + REGISTER_PERIOD_NS) if x]
+    assert [x for x in link.timers(echo_at + REGISTER_PERIOD_NS - 1) if x] == []
+    assert [x for x in link.timers(echo_at + REGISTER_PERIOD_NS) if x]  # periodic from now on
 
 
 def test_keepalive_every_five_seconds() -> None:

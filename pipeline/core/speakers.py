@@ -180,6 +180,7 @@ class Speakers:
                     lost=st.lost,
                     loss_percent=st.loss_percent,
                     decode_errors=s.decode_errors,
+                    discarded=st.discarded,
                 )
             )
         return out

@@ -37,7 +37,10 @@ COUNTERS = (
     "register_echo", "bad_register_echo", "received", "bad_datagram",
 )  # fmt: skip
 REGISTER_RETRY_NS = 500_000_000  # until the relay answers
-REGISTER_PERIOD_NS = 2_000_000_000  # after: a UDP RTT sample every 2 s
+# After: a UDP RTT sample twice a second, so that a path that stopped answering shows
+# within a second (UDP_SILENT_NS), even in a channel where nobody talks.
+REGISTER_PERIOD_NS = 500_000_000
+UDP_SILENT_NS = 1_000_000_000
 MAX_RTT_NS = 10_000_000_000  # an echo that claims a longer round trip is not ours
 
 

@@ -195,6 +195,7 @@ class NetworkStats(StageReport):
     resolve_errors: int = 0
     foreign_datagrams: int = 0
     udp_rtt_ms: float | None = None
+    udp_silent_ms: float | None = None  # since the last datagram from the relay; None: none yet
     registered: bool = False
     chaos_percent: float = 0.0
     whisper: int = 0
@@ -215,6 +216,7 @@ class SpeakerStats:
     lost: int = 0
     loss_percent: float = 0.0  # over the last 10 s
     decode_errors: int = 0
+    discarded: int = 0  # held packets dropped to catch up after a stall (not loss)
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

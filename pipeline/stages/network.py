@@ -53,6 +53,7 @@ class _Network:
         rt.on_close(self.sock.close)
         self.sock.bind(("0.0.0.0", 0))
         self.relay: Addr | None = None  # swapped whole by the receiver thread
+        self.last_rx: int | None = None  # when the relay last sent us anything (monotonic ns)
         self._named: Addr | None = None  # the relay address as given, last resolved
         rt.on(ev.VoiceEndpoint, self._endpoint)
         rt.on(ev.WhisperCmd, self._whisper)
@@ -146,6 +147,7 @@ class _Network:
                 self.counts.foreign_datagrams += 1
                 continue
             now = time.monotonic_ns()
+            self.last_rx = now
             incoming = self.link.received(view[:n], now)
             if incoming is None:
                 continue
@@ -176,6 +178,9 @@ class _Network:
             resolve_errors=k.resolve_errors,
             foreign_datagrams=k.foreign_datagrams,
             udp_rtt_ms=link.rtt_ns / 1e6 if link.rtt_ns is not None else None,
+            udp_silent_ms=(
+                (time.monotonic_ns() - self.last_rx) / 1e6 if self.last_rx is not None else None
+            ),
             registered=link.registered,
             chaos_percent=link.chaos.percent,
             whisper=link.target,

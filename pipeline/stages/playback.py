@@ -73,7 +73,7 @@ def _clocked_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:
     started = False
     underflows = 0
     clock = FrameClock()
-    sink = open_sink(spec)
+    sink = open_sink(spec, append=rt.wiring.restarted)  # a restart keeps what was recorded
     rt.on_close(sink.close)
     while rt.running:
         slot = ring.read(timeout=0)

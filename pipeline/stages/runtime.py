@@ -54,6 +54,8 @@ class Wiring:
     inp: RingHandle | None = None
     out: RingHandle | None = None
     trace_dir: str | None = None
+    restarted: bool = False  # this process replaces one that died: continue, do not begin
+    state_dir: str | None = None  # the client's private folder (0700) for state to keep
 
 
 class StageRuntime:
