@@ -333,7 +333,7 @@ def test_a_peer_sending_extreme_headers_crashes_no_stage(relay: RelayProcess) ->
         assert listener.view.playback is not None and listener.view.playback.frames > played
 
 
-def test_a_restarted_playback_stage_keeps_appending_to_its_recording(
+def test_a_restarted_playback_stage_keeps_its_recording_and_its_latency(
     relay: RelayProcess, tmp_path: Path
 ) -> None:
     _, port = relay
@@ -344,12 +344,21 @@ def test_a_restarted_playback_stage_keeps_appending_to_its_recording(
     ):
         b.until(connected, 15, "b connected")
         a.until(connected, 15, "a connected")
+        assert a.view.endpoint is not None
+        a_id = a.view.endpoint.user_id
         started = time.monotonic()
         b.until(lambda v: _frames(v) > 100, 20, "audio recorded")
         victim = b.sup.pids["playback"]
         os.kill(victim, signal.SIGKILL)
         b.until(lambda v: b.sup.pids["playback"] != victim, 10, "playback restarted")
         b.pump(2.0)
+
+        def normal_depth(v: ClientView) -> bool:
+            st = v.speaker(a_id)
+            return st is not None and st.depth <= 4
+
+        # While no sink took frames the jitter buffer filled up: it must not stay that deep.
+        b.until(normal_depth, 5, "playout back to its normal depth")
         elapsed = time.monotonic() - started
     seconds = len(read_wav(out)) / 48_000
     # Everything from before the restart is still there: the file covers the whole call
