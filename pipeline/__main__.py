@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from pipeline.client.config import ClientConfig
+from pipeline.client.pipeline_graph import MAX_PLAYBACK_FRAMES
 from pipeline.client.supervisor import ClientFailed, Supervisor
 from pipeline.core.client_view import ClientView
 from pipeline.ipc import events as ev
@@ -27,6 +28,12 @@ def parse_server(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def playback_frames(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PLAYBACK_FRAMES:
+        raise argparse.ArgumentTypeError(f"expected 1..{MAX_PLAYBACK_FRAMES}, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="voicechat", description="Headless voice chat client")
     ap.add_argument("--server", type=parse_server, default=("127.0.0.1", 8080), metavar="HOST:PORT")
@@ -40,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--bitrate", type=int, default=48000)
     ap.add_argument(
         "--playback-frames",
-        type=int,
+        type=playback_frames,
         default=2,
-        help="frames kept queued for the sink (latency vs. underflow safety)",
+        help=f"frames kept queued for the sink, 1..{MAX_PLAYBACK_FRAMES} (latency vs. underflows)",
     )
     ap.add_argument("--stats-json", type=Path, help="write the final stats here")
     ap.add_argument("--trace", type=Path, help="folder for per-frame timestamps (benchmarks)")

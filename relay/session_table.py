@@ -30,7 +30,7 @@ from relay.protocol.messages import (
     Welcome,
     fits_in_frame,
 )
-from relay.protocol.schema import U32_MAX
+from relay.protocol.widths import U32_MAX
 
 Addr = tuple[str, int]
 

@@ -35,3 +35,31 @@ def test_reconnecting_status() -> None:
     v = ClientView()
     v.apply(ev.ConnectionState(ev.RECONNECTING, "h:1", attempt=4, reason="refused"))
     assert "reconnecting (attempt 4: refused)" in v.status_line()
+
+
+def test_mouth_to_ear_is_arrival_to_ear_plus_rtt_and_our_own_sending_hops() -> None:
+    v = ClientView()
+    assert v.mouth_to_ear is None
+    v.apply(ev.PlaybackStats(latency=[ev.Percentiles(ev.HOP_ARRIVAL_TO_EAR, 40.0, 60.0, 9)]))
+    m2e = v.mouth_to_ear
+    assert m2e is not None and (m2e.p50, m2e.p99, m2e.n) == (40.0, 60.0, 9)  # nothing else yet
+    v.apply(
+        ev.NetworkStats(
+            udp_rtt_ms=10.0, latency=[ev.Percentiles(ev.HOP_ENCODE_TO_NETWORK, 0.5, 2.0, 9)]
+        )
+    )
+    v.apply(ev.EncodeStats(latency=[ev.Percentiles(ev.HOP_ENCODE, 1.0, 3.0, 9)]))
+    m2e = v.mouth_to_ear
+    assert m2e is not None and (m2e.p50, m2e.p99) == (51.5, 71.5)
+    assert v.summary()["mouth_to_ear_ms"]["p50"] == 51.5
+
+
+def test_a_silent_udp_path_shows_as_silent_not_as_its_last_figures() -> None:
+    v = ClientView()
+    v.apply(ev.ConnectionState(ev.CONNECTED, "h:1", name="me", channel="Lobby", user_id=1))
+    v.apply(ev.NetworkStats(udp_rtt_ms=0.2, udp_silent_ms=300.0))
+    assert v.udp_silent_s is None and v.udp_rtt_ms == 0.2
+    assert "udp 0.2ms" in v.status_line()
+    v.apply(ev.NetworkStats(udp_rtt_ms=0.2, udp_silent_ms=20_000.0))
+    assert v.udp_silent_s == 20.0 and v.udp_rtt_ms is None
+    assert "udp silent 20s" in v.status_line()

@@ -76,6 +76,10 @@ def test_int_accepted_for_float_but_not_bool_for_int() -> None:
         ([b"stats.decode", msgpack.packb({"speakers": [5]})], "must be a map"),
         ([b"stats.x", msgpack.packb({})], "unknown topic"),
         ([b"cmd.mute", msgpack.packb({"muted": 1})], "must be a bool"),
+        ([b"cmd.whisper", msgpack.packb({"target": -1})], "outside 0..4294967295"),
+        ([b"cmd.whisper", msgpack.packb({"target": 2**32})], "outside"),
+        ([b"cmd.chaos", msgpack.packb({"loss_percent": float("nan")})], "finite"),
+        ([b"cmd.bitrate", msgpack.packb({"bps": 0})], "outside"),
     ],
 )
 def test_bad_frames_raise_bus_error(frames: list[bytes], reason: str) -> None:

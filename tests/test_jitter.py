@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,6 +16,12 @@ from pipeline.media.audio_format import FRAME_NS
 
 MS = 1_000_000
 T0 = 1_000_000_000_000  # an arbitrary monotonic start
+
+
+def media(capture_ns: int) -> int:
+    """The media timestamp (48 kHz samples) of a frame the sender captured at ``capture_ns``:
+    the tests give each frame a notional capture time, the buffer sees samples."""
+    return capture_ns * 48_000 // 1_000_000_000
 
 
 def payload(seq: int) -> bytes:
@@ -54,7 +61,7 @@ class Sim:
             while i < len(arrivals) and arrivals[i][0] <= now:
                 t, k = arrivals[i]
                 seq = seq_add(self.first_seq, k)
-                self.jb.push(seq, self.ts0 + k * FRAME_NS, payload(seq), t)
+                self.jb.push(seq, media(self.ts0 + k * FRAME_NS), payload(seq), t)
                 i += 1
             out.append(self.jb.pop(now))
         return out
@@ -74,11 +81,11 @@ def kinds(out: list[Output]) -> str:
 
 def test_nothing_until_watermark_then_in_order() -> None:
     jb = JitterBuffer()
-    jb.push(0, T0, payload(0), T0)
+    jb.push(0, media(T0), payload(0), T0)
     assert jb.pop(T0) == Nothing()
-    jb.push(1, T0 + FRAME_NS, payload(1), T0)
-    assert jb.pop(T0) == Frame(0, T0, payload(0))
-    assert jb.pop(T0) == Frame(1, T0 + FRAME_NS, payload(1))
+    jb.push(1, media(T0 + FRAME_NS), payload(1), T0)
+    assert jb.pop(T0) == Frame(0, media(T0), payload(0))
+    assert jb.pop(T0) == Frame(1, media(T0 + FRAME_NS), payload(1))
 
 
 def test_in_order_stream_plays_everything_once() -> None:
@@ -137,7 +144,7 @@ def test_burst_loss_conceals_a_little_then_rebuffers() -> None:
 def test_long_hole_with_later_packets_held_skips_ahead() -> None:
     jb = JitterBuffer(watermark=2, max_conceal=3)
     for seq in (0, 1, 10, 11):
-        jb.push(seq, T0 + seq * FRAME_NS, payload(seq), T0)
+        jb.push(seq, media(T0 + seq * FRAME_NS), payload(seq), T0)
     out = [jb.pop(T0) for _ in range(8)]
     assert kinds(out) == "FFCCCFFC"  # dry at the end: underrun concealment
     assert played(out) == [0, 1, 10, 11]
@@ -148,11 +155,11 @@ def test_long_hole_with_later_packets_held_skips_ahead() -> None:
 def test_depth_is_bounded_by_dropping_the_oldest() -> None:
     jb = JitterBuffer(max_depth=10)
     for seq in range(25):
-        jb.push(seq, T0 + seq * FRAME_NS, payload(seq), T0)
+        jb.push(seq, media(T0 + seq * FRAME_NS), payload(seq), T0)
     assert jb.depth == 10 and jb.stats.overflow == 15
     first = jb.pop(T0)
     assert isinstance(first, Frame) and first.seq == 15
-    jb.push(3, T0 + 3 * FRAME_NS, payload(3), T0)  # already dropped: late now
+    jb.push(3, media(T0 + 3 * FRAME_NS), payload(3), T0)  # already dropped: late now
     assert jb.stats.late == 1
 
 
@@ -160,19 +167,19 @@ def test_sequence_restart_resets_the_buffer() -> None:
     jb = JitterBuffer()
     now = T0
     for seq in range(1000, 1010):
-        jb.push(seq, now, payload(seq), now)
+        jb.push(seq, media(now), payload(seq), now)
         jb.pop(now)
         now += FRAME_NS
     # reconnect: a new stream from 0, captured later
     outs = []
     for k in range(10):
-        jb.push(k, now, payload(k), now)
+        jb.push(k, media(now), payload(k), now)
         outs.append(jb.pop(now))
         now += FRAME_NS
     assert jb.stats.restarts == 1
     assert played(outs) == list(range(9))
     # a straggler of the old stream is late, not a second restart
-    jb.push(1009, T0 + 9 * FRAME_NS, payload(1009), now)
+    jb.push(1009, media(T0 + 9 * FRAME_NS), payload(1009), now)
     assert jb.stats.restarts == 1 and jb.stats.late >= 1
 
 
@@ -181,7 +188,7 @@ def test_sender_pause_resumes_without_clipping() -> None:
     jb = JitterBuffer()
     now = T0
     for seq in range(10):
-        jb.push(seq, now, payload(seq), now)
+        jb.push(seq, media(now), payload(seq), now)
         jb.pop(now)
         now += FRAME_NS
     for _ in range(20):  # 400 ms of silence: a few concealments, then Nothing
@@ -189,7 +196,7 @@ def test_sender_pause_resumes_without_clipping() -> None:
         now += FRAME_NS
     outs = []
     for seq in range(10, 20):
-        jb.push(seq, now, payload(seq), now)
+        jb.push(seq, media(now), payload(seq), now)
         outs.append(jb.pop(now))
         now += FRAME_NS
     assert played(outs) == list(range(10, 19))
@@ -198,12 +205,12 @@ def test_sender_pause_resumes_without_clipping() -> None:
 def test_retired_after_silence_and_revived_by_a_new_push() -> None:
     jb = JitterBuffer(retire_after_ns=2_000_000_000)
     assert not jb.retired
-    jb.push(0, T0, payload(0), T0)
+    jb.push(0, media(T0), payload(0), T0)
     jb.pop(T0 + 1_000_000_000)
     assert not jb.retired
     assert jb.pop(T0 + 2_100_000_000) == Nothing()
     assert jb.retired
-    jb.push(500, T0 + 3 * 10**9, payload(500), T0 + 3 * 10**9)
+    jb.push(500, media(T0 + 3 * 10**9), payload(500), T0 + 3 * 10**9)
     assert not jb.retired and jb.stats.restarts == 1 and jb.depth == 1
 
 
@@ -262,7 +269,7 @@ def test_any_arrival_order_never_replays_or_goes_back(
             last = o.seq
             k = seq_diff(o.seq, first)
             if isinstance(o, Frame):
-                assert o.payload == payload(o.seq) and o.timestamp == T0 + k * FRAME_NS
+                assert o.payload == payload(o.seq) and o.timestamp == media(T0 + k * FRAME_NS)
             if isinstance(o, Recover):
                 assert o.next_payload == payload(seq_add(o.seq, 1))
         else:
@@ -270,7 +277,55 @@ def test_any_arrival_order_never_replays_or_goes_back(
             if arrival is None:
                 continue
             seq = seq_add(first, arrival)
-            jb.push(seq, T0 + arrival * FRAME_NS, payload(seq), now)
+            jb.push(seq, media(T0 + arrival * FRAME_NS), payload(seq), now)
         assert 0 <= jb.depth <= max_depth
     s = jb.stats
     assert s.restarts == 0 and 0 <= s.loss_percent <= 100
+
+
+def test_media_timestamps_across_the_u64_wrap_are_one_stream() -> None:
+    jb = JitterBuffer()
+    start = (1 << 64) - 5 * 960  # five frames before the wrap
+    now = T0
+    outs = []
+    for k in range(12):
+        jb.push(k, (start + k * 960) & ((1 << 64) - 1), payload(k), now)
+        outs.append(jb.pop(now))
+        now += FRAME_NS
+    assert jb.stats.restarts == 0 and played(outs) == list(range(11))
+    # A new stream whose timestamps jumped well ahead (past the wrap too) restarts.
+    for k in range(3):
+        jb.push(k, (start + (40 + k) * 960) & ((1 << 64) - 1), payload(k), now)
+        jb.pop(now)
+        now += FRAME_NS
+    assert jb.stats.restarts == 1
+
+
+def test_a_backlog_after_a_stall_is_discarded_back_to_the_watermark() -> None:
+    """A relay frozen for seconds delivers everything at once: playout must not stay behind."""
+    jb = JitterBuffer()
+    now = T0
+    for seq in range(10):  # normal talk
+        jb.push(seq, media(T0 + seq * FRAME_NS), payload(seq), now)
+        jb.pop(now)
+        now += FRAME_NS
+    for seq in range(10, 55):  # the stall ends: 45 packets in one burst
+        jb.push(seq, media(T0 + seq * FRAME_NS), payload(seq), now)
+    next_seq = 55
+    depths = []
+    for _ in range(150):  # three seconds of ticks, the stream going on in real time
+        jb.push(next_seq, media(T0 + next_seq * FRAME_NS), payload(next_seq), now)
+        next_seq += 1
+        jb.pop(now)
+        depths.append(jb.depth)
+        now += FRAME_NS
+    s = jb.stats
+    assert max(depths[-50:]) <= jb.watermark + 1  # back to normal within about a second
+    assert s.discarded >= 40 and s.lost == 0 and s.loss_percent == 0.0 and s.restarts == 0
+
+
+def test_ordinary_jitter_never_discards() -> None:
+    sim = Sim(JitterBuffer())
+    rng = random.Random(7)
+    sim.run({k: rng.randint(0, 50) * MS for k in range(300)}, n=300, ticks=320)
+    assert sim.jb.stats.discarded == 0

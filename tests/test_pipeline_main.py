@@ -74,6 +74,14 @@ def test_bad_input_is_one_clear_line() -> None:
     assert "unknown input 'microphone'" in err and "FILE.wav" in err
 
 
+def test_a_playout_queue_the_ring_cannot_hold_is_refused_up_front() -> None:
+    from pipeline.__main__ import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--name", "x", "--playback-frames", "9"])
+    assert build_parser().parse_args(["--name", "x", "--playback-frames", "1"]).playback_frames == 1
+
+
 def test_missing_sound_device_names_the_file_options() -> None:
     p = cli("--name", "x", "--input", "device", "--output", "null")
     _out, err = p.communicate(timeout=60)

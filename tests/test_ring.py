@@ -444,3 +444,16 @@ class RingModel(RuleBasedStateMachine):
 
 TestRingModel = RingModel.TestCase
 TestRingModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+def test_slots_carry_a_media_timestamp_beside_the_local_one() -> None:
+    with Ring.create(4, 1276) as ring:
+        assert ring.write(b"x", seq=1, timestamp=5, media=(1 << 64) - 1)
+        slot = ring.read(0)
+        assert slot is not None and (slot.timestamp, slot.media) == (5, (1 << 64) - 1)
+        ring.release()
+        frame_view = ring.claim()
+        assert frame_view is not None
+        assert ring.publish(4, seq=2, media=7)
+        slot = ring.read(0)
+        assert slot is not None and slot.media == 7 and slot.timestamp == 0

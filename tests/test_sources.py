@@ -13,6 +13,7 @@ from pipeline.media.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 from pipeline.media.sources import (
     MediaError,
     MediaSpec,
+    WavSink,
     open_sink,
     open_source,
     parse_input,
@@ -98,3 +99,30 @@ def test_wav_sink_does_not_touch_the_callers_frame(tmp_path: Path) -> None:
     sink.close()
     assert np.all(frame == 0.5)
     assert np.allclose(read_wav(tmp_path / "o.wav"), 0.5, atol=1e-4)
+
+
+def test_an_appending_sink_keeps_what_a_previous_one_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "out.wav"
+    first = synthetic.tone(0.2, 440.0)
+    with WavSink(path) as sink:
+        for frame in synthetic.frames(first):
+            sink.write(frame)
+    second = synthetic.tone(0.1, 880.0)
+    with WavSink(path, append=True) as sink:  # a restarted playback stage
+        for frame in synthetic.frames(second):
+            sink.write(frame)
+    got = read_wav(path)
+    assert len(got) == len(first) + len(second)
+    assert np.allclose(got[: len(first)], first, atol=1e-3)
+    assert np.allclose(got[len(first) :], second, atol=1e-3)
+    assert not (tmp_path / "out.wav.part").exists()
+
+
+def test_appending_to_nothing_or_to_a_foreign_file_starts_afresh(tmp_path: Path) -> None:
+    for name, content in (("missing.wav", None), ("junk.wav", b"not a wav file")):
+        path = tmp_path / name
+        if content is not None:
+            path.write_bytes(content)
+        with WavSink(path, append=True) as sink:
+            sink.write(np.zeros(960, dtype=np.float32))
+        assert len(read_wav(path)) == 960

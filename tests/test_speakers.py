@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipeline.core.speakers import CONCEALED, RECOVERED, VOICE, Speakers
+from pipeline.core.speakers import CONCEALED, MAX_SPEAKERS, RECOVERED, VOICE, Speakers
+from pipeline.core.voice_link import VoiceLink
 from pipeline.ipc import events as ev
 from pipeline.media import synthetic
-from pipeline.media.audio_format import FRAME_NS
+from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES
 from pipeline.media.opus import OpusEncoder
+from pipeline.stages.stats import Latencies
+from relay.protocol.datagram import VoiceDatagram
 
 
 def packets(n: int, freq: float = 440.0, loss_hint: int = 10) -> list[bytes]:
@@ -24,7 +29,7 @@ def feed_and_render(sp: Speakers, pkts: dict[int, list[bytes]], lost: frozenset[
         now = i * FRAME_NS
         for uid, ps in pkts.items():
             if i < len(ps) and i not in lost:
-                sp.push(uid, i, now, ps[i], now)
+                sp.push(uid, i, i * FRAME_SAMPLES, ps[i], now)
         pcm, info = sp.render(now)
         out.append((pcm.copy(), info.flags))
     return out
@@ -71,7 +76,7 @@ def test_deafened_renders_silence_but_keeps_buffers_moving() -> None:
     sp = Speakers()
     ps = packets(30)
     for i in range(20):
-        sp.push(1, i, i * FRAME_NS, ps[i], i * FRAME_NS)
+        sp.push(1, i, i * FRAME_SAMPLES, ps[i], i * FRAME_NS)
         pcm, _info = sp.render(i * FRAME_NS, deafened=True)
         assert not pcm.any()
     assert by_id(sp)[1].played > 10
@@ -88,7 +93,7 @@ def test_silent_speaker_is_retired() -> None:
 def test_garbage_payload_is_counted_not_raised() -> None:
     sp = Speakers()
     for i in range(10):
-        sp.push(1, i, i * FRAME_NS, b"\xff\xfe garbage", i * FRAME_NS)
+        sp.push(1, i, i * FRAME_SAMPLES, b"\xff\xfe garbage", i * FRAME_NS)
         sp.render(i * FRAME_NS)
     assert by_id(sp)[1].decode_errors > 0
 
@@ -97,7 +102,7 @@ def test_a_new_stream_resets_the_speakers_decoder() -> None:
     sp = Speakers()
     ps = packets(40)
     for i in range(20):
-        sp.push(1, i, i * FRAME_NS, ps[i], i * FRAME_NS)
+        sp.push(1, i, i * FRAME_SAMPLES, ps[i], i * FRAME_NS)
         sp.render(i * FRAME_NS)
     decoder = sp._speakers[1].decoder
     resets: list[int] = []
@@ -109,9 +114,64 @@ def test_a_new_stream_resets_the_speakers_decoder() -> None:
 
     decoder.reset = counting_reset  # type: ignore[method-assign]
     later = 30 * FRAME_NS + 2_000_000_000  # the sender reconnected: numbering starts over
-    sp.push(1, 0, later, ps[20], later)
+    sp.push(1, 0, later * 48_000 // 10**9, ps[20], later)
     assert resets == [1]
 
 
 def by_id(sp: Speakers) -> dict[int, ev.SpeakerStats]:
     return {s.user_id: s for s in sp.stats()}
+
+
+def test_at_most_max_speakers_are_heard_at_once() -> None:
+    sp = Speakers()
+    (packet,) = packets(1)
+    for uid in range(1, MAX_SPEAKERS + 10):
+        sp.push(uid, 1, 960, packet, 0)
+    assert len(sp.stats()) == MAX_SPEAKERS and sp.refused == 9
+
+
+def test_the_mixed_frame_carries_the_arrival_time_not_the_media_timestamp() -> None:
+    sp = Speakers(watermark=1)
+    (packet,) = packets(1)
+    sp.push(5, 1, 0xFFFF_FFFF_FFFF_FFFF, packet, 123_456)  # any media timestamp at all
+    _pcm, info = sp.render(200_000)
+    assert info.speaker == 5 and info.seq == 1 and info.timestamp == 123_456
+    assert info.waited_ns == [200_000 - 123_456]
+
+
+U64 = (1 << 64) - 1
+hostile_header = st.tuples(
+    st.integers(0, (1 << 32) - 1),  # speaker id, as the relay put it
+    st.one_of(st.sampled_from([0, 1, U64, U64 - 1, 1 << 63]), st.integers(0, U64)),  # seq
+    st.one_of(st.sampled_from([0, U64, 1 << 63]), st.integers(0, U64)),  # media timestamp
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(hostile_header, st.binary(max_size=80)), max_size=40))
+def test_any_received_headers_and_payloads_flow_through_without_error(
+    datagrams: list[tuple[tuple[int, int, int], bytes]],
+) -> None:
+    """What the network and decode stages do with a datagram, end to end in memory: parse
+    it (VoiceLink), push it (Speakers), render, take the stats and put them on the bus."""
+    link = VoiceLink()
+    link.set_session(1, 0)
+    sp = Speakers()
+    lat = Latencies((ev.HOP_JITTER_WAIT, ev.HOP_RECEIVE_TO_DECODE))
+    now = 10**12
+    good = packets(1)[0]
+    for (speaker, seq, media), payload in datagrams:
+        data = bytes(VoiceDatagram(speaker, seq, media, 0, payload or good))
+        incoming = link.received(memoryview(data), now)
+        assert incoming is not None
+        sp.push(incoming.speaker, incoming.seq, incoming.media, bytes(incoming.payload), now)
+        lat.add(ev.HOP_RECEIVE_TO_DECODE, 0)
+        pcm, info = sp.render(now)
+        assert pcm.shape == (FRAME_SAMPLES,) and bool(np.isfinite(pcm).all())
+        assert float(np.abs(pcm).max(initial=0.0)) <= 1.0
+        for waited in info.waited_ns:
+            assert 0 <= waited < 10**12
+            lat.add(ev.HOP_JITTER_WAIT, waited)
+        now += FRAME_NS
+    stats = ev.DecodeStats(speakers=sp.stats(), latency=lat.summary())
+    assert ev.decode(ev.encode(stats)) == stats

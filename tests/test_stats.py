@@ -48,3 +48,11 @@ def test_latencies_summarise_while_another_thread_adds() -> None:
         lat.summary()
     t.join()
     assert lat.summary()[0].n == 20_000
+
+
+def test_a_sample_outside_int64_is_clamped_not_fatal() -> None:
+    w = LatencyWindow(size=4)
+    w.add(2**64 + 5)
+    w.add(-(2**70))
+    s = w.summary("x")
+    assert s is not None and s.n == 2

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import struct
 import time
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -21,6 +24,7 @@ from pipeline.client.supervisor import ClientFailed, Supervisor
 from pipeline.core.client_view import ClientView
 from pipeline.ipc import events as ev
 from pipeline.media import synthetic
+from pipeline.media.opus import OpusEncoder
 from pipeline.media.sources import MediaSpec, read_wav, write_wav
 from relay.launch import start_relay, stop_relay
 from tests.conftest import RelayProcess
@@ -249,3 +253,169 @@ def test_mute_is_silence_not_loss(relay: RelayProcess) -> None:
         assert st is not None and st.loss_percent < 2.0, (
             st
         )  # muted frames are silence, not lost packets
+
+
+class Attacker:
+    """A peer that speaks the wire format by hand (SPEC.md), not through our client."""
+
+    def __init__(self, port: int, name: str) -> None:
+        self.relay = ("127.0.0.1", port)
+        self.tcp = socket.create_connection(self.relay, timeout=5)
+        body = msgpack.packb({"type": "auth", "name": name})
+        self.tcp.sendall(struct.pack(">I", len(body)) + body)
+        (length,) = struct.unpack(">I", self._read(4))
+        welcome = msgpack.unpackb(self._read(length))
+        assert welcome["type"] == "welcome", welcome
+        self.token: int = welcome["token"]
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.settimeout(0.2)
+        ping = struct.pack(">IQQI", self.token, 0, 0, 0)
+        for _ in range(25):  # register: the relay echoes the ping once it bound us
+            self.udp.sendto(ping, self.relay)
+            try:
+                if self.udp.recvfrom(64)[0] == ping:
+                    break
+            except TimeoutError:
+                continue
+        else:
+            raise AssertionError("the relay never answered the register ping")
+
+    def _read(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.tcp.recv(n - len(data))
+            assert chunk, "the relay closed the connection"
+            data += chunk
+        return data
+
+    def send(self, seq: int, timestamp: int, payload: bytes, target: int = 0) -> None:
+        self.udp.sendto(
+            struct.pack(">IQQI", self.token, seq, timestamp, target) + payload, self.relay
+        )
+
+    def close(self) -> None:
+        self.tcp.close()
+        self.udp.close()
+
+
+def test_a_peer_sending_extreme_headers_crashes_no_stage(relay: RelayProcess) -> None:
+    """Issue 18, finding 1: a timestamp of 2**64-1 used to crash every listener's network
+    stage (OverflowError) until the client gave up. Now no header value is arithmetic on
+    our clock: nothing restarts and the others are still heard."""
+    _, port = relay
+    silence, null = MediaSpec("silence"), MediaSpec("null")
+    opus = OpusEncoder(48000)
+    packets = [opus.encode(f) for f in synthetic.frames(synthetic.tone(1.0, 300))]
+    u64 = (1 << 64) - 1
+    with (
+        LocalClient(cfg_for(port, "lis", silence, null)) as listener,
+        LocalClient(cfg_for(port, "tal", MediaSpec("tone"), null)) as talker,
+    ):
+        listener.until(connected, 15, "listener connected")
+        talker.until(connected, 15, "talker connected")
+        assert talker.view.endpoint is not None
+        tal = talker.view.endpoint.user_id
+        listener.until(lambda v: tal in v.heard, 20, "the talker heard")
+        mallory = Attacker(port, "mallory")
+        try:
+            edges = [0, 1, u64, u64 - 1, 1 << 63]
+            for i in range(150):  # three seconds of hostile voice, whispered and not
+                mallory.send(edges[i % 5], edges[(i // 5) % 5], packets[i % len(packets)],
+                             target=listener.view.roster.me if i % 2 else 0)  # fmt: skip
+                listener.pump(0.02)
+            listener.pump(2.0)
+        finally:
+            mallory.close()
+        assert listener.sup.restart_counts == {}
+        assert tal in listener.view.heard
+        played = listener.view.playback.frames if listener.view.playback else 0
+        listener.pump(1.0)
+        assert listener.view.playback is not None and listener.view.playback.frames > played
+
+
+def test_a_restarted_playback_stage_keeps_its_recording_and_its_latency(
+    relay: RelayProcess, tmp_path: Path
+) -> None:
+    _, port = relay
+    out = tmp_path / "heard.wav"
+    with (
+        LocalClient(cfg_for(port, "rec", MediaSpec("silence"), MediaSpec("wav", str(out)))) as b,
+        LocalClient(cfg_for(port, "tone", MediaSpec("tone", "440"), MediaSpec("null"))) as a,
+    ):
+        b.until(connected, 15, "b connected")
+        a.until(connected, 15, "a connected")
+        assert a.view.endpoint is not None
+        a_id = a.view.endpoint.user_id
+        started = time.monotonic()
+        b.until(lambda v: _frames(v) > 100, 20, "audio recorded")
+        victim = b.sup.pids["playback"]
+        os.kill(victim, signal.SIGKILL)
+        b.until(lambda v: b.sup.pids["playback"] != victim, 10, "playback restarted")
+        b.pump(2.0)
+
+        def normal_depth(v: ClientView) -> bool:
+            st = v.speaker(a_id)
+            return st is not None and st.depth <= 4
+
+        # While no sink took frames the jitter buffer filled up: it must not stay that deep.
+        b.until(normal_depth, 5, "playout back to its normal depth")
+        elapsed = time.monotonic() - started
+    seconds = len(read_wav(out)) / 48_000
+    # Everything from before the restart is still there: the file covers the whole call
+    # but the moments the dead stage could not write (well under a second here).
+    assert seconds > elapsed - 1.5, (seconds, elapsed)
+
+
+def test_a_restarted_control_process_resumes_its_session(relay: RelayProcess) -> None:
+    _, port = relay
+    silence, null = MediaSpec("silence"), MediaSpec("null")
+    with (
+        LocalClient(cfg_for(port, "obs", silence, null)) as obs,
+        LocalClient(cfg_for(port, "kay", silence, null)) as k,
+    ):
+        obs.until(connected, 15, "obs connected")
+        k.until(connected, 15, "k connected")
+        assert k.view.endpoint is not None
+        before = (k.view.endpoint.user_id, k.view.state.name)
+        victim = k.sup.pids["control"]
+        os.kill(victim, signal.SIGKILL)
+        k.until(lambda v: k.sup.pids["control"] != victim, 10, "control restarted")
+        k.until(lambda v: connected(v) and v.endpoint is not None, 15, "k back")
+        assert k.view.endpoint is not None
+        assert (k.view.endpoint.user_id, k.view.state.name) == before
+        obs.pump(1.5)
+        names = [u.name for u in obs.view.roster.users]
+        assert names.count("kay") == 1 and not any(n.startswith("kay-") for n in names), names
+
+
+def test_playout_and_status_recover_after_the_relay_is_frozen() -> None:
+    """Issue 18, finding 6: after a frozen relay the jitter buffer stayed 50 packets deep
+    (a second behind) for the rest of the call, and the status kept the last UDP figures."""
+    proc, port = start_relay()
+    try:
+        silence, null = MediaSpec("silence"), MediaSpec("null")
+        with (
+            LocalClient(cfg_for(port, "ear", silence, null)) as ear,
+            LocalClient(cfg_for(port, "voc", MediaSpec("tone", "440"), null)) as voc,
+        ):
+            ear.until(connected, 15, "ear connected")
+            voc.until(connected, 15, "voc connected")
+            assert voc.view.endpoint is not None
+            uid = voc.view.endpoint.user_id
+            ear.until(lambda v: uid in v.heard, 20, "voc heard")
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                ear.until(lambda v: v.udp_silent_s is not None, 5, "UDP silence shown")
+                assert "udp silent" in ear.view.status_line()
+                voc.pump(3.0)  # the relay's socket buffer fills with voc's voice meanwhile
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+
+            def caught_up(v: ClientView) -> bool:
+                st = v.speaker(uid)
+                return st is not None and st.played > 0 and st.depth <= 4 and not v.udp_silent_s
+
+            ear.pump(1.0)  # the backlog arrives at once and fills the jitter buffer
+            ear.until(caught_up, 5, "playout back to its normal depth")
+    finally:
+        stop_relay(proc)

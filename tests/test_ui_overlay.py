@@ -29,7 +29,8 @@ def test_html_shows_links_speakers_stages_and_rings() -> None:
         "Bob",  # speaker named from the roster
         "Carol",
         "jitter_wait 38.5 / 61.0",  # per-stage latency
-        "mouth_to_ear 68.2 / 91.5",
+        "arrival_to_ear 45.9 / 69.2",
+        "91.5 ms p99",  # mouth to ear: arrival to ear plus the UDP RTT and the sending hops
         "fill 2",
         "219 dropped",
     ):

@@ -45,7 +45,12 @@ def diagnostics_html(view: ClientView) -> str:
     rows = [
         "<table cellspacing='0' cellpadding='1'>",
         _row("TCP ping", _ms(view.control.tcp_rtt_ms if view.control else None)),
-        _row("UDP RTT", _ms(net.udp_rtt_ms if net else None)),
+        _row(
+            "UDP RTT",
+            f"silent for {view.udp_silent_s:.1f} s"
+            if view.udp_silent_s is not None
+            else _ms(view.udp_rtt_ms),
+        ),
         _row("Loss (10 s)", _pct(view.decode.loss_percent if view.decode else None)),
         _row(
             "Mouth to ear",

@@ -74,14 +74,13 @@ def sample_events(now: float) -> list[ev.Event]:
             whisper=3,
             latency=[
                 _latency(ev.HOP_ENCODE_TO_NETWORK, 0.09, 0.35),
-                _latency(ev.HOP_CAPTURE_TO_RECEIVE, 11.6, 19.8),
             ],
         ),
         ev.PlaybackStats(
             underflows=3,
             frames=4400,
             ring_fill=2,
-            latency=[_latency(ev.HOP_MOUTH_TO_EAR, 68.2, 91.5)],
+            latency=[_latency(ev.HOP_ARRIVAL_TO_EAR, 45.88, 69.18)],
         ),
         ev.DecodeStats(
             speakers=speakers,

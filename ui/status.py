@@ -40,8 +40,9 @@ def link_text(view: ClientView) -> str:
 
     loss_s = f"{view.decode.loss_percent:.1f} %" if view.decode else DASH
     tcp = view.control.tcp_rtt_ms if view.control else None
-    udp = view.network.udp_rtt_ms if view.network else None
-    return f"TCP {ms(tcp)} · UDP {ms(udp)} · loss {loss_s}"
+    silent = view.udp_silent_s
+    udp = f"silent {silent:.0f} s" if silent is not None else ms(view.udp_rtt_ms)
+    return f"TCP {ms(tcp)} · UDP {udp} · loss {loss_s}"
 
 
 class ConnectionStatus(QStatusBar):

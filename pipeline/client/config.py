@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
 from pipeline.media.sources import MediaSpec
@@ -26,3 +27,6 @@ class ClientConfig:
     fec: bool = True  # Opus in-band FEC: sent by the encoder, used by the decoder
     plc: bool = True  # Opus packet loss concealment for lost frames
     loss_hint: float = 0.0  # loss % the encoder expects before it measures any
+    # Added to every timestamp this client sends, so none reveals its clock; the same
+    # for the client's whole life (a restarted stage goes on with the same stream).
+    clock_offset: int = field(default_factory=lambda: secrets.randbits(64))

@@ -9,9 +9,12 @@ kills what is left, and unlinks every ring on every path out.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
@@ -19,7 +22,14 @@ from types import TracebackType
 from typing import Any
 
 from pipeline.client.config import ClientConfig
-from pipeline.client.graph import RINGS, STAGES, RingSpec, StageSpec, check_graph
+from pipeline.client.pipeline_graph import (
+    RINGS,
+    STAGES,
+    RingSpec,
+    StageSpec,
+    check_config,
+    check_graph,
+)
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import Broker, BusClient
 from pipeline.ipc.ring import Ring
@@ -54,6 +64,7 @@ class Supervisor:
         self._rings: list[Ring] = []
         self._children: list[_Child] = []
         self.broker: Broker | None = None
+        self.state_dir: str | None = None  # private (0700) folder the stages keep state in
         self.failure = ""
         self._restart_counts: dict[str, int] = {}
 
@@ -67,7 +78,9 @@ class Supervisor:
     def _start(self) -> None:
         cfg = self.cfg
         check_graph(RINGS, STAGES)
+        check_config(cfg)
         self.broker = Broker()
+        self.state_dir = tempfile.mkdtemp(prefix="vc-client-")
         rings = {spec.name: self._ring(spec) for spec in RINGS}
 
         def handle(name: str | None) -> Any:
@@ -75,7 +88,11 @@ class Supervisor:
 
         for spec in STAGES:
             wiring = Wiring(
-                self.broker.address, handle(spec.reads), handle(spec.writes), cfg.trace_dir
+                self.broker.address,
+                handle(spec.reads),
+                handle(spec.writes),
+                cfg.trace_dir,
+                state_dir=self.state_dir,
             )
             self._children.append(_Child(spec, spec.configure(wiring, cfg)))
         for child in self._children:
@@ -116,6 +133,9 @@ class Supervisor:
                 raise ClientFailed(self.failure)
             log.warning("%s stage exited with code %s; restarting it", child.name, code)
             child.restarts.append(now)
+            if not child.config.wiring.restarted:  # from now on it continues, not begins
+                wiring = dataclasses.replace(child.config.wiring, restarted=True)
+                child.config = dataclasses.replace(child.config, wiring=wiring)
             self._restart_counts[child.name] = self._restart_counts.get(child.name, 0) + 1
             self._spawn(child)
 
@@ -154,6 +174,9 @@ class Supervisor:
             if self.broker is not None:
                 self.broker.close()
                 self.broker = None
+            if self.state_dir is not None:
+                shutil.rmtree(self.state_dir, ignore_errors=True)
+                self.state_dir = None
 
     def __enter__(self) -> Supervisor:
         self.start()

@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pipeline.core.voice_link import UDP_SILENT_NS
 from pipeline.ipc import events as ev
 from relay.protocol.messages import UserInfo
 
@@ -79,6 +80,25 @@ class ClientView:
     def speakers(self) -> list[ev.SpeakerStats]:
         return self.decode.speakers if self.decode else []
 
+    @property
+    def udp_silent_s(self) -> float | None:
+        """Seconds without a datagram from the relay, when that is over a second (else None).
+
+        The relay answers our UDP pings twice a second, so more than a second of silence
+        means the path is down: the UDP figures shown are then stale.
+        """
+        silent = self.network.udp_silent_ms if self.network else None
+        if silent is None or silent <= UDP_SILENT_NS / 1e6:
+            return None
+        return silent / 1000
+
+    @property
+    def udp_rtt_ms(self) -> float | None:
+        """The UDP round trip, None while the path is silent (a stale figure is no figure)."""
+        if self.network is None or self.udp_silent_s is not None:
+            return None
+        return self.network.udp_rtt_ms
+
     def speaker(self, user_id: int) -> ev.SpeakerStats | None:
         """What the decode stage last reported of that speaker, None if not heard."""
         return next((sp for sp in self.speakers if sp.user_id == user_id), None)
@@ -90,7 +110,24 @@ class ClientView:
 
     @property
     def mouth_to_ear(self) -> ev.Percentiles | None:
-        return self.playback.hop(ev.HOP_MOUTH_TO_EAR) if self.playback else None
+        """An estimate of a remote speaker's mouth to this ear, in ms; None before audio.
+
+        Only the receiving part is measured (arrival to ear, on this clock). The rest
+        is estimated: the network as this client's UDP round trip to the relay (the
+        speaker's uplink plus this downlink, taking the speaker's path to be like
+        ours), and the speaker's capture to send as this client's own (the same
+        pipeline). No clock of another machine is read.
+        """
+        local = self.playback.hop(ev.HOP_ARRIVAL_TO_EAR) if self.playback else None
+        if local is None:
+            return None
+        rtt = self.udp_rtt_ms or 0.0
+        reports = [r for r in (self.encode, self.network) if r is not None]
+        sending = sum(h.p50 for r in reports for h in r.latency if h.hop in ev.SENDING_HOPS)
+        extra = rtt + sending
+        return ev.Percentiles(
+            "mouth_to_ear", round(local.p50 + extra, 3), round(local.p99 + extra, 3), local.n
+        )
 
     def users_in(self, channel: str) -> list[UserInfo]:
         return [u for u in self.roster.users if u.channel == channel]
@@ -113,11 +150,13 @@ class ClientView:
         loss = self.decode.loss_percent if self.decode else None
         depth = ",".join(str(sp.depth) for sp in self.speakers) or "-"
         tcp = self.control.tcp_rtt_ms if self.control else None
-        udp = self.network.udp_rtt_ms if self.network else None
+        udp = self.udp_rtt_ms
         m2e = self.mouth_to_ear.p50 if self.mouth_to_ear else None
+        silent = self.udp_silent_s
+        udp_text = f"silent {silent:.0f}s" if silent is not None else _num(udp, "ms")
         return (
             f"{conn} | users {users} | loss {_num(loss, '%')} | jitter {depth} | "
-            f"ping tcp {_num(tcp, 'ms')} udp {_num(udp, 'ms')} | mouth-to-ear {_num(m2e, 'ms')}"
+            f"ping tcp {_num(tcp, 'ms')} udp {udp_text} | mouth-to-ear {_num(m2e, 'ms')}"
         )
 
     def summary(self) -> dict[str, Any]:
@@ -132,6 +171,7 @@ class ClientView:
                 for u in self.roster.users
             ],
             "stats": {name: dataclasses.asdict(r) for name, r in self.reports.items()},
+            "mouth_to_ear_ms": dataclasses.asdict(m2e) if (m2e := self.mouth_to_ear) else None,
         }
 
 

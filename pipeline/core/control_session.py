@@ -191,7 +191,7 @@ class ControlSession:
         """The full state as events, for subscribers that joined late."""
         out: list[ev.Event] = [self._state_event()]
         if self.state == ev.CONNECTED:
-            out += [self._roster(), self._session_event()]
+            out += [self._roster(), self._endpoint_event()]
         return out
 
     # --- inside ------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ class ControlSession:
             self._users = {u.user_id: _User(u.name, u.channel) for u in msg.users}
             self.attempt = 0
             self._set_state(ev.CONNECTED, "")
-            self._events += [self._session_event(), self._roster()]
+            self._events += [self._endpoint_event(), self._roster()]
             # After any welcome (first, resumed, or a fresh session after a relay restart)
             # go back to where the user wants to be.
             if self.wanted_channel and self.wanted_channel != self.channel:
@@ -264,7 +264,7 @@ class ControlSession:
             channel=self.channel,
         )
 
-    def _session_event(self) -> ev.VoiceEndpoint:
+    def _endpoint_event(self) -> ev.VoiceEndpoint:
         return ev.VoiceEndpoint(self.token, self.user_id, self.host, self.udp_port)
 
     def _roster(self) -> ev.Roster:

@@ -1,7 +1,9 @@
 """Per-speaker jitter buffer with loss concealment decisions, sans-I/O.
 
 The decode stage owns one :class:`JitterBuffer` (and one Opus decoder) per speaker.
-It pushes every received packet with ``push(seq, timestamp, payload, now)`` and, once
+It pushes every received packet with ``push(seq, timestamp, payload, now)`` (the
+timestamp is the sender's media timestamp, in 48 kHz samples; ``now`` is this
+machine's monotonic ns: the two are never mixed) and, once
 per 20 ms playback tick, asks ``pop(now)`` what to play:
 
 * :class:`Frame`   - the packet for the next expected sequence number: decode it;
@@ -26,9 +28,14 @@ Rules (SPEC.md "Jitter buffer and loss concealment" and issue 4):
   dropped to catch up, counted as overflow.
 * Sequence restart (a new stream from the same speaker, e.g. after a reconnect): a
   packet whose sequence number is at or behind the last one played but whose capture
-  timestamp is well after where the old stream would have put it (``restart_slack_ns``)
+  timestamp is well after where the old stream would have put it (``restart_slack``)
   is the start of a new stream: the buffer resets and starts over with it. A genuine
   late packet carries the old timestamp that matches its sequence number.
+* A backlog (more than ``watermark + catchup_slack`` held for ``catchup_after_ns``
+  on end, as after a stalled path or relay delivers everything at once, or a sink
+  that stopped taking frames): the oldest held packets are discarded down to the
+  watermark, so the delay returns to normal instead of staying seconds behind;
+  counted as ``discarded``, not as loss.
 * Silent (no push) for ``retire_after_ns``: :attr:`retired` turns true; a later push
   starts a fresh stream.
 * ``lost`` counts sequence numbers that never played as a Frame between two that did
@@ -44,7 +51,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from pipeline.core.seqnum import MASK, seq_diff
-from pipeline.media.audio_format import FRAME_NS
+from pipeline.media.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 
 LOSS_WINDOW_NS = 10_000_000_000
 
@@ -89,6 +96,7 @@ class JitterStats:
     loss_percent: float = 0.0  # lost / (lost + played) over the last 10 s
     restarts: int = 0  # sequence restarts and retirements followed by a new stream
     underruns: int = 0  # times the buffer ran dry and went back to buffering
+    discarded: int = 0  # held packets dropped to catch up after a backlog built up
 
 
 class JitterBuffer:
@@ -102,7 +110,9 @@ class JitterBuffer:
         *,
         max_underrun: int = 3,
         max_conceal: int = 5,
-        restart_slack_ns: int = 200_000_000,
+        restart_slack: int = 200 * SAMPLE_RATE // 1000,  # 200 ms of media timestamp
+        catchup_slack: int = 3,
+        catchup_after_ns: int = 1_000_000_000,
     ) -> None:
         if not 1 <= watermark <= max_depth:
             raise ValueError(f"watermark {watermark} must be in 1..max_depth ({max_depth})")
@@ -111,7 +121,9 @@ class JitterBuffer:
         self.max_depth = max_depth
         self.max_underrun = max_underrun
         self.max_conceal = max_conceal
-        self.restart_slack_ns = restart_slack_ns
+        self.restart_slack = restart_slack
+        self.catchup_slack = catchup_slack
+        self.catchup_after_ns = catchup_after_ns
         self._stats = JitterStats()
         # (now, played, lost) per played Frame, for loss_percent over the last 10 s.
         self._window: deque[tuple[int, int, int]] = deque()
@@ -134,6 +146,7 @@ class JitterBuffer:
         self._restart: tuple[int, int] | None = None  # (ext, timestamp) that began this stream
         self._underruns = 0
         self._gap_run = 0
+        self._deep_since: int | None = None  # when the held count rose above the slack
 
     # --- input ---
 
@@ -178,14 +191,14 @@ class JitterBuffer:
             return False
         r_ext, r_ts = self._restart
         before = seq_diff(timestamp, r_ts)
-        return before < -self.restart_slack_ns or (before < 0 and ext >= r_ext)
+        return before < -self.restart_slack or (before < 0 and ext >= r_ext)
 
     def _is_restart(self, ext: int, timestamp: int) -> bool:
         if self._last_frame is None:
             return False
         f_ext, f_ts = self._last_frame
-        expected = f_ts + (ext - f_ext) * FRAME_NS
-        return seq_diff(timestamp, expected) > self.restart_slack_ns
+        expected = f_ts + (ext - f_ext) * FRAME_SAMPLES
+        return seq_diff(timestamp, expected) > self.restart_slack
 
     def _drop_oldest(self) -> None:
         ext = heapq.heappop(self._heap)
@@ -208,6 +221,7 @@ class JitterBuffer:
             self._next = self._heap[0]
             self._underruns = 0
             self._gap_run = 0
+        self._catch_up(now)
         e = self._next
         if e in self._held:
             return self._play(e, now)
@@ -233,6 +247,25 @@ class JitterBuffer:
         self._consume(e)
         self._stats.concealed += 1
         return Conceal(e & MASK)
+
+    def _catch_up(self, now: int) -> None:
+        if len(self._heap) <= self.watermark + self.catchup_slack:
+            self._deep_since = None
+            return
+        if self._deep_since is None:
+            self._deep_since = now
+            return
+        if now - self._deep_since < self.catchup_after_ns:
+            return
+        self._deep_since = None
+        while len(self._heap) > self.watermark:
+            ext = heapq.heappop(self._heap)
+            ts, _payload = self._held.pop(ext)
+            self._consume(ext)
+            # As if it had played: the next Frame is no gap (no loss), and the restart
+            # check expects timestamps from here on.
+            self._last_frame = (ext, ts)
+            self._stats.discarded += 1
 
     def _consume(self, e: int) -> None:
         self._last_out = e
@@ -301,4 +334,5 @@ class JitterBuffer:
             loss_percent=100.0 * self._win_lost / total if total else 0.0,
             restarts=s.restarts,
             underruns=s.underruns,
+            discarded=s.discarded,
         )

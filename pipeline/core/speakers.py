@@ -19,6 +19,9 @@ from pipeline.media.opus import CodecError, OpusDecoder
 
 SPEAKING_RMS = 0.01  # a frame louder than this counts as speech for the activity display
 SPEAKING_HOLD_NS = 300_000_000  # and keeps the speaker lit this long
+# Speakers heard at once: more than any channel talks over itself, and a bound on the
+# decoders (and their memory) that a flood of speaker ids could make us allocate.
+MAX_SPEAKERS = 64
 
 # Flags of a mixed frame in the playback ring.
 VOICE = 1  # at least one decoded packet is in it
@@ -28,7 +31,11 @@ RECOVERED = 4  # at least one speaker was recovered from FEC
 
 @dataclass(slots=True)
 class Rendered:
-    """What went into one mixed frame: the first decoded packet's seq, timestamp and speaker."""
+    """What went into one mixed frame: the first decoded packet's seq, arrival and speaker.
+
+    ``timestamp`` is when that packet arrived here (this machine's monotonic ns), so
+    the playback stage can measure arrival to ear on one clock.
+    """
 
     seq: int = 0
     timestamp: int = 0
@@ -70,11 +77,16 @@ class Speakers:
         self._out = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         self._frames: list[np.ndarray] = []
         self.retired = 0
+        self.refused = 0  # packets of a new speaker while MAX_SPEAKERS were being heard
         self.fec, self.plc = fec, plc
 
     def push(self, speaker: int, seq: int, timestamp: int, payload: bytes, now: int) -> None:
+        """One received packet: ``timestamp`` is the speaker's media timestamp, ``now`` local ns."""
         s = self._speakers.get(speaker)
         if s is None:
+            if len(self._speakers) >= MAX_SPEAKERS:
+                self.refused += 1
+                return
             s = self._speakers[speaker] = _Speaker(self._make_jitter(), OpusDecoder())
         restarts = s.jitter.restarts
         s.jitter.push(seq, timestamp, payload, now)
@@ -109,7 +121,7 @@ class Speakers:
                 if arrived is not None:
                     info.waited_ns.append(now - arrived)
                 if not info.flags & VOICE:
-                    info.seq, info.timestamp, info.speaker = action.seq, action.timestamp, uid
+                    info.seq, info.timestamp, info.speaker = action.seq, arrived or 0, uid
                 info.flags |= VOICE
                 if pcm is not None and float(np.dot(pcm, pcm)) > SPEAKING_RMS**2 * len(pcm):
                     s.last_voice = now
@@ -168,6 +180,7 @@ class Speakers:
                     lost=st.lost,
                     loss_percent=st.loss_percent,
                     decode_errors=s.decode_errors,
+                    discarded=st.discarded,
                 )
             )
         return out

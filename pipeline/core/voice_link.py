@@ -4,6 +4,13 @@ The adapter (pipeline/stages/network.py) owns the socket and threads; this objec
 owns the session token, the whisper target, the chaos dropper, the register
 ping (sent on every new session until answered, then periodically: its echo
 gives the UDP round-trip time) and the 5 s NAT keepalive. Times are ns.
+
+What this client puts in a header's timestamp field never reveals its clock: a
+voice datagram carries the frame's media timestamp (its capture instant on a
+48 kHz sample clock, plus a random offset chosen once per client, as RTP does),
+and a register ping carries its send time plus the same offset. What another
+client puts there is only compared with that client's own numbers (the jitter
+buffer does, wrap-safe), never with this machine's clock.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from pipeline.core.seqnum import MASK, seq_add, seq_diff
+from pipeline.media.audio_format import SAMPLE_RATE
 from relay.protocol.datagram import (
     HEADER,
     HEADER_SIZE,
@@ -28,16 +37,24 @@ COUNTERS = (
     "register_echo", "bad_register_echo", "received", "bad_datagram",
 )  # fmt: skip
 REGISTER_RETRY_NS = 500_000_000  # until the relay answers
-REGISTER_PERIOD_NS = 2_000_000_000  # after: a UDP RTT sample every 2 s
+# After: a UDP RTT sample twice a second, so that a path that stopped answering shows
+# within a second (UDP_SILENT_NS), even in a channel where nobody talks.
+REGISTER_PERIOD_NS = 500_000_000
+UDP_SILENT_NS = 1_000_000_000
+MAX_RTT_NS = 10_000_000_000  # an echo that claims a longer round trip is not ours
 
 
 @dataclass(slots=True, frozen=True)
 class Incoming:
-    """A voice datagram from the relay, payload as a view into the receive buffer."""
+    """A voice datagram from the relay, payload as a view into the receive buffer.
+
+    ``media`` is the speaker's media timestamp (48 kHz samples, any u64): it means
+    something only next to the same speaker's other timestamps.
+    """
 
     speaker: int
     seq: int
-    timestamp: int
+    media: int
     payload: memoryview
 
 
@@ -52,8 +69,15 @@ class Chaos:
         return self.percent > 0 and self._rng.random() * 100.0 < self.percent
 
 
+def media_timestamp(capture_ns: int, offset: int) -> int:
+    """A frame's media timestamp: its capture instant in 48 kHz samples, plus ``offset``."""
+    return seq_add(capture_ns * SAMPLE_RATE // 1_000_000_000, offset)
+
+
 class VoiceLink:
-    def __init__(self, chaos: Chaos | None = None) -> None:
+    def __init__(self, chaos: Chaos | None = None, clock_offset: int = 0) -> None:
+        """``clock_offset``: a random u64 per client, added to every timestamp it sends."""
+        self.clock_offset = clock_offset & MASK
         self.token = 0
         self.target = 0
         self.chaos = chaos or Chaos()
@@ -89,8 +113,10 @@ class VoiceLink:
         self._count("sent")
         return True
 
-    def pack_header(self, buf: bytearray, seq: int, timestamp: int) -> None:
-        pack_header_into(buf, self.token, seq, timestamp, self.target)
+    def pack_header(self, buf: bytearray, seq: int, capture_ns: int) -> None:
+        """The header of a voice datagram for the frame captured at ``capture_ns`` (local)."""
+        media = media_timestamp(capture_ns, self.clock_offset)
+        pack_header_into(buf, self.token, seq, media, self.target)
 
     def timers(self, now: int) -> list[bytes]:
         """Datagrams due now: a register ping and/or a keepalive."""
@@ -99,7 +125,8 @@ class VoiceLink:
             return out
         if now >= self._next_register:
             self._nonce += 1
-            out.append(bytes(VoiceDatagram(self.token, self._nonce, now, 0)))
+            stamp = seq_add(now, self.clock_offset)
+            out.append(bytes(VoiceDatagram(self.token, self._nonce, stamp, 0)))
             period = REGISTER_PERIOD_NS if self.registered else REGISTER_RETRY_NS
             self._next_register = now + period
             self._count("register_sent")
@@ -127,13 +154,14 @@ class VoiceLink:
             return None
         _token, seq, ts, _target = HEADER.unpack_from(data)
         if kind == REGISTER:
-            if token != self.token or ts > now:
+            rtt = seq_diff(seq_add(now, self.clock_offset), ts)
+            if token != self.token or not 0 <= rtt <= MAX_RTT_NS:
                 self._count("bad_register_echo")
                 return None
             if not self.registered:  # answered: from now on only the periodic RTT probe
                 self.registered = True
                 self._next_register = now + REGISTER_PERIOD_NS
-            self.rtt_ns = now - ts
+            self.rtt_ns = rtt
             self._count("register_echo")
             return None
         self._count("received")

@@ -11,12 +11,14 @@ anything it cannot turn into its typed event, and the receiving loop drops it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgpack
 
 from relay.protocol import schema
 from relay.protocol.messages import UserInfo
+from relay.protocol.schema import Finite, Range
+from relay.protocol.widths import U32_MAX
 
 
 class BusError(ValueError):
@@ -108,16 +110,17 @@ class Notice(Event):
 # --- stats from every stage -----------------------------------------------------------
 
 
-# Hops of a frame's way through the client, each measured by the stage that ends it.
+# Hops of a frame's way through a client, each measured by the stage that ends it, on
+# this machine's clock: the sending side's from capture, the receiving side's from the
+# packet's arrival (another machine's clock is never subtracted from ours).
 HOP_CAPTURE_TO_ENCODE = "capture_to_encode"
 HOP_ENCODE = "encode"
 HOP_ENCODE_TO_NETWORK = "encode_to_network"
-HOP_CAPTURE_TO_RECEIVE = "capture_to_receive"
 HOP_RECEIVE_TO_DECODE = "receive_to_decode"
 HOP_DECODE = "decode"
 HOP_JITTER_WAIT = "jitter_wait"
-HOP_CAPTURE_TO_DECODED = "capture_to_decoded"
-HOP_MOUTH_TO_EAR = "mouth_to_ear"
+HOP_ARRIVAL_TO_EAR = "arrival_to_ear"
+SENDING_HOPS = (HOP_CAPTURE_TO_ENCODE, HOP_ENCODE, HOP_ENCODE_TO_NETWORK)
 
 
 @dataclass(slots=True, frozen=True)
@@ -192,6 +195,7 @@ class NetworkStats(StageReport):
     resolve_errors: int = 0
     foreign_datagrams: int = 0
     udp_rtt_ms: float | None = None
+    udp_silent_ms: float | None = None  # since the last datagram from the relay; None: none yet
     registered: bool = False
     chaos_percent: float = 0.0
     whisper: int = 0
@@ -212,6 +216,7 @@ class SpeakerStats:
     lost: int = 0
     loss_percent: float = 0.0  # over the last 10 s
     decode_errors: int = 0
+    discarded: int = 0  # held packets dropped to catch up after a stall (not loss)
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -221,6 +226,7 @@ class DecodeStats(StageReport):
     speakers: list[SpeakerStats] = field(default_factory=list)
     loss_percent: float = 0.0  # the worst speaker's
     retired: int = 0
+    refused_speakers: int = 0  # packets of one speaker too many (MAX_SPEAKERS at once)
     deafened: bool = False
     playback_fill: int = 0  # frames queued for the sink: the playout queue
 
@@ -286,7 +292,7 @@ class WhisperCmd(Event):
     """Whisper to one user id; 0 goes back to talking to the channel."""
 
     TOPIC = "cmd.whisper"
-    target: int
+    target: Annotated[int, Range(0, U32_MAX)]  # it goes into the datagram header
 
 
 @dataclass(slots=True, frozen=True)
@@ -294,13 +300,13 @@ class ChaosCmd(Event):
     """Drop this percentage of outgoing voice datagrams before the socket."""
 
     TOPIC = "cmd.chaos"
-    loss_percent: float
+    loss_percent: Annotated[float, Finite()]
 
 
 @dataclass(slots=True, frozen=True)
 class BitrateCmd(Event):
     TOPIC = "cmd.bitrate"
-    bps: int
+    bps: Annotated[int, Range(1, 10_000_000)]  # the encoder clamps to what Opus takes
 
 
 @dataclass(slots=True, frozen=True)

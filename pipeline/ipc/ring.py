@@ -5,9 +5,14 @@ Layout of the block (all integers little-endian, native on x86-64)::
     line 0 (64 B)  magic, version, capacity, slot_bytes, stride    constant after create
     line 1 (64 B)  write index, dropped                             producer-owned
     line 2 (64 B)  read index                                      consumer-owned
-    slots          capacity x stride; each slot is a 32-byte header
-                   (length u32, flags u32, seq u64, timestamp u64, speaker u32, pad u32)
-                   followed by slot_bytes of payload
+    slots          capacity x stride; each slot is a 40-byte header
+                   (length u32, flags u32, seq u64, timestamp u64, speaker u32, pad u32,
+                   media u64) followed by slot_bytes of payload
+
+``timestamp`` is always a time on this machine's monotonic clock (when the frame was
+captured here, or when its packet arrived here); ``media`` is the sender's media
+timestamp of a received packet (48 kHz samples, SPEC.md), a number from another
+machine that is only ever compared with others of the same stream.
 
 The indices are free-running u64 counters (slot = index % capacity); ``write - read`` is
 the fill. Each side writes only its own cache line, so there is no lock and no
@@ -33,8 +38,8 @@ Publication ordering (why the consumer never sees a half-written slot):
 Drop policy: a full ring drops the *newest* frame and counts it. The producer never
 touches the consumer's read index (that would race with a slot the consumer holds),
 so "drop oldest" cannot be done by the producer in an SPSC ring with zero-copy reads.
-A consumer that wants the freshest audio calls :meth:`Ring.skip` (consumer-side, race
-free) to discard stale slots; the playback side keeps its ring shallow instead.
+A consumer that wants the freshest audio reads and releases the stale slots itself
+(consumer-side, race free); the playback side keeps its ring shallow instead.
 
 Wake-up: the consumer blocks on an eventfd (default), a pipe, or a semaphore; it never
 spins. bench/ring_ipc.py measures all three in one run. On this 2-core machine, loaded
@@ -77,7 +82,7 @@ from pipeline.media.audio_format import FRAME_BYTES
 
 MAGIC = 0x5643_5249_4E47_0001  # "VCRING" + layout 1
 HEADER_BYTES = 192  # three cache lines
-SLOT_HEADER_BYTES = 32
+SLOT_HEADER_BYTES = 40
 ALIGN = 64
 SHM_DIR = "/dev/shm"
 Wake = Literal["eventfd", "pipe", "semaphore"]
@@ -111,6 +116,7 @@ class _SlotHeader(ctypes.Structure):
         ("timestamp", ctypes.c_uint64),
         ("speaker", ctypes.c_uint32),
         ("_pad", ctypes.c_uint32),
+        ("media", ctypes.c_uint64),
     ]
 
 
@@ -235,11 +241,12 @@ class Slot:
     """
 
     seq: int
-    timestamp: int
+    timestamp: int  # this machine's monotonic ns
     speaker: int
     flags: int
     length: int  # bytes
     data: memoryview
+    media: int = 0  # the sender's media timestamp (received packets only)
 
     def samples(self) -> np.ndarray:
         """The payload as a zero-copy float32 view (length // 4 samples)."""
@@ -327,7 +334,7 @@ class Ring:
         assert shm.buf is not None
         hdr = _Header.from_buffer(shm.buf)
         hdr.capacity, hdr.slot_bytes, hdr.stride = slots, slot_bytes, _stride(slot_bytes)
-        hdr.version, hdr.magic = 1, MAGIC
+        hdr.version, hdr.magic = 2, MAGIC
         del hdr
         handle = RingHandle(shm.name.lstrip("/"), slots, slot_bytes, drop, wake, fds, sem)
         return cls(buf=shm.buf, closer=shm, handle=handle, waker=_Waker(wake, fds, sem), shm=shm)
@@ -436,6 +443,7 @@ class Ring:
         timestamp: int = 0,
         speaker: int = 0,
         flags: int = 0,
+        media: int = 0,
     ) -> bool:
         """Copy ``data`` into the next slot, publish it and wake the consumer.
 
@@ -457,7 +465,7 @@ class Ring:
             raise ValueError(f"{n} bytes do not fit a {self.slot_bytes}-byte slot")
         i = w % self.capacity
         self._payloads[i][:n] = src
-        self._fill_header(i, n, seq, timestamp, speaker, flags)
+        self._fill_header(i, n, seq, timestamp, speaker, flags, media)
         hdr.write = w + 1  # publish: after the payload and header stores
         self._waker.signal()
         return True
@@ -476,7 +484,14 @@ class Ring:
         return self._f32[w % self.capacity]
 
     def publish(
-        self, length: int, *, seq: int = 0, timestamp: int = 0, speaker: int = 0, flags: int = 0
+        self,
+        length: int,
+        *,
+        seq: int = 0,
+        timestamp: int = 0,
+        speaker: int = 0,
+        flags: int = 0,
+        media: int = 0,
     ) -> bool:
         """Publish the slot filled through :meth:`claim` (``length`` in bytes).
 
@@ -492,18 +507,21 @@ class Ring:
             return False
         if not 0 <= length <= self.slot_bytes:
             raise ValueError(f"length {length} outside a {self.slot_bytes}-byte slot")
-        self._fill_header(w % self.capacity, length, seq, timestamp, speaker, flags)
+        self._fill_header(w % self.capacity, length, seq, timestamp, speaker, flags, media)
         hdr.write = w + 1
         self._waker.signal()
         return True
 
-    def _fill_header(self, i: int, n: int, seq: int, ts: int, speaker: int, flags: int) -> None:
+    def _fill_header(
+        self, i: int, n: int, seq: int, ts: int, speaker: int, flags: int, media: int
+    ) -> None:
         sh = self._slot_hdrs[i]
         sh.length = n
         sh.flags = flags
         sh.seq = seq
         sh.timestamp = ts
         sh.speaker = speaker
+        sh.media = media
 
     # --- consumer ---
 
@@ -535,7 +553,7 @@ class Ring:
         sh = self._slot_hdrs[i]
         n = min(sh.length, self.slot_bytes)
         self._holding = True
-        return Slot(sh.seq, sh.timestamp, sh.speaker, sh.flags, n, self._payloads[i][:n])
+        return Slot(sh.seq, sh.timestamp, sh.speaker, sh.flags, n, self._payloads[i][:n], sh.media)
 
     def release(self) -> None:
         """Hand the slot read() returned back to the producer."""

@@ -7,6 +7,7 @@ the sound device is callback-driven and lives in pipeline/media/sound_device.py.
 
 from __future__ import annotations
 
+import os
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,13 +130,26 @@ def read_wav(path: Path) -> np.ndarray:
 
 
 class WavSink:
-    """Writes frames to a 16-bit 48 kHz mono WAV file."""
+    """Writes frames to a 16-bit 48 kHz mono WAV file.
 
-    def __init__(self, path: Path) -> None:
-        self._w = wave.open(str(path), "wb")  # noqa: SIM115 (closed in close())
+    With ``append`` (a playback stage restarted mid-call) the audio already in the
+    file is kept and the new frames follow it: the existing samples are copied into
+    a new file beside it, which then replaces the old one and goes on being written.
+    A file that is missing or not ours starts afresh.
+    """
+
+    def __init__(self, path: Path, append: bool = False) -> None:
+        kept = _readable_wav(path) if append else None
+        target = path.with_name(path.name + ".part") if kept else path
+        self._w = wave.open(str(target), "wb")  # noqa: SIM115 (closed in close())
         self._w.setnchannels(1)
         self._w.setsampwidth(2)
         self._w.setframerate(SAMPLE_RATE)
+        if kept:
+            with wave.open(str(path), "rb") as old:
+                while chunk := old.readframes(SAMPLE_RATE):
+                    self._w.writeframes(chunk)
+            os.replace(target, path)  # the open file follows the rename
         self._scratch = np.empty(FRAME_SAMPLES, dtype=np.float32)
         self._pcm = np.empty(FRAME_SAMPLES, dtype="<i2")
 
@@ -167,9 +181,19 @@ class NullSink:
         pass
 
 
-def open_sink(spec: MediaSpec) -> WavSink | NullSink:
+def _readable_wav(path: Path) -> bool:
+    """Whether ``path`` is a WAV file in the format WavSink writes (so it can be continued)."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            return (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, SAMPLE_RATE)
+    except (OSError, wave.Error, EOFError):
+        return False
+
+
+def open_sink(spec: MediaSpec, append: bool = False) -> WavSink | NullSink:
+    """A file or null sink; ``append`` continues a WAV file instead of truncating it."""
     if spec.kind == "wav":
-        return WavSink(Path(spec.arg))
+        return WavSink(Path(spec.arg), append)
     if spec.kind == "null":
         return NullSink()
     raise MediaError(f"{spec.kind} is not a file sink")

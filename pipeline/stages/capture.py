@@ -16,9 +16,7 @@ from pipeline.ipc import events as ev
 from pipeline.media.frame_clock import FrameClock
 from pipeline.media.sound_device import InputDevice
 from pipeline.media.sources import MediaSpec, open_source
-from pipeline.stages.runtime import StageRuntime, Wiring
-
-DEVICE_POLL = 0.25  # seconds between looks at the stop flag and the bus while a device runs
+from pipeline.stages.runtime import DEVICE_POLL, StageRuntime, Wiring
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +74,10 @@ def _device_loop(rt: StageRuntime, spec: MediaSpec) -> None:
     device.start()
     while rt.running:
         rt.sleep(DEVICE_POLL)
+        if not rt.report_due(now := time.monotonic()):
+            continue
         rt.report(
-            time.monotonic(),
+            now,
             ev.CaptureStats(
                 frames=device.seq,
                 overflows=device.overflows,

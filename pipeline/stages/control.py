@@ -1,23 +1,29 @@
 """The control process: the TCP session to the relay, driven by pipeline/core/control_session.py.
 
 This is the thin adapter: it owns the socket and the clock; every decision is
-the ControlSession's.
+the ControlSession's. It keeps the session token in the client's private state
+folder, so that a control process restarted after a crash resumes the same
+session (same user id and name, no ghost of itself) instead of authenticating anew.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.core.control_session import ControlSession
 from pipeline.ipc import events as ev
 from pipeline.stages.runtime import StageRuntime, Wiring
+from relay.protocol.widths import U32_MAX
 
 CONNECT_TIMEOUT = 2.0
 SNAPSHOT_INTERVAL = 1.0  # re-publish the whole state for subscribers that joined late
 MAX_WAIT = 1.0  # seconds between looks at the stop flag
+TOKEN_FILE = "session-token"  # in the state folder (0700): the token is a secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +39,10 @@ def run(cfg: ControlConfig) -> None:
     """Process entry point: keep the session to the relay until told to quit."""
     server = f"{cfg.host}:{cfg.port}"
     with StageRuntime("control", cfg.wiring) as rt:
+        token_file = Path(cfg.wiring.state_dir) / TOKEN_FILE if cfg.wiring.state_dir else None
+        saved = _load_token(token_file) if cfg.wiring.restarted else 0
         session = ControlSession(
-            name=cfg.name, host=cfg.host, port=cfg.port, wanted_channel=cfg.channel
+            name=cfg.name, host=cfg.host, port=cfg.port, wanted_channel=cfg.channel, token=saved
         )
         rt.on(ev.JoinCmd, lambda cmd: session.join(cmd.channel))
         rt.on(ev.ChatCmd, lambda cmd: session.chat(cmd.text))
@@ -59,6 +67,9 @@ def run(cfg: ControlConfig) -> None:
                 now = time.monotonic()
                 if sock is not None and sock.fileno() in ready:
                     sock = _receive(session, sock, now)
+                if session.token != saved and token_file is not None:
+                    saved = session.token
+                    _save_token(token_file, saved)
                 session.tick(now)
             session.quit()
             if sock is not None:
@@ -67,6 +78,23 @@ def run(cfg: ControlConfig) -> None:
             if sock is not None:
                 sock.close()
             rt.publish(ev.ConnectionState(ev.STOPPED, server, reason=rt.stop.reason))
+
+
+def _load_token(path: Path | None) -> int:
+    """The token a previous control process of this client saved, or 0."""
+    if path is None:
+        return 0
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return 0
+    return int(text) if text.isdigit() and 0 < int(text) <= U32_MAX else 0
+
+
+def _save_token(path: Path, token: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(str(token))
+    os.replace(tmp, path)  # whole or not at all, even if this process dies mid-write
 
 
 def _connect(session: ControlSession, host: str, port: int, now: float) -> socket.socket | None:

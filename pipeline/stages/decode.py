@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from pipeline.core.speakers import Speakers
 from pipeline.ipc import events as ev
-from pipeline.media.audio_format import FRAME_BYTES
 from pipeline.stages.runtime import StageRuntime, Wiring
 
 FILL_CHECK = 0.005  # seconds between looks at the playback ring once the sink is due
@@ -33,7 +32,7 @@ class DecodeConfig:
 
 
 def run(cfg: DecodeConfig) -> None:
-    hops = (ev.HOP_RECEIVE_TO_DECODE, ev.HOP_DECODE, ev.HOP_JITTER_WAIT, ev.HOP_CAPTURE_TO_DECODED)
+    hops = (ev.HOP_RECEIVE_TO_DECODE, ev.HOP_DECODE, ev.HOP_JITTER_WAIT)
     with StageRuntime("decode", cfg.wiring, hops) as rt:
         src, dst, lat = rt.inp, rt.out, rt.latency
         speakers = Speakers(fec=cfg.fec, plc=cfg.plc)
@@ -52,21 +51,21 @@ def run(cfg: DecodeConfig) -> None:
             while slot is not None:
                 now = time.monotonic_ns()
                 lat.add(ev.HOP_RECEIVE_TO_DECODE, now - slot.timestamp)
-                speakers.push(slot.speaker, slot.seq, slot.timestamp, bytes(slot.data), now)
+                speakers.push(slot.speaker, slot.seq, slot.media, bytes(slot.data), now)
                 push_trace.add(slot.seq, now)
                 src.release()
                 slot = src.read(timeout=0)
             topped_up = False
             while dst.fill() < cfg.target:
                 frame = dst.claim()
-                if frame is None:  # only if target exceeds the ring: never in the graph
+                if frame is None:  # not with a target the graph allows (check_config)
                     break
                 topped_up = True
                 t0 = time.monotonic_ns()
                 _, info = speakers.render(t0, deafened, out=frame)
                 t1 = time.monotonic_ns()
                 dst.publish(
-                    FRAME_BYTES,
+                    frame.nbytes,
                     seq=info.seq,
                     timestamp=info.timestamp,
                     speaker=info.speaker,
@@ -76,7 +75,6 @@ def run(cfg: DecodeConfig) -> None:
                 for waited in info.waited_ns:
                     lat.add(ev.HOP_JITTER_WAIT, waited)
                 if info.timestamp:
-                    lat.add(ev.HOP_CAPTURE_TO_DECODED, t1 - info.timestamp)
                     tracer.add(info.seq, t0, t1)
             mono = time.monotonic()
             if topped_up:
@@ -92,6 +90,7 @@ def run(cfg: DecodeConfig) -> None:
                         speakers=per_speaker,
                         loss_percent=max((s.loss_percent for s in per_speaker), default=0.0),
                         retired=speakers.retired,
+                        refused_speakers=speakers.refused,
                         deafened=deafened,
                         playback_fill=dst.fill(),
                     ),

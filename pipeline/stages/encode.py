@@ -1,7 +1,7 @@
 """Encode stage: frames from the capture ring -> Opus packets into the network ring.
 
 Numbers the packets it sends (the voice stream's sequence numbers): +1 per packet,
-so a mute leaves no gap that a listener would count as loss; the capture timestamp
+so a mute leaves no gap that a listener would count as loss; the media timestamp
 jumps instead, and the listener's jitter buffer starts the new talk spurt afresh.
 
 Owns the encoder settings the UI may change: bitrate, mute, and the packet

@@ -30,10 +30,11 @@ class NetworkConfig:
     whisper: int = 0
     seed: int | None = None  # of the chaos dropper
     udp_via: Addr | None = None  # send voice here instead of the relay (an impairment proxy)
+    clock_offset: int = 0  # added to every timestamp sent (VoiceLink): random per client
 
 
 class _Counters:
-    """Socket-side counts; each is written by one thread only."""
+    """Socket-side counts of one thread: each thread has its own, so no count is lost."""
 
     def __init__(self) -> None:
         self.send_errors = self.recv_errors = self.resolve_errors = 0
@@ -44,13 +45,15 @@ class _Network:
     def __init__(self, rt: StageRuntime, cfg: NetworkConfig) -> None:
         self.rt = rt
         self.udp_via = cfg.udp_via
-        self.link = VoiceLink(Chaos(cfg.chaos_percent, cfg.seed))
+        self.link = VoiceLink(Chaos(cfg.chaos_percent, cfg.seed), cfg.clock_offset)
         self.link.target = cfg.whisper
-        self.counts = _Counters()
+        self.counts = _Counters()  # the receiver (main) thread's
+        self.sender_counts = _Counters()  # the sender thread's
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         rt.on_close(self.sock.close)
         self.sock.bind(("0.0.0.0", 0))
         self.relay: Addr | None = None  # swapped whole by the receiver thread
+        self.last_rx: int | None = None  # when the relay last sent us anything (monotonic ns)
         self._named: Addr | None = None  # the relay address as given, last resolved
         rt.on(ev.VoiceEndpoint, self._endpoint)
         rt.on(ev.WhisperCmd, self._whisper)
@@ -79,11 +82,11 @@ class _Network:
 
     # --- both threads ------------------------------------------------------------------
 
-    def sendto(self, data: bytes | memoryview, addr: Addr) -> None:
+    def sendto(self, data: bytes | memoryview, addr: Addr, counts: _Counters) -> None:
         try:
             self.sock.sendto(data, addr)
         except OSError:  # e.g. ECONNREFUSED from an earlier ICMP, or no route: voice is lossy
-            self.counts.send_errors += 1
+            counts.send_errors += 1
 
     # --- sender thread ------------------------------------------------------------------
 
@@ -106,7 +109,7 @@ class _Network:
             view[HEADER_SIZE:n] = slot.data
             seq = slot.seq
             src.release()
-            self.sendto(view[:n], addr)
+            self.sendto(view[:n], addr, self.sender_counts)
             tracer.add(seq, t_in, time.monotonic_ns())
 
     # --- receiver (main) thread -------------------------------------------------------------
@@ -119,8 +122,10 @@ class _Network:
             addr = self.relay
             if addr is not None:
                 for datagram in link.timers(now):
-                    self.sendto(datagram, addr)
-            wait = (link.next_timer(now) - now) / 1e9
+                    self.sendto(datagram, addr, self.counts)
+                wait = (link.next_timer(now) - now) / 1e9
+            else:  # no relay address yet (or its lookup failed): timers cannot run
+                wait = MAX_WAIT
             if rt.wait((self.sock.fileno(),), max(0.0, min(wait, MAX_WAIT))):
                 self._drain(view, dst, tracer)
             mono = time.monotonic()
@@ -142,22 +147,23 @@ class _Network:
                 self.counts.foreign_datagrams += 1
                 continue
             now = time.monotonic_ns()
+            self.last_rx = now
             incoming = self.link.received(view[:n], now)
             if incoming is None:
                 continue
-            self.rt.latency.add(ev.HOP_CAPTURE_TO_RECEIVE, now - incoming.timestamp)
             # A full ring drops the packet and counts it in the ring's header.
             dst.write(
                 incoming.payload,
                 seq=incoming.seq,
-                timestamp=incoming.timestamp,
+                timestamp=now,  # its arrival, on our clock
                 speaker=incoming.speaker,
+                media=incoming.media,
             )
             tracer.add(incoming.seq, now, incoming.speaker)
 
     def _stats(self) -> ev.NetworkStats:
         link, c, k = self.link, self.link.counters, self.counts
-        return ev.NetworkStats(
+        return ev.NetworkStats(  # every VoiceLink counter (tests/test_network.py checks)
             sent=c["sent"],
             chaos_dropped=c["chaos_dropped"],
             unsent_no_session=c["unsent_no_session"],
@@ -167,11 +173,14 @@ class _Network:
             bad_register_echo=c["bad_register_echo"],
             received=c["received"],
             bad_datagram=c["bad_datagram"],
-            send_errors=k.send_errors,
+            send_errors=k.send_errors + self.sender_counts.send_errors,
             recv_errors=k.recv_errors,
             resolve_errors=k.resolve_errors,
             foreign_datagrams=k.foreign_datagrams,
             udp_rtt_ms=link.rtt_ns / 1e6 if link.rtt_ns is not None else None,
+            udp_silent_ms=(
+                (time.monotonic_ns() - self.last_rx) / 1e6 if self.last_rx is not None else None
+            ),
             registered=link.registered,
             chaos_percent=link.chaos.percent,
             whisper=link.target,
@@ -179,7 +188,7 @@ class _Network:
 
 
 def run(cfg: NetworkConfig) -> None:
-    hops = (ev.HOP_ENCODE_TO_NETWORK, ev.HOP_CAPTURE_TO_RECEIVE)
+    hops = (ev.HOP_ENCODE_TO_NETWORK,)
     with StageRuntime("network", cfg.wiring, hops) as rt:
         net = _Network(rt, cfg)
         send_trace = rt.tracer("send.npy", 3)

@@ -16,10 +16,8 @@ from pipeline.media.audio_format import FRAME_SAMPLES
 from pipeline.media.frame_clock import FrameClock
 from pipeline.media.sound_device import OutputDevice
 from pipeline.media.sources import MediaSpec, open_sink
-from pipeline.stages.runtime import StageRuntime, Wiring
+from pipeline.stages.runtime import DEVICE_POLL, StageRuntime, Wiring
 from pipeline.stages.trace import Tracer
-
-DEVICE_POLL = 0.25  # seconds between looks at the stop flag and the bus while a device runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +39,12 @@ class _Player:
         self.frames += 1
         if timestamp:
             now = time.monotonic_ns() + self.output_latency_ns
-            self.rt.latency.add(ev.HOP_MOUTH_TO_EAR, now - timestamp)
+            self.rt.latency.add(ev.HOP_ARRIVAL_TO_EAR, now - timestamp)
             self.tracer.add(seq, now, flags)
 
 
 def run(cfg: PlaybackConfig) -> None:
-    with StageRuntime("playback", cfg.wiring, (ev.HOP_MOUTH_TO_EAR,)) as rt:
+    with StageRuntime("playback", cfg.wiring, (ev.HOP_ARRIVAL_TO_EAR,)) as rt:
         player = _Player(rt, rt.tracer("playback.npy", 3), 0)
         if cfg.sink.is_device:
             _device_loop(rt, cfg.sink, player)
@@ -61,8 +59,10 @@ def _device_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:
     device.start()
     while rt.running:
         rt.sleep(DEVICE_POLL)
+        if not rt.report_due(now := time.monotonic()):
+            continue
         rt.report(
-            time.monotonic(),
+            now,
             ev.PlaybackStats(underflows=device.underflows, frames=player.frames),
         )
 
@@ -73,7 +73,7 @@ def _clocked_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:
     started = False
     underflows = 0
     clock = FrameClock()
-    sink = open_sink(spec)
+    sink = open_sink(spec, append=rt.wiring.restarted)  # a restart keeps what was recorded
     rt.on_close(sink.close)
     while rt.running:
         slot = ring.read(timeout=0)

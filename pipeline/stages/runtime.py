@@ -39,13 +39,14 @@ from pipeline.stages.stats import STATS_INTERVAL, Latencies
 from pipeline.stages.trace import Tracer
 
 E = TypeVar("E", bound=ev.Event)
+DEVICE_POLL = 0.25  # seconds between looks at the stop flag and the bus while a device runs
 
 
 @dataclass(frozen=True, slots=True)
 class Wiring:
     """Where a stage process plugs in: the bus, the rings it reads and writes, a trace folder.
 
-    Built by the supervisor from the pipeline graph (pipeline/client/graph.py);
+    Built by the supervisor from the pipeline graph (pipeline/client/pipeline_graph.py);
     picklable, so it travels to the spawned process inside the stage's config.
     """
 
@@ -53,6 +54,8 @@ class Wiring:
     inp: RingHandle | None = None
     out: RingHandle | None = None
     trace_dir: str | None = None
+    restarted: bool = False  # this process replaces one that died: continue, do not begin
+    state_dir: str | None = None  # the client's private folder (0700) for state to keep
 
 
 class StageRuntime:

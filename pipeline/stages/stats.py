@@ -7,6 +7,7 @@ import numpy as np
 from pipeline.ipc import events as ev
 
 STATS_INTERVAL = 0.5  # seconds between stats events (the UI redraws at this rate)
+I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class LatencyWindow:
@@ -17,7 +18,9 @@ class LatencyWindow:
         self._n = 0
 
     def add(self, ns: int) -> None:
-        self._buf[self._n % len(self._buf)] = ns
+        # Every sample is a difference of two local clock readings; should a bug ever
+        # hand in something else, it costs one wrong sample, not the stage (int64 store).
+        self._buf[self._n % len(self._buf)] = min(max(ns, I64_MIN), I64_MAX)
         self._n += 1
 
     def summary(self, hop: str) -> ev.Percentiles | None:

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 
 from relay.protocol.errors import ProtocolError
-from relay.protocol.schema import U32_MAX, U64_MAX
+from relay.protocol.widths import U32_MAX, U64_MAX
 
 HEADER = struct.Struct(">IQQI")  # token, seq, timestamp, target
 HEADER_SIZE = HEADER.size  # 24

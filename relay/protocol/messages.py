@@ -18,7 +18,8 @@ import msgpack
 
 from relay.protocol import schema
 from relay.protocol.errors import FramingError, ProtocolError
-from relay.protocol.schema import U16_MAX, U32_MAX, U64_MAX, Finite, MaxItems, Range, Text
+from relay.protocol.schema import Finite, MaxItems, Range, Text
+from relay.protocol.widths import U16_MAX, U32_MAX, U64_MAX
 
 LENGTH = struct.Struct(">I")
 MAX_FRAME = 64 * 1024  # largest msgpack body accepted in one control frame

@@ -30,11 +30,6 @@ from typing import Annotated, Any, TypeVar
 
 T = TypeVar("T")
 
-# Widths of the unsigned integers on the wire, for Range().
-U16_MAX = 0xFFFF
-U32_MAX = 0xFFFFFFFF
-U64_MAX = 0xFFFFFFFFFFFFFFFF
-
 
 # --- constraints -----------------------------------------------------------------------
 

@@ -55,42 +55,63 @@ STAGES = (
     StageSpec(
         "control",
         control.run,
-        lambda w, c: control.ControlConfig(w, c.host, c.port, c.name, c.channel),
+        lambda w, c: control.ControlConfig(
+            w, host=c.host, port=c.port, name=c.name, channel=c.channel
+        ),
     ),
     StageSpec(
         "playback",
         playback.run,
-        lambda w, c: playback.PlaybackConfig(w, c.sink),
+        lambda w, c: playback.PlaybackConfig(w, sink=c.sink),
         reads="mixed",
     ),
     StageSpec(
         "decode",
         decode.run,
-        lambda w, c: decode.DecodeConfig(w, c.playback_frames, c.fec, c.plc),
+        lambda w, c: decode.DecodeConfig(w, target=c.playback_frames, fec=c.fec, plc=c.plc),
         reads="received",
         writes="mixed",
     ),
     StageSpec(
         "network",
         network.run,
-        lambda w, c: network.NetworkConfig(w, c.loss_percent, c.whisper, c.seed, c.udp_via),
+        lambda w, c: network.NetworkConfig(
+            w,
+            chaos_percent=c.loss_percent,
+            whisper=c.whisper,
+            seed=c.seed,
+            udp_via=c.udp_via,
+            clock_offset=c.clock_offset,
+        ),
         reads="encoded",
         writes="received",
     ),
     StageSpec(
         "encode",
         encode.run,
-        lambda w, c: encode.EncodeConfig(w, c.bitrate, c.fec, c.loss_hint),
+        lambda w, c: encode.EncodeConfig(w, bitrate=c.bitrate, fec=c.fec, loss_hint=c.loss_hint),
         reads="captured",
         writes="encoded",
     ),
     StageSpec(
         "capture",
         capture.run,
-        lambda w, c: capture.CaptureConfig(w, c.source, c.realtime_input),
+        lambda w, c: capture.CaptureConfig(w, source=c.source, realtime=c.realtime_input),
         writes="captured",
     ),
 )
+
+
+MAX_PLAYBACK_FRAMES = next(r.slots for r in RINGS if r.name == "mixed")
+
+
+def check_config(cfg: ClientConfig) -> None:
+    """Raise ValueError for settings the graph cannot honour."""
+    if not 1 <= cfg.playback_frames <= MAX_PLAYBACK_FRAMES:
+        raise ValueError(
+            f"playback frames must be 1..{MAX_PLAYBACK_FRAMES} (the mixed ring's slots), "
+            f"got {cfg.playback_frames}"
+        )
 
 
 def check_graph(rings: tuple[RingSpec, ...], stages: tuple[StageSpec, ...]) -> None:

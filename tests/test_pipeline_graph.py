@@ -1,4 +1,4 @@
-"""pipeline/client/graph.py: the declared pipeline and its consistency check."""
+"""pipeline/client/pipeline_graph.py: the declared pipeline and its consistency check."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import pickle
 import pytest
 
 from pipeline.client.config import ClientConfig
-from pipeline.client.graph import RINGS, STAGES, RingSpec, StageSpec, check_graph
+from pipeline.client.pipeline_graph import (
+    MAX_PLAYBACK_FRAMES,
+    RINGS,
+    STAGES,
+    RingSpec,
+    StageSpec,
+    check_config,
+    check_graph,
+)
 from pipeline.ipc.bus import BusAddress
 from pipeline.media.sources import MediaSpec
 from pipeline.stages.runtime import Wiring
@@ -64,3 +72,10 @@ def _stage(name: str, reads: str | None = None, writes: str | None = None) -> St
 def test_a_broken_graph_is_refused(stages: tuple[StageSpec, ...], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         check_graph((RingSpec("r", 4, 3840),), stages)
+
+
+def test_a_playout_queue_longer_than_its_ring_is_refused() -> None:
+    check_config(ClientConfig("h", 1, "n", playback_frames=MAX_PLAYBACK_FRAMES))
+    for bad in (0, MAX_PLAYBACK_FRAMES + 1):
+        with pytest.raises(ValueError, match="playback frames must be"):
+            check_config(ClientConfig("h", 1, "n", playback_frames=bad))

@@ -93,9 +93,9 @@ def test_report_fills_in_the_latency_windows_and_paces_itself(
 ) -> None:
     with (
         BusClient(broker.address, (ev.PlaybackStats.TOPIC,)) as sub,
-        StageRuntime("t", Wiring(broker.address), (ev.HOP_MOUTH_TO_EAR,)) as rt,
+        StageRuntime("t", Wiring(broker.address), (ev.HOP_ARRIVAL_TO_EAR,)) as rt,
     ):
-        rt.latency.add(ev.HOP_MOUTH_TO_EAR, 5_000_000)
+        rt.latency.add(ev.HOP_ARRIVAL_TO_EAR, 5_000_000)
         assert rt.report_due(100.0)
         got: list[ev.Event] = []
         end = time.monotonic() + 5
@@ -105,7 +105,7 @@ def test_report_fills_in_the_latency_windows_and_paces_itself(
         assert not rt.report_due(100.1) and rt.report_due(100.5)
     (stats,) = got[:1]
     assert isinstance(stats, ev.PlaybackStats) and stats.frames == 3
-    m2e = stats.hop(ev.HOP_MOUTH_TO_EAR)
+    m2e = stats.hop(ev.HOP_ARRIVAL_TO_EAR)
     assert m2e is not None and m2e.p50 == 5.0 and m2e.n == 1
 
 

@@ -1,0 +1,68 @@
+"""pipeline/stages/decode.py: a real decode process fed packets with hostile headers.
+
+A peer chooses every field of its datagrams; the relay passes them on. Whatever it
+chooses, the decode stage keeps making mixed frames for the sink and keeps reporting.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import time
+
+from pipeline.ipc import events as ev
+from pipeline.ipc.bus import Broker, BusClient
+from pipeline.ipc.ring import Ring
+from pipeline.media import synthetic
+from pipeline.media.audio_format import FRAME_BYTES
+from pipeline.media.opus import OpusEncoder
+from pipeline.stages import decode
+from pipeline.stages.runtime import Wiring
+
+U64 = (1 << 64) - 1
+
+
+def test_hostile_packets_never_stop_the_frames_or_the_stats() -> None:
+    enc = OpusEncoder(48000)
+    opus = [enc.encode(f) for f in synthetic.frames(synthetic.tone(1.0, 440))]
+    rng = random.Random(18)
+    edges = [0, 1, U64, U64 - 1, 1 << 63, 1 << 62]
+    ctx = multiprocessing.get_context("spawn")
+    with (
+        Broker() as broker,
+        Ring.create(128, 1276) as received,
+        Ring.create(8, FRAME_BYTES) as mixed,
+        BusClient(broker.address, (ev.DecodeStats.TOPIC,)) as bus,
+    ):
+        cfg = decode.DecodeConfig(Wiring(broker.address, received.handle, mixed.handle))
+        proc = ctx.Process(target=decode.run, args=(cfg,), daemon=True)
+        proc.start()
+        try:
+            frames = 0
+            end = time.monotonic() + 4.0
+            while time.monotonic() < end:
+                for _ in range(8):  # eight packets a tick: many speakers, any header
+                    payload = rng.choice(opus) if rng.random() < 0.7 else rng.randbytes(40)
+                    received.write(
+                        payload,
+                        seq=rng.choice(edges) if rng.random() < 0.5 else rng.getrandbits(64),
+                        timestamp=time.monotonic_ns(),
+                        speaker=rng.randrange(1, 100),
+                        media=rng.choice(edges) if rng.random() < 0.5 else rng.getrandbits(64),
+                    )
+                while mixed.read(timeout=0) is not None:  # the sink takes what is there
+                    frames += 1
+                time.sleep(0.02)
+            reports = [e for e in bus.poll(0.6) if isinstance(e, ev.DecodeStats)]
+            assert proc.is_alive()
+            assert frames > 100  # about one per 20 ms tick, however hostile the input
+            assert reports
+            last = reports[-1]
+            assert len(last.speakers) <= 64 and last.refused_speakers > 0
+            bus.publish(ev.QuitCmd("test over"))
+            proc.join(10)
+            assert proc.exitcode == 0
+        finally:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
