@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -72,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"relay listening on 127.0.0.1:{port}")
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        bob = client(port, "bob", "silence", bob_out, args.seconds + 3, args.out / "bob.json")
+        # Bob listens until Alice is done, however long a loaded machine takes to start
+        # her processes: he stops (SIGTERM, a clean stop that still writes his stats)
+        # only once she has exited.
+        bob = client(port, "bob", "silence", bob_out, args.seconds + 60, args.out / "bob.json")
         procs.append(bob)
         time.sleep(1.5)  # Bob is connected and listening before Alice speaks
         alice = client(
@@ -80,15 +84,17 @@ def main(argv: list[str] | None = None) -> int:
             "alice",
             alice_in,
             "null",
-            args.seconds + 0.5,
+            args.seconds + 6.0,  # her start-up counts too; her file loops until she stops
             args.out / "alice.json",
             "--loss",
             str(args.loss),
         )
         procs.append(alice)
         print(f"alice speaks for {args.seconds:.0f} s; bob listens ...", flush=True)
-        for p in procs:
-            p.wait(timeout=args.seconds + 30)
+        alice.wait(timeout=args.seconds + 30)
+        time.sleep(1.0)  # the last packets reach Bob's sink
+        bob.send_signal(signal.SIGTERM)
+        bob.wait(timeout=30)
     finally:
         for p in procs:
             if p.poll() is None:

@@ -2,7 +2,9 @@
 
 A file or generated source is paced by an absolute 20 ms schedule (or, with
 ``realtime=False``, as fast as the ring takes frames, for tests); a sound
-device paces itself through its callback.
+device paces itself through its callback. A file or generated source starts only
+once the voice path is up (the network stage's first register answer), so the
+first seconds of a file are heard rather than dropped while the client connects.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pipeline.media.frame_clock import FrameClock
 from pipeline.media.sound_device import InputDevice
 from pipeline.media.sources import MediaSpec, open_source
 from pipeline.stages.runtime import DEVICE_POLL, StageRuntime, Wiring
+
+VOICE_WAIT = 0.25  # seconds between looks at the stop flag while waiting for the voice path
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,15 @@ def _paced_loop(rt: StageRuntime, spec: MediaSpec, realtime: bool) -> None:
     ring = rt.out
     tracer = rt.tracer("capture.npy", 3)
     source = open_source(spec, loop=True)
+    voice_up = rt.wiring.restarted  # a restarted capture stage joins a call under way
+
+    def network(stats: ev.NetworkStats) -> None:
+        nonlocal voice_up
+        voice_up = voice_up or stats.registered
+
+    rt.on(ev.NetworkStats, network)
+    while rt.running and not voice_up:
+        rt.poll(VOICE_WAIT)  # sleeps on the bus until the network stage reports
     seq = frames = 0
     level = 0.0
     clock = FrameClock()

@@ -126,10 +126,12 @@ class _Network:
                 wait = (link.next_timer(now) - now) / 1e9
             else:  # no relay address yet (or its lookup failed): timers cannot run
                 wait = MAX_WAIT
+            registered = link.registered
             if rt.wait((self.sock.fileno(),), max(0.0, min(wait, MAX_WAIT))):
                 self._drain(view, dst, tracer)
             mono = time.monotonic()
-            if rt.report_due(mono):
+            # The first register answer is news at once: file sources wait for it.
+            if rt.report_due(mono) or (link.registered and not registered):
                 rt.report(mono, self._stats())
 
     def _drain(self, view: memoryview, dst: Ring, tracer: Tracer) -> None:
