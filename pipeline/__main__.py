@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pipeline.client.config import ClientConfig
 from pipeline.client.pipeline_graph import MAX_PLAYBACK_FRAMES
@@ -17,7 +18,7 @@ from pipeline.client.supervisor import ClientFailed, Supervisor
 from pipeline.core.client_view import ClientView
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import BusClient
-from pipeline.media.sound_device import check_device
+from pipeline.media.sound_device import check_device, list_devices
 from pipeline.media.sources import INPUT_HELP, OUTPUT_HELP, MediaError, parse_input, parse_output
 
 
@@ -37,7 +38,8 @@ def playback_frames(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="voicechat", description="Headless voice chat client")
     ap.add_argument("--server", type=parse_server, default=("127.0.0.1", 8080), metavar="HOST:PORT")
-    ap.add_argument("--name", required=True)
+    ap.add_argument("--name", help="your name on the relay (required to connect)")
+    ap.add_argument("--list-devices", action="store_true", help="list the sound devices and exit")
     ap.add_argument("--channel", default="", help="join this channel after connecting")
     ap.add_argument("--input", default="device", help=INPUT_HELP)
     ap.add_argument("--output", default="device", help=OUTPUT_HELP)
@@ -75,8 +77,30 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def format_devices(devices: list[dict[str, Any]]) -> str:
+    """The devices PortAudio reports, one a line, with what ``--input device:N`` takes."""
+    if not devices:
+        return "no sound devices (no sound system, or PortAudio finds none); use files instead"
+    lines = []
+    for i, d in enumerate(devices):
+        kinds = "/".join(
+            k
+            for k, n in (("in", d.get("max_input_channels")), ("out", d.get("max_output_channels")))
+            if n
+        )
+        rate = d.get("default_samplerate")
+        lines.append(f"{i:3d}  {d.get('name', '?')}  ({kinds or 'none'}, {rate:.0f} Hz)")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list_devices:
+        print(format_devices(list_devices()))
+        return 0
+    if not args.name:
+        parser.error("--name is required")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
         source, sink = parse_input(args.input), parse_output(args.output)

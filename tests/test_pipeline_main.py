@@ -147,3 +147,35 @@ def test_sigkill_of_the_supervisor_leaves_no_orphan(relay_port: int) -> None:
     wait_gone(kids, p.pid)
     assert not alive(kids), "children outlived their supervisor"
     assert not segments_of(p.pid), "segments outlived the supervisor"
+
+
+def test_list_devices_names_each_device_or_says_there_is_none() -> None:
+    from pipeline.__main__ import format_devices
+
+    assert "no sound devices" in format_devices([])
+    text = format_devices(
+        [
+            {
+                "name": "Mic",
+                "max_input_channels": 1,
+                "max_output_channels": 0,
+                "default_samplerate": 48000.0,
+            },
+            {
+                "name": "Speakers",
+                "max_input_channels": 0,
+                "max_output_channels": 2,
+                "default_samplerate": 44100.0,
+            },
+        ]
+    )
+    assert text.splitlines() == ["  0  Mic  (in, 48000 Hz)", "  1  Speakers  (out, 44100 Hz)"]
+    p = cli("--list-devices")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and out.strip(), err
+
+
+def test_connecting_needs_a_name() -> None:
+    p = cli("--input", "tone", "--output", "null")
+    _out, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "--name is required" in err

@@ -108,23 +108,29 @@ class InputDevice(_Device):
 
 
 class OutputDevice(_Device):
-    """Ring -> speaker. An empty ring plays silence and counts an underflow."""
+    """Ring -> speaker. An empty ring plays silence.
+
+    An underflow is a block the speaker wanted while audio was playing and did not
+    get, from an empty ring or by PortAudio's own flag: counted once per block, and
+    not before the first frame (waiting for the first voice is not an underflow).
+    """
 
     KIND = "output"
 
     def __init__(self, spec: MediaSpec, ring: Ring, on_frame: Any) -> None:
         self.underflows = 0
+        self._started = False
         self._on_frame = on_frame  # records latency; must be allocation-light
         super().__init__(spec, ring)
 
     def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
-        if status.output_underflow:
-            self.underflows += 1
         slot = self.ring.read(timeout=0)
+        if self._started and (slot is None or status.output_underflow):
+            self.underflows += 1
         if slot is None:
             outdata.fill(0)
-            self.underflows += 1
             return
+        self._started = True
         samples = slot.samples()
         n = min(len(samples), frames)
         outdata[:n, 0] = samples[:n]
