@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = parser(__doc__ or "")
     ap.add_argument("--seconds", type=float, default=65.0, help="per configuration")
     args = ap.parse_args(argv)
-    seconds = 4.0 if args.quick else args.seconds
+    seconds = 8.0 if args.quick else args.seconds
     proc, port = start_relay("--echo")
     configs: dict[str, Any] = {}
     raw: dict[str, np.ndarray] = {}

@@ -94,7 +94,7 @@ def test_missing_sound_device_names_the_file_options() -> None:
 def test_runs_for_a_duration_and_writes_stats(relay_port: int, tmp_path: Path) -> None:
     stats = tmp_path / "s.json"
     p = cli("--server", f"127.0.0.1:{relay_port}", "--name", "cli", "--input", "tone",
-            "--output", "null", "--duration", "3", "--stats-json", str(stats))  # fmt: skip
+            "--output", "null", "--duration", "5", "--stats-json", str(stats))  # fmt: skip
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert "summary:" in out and "connected" in out

@@ -51,6 +51,8 @@ def _paced_loop(rt: StageRuntime, spec: MediaSpec, realtime: bool) -> None:
     rt.on(ev.NetworkStats, network)
     while rt.running and not voice_up:
         rt.poll(VOICE_WAIT)  # sleeps on the bus until the network stage reports
+        if rt.report_due(now := time.monotonic()):  # alive, waiting: zero frames
+            rt.report(now, ev.CaptureStats())
     seq = frames = 0
     level = 0.0
     clock = FrameClock()
