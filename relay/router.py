@@ -9,18 +9,30 @@ rewrite: the destination tuples are precomputed per sender in an immutable
 :class:`RouteTable` that the control side rebuilds on every membership or
 binding change and swaps in with one attribute store.
 
+Each sender also has a :class:`VoiceLimit`: a token bucket for datagrams and one
+for bytes, so one member flooding the relay cannot take the forwarding loop
+from everyone else (issue 18: one sender at 133k datagrams/s cost the others
+3-37 % of their voice). The excess is dropped before any fan-out, which is where
+the cost is: a refused datagram costs a clock read and a few float operations,
+a forwarded one a ``sendto`` per listener.
+
 Thread ownership: ``Router.table`` is written only by the control thread (one
 atomic reference swap of an immutable value); everything else here, counters
-included, is written only by the thread that calls :meth:`Router.route`. Other
-threads may read the counters (plain ints; a stale read is harmless).
+and each route's :class:`Bucket` included, is written only by the thread that
+calls :meth:`Router.route`. The control thread creates a bucket with a session's
+first route and hands the same object on to every later table, never touching
+its fields. Other threads may read the counters (plain ints; a stale read is
+harmless).
 """
 
 from __future__ import annotations
 
+import math
 import struct
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from relay.protocol.datagram import HEADER_SIZE, MAX_DATAGRAM, TARGET_OFFSET
 
@@ -33,6 +45,54 @@ NOWHERE: Dests = ()
 # oversized one shows up as a length of RECV_SIZE instead of passing truncated.
 RECV_SIZE = MAX_DATAGRAM + 1
 
+# One Opus stream at its highest bitrate, as SPEC.md sends it: one packet per 20 ms
+# frame (50/s) of at most 1,275 bytes (510 kb/s) behind the 24-byte header, 64,950
+# bytes/s, plus a register ping every 2 s. The defaults leave ~20 % above that, and
+# a burst of one second of either, for a sender whose packets leave in clumps (a
+# GIL hand-off, a Wi-Fi retry, a capture hiccup).
+DEFAULT_DATAGRAMS_PER_S = 60.0
+DEFAULT_BYTES_PER_S = 80_000.0
+DEFAULT_BURST_S = 1.0
+
+
+@dataclass(slots=True, frozen=True)
+class VoiceLimit:
+    """What one session may send through the relay: two token buckets.
+
+    Each refills at its rate and holds at most ``burst_s`` seconds of it; a
+    datagram passes if both buckets hold one datagram and its length in bytes.
+    """
+
+    datagrams_per_s: float = DEFAULT_DATAGRAMS_PER_S
+    bytes_per_s: float = DEFAULT_BYTES_PER_S
+    burst_s: float = DEFAULT_BURST_S
+
+    def __post_init__(self) -> None:
+        for name in ("datagrams_per_s", "bytes_per_s", "burst_s"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"voice limit {name} must be a positive number, not {value}")
+        if (
+            self.datagrams_per_s * self.burst_s < 1
+            or self.bytes_per_s * self.burst_s < MAX_DATAGRAM
+        ):
+            raise ValueError("a voice limit's burst must hold at least one largest datagram")
+
+
+class Bucket:
+    """One sender's token buckets: the routing thread's mutable state for it.
+
+    Starts empty with ``last`` at minus infinity, so the first datagram finds both
+    buckets full.
+    """
+
+    __slots__ = ("bytes", "datagrams", "last")
+
+    def __init__(self) -> None:
+        self.datagrams = 0.0
+        self.bytes = 0.0
+        self.last = -math.inf
+
 
 @dataclass(slots=True, frozen=True)
 class Route:
@@ -42,6 +102,9 @@ class Route:
     addr: Addr | None  # the bound UDP address, None before the first register ping
     dests: Dests  # every other bound member of the sender's channel
     echo: Dests  # (addr,) or ()
+    # Carried from table to table for the session's whole life, so a join or a rebind
+    # does not refill it; left out of comparisons (tables compare by routing alone).
+    bucket: Bucket = field(default_factory=Bucket, compare=False)
 
 
 @dataclass(slots=True, frozen=True)
@@ -93,7 +156,9 @@ class RouteTable:
                 # client): never send a speaker its own voice, never send twice.
                 dests = tuple(a for a in bound if a != addr)
                 echo = NOWHERE if addr is None else (addr,)
-                routes[token] = Route(_U32.pack(uid), addr, dests, echo)
+                old = prev.routes.get(token)
+                bucket = Bucket() if old is None else old.bucket
+                routes[token] = Route(_U32.pack(uid), addr, dests, echo, bucket)
                 user_of[token] = uid
                 if addr is not None:
                     whisper[uid] = echo
@@ -122,6 +187,7 @@ class Counters:
     drop_spoofed: int = 0
     drop_bad_target: int = 0
     drop_rebind_limited: int = 0  # a bound session moving address again within a second
+    drop_voice_limited: int = 0  # over the sender's VoiceLimit: refused before any fan-out
     send_errors: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -134,12 +200,25 @@ class Counters:
 class Router:
     """Decides, per datagram, where it goes; counts every outcome."""
 
-    __slots__ = ("counters", "echo", "on_bind", "table")
+    __slots__ = (
+        "_burst_bytes",
+        "_burst_datagrams",
+        "_bytes_per_s",
+        "_datagrams_per_s",
+        "clock",
+        "counters",
+        "echo",
+        "limit",
+        "on_bind",
+        "table",
+    )
 
     def __init__(
         self,
         echo: bool = False,
         on_bind: Callable[[int, Addr, bytes], None] | None = None,
+        limit: VoiceLimit | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.echo = echo
         # Called (from the routing thread) with (token, address, the 24-byte ping)
@@ -148,6 +227,16 @@ class Router:
         self.on_bind = on_bind
         self.table = EMPTY_TABLE
         self.counters = Counters()
+        # None: no limit. The clock is injected rather than the time passed in, so only
+        # datagrams that passed the token and address checks pay for reading it.
+        self.limit = limit
+        self.clock = clock
+        # Unpacked once: the hot path reads plain floats off the router.
+        lim = limit or VoiceLimit()
+        self._datagrams_per_s = lim.datagrams_per_s
+        self._bytes_per_s = lim.bytes_per_s
+        self._burst_datagrams = lim.datagrams_per_s * lim.burst_s
+        self._burst_bytes = lim.bytes_per_s * lim.burst_s
 
     def route(self, buf: bytearray, n: int, addr: Addr) -> Dests:
         """Where ``buf[:n]``, received from ``addr``, goes; may rewrite its token in place.
@@ -155,8 +244,10 @@ class Router:
         Register pings go back to the sender unchanged (from a new address they go
         to ``on_bind`` instead, which binds and answers); voice goes to the
         sender's channel or whisper target with the token replaced by the sender's
-        user id; in echo mode voice goes back unchanged. Everything else returns
-        ``()`` and is counted by reason.
+        user id; in echo mode voice goes back unchanged. What a session sends from
+        its bound address beyond its :class:`VoiceLimit` (pings included: each
+        answer is a send too) is dropped. Everything else returns ``()`` and is
+        counted by reason.
         """
         c = self.counters
         if n == 0:
@@ -174,21 +265,41 @@ class Router:
         if route is None:
             c.drop_unknown_token += 1
             return NOWHERE
-        if n == HEADER_SIZE:
-            c.register += 1
-            if route.addr == addr:
-                return route.echo
-            # A new address: the table's owner binds it, then answers the ping, so
-            # an answer always means voice from this address will be routed.
-            if self.on_bind is not None:
-                self.on_bind(token, addr, bytes(buf[:HEADER_SIZE]))
-            return NOWHERE
         if route.addr != addr:
-            if route.addr is None:
+            if n == HEADER_SIZE:
+                # A new address: the table's owner binds it, then answers the ping, so
+                # an answer always means voice from this address will be routed.
+                c.register += 1
+                if self.on_bind is not None:
+                    self.on_bind(token, addr, bytes(buf[:HEADER_SIZE]))
+            elif route.addr is None:
                 c.drop_unbound += 1
             else:
                 c.drop_spoofed += 1
             return NOWHERE
+        if self.limit is not None:
+            # Two token buckets, refilled for the time since this sender's last datagram
+            # and capped at the burst; inline, as plain float arithmetic, on purpose.
+            b = route.bucket
+            now = self.clock()
+            elapsed = now - b.last
+            b.last = now
+            d = b.datagrams + elapsed * self._datagrams_per_s
+            if d > self._burst_datagrams:
+                d = self._burst_datagrams
+            v = b.bytes + elapsed * self._bytes_per_s
+            if v > self._burst_bytes:
+                v = self._burst_bytes
+            if d < 1.0 or v < n:
+                b.datagrams = d
+                b.bytes = v
+                c.drop_voice_limited += 1
+                return NOWHERE
+            b.datagrams = d - 1.0
+            b.bytes = v - n
+        if n == HEADER_SIZE:
+            c.register += 1
+            return route.echo
         if self.echo:
             c.voice_in += 1
             c.echoed += 1
