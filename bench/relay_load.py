@@ -452,7 +452,15 @@ def main(argv: list[str] | None = None) -> None:
         "--repeat", type=int, default=1, help="runs of everything; the best of each is summarized"
     )
     ap.add_argument("--no-ramp", action="store_true", help="skip the talker ramp")
+    ap.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="comma-separated relay modes to measure (default all: " + ", ".join(MODES) + ")",
+    )
     args = ap.parse_args(argv)
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or any(m not in MODES for m in modes):
+        ap.error(f"--modes takes some of {', '.join(MODES)}")
     configs = [1] if args.quick else [1, 10, 100]
     duration = 0.3 if args.quick else args.duration
     offered = 2000 if args.quick else args.offered
@@ -460,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
     # Modes interleaved per configuration, so both see the same machine conditions.
     for _ in range(1 if args.quick else args.repeat):
         for channels in configs:
-            for udp_mode in MODES:
+            for udp_mode in modes:
                 r = run_config(
                     udp_mode, channels, duration, offered, args.paced_cap, not args.no_pin
                 )
