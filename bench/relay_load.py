@@ -1,7 +1,9 @@
 """Relay forwarding load: datagrams/s and forwarding delay for 1, 10 and 100 channels of 10.
 
 For each UDP mode of the relay (``thread``: the blocking hot loop, the default;
-``asyncio``: the same router on the event loop, the alternative) and each
+``asyncio``: the same router on the event loop, the alternative; ``workers2``:
+two SO_REUSEPORT loops; ``thread+limit``: ``thread`` with the per-session voice
+limit computed on every datagram but never reached, for its cost) and each
 configuration, the parent starts ``python -m relay`` as a real process,
 authenticates every talker over TCP, registers its UDP socket, then hands the
 sockets to one sender process and one receiver process (multiprocessing spawn).
@@ -58,10 +60,21 @@ TALKERS_PER_CHANNEL = 10
 DATAGRAM_SIZE = 100  # as in MEASURED.md: a 24-byte header and a 76-byte payload
 FRAME_RATE = 50  # datagrams/s of one talker
 _TS = struct.Struct(">Q")
-# Relay variants measured: name -> (--udp, --udp-workers). The single loops run
-# pinned to one core; "workers2" (SO_REUSEPORT, one thread + one process) gets
-# every core, shared with the load generator.
-MODES = {"thread": ("thread", 1), "asyncio": ("asyncio", 1), "workers2": ("thread", 2)}
+# Relay variants measured: name -> (--udp, --udp-workers, other flags). The single
+# loops run pinned to one core; "workers2" (SO_REUSEPORT, one thread + one process)
+# gets every core, shared with the load generator. The loops are measured without
+# the per-session voice limit (a talker here sends far more than one voice stream);
+# "thread+limit" is "thread" with the limit's arithmetic on every datagram and a
+# ceiling nobody reaches: the limit's cost, in the same run.
+NO_LIMIT = ("--no-voice-limit",)
+UNREACHED_LIMIT = ("--voice-datagrams", "1e7", "--voice-bytes", "1e10")
+MODES: dict[str, tuple[str, int, tuple[str, ...]]] = {
+    "thread": ("thread", 1, NO_LIMIT),
+    "asyncio": ("asyncio", 1, NO_LIMIT),
+    "workers2": ("thread", 2, NO_LIMIT),
+    "thread+limit": ("thread", 1, UNREACHED_LIMIT),
+}
+DEFAULT_RELAY = ("thread", 1, ())  # for the ramp: the relay as deployed, limit included
 _COUNTERS = re.compile(r"counters: (.*?) sessions=")
 
 
@@ -157,8 +170,8 @@ def _receiver(
 class RelayUnderTest:
     def __init__(self, channels: int, udp_mode: str, log_path: Path, cpus: set[int] | None) -> None:
         names = [f"c{i}" for i in range(channels)]
-        udp, workers = MODES[udp_mode]
-        args = ["--udp", udp, "--udp-workers", str(workers)]
+        udp, workers, extra = MODES.get(udp_mode, DEFAULT_RELAY)
+        args = ["--udp", udp, "--udp-workers", str(workers), *extra]
         args += ["--grace", "600", "--auth-timeout", "60", "--stats-interval", "3600"]
         args += ["--max-clients", "5000"]
         for name in names:
@@ -378,7 +391,7 @@ def run_ramp(duration: float, steps: list[int], pin: bool) -> dict[str, Any]:
     channels = -(-max(steps) // TALKERS_PER_CHANNEL)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        relay = RelayUnderTest(channels, "thread", Path(tmp) / "relay.log", relay_cpus)
+        relay = RelayUnderTest(channels, "default", Path(tmp) / "relay.log", relay_cpus)
         clients: list[ProbeClient] = []
         try:
             time.sleep(0.5)
@@ -439,7 +452,15 @@ def main(argv: list[str] | None = None) -> None:
         "--repeat", type=int, default=1, help="runs of everything; the best of each is summarized"
     )
     ap.add_argument("--no-ramp", action="store_true", help="skip the talker ramp")
+    ap.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="comma-separated relay modes to measure (default all: " + ", ".join(MODES) + ")",
+    )
     args = ap.parse_args(argv)
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or any(m not in MODES for m in modes):
+        ap.error(f"--modes takes some of {', '.join(MODES)}")
     configs = [1] if args.quick else [1, 10, 100]
     duration = 0.3 if args.quick else args.duration
     offered = 2000 if args.quick else args.offered
@@ -447,14 +468,14 @@ def main(argv: list[str] | None = None) -> None:
     # Modes interleaved per configuration, so both see the same machine conditions.
     for _ in range(1 if args.quick else args.repeat):
         for channels in configs:
-            for udp_mode in MODES:
+            for udp_mode in modes:
                 r = run_config(
                     udp_mode, channels, duration, offered, args.paced_cap, not args.no_pin
                 )
                 runs.append(r)
                 s, p = r["saturated"], r["paced"]
                 print(
-                    f"{udp_mode:8s} {channels:3d} ch: forwarded {s['forwarded_per_s']:7.0f}/s "
+                    f"{udp_mode:12s} {channels:3d} ch: forwarded {s['forwarded_per_s']:7.0f}/s "
                     f"(received {s['received_per_s']:7.0f}/s, relay cpu "
                     f"{s['relay_cpu_cores']:.2f}, {s['forwarded_per_relay_cpu_s']:7.0f}/cpu-s, "
                     f"load {r['loadavg_1min_at_start']:.1f}) | paced {p['sent_in_per_s']:5.0f}/s "

@@ -8,6 +8,12 @@ import logging
 from collections.abc import Sequence
 
 from relay.protocol.messages import MAX_CHANNEL
+from relay.router import (
+    DEFAULT_BURST_S,
+    DEFAULT_BYTES_PER_S,
+    DEFAULT_DATAGRAMS_PER_S,
+    VoiceLimit,
+)
 from relay.server import RelayConfig, run
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE
 from relay.udp import RCVBUF
@@ -22,8 +28,8 @@ def _channel(value: str) -> str:
 
 def _positive(value: str) -> float:
     x = float(value)
-    if not x > 0:
-        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    if not (x > 0 and x != float("inf")):
+        raise argparse.ArgumentTypeError("must be a positive number")
     return x
 
 
@@ -91,6 +97,34 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"UDP receive buffer to ask the kernel for, in bytes (default {RCVBUF})",
     )
     ap.add_argument(
+        "--voice-datagrams",
+        type=_positive,
+        default=DEFAULT_DATAGRAMS_PER_S,
+        metavar="N",
+        help="most voice datagrams per second one session may send (register pings "
+        f"included); default {DEFAULT_DATAGRAMS_PER_S:g}, one Opus stream needs 50",
+    )
+    ap.add_argument(
+        "--voice-bytes",
+        type=_positive,
+        default=DEFAULT_BYTES_PER_S,
+        metavar="B",
+        help="most voice bytes per second one session may send; default "
+        f"{DEFAULT_BYTES_PER_S:g}, one Opus stream at 510 kb/s needs 64950",
+    )
+    ap.add_argument(
+        "--voice-burst",
+        type=_positive,
+        default=DEFAULT_BURST_S,
+        metavar="S",
+        help=f"seconds of either rate a session may send at once; default {DEFAULT_BURST_S:g}",
+    )
+    ap.add_argument(
+        "--no-voice-limit",
+        action="store_true",
+        help="no per-session voice limit (for load tests)",
+    )
+    ap.add_argument(
         "--log-level",
         default="info",
         choices=("debug", "info", "warning", "error"),
@@ -103,6 +137,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if not 0 <= args.port <= 0xFFFF:
         build_parser().error("--port must be 0..65535")
+    voice_limit = None
+    if not args.no_voice_limit:
+        try:
+            voice_limit = VoiceLimit(args.voice_datagrams, args.voice_bytes, args.voice_burst)
+        except ValueError as exc:
+            build_parser().error(str(exc))
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -119,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         udp_rcvbuf=args.udp_rcvbuf,
         udp_workers=max(1, args.udp_workers) if args.udp == "thread" else 1,
         max_clients=args.max_clients,
+        voice_limit=voice_limit,
     )
     asyncio.run(run(config))
 

@@ -9,18 +9,30 @@ rewrite: the destination tuples are precomputed per sender in an immutable
 :class:`RouteTable` that the control side rebuilds on every membership or
 binding change and swaps in with one attribute store.
 
+Each sender also has a :class:`VoiceLimit`: a token bucket for datagrams and one
+for bytes, so one member flooding the relay cannot take the forwarding loop
+from everyone else (issue 18: one sender at 133k datagrams/s cost the others
+3-37 % of their voice). The excess is dropped before any fan-out, which is where
+the cost is: a refused datagram costs a clock read and a few float operations,
+a forwarded one a ``sendto`` per listener.
+
 Thread ownership: ``Router.table`` is written only by the control thread (one
 atomic reference swap of an immutable value); everything else here, counters
-included, is written only by the thread that calls :meth:`Router.route`. Other
-threads may read the counters (plain ints; a stale read is harmless).
+and each route's :class:`Bucket` included, is written only by the thread that
+calls :meth:`Router.route`. The control thread creates a bucket with a session's
+first route and hands the same object on to every later table, never touching
+its fields. Other threads may read the counters (plain ints; a stale read is
+harmless).
 """
 
 from __future__ import annotations
 
+import math
 import struct
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from relay.protocol.datagram import HEADER_SIZE, MAX_DATAGRAM, TARGET_OFFSET
 
@@ -33,6 +45,58 @@ NOWHERE: Dests = ()
 # oversized one shows up as a length of RECV_SIZE instead of passing truncated.
 RECV_SIZE = MAX_DATAGRAM + 1
 
+# One Opus stream at its highest bitrate, as SPEC.md sends it: one packet per 20 ms
+# frame (50/s) of at most 1,275 bytes (510 kb/s) behind the 24-byte header, 64,950
+# bytes/s, plus a register ping every 2 s. The defaults leave 20 % more datagrams and
+# 11 % more bytes (so each limit is the one that binds in its own case: a flood of
+# small datagrams is held to 60/s, one of the largest to 55/s), and a burst of one
+# second of either for a sender whose packets leave in clumps (a GIL hand-off, a
+# Wi-Fi retry, a capture hiccup).
+DEFAULT_DATAGRAMS_PER_S = 60.0
+DEFAULT_BYTES_PER_S = 72_000.0
+DEFAULT_BURST_S = 1.0
+
+
+@dataclass(slots=True, frozen=True)
+class VoiceLimit:
+    """What one session may send through the relay: two token buckets.
+
+    Each refills at its rate and holds at most ``burst_s`` seconds of it; a
+    datagram passes if both buckets hold one datagram and its length in bytes.
+    """
+
+    datagrams_per_s: float = DEFAULT_DATAGRAMS_PER_S
+    bytes_per_s: float = DEFAULT_BYTES_PER_S
+    burst_s: float = DEFAULT_BURST_S
+
+    def __post_init__(self) -> None:
+        for name in ("datagrams_per_s", "bytes_per_s", "burst_s"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"voice limit {name} must be a positive number, not {value}")
+        if (
+            self.datagrams_per_s * self.burst_s < 1
+            or self.bytes_per_s * self.burst_s < MAX_DATAGRAM
+        ):
+            raise ValueError("a voice limit's burst must hold at least one largest datagram")
+
+
+class Bucket:
+    """One sender's two token buckets, kept as the GCRA keeps them (ATM's "virtual
+    scheduling" form): per limit, the time its bucket will next be empty of
+    what was taken, rather than a level and a time. The same decisions, with one
+    value per limit and no refill to compute: cheaper on the hot path.
+
+    The routing thread's mutable state for one sender. Starts at minus infinity:
+    the first datagram finds both buckets full.
+    """
+
+    __slots__ = ("bytes_until", "datagrams_until")
+
+    def __init__(self) -> None:
+        self.datagrams_until = -math.inf
+        self.bytes_until = -math.inf
+
 
 @dataclass(slots=True, frozen=True)
 class Route:
@@ -42,6 +106,9 @@ class Route:
     addr: Addr | None  # the bound UDP address, None before the first register ping
     dests: Dests  # every other bound member of the sender's channel
     echo: Dests  # (addr,) or ()
+    # Carried from table to table for the session's whole life, so a join or a rebind
+    # does not refill it; left out of comparisons (tables compare by routing alone).
+    bucket: Bucket = field(default_factory=Bucket, compare=False)
 
 
 @dataclass(slots=True, frozen=True)
@@ -93,7 +160,9 @@ class RouteTable:
                 # client): never send a speaker its own voice, never send twice.
                 dests = tuple(a for a in bound if a != addr)
                 echo = NOWHERE if addr is None else (addr,)
-                routes[token] = Route(_U32.pack(uid), addr, dests, echo)
+                old = prev.routes.get(token)
+                bucket = Bucket() if old is None else old.bucket
+                routes[token] = Route(_U32.pack(uid), addr, dests, echo, bucket)
                 user_of[token] = uid
                 if addr is not None:
                     whisper[uid] = echo
@@ -122,6 +191,7 @@ class Counters:
     drop_spoofed: int = 0
     drop_bad_target: int = 0
     drop_rebind_limited: int = 0  # a bound session moving address again within a second
+    drop_voice_limited: int = 0  # over the sender's VoiceLimit: refused before any fan-out
     send_errors: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -134,12 +204,24 @@ class Counters:
 class Router:
     """Decides, per datagram, where it goes; counts every outcome."""
 
-    __slots__ = ("counters", "echo", "on_bind", "table")
+    __slots__ = (
+        "_burst_s",
+        "_s_per_byte",
+        "_s_per_datagram",
+        "clock",
+        "counters",
+        "echo",
+        "limit",
+        "on_bind",
+        "table",
+    )
 
     def __init__(
         self,
         echo: bool = False,
         on_bind: Callable[[int, Addr, bytes], None] | None = None,
+        limit: VoiceLimit | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.echo = echo
         # Called (from the routing thread) with (token, address, the 24-byte ping)
@@ -148,6 +230,15 @@ class Router:
         self.on_bind = on_bind
         self.table = EMPTY_TABLE
         self.counters = Counters()
+        # None: no limit. The clock is injected rather than the time passed in, so only
+        # datagrams that passed the token and address checks pay for reading it.
+        self.limit = limit
+        self.clock = clock
+        # Unpacked once: the hot path reads plain floats off the router.
+        lim = limit or VoiceLimit()
+        self._s_per_datagram = 1.0 / lim.datagrams_per_s
+        self._s_per_byte = 1.0 / lim.bytes_per_s
+        self._burst_s = lim.burst_s
 
     def route(self, buf: bytearray, n: int, addr: Addr) -> Dests:
         """Where ``buf[:n]``, received from ``addr``, goes; may rewrite its token in place.
@@ -155,8 +246,10 @@ class Router:
         Register pings go back to the sender unchanged (from a new address they go
         to ``on_bind`` instead, which binds and answers); voice goes to the
         sender's channel or whisper target with the token replaced by the sender's
-        user id; in echo mode voice goes back unchanged. Everything else returns
-        ``()`` and is counted by reason.
+        user id; in echo mode voice goes back unchanged. What a session sends from
+        its bound address beyond its :class:`VoiceLimit` (pings included: each
+        answer is a send too) is dropped. Everything else returns ``()`` and is
+        counted by reason.
         """
         c = self.counters
         if n == 0:
@@ -174,21 +267,41 @@ class Router:
         if route is None:
             c.drop_unknown_token += 1
             return NOWHERE
-        if n == HEADER_SIZE:
-            c.register += 1
-            if route.addr == addr:
-                return route.echo
-            # A new address: the table's owner binds it, then answers the ping, so
-            # an answer always means voice from this address will be routed.
-            if self.on_bind is not None:
-                self.on_bind(token, addr, bytes(buf[:HEADER_SIZE]))
-            return NOWHERE
         if route.addr != addr:
-            if route.addr is None:
+            if n == HEADER_SIZE:
+                # A new address: the table's owner binds it, then answers the ping, so
+                # an answer always means voice from this address will be routed.
+                c.register += 1
+                if self.on_bind is not None:
+                    self.on_bind(token, addr, bytes(buf[:HEADER_SIZE]))
+            elif route.addr is None:
                 c.drop_unbound += 1
             else:
                 c.drop_spoofed += 1
             return NOWHERE
+        if self.limit is not None:
+            # Each limit's bucket is empty until `*_until`; taking this datagram moves that
+            # on by its cost in seconds, and it passes if neither ends up more than the
+            # burst ahead of now. Inline, as plain float arithmetic, on purpose.
+            b = route.bucket
+            now = self.clock()
+            d = b.datagrams_until
+            if d < now:
+                d = now
+            d += self._s_per_datagram
+            v = b.bytes_until
+            if v < now:
+                v = now
+            v += n * self._s_per_byte
+            now += self._burst_s
+            if d > now or v > now:
+                c.drop_voice_limited += 1
+                return NOWHERE
+            b.datagrams_until = d
+            b.bytes_until = v
+        if n == HEADER_SIZE:
+            c.register += 1
+            return route.echo
         if self.echo:
             c.voice_in += 1
             c.echoed += 1

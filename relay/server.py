@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from relay.control_server import ControlServer
 from relay.limits import ControlLimits
-from relay.router import Addr, Router, RouteTable
+from relay.router import Addr, Router, RouteTable, VoiceLimit
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, BindResult, SessionTable
 from relay.udp import RCVBUF, UdpThread, open_udp, start_asyncio_udp
 from relay.workers import Worker
@@ -46,6 +46,8 @@ class RelayConfig:
     udp_rcvbuf: int = RCVBUF
     udp_workers: int = 1  # forwarding threads/processes on the port; >1 adds SO_REUSEPORT processes
     max_clients: int = 2000
+    # Per-session cap on voice (datagrams and bytes per second); None: unlimited.
+    voice_limit: VoiceLimit | None = field(default_factory=VoiceLimit)
 
 
 class Relay:
@@ -54,7 +56,9 @@ class Relay:
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
         self.sessions = SessionTable(config.channels, config.grace, max_sessions=config.max_clients)
-        self.router = Router(echo=config.echo, on_bind=self._bind_from_udp)
+        self.router = Router(
+            echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
+        )
         self._pending_binds: dict[int, tuple[Addr, bytes]] = {}  # token -> latest ping
         self._pending_lock = threading.Lock()  # UDP thread and loop both touch it
         self.control = ControlServer(
@@ -100,17 +104,24 @@ class Relay:
             self._udp_thread = UdpThread(self._udp_sock, self.router)
             self._udp_thread.start()
             for _ in range(cfg.udp_workers - 1):
-                w = Worker(cfg.host, self.port, cfg.udp_rcvbuf, cfg.echo, self._bind)
+                w = Worker(
+                    cfg.host, self.port, cfg.udp_rcvbuf, cfg.echo, self._bind, cfg.voice_limit
+                )
                 self._loop.add_reader(w.conn.fileno(), self._from_worker, w)
                 self._workers.append(w)
         mode = "echo" if cfg.echo else "relay"
+        lim = cfg.voice_limit
         log.info(
-            "%s mode, udp=%s, loops=%d, channels=%s, grace=%ss",
+            "%s mode, udp=%s, loops=%d, channels=%s, grace=%ss, voice limit %s",
             mode,
             cfg.udp,
             1 + len(self._workers),
             cfg.channels,
             cfg.grace,
+            "off"
+            if lim is None
+            else f"{lim.datagrams_per_s:g} datagrams/s, {lim.bytes_per_s:g} bytes/s, "
+            f"burst {lim.burst_s:g} s per session",
         )
 
     async def serve(self) -> None:

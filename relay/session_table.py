@@ -19,8 +19,8 @@ import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from relay.names import NameBook, NameRefused, clean_chat
 from relay.protocol.messages import (
-    MAX_NAME,
     Chat,
     Error,
     Message,
@@ -116,7 +116,7 @@ class SessionTable:
         self.rebind_interval = rebind_interval
         self._by_token: dict[int, Session] = {}
         self._by_conn: dict[int, int] = {}  # control connection -> token
-        self._names: set[str] = set()
+        self._names = NameBook()  # by TR39 skeleton: look-alikes count as taken
         self._next_user_id = 1
         self.version = 0  # bumped whenever the routing view (members, bindings) changes
         self._dirty: set[str] = set()  # channels whose routing changed since take_dirty()
@@ -168,14 +168,16 @@ class SessionTable:
         if len(self._by_token) >= self.max_sessions:
             # Sessions in grace count too: auth-and-drop cannot grow the table without bound.
             return [_error(conn, "server_full", "the relay has no room for another session")]
-        name = self._unique_name(name.strip())
+        try:
+            name = self._names.claim(name)
+        except NameRefused as exc:
+            return [_error(conn, exc.code, str(exc))]
         token = self._new_token()
         user_id = self._next_user_id
         self._next_user_id += 1
         session = Session(token, user_id, name, self.default_channel, conn)
         self._by_token[token] = session
         self._by_conn[conn] = token
-        self._names.add(name)
         out: list[Action] = [Send(conn, self._welcome(session))]
         out += self._to_all(UserJoined(user_id, name, session.channel), but=conn)
         self.channels[session.channel].add(token)
@@ -230,6 +232,9 @@ class SessionTable:
         session = self.by_conn(conn)
         if session is None:
             return [_error(conn, "not_authenticated", "send auth or reconnect first")]
+        text = clean_chat(text)  # no bidi overrides or invisible characters on others' screens
+        if not text.strip():
+            return [_error(conn, "bad_message", "chat text is empty once cleaned")]
         msg = Chat(text, session.user_id, session.name, session.channel, ts)
         return self._to_channel(session.channel, msg)
 
@@ -331,7 +336,7 @@ class SessionTable:
         del self._by_token[session.token]
         if session.conn is not None:
             del self._by_conn[session.conn]
-        self._names.discard(session.name)
+        self._names.release(session.name)
         self.channels[session.channel].discard(session.token)
         self._changed(session.channel)
         return self._to_all(UserLeft(session.user_id, session.name, session.channel))
@@ -345,18 +350,6 @@ class SessionTable:
             token = secrets.randbits(32)
             if 0 < token <= U32_MAX and token not in self._by_token:
                 return token
-
-    def _unique_name(self, name: str) -> str:
-        """``name`` itself, or ``name-2``, ``name-3``... cut to fit MAX_NAME."""
-        if name not in self._names:
-            return name
-        n = 2
-        while True:
-            suffix = f"-{n}"
-            candidate = name[: MAX_NAME - len(suffix)] + suffix
-            if candidate not in self._names:
-                return candidate
-            n += 1
 
     def check(self) -> None:
         """Assert the table's invariants (for tests; these are bugs, not bad input)."""
@@ -375,5 +368,5 @@ class SessionTable:
             assert (s.udp_addr is None) == (s.bound_at is None)
             if s.conn is not None:
                 assert self._by_conn[s.conn] == token
-        assert self._names == {s.name for s in self._by_token.values()}
+        assert self._names.names() == {s.name for s in self._by_token.values()}
         assert len({s.user_id for s in self._by_token.values()}) == len(self._by_token)

@@ -13,6 +13,12 @@ does what a shared-memory table would need a versioned lock-free layout for. A
 worker sends back register pings from new addresses (the control process binds
 and answers them) and, ten times a second, its counters.
 
+Each worker's router keeps its own per-sender voice buckets (:class:`VoiceLimit`).
+A sender's datagrams all come from its one bound address, and the kernel hashes
+an address to one socket, so one worker sees (and limits) all of a sender's
+voice: the limit is per socket, which is per sender as long as the set of
+sockets does not change while the relay runs.
+
 Messages on the pipe, as tuples: to a worker ``("update", channels, entries)``
 and ``("stop",)``; from a worker ``("bind", token, addr, ping)`` and
 ``("counters", dict)``. A worker whose pipe closes (its parent died) stops.
@@ -27,14 +33,19 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from relay.router import Addr, Counters, Router, RouteTable
+from relay.router import Addr, Counters, Router, RouteTable, VoiceLimit
 from relay.udp import UdpThread, open_udp
 
 COUNTER_PERIOD = 0.1  # seconds between counter reports of a worker
 
 
 def _worker_main(
-    host: str, port: int, rcvbuf: int, echo: bool, conn: multiprocessing.connection.Connection
+    host: str,
+    port: int,
+    rcvbuf: int,
+    echo: bool,
+    limit: VoiceLimit | None,
+    conn: multiprocessing.connection.Connection,
 ) -> None:
     send_lock = threading.Lock()  # the UDP thread and this one both send on the pipe
 
@@ -42,7 +53,8 @@ def _worker_main(
         with send_lock, contextlib.suppress(OSError):
             conn.send(msg)
 
-    router = Router(echo=echo, on_bind=lambda t, a, p: send(("bind", t, a, p)))
+    # Its own buckets, fed only by the datagrams this socket receives (see the module doc).
+    router = Router(echo=echo, on_bind=lambda t, a, p: send(("bind", t, a, p)), limit=limit)
     sock = open_udp(host, port, rcvbuf, reuse_port=True)
     loop = UdpThread(sock, router)
     loop.start()
@@ -73,11 +85,12 @@ class Worker:
         rcvbuf: int,
         echo: bool,
         on_bind: Callable[[int, Addr, bytes], None],
+        limit: VoiceLimit | None = None,
     ) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
-            target=_worker_main, args=(host, port, rcvbuf, echo, child), daemon=True
+            target=_worker_main, args=(host, port, rcvbuf, echo, limit, child), daemon=True
         )
         self.process.start()
         child.close()

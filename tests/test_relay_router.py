@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.protocol.datagram import HEADER_SIZE, VoiceDatagram
-from relay.router import RECV_SIZE, Addr, Router, RouteTable
+from relay.protocol.datagram import HEADER_SIZE, MAX_DATAGRAM, VoiceDatagram
+from relay.router import RECV_SIZE, Addr, Router, RouteTable, VoiceLimit
 
 A: Addr = ("127.0.0.1", 1001)
 B: Addr = ("127.0.0.1", 1002)
@@ -146,3 +147,151 @@ def test_fuzz_any_bytes_route_or_drop_and_are_counted(data: bytes, addr: Addr) -
     c = r.counters.as_dict()
     outcomes = sum(v for k, v in c.items() if k not in ("forwarded", "echoed", "send_errors"))
     assert outcomes == 1  # every datagram lands in exactly one outcome
+
+
+# --- the per-sender voice limit ------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def limited(limit: VoiceLimit) -> tuple[Router, FakeClock]:
+    clock = FakeClock()
+    r = Router(limit=limit, clock=clock)
+    r.table = RouteTable.build(ENTRIES)
+    return r, clock
+
+
+def send(r: Router, token: int, n: int, addr: Addr = A) -> tuple[Addr, ...]:
+    return r.route(dgram(token, b"x" * (n - HEADER_SIZE)), n, addr)
+
+
+def test_a_burst_passes_then_the_rate() -> None:
+    # Powers of two, so the clock's steps and the refills are exact in floating point.
+    r, clock = limited(VoiceLimit(datagrams_per_s=64, bytes_per_s=1e9, burst_s=0.25))
+    passed = sum(bool(send(r, 0xA0A0A0A0, 100)) for _ in range(30))
+    assert passed == 16  # the full bucket: 0.25 s of 64/s
+    assert r.counters.drop_voice_limited == 14
+    assert r.counters.voice_in == 16 and r.counters.forwarded == 32  # fan-out 2
+    for _ in range(100):  # then exactly the rate
+        clock.t += 1 / 64
+        assert send(r, 0xA0A0A0A0, 100)
+    clock.t += 1 / 128
+    assert not send(r, 0xA0A0A0A0, 100)  # half a token is not enough
+
+
+def test_bytes_limit_refuses_large_datagrams_first() -> None:
+    r, clock = limited(VoiceLimit(datagrams_per_s=1000, bytes_per_s=10_000, burst_s=0.5))
+    sizes = [MAX_DATAGRAM] * 3 + [100] * 20  # 5,000 bytes of bucket: 3 large, then small
+    results = [bool(send(r, 0xA0A0A0A0, n)) for n in sizes]
+    assert results[:3] == [True, True, True]
+    assert sum(results[3:]) == (5_000 - 3 * MAX_DATAGRAM) // 100
+    clock.t += 1.0  # refills to the cap, not beyond
+    assert sum(bool(send(r, 0xA0A0A0A0, MAX_DATAGRAM)) for _ in range(10)) == 3
+
+
+def test_one_flooder_leaves_the_others_untouched() -> None:
+    r, clock = limited(VoiceLimit())
+    others = 0
+    for _ in range(50 * 5):  # five seconds: 50 frames/s from B, 4,000 datagrams/s from A
+        clock.t += 0.02
+        for _ in range(80):
+            send(r, 0xA0A0A0A0, MAX_DATAGRAM)
+        others += bool(send(r, 0xB0B0B0B0, 200, B))
+    assert others == 250
+    flood = 250 * 80
+    passed = flood - r.counters.drop_voice_limited
+    # The bytes bind first for the largest datagrams: 72,000 bytes/s is 55 of them.
+    assert 55 * 6 - 2 <= passed <= 72_000 * 6 // MAX_DATAGRAM + 1  # five seconds and a burst
+
+
+def test_an_opus_stream_at_the_highest_bitrate_passes_the_defaults() -> None:
+    r, clock = limited(VoiceLimit())
+    for i in range(50 * 60):  # a minute of 20 ms frames of 1,275 bytes, pings every 2 s
+        clock.t += 0.02
+        assert send(r, 0xA0A0A0A0, MAX_DATAGRAM)
+        if i % 100 == 0:
+            assert send(r, 0xA0A0A0A0, HEADER_SIZE) == (A,)
+    assert r.counters.drop_voice_limited == 0
+
+
+def test_a_late_clump_within_the_burst_passes() -> None:
+    r, clock = limited(VoiceLimit())
+    for _ in range(100):
+        clock.t += 0.02
+        send(r, 0xA0A0A0A0, 500)
+    clock.t += 0.5  # the sender stalled for half a second, then sends its backlog at once
+    assert all(send(r, 0xA0A0A0A0, 500) for _ in range(25))
+    assert r.counters.drop_voice_limited == 0
+
+
+def test_limit_is_per_session_and_survives_a_table_rebuild() -> None:
+    r, clock = limited(VoiceLimit(datagrams_per_s=8, bytes_per_s=1e9, burst_s=1.0))
+    assert sum(bool(send(r, 0xA0A0A0A0, 100)) for _ in range(20)) == 8
+    assert sum(bool(send(r, 0xB0B0B0B0, 100, B)) for _ in range(20)) == 8  # its own bucket
+    # A join elsewhere rebuilds the table: the flooder's bucket stays empty.
+    r.table = RouteTable.update(r.table, {"Lobby"}, [e for e in ENTRIES if e[2] == "Lobby"])
+    assert not send(r, 0xA0A0A0A0, 100)
+    clock.t += 0.125
+    assert send(r, 0xA0A0A0A0, 100)
+
+
+def test_the_limit_covers_whispers_and_pings_not_spoofed_datagrams() -> None:
+    r, _ = limited(VoiceLimit(datagrams_per_s=1, bytes_per_s=1e9, burst_s=1.0))
+    assert send(r, 0xA0A0A0A0, 100)
+    assert r.route(dgram(0xA0A0A0A0, target=4), HEADER_SIZE + 4, A) == ()  # whisper too
+    assert send(r, 0xA0A0A0A0, HEADER_SIZE) == ()  # and the ping's answer
+    assert r.counters.drop_voice_limited == 2 and r.counters.drop_bad_target == 0
+    # Spoofed, unbound and unknown datagrams are not charged to the bucket's owner.
+    assert send(r, 0xA0A0A0A0, 100, EVIL) == ()
+    assert r.counters.drop_spoofed == 1 and r.counters.drop_voice_limited == 2
+
+
+def test_without_a_limit_nothing_is_refused() -> None:
+    r, _ = router()
+    assert all(send(r, 0xA0A0A0A0, MAX_DATAGRAM) for _ in range(10_000))
+    assert r.counters.drop_voice_limited == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"datagrams_per_s": 0},
+        {"bytes_per_s": -1},
+        {"burst_s": float("nan")},
+        {"bytes_per_s": float("inf")},
+        {"bytes_per_s": 1000, "burst_s": 1.0},  # never holds a largest datagram
+        {"datagrams_per_s": 0.5, "burst_s": 1.0},  # never holds one datagram
+    ],
+)
+def test_bad_limits_are_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        VoiceLimit(**kwargs)
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 0.1), st.integers(HEADER_SIZE, MAX_DATAGRAM)),
+        max_size=300,
+    )
+)
+def test_fuzz_never_more_than_the_buckets_allow(steps: list[tuple[float, int]]) -> None:
+    r, clock = limited(VoiceLimit(datagrams_per_s=50, bytes_per_s=20_000, burst_s=0.5))
+    start = clock.t
+    passed = passed_bytes = 0
+    for dt, n in steps:
+        clock.t += dt
+        if r.route(dgram(0xA0A0A0A0, b"x" * (n - HEADER_SIZE)), n, A):  # voice or a ping's echo
+            passed += 1
+            passed_bytes += n
+    c = r.counters
+    assert passed == c.voice_in + c.register
+    assert passed + c.drop_voice_limited == len(steps)
+    elapsed = clock.t - start
+    assert passed <= 25 + elapsed * 50 + 1e-6  # the full bucket plus the refill
+    assert passed_bytes <= 10_000 + elapsed * 20_000 + 1e-6

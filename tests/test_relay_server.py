@@ -7,6 +7,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -473,3 +474,231 @@ def test_sigterm_says_bye_and_exits_cleanly(relay_factory: Callable[..., RelayPr
         err = stop_relay(relay)
         assert "counters at exit" in err and "counters:" in err
         assert "Traceback" not in err
+
+
+# --- hostile users, speaking the wire format directly (issue 18) ------------------------------
+
+_HDR = struct.Struct(">IQQI")  # token, seq, timestamp, target: SPEC.md, not the project's code
+
+# A flooder in a process of its own (so its sending does not take the GIL from the
+# measuring side): registers its token from its own socket, then sends 1,299-byte
+# voice at RATE datagrams/s for SECONDS, and prints how many it sent.
+_FLOODER = r"""
+import socket, struct, sys, time
+host, port, token = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rate, seconds = float(sys.argv[4]), float(sys.argv[5])
+hdr = struct.Struct(">IQQI")
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((host, 0))
+s.settimeout(0.2)
+ping = hdr.pack(token, 0, 0, 0)
+for _ in range(50):
+    s.sendto(ping, (host, port))
+    try:
+        if s.recvfrom(2048)[0] == ping:
+            break
+    except TimeoutError:
+        pass
+else:
+    sys.exit("not registered")
+print("registered", flush=True)
+buf = bytearray(1299)
+t0 = time.monotonic()
+sent = 0
+while (now := time.monotonic()) < t0 + seconds:
+    due = min(int((now - t0) * rate) - sent, 500)
+    if due <= 0:
+        time.sleep(0.001)
+        continue
+    for _ in range(due):
+        hdr.pack_into(buf, 0, token, sent, sent, 0)
+        try:
+            s.sendto(buf, (host, port))
+        except OSError:
+            pass
+        sent += 1
+print("sent", sent, flush=True)
+"""
+
+
+class RawUser:
+    """One user through raw sockets: u32-length + msgpack frames on TCP, ``>IQQI`` on UDP."""
+
+    def __init__(self, port: int, name: str) -> None:
+        self.port = port
+        self.tcp = socket.create_connection((HOST, port), timeout=5)
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind((HOST, 0))
+        self._buf = b""
+        self.send({"type": "auth", "name": name})
+        self.reply = self.recv(("welcome", "error"))
+
+    def close(self) -> None:
+        self.tcp.close()
+        self.udp.close()
+
+    def send(self, msg: dict[str, object]) -> None:
+        body = msgpack.packb(msg)
+        self.tcp.sendall(struct.pack(">I", len(body)) + body)
+
+    def recv(self, types: tuple[str, ...]) -> dict[str, object]:
+        """The next frame of one of ``types`` (others skipped)."""
+        while True:
+            while len(self._buf) >= 4:
+                n = struct.unpack(">I", self._buf[:4])[0]
+                if len(self._buf) < 4 + n:
+                    break
+                msg = msgpack.unpackb(self._buf[4 : 4 + n])
+                self._buf = self._buf[4 + n :]
+                if msg.get("type") in types:
+                    return dict(msg)
+            chunk = self.tcp.recv(65536)
+            assert chunk, "the relay closed the connection"
+            self._buf += chunk
+
+    @property
+    def token(self) -> int:
+        value = self.reply["token"]
+        assert isinstance(value, int)
+        return value
+
+    @property
+    def user_id(self) -> int:
+        value = self.reply["user_id"]
+        assert isinstance(value, int)
+        return value
+
+    def register(self) -> None:
+        ping = _HDR.pack(self.token, 0, 0, 0)
+        self.udp.settimeout(0.2)
+        for _ in range(25):
+            self.udp.sendto(ping, (HOST, self.port))
+            try:
+                if self.udp.recvfrom(2048)[0] == ping:
+                    return
+            except TimeoutError:
+                continue
+        raise AssertionError("no answer to the register ping")
+
+
+def _pair_delivery(a: RawUser, b: RawUser, frames: int, payload: int = 160) -> tuple[int, int]:
+    """a and b each send ``frames`` voice datagrams at 50/s; how many of the other's each got."""
+    got = {a.user_id: 0, b.user_id: 0}  # by the receiver
+    for s in (a.udp, b.udp):
+        s.setblocking(False)
+    body = bytes(payload)
+    t0 = time.monotonic()
+    for seq in range(frames + 25):  # half a second more to collect the last ones
+        if seq < frames:
+            for u in (a, b):
+                u.udp.sendto(_HDR.pack(u.token, seq, seq * 960, 0) + body, (HOST, u.port))
+        for me, other in ((a, b), (b, a)):
+            while True:
+                try:
+                    data = me.udp.recv(2048)
+                except BlockingIOError:
+                    break
+                if len(data) > 24 and _HDR.unpack_from(data)[0] == other.user_id:
+                    got[me.user_id] += 1
+        time.sleep(max(0.0, t0 + (seq + 1) * 0.02 - time.monotonic()))
+    return got[a.user_id], got[b.user_id]
+
+
+def test_a_flooding_member_does_not_cost_the_others_their_voice(
+    relay_factory: Callable[..., RelayProc],
+) -> None:
+    relay = relay_factory("--log-level", "info")
+    alice, bob, mallory = (RawUser(relay.port, n) for n in ("alice", "bob", "mallory"))
+    flooder: subprocess.Popen[str] | None = None
+    try:
+        alice.register()
+        bob.register()
+        rate, seconds = 20_000, 4.0  # 333 times the default 60 datagrams/s, 26 MB/s
+        flooder = subprocess.Popen(
+            [sys.executable, "-c", _FLOODER, HOST, str(relay.port), str(mallory.token),
+             str(rate), str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert flooder.stdout is not None
+        assert flooder.stdout.readline().strip() == "registered"
+        time.sleep(0.3)  # the flood is on
+        frames = 150  # three seconds of voice each way, all inside the flood
+        got_by_alice, got_by_bob = _pair_delivery(alice, bob, frames)
+        out, _ = flooder.communicate(timeout=30)
+        sent = int(out.split()[-1])
+    finally:
+        if flooder is not None and flooder.poll() is None:
+            flooder.kill()
+            flooder.wait()
+        for u in (alice, bob, mallory):
+            u.close()
+    log = stop_relay(relay)
+    assert sent > rate * seconds * 0.5, f"the flooder only managed {sent} datagrams"
+    assert got_by_alice >= 0.99 * frames and got_by_bob >= 0.99 * frames, (
+        got_by_alice,
+        got_by_bob,
+    )
+    (line,) = [ln for ln in log.splitlines() if "counters at exit" in ln]
+    pairs = line.split("counters at exit: ", 1)[1].split()
+    counters = {k: int(v) for k, v in (kv.split("=") for kv in pairs)}
+    # The flood was refused before any fan-out: of what reached the relay (a loaded
+    # machine may lose some in the kernel), only a burst and the rate went on.
+    allowed = 60 + 60 * (seconds + 1)
+    assert counters["drop_voice_limited"] >= 0.8 * sent, counters
+    assert counters["voice_in"] <= 2 * frames + allowed, counters
+    assert counters["forwarded"] <= 2 * (2 * frames + allowed), counters
+
+
+def test_look_alike_and_invisible_names_do_not_pass_for_another(relay: RelayProc) -> None:
+    alice = RawUser(relay.port, "alice")
+    users = [alice]
+    try:
+        assert alice.reply["type"] == "welcome"
+        zwsp = RawUser(relay.port, "alice\u200b")
+        users.append(zwsp)
+        assert zwsp.reply["type"] == "error" and zwsp.reply["code"] == "bad_name"
+        cyrillic = RawUser(relay.port, "\u0430lice")
+        users.append(cyrillic)
+        assert cyrillic.reply["type"] == "welcome"
+        listed = cyrillic.reply["users"]
+        assert isinstance(listed, list)
+        names = sorted(u["name"] for u in listed)
+        assert names == ["alice", "\u0430lice-2"]  # marked apart, as an exact duplicate is
+        joined = alice.recv(("user_joined",))
+        assert joined["name"] == "\u0430lice-2"
+        # Chat reaches the channel without the override that would reverse it on screen.
+        alice.send({"type": "chat", "text": "hi \u202eereh\u202c all\ufeff"})
+        chat = cyrillic.recv(("chat",))
+        assert chat["text"] == "hi ereh all" and chat["name"] == "alice"
+    finally:
+        for u in users:
+            u.close()
+
+
+@pytest.mark.parametrize(
+    "flags", [["--voice-datagrams", "0"], ["--voice-bytes", "1000"], ["--voice-burst", "inf"]]
+)
+def test_bad_voice_limit_flags_are_refused(flags: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "relay", "--port", "0", *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and "voice" in done.stderr
+
+
+def test_without_the_voice_limit_a_burst_all_passes(
+    relay_factory: Callable[..., RelayProc],
+) -> None:
+    relay = relay_factory("--no-voice-limit", "--log-level", "info")
+    with relay.client("a") as a, relay.client("b") as b:
+        for seq in range(200):  # more than the default limit's burst of 60, at once
+            a.send_voice(seq, b"v" * 100)
+            if seq % 50 == 49:
+                for _ in range(50):
+                    assert b.recv_voice(2.0) is not None
+    log = stop_relay(relay)
+    assert "voice limit off" in log and "drop_voice_limited=0 " in log

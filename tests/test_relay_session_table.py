@@ -102,6 +102,28 @@ def test_commands_before_auth_are_refused() -> None:
         assert isinstance(err, Error) and err.code == "not_authenticated"
 
 
+def test_look_alike_names_get_a_suffix_and_invisible_ones_an_error() -> None:
+    t = table()
+    t.auth(1, "alice")
+    lookalike = welcome(t.auth(2, "\u0430lice"), 2)  # a Cyrillic a
+    assert lookalike.users[-1].name == "\u0430lice-2"
+    (err,) = to(t.auth(3, "alice\u200b"), 3)
+    assert isinstance(err, Error) and err.code == "bad_name" and "U+200B" in err.message
+    assert len(t) == 2 and t.by_conn(3) is None
+    t.bye(1)
+    assert welcome(t.auth(4, "alice"), 4).users[-1].name == "alice"  # free again
+    t.check()
+
+
+def test_chat_loses_bidi_overrides_and_an_invisible_only_chat_is_refused() -> None:
+    t = table()
+    t.auth(1, "alice")
+    (msg,) = to(t.chat(1, "see \u202eevil\u202c here\ufeff", 5.0), 1)
+    assert isinstance(msg, Chat) and msg.text == "see evil here"
+    (err,) = to(t.chat(1, "\u200b\u202e", 5.0), 1)
+    assert isinstance(err, Error) and err.code == "bad_message"
+
+
 def test_chat_goes_to_channel_with_sender_fields() -> None:
     t = table()
     t.auth(1, "a")
