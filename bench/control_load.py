@@ -35,16 +35,12 @@ from typing import Any
 
 from bench.common import parser, summarize, write_result
 from relay.launch import ROOT, start_relay, stop_relay
-from relay.probe import Crowd
+from relay.probe import Crowd, RawFrames, welcome_done
 from relay.protocol.messages import (
     Auth,
     Bye,
     Join,
-    MessageDecoder,
     Ping,
-    Pong,
-    UserList,
-    Welcome,
     encode_message,
 )
 
@@ -92,7 +88,7 @@ def _pinger(port: int, stop: Any, ready: Any, out: Any) -> None:
     """PINGERS sessions that take turns to ping, one ping at a time every PING_INTERVAL
     (each session within the relay's 20 messages/s per connection), until ``stop``."""
     socks = [socket.create_connection((HOST, port), timeout=STORM_LIMIT) for _ in range(PINGERS)]
-    decs = [MessageDecoder() for _ in socks]
+    decs = [RawFrames(keep=False) for _ in socks]  # msgpack only: time the relay, not us
 
     def wait_for(i: int, match: Any) -> None:
         while True:
@@ -104,7 +100,7 @@ def _pinger(port: int, stop: Any, ready: Any, out: Any) -> None:
 
     for i, s in enumerate(socks):
         s.sendall(encode_message(Auth(name=f"pinger{i}")))
-        wait_for(i, lambda m: isinstance(m, Welcome | UserList))
+        wait_for(i, welcome_done)
     ready.set()
     samples: list[tuple[float, float]] = []  # (sent at, round trip in s)
     nonce = 0
@@ -115,7 +111,7 @@ def _pinger(port: int, stop: Any, ready: Any, out: Any) -> None:
             t0 = time.monotonic()
             socks[i].sendall(encode_message(Ping(nonce=nonce, t=t0)))
             n = nonce
-            wait_for(i, lambda m, n=n: isinstance(m, Pong) and m.nonce == n)
+            wait_for(i, lambda m, n=n: m.get("type") == "pong" and m.get("nonce") == n)
             samples.append((t0, time.monotonic() - t0))
             time.sleep(max(0.0, t0 + PING_INTERVAL - time.monotonic()))
     except (TimeoutError, ConnectionError) as exc:
@@ -197,18 +193,14 @@ def _auth_once(port: int, name: str) -> float:
     """Seconds from sending auth to having the whole welcome; then leave."""
     s = socket.create_connection((HOST, port), timeout=30)
     try:
-        dec = MessageDecoder()
+        frames = RawFrames(keep=False)  # msgpack only: time the relay, not our decoding
         t0 = time.monotonic()
         s.sendall(encode_message(Auth(name=name)))
         while True:
             data = s.recv(READ)
             if not data:
                 raise ConnectionError("the relay closed the connection before the welcome")
-            msgs = dec.feed(data)
-            if any(
-                (isinstance(m, Welcome) and not m.more) or (isinstance(m, UserList) and m.last)
-                for m in msgs
-            ):
+            if any(welcome_done(m) for m in frames.feed(data)):
                 elapsed = time.monotonic() - t0
                 break
         s.sendall(encode_message(Bye()))

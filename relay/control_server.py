@@ -46,6 +46,7 @@ log = logging.getLogger("relay.control_server")
 
 READ_CHUNK = 64 * 1024
 SHUTDOWN_GRACE = 0.5  # seconds for clients to take their bye before connections are cut
+WRITE_SLICE = 200  # presence writes per loop pass (each a send(): ~5-10 us)
 
 
 def _source(writer: asyncio.StreamWriter) -> str:
@@ -92,6 +93,7 @@ class ControlServer:
         self.refused: dict[str, int] = {a.value: 0 for a in Admission if a is not Admission.ADMIT}
         self._flush_timer: asyncio.TimerHandle | None = None
         self._routes_stale = False  # the router has not been told of a change yet
+        self._writing = False  # a presence round is being written, a slice per loop pass
 
     # --- per connection --------------------------------------------------------------
 
@@ -284,7 +286,8 @@ class ControlServer:
         due = self.fanout.next_flush()
         if due is None and self._routes_stale:
             due = self.clock()
-        if due is None or self._flush_timer is not None:
+        # One round at a time: a round still being written must finish first (order).
+        if due is None or self._flush_timer is not None or self._writing:
             return
         loop = asyncio.get_running_loop()
         self._flush_timer = loop.call_later(max(0.0, due - self.clock()), self._flush)
@@ -298,8 +301,23 @@ class ControlServer:
         def queued(conn_id: int) -> int:
             return conns[conn_id].writer.transport.get_write_buffer_size()
 
-        for conn_id, data in self.fanout.flush(self.clock(), queued, self.sessions.snapshot):
-            self._write(conns[conn_id], data)
+        writes = self.fanout.flush(self.clock(), queued, self.sessions.snapshot)
+        self._writing = True
+        self._write_round(writes, 0)
+
+    def _write_round(self, writes: list[tuple[int, bytes]], start: int) -> None:
+        """Write a presence round, WRITE_SLICE connections per loop pass, so that pings
+        and auths are served in between even when a round reaches thousands."""
+        end = min(len(writes), start + WRITE_SLICE)
+        conns = self._conns
+        for conn_id, data in writes[start:end]:
+            target = conns.get(conn_id)
+            if target is not None:
+                self._write(target, data)
+        if end < len(writes):
+            asyncio.get_running_loop().call_soon(self._write_round, writes, end)
+            return
+        self._writing = False
         self._schedule_flush()
 
     # --- whole server ----------------------------------------------------------------------

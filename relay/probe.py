@@ -182,7 +182,7 @@ def frame(**fields: Any) -> bytes:
     return _LEN.pack(len(body)) + body
 
 
-def _welcome_done(body: dict[str, Any]) -> bool:
+def welcome_done(body: dict[str, Any]) -> bool:
     """Whether this frame completes a welcome: one without ``more``, or a last page."""
     kind = body.get("type")
     return (kind == "welcome" and not body.get("more")) or (
@@ -190,12 +190,14 @@ def _welcome_done(body: dict[str, Any]) -> bool:
     )
 
 
-class _Frames:
-    """Splits a stream into msgpack bodies (only until the welcome is whole)."""
+class RawFrames:
+    """Splits a stream into msgpack bodies, unpacked by msgpack alone (no schema check,
+    so a load generator measures the relay, not its own decoding)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = True) -> None:
         self.buf = b""
-        self.bodies: list[dict[str, Any]] = []
+        self.keep = keep
+        self.bodies: list[dict[str, Any]] = []  # every body so far, if ``keep``
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         self.buf += data
@@ -206,7 +208,8 @@ class _Frames:
                 break
             out.append(msgpack.unpackb(self.buf[4 : 4 + n], raw=False))
             self.buf = self.buf[4 + n :]
-        self.bodies += out
+        if self.keep:
+            self.bodies += out
         return out
 
 
@@ -228,7 +231,7 @@ class Crowd:
         self.received = 0
         self.closed = 0  # sessions whose connection the relay closed
         self.last_rx = time.monotonic()
-        self._pending: dict[socket.socket, _Frames] = {}
+        self._pending: dict[socket.socket, RawFrames] = {}
 
     def __enter__(self) -> Crowd:
         return self
@@ -250,7 +253,7 @@ class Crowd:
                 s = self.connect()
                 s.sendall(frame(type="auth", name=f"{prefix}{i}"))
                 s.setblocking(False)
-                self._pending[s] = _Frames()
+                self._pending[s] = RawFrames()
                 self.sel.register(s, selectors.EVENT_READ)
                 self.socks.append(s)
             while self._pending:
@@ -291,7 +294,7 @@ class Crowd:
                 for body in frames.feed(data):
                     if body.get("type") == "error":
                         self.refusals.append(body)
-                    if _welcome_done(body) or body.get("type") == "error":
+                    if welcome_done(body) or body.get("type") == "error":
                         del self._pending[s]
                         self.welcomes[s] = frames.bodies
                         break

@@ -28,7 +28,7 @@ from relay.limits import (
     PER_ADDRESS_SESSIONS,
     ControlLimits,
 )
-from relay.router import Addr, Router, RouteTable
+from relay.router import Addr, Router, RouteTable, add_unbound
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, BindResult, SessionTable
 from relay.udp import RCVBUF, UdpThread, open_udp, start_asyncio_udp
 from relay.workers import Worker
@@ -184,11 +184,16 @@ class Relay:
     # --- glue between the sides ---------------------------------------------------------
 
     def _rebuild_routes(self) -> None:
+        added = self.sessions.take_added()
         dirty = self.sessions.take_dirty()
+        table = add_unbound(self.router.table, added) if added else self.router.table
         entries = self.sessions.route_entries(dirty)
-        self.router.table = RouteTable.update(self.router.table, dirty, entries)
-        for w in self._workers:
-            w.update(dirty, entries)
+        self.router.table = RouteTable.update(table, dirty, entries)
+        if self._workers:  # they know channel updates only: new sessions' channels are redone
+            dirty |= {channel for _token, _uid, channel in added}
+            entries = self.sessions.route_entries(dirty)
+            for w in self._workers:
+                w.update(dirty, entries)
 
     def _bind_from_udp(self, token: int, addr: Addr, ping: bytes) -> None:
         # Called on the UDP thread (or the loop, in asyncio mode): hop to the loop, with at

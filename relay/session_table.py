@@ -164,6 +164,7 @@ class SessionTable:
         self._next_user_id = 1
         self.version = 0  # bumped whenever the routing view (members, bindings) changes
         self._dirty: set[str] = set()  # channels whose routing changed since take_dirty()
+        self._added: list[int] = []  # tokens of sessions created since take_added()
 
     # --- queries ---------------------------------------------------------------
 
@@ -215,9 +216,22 @@ class SessionTable:
         return [(s.token, s.user_id, s.channel, s.udp_addr) for s in sessions]
 
     def take_dirty(self) -> set[str]:
-        """The channels whose members or bindings changed since the last call."""
+        """The channels whose members or bindings changed since the last call, besides
+        the sessions :meth:`take_added` lists (call that first)."""
         dirty, self._dirty = self._dirty, set()
         return dirty
+
+    def take_added(self) -> list[tuple[int, int, str]]:
+        """``(token, user_id, channel)`` of the sessions created since the last call that
+        are still unbound in a channel with no other change: the router adds them
+        without rebuilding the channel (:func:`relay.router.add_unbound`)."""
+        added, self._added = self._added, []
+        out = []
+        for token in added:
+            s = self._by_token.get(token)
+            if s is not None and s.udp_addr is None and s.channel not in self._dirty:
+                out.append((token, s.user_id, s.channel))
+        return out
 
     # --- control messages --------------------------------------------------------
 
@@ -254,7 +268,9 @@ class SessionTable:
         self.channels[session.channel].add(token)
         self._set_packed(session)
         out.append(SendFrames((conn,), self._welcome(session)))
-        self._changed(session.channel)
+        # Unbound, it changes no one's routes: listed for take_added, not a dirty channel.
+        self.version += 1
+        self._added.append(token)
         return out
 
     def reconnect(self, conn: int, token: int, now: float) -> list[Action]:

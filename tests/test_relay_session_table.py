@@ -24,7 +24,7 @@ from relay.protocol.messages import (
     UserList,
     Welcome,
 )
-from relay.router import EMPTY_TABLE, RouteTable
+from relay.router import EMPTY_TABLE, RouteTable, add_unbound
 from relay.session_table import (
     REBIND_INTERVAL,
     Action,
@@ -510,8 +510,10 @@ class SessionMachine(RuleBasedStateMachine):
 
     @invariant()
     def incremental_routes_equal_a_full_build(self) -> None:
+        added = self.t.take_added()
         dirty = self.t.take_dirty()
-        self.table = RouteTable.update(self.table, dirty, self.t.route_entries(dirty))
+        table = add_unbound(self.table, added)
+        self.table = RouteTable.update(table, dirty, self.t.route_entries(dirty))
         assert routing_view(self.table) == routing_view(RouteTable.build(self.t.route_entries()))
 
 

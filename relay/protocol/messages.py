@@ -254,6 +254,8 @@ def _frame_with_users(head: Message, users: Sequence[bytes]) -> bytes:
 def _pages(head_size: int, users: Sequence[bytes]) -> list[Sequence[bytes]]:
     """``users`` cut into runs that fit a frame next to a head of ``head_size`` bytes."""
     budget = MAX_FRAME - head_size - _PAGE_SLACK
+    if len(users) <= MAX_LIST and sum(map(len, users)) <= budget:
+        return [users]  # the common case, summed in C
     pages: list[Sequence[bytes]] = []
     start = size = 0
     for i, user in enumerate(users):
