@@ -166,8 +166,8 @@ def control_section(doc: dict[str, Any]) -> list[str]:
     out = ["## Control plane under load (loopback, a real relay process)", ""]
     st, ping = doc["storm"], doc["storm"]["ping_ms"]
     out.append(
-        f"Join storm: {st['sessions']} sessions send one join each at once "
-        f"({2 * st['sessions']} presence events, {st['sessions'] ** 2 * 2:,} deliveries). "
+        f"Join storm: {st['sessions']} sessions send {st.get('rounds', 1)} join(s) each at once "
+        f"({2 * st['joins']} presence events, {st['joins'] * st['sessions'] * 2:,} deliveries). "
         f"Presence settled in {_f(st['storm_s'])} s{' (cut off)' if st['cut_off'] else ''}; "
         f"control ping during it (one every 20 ms, one at a time): p50 **{_f(ping.get('p50'), 1)}"
         f" ms**, p99 **{_f(ping.get('p99'), 1)} ms**, max {_f(ping.get('max'), 1)} ms over "
