@@ -50,6 +50,7 @@ HOST = "127.0.0.1"
 STORM_CHANNELS = 50  # sessions join c0..c49 round-robin
 PING_INTERVAL = 0.02
 PINGERS = 4  # pinging sessions taking turns: 12.5 pings/s each, under the 20/s per connection
+MIN_WINDOW = 0.5  # seconds of pings counted as "during the storm", at the least
 QUIET = 1.0  # seconds without a presence byte: the storm is over
 STORM_LIMIT = 90.0  # seconds: a storm that lasts longer is cut off and reported as such
 AUTH_LEVELS = [10, 500, 2000]
@@ -178,7 +179,9 @@ def run_storm(root: Path, sessions: int, rounds: int) -> dict[str, Any]:
             stop_relay(proc)
             log.seek(0)
             log_bytes = len(log.read())
-    during = [rtt * 1000 for sent, rtt in samples if t0 <= sent <= t1]
+    # The pings sent from the first join until the storm is over, over at least
+    # MIN_WINDOW so that a storm the relay clears at once still has samples.
+    during = [rtt * 1000 for sent, rtt in samples if t0 <= sent <= max(t1, t0 + MIN_WINDOW)]
     before = [rtt * 1000 for sent, rtt in samples if sent < t0]
     return {
         "sessions": sessions,
