@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup demo test lint fuzz bench relay clean
+.PHONY: setup demo test lint fuzz soak bench relay clean
 
 setup:
 	@./scripts/setup.sh
@@ -17,7 +17,11 @@ lint: setup
 	$(PY) -m mypy
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not soak"
+
+# The long checks `make test` leaves out (pytest marker `soak`).
+soak: setup
+	$(PY) -m pytest -q -s -m soak
 
 # The heavier fuzzing profile: many more examples per parser.
 fuzz: setup

@@ -13,7 +13,9 @@ from bench import report
 from bench.common import RESULTS
 
 # Cheapest first; relay_load and quality take minutes each.
-BENCHMARKS = ["codec_speed", "ring_ipc", "latency", "client_cost", "relay_load", "quality"]
+BENCHMARKS = [
+    "codec_speed", "ring_ipc", "latency", "client_cost", "control_load", "relay_load", "quality",
+]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -174,6 +174,8 @@ class RelayUnderTest:
         args = ["--udp", udp, "--udp-workers", str(workers), *extra]
         args += ["--grace", "600", "--auth-timeout", "60", "--stats-interval", "3600"]
         args += ["--max-clients", "5000"]
+        # Every talker connects from 127.0.0.1: lift the per-address limits.
+        args += ["--max-per-address", "0", "--max-sessions-per-address", "0", "--connect-rate", "0"]
         for name in names:
             args += ["--channel", name]
         self.channels = names

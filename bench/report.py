@@ -162,6 +162,25 @@ def relay_section(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def control_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Control plane under load (loopback, a real relay process)", ""]
+    st, ping = doc["storm"], doc["storm"]["ping_ms"]
+    out.append(
+        f"Join storm: {st['sessions']} sessions send {st.get('rounds', 1)} join(s) each at once "
+        f"({2 * st['joins']} presence events, {st['joins'] * st['sessions'] * 2:,} deliveries). "
+        f"Presence settled in {_f(st['storm_s'])} s{' (cut off)' if st['cut_off'] else ''}; "
+        f"control ping during it (one every 20 ms, one at a time): p50 **{_f(ping.get('p50'), 1)}"
+        f" ms**, p99 **{_f(ping.get('p99'), 1)} ms**, max {_f(ping.get('max'), 1)} ms over "
+        f"{ping.get('n', 0)} pings; relay CPU {_f(st['relay_cpu_s'])} s; "
+        f"{_f(st['received_bytes_per_session'] / 1024, 1)} KiB received per session."
+    )
+    out += ["", "Auth latency (auth sent to the whole welcome in), by sessions held:", ""]
+    rows = [[level, _f(s.get("p50")), _f(s.get("p99")), _f(s.get("max"))]
+            for level, s in doc["auth_ms"].items()]  # fmt: skip
+    out += _table(["sessions", "p50 ms", "p99 ms", "max ms"], rows)
+    return out
+
+
 def generic_section(name: str, doc: dict[str, Any]) -> list[str]:
     body = {k: v for k, v in doc.items() if k not in ("benchmark", "when", "machine")}
     return [f"## {name}", "", "```json", json.dumps(body, indent=1)[:4000], "```"]
@@ -251,8 +270,11 @@ SECTIONS = {
     "client_cost": client_section,
     "codec_speed": codec_section,
     "relay_load": relay_section,
+    "control_load": control_section,
 }
-ORDER = ["latency", "relay_load", "client_cost", "quality", "ring_ipc", "codec_speed"]
+ORDER = [
+    "latency", "relay_load", "control_load", "client_cost", "quality", "ring_ipc", "codec_speed",
+]  # fmt: skip
 
 
 def build(folder: Path) -> Path:

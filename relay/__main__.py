@@ -7,6 +7,8 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from relay.limits import CONNECT_BURST, CONNECT_RATE, PER_ADDRESS_CONNECTIONS, PER_ADDRESS_SESSIONS
+from relay.lograte import install as install_log_rate_limit
 from relay.protocol.messages import MAX_CHANNEL
 from relay.router import (
     DEFAULT_BURST_S,
@@ -30,6 +32,20 @@ def _positive(value: str) -> float:
     x = float(value)
     if not (x > 0 and x != float("inf")):
         raise argparse.ArgumentTypeError("must be a positive number")
+    return x
+
+
+def _count(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 0 (no limit) or more")
+    return n
+
+
+def _rate(value: str) -> float:
+    x = float(value)
+    if not x >= 0:
+        raise argparse.ArgumentTypeError("must be 0 (no limit) or a positive rate")
     return x
 
 
@@ -91,6 +107,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="most connections, and most sessions (those in grace included); default 2000",
     )
     ap.add_argument(
+        "--max-per-address",
+        type=_count,
+        default=PER_ADDRESS_CONNECTIONS,
+        metavar="N",
+        help="most connections open from one source address; 0 = no limit; "
+        f"default {PER_ADDRESS_CONNECTIONS}",
+    )
+    ap.add_argument(
+        "--max-sessions-per-address",
+        type=_count,
+        default=PER_ADDRESS_SESSIONS,
+        metavar="N",
+        help="most sessions (those in grace included) from one source address; 0 = no limit; "
+        f"default {PER_ADDRESS_SESSIONS}",
+    )
+    ap.add_argument(
+        "--connect-rate",
+        type=_rate,
+        default=CONNECT_RATE,
+        metavar="R",
+        help=f"new connections per second from one source address; 0 = no limit; "
+        f"default {CONNECT_RATE:g}",
+    )
+    ap.add_argument(
+        "--connect-burst",
+        type=_rate,
+        default=CONNECT_BURST,
+        metavar="N",
+        help=f"new connections one address may open at once above the rate; "
+        f"default {CONNECT_BURST:g}",
+    )
+    ap.add_argument(
         "--udp-rcvbuf",
         type=int,
         default=RCVBUF,
@@ -147,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_log_rate_limit()  # under load, no log line per event
     config = RelayConfig(
         host=args.host,
         port=args.port,
@@ -160,6 +209,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         udp_workers=max(1, args.udp_workers) if args.udp == "thread" else 1,
         max_clients=args.max_clients,
         voice_limit=voice_limit,
+        per_address_connections=args.max_per_address,
+        per_address_sessions=args.max_sessions_per_address,
+        connect_rate=args.connect_rate,
+        connect_burst=args.connect_burst,
     )
     asyncio.run(run(config))
 

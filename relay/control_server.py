@@ -7,8 +7,11 @@ an ``error`` (and the connection is closed when the stream cannot be
 re-synchronised or a client keeps sending garbage), a connection that never
 authenticates is timed out, and a client that does not read its replies is
 dropped once its output buffer passes a bound instead of growing memory. How
-much is too much is decided by :class:`relay.limits.ConnectionPolicy`; this
-module reads the clock and carries out its verdicts.
+much is too much is decided by :class:`relay.limits.ConnectionPolicy` (per
+connection) and :class:`relay.limits.AddressPolicy` (per source address); this
+module reads the clock and carries out their verdicts. Presence goes through
+:class:`relay.presence.PresenceFanout`, which batches it per connection and
+gives a connection that falls behind a snapshot instead of its backlog.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import socket
 import time
 from collections.abc import Callable
 
-from relay.limits import ConnectionPolicy, ControlLimits, Verdict
+from relay.limits import AddressPolicy, Admission, ConnectionPolicy, ControlLimits, Verdict
+from relay.presence import PresenceFanout
 from relay.protocol.errors import FramingError, ProtocolError
 from relay.protocol.messages import (
     Auth,
@@ -36,23 +40,31 @@ from relay.protocol.messages import (
     Reconnect,
     encode_message,
 )
-from relay.session_table import Action, Close, Send, SessionTable
+from relay.session_table import Action, Presence, Send, SendFrames, SessionTable
 
 log = logging.getLogger("relay.control_server")
 
 READ_CHUNK = 64 * 1024
+SHUTDOWN_GRACE = 0.5  # seconds for clients to take their bye before connections are cut
+WRITE_SLICE = 200  # presence writes per loop pass (each a send(): ~5-10 us)
+
+
+def _source(writer: asyncio.StreamWriter) -> str:
+    """The peer's address (no port): what the per-address limits count by."""
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
 
 
 class _Conn:
-    __slots__ = ("closing", "id", "peer", "policy", "timer", "writer")
+    __slots__ = ("closing", "id", "policy", "source", "timer", "writer")
 
     def __init__(
-        self, conn_id: int, writer: asyncio.StreamWriter, policy: ConnectionPolicy
+        self, conn_id: int, writer: asyncio.StreamWriter, policy: ConnectionPolicy, source: str
     ) -> None:
         self.id = conn_id
         self.policy = policy
         self.writer = writer
-        self.peer = writer.get_extra_info("peername")
+        self.source = source
         self.closing = False
         self.timer: asyncio.TimerHandle | None = None
 
@@ -76,17 +88,26 @@ class ControlServer:
         self._conns: dict[int, _Conn] = {}
         self._ids = itertools.count(1)
         self._version = sessions.version
+        self.addresses = AddressPolicy(self.limits)
+        self.fanout = PresenceFanout()
+        self.refused: dict[str, int] = {a.value: 0 for a in Admission if a is not Admission.ADMIT}
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._routes_stale = False  # the router has not been told of a change yet
+        self._writing = False  # a presence round is being written, a slice per loop pass
 
     # --- per connection --------------------------------------------------------------
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """The whole life of one control connection."""
         opened = self.clock()
-        conn = _Conn(next(self._ids), writer, ConnectionPolicy(self.limits, opened))
-        if not self.limits.admits(len(self._conns)):
-            writer.write(encode_message(Error(code="server_full", message="too many connections")))
+        source = _source(writer)
+        admission = self.addresses.admit(source, opened)
+        if admission is not Admission.ADMIT:
+            self.refused[admission.value] += 1
+            writer.write(encode_message(Error(code=admission.value, message=_REFUSALS[admission])))
             writer.close()
             return
+        conn = _Conn(next(self._ids), writer, ConnectionPolicy(self.limits, opened), source)
         sock = writer.get_extra_info("socket")
         if sock is not None:  # notice dead peers eventually, even if they never write again
             with contextlib.suppress(OSError):
@@ -95,7 +116,7 @@ class ControlServer:
         loop = asyncio.get_running_loop()
         conn.timer = loop.call_later(conn.policy.auth_deadline - opened, self._auth_timeout, conn)
         decoder = MessageDecoder()
-        log.debug("conn %d from %s", conn.id, conn.peer)
+        log.debug("conn %d from %s", conn.id, writer.get_extra_info("peername"))
         try:
             while not conn.closing:
                 try:
@@ -126,6 +147,8 @@ class ControlServer:
             if conn.timer is not None:
                 conn.timer.cancel()
             del self._conns[conn.id]
+            self.addresses.release(conn.source)
+            self.fanout.unsubscribe(conn.id)
             self._apply(self.sessions.drop(conn.id, self.clock()))
             if not writer.is_closing():
                 writer.close()
@@ -136,7 +159,7 @@ class ControlServer:
     def _dispatch(self, conn: _Conn, msg: Message) -> None:
         s = self.sessions
         if isinstance(msg, Auth):
-            actions = s.auth(conn.id, msg.name)
+            actions = s.auth(conn.id, msg.name, conn.source)
             session = s.by_conn(conn.id)
             if session is not None:
                 log.info("auth conn=%d user=%d name=%r", conn.id, session.user_id, session.name)
@@ -159,10 +182,14 @@ class ControlServer:
             exc = ProtocolError(f"{msg.TYPE} is sent by the relay, not to it")
             self._refuse(conn, exc, conn.policy.on_bad_frame())
             return
-        if conn.timer is not None and s.by_conn(conn.id) is not None:
+        has_session = s.by_conn(conn.id) is not None
+        if conn.timer is not None and has_session:
             conn.timer.cancel()  # only a session stops the clock: failed reconnects do not
             conn.timer = None
         self._apply(actions)
+        if has_session and not conn.closing:
+            # After its welcome went out: presence from here on is news to it.
+            self.fanout.subscribe(conn.id)
 
     def _refuse(self, conn: _Conn, exc: ProtocolError, verdict: Verdict) -> None:
         """Answer bad input with an error; close the connection if the policy says so."""
@@ -192,27 +219,54 @@ class ControlServer:
         In that order: a client that reads its welcome may send voice at once.
         """
         if self.sessions.version != self._version:
-            self._version = self.sessions.version
-            self.on_change()
+            if any(isinstance(a, Send | SendFrames) for a in actions):
+                self._sync_routes()  # e.g. a welcome: its session must be routed first
+            else:
+                # Presence alone (a join, a leave): the routes are rebuilt once, just
+                # before the next presence flush, for every change since. A join
+                # storm then costs one rebuild per flush, not one per join.
+                self._routes_stale = True
+                self._schedule_flush()
+        published = False
         for action in actions:
-            target = self._conns.get(action.conn)
-            if target is None:
-                continue
-            if isinstance(action, Send):
-                self._send(target, action.message)
-            elif isinstance(action, Close):
-                self._close(target, action.reason)
+            if isinstance(action, Presence):
+                self.fanout.publish(action.data, action.but)
+                published = True
+            elif isinstance(action, SendFrames):
+                for conn_id in action.conns:
+                    target = self._conns.get(conn_id)
+                    if target is not None:
+                        self._write(target, action.data)
+            else:
+                target = self._conns.get(action.conn)
+                if target is None:
+                    continue
+                if isinstance(action, Send):
+                    self._send(target, action.message)
+                else:
+                    self._close(target, action.reason)
+        if published:
+            self._schedule_flush()
+
+    def _sync_routes(self) -> None:
+        self._version = self.sessions.version
+        self._routes_stale = False
+        self.on_change()
 
     def _send(self, conn: _Conn, msg: Message) -> None:
-        if conn.closing:
-            return
-        transport = conn.writer.transport
         try:
             frame = encode_message(msg)
         except ProtocolError as exc:  # a bug (a message we built is too large): never fatal
             log.error("conn %d: cannot send %s: %s", conn.id, msg.TYPE, exc)
             return
-        transport.write(frame)
+        self._write(conn, frame)
+
+    def _write(self, conn: _Conn, data: bytes) -> None:
+        transport = conn.writer.transport
+        # A transport whose peer is gone logs a warning per write: never write to one.
+        if conn.closing or transport.is_closing():
+            return
+        transport.write(data)
         if transport.get_write_buffer_size() > self.limits.max_output:
             log.warning("conn %d does not read its replies: dropped", conn.id)
             conn.closing = True
@@ -223,7 +277,48 @@ class ControlServer:
             return
         log.debug("closing conn %d: %s", conn.id, reason)
         conn.closing = True
+        self.fanout.unsubscribe(conn.id)
         conn.writer.close()  # flushes what is queued, then closes; the reader then sees EOF
+
+    # --- presence ------------------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        due = self.fanout.next_flush()
+        if due is None and self._routes_stale:
+            due = self.clock()
+        # One round at a time: a round still being written must finish first (order).
+        if due is None or self._flush_timer is not None or self._writing:
+            return
+        loop = asyncio.get_running_loop()
+        self._flush_timer = loop.call_later(max(0.0, due - self.clock()), self._flush)
+
+    def _flush(self) -> None:
+        self._flush_timer = None
+        if self._routes_stale or self.sessions.version != self._version:
+            self._sync_routes()  # before the presence that tells of the change
+        conns = self._conns
+
+        def queued(conn_id: int) -> int:
+            return conns[conn_id].writer.transport.get_write_buffer_size()
+
+        writes = self.fanout.flush(self.clock(), queued, self.sessions.snapshot)
+        self._writing = True
+        self._write_round(writes, 0)
+
+    def _write_round(self, writes: list[tuple[int, bytes]], start: int) -> None:
+        """Write a presence round, WRITE_SLICE connections per loop pass, so that pings
+        and auths are served in between even when a round reaches thousands."""
+        end = min(len(writes), start + WRITE_SLICE)
+        conns = self._conns
+        for conn_id, data in writes[start:end]:
+            target = conns.get(conn_id)
+            if target is not None:
+                self._write(target, data)
+        if end < len(writes):
+            asyncio.get_running_loop().call_soon(self._write_round, writes, end)
+            return
+        self._writing = False
+        self._schedule_flush()
 
     # --- whole server ----------------------------------------------------------------------
 
@@ -231,16 +326,38 @@ class ControlServer:
         """Remove sessions whose grace period is over (called by the server's timer)."""
         self._apply(self.sessions.expire(self.clock()))
 
-    async def shutdown(self, timeout: float = 1.0) -> None:
-        """Tell every client ``bye`` and close every connection."""
+    async def shutdown(self, timeout: float = SHUTDOWN_GRACE) -> None:
+        """Tell every client ``bye`` and close every connection, within ``timeout`` in all.
+
+        A client that does not take its bye in time (its queue is full: it does not
+        read) is cut off, so a stop never waits on the slowest peer.
+        """
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         conns = list(self._conns.values())
         for conn in conns:
             self._send(conn, Bye())
             self._close(conn, "relay shutting down")
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.writer.wait_closed(), timeout)
+        waits = [asyncio.ensure_future(c.writer.wait_closed()) for c in conns]
+        if not waits:
+            return
+        await asyncio.wait(waits, timeout=timeout)
+        for conn, wait in zip(conns, waits, strict=True):
+            if not wait.done():
+                conn.writer.transport.abort()  # connection_lost follows at once
+        _done, pending = await asyncio.wait(waits, timeout=timeout)
+        for wait in pending:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
 
     @property
     def connection_count(self) -> int:
         return len(self._conns)
+
+
+_REFUSALS = {
+    Admission.SERVER_FULL: "too many connections",
+    Admission.ADDRESS_FULL: "too many connections from your address",
+    Admission.TOO_FAST: "too many new connections from your address; retry in a few seconds",
+}

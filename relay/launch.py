@@ -20,15 +20,17 @@ LISTENING = re.compile(r"relay listening on \S+ tcp=(\d+) udp=(\d+)")
 
 
 def start_relay(
-    *args: str, host: str = "127.0.0.1", log: IO[str] | None = None
+    *args: str, host: str = "127.0.0.1", log: IO[str] | None = None, root: Path = ROOT
 ) -> tuple[subprocess.Popen[str], int]:
     """Start a relay on ``host`` (a free port unless ``args`` say ``--port``).
 
     Returns the process and its port once it listens. ``log`` receives its stderr.
+    ``root``: the checkout whose ``relay`` package runs (a benchmark may compare
+    with an older one).
     """
     proc = subprocess.Popen(
         [sys.executable, "-m", "relay", "--host", host, "--port", "0", *args],
-        cwd=ROOT,
+        cwd=root,
         stdout=subprocess.PIPE,
         stderr=log if log is not None else subprocess.DEVNULL,
         text=True,

@@ -1,10 +1,12 @@
-"""What a control connection may do, sans-I/O: the relay's per-connection limits.
+"""What a control connection may do, sans-I/O: the relay's per-connection and
+per-address limits.
 
 :class:`ControlLimits` is the operator's configuration; :class:`ConnectionPolicy`
-applies it to one connection. Every method takes the time (monotonic seconds)
-as an argument and returns a decision; the asyncio adapter
-(:mod:`relay.control_server`) reads the clock, sends the errors and closes the
-connections. No sockets, no clock, no logging here.
+applies it to one connection and :class:`AddressPolicy` to the connections of
+each source address (how many are open, how fast new ones come). Every method
+takes the time (monotonic seconds) as an argument and returns a decision; the
+asyncio adapter (:mod:`relay.control_server`) reads the clock, sends the errors
+and closes the connections. No sockets, no clock, no logging here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from dataclasses import dataclass
 
 MAX_ERRORS = 16  # bad frames tolerated on one connection before it is closed
 MAX_FAILED_RECONNECTS = 3  # reconnects with an unknown token before the connection is closed
+# Per source address: a household or an office behind one NAT runs a handful of
+# clients, each with one connection that reconnects every 2 s when it drops.
+PER_ADDRESS_CONNECTIONS = 32
+PER_ADDRESS_SESSIONS = 32
+CONNECT_RATE = 16.0  # new connections per second from one address
+CONNECT_BURST = 64.0
+PRUNE_AT = 4096  # addresses remembered before the idle ones are forgotten
 
 
 @dataclass(slots=True)
@@ -26,6 +35,12 @@ class ControlLimits:
     # flood of either must not take the loop (and the GIL) from everyone else.
     rate: float = 20.0
     burst: float = 40.0
+    # Per source address (0: no limit): open connections, sessions (those in grace
+    # included; the session table enforces it), and new connections per second.
+    per_address_connections: int = PER_ADDRESS_CONNECTIONS
+    per_address_sessions: int = PER_ADDRESS_SESSIONS
+    connect_rate: float = CONNECT_RATE
+    connect_burst: float = CONNECT_BURST
 
     def admits(self, open_connections: int) -> bool:
         """Whether a new connection may be served while ``open_connections`` are."""
@@ -62,6 +77,10 @@ class TokenBucket:
             return False
         self._tokens -= 1.0
         return True
+
+    def level(self, now: float) -> float:
+        """The tokens there would be at ``now``, without taking one."""
+        return min(self.burst, self._tokens + (now - self._last) * self.rate)
 
 
 class ConnectionPolicy:
@@ -108,3 +127,70 @@ class ConnectionPolicy:
     def auth_overdue(self, now: float, authenticated: bool) -> bool:
         """Whether the connection is still without a session at its deadline: close it."""
         return not authenticated and now >= self.auth_deadline
+
+
+class Admission(enum.Enum):
+    """What :meth:`AddressPolicy.admit` says of a new connection; else the error code."""
+
+    ADMIT = "admit"
+    SERVER_FULL = "server_full"  # the relay has max_connections open
+    ADDRESS_FULL = "too_many_connections"  # this address has per_address_connections open
+    TOO_FAST = "connecting_too_fast"  # this address opens connections faster than connect_rate
+
+
+class AddressPolicy:
+    """Open connections and the connection rate of every source address.
+
+    :meth:`admit` counts an admitted connection as open until :meth:`release`.
+    A refused one still spends a token of its address's bucket, so hammering
+    does not buy anything; an address whose bucket is full again is forgotten
+    once more than :data:`PRUNE_AT` are remembered, so memory stays bounded.
+    """
+
+    __slots__ = ("_buckets", "_open", "limits", "total")
+
+    def __init__(self, limits: ControlLimits) -> None:
+        self.limits = limits
+        self.total = 0  # connections open, from every address
+        self._open: dict[str, int] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def open_from(self, addr: str) -> int:
+        return self._open.get(addr, 0)
+
+    def admit(self, addr: str, now: float) -> Admission:
+        """A connection from ``addr`` arrived at ``now``: may it be served?"""
+        lim = self.limits
+        if lim.connect_rate > 0:
+            bucket = self._buckets.get(addr)
+            if bucket is None:
+                if len(self._buckets) >= PRUNE_AT:
+                    self._prune(now)
+                bucket = self._buckets[addr] = TokenBucket(lim.connect_rate, lim.connect_burst, now)
+            if not bucket.allow(now):
+                return Admission.TOO_FAST
+        if not lim.admits(self.total):
+            return Admission.SERVER_FULL
+        if lim.per_address_connections and self.open_from(addr) >= lim.per_address_connections:
+            return Admission.ADDRESS_FULL
+        self._open[addr] = self.open_from(addr) + 1
+        self.total += 1
+        return Admission.ADMIT
+
+    def release(self, addr: str) -> None:
+        """An admitted connection from ``addr`` closed."""
+        left = self._open[addr] - 1
+        if left:
+            self._open[addr] = left
+        else:
+            del self._open[addr]
+        self.total -= 1
+
+    def _prune(self, now: float) -> None:
+        """Forget the addresses whose bucket has refilled: they are as if never seen."""
+        full = [a for a, b in self._buckets.items() if b.level(now) >= b.burst]
+        for addr in full:
+            del self._buckets[addr]
+        if len(self._buckets) >= PRUNE_AT // 2:  # that many busy addresses: forget the oldest
+            for addr in list(self._buckets)[: len(self._buckets) - PRUNE_AT // 2]:
+                del self._buckets[addr]

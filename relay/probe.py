@@ -1,15 +1,25 @@
-"""A minimal blocking relay client, for integration tests, the load generator and smoke checks.
+"""Minimal relay clients, for integration tests, the load generators and smoke checks.
 
-Not the desktop client's network stage: no reconnect logic, no threads. One TCP
-connection with a message decoder, one UDP socket, and helpers that wait for a
-reply with a timeout so a test fails instead of hanging.
+Not the desktop client's network stage: no reconnect logic, no threads.
+
+* :class:`ProbeClient`: one TCP connection with a message decoder, one UDP
+  socket, and helpers that wait for a reply with a timeout so a test fails
+  instead of hanging;
+* :class:`Crowd`: many sessions read by one selector, speaking the wire format
+  by hand (SPEC.md: a u32 length and a msgpack map), as an outsider would.
 """
 
 from __future__ import annotations
 
+import contextlib
+import selectors
 import socket
+import struct
 import time
 from collections.abc import Callable
+from typing import Any
+
+import msgpack
 
 from relay.protocol.datagram import HEADER_SIZE, VoiceDatagram
 from relay.protocol.errors import ProtocolError
@@ -21,12 +31,16 @@ Addr = tuple[str, int]
 class ProbeClient:
     """One user of a relay at ``host:port`` (TCP and UDP on the same port)."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
+    def __init__(
+        self, host: str, port: int, timeout: float = 10.0, source: str | None = None
+    ) -> None:
+        """``source``: the local address to connect from (e.g. 127.0.0.2 on loopback)."""
         self.relay: Addr = (host, port)
         self.timeout = timeout
-        self.tcp = socket.create_connection(self.relay, timeout=timeout)
+        local = None if source is None else (source, 0)
+        self.tcp = socket.create_connection(self.relay, timeout=timeout, source_address=local)
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind((host, 0))
+        self.udp.bind((source or host, 0))
         self.udp.settimeout(timeout)
         self._decoder = MessageDecoder()
         self.inbox: list[Message | ProtocolError] = []
@@ -154,3 +168,153 @@ class ProbeClient:
             if len(data) > HEADER_SIZE:
                 return VoiceDatagram.parse(data)
         return None
+
+
+# --- many sessions, by hand ---------------------------------------------------------------
+
+_LEN = struct.Struct(">I")
+READ = 256 * 1024
+
+
+def frame(**fields: Any) -> bytes:
+    """One control frame, built by hand: the u32 big-endian length, the msgpack map."""
+    body = msgpack.packb(fields, use_bin_type=True)
+    return _LEN.pack(len(body)) + body
+
+
+def welcome_done(body: dict[str, Any]) -> bool:
+    """Whether this frame completes a welcome: one without ``more``, or a last page."""
+    kind = body.get("type")
+    return (kind == "welcome" and not body.get("more")) or (
+        kind == "user_list" and bool(body.get("last"))
+    )
+
+
+class RawFrames:
+    """Splits a stream into msgpack bodies, unpacked by msgpack alone (no schema check,
+    so a load generator measures the relay, not its own decoding)."""
+
+    def __init__(self, keep: bool = True) -> None:
+        self.buf = b""
+        self.keep = keep
+        self.bodies: list[dict[str, Any]] = []  # every body so far, if ``keep``
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        self.buf += data
+        out = []
+        while len(self.buf) >= 4:
+            (n,) = _LEN.unpack_from(self.buf)
+            if len(self.buf) < 4 + n:
+                break
+            out.append(msgpack.unpackb(self.buf[4 : 4 + n], raw=False))
+            self.buf = self.buf[4 + n :]
+        if self.keep:
+            self.bodies += out
+        return out
+
+
+class Crowd:
+    """Many sessions of one relay from this process, all read by one selector.
+
+    Until a session's welcome (and every ``user_list`` page it announces) is in,
+    its frames are decoded and kept (``welcomes``); after that its bytes are only
+    counted, so thousands of sessions cost little to keep read.
+    """
+
+    def __init__(self, host: str, port: int, source: str | None = None) -> None:
+        self.relay: Addr = (host, port)
+        self.source = source
+        self.sel = selectors.DefaultSelector()
+        self.socks: list[socket.socket] = []
+        self.welcomes: dict[socket.socket, list[dict[str, Any]]] = {}  # each one's welcome frames
+        self.refusals: list[dict[str, Any]] = []  # error frames that came instead of a welcome
+        self.received = 0
+        self.closed = 0  # sessions whose connection the relay closed
+        self.last_rx = time.monotonic()
+        self._pending: dict[socket.socket, RawFrames] = {}
+
+    def __enter__(self) -> Crowd:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self) -> socket.socket:
+        local = None if self.source is None else (self.source, 0)
+        return socket.create_connection(self.relay, timeout=10, source_address=local)
+
+    def add(self, n: int, prefix: str, timeout: float = 120.0, batch: int = 50) -> None:
+        """Open and authenticate ``n`` more sessions (named ``prefix``0...), ``batch`` at a
+        time; a refusal (an ``error`` instead of the welcome) is kept in ``refusals``."""
+        deadline = time.monotonic() + timeout
+        first = len(self.socks)
+        for start in range(first, first + n, batch):
+            for i in range(start, min(first + n, start + batch)):
+                s = self.connect()
+                s.sendall(frame(type="auth", name=f"{prefix}{i}"))
+                s.setblocking(False)
+                self._pending[s] = RawFrames()
+                self.sel.register(s, selectors.EVENT_READ)
+                self.socks.append(s)
+            while self._pending:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{len(self._pending)} sessions got no welcome")
+                self.pump(0.5)
+
+    def send_all(self, make: Callable[[int], bytes], pump_every: int = 50) -> None:
+        """Send ``make(i)`` on the i-th session, reading meanwhile."""
+        for i, s in enumerate(self.socks):
+            s.setblocking(True)
+            with contextlib.suppress(OSError):
+                s.sendall(make(i))
+            s.setblocking(False)
+            if i % pump_every == pump_every - 1:
+                self.pump(0)
+
+    def pump(self, timeout: float) -> int:
+        """Read whatever is ready (waiting up to ``timeout``); return the bytes read."""
+        got = 0
+        for key, _ in self.sel.select(timeout):
+            s = key.fileobj
+            assert isinstance(s, socket.socket)
+            try:
+                data = s.recv(READ)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:  # the relay closed it: count it, stop reading it
+                self.closed += 1
+                self.sel.unregister(s)
+                self._pending.pop(s, None)
+                continue
+            got += len(data)
+            frames = self._pending.get(s)
+            if frames is not None:
+                for body in frames.feed(data):
+                    if body.get("type") == "error":
+                        self.refusals.append(body)
+                    if welcome_done(body) or body.get("type") == "error":
+                        del self._pending[s]
+                        self.welcomes[s] = frames.bodies
+                        break
+        if got:
+            self.received += got
+            self.last_rx = time.monotonic()
+        return got
+
+    def drain(self, quiet: float = 0.3, limit: float = 30.0) -> None:
+        """Read until nothing came for ``quiet`` seconds (at most ``limit``)."""
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            self.pump(0.05)
+            if time.monotonic() - self.last_rx > quiet:
+                return
+
+    def close(self) -> None:
+        for s in self.socks:
+            with contextlib.suppress(KeyError, ValueError):  # pump() already let it go
+                self.sel.unregister(s)
+            s.close()
+        self.sel.close()
+        self.socks.clear()

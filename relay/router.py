@@ -173,6 +173,30 @@ class RouteTable:
 EMPTY_TABLE = RouteTable({}, {}, {}, {})
 
 
+def add_unbound(prev: RouteTable, sessions: Iterable[tuple[int, int, str]]) -> RouteTable:
+    """``prev`` plus new sessions ``(token, user_id, channel)`` that have no UDP address yet.
+
+    Equal to a rebuild of their channels (:meth:`RouteTable.update`) at the cost of
+    a dict copy: an unbound session changes no one else's destinations, and its own
+    are every bound address of its channel, which one existing member's route
+    already holds. This keeps an auth's cost flat as the default channel fills.
+    """
+    routes = dict(prev.routes)
+    user_of = dict(prev.user_of)
+    members = dict(prev.members)
+    for token, uid, channel in sessions:
+        others = members.get(channel, ())
+        if others:
+            first = routes[others[0]]
+            dests = first.dests if first.addr is None else (*first.dests, first.addr)
+        else:
+            dests = NOWHERE
+        routes[token] = Route(_U32.pack(uid), None, dests, NOWHERE)
+        user_of[token] = uid
+        members[channel] = (*others, token)
+    return RouteTable(routes, prev.whisper, user_of, members)
+
+
 @dataclass(slots=True)
 class Counters:
     """Datagrams by outcome: each received one counts once in ``keepalive``, ``register``,

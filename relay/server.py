@@ -21,8 +21,14 @@ import threading
 from dataclasses import dataclass, field
 
 from relay.control_server import ControlServer
-from relay.limits import ControlLimits
-from relay.router import Addr, Router, RouteTable, VoiceLimit
+from relay.limits import (
+    CONNECT_BURST,
+    CONNECT_RATE,
+    PER_ADDRESS_CONNECTIONS,
+    PER_ADDRESS_SESSIONS,
+    ControlLimits,
+)
+from relay.router import Addr, Router, RouteTable, VoiceLimit, add_unbound
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, BindResult, SessionTable
 from relay.udp import RCVBUF, UdpThread, open_udp, start_asyncio_udp
 from relay.workers import Worker
@@ -48,6 +54,11 @@ class RelayConfig:
     max_clients: int = 2000
     # Per-session cap on voice (datagrams and bytes per second); None: unlimited.
     voice_limit: VoiceLimit | None = field(default_factory=VoiceLimit)
+    # Per source address (0: no limit); see relay.limits.
+    per_address_connections: int = PER_ADDRESS_CONNECTIONS
+    per_address_sessions: int = PER_ADDRESS_SESSIONS
+    connect_rate: float = CONNECT_RATE
+    connect_burst: float = CONNECT_BURST
 
 
 class Relay:
@@ -55,7 +66,12 @@ class Relay:
 
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
-        self.sessions = SessionTable(config.channels, config.grace, max_sessions=config.max_clients)
+        self.sessions = SessionTable(
+            config.channels,
+            config.grace,
+            max_sessions=config.max_clients,
+            max_per_source=config.per_address_sessions,
+        )
         self.router = Router(
             echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
         )
@@ -64,7 +80,15 @@ class Relay:
         self.control = ControlServer(
             self.sessions,
             self._rebuild_routes,
-            ControlLimits(config.auth_timeout, config.max_output, config.max_clients),
+            ControlLimits(
+                auth_timeout=config.auth_timeout,
+                max_output=config.max_output,
+                max_connections=config.max_clients,
+                per_address_connections=config.per_address_connections,
+                per_address_sessions=config.per_address_sessions,
+                connect_rate=config.connect_rate,
+                connect_burst=config.connect_burst,
+            ),
         )
         self.port = 0
         self._tcp: asyncio.Server | None = None
@@ -171,11 +195,16 @@ class Relay:
     # --- glue between the sides ---------------------------------------------------------
 
     def _rebuild_routes(self) -> None:
+        added = self.sessions.take_added()
         dirty = self.sessions.take_dirty()
+        table = add_unbound(self.router.table, added) if added else self.router.table
         entries = self.sessions.route_entries(dirty)
-        self.router.table = RouteTable.update(self.router.table, dirty, entries)
-        for w in self._workers:
-            w.update(dirty, entries)
+        self.router.table = RouteTable.update(table, dirty, entries)
+        if self._workers:  # they know channel updates only: new sessions' channels are redone
+            dirty |= {channel for _token, _uid, channel in added}
+            entries = self.sessions.route_entries(dirty)
+            for w in self._workers:
+                w.update(dirty, entries)
 
     def _bind_from_udp(self, token: int, addr: Addr, ping: bytes) -> None:
         # Called on the UDP thread (or the loop, in asyncio mode): hop to the loop, with at
@@ -228,11 +257,25 @@ class Relay:
     def log_counters(self) -> None:
         """One ``counters:`` log line (also on SIGUSR1, for operators and the load bench)."""
         log.info(
-            "counters: %s sessions=%d connections=%d",
+            "counters: %s sessions=%d connections=%d %s",
             self._counter_line(),
             len(self.sessions),
             self.control.connection_count,
+            self._control_line(),
         )
+
+    def _control_line(self) -> str:
+        """The control side's counters: refused connections, evictions, presence fan-out."""
+        c = self.control
+        fan = c.fanout.counters
+        parts = {f"refused_{k}": v for k, v in c.refused.items()}
+        parts |= {
+            "evicted_in_grace": self.sessions.evicted,
+            "presence_batches": fan.batches,
+            "presence_snapshots": fan.snapshots,
+            "presence_fell_behind": fan.fell_behind,
+        }
+        return " ".join(f"{k}={v}" for k, v in parts.items())
 
     def _counter_line(self) -> str:
         """This process's counters plus the latest report of every worker."""

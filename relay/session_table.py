@@ -7,6 +7,12 @@ TCP adapter hands in; every method takes the time as an argument and returns the
 actions to carry out (messages to send, connections to close). No sockets, no
 clock, no logging: the control adapter owns all of that.
 
+What goes to many connections is encoded here once: a chat is one frame for the
+whole channel, a presence event one frame for the whole server (the adapter's
+:class:`relay.presence.PresenceFanout` batches those per connection), and every
+user is kept packed, so a welcome or a snapshot of 2,000 users is a join of
+bytes, not 2,000 encodings.
+
 Thread ownership: one thread (the asyncio loop) calls every method. The UDP loop
 never touches this table; it reads the immutable snapshot that
 :meth:`SessionTable.route_entries` feeds to the router.
@@ -28,7 +34,10 @@ from relay.protocol.messages import (
     UserJoined,
     UserLeft,
     Welcome,
-    fits_in_frame,
+    encode_message,
+    encode_user_list,
+    encode_welcome,
+    pack_user,
 )
 from relay.protocol.widths import U32_MAX
 
@@ -51,6 +60,26 @@ class Send:
 
 
 @dataclass(slots=True, frozen=True)
+class SendFrames:
+    """Write the encoded frames ``data``, the same bytes, on each of ``conns``."""
+
+    conns: tuple[int, ...]
+    data: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class Presence:
+    """Encoded presence frames for every connection that holds a session but ``but``.
+
+    The adapter may batch them, or replace a backlog of them by a snapshot
+    (:meth:`SessionTable.snapshot`), for a connection that falls behind.
+    """
+
+    data: bytes
+    but: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
 class Close:
     """Close control connection ``conn`` once what was queued for it is written."""
 
@@ -58,7 +87,7 @@ class Close:
     reason: str
 
 
-Action = Send | Close
+Action = Send | SendFrames | Presence | Close
 
 
 class BindResult(enum.Enum):
@@ -77,6 +106,7 @@ class Session:
     name: str
     channel: str
     conn: int | None  # the control connection, None while the session waits out its grace
+    source: str = ""  # the address its auth came from: sessions per address are capped
     udp_addr: Addr | None = None
     dropped_at: float | None = None  # monotonic time of the TCP drop
     bound_at: float | None = None  # monotonic time udp_addr last changed
@@ -94,7 +124,14 @@ class SessionTable:
 
     Invariants (checked by :meth:`check`): every session is in exactly the
     channel it names; a connection has at most one session; tokens are non-zero
-    and unique; names are unique; user ids are unique and never reused.
+    and unique; names are unique; user ids are unique and never reused; the
+    sessions in grace are listed in the order they lost their connection.
+
+    ``max_sessions`` bounds the table and ``max_per_source`` (0: no bound) the
+    sessions of one source address, those in grace included; when either is
+    reached, a new session takes the place of the oldest one in grace (of that
+    address) if there is one, so abandoned sessions never keep a user out.
+    Times passed in never go backwards (a monotonic clock).
     """
 
     def __init__(
@@ -104,6 +141,7 @@ class SessionTable:
         udp_port: int = 0,
         max_sessions: int = 2000,
         rebind_interval: float = REBIND_INTERVAL,
+        max_per_source: int = 0,
     ) -> None:
         names = list(dict.fromkeys(channels))
         if not names:
@@ -114,12 +152,19 @@ class SessionTable:
         self.udp_port = udp_port
         self.max_sessions = max_sessions
         self.rebind_interval = rebind_interval
+        self.max_per_source = max_per_source
         self._by_token: dict[int, Session] = {}
         self._by_conn: dict[int, int] = {}  # control connection -> token
         self._names = NameBook()  # by TR39 skeleton: look-alikes count as taken
+        self._graced: dict[int, None] = {}  # tokens in grace, oldest drop first
+        self._per_source: dict[str, int] = {}  # source address -> its sessions
+        self._packed: dict[int, bytes] = {}  # token -> the user, msgpack-encoded
+        self._snapshot: bytes | None = None  # encode_user_list of everyone, until a change
+        self.evicted = 0  # sessions in grace removed to make room for a new one
         self._next_user_id = 1
         self.version = 0  # bumped whenever the routing view (members, bindings) changes
         self._dirty: set[str] = set()  # channels whose routing changed since take_dirty()
+        self._added: list[int] = []  # tokens of sessions created since take_added()
 
     # --- queries ---------------------------------------------------------------
 
@@ -141,8 +186,24 @@ class SessionTable:
 
     def next_deadline(self) -> float | None:
         """When :meth:`expire` next has work to do, or None."""
-        dropped = [s.dropped_at for s in self._by_token.values() if s.dropped_at is not None]
-        return min(dropped) + self.grace if dropped else None
+        for token in self._graced:  # the oldest drop: the first to expire
+            dropped_at = self._by_token[token].dropped_at
+            assert dropped_at is not None
+            return dropped_at + self.grace
+        return None
+
+    def sessions_of(self, source: str) -> int:
+        """How many sessions (in grace included) came from ``source``."""
+        return self._per_source.get(source, 0)
+
+    def snapshot(self) -> bytes:
+        """Every user, as encoded ``user_list`` pages (SPEC.md): what a client that fell
+        behind on presence gets instead of the events it missed. Encoded once per change."""
+        if self._snapshot is None:
+            packed = self._packed
+            users = [packed[t] for members in self.channels.values() for t in members]
+            self._snapshot = encode_user_list(users)
+        return self._snapshot
 
     def route_entries(
         self, channels: Iterable[str] | None = None
@@ -155,33 +216,63 @@ class SessionTable:
         return [(s.token, s.user_id, s.channel, s.udp_addr) for s in sessions]
 
     def take_dirty(self) -> set[str]:
-        """The channels whose members or bindings changed since the last call."""
+        """The channels whose members or bindings changed since the last call, besides
+        the sessions :meth:`take_added` lists (call that first)."""
         dirty, self._dirty = self._dirty, set()
         return dirty
 
+    def take_added(self) -> list[tuple[int, int, str]]:
+        """``(token, user_id, channel)`` of the sessions created since the last call that
+        are still unbound in a channel with no other change: the router adds them
+        without rebuilding the channel (:func:`relay.router.add_unbound`)."""
+        added, self._added = self._added, []
+        out = []
+        for token in added:
+            s = self._by_token.get(token)
+            if s is not None and s.udp_addr is None and s.channel not in self._dirty:
+                out.append((token, s.user_id, s.channel))
+        return out
+
     # --- control messages --------------------------------------------------------
 
-    def auth(self, conn: int, name: str) -> list[Action]:
-        """Create a session for ``conn``; reply welcome, announce it to the channel."""
+    def auth(self, conn: int, name: str, source: str = "") -> list[Action]:
+        """Create a session for ``conn``, whose peer is ``source``; announce it, reply welcome.
+
+        Sessions in grace count towards both caps (auth-and-drop cannot grow the
+        table without bound), but the oldest of them gives way to a new session.
+        """
         if conn in self._by_conn:
             return [_error(conn, "already_authenticated", "this connection has a session")]
+        out: list[Action] = []
+        if self.max_per_source and self.sessions_of(source) >= self.max_per_source:
+            evicted = self._evict_oldest_graced(source)
+            if evicted is None:
+                msg = f"at most {self.max_per_source} sessions from one address"
+                return [_error(conn, "too_many_sessions", msg)]
+            out += evicted
         if len(self._by_token) >= self.max_sessions:
-            # Sessions in grace count too: auth-and-drop cannot grow the table without bound.
-            return [_error(conn, "server_full", "the relay has no room for another session")]
+            evicted = self._evict_oldest_graced(None)
+            if evicted is None:
+                return [_error(conn, "server_full", "the relay has no room for another session")]
+            out += evicted
         try:
             name = self._names.claim(name)
         except NameRefused as exc:
-            return [_error(conn, exc.code, str(exc))]
+            return [*out, _error(conn, exc.code, str(exc))]
         token = self._new_token()
         user_id = self._next_user_id
         self._next_user_id += 1
-        session = Session(token, user_id, name, self.default_channel, conn)
+        session = Session(token, user_id, name, self.default_channel, conn, source)
         self._by_token[token] = session
         self._by_conn[conn] = token
-        out: list[Action] = [Send(conn, self._welcome(session))]
-        out += self._to_all(UserJoined(user_id, name, session.channel), but=conn)
+        self._per_source[source] = self.sessions_of(source) + 1
+        out.append(self._presence(UserJoined(user_id, name, session.channel), but=conn))
         self.channels[session.channel].add(token)
-        self._changed(session.channel)
+        self._set_packed(session)
+        out.append(SendFrames((conn,), self._welcome(session)))
+        # Unbound, it changes no one's routes: listed for take_added, not a dirty channel.
+        self.version += 1
+        self._added.append(token)
         return out
 
     def reconnect(self, conn: int, token: int, now: float) -> list[Action]:
@@ -199,8 +290,9 @@ class SessionTable:
             out.append(Close(session.conn, "session resumed on another connection"))
         session.conn = conn
         session.dropped_at = None
+        self._graced.pop(token, None)
         self._by_conn[conn] = token
-        out.append(Send(conn, self._welcome(session)))
+        out.append(SendFrames((conn,), self._welcome(session)))
         return out
 
     def join(self, conn: int, channel: str) -> list[Action]:
@@ -219,13 +311,14 @@ class SessionTable:
         if channel == session.channel:
             return []
         old = session.channel
-        out = self._to_all(UserLeft(session.user_id, session.name, old))
+        left = encode_message(UserLeft(session.user_id, session.name, old))
+        joined = encode_message(UserJoined(session.user_id, session.name, channel))
         self.channels[old].discard(session.token)
         session.channel = channel
         self.channels[channel].add(session.token)
-        out += self._to_all(UserJoined(session.user_id, session.name, channel))
+        self._set_packed(session)
         self._changed(old, channel)
-        return out
+        return [Presence(left + joined)]
 
     def chat(self, conn: int, text: str, ts: float) -> list[Action]:
         """Relay ``text`` to the sender's channel, sender included, stamped with ``ts``."""
@@ -252,14 +345,18 @@ class SessionTable:
             session = self._by_token[token]
             session.conn = None
             session.dropped_at = now
+            self._graced[token] = None
         return []
 
     def expire(self, now: float) -> list[Action]:
         """Remove every session whose grace period is over; announce each."""
         out: list[Action] = []
-        for session in list(self._by_token.values()):
-            if session.dropped_at is not None and now - session.dropped_at >= self.grace:
-                out += self._remove(session)
+        while self._graced:
+            session = self._by_token[next(iter(self._graced))]
+            assert session.dropped_at is not None
+            if now - session.dropped_at < self.grace:
+                break  # the rest were dropped later
+            out += self._remove(session)
         return out
 
     # --- UDP --------------------------------------------------------------------------
@@ -286,60 +383,62 @@ class SessionTable:
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _welcome(self, session: Session) -> Welcome:
-        """The snapshot: every user, those of the session's channel first.
-
-        A full server's snapshot can outgrow one frame (2,000 users with long
-        names and channels): then the list is cut to what fits, so the users the
-        client will hear are always in it.
-        """
-        users = sorted(
-            (s.info() for s in self._by_token.values()),
-            key=lambda u: (u.channel != session.channel, u.user_id),
+    def _welcome(self, session: Session) -> bytes:
+        """The encoded snapshot for ``session``: every user, those of its channel first,
+        paged over ``user_list`` frames when one frame cannot hold them all."""
+        packed = self._packed
+        users = [packed[t] for t in self.channels[session.channel]]
+        for channel, members in self.channels.items():
+            if channel != session.channel:
+                users += [packed[t] for t in members]
+        head = Welcome(
+            token=session.token,
+            user_id=session.user_id,
+            udp_port=self.udp_port,
+            channel=session.channel,
+            channels=list(self.channels),
+            users=[],
         )
+        return encode_welcome(head, users)
 
-        def build(n: int) -> Welcome:
-            return Welcome(
-                token=session.token,
-                user_id=session.user_id,
-                udp_port=self.udp_port,
-                channel=session.channel,
-                channels=list(self.channels),
-                users=users[:n],
-            )
-
-        if fits_in_frame(build(len(users))):
-            return build(len(users))
-        lo, hi = 0, len(users)  # the largest n that fits is in [lo, hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if fits_in_frame(build(mid)) else (lo, mid)
-        return build(lo)
-
-    def _to_all(self, message: Message, but: int | None = None) -> list[Action]:
-        """``message`` to every connected session (presence), except connection ``but``."""
-        return [
-            Send(s.conn, message)
-            for s in self._by_token.values()
-            if s.conn is not None and s.conn != but
-        ]
+    def _presence(self, message: Message, but: int | None = None) -> Presence:
+        """``message`` encoded once for every connected session (presence), but ``but``."""
+        return Presence(encode_message(message), but)
 
     def _to_channel(self, channel: str, message: Message) -> list[Action]:
-        out: list[Action] = []
-        for token in self.channels[channel]:
-            conn = self._by_token[token].conn
-            if conn is not None:
-                out.append(Send(conn, message))
-        return out
+        by_token = self._by_token
+        conns = [by_token[t].conn for t in self.channels[channel]]
+        return [SendFrames(tuple(c for c in conns if c is not None), encode_message(message))]
 
     def _remove(self, session: Session) -> list[Action]:
         del self._by_token[session.token]
         if session.conn is not None:
             del self._by_conn[session.conn]
+        self._graced.pop(session.token, None)
+        left = self._per_source[session.source] - 1
+        if left:
+            self._per_source[session.source] = left
+        else:
+            del self._per_source[session.source]
+        del self._packed[session.token]
+        self._snapshot = None
         self._names.release(session.name)
         self.channels[session.channel].discard(session.token)
         self._changed(session.channel)
-        return self._to_all(UserLeft(session.user_id, session.name, session.channel))
+        return [self._presence(UserLeft(session.user_id, session.name, session.channel))]
+
+    def _evict_oldest_graced(self, source: str | None) -> list[Action] | None:
+        """Remove the session that has waited longest in grace (from ``source``, if given)."""
+        for token in self._graced:
+            session = self._by_token[token]
+            if source is None or session.source == source:
+                self.evicted += 1
+                return self._remove(session)
+        return None
+
+    def _set_packed(self, session: Session) -> None:
+        self._packed[session.token] = pack_user(session.info())
+        self._snapshot = None
 
     def _changed(self, *channels: str) -> None:
         self.version += 1
@@ -369,4 +468,13 @@ class SessionTable:
             if s.conn is not None:
                 assert self._by_conn[s.conn] == token
         assert self._names.names() == {s.name for s in self._by_token.values()}
+        graced = [t for t, s in self._by_token.items() if s.conn is None]
+        assert set(self._graced) == set(graced)
+        drops = [self._by_token[t].dropped_at or 0.0 for t in self._graced]
+        assert drops == sorted(drops)
+        sources: dict[str, int] = {}
+        for s in self._by_token.values():
+            sources[s.source] = sources.get(s.source, 0) + 1
+            assert self._packed[s.token] == pack_user(s.info())
+        assert sources == self._per_source and set(self._packed) == set(self._by_token)
         assert len({s.user_id for s in self._by_token.values()}) == len(self._by_token)

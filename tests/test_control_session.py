@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.control_session import DEAD_AFTER, PING_INTERVAL, RECONNECT_DELAY, ControlSession
@@ -22,8 +22,12 @@ from relay.protocol.messages import (
     UserInfo,
     UserJoined,
     UserLeft,
+    UserList,
     Welcome,
     encode_message,
+    encode_user_list,
+    encode_welcome,
+    pack_user,
 )
 
 
@@ -209,3 +213,93 @@ def test_wanted_channel_survives_reconnects_and_relay_restarts() -> None:
     sent(s)
     s.received(welcome(token=5, uid=1), 6.1)  # a fresh session lands in Lobby
     assert sent(s) == [Join("AFK")]
+
+
+def rosters(s: ControlSession) -> list[ev.Roster]:
+    return [e for e in s.take_events() if isinstance(e, ev.Roster)]
+
+
+def test_a_paged_welcome_publishes_the_roster_once_whole() -> None:
+    """Issue 18: a full server's welcome was cut short; now it goes on in user_list pages."""
+    users = [UserInfo(3, "me", "Lobby")] + [
+        UserInfo(i, f"user{i:027d}", "c" * 64) for i in range(10, 2010)
+    ]
+    data = encode_welcome(
+        Welcome(77, 3, 9000, "Lobby", ["Lobby"], []), [pack_user(u) for u in users]
+    )
+    s = ControlSession(name="me", host="h", port=1)
+    s.connected(0.0)
+    sent(s)
+    half = len(data) // 2
+    s.received(data[:half], 0.0)  # the welcome and part of the pages
+    assert rosters(s) == []  # not yet: the list is not whole
+    s.received(data[half:], 0.0)
+    (roster,) = rosters(s)
+    assert roster.users == sorted(users, key=lambda u: u.user_id)
+    assert s.state == ev.CONNECTED
+
+
+def test_a_snapshot_replaces_the_roster() -> None:
+    s = connected_session()
+    s.received(encode_message(UserJoined(4, "bob", "Lobby")), 1.0)
+    s.take_events()
+    # The relay found us behind: a fresh list instead of the events we missed.
+    snap = [UserInfo(3, "me", "Games"), UserInfo(5, "carol", "Lobby")]
+    s.received(encode_user_list([pack_user(u) for u in snap]), 2.0)
+    events = s.take_events()
+    (roster,) = [e for e in events if isinstance(e, ev.Roster)]
+    assert roster.users == snap and roster.channel == "Games"  # bob left meanwhile; we moved
+    assert s.channel == "Games"
+    assert any(isinstance(e, ev.ConnectionState) and e.channel == "Games" for e in events)
+
+
+def test_a_page_that_continues_nothing_is_ignored() -> None:
+    s = connected_session()
+    s.take_events()
+    s.received(encode_message(UserList([UserInfo(9, "x", "Lobby")], first=False)), 1.0)
+    events = s.take_events()
+    assert not [e for e in events if isinstance(e, ev.Roster)]
+    assert any(isinstance(e, ev.Notice) for e in events)
+    assert [u.user_id for u in s._roster().users] == [3]
+
+
+def test_a_reconnect_forgets_a_half_received_list() -> None:
+    s = connected_session()
+    s.received(encode_message(UserList([UserInfo(9, "x", "Lobby")], first=True, last=False)), 1.0)
+    s.disconnected(2.0, "reset")
+    s.connected(4.0)
+    sent(s)
+    s.received(welcome(), 4.0)
+    s.received(encode_message(UserList([UserInfo(8, "y", "Lobby")], last=True)), 4.1)
+    assert [u.user_id for u in s._roster().users] == [3]  # the stray page changed nothing
+
+
+user_infos = st.builds(
+    UserInfo, st.integers(0, 20), st.sampled_from(["a", "b", "me"]), st.sampled_from(["L", "G"])
+)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(UserList, st.lists(user_infos, max_size=4), st.booleans(), st.booleans()),
+            st.builds(UserJoined, st.integers(0, 20), st.just("j"), st.sampled_from(["L", "G"])),
+            st.builds(UserLeft, st.integers(0, 20), st.just("j"), st.sampled_from(["L", "G"])),
+        ),
+        max_size=20,
+    )
+)
+@settings(max_examples=max(50, getattr(settings.default, "max_examples", 100) // 5))
+def test_fuzz_presence_and_pages_in_any_order(msgs: list[Message]) -> None:
+    """Any sequence of presence and user-list pages leaves a consistent roster, and a
+    complete snapshot leaves exactly its users."""
+    s = connected_session()
+    for i, m in enumerate(msgs):
+        s.received(encode_message(m), float(i))
+    whole = [i for i, m in enumerate(msgs) if isinstance(m, UserList) and m.first and m.last]
+    if whole and whole[-1] == len(msgs) - 1:
+        last = msgs[-1]
+        assert isinstance(last, UserList)
+        assert {u.user_id for u in s._roster().users} == {u.user_id for u in last.users}
+    roster = s._roster()
+    assert len({u.user_id for u in roster.users}) == len(roster.users)

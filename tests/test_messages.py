@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -31,10 +32,14 @@ from relay.protocol.messages import (
     UserInfo,
     UserJoined,
     UserLeft,
+    UserList,
     Welcome,
     decode_message,
     encode_message,
+    encode_user_list,
+    encode_welcome,
     fits_in_frame,
+    pack_user,
 )
 
 # --- control messages ------------------------------------------------------------
@@ -59,6 +64,8 @@ EVERY_MESSAGE: list[Message] = [
     UserLeft(user_id=4, name="bob", channel="Lobby"),
     Bye(),
     Error(code="unknown_token", message="session expired"),
+    UserList(users=[UserInfo(5, "carol", "Lobby")], first=True, last=False),
+    Welcome(9, 3, 8080, "Lobby", ["Lobby"], [UserInfo(3, "alice", "Lobby")], more=True),
 ]
 
 
@@ -75,6 +82,7 @@ def test_every_spec_type_has_a_message() -> None:
         "user_left",
         "bye",
         "error",
+        "user_list",
     }
     assert set(MESSAGE_TYPES) == spec_types
     assert {m.TYPE for m in EVERY_MESSAGE} == spec_types
@@ -111,6 +119,11 @@ EXACT_FRAMES: list[tuple[Message, str]] = [
     ),
     (Ping(nonce=1, t=2.5), "0000001d83a474797065a470696e67a56e6f6e636501a174cb4004000000000000"),
     (Bye(), "0000000a81a474797065a3627965"),
+    (
+        UserList([UserInfo(4, "bob", "Games")], first=True, last=True),
+        "0000004584a474797065a9757365725f6c697374a575736572739183a7757365725f696404a46e616d65"
+        "a3626f62a76368616e6e656ca547616d6573a56669727374c3a46c617374c3",
+    ),
 ]
 
 
@@ -232,6 +245,72 @@ def test_fits_in_frame_agrees_with_encode() -> None:
     assert not fits_in_frame(welcome(1000))
 
 
+def test_a_welcome_without_more_is_the_old_frame() -> None:
+    """Paging is wire-compatible: a welcome that fits one frame has no ``more`` key."""
+    w = EVERY_MESSAGE[2]
+    assert isinstance(w, Welcome)
+    assert "more" not in msgpack.unpackb(encode_message(w)[4:])
+    assert decode_message(encode_message(w)[4:]) == w
+    assert msgpack.unpackb(encode_message(replace(w, more=True))[4:])["more"] is True
+
+
+def split(data: bytes) -> list[Message]:
+    out = MessageDecoder().feed(data)
+    assert all(isinstance(m, Message) for m in out)
+    return [m for m in out if isinstance(m, Message)]
+
+
+def long_users(n: int) -> list[UserInfo]:
+    return [UserInfo(i, f"user{i:027d}", "c" * 64) for i in range(n)]
+
+
+def test_a_long_welcome_goes_on_in_user_list_pages() -> None:
+    users = long_users(3000)
+    head = Welcome(7, 1, 8080, "c" * 64, ["c" * 64], [])
+    data = encode_welcome(head, [pack_user(u) for u in users])
+    frames = split(data)
+    w, *pages = frames
+    assert isinstance(w, Welcome) and w.more and (w.token, w.user_id) == (7, 1)
+    assert pages and all(isinstance(p, UserList) and not p.first for p in pages)
+    assert [p.last for p in pages if isinstance(p, UserList)] == [False] * (len(pages) - 1) + [True]
+    got = list(w.users) + [u for p in pages if isinstance(p, UserList) for u in p.users]
+    assert got == users
+    # Every frame within the limit, and no page much emptier than it needed to be.
+    pos = 0
+    while pos < len(data):
+        (n,) = LENGTH.unpack_from(data, pos)
+        assert n <= MAX_FRAME
+        pos += 4 + n
+    assert len(frames) <= 2 + len(data) // MAX_FRAME
+
+
+def test_a_short_welcome_is_one_frame_and_equals_the_plain_encoding() -> None:
+    users = [UserInfo(3, "alice", "Lobby"), UserInfo(4, "bob", "Games")]
+    head = Welcome(9, 3, 8080, "Lobby", ["Lobby", "Games"], [])
+    data = encode_welcome(head, [pack_user(u) for u in users])
+    assert split(data) == [Welcome(9, 3, 8080, "Lobby", ["Lobby", "Games"], users)]
+
+
+def test_a_snapshot_marks_its_first_and_last_page() -> None:
+    assert split(encode_user_list([])) == [UserList([], first=True, last=True)]
+    pages = split(encode_user_list([pack_user(u) for u in long_users(MAX_LIST + 10)]))
+    assert len(pages) >= 2
+    assert [(p.first, p.last) for p in pages if isinstance(p, UserList)] == [
+        (i == 0, i == len(pages) - 1) for i in range(len(pages))
+    ]
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), max_size=300), st.integers(1, 32))
+def test_fuzz_pages_hold_every_user_in_order(ids: list[int], name_len: int) -> None:
+    users = [UserInfo(i, "n" * name_len, "c" * 64) for i in ids]
+    data = encode_welcome(Welcome(1, 1, 1, "c", [], []), [pack_user(u) for u in users])
+    got: list[UserInfo] = []
+    for m in split(data):
+        assert isinstance(m, Welcome | UserList)
+        got += m.users
+    assert got == users
+
+
 def test_unknown_type_has_its_own_code() -> None:
     with pytest.raises(ProtocolError) as info:
         decode_message(body(type="teleport"))
@@ -333,6 +412,9 @@ wire_values = st.recursive(
                 "ts",
                 "code",
                 "message",
+                "more",
+                "first",
+                "last",
             ]
         ),
         wire_values,
@@ -387,6 +469,17 @@ messages = st.one_of(
     st.builds(UserLeft, u32, names, channels),
     st.just(Bye()),
     st.builds(Error, names, st.text(max_size=50).filter(lambda s: s.isprintable())),
+    st.builds(UserList, st.lists(users, max_size=5), st.booleans(), st.booleans()),
+    st.builds(
+        Welcome,
+        st.integers(1, 2**32 - 1),
+        u32,
+        st.integers(0, 65535),
+        channels,
+        st.lists(channels, max_size=5),
+        st.lists(users, max_size=5),
+        st.booleans(),
+    ),
 )
 
 

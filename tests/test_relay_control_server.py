@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable
 
 from relay.control_server import ControlServer
@@ -19,6 +20,7 @@ from relay.protocol.messages import (
     Ping,
     Pong,
     Reconnect,
+    UserJoined,
     UserLeft,
     Welcome,
     decode_message,
@@ -210,3 +212,82 @@ def test_shutdown_says_bye() -> None:
         assert await read_until_closed(r) == b""
 
     run(body)
+
+
+def test_connections_over_the_per_address_limit_are_refused() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        conns = [await connect() for _ in range(2)]
+        r, _w = await connect()
+        err = await read_message(r)
+        assert isinstance(err, Error) and err.code == "too_many_connections"
+        assert await read_until_closed(r) == b""
+        assert control.refused["too_many_connections"] == 1
+        conns[0][1].close()
+        for _attempt in range(100):  # the slot frees once the relay saw the close
+            if control.connection_count == 1:
+                break
+            await asyncio.sleep(0.02)
+        r, w = await connect()
+        w.write(encode_message(Auth(name="again")))
+        assert isinstance(await read_message(r), Welcome)
+
+    run(body, ControlLimits(per_address_connections=2, connect_rate=0))
+
+
+def test_connecting_too_fast_is_refused() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        for _i in range(3):
+            await connect()
+        r, _w = await connect()
+        err = await read_message(r)
+        assert isinstance(err, Error) and err.code == "connecting_too_fast"
+
+    run(body, ControlLimits(connect_rate=0.01, connect_burst=3))
+
+
+def test_presence_reaches_every_session_in_order() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        clients = []
+        for i in range(5):
+            r, w = await connect()
+            w.write(encode_message(Auth(name=f"u{i}")))
+            assert isinstance(await read_message(r), Welcome)
+            clients.append((r, w))
+        clients[0][1].write(encode_message(Join(channel="Music")))
+        for idx, (r, _w) in enumerate(clients):
+            # Each client hears of each later one, once, in order; then of the move.
+            for uid in range(idx + 2, 6):
+                assert await read_message(r) == UserJoined(uid, f"u{uid - 1}", "Lobby")
+            assert await read_message(r) == UserLeft(1, "u0", "Lobby")
+            assert await read_message(r) == UserJoined(1, "u0", "Music")
+        assert control.fanout.counters.batches > 0
+
+    run(body)
+
+
+def test_shutdown_is_bounded_even_with_clients_that_do_not_read() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        for i in range(3):
+            r, w = await connect()
+            w.write(encode_message(Auth(name=f"s{i}")))
+            await read_message(r)
+            w.write(encode_message(Ping(nonce=1, t=0.0)) * 20_000)  # replies it never reads
+        await asyncio.sleep(0.3)
+        t0 = time.monotonic()
+        await control.shutdown(timeout=0.3)
+        assert time.monotonic() - t0 < 1.5
+        for _attempt in range(50):
+            if control.connection_count == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert control.connection_count == 0
+
+    run(body, ControlLimits(rate=1e6, burst=1e6))

@@ -10,6 +10,9 @@ from hypothesis import strategies as st
 from relay.limits import (
     MAX_ERRORS,
     MAX_FAILED_RECONNECTS,
+    PRUNE_AT,
+    AddressPolicy,
+    Admission,
     ConnectionPolicy,
     ControlLimits,
     TokenBucket,
@@ -117,3 +120,82 @@ def test_each_connection_has_its_own_counts() -> None:
     assert b.on_message(0.0) is Verdict.ACCEPT
     assert a.on_message(0.0) is Verdict.CLOSE
     assert b.on_message(0.0) is Verdict.REFUSE
+
+
+# --- per source address ----------------------------------------------------------------
+
+
+def addresses(**kw: float) -> AddressPolicy:
+    return AddressPolicy(ControlLimits(**kw))  # type: ignore[arg-type]
+
+
+def test_connections_per_address_are_capped_others_still_admitted() -> None:
+    """Issue 18: 2,000 bare connects from one address locked everyone out."""
+    p = addresses(per_address_connections=3, connect_rate=0, max_connections=100)
+    assert [p.admit("10.0.0.1", 0.0) for _ in range(4)] == [Admission.ADMIT] * 3 + [
+        Admission.ADDRESS_FULL
+    ]
+    assert p.admit("10.0.0.2", 0.0) is Admission.ADMIT
+    assert p.open_from("10.0.0.1") == 3 and p.total == 4
+    p.release("10.0.0.1")
+    assert p.admit("10.0.0.1", 0.0) is Admission.ADMIT
+
+
+def test_the_server_cap_still_holds() -> None:
+    p = addresses(max_connections=2, per_address_connections=0, connect_rate=0)
+    assert p.admit("a", 0.0) is Admission.ADMIT and p.admit("b", 0.0) is Admission.ADMIT
+    assert p.admit("c", 0.0) is Admission.SERVER_FULL
+    p.release("a")
+    assert p.admit("c", 0.0) is Admission.ADMIT and p.open_from("a") == 0
+
+
+def test_connection_rate_per_address() -> None:
+    p = addresses(connect_rate=2, connect_burst=3, per_address_connections=0)
+    got = [p.admit("a", 0.0) for _ in range(4)]
+    assert got == [Admission.ADMIT] * 3 + [Admission.TOO_FAST]
+    assert p.admit("b", 0.0) is Admission.ADMIT  # each address has its own bucket
+    assert p.admit("a", 0.4) is Admission.TOO_FAST  # 0.8 token: not yet
+    assert p.admit("a", 0.6) is Admission.ADMIT
+    assert p.total == 5  # refused connections were never counted as open
+
+
+def test_zero_means_no_limit() -> None:
+    p = addresses(per_address_connections=0, connect_rate=0, max_connections=10_000)
+    assert all(p.admit("a", 0.0) is Admission.ADMIT for _ in range(5000))
+
+
+def test_defaults_let_a_household_in() -> None:
+    p = AddressPolicy(ControlLimits())
+    # Ten clients behind one NAT all reconnecting at once after a relay restart.
+    assert all(p.admit("192.0.2.1", 0.0) is Admission.ADMIT for _ in range(10))
+
+
+def test_remembered_addresses_stay_bounded() -> None:
+    p = addresses(connect_rate=1, connect_burst=2, per_address_connections=0)
+    for i in range(3 * PRUNE_AT):
+        assert p.admit(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", float(i) * 1e-4)
+        p.release(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}")
+    assert len(p._buckets) <= PRUNE_AT
+    assert p.total == 0
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.booleans(), st.floats(0, 0.5)),
+        max_size=200,
+    )
+)
+def test_fuzz_open_counts_match_admissions(events: list[tuple[str, bool, float]]) -> None:
+    p = addresses(per_address_connections=4, connect_rate=5, connect_burst=5, max_connections=9)
+    model: dict[str, int] = {}
+    now = 0.0
+    for addr, close, dt in events:
+        now += dt
+        if close and model.get(addr):
+            p.release(addr)
+            model[addr] -= 1
+        elif p.admit(addr, now) is Admission.ADMIT:
+            model[addr] = model.get(addr, 0) + 1
+        assert all(p.open_from(a) == n for a, n in model.items())
+        assert p.total == sum(model.values()) <= 9
+        assert all(n <= 4 for n in model.values())

@@ -10,29 +10,89 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from relay.protocol.messages import (
+    LENGTH,
     MAX_CHANNEL,
     MAX_FRAME,
     MAX_NAME,
     Chat,
     Error,
     Message,
+    MessageDecoder,
     UserInfo,
     UserJoined,
     UserLeft,
+    UserList,
     Welcome,
-    encode_message,
 )
-from relay.router import EMPTY_TABLE, RouteTable
-from relay.session_table import REBIND_INTERVAL, Action, BindResult, Close, Send, SessionTable
+from relay.router import EMPTY_TABLE, RouteTable, add_unbound
+from relay.session_table import (
+    REBIND_INTERVAL,
+    Action,
+    BindResult,
+    Close,
+    Presence,
+    Send,
+    SendFrames,
+    SessionTable,
+)
+
+
+def decode(data: bytes) -> list[Message]:
+    out = MessageDecoder().feed(data)
+    assert all(isinstance(m, Message) for m in out), out
+    return [m for m in out if isinstance(m, Message)]
 
 
 def to(actions: list[Action], conn: int) -> list[Message]:
-    return [a.message for a in actions if isinstance(a, Send) and a.conn == conn]
+    """What ``conn`` (a connection holding a session) is sent, presence included, in order."""
+    out: list[Message] = []
+    for a in actions:
+        if isinstance(a, Send) and a.conn == conn:
+            out.append(a.message)
+        elif (isinstance(a, SendFrames) and conn in a.conns) or (
+            isinstance(a, Presence) and a.but != conn
+        ):
+            out += decode(a.data)
+    return out
+
+
+def direct(actions: list[Action], conn: int) -> list[Message]:
+    """What ``conn`` is sent itself (no presence): replies to a connection without a session."""
+    return [m for m in to([a for a in actions if not isinstance(a, Presence)], conn)]
+
+
+def frames_to(actions: list[Action], conn: int) -> list[bytes]:
+    """The encoded frames written to ``conn`` directly (no presence)."""
+    out = []
+    for a in actions:
+        if isinstance(a, SendFrames) and conn in a.conns:
+            data = a.data
+            while data:
+                (n,) = LENGTH.unpack_from(data)
+                out.append(data[: 4 + n])
+                data = data[4 + n :]
+    return out
 
 
 def welcome(actions: list[Action], conn: int) -> Welcome:
-    (w,) = [m for m in to(actions, conn) if isinstance(m, Welcome)]
-    return w
+    """The welcome to ``conn``, with the users of the user_list pages that follow it."""
+    msgs = [m for m in to(actions, conn) if isinstance(m, Welcome | UserList)]
+    w = msgs[0]
+    assert isinstance(w, Welcome)
+    users = list(w.users)
+    if w.more:
+        pages = msgs[1:]
+        assert all(isinstance(p, UserList) and not p.first for p in pages)
+        assert [p.last for p in pages if isinstance(p, UserList)][-1]
+        for p in pages:
+            users += p.users
+    return Welcome(w.token, w.user_id, w.udp_port, w.channel, w.channels, users)
+
+
+def mine(w: Welcome) -> UserInfo:
+    """The welcomed user's own entry in its welcome."""
+    (me,) = [u for u in w.users if u.user_id == w.user_id]
+    return me
 
 
 def table(grace: float = 10.0) -> SessionTable:
@@ -63,7 +123,7 @@ def test_duplicate_names_get_a_suffix_within_the_limit() -> None:
     t = table()
     long = "x" * MAX_NAME
     names = [welcome(t.auth(i, long), i) for i in range(1, 4)]
-    got = [w.users[-1].name for w in names]
+    got = [mine(w).name for w in names]
     assert got[0] == long and len(set(got)) == 3
     assert all(len(n) <= MAX_NAME for n in got) and got[1].endswith("-2")
     t.check()
@@ -102,16 +162,20 @@ def test_commands_before_auth_are_refused() -> None:
         assert isinstance(err, Error) and err.code == "not_authenticated"
 
 
+def own_name(w: Welcome) -> str:
+    return next(u.name for u in w.users if u.user_id == w.user_id)
+
+
 def test_look_alike_names_get_a_suffix_and_invisible_ones_an_error() -> None:
     t = table()
     t.auth(1, "alice")
     lookalike = welcome(t.auth(2, "\u0430lice"), 2)  # a Cyrillic a
-    assert lookalike.users[-1].name == "\u0430lice-2"
+    assert own_name(lookalike) == "\u0430lice-2"
     (err,) = to(t.auth(3, "alice\u200b"), 3)
     assert isinstance(err, Error) and err.code == "bad_name" and "U+200B" in err.message
     assert len(t) == 2 and t.by_conn(3) is None
     t.bye(1)
-    assert welcome(t.auth(4, "alice"), 4).users[-1].name == "alice"  # free again
+    assert own_name(welcome(t.auth(4, "alice"), 4)) == "alice"  # free again
     t.check()
 
 
@@ -160,7 +224,7 @@ def test_expiry_after_grace_announces_and_forgets() -> None:
     (err,) = to(t.reconnect(3, token, now=111.0), 3)
     assert isinstance(err, Error) and err.code == "unknown_token"
     # The name is free again.
-    assert welcome(t.auth(3, "a"), 3).users[-1].name == "a"
+    assert mine(welcome(t.auth(3, "a"), 3)).name == "a"
     t.check()
 
 
@@ -171,7 +235,7 @@ def test_reconnect_after_grace_expires_on_the_spot() -> None:
     t.drop(1, now=0.0)
     out = t.reconnect(3, token, now=50.0)  # the expiry timer has not run yet
     assert to(out, 2) == [UserLeft(1, "a", "Lobby")]
-    (err,) = to(out, 3)
+    (err,) = direct(out, 3)
     assert isinstance(err, Error) and err.code == "unknown_token"
 
 
@@ -279,27 +343,112 @@ def test_moves_are_at_least_the_rebind_interval_apart(pings: list[tuple[float, i
 
 
 def test_session_cap_counts_sessions_in_grace() -> None:
+    """The cap bounds the table, sessions in grace included; only live ones refuse."""
     t = SessionTable(["Lobby"], grace=10, max_sessions=2)
     t.auth(1, "a")
     t.auth(2, "b")
     t.drop(2, now=0.0)
-    (err,) = to(t.auth(3, "c"), 3)
+    assert welcome(t.auth(3, "c"), 3).user_id == 3  # b, in grace, gave way
+    assert len(t) == 2
+    (err,) = direct(t.auth(4, "d"), 4)  # a and c are live: no room
     assert isinstance(err, Error) and err.code == "server_full"
     t.expire(10.0)
-    assert welcome(t.auth(3, "c"), 3).user_id == 3
+    assert len(t) == 2
+    t.check()
 
 
-def test_welcome_of_a_full_server_fits_one_frame() -> None:
+def test_welcome_of_a_full_server_lists_everyone_over_pages() -> None:
+    """Issue 18: the welcome's list was cut to one frame; now it goes on in user_list pages."""
     channels = [f"{i:02d}" + "c" * (MAX_CHANNEL - 2) for i in range(20)]
     t = SessionTable(channels, max_sessions=3000)
     for i in range(2000):
         t.auth(i, f"{i:04d}" + "n" * (MAX_NAME - 4))
         t.join(i, channels[i % 20])
-    w = welcome(t.auth(5000, "me"), 5000)
-    assert len(encode_message(w)) <= MAX_FRAME + 4
-    assert 0 < len(w.users) < 2001
-    mine = {u.user_id for u in w.users if u.channel == w.channel}
-    assert len(mine) == len(t.channels[w.channel])  # everyone the client will hear
+    out = t.auth(5000, "me")
+    frames = frames_to(out, 5000)
+    assert len(frames) > 1 and all(len(f) <= MAX_FRAME + 4 for f in frames)
+    w = welcome(out, 5000)
+    assert sorted(u.user_id for u in w.users) == sorted(s.user_id for s in t)
+    assert w.users[0].channel == w.channel  # the users the client will hear come first
+    t.check()
+
+
+def test_snapshot_lists_everyone_in_pages_and_is_cached() -> None:
+    t = SessionTable(["Lobby", "Music"], max_sessions=3000)
+    for i in range(1500):
+        t.auth(i, f"{i:04d}" + "n" * (MAX_NAME - 4))
+    snap = t.snapshot()
+    assert t.snapshot() is snap
+    pages = decode(snap)
+    assert all(isinstance(p, UserList) for p in pages) and len(pages) > 1
+    assert [(p.first, p.last) for p in pages if isinstance(p, UserList)] == [
+        (i == 0, i == len(pages) - 1) for i in range(len(pages))
+    ]
+    users = [u for p in pages if isinstance(p, UserList) for u in p.users]
+    assert sorted(users, key=lambda u: u.user_id) == sorted(
+        (s.info() for s in t), key=lambda u: u.user_id
+    )
+    t.join(7, "Music")
+    assert t.snapshot() is not snap and UserInfo(8, "0007" + "n" * 28, "Music") in [
+        u for p in decode(t.snapshot()) if isinstance(p, UserList) for u in p.users
+    ]
+
+
+def test_presence_is_encoded_once_for_everyone() -> None:
+    t = table()
+    for i in range(1, 50):
+        t.auth(i, f"u{i}")
+    out = t.join(3, "Music")
+    (presence,) = [a for a in out if isinstance(a, Presence)]
+    assert decode(presence.data) == [UserLeft(3, "u3", "Lobby"), UserJoined(3, "u3", "Music")]
+    assert presence.but is None and not [a for a in out if isinstance(a, Send)]
+    out = t.chat(1, "hi", 0.0)
+    (frames,) = out
+    assert isinstance(frames, SendFrames) and len(frames.conns) == 48  # u3 is in Music now
+
+
+def test_a_full_server_evicts_the_oldest_session_in_grace() -> None:
+    """Issue 18: auth-then-drop sessions held the table full for their grace period."""
+    t = SessionTable(["Lobby"], grace=30, max_sessions=3)
+    t.auth(1, "live")
+    t.auth(2, "old")
+    t.auth(3, "newer")
+    t.drop(2, now=1.0)
+    t.drop(3, now=2.0)
+    out = t.auth(4, "me")
+    assert welcome(out, 4).user_id == 4
+    assert UserLeft(2, "old", "Lobby") in to(out, 1)  # the oldest in grace went
+    assert {s.name for s in t} == {"live", "newer", "me"} and t.evicted == 1
+    assert t.next_deadline() == 32.0
+    t.check()
+
+
+def test_sessions_per_source_are_capped_and_graced_ones_give_way() -> None:
+    t = SessionTable(["Lobby"], grace=30, max_per_source=2)
+    t.auth(1, "a1", source="10.0.0.1")
+    t.auth(2, "a2", source="10.0.0.1")
+    (err,) = to(t.auth(3, "a3", source="10.0.0.1"), 3)
+    assert isinstance(err, Error) and err.code == "too_many_sessions"
+    assert welcome(t.auth(4, "b1", source="10.0.0.2"), 4).user_id == 3  # another address
+    t.drop(1, now=5.0)
+    assert welcome(t.auth(5, "a3", source="10.0.0.1"), 5).user_id == 4  # a1 gave way
+    assert t.sessions_of("10.0.0.1") == 2 and t.sessions_of("10.0.0.2") == 1
+    assert {s.name for s in t} == {"a2", "b1", "a3"}
+    t.check()
+
+
+def test_expiry_costs_only_the_expired() -> None:
+    t = table(grace=10)
+    for i in range(1, 6):
+        t.auth(i, f"u{i}")
+        t.drop(i, now=float(i))
+    assert t.next_deadline() == 11.0
+    assert [m for m in to(t.expire(12.5), 99)] == [
+        UserLeft(1, "u1", "Lobby"),
+        UserLeft(2, "u2", "Lobby"),
+    ]
+    assert t.next_deadline() == 13.0 and len(t) == 3
+    t.check()
 
 
 def test_no_channels_is_a_bug() -> None:
@@ -325,18 +474,24 @@ class SessionMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.t = SessionTable(["Lobby", "Music", "AFK"], grace=5.0)
+        self.t = SessionTable(
+            ["Lobby", "Music", "AFK"], grace=5.0, max_sessions=5, max_per_source=3
+        )
         self.now = 0.0
         self.tokens: list[int] = []
         self.table = EMPTY_TABLE  # kept up to date the way the server does it
 
     conns = st.integers(1, 6)
 
-    @rule(conn=conns, name=st.sampled_from(["a", "b", "a-2", "x" * MAX_NAME]))
-    def auth(self, conn: int, name: str) -> None:
-        for a in self.t.auth(conn, name):
-            if isinstance(a, Send) and isinstance(a.message, Welcome):
-                self.tokens.append(a.message.token)
+    @rule(
+        conn=conns,
+        name=st.sampled_from(["a", "b", "a-2", "x" * MAX_NAME]),
+        source=st.sampled_from(["10.0.0.1", "10.0.0.2"]),
+    )
+    def auth(self, conn: int, name: str, source: str) -> None:
+        out = self.t.auth(conn, name, source)
+        if self.t.by_conn(conn) is not None and any(isinstance(a, SendFrames) for a in out):
+            self.tokens.append(welcome(out, conn).token)
 
     @rule(conn=conns, pick=st.integers(0, 50))
     def reconnect(self, conn: int, pick: int) -> None:
@@ -352,7 +507,8 @@ class SessionMachine(RuleBasedStateMachine):
         out = self.t.chat(conn, "hi", self.now)
         session = self.t.by_conn(conn)
         if session is not None:
-            assert {a.conn for a in out} <= set(self.t.connections())
+            conns = {c for a in out if isinstance(a, SendFrames) for c in a.conns}
+            assert conns <= set(self.t.connections())
 
     @rule(conn=conns)
     def bye(self, conn: int) -> None:
@@ -380,8 +536,10 @@ class SessionMachine(RuleBasedStateMachine):
 
     @invariant()
     def incremental_routes_equal_a_full_build(self) -> None:
+        added = self.t.take_added()
         dirty = self.t.take_dirty()
-        self.table = RouteTable.update(self.table, dirty, self.t.route_entries(dirty))
+        table = add_unbound(self.table, added)
+        self.table = RouteTable.update(table, dirty, self.t.route_entries(dirty))
         assert routing_view(self.table) == routing_view(RouteTable.build(self.t.route_entries()))
 
 

@@ -28,6 +28,7 @@ from relay.protocol.messages import (
     UserInfo,
     UserJoined,
     UserLeft,
+    UserList,
     Welcome,
     encode_message,
 )
@@ -71,6 +72,8 @@ class ControlSession:
     _pings: dict[int, float] = field(default_factory=dict)
     _nonces: count[int] = field(default_factory=lambda: count(1))
     _want_close: bool = False
+    # A user list arriving in pages (a long welcome, or a snapshot): what came so far.
+    _paging: dict[int, _User] | None = None
 
     # --- what the adapter tells us ---------------------------------------------------
 
@@ -85,6 +88,7 @@ class ControlSession:
         self._last_rx = now
         self._next_ping = now + PING_INTERVAL
         self._pings.clear()
+        self._paging = None
         self._send(Reconnect(self.token) if self.token else Auth(self.name))
 
     def connect_failed(self, now: float, reason: str) -> None:
@@ -200,10 +204,15 @@ class ControlSession:
         if isinstance(msg, Welcome):
             self.token, self.user_id, self.udp_port = msg.token, msg.user_id, msg.udp_port
             self.channel, self.channels = msg.channel, list(msg.channels)
-            self._users = {u.user_id: _User(u.name, u.channel) for u in msg.users}
+            users = {u.user_id: _User(u.name, u.channel) for u in msg.users}
+            # A long list goes on in user_list pages: the roster is published once it is whole.
+            self._paging = users if msg.more else None
+            self._users = users
             self.attempt = 0
             self._set_state(ev.CONNECTED, "")
-            self._events += [self._endpoint_event(), self._roster()]
+            self._events.append(self._endpoint_event())
+            if not msg.more:
+                self._events.append(self._roster())
             # After any welcome (first, resumed, or a fresh session after a relay restart)
             # go back to where the user wants to be.
             if self.wanted_channel and self.wanted_channel != self.channel:
@@ -229,6 +238,8 @@ class ControlSession:
                 del self._users[msg.user_id]
                 self._notice(f"{msg.name} left {msg.channel}")
                 self._events.append(self._roster())
+        elif isinstance(msg, UserList):
+            self._user_list(msg)
         elif isinstance(msg, Chat):
             self._events.append(ev.ChatLine(msg.user_id, msg.name, msg.channel, msg.text, msg.ts))
         elif isinstance(msg, Pong):
@@ -239,6 +250,23 @@ class ControlSession:
         elif isinstance(msg, Ping):
             self._send(Pong(nonce=msg.nonce, t=msg.t))
         # bye and anything else from the relay needs no action: a close follows.
+
+    def _user_list(self, msg: UserList) -> None:
+        """A page of the user list: a welcome's continuation, or a snapshot (``first``) that
+        replaces what we hold because we fell behind on presence."""
+        if msg.first:
+            self._paging = {}
+        elif self._paging is None:
+            self._notice("ignored a user list page that continues nothing")
+            return
+        self._paging.update((u.user_id, _User(u.name, u.channel)) for u in msg.users)
+        if msg.last:
+            self._users, self._paging = self._paging, None
+            me = self._users.get(self.user_id)
+            if me is not None and me.channel != self.channel:
+                self.channel = me.channel
+                self._set_state(ev.CONNECTED, "")
+            self._events.append(self._roster())
 
     def _drop(self, now: float, reason: str) -> None:
         self._want_close = True

@@ -11,7 +11,8 @@ at all and returns a value or raises
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, ClassVar
 
 import msgpack
@@ -85,6 +86,9 @@ class Reconnect(Message):
 
 @dataclass(slots=True, frozen=True)
 class Welcome(Message):
+    """The session's state. ``more``: the user list goes on in ``user_list`` frames
+    that follow at once (absent on the wire when false, as before paging)."""
+
     TYPE = "welcome"
     token: Token
     user_id: UserId
@@ -92,6 +96,26 @@ class Welcome(Message):
     channel: ChannelName
     channels: Annotated[list[ChannelName], MaxItems(MAX_LIST)]
     users: Annotated[list[UserInfo], MaxItems(MAX_LIST)]
+    more: bool = False
+
+    def to_map(self) -> dict[str, Any]:
+        out = Message.to_map(self)
+        if not self.more:
+            del out["more"]
+        return out
+
+
+@dataclass(slots=True, frozen=True)
+class UserList(Message):
+    """One page of the relay's user list (SPEC.md): a welcome's continuation, or a
+    snapshot that replaces the whole list held (``first``) for a client that fell
+    behind on presence. ``last`` marks the final page; the pages of one list are
+    written back to back."""
+
+    TYPE = "user_list"
+    users: Annotated[list[UserInfo], MaxItems(MAX_LIST)]
+    first: bool = False
+    last: bool = True
 
 
 @dataclass(slots=True, frozen=True)
@@ -196,6 +220,79 @@ def encode_message(message: Message) -> bytes:
     if len(body) > MAX_FRAME:
         raise ProtocolError(f"{message.TYPE} message of {len(body)} bytes exceeds {MAX_FRAME}")
     return LENGTH.pack(len(body)) + body
+
+
+# --- pre-encoded user lists ---------------------------------------------------------------
+
+_PACKER = msgpack.Packer(use_bin_type=True)
+_USERS_KEY = msgpack.packb("users", use_bin_type=True)
+# Room for a page's head beyond its fields: the users key, a 5-byte array header and
+# a map header up to 2 bytes longer for the one more key.
+_PAGE_SLACK = len(_USERS_KEY) + 5 + 2
+
+
+def pack_user(user: UserInfo) -> bytes:
+    """One user as msgpack, the way it sits in a ``users`` array: pack once, reuse per page."""
+    return msgpack.packb(schema.to_map(user), use_bin_type=True)
+
+
+def _frame_with_users(head: Message, users: Sequence[bytes]) -> bytes:
+    """The frame of ``head`` (its own ``users`` ignored) carrying the packed ``users``."""
+    fields = head.to_map()
+    fields.pop("users", None)
+    parts = [_PACKER.pack_map_header(len(fields) + 1)]
+    for key, value in fields.items():
+        parts.append(_PACKER.pack(key))
+        parts.append(_PACKER.pack(value))
+    parts += [_USERS_KEY, _PACKER.pack_array_header(len(users)), *users]
+    body = b"".join(parts)
+    if len(body) > MAX_FRAME:  # only a head too big by itself (thousands of channels)
+        raise ProtocolError(f"{head.TYPE} page of {len(body)} bytes exceeds {MAX_FRAME}")
+    return LENGTH.pack(len(body)) + body
+
+
+def _pages(head_size: int, users: Sequence[bytes]) -> list[Sequence[bytes]]:
+    """``users`` cut into runs that fit a frame next to a head of ``head_size`` bytes."""
+    budget = MAX_FRAME - head_size - _PAGE_SLACK
+    if len(users) <= MAX_LIST and sum(map(len, users)) <= budget:
+        return [users]  # the common case, summed in C
+    pages: list[Sequence[bytes]] = []
+    start = size = 0
+    for i, user in enumerate(users):
+        if i > start and (size + len(user) > budget or i - start >= MAX_LIST):
+            pages.append(users[start:i])
+            start, size = i, 0
+        size += len(user)
+    pages.append(users[start:])
+    return pages
+
+
+def _head_size(head: Message) -> int:
+    fields = head.to_map()
+    fields.pop("users", None)
+    return len(msgpack.packb(fields, use_bin_type=True))
+
+
+def encode_welcome(head: Welcome, users: Sequence[bytes]) -> bytes:
+    """A welcome listing every one of ``users`` (from :func:`pack_user`), never cut short:
+    what does not fit its frame follows in ``user_list`` pages (SPEC.md)."""
+    more = replace(head, users=[], more=True)
+    first, *rest = _pages(_head_size(more), users)
+    if not rest:
+        return _frame_with_users(replace(more, more=False), first)
+    frames = [_frame_with_users(more, first)]
+    frames += [_frame_with_users(UserList([], False, i == len(rest) - 1), page)
+               for i, page in enumerate(rest)]  # fmt: skip
+    return b"".join(frames)
+
+
+def encode_user_list(users: Sequence[bytes]) -> bytes:
+    """A snapshot of every one of ``users``: ``user_list`` pages, the first marked ``first``."""
+    pages = _pages(_head_size(UserList([], True, True)), users)
+    return b"".join(
+        _frame_with_users(UserList([], i == 0, i == len(pages) - 1), page)
+        for i, page in enumerate(pages)
+    )
 
 
 # --- framing -----------------------------------------------------------------------------
