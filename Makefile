@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup demo test lint fuzz bench relay clean
+.PHONY: setup demo test lint fuzz soak bench relay clean
 
 setup:
 	@./scripts/setup.sh
@@ -17,11 +17,15 @@ lint: setup
 	$(PY) -m mypy
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not soak"
 
 # The heavier fuzzing profile: many more examples per parser.
 fuzz: setup
 	HYPOTHESIS_PROFILE=heavy $(PY) -m pytest -q -k "fuzz or hypothesis" tests
+
+# Memory over a long call and a loaded relay (SOAK_MINUTES each, default 30): about an hour.
+soak: setup
+	$(PY) -m pytest -q -s -m soak tests/test_soak.py
 
 bench: setup
 	$(PY) -m bench
