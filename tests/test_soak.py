@@ -111,8 +111,8 @@ class Samples:
         rows = []
         for name, points in self.series.items():
             marks = [_nearest(points, t) for t in (60.0, 300.0, 600.0)]
-            rows.append(f"{name:16s} " + " ".join(f"{v:8d}" for v in [*marks, points[-1][1]]))
-        return "process          at 1 min, 5 min, 10 min, end\n" + "\n".join(rows)
+            rows.append(f"{name:20s} " + " ".join(f"{v:8d}" for v in [*marks, points[-1][1]]))
+        return f"{'process':20s} at 1 min, 5 min, 10 min, end (KiB)\n" + "\n".join(rows)
 
 
 def _nearest(points: list[tuple[float, int]], t: float) -> int:
