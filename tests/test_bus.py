@@ -72,6 +72,8 @@ def test_wait_reports_ready_fds() -> None:
             assert c.wait((r,), 0.05) == set()
             os.write(w, b"x")
             assert c.wait((r,), 5) == {r}
+            assert c.wait((r,), 0) == {r}  # the kept poller, same fds
+            assert c.wait((), 0.01) == set()  # other fds: a new poller
     finally:
         os.close(r)
         os.close(w)

@@ -120,6 +120,10 @@ class BusClient:
             self.subscribe(topic)
         self._poller = zmq.Poller()
         self._poller.register(self._sub, zmq.POLLIN)
+        # wait() is called on every wake-up of a stage loop (each datagram of the network
+        # stage): its poller is kept while the fds stay the same, not rebuilt per call.
+        self._wait_fds: tuple[int, ...] | None = None
+        self._wait_poller = zmq.Poller()
         self.dropped = 0  # messages that did not decode
 
     def subscribe(self, topic_prefix: str) -> None:
@@ -135,26 +139,29 @@ class BusClient:
         out: list[Event] = []
         if not self._poller.poll(int(timeout * 1000)):
             return out
-        while True:
-            try:
-                frames = self._sub.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
-                return out
+        # Drain while ZMQ_EVENTS says a message is queued, rather than until recv raises
+        # zmq.Again: that exception (with its traceback and message) was garbage made on
+        # every call, several times a second in every process.
+        while self.has_pending():
+            frames = self._sub.recv_multipart(flags=zmq.NOBLOCK)
             try:
                 out.append(decode(frames))
             except BusError:
                 self.dropped += 1
+        return out
 
     def wait(self, fds: tuple[int, ...], timeout: float) -> set[int]:
         """Block until the bus or one of ``fds`` is readable, or ``timeout`` seconds pass.
 
         Returns the readable fds among ``fds``; call poll(0) afterwards for bus events.
         """
-        poller = zmq.Poller()
-        poller.register(self._sub, zmq.POLLIN)
-        for fd in fds:
-            poller.register(fd, zmq.POLLIN)
-        ready = poller.poll(max(0, int(timeout * 1000)))
+        if fds != self._wait_fds:
+            self._wait_poller = zmq.Poller()
+            self._wait_poller.register(self._sub, zmq.POLLIN)
+            for fd in fds:
+                self._wait_poller.register(fd, zmq.POLLIN)
+            self._wait_fds = fds
+        ready = self._wait_poller.poll(max(0, int(timeout * 1000)))
         return {s for s, _ in ready if isinstance(s, int)}
 
     @property
