@@ -375,8 +375,13 @@ def test_garbage_datagrams_do_not_stop_voice(relay: RelayProc) -> None:
                 g.sendto(rng(n), a.relay)
             for _ in range(2000):
                 g.sendto(rng(60), a.relay)
-        a.send_voice(1, b"still here")
-        got = b.recv_voice()
+        # The burst may still fill the relay's socket queue for a moment (the kernel drops
+        # what does not fit): voice must flow again right after, not necessarily the first.
+        for seq in range(1, 21):
+            a.send_voice(seq, b"still here")
+            got = b.recv_voice(timeout=0.25)
+            if got is not None:
+                break
         assert got is not None and got.payload == b"still here"
 
 

@@ -101,8 +101,9 @@ def test_a_remote_speaker_is_highlighted_and_diagnosed(qtbot: QtBot, relay: Rela
             item = listener.model.user_item(tal)
             return item is not None and item.data(SPEAKING_ROLE) is True
 
+        # Heard first (a loaded machine starts the talker's stages slowly), then lit.
+        qtbot.waitUntil(lambda: tal in listener.view.heard, timeout=2 * WAIT)
         qtbot.waitUntil(lit, timeout=WAIT)
-        qtbot.waitUntil(lambda: tal in listener.view.heard, timeout=WAIT)
         listener.toggle_overlay()
         assert "tal" in listener.overlay.text.text()
         assert listener.overlay.history.samples
