@@ -18,7 +18,7 @@ from pipeline.ipc import events as ev
 from pipeline.media.frame_clock import FrameClock
 from pipeline.media.sound_device import InputDevice
 from pipeline.media.sources import MediaSpec, open_source
-from pipeline.stages.runtime import DEVICE_POLL, StageRuntime, Wiring
+from pipeline.stages.runtime import StageRuntime, Wiring
 
 VOICE_WAIT = 0.25  # seconds between looks at the stop flag while waiting for the voice path
 
@@ -87,15 +87,10 @@ def _device_loop(rt: StageRuntime, spec: MediaSpec) -> None:
     device = InputDevice(spec, rt.out)
     rt.on_close(device.close)
     device.start()
-    while rt.running:
-        rt.sleep(DEVICE_POLL)
-        if not rt.report_due(now := time.monotonic()):
-            continue
-        rt.report(
-            now,
-            ev.CaptureStats(
-                frames=device.seq,
-                overflows=device.overflows,
-                device_latency_ms=device.latency * 1000,
-            ),
+    rt.serve_device(
+        lambda: ev.CaptureStats(
+            frames=device.seq,
+            overflows=device.overflows,
+            device_latency_ms=device.latency * 1000,
         )
+    )

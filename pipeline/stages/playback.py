@@ -16,7 +16,7 @@ from pipeline.media.audio_format import FRAME_SAMPLES
 from pipeline.media.frame_clock import FrameClock
 from pipeline.media.sound_device import OutputDevice
 from pipeline.media.sources import MediaSpec, open_sink
-from pipeline.stages.runtime import DEVICE_POLL, StageRuntime, Wiring
+from pipeline.stages.runtime import StageRuntime, Wiring
 from pipeline.stages.trace import Tracer
 
 
@@ -57,14 +57,7 @@ def _device_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:
     rt.on_close(device.close)
     player.output_latency_ns = int(device.latency * 1e9)
     device.start()
-    while rt.running:
-        rt.sleep(DEVICE_POLL)
-        if not rt.report_due(now := time.monotonic()):
-            continue
-        rt.report(
-            now,
-            ev.PlaybackStats(underflows=device.underflows, frames=player.frames),
-        )
+    rt.serve_device(lambda: ev.PlaybackStats(underflows=device.underflows, frames=player.frames))
 
 
 def _clocked_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -165,6 +166,14 @@ class StageRuntime:
         """Sleep up to ``seconds`` (less once the stage is stopped), then handle bus events."""
         self.stop.wait(seconds)
         self.poll(0)
+
+    def serve_device(self, stats: Callable[[], ev.StageReport]) -> None:
+        """While a sound device's callback does the stage's work: handle the bus and
+        report ``stats()`` at the stats pace, until the stage is stopped."""
+        while self.running:
+            self.sleep(DEVICE_POLL)
+            if self.report_due(now := time.monotonic()):
+                self.report(now, stats())
 
     def wait(self, fds: tuple[int, ...], timeout: float) -> set[int]:
         """Sleep until the bus or one of ``fds`` is readable; handle bus events; return the fds."""
