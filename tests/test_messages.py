@@ -20,6 +20,8 @@ from relay.protocol.messages import (
     MESSAGE_TYPES,
     Auth,
     Bye,
+    ChannelInfo,
+    ChannelList,
     Chat,
     Error,
     FrameDecoder,
@@ -66,6 +68,7 @@ EVERY_MESSAGE: list[Message] = [
     Error(code="unknown_token", message="session expired"),
     UserList(users=[UserInfo(5, "carol", "Lobby")], first=True, last=False),
     Welcome(9, 3, 8080, "Lobby", ["Lobby"], [UserInfo(3, "alice", "Lobby")], more=True),
+    ChannelList([ChannelInfo("Lobby"), ChannelInfo("Ops", "operators only", 4)]),
 ]
 
 
@@ -83,6 +86,7 @@ def test_every_spec_type_has_a_message() -> None:
         "bye",
         "error",
         "user_list",
+        "channel_list",
     }
     assert set(MESSAGE_TYPES) == spec_types
     assert {m.TYPE for m in EVERY_MESSAGE} == spec_types
