@@ -12,7 +12,7 @@ rest.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from relay.names import NameRefused, normalize_name, skeleton
@@ -67,7 +67,7 @@ class BanList:
     def __len__(self) -> int:
         return len(self._bans)
 
-    def __iter__(self) -> Iterable[Ban]:
+    def __iter__(self) -> Iterator[Ban]:
         return iter([b for b, _net, _skel in self._bans.values()])
 
     def add(self, ban: Ban) -> None:

@@ -5,7 +5,13 @@ UDP side only reads the router's immutable :class:`relay.router.RouteTable`,
 which is rebuilt here after every change and swapped in with one reference
 store; register pings from the UDP thread come back to the loop through
 ``call_soon_threadsafe``. Shutdown on SIGINT/SIGTERM: clients get ``bye``, the
-UDP loop is stopped and joined, the counters are logged.
+UDP loop is stopped and joined, the counters are logged. SIGHUP reloads the
+configuration (:meth:`Relay.reload`): what can change while serving does, the
+rest is logged as needing a restart.
+
+The operator's side, each optional: the database (:mod:`relay.store`: bans,
+channels made at run time, run-time settings), the admin socket
+(:mod:`relay.admin_server`) and the metrics endpoint (:mod:`relay.metrics`).
 """
 
 from __future__ import annotations
@@ -18,8 +24,14 @@ import signal
 import socket
 import sys
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
 
+from relay import log_format
+from relay.admin import Admin
+from relay.admin_server import AdminServer
+from relay.bans import Ban
 from relay.control_server import ControlServer
 from relay.limits import (
     CONNECT_BURST,
@@ -28,14 +40,26 @@ from relay.limits import (
     PER_ADDRESS_SESSIONS,
     ControlLimits,
 )
+from relay.metrics import MetricsServer, Snapshot, from_loop, parse_address
+from relay.protocol.messages import ChannelInfo
 from relay.router import Addr, Router, RouteTable, VoiceLimit, add_unbound
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, BindResult, SessionTable
-from relay.udp import RCVBUF, UdpThread, open_udp, start_asyncio_udp
+from relay.store import Store
+from relay.udp import RCVBUF, ServiceTimes, UdpThread, open_udp, start_asyncio_udp
 from relay.workers import Worker
 
 log = logging.getLogger("relay")
 
 BIND_ATTEMPTS = 10  # with --port 0: tries to find an ephemeral port free for TCP and UDP
+BAN_PURGE_EVERY = 60.0  # seconds between removals of expired bans from the list and store
+# RelayConfig fields a reload applies while serving; any other change needs a restart.
+RELOADABLE = frozenset(
+    {
+        "channels", "grace", "auth_timeout", "stats_interval", "max_clients", "voice_limit",
+        "per_address_connections", "per_address_sessions", "connect_rate", "connect_burst",
+        "log_level", "obfuscate_addresses", "welcome_text",
+    }
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -43,7 +67,7 @@ class RelayConfig:
     host: str = "0.0.0.0"
     port: int = 8080
     echo: bool = False
-    channels: list[str] = field(default_factory=lambda: list(DEFAULT_CHANNELS))
+    channels: list[ChannelInfo | str] = field(default_factory=lambda: list(DEFAULT_CHANNELS))
     grace: float = DEFAULT_GRACE
     auth_timeout: float = 10.0
     max_output: int = 1024 * 1024
@@ -59,15 +83,49 @@ class RelayConfig:
     per_address_sessions: int = PER_ADDRESS_SESSIONS
     connect_rate: float = CONNECT_RATE
     connect_burst: float = CONNECT_BURST
+    log_level: str = "info"
+    log_format: str = "text"
+    obfuscate_addresses: bool = False
+    welcome_text: str = ""
+    database: str | None = None  # the store is opened by the caller (a clear start-up error)
+    admin_socket: str | None = None
+    metrics: str | None = None  # HOST:PORT
+
+
+class ConfigSource(Protocol):
+    """Where a reload gets the configuration, and where run-time settings are kept."""
+
+    def config(self) -> RelayConfig: ...
+
+    def set_setting(self, key: str, text: str) -> Any: ...
+
+    def unset_setting(self, key: str) -> bool: ...
+
+    def runtime_settings(self) -> dict[str, Any]: ...
+
+
+def _infos(channels: list[ChannelInfo | str]) -> list[ChannelInfo]:
+    return [c if isinstance(c, ChannelInfo) else ChannelInfo(c) for c in channels]
 
 
 class Relay:
-    """One relay: call :meth:`start`, then :meth:`serve` until :meth:`stop`."""
+    """One relay: call :meth:`start`, then :meth:`serve` until :meth:`stop`.
 
-    def __init__(self, config: RelayConfig) -> None:
+    ``store``: the open database, if any; ``source``: what :meth:`reload` reads.
+    """
+
+    def __init__(
+        self, config: RelayConfig, store: Store | None = None, source: ConfigSource | None = None
+    ) -> None:
         self.config = config
+        self.store = store
+        self.source = source
+        self.config_channels = _infos(config.channels)
+        declared = {c.name for c in self.config_channels}
+        stored = store.channels() if store is not None else []
+        self.admin_channels = [c for c in stored if c.name not in declared]
         self.sessions = SessionTable(
-            config.channels,
+            self.config_channels + self.admin_channels,
             config.grace,
             max_sessions=config.max_clients,
             max_per_source=config.per_address_sessions,
@@ -90,6 +148,14 @@ class Relay:
                 connect_burst=config.connect_burst,
             ),
         )
+        self.control.welcome_text = config.welcome_text
+        for ban in store.bans() if store is not None else ():
+            self.control.bans.add(ban)
+        self._ban_ids = 0  # without a store, bans are numbered here
+        self.admin = Admin(self)
+        self._admin_server: AdminServer | None = None
+        self._metrics: MetricsServer | None = None
+        self.service_times: ServiceTimes | None = ServiceTimes() if config.metrics else None
         self.port = 0
         self._tcp: asyncio.Server | None = None
         self._udp_sock: socket.socket | None = None
@@ -125,7 +191,7 @@ class Relay:
         if cfg.udp == "asyncio":
             self._udp_transport = await start_asyncio_udp(self._udp_sock, self.router)
         else:
-            self._udp_thread = UdpThread(self._udp_sock, self.router)
+            self._udp_thread = UdpThread(self._udp_sock, self.router, self.service_times)
             self._udp_thread.start()
             for _ in range(cfg.udp_workers - 1):
                 w = Worker(
@@ -133,6 +199,14 @@ class Relay:
                 )
                 self._loop.add_reader(w.conn.fileno(), self._from_worker, w)
                 self._workers.append(w)
+        if cfg.admin_socket:
+            self._admin_server = AdminServer(cfg.admin_socket, self.admin)
+            await self._admin_server.start()
+        if cfg.metrics:
+            host, mport = parse_address(cfg.metrics)
+            loop = self._loop
+            self._metrics = MetricsServer(host, mport, lambda: from_loop(loop, self.snapshot))
+            log.info("metrics on http://%s:%d/metrics", host, self._metrics.port)
         mode = "echo" if cfg.echo else "relay"
         lim = cfg.voice_limit
         log.info(
@@ -140,7 +214,7 @@ class Relay:
             mode,
             cfg.udp,
             1 + len(self._workers),
-            cfg.channels,
+            list(self.sessions.channels),
             cfg.grace,
             "off"
             if lim is None
@@ -153,6 +227,7 @@ class Relay:
         timers = [
             asyncio.create_task(self._expiry_timer()),
             asyncio.create_task(self._stats_timer()),
+            asyncio.create_task(self._ban_timer()),
         ]
         try:
             await self._stopped.wait()
@@ -166,6 +241,12 @@ class Relay:
         self._stopped.set()
 
     async def close(self) -> None:
+        if self._admin_server is not None:
+            await self._admin_server.close()
+            self._admin_server = None
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         if self._tcp is not None:
             self._tcp.close()
         await self.control.shutdown()
@@ -191,6 +272,134 @@ class Relay:
                 w.counters["forwarded"] for w in self._workers
             ]
             log.info("forwarded by loop (this process first, then each worker): %s", shares)
+
+    # --- the operator's side -------------------------------------------------------------
+
+    def forwarded_total(self) -> int:
+        """Datagrams forwarded so far by every loop (workers as of their last report)."""
+        return self.router.counters.forwarded + sum(w.counters["forwarded"] for w in self._workers)
+
+    def snapshot(self) -> Snapshot:
+        """The counters for one metrics scrape (on the loop's thread, which owns them)."""
+        total = self.router.counters.as_dict()
+        for w in self._workers:
+            for k, v in w.counters.items():
+                total[k] = total.get(k, 0) + v
+        times = self.service_times
+        c = self.control
+        return Snapshot(
+            datagrams=total,
+            sessions=len(self.sessions),
+            connections=c.connection_count,
+            members={ch: len(m) for ch, m in self.sessions.channels.items()},
+            messages=dict(c.messages),
+            auth_failures=dict(c.auth_failures),
+            refused=dict(c.refused),
+            evicted=self.sessions.evicted,
+            bans=len(c.bans),
+            service=None if times is None else times.snapshot(),
+            service_bounds_ns=() if times is None else times.bounds_ns,
+        )
+
+    def _install_channels(self) -> None:
+        self.control.apply(self.sessions.set_channels(self.config_channels + self.admin_channels))
+
+    def set_admin_channels(self, channels: list[ChannelInfo]) -> None:
+        """The channels made at run time are now ``channels``: stored, then installed."""
+        if self.store is not None:
+            self.store.save_channels(channels)
+        self.admin_channels = channels
+        self._install_channels()
+
+    def rename_admin_channel(self, index: int, new: str) -> None:
+        """Rename the ``index``-th channel made at run time, its members with it."""
+        old = self.admin_channels[index]
+        channels = list(self.admin_channels)
+        channels[index] = ChannelInfo(new, old.description, old.max_users)
+        if self.store is not None:
+            self.store.save_channels(channels)
+        self.admin_channels = channels
+        self.control.apply(self.sessions.rename_channel(old.name, new))
+
+    def add_ban(
+        self, address: str, name: str, reason: str, now: float, expires: float | None
+    ) -> Ban:
+        if self.store is not None:
+            ban = self.store.add_ban(address, name, reason, now, expires)
+        else:
+            self._ban_ids += 1
+            ban = Ban(self._ban_ids, address, name, reason, now, expires)
+        self.control.bans.add(ban)
+        return ban
+
+    def remove_ban(self, ban_id: int) -> Ban | None:
+        ban = self.control.bans.remove(ban_id)
+        if ban is not None and self.store is not None:
+            self.store.remove_ban(ban_id)
+        return ban
+
+    async def _ban_timer(self) -> None:
+        while True:
+            await asyncio.sleep(BAN_PURGE_EVERY)
+            for ban in self.control.bans.expired(time.time()):
+                self.remove_ban(ban.id)
+                log.info("ban %d expired", ban.id, extra={"event": "unban"})
+
+    def reload(self) -> dict[str, list[str]]:
+        """Read the configuration again and apply what can change while serving.
+
+        Returns the changed fields: ``applied`` and ``restart`` (logged, not applied).
+        Raises ConfigError (a ValueError) and changes nothing if it cannot be used.
+        """
+        if self.source is None:
+            return {"applied": [], "restart": []}
+        new = self.source.config()
+        old = self.config
+        changed = [
+            f.name for f in fields(RelayConfig) if getattr(old, f.name) != getattr(new, f.name)
+        ]
+        applied = [k for k in changed if k in RELOADABLE]
+        restart = [k for k in changed if k not in RELOADABLE]
+        for key in applied:
+            setattr(old, key, getattr(new, key))
+        self._apply_config(set(applied))
+        log.info(
+            "reloaded: applied %s; needs a restart: %s",
+            ", ".join(applied) or "nothing", ", ".join(restart) or "nothing",
+            extra={"event": "reload"},
+        )  # fmt: skip
+        return {"applied": applied, "restart": restart}
+
+    def _apply_config(self, keys: set[str]) -> None:
+        cfg = self.config
+        lim = self.control.limits
+        lim.auth_timeout = cfg.auth_timeout
+        lim.max_connections = cfg.max_clients
+        lim.per_address_connections = cfg.per_address_connections
+        lim.per_address_sessions = cfg.per_address_sessions
+        lim.connect_rate = cfg.connect_rate
+        lim.connect_burst = cfg.connect_burst
+        self.sessions.grace = cfg.grace
+        self.sessions.max_sessions = cfg.max_clients
+        self.sessions.max_per_source = cfg.per_address_sessions
+        self.control.welcome_text = cfg.welcome_text
+        log_format.set_level(cfg.log_level)
+        log_format.set_obfuscation(cfg.obfuscate_addresses)
+        if "voice_limit" in keys:
+            self.router.set_limit(cfg.voice_limit)
+            for w in self._workers:
+                w.set_limit(cfg.voice_limit)
+        if "channels" in keys:
+            self.config_channels = _infos(cfg.channels)
+            declared = {c.name for c in self.config_channels}
+            self.admin_channels = [c for c in self.admin_channels if c.name not in declared]
+            self._install_channels()
+
+    def _on_sighup(self) -> None:
+        try:
+            self.reload()
+        except ValueError as exc:
+            log.error("reload refused, the running configuration stays: %s", exc)
 
     # --- glue between the sides ---------------------------------------------------------
 
@@ -291,17 +500,20 @@ class Relay:
             self.log_counters()
 
 
-async def run(config: RelayConfig) -> None:
+async def run(
+    config: RelayConfig, store: Store | None = None, source: ConfigSource | None = None
+) -> None:
     """Start a relay, print the listening line, serve until SIGINT or SIGTERM.
 
-    SIGUSR1 logs the counters at once.
+    SIGUSR1 logs the counters at once; SIGHUP reloads the configuration from ``source``.
     """
-    relay = Relay(config)
+    relay = Relay(config, store, source)
     await relay.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, relay.stop)
     loop.add_signal_handler(signal.SIGUSR1, relay.log_counters)
+    loop.add_signal_handler(signal.SIGHUP, relay._on_sighup)
     print(
         f"relay listening on {config.host} tcp={relay.port} udp={relay.port}",
         file=sys.stdout,
