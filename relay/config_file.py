@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import tomllib
 import typing
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from relay.protocol import schema
 from relay.protocol.messages import ChannelInfo
 
 NOT_KEYS = frozenset({"help", "config"})  # flags that have no key in the file
@@ -52,6 +54,7 @@ class Key:
     action: argparse.Action
 
 
+@functools.lru_cache(maxsize=16)
 def keys_of(parser: argparse.ArgumentParser) -> dict[str, Key]:
     """Every key the file may hold, by name, from ``parser``'s optional arguments."""
     out: dict[str, Key] = {}
@@ -123,7 +126,10 @@ def _scalar(key: Key, value: object, at: str) -> Any:
     if key.kind is bool:
         return value
     if key.kind is float:
-        value = float(typing.cast(float, value))
+        try:
+            value = float(typing.cast(float, value))
+        except OverflowError:
+            raise ConfigError(f"{at} is too large") from None
     convert: Callable[[str], Any] | None = key.action.type  # type: ignore[assignment]
     if convert is not None:
         try:
@@ -162,7 +168,8 @@ def _channels(key: Key, value: object, at: str) -> list[ChannelInfo]:
         fields["name"] = _scalar(key, fields["name"], f"{here}.name")
         if fields.get("max_users", 0) < 0:
             raise ConfigError(f"{here}.max_users must be 0 (no limit) or more")
-        out.append(ChannelInfo(**fields))
+        # The wire's own limits (description length, the u32 limit), as the wire states them.
+        out.append(schema.from_map(ChannelInfo, fields, ConfigError, here))
     names = [c.name for c in out]
     for name in names:
         if names.count(name) > 1:
