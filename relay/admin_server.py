@@ -1,7 +1,8 @@
 """The admin socket: a Unix stream socket whose file permissions are the access control.
 
 Each connection sends request lines and gets one reply line per request, in
-order (:mod:`relay.admin_protocol`); :class:`relay.admin.Admin` does the work.
+order (:mod:`relay.admin_protocol`); the handler (:meth:`relay.admin.Admin.handle`)
+does the work.
 The socket file is created mode 0660 (owner and group: put the operators in the
 relay's group), replaced if a stale one is left from a crash, and removed on
 close. A line over the limit or a connection idle for a minute is closed.
@@ -15,10 +16,11 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from relay import admin_protocol as ap
-from relay.admin import Admin
 
 log = logging.getLogger("relay.admin")
 
@@ -26,12 +28,15 @@ MODE = 0o660
 IDLE = 60.0  # seconds a connection may wait between requests
 
 
-class AdminServer:
-    """Serves ``admin`` on the Unix socket at ``path``: :meth:`start`, then :meth:`close`."""
+Handler = Callable[[ap.Request], Awaitable[Any]]
 
-    def __init__(self, path: str | Path, admin: Admin) -> None:
+
+class AdminServer:
+    """Serves ``handle`` on the Unix socket at ``path``: :meth:`start`, then :meth:`close`."""
+
+    def __init__(self, path: str | Path, handle: Handler) -> None:
         self.path = Path(path)
-        self.admin = admin
+        self.handle = handle
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -77,7 +82,7 @@ class AdminServer:
     async def _reply(self, line: bytes) -> bytes:
         try:
             req = ap.parse_request(line)
-            return ap.ok(await self.admin.handle(req))
+            return ap.ok(await self.handle(req))
         except ap.AdminError as exc:
             return ap.failed(str(exc))
         except Exception as exc:  # a bug: never take the relay down with it

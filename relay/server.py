@@ -200,7 +200,7 @@ class Relay:
                 self._loop.add_reader(w.conn.fileno(), self._from_worker, w)
                 self._workers.append(w)
         if cfg.admin_socket:
-            self._admin_server = AdminServer(cfg.admin_socket, self.admin)
+            self._admin_server = AdminServer(cfg.admin_socket, self.admin.handle)
             await self._admin_server.start()
         if cfg.metrics:
             host, mport = parse_address(cfg.metrics)
