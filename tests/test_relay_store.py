@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,19 @@ def test_a_missing_directory_is_refused(tmp_path: Path) -> None:
 def test_a_directory_in_place_of_the_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="cannot"):
         Store(tmp_path)
+
+
+def test_the_relay_refuses_a_corrupt_database_at_start_up(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    path.write_bytes(b"not sqlite" * 500)
+    done = subprocess.run(
+        [sys.executable, "-m", "relay", "--port", "0", "--database", str(path)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert str(path) in line and "corrupt" in line
+    assert path.read_bytes() == b"not sqlite" * 500
