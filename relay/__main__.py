@@ -20,7 +20,7 @@ from relay.router import (
     DEFAULT_DATAGRAMS_PER_S,
     VoiceLimit,
 )
-from relay.server import RelayConfig, run
+from relay.server import RelayConfig, StartError, run
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE
 from relay.store import Store, StoreError
 from relay.udp import RCVBUF
@@ -358,6 +358,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(config.log_level, config.log_format, config.obfuscate_addresses)
     try:
         asyncio.run(run(config, store=settings.store, source=settings))
+    except StartError as exc:  # status 1: unlike a bad file, a restart may help
+        print(f"voicechat-relay: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     finally:
         if settings.store is not None:
             settings.store.close()

@@ -24,6 +24,7 @@ from relay.admin_protocol import AdminError
 from relay.bans import Ban, parse_network
 from relay.protocol.messages import ChannelInfo
 from relay.session_table import Session
+from relay.store import StoreError
 
 if TYPE_CHECKING:
     from relay.server import Relay
@@ -45,7 +46,11 @@ class Admin:
         if isinstance(req, ap.Status):
             return await self.status(req.window)
         method = getattr(self, "_" + req.CMD)
-        return method(req)
+        try:
+            return method(req)
+        except StoreError as exc:  # the disk filled up, the file went read-only...
+            log.error("admin %s: the database refused the change: %s", req.CMD, exc)
+            raise AdminError(f"the database refused the change: {exc}") from None
 
     def _log(self, action: str, detail: str, **fields: Any) -> None:
         log.info(

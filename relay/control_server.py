@@ -174,6 +174,17 @@ class ControlServer:
         finally:
             if conn.timer is not None:
                 conn.timer.cancel()
+            session = self.sessions.by_conn(conn.id)
+            log.info(
+                "disconnect conn=%d",
+                conn.id,
+                extra={
+                    "event": "disconnect",
+                    "conn": conn.id,
+                    "user_id": None if session is None else session.user_id,
+                    "address": address(source),
+                },
+            )
             del self._conns[conn.id]
             self.addresses.release(conn.source)
             self.fanout.unsubscribe(conn.id)
@@ -182,7 +193,6 @@ class ControlServer:
                 writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
-            log.debug("conn %d closed", conn.id, extra={"event": "disconnect", "conn": conn.id})
 
     def _dispatch(self, conn: _Conn, msg: Message) -> None:
         s = self.sessions

@@ -92,6 +92,10 @@ class RelayConfig:
     metrics: str | None = None  # HOST:PORT
 
 
+class StartError(Exception):
+    """The relay could not bind what its configuration asks for; ``str()`` is one line."""
+
+
 class ConfigSource(Protocol):
     """Where a reload gets the configuration, and where run-time settings are kept."""
 
@@ -508,7 +512,11 @@ async def run(
     SIGUSR1 logs the counters at once; SIGHUP reloads the configuration from ``source``.
     """
     relay = Relay(config, store, source)
-    await relay.start()
+    try:
+        await relay.start()
+    except OSError as exc:  # a port or socket path in use, an address not on this host
+        await relay.close()
+        raise StartError(f"cannot start: {exc}") from None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, relay.stop)

@@ -8,6 +8,8 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +128,27 @@ def test_a_socket_in_use_is_not_taken_over(tmp_path: Path) -> None:
             await first.close()
 
     asyncio.run(main())
+
+
+def test_the_relay_will_not_replace_a_file_with_its_socket(tmp_path: Path) -> None:
+    plain = tmp_path / "admin.sock"
+    plain.write_text("precious")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "relay",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--admin-socket",
+            str(plain),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1 and plain.read_text() == "precious"
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("voicechat-relay: cannot start:") and "not a socket" in last

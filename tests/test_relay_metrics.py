@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -129,3 +132,28 @@ def test_no_metrics_endpoint_unless_asked() -> None:
         assert "metrics on" not in relay.log.read()
     finally:
         stop_relay(relay)
+
+
+def test_a_metrics_port_in_use_stops_start_up_with_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "relay",
+                "--host",
+                HOST,
+                "--port",
+                "0",
+                "--metrics",
+                f"{HOST}:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("voicechat-relay: cannot start:")

@@ -26,6 +26,8 @@ from relay.protocol.messages import (
     LENGTH,
     Auth,
     Bye,
+    ChannelInfo,
+    ChannelList,
     Chat,
     Error,
     Join,
@@ -887,8 +889,6 @@ def test_sigterm_is_obeyed_within_two_seconds_under_load(
 
 
 def test_sighup_reloads_the_channel_list_and_says_what_needs_a_restart(tmp_path: Path) -> None:
-    from relay.protocol.messages import ChannelInfo, ChannelList
-
     conf = tmp_path / "relay.toml"
     conf.write_text('channels = ["Lobby", "Old"]\ngrace = 5\n')
     relay = start_relay("--config", str(conf))
