@@ -88,6 +88,8 @@ class BanList:
         ``name`` None: only the address is known yet (a new connection); bans that
         also name a user are then left for the auth.
         """
+        if not self._bans:
+            return None  # the common case: no work per connection or auth
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
