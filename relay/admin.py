@@ -101,7 +101,7 @@ class Admin:
 
     def _channels(self, _req: ap.Channels) -> list[dict[str, Any]]:
         t = self.relay.sessions
-        declared = {c.name for c in self.relay.config_channels}
+        declared = {c.name for c in self.relay.operations.config_channels}
         return [
             {
                 "name": info.name,
@@ -118,7 +118,9 @@ class Admin:
         return [_ban_dict(b) for b in self.relay.control.bans if b.active(now)]
 
     def _settings(self, _req: ap.Settings) -> dict[str, Any]:
-        return self.relay.source.runtime_settings() if self.relay.source else {}
+        return (
+            self.relay.operations.source.runtime_settings() if self.relay.operations.source else {}
+        )
 
     # --- users --------------------------------------------------------------------------
 
@@ -150,7 +152,7 @@ class Admin:
             raise AdminError("a ban needs a user, an address or a name")
         now = time.time()
         expires = now + req.duration if req.duration else None
-        ban = self.relay.add_ban(address, name, req.reason, now, expires)
+        ban = self.relay.operations.add_ban(address, name, req.reason, now, expires)
         # Everyone it covers goes now; their clients cannot come back while it holds.
         covered = [
             s
@@ -164,7 +166,7 @@ class Admin:
         return {**_ban_dict(ban), "kicked": [s.user_id for s in covered]}
 
     def _unban(self, req: ap.Unban) -> dict[str, Any]:
-        ban = self.relay.remove_ban(req.id)
+        ban = self.relay.operations.remove_ban(req.id)
         if ban is None:
             raise AdminError(f"no ban {req.id} (see 'bans')")
         self._log("unban", f"ban {ban.id} {_describe(ban)}")
@@ -199,12 +201,12 @@ class Admin:
 
     def _own_channel(self, name: str) -> int:
         """The index of ``name`` among the channels made here, or why it cannot change."""
-        if any(c.name == name for c in self.relay.config_channels):
+        if any(c.name == name for c in self.relay.operations.config_channels):
             raise AdminError(
                 f"channel {name!r} is declared in the configuration: change it there "
                 "and reload (SIGHUP)"
             )
-        for i, c in enumerate(self.relay.admin_channels):
+        for i, c in enumerate(self.relay.operations.admin_channels):
             if c.name == name:
                 return i
         raise AdminError(f"no channel {name!r}")
@@ -213,20 +215,20 @@ class Admin:
         if req.name in self.relay.sessions.channels:
             raise AdminError(f"there is a channel {req.name!r} already")
         info = ChannelInfo(req.name, req.description, req.max_users)
-        self.relay.set_admin_channels([*self.relay.admin_channels, info])
+        self.relay.operations.set_admin_channels([*self.relay.operations.admin_channels, info])
         self._log("channel_add", repr(req.name), channel=req.name)
         return {"name": req.name}
 
     def _channel_edit(self, req: ap.ChannelEdit) -> dict[str, Any]:
         i = self._own_channel(req.name)
-        channels = list(self.relay.admin_channels)
+        channels = list(self.relay.operations.admin_channels)
         old = channels[i]
         channels[i] = ChannelInfo(
             old.name,
             old.description if req.description is None else req.description,
             old.max_users if req.max_users is None else req.max_users,
         )
-        self.relay.set_admin_channels(channels)
+        self.relay.operations.set_admin_channels(channels)
         self._log("channel_edit", repr(req.name), channel=req.name)
         return {"name": req.name}
 
@@ -234,16 +236,16 @@ class Admin:
         i = self._own_channel(req.name)
         if req.new_name in self.relay.sessions.channels:
             raise AdminError(f"there is a channel {req.new_name!r} already")
-        self.relay.rename_admin_channel(i, req.new_name)
+        self.relay.operations.rename_admin_channel(i, req.new_name)
         self._log("channel_rename", f"{req.name!r} to {req.new_name!r}", channel=req.new_name)
         return {"name": req.new_name}
 
     def _channel_remove(self, req: ap.ChannelRemove) -> dict[str, Any]:
         i = self._own_channel(req.name)
-        channels = list(self.relay.admin_channels)
+        channels = list(self.relay.operations.admin_channels)
         del channels[i]
         members = len(self.relay.sessions.channels[req.name])
-        self.relay.set_admin_channels(channels)
+        self.relay.operations.set_admin_channels(channels)
         self._log("channel_remove", f"{req.name!r} ({members} member(s) moved)", channel=req.name)
         return {"name": req.name, "moved": members}
 
@@ -253,7 +255,7 @@ class Admin:
         source = self._source()
         try:
             value = source.set_setting(req.key, req.value)
-            changes = self.relay.reload()
+            changes = self.relay.operations.reload()
         except ValueError as exc:  # ConfigError included
             source.unset_setting(req.key)
             raise AdminError(str(exc)) from None
@@ -264,20 +266,20 @@ class Admin:
         source = self._source()
         if not source.unset_setting(req.key):
             raise AdminError(f"{req.key!r} was not set at run time")
-        changes = self.relay.reload()
+        changes = self.relay.operations.reload()
         self._log("unset", req.key)
         return {"key": req.key, **changes}
 
     def _reload(self, _req: ap.Reload) -> dict[str, Any]:
         try:
-            return self.relay.reload()
+            return self.relay.operations.reload()
         except ValueError as exc:
             raise AdminError(f"kept the running configuration: {exc}") from None
 
     def _source(self) -> Any:
-        if self.relay.source is None:
+        if self.relay.operations.source is None:
             raise AdminError("this relay was started without a configuration source")
-        return self.relay.source
+        return self.relay.operations.source
 
 
 def _ban_dict(ban: Ban) -> dict[str, Any]:

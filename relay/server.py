@@ -6,8 +6,8 @@ which is rebuilt here after every change and swapped in with one reference
 store; register pings from the UDP thread come back to the loop through
 ``call_soon_threadsafe``. Shutdown on SIGINT/SIGTERM: clients get ``bye``, the
 UDP loop is stopped and joined, the counters are logged. SIGHUP reloads the
-configuration (:meth:`Relay.reload`): what can change while serving does, the
-rest is logged as needing a restart.
+configuration (:meth:`relay.operations.Operations.reload`): what can change
+while serving does, the rest is logged as needing a restart.
 
 The operator's side, each optional: the database (:mod:`relay.store`: bans,
 channels made at run time, run-time settings), the admin socket
@@ -24,14 +24,11 @@ import signal
 import socket
 import sys
 import threading
-import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from relay import log_format
 from relay.admin import Admin
 from relay.admin_server import AdminServer
-from relay.bans import Ban
 from relay.control_server import ControlServer
 from relay.limits import (
     CONNECT_BURST,
@@ -41,6 +38,7 @@ from relay.limits import (
     ControlLimits,
 )
 from relay.metrics import MetricsServer, Snapshot, from_loop, parse_address
+from relay.operations import Operations
 from relay.protocol.messages import ChannelInfo
 from relay.router import Addr, Router, RouteTable, VoiceLimit, add_unbound
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, BindResult, SessionTable
@@ -51,15 +49,6 @@ from relay.workers import Worker
 log = logging.getLogger("relay")
 
 BIND_ATTEMPTS = 10  # with --port 0: tries to find an ephemeral port free for TCP and UDP
-BAN_PURGE_EVERY = 60.0  # seconds between removals of expired bans from the list and store
-# RelayConfig fields a reload applies while serving; any other change needs a restart.
-RELOADABLE = frozenset(
-    {
-        "channels", "grace", "auth_timeout", "stats_interval", "max_clients", "voice_limit",
-        "per_address_connections", "per_address_sessions", "connect_rate", "connect_burst",
-        "log_level", "obfuscate_addresses", "welcome_text",
-    }
-)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -108,28 +97,20 @@ class ConfigSource(Protocol):
     def runtime_settings(self) -> dict[str, Any]: ...
 
 
-def _infos(channels: list[ChannelInfo | str]) -> list[ChannelInfo]:
-    return [c if isinstance(c, ChannelInfo) else ChannelInfo(c) for c in channels]
-
-
 class Relay:
     """One relay: call :meth:`start`, then :meth:`serve` until :meth:`stop`.
 
-    ``store``: the open database, if any; ``source``: what :meth:`reload` reads.
+    ``store``: the open database, if any; ``source``: what a reload reads
+    (:class:`relay.operations.Operations` keeps both).
     """
 
     def __init__(
         self, config: RelayConfig, store: Store | None = None, source: ConfigSource | None = None
     ) -> None:
         self.config = config
-        self.store = store
-        self.source = source
-        self.config_channels = _infos(config.channels)
-        declared = {c.name for c in self.config_channels}
-        stored = store.channels() if store is not None else []
-        self.admin_channels = [c for c in stored if c.name not in declared]
+        self.operations = Operations(self, store, source)
         self.sessions = SessionTable(
-            self.config_channels + self.admin_channels,
+            self.operations.channels(),
             config.grace,
             max_sessions=config.max_clients,
             max_per_source=config.per_address_sessions,
@@ -153,9 +134,7 @@ class Relay:
             ),
         )
         self.control.welcome_text = config.welcome_text
-        for ban in store.bans() if store is not None else ():
-            self.control.bans.add(ban)
-        self._ban_ids = 0  # without a store, bans are numbered here
+        self.operations.load_bans()
         self.admin = Admin(self)
         self._admin_server: AdminServer | None = None
         self._metrics: MetricsServer | None = None
@@ -231,7 +210,7 @@ class Relay:
         timers = [
             asyncio.create_task(self._expiry_timer()),
             asyncio.create_task(self._stats_timer()),
-            asyncio.create_task(self._ban_timer()),
+            asyncio.create_task(self.operations.ban_timer()),
         ]
         try:
             await self._stopped.wait()
@@ -305,105 +284,11 @@ class Relay:
             service_bounds_ns=() if times is None else times.bounds_ns,
         )
 
-    def _install_channels(self) -> None:
-        self.control.apply(self.sessions.set_channels(self.config_channels + self.admin_channels))
-
-    def set_admin_channels(self, channels: list[ChannelInfo]) -> None:
-        """The channels made at run time are now ``channels``: stored, then installed."""
-        if self.store is not None:
-            self.store.save_channels(channels)
-        self.admin_channels = channels
-        self._install_channels()
-
-    def rename_admin_channel(self, index: int, new: str) -> None:
-        """Rename the ``index``-th channel made at run time, its members with it."""
-        old = self.admin_channels[index]
-        channels = list(self.admin_channels)
-        channels[index] = ChannelInfo(new, old.description, old.max_users)
-        if self.store is not None:
-            self.store.save_channels(channels)
-        self.admin_channels = channels
-        self.control.apply(self.sessions.rename_channel(old.name, new))
-
-    def add_ban(
-        self, address: str, name: str, reason: str, now: float, expires: float | None
-    ) -> Ban:
-        if self.store is not None:
-            ban = self.store.add_ban(address, name, reason, now, expires)
-        else:
-            self._ban_ids += 1
-            ban = Ban(self._ban_ids, address, name, reason, now, expires)
-        self.control.bans.add(ban)
-        return ban
-
-    def remove_ban(self, ban_id: int) -> Ban | None:
-        ban = self.control.bans.remove(ban_id)
-        if ban is not None and self.store is not None:
-            self.store.remove_ban(ban_id)
-        return ban
-
-    async def _ban_timer(self) -> None:
-        while True:
-            await asyncio.sleep(BAN_PURGE_EVERY)
-            for ban in self.control.bans.expired(time.time()):
-                self.remove_ban(ban.id)
-                log.info("ban %d expired", ban.id, extra={"event": "unban"})
-
-    def reload(self) -> dict[str, list[str]]:
-        """Read the configuration again and apply what can change while serving.
-
-        Returns the changed fields: ``applied`` and ``restart`` (logged, not applied).
-        Raises ConfigError (a ValueError) and changes nothing if it cannot be used.
-        """
-        if self.source is None:
-            return {"applied": [], "restart": []}
-        new = self.source.config()
-        old = self.config
-        changed = [
-            f.name for f in fields(RelayConfig) if getattr(old, f.name) != getattr(new, f.name)
-        ]
-        applied = [k for k in changed if k in RELOADABLE]
-        restart = [k for k in changed if k not in RELOADABLE]
-        for key in applied:
-            setattr(old, key, getattr(new, key))
-        self._apply_config(set(applied))
-        log.info(
-            "reloaded: applied %s; needs a restart: %s",
-            ", ".join(applied) or "nothing", ", ".join(restart) or "nothing",
-            extra={"event": "reload"},
-        )  # fmt: skip
-        return {"applied": applied, "restart": restart}
-
-    def _apply_config(self, keys: set[str]) -> None:
-        cfg = self.config
-        lim = self.control.limits
-        lim.auth_timeout = cfg.auth_timeout
-        lim.max_connections = cfg.max_clients
-        lim.per_address_connections = cfg.per_address_connections
-        lim.per_address_sessions = cfg.per_address_sessions
-        lim.connect_rate = cfg.connect_rate
-        lim.connect_burst = cfg.connect_burst
-        self.sessions.grace = cfg.grace
-        self.sessions.max_sessions = cfg.max_clients
-        self.sessions.max_per_source = cfg.per_address_sessions
-        self.control.welcome_text = cfg.welcome_text
-        log_format.set_level(cfg.log_level)
-        log_format.set_obfuscation(cfg.obfuscate_addresses)
-        if "voice_limit" in keys:
-            self.router.set_limit(cfg.voice_limit)
-            for w in self._workers:
-                w.set_limit(cfg.voice_limit)
-        if "channels" in keys:
-            self.config_channels = _infos(cfg.channels)
-            declared = {c.name for c in self.config_channels}
-            self.admin_channels = [c for c in self.admin_channels if c.name not in declared]
-            self._install_channels()
-
-    def _on_sighup(self) -> None:
-        try:
-            self.reload()
-        except ValueError as exc:
-            log.error("reload refused, the running configuration stays: %s", exc)
+    def set_voice_limit(self, limit: VoiceLimit | None) -> None:
+        """A new per-session voice limit for every forwarding loop (a reload)."""
+        self.router.set_limit(limit)
+        for w in self._workers:
+            w.set_limit(limit)
 
     # --- glue between the sides ---------------------------------------------------------
 
@@ -521,7 +406,7 @@ async def run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, relay.stop)
     loop.add_signal_handler(signal.SIGUSR1, relay.log_counters)
-    loop.add_signal_handler(signal.SIGHUP, relay._on_sighup)
+    loop.add_signal_handler(signal.SIGHUP, relay.operations.on_sighup)
     print(
         f"relay listening on {config.host} tcp={relay.port} udp={relay.port}",
         file=sys.stdout,
