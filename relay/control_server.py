@@ -141,8 +141,7 @@ class ControlServer:
         conn.timer = loop.call_later(conn.policy.auth_deadline - opened, self._auth_timeout, conn)
         decoder = MessageDecoder()
         log.info(
-            "connect conn=%d",
-            conn.id,
+            "connection opened",
             extra={"event": "connect", "conn": conn.id, "address": address(source)},
         )
         try:
@@ -176,8 +175,7 @@ class ControlServer:
                 conn.timer.cancel()
             session = self.sessions.by_conn(conn.id)
             log.info(
-                "disconnect conn=%d",
-                conn.id,
+                "connection closed",
                 extra={
                     "event": "disconnect",
                     "conn": conn.id,
@@ -248,11 +246,7 @@ class ControlServer:
 
     def _log_session(self, conn: _Conn, session: Session, event: str) -> None:
         log.info(
-            "%s conn=%d user=%d name=%r",
-            event,
-            conn.id,
-            session.user_id,
-            session.name,
+            "session started" if event == "auth" else "session resumed",
             extra={
                 "event": event,
                 "conn": conn.id,
@@ -280,9 +274,7 @@ class ControlServer:
 
     def _log_refusal(self, conn: _Conn, code: str, name: str | None) -> None:
         log.info(
-            "auth refused conn=%d: %s",
-            conn.id,
-            code,
+            "auth refused",
             extra={
                 "event": "auth_refused",
                 "conn": conn.id,
