@@ -77,7 +77,10 @@ def _value_type(convert: Any) -> type:
         return str
     if convert in (int, float, bool):
         return typing.cast(type, convert)
-    hints = typing.get_type_hints(convert) if callable(convert) else {}
+    try:
+        hints = typing.get_type_hints(convert) if callable(convert) else {}
+    except Exception:  # hints naming what cannot be resolved here: take the value as text
+        hints = {}
     ret = hints.get("return", str)
     return ret if ret in (int, float, str) else str
 
