@@ -452,3 +452,14 @@ def test_an_outage_burst_does_not_raise_the_target() -> None:
     assert jb.stats.target_ms < 20  # the burst was an outage, not jitter
     assert jb.depth <= 3  # and its backlog was cut back to the target
     assert jb.stats.discarded > 0
+
+
+def test_adaptive_burst_of_losses_is_concealed_without_a_hole_or_added_delay() -> None:
+    arr = [(t, k) for t, k in steady(60) if k not in (30, 31, 32)]
+    jb, out = adaptive_run(arr, 70)
+    outs = [o for tick, o in out if 25 <= tick <= 40]
+    assert not any(isinstance(o, Nothing) for o in outs)  # concealed, never silence
+    frames = [tick for tick, o in out if isinstance(o, Frame)]
+    gaps = [b - a for a, b in itertools.pairwise(frames)]
+    assert gaps.count(4) == 1 and set(gaps) == {1, 4}  # 33 plays on its own tick
+    assert jb.stats.lost == 3

@@ -128,7 +128,7 @@ class JitterBuffer:
         retire_after_ns: int = 2_000_000_000,
         max_depth: int = 50,
         *,
-        max_underrun: int = 3,
+        max_underrun: int | None = None,
         max_conceal: int = 5,
         restart_slack: int = 200 * SAMPLE_RATE // 1000,  # 200 ms of media timestamp
         catchup_slack: int = 3,
@@ -150,7 +150,9 @@ class JitterBuffer:
         self.watermark = watermark
         self.retire_after_ns = retire_after_ns
         self.max_depth = max_depth
-        self.max_underrun = max_underrun
+        # Dry ticks concealed before buffering again: adaptive playout waits longer, as a
+        # packet it waits for may still come (and Opus PLC fades out meanwhile).
+        self.max_underrun = max_underrun if max_underrun is not None else (5 if adaptive else 3)
         self.max_conceal = max_conceal
         self.restart_slack = restart_slack
         self.catchup_slack = catchup_slack
@@ -294,11 +296,14 @@ class JitterBuffer:
             return self._play(e, now, queued)
         if self._heap:  # a hole with later packets held
             if self._pending_waits:
-                # The wait's concealment already stood in for e, which is lost after all:
-                # go on with the next number, as if e had played (no delay is added).
-                self._pending_waits = 0
-                self._consume(e)
-                e = self._next
+                # The waits' concealments already stood in for e (and the numbers after
+                # it, one a wait), lost after all: go on as if they had played, so no
+                # delay is added.
+                covered, self._pending_waits = self._pending_waits, 0
+                while covered and e not in self._held:
+                    self._consume(e)
+                    e = self._next
+                    covered -= 1
                 if e in self._held:
                     return self._play(e, now, queued)
             if e + 1 in self._held:
