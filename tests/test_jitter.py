@@ -129,6 +129,7 @@ def test_late_packet_is_concealed_then_dropped_as_late() -> None:
     assert any(isinstance(o, Recover | Conceal) and o.seq == 10 for o in out)
     s = sim.jb.stats
     assert s.late == 1 and s.lost == 1
+    assert s.late_percent > 0  # the late share a listener reports back to the speaker
 
 
 def test_burst_loss_conceals_a_little_then_rebuffers() -> None:

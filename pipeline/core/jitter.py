@@ -94,6 +94,7 @@ class JitterStats:
     overflow: int = 0  # dropped: held beyond max_depth
     lost: int = 0  # sequence numbers missing between played Frames
     loss_percent: float = 0.0  # lost / (lost + played) over the last 10 s
+    late_percent: float = 0.0  # late arrivals / (lost + played) over the last 10 s
     restarts: int = 0  # sequence restarts and retirements followed by a new stream
     underruns: int = 0  # times the buffer ran dry and went back to buffering
     discarded: int = 0  # held packets dropped to catch up after a backlog built up
@@ -129,6 +130,7 @@ class JitterBuffer:
         self._window: deque[tuple[int, int, int]] = deque()
         self._win_played = 0
         self._win_lost = 0
+        self._late_times: deque[int] = deque()  # arrival of each late packet, last 10 s
         self._now: int | None = None
         self._last_arrival: int | None = None
         self._reset()
@@ -164,7 +166,7 @@ class JitterBuffer:
             ref_ext, ref_seq = self._ref
             ext = ref_ext + seq_diff(seq, ref_seq)
         if self._is_straggler(ext, timestamp):
-            self._stats.late += 1  # a packet of the stream a restart replaced
+            self._late(now)  # a packet of the stream a restart replaced
             return
         if self._last_out is not None and ext <= self._last_out:
             if self._is_restart(ext, timestamp):
@@ -173,7 +175,7 @@ class JitterBuffer:
                 self._restart = (seq, timestamp)
                 ext = seq
             else:
-                self._stats.late += 1
+                self._late(now)
                 return
         if ext in self._held:
             self._stats.duplicate += 1
@@ -183,6 +185,10 @@ class JitterBuffer:
         heapq.heappush(self._heap, ext)
         while len(self._heap) > self.max_depth:
             self._drop_oldest()
+
+    def _late(self, now: int) -> None:
+        self._stats.late += 1
+        self._late_times.append(now)
 
     def _is_straggler(self, ext: int, timestamp: int) -> bool:
         # Captured before the packet that restarted the stream, yet numbered at or after
@@ -296,6 +302,8 @@ class JitterBuffer:
             _, p, lost = self._window.popleft()
             self._win_played -= p
             self._win_lost -= lost
+        while self._late_times and now - self._late_times[0] > LOSS_WINDOW_NS:
+            self._late_times.popleft()
 
     # --- state ---
 
@@ -332,6 +340,7 @@ class JitterBuffer:
             overflow=s.overflow,
             lost=s.lost,
             loss_percent=100.0 * self._win_lost / total if total else 0.0,
+            late_percent=min(100.0, 100.0 * len(self._late_times) / total) if total else 0.0,
             restarts=s.restarts,
             underruns=s.underruns,
             discarded=s.discarded,

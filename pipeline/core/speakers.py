@@ -179,6 +179,7 @@ class Speakers:
                     duplicate=st.duplicate,
                     lost=st.lost,
                     loss_percent=st.loss_percent,
+                    late_percent=st.late_percent,
                     decode_errors=s.decode_errors,
                     discarded=st.discarded,
                 )

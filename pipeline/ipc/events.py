@@ -215,6 +215,7 @@ class SpeakerStats:
     duplicate: int = 0
     lost: int = 0
     loss_percent: float = 0.0  # over the last 10 s
+    late_percent: float = 0.0  # packets that came after their turn, over the last 10 s
     decode_errors: int = 0
     discarded: int = 0  # held packets dropped to catch up after a stall (not loss)
 
