@@ -155,6 +155,7 @@ class SessionTable:
         self.max_per_source = max_per_source
         self._by_token: dict[int, Session] = {}
         self._by_conn: dict[int, int] = {}  # control connection -> token
+        self._by_user: dict[int, int] = {}  # public user id -> token
         self._names = NameBook()  # by TR39 skeleton: look-alikes count as taken
         self._graced: dict[int, None] = {}  # tokens in grace, oldest drop first
         self._per_source: dict[str, int] = {}  # source address -> its sessions
@@ -180,6 +181,15 @@ class SessionTable:
 
     def by_token(self, token: int) -> Session | None:
         return self._by_token.get(token)
+
+    def by_user(self, user_id: int) -> Session | None:
+        token = self._by_user.get(user_id)
+        return None if token is None else self._by_token[token]
+
+    def channel_of(self, user_id: int) -> str | None:
+        """The channel of the session with public id ``user_id``, None if there is none."""
+        token = self._by_user.get(user_id)
+        return None if token is None else self._by_token[token].channel
 
     def connections(self) -> list[int]:
         return list(self._by_conn)
@@ -265,6 +275,7 @@ class SessionTable:
         session = Session(token, user_id, name, self.default_channel, conn, source)
         self._by_token[token] = session
         self._by_conn[conn] = token
+        self._by_user[user_id] = token
         self._per_source[source] = self.sessions_of(source) + 1
         out.append(self._presence(UserJoined(user_id, name, session.channel), but=conn))
         self.channels[session.channel].add(token)
@@ -412,6 +423,7 @@ class SessionTable:
 
     def _remove(self, session: Session) -> list[Action]:
         del self._by_token[session.token]
+        del self._by_user[session.user_id]
         if session.conn is not None:
             del self._by_conn[session.conn]
         self._graced.pop(session.token, None)
@@ -478,3 +490,4 @@ class SessionTable:
             assert self._packed[s.token] == pack_user(s.info())
         assert sources == self._per_source and set(self._packed) == set(self._by_token)
         assert len({s.user_id for s in self._by_token.values()}) == len(self._by_token)
+        assert self._by_user == {s.user_id: t for t, s in self._by_token.items()}
