@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.feedback import REPORT_TTL, RESEND, LossFeedback
-from relay.protocol.messages import MAX_RECEPTION, ReceiverReport, SpeakerReception
+from relay.protocol.messages import ReceiverReport, SpeakerReception
 
 ALICE, BOB, CAROL, DAVE = 1, 2, 3, 4
 
@@ -143,13 +143,13 @@ steps = st.lists(
             users,
             st.lists(
                 st.builds(SpeakerReception, st.integers(0, 6), percent, percent),
-                max_size=MAX_RECEPTION,
+                max_size=8,
             ),
         ),
         st.tuples(st.just("move"), users, st.sampled_from(["Lobby", "Music", None])),
         st.tuples(st.just("tick"), st.floats(0.0, 3.0), st.just(None)),
     ),
-    max_size=40,
+    max_size=30,
 )
 
 
