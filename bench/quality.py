@@ -300,6 +300,7 @@ def run_feedback(port: int, case: FeedbackCase, seconds: float, seed: int,
     return {
         "condition": case.name,
         "feedback": case.feedback,
+        "jitter_buffer": base.jitter,
         "pesq_wb": round(mos, 3),
         "correlation": round(corr, 3),
         "passes_scored": passes,
