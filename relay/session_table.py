@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 from relay.names import NameBook, NameRefused, clean_chat
 from relay.protocol.messages import (
+    ChannelInfo,
+    ChannelList,
     Chat,
     Error,
     Message,
@@ -45,6 +47,7 @@ Addr = tuple[str, int]
 
 DEFAULT_CHANNELS = ("Lobby", "General", "Gaming", "Music", "AFK")
 DEFAULT_GRACE = 30.0
+SERVER_NAME = "server"  # the name on a chat from the operator; its user id is 0, never issued
 # Seconds a bound session must wait before moving its voice to another address: a
 # move rebuilds the channel's routes, which a NAT rebinding needs rarely and a client
 # flapping between source ports must not get on every ping.
@@ -136,18 +139,20 @@ class SessionTable:
 
     def __init__(
         self,
-        channels: Iterable[str] = DEFAULT_CHANNELS,
+        channels: Iterable[str | ChannelInfo] = DEFAULT_CHANNELS,
         grace: float = DEFAULT_GRACE,
         udp_port: int = 0,
         max_sessions: int = 2000,
         rebind_interval: float = REBIND_INTERVAL,
         max_per_source: int = 0,
     ) -> None:
-        names = list(dict.fromkeys(channels))
-        if not names:
+        infos = [c if isinstance(c, ChannelInfo) else ChannelInfo(c) for c in channels]
+        self.info: dict[str, ChannelInfo] = {}  # channel -> its description and limit, in order
+        for c in infos:
+            self.info.setdefault(c.name, c)
+        if not self.info:
             raise ValueError("a relay needs at least one channel")
-        self.channels: dict[str, set[int]] = {c: set() for c in names}  # channel -> tokens
-        self.default_channel = names[0]
+        self.channels: dict[str, set[int]] = {c: set() for c in self.info}  # channel -> tokens
         self.grace = grace
         self.udp_port = udp_port
         self.max_sessions = max_sessions
@@ -191,6 +196,22 @@ class SessionTable:
         token = self._by_user.get(user_id)
         return None if token is None else self._by_token[token].channel
 
+    def find(self, user: str) -> Session | None:
+        """The session named ``user`` exactly, or whose user id ``user`` spells in decimal."""
+        if user.isdecimal():
+            token = self._by_user.get(int(user))
+            if token is not None:
+                return self._by_token[token]
+        for s in self._by_token.values():
+            if s.name == user:
+                return s
+        return None
+
+    @property
+    def default_channel(self) -> str:
+        """Where new sessions start: the first channel."""
+        return next(iter(self.channels))
+
     def connections(self) -> list[int]:
         return list(self._by_conn)
 
@@ -222,12 +243,13 @@ class SessionTable:
         if channels is None:
             sessions: Iterable[Session] = self._by_token.values()
         else:
-            sessions = (self._by_token[t] for c in channels for t in self.channels[c])
+            sessions = (self._by_token[t] for c in channels for t in self.channels.get(c, ()))
         return [(s.token, s.user_id, s.channel, s.udp_addr) for s in sessions]
 
     def take_dirty(self) -> set[str]:
         """The channels whose members or bindings changed since the last call, besides
-        the sessions :meth:`take_added` lists (call that first)."""
+        the sessions :meth:`take_added` lists (call that first); a channel that was
+        removed or renamed away is among them, with no entries."""
         dirty, self._dirty = self._dirty, set()
         return dirty
 
@@ -321,6 +343,12 @@ class SessionTable:
             return [_error(conn, "unknown_channel", f"no channel {channel[:64]!r}")]
         if channel == session.channel:
             return []
+        limit = self.info[channel].max_users
+        if limit and len(self.channels[channel]) >= limit:
+            return [_error(conn, "channel_full", f"{channel[:64]!r} holds at most {limit} users")]
+        return self._move(session, channel)
+
+    def _move(self, session: Session, channel: str) -> list[Action]:
         old = session.channel
         left = encode_message(UserLeft(session.user_id, session.name, old))
         joined = encode_message(UserJoined(session.user_id, session.name, channel))
@@ -392,6 +420,84 @@ class SessionTable:
         self._changed(session.channel)
         return BindResult.BOUND
 
+    # --- the operator's actions (admin socket, reload) -------------------------------------
+
+    def kick(self, session: Session, code: str, reason: str) -> list[Action]:
+        """End ``session`` now, without grace: its client gets ``error code`` and is closed,
+        everyone else a ``user_left``. A ``reconnect`` with its token then fails."""
+        out: list[Action] = []
+        if session.conn is not None:
+            out += [_error(session.conn, code, reason), Close(session.conn, code)]
+        return out + self._remove(session)
+
+    def move(self, session: Session, channel: str) -> list[Action]:
+        """Move ``session`` to ``channel`` whatever its limit (the operator's move)."""
+        if channel not in self.channels:
+            raise KeyError(channel)
+        return [] if channel == session.channel else self._move(session, channel)
+
+    def say(self, text: str, ts: float, channel: str | None = None) -> list[Action]:
+        """A chat from the operator (user id 0) to ``channel``, or to every session."""
+        text = clean_chat(text)
+        if not text.strip():
+            raise ValueError("the message is empty once cleaned")
+        if channel is not None and channel not in self.channels:
+            raise KeyError(channel)
+        out: list[Action] = []
+        for c in self.channels if channel is None else (channel,):
+            # A chat names its channel: everyone gets it in the channel they are in.
+            out += self._to_channel(c, Chat(text, 0, SERVER_NAME, c, ts))
+        return out
+
+    def set_channels(self, infos: Iterable[ChannelInfo]) -> list[Action]:
+        """Make the channel list ``infos`` (in that order; the first is the default).
+
+        Members of a channel that goes are moved to the new default channel; if
+        anything changed, every session is sent the new ``channel_list``.
+        """
+        new: dict[str, ChannelInfo] = {}
+        for c in infos:
+            new.setdefault(c.name, c)
+        if not new:
+            raise ValueError("a relay needs at least one channel")
+        if list(new.values()) == list(self.info.values()):
+            return []
+        out: list[Action] = []
+        for name in new:
+            self.channels.setdefault(name, set())
+        default = next(iter(new))
+        for name in [c for c in self.channels if c not in new]:
+            for token in list(self.channels[name]):
+                out += self._move(self._by_token[token], default)
+            del self.channels[name]
+            self._dirty.add(name)  # the router forgets it
+        self.channels = {name: self.channels[name] for name in new}
+        self.info = new
+        self.version += 1
+        return [*out, SendFrames(tuple(self._by_conn), self._channel_list())]
+
+    def rename_channel(self, old: str, new: str) -> list[Action]:
+        """Give channel ``old`` the name ``new``, keeping its place, members and limit."""
+        if old not in self.channels:
+            raise KeyError(old)
+        if new in self.channels:
+            raise ValueError(f"there is a channel {new!r} already")
+        infos = [ChannelInfo(new, c.description, c.max_users) if c.name == old else c
+                 for c in self.info.values()]  # fmt: skip
+        members = self.channels[old]
+        self.channels = {new if c == old else c: m for c, m in self.channels.items()}
+        self.info = {c.name: c for c in infos}
+        out: list[Action] = []
+        for token in members:
+            s = self._by_token[token]
+            left = encode_message(UserLeft(s.user_id, s.name, old))
+            joined = encode_message(UserJoined(s.user_id, s.name, new))
+            s.channel = new
+            self._set_packed(s)
+            out.append(Presence(left + joined))
+        self._changed(old, new)  # the router forgets the old name, routes the new one
+        return [SendFrames(tuple(self._by_conn), self._channel_list()), *out]
+
     # --- helpers ------------------------------------------------------------------------
 
     def _welcome(self, session: Session) -> bytes:
@@ -410,7 +516,13 @@ class SessionTable:
             channels=list(self.channels),
             users=[],
         )
-        return encode_welcome(head, users)
+        welcome = encode_welcome(head, users)
+        if any(c.description or c.max_users for c in self.info.values()):
+            welcome += self._channel_list()  # what the welcome's names alone do not say
+        return welcome
+
+    def _channel_list(self) -> bytes:
+        return encode_message(ChannelList(list(self.info.values())))
 
     def _presence(self, message: Message, but: int | None = None) -> Presence:
         """``message`` encoded once for every connected session (presence), but ``but``."""
@@ -473,6 +585,8 @@ class SessionTable:
         assert seen == set(self._by_token)
         for conn, token in self._by_conn.items():
             assert self._by_token[token].conn == conn
+        assert {s.user_id: t for t, s in self._by_token.items()} == self._by_user
+        assert list(self.channels) == list(self.info)
         for token, s in self._by_token.items():
             assert token == s.token and token != 0
             assert (s.conn is None) == (s.dropped_at is not None)
@@ -490,4 +604,3 @@ class SessionTable:
             assert self._packed[s.token] == pack_user(s.info())
         assert sources == self._per_source and set(self._packed) == set(self._by_token)
         assert len({s.user_id for s in self._by_token.values()}) == len(self._by_token)
-        assert self._by_user == {s.user_id: t for t, s in self._by_token.items()}

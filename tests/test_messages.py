@@ -21,6 +21,8 @@ from relay.protocol.messages import (
     MESSAGE_TYPES,
     Auth,
     Bye,
+    ChannelInfo,
+    ChannelList,
     Chat,
     Error,
     FrameDecoder,
@@ -72,6 +74,7 @@ EVERY_MESSAGE: list[Message] = [
     Welcome(9, 3, 8080, "Lobby", ["Lobby"], [UserInfo(3, "alice", "Lobby")], more=True),
     Reception(reports=[SpeakerReception(4, 5.5, 1.0), SpeakerReception(7, 0.0, 0.0)]),
     ReceiverReport(loss_percent=7.5, late_percent=2.0, listeners=3),
+    ChannelList([ChannelInfo("Lobby"), ChannelInfo("Ops", "operators only", 4)]),
 ]
 
 
@@ -91,6 +94,7 @@ def test_every_spec_type_has_a_message() -> None:
         "user_list",
         "reception",
         "receiver_report",
+        "channel_list",
     }
     assert set(MESSAGE_TYPES) == spec_types
     assert {m.TYPE for m in EVERY_MESSAGE} == spec_types
