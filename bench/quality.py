@@ -24,7 +24,11 @@ the Opus lookahead are added, as in bench/latency.py.
 
 The reference is bench/data/speech-en-16k.wav (see bench/data/README.md).
 
-    python -m bench.quality [--quick]
+Loss feedback (issue 19, SPEC.md "Loss feedback"): 5 % loss on one listener's
+downlink only, where the talker measures nothing itself, with feedback off and on,
+against 5 % on the talker's path both ways; results in ``quality_feedback.json``.
+
+    python -m bench.quality [--quick] [--only loss|jitter|feedback]
 """
 
 from __future__ import annotations
@@ -121,7 +125,9 @@ def down3(x: np.ndarray) -> np.ndarray:
     return np.convolve(x.astype(np.float64), _lowpass(7600 / 48000), mode="same")[::3]
 
 
-def score(reference16: np.ndarray, recording48: np.ndarray) -> tuple[float, float, int]:
+def score(
+    reference16: np.ndarray, recording48: np.ndarray, skip: int = 0
+) -> tuple[float, float, int]:
     """PESQ (wideband MOS-LQO) of the recording against the reference: (mean, correlation, n).
 
     The talker loops the reference, so the recording holds it several times, one pass
@@ -130,7 +136,8 @@ def score(reference16: np.ndarray, recording48: np.ndarray) -> tuple[float, floa
     mode is scored on the same frames. Each pass is aligned on its own, within
     ``PASS_SLACK`` of where the stream's grid puts it: an adaptive jitter buffer changes
     the delay during a call, and a pass cut at a stale lag would lose its ends (PESQ
-    itself then follows the delay within the pass, as it is made to).
+    itself then follows the delay within the pass, as it is made to). Passes starting
+    within ``skip`` samples of the first sound heard are left out (a warm-up).
     """
     from pesq import pesq
 
@@ -142,7 +149,7 @@ def score(reference16: np.ndarray, recording48: np.ndarray) -> tuple[float, floa
     nonzero = np.flatnonzero(recording48)
     onset = int(nonzero[0]) if len(nonzero) else 0
     starts = [s for s in range(lag % period, len(recording48), period)
-              if s >= onset and s + len(sent48) <= len(recording48)]  # fmt: skip
+              if s >= onset + skip and s + len(sent48) <= len(recording48)]  # fmt: skip
     scores = []
     for nominal in starts or [lag]:
         lo = max(0, nominal - PASS_SLACK)
@@ -235,6 +242,108 @@ def mouth_to_ear(trace: Path) -> np.ndarray:
     return np.asarray((rows[:, 1] - captured_ns) / 1e6 + unseen_ms)
 
 
+# --- loss feedback: 5 % on one listener's downlink only ---------------------------------
+
+
+@dataclass(frozen=True)
+class FeedbackCase:
+    name: str
+    path: str  # "talker": the talker's path loses both ways; "listener": its downlink only
+    feedback: bool  # ClientConfig.loss_feedback, for every client of the run
+
+
+FEEDBACK_LOSS = 5.0
+FEEDBACK_CASES = [
+    FeedbackCase("5% both directions (talker)", "talker", feedback=False),
+    FeedbackCase("5% both directions (talker)", "talker", feedback=True),
+    FeedbackCase("5% listener downlink only", "listener", feedback=False),
+    FeedbackCase("5% listener downlink only", "listener", feedback=True),
+]
+# Nobody is told the loss in advance (no configured hint): the talker learns it from what
+# it receives itself or from its listener's reports. Passes starting in the first seconds
+# are not scored, so every case is scored once its FEC has settled.
+FEEDBACK_WARMUP = 6.0
+
+
+def run_feedback(port: int, case: FeedbackCase, seconds: float, seed: int,
+                 workdir: Path) -> dict[str, Any]:  # fmt: skip
+    talk, heard = workdir / "talk48.wav", workdir / f"heard-fb-{seed}.wav"
+    if not talk.exists():
+        write_wav(talk, up3(read_wav_16k(REFERENCE)))
+    loss = Impairment(loss_percent=FEEDBACK_LOSS, seed=seed, spare_control=True, seq_keyed=True)
+    up, down = per_direction(loss, "both" if case.path == "talker" else "down")
+    base = ClientConfig(host="127.0.0.1", port=port, name="", loss_feedback=case.feedback)
+    hints: list[int] = []
+    with UdpProxy(("127.0.0.1", port), up=up, down=down) as proxy:
+        via = proxy.address
+        listener = replace(base, name=f"ear{seed}", sink=MediaSpec("wav", str(heard)),
+                           udp_via=via if case.path == "listener" else None)  # fmt: skip
+        talker = replace(base, name=f"mouth{seed}", source=MediaSpec("wav", str(talk)),
+                         udp_via=via if case.path == "talker" else None)  # fmt: skip
+        with LocalClient(listener) as ear:
+            ear.until(connected, 30, "listener connected")
+            with LocalClient(talker) as mouth:
+                mouth.until(connected, 30, "talker connected")
+                warm = time.monotonic() + FEEDBACK_WARMUP
+                end = warm + seconds
+                while (now := time.monotonic()) < end:
+                    ear.pump(0.25)
+                    mouth.pump(0.25)
+                    if mouth.view.encode is not None and now >= warm:
+                        hints.append(mouth.view.encode.loss_hint)
+                speakers = ear.view.speakers
+                enc = mouth.view.encode
+    mos, corr, passes = score(read_wav_16k(REFERENCE), read_wav(heard),
+                              skip=int(FEEDBACK_WARMUP * 48000))  # fmt: skip
+    st = speakers[0] if speakers else ev.SpeakerStats(0)
+    settled = hints or [0]
+    return {
+        "condition": case.name,
+        "feedback": case.feedback,
+        "jitter_buffer": base.jitter,
+        "pesq_wb": round(mos, 3),
+        "correlation": round(corr, 3),
+        "passes_scored": passes,
+        "listener_loss_percent": round(st.loss_percent, 2),
+        "recovered": st.recovered,
+        "concealed": st.concealed,
+        "late": st.late,
+        "discarded": st.discarded,
+        "talker_hint_percent": {"min": min(settled), "max": max(settled)},
+        "talker_hint_source": enc.hint_source if enc else "",
+    }
+
+
+def feedback_runs(port: int, seeds: list[int], seconds: float, tmp: Path) -> list[dict[str, Any]]:
+    rows = []
+    for seed in seeds:
+        for case in FEEDBACK_CASES:
+            row = run_feedback(port, case, seconds, seed, tmp)
+            rows.append({"seed": seed, **row})
+            print(f"  {case.name:28s} feedback {'on ' if case.feedback else 'off'} "
+                  f"PESQ {row['pesq_wb']:.2f}  hint {row['talker_hint_percent']} "
+                  f"({row['talker_hint_source']})", flush=True)  # fmt: skip
+    return rows
+
+
+def feedback_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and median PESQ per case, and the issue's target: downlink-only within 0.4 of
+    the symmetric case (both with the same feedback setting)."""
+    means: dict[str, float] = {}
+    medians: dict[str, float] = {}
+    for case in FEEDBACK_CASES:
+        key = f"{case.name}, feedback {'on' if case.feedback else 'off'}"
+        got = [r["pesq_wb"] for r in rows
+               if r["condition"] == case.name and r["feedback"] == case.feedback]  # fmt: skip
+        means[key] = round(float(np.mean(got)), 3) if got else float("nan")
+        medians[key] = round(float(np.median(got)), 3) if got else float("nan")
+    gap = {on: round(means[f"5% both directions (talker), feedback {on}"]
+                     - means[f"5% listener downlink only, feedback {on}"], 3)
+           for on in ("off", "on")}  # fmt: skip
+    return {"mean_pesq": means, "median_pesq": medians, "gap_to_symmetric": gap,
+            "target_gap": 0.4, "met": gap["on"] <= 0.4}  # fmt: skip
+
+
 def read_wav_16k(path: Path) -> np.ndarray:
     """The reference at its own 16 kHz rate (read_wav would resample it to 48 kHz)."""
     import wave
@@ -250,23 +359,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--seconds", type=float, default=0.0, help="recording per run (default: 2 passes)"
     )
     ap.add_argument(
-        "--only", choices=("loss", "jitter"), help="run only the loss or the jitter scenarios"
+        "--only",
+        choices=("loss", "jitter", "feedback"),
+        help="run only the loss, the jitter or the loss feedback scenarios",
     )
+    ap.add_argument("--seeds", type=int, default=3, help="loss patterns per feedback case")
     args = ap.parse_args(argv)
     ref_seconds = len(read_wav_16k(REFERENCE)) / RATE
     seconds = args.seconds or 2 * ref_seconds + 1.0  # a whole pass fits whatever the start
     conditions = CONDITIONS[1:2] if args.quick else CONDITIONS
     modes = ["fec+plc"] if args.quick else list(MODES)
     jitter_conditions = JITTER_CONDITIONS[2:3] if args.quick else JITTER_CONDITIONS
-    if args.only == "jitter":
+    # The feedback scenarios run in a full run, or alone; a quick run leaves them out.
+    seeds = [200 + i for i in range(1 if args.quick else args.seeds)]
+    if args.only in ("jitter", "feedback"):
         conditions = []
-    if args.only == "loss":
+    if args.only in ("loss", "feedback"):
         jitter_conditions = []
+    if args.only not in (None, "feedback") or (args.quick and args.only is None):
+        seeds = []
     relay, port = start_relay()
     rows: list[dict[str, Any]] = []
     jitter_rows: list[dict[str, Any]] = []
+    fb_rows: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="vc-quality-") as tmp:
+            fb_rows = feedback_runs(port, seeds, seconds, Path(tmp))
             for i, cond in enumerate(conditions):
                 for mode in modes:
                     row = run_one(port, cond, mode, seconds, seed=100 + i, workdir=Path(tmp))
@@ -284,6 +402,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           flush=True)  # fmt: skip
     finally:
         stop_relay(relay)
+    if fb_rows:
+        fb = {"reference": REFERENCE.name, "loss_percent": FEEDBACK_LOSS,
+              "warmup_seconds": FEEDBACK_WARMUP, "seconds_per_run": seconds,
+              "summary": feedback_summary(fb_rows), "runs": fb_rows}  # fmt: skip
+        print(f"wrote {write_result('quality_feedback', fb, args.out)}: {fb['summary']}")
+        if args.only == "feedback":
+            return fb
     result = {
         "reference": REFERENCE.name,
         "seconds_per_run": seconds,

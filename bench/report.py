@@ -137,6 +137,21 @@ def quality_section(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def feedback_section(doc: dict[str, Any]) -> list[str]:
+    out = [f"## Loss feedback: {doc['loss_percent']:g} % loss on one listener's downlink only "
+           "(PESQ wideband, same run)", ""]  # fmt: skip
+    summary = doc["summary"]
+    rows = [[case, _f(mean), _f(summary["median_pesq"].get(case))]
+            for case, mean in summary["mean_pesq"].items()]  # fmt: skip
+    out += _table(["path, feedback", "mean PESQ", "median PESQ"], rows)
+    gap = summary["gap_to_symmetric"]
+    out += ["", f"Downlink-only against the symmetric case: {_f(gap['off'])} below it without "
+            f"feedback, {_f(gap['on'])} with it (target: at most {summary['target_gap']}). "
+            f"No configured loss hint; passes in the first {doc['warmup_seconds']:g} s "
+            "are not scored."]  # fmt: skip
+    return out
+
+
 def client_section(doc: dict[str, Any]) -> list[str]:
     out = ["## Client cost per process", ""]
     rows = []
@@ -293,13 +308,15 @@ SECTIONS = {
     "latency": latency_section,
     "ring_ipc": ring_section,
     "quality": quality_section,
+    "quality_feedback": feedback_section,
     "client_cost": client_section,
     "codec_speed": codec_section,
     "relay_load": relay_section,
     "control_load": control_section,
 }
 ORDER = [
-    "latency", "relay_load", "control_load", "client_cost", "quality", "ring_ipc", "codec_speed",
+    "latency", "relay_load", "control_load", "client_cost", "quality", "quality_feedback",
+    "ring_ipc", "codec_speed",
 ]  # fmt: skip
 
 

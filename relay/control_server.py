@@ -11,7 +11,10 @@ much is too much is decided by :class:`relay.limits.ConnectionPolicy` (per
 connection) and :class:`relay.limits.AddressPolicy` (per source address); this
 module reads the clock and carries out their verdicts. Presence goes through
 :class:`relay.presence.PresenceFanout`, which batches it per connection and
-gives a connection that falls behind a snapshot instead of its backlog.
+gives a connection that falls behind a snapshot instead of its backlog. Loss
+feedback goes through :class:`relay.feedback.LossFeedback`: listeners' ``reception``
+reports in, a ``receiver_report`` to each speaker out, looked at once a second while
+any report counts.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from relay import feedback
 from relay.bans import Ban, BanList
 from relay.limits import AddressPolicy, Admission, ConnectionPolicy, ControlLimits, Verdict
 from relay.log_format import address
@@ -39,6 +43,7 @@ from relay.protocol.messages import (
     MessageDecoder,
     Ping,
     Pong,
+    Reception,
     Reconnect,
     encode_message,
 )
@@ -100,6 +105,8 @@ class ControlServer:
         self._version = sessions.version
         self.addresses = AddressPolicy(self.limits)
         self.fanout = PresenceFanout()
+        self.feedback = feedback.LossFeedback(sessions.channel_of)
+        self._feedback_timer: asyncio.TimerHandle | None = None
         self.refused: dict[str, int] = {a.value: 0 for a in Admission if a is not Admission.ADMIT}
         self._flush_timer: asyncio.TimerHandle | None = None
         self._routes_stale = False  # the router has not been told of a change yet
@@ -231,6 +238,8 @@ class ControlServer:
             actions = [Send(conn.id, Pong(nonce=msg.nonce, t=msg.t))]
         elif isinstance(msg, Bye):
             actions = s.bye(conn.id)
+        elif isinstance(msg, Reception):
+            actions = self._reception(conn, msg)
         else:
             exc = ProtocolError(f"{msg.TYPE} is sent by the relay, not to it")
             self._refuse(conn, exc, conn.policy.on_bad_frame())
@@ -243,6 +252,31 @@ class ControlServer:
         if has_session and not conn.closing:
             # After its welcome went out: presence from here on is news to it.
             self.fanout.subscribe(conn.id)
+
+    def _reception(self, conn: _Conn, msg: Reception) -> list[Action]:
+        session = self.sessions.by_conn(conn.id)
+        if session is None:
+            return [Send(conn.id, Error(code="not_authenticated", message="send auth first"))]
+        self.feedback.report(session.user_id, msg.reports, self.clock())
+        if self._feedback_timer is None and self.feedback:
+            loop = asyncio.get_running_loop()
+            self._feedback_timer = loop.call_later(feedback.TICK, self._feedback_tick)
+        return []
+
+    def _feedback_tick(self) -> None:
+        """Tell each speaker what its listeners report, if that is news; again in a second
+        while any report counts."""
+        self._feedback_timer = None
+        for speaker, report in self.feedback.tick(self.clock()):
+            session = self.sessions.by_user(speaker)
+            target = (
+                None if session is None or session.conn is None else self._conns.get(session.conn)
+            )
+            if target is not None:
+                self._send(target, report)
+        if self.feedback:
+            loop = asyncio.get_running_loop()
+            self._feedback_timer = loop.call_later(feedback.TICK, self._feedback_tick)
 
     def _log_session(self, conn: _Conn, session: Session, event: str) -> None:
         log.info(
@@ -437,6 +471,9 @@ class ControlServer:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
+        if self._feedback_timer is not None:
+            self._feedback_timer.cancel()
+            self._feedback_timer = None
         conns = list(self._conns.values())
         for conn in conns:
             self._send(conn, Bye())

@@ -187,6 +187,15 @@ class SessionTable:
     def by_token(self, token: int) -> Session | None:
         return self._by_token.get(token)
 
+    def by_user(self, user_id: int) -> Session | None:
+        token = self._by_user.get(user_id)
+        return None if token is None else self._by_token[token]
+
+    def channel_of(self, user_id: int) -> str | None:
+        """The channel of the session with public id ``user_id``, None if there is none."""
+        token = self._by_user.get(user_id)
+        return None if token is None else self._by_token[token].channel
+
     def find(self, user: str) -> Session | None:
         """The session named ``user`` exactly, or whose user id ``user`` spells in decimal."""
         if user.isdecimal():

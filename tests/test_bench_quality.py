@@ -45,3 +45,15 @@ def test_quick_run_scores_a_call(tmp_path: Path) -> None:
     (row,) = json.loads((tmp_path / "quality.json").read_text())["runs"]
     assert 1.0 <= row["pesq_wb"] <= 4.7
     assert row["frames_played"] > 100
+
+
+def test_feedback_summary_compares_downlink_only_with_the_symmetric_case() -> None:
+    rows = [
+        {"condition": c.name, "feedback": c.feedback, "pesq_wb": pesq}
+        for c, pesq in zip(quality.FEEDBACK_CASES, [3.3, 3.4, 2.5, 3.2], strict=True)
+    ]
+    summary = quality.feedback_summary(rows + rows)
+    assert summary["mean_pesq"]["5% listener downlink only, feedback off"] == 2.5
+    assert summary["median_pesq"]["5% listener downlink only, feedback on"] == 3.2
+    assert summary["gap_to_symmetric"] == {"off": 0.8, "on": 0.2}
+    assert summary["met"]

@@ -34,6 +34,10 @@ def test_report_from_results(tmp_path: Path) -> None:
                                  "idle": {"idle.decode": {"cpu_percent": 0.5, "rss_mib": 39}}},
                  tmp_path)  # fmt: skip
     write_result("relay_load", {"anything": [1, 2]}, tmp_path)
+    write_result("quality_feedback", {"loss_percent": 5.0, "warmup_seconds": 6.0, "summary": {
+        "mean_pesq": {"5% listener downlink only, feedback on": 3.41},
+        "median_pesq": {"5% listener downlink only, feedback on": 3.54},
+        "gap_to_symmetric": {"off": 0.83, "on": 0.07}, "target_gap": 0.4}}, tmp_path)  # fmt: skip
     path = report.build(tmp_path)
     text = path.read_text()
     for heading in ("Mouth-to-ear latency", "Client cost", "Speech quality", "relay_load"):

@@ -63,3 +63,11 @@ def test_a_silent_udp_path_shows_as_silent_not_as_its_last_figures() -> None:
     v.apply(ev.NetworkStats(udp_rtt_ms=0.2, udp_silent_ms=20_000.0))
     assert v.udp_silent_s == 20.0 and v.udp_rtt_ms is None
     assert "udp silent 20s" in v.status_line()
+
+
+def test_fec_strength_and_its_reason_show_in_the_status_line() -> None:
+    v = ClientView()
+    assert v.fec is None and "FEC" not in v.status_line()
+    v.apply(ev.EncodeStats(loss_hint=7, hint_source="worst listener", listener_loss=7.4))
+    assert v.fec == "FEC for 7 % (worst listener)"
+    assert v.status_line().endswith("| FEC for 7 % (worst listener)")

@@ -5,7 +5,14 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.control_session import DEAD_AFTER, PING_INTERVAL, RECONNECT_DELAY, ControlSession
+from pipeline.core.control_session import (
+    DEAD_AFTER,
+    PING_INTERVAL,
+    RECEPTION_INTERVAL,
+    RECEPTION_STALE,
+    RECONNECT_DELAY,
+    ControlSession,
+)
 from pipeline.ipc import events as ev
 from relay.protocol.errors import ProtocolError
 from relay.protocol.messages import (
@@ -20,7 +27,10 @@ from relay.protocol.messages import (
     MessageDecoder,
     Ping,
     Pong,
+    ReceiverReport,
+    Reception,
     Reconnect,
+    SpeakerReception,
     UserInfo,
     UserJoined,
     UserLeft,
@@ -43,8 +53,8 @@ def welcome(token: int = 77, uid: int = 3, channel: str = "Lobby") -> bytes:
     )
 
 
-def connected_session(now: float = 0.0) -> ControlSession:
-    s = ControlSession(name="me", host="h", port=1)
+def connected_session(now: float = 0.0, loss_feedback: bool = True) -> ControlSession:
+    s = ControlSession(name="me", host="h", port=1, loss_feedback=loss_feedback)
     assert s.connect_due(now)
     s.connected(now)
     assert sent(s) == [Auth("me")]
@@ -315,3 +325,100 @@ def test_a_channel_list_from_the_relay_replaces_the_channels() -> None:
     )
     roster = [e for e in s.take_events() if isinstance(e, ev.Roster)][-1]
     assert roster.channels == ["Lobby", "Quiz"]
+
+
+# --- loss feedback --------------------------------------------------------------------
+
+
+def decode_stats(*speakers: tuple[int, float, float]) -> ev.DecodeStats:
+    return ev.DecodeStats(
+        speakers=[
+            ev.SpeakerStats(uid, loss_percent=loss, late_percent=late)
+            for uid, loss, late in speakers
+        ]
+    )
+
+
+def receptions(s: ControlSession) -> list[Reception]:
+    return [m for m in sent(s) if isinstance(m, Reception)]
+
+
+def test_reception_reports_what_the_decoder_measures_every_interval() -> None:
+    s = connected_session()
+    assert s.next_deadline(0.0) <= RECEPTION_INTERVAL
+    s.heard(decode_stats((5, 7.5, 1.0), (3, 50.0, 0.0), (6, 0.0, 0.0)), now=1.5)
+    s.tick(1.9)
+    assert receptions(s) == []
+    s.tick(RECEPTION_INTERVAL)
+    # Our own stream (uid 3, the relay's echo) is never reported.
+    assert receptions(s) == [Reception([SpeakerReception(5, 7.5, 1.0), SpeakerReception(6, 0, 0)])]
+    s.received(encode_message(Pong(1, 0.0)), RECEPTION_INTERVAL + 0.1)  # keeps the link alive
+    s.heard(decode_stats((5, 2.0, 0.0)), now=RECEPTION_INTERVAL + 1.0)
+    s.tick(2 * RECEPTION_INTERVAL - 0.01)
+    assert receptions(s) == []
+    s.tick(2 * RECEPTION_INTERVAL)
+    assert receptions(s) == [Reception([SpeakerReception(5, 2.0, 0.0)])]
+
+
+def test_stale_or_missing_figures_are_not_reported() -> None:
+    s = connected_session()
+    s.tick(RECEPTION_INTERVAL)
+    assert receptions(s) == []  # nothing heard yet
+    s.heard(decode_stats((5, 7.5, 1.0)), now=RECEPTION_INTERVAL)
+    s.received(encode_message(Pong(1, 0.0)), RECEPTION_STALE + RECEPTION_INTERVAL)
+    s.tick(RECEPTION_STALE + RECEPTION_INTERVAL + 0.5)  # the decode stage went quiet
+    assert receptions(s) == []
+
+
+def test_no_reception_with_loss_feedback_off() -> None:
+    s = connected_session(loss_feedback=False)
+    s.heard(decode_stats((5, 7.5, 1.0)), now=1.0)
+    s.tick(RECEPTION_INTERVAL)
+    assert receptions(s) == []
+    assert s.next_deadline(RECEPTION_INTERVAL) > RECEPTION_INTERVAL
+
+
+def test_a_receiver_report_goes_to_the_encoder() -> None:
+    s = connected_session()
+    s.take_events()
+    s.received(encode_message(ReceiverReport(7.5, 1.0, 2)), 0.5)
+    assert s.take_events() == [ev.ListenerReport(7.5, 1.0, 2)]
+
+
+def test_an_older_relay_stops_the_reports_until_the_next_connection() -> None:
+    s = connected_session()
+    s.heard(decode_stats((5, 7.5, 1.0)), now=1.5)
+    s.tick(RECEPTION_INTERVAL)
+    assert len(receptions(s)) == 1
+    s.take_events()
+    s.received(encode_message(Error("unknown_type", "unknown message type 'reception'")), 2.1)
+    (notice,) = s.take_events()
+    assert isinstance(notice, ev.Notice) and "loss reports" in notice.text
+    s.heard(decode_stats((5, 7.5, 1.0)), now=3.5)
+    s.tick(2 * RECEPTION_INTERVAL)
+    assert receptions(s) == []
+    s.disconnected(4.5, "gone")
+    s.connected(4.5 + RECONNECT_DELAY)
+    s.received(welcome(), 4.5 + RECONNECT_DELAY)
+    s.heard(decode_stats((5, 7.5, 1.0)), now=5.0 + RECONNECT_DELAY)
+    s.tick(4.5 + RECONNECT_DELAY + RECEPTION_INTERVAL)
+    assert len(receptions(s)) == 1
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2**32 - 1), st.floats(), st.floats()),
+        max_size=80,
+    )
+)
+@settings(max_examples=50)
+def test_fuzz_any_decode_figures_make_a_valid_reception(
+    speakers: list[tuple[int, float, float]],
+) -> None:
+    s = connected_session()
+    s.heard(decode_stats(*speakers), now=1.5)
+    s.tick(RECEPTION_INTERVAL)
+    for item in sent(s):
+        assert not isinstance(item, ProtocolError)  # what we send, the relay can parse
+        if isinstance(item, Reception):
+            assert 0 < len(item.reports) <= 64

@@ -17,6 +17,7 @@ from relay.protocol.messages import (
     LENGTH,
     MAX_FRAME,
     MAX_LIST,
+    MAX_RECEPTION,
     MESSAGE_TYPES,
     Auth,
     Bye,
@@ -30,7 +31,10 @@ from relay.protocol.messages import (
     MessageDecoder,
     Ping,
     Pong,
+    ReceiverReport,
+    Reception,
     Reconnect,
+    SpeakerReception,
     UserInfo,
     UserJoined,
     UserLeft,
@@ -68,6 +72,8 @@ EVERY_MESSAGE: list[Message] = [
     Error(code="unknown_token", message="session expired"),
     UserList(users=[UserInfo(5, "carol", "Lobby")], first=True, last=False),
     Welcome(9, 3, 8080, "Lobby", ["Lobby"], [UserInfo(3, "alice", "Lobby")], more=True),
+    Reception(reports=[SpeakerReception(4, 5.5, 1.0), SpeakerReception(7, 0.0, 0.0)]),
+    ReceiverReport(loss_percent=7.5, late_percent=2.0, listeners=3),
     ChannelList([ChannelInfo("Lobby"), ChannelInfo("Ops", "operators only", 4)]),
 ]
 
@@ -86,6 +92,8 @@ def test_every_spec_type_has_a_message() -> None:
         "bye",
         "error",
         "user_list",
+        "reception",
+        "receiver_report",
         "channel_list",
     }
     assert set(MESSAGE_TYPES) == spec_types
@@ -232,6 +240,36 @@ def test_relay_chat_fields_are_checked_when_present() -> None:
         decode_message(body(type="chat", text="hi", user_id=False))
     with pytest.raises(ProtocolError, match=r"chat\.ts must be finite"):
         decode_message(body(type="chat", text="hi", ts=float("inf")))
+
+
+def test_reception_is_bounded_in_entries_and_values() -> None:
+    entry = {"user_id": 4, "loss_percent": 5, "late_percent": 0.5}
+    assert decode_message(body(type="reception", reports=[entry])) == Reception(
+        [SpeakerReception(4, 5.0, 0.5)]
+    )
+    with pytest.raises(ProtocolError, match=f"reception.reports has {MAX_RECEPTION + 1} entries"):
+        decode_message(body(type="reception", reports=[entry] * (MAX_RECEPTION + 1)))
+    bad_values = [
+        (100.5, "is 100.5, outside 0..100"),
+        (-1, "is -1, outside"),
+        (float("nan"), "must be finite"),
+        (True, "must be a number"),
+    ]
+    for value, reason in bad_values:
+        bad = {**entry, "loss_percent": value}
+        with pytest.raises(ProtocolError, match=rf"reception.reports\[0\].loss_percent {reason}"):
+            decode_message(body(type="reception", reports=[bad]))
+    with pytest.raises(ProtocolError, match=r"receiver_report.listeners is 65536, outside"):
+        decode_message(
+            body(type="receiver_report", loss_percent=1, late_percent=0, listeners=65536)
+        )
+    with pytest.raises(ProtocolError, match="receiver_report lacks the field 'listeners'"):
+        decode_message(body(type="receiver_report", loss_percent=1, late_percent=0))
+
+
+def test_a_full_reception_fits_a_small_frame() -> None:
+    worst = Reception([SpeakerReception(2**32 - 1, 33.333333333, 99.999999)] * MAX_RECEPTION)
+    assert len(encode_message(worst)) < 4096
 
 
 def test_oversized_frame_body_is_too_large() -> None:
@@ -419,6 +457,10 @@ wire_values = st.recursive(
                 "more",
                 "first",
                 "last",
+                "reports",
+                "loss_percent",
+                "late_percent",
+                "listeners",
             ]
         ),
         wire_values,
@@ -452,6 +494,8 @@ channels = names
 u32 = st.integers(0, 2**32 - 1)
 finite = st.floats(allow_nan=False, allow_infinity=False)
 users = st.builds(UserInfo, u32, names, channels)
+percent = st.floats(0.0, 100.0)
+receptions = st.builds(SpeakerReception, u32, percent, percent)
 messages = st.one_of(
     st.builds(Auth, names),
     st.builds(Reconnect, st.integers(1, 2**32 - 1)),
@@ -484,6 +528,8 @@ messages = st.one_of(
         st.lists(users, max_size=5),
         st.booleans(),
     ),
+    st.builds(Reception, st.lists(receptions, max_size=MAX_RECEPTION)),
+    st.builds(ReceiverReport, percent, percent, st.integers(0, 65535)),
 )
 
 

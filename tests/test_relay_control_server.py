@@ -19,7 +19,10 @@ from relay.protocol.messages import (
     Message,
     Ping,
     Pong,
+    ReceiverReport,
+    Reception,
     Reconnect,
+    SpeakerReception,
     UserJoined,
     UserLeft,
     Welcome,
@@ -291,3 +294,41 @@ def test_shutdown_is_bounded_even_with_clients_that_do_not_read() -> None:
         assert control.connection_count == 0
 
     run(body, ControlLimits(rate=1e6, burst=1e6))
+
+
+def test_a_speaker_hears_what_its_listeners_report_until_they_leave() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        (ra, wa), (rb, wb) = await connect(), await connect()
+        wa.write(encode_message(Auth(name="alice")))
+        alice = await read_message(ra)
+        wb.write(encode_message(Auth(name="bob")))
+        assert isinstance(alice, Welcome) and isinstance(await read_message(rb), Welcome)
+        assert await read_message(ra) == UserJoined(2, "bob", "Lobby")
+        started = time.monotonic()
+        wb.write(encode_message(Reception([SpeakerReception(alice.user_id, 10.0, 2.5)])))
+        assert await read_message(ra) == ReceiverReport(10.0, 2.5, 1)
+        assert time.monotonic() - started < 3.0  # within a tick of the report
+        wb.write(encode_message(Join(channel="Music")))  # Bob no longer listens to Alice
+        assert await read_message(ra) == UserLeft(2, "bob", "Lobby")
+        assert await read_message(ra) == UserJoined(2, "bob", "Music")
+        assert await read_message(ra) == ReceiverReport(0.0, 0.0, 0)
+        assert control.feedback.counters.receiver_reports == 2
+        await asyncio.sleep(1.5)
+        assert not control.feedback and control._feedback_timer is None  # the timer stopped
+
+    run(body)
+
+
+def test_reception_before_auth_is_refused() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        r, w = await connect()
+        w.write(encode_message(Reception([SpeakerReception(1, 10.0, 0.0)])))
+        err = await read_message(r)
+        assert isinstance(err, Error) and err.code == "not_authenticated"
+        assert not control.feedback
+
+    run(body)

@@ -263,6 +263,24 @@ def test_bye_removes_now_and_closes() -> None:
     assert t.bye(9) == [Close(9, "bye")]
 
 
+def test_sessions_by_public_user_id_follow_moves_and_leaves() -> None:
+    t = table()
+    alice = welcome(t.auth(1, "alice"), 1).user_id
+    bob = welcome(t.auth(2, "bob"), 2).user_id
+    assert t.channel_of(alice) == t.channel_of(bob) == "Lobby"
+    t.join(2, "Music")
+    assert t.channel_of(bob) == "Music"
+    session = t.by_user(bob)
+    assert session is not None and session.name == "bob"
+    t.drop(2, 0.0)
+    assert t.channel_of(bob) == "Music"  # in grace: still there
+    t.expire(60.0)
+    assert t.channel_of(bob) is None and t.by_user(bob) is None
+    t.bye(1)
+    assert t.channel_of(alice) is None and t.channel_of(0) is None
+    t.check()
+
+
 A = ("127.0.0.1", 5000)
 B = ("127.0.0.1", 5001)
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.protocol import schema
-from relay.protocol.schema import Finite, MaxItems, Range, Text, from_map, to_map
+from relay.protocol.schema import Bounded, Finite, MaxItems, Range, Text, from_map, to_map
 
 
 class Bad(ValueError):
@@ -171,6 +171,44 @@ def test_constraints_of_an_optional_field_bind_its_value(key: str) -> None:
         from_map(Maybe, {key: 2}, Bad, "m")
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    percent: Annotated[float, Bounded(0.0, 100.0)]
+    maybe: Annotated[float | None, Bounded(-1.0, 1.0)] = None
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"percent": 100.01}, "s.percent is 100.01, outside 0..100"),
+        ({"percent": -0.5}, "s.percent is -0.5, outside 0..100"),
+        ({"percent": math.nan}, "s.percent must be finite"),
+        ({"percent": math.inf}, "s.percent must be finite"),
+        ({"percent": "1"}, "s.percent must be a number, got str"),
+        ({"percent": False}, "s.percent must be a number, got bool"),
+        ({"percent": 1, "maybe": 2}, "s.maybe is 2, outside -1..1"),
+    ],
+)
+def test_bounded_floats_stay_within_their_bounds(body: object, message: str) -> None:
+    with pytest.raises(Bad, match=f"^{message}$"):
+        from_map(Share, body, Bad, "s")
+
+
+def test_bounded_floats_take_their_ends_and_ints() -> None:
+    assert from_map(Share, {"percent": 0}, Bad, "s") == Share(0.0)
+    assert from_map(Share, {"percent": 100.0, "maybe": None}, Bad, "s") == Share(100.0)
+    assert from_map(Share, {"percent": 1, "maybe": -1}, Bad, "s") == Share(1.0, -1.0)
+
+
+@given(st.floats() | st.integers() | st.booleans() | st.none() | st.text(max_size=3))
+def test_fuzz_a_bounded_float_is_in_bounds_or_refused(value: object) -> None:
+    try:
+        got = from_map(Share, {"percent": value}, Bad, "s")
+    except Bad:
+        return
+    assert 0.0 <= got.percent <= 100.0
+
+
 def test_plans_are_built_once_per_class() -> None:
     decode(to_map(SHAPE))
     plan = schema._PLANS[Shape]
@@ -191,7 +229,15 @@ def test_unsupported_types_are_a_bug_not_input() -> None:
     class Doubled:
         v: Annotated[int, Range(0, 1), Range(0, 2)]
 
-    for cls in (Union2, Misplaced, Doubled):
+    @dataclass
+    class BoundedInt:
+        v: Annotated[int, Bounded(0, 1)]
+
+    @dataclass
+    class BoundedAndFinite:
+        v: Annotated[float, Bounded(0, 1), Finite()]
+
+    for cls in (Union2, Misplaced, Doubled, BoundedInt, BoundedAndFinite):
         with pytest.raises(TypeError):
             from_map(cls, {"v": 0}, Bad, "x")
     with pytest.raises(TypeError, match="not a dataclass"):

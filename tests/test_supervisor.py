@@ -18,6 +18,7 @@ import msgpack
 import numpy as np
 import pytest
 
+from bench.netem import Impairment, UdpProxy, per_direction
 from pipeline.client.config import ClientConfig
 from pipeline.client.local_client import LocalClient, connected
 from pipeline.client.supervisor import ClientFailed, Supervisor
@@ -157,6 +158,43 @@ def test_chaos_loss_is_measured_and_concealed(relay: RelayProcess, tmp_path: Pat
     body = rms[start : start + 250]
     assert len(body) == 250 and (body > 0.01).all(), f"{int((body <= 0.01).sum())} silent frames"
     assert underflows is not None
+
+
+def _fec(v: ClientView) -> tuple[int, str, int]:
+    enc = v.encode
+    return (enc.loss_hint, enc.hint_source, enc.listeners) if enc else (0, "", 0)
+
+
+def test_a_talkers_fec_follows_the_listener_whose_downlink_loses(relay: RelayProcess) -> None:
+    """Only one listener's downlink loses 10 %: the talker sees no loss of its own, but
+    its listeners' reports raise its FEC; once that listener is gone, FEC comes down."""
+    _, port = relay
+    silence, null = MediaSpec("silence"), MediaSpec("null")
+    lossy = Impairment(loss_percent=10.0, seed=5, spare_control=True)
+    up, down = per_direction(lossy, "down")
+    with (
+        UdpProxy(("127.0.0.1", port), up=up, down=down) as proxy,
+        LocalClient(cfg_for(port, "near", silence, null)) as near,
+        LocalClient(cfg_for(port, "talker", MediaSpec("tone", "440"), null)) as talker,
+    ):
+        near.until(connected, 30, "near connected")
+        talker.until(connected, 30, "talker connected")
+        with LocalClient(cfg_for(port, "far", silence, null, udp_via=proxy.address)) as far:
+            far.until(lambda v: bool(v.heard), 20, "far hears the talker")
+            talker.until(
+                lambda v: _fec(v)[0] >= 5 and _fec(v)[1:] == ("worst listener", 2),
+                30,
+                "the talker's FEC raised for the far listener",
+            )
+            far.pump(0.6)  # its view has not been fed while we watched the talker
+            (rx,) = [s for s in far.view.speakers if s.user_id == talker.view.state.user_id]
+            assert rx.loss_percent > 4.0
+            # What the talker measures itself (its downlink, the others' uplinks) is less.
+            assert talker.view.decode is not None
+            assert talker.view.decode.loss_percent < _fec(talker.view)[0]
+            assert "FEC for" in talker.view.status_line()
+        # The far listener left: the relay counts one listener, whose path is clean.
+        talker.until(lambda v: _fec(v)[0] < 2 and _fec(v)[2] == 1, 20, "the talker's FEC lowered")
 
 
 def test_relay_restart_client_reconnects_and_voice_resumes(tmp_path: Path) -> None:
@@ -314,7 +352,7 @@ def test_a_peer_sending_extreme_headers_crashes_no_stage(relay: RelayProcess) ->
         LocalClient(cfg_for(port, "tal", MediaSpec("tone"), null)) as talker,
     ):
         listener.until(connected, 15, "listener connected")
-        talker.until(connected, 15, "talker connected")
+        talker.until(connected, 30, "talker connected")
         assert talker.view.endpoint is not None
         tal = talker.view.endpoint.user_id
         listener.until(lambda v: tal in v.heard, 20, "the talker heard")

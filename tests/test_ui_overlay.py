@@ -100,3 +100,20 @@ def test_overlay_refresh_samples_and_places_itself(qtbot: QtBot) -> None:
     assert geo.right() < parent.width() and geo.top() >= 0
     parent.resize(1000, 700)
     qtbot.waitUntil(lambda: overlay.geometry().right() > geo.right(), timeout=2000)
+
+
+def test_html_shows_the_fec_hint_and_what_listeners_report() -> None:
+    view = ClientView()
+    assert "FEC" in diagnostics_html(view)
+    view.apply(
+        ev.EncodeStats(
+            loss_hint=7,
+            hint_source="worst listener",
+            listener_loss=7.5,
+            listener_late=1.25,
+            listeners=3,
+        )
+    )
+    text = diagnostics_html(view)
+    assert "FEC for 7 % (worst listener)" in text
+    assert "of 3 listeners: worst 7.5 % lost, 1.2 % late" in text

@@ -56,6 +56,7 @@ def diagnostics_html(view: ClientView) -> str:
             "Mouth to ear",
             f"{_ms(m2e.p50 if m2e else None)} p50 · {_ms(m2e.p99 if m2e else None)} p99",
         ),
+        _row("FEC", _fec(view)),
         _row(
             "Sent",
             f"{_int(net.sent if net else None)} packets, "
@@ -110,6 +111,21 @@ def diagnostics_html(view: ClientView) -> str:
         )
     rows.append("</table>")
     return "".join(rows)
+
+
+def _fec(view: ClientView) -> str:
+    """The encoder's loss hint, why, and what our listeners report of our voice."""
+    enc = view.encode
+    if enc is None or view.fec is None:
+        return DASH
+    text = escape(view.fec)
+    if enc.listeners:
+        who = "listener reports" if enc.listeners == 1 else f"of {enc.listeners} listeners: worst"
+        text += (
+            f"<br><span style='color:#aaa'>{who} {_pct(enc.listener_loss)} lost, "
+            f"{_pct(enc.listener_late)} late</span>"
+        )
+    return text
 
 
 def _row(label: str, value: str) -> str:

@@ -30,6 +30,9 @@ class ClientConfig:
     # "fixed" starts at two packets and never adapts (the old buffer, for comparison).
     jitter: str = "adaptive"
     loss_hint: float = 0.0  # loss % the encoder expects before it measures any
+    # Loss feedback (SPEC.md): report what we receive of each speaker, and raise our FEC
+    # for what our listeners report. Off: neither (benchmarks compare the two).
+    loss_feedback: bool = True
     # Added to every timestamp this client sends, so none reveals its clock; the same
     # for the client's whole life (a restarted stage goes on with the same stream).
     clock_offset: int = field(default_factory=lambda: secrets.randbits(64))

@@ -56,7 +56,12 @@ STAGES = (
         "control",
         control.run,
         lambda w, c: control.ControlConfig(
-            w, host=c.host, port=c.port, name=c.name, channel=c.channel
+            w,
+            host=c.host,
+            port=c.port,
+            name=c.name,
+            channel=c.channel,
+            loss_feedback=c.loss_feedback,
         ),
     ),
     StageSpec(
@@ -91,7 +96,9 @@ STAGES = (
     StageSpec(
         "encode",
         encode.run,
-        lambda w, c: encode.EncodeConfig(w, bitrate=c.bitrate, fec=c.fec, loss_hint=c.loss_hint),
+        lambda w, c: encode.EncodeConfig(
+            w, bitrate=c.bitrate, fec=c.fec, loss_hint=c.loss_hint, loss_feedback=c.loss_feedback
+        ),
         reads="captured",
         writes="encoded",
     ),

@@ -129,6 +129,15 @@ class ClientView:
             "mouth_to_ear", round(local.p50 + extra, 3), round(local.p99 + extra, 3), local.n
         )
 
+    @property
+    def fec(self) -> str | None:
+        """What the encoder protects against and why, e.g. ``FEC for 7 % (worst listener)``;
+        None before its first report."""
+        enc = self.encode
+        if enc is None:
+            return None
+        return f"FEC for {enc.loss_hint} %" + (f" ({enc.hint_source})" if enc.hint_source else "")
+
     def users_in(self, channel: str) -> list[UserInfo]:
         return [u for u in self.roster.users if u.channel == channel]
 
@@ -154,9 +163,10 @@ class ClientView:
         m2e = self.mouth_to_ear.p50 if self.mouth_to_ear else None
         silent = self.udp_silent_s
         udp_text = f"silent {silent:.0f}s" if silent is not None else _num(udp, "ms")
+        fec = f" | {self.fec}" if self.fec else ""
         return (
             f"{conn} | users {users} | loss {_num(loss, '%')} | jitter {depth} | "
-            f"ping tcp {_num(tcp, 'ms')} udp {udp_text} | mouth-to-ear {_num(m2e, 'ms')}"
+            f"ping tcp {_num(tcp, 'ms')} udp {udp_text} | mouth-to-ear {_num(m2e, 'ms')}{fec}"
         )
 
     def summary(self) -> dict[str, Any]:

@@ -4,6 +4,11 @@ The adapter (pipeline/stages/control.py) owns the socket and the clock; it tells
 object what happened (connected, bytes received, dropped, time passed) and
 carries out what it asks for: bytes to send, bus events to publish, connect
 again at a given time, close the connection. Times are monotonic seconds.
+
+Loss feedback (SPEC.md): the adapter hands in what the decode stage measures of
+each speaker (:meth:`ControlSession.heard`); every RECEPTION_INTERVAL the session
+sends it to the relay as ``reception``, and turns each ``receiver_report`` about
+our own voice into a :class:`~pipeline.ipc.events.ListenerReport` for the encoder.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from itertools import count
 from pipeline.ipc import events as ev
 from relay.protocol.errors import FramingError, ProtocolError
 from relay.protocol.messages import (
+    MAX_RECEPTION,
     MAX_TEXT,
     Auth,
     Bye,
@@ -25,7 +31,10 @@ from relay.protocol.messages import (
     MessageDecoder,
     Ping,
     Pong,
+    ReceiverReport,
+    Reception,
     Reconnect,
+    SpeakerReception,
     UserInfo,
     UserJoined,
     UserLeft,
@@ -37,6 +46,8 @@ from relay.protocol.messages import (
 RECONNECT_DELAY = 2.0  # seconds between connection attempts (SPEC)
 PING_INTERVAL = 1.0  # seconds between TCP pings
 DEAD_AFTER = 6.0  # seconds without a byte from the relay before the link counts as dead
+RECEPTION_INTERVAL = 2.0  # seconds between two reception reports (SPEC)
+RECEPTION_STALE = 3.0  # decode figures older than this are not reported (the stage died)
 
 
 @dataclass(slots=True)
@@ -53,6 +64,7 @@ class ControlSession:
     host: str
     port: int
     wanted_channel: str = ""  # join this channel after the first welcome
+    loss_feedback: bool = True  # report what we receive of each speaker to the relay
     state: str = ev.CONNECTING
     attempt: int = 0
     reason: str = ""
@@ -75,6 +87,10 @@ class ControlSession:
     _want_close: bool = False
     # A user list arriving in pages (a long welcome, or a snapshot): what came so far.
     _paging: dict[int, _User] | None = None
+    _reception: list[SpeakerReception] = field(default_factory=list)  # the latest figures
+    _reception_at: float = float("-inf")  # when the decode stage measured them
+    _next_reception: float = 0.0
+    _reception_refused: bool = False  # the relay does not know reception (older than it)
 
     # --- what the adapter tells us ---------------------------------------------------
 
@@ -90,6 +106,8 @@ class ControlSession:
         self._next_ping = now + PING_INTERVAL
         self._pings.clear()
         self._paging = None
+        self._next_reception = now + RECEPTION_INTERVAL
+        self._reception_refused = False
         self._send(Reconnect(self.token) if self.token else Auth(self.name))
 
     def connect_failed(self, now: float, reason: str) -> None:
@@ -134,13 +152,34 @@ class ControlSession:
                 self._pings.pop(min(self._pings))
             self._send(Ping(nonce=nonce, t=now))
             self._next_ping = now + PING_INTERVAL
+        if self._reports_reception() and now >= self._next_reception:
+            self._next_reception = now + RECEPTION_INTERVAL
+            if self._reception and now - self._reception_at <= RECEPTION_STALE:
+                self._send(Reception(self._reception))
+
+    def heard(self, stats: ev.DecodeStats, now: float) -> None:
+        """What the decode stage measured of each speaker, at ``now``: the next reception."""
+        self._reception = [
+            SpeakerReception(
+                s.user_id,
+                min(100.0, max(0.0, s.loss_percent)),
+                min(100.0, max(0.0, s.late_percent)),
+            )
+            for s in stats.speakers[:MAX_RECEPTION]
+            if s.user_id != self.user_id
+        ]
+        self._reception_at = now
+
+    def _reports_reception(self) -> bool:
+        return self.loss_feedback and not self._reception_refused and self.state == ev.CONNECTED
 
     def next_deadline(self, now: float) -> float:
         """When tick() or a connection attempt is next due (monotonic seconds)."""
         if self._connect_at is not None:
             return self._connect_at
         if self.state == ev.CONNECTED:
-            return min(self._next_ping, self._last_rx + DEAD_AFTER)
+            due = min(self._next_ping, self._last_rx + DEAD_AFTER)
+            return min(due, self._next_reception) if self._reports_reception() else due
         if self._awaiting_welcome():
             return self._last_rx + DEAD_AFTER
         return now + PING_INTERVAL
@@ -223,6 +262,11 @@ class ControlSession:
                 # The relay forgot us (restarted, or the grace period ran out): start afresh.
                 self.token = 0
                 self._send(Auth(self.name))
+            elif msg.code == "unknown_type" and self._reports_reception():
+                # Only an older relay does not know a type we send: reception. Stop
+                # sending it here, or its bad-frame limit would close the connection.
+                self._reception_refused = True
+                self._notice("the relay takes no loss reports: FEC follows our own measures")
             else:
                 self._notice(f"relay: {msg.message} ({msg.code})")
         elif isinstance(msg, UserJoined):
@@ -254,6 +298,10 @@ class ControlSession:
                 self._events.append(ev.ControlStats(tcp_rtt_ms=self.tcp_rtt * 1000))
         elif isinstance(msg, Ping):
             self._send(Pong(nonce=msg.nonce, t=msg.t))
+        elif isinstance(msg, ReceiverReport):
+            self._events.append(
+                ev.ListenerReport(msg.loss_percent, msg.late_percent, msg.listeners)
+            )
         # bye and anything else from the relay needs no action: a close follows.
 
     def _user_list(self, msg: UserList) -> None:

@@ -175,6 +175,11 @@ class EncodeStats(StageReport):
     muted_frames: int = 0
     bitrate: int = 0
     muted: bool = False
+    loss_hint: int = 0  # the packet loss % the encoder is told to expect (its FEC strength)
+    hint_source: str = ""  # which figure set it (pipeline/core/loss_hint.py)
+    listener_loss: float = 0.0  # the worst loss a listener reports of our stream, as held
+    listener_late: float = 0.0  # the worst late share a listener reports
+    listeners: int = 0  # how many listeners the relay's last report counted
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -261,6 +266,17 @@ STAGE_REPORTS: tuple[type[StageReport], ...] = (
     PlaybackStats,
     ControlStats,
 )
+
+
+@dataclass(slots=True, frozen=True)
+class ListenerReport(Event):
+    """The relay's receiver_report, from the control process to the encode stage: the
+    worst loss and late share our current listeners measure of our voice."""
+
+    TOPIC = "feedback"
+    loss_percent: Annotated[float, Finite()]
+    late_percent: Annotated[float, Finite()]
+    listeners: int
 
 
 @dataclass(slots=True, frozen=True)

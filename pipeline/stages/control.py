@@ -33,6 +33,7 @@ class ControlConfig:
     port: int
     name: str
     channel: str = ""  # join this channel after connecting
+    loss_feedback: bool = True  # tell the relay what we receive of each speaker
 
 
 def run(cfg: ControlConfig) -> None:
@@ -42,10 +43,17 @@ def run(cfg: ControlConfig) -> None:
         token_file = Path(cfg.wiring.state_dir) / TOKEN_FILE if cfg.wiring.state_dir else None
         saved = _load_token(token_file) if cfg.wiring.restarted else 0
         session = ControlSession(
-            name=cfg.name, host=cfg.host, port=cfg.port, wanted_channel=cfg.channel, token=saved
+            name=cfg.name,
+            host=cfg.host,
+            port=cfg.port,
+            wanted_channel=cfg.channel,
+            token=saved,
+            loss_feedback=cfg.loss_feedback,
         )
         rt.on(ev.JoinCmd, lambda cmd: session.join(cmd.channel))
         rt.on(ev.ChatCmd, lambda cmd: session.chat(cmd.text))
+        if cfg.loss_feedback:
+            rt.on(ev.DecodeStats, lambda stats: session.heard(stats, time.monotonic()))
         sock: socket.socket | None = None
         try:
             next_snapshot = 0.0

@@ -5,8 +5,9 @@ so a mute leaves no gap that a listener would count as loss; the media timestamp
 jumps instead, and the listener's jitter buffer starts the new talk spurt afresh.
 
 Owns the encoder settings the UI may change: bitrate, mute, and the packet
-loss hint (the larger of the chaos setting and the loss measured on receive),
-which tells Opus how much in-band FEC to spend.
+loss hint (pipeline/core/loss_hint.py: the largest of the configured hint, the
+chaos setting, the loss measured on receive and the worst loss our listeners
+report through the relay), which tells Opus how much in-band FEC to spend.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from pipeline.core.loss_hint import LossHint
 from pipeline.ipc import events as ev
 from pipeline.media.opus import CodecError, OpusEncoder
 from pipeline.stages.runtime import StageRuntime, Wiring
@@ -27,17 +29,21 @@ class EncodeConfig:
     bitrate: int = 48000
     fec: bool = True
     loss_hint: float = 0.0  # the loss % to expect before any is measured (a floor for FEC)
+    loss_feedback: bool = True  # raise FEC for what our listeners report losing
 
 
 class _Settings:
-    """What the UI set and the decode stage measured; owns the encoder's loss hint."""
+    """What the UI set, the decode stage measured and our listeners report; owns the
+    encoder's loss hint."""
 
     def __init__(self, encoder: OpusEncoder, cfg: EncodeConfig, rt: StageRuntime) -> None:
         self.encoder, self.rt = encoder, rt
         self.bitrate = cfg.bitrate
-        self.loss_hint = cfg.loss_hint
         self.muted = False
-        self.chaos = self.measured = 0.0
+        self.hint = LossHint(configured=cfg.loss_hint, use_listeners=cfg.loss_feedback)
+        self.loss_percent = int(cfg.loss_hint)  # what the encoder was last told
+        self.source = ""
+        self.update(time.monotonic())
 
     def mute(self, cmd: ev.MuteCmd) -> None:
         self.muted = cmd.muted
@@ -50,16 +56,40 @@ class _Settings:
             self.rt.publish(ev.Notice(f"bitrate not changed: {exc}"))
 
     def set_chaos(self, cmd: ev.ChaosCmd) -> None:
-        self.chaos = cmd.loss_percent
-        self._update_loss()
+        self.hint.chaos = cmd.loss_percent
+        self.update(time.monotonic())
 
     def measured_loss(self, stats: ev.DecodeStats) -> None:
-        self.measured = stats.loss_percent
-        self._update_loss()
+        self.hint.incoming = stats.loss_percent
+        self.update(time.monotonic())
 
-    def _update_loss(self) -> None:
-        hint = min(100.0, max(self.loss_hint, self.chaos, self.measured))
-        self.encoder.set_loss_percent(int(hint))
+    def listeners(self, report: ev.ListenerReport) -> None:
+        now = time.monotonic()
+        self.hint.listener_report(report.loss_percent, report.late_percent, report.listeners, now)
+        self.update(now)
+
+    def update(self, now: float) -> None:
+        """Tell the encoder the hint at ``now``, if its whole percent changed."""
+        hint, self.source = self.hint.value(now)
+        if int(hint) != self.loss_percent:
+            self.encoder.set_loss_percent(int(hint))
+            self.loss_percent = int(hint)
+
+    def stats(
+        self, now: float, packets: int, packet_bytes: int, muted_frames: int
+    ) -> ev.EncodeStats:
+        return ev.EncodeStats(
+            packets=packets,
+            packet_bytes=packet_bytes,
+            muted_frames=muted_frames,
+            bitrate=self.bitrate,
+            muted=self.muted,
+            loss_hint=self.loss_percent,
+            hint_source=self.source,
+            listener_loss=round(self.hint.listener_loss(now), 1),
+            listener_late=self.hint.listener_late,
+            listeners=self.hint.listeners,
+        )
 
 
 def run(cfg: EncodeConfig) -> None:
@@ -73,6 +103,7 @@ def run(cfg: EncodeConfig) -> None:
         rt.on(ev.BitrateCmd, settings.set_bitrate)
         rt.on(ev.ChaosCmd, settings.set_chaos)
         rt.on(ev.DecodeStats, settings.measured_loss)
+        rt.on(ev.ListenerReport, settings.listeners)
         stream_seq = packets = sent_bytes = muted_frames = 0
         while rt.running:
             slot = src.read(timeout=0.1)
@@ -96,13 +127,10 @@ def run(cfg: EncodeConfig) -> None:
             rt.poll()
             now = time.monotonic()
             if rt.report_due(now):
+                settings.update(now)  # the listeners' figure decays without news
                 rt.report(
                     now,
-                    ev.EncodeStats(
-                        packets=packets,
-                        packet_bytes=sent_bytes,
-                        muted_frames=muted_frames,
-                        bitrate=settings.bitrate,
-                        muted=settings.muted,
+                    settings.stats(
+                        now, packets=packets, packet_bytes=sent_bytes, muted_frames=muted_frames
                     ),
                 )

@@ -19,7 +19,7 @@ import msgpack
 
 from relay.protocol import schema
 from relay.protocol.errors import FramingError, ProtocolError
-from relay.protocol.schema import Finite, MaxItems, Range, Text
+from relay.protocol.schema import Bounded, Finite, MaxItems, Range, Text
 from relay.protocol.widths import U16_MAX, U32_MAX, U64_MAX
 
 LENGTH = struct.Struct(">I")
@@ -29,6 +29,8 @@ MAX_CHANNEL = 64  # characters in a channel name
 MAX_TEXT = 2000  # characters in one chat message
 MAX_CODE = 64  # characters in an error code
 MAX_LIST = 4096  # entries in a channel or user list of a welcome
+MAX_RECEPTION = 64  # speakers in one reception report: as many as a client decodes at once
+MAX_LISTENERS = 65535  # the listeners a receiver report can count
 
 # Field types: a name means the same thing in every message.
 Name = Annotated[str, Text(max_len=MAX_NAME)]
@@ -41,6 +43,7 @@ UserId = Annotated[int, Range(0, U32_MAX)]
 Port = Annotated[int, Range(0, U16_MAX)]
 Nonce = Annotated[int, Range(0, U64_MAX)]
 Seconds = Annotated[float, Finite()]
+Percent = Annotated[float, Bounded(0.0, 100.0)]
 
 
 @dataclass(slots=True, frozen=True)
@@ -174,6 +177,34 @@ class UserLeft(Message):
 @dataclass(slots=True, frozen=True)
 class Bye(Message):
     TYPE = "bye"
+
+
+@dataclass(slots=True, frozen=True)
+class SpeakerReception:
+    """What one listener measured of one speaker over its last 10 s (SPEC.md)."""
+
+    user_id: UserId  # the speaker
+    loss_percent: Percent  # frames that did not play in time: lost or late
+    late_percent: Percent  # of which arrived after their turn
+
+
+@dataclass(slots=True, frozen=True)
+class Reception(Message):
+    """A listener's report, every 2 s, of what it receives from each speaker it hears."""
+
+    TYPE = "reception"
+    reports: Annotated[list[SpeakerReception], MaxItems(MAX_RECEPTION)]
+
+
+@dataclass(slots=True, frozen=True)
+class ReceiverReport(Message):
+    """The relay's word to a speaker about its current listeners: the worst loss and the
+    worst late share any of them reported, and how many reported."""
+
+    TYPE = "receiver_report"
+    loss_percent: Percent
+    late_percent: Percent
+    listeners: Annotated[int, Range(0, MAX_LISTENERS)]
 
 
 @dataclass(slots=True, frozen=True)

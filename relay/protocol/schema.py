@@ -7,7 +7,8 @@ The control messages (:mod:`relay.protocol.messages`) and the client's bus event
   to be a map, passed through), a nested dataclass, ``X | None`` and ``Any``;
 * constraints, written once as ``typing.Annotated`` metadata on the field type:
   ``Annotated[int, Range(1, U32_MAX)]``, ``Annotated[str, Text(max_len=32)]``,
-  ``Annotated[float, Finite()]``, ``Annotated[list[X], MaxItems(4096)]``;
+  ``Annotated[float, Finite()]``, ``Annotated[float, Bounded(0.0, 100.0)]``,
+  ``Annotated[list[X], MaxItems(4096)]``;
 * a field with a default may be absent from a map (it keeps the default); a field
   without one must be there; keys that name no field are ignored.
 
@@ -54,6 +55,14 @@ class Text:
 @dataclass(frozen=True, slots=True)
 class Finite:
     """A ``float`` field that must not be NaN or infinite."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bounded:
+    """A ``float`` field within ``lo..hi`` inclusive (so never NaN or infinite)."""
+
+    lo: float
+    hi: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +216,10 @@ def _checker(hint: Any, where: str) -> Check:
     if base is int:
         return _int_check(_only(meta, Range, where))
     if base is float:
+        if any(isinstance(m, Bounded) for m in meta):
+            bounds = _only(meta, Bounded, where)
+            assert bounds is not None
+            return _bounded_check(bounds)
         return _float_check(_only(meta, Finite, where) is not None)
     if base is str:
         return _str_check(_only(meta, Text, where))
@@ -274,6 +287,18 @@ def _float_check(finite: bool) -> Check:
         value = float(value)
         if finite and not math.isfinite(value):
             raise _Invalid("must be finite")
+        return value
+
+    return check
+
+
+def _bounded_check(bounds: Bounded) -> Check:
+    number = _float_check(True)
+
+    def check(value: Any) -> float:
+        value = number(value)
+        if not bounds.lo <= value <= bounds.hi:
+            raise _Invalid(f"is {value:g}, outside {bounds.lo:g}..{bounds.hi:g}")
         return value
 
     return check
