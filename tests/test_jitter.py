@@ -463,3 +463,16 @@ def test_adaptive_burst_of_losses_is_concealed_without_a_hole_or_added_delay() -
     gaps = [b - a for a, b in itertools.pairwise(frames)]
     assert gaps.count(4) == 1 and set(gaps) == {1, 4}  # 33 plays on its own tick
     assert jb.stats.lost == 3
+
+
+def test_adaptive_keeps_a_frame_of_headroom_for_fec_while_packets_get_lost() -> None:
+    lost = {100, 140, 180, 220, 260}
+    arr = [(t, k) for t, k in steady(300) if k not in lost]
+    jb, out = adaptive_run(arr, 310)
+    kinds_after = [type(o) for tick, o in out if tick > 150 and not isinstance(o, Frame)]
+    # The first losses are concealed; once loss is seen, the next packet is in hand when a
+    # lost one is due, and FEC rebuilds it.
+    assert Recover in kinds_after
+    assert jb.stats.recovered >= 2
+    clean, _ = adaptive_run(steady(300), 310)
+    assert jb.stats.target_ms >= clean.stats.target_ms + 19  # the frame of headroom

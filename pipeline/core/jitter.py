@@ -144,6 +144,7 @@ class JitterBuffer:
         backlog_ns: int = 200_000_000,
         max_target_ns: int = 300_000_000,
         outage_ns: int = 1_000_000_000,
+        fec_headroom_after: int = 2,
     ) -> None:
         if not 1 <= watermark <= max_depth:
             raise ValueError(f"watermark {watermark} must be in 1..max_depth ({max_depth})")
@@ -168,6 +169,7 @@ class JitterBuffer:
         self.backlog_ns = backlog_ns
         self.max_target_ns = max_target_ns
         self.outage_ns = outage_ns
+        self.fec_headroom_after = fec_headroom_after  # losses in the last 10 s
         self.stretch_wanted = 0  # samples: + lengthen, - shorten (adaptive, after a Frame)
         self.stretch_urgent = False  # stretch speech too, not only quiet audio
         self._stats = JitterStats()
@@ -389,7 +391,14 @@ class JitterBuffer:
         if target is None or len(self._heap) * FRAME_NS >= self.backlog_ns:
             return True
         ts, _ = self._held[self._heap[0]]
-        return self._playout(now, queued, ts) >= target + self.margin_ns
+        return self._playout(now, queued, ts) >= self._aim_for(target)
+
+    def _aim_for(self, target: int) -> int:
+        """The playout delay to hold: the target and margin, and while this speaker's
+        packets get lost, one frame more, so that the packet after a lost one is in hand
+        when the lost one is due and its in-band FEC can rebuild it."""
+        headroom = FRAME_NS if self._win_lost >= self.fec_headroom_after else 0
+        return target + self.margin_ns + headroom
 
     def _playout(self, now: int, queued: int, timestamp: int) -> int:
         return now + queued * 1_000_000_000 // SAMPLE_RATE - self._ts_ns(timestamp)
@@ -399,7 +408,7 @@ class JitterBuffer:
         target = self._target(now)
         if target is None:
             return
-        aim = target + self.margin_ns
+        aim = self._aim_for(target)
         playout = self._playout(now, queued, timestamp)
         excess = playout - aim
         self._aim, self._last_playout = aim, playout
@@ -427,7 +436,7 @@ class JitterBuffer:
             # The time-stretcher takes back a few percent a second; a backlog far beyond
             # that (a path that stalled for seconds, then delivered at once) is cut.
             target = self.history.target_d
-            aim = 0 if target is None else target + self.margin_ns - self._fastest()
+            aim = 0 if target is None else self._aim_for(target) - self._fastest()
             keep = max(1, -(-aim // FRAME_NS))
             if (len(self._heap) - keep) * FRAME_NS <= self.backlog_ns:
                 self._deep_since = None
