@@ -64,7 +64,7 @@ def test_input_callback_copies_blocks_into_the_ring(fake_sd: types.SimpleNamespa
 
 
 def test_output_callback_plays_the_ring_then_silence(fake_sd: types.SimpleNamespace) -> None:
-    played: list[tuple[int, int, int]] = []
+    played: list[tuple[int, int, int, int]] = []
     with Ring.create(4, FRAME_BYTES, label="devout") as ring:
         spk = sound_device.OutputDevice(MediaSpec("device"), ring, lambda *a: played.append(a))
         stream = spk._stream
@@ -74,9 +74,9 @@ def test_output_callback_plays_the_ring_then_silence(fake_sd: types.SimpleNamesp
         for _ in range(3):  # before the first frame: silence, but no underflow
             stream.kw["callback"](out, FRAME_SAMPLES, None, status(output_underflow=True))
         assert not out.any() and spk.underflows == 0
-        ring.write(frame, seq=9, timestamp=123, flags=1)
+        ring.write(frame, seq=9, timestamp=123, flags=1, media=480)
         stream.kw["callback"](out, FRAME_SAMPLES, None, status())
-        assert np.all(out == 0.25) and played == [(9, 123, 1)]
+        assert np.all(out == 0.25) and played == [(9, 123, 1, 480)]
         # Ring empty and PortAudio flagging it too: one underflow, not two.
         stream.kw["callback"](out, FRAME_SAMPLES, None, status(output_underflow=True))
         assert not out.any() and spk.underflows == 1
