@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no per-session voice limit (for load tests)",
     )
+    _security_flags(ap)
     ap.add_argument(
         "--log-level",
         default="info",
@@ -179,6 +180,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="default info",
     )
     return ap
+
+
+def _security_flags(ap: argparse.ArgumentParser) -> None:
+    """TLS, the password and protocol 1 (docs/security.md)."""
+    sec = ap.add_argument_group("security (docs/security.md)")
+    sec.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain) for TLS; "
+                     "default: a self-signed one created in --data-dir")  # fmt: skip
+    sec.add_argument("--tls-key", metavar="FILE", help="PEM key of --tls-cert (default: in it)")
+    sec.add_argument("--data-dir", metavar="DIR", help="where the self-signed identity is kept "
+                     "(default $XDG_DATA_HOME/voicechat-relay)")  # fmt: skip
+    sec.add_argument("--password-file", metavar="FILE", help="clients must give the password "
+                     "in FILE (its first line) to join")  # fmt: skip
+    sec.add_argument("--insecure", action="store_true", help="protocol 1: plain TCP and plain "
+                     "voice, readable by anyone on the path (tests and benchmarks)")  # fmt: skip
+
+
+def _read_password(path: str) -> str:
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()  # noqa: SIM115
+    except OSError as exc:
+        build_parser().error(f"--password-file: {exc}")
+    if not lines or not lines[0]:
+        build_parser().error(f"--password-file {path}: the first line is empty")
+    return lines[0]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -213,7 +238,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         per_address_sessions=args.max_sessions_per_address,
         connect_rate=args.connect_rate,
         connect_burst=args.connect_burst,
+        insecure=args.insecure,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        data_dir=args.data_dir,
+        password=_read_password(args.password_file) if args.password_file else None,
     )
+    if args.insecure and (args.tls_cert or args.password_file):
+        build_parser().error(
+            "--insecure has no TLS: a certificate or password would be sent in clear"
+        )
+    if not args.insecure and config.udp_workers > 1:
+        build_parser().error("--udp-workers above 1 needs --insecure (protocol 1) for now")
     asyncio.run(run(config))
 
 

@@ -18,13 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import itertools
 import logging
 import socket
 import time
 from collections.abc import Callable
 
-from relay.limits import AddressPolicy, Admission, ConnectionPolicy, ControlLimits, Verdict
+from relay.limits import (
+    AddressPolicy,
+    Admission,
+    AuthGuard,
+    ConnectionPolicy,
+    ControlLimits,
+    Verdict,
+)
 from relay.presence import PresenceFanout
 from relay.protocol.errors import FramingError, ProtocolError
 from relay.protocol.messages import (
@@ -79,8 +87,13 @@ class ControlServer:
         limits: ControlLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        password: str | None = None,
     ) -> None:
         self.sessions = sessions
+        self._password = None if password is None else password.encode()
+        self.guard = AuthGuard()
+        # Refused auths: a wrong password, and any auth from an address that guessed too often.
+        self.auth_refused = {"bad_password": 0, "password_blocked": 0}
         self.on_change = on_change
         self.limits = limits or ControlLimits()
         self.clock = clock
@@ -159,12 +172,16 @@ class ControlServer:
     def _dispatch(self, conn: _Conn, msg: Message) -> None:
         s = self.sessions
         if isinstance(msg, Auth):
-            actions = s.auth(conn.id, msg.name, conn.source)
+            refusal = self._check_password(conn, msg.password)
+            if refusal is not None:
+                self._send(conn, refusal)
+                return
+            actions = s.auth(conn.id, msg.name, conn.source, msg.version)
             session = s.by_conn(conn.id)
             if session is not None:
                 log.info("auth conn=%d user=%d name=%r", conn.id, session.user_id, session.name)
         elif isinstance(msg, Reconnect):
-            actions = s.reconnect(conn.id, msg.token, self.clock())
+            actions = s.reconnect(conn.id, msg.token, self.clock(), msg.version)
             failed = s.by_conn(conn.id) is None  # the table answered unknown_token
             if failed and conn.policy.on_failed_reconnect() is Verdict.CLOSE:
                 self._apply(actions)
@@ -190,6 +207,25 @@ class ControlServer:
         if has_session and not conn.closing:
             # After its welcome went out: presence from here on is news to it.
             self.fanout.subscribe(conn.id)
+
+    def _check_password(self, conn: _Conn, given: str) -> Error | None:
+        """None if this auth may go on; else the error to send. A reconnect needs no
+        password: its token is the credential the password bought."""
+        if self._password is None:
+            return None
+        now = self.clock()
+        wait = self.guard.banned_for(conn.source, now)
+        if wait > 0:
+            self.auth_refused["password_blocked"] += 1
+            msg = f"too many wrong passwords from your address; retry in {wait:.0f} s"
+            return Error(code="too_many_attempts", message=msg)
+        if hmac.compare_digest(given.encode(), self._password):
+            return None
+        self.auth_refused["bad_password"] += 1
+        if self.guard.failed(conn.source, now):
+            ban = self.guard.ban
+            log.warning("auth: %s banned for %.0f s after wrong passwords", conn.source, ban)
+        return Error(code="bad_password", message="wrong server password")
 
     def _refuse(self, conn: _Conn, exc: ProtocolError, verdict: Verdict) -> None:
         """Answer bad input with an error; close the connection if the policy says so."""

@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from relay.control_server import ControlServer
 from relay.limits import (
@@ -29,7 +30,9 @@ from relay.limits import (
     ControlLimits,
 )
 from relay.router import Addr, Router, RouteTable, VoiceLimit, add_unbound
+from relay.sealed_router import SealedRouter
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, BindResult, SessionTable
+from relay.tls import certificate_fingerprint, identity, server_context
 from relay.udp import RCVBUF, UdpThread, open_udp, start_asyncio_udp
 from relay.workers import Worker
 
@@ -59,6 +62,12 @@ class RelayConfig:
     per_address_sessions: int = PER_ADDRESS_SESSIONS
     connect_rate: float = CONNECT_RATE
     connect_burst: float = CONNECT_BURST
+    # Security (docs/security.md). insecure: protocol 1, plain TCP and plain voice.
+    insecure: bool = False
+    tls_cert: str | None = None  # PEM; None: the data directory's self-signed identity
+    tls_key: str | None = None  # PEM; None: in tls_cert
+    data_dir: str | None = None  # None: relay.tls.default_data_dir()
+    password: str | None = None  # None: anyone may join
 
 
 class Relay:
@@ -71,10 +80,22 @@ class Relay:
             config.grace,
             max_sessions=config.max_clients,
             max_per_source=config.per_address_sessions,
+            sealed=not config.insecure,
         )
-        self.router = Router(
-            echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
-        )
+        self.router: Router
+        self.sealed: SealedRouter | None = None
+        if config.insecure:
+            self.router = Router(
+                echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
+            )
+        else:
+            if config.udp_workers > 1:
+                raise ValueError("--udp-workers above 1 needs --insecure (protocol 1) for now")
+            media = dict(self.sessions.media_keys.values())
+            self.sealed = SealedRouter(
+                media, echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
+            )
+            self.router = self.sealed
         self._pending_binds: dict[int, tuple[Addr, bytes]] = {}  # token -> latest ping
         self._pending_lock = threading.Lock()  # UDP thread and loop both touch it
         self.control = ControlServer(
@@ -89,6 +110,7 @@ class Relay:
                 connect_rate=config.connect_rate,
                 connect_burst=config.connect_burst,
             ),
+            password=config.password,
         )
         self.port = 0
         self._tcp: asyncio.Server | None = None
@@ -103,9 +125,25 @@ class Relay:
         """Bind TCP and UDP on the same port and start serving both."""
         self._loop = asyncio.get_running_loop()
         cfg = self.config
+        ssl_ctx = None
+        if not cfg.insecure:
+            data_dir = Path(cfg.data_dir) if cfg.data_dir else None
+            cert, key, created = identity(cfg.tls_cert, cfg.tls_key, data_dir)
+            ssl_ctx = server_context(cert, key)
+            log.info(
+                "TLS certificate %s%s, SHA-256 fingerprint %s",
+                cert,
+                " (created now, self-signed)" if created else "",
+                certificate_fingerprint(cert),
+            )
         for attempt in range(BIND_ATTEMPTS):
             server = await asyncio.start_server(
-                self.control.handle, cfg.host, cfg.port, reuse_address=True
+                self.control.handle,
+                cfg.host,
+                cfg.port,
+                reuse_address=True,
+                ssl=ssl_ctx,
+                ssl_handshake_timeout=cfg.auth_timeout if ssl_ctx else None,
             )
             port = server.sockets[0].getsockname()[1]
             try:
@@ -136,8 +174,12 @@ class Relay:
         mode = "echo" if cfg.echo else "relay"
         lim = cfg.voice_limit
         log.info(
-            "%s mode, udp=%s, loops=%d, channels=%s, grace=%ss, voice limit %s",
+            "%s mode, %s, %s, udp=%s, loops=%d, channels=%s, grace=%ss, voice limit %s",
             mode,
+            "INSECURE: plain TCP and plain voice (protocol 1)"
+            if cfg.insecure
+            else "TLS control and sealed voice (protocol 2)",
+            "password required" if cfg.password is not None else "no password",
             cfg.udp,
             1 + len(self._workers),
             cfg.channels,
@@ -197,6 +239,9 @@ class Relay:
     def _rebuild_routes(self) -> None:
         added = self.sessions.take_added()
         dirty = self.sessions.take_dirty()
+        if self.sealed is not None:  # keys and windows first: a route without them drops
+            peers = self.sessions.peer_entries(dirty, (token for token, _u, _c in added))
+            self.sealed.update_peers(peers, self.sessions.take_removed())
         table = add_unbound(self.router.table, added) if added else self.router.table
         entries = self.sessions.route_entries(dirty)
         self.router.table = RouteTable.update(table, dirty, entries)
@@ -269,6 +314,7 @@ class Relay:
         c = self.control
         fan = c.fanout.counters
         parts = {f"refused_{k}": v for k, v in c.refused.items()}
+        parts |= {f"auth_{k}": v for k, v in c.auth_refused.items()}
         parts |= {
             "evicted_in_grace": self.sessions.evicted,
             "presence_batches": fan.batches,
@@ -280,6 +326,8 @@ class Relay:
     def _counter_line(self) -> str:
         """This process's counters plus the latest report of every worker."""
         total = self.router.counters.as_dict()
+        if self.sealed is not None:
+            total |= {f"window_{k}": v for k, v in self.sealed.window_totals().items()}
         for w in self._workers:
             for k, v in w.counters.items():
                 total[k] = total.get(k, 0) + v

@@ -22,6 +22,7 @@ import threading
 from typing import cast
 
 from relay.router import RECV_SIZE, Addr, Router
+from relay.sealed_router import SealedRouter
 
 # Queue in front of the hot loop. Linux doubles the request and charges ~830 bytes
 # per 100-byte datagram, so 256 KiB holds ~630 datagrams: ~25 ms at the saturated
@@ -64,7 +65,8 @@ class UdpThread:
         sock.settimeout(None)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, WAKE_EVERY)
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="udp-relay", daemon=True)
+        run = self._run_sealed if isinstance(router, SealedRouter) else self._run
+        self._thread = threading.Thread(target=run, name="udp-relay", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -93,6 +95,33 @@ class UdpThread:
                         counters.send_errors += 1
                 data.release()
 
+    def _run_sealed(self) -> None:
+        """The same loop for protocol 2: the router says how much of the buffer to send."""
+        router = self.router
+        assert isinstance(router, SealedRouter)
+        buf = bytearray(RECV_SIZE)
+        view = memoryview(buf)
+        recv = self.sock.recvfrom_into
+        send = self.sock.sendto
+        route = router.route
+        counters = router.counters
+        while True:
+            try:
+                n, addr = recv(buf)
+            except OSError:
+                if self._stop:
+                    return
+                continue
+            dests = route(buf, n, addr)
+            if dests:
+                data = view[: router.out_n]
+                for dest in dests:
+                    try:
+                        send(data, dest)
+                    except OSError:
+                        counters.send_errors += 1
+                data.release()
+
     def close(self, timeout: float = 2.0) -> None:
         """Stop the loop (it sees the flag within WAKE_EVERY), join it, close the socket."""
         self._stop = True
@@ -114,10 +143,12 @@ class AsyncioUdp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Addr) -> None:
         buf = bytearray(data)  # asyncio hands us immutable bytes; the router rewrites in place
-        dests = self.router.route(buf, len(buf), addr)
+        router = self.router
+        dests = router.route(buf, len(buf), addr)
         if dests and self.transport is not None:
+            out = buf[: router.out_n] if isinstance(router, SealedRouter) else buf
             for dest in dests:
-                self.transport.sendto(buf, dest)
+                self.transport.sendto(out, dest)
 
     def error_received(self, exc: Exception) -> None:
         self.router.counters.send_errors += 1

@@ -56,7 +56,14 @@ STAGES = (
         "control",
         control.run,
         lambda w, c: control.ControlConfig(
-            w, host=c.host, port=c.port, name=c.name, channel=c.channel
+            w,
+            host=c.host,
+            port=c.port,
+            name=c.name,
+            channel=c.channel,
+            password=c.password,
+            pins_file=c.pins_file,
+            accept_new_certificate=c.accept_new_certificate,
         ),
     ),
     StageSpec(
