@@ -33,6 +33,7 @@ from relay.protocol.messages import (
     UserJoined,
     UserLeft,
     UserList,
+    MediaKey,
     Welcome,
     decode_message,
     encode_message,
@@ -66,6 +67,12 @@ EVERY_MESSAGE: list[Message] = [
     Error(code="unknown_token", message="session expired"),
     UserList(users=[UserInfo(5, "carol", "Lobby")], first=True, last=False),
     Welcome(9, 3, 8080, "Lobby", ["Lobby"], [UserInfo(3, "alice", "Lobby")], more=True),
+    # Protocol 2: versions, the password, the keys.
+    Auth(name="alice", version=2, password="s3cret"),
+    Reconnect(token=5, version=2),
+    Welcome(9, 3, 8080, "Lobby", ["Lobby"], [], version=2, udp_key=b"k" * 32,
+            media_key_id=1, media_key=b"m" * 16),  # fmt: skip
+    MediaKey(channel="Games", key_id=2, key=b"n" * 16),
 ]
 
 
@@ -83,6 +90,7 @@ def test_every_spec_type_has_a_message() -> None:
         "bye",
         "error",
         "user_list",
+        "media_key",
     }
     assert set(MESSAGE_TYPES) == spec_types
     assert {m.TYPE for m in EVERY_MESSAGE} == spec_types

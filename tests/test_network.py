@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import random
 import socket
-import struct
 import time
 from collections.abc import Iterator
 
@@ -24,9 +23,23 @@ from pipeline.ipc.ring import Ring
 from pipeline.stages import network, runtime
 from pipeline.stages.runtime import StageRuntime, Wiring
 from pipeline.stages.trace import Tracer
+from relay.protocol.sealed_datagram import TAG_SIZE
+from relay.protocol.voice_crypto import Sealer
 
-HEADER = struct.Struct(">IQQI")
 U64 = (1 << 64) - 1
+UDP_KEY = bytes(32)
+MEDIA = bytes(range(16))
+
+
+def speaker(sid: int = 9) -> Sealer:
+    """Another member of the channel, sealing as its client would."""
+    s = Sealer(sid, sid.to_bytes(4, "big") * 8, 1000)
+    s.set_media_key(1, MEDIA)
+    return s
+
+
+def forwarded(s: Sealer, seq: int, media: int, opus: bytes) -> bytes:
+    return s.voice(seq, media, opus)[:-TAG_SIZE]  # as the relay forwards it
 
 
 @pytest.fixture
@@ -41,7 +54,8 @@ def stage(
         with StageRuntime("network", wiring, (ev.HOP_ENCODE_TO_NETWORK,)) as rt:
             net = network._Network(rt, network.NetworkConfig(wiring, clock_offset=12345))
             port = relay.getsockname()[1]
-            net._endpoint(ev.VoiceEndpoint(token=7, user_id=2, host="127.0.0.1", udp_port=port))
+            endpoint = ev.VoiceEndpoint(7, 2, "127.0.0.1", port, UDP_KEY, 1, MEDIA)
+            net._endpoint(endpoint)
             yield net, out, relay
     relay.close()
 
@@ -51,7 +65,7 @@ def deliver(net: network._Network, relay: socket.socket, datagrams: list[bytes])
     for d in datagrams:
         relay.sendto(d, me)
     time.sleep(0.05)
-    net._drain(memoryview(bytearray(1300)), net.rt.out, Tracer(None, 3))
+    net._drain(memoryview(bytearray(1400)), net.rt.out, Tracer(None, 3))
 
 
 def test_received_voice_is_stamped_with_its_arrival_and_keeps_its_media_timestamp(
@@ -59,7 +73,7 @@ def test_received_voice_is_stamped_with_its_arrival_and_keeps_its_media_timestam
 ) -> None:
     net, out, relay = stage
     before = time.monotonic_ns()
-    deliver(net, relay, [HEADER.pack(9, 5, U64, 0) + b"opus"])
+    deliver(net, relay, [forwarded(speaker(), 5, U64, b"opus")])
     slot = out.read(timeout=1)
     assert slot is not None
     assert (slot.speaker, slot.seq, slot.media, bytes(slot.data)) == (9, 5, U64, b"opus")
@@ -72,11 +86,12 @@ def test_hostile_headers_and_lengths_are_counted_or_passed_on_never_fatal(
     net, out, relay = stage
     rng = random.Random(18)
     edges = [0, 1, U64, U64 - 1, 1 << 63]
+    talkers = [speaker(sid) for sid in (1, 2, 2**32 - 1)]
     voice = [
-        HEADER.pack(rng.choice([0, 1, 2**32 - 1]), rng.choice(edges), rng.choice(edges), 0)
-        + rng.randbytes(rng.randint(1, 1275))
+        forwarded(rng.choice(talkers), rng.choice(edges), rng.choice(edges),
+                  rng.randbytes(rng.randint(1, 1275)))
         for _ in range(60)
-    ]
+    ]  # fmt: skip
     junk = [rng.randbytes(n) for n in (1, 7, 23)] + [b"\x00" * 1300]
     deliver(net, relay, voice + junk)
     got = 0
@@ -95,7 +110,7 @@ def test_datagrams_from_anyone_but_the_relay_are_ignored(
     net, out, _relay = stage
     stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        deliver(net, stranger, [HEADER.pack(9, 1, 0, 0) + b"x"])
+        deliver(net, stranger, [forwarded(speaker(), 1, 0, b"x")])
     finally:
         stranger.close()
     assert out.read(timeout=0) is None and net.counts.foreign_datagrams == 1
@@ -116,7 +131,7 @@ def test_without_a_relay_address_the_receiver_sleeps_instead_of_spinning(
 ) -> None:
     net, out, _relay = stage
     net.relay = None  # as after a failed lookup, with a session token already set
-    net.link.set_session(7, time.monotonic_ns())
+    net.link.set_session(7, UDP_KEY, time.monotonic_ns())
     loops = 0
     real_wait = net.rt.wait
 
