@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,7 +40,12 @@ def sent(s: ControlSession) -> list[Message | ProtocolError]:
 
 UDP_KEY = b"k" * 32
 MEDIA = b"m" * 16
-SEALED = {"version": PROTOCOL, "udp_key": UDP_KEY, "media_key_id": 1, "media_key": MEDIA}
+SEALED: dict[str, Any] = {
+    "version": PROTOCOL,
+    "udp_key": UDP_KEY,
+    "media_key_id": 1,
+    "media_key": MEDIA,
+}
 
 
 def welcome(token: int = 77, uid: int = 3, channel: str = "Lobby") -> bytes:

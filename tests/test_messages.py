@@ -24,6 +24,7 @@ from relay.protocol.messages import (
     Error,
     FrameDecoder,
     Join,
+    MediaKey,
     Message,
     MessageDecoder,
     Ping,
@@ -33,7 +34,6 @@ from relay.protocol.messages import (
     UserJoined,
     UserLeft,
     UserList,
-    MediaKey,
     Welcome,
     decode_message,
     encode_message,
@@ -70,8 +70,18 @@ EVERY_MESSAGE: list[Message] = [
     # Protocol 2: versions, the password, the keys.
     Auth(name="alice", version=2, password="s3cret"),
     Reconnect(token=5, version=2),
-    Welcome(9, 3, 8080, "Lobby", ["Lobby"], [], version=2, udp_key=b"k" * 32,
-            media_key_id=1, media_key=b"m" * 16),  # fmt: skip
+    Welcome(
+        9,
+        3,
+        8080,
+        "Lobby",
+        ["Lobby"],
+        [],
+        version=2,
+        udp_key=b"k" * 32,
+        media_key_id=1,
+        media_key=b"m" * 16,
+    ),
     MediaKey(channel="Games", key_id=2, key=b"n" * 16),
 ]
 

@@ -60,7 +60,7 @@ class RelayProc:
 def start_relay(*args: str) -> RelayProc:
     log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by stop_relay)
     try:
-        proc, port = launch.start_relay(*args, host=HOST, log=log)
+        proc, port = launch.start_relay("--insecure", *args, host=HOST, log=log)
     except RuntimeError:
         log.seek(0)
         raise RuntimeError(f"relay did not start: {log.read()}") from None
