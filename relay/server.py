@@ -227,7 +227,12 @@ class Relay:
             self._udp_transport = None
         elif self._udp_sock is not None:
             self._udp_sock.close()
-        log.info("counters at exit: %s sessions=%d", self._counter_line(), len(self.sessions))
+        log.info(
+            "counters at exit: %s sessions=%d %s",
+            self._counter_line(),
+            len(self.sessions),
+            self._control_line(),
+        )
         if self._workers:
             shares = [self.router.counters.forwarded] + [
                 w.counters["forwarded"] for w in self._workers
