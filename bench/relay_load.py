@@ -1,9 +1,11 @@
 """Relay forwarding load: datagrams/s and forwarding delay for 1, 10 and 100 channels of 10.
 
-For each UDP mode of the relay (``thread``: the blocking hot loop, the default;
-``asyncio``: the same router on the event loop, the alternative; ``workers2``:
-two SO_REUSEPORT loops; ``thread+limit``: ``thread`` with the per-session voice
-limit computed on every datagram but never reached, for its cost) and each
+For each UDP mode of the relay (``thread``: the blocking hot loop on plaintext
+protocol 1; ``asyncio``: the same router on the event loop, the alternative;
+``workers2``: two SO_REUSEPORT loops; ``thread+limit``: ``thread`` with the
+per-session voice limit computed on every datagram but never reached, for its
+cost; ``sealed``: ``thread`` on protocol 2, the relay as deployed: every datagram
+authenticated, replay-checked and forwarded sealed, side by side with ``thread``) and each
 configuration, the parent starts ``python -m relay`` as a real process,
 authenticates every talker over TCP, registers its UDP socket, then hands the
 sockets to one sender process and one receiver process (multiprocessing spawn).
@@ -24,8 +26,11 @@ other talkers' sockets just fill. Reported: the highest sustained forwarded
 datagrams/s within the limits, the relay's CPU there, and its memory per session
 (RSS growth over the idle relay, divided by the sessions).
 
-Receivers compare the header timestamp (the sender's ``time.monotonic_ns()``)
-with the arrival time. Everything runs on loopback; every loop is bounded in
+Receivers compare the header timestamp (the sender's ``time.monotonic_ns()``;
+in sealed voice the clear counter, which the sender sets to it) with the arrival
+time. The plaintext datagram is 100 bytes (24 of header, 76 of payload); the sealed
+one carries the same 76-byte payload in 143 bytes (127 once the relay strips its tag).
+Everything runs on loopback; every loop is bounded in
 time; the only busy part is the load being measured.
 """
 
@@ -46,12 +51,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from bench.common import parser, summarize, write_result
 from relay.launch import start_relay, stop_relay
 from relay.probe import ProbeClient
 from relay.protocol.datagram import HEADER, HEADER_SIZE
 from relay.protocol.errors import ProtocolError
 from relay.protocol.messages import Join, Message, UserJoined
+from relay.protocol.sealed_datagram import CTR_OFFSET, KIND_VOICE, MIN_SEALED
+from relay.protocol.sealed_datagram import HEADER_SIZE as SEALED_HEADER
+from relay.protocol.voice_crypto import direction_keys, seal_voice
 from relay.udp import RCVBUF
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,14 +76,19 @@ _TS = struct.Struct(">Q")
 # the per-session voice limit (a talker here sends far more than one voice stream);
 # "thread+limit" is "thread" with the limit's arithmetic on every datagram and a
 # ceiling nobody reaches: the limit's cost, in the same run.
-NO_LIMIT = ("--no-voice-limit",)
-UNREACHED_LIMIT = ("--voice-datagrams", "1e7", "--voice-bytes", "1e10")
+# Every mode but "sealed" runs protocol 1 (--insecure): plaintext, as before issue 12.
+NO_LIMIT = ("--no-voice-limit", "--insecure")
+UNREACHED_LIMIT = ("--voice-datagrams", "1e7", "--voice-bytes", "1e10", "--insecure")
 MODES: dict[str, tuple[str, int, tuple[str, ...]]] = {
     "thread": ("thread", 1, NO_LIMIT),
     "asyncio": ("asyncio", 1, NO_LIMIT),
     "workers2": ("thread", 2, NO_LIMIT),
     "thread+limit": ("thread", 1, UNREACHED_LIMIT),
+    "sealed": ("thread", 1, ("--no-voice-limit",)),
 }
+PAYLOAD = DATAGRAM_SIZE - HEADER_SIZE  # the same 76 bytes of "Opus" in both protocols
+# A talker's keys for sealed voice: (user id, up key, media key id, media key).
+Keys = tuple[int, bytes, int, bytes]
 DEFAULT_RELAY = ("thread", 1, ())  # for the ramp: the relay as deployed, limit included
 _COUNTERS = re.compile(r"counters: (.*?) sessions=")
 
@@ -90,10 +105,16 @@ def _sender(
     rate: float,
     cpus: set[int] | None,
     out: Any,
+    keys: list[Keys] | None = None,
 ) -> None:
-    """Send voice round-robin from every talker at ``rate`` datagrams/s in [t0, t0+duration)."""
+    """Send voice round-robin from every talker at ``rate`` datagrams/s in [t0, t0+duration).
+
+    With ``keys``, sealed voice (protocol 2), each datagram sealed as it is sent."""
     if cpus:
         os.sched_setaffinity(0, cpus)
+    if keys is not None:
+        _sealed_sender(socks, keys, relay_addr, t0, duration, rate, out)
+        return
     bufs = [bytearray(DATAGRAM_SIZE) for _ in socks]
     n = len(socks)
     sent = errors = 0
@@ -118,8 +139,48 @@ def _sender(
     out.put({"sent": sent, "send_errors": errors})
 
 
+def _sealed_sender(
+    socks: list[socket.socket],
+    keys: list[Keys],
+    relay_addr: tuple[str, int],
+    t0: float,
+    duration: float,
+    rate: float,
+    out: Any,
+) -> None:
+    """The sender for sealed voice: the counter is the send time in ns (fresh, growing)."""
+    talkers = [(sid, up, key_id, AESGCM(media)) for sid, up, key_id, media in keys]
+    payload = bytes(PAYLOAD)
+    n = len(socks)
+    sent = errors = 0
+    time.sleep(max(0.0, t0 - time.monotonic()))
+    end = t0 + duration
+    now_ns = time.monotonic_ns
+    while (now := time.monotonic()) < end:
+        due = min(int((now - t0) * rate) - sent, 2000)
+        if due <= 0:
+            time.sleep(0.0005)
+            continue
+        for _ in range(due):
+            i = sent % n
+            sid, up, key_id, aead = talkers[i]
+            t = now_ns()
+            data = seal_voice(aead, up, key_id, sid, t, 0, sent // n, t, payload)
+            try:
+                socks[i].sendto(data, relay_addr)
+            except OSError:
+                errors += 1
+            sent += 1
+    out.put({"sent": sent, "send_errors": errors})
+
+
 def _receiver(
-    socks: list[socket.socket], t0: float, duration: float, cpus: set[int] | None, out: Any
+    socks: list[socket.socket],
+    t0: float,
+    duration: float,
+    cpus: set[int] | None,
+    out: Any,
+    sealed: bool = False,
 ) -> None:
     """Count voice arriving in the window and record each one's delay (µs)."""
     if cpus:
@@ -143,10 +204,15 @@ def _receiver(
                     n = recv(buf)
                 except BlockingIOError:
                     break
-                if n <= HEADER_SIZE:
+                if sealed:
+                    if n < SEALED_HEADER + MIN_SEALED or buf[1] != KIND_VOICE:
+                        continue
+                    sent_ns = _TS.unpack_from(buf, CTR_OFFSET)[0]
+                elif n <= HEADER_SIZE:
                     continue
+                else:
+                    sent_ns = _TS.unpack_from(buf, 12)[0]
                 t = now_ns()
-                sent_ns = _TS.unpack_from(buf, 12)[0]
                 if sent_ns < t0_ns:
                     continue  # left over from an earlier phase
                 total += 1
@@ -171,6 +237,7 @@ class RelayUnderTest:
     def __init__(self, channels: int, udp_mode: str, log_path: Path, cpus: set[int] | None) -> None:
         names = [f"c{i}" for i in range(channels)]
         udp, workers, extra = MODES.get(udp_mode, DEFAULT_RELAY)
+        self.sealed = "--insecure" not in extra
         args = ["--udp", udp, "--udp-workers", str(workers), *extra]
         args += ["--grace", "600", "--auth-timeout", "60", "--stats-interval", "3600"]
         args += ["--max-clients", "5000"]
@@ -231,7 +298,7 @@ def _connect_talkers(relay: RelayUnderTest) -> list[ProbeClient]:
     clients: list[ProbeClient] = []
     for ch, name in enumerate(relay.channels):
         for i in range(TALKERS_PER_CHANNEL):
-            c = ProbeClient(HOST, relay.port, timeout=20.0)
+            c = ProbeClient(HOST, relay.port, timeout=20.0, sealed=relay.sealed)
             clients.append(c)
             c.auth(f"t{ch}-{i}")
             if ch:
@@ -266,6 +333,12 @@ def _drain(socks: list[socket.socket]) -> None:
             s.setblocking(True)
 
 
+def _keys(c: ProbeClient) -> Keys:
+    w = c.welcome
+    assert w is not None and w.udp_key is not None and w.media_key is not None
+    return (w.user_id, direction_keys(w.udp_key)[0], w.media_key_id, w.media_key)
+
+
 def run_phase(
     relay: RelayUnderTest,
     clients: list[ProbeClient],
@@ -285,13 +358,14 @@ def run_phase(
     socks = [c.udp for c in clients]
     listened = socks[:sample] if sample else socks
     tokens = [c.token for c in clients]
+    keys = [_keys(c) for c in clients] if relay.sealed else None
     t0 = time.monotonic() + 1.5  # time for both children to start
     procs = [
         ctx.Process(
             target=_sender,
-            args=(socks, tokens, (HOST, relay.port), t0, duration, rate, load_cpus, q),
+            args=(socks, tokens, (HOST, relay.port), t0, duration, rate, load_cpus, q, keys),
         ),
-        ctx.Process(target=_receiver, args=(listened, t0, duration, load_cpus, q)),
+        ctx.Process(target=_receiver, args=(listened, t0, duration, load_cpus, q, relay.sealed)),
     ]
     for p in procs:
         p.start()

@@ -131,6 +131,26 @@ class ReplayWindow:
         }
 
 
+def seal_voice(
+    aead: AESGCM,
+    up: bytes,
+    key_id: int,
+    sid: int,
+    ctr: int,
+    target: int,
+    seq: int,
+    media: int,
+    opus: bytes | memoryview,
+) -> bytes:
+    """One voice datagram for the relay: the clear header, the sealed frame, the relay tag.
+    ``ctr`` must never repeat for ``sid`` under this media key."""
+    head = HEADER.pack(VERSION, KIND_VOICE, key_id, sid, ctr, target)
+    body = head + aead.encrypt(
+        head[SID_OFFSET:TARGET_OFFSET], MEDIA_HEAD.pack(seq, media) + bytes(opus), head
+    )
+    return body + tag(up, body)
+
+
 def counter_start(offset: int, monotonic_ns: int) -> int:
     """Where a sender's ctr starts: the system-wide monotonic clock in microseconds plus
     a per-client offset below 2**62. A restarted network stage of the same client
@@ -193,12 +213,7 @@ class Sealer:
         key_id, aead = self._media
         if not 0 < len(opus) <= MAX_OPUS:
             raise ProtocolError(f"an Opus packet of {len(opus)} bytes cannot be sent")
-        head = HEADER.pack(VERSION, KIND_VOICE, key_id, self.sid, self._next(), target)
-        sealed = aead.encrypt(
-            head[SID_OFFSET:TARGET_OFFSET], MEDIA_HEAD.pack(seq, media) + bytes(opus), head
-        )
-        body = head + sealed
-        return body + tag(self._up, body)
+        return seal_voice(aead, self._up, key_id, self.sid, self._next(), target, seq, media, opus)
 
     def ping(self, stamp: int) -> bytes:
         """A register ping carrying ``stamp`` (the sender's send time plus its offset)."""
