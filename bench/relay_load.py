@@ -148,26 +148,32 @@ def _sealed_sender(
     rate: float,
     out: Any,
 ) -> None:
-    """The sender for sealed voice: the counter is the send time in ns (fresh, growing)."""
+    """The sender for sealed voice. Sealing costs the sender more than the relay's check
+    costs the relay, so every datagram is sealed before ``t0`` (counters must be fresh:
+    none can be sent twice), its counter its planned send time in ns: the delay a
+    receiver computes runs from when the datagram was due, not from when a busy sender
+    got to it (for a paced phase the two are the same)."""
     talkers = [(sid, up, key_id, AESGCM(media)) for sid, up, key_id, media in keys]
     payload = bytes(PAYLOAD)
     n = len(socks)
+    total = int(rate * duration) + 1
+    t0_ns, step = int(t0 * 1e9), 1e9 / rate
+    pool = []
+    for k in range(total):
+        sid, up, key_id, aead = talkers[k % n]
+        planned = t0_ns + int(k * step)
+        pool.append(seal_voice(aead, up, key_id, sid, planned, 0, k // n, planned, payload))
     sent = errors = 0
     time.sleep(max(0.0, t0 - time.monotonic()))
     end = t0 + duration
-    now_ns = time.monotonic_ns
-    while (now := time.monotonic()) < end:
-        due = min(int((now - t0) * rate) - sent, 2000)
+    while (now := time.monotonic()) < end and sent < total:
+        due = min(int((now - t0) * rate) - sent, 2000, total - sent)
         if due <= 0:
             time.sleep(0.0005)
             continue
         for _ in range(due):
-            i = sent % n
-            sid, up, key_id, aead = talkers[i]
-            t = now_ns()
-            data = seal_voice(aead, up, key_id, sid, t, 0, sent // n, t, payload)
             try:
-                socks[i].sendto(data, relay_addr)
+                socks[sent % n].sendto(pool[sent], relay_addr)
             except OSError:
                 errors += 1
             sent += 1
@@ -359,7 +365,8 @@ def run_phase(
     listened = socks[:sample] if sample else socks
     tokens = [c.token for c in clients]
     keys = [_keys(c) for c in clients] if relay.sealed else None
-    t0 = time.monotonic() + 1.5  # time for both children to start
+    # Time for both children to start, and for the sealed sender to seal its load first.
+    t0 = time.monotonic() + 1.5 + (rate * duration * 20e-6 if keys else 0.0)
     procs = [
         ctx.Process(
             target=_sender,

@@ -2,10 +2,10 @@
 
 The relay authenticates every datagram before anything else: its replay window
 (:class:`relay.protocol.voice_crypto.ReplayWindow`) and the session's relay tag
-(HMAC-SHA256 under the session's up key), then routes it as
+(keyed BLAKE2b under the session's up key), then routes it as
 :class:`relay.router.Router` does. Voice is forwarded as the sender sealed it,
 minus the relay tag: the same bytes to every listener, no per-listener
-encryption, so fan-out costs what it cost in plaintext plus one HMAC per
+encryption, so fan-out costs what it cost in plaintext plus one tag check per
 datagram received. The relay opens a voice datagram only for a whisper to
 someone in another channel (one listener), to seal it again under that
 channel's key.
@@ -48,7 +48,7 @@ from relay.router import NOWHERE, Addr, Counters, Dests, Router, VoiceLimit
 
 _SID_CTR = struct.Struct(">IQ")
 _U32 = struct.Struct(">I")
-_SHA256 = hashlib.sha256
+_BLAKE2B = hashlib.blake2b
 WINDOW_COUNTERS = ("good", "late", "lost", "replayed", "too_old")
 
 
@@ -69,8 +69,8 @@ class Peer:
     """What the routing thread knows of one session: its keys and its replay window."""
 
     token: int
-    up: bytes  # the HMAC key of its datagrams to the relay
-    down: bytes  # the HMAC key of the relay's answers to it
+    up: bytes  # the tag key of its datagrams to the relay
+    down: bytes  # the tag key of the relay's answers to it
     key_id: int  # the media key id of its channel
     window: ReplayWindow
 
@@ -175,7 +175,8 @@ class SealedRouter(Router):
         m = n - TAG_SIZE
         view = memoryview(buf)
         body = view[:m]
-        if not hmac.compare_digest(hmac.digest(peer.up, body, _SHA256)[:TAG_SIZE], view[m:n]):
+        if not hmac.compare_digest(_BLAKE2B(body, key=peer.up, digest_size=TAG_SIZE).digest(),
+                                   view[m:n]):  # fmt: skip
             c.drop_bad_auth += 1
             return NOWHERE
         window.accept(ctr)  # authenticated: this counter is spent, whatever happens next
@@ -187,7 +188,7 @@ class SealedRouter(Router):
         if route.addr != addr:
             if kind == KIND_PING:
                 c.register += 1
-                buf[m:n] = hmac.digest(peer.down, body, _SHA256)[:TAG_SIZE]
+                buf[m:n] = _BLAKE2B(body, key=peer.down, digest_size=TAG_SIZE).digest()
                 if self.on_bind is not None:
                     self.on_bind(peer.token, addr, bytes(buf[:n]))
             elif route.addr is None:
@@ -213,7 +214,7 @@ class SealedRouter(Router):
             b.datagrams_until = d
             b.bytes_until = v
         if kind == KIND_PING:
-            buf[m:n] = hmac.digest(peer.down, body, _SHA256)[:TAG_SIZE]
+            buf[m:n] = _BLAKE2B(body, key=peer.down, digest_size=TAG_SIZE).digest()
             c.register += 1
             self.out_n = n
             return route.echo

@@ -5,7 +5,7 @@ receiver authenticates as associated data, then a body:
 
 * voice: the AES-GCM ciphertext of ``seq | media | opus`` under the sender's
   channel media key (nonce ``sid | ctr``), and, on the way to the relay only, a
-  16-byte relay tag (HMAC-SHA256 under the session's own key) that the relay
+  16-byte relay tag (keyed BLAKE2b under the session's own key) that the relay
   checks and strips;
 * register ping: the sender's timestamp (8 bytes) and the relay tag; the relay's
   answer carries the same fields under the session's key for the other direction.
@@ -30,7 +30,7 @@ HEADER_SIZE = HEADER.size  # 19
 KIND_PING = 1
 KIND_VOICE = 2
 KINDS = (KIND_PING, KIND_VOICE)
-TAG_SIZE = 16  # the relay tag: HMAC-SHA256 truncated, as SRTP truncates its HMAC
+TAG_SIZE = 16  # the relay tag: keyed BLAKE2b-128
 GCM_TAG_SIZE = 16
 MEDIA_HEAD = struct.Struct(">QQ")  # inside the ciphertext: frame seq, media timestamp
 STAMP = struct.Struct(">Q")  # a ping's timestamp

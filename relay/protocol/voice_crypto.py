@@ -6,8 +6,10 @@ Two keys protect a datagram (SPEC.md, "Voice datagram, protocol 2"):
   over TLS: it seals ``seq | media | opus`` with the clear header as associated
   data and the nonce ``sid | ctr``. ``sid`` is unique on a relay and ``ctr``
   only grows for one sender, so a nonce never repeats under one key;
-* the **session key**, known only to its client and the relay: two HMAC-SHA256
-  keys derived from it, one per direction, tag each datagram between them. The
+* the **session key**, known only to its client and the relay: two keys derived
+  from it (HMAC-SHA256), one per direction, tag each datagram between them with
+  keyed BLAKE2b-128 (RFC 7693's MAC mode; measured 1.0 us a tag here against
+  2.6 us for HMAC-SHA256, and the relay computes one per datagram received). The
   relay checks the tag of every datagram before it routes, binds an address or
   answers a ping, and forwards the sealed body without re-encrypting it.
 
@@ -64,15 +66,15 @@ def new_media_key() -> bytes:
 
 
 def direction_keys(session_key: bytes) -> tuple[bytes, bytes]:
-    """``(up, down)``: the HMAC keys for client-to-relay and relay-to-client datagrams."""
+    """``(up, down)``: the tag keys for client-to-relay and relay-to-client datagrams."""
     up = hmac.digest(session_key, b"voicechat udp up", "sha256")
     down = hmac.digest(session_key, b"voicechat udp down", "sha256")
     return up, down
 
 
 def tag(key: bytes, data: bytes | bytearray | memoryview) -> bytes:
-    """The 16-byte relay tag of ``data`` under one direction's key."""
-    return hmac.digest(key, data, hashlib.sha256)[:TAG_SIZE]
+    """The 16-byte relay tag of ``data`` under one direction's key: keyed BLAKE2b."""
+    return hashlib.blake2b(data, key=key, digest_size=TAG_SIZE).digest()
 
 
 class ReplayWindow:
