@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PINS_FILE = "known_relays.json"
+CERTIFICATE_CHANGED = "changed: pinned"  # in the refusal's message, for the UI to recognise
 
 
 def default_pins_path() -> Path:
@@ -43,7 +44,7 @@ class Verdict:
     def message(self, server: str, shown: str) -> str:
         """What to tell the user about a CHANGED certificate."""
         return (
-            f"the certificate of {server} changed: pinned {self.pinned}, now shown {shown}. "
+            f"the certificate of {server} {CERTIFICATE_CHANGED} {self.pinned}, now shown {shown}. "
             "Someone may be intercepting the connection, or the relay got a new "
             "certificate; accept the new one only if its operator confirms it"
         )
