@@ -519,6 +519,90 @@ def run_ramp(duration: float, steps: list[int], pin: bool) -> dict[str, Any]:
     }
 
 
+def inproc_designs(rounds: int = 30, batch: int = 300, fan_out: int = 9) -> dict[str, Any]:
+    """The relay's whole per-datagram work for three designs, in this process, interleaved:
+    ``recvfrom_into``-free (the datagram is in a buffer already), the routing decision and
+    one ``sendto`` per listener on loopback. ``plaintext``: protocol 1's Router.
+    ``sealed``: protocol 2 as built (one tag check, the same bytes to everyone).
+    ``hop_by_hop``: Mumble's design, emulated: the same check, then the frame opened once
+    and sealed again for each listener under that listener's key. Returns forwarded
+    datagrams per CPU-second of each, best of ``rounds`` batches."""
+    from relay.protocol.sealed_datagram import HEADER_SIZE as H2
+    from relay.protocol.sealed_datagram import SID_OFFSET, TAG_SIZE, TARGET_OFFSET
+    from relay.protocol.voice_crypto import Sealer
+    from relay.router import Router, RouteTable
+    from relay.sealed_router import SealedRouter
+
+    listeners = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(fan_out)]
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for s in listeners:
+            s.bind((HOST, 0))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        addrs = [s.getsockname() for s in listeners]
+        me = ("127.0.0.1", 1)
+        entries = [(1, 1, "c", me)] + [(10 + i, 10 + i, "c", a) for i, a in enumerate(addrs)]
+        plain = Router()
+        plain.table = RouteTable.build(entries)
+        sealed = SealedRouter({1: bytes(16)})
+        sealed.table = plain.table
+        sealed.update_peers([(1, 1, bytes(32), 1)], [])
+        sender = Sealer(1, bytes(32), 0)
+        sender.set_media_key(1, bytes(16))
+        keys = [AESGCM(bytes([i]) * 16) for i in range(fan_out)]
+        media = AESGCM(bytes(16))
+        p_data = HEADER.pack(1, 0, 0, 0) + bytes(PAYLOAD)
+        send = out.sendto
+
+        def run_plain(n: int) -> None:
+            for _ in range(n):
+                buf = bytearray(p_data)
+                for d in plain.route(buf, len(buf), me):
+                    send(buf, d)
+
+        def run_sealed(n: int, bufs: list[bytearray]) -> None:
+            for buf in bufs[:n]:
+                dests = sealed.route(buf, len(buf), me)
+                data = memoryview(buf)[: sealed.out_n]
+                for d in dests:
+                    send(data, d)
+
+        def run_hop(n: int, bufs: list[bytearray]) -> None:
+            for buf in bufs[:n]:
+                dests = sealed.route(buf, len(buf), me)
+                m = sealed.out_n
+                head = bytes(buf[:H2])
+                nonce = head[SID_OFFSET:TARGET_OFFSET]
+                frame = media.decrypt(nonce, bytes(buf[H2:m]), head)
+                for key, d in zip(keys, dests, strict=False):
+                    send(head + key.encrypt(nonce, frame, head), d)
+
+        best = {"plaintext": 0.0, "sealed": 0.0, "hop_by_hop": 0.0}
+        for _ in range(rounds):
+            fresh = [bytearray(sender.voice(i, i, bytes(PAYLOAD))) for i in range(2 * batch)]
+            for name, work in (
+                ("plaintext", lambda: run_plain(batch)),
+                ("sealed", lambda f=fresh: run_sealed(batch, f[:batch])),
+                ("hop_by_hop", lambda f=fresh: run_hop(batch, f[batch:])),
+            ):
+                t = time.process_time()
+                work()
+                spent = time.process_time() - t
+                if spent > 0:
+                    best[name] = max(best[name], batch * fan_out / spent)
+                _drain(listeners)
+        return {
+            "fan_out": fan_out,
+            "forwarded_per_cpu_s": best,
+            "sealed_vs_plaintext": best["sealed"] / best["plaintext"],
+            "hop_by_hop_vs_plaintext": best["hop_by_hop"] / best["plaintext"],
+            "tag_size": TAG_SIZE,
+        }
+    finally:
+        for s in [*listeners, out]:
+            s.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per phase (default 3)")
@@ -585,6 +669,12 @@ def main(argv: list[str] | None = None) -> None:
         }
         for key, r in best.items()
     }
+    designs = inproc_designs(rounds=3 if args.quick else 30)
+    fpc = designs["forwarded_per_cpu_s"]
+    print("in-process, fan-out 9, forwarded per CPU-second: " + ", ".join(
+        f"{k} {v:.0f}" for k, v in fpc.items()) + f"; sealed/plaintext "
+        f"{designs['sealed_vs_plaintext']:.2f}, hop-by-hop/plaintext "
+        f"{designs['hop_by_hop_vs_plaintext']:.2f}", flush=True)  # fmt: skip
     ramp = None
     if not args.no_ramp:
         steps = [10, 20] if args.quick else RAMP_TALKERS
@@ -605,6 +695,7 @@ def main(argv: list[str] | None = None) -> None:
             "cpus": os.cpu_count(),
             "relay_udp_rcvbuf_requested": RCVBUF,
             "best_of_repeats": summary,
+            "inproc_designs": designs,
             "runs": runs,
         },
         args.out,
