@@ -196,3 +196,14 @@ def test_an_answer_with_any_timestamp_gives_a_sane_rtt_or_is_refused(
         assert link.rtt_ns is not None and 0 <= link.rtt_ns <= MAX_RTT_NS
     else:
         assert link.counters["bad_register_echo"] == 1
+
+
+def test_a_new_session_forgets_the_speakers_windows() -> None:
+    alice, bob = linked(9), linked(10)
+    heard = alice.seal(1, 0, b"x")[:-TAG_SIZE]
+    assert bob.received(memoryview(heard), 1) is not None
+    bob.set_session(10, bytes(32), 2)  # a restarted relay: a new key, ids from 1 again
+    stranger = VoiceLink()  # another user given id 9 by that relay, its counter far lower
+    stranger.set_session(9, KEY, 0)
+    stranger.set_media_key(1, MEDIA)
+    assert bob.received(memoryview(stranger.seal(1, 0, b"y")[:-TAG_SIZE]), 3) is not None

@@ -88,6 +88,7 @@ class VoiceLink:
         # receiver thread can copy the dict for stats while it runs.
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._udp_key = b""
+        self._media: tuple[int, bytes] | None = None
         self._echo_top = -1  # the highest counter of a ping answer taken: older ones are replays
         self._next_register = 0
         self._next_keepalive = 0
@@ -96,6 +97,10 @@ class VoiceLink:
     def token(self) -> int:
         """Non-zero once there is a session (its public id: no secret is kept here)."""
         return self.sid if self.sealer is not None else 0
+
+    def has_session(self, sid: int, udp_key: bytes) -> bool:
+        """Whether this is the session we already have (same id and UDP key)."""
+        return self.sealer is not None and sid == self.sid and udp_key == self._udp_key
 
     def set_session(self, sid: int, udp_key: bytes, now: int) -> None:
         """A new or resumed session (our user id and its UDP key): register right away."""
@@ -110,10 +115,17 @@ class VoiceLink:
                 old.close()
             self.sid, self._udp_key = sid, udp_key
             self._echo_top = -1
+            # A new session may be on a restarted relay, which hands out user ids (and
+            # so speakers' ids) again from 1: the old windows would refuse the new
+            # speakers' counters as too old.
+            self.opener.windows.clear()
         self._next_register = now
 
     def set_media_key(self, key_id: int, key: bytes) -> None:
         """The media key of the channel we are in: what we seal with, and open with."""
+        if self._media == (key_id, key) and (self.sealer is None or self.sealer.ready):
+            return
+        self._media = (key_id, key)
         if self.sealer is not None:
             self.sealer.set_media_key(key_id, key)
         self.opener.add_media_key(key_id, key)

@@ -72,10 +72,10 @@ class _Network:
             except OSError:
                 self.counts.resolve_errors += 1
         link = self.link
-        if event.user_id != link.sid or link.sealer is None:
+        if not link.has_session(event.user_id, event.udp_key):  # new, or a restarted relay's
             link.set_session(event.user_id, event.udp_key, time.monotonic_ns())
-        if event.media_key and (link.sealer is None or link.sealer.key_id != event.media_key_id):
-            link.set_media_key(event.media_key_id, event.media_key)
+        if event.media_key:
+            link.set_media_key(event.media_key_id, event.media_key)  # a no-op if unchanged
 
     def _whisper(self, cmd: ev.WhisperCmd) -> None:
         self.link.target = cmd.target
