@@ -139,6 +139,9 @@ def _sender(
     out.put({"sent": sent, "send_errors": errors})
 
 
+PRESEAL_MAX = 200_000  # datagrams sealed ahead of a phase; a longer one seals as it goes
+
+
 def _sealed_sender(
     socks: list[socket.socket],
     keys: list[Keys],
@@ -148,21 +151,24 @@ def _sealed_sender(
     rate: float,
     out: Any,
 ) -> None:
-    """The sender for sealed voice. Sealing costs the sender more than the relay's check
-    costs the relay, so every datagram is sealed before ``t0`` (counters must be fresh:
-    none can be sent twice), its counter its planned send time in ns: the delay a
-    receiver computes runs from when the datagram was due, not from when a busy sender
-    got to it (for a paced phase the two are the same)."""
+    """The sender for sealed voice; each datagram's counter is its planned send time in
+    ns (fresh and growing: none can be sent twice), so the delay a receiver computes
+    runs from when it was due. Sealing costs this sender more than the relay's check
+    costs the relay, so a saturating phase (at most PRESEAL_MAX datagrams) is sealed
+    before ``t0``; a longer, paced one (a soak) is sealed as it goes, which at 50
+    datagrams/s a talker it keeps up with."""
     talkers = [(sid, up, key_id, AESGCM(media)) for sid, up, key_id, media in keys]
     payload = bytes(PAYLOAD)
     n = len(socks)
     total = int(rate * duration) + 1
     t0_ns, step = int(t0 * 1e9), 1e9 / rate
-    pool = []
-    for k in range(total):
+
+    def seal(k: int) -> bytes:
         sid, up, key_id, aead = talkers[k % n]
         planned = t0_ns + int(k * step)
-        pool.append(seal_voice(aead, up, key_id, sid, planned, 0, k // n, planned, payload))
+        return seal_voice(aead, up, key_id, sid, planned, 0, k // n, planned, payload)
+
+    pool = [seal(k) for k in range(total)] if total <= PRESEAL_MAX else None
     sent = errors = 0
     time.sleep(max(0.0, t0 - time.monotonic()))
     end = t0 + duration
@@ -173,7 +179,7 @@ def _sealed_sender(
             continue
         for _ in range(due):
             try:
-                socks[sent % n].sendto(pool[sent], relay_addr)
+                socks[sent % n].sendto(seal(sent) if pool is None else pool[sent], relay_addr)
             except OSError:
                 errors += 1
             sent += 1
@@ -366,7 +372,8 @@ def run_phase(
     tokens = [c.token for c in clients]
     keys = [_keys(c) for c in clients] if relay.sealed else None
     # Time for both children to start, and for the sealed sender to seal its load first.
-    t0 = time.monotonic() + 1.5 + (rate * duration * 20e-6 if keys else 0.0)
+    preseal = rate * duration <= PRESEAL_MAX
+    t0 = time.monotonic() + 1.5 + (rate * duration * 20e-6 if keys and preseal else 0.0)
     procs = [
         ctx.Process(
             target=_sender,
