@@ -631,11 +631,14 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(MODES),
         help="comma-separated relay modes to measure (default all: " + ", ".join(MODES) + ")",
     )
+    ap.add_argument(
+        "--channels", default="1,10,100", help="comma-separated channel counts (default 1,10,100)"
+    )
     args = ap.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     if not modes or any(m not in MODES for m in modes):
         ap.error(f"--modes takes some of {', '.join(MODES)}")
-    configs = [1] if args.quick else [1, 10, 100]
+    configs = [1] if args.quick else [int(c) for c in args.channels.split(",") if c]
     duration = 0.3 if args.quick else args.duration
     offered = 2000 if args.quick else args.offered
     runs = []
