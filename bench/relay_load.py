@@ -346,9 +346,12 @@ def _drain(socks: list[socket.socket]) -> None:
 
 
 def _keys(c: ProbeClient) -> Keys:
+    """A talker's keys: its session's up key, the media key of the channel it is in now."""
     w = c.welcome
-    assert w is not None and w.udp_key is not None and w.media_key is not None
-    return (w.user_id, direction_keys(w.udp_key)[0], w.media_key_id, w.media_key)
+    assert w is not None and w.udp_key is not None and c.sealer is not None
+    media = c.sealer.media_key
+    assert media is not None
+    return (w.user_id, direction_keys(w.udp_key)[0], media[0], media[1])
 
 
 def run_phase(
