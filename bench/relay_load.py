@@ -165,7 +165,7 @@ def _sealed_sender(
 
     def seal(k: int) -> bytes:
         sid, up, key_id, aead = talkers[k % n]
-        planned = t0_ns + int(k * step)
+        planned = t0_ns + int((k + 1) * step)  # the loop below sends k once k + 1 are due
         return seal_voice(aead, up, key_id, sid, planned, 0, k // n, planned, payload)
 
     pool = [seal(k) for k in range(total)] if total <= PRESEAL_MAX else None
