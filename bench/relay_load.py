@@ -140,6 +140,7 @@ def _sender(
 
 
 PRESEAL_MAX = 200_000  # datagrams sealed ahead of a phase; a longer one seals as it goes
+PACED_MAX = 5000.0  # datagrams/s a sealed sender seals as it goes (paced phases)
 
 
 def _sealed_sender(
@@ -151,24 +152,27 @@ def _sealed_sender(
     rate: float,
     out: Any,
 ) -> None:
-    """The sender for sealed voice; each datagram's counter is its planned send time in
-    ns (fresh and growing: none can be sent twice), so the delay a receiver computes
-    runs from when it was due. Sealing costs this sender more than the relay's check
-    costs the relay, so a saturating phase (at most PRESEAL_MAX datagrams) is sealed
-    before ``t0``; a longer, paced one (a soak) is sealed as it goes, which at 50
-    datagrams/s a talker it keeps up with."""
+    """The sender for sealed voice. Sealing costs this sender more than the relay's check
+    costs the relay, so a saturating phase (above PACED_MAX datagrams/s, at most
+    PRESEAL_MAX of them) is sealed before ``t0``, each counter the datagram's planned
+    send time in ns (fresh and growing: none can be sent twice); a paced phase, like
+    the plaintext sender, seals each datagram as it sends it with its counter the
+    send time, so the paced delays of both protocols run from the same instant."""
     talkers = [(sid, up, key_id, AESGCM(media)) for sid, up, key_id, media in keys]
     payload = bytes(PAYLOAD)
     n = len(socks)
     total = int(rate * duration) + 1
     t0_ns, step = int(t0 * 1e9), 1e9 / rate
+    now_ns = time.monotonic_ns
 
-    def seal(k: int) -> bytes:
+    def seal(k: int, ctr: int) -> bytes:
         sid, up, key_id, aead = talkers[k % n]
-        planned = t0_ns + int((k + 1) * step)  # the loop below sends k once k + 1 are due
-        return seal_voice(aead, up, key_id, sid, planned, 0, k // n, planned, payload)
+        return seal_voice(aead, up, key_id, sid, ctr, 0, k // n, ctr, payload)
 
-    pool = [seal(k) for k in range(total)] if total <= PRESEAL_MAX else None
+    pool = None
+    if rate > PACED_MAX and total <= PRESEAL_MAX:
+        # The loop below sends datagram k once k + 1 are due.
+        pool = [seal(k, t0_ns + int((k + 1) * step)) for k in range(total)]
     sent = errors = 0
     time.sleep(max(0.0, t0 - time.monotonic()))
     end = t0 + duration
@@ -178,8 +182,9 @@ def _sealed_sender(
             time.sleep(0.0005)
             continue
         for _ in range(due):
+            data = seal(sent, now_ns()) if pool is None else pool[sent]
             try:
-                socks[sent % n].sendto(seal(sent) if pool is None else pool[sent], relay_addr)
+                socks[sent % n].sendto(data, relay_addr)
             except OSError:
                 errors += 1
             sent += 1
@@ -375,7 +380,7 @@ def run_phase(
     tokens = [c.token for c in clients]
     keys = [_keys(c) for c in clients] if relay.sealed else None
     # Time for both children to start, and for the sealed sender to seal its load first.
-    preseal = rate * duration <= PRESEAL_MAX
+    preseal = rate > PACED_MAX and rate * duration <= PRESEAL_MAX
     t0 = time.monotonic() + 1.5 + (rate * duration * 20e-6 if keys and preseal else 0.0)
     procs = [
         ctx.Process(
