@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import parser, summarize, write_result
+from pipeline.core.jitter import JitterBuffer
 from pipeline.demo import ROOT
 from pipeline.media.audio_format import FRAME_NS, SAMPLE_RATE
 from pipeline.media.opus import OpusEncoder
@@ -56,7 +57,9 @@ HOPS = [
 ]
 
 
-def run_call(port: int, seconds: float, trace: Path, playback_frames: int) -> dict[str, Any]:
+def run_call(
+    port: int, seconds: float, trace: Path, playback_frames: int, jitter: str = "adaptive"
+) -> dict[str, Any]:
     """One echo call with per-frame tracing, as a user would run the headless client.
 
     Returns the client's final stats (its --stats-json).
@@ -66,6 +69,7 @@ def run_call(port: int, seconds: float, trace: Path, playback_frames: int) -> di
         f"bench{playback_frames}", "--input", "speech", "--output", "null",
         "--duration", str(seconds), "--trace", str(trace), "--quiet",
         "--playback-frames", str(playback_frames), "--stats-json", str(trace / "stats.json"),
+        "--jitter", jitter,
     ]  # fmt: skip
     subprocess.run(cmd, cwd=ROOT, check=True, timeout=seconds + 60)
     stats: dict[str, Any] = json.loads((trace / "stats.json").read_text())["stats"]
@@ -88,7 +92,7 @@ def join(trace: Path) -> dict[str, np.ndarray]:
     snd = _index(np.load(trace / "send.npy"))  # seq, t_in, t_sent
     rcv = _index(np.load(trace / "recv.npy"))  # seq, t_received, speaker
     psh = _index(np.load(trace / "push.npy"))  # seq, t_pushed
-    dec = _index(np.load(trace / "decode.npy"))  # seq, t_render_start, t_render_end
+    dec = _index(np.load(trace / "decode.npy"))  # seq, t_render_start, t_render_end, ahead
     ply = _index(np.load(trace / "playback.npy"))  # seq, t_played, flags
     hops: dict[str, list[float]] = {h: [] for h in [*HOPS, "total"]}
     for seq, p in ply.items():
@@ -101,11 +105,13 @@ def join(trace: Path) -> dict[str, np.ndarray]:
         # Consecutive differences of one frame's timestamps: the hops add up to the total.
         t = [
             e[1] - c[1], e[2] - e[1], s[1] - e[2], s[2] - s[1], r[1] - s[2],
-            u[1] - r[1], d[1] - u[1], d[2] - d[1], p[1] - d[2],
+            u[1] - r[1], d[1] - u[1], d[2] - d[1], p[1] - d[2] + d[3],
         ]  # fmt: skip
         for name, ns in zip(HOPS, t, strict=True):
             hops[name].append(ns / 1e6)
-        hops["total"].append((p[1] - c[1]) / 1e6)
+        # d[3]: the frame's audio starts that far into the mixed frame (after audio that
+        # time-stretching left queued), so it reaches the ear that much later.
+        hops["total"].append((p[1] - c[1] + d[3]) / 1e6)
     return {k: np.asarray(v) for k, v in hops.items()}
 
 
@@ -144,12 +150,21 @@ def crypto_per_frame_us(rounds: int = 20_000) -> dict[str, float]:
     return out
 
 
-def floor_ms() -> dict[str, float]:
+# The configurations compared in one run: (jitter buffer, frames queued for the sink).
+CONFIGS = (("fixed", 2), ("adaptive", 2), ("adaptive", 1))
+
+
+def floor_ms(jitter: str = "adaptive") -> dict[str, float]:
+    """What a frame cannot avoid: its own 20 ms of capture, the Opus lookahead, one 20 ms
+    sink block, and the jitter buffer's least hold: the fixed buffer's 2-packet start, or
+    the adaptive buffer's scheduling margin (the packet must be in hand when the sink asks,
+    and this 2-core machine's wake-ups vary by a few ms)."""
     lookahead = OpusEncoder().lookahead / SAMPLE_RATE * 1000
+    hold = 2 * FRAME_NS / 1e6 if jitter == "fixed" else JitterBuffer().margin_ns / 1e6
     parts = {
         "frame": FRAME_NS / 1e6,
         "opus_lookahead": lookahead,
-        "jitter_watermark": 2 * FRAME_NS / 1e6,
+        "jitter_hold": hold,
         "sink_block": FRAME_NS / 1e6,
     }
     parts["total"] = sum(parts.values())
@@ -165,29 +180,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     configs: dict[str, Any] = {}
     raw: dict[str, np.ndarray] = {}
     try:
-        for frames in (2, 1):
+        for jitter, frames in CONFIGS:
             with tempfile.TemporaryDirectory(prefix="vc-trace-") as tmp:
-                stats = run_call(port, seconds, Path(tmp), frames)
+                stats = run_call(port, seconds, Path(tmp), frames, jitter)
                 hops = join(Path(tmp))
-            raw.update({f"frames{frames}/{k}": v for k, v in hops.items()})
+            name = f"{jitter}, playback_frames={frames}"
+            raw.update({f"{jitter}{frames}/{k}": v for k, v in hops.items()})
             config: dict[str, Any] = {k: summarize(v) for k, v in hops.items()}
             config["playback_underflows"] = stats.get("playback", {}).get("underflows")
             config["concealed"] = sum(
                 s.get("concealed", 0) for s in stats.get("decode", {}).get("speakers", [])
             )
-            configs[f"playback_frames={frames}"] = config
+            speakers = stats.get("decode", {}).get("speakers", [])
+            for key in ("target_ms", "delay_ms", "accelerated_ms", "expanded_ms"):
+                config[key] = max((s.get(key, 0.0) for s in speakers), default=0.0)
+            config["floor_ms"] = floor_ms(jitter)
+            configs[name] = config
     finally:
         stop_relay(proc)
-    floor = floor_ms()
     result: dict[str, Any] = {
         "seconds": seconds,
-        "floor_ms": floor,
         "configs": configs,
         "crypto_per_frame_us": crypto_per_frame_us(2_000 if args.quick else 20_000),
     }
-    unseen = floor["frame"] + floor["opus_lookahead"]
     for hops in configs.values():
-        total = hops["total"]
+        total, floor = hops["total"], hops["floor_ms"]
+        unseen = floor["frame"] + floor["opus_lookahead"]
         if total.get("n"):
             hops["mouth_to_ear_estimate_ms"] = {
                 k: total[k] + unseen for k in ("p50", "p99", "p99.9", "max")
@@ -216,7 +234,7 @@ def print_table(result: dict[str, Any]) -> None:
             est = hops["mouth_to_ear_estimate_ms"]
             print(
                 f"  mouth-to-ear estimate p50 {est['p50']:.1f} ms, p99 {est['p99']:.1f} ms; "
-                f"floor {result['floor_ms']['total']:.1f} ms; overhead "
+                f"floor {hops['floor_ms']['total']:.1f} ms; overhead "
                 f"{hops['overhead_above_floor_ms']:+.1f} ms (p50); "
                 f"underflows {hops['playback_underflows']}, concealed {hops['concealed']}"
             )

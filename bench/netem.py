@@ -125,6 +125,12 @@ class Impairment:
       larger than the gap between datagrams reorders them, as Linux netem does.
       Real paths mostly keep one flow in order and let delay pile up instead:
       set ``in_order`` to hold each datagram until the one before it has gone.
+    * ``jitter_sd_ms``: a further delay drawn from a normal distribution with this
+      standard deviation around twice it, cut at zero: one-way delay that wanders as on
+      a Wi-Fi or mobile path (and reorders, like ``jitter_ms``). Jitter figures quoted as
+      "the standard deviation of the one-way delay" mean this one.
+    * ``stall_ms`` every ``stall_every_ms``: the link stops for ``stall_ms`` (as Wi-Fi
+      does while it rescans or retries) and what arrived meanwhile leaves at its end.
     * ``loss_percent``: independent random loss.
     * ``burst``: Gilbert-Elliott burst loss (see :func:`gilbert_elliott`); when set
       together with ``loss_percent`` a datagram is lost if either model drops it.
@@ -146,6 +152,9 @@ class Impairment:
 
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
+    jitter_sd_ms: float = 0.0
+    stall_ms: float = 0.0
+    stall_every_ms: float = 0.0
     loss_percent: float = 0.0
     burst: GilbertElliott | None = None
     reorder_percent: float = 0.0
@@ -157,7 +166,10 @@ class Impairment:
     seq_keyed: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("delay_ms", "jitter_ms", "reorder_extra_ms"):
+        for name in (
+            "delay_ms", "jitter_ms", "jitter_sd_ms", "stall_ms", "stall_every_ms",
+            "reorder_extra_ms",
+        ):  # fmt: skip
             v = getattr(self, name)
             if not 0.0 <= v < math.inf:  # also rejects NaN
                 raise ValueError(f"{name}={v} must be a finite number of ms, zero or more")
@@ -220,6 +232,10 @@ class Impairer:
         im = impairment
         self._delay_ns = round(im.delay_ms * NS_PER_MS)
         self._jitter_ns = round(im.jitter_ms * NS_PER_MS)
+        self._jitter_sd_ns = im.jitter_sd_ms * NS_PER_MS
+        self._stall_ns = round(im.stall_ms * NS_PER_MS)
+        self._stall_every_ns = round(im.stall_every_ms * NS_PER_MS)
+        self._first_ns: int | None = None  # stalls are timed from the first datagram
         self._reorder_ns = round(im.reorder_extra_ms * NS_PER_MS)
         self._loss = im.loss_percent / 100.0
         self._reorder = im.reorder_percent / 100.0
@@ -248,6 +264,15 @@ class Impairer:
         release = now_ns + self._delay_ns
         if self._jitter_ns:
             release += self._rng["jitter"].randint(0, self._jitter_ns)
+        if self._jitter_sd_ns:
+            sd = self._jitter_sd_ns
+            release += max(0, round(self._rng["jitter"].gauss(2 * sd, sd)))
+        if self._stall_ns and self._stall_every_ns:
+            if self._first_ns is None:
+                self._first_ns = now_ns
+            into = (now_ns - self._first_ns) % self._stall_every_ns
+            if into < self._stall_ns:  # the link is stalled: out when it comes back
+                release += self._stall_ns - into
         if self._reorder and self._rng["reorder"].random() < self._reorder:
             release += self._reorder_ns
             c.reordered += 1
@@ -578,6 +603,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--delay", type=float, default=0.0, metavar="MS", help="one-way delay")
     ap.add_argument("--jitter", type=float, default=0.0, metavar="MS", help="uniform extra delay")
     ap.add_argument(
+        "--jitter-sd", type=float, default=0.0, metavar="MS", help="normal extra delay, this s.d."
+    )
+    ap.add_argument("--stall", type=float, default=0.0, metavar="MS", help="link stalls this long")
+    ap.add_argument("--stall-every", type=float, default=0.0, metavar="MS", help="stall period")
+    ap.add_argument(
         "--in-order", action="store_true", help="jitter never reorders (delay piles up instead)"
     )
     ap.add_argument("--loss", type=float, default=0.0, metavar="PCT", help="loss percentage")
@@ -609,6 +639,9 @@ def impairment_from_args(args: argparse.Namespace) -> Impairment:
     return Impairment(
         delay_ms=args.delay,
         jitter_ms=args.jitter,
+        jitter_sd_ms=args.jitter_sd,
+        stall_ms=args.stall,
+        stall_every_ms=args.stall_every,
         loss_percent=0.0 if burst else args.loss,
         burst=burst,
         reorder_percent=args.reorder,

@@ -43,17 +43,24 @@ def _f(x: Any, digits: int = 2) -> str:
 
 def latency_section(doc: dict[str, Any]) -> list[str]:
     out = ["## Mouth-to-ear latency of an echo call (loopback)", ""]
-    floor = doc["floor_ms"]
     out.append(
-        f"Measured per frame from stage timestamps over {doc['seconds']:.0f} s per configuration. "
-        f"Floor: {floor['frame']:.0f} ms frame + {floor['opus_lookahead']:.1f} ms Opus lookahead + "
-        f"{floor['jitter_watermark']:.0f} ms jitter watermark + {floor['sink_block']:.0f} ms sink "
-        f"block = **{floor['total']:.1f} ms**. Times in ms. A packet waits 20-40 ms in the "
-        f"jitter buffer, not the full watermark: where in that range depends on the phase "
-        f"between the sender's and the sink's 20 ms clocks, which differs from run to run."
+        f"Measured per frame from stage timestamps over {doc['seconds']:.0f} s per configuration, "
+        "all in one run. The fixed jitter buffer starts at two packets and never adapts; the "
+        "adaptive one holds each speaker's measured delay quantile plus a scheduling margin and "
+        "reaches it by time-stretching. Times in ms."
     )
     for name, hops in doc["configs"].items():
+        floor = hops["floor_ms"]
         out += ["", f"### {name}", ""]
+        out.append(
+            f"Floor: {floor['frame']:.0f} ms frame + {floor['opus_lookahead']:.1f} ms Opus "
+            f"lookahead + {floor['jitter_hold']:.0f} ms jitter hold + {floor['sink_block']:.0f} ms "
+            f"sink block = **{floor['total']:.1f} ms**. Adaptive playout: target "
+            f"{_f(hops.get('target_ms'), 1)} ms, delay {_f(hops.get('delay_ms'), 1)} ms above the "
+            f"fastest packet; time-stretched {_f(hops.get('accelerated_ms'), 0)} ms shorter, "
+            f"{_f(hops.get('expanded_ms'), 0)} ms longer."
+        )
+        out.append("")
         rows = [
             [h, *(_f(hops[h][k]) for k in ("p50", "p99", "p99.9", "max"))]
             for h in [*HOPS, "total"]
@@ -111,6 +118,22 @@ def quality_section(doc: dict[str, Any]) -> list[str]:
     out += ["", "A lost frame is rebuilt from the next packet's in-band FEC (fec+plc), "
             "synthesised by Opus PLC (plc), or played as silence (none). Loss is keyed by "
             "sequence number, so every mode loses the same frames of the stream."]  # fmt: skip
+    jitter = doc.get("jitter_runs") or []
+    if jitter:
+        out += ["", "### Playout under jitter: fixed against adaptive jitter buffer (same run)", ""]
+        rows = []
+        for r in jitter:
+            m2e = r.get("mouth_to_ear_ms") or {}
+            rows.append([r["condition"], r["jitter_buffer"], _f(r["pesq_wb"]),
+                         _f(m2e.get("p50"), 1), _f(m2e.get("p95"), 1), str(r.get("late")),
+                         _f(r.get("target_ms"), 1), _f(r.get("accelerated_ms"), 0),
+                         _f(r.get("expanded_ms"), 0)])  # fmt: skip
+        header = ["path", "jitter buffer", "PESQ", "mouth-to-ear p50 ms", "p95 ms",
+                  "late packets", "target ms", "accelerated ms", "expanded ms"]  # fmt: skip
+        out += _table(header, rows)
+        out += ["", "Jitter is the standard deviation of a normal one-way delay (it reorders); "
+                "mouth-to-ear is measured per frame on one clock, talker capture to listener sink, "
+                "plus the capture block and the Opus lookahead."]  # fmt: skip
     return out
 
 
@@ -198,7 +221,7 @@ def plots(folder: Path) -> list[str]:
     lat = _load(folder, "latency")
     if frames.exists() and lat:
         data = np.load(frames)
-        config = "frames2" if "frames2/total" in data else next(iter(data)).split("/")[0]
+        config = "adaptive1" if "adaptive1/total" in data else next(iter(data)).split("/")[0]
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for hop in [*HOPS, "total"]:
             key = f"{config}/{hop}"
@@ -209,7 +232,8 @@ def plots(folder: Path) -> list[str]:
         ax.set_xlabel("ms (log)")
         ax.set_ylabel("fraction of frames")
         ax.set_title(
-            f"Latency per stage, echo call ({config.replace('frames', 'playback queue ')})"
+            f"Latency per stage, echo call ({config[:-1]} jitter buffer, "
+            f"playback queue {config[-1]})"
         )
         ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3)
@@ -220,9 +244,9 @@ def plots(folder: Path) -> list[str]:
 
         fig, ax = plt.subplots(figsize=(8, 3.2))
         names = list(lat["configs"])
-        floor = lat["floor_ms"]
         for i, name in enumerate(names):
             hops = lat["configs"][name]
+            floor = hops["floor_ms"]
             left = 0.0
             segments = [
                 ("capture block", floor["frame"]),
@@ -232,7 +256,9 @@ def plots(folder: Path) -> list[str]:
             for j, (label, width) in enumerate(segments):
                 ax.barh(i, width, left=left, color=plt.cm.tab20(j), label=label if i == 0 else None)
                 left += width
-        ax.axvline(floor["total"], color="k", ls="--", label=f"floor {floor['total']:.1f} ms")
+        for i, name in enumerate(names):
+            total = lat["configs"][name]["floor_ms"]["total"]
+            ax.plot([total, total], [i - 0.4, i + 0.4], color="k", ls="--")
         ax.set_yticks(range(len(names)), names)
         ax.set_xlabel("ms (medians per hop)")
         ax.set_title("Mouth-to-ear budget")

@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--no-plc", action="store_true", help="lost frames play as silence (benchmarks)"
     )
+    ap.add_argument(
+        "--jitter",
+        choices=("adaptive", "fixed"),
+        default="adaptive",
+        help="playout: follow the measured jitter and time-stretch, or a fixed 2-packet start",
+    )
     ap.add_argument("--quiet", action="store_true", help="no live status line")
     ap.add_argument("--log-level", default="WARNING")
     ap.add_argument("--password", default="", help="the relay's password, if it has one")
@@ -136,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         fec=not args.no_fec,
         loss_hint=args.loss_hint,
         plc=not args.no_plc,
+        jitter=args.jitter,
         password=args.password,
         accept_new_certificate=args.accept_new_certificate,
     )

@@ -146,6 +146,26 @@ def test_jitter_wider_than_the_frame_gap_reorders() -> None:
     assert order != sorted(order)
 
 
+def test_normal_jitter_has_its_standard_deviation_and_reorders() -> None:
+    _, out = run(Impairment(jitter_sd_ms=30, seed=2), 5000)
+    extra = [(r - i * FRAME_NS) / n.NS_PER_MS for r, i in out]
+    mean = sum(extra) / len(extra)
+    sd = (sum((x - mean) ** 2 for x in extra) / len(extra)) ** 0.5
+    assert 55 < mean < 65 and 27 < sd < 33 and min(extra) >= 0
+    order = [i for _, i in sorted(out)]
+    assert order != sorted(order)
+
+
+def test_a_stall_holds_what_arrives_until_it_ends() -> None:
+    _, out = run(Impairment(stall_ms=150, stall_every_ms=3000, seed=1), 300)
+    held = {i: (r - i * FRAME_NS) / n.NS_PER_MS for r, i in out if r != i * FRAME_NS}
+    # Frames 0-7 (0-140 ms) wait for the end of the first stall at 150 ms, and so on
+    # every 3 s (150 frames); everything else passes untouched.
+    assert sorted(held) == [*range(8), *range(150, 158)]
+    assert held[0] == 150 and held[7] == 10
+    assert max(r for r, i in out if i < 8) == 150 * n.NS_PER_MS
+
+
 def test_in_order_jitter_never_reorders_and_keeps_its_bounds() -> None:
     imp = Impairment(delay_ms=10, jitter_ms=60, in_order=True, seed=1)
     im, out = run(imp, 2000)

@@ -15,15 +15,20 @@ def test_report_from_results(tmp_path: Path) -> None:
     hops: dict[str, object] = {h: summarize([1.0, 2.0]) for h in [*report.HOPS, "total"]}
     hops["mouth_to_ear_estimate_ms"] = {"p50": 80.0, "p99": 90.0, "p99.9": 91.0, "max": 92.0}
     hops["overhead_above_floor_ms"] = -6.5
-    floor = {"frame": 20, "opus_lookahead": 6.5, "jitter_watermark": 40, "sink_block": 20,
-             "total": 86.5}  # fmt: skip
-    write_result("latency", {"seconds": 60, "floor_ms": floor,
-                             "configs": {"playback_frames=2": hops}}, tmp_path)  # fmt: skip
+    hops["floor_ms"] = {"frame": 20, "opus_lookahead": 6.5, "jitter_hold": 6, "sink_block": 20,
+                        "total": 52.5}  # fmt: skip
+    configs = {"adaptive, playback_frames=1": hops}
+    write_result("latency", {"seconds": 60, "configs": configs}, tmp_path)
     np.savez(tmp_path / "latency_frames.npz",
-             **{f"frames2/{h}": np.linspace(0.1, 50, 100) for h in [*report.HOPS, "total"]})  # type: ignore[arg-type]  # fmt: skip
+             **{f"adaptive1/{h}": np.linspace(0.1, 50, 100) for h in [*report.HOPS, "total"]})  # type: ignore[arg-type]  # fmt: skip
     write_result("quality", {"runs": [
         {"condition": "0%", "mode": "plc", "pesq_wb": 4.2},
         {"condition": "5% random", "mode": "plc", "pesq_wb": 3.1},
+    ], "jitter_runs": [
+        {"condition": "30 ms jitter", "jitter_buffer": "fixed", "pesq_wb": 2.4, "late": 130,
+         "mouth_to_ear_ms": {"p50": 150.0, "p95": 170.0}},
+        {"condition": "30 ms jitter", "jitter_buffer": "adaptive", "pesq_wb": 3.9, "late": 9,
+         "mouth_to_ear_ms": {"p50": 170.0, "p95": 180.0}, "target_ms": 80.0},
     ]}, tmp_path)  # fmt: skip
     write_result("client_cost", {"talking": {"A.decode": {"cpu_percent": 2.0, "rss_mib": 40}},
                                  "idle": {"idle.decode": {"cpu_percent": 0.5, "rss_mib": 39}}},
@@ -33,7 +38,8 @@ def test_report_from_results(tmp_path: Path) -> None:
     text = path.read_text()
     for heading in ("Mouth-to-ear latency", "Client cost", "Speech quality", "relay_load"):
         assert heading in text
-    assert "86.5 ms" in text and "| jitter_wait |" in text
+    assert "52.5 ms" in text and "| jitter_wait |" in text
+    assert "| 30 ms jitter | adaptive | 3.90 |" in text
     for png in ("latency_cdf.png", "latency_budget.png", "quality.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
         assert f"]({png})" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -129,6 +130,7 @@ def test_late_packet_is_concealed_then_dropped_as_late() -> None:
     assert any(isinstance(o, Recover | Conceal) and o.seq == 10 for o in out)
     s = sim.jb.stats
     assert s.late == 1 and s.lost == 1
+    assert s.late_percent > 0  # the late share a listener reports back to the speaker
 
 
 def test_burst_loss_conceals_a_little_then_rebuffers() -> None:
@@ -329,3 +331,124 @@ def test_ordinary_jitter_never_discards() -> None:
     rng = random.Random(7)
     sim.run({k: rng.randint(0, 50) * MS for k in range(300)}, n=300, ticks=320)
     assert sim.jb.stats.discarded == 0
+
+
+# --- adaptive playout -----------------------------------------------------------------
+
+
+def adaptive_run(
+    arrivals: list[tuple[int, int]], ticks: int, jb: JitterBuffer | None = None
+) -> tuple[JitterBuffer, list[tuple[int, Output]]]:
+    """(arrival ns, k) pairs of a 20 ms sender (frame k captured at T0 + k * 20 ms); one pop
+    per tick at T0 + tick * 20 ms + 10 ms. Returns the buffer and (tick, output) pairs."""
+    jb = jb or JitterBuffer(watermark=1, adaptive=True)
+    arrivals = sorted(arrivals)
+    out: list[tuple[int, Output]] = []
+    i = 0
+    for tick in range(ticks):
+        now = T0 + tick * FRAME_NS + 10 * MS
+        while i < len(arrivals) and arrivals[i][0] <= now:
+            t, k = arrivals[i]
+            jb.push(k, media(T0 + k * FRAME_NS), payload(k), t)
+            i += 1
+        out.append((tick, jb.pop(now)))
+    return jb, out
+
+
+def steady(n: int, delay_ms: float = 5.0) -> list[tuple[int, int]]:
+    return [(T0 + k * FRAME_NS + int(delay_ms * MS), k) for k in range(n)]
+
+
+def test_adaptive_starts_on_one_packet_and_holds_a_clean_path_tight() -> None:
+    jb, out = adaptive_run(steady(200), 210)
+    assert played([o for _, o in out]) == list(range(200))
+    s = jb.stats
+    assert s.late == 0 and s.lost == 0
+    # The fastest packet's delay plus the scheduling margin: nothing for jitter.
+    assert s.target_ms == pytest.approx(jb.margin_ns / MS, abs=1)
+    assert s.delay_ms <= s.target_ms + jb.hysteresis_ns / MS + 20
+
+
+def test_adaptive_target_follows_jitter_and_falls_back_slowly() -> None:
+    rng = random.Random(7)
+    jittery = [(T0 + k * FRAME_NS + int(abs(rng.gauss(0, 30)) * MS), k) for k in range(500)]
+    calm = [(T0 + k * FRAME_NS + 5 * MS, k) for k in range(500, 1500)]
+    targets: dict[int, float] = {}
+    jb = JitterBuffer(watermark=1, adaptive=True)
+    for chunk_end in (250, 499, 700, 1400):
+        # Run up to tick chunk_end (a fresh run each time: the buffer is deterministic).
+        jb, _out = adaptive_run(jittery + calm, chunk_end, JitterBuffer(watermark=1, adaptive=True))
+        targets[chunk_end] = jb.stats.target_ms
+    # Under 30 ms of (half-normal) jitter: a high quantile, about 2 s.d. above the fastest.
+    assert 45 <= targets[499] <= 110
+    assert targets[250] > 30  # learnt within the first seconds, not only at the end
+    # The path calms down: the 10 s window still remembers the jitter for a while ...
+    assert targets[700] >= 0.8 * targets[499]
+    # ... then the target comes back down to the margin, at the decay rate, not at once.
+    assert targets[1400] < 20
+
+
+def test_adaptive_waits_for_a_late_packet_instead_of_throwing_it_away() -> None:
+    # From packet 20 on the path takes 45 ms longer: nothing is held when 20 is due.
+    arr = [(t + (45 * MS if k >= 20 else 0), k) for t, k in steady(40)]
+    jb, out = adaptive_run(arr, 50)
+    assert played([o for _, o in out]) == list(range(40))  # all of them, in order
+    s = jb.stats
+    assert s.late == 0 and s.lost == 0 and s.waited >= 1
+    fixed_jb = JitterBuffer()
+    fixed = Sim(fixed_jb).run({k: 45 * MS for k in range(20, 40)}, n=40, ticks=50)
+    assert 20 not in played(fixed) and fixed_jb.stats.late >= 1  # the fixed buffer gives up
+
+
+def test_adaptive_plays_reordered_packets_in_order() -> None:
+    arr = steady(100)
+    arr = [(t + (25 * MS if k % 10 == 3 else 0), k) for t, k in arr]  # overtaken by k+1
+    jb, out = adaptive_run(arr, 110)
+    assert played([o for _, o in out]) == list(range(100))
+    assert jb.stats.lost == 0
+
+
+def test_a_new_talk_spurt_starts_at_the_learned_delay() -> None:
+    rng = random.Random(3)
+    first = [(T0 + k * FRAME_NS + int(abs(rng.gauss(0, 20)) * MS), k) for k in range(300)]
+    # A pause of 1 s (no packets: the sender stopped), then a spurt on the same clock.
+    second = [(T0 + k * FRAME_NS + 5 * MS, k) for k in range(350, 400)]
+    jb, out = adaptive_run(first + second, 420)
+    starts = [tick for tick, o in out if isinstance(o, Frame) and o.seq == 350]
+    (tick,) = starts
+    # Packet 350 arrived at tick 350 (its 5 ms delay): it is held back by the target that
+    # the first spurt's jitter taught (tens of ms), not played at the first tick.
+    assert tick >= 351
+    assert jb.stats.target_ms > 20
+
+
+def test_adaptive_backlog_far_beyond_the_target_is_cut() -> None:
+    # A path that stalled 2 s and then delivered everything at once.
+    arr = [(T0 + max(k * FRAME_NS, 2_000 * MS) + 5 * MS, k) for k in range(400)]
+    jb, _out = adaptive_run(arr, 400)
+    # Two seconds came at once; the target is capped, so most of it is cut, not played late.
+    assert jb.stats.discarded > 0 and jb.stats.discarded + jb.stats.overflow > 50
+    assert jb.depth * FRAME_NS <= jb.max_target_ns + jb.margin_ns + FRAME_NS
+
+
+def test_adaptive_loss_on_a_tight_path_costs_one_concealment_and_no_delay() -> None:
+    arr = [(t, k) for t, k in steady(60) if k != 30]  # packet 30 lost
+    jb, out = adaptive_run(arr, 70)
+    outs = [o for _, o in out]
+    assert played(outs) == [k for k in range(60) if k != 30]
+    frames = [tick for tick, o in out if isinstance(o, Frame)]
+    gaps = [b - a for a, b in itertools.pairwise(frames)]
+    # 31 follows 29 two ticks later: one tick concealed for 30, the schedule unchanged.
+    assert gaps.count(2) == 1 and set(gaps) == {1, 2}
+    assert jb.stats.lost == 1 and jb.stats.waited == 0
+
+
+def test_an_outage_burst_does_not_raise_the_target() -> None:
+    # A clean path, then the relay freezes for 3 s and delivers all it held at once.
+    normal = steady(500)
+    frozen = [(T0 + 650 * FRAME_NS + 5 * MS, k) for k in range(500, 650)]
+    after = [(T0 + k * FRAME_NS + 5 * MS, k) for k in range(650, 800)]
+    jb, _out = adaptive_run(normal + frozen + after, 800)
+    assert jb.stats.target_ms < 20  # the burst was an outage, not jitter
+    assert jb.depth <= 3  # and its backlog was cut back to the target
+    assert jb.stats.discarded > 0

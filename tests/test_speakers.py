@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -180,3 +183,107 @@ def test_any_received_headers_and_payloads_flow_through_without_error(
         now += FRAME_NS
     stats = ev.DecodeStats(speakers=sp.stats(), latency=lat.summary())
     assert ev.decode(ev.encode(stats)) == stats
+
+
+# --- adaptive playout with time-stretching ---------------------------------------------
+
+
+def talk(seconds: float) -> list[bytes]:
+    """Vowel-like talk: 600 ms voiced at 140 Hz, 200 ms pause, repeated; Opus-encoded."""
+    n = int(seconds * 50)
+    t = np.arange(n * FRAME_SAMPLES) / 48_000
+    voiced = 0.3 * np.sin(2 * np.pi * 140 * t) + 0.1 * np.sin(2 * np.pi * 280 * t + 1)
+    on = (np.floor(t / 0.8) * 0.8 + 0.6) > t
+    signal = (voiced * on).astype(np.float32)
+    enc = OpusEncoder(48000, loss_percent=5)
+    return [enc.encode(f) for f in synthetic.frames(signal)[:n]]
+
+
+def call(
+    sp: Speakers,
+    pkts: list[bytes],
+    delay_ms: Callable[[int], float],
+    ppm: float = 0.0,
+) -> tuple[ev.SpeakerStats, list[float]]:
+    """Frame k is sent at k * 20 ms / (1 + ppm) (a sender whose sample clock runs ppm fast)
+    and arrives delay_ms(k) later; the sink renders every 20 ms of the receiver's clock.
+    Returns the final stats and the playout delay sampled once a second."""
+    t0 = 10**12
+    arrivals = sorted(
+        (t0 + int(k * FRAME_NS / (1 + ppm * 1e-6) + delay_ms(k) * 1e6), k) for k in range(len(pkts))
+    )
+    delays: list[float] = []
+    i = 0
+    for tick in range(len(pkts) + 25):
+        now = t0 + tick * FRAME_NS + 7_000_000
+        while i < len(arrivals) and arrivals[i][0] <= now:
+            t, k = arrivals[i]
+            sp.push(1, k, k * FRAME_SAMPLES, pkts[k], t)
+            i += 1
+        sp.render(now)
+        if tick % 50 == 49 and sp.stats():
+            delays.append(sp.stats()[0].delay_ms)
+    return sp.stats()[0] if sp.stats() else ev.SpeakerStats(1), delays
+
+
+def test_adaptive_playout_under_30ms_jitter_loses_far_fewer_packets() -> None:
+    pkts = talk(20)
+    rng = random.Random(11)
+    jitter = {k: 5 + abs(rng.gauss(0, 30)) for k in range(len(pkts))}
+    fixed, _ = call(Speakers(), pkts, jitter.__getitem__)
+    adaptive, _delays = call(Speakers(adaptive=True), pkts, jitter.__getitem__)
+    n = len(pkts)
+    assert fixed.late > 0.08 * n  # the 2-packet start: a packet in ten or more too late
+    assert adaptive.lost <= 0.04 * n  # late packets are among the lost (FEC rebuilt most)
+    assert adaptive.played >= 0.95 * n
+    assert adaptive.target_ms > 40 and adaptive.accelerated_ms + adaptive.expanded_ms > 0
+
+
+def test_adaptive_playout_absorbs_300ppm_clock_drift_both_ways() -> None:
+    pkts = talk(60)
+    for ppm in (300.0, -300.0):
+        st, delays = call(Speakers(adaptive=True), pkts, lambda k: 5.0, ppm=ppm)
+        # 60 s at 300 ppm is 18 ms of drift: the buffer neither grows with it nor runs dry.
+        assert st.late == 0 and st.lost == 0, ppm
+        assert max(delays[5:]) - min(delays[5:]) <= 30, (ppm, delays)
+        if ppm > 0:  # a fast sender: audio removed, in the pauses
+            assert st.accelerated_ms >= 10
+        else:  # a slow one: audio inserted (or waited for)
+            assert st.expanded_ms + 20 * st.waited >= 10
+
+
+def test_adaptive_playout_returns_to_a_tight_delay_after_a_spike() -> None:
+    pkts = talk(30)
+    # One 200 ms spike at 5 s, a clean path otherwise.
+    spike = lambda k: 5.0 + (200.0 - (k - 250) * 20 if 250 <= k < 260 else 0.0)  # noqa: E731
+    st, delays = call(Speakers(adaptive=True), pkts, spike)
+    assert st.late == 0 and st.lost == 0  # waited for, not thrown away
+    assert max(delays[4:8]) >= 100  # the spike raised the delay at once
+    assert delays[-1] <= 30  # and it came back down afterwards
+
+
+def test_a_speaker_back_after_retiring_keeps_the_delay_their_path_taught() -> None:
+    pkts = talk(12)
+    rng = random.Random(5)
+    sp = Speakers(adaptive=True)
+    jitter = {k: 5 + abs(rng.gauss(0, 25)) for k in range(300)}
+    # 6 s of talk over a jittery path, 3 s of nothing (the speaker retires), then more talk.
+    t0 = 10**12
+    learnt = 0.0
+    for tick in range(600):
+        now = t0 + tick * FRAME_NS + 7_000_000
+        for k in range(len(pkts)):
+            if (
+                k < 300
+                and tick * FRAME_NS <= k * FRAME_NS + jitter[k] * 1e6 < (tick + 1) * FRAME_NS
+            ):
+                sp.push(1, k, k * FRAME_SAMPLES, pkts[k], now)
+            if 450 <= k == tick:
+                sp.push(1, k, k * FRAME_SAMPLES, pkts[k], now)
+        sp.render(now)
+        if tick == 299:
+            learnt = sp.stats()[0].target_ms
+        if tick == 449:
+            assert sp.stats() == [] and sp.retired == 1  # gone quiet: retired
+    (back,) = sp.stats()
+    assert learnt > 30 and back.target_ms >= 0.5 * learnt

@@ -53,6 +53,30 @@ def test_html_escapes_names_and_counts_ring_drops() -> None:
     assert "drops 4" in text and "drops 2" in text and "fill 3" in text
 
 
+def test_html_shows_each_speakers_adaptive_playout() -> None:
+    view = ClientView()
+    view.apply(
+        ev.DecodeStats(
+            speakers=[
+                ev.SpeakerStats(
+                    7,
+                    depth=3,
+                    target_ms=42.5,
+                    delay_ms=47.0,
+                    late=2,
+                    late_percent=1.5,
+                    accelerated_ms=120.0,
+                    expanded_ms=80.0,
+                )
+            ]
+        )
+    )
+    text = diagnostics_html(view)
+    # The adaptive playout per speaker: target and delay, late share, stretching.
+    for expected in ("42.5 ms", "47.0 ms", "2 (1.5 %)", "120 / 80 ms"):
+        assert expected in text, expected
+
+
 def test_max_depth() -> None:
     assert max_depth(populated()) == 3
     assert max_depth(ClientView()) == 0

@@ -74,15 +74,31 @@ def diagnostics_html(view: ClientView) -> str:
     ]
     if view.speakers:
         rows.append("<table cellspacing='0' cellpadding='1'>")
-        rows.append(_head("speaker", "depth", "loss", "conceal", "late"))
+        rows.append(
+            _head(
+                "speaker",
+                "depth",
+                "target",
+                "delay",
+                "loss",
+                "late",
+                "conceal",
+                "recov",
+                "stretched -/+",
+            )
+        )
         for s in view.speakers:
             rows.append(
                 _cells(
                     escape(view.name_of(s.user_id)),
                     _int(s.depth),
+                    _ms(s.target_ms),
+                    _ms(s.delay_ms),
                     _pct(s.loss_percent),
+                    f"{_int(s.late)} ({_pct(s.late_percent)})",
                     _int(s.concealed),
-                    _int(s.late),
+                    _int(s.recovered),
+                    f"{s.accelerated_ms:.0f} / {s.expanded_ms:.0f} ms",
                 )
             )
         rows.append("</table>")

@@ -26,6 +26,9 @@ class ClientConfig:
     udp_via: tuple[str, int] | None = None  # send voice through this address (benchmarks)
     fec: bool = True  # Opus in-band FEC: sent by the encoder, used by the decoder
     plc: bool = True  # Opus packet loss concealment for lost frames
+    # Playout: "adaptive" follows each speaker's measured jitter and time-stretches;
+    # "fixed" starts at two packets and never adapts (the old buffer, for comparison).
+    jitter: str = "adaptive"
     loss_hint: float = 0.0  # loss % the encoder expects before it measures any
     # Added to every timestamp this client sends, so none reveals its clock; the same
     # for the client's whole life (a restarted stage goes on with the same stream).

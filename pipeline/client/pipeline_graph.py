@@ -75,7 +75,9 @@ STAGES = (
     StageSpec(
         "decode",
         decode.run,
-        lambda w, c: decode.DecodeConfig(w, target=c.playback_frames, fec=c.fec, plc=c.plc),
+        lambda w, c: decode.DecodeConfig(
+            w, target=c.playback_frames, fec=c.fec, plc=c.plc, adaptive=c.jitter == "adaptive"
+        ),
         reads="received",
         writes="mixed",
     ),
@@ -119,6 +121,8 @@ def check_config(cfg: ClientConfig) -> None:
             f"playback frames must be 1..{MAX_PLAYBACK_FRAMES} (the mixed ring's slots), "
             f"got {cfg.playback_frames}"
         )
+    if cfg.jitter not in ("adaptive", "fixed"):
+        raise ValueError(f"jitter must be 'adaptive' or 'fixed', got {cfg.jitter!r}")
 
 
 def check_graph(rings: tuple[RingSpec, ...], stages: tuple[StageSpec, ...]) -> None:

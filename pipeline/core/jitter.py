@@ -48,10 +48,10 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.core.seqnum import MASK, seq_diff
-from pipeline.media.audio_format import FRAME_SAMPLES, SAMPLE_RATE
+from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
 
 LOSS_WINDOW_NS = 10_000_000_000
 
@@ -94,9 +94,29 @@ class JitterStats:
     overflow: int = 0  # dropped: held beyond max_depth
     lost: int = 0  # sequence numbers missing between played Frames
     loss_percent: float = 0.0  # lost / (lost + played) over the last 10 s
+    late_percent: float = 0.0  # late arrivals / (lost + played) over the last 10 s
     restarts: int = 0  # sequence restarts and retirements followed by a new stream
     underruns: int = 0  # times the buffer ran dry and went back to buffering
     discarded: int = 0  # held packets dropped to catch up after a backlog built up
+    # Adaptive playout (all 0 for a fixed watermark). Delays are relative to the fastest
+    # packet of the last ``window_ns``: what jitter costs on top of the path's own delay.
+    target_ms: float = 0.0  # the playout delay aimed at: the delay quantile plus margin
+    delay_ms: float = 0.0  # the playout delay of the last frame played
+    accelerated_ms: float = 0.0  # audio removed by time-stretching, in total
+    expanded_ms: float = 0.0  # audio inserted by time-stretching, in total
+    waited: int = 0  # ticks concealed while waiting for a packet that then played
+
+
+@dataclass(slots=True)
+class DelayHistory:
+    """Adaptive playout's memory of a speaker's path: the relative delay ``d = arrival -
+    media time`` of every packet in the last window (ns), and the target derived from it."""
+
+    ts0: int | None = None  # media timestamp the media times count from
+    delays: deque[tuple[int, int]] = field(default_factory=deque)  # (arrival, d)
+    target_d: int | None = None  # the d below which packets should arrive
+    target_at: int = 0
+    outlier_since: int | None = None  # first arrival of a run of outage packets
 
 
 class JitterBuffer:
@@ -113,6 +133,17 @@ class JitterBuffer:
         restart_slack: int = 200 * SAMPLE_RATE // 1000,  # 200 ms of media timestamp
         catchup_slack: int = 3,
         catchup_after_ns: int = 1_000_000_000,
+        adaptive: bool = False,
+        margin_ns: int = 6_000_000,
+        quantile: float = 0.97,
+        window_ns: int = 10_000_000_000,
+        hysteresis_ns: int = 10_000_000,
+        urgent_ns: int = 60_000_000,
+        settle_ns: int = 3_000_000_000,
+        decay_ns_per_s: int = 5_000_000,
+        backlog_ns: int = 200_000_000,
+        max_target_ns: int = 300_000_000,
+        outage_ns: int = 1_000_000_000,
     ) -> None:
         if not 1 <= watermark <= max_depth:
             raise ValueError(f"watermark {watermark} must be in 1..max_depth ({max_depth})")
@@ -124,11 +155,28 @@ class JitterBuffer:
         self.restart_slack = restart_slack
         self.catchup_slack = catchup_slack
         self.catchup_after_ns = catchup_after_ns
+        self.adaptive = adaptive
+        self.margin_ns = margin_ns
+        self.quantile = quantile
+        self.window_ns = window_ns
+        self.hysteresis_ns = hysteresis_ns
+        self.urgent_ns = urgent_ns
+        self.settle_ns = settle_ns
+        self.decay_ns_per_s = decay_ns_per_s
+        self.backlog_ns = backlog_ns
+        self.max_target_ns = max_target_ns
+        self.outage_ns = outage_ns
+        self.stretch_wanted = 0  # samples: + lengthen, - shorten (adaptive, after a Frame)
+        self.stretch_urgent = False  # stretch speech too, not only quiet audio
         self._stats = JitterStats()
+        # What the adaptive playout learnt of this speaker's path; it outlives a pause (and
+        # Speakers hands it to the next buffer when a speaker comes back after retiring).
+        self.history = DelayHistory()
         # (now, played, lost) per played Frame, for loss_percent over the last 10 s.
         self._window: deque[tuple[int, int, int]] = deque()
         self._win_played = 0
         self._win_lost = 0
+        self._late_times: deque[int] = deque()  # arrival of each late packet, last 10 s
         self._now: int | None = None
         self._last_arrival: int | None = None
         self._reset()
@@ -147,6 +195,10 @@ class JitterBuffer:
         self._underruns = 0
         self._gap_run = 0
         self._deep_since: int | None = None  # when the held count rose above the slack
+        self._pending_waits = 0  # dry concealments not yet followed by a Frame
+        self._aim: int | None = None  # the playout delay aimed at, at the last Frame
+        self._last_playout = 0  # and the playout delay that Frame had
+        self._raised_at: int | None = None  # when the delay last had to grow
 
     # --- input ---
 
@@ -164,25 +216,34 @@ class JitterBuffer:
             ref_ext, ref_seq = self._ref
             ext = ref_ext + seq_diff(seq, ref_seq)
         if self._is_straggler(ext, timestamp):
-            self._stats.late += 1  # a packet of the stream a restart replaced
+            self._late(now)  # a packet of the stream a restart replaced
             return
         if self._last_out is not None and ext <= self._last_out:
             if self._is_restart(ext, timestamp):
                 self._stats.restarts += 1
                 self._reset()
+                self.history = DelayHistory()  # a new stream may run on another clock
                 self._restart = (seq, timestamp)
                 ext = seq
             else:
-                self._stats.late += 1
+                if self.adaptive:  # its lateness is what the target must cover
+                    self._record_delay(timestamp, now)
+                self._late(now)
                 return
         if ext in self._held:
             self._stats.duplicate += 1
             return
         self._ref = (ext, seq)
+        if self.adaptive:
+            self._record_delay(timestamp, now)
         self._held[ext] = (timestamp, bytes(payload))
         heapq.heappush(self._heap, ext)
         while len(self._heap) > self.max_depth:
             self._drop_oldest()
+
+    def _late(self, now: int) -> None:
+        self._stats.late += 1
+        self._late_times.append(now)
 
     def _is_straggler(self, ext: int, timestamp: int) -> bool:
         # Captured before the packet that restarted the stream, yet numbered at or after
@@ -211,11 +272,17 @@ class JitterBuffer:
 
     # --- output ---
 
-    def pop(self, now: int) -> Output:
-        """What to play for this 20 ms tick."""
+    def pop(self, now: int, queued: int = 0) -> Output:
+        """What to play for this 20 ms tick.
+
+        ``queued``: samples already decoded for this speaker and not yet played (the
+        time-stretcher's leftover), which the adaptive playout delay includes.
+        """
         self._now = now
+        self.stretch_wanted = 0
+        self.stretch_urgent = False
         if not self._playing:
-            if len(self._heap) < self.watermark:
+            if len(self._heap) < self.watermark or not self._ready(now, queued):
                 return NOTHING
             self._playing = True
             self._next = self._heap[0]
@@ -224,8 +291,16 @@ class JitterBuffer:
         self._catch_up(now)
         e = self._next
         if e in self._held:
-            return self._play(e, now)
+            return self._play(e, now, queued)
         if self._heap:  # a hole with later packets held
+            if self._pending_waits:
+                # The wait's concealment already stood in for e, which is lost after all:
+                # go on with the next number, as if e had played (no delay is added).
+                self._pending_waits = 0
+                self._consume(e)
+                e = self._next
+                if e in self._held:
+                    return self._play(e, now, queued)
             if e + 1 in self._held:
                 self._consume(e)
                 self._gap_run = 0
@@ -234,7 +309,7 @@ class JitterBuffer:
             self._gap_run += 1
             if self._gap_run > self.max_conceal:
                 self._next = self._heap[0]
-                return self._play(self._next, now)
+                return self._play(self._next, now, queued)
             self._consume(e)
             self._stats.concealed += 1
             return Conceal(e & MASK)
@@ -242,14 +317,117 @@ class JitterBuffer:
         if self._underruns >= self.max_underrun:
             self._playing = False
             self._stats.underruns += 1
+            self._pending_waits = 0
             return NOTHING
         self._underruns += 1
-        self._consume(e)
         self._stats.concealed += 1
+        if self.adaptive:
+            # Wait rather than give the packet up: the concealment stands in for it and
+            # the packet still plays when it comes, a tick later (the delay grows by a
+            # frame, which the time-stretcher takes back once the path allows).
+            self._pending_waits += 1
+            self._raised_at = now
+            return Conceal(e & MASK)
+        self._consume(e)
         return Conceal(e & MASK)
 
+    # --- adaptive playout ---
+
+    def _ts_ns(self, timestamp: int) -> int:
+        if self.history.ts0 is None:
+            self.history.ts0 = timestamp
+        return seq_diff(timestamp, self.history.ts0) * 1_000_000_000 // SAMPLE_RATE
+
+    def _record_delay(self, timestamp: int, now: int) -> None:
+        d = now - self._ts_ns(timestamp)
+        if self.history.target_d is not None and d > self.history.target_d + self.backlog_ns:
+            # Far later than anything the target allows: an outage (a frozen relay, a path
+            # that stalled for seconds and then delivered everything at once) says nothing
+            # about jitter, and is left out, unless it lasts (the path's delay really rose).
+            if self.history.outlier_since is None:
+                self.history.outlier_since = now
+            if now - self.history.outlier_since < self.outage_ns:
+                return
+        else:
+            self.history.outlier_since = None
+        self.history.delays.append((now, d))
+        while self.history.delays and now - self.history.delays[0][0] > self.window_ns:
+            self.history.delays.popleft()
+
+    def _target(self, now: int) -> int | None:
+        """The relative delay to wait for: a high quantile, rising at once, decaying slowly."""
+        if not self.history.delays:
+            return self.history.target_d
+        ds = sorted(d for _, d in self.history.delays)
+        # Never more than max_target_ns above the fastest packet: a path that stalled for
+        # seconds says nothing about its jitter, and must not hold the delay up for long.
+        q = min(ds[min(len(ds) - 1, int(self.quantile * len(ds)))], ds[0] + self.max_target_ns)
+        if self.history.target_d is None:
+            self.history.target_d = q
+        else:
+            decayed = (
+                self.history.target_d
+                - self.decay_ns_per_s * (now - self.history.target_at) // 10**9
+            )
+            self.history.target_d = max(q, decayed)
+        self.history.target_at = now
+        return self.history.target_d
+
+    def _fastest(self) -> int:
+        return min(d for _, d in self.history.delays) if self.history.delays else 0
+
+    def _ready(self, now: int, queued: int) -> bool:
+        """Adaptive start: the first held packet has waited until the target delay."""
+        if not self.adaptive:
+            return True
+        target = self._target(now)
+        if target is None or len(self._heap) * FRAME_NS >= self.backlog_ns:
+            return True
+        ts, _ = self._held[self._heap[0]]
+        return self._playout(now, queued, ts) >= target + self.margin_ns
+
+    def _playout(self, now: int, queued: int, timestamp: int) -> int:
+        return now + queued * 1_000_000_000 // SAMPLE_RATE - self._ts_ns(timestamp)
+
+    def _steer(self, now: int, queued: int, timestamp: int) -> None:
+        """After a Frame: how much the time-stretcher should lengthen or shorten."""
+        target = self._target(now)
+        if target is None:
+            return
+        aim = target + self.margin_ns
+        playout = self._playout(now, queued, timestamp)
+        excess = playout - aim
+        self._aim, self._last_playout = aim, playout
+        settling = self._raised_at is not None and now - self._raised_at < self.settle_ns
+        if 0 <= excess <= self.hysteresis_ns:
+            return  # close enough: every change of delay is heard (and costs PESQ)
+        if 0 < excess <= self.urgent_ns and settling:
+            return  # the delay just had to grow: hold it a while before taking it back
+        self.stretch_wanted = -excess * SAMPLE_RATE // 1_000_000_000
+        # In speech only when packets are about to be late or far too much is held;
+        # otherwise the next pause between words takes the change.
+        self.stretch_urgent = excess > self.urgent_ns or excess < -self.margin_ns // 2
+
+    def stretched(self, samples: int) -> None:
+        """The decoder's side changed the audio by ``samples`` (+ inserted, - removed)."""
+        if samples > 0:
+            self._raised_at = self._now
+            self._stats.expanded_ms += samples * 1000 / SAMPLE_RATE
+        else:
+            self._stats.accelerated_ms -= samples * 1000 / SAMPLE_RATE
+
     def _catch_up(self, now: int) -> None:
-        if len(self._heap) <= self.watermark + self.catchup_slack:
+        keep = self.watermark
+        if self.adaptive:
+            # The time-stretcher takes back a few percent a second; a backlog far beyond
+            # that (a path that stalled for seconds, then delivered at once) is cut.
+            target = self.history.target_d
+            aim = 0 if target is None else target + self.margin_ns - self._fastest()
+            keep = max(1, -(-aim // FRAME_NS))
+            if (len(self._heap) - keep) * FRAME_NS <= self.backlog_ns:
+                self._deep_since = None
+                return
+        elif len(self._heap) <= self.watermark + self.catchup_slack:
             self._deep_since = None
             return
         if self._deep_since is None:
@@ -258,7 +436,7 @@ class JitterBuffer:
         if now - self._deep_since < self.catchup_after_ns:
             return
         self._deep_since = None
-        while len(self._heap) > self.watermark:
+        while len(self._heap) > keep:
             ext = heapq.heappop(self._heap)
             ts, _payload = self._held.pop(ext)
             self._consume(ext)
@@ -271,12 +449,17 @@ class JitterBuffer:
         self._last_out = e
         self._next = e + 1
 
-    def _play(self, e: int, now: int) -> Frame:
+    def _play(self, e: int, now: int, queued: int = 0) -> Frame:
         heapq.heappop(self._heap)  # e is the smallest held: everything older was consumed
         ts, payload = self._held.pop(e)
         self._consume(e)
         self._underruns = 0
         self._gap_run = 0
+        if self._pending_waits:
+            self._stats.waited += self._pending_waits
+            self._pending_waits = 0
+        if self.adaptive:
+            self._steer(now, queued, ts)
         lost = 0
         if self._last_frame is not None:
             gap = e - self._last_frame[0] - 1
@@ -296,6 +479,8 @@ class JitterBuffer:
             _, p, lost = self._window.popleft()
             self._win_played -= p
             self._win_lost -= lost
+        while self._late_times and now - self._late_times[0] > LOSS_WINDOW_NS:
+            self._late_times.popleft()
 
     # --- state ---
 
@@ -332,7 +517,13 @@ class JitterBuffer:
             overflow=s.overflow,
             lost=s.lost,
             loss_percent=100.0 * self._win_lost / total if total else 0.0,
+            late_percent=min(100.0, 100.0 * len(self._late_times) / total) if total else 0.0,
             restarts=s.restarts,
             underruns=s.underruns,
             discarded=s.discarded,
+            target_ms=0.0 if self._aim is None else (self._aim - self._fastest()) / 1e6,
+            delay_ms=0.0 if self._aim is None else (self._last_playout - self._fastest()) / 1e6,
+            accelerated_ms=s.accelerated_ms,
+            expanded_ms=s.expanded_ms,
+            waited=s.waited,
         )

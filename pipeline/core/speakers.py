@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.core.jitter import Conceal, Frame, JitterBuffer, Nothing, Recover
+from pipeline.core.jitter import Conceal, DelayHistory, Frame, JitterBuffer, Nothing, Recover
 from pipeline.core.mixer import Mixer
+from pipeline.core.seqnum import MASK
+from pipeline.core.timestretch import StretchBudget, stretch
 from pipeline.ipc import events as ev
-from pipeline.media.audio_format import FRAME_SAMPLES
+from pipeline.media.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 from pipeline.media.opus import CodecError, OpusDecoder
 
 SPEAKING_RMS = 0.01  # a frame louder than this counts as speech for the activity display
@@ -22,6 +24,9 @@ SPEAKING_HOLD_NS = 300_000_000  # and keeps the speaker lit this long
 # Speakers heard at once: more than any channel talks over itself, and a bound on the
 # decoders (and their memory) that a flood of speaker ids could make us allocate.
 MAX_SPEAKERS = 64
+# A speaker who went quiet long enough to retire and comes back within this long starts
+# with the playout delay their path taught before, not from nothing.
+HISTORY_KEEP_NS = 60_000_000_000
 
 # Flags of a mixed frame in the playback ring.
 VOICE = 1  # at least one decoded packet is in it
@@ -41,6 +46,11 @@ class Rendered:
     timestamp: int = 0
     speaker: int = 0
     flags: int = 0
+    ahead_ns: int = 0  # how far into the frame that packet's audio starts (time-stretch leftover)
+    # That packet's media timestamp (the speaker's capture instant, in 48 kHz samples)
+    # moved back by ``ahead``: ear time minus it is the speaker's mouth to this ear, when
+    # the two share a clock (the benchmarks, with the talker's clock offset 0).
+    media: int = 0
     waited_ns: list[int] = field(default_factory=list)  # jitter-buffer wait per decoded packet
 
 
@@ -55,6 +65,9 @@ class _Speaker:
     recovered: int = 0
     concealed: int = 0
     silenced: int = 0
+    # Decoded audio not played yet (adaptive playout): what time-stretching left over.
+    queued: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    budget: StretchBudget = field(default_factory=StretchBudget)
 
 
 class Speakers:
@@ -66,13 +79,21 @@ class Speakers:
         *,
         fec: bool = True,
         plc: bool = True,
+        adaptive: bool = False,
     ) -> None:
         """``fec``: rebuild a lost frame from the next packet's FEC when it is held.
-        ``plc``: otherwise synthesise it (Opus PLC); with both off a lost frame is silence."""
+        ``plc``: otherwise synthesise it (Opus PLC); with both off a lost frame is silence.
+        ``adaptive``: adaptive playout (start at one packet, follow the measured delay,
+        time-stretch) instead of a fixed ``watermark``."""
         self._make_jitter = jitter_factory or (
-            lambda: JitterBuffer(watermark=watermark, retire_after_ns=retire_after_ns)
+            lambda: JitterBuffer(
+                watermark=1 if adaptive else watermark,
+                retire_after_ns=retire_after_ns,
+                adaptive=adaptive,
+            )
         )
         self._speakers: dict[int, _Speaker] = {}
+        self._histories: dict[int, tuple[int, DelayHistory]] = {}  # retired: (when, history)
         self._mixer = Mixer(FRAME_SAMPLES)
         self._out = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         self._frames: list[np.ndarray] = []
@@ -88,6 +109,9 @@ class Speakers:
                 self.refused += 1
                 return
             s = self._speakers[speaker] = _Speaker(self._make_jitter(), OpusDecoder())
+            kept = self._histories.pop(speaker, None)
+            if kept is not None and now - kept[0] < HISTORY_KEEP_NS:
+                s.jitter.history = kept[1]
         restarts = s.jitter.restarts
         s.jitter.push(seq, timestamp, payload, now)
         if s.jitter.restarts != restarts:  # a new stream: the old one's decoder state is noise
@@ -110,41 +134,96 @@ class Speakers:
         frames = self._frames
         frames.clear()
         for uid, s in list(self._speakers.items()):
-            action = s.jitter.pop(now)
-            try:
-                pcm = self._decode(s, action)
-            except CodecError:
-                s.decode_errors += 1
-                pcm = None
-            if isinstance(action, Frame):
-                arrived = s.pushed_at.pop(action.seq, None)
-                if arrived is not None:
-                    info.waited_ns.append(now - arrived)
-                if not info.flags & VOICE:
-                    info.seq, info.timestamp, info.speaker = action.seq, arrived or 0, uid
-                info.flags |= VOICE
-                if pcm is not None and float(np.dot(pcm, pcm)) > SPEAKING_RMS**2 * len(pcm):
-                    s.last_voice = now
-            elif isinstance(action, Conceal | Recover):
-                s.pushed_at.pop(action.seq, None)
-                if isinstance(action, Recover) and self.fec:
-                    info.flags |= RECOVERED
-                    s.recovered += 1
-                elif self.plc:
-                    info.flags |= CONCEALED
-                    s.concealed += 1
-                else:
-                    info.flags |= CONCEALED  # a lost frame, played as silence
-                    s.silenced += 1
+            pcm = self._next_frame(s, now, info, uid)
             if pcm is not None:
                 frames.append(pcm)
             if s.jitter.retired:
                 del self._speakers[uid]
                 self.retired += 1
+                self._keep_history(uid, s.jitter.history, now)
         if deafened or not frames:
             target.fill(0)
             return target, info
         return self._mixer.mix(frames, target), info
+
+    def _keep_history(self, uid: int, history: DelayHistory, now: int) -> None:
+        self._histories[uid] = (now, history)
+        for old in [u for u, (t, _) in self._histories.items() if now - t >= HISTORY_KEEP_NS]:
+            del self._histories[old]
+        while len(self._histories) > MAX_SPEAKERS:  # a flood of ids cannot grow it
+            del self._histories[next(iter(self._histories))]
+
+    def _next_frame(self, s: _Speaker, now: int, info: Rendered, uid: int) -> np.ndarray | None:
+        """This speaker's next 960 samples: one tick of the jitter buffer, or (adaptive)
+        as many as it takes to fill a frame after time-stretching, with the rest kept."""
+        if not s.jitter.adaptive:
+            return self._tick(s, now, info, uid)
+        parts = [s.queued] if len(s.queued) else []
+        have = len(s.queued)
+        while have < FRAME_SAMPLES:
+            pcm = self._tick(s, now, info, uid, queued=have)
+            if pcm is None:
+                break
+            want = s.jitter.stretch_wanted
+            s.budget.earn(len(pcm))
+            if want:
+                joined = np.concatenate([*parts, pcm]) if parts else pcm
+                joined, change = stretch(
+                    joined, want, s.budget, quiet_only=not s.jitter.stretch_urgent
+                )
+                if change:
+                    s.jitter.stretched(change)
+                    parts, have = [joined], len(joined)
+                    continue
+            parts.append(pcm)
+            have += len(pcm)
+        if not parts:
+            s.queued = s.queued[:0]
+            return None
+        audio = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if len(audio) < FRAME_SAMPLES:  # the talk spurt ended: play what is left
+            audio = np.concatenate([audio, np.zeros(FRAME_SAMPLES - len(audio), np.float32)])
+        s.queued = audio[FRAME_SAMPLES:].copy()
+        return audio[:FRAME_SAMPLES]
+
+    def _tick(
+        self, s: _Speaker, now: int, info: Rendered, uid: int, queued: int = 0
+    ) -> np.ndarray | None:
+        """One jitter-buffer decision, decoded (None: nothing to play)."""
+        action = s.jitter.pop(now, queued)
+        try:
+            pcm = self._decode(s, action)
+        except CodecError:
+            s.decode_errors += 1
+            pcm = None
+        if isinstance(action, Frame):
+            arrived = s.pushed_at.pop(action.seq, None)
+            # Its audio starts after what is queued ahead of it: that wait counts too.
+            ahead = queued * 1_000_000_000 // SAMPLE_RATE
+            if arrived is not None:
+                info.waited_ns.append(now - arrived + ahead)
+            if not info.flags & VOICE:
+                info.seq, info.speaker = action.seq, uid
+                info.timestamp = arrived - ahead if arrived else 0
+                info.ahead_ns = ahead
+                info.media = (action.timestamp - queued) & MASK
+            info.flags |= VOICE
+            if pcm is not None and float(np.dot(pcm, pcm)) > SPEAKING_RMS**2 * len(pcm):
+                s.last_voice = now
+        elif isinstance(action, Conceal | Recover):
+            s.pushed_at.pop(action.seq, None)
+            if isinstance(action, Recover) and self.fec:
+                info.flags |= RECOVERED
+                s.recovered += 1
+            elif self.plc:
+                info.flags |= CONCEALED
+                s.concealed += 1
+            else:
+                info.flags |= CONCEALED  # a lost frame, played as silence
+                s.silenced += 1
+                if s.jitter.adaptive:
+                    pcm = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+        return pcm
 
     def _decode(
         self, s: _Speaker, action: Frame | Conceal | Recover | Nothing
@@ -179,8 +258,14 @@ class Speakers:
                     duplicate=st.duplicate,
                     lost=st.lost,
                     loss_percent=st.loss_percent,
+                    late_percent=st.late_percent,
                     decode_errors=s.decode_errors,
                     discarded=st.discarded,
+                    target_ms=round(st.target_ms, 1),
+                    delay_ms=round(st.delay_ms, 1),
+                    accelerated_ms=round(st.accelerated_ms, 1),
+                    expanded_ms=round(st.expanded_ms, 1),
+                    waited=st.waited,
                 )
             )
         return out

@@ -230,8 +230,15 @@ class SpeakerStats:
     duplicate: int = 0
     lost: int = 0
     loss_percent: float = 0.0  # over the last 10 s
+    late_percent: float = 0.0  # packets that came after their turn, over the last 10 s
     decode_errors: int = 0
     discarded: int = 0  # held packets dropped to catch up after a stall (not loss)
+    # Adaptive playout (0 with a fixed watermark); delays on top of the fastest packet's.
+    target_ms: float = 0.0  # the playout delay aimed at
+    delay_ms: float = 0.0  # the playout delay now
+    accelerated_ms: float = 0.0  # audio removed by time-stretching, in total
+    expanded_ms: float = 0.0  # audio inserted by time-stretching, in total
+    waited: int = 0  # ticks concealed while waiting for a packet that then played
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

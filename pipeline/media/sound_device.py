@@ -135,5 +135,5 @@ class OutputDevice(_Device):
         n = min(len(samples), frames)
         outdata[:n, 0] = samples[:n]
         outdata[n:, 0] = 0
-        self._on_frame(slot.seq, slot.timestamp, slot.flags)
+        self._on_frame(slot.seq, slot.timestamp, slot.flags, slot.media)
         self.ring.release()

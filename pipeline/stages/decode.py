@@ -29,15 +29,16 @@ class DecodeConfig:
     target: int = 2  # frames kept queued for the sink
     fec: bool = True
     plc: bool = True
+    adaptive: bool = True  # adaptive playout (see pipeline/core/jitter.py) or a fixed watermark
 
 
 def run(cfg: DecodeConfig) -> None:
     hops = (ev.HOP_RECEIVE_TO_DECODE, ev.HOP_DECODE, ev.HOP_JITTER_WAIT)
     with StageRuntime("decode", cfg.wiring, hops) as rt:
         src, dst, lat = rt.inp, rt.out, rt.latency
-        speakers = Speakers(fec=cfg.fec, plc=cfg.plc)
+        speakers = Speakers(fec=cfg.fec, plc=cfg.plc, adaptive=cfg.adaptive)
         push_trace = rt.tracer("push.npy", 2)
-        tracer = rt.tracer("decode.npy", 3)
+        tracer = rt.tracer("decode.npy", 4)
         deafened = False
 
         def deafen(cmd: ev.DeafenCmd) -> None:
@@ -70,12 +71,13 @@ def run(cfg: DecodeConfig) -> None:
                     timestamp=info.timestamp,
                     speaker=info.speaker,
                     flags=info.flags,
+                    media=info.media,
                 )
                 lat.add(ev.HOP_DECODE, t1 - t0)
                 for waited in info.waited_ns:
                     lat.add(ev.HOP_JITTER_WAIT, waited)
                 if info.timestamp:
-                    tracer.add(info.seq, t0, t1)
+                    tracer.add(info.seq, t0, t1, info.ahead_ns)
             mono = time.monotonic()
             if topped_up:
                 next_look = mono + QUIET_AFTER_TOP_UP

@@ -35,17 +35,17 @@ class _Player:
         self.output_latency_ns = output_latency_ns
         self.frames = 0
 
-    def played(self, seq: int, timestamp: int, flags: int) -> None:
+    def played(self, seq: int, timestamp: int, flags: int, media: int = 0) -> None:
         self.frames += 1
         if timestamp:
             now = time.monotonic_ns() + self.output_latency_ns
             self.rt.latency.add(ev.HOP_ARRIVAL_TO_EAR, now - timestamp)
-            self.tracer.add(seq, now, flags)
+            self.tracer.add(seq, now, flags, media - (1 << 64) if media >> 63 else media)
 
 
 def run(cfg: PlaybackConfig) -> None:
     with StageRuntime("playback", cfg.wiring, (ev.HOP_ARRIVAL_TO_EAR,)) as rt:
-        player = _Player(rt, rt.tracer("playback.npy", 3), 0)
+        player = _Player(rt, rt.tracer("playback.npy", 4), 0)
         if cfg.sink.is_device:
             _device_loop(rt, cfg.sink, player)
         else:
@@ -77,7 +77,7 @@ def _clocked_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:
         else:
             started = True
             sink.write(slot.samples())
-            player.played(slot.seq, slot.timestamp, slot.flags)
+            player.played(slot.seq, slot.timestamp, slot.flags, slot.media)
             ring.release()
         mono = time.monotonic()
         if rt.report_due(mono):
