@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
+from relay import config_file
+from relay.config_file import ConfigError
 from relay.limits import CONNECT_BURST, CONNECT_RATE, PER_ADDRESS_CONNECTIONS, PER_ADDRESS_SESSIONS
-from relay.lograte import install as install_log_rate_limit
-from relay.protocol.messages import MAX_CHANNEL
+from relay.log_format import LOG_FORMATS, configure_logging
+from relay.protocol.messages import MAX_CHANNEL, ChannelInfo
 from relay.router import (
     DEFAULT_BURST_S,
     DEFAULT_BYTES_PER_S,
     DEFAULT_DATAGRAMS_PER_S,
     VoiceLimit,
 )
-from relay.server import RelayConfig, run
+from relay.server import RelayConfig, StartError, run
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE
+from relay.store import Store, StoreError
 from relay.udp import RCVBUF
 
 
@@ -49,10 +54,37 @@ def _rate(value: str) -> float:
     return x
 
 
+# The keys `voicechat-admin set` may change (the reloadable ones but the channel list,
+# which has its own verbs): the configuration keys, as in the file.
+RUNTIME_KEYS = frozenset(
+    {
+        "grace", "auth_timeout", "stats_interval", "max_clients", "max_per_address",
+        "max_sessions_per_address", "connect_rate", "connect_burst", "voice_datagrams",
+        "voice_bytes", "voice_burst", "no_voice_limit", "log_level", "obfuscate_addresses",
+        "welcome_text",
+    }
+)  # fmt: skip
+
+
+def _host_port(value: str) -> str:
+    _host, sep, port = value.rpartition(":")
+    if not sep or not port.isdecimal() or not 0 <= int(port) <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The command line; each optional argument is also a key of the configuration file
+    (relay/config_file.py), named after its destination."""
     ap = argparse.ArgumentParser(
         prog="voicechat-relay",
         description="Voice chat relay: TCP control server and UDP voice router on one port.",
+    )
+    ap.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML file with any of these options as keys (flags given here win); "
+        "see docs/relay.example.toml",
     )
     ap.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     ap.add_argument(
@@ -179,6 +211,41 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("debug", "info", "warning", "error"),
         help="default info",
     )
+    ap.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="text (default) or json: one JSON object per line, for log shippers",
+    )
+    ap.add_argument(
+        "--obfuscate-addresses",
+        action="store_true",
+        help="log a keyed hash of each client address instead of the address",
+    )
+    ap.add_argument(
+        "--welcome-text",
+        default="",
+        metavar="TEXT",
+        help="a chat from the server each new session gets after its welcome",
+    )
+    ap.add_argument(
+        "--database",
+        metavar="PATH",
+        help="SQLite file for what survives a restart: channels made at run time, bans, "
+        "settings (default: none, all in memory)",
+    )
+    ap.add_argument(
+        "--admin-socket",
+        metavar="PATH",
+        help="Unix socket for voicechat-admin; its file permissions are the access "
+        "control (default: none)",
+    )
+    ap.add_argument(
+        "--metrics",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics over HTTP at HOST:PORT/metrics (default: off)",
+    )
     return ap
 
 
@@ -196,61 +263,142 @@ def _security_flags(ap: argparse.ArgumentParser) -> None:
                      "voice, readable by anyone on the path (tests and benchmarks)")  # fmt: skip
 
 
-def _read_password(path: str) -> str:
+def _read_password(path: str, error: Callable[[str], Any]) -> str:
     try:
-        lines = open(path, encoding="utf-8").read().splitlines()  # noqa: SIM115
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        build_parser().error(f"--password-file: {exc}")
+        error(f"password file: {exc}")
+        raise
     if not lines or not lines[0]:
-        build_parser().error(f"--password-file {path}: the first line is empty")
+        error(f"password file {path}: the first line is empty")
     return lines[0]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    if not 0 <= args.port <= 0xFFFF:
-        build_parser().error("--port must be 0..65535")
+def config_from(ns: argparse.Namespace, error: Callable[[str], Any]) -> RelayConfig:
+    """The relay's configuration from merged options; ``error`` is called on a bad one."""
+    if not 0 <= ns.port <= 0xFFFF:
+        error("port must be 0..65535")
     voice_limit = None
-    if not args.no_voice_limit:
+    if not ns.no_voice_limit:
         try:
-            voice_limit = VoiceLimit(args.voice_datagrams, args.voice_bytes, args.voice_burst)
+            voice_limit = VoiceLimit(ns.voice_datagrams, ns.voice_bytes, ns.voice_burst)
         except ValueError as exc:
-            build_parser().error(str(exc))
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    install_log_rate_limit()  # under load, no log line per event
-    config = RelayConfig(
-        host=args.host,
-        port=args.port,
-        echo=args.echo,
-        channels=args.channels or list(DEFAULT_CHANNELS),
-        grace=args.grace,
-        auth_timeout=args.auth_timeout,
-        stats_interval=args.stats_interval,
-        udp=args.udp,
-        udp_rcvbuf=args.udp_rcvbuf,
-        udp_workers=max(1, args.udp_workers) if args.udp == "thread" else 1,
-        max_clients=args.max_clients,
+            error(str(exc))
+    if ns.insecure and (ns.tls_cert or ns.password_file):
+        error("--insecure has no TLS: a certificate or password would be sent in clear")
+    if not ns.insecure and ns.udp_workers > 1:
+        error("--udp-workers above 1 needs --insecure (protocol 1) for now")
+    channels: list[ChannelInfo | str] = [
+        c if isinstance(c, ChannelInfo) else ChannelInfo(c) for c in ns.channels or ()
+    ]
+    return RelayConfig(
+        host=ns.host,
+        port=ns.port,
+        echo=ns.echo,
+        channels=channels or [ChannelInfo(c) for c in DEFAULT_CHANNELS],
+        grace=ns.grace,
+        auth_timeout=ns.auth_timeout,
+        stats_interval=ns.stats_interval,
+        udp=ns.udp,
+        udp_rcvbuf=ns.udp_rcvbuf,
+        udp_workers=max(1, ns.udp_workers) if ns.udp == "thread" else 1,
+        max_clients=ns.max_clients,
         voice_limit=voice_limit,
-        per_address_connections=args.max_per_address,
-        per_address_sessions=args.max_sessions_per_address,
-        connect_rate=args.connect_rate,
-        connect_burst=args.connect_burst,
-        insecure=args.insecure,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        data_dir=args.data_dir,
-        password=_read_password(args.password_file) if args.password_file else None,
+        per_address_connections=ns.max_per_address,
+        per_address_sessions=ns.max_sessions_per_address,
+        connect_rate=ns.connect_rate,
+        connect_burst=ns.connect_burst,
+        log_level=ns.log_level,
+        log_format=ns.log_format,
+        obfuscate_addresses=ns.obfuscate_addresses,
+        welcome_text=ns.welcome_text,
+        database=ns.database,
+        admin_socket=ns.admin_socket,
+        metrics=ns.metrics,
+        insecure=ns.insecure,
+        tls_cert=ns.tls_cert,
+        tls_key=ns.tls_key,
+        data_dir=ns.data_dir,
+        password=_read_password(ns.password_file, error) if ns.password_file else None,
     )
-    if args.insecure and (args.tls_cert or args.password_file):
-        build_parser().error(
-            "--insecure has no TLS: a certificate or password would be sent in clear"
-        )
-    if not args.insecure and config.udp_workers > 1:
-        build_parser().error("--udp-workers above 1 needs --insecure (protocol 1) for now")
-    asyncio.run(run(config))
+
+
+class Settings:
+    """Where the configuration comes from, read again on every reload.
+
+    Defaults, then the file, then the flags, then what the operator set at run
+    time (stored in the database, as mumble-server keeps its own): the last word
+    is the operator's, until ``voicechat-admin unset`` gives it back to the file.
+    """
+
+    def __init__(self, argv: Sequence[str] | None) -> None:
+        self.parser = build_parser()
+        self.argv = list(sys.argv[1:] if argv is None else argv)
+        self.path: str | None = self.parser.parse_args(self.argv).config
+        self.store: Store | None = None
+        self._memory: dict[str, Any] = {}  # run-time settings when there is no database
+
+    def options(self) -> argparse.Namespace:
+        """The merged options; raises ConfigError for a bad file or stored setting."""
+        ns = config_file.merge(self.parser, self.argv, self.path)
+        where = f"{self.store.path} (settings)" if self.store else "run-time settings"
+        for dest, value in config_file.parse(self.runtime_settings(), self.parser, where).items():
+            setattr(ns, dest, value)
+        return ns
+
+    def runtime_settings(self) -> dict[str, Any]:
+        return self.store.settings() if self.store is not None else dict(self._memory)
+
+    def set_setting(self, key: str, text: str) -> Any:
+        """Keep ``key`` = ``text`` (checked as the key's flag would check it); the value."""
+        if key not in RUNTIME_KEYS:
+            raise ConfigError(
+                f"{key!r} cannot be set at run time; one of {', '.join(sorted(RUNTIME_KEYS))}"
+                " (anything else: change the configuration file and restart)"
+            )
+        value = config_file.from_text(self.parser, key, text)
+        if self.store is not None:
+            self.store.set_setting(key, value)
+        else:
+            self._memory[key] = value
+        return value
+
+    def unset_setting(self, key: str) -> bool:
+        if self.store is not None:
+            return self.store.clear_setting(key)
+        return self._memory.pop(key, None) is not None
+
+    def config(self) -> RelayConfig:
+        """The configuration as it is now (ConfigError if it cannot be used)."""
+
+        def error(msg: str) -> None:
+            raise ConfigError(f"{self.path or 'command line'}: {msg}")
+
+        return config_from(self.options(), error)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = Settings(argv)
+    # Bad flags exit through argparse's usage message; a bad file, stored setting or
+    # database with one line naming it and status 2.
+    try:
+        ns = settings.options()
+        config_from(ns, settings.parser.error)
+        if ns.database is not None:
+            settings.store = Store(Path(ns.database))
+        config = settings.config()
+    except (ConfigError, StoreError) as exc:
+        print(f"voicechat-relay: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(config.log_level, config.log_format, config.obfuscate_addresses)
+    try:
+        asyncio.run(run(config, store=settings.store, source=settings))
+    except StartError as exc:  # status 1: unlike a bad file, a restart may help
+        print(f"voicechat-relay: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        if settings.store is not None:
+            settings.store.close()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from relay.bans import Ban, BanList
 from relay.limits import (
     AddressPolicy,
     Admission,
@@ -33,6 +34,7 @@ from relay.limits import (
     ControlLimits,
     Verdict,
 )
+from relay.log_format import address
 from relay.presence import PresenceFanout
 from relay.protocol.errors import FramingError, ProtocolError
 from relay.protocol.messages import (
@@ -48,7 +50,15 @@ from relay.protocol.messages import (
     Reconnect,
     encode_message,
 )
-from relay.session_table import Action, Presence, Send, SendFrames, SessionTable
+from relay.session_table import (
+    SERVER_NAME,
+    Action,
+    Presence,
+    Send,
+    SendFrames,
+    Session,
+    SessionTable,
+)
 
 log = logging.getLogger("relay.control_server")
 
@@ -107,6 +117,10 @@ class ControlServer:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._routes_stale = False  # the router has not been told of a change yet
         self._writing = False  # a presence round is being written, a slice per loop pass
+        self.bans = BanList()
+        self.welcome_text = ""  # a chat from the server after each new session's welcome
+        self.messages: dict[str, int] = {}  # control messages received, by type
+        self.auth_failures: dict[str, int] = {}  # auths and reconnects refused, by error code
 
     # --- per connection --------------------------------------------------------------
 
@@ -114,6 +128,16 @@ class ControlServer:
         """The whole life of one control connection."""
         opened = self.clock()
         source = _source(writer)
+        ban = self.bans.match(source, None, self.wall())
+        if ban is not None:
+            self._count_failure("banned")
+            log.info(
+                "refused a banned address",
+                extra={"event": "auth_refused", "address": address(source), "code": "banned"},
+            )
+            writer.write(encode_message(_banned(ban)))
+            writer.close()
+            return
         admission = self.addresses.admit(source, opened)
         if admission is not Admission.ADMIT:
             self.refused[admission.value] += 1
@@ -129,7 +153,10 @@ class ControlServer:
         loop = asyncio.get_running_loop()
         conn.timer = loop.call_later(conn.policy.auth_deadline - opened, self._auth_timeout, conn)
         decoder = MessageDecoder()
-        log.debug("conn %d from %s", conn.id, writer.get_extra_info("peername"))
+        log.info(
+            "connection opened",
+            extra={"event": "connect", "conn": conn.id, "address": address(source)},
+        )
         try:
             while not conn.closing:
                 try:
@@ -159,6 +186,16 @@ class ControlServer:
         finally:
             if conn.timer is not None:
                 conn.timer.cancel()
+            session = self.sessions.by_conn(conn.id)
+            log.info(
+                "connection closed",
+                extra={
+                    "event": "disconnect",
+                    "conn": conn.id,
+                    "user_id": None if session is None else session.user_id,
+                    "address": address(source),
+                },
+            )
             del self._conns[conn.id]
             self.addresses.release(conn.source)
             self.fanout.unsubscribe(conn.id)
@@ -167,11 +204,16 @@ class ControlServer:
                 writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
-            log.debug("conn %d closed", conn.id)
 
     def _dispatch(self, conn: _Conn, msg: Message) -> None:
         s = self.sessions
+        self.messages[msg.TYPE] = self.messages.get(msg.TYPE, 0) + 1
         if isinstance(msg, Auth):
+            ban = self.bans.match(conn.source, msg.name, self.wall())
+            if ban is not None:
+                self._refuse_auth(conn, _banned(ban), msg.name)
+                self._close(conn, "banned")
+                return
             refusal = self._check_password(conn, msg.password)
             if refusal is not None:
                 self._send(conn, refusal)
@@ -179,10 +221,21 @@ class ControlServer:
             actions = s.auth(conn.id, msg.name, conn.source, msg.version)
             session = s.by_conn(conn.id)
             if session is not None:
-                log.info("auth conn=%d user=%d name=%r", conn.id, session.user_id, session.name)
+                self._log_session(conn, session, "auth")
+                if self.welcome_text:
+                    text = Chat(self.welcome_text, 0, SERVER_NAME, session.channel, self.wall())
+                    actions.append(Send(conn.id, text))
+            else:
+                self._refused_in(actions, conn, msg.name)
         elif isinstance(msg, Reconnect):
             actions = s.reconnect(conn.id, msg.token, self.clock(), msg.version)
-            failed = s.by_conn(conn.id) is None  # the table answered unknown_token
+            session = s.by_conn(conn.id)
+            failed = session is None  # the table answered unknown_token
+            if failed:
+                self._refused_in(actions, conn, None)
+            else:
+                assert session is not None
+                self._log_session(conn, session, "reconnect")
             if failed and conn.policy.on_failed_reconnect() is Verdict.CLOSE:
                 self._apply(actions)
                 self._close(conn, "too many unknown tokens")
@@ -223,9 +276,60 @@ class ControlServer:
             return None
         self.auth_refused["bad_password"] += 1
         if self.guard.failed(conn.source, now):
-            ban = self.guard.ban
-            log.warning("auth: %s banned for %.0f s after wrong passwords", conn.source, ban)
+            log.warning(
+                "address banned after wrong passwords",
+                extra={"event": "password_ban", "address": address(conn.source),
+                       "seconds": self.guard.ban},
+            )  # fmt: skip
         return Error(code="bad_password", message="wrong server password")
+
+    def _log_session(self, conn: _Conn, session: Session, event: str) -> None:
+        log.info(
+            "session started" if event == "auth" else "session resumed",
+            extra={
+                "event": event,
+                "conn": conn.id,
+                "user_id": session.user_id,
+                "user": session.name,
+                "address": address(conn.source),
+            },
+        )
+
+    def _count_failure(self, code: str) -> None:
+        self.auth_failures[code] = self.auth_failures.get(code, 0) + 1
+
+    def _refused_in(self, actions: list[Action], conn: _Conn, name: str | None) -> None:
+        """Count and log the error the table answered an auth or reconnect with."""
+        for a in actions:
+            if isinstance(a, Send) and a.conn == conn.id and isinstance(a.message, Error):
+                self._count_failure(a.message.code)
+                self._log_refusal(conn, a.message.code, name)
+                return
+
+    def _refuse_auth(self, conn: _Conn, err: Error, name: str) -> None:
+        self._count_failure(err.code)
+        self._log_refusal(conn, err.code, name)
+        self._send(conn, err)
+
+    def _log_refusal(self, conn: _Conn, code: str, name: str | None) -> None:
+        log.info(
+            "auth refused",
+            extra={
+                "event": "auth_refused",
+                "conn": conn.id,
+                "code": code,
+                "user": name or "",
+                "address": address(conn.source),
+            },
+        )
+
+    def apply(self, actions: list[Action]) -> None:
+        """Carry out actions of the session table made outside a message (the operator's)."""
+        self._apply(actions)
+
+    def address_of(self, session: Session) -> str:
+        """The address ``session`` came from (its auth's), as the log shows it."""
+        return address(session.source)
 
     def _refuse(self, conn: _Conn, exc: ProtocolError, verdict: Verdict) -> None:
         """Answer bad input with an error; close the connection if the policy says so."""
@@ -240,6 +344,7 @@ class ControlServer:
         now = self.clock()
         authenticated = self.sessions.by_conn(conn.id) is not None
         if conn.policy.auth_overdue(now, authenticated):
+            self._count_failure("auth_timeout")
             self._send(conn, Error(code="auth_timeout", message="no auth within the time limit"))
             self._close(conn, "auth timeout")
         elif not authenticated:
@@ -390,6 +495,16 @@ class ControlServer:
     @property
     def connection_count(self) -> int:
         return len(self._conns)
+
+
+def _banned(ban: Ban) -> Error:
+    until = (
+        "for ever"
+        if ban.expires is None
+        else time.strftime("until %Y-%m-%d %H:%M UTC", time.gmtime(ban.expires))
+    )
+    reason = f": {ban.reason}" if ban.reason else ""
+    return Error(code="banned", message=f"you are banned from this relay {until}{reason}")
 
 
 _REFUSALS = {

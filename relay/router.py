@@ -264,6 +264,16 @@ class Router:
         self._s_per_byte = 1.0 / lim.bytes_per_s
         self._burst_s = lim.burst_s
 
+    def set_limit(self, limit: VoiceLimit | None) -> None:
+        """A new limit (a reload), from the control thread: each value is one attribute
+        store, so the routing thread sees the old limit or the new one per field, for at
+        most one datagram in between; every bucket keeps its state."""
+        lim = limit or VoiceLimit()
+        self._s_per_datagram = 1.0 / lim.datagrams_per_s
+        self._s_per_byte = 1.0 / lim.bytes_per_s
+        self._burst_s = lim.burst_s
+        self.limit = limit
+
     def route(self, buf: bytearray, n: int, addr: Addr) -> Dests:
         """Where ``buf[:n]``, received from ``addr``, goes; may rewrite its token in place.
 

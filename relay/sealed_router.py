@@ -81,11 +81,13 @@ PeerEntry = tuple[int, int, bytes, int]  # user id, token, session key, media ke
 class SealedRouter(Router):
     """Protocol 2 routing: authenticate, check the window, then route as Router does.
 
-    ``media`` maps a media key id to its key, for the rare whisper across channels.
+    ``media`` maps a media key id to its key, for the rare whisper across channels: the
+    session table's own dict, which grows when a channel is added at run time (one
+    atomic insert by the control thread; this thread only reads it).
     After :meth:`route` returns destinations, ``out_n`` is the length to send.
     """
 
-    __slots__ = ("_aead", "out_n", "peers", "retired", "sealed")
+    __slots__ = ("_aead", "_media", "out_n", "peers", "retired", "sealed")
 
     def __init__(
         self,
@@ -101,7 +103,8 @@ class SealedRouter(Router):
             super().__init__(echo, on_bind, limit, clock)
         self.sealed = SealedCounters()
         self.counters = self.sealed
-        self._aead = {key_id: AESGCM(key) for key_id, key in media.items()}
+        self._media = media
+        self._aead: dict[int, AESGCM] = {}  # built from _media on first use, this thread only
         self.peers: dict[int, Peer] = {}
         self.out_n = 0
         self.retired = dict.fromkeys(WINDOW_COUNTERS, 0)  # windows of sessions gone
@@ -239,10 +242,18 @@ class SealedRouter(Router):
         c.forwarded += len(dests)
         return dests
 
+    def _cipher(self, key_id: int) -> AESGCM | None:
+        aead = self._aead.get(key_id)
+        if aead is None:
+            key = self._media.get(key_id)
+            if key is None:
+                return None
+            aead = self._aead[key_id] = AESGCM(key)
+        return aead
+
     def _reseal(self, buf: bytearray, m: int, key_id: int) -> bool:
         """Seal a whisper's body again under the listener's channel key, in place."""
-        src = self._aead.get(buf[2])
-        dst = self._aead.get(key_id)
+        src, dst = self._cipher(buf[2]), self._cipher(key_id)
         if src is None or dst is None:
             return False
         nonce = bytes(buf[SID_OFFSET:TARGET_OFFSET])

@@ -5,7 +5,13 @@ UDP side only reads the router's immutable :class:`relay.router.RouteTable`,
 which is rebuilt here after every change and swapped in with one reference
 store; register pings from the UDP thread come back to the loop through
 ``call_soon_threadsafe``. Shutdown on SIGINT/SIGTERM: clients get ``bye``, the
-UDP loop is stopped and joined, the counters are logged.
+UDP loop is stopped and joined, the counters are logged. SIGHUP reloads the
+configuration (:meth:`relay.operations.Operations.reload`): what can change
+while serving does, the rest is logged as needing a restart.
+
+The operator's side, each optional: the database (:mod:`relay.store`: bans,
+channels made at run time, run-time settings), the admin socket
+(:mod:`relay.admin_server`) and the metrics endpoint (:mod:`relay.metrics`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
+from relay.admin import Admin
+from relay.admin_server import AdminServer
 from relay.control_server import ControlServer
 from relay.limits import (
     CONNECT_BURST,
@@ -29,11 +38,15 @@ from relay.limits import (
     PER_ADDRESS_SESSIONS,
     ControlLimits,
 )
+from relay.metrics import MetricsServer, Snapshot, from_loop, parse_address
+from relay.operations import Operations
+from relay.protocol.messages import ChannelInfo
 from relay.router import Addr, Router, RouteTable, VoiceLimit, add_unbound
 from relay.sealed_router import SealedRouter
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, BindResult, SessionTable
+from relay.store import Store
 from relay.tls import certificate_fingerprint, identity, server_context
-from relay.udp import RCVBUF, UdpThread, open_udp, start_asyncio_udp
+from relay.udp import RCVBUF, ServiceTimes, UdpThread, open_udp, start_asyncio_udp
 from relay.workers import Worker
 
 log = logging.getLogger("relay")
@@ -46,7 +59,7 @@ class RelayConfig:
     host: str = "0.0.0.0"
     port: int = 8080
     echo: bool = False
-    channels: list[str] = field(default_factory=lambda: list(DEFAULT_CHANNELS))
+    channels: list[ChannelInfo | str] = field(default_factory=lambda: list(DEFAULT_CHANNELS))
     grace: float = DEFAULT_GRACE
     auth_timeout: float = 10.0
     max_output: int = 1024 * 1024
@@ -68,15 +81,45 @@ class RelayConfig:
     tls_key: str | None = None  # PEM; None: in tls_cert
     data_dir: str | None = None  # None: relay.tls.default_data_dir()
     password: str | None = None  # None: anyone may join
+    log_level: str = "info"
+    log_format: str = "text"
+    obfuscate_addresses: bool = False
+    welcome_text: str = ""
+    database: str | None = None  # the store is opened by the caller (a clear start-up error)
+    admin_socket: str | None = None
+    metrics: str | None = None  # HOST:PORT
+
+
+class StartError(Exception):
+    """The relay could not bind what its configuration asks for; ``str()`` is one line."""
+
+
+class ConfigSource(Protocol):
+    """Where a reload gets the configuration, and where run-time settings are kept."""
+
+    def config(self) -> RelayConfig: ...
+
+    def set_setting(self, key: str, text: str) -> Any: ...
+
+    def unset_setting(self, key: str) -> bool: ...
+
+    def runtime_settings(self) -> dict[str, Any]: ...
 
 
 class Relay:
-    """One relay: call :meth:`start`, then :meth:`serve` until :meth:`stop`."""
+    """One relay: call :meth:`start`, then :meth:`serve` until :meth:`stop`.
 
-    def __init__(self, config: RelayConfig) -> None:
+    ``store``: the open database, if any; ``source``: what a reload reads
+    (:class:`relay.operations.Operations` keeps both).
+    """
+
+    def __init__(
+        self, config: RelayConfig, store: Store | None = None, source: ConfigSource | None = None
+    ) -> None:
         self.config = config
+        self.operations = Operations(self, store, source)
         self.sessions = SessionTable(
-            config.channels,
+            self.operations.channels(),
             config.grace,
             max_sessions=config.max_clients,
             max_per_source=config.per_address_sessions,
@@ -91,7 +134,7 @@ class Relay:
         else:
             if config.udp_workers > 1:
                 raise ValueError("--udp-workers above 1 needs --insecure (protocol 1) for now")
-            media = dict(self.sessions.media_keys.values())
+            media = self.sessions.media_by_id  # shared: it grows with run-time channels
             self.sealed = SealedRouter(
                 media, echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
             )
@@ -112,6 +155,12 @@ class Relay:
             ),
             password=config.password,
         )
+        self.control.welcome_text = config.welcome_text
+        self.operations.load_bans()
+        self.admin = Admin(self)
+        self._admin_server: AdminServer | None = None
+        self._metrics: MetricsServer | None = None
+        self.service_times: ServiceTimes | None = ServiceTimes() if config.metrics else None
         self.port = 0
         self._tcp: asyncio.Server | None = None
         self._udp_sock: socket.socket | None = None
@@ -163,7 +212,7 @@ class Relay:
         if cfg.udp == "asyncio":
             self._udp_transport = await start_asyncio_udp(self._udp_sock, self.router)
         else:
-            self._udp_thread = UdpThread(self._udp_sock, self.router)
+            self._udp_thread = UdpThread(self._udp_sock, self.router, self.service_times)
             self._udp_thread.start()
             for _ in range(cfg.udp_workers - 1):
                 w = Worker(
@@ -171,6 +220,14 @@ class Relay:
                 )
                 self._loop.add_reader(w.conn.fileno(), self._from_worker, w)
                 self._workers.append(w)
+        if cfg.admin_socket:
+            self._admin_server = AdminServer(cfg.admin_socket, self.admin.handle)
+            await self._admin_server.start()
+        if cfg.metrics:
+            host, mport = parse_address(cfg.metrics)
+            loop = self._loop
+            self._metrics = MetricsServer(host, mport, lambda: from_loop(loop, self.snapshot))
+            log.info("metrics on http://%s:%d/metrics", host, self._metrics.port)
         mode = "echo" if cfg.echo else "relay"
         lim = cfg.voice_limit
         log.info(
@@ -182,7 +239,7 @@ class Relay:
             "password required" if cfg.password is not None else "no password",
             cfg.udp,
             1 + len(self._workers),
-            cfg.channels,
+            list(self.sessions.channels),
             cfg.grace,
             "off"
             if lim is None
@@ -195,6 +252,7 @@ class Relay:
         timers = [
             asyncio.create_task(self._expiry_timer()),
             asyncio.create_task(self._stats_timer()),
+            asyncio.create_task(self.operations.ban_timer()),
         ]
         try:
             await self._stopped.wait()
@@ -208,6 +266,12 @@ class Relay:
         self._stopped.set()
 
     async def close(self) -> None:
+        if self._admin_server is not None:
+            await self._admin_server.close()
+            self._admin_server = None
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         if self._tcp is not None:
             self._tcp.close()
         await self.control.shutdown()
@@ -238,6 +302,40 @@ class Relay:
                 w.counters["forwarded"] for w in self._workers
             ]
             log.info("forwarded by loop (this process first, then each worker): %s", shares)
+
+    # --- the operator's side -------------------------------------------------------------
+
+    def forwarded_total(self) -> int:
+        """Datagrams forwarded so far by every loop (workers as of their last report)."""
+        return self.router.counters.forwarded + sum(w.counters["forwarded"] for w in self._workers)
+
+    def snapshot(self) -> Snapshot:
+        """The counters for one metrics scrape (on the loop's thread, which owns them)."""
+        total = self.router.counters.as_dict()
+        for w in self._workers:
+            for k, v in w.counters.items():
+                total[k] = total.get(k, 0) + v
+        times = self.service_times
+        c = self.control
+        return Snapshot(
+            datagrams=total,
+            sessions=len(self.sessions),
+            connections=c.connection_count,
+            members={ch: len(m) for ch, m in self.sessions.channels.items()},
+            messages=dict(c.messages),
+            auth_failures=dict(c.auth_failures),
+            refused=dict(c.refused),
+            evicted=self.sessions.evicted,
+            bans=len(c.bans),
+            service=None if times is None else times.snapshot(),
+            service_bounds_ns=() if times is None else times.bounds_ns,
+        )
+
+    def set_voice_limit(self, limit: VoiceLimit | None) -> None:
+        """A new per-session voice limit for every forwarding loop (a reload)."""
+        self.router.set_limit(limit)
+        for w in self._workers:
+            w.set_limit(limit)
 
     # --- glue between the sides ---------------------------------------------------------
 
@@ -344,17 +442,24 @@ class Relay:
             self.log_counters()
 
 
-async def run(config: RelayConfig) -> None:
+async def run(
+    config: RelayConfig, store: Store | None = None, source: ConfigSource | None = None
+) -> None:
     """Start a relay, print the listening line, serve until SIGINT or SIGTERM.
 
-    SIGUSR1 logs the counters at once.
+    SIGUSR1 logs the counters at once; SIGHUP reloads the configuration from ``source``.
     """
-    relay = Relay(config)
-    await relay.start()
+    relay = Relay(config, store, source)
+    try:
+        await relay.start()
+    except OSError as exc:  # a port or socket path in use, an address not on this host
+        await relay.close()
+        raise StartError(f"cannot start: {exc}") from None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, relay.stop)
     loop.add_signal_handler(signal.SIGUSR1, relay.log_counters)
+    loop.add_signal_handler(signal.SIGHUP, relay.operations.on_sighup)
     print(
         f"relay listening on {config.host} tcp={relay.port} udp={relay.port}",
         file=sys.stdout,

@@ -29,6 +29,8 @@ from relay.names import NameBook, NameRefused, clean_chat
 from relay.protocol.messages import (
     PROTOCOL,
     PROTOCOL_INSECURE,
+    ChannelInfo,
+    ChannelList,
     Chat,
     Error,
     MediaKey,
@@ -49,6 +51,7 @@ Addr = tuple[str, int]
 
 DEFAULT_CHANNELS = ("Lobby", "General", "Gaming", "Music", "AFK")
 DEFAULT_GRACE = 30.0
+SERVER_NAME = "server"  # the name on a chat from the operator; its user id is 0, never issued
 # Seconds a bound session must wait before moving its voice to another address: a
 # move rebuilds the channel's routes, which a NAT rebinding needs rarely and a client
 # flapping between source ports must not get on every ping.
@@ -145,7 +148,7 @@ class SessionTable:
 
     def __init__(
         self,
-        channels: Iterable[str] = DEFAULT_CHANNELS,
+        channels: Iterable[str | ChannelInfo] = DEFAULT_CHANNELS,
         grace: float = DEFAULT_GRACE,
         udp_port: int = 0,
         max_sessions: int = 2000,
@@ -153,20 +156,24 @@ class SessionTable:
         max_per_source: int = 0,
         sealed: bool = False,
     ) -> None:
-        names = list(dict.fromkeys(channels))
-        if not names:
+        infos = [c if isinstance(c, ChannelInfo) else ChannelInfo(c) for c in channels]
+        self.info: dict[str, ChannelInfo] = {}  # channel -> its description and limit, in order
+        for c in infos:
+            self.info.setdefault(c.name, c)
+        if not self.info:
             raise ValueError("a relay needs at least one channel")
-        if sealed and len(names) > MAX_SEALED_CHANNELS:
-            raise ValueError(f"at most {MAX_SEALED_CHANNELS} channels with sealed voice")
-        # Protocol 2 (``sealed``): a media key per channel, for the relay's lifetime,
-        # id 1, 2, ... in channel order; protocol 1 has none.
+        self.channels: dict[str, set[int]] = {c: set() for c in self.info}  # channel -> tokens
+        # Protocol 2 (``sealed``): a media key per channel for the relay's lifetime, id 1,
+        # 2, ... in the order channels first exist (a channel added at run time gets the
+        # next; a renamed one keeps its key); protocol 1 has none. ``media_by_id`` is
+        # shared with the sealed router (it re-seals whispers across channels).
         self.sealed = sealed
         self.protocol = PROTOCOL if sealed else PROTOCOL_INSECURE
-        self.media_keys: dict[str, tuple[int, bytes]] = (
-            {c: (i + 1, new_media_key()) for i, c in enumerate(names)} if sealed else {}
-        )
-        self.channels: dict[str, set[int]] = {c: set() for c in names}  # channel -> tokens
-        self.default_channel = names[0]
+        self.media_keys: dict[str, tuple[int, bytes]] = {}
+        self.media_by_id: dict[int, bytes] = {}
+        if sealed:
+            for name in self.info:
+                self._media_key(name)
         self.grace = grace
         self.udp_port = udp_port
         self.max_sessions = max_sessions
@@ -174,6 +181,7 @@ class SessionTable:
         self.max_per_source = max_per_source
         self._by_token: dict[int, Session] = {}
         self._by_conn: dict[int, int] = {}  # control connection -> token
+        self._by_user: dict[int, int] = {}  # public user id -> token
         self._names = NameBook()  # by TR39 skeleton: look-alikes count as taken
         self._graced: dict[int, None] = {}  # tokens in grace, oldest drop first
         self._per_source: dict[str, int] = {}  # source address -> its sessions
@@ -200,6 +208,22 @@ class SessionTable:
 
     def by_token(self, token: int) -> Session | None:
         return self._by_token.get(token)
+
+    def find(self, user: str) -> Session | None:
+        """The session named ``user`` exactly, or whose user id ``user`` spells in decimal."""
+        if user.isdecimal():
+            token = self._by_user.get(int(user))
+            if token is not None:
+                return self._by_token[token]
+        for s in self._by_token.values():
+            if s.name == user:
+                return s
+        return None
+
+    @property
+    def default_channel(self) -> str:
+        """Where new sessions start: the first channel."""
+        return next(iter(self.channels))
 
     def connections(self) -> list[int]:
         return list(self._by_conn)
@@ -232,12 +256,13 @@ class SessionTable:
         if channels is None:
             sessions: Iterable[Session] = self._by_token.values()
         else:
-            sessions = (self._by_token[t] for c in channels for t in self.channels[c])
+            sessions = (self._by_token[t] for c in channels for t in self.channels.get(c, ()))
         return [(s.token, s.user_id, s.channel, s.udp_addr) for s in sessions]
 
     def take_dirty(self) -> set[str]:
         """The channels whose members or bindings changed since the last call, besides
-        the sessions :meth:`take_added` lists (call that first)."""
+        the sessions :meth:`take_added` lists (call that first); a channel that was
+        removed or renamed away is among them, with no entries."""
         dirty, self._dirty = self._dirty, set()
         return dirty
 
@@ -264,12 +289,12 @@ class SessionTable:
         """Protocol 2: ``(user_id, token, udp_key, media key id)`` of the sessions in
         ``channels`` and of ``tokens``, for :class:`relay.sealed_router.SealedRouter`."""
         by_token = self._by_token
-        picked = {t for c in channels for t in self.channels[c]}
+        picked = {t for c in channels for t in self.channels.get(c, ())}  # a gone one: none
         picked.update(t for t in tokens if t in by_token)
         out = []
         for t in picked:
             s = by_token[t]
-            out.append((s.user_id, t, s.udp_key, self.media_keys[s.channel][0]))
+            out.append((s.user_id, t, s.udp_key, self._media_key(s.channel)[0]))
         return out
 
     def _version_error(self, conn: int, version: int) -> Send | None:
@@ -327,6 +352,7 @@ class SessionTable:
             session.udp_key = new_session_key()
         self._by_token[token] = session
         self._by_conn[conn] = token
+        self._by_user[user_id] = token
         self._per_source[source] = self.sessions_of(source) + 1
         out.append(self._presence(UserJoined(user_id, name, session.channel), but=conn))
         self.channels[session.channel].add(token)
@@ -377,6 +403,12 @@ class SessionTable:
             return [_error(conn, "unknown_channel", f"no channel {channel[:64]!r}")]
         if channel == session.channel:
             return []
+        limit = self.info[channel].max_users
+        if limit and len(self.channels[channel]) >= limit:
+            return [_error(conn, "channel_full", f"{channel[:64]!r} holds at most {limit} users")]
+        return self._move(session, channel)
+
+    def _move(self, session: Session, channel: str) -> list[Action]:
         old = session.channel
         left = encode_message(UserLeft(session.user_id, session.name, old))
         joined = encode_message(UserJoined(session.user_id, session.name, channel))
@@ -385,10 +417,21 @@ class SessionTable:
         self.channels[channel].add(session.token)
         self._set_packed(session)
         self._changed(old, channel)
-        if self.sealed:  # the new channel's key first, so its voice opens at once
-            key_id, key = self.media_keys[channel]
-            return [Send(conn, MediaKey(channel, key_id, key)), Presence(left + joined)]
+        if self.sealed and session.conn is not None:  # the key first: its voice opens at once
+            key_id, key = self._media_key(channel)
+            return [Send(session.conn, MediaKey(channel, key_id, key)), Presence(left + joined)]
         return [Presence(left + joined)]
+
+    def _media_key(self, channel: str) -> tuple[int, bytes]:
+        """The media key id and key of ``channel``, created on its first use."""
+        found = self.media_keys.get(channel)
+        if found is None:
+            key_id = len(self.media_by_id) + 1
+            if key_id > MAX_SEALED_CHANNELS:
+                raise ValueError(f"at most {MAX_SEALED_CHANNELS} channel keys in a relay's life")
+            found = self.media_keys[channel] = (key_id, new_media_key())
+            self.media_by_id[key_id] = found[1]
+        return found
 
     def chat(self, conn: int, text: str, ts: float) -> list[Action]:
         """Relay ``text`` to the sender's channel, sender included, stamped with ``ts``."""
@@ -451,6 +494,86 @@ class SessionTable:
         self._changed(session.channel)
         return BindResult.BOUND
 
+    # --- the operator's actions (admin socket, reload) -------------------------------------
+
+    def kick(self, session: Session, code: str, reason: str) -> list[Action]:
+        """End ``session`` now, without grace: its client gets ``error code`` and is closed,
+        everyone else a ``user_left``. A ``reconnect`` with its token then fails."""
+        out: list[Action] = []
+        if session.conn is not None:
+            out += [_error(session.conn, code, reason), Close(session.conn, code)]
+        return out + self._remove(session)
+
+    def move(self, session: Session, channel: str) -> list[Action]:
+        """Move ``session`` to ``channel`` whatever its limit (the operator's move)."""
+        if channel not in self.channels:
+            raise KeyError(channel)
+        return [] if channel == session.channel else self._move(session, channel)
+
+    def say(self, text: str, ts: float, channel: str | None = None) -> list[Action]:
+        """A chat from the operator (user id 0) to ``channel``, or to every session."""
+        text = clean_chat(text)
+        if not text.strip():
+            raise ValueError("the message is empty once cleaned")
+        if channel is not None and channel not in self.channels:
+            raise KeyError(channel)
+        out: list[Action] = []
+        for c in self.channels if channel is None else (channel,):
+            # A chat names its channel: everyone gets it in the channel they are in.
+            out += self._to_channel(c, Chat(text, 0, SERVER_NAME, c, ts))
+        return out
+
+    def set_channels(self, infos: Iterable[ChannelInfo]) -> list[Action]:
+        """Make the channel list ``infos`` (in that order; the first is the default).
+
+        Members of a channel that goes are moved to the new default channel; if
+        anything changed, every session is sent the new ``channel_list``.
+        """
+        new: dict[str, ChannelInfo] = {}
+        for c in infos:
+            new.setdefault(c.name, c)
+        if not new:
+            raise ValueError("a relay needs at least one channel")
+        if list(new.values()) == list(self.info.values()):
+            return []
+        out: list[Action] = []
+        for name in new:
+            self.channels.setdefault(name, set())
+        default = next(iter(new))
+        for name in [c for c in self.channels if c not in new]:
+            for token in list(self.channels[name]):
+                out += self._move(self._by_token[token], default)
+            del self.channels[name]
+            self._dirty.add(name)  # the router forgets it
+        self.channels = {name: self.channels[name] for name in new}
+        self.info = new
+        self.version += 1
+        return [*out, SendFrames(tuple(self._by_conn), self._channel_list())]
+
+    def rename_channel(self, old: str, new: str) -> list[Action]:
+        """Give channel ``old`` the name ``new``, keeping its place, members and limit."""
+        if old not in self.channels:
+            raise KeyError(old)
+        if new in self.channels:
+            raise ValueError(f"there is a channel {new!r} already")
+        infos = [ChannelInfo(new, c.description, c.max_users) if c.name == old else c
+                 for c in self.info.values()]  # fmt: skip
+        members = self.channels[old]
+        self.channels = {new if c == old else c: m for c, m in self.channels.items()}
+        if old in self.media_keys:  # the members keep the key they hold
+            self.media_keys[new] = self.media_keys.pop(old)
+        self.info = {c.name: c for c in infos}
+        out: list[Action] = []
+        for token in members:
+            s = self._by_token[token]
+            left = encode_message(UserLeft(s.user_id, s.name, old))
+            joined = encode_message(UserJoined(s.user_id, s.name, new))
+            s.channel = new
+            self._set_packed(s)
+            out.append(Presence(left + joined))
+        self._changed(old, new)  # the router forgets the old name, routes the new one
+        return [SendFrames(tuple(self._by_conn), self._channel_list()), *out]
+
     # --- helpers ------------------------------------------------------------------------
 
     def _welcome(self, session: Session) -> bytes:
@@ -470,7 +593,7 @@ class SessionTable:
             users=[],
         )
         if self.sealed:
-            key_id, key = self.media_keys[session.channel]
+            key_id, key = self._media_key(session.channel)
             head = replace(
                 head,
                 version=PROTOCOL,
@@ -478,7 +601,13 @@ class SessionTable:
                 media_key_id=key_id,
                 media_key=key,
             )
-        return encode_welcome(head, users)
+        welcome = encode_welcome(head, users)
+        if any(c.description or c.max_users for c in self.info.values()):
+            welcome += self._channel_list()  # what the welcome's names alone do not say
+        return welcome
+
+    def _channel_list(self) -> bytes:
+        return encode_message(ChannelList(list(self.info.values())))
 
     def _presence(self, message: Message, but: int | None = None) -> Presence:
         """``message`` encoded once for every connected session (presence), but ``but``."""
@@ -491,6 +620,7 @@ class SessionTable:
 
     def _remove(self, session: Session) -> list[Action]:
         del self._by_token[session.token]
+        del self._by_user[session.user_id]
         if session.conn is not None:
             del self._by_conn[session.conn]
         self._graced.pop(session.token, None)
@@ -542,6 +672,8 @@ class SessionTable:
         assert seen == set(self._by_token)
         for conn, token in self._by_conn.items():
             assert self._by_token[token].conn == conn
+        assert {s.user_id: t for t, s in self._by_token.items()} == self._by_user
+        assert list(self.channels) == list(self.info)
         for token, s in self._by_token.items():
             assert token == s.token and token != 0
             assert (s.conn is None) == (s.dropped_at is not None)

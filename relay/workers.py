@@ -19,9 +19,10 @@ an address to one socket, so one worker sees (and limits) all of a sender's
 voice: the limit is per socket, which is per sender as long as the set of
 sockets does not change while the relay runs.
 
-Messages on the pipe, as tuples: to a worker ``("update", channels, entries)``
-and ``("stop",)``; from a worker ``("bind", token, addr, ping)`` and
-``("counters", dict)``. A worker whose pipe closes (its parent died) stops.
+Messages on the pipe, as tuples: to a worker ``("update", channels, entries)``,
+``("limit", VoiceLimit | None)`` (a reload) and ``("stop",)``; from a worker
+``("bind", token, addr, ping)`` and ``("counters", dict)``. A worker whose pipe
+closes (its parent died) stops.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def _worker_main(
                 msg = conn.recv()
                 if msg[0] == "stop":
                     break
+                if msg[0] == "limit":
+                    router.set_limit(msg[1])
+                    continue
                 _kind, channels, entries = msg
                 router.table = RouteTable.update(router.table, channels, entries)
             send(("counters", router.counters.as_dict()))
@@ -100,6 +104,10 @@ class Worker:
     def update(self, channels: set[str], entries: list[tuple[int, int, str, Addr | None]]) -> None:
         with contextlib.suppress(OSError):
             self.conn.send(("update", channels, entries))
+
+    def set_limit(self, limit: VoiceLimit | None) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(("limit", limit))
 
     def on_readable(self) -> bool:
         """Read what the worker sent (call when the pipe is readable).

@@ -14,6 +14,8 @@ from relay.protocol.messages import (
     PROTOCOL,
     Auth,
     Bye,
+    ChannelInfo,
+    ChannelList,
     Chat,
     Error,
     Join,
@@ -319,3 +321,13 @@ def test_fuzz_presence_and_pages_in_any_order(msgs: list[Message]) -> None:
         assert {u.user_id for u in s._roster().users} == {u.user_id for u in last.users}
     roster = s._roster()
     assert len({u.user_id for u in roster.users}) == len(roster.users)
+
+
+def test_a_channel_list_from_the_relay_replaces_the_channels() -> None:
+    s = connected_session()
+    s.take_events()
+    s.received(
+        encode_message(ChannelList([ChannelInfo("Lobby"), ChannelInfo("Quiz", "q", 4)])), 1.0
+    )
+    roster = [e for e in s.take_events() if isinstance(e, ev.Roster)][-1]
+    assert roster.channels == ["Lobby", "Quiz"]

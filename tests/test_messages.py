@@ -20,6 +20,8 @@ from relay.protocol.messages import (
     MESSAGE_TYPES,
     Auth,
     Bye,
+    ChannelInfo,
+    ChannelList,
     Chat,
     Error,
     FrameDecoder,
@@ -83,6 +85,7 @@ EVERY_MESSAGE: list[Message] = [
         media_key=b"m" * 16,
     ),
     MediaKey(channel="Games", key_id=2, key=b"n" * 16),
+    ChannelList([ChannelInfo("Lobby"), ChannelInfo("Ops", "operators only", 4)]),
 ]
 
 
@@ -101,6 +104,7 @@ def test_every_spec_type_has_a_message() -> None:
         "error",
         "user_list",
         "media_key",
+        "channel_list",
     }
     assert set(MESSAGE_TYPES) == spec_types
     assert {m.TYPE for m in EVERY_MESSAGE} == spec_types

@@ -26,6 +26,8 @@ from relay.protocol.messages import (
     LENGTH,
     Auth,
     Bye,
+    ChannelInfo,
+    ChannelList,
     Chat,
     Error,
     Join,
@@ -1026,3 +1028,39 @@ def test_a_wrong_password_is_refused_and_guessing_is_limited(
     assert isinstance(attempt("correct horse", source="127.0.0.2"), Welcome)
     log = stop_relay(relay)
     assert "auth_bad_password=10" in log and "auth_password_blocked=1" in log
+
+
+# --- configuration reload ----------------------------------------------------------------
+
+
+def test_sighup_reloads_the_channel_list_and_says_what_needs_a_restart(tmp_path: Path) -> None:
+    conf = tmp_path / "relay.toml"
+    conf.write_text('channels = ["Lobby", "Old"]\ngrace = 5\n')
+    relay = start_relay("--config", str(conf))
+    try:
+        with ProbeClient(HOST, relay.port) as c, ProbeClient(HOST, relay.port) as d:
+            c.auth("alice")
+            d.auth("bob")
+            d.send(Join("Old"))
+            assert d.recv(lambda m: isinstance(m, UserJoined) and m.channel == "Old")
+            conf.write_text(
+                'channels = ["Lobby", { name = "New", max_users = 3 }]\n'
+                "grace = 9\nudp_rcvbuf = 131072\n"
+            )
+            relay.proc.send_signal(signal.SIGHUP)
+            listed = c.recv_type(ChannelList)
+            assert isinstance(listed, ChannelList)
+            assert listed.channels == [ChannelInfo("Lobby"), ChannelInfo("New", "", 3)]
+            # Bob's channel went: he is moved to the default channel.
+            assert d.recv(lambda m: isinstance(m, UserJoined) and m.channel == "Lobby")
+            d.send(Join("New"))
+            assert d.recv(lambda m: isinstance(m, UserJoined) and m.channel == "New")
+            conf.write_text("grace = -1\n")  # a bad file: the running configuration stays
+            relay.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            c.send(Ping(nonce=1, t=0.0))
+            assert isinstance(c.recv_type(Pong), Pong)
+    finally:
+        log = stop_relay(relay)
+    assert "applied channels, grace; needs a restart: udp_rcvbuf" in log
+    assert "reload refused" in log and "grace" in log

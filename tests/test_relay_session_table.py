@@ -14,6 +14,8 @@ from relay.protocol.messages import (
     MAX_CHANNEL,
     MAX_FRAME,
     MAX_NAME,
+    ChannelInfo,
+    ChannelList,
     Chat,
     Error,
     MediaKey,
@@ -531,6 +533,27 @@ class SessionMachine(RuleBasedStateMachine):
         if self.tokens:
             self.t.bind_udp(self.tokens[pick % len(self.tokens)], ("127.0.0.1", port), self.now)
 
+    @rule(pick=st.integers(0, 50))
+    def kick(self, pick: int) -> None:
+        sessions = list(self.t)
+        if sessions:
+            self.t.kick(sessions[pick % len(sessions)], "kicked", "by the operator")
+
+    @rule(pick=st.integers(0, 50), channel=st.sampled_from(["Lobby", "Music", "AFK", "Ops"]))
+    def move(self, pick: int, channel: str) -> None:
+        sessions = list(self.t)
+        if sessions and channel in self.t.channels:
+            self.t.move(sessions[pick % len(sessions)], channel)
+
+    @rule(names=st.lists(st.sampled_from(["Lobby", "Music", "AFK", "Ops"]), min_size=1))
+    def set_channels(self, names: list[str]) -> None:
+        self.t.set_channels([ChannelInfo(n, max_users=2 if n == "Ops" else 0) for n in names])
+
+    @rule(old=st.sampled_from(["Lobby", "Music", "AFK", "Ops"]), new=st.sampled_from(["Ops", "X"]))
+    def rename(self, old: str, new: str) -> None:
+        if old in self.t.channels and new not in self.t.channels:
+            self.t.rename_channel(old, new)
+
     @invariant()
     def consistent(self) -> None:
         self.t.check()
@@ -623,3 +646,79 @@ def test_peer_entries_and_removals_feed_the_sealed_router() -> None:
     assert t.peer_entries(["Music"])[0][3] == 2
     t.bye(1)
     assert t.take_removed() == [w.user_id] and t.take_removed() == []
+
+
+def test_kick_ends_the_session_at_once_and_tells_everyone() -> None:
+    t = table()
+    t.auth(1, "a")
+    w = welcome(t.auth(2, "b"), 2)
+    session = t.find("b")
+    assert session is not None and t.find(str(w.user_id)) is session
+    out = t.kick(session, "kicked", "be nice")
+    assert direct(out, 2)[0] == Error("kicked", "be nice")
+    assert Close(2, "kicked") in out
+    assert to(out, 1) == [UserLeft(w.user_id, "b", "Lobby")]
+    assert t.find("b") is None and len(t) == 1
+    (err,) = direct(t.reconnect(3, w.token, 0.0), 3)  # no grace: the token is dead
+    assert isinstance(err, Error) and err.code == "unknown_token"
+    t.check()
+
+
+def test_a_full_channel_refuses_a_join_but_not_the_operators_move() -> None:
+    t = SessionTable([ChannelInfo("Lobby"), ChannelInfo("Ops", "ops only", 1)])
+    t.auth(1, "a")
+    t.auth(2, "b")
+    assert t.join(1, "Ops")
+    (err,) = direct(t.join(2, "Ops"), 2)
+    assert isinstance(err, Error) and err.code == "channel_full"
+    b = t.find("b")
+    assert b is not None
+    t.move(b, "Ops")
+    assert b.channel == "Ops"
+    t.check()
+
+
+def test_a_welcome_is_followed_by_the_channel_list_when_a_channel_says_more() -> None:
+    plain = table()
+    assert not [m for m in to(plain.auth(1, "a"), 1) if isinstance(m, ChannelList)]
+    t = SessionTable([ChannelInfo("Lobby", "hello")])
+    msgs = to(t.auth(1, "a"), 1)
+    assert isinstance(msgs[0], Welcome)
+    assert msgs[-1] == ChannelList([ChannelInfo("Lobby", "hello")])
+
+
+def test_set_channels_moves_the_members_of_a_removed_channel_to_the_default() -> None:
+    t = table()
+    t.auth(1, "a")
+    t.join(1, "Music")
+    t.auth(2, "b")
+    out = t.set_channels([ChannelInfo("Music"), ChannelInfo("Ops")])
+    assert to(out, 1)[-1] == ChannelList([ChannelInfo("Music"), ChannelInfo("Ops")])
+    assert UserJoined(2, "b", "Music") in to(out, 1)
+    assert t.default_channel == "Music" and "Lobby" not in t.channels
+    assert t.set_channels([ChannelInfo("Music"), ChannelInfo("Ops")]) == []  # no change
+    t.check()
+
+
+def test_rename_keeps_the_members_and_tells_everyone() -> None:
+    t = table()
+    t.auth(1, "a")
+    out = t.rename_channel("Lobby", "Hall")
+    assert to(out, 1)[0] == ChannelList([ChannelInfo("Hall"), ChannelInfo("Music")])
+    assert to(out, 1)[1:] == [UserLeft(1, "a", "Lobby"), UserJoined(1, "a", "Hall")]
+    with pytest.raises(ValueError):
+        t.rename_channel("Hall", "Music")
+    with pytest.raises(KeyError):
+        t.rename_channel("Nope", "X")
+    t.check()
+
+
+def test_the_operator_says_something_to_everyone_as_user_zero() -> None:
+    t = table()
+    t.auth(1, "a")
+    t.join(1, "Music")
+    t.auth(2, "b")
+    out = t.say("restart in 5 min", 7.0)
+    assert to(out, 1) == [Chat("restart in 5 min", 0, "server", "Music", 7.0)]
+    assert to(out, 2) == [Chat("restart in 5 min", 0, "server", "Lobby", 7.0)]
+    assert to(t.say("hi", 8.0, "Music"), 2) == []

@@ -8,7 +8,7 @@ import struct
 
 from relay.protocol.datagram import VoiceDatagram
 from relay.router import Router, RouteTable
-from relay.udp import UdpThread, open_udp, start_asyncio_udp
+from relay.udp import ServiceTimes, UdpThread, open_udp, start_asyncio_udp
 
 
 def udp() -> socket.socket:
@@ -87,3 +87,31 @@ def test_asyncio_alternative_forwards_the_same() -> None:
                 transport.close()
 
     asyncio.run(main())
+
+
+def test_service_times_bucket_by_upper_bound() -> None:
+    t = ServiceTimes(every=1, bounds_ns=(10, 100))
+    for ns in (5, 10, 11, 100, 101, 10_000):
+        t.observe(ns)
+    counts, total, n = t.snapshot()
+    assert counts == [2, 2, 2] and total == 10_227 and n == 6
+
+
+def test_the_sampled_loop_forwards_the_same_and_times_one_in_every() -> None:
+    with udp() as a, udp() as b:
+        router = wired_router(a, b)
+        times = ServiceTimes(every=4)
+        relay = UdpThread(open_udp("127.0.0.1", 0), router, times)
+        addr = relay.sock.getsockname()
+        relay.start()
+        try:
+            for seq in range(20):
+                sent = bytes(VoiceDatagram(111, seq, 2, 0, b"voice"))
+                a.sendto(sent, addr)
+                data, _ = b.recvfrom(2048)
+                assert data == struct.pack(">I", 1) + sent[4:]
+        finally:
+            relay.close()
+        assert router.counters.forwarded == 20
+        counts, total, n = times.snapshot()
+        assert n == 5 and sum(counts) == 5 and total > 0

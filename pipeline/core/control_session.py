@@ -18,6 +18,7 @@ from relay.protocol.messages import (
     PROTOCOL,
     Auth,
     Bye,
+    ChannelList,
     Chat,
     Error,
     Join,
@@ -273,6 +274,10 @@ class ControlSession:
                 self._events.append(self._roster())
         elif isinstance(msg, UserList):
             self._user_list(msg)
+        elif isinstance(msg, ChannelList):
+            # The operator changed the channels (or they carry descriptions): a new tree.
+            self.channels = [c.name for c in msg.channels]
+            self._events.append(self._roster())
         elif isinstance(msg, Chat):
             self._events.append(ev.ChatLine(msg.user_id, msg.name, msg.channel, msg.text, msg.ts))
         elif isinstance(msg, Pong):

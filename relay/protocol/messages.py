@@ -236,6 +236,24 @@ class Bye(Message):
 
 
 @dataclass(slots=True, frozen=True)
+class ChannelInfo:
+    """One channel as the relay describes it: ``max_users`` 0 is no limit."""
+
+    name: ChannelName
+    description: Annotated[str, Text(max_len=MAX_TEXT, allow_empty=True)] = ""
+    max_users: Annotated[int, Range(0, U32_MAX)] = 0
+
+
+@dataclass(slots=True, frozen=True)
+class ChannelList(Message):
+    """Every channel, in order, the first the default: sent after each welcome and to
+    everyone whenever the operator changes the channels (SPEC.md)."""
+
+    TYPE = "channel_list"
+    channels: Annotated[list[ChannelInfo], MaxItems(MAX_LIST)]
+
+
+@dataclass(slots=True, frozen=True)
 class Error(Message):
     TYPE = "error"
     code: ErrorCode
