@@ -69,6 +69,8 @@ def _relay_args(root: Path, max_clients: int) -> list[str]:
     if "--max-per-address" in help_text:  # every session comes from 127.0.0.1
         args += ["--max-per-address", "0", "--max-sessions-per-address", "0"]
         args += ["--connect-rate", "0"]
+    if "--insecure" in help_text:  # the sessions here speak plain protocol 1, built by hand
+        args += ["--insecure"]
     return args
 
 

@@ -17,6 +17,12 @@ Opus lookahead, the 40 ms jitter watermark and one 20 ms sink block. The same ru
 compares playback queues of 1 and 2 frames (the decode stage keeps that many
 frames ahead of the sink), with the underflows each one cost.
 
+The voice is sealed (protocol 2): sealing is inside ``network_send``, opening
+inside ``receive_to_decode``. Their per-frame cost on their own (a 120-byte Opus
+frame, 48 kb/s) is measured in-process too, as ``crypto_per_frame_us``: the
+sender's seal, the relay's check (tag and replay window, once per datagram
+whatever the fan-out), a listener's open.
+
     python -m bench.latency [--quick] [--seconds S]
 """
 
@@ -109,6 +115,41 @@ def join(trace: Path) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in hops.items()}
 
 
+def crypto_per_frame_us(rounds: int = 20_000) -> dict[str, float]:
+    """Median microseconds per frame of seal, the relay's check and open (in-process)."""
+    import time
+
+    from relay.protocol.sealed_datagram import TAG_SIZE
+    from relay.protocol.voice_crypto import Opener, Sealer
+    from relay.router import RouteTable
+    from relay.sealed_router import SealedRouter
+
+    key, media, opus = bytes(32), bytes(16), bytes(120)
+    sealer = Sealer(1, key, 0)
+    sealer.set_media_key(1, media)
+    router = SealedRouter({1: media}, echo=True)
+    router.update_peers([(1, 9, key, 1)], [])
+    router.table = RouteTable.build([(9, 1, "c", ("127.0.0.1", 1))])
+    opener = Opener()
+    opener.add_media_key(1, media)
+    datagrams = [sealer.voice(i, i, opus) for i in range(rounds)]
+    bufs = [bytearray(d) for d in datagrams]
+    down = [d[:-TAG_SIZE] for d in datagrams]
+    out: dict[str, float] = {}
+    for name, work in (
+        ("seal", lambda i: sealer.voice(i, i, opus)),
+        ("relay_check", lambda i: router.route(bufs[i], len(bufs[i]), ("127.0.0.1", 1))),
+        ("open", lambda i: opener.open(down[i])),
+    ):
+        times = []
+        for i in range(rounds):
+            t = time.perf_counter_ns()
+            work(i)
+            times.append(time.perf_counter_ns() - t)
+        out[name] = float(np.median(times)) / 1000
+    return out
+
+
 # The configurations compared in one run: (jitter buffer, frames queued for the sink).
 CONFIGS = (("fixed", 2), ("adaptive", 2), ("adaptive", 1))
 
@@ -157,7 +198,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             configs[name] = config
     finally:
         stop_relay(proc)
-    result: dict[str, Any] = {"seconds": seconds, "configs": configs}
+    result: dict[str, Any] = {
+        "seconds": seconds,
+        "configs": configs,
+        "crypto_per_frame_us": crypto_per_frame_us(2_000 if args.quick else 20_000),
+    }
     for hops in configs.values():
         total, floor = hops["total"], hops["floor_ms"]
         unseen = floor["frame"] + floor["opus_lookahead"]
@@ -174,6 +219,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def print_table(result: dict[str, Any]) -> None:
+    crypto = result.get("crypto_per_frame_us")
+    if crypto:
+        print("sealed voice per frame (us, median): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in crypto.items()))  # fmt: skip
     for name, hops in result["configs"].items():
         print(f"\n{name} (ms)      p50     p99   p99.9     max      n")
         for hop in [*HOPS, "total"]:

@@ -400,7 +400,9 @@ class UdpProxy:
         max_pending: int = MAX_PENDING,
         max_clients: int = MAX_CLIENTS,
         clock: Callable[[], int] = time.monotonic_ns,
+        tap: Callable[[str, bytes], None] | None = None,
     ) -> None:
+        self.tap = tap  # sees ("up" | "down", datagram) of everything received (a capture)
         self.up = Impairment() if up is None else up
         self.down = Impairment() if down is None else down
         self.max_clients = max_clients
@@ -538,6 +540,8 @@ class UdpProxy:
                 self._recv_errors += 1
                 return
             now = self._clock()
+            if self.tap is not None:
+                self.tap("up" if flow is None else "down", data)
             if flow is None:
                 f = self._flow(client)
                 if f is None:

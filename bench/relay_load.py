@@ -1,11 +1,13 @@
 """Relay forwarding load: datagrams/s and forwarding delay for 1, 10 and 100 channels of 10.
 
-For each UDP mode of the relay (``thread``: the blocking hot loop, the default;
-``asyncio``: the same router on the event loop, the alternative; ``workers2``:
-two SO_REUSEPORT loops; ``thread+limit``: ``thread`` with the per-session voice
-limit computed on every datagram but never reached, for its cost;
-``thread+metrics``: ``thread`` with ``--metrics``, whose loop times one datagram
-in 64 for the service-time histogram, for that cost) and each
+For each UDP mode of the relay (``thread``: the blocking hot loop on plaintext
+protocol 1; ``asyncio``: the same router on the event loop, the alternative;
+``workers2``: two SO_REUSEPORT loops; ``thread+limit``: ``thread`` with the
+per-session voice limit computed on every datagram but never reached, for its
+cost; ``thread+metrics``: ``thread`` with ``--metrics``, whose loop times one
+datagram in 64 for the service-time histogram, for that cost; ``sealed``:
+``thread`` on protocol 2, the relay as deployed: every datagram authenticated,
+replay-checked and forwarded sealed, side by side with ``thread``) and each
 configuration, the parent starts ``python -m relay`` as a real process,
 authenticates every talker over TCP, registers its UDP socket, then hands the
 sockets to one sender process and one receiver process (multiprocessing spawn).
@@ -26,8 +28,11 @@ other talkers' sockets just fill. Reported: the highest sustained forwarded
 datagrams/s within the limits, the relay's CPU there, and its memory per session
 (RSS growth over the idle relay, divided by the sessions).
 
-Receivers compare the header timestamp (the sender's ``time.monotonic_ns()``)
-with the arrival time. Everything runs on loopback; every loop is bounded in
+Receivers compare the header timestamp (the sender's ``time.monotonic_ns()``;
+in sealed voice the clear counter, which the sender sets to it) with the arrival
+time. The plaintext datagram is 100 bytes (24 of header, 76 of payload); the sealed
+one carries the same 76-byte payload in 143 bytes (127 once the relay strips its tag).
+Everything runs on loopback; every loop is bounded in
 time; the only busy part is the load being measured.
 """
 
@@ -48,12 +53,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from bench.common import parser, summarize, write_result
 from relay.launch import start_relay, stop_relay
 from relay.probe import ProbeClient
 from relay.protocol.datagram import HEADER, HEADER_SIZE
 from relay.protocol.errors import ProtocolError
 from relay.protocol.messages import Join, Message, UserJoined
+from relay.protocol.sealed_datagram import CTR_OFFSET, KIND_VOICE, MIN_SEALED
+from relay.protocol.sealed_datagram import HEADER_SIZE as SEALED_HEADER
+from relay.protocol.voice_crypto import direction_keys, seal_voice
 from relay.udp import RCVBUF
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,15 +80,20 @@ _TS = struct.Struct(">Q")
 # ceiling nobody reaches: the limit's cost, in the same run; "thread+metrics" the
 # Prometheus endpoint's (not scraped during the window: a scrape every 15 s is a
 # few milliseconds of the loop's thread, the sampling runs on every datagram).
-NO_LIMIT = ("--no-voice-limit",)
-UNREACHED_LIMIT = ("--voice-datagrams", "1e7", "--voice-bytes", "1e10")
+# Every mode but "sealed" runs protocol 1 (--insecure): plaintext, as before issue 12.
+NO_LIMIT = ("--no-voice-limit", "--insecure")
+UNREACHED_LIMIT = ("--voice-datagrams", "1e7", "--voice-bytes", "1e10", "--insecure")
 MODES: dict[str, tuple[str, int, tuple[str, ...]]] = {
     "thread": ("thread", 1, NO_LIMIT),
     "asyncio": ("asyncio", 1, NO_LIMIT),
     "workers2": ("thread", 2, NO_LIMIT),
     "thread+limit": ("thread", 1, UNREACHED_LIMIT),
     "thread+metrics": ("thread", 1, (*NO_LIMIT, "--metrics", f"{HOST}:0")),
+    "sealed": ("thread", 1, ("--no-voice-limit",)),
 }
+PAYLOAD = DATAGRAM_SIZE - HEADER_SIZE  # the same 76 bytes of "Opus" in both protocols
+# A talker's keys for sealed voice: (user id, up key, media key id, media key).
+Keys = tuple[int, bytes, int, bytes]
 DEFAULT_RELAY = ("thread", 1, ())  # for the ramp: the relay as deployed, limit included
 _COUNTERS = re.compile(r"counters: (.*?) sessions=")
 
@@ -95,10 +110,16 @@ def _sender(
     rate: float,
     cpus: set[int] | None,
     out: Any,
+    keys: list[Keys] | None = None,
 ) -> None:
-    """Send voice round-robin from every talker at ``rate`` datagrams/s in [t0, t0+duration)."""
+    """Send voice round-robin from every talker at ``rate`` datagrams/s in [t0, t0+duration).
+
+    With ``keys``, sealed voice (protocol 2), each datagram sealed as it is sent."""
     if cpus:
         os.sched_setaffinity(0, cpus)
+    if keys is not None:
+        _sealed_sender(socks, keys, relay_addr, t0, duration, rate, out)
+        return
     bufs = [bytearray(DATAGRAM_SIZE) for _ in socks]
     n = len(socks)
     sent = errors = 0
@@ -123,8 +144,65 @@ def _sender(
     out.put({"sent": sent, "send_errors": errors})
 
 
+PRESEAL_MAX = 200_000  # datagrams sealed ahead of a phase; a longer one seals as it goes
+PACED_MAX = 5000.0  # datagrams/s a sealed sender seals as it goes (paced phases)
+
+
+def _sealed_sender(
+    socks: list[socket.socket],
+    keys: list[Keys],
+    relay_addr: tuple[str, int],
+    t0: float,
+    duration: float,
+    rate: float,
+    out: Any,
+) -> None:
+    """The sender for sealed voice. Sealing costs this sender more than the relay's check
+    costs the relay, so a saturating phase (above PACED_MAX datagrams/s, at most
+    PRESEAL_MAX of them) is sealed before ``t0``, each counter the datagram's planned
+    send time in ns (fresh and growing: none can be sent twice); a paced phase, like
+    the plaintext sender, seals each datagram as it sends it with its counter the
+    send time, so the paced delays of both protocols run from the same instant."""
+    talkers = [(sid, up, key_id, AESGCM(media)) for sid, up, key_id, media in keys]
+    payload = bytes(PAYLOAD)
+    n = len(socks)
+    total = int(rate * duration) + 1
+    t0_ns, step = int(t0 * 1e9), 1e9 / rate
+    now_ns = time.monotonic_ns
+
+    def seal(k: int, ctr: int) -> bytes:
+        sid, up, key_id, aead = talkers[k % n]
+        return seal_voice(aead, up, key_id, sid, ctr, 0, k // n, ctr, payload)
+
+    pool = None
+    if rate > PACED_MAX and total <= PRESEAL_MAX:
+        # The loop below sends datagram k once k + 1 are due.
+        pool = [seal(k, t0_ns + int((k + 1) * step)) for k in range(total)]
+    sent = errors = 0
+    time.sleep(max(0.0, t0 - time.monotonic()))
+    end = t0 + duration
+    while (now := time.monotonic()) < end and sent < total:
+        due = min(int((now - t0) * rate) - sent, 2000, total - sent)
+        if due <= 0:
+            time.sleep(0.0005)
+            continue
+        for _ in range(due):
+            data = seal(sent, now_ns()) if pool is None else pool[sent]
+            try:
+                socks[sent % n].sendto(data, relay_addr)
+            except OSError:
+                errors += 1
+            sent += 1
+    out.put({"sent": sent, "send_errors": errors})
+
+
 def _receiver(
-    socks: list[socket.socket], t0: float, duration: float, cpus: set[int] | None, out: Any
+    socks: list[socket.socket],
+    t0: float,
+    duration: float,
+    cpus: set[int] | None,
+    out: Any,
+    sealed: bool = False,
 ) -> None:
     """Count voice arriving in the window and record each one's delay (µs)."""
     if cpus:
@@ -148,10 +226,15 @@ def _receiver(
                     n = recv(buf)
                 except BlockingIOError:
                     break
-                if n <= HEADER_SIZE:
+                if sealed:
+                    if n < SEALED_HEADER + MIN_SEALED or buf[1] != KIND_VOICE:
+                        continue
+                    sent_ns = _TS.unpack_from(buf, CTR_OFFSET)[0]
+                elif n <= HEADER_SIZE:
                     continue
+                else:
+                    sent_ns = _TS.unpack_from(buf, 12)[0]
                 t = now_ns()
-                sent_ns = _TS.unpack_from(buf, 12)[0]
                 if sent_ns < t0_ns:
                     continue  # left over from an earlier phase
                 total += 1
@@ -176,6 +259,7 @@ class RelayUnderTest:
     def __init__(self, channels: int, udp_mode: str, log_path: Path, cpus: set[int] | None) -> None:
         names = [f"c{i}" for i in range(channels)]
         udp, workers, extra = MODES.get(udp_mode, DEFAULT_RELAY)
+        self.sealed = "--insecure" not in extra
         args = ["--udp", udp, "--udp-workers", str(workers), *extra]
         args += ["--grace", "600", "--auth-timeout", "60", "--stats-interval", "3600"]
         args += ["--max-clients", "5000"]
@@ -236,7 +320,7 @@ def _connect_talkers(relay: RelayUnderTest) -> list[ProbeClient]:
     clients: list[ProbeClient] = []
     for ch, name in enumerate(relay.channels):
         for i in range(TALKERS_PER_CHANNEL):
-            c = ProbeClient(HOST, relay.port, timeout=20.0)
+            c = ProbeClient(HOST, relay.port, timeout=20.0, sealed=relay.sealed)
             clients.append(c)
             c.auth(f"t{ch}-{i}")
             if ch:
@@ -271,6 +355,15 @@ def _drain(socks: list[socket.socket]) -> None:
             s.setblocking(True)
 
 
+def _keys(c: ProbeClient) -> Keys:
+    """A talker's keys: its session's up key, the media key of the channel it is in now."""
+    w = c.welcome
+    assert w is not None and w.udp_key is not None and c.sealer is not None
+    media = c.sealer.media_key
+    assert media is not None
+    return (w.user_id, direction_keys(w.udp_key)[0], media[0], media[1])
+
+
 def run_phase(
     relay: RelayUnderTest,
     clients: list[ProbeClient],
@@ -290,13 +383,16 @@ def run_phase(
     socks = [c.udp for c in clients]
     listened = socks[:sample] if sample else socks
     tokens = [c.token for c in clients]
-    t0 = time.monotonic() + 1.5  # time for both children to start
+    keys = [_keys(c) for c in clients] if relay.sealed else None
+    # Time for both children to start, and for the sealed sender to seal its load first.
+    preseal = rate > PACED_MAX and rate * duration <= PRESEAL_MAX
+    t0 = time.monotonic() + 1.5 + (rate * duration * 20e-6 if keys and preseal else 0.0)
     procs = [
         ctx.Process(
             target=_sender,
-            args=(socks, tokens, (HOST, relay.port), t0, duration, rate, load_cpus, q),
+            args=(socks, tokens, (HOST, relay.port), t0, duration, rate, load_cpus, q, keys),
         ),
-        ctx.Process(target=_receiver, args=(listened, t0, duration, load_cpus, q)),
+        ctx.Process(target=_receiver, args=(listened, t0, duration, load_cpus, q, relay.sealed)),
     ]
     for p in procs:
         p.start()
@@ -443,6 +539,90 @@ def run_ramp(duration: float, steps: list[int], pin: bool) -> dict[str, Any]:
     }
 
 
+def inproc_designs(rounds: int = 30, batch: int = 300, fan_out: int = 9) -> dict[str, Any]:
+    """The relay's whole per-datagram work for three designs, in this process, interleaved:
+    ``recvfrom_into``-free (the datagram is in a buffer already), the routing decision and
+    one ``sendto`` per listener on loopback. ``plaintext``: protocol 1's Router.
+    ``sealed``: protocol 2 as built (one tag check, the same bytes to everyone).
+    ``hop_by_hop``: Mumble's design, emulated: the same check, then the frame opened once
+    and sealed again for each listener under that listener's key. Returns forwarded
+    datagrams per CPU-second of each, best of ``rounds`` batches."""
+    from relay.protocol.sealed_datagram import HEADER_SIZE as H2
+    from relay.protocol.sealed_datagram import SID_OFFSET, TAG_SIZE, TARGET_OFFSET
+    from relay.protocol.voice_crypto import Sealer
+    from relay.router import Router, RouteTable
+    from relay.sealed_router import SealedRouter
+
+    listeners = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(fan_out)]
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for s in listeners:
+            s.bind((HOST, 0))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        addrs = [s.getsockname() for s in listeners]
+        me = ("127.0.0.1", 1)
+        entries = [(1, 1, "c", me)] + [(10 + i, 10 + i, "c", a) for i, a in enumerate(addrs)]
+        plain = Router()
+        plain.table = RouteTable.build(entries)
+        sealed = SealedRouter({1: bytes(16)})
+        sealed.table = plain.table
+        sealed.update_peers([(1, 1, bytes(32), 1)], [])
+        sender = Sealer(1, bytes(32), 0)
+        sender.set_media_key(1, bytes(16))
+        keys = [AESGCM(bytes([i]) * 16) for i in range(fan_out)]
+        media = AESGCM(bytes(16))
+        p_data = HEADER.pack(1, 0, 0, 0) + bytes(PAYLOAD)
+        send = out.sendto
+
+        def run_plain(n: int) -> None:
+            for _ in range(n):
+                buf = bytearray(p_data)
+                for d in plain.route(buf, len(buf), me):
+                    send(buf, d)
+
+        def run_sealed(n: int, bufs: list[bytearray]) -> None:
+            for buf in bufs[:n]:
+                dests = sealed.route(buf, len(buf), me)
+                data = memoryview(buf)[: sealed.out_n]
+                for d in dests:
+                    send(data, d)
+
+        def run_hop(n: int, bufs: list[bytearray]) -> None:
+            for buf in bufs[:n]:
+                dests = sealed.route(buf, len(buf), me)
+                m = sealed.out_n
+                head = bytes(buf[:H2])
+                nonce = head[SID_OFFSET:TARGET_OFFSET]
+                frame = media.decrypt(nonce, bytes(buf[H2:m]), head)
+                for key, d in zip(keys, dests, strict=False):
+                    send(head + key.encrypt(nonce, frame, head), d)
+
+        best = {"plaintext": 0.0, "sealed": 0.0, "hop_by_hop": 0.0}
+        for _ in range(rounds):
+            fresh = [bytearray(sender.voice(i, i, bytes(PAYLOAD))) for i in range(2 * batch)]
+            for name, work in (
+                ("plaintext", lambda: run_plain(batch)),
+                ("sealed", lambda f=fresh: run_sealed(batch, f[:batch])),
+                ("hop_by_hop", lambda f=fresh: run_hop(batch, f[batch:])),
+            ):
+                t = time.process_time()
+                work()
+                spent = time.process_time() - t
+                if spent > 0:
+                    best[name] = max(best[name], batch * fan_out / spent)
+                _drain(listeners)
+        return {
+            "fan_out": fan_out,
+            "forwarded_per_cpu_s": best,
+            "sealed_vs_plaintext": best["sealed"] / best["plaintext"],
+            "hop_by_hop_vs_plaintext": best["hop_by_hop"] / best["plaintext"],
+            "tag_size": TAG_SIZE,
+        }
+    finally:
+        for s in [*listeners, out]:
+            s.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per phase (default 3)")
@@ -464,11 +644,14 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(MODES),
         help="comma-separated relay modes to measure (default all: " + ", ".join(MODES) + ")",
     )
+    ap.add_argument(
+        "--channels", default="1,10,100", help="comma-separated channel counts (default 1,10,100)"
+    )
     args = ap.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     if not modes or any(m not in MODES for m in modes):
         ap.error(f"--modes takes some of {', '.join(MODES)}")
-    configs = [1] if args.quick else [1, 10, 100]
+    configs = [1] if args.quick else [int(c) for c in args.channels.split(",") if c]
     duration = 0.3 if args.quick else args.duration
     offered = 2000 if args.quick else args.offered
     runs = []
@@ -509,6 +692,12 @@ def main(argv: list[str] | None = None) -> None:
         }
         for key, r in best.items()
     }
+    designs = inproc_designs(rounds=3 if args.quick else 30)
+    fpc = designs["forwarded_per_cpu_s"]
+    print("in-process, fan-out 9, forwarded per CPU-second: " + ", ".join(
+        f"{k} {v:.0f}" for k, v in fpc.items()) + f"; sealed/plaintext "
+        f"{designs['sealed_vs_plaintext']:.2f}, hop-by-hop/plaintext "
+        f"{designs['hop_by_hop_vs_plaintext']:.2f}", flush=True)  # fmt: skip
     ramp = None
     if not args.no_ramp:
         steps = [10, 20] if args.quick else RAMP_TALKERS
@@ -529,6 +718,7 @@ def main(argv: list[str] | None = None) -> None:
             "cpus": os.cpu_count(),
             "relay_udp_rcvbuf_requested": RCVBUF,
             "best_of_repeats": summary,
+            "inproc_designs": designs,
             "runs": runs,
         },
         args.out,

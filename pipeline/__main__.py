@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--quiet", action="store_true", help="no live status line")
     ap.add_argument("--log-level", default="WARNING")
+    ap.add_argument("--password", default="", help="the relay's password, if it has one")
+    ap.add_argument(
+        "--accept-new-certificate",
+        action="store_true",
+        help="the relay's certificate changed and its operator confirmed it: pin the new one",
+    )
     return ap
 
 
@@ -137,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         loss_hint=args.loss_hint,
         plc=not args.no_plc,
         jitter=args.jitter,
+        password=args.password,
+        accept_new_certificate=args.accept_new_certificate,
     )
     return run_client(cfg, args.duration, args.stats_json, live=not args.quiet)
 
@@ -166,6 +174,10 @@ def run_client(cfg: ClientConfig, duration: float, stats_json: Path | None, live
                         _print(tty, f"[{event.channel}] {event.name}: {event.text}")
                     elif isinstance(event, ev.Notice) and live:
                         _print(tty, f"* {event.text}")
+                if view.state.state == ev.FAILED:  # a wrong password, a changed certificate
+                    print(f"\nvoicechat: {view.state.reason}", file=sys.stderr)
+                    code = 1
+                    break
                 now = time.monotonic()
                 if live and now >= next_line:
                     if tty:
@@ -211,6 +223,8 @@ def format_summary(view: ClientView) -> str:
         f"  connection   {view.state.state} {view.state.reason}".rstrip(),
         f"  sent         {net.sent} packets ({net.chaos_dropped} dropped by chaos)",
         f"  received     {net.received} packets",
+        f"  sealed voice {net.good} good, {net.late} late, {net.lost} lost, "
+        f"{net.replayed + net.too_old} replayed, {net.bad_auth} failed authentication",
         f"  loss         {dec.loss_percent:.1f} % (last 10 s)",
         f"  played       {out.frames} frames, {out.underflows} underflows",
     ]

@@ -4,12 +4,15 @@ Alice speaks a generated speech-like signal (or the microphone, with
 ``--device``); Bob, in the same channel, records what he hears to a WAV file
 (or plays it, with ``--device``). Afterwards the demo lines Bob's recording up
 with what Alice sent and prints the latency, the loss and how alike they are.
+Everything goes encrypted (protocol 2: TLS control, sealed voice); the relay's
+self-signed identity and the clients' pinned certificate stay in the output folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -29,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def client(
     port: int, name: str, inp: str, out: str, seconds: float, stats: Path, *extra: str
 ) -> subprocess.Popen[bytes]:
+    # The demo's pins live next to its recordings, not in the user's config folder.
+    env = dict(os.environ, XDG_CONFIG_HOME=str(stats.parent / "config"))
     return subprocess.Popen(
         [
             sys.executable,
@@ -50,6 +55,7 @@ def client(
             *extra,
         ],
         cwd=ROOT,
+        env=env,
     )
 
 
@@ -69,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     alice_in = "device" if args.device else str(sent_wav)
     bob_out = "device" if args.device else str(heard_wav)
 
-    relay, port = start_relay()
+    relay, port = start_relay("--data-dir", str(args.out / "relay"))
     print(f"relay listening on 127.0.0.1:{port}")
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -120,6 +126,12 @@ def report(args: argparse.Namespace, sent: np.ndarray, heard_wav: Path) -> int:
         f"{net.get('chaos_dropped', 0)} dropped by chaos"
     )
     print(f"  bob lost         {dec.get('loss_percent', 0.0):.1f} % (concealed where missing)")
+    bnet = bob["stats"].get("network", {})
+    print(
+        f"  encrypted        TLS control; sealed voice: bob opened {bnet.get('good', 0)} "
+        f"datagrams, refused {bnet.get('bad_auth', 0)} forged and "
+        f"{bnet.get('replayed', 0) + bnet.get('too_old', 0)} replayed"
+    )
     if m2e:
         print(
             f"  mouth-to-ear     p50 {m2e['p50']:.1f} ms, p99 {m2e['p99']:.1f} ms "

@@ -204,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no per-session voice limit (for load tests)",
     )
+    _security_flags(ap)
     ap.add_argument(
         "--log-level",
         default="info",
@@ -248,6 +249,31 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _security_flags(ap: argparse.ArgumentParser) -> None:
+    """TLS, the password and protocol 1 (docs/security.md)."""
+    sec = ap.add_argument_group("security (docs/security.md)")
+    sec.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain) for TLS; "
+                     "default: a self-signed one created in --data-dir")  # fmt: skip
+    sec.add_argument("--tls-key", metavar="FILE", help="PEM key of --tls-cert (default: in it)")
+    sec.add_argument("--data-dir", metavar="DIR", help="where the self-signed identity is kept "
+                     "(default $XDG_DATA_HOME/voicechat-relay)")  # fmt: skip
+    sec.add_argument("--password-file", metavar="FILE", help="clients must give the password "
+                     "in FILE (its first line) to join")  # fmt: skip
+    sec.add_argument("--insecure", action="store_true", help="protocol 1: plain TCP and plain "
+                     "voice, readable by anyone on the path (tests and benchmarks)")  # fmt: skip
+
+
+def _read_password(path: str, error: Callable[[str], Any]) -> str:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        error(f"password file: {exc}")
+        raise
+    if not lines or not lines[0]:
+        error(f"password file {path}: the first line is empty")
+    return lines[0]
+
+
 def config_from(ns: argparse.Namespace, error: Callable[[str], Any]) -> RelayConfig:
     """The relay's configuration from merged options; ``error`` is called on a bad one."""
     if not 0 <= ns.port <= 0xFFFF:
@@ -258,6 +284,10 @@ def config_from(ns: argparse.Namespace, error: Callable[[str], Any]) -> RelayCon
             voice_limit = VoiceLimit(ns.voice_datagrams, ns.voice_bytes, ns.voice_burst)
         except ValueError as exc:
             error(str(exc))
+    if ns.insecure and (ns.tls_cert or ns.password_file):
+        error("--insecure has no TLS: a certificate or password would be sent in clear")
+    if not ns.insecure and ns.udp_workers > 1:
+        error("--udp-workers above 1 needs --insecure (protocol 1) for now")
     channels: list[ChannelInfo | str] = [
         c if isinstance(c, ChannelInfo) else ChannelInfo(c) for c in ns.channels or ()
     ]
@@ -285,6 +315,11 @@ def config_from(ns: argparse.Namespace, error: Callable[[str], Any]) -> RelayCon
         database=ns.database,
         admin_socket=ns.admin_socket,
         metrics=ns.metrics,
+        insecure=ns.insecure,
+        tls_cert=ns.tls_cert,
+        tls_key=ns.tls_key,
+        data_dir=ns.data_dir,
+        password=_read_password(ns.password_file, error) if ns.password_file else None,
     )
 
 

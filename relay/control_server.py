@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import itertools
 import logging
 import socket
@@ -29,7 +30,14 @@ from collections.abc import Callable
 
 from relay import feedback
 from relay.bans import Ban, BanList
-from relay.limits import AddressPolicy, Admission, ConnectionPolicy, ControlLimits, Verdict
+from relay.limits import (
+    AddressPolicy,
+    Admission,
+    AuthGuard,
+    ConnectionPolicy,
+    ControlLimits,
+    Verdict,
+)
 from relay.log_format import address
 from relay.presence import PresenceFanout
 from relay.protocol.errors import FramingError, ProtocolError
@@ -94,8 +102,13 @@ class ControlServer:
         limits: ControlLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        password: str | None = None,
     ) -> None:
         self.sessions = sessions
+        self._password = None if password is None else password.encode()
+        self.guard = AuthGuard()
+        # Refused auths: a wrong password, and any auth from an address that guessed too often.
+        self.auth_refused = {"bad_password": 0, "password_blocked": 0}
         self.on_change = on_change
         self.limits = limits or ControlLimits()
         self.clock = clock
@@ -208,7 +221,11 @@ class ControlServer:
                 self._refuse_auth(conn, _banned(ban), msg.name)
                 self._close(conn, "banned")
                 return
-            actions = s.auth(conn.id, msg.name, conn.source)
+            refusal = self._check_password(conn, msg.password)
+            if refusal is not None:
+                self._send(conn, refusal)
+                return
+            actions = s.auth(conn.id, msg.name, conn.source, msg.version)
             session = s.by_conn(conn.id)
             if session is not None:
                 self._log_session(conn, session, "auth")
@@ -218,7 +235,7 @@ class ControlServer:
             else:
                 self._refused_in(actions, conn, msg.name)
         elif isinstance(msg, Reconnect):
-            actions = s.reconnect(conn.id, msg.token, self.clock())
+            actions = s.reconnect(conn.id, msg.token, self.clock(), msg.version)
             session = s.by_conn(conn.id)
             failed = session is None  # the table answered unknown_token
             if failed:
@@ -277,6 +294,28 @@ class ControlServer:
         if self.feedback:
             loop = asyncio.get_running_loop()
             self._feedback_timer = loop.call_later(feedback.TICK, self._feedback_tick)
+
+    def _check_password(self, conn: _Conn, given: str) -> Error | None:
+        """None if this auth may go on; else the error to send. A reconnect needs no
+        password: its token is the credential the password bought."""
+        if self._password is None:
+            return None
+        now = self.clock()
+        wait = self.guard.banned_for(conn.source, now)
+        if wait > 0:
+            self.auth_refused["password_blocked"] += 1
+            msg = f"too many wrong passwords from your address; retry in {wait:.0f} s"
+            return Error(code="too_many_attempts", message=msg)
+        if hmac.compare_digest(given.encode(), self._password):
+            return None
+        self.auth_refused["bad_password"] += 1
+        if self.guard.failed(conn.source, now):
+            log.warning(
+                "address banned after wrong passwords",
+                extra={"event": "password_ban", "address": address(conn.source),
+                       "seconds": self.guard.ban},
+            )  # fmt: skip
+        return Error(code="bad_password", message="wrong server password")
 
     def _log_session(self, conn: _Conn, session: Session, event: str) -> None:
         log.info(

@@ -194,3 +194,64 @@ class AddressPolicy:
         if len(self._buckets) >= PRUNE_AT // 2:  # that many busy addresses: forget the oldest
             for addr in list(self._buckets)[: len(self._buckets) - PRUNE_AT // 2]:
                 del self._buckets[addr]
+
+
+# Password guessing, per source address, as mumble-server limits it: this many failed
+# authentications within the window, then every auth from the address is refused
+# for the ban (a right password included), then the count starts again.
+AUTH_FAILURES = 10
+AUTH_WINDOW = 120.0
+AUTH_BAN = 300.0
+
+
+class AuthGuard:
+    """Failed password attempts of every source address, and which addresses are banned.
+
+    :meth:`banned_for` says how long an address must still wait; :meth:`failed`
+    records one wrong password and says whether that started a ban. Memory is
+    bounded: failures older than the window are forgotten, and at most
+    :data:`PRUNE_AT` addresses are remembered.
+    """
+
+    __slots__ = ("_bans", "_failures", "ban", "limit", "window")
+
+    def __init__(
+        self, limit: int = AUTH_FAILURES, window: float = AUTH_WINDOW, ban: float = AUTH_BAN
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.ban = ban
+        self._failures: dict[str, list[float]] = {}
+        self._bans: dict[str, float] = {}  # address -> when its ban ends
+
+    def banned_for(self, addr: str, now: float) -> float:
+        """Seconds until ``addr`` may try again; 0 when it may now."""
+        until = self._bans.get(addr)
+        if until is None:
+            return 0.0
+        if now >= until:
+            del self._bans[addr]
+            return 0.0
+        return until - now
+
+    def failed(self, addr: str, now: float) -> bool:
+        """One wrong password from ``addr`` at ``now``; True if the address is now banned."""
+        times = [t for t in self._failures.get(addr, ()) if now - t < self.window]
+        times.append(now)
+        if len(times) >= self.limit:
+            self._failures.pop(addr, None)
+            self._bans[addr] = now + self.ban
+            return True
+        if addr not in self._failures and len(self._failures) >= PRUNE_AT:
+            self._prune(now)
+        self._failures[addr] = times
+        return False
+
+    def _prune(self, now: float) -> None:
+        stale = [a for a, ts in self._failures.items() if now - ts[-1] >= self.window]
+        for addr in stale:
+            del self._failures[addr]
+        for addr in list(self._failures)[: max(0, len(self._failures) - PRUNE_AT // 2)]:
+            del self._failures[addr]
+        for addr in [a for a, until in self._bans.items() if now >= until]:
+            del self._bans[addr]

@@ -23,7 +23,18 @@ import msgpack
 
 from relay.protocol.datagram import HEADER_SIZE, VoiceDatagram
 from relay.protocol.errors import ProtocolError
-from relay.protocol.messages import Auth, Message, MessageDecoder, Welcome, encode_message
+from relay.protocol.messages import (
+    PROTOCOL,
+    Auth,
+    MediaKey,
+    Message,
+    MessageDecoder,
+    Welcome,
+    encode_message,
+)
+from relay.protocol.sealed_datagram import TAG_SIZE
+from relay.protocol.voice_crypto import Opened, Opener, Sealer, counter_start
+from relay.tls import client_context
 
 Addr = tuple[str, int]
 
@@ -32,13 +43,30 @@ class ProbeClient:
     """One user of a relay at ``host:port`` (TCP and UDP on the same port)."""
 
     def __init__(
-        self, host: str, port: int, timeout: float = 10.0, source: str | None = None
+        self,
+        host: str,
+        port: int,
+        timeout: float = 10.0,
+        source: str | None = None,
+        sealed: bool = False,
     ) -> None:
-        """``source``: the local address to connect from (e.g. 127.0.0.2 on loopback)."""
+        """``source``: the local address to connect from (e.g. 127.0.0.2 on loopback).
+        ``sealed``: protocol 2 (TLS, sealed voice), as a relay without --insecure speaks;
+        the relay's certificate is not checked (a probe pins nothing)."""
         self.relay: Addr = (host, port)
         self.timeout = timeout
+        self.sealed = sealed
         local = None if source is None else (source, 0)
-        self.tcp = socket.create_connection(self.relay, timeout=timeout, source_address=local)
+        raw = socket.create_connection(self.relay, timeout=timeout, source_address=local)
+        self.tcp: socket.socket = raw
+        if sealed:
+            try:
+                self.tcp = client_context().wrap_socket(raw)
+            except BaseException:
+                raw.close()
+                raise
+        self.sealer: Sealer | None = None
+        self.opener = Opener()
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind((source or host, 0))
         self.udp.settimeout(timeout)
@@ -80,7 +108,14 @@ class ProbeClient:
             chunk = self.tcp.recv(65536)
             if not chunk:
                 raise ConnectionError(f"relay closed the connection; inbox {self.inbox}")
-            self.inbox += self._decoder.feed(chunk)
+            self._take(self._decoder.feed(chunk))
+
+    def _take(self, items: list[Message | ProtocolError]) -> None:
+        for m in items:
+            if isinstance(m, MediaKey) and self.sealer is not None:
+                self.sealer.set_media_key(m.key_id, m.key)
+                self.opener.add_media_key(m.key_id, m.key)
+        self.inbox += items
 
     def recv_type(self, cls: type[Message]) -> Message:
         msg = self.recv(lambda m: isinstance(m, cls))
@@ -101,17 +136,31 @@ class ProbeClient:
             if not chunk:
                 return True
             try:
-                self.inbox += self._decoder.feed(chunk)
+                self._take(self._decoder.feed(chunk))
             except ProtocolError:
                 return True
         return False
 
-    def auth(self, name: str) -> Welcome:
-        self.send(Auth(name=name))
+    def auth(self, name: str, password: str = "") -> Welcome:
+        if self.sealed:
+            self.send(Auth(name=name, version=PROTOCOL, password=password))
+        else:
+            self.send(Auth(name=name))
         welcome = self.recv_type(Welcome)
         assert isinstance(welcome, Welcome)
-        self.welcome = welcome
+        self.take_welcome(welcome)
         return welcome
+
+    def take_welcome(self, welcome: Welcome) -> None:
+        """Adopt a welcome (from auth or a reconnect): with protocol 2, its keys."""
+        self.welcome = welcome
+        if self.sealed:
+            assert welcome.udp_key is not None and welcome.media_key is not None
+            self.sealer = Sealer(
+                welcome.user_id, welcome.udp_key, counter_start(0, time.monotonic_ns())
+            )
+            self.sealer.set_media_key(welcome.media_key_id, welcome.media_key)
+            self.opener.add_media_key(welcome.media_key_id, welcome.media_key)
 
     @property
     def token(self) -> int:
@@ -125,25 +174,44 @@ class ProbeClient:
 
     # --- UDP ---------------------------------------------------------------------------
 
+    def ping_datagram(self) -> bytes:
+        """One register ping, as this client's protocol has it."""
+        if self.sealer is not None:
+            return self.sealer.ping(time.monotonic_ns())
+        return bytes(VoiceDatagram(self.token, 0, time.monotonic_ns()))
+
+    def _answers(self, pings: list[bytes], data: bytes) -> bool:
+        """Whether ``data`` answers one of ``pings`` (a slow relay's answer to an earlier
+        attempt counts: each attempt is a new ping with its own counter)."""
+        if self.sealer is None:
+            return data in pings
+        return any(data[:-TAG_SIZE] == p[:-TAG_SIZE] for p in pings) and not isinstance(
+            self.sealer.ping_answer(data), str
+        )
+
     def register(self, attempts: int = 20) -> None:
         """Send register pings until one comes back (the relay then binds our address)."""
-        ping = bytes(VoiceDatagram(self.token, 0, time.monotonic_ns()))
         self.udp.settimeout(self.timeout / attempts)
+        pings: list[bytes] = []
         try:
             for _ in range(attempts):
-                self.udp.sendto(ping, self.relay)
+                pings.append(self.ping_datagram())
+                self.udp.sendto(pings[-1], self.relay)
                 try:
                     data, _ = self.udp.recvfrom(2048)
                 except TimeoutError:
                     continue
-                if data == ping:
+                if self._answers(pings, data):
                     return
             raise TimeoutError("no answer to the register ping")
         finally:
             self.udp.settimeout(self.timeout)
 
     def send_voice(self, seq: int, payload: bytes, target: int = 0) -> bytes:
-        data = bytes(VoiceDatagram(self.token, seq, time.monotonic_ns(), target, payload))
+        if self.sealer is not None:
+            data = self.sealer.voice(seq, time.monotonic_ns(), payload, target)
+        else:
+            data = bytes(VoiceDatagram(self.token, seq, time.monotonic_ns(), target, payload))
         self.udp.sendto(data, self.relay)
         return data
 
@@ -165,7 +233,11 @@ class ProbeClient:
             data = self.recv_datagram(left)
             if data is None:
                 return None
-            if len(data) > HEADER_SIZE:
+            if self.sealed:
+                opened = self.opener.open(data) if len(data) > 1 and data[1] == 2 else None
+                if isinstance(opened, Opened):
+                    return VoiceDatagram(opened.speaker, opened.seq, opened.media, 0, opened.opus)
+            elif len(data) > HEADER_SIZE:
                 return VoiceDatagram.parse(data)
         return None
 

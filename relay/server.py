@@ -25,6 +25,7 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from relay.admin import Admin
@@ -41,8 +42,10 @@ from relay.metrics import MetricsServer, Snapshot, from_loop, parse_address
 from relay.operations import Operations
 from relay.protocol.messages import ChannelInfo
 from relay.router import Addr, Router, RouteTable, VoiceLimit, add_unbound
+from relay.sealed_router import SealedRouter
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, BindResult, SessionTable
 from relay.store import Store
+from relay.tls import certificate_fingerprint, identity, server_context
 from relay.udp import RCVBUF, ServiceTimes, UdpThread, open_udp, start_asyncio_udp
 from relay.workers import Worker
 
@@ -72,6 +75,12 @@ class RelayConfig:
     per_address_sessions: int = PER_ADDRESS_SESSIONS
     connect_rate: float = CONNECT_RATE
     connect_burst: float = CONNECT_BURST
+    # Security (docs/security.md). insecure: protocol 1, plain TCP and plain voice.
+    insecure: bool = False
+    tls_cert: str | None = None  # PEM; None: the data directory's self-signed identity
+    tls_key: str | None = None  # PEM; None: in tls_cert
+    data_dir: str | None = None  # None: relay.tls.default_data_dir()
+    password: str | None = None  # None: anyone may join
     log_level: str = "info"
     log_format: str = "text"
     obfuscate_addresses: bool = False
@@ -114,10 +123,22 @@ class Relay:
             config.grace,
             max_sessions=config.max_clients,
             max_per_source=config.per_address_sessions,
+            sealed=not config.insecure,
         )
-        self.router = Router(
-            echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
-        )
+        self.router: Router
+        self.sealed: SealedRouter | None = None
+        if config.insecure:
+            self.router = Router(
+                echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
+            )
+        else:
+            if config.udp_workers > 1:
+                raise ValueError("--udp-workers above 1 needs --insecure (protocol 1) for now")
+            media = self.sessions.media_by_id  # shared: it grows with run-time channels
+            self.sealed = SealedRouter(
+                media, echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
+            )
+            self.router = self.sealed
         self._pending_binds: dict[int, tuple[Addr, bytes]] = {}  # token -> latest ping
         self._pending_lock = threading.Lock()  # UDP thread and loop both touch it
         self.control = ControlServer(
@@ -132,6 +153,7 @@ class Relay:
                 connect_rate=config.connect_rate,
                 connect_burst=config.connect_burst,
             ),
+            password=config.password,
         )
         self.control.welcome_text = config.welcome_text
         self.operations.load_bans()
@@ -152,9 +174,25 @@ class Relay:
         """Bind TCP and UDP on the same port and start serving both."""
         self._loop = asyncio.get_running_loop()
         cfg = self.config
+        ssl_ctx = None
+        if not cfg.insecure:
+            data_dir = Path(cfg.data_dir) if cfg.data_dir else None
+            cert, key, created = identity(cfg.tls_cert, cfg.tls_key, data_dir)
+            ssl_ctx = server_context(cert, key)
+            log.info(
+                "TLS certificate %s%s, SHA-256 fingerprint %s",
+                cert,
+                " (created now, self-signed)" if created else "",
+                certificate_fingerprint(cert),
+            )
         for attempt in range(BIND_ATTEMPTS):
             server = await asyncio.start_server(
-                self.control.handle, cfg.host, cfg.port, reuse_address=True
+                self.control.handle,
+                cfg.host,
+                cfg.port,
+                reuse_address=True,
+                ssl=ssl_ctx,
+                ssl_handshake_timeout=cfg.auth_timeout if ssl_ctx else None,
             )
             port = server.sockets[0].getsockname()[1]
             try:
@@ -193,8 +231,12 @@ class Relay:
         mode = "echo" if cfg.echo else "relay"
         lim = cfg.voice_limit
         log.info(
-            "%s mode, udp=%s, loops=%d, channels=%s, grace=%ss, voice limit %s",
+            "%s mode, %s, %s, udp=%s, loops=%d, channels=%s, grace=%ss, voice limit %s",
             mode,
+            "INSECURE: plain TCP and plain voice (protocol 1)"
+            if cfg.insecure
+            else "TLS control and sealed voice (protocol 2)",
+            "password required" if cfg.password is not None else "no password",
             cfg.udp,
             1 + len(self._workers),
             list(self.sessions.channels),
@@ -249,7 +291,12 @@ class Relay:
             self._udp_transport = None
         elif self._udp_sock is not None:
             self._udp_sock.close()
-        log.info("counters at exit: %s sessions=%d", self._counter_line(), len(self.sessions))
+        log.info(
+            "counters at exit: %s sessions=%d %s",
+            self._counter_line(),
+            len(self.sessions),
+            self._control_line(),
+        )
         if self._workers:
             shares = [self.router.counters.forwarded] + [
                 w.counters["forwarded"] for w in self._workers
@@ -295,6 +342,9 @@ class Relay:
     def _rebuild_routes(self) -> None:
         added = self.sessions.take_added()
         dirty = self.sessions.take_dirty()
+        if self.sealed is not None:  # keys and windows first: a route without them drops
+            peers = self.sessions.peer_entries(dirty, (token for token, _u, _c in added))
+            self.sealed.update_peers(peers, self.sessions.take_removed())
         table = add_unbound(self.router.table, added) if added else self.router.table
         entries = self.sessions.route_entries(dirty)
         self.router.table = RouteTable.update(table, dirty, entries)
@@ -367,6 +417,7 @@ class Relay:
         c = self.control
         fan = c.fanout.counters
         parts = {f"refused_{k}": v for k, v in c.refused.items()}
+        parts |= {f"auth_{k}": v for k, v in c.auth_refused.items()}
         parts |= {
             "evicted_in_grace": self.sessions.evicted,
             "presence_batches": fan.batches,
@@ -378,6 +429,8 @@ class Relay:
     def _counter_line(self) -> str:
         """This process's counters plus the latest report of every worker."""
         total = self.router.counters.as_dict()
+        if self.sealed is not None:
+            total |= {f"window_{k}": v for k, v in self.sealed.window_totals().items()}
         for w in self._workers:
             for k, v in w.counters.items():
                 total[k] = total.get(k, 0) + v

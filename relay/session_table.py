@@ -23,14 +23,17 @@ from __future__ import annotations
 import enum
 import secrets
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from relay.names import NameBook, NameRefused, clean_chat
 from relay.protocol.messages import (
+    PROTOCOL,
+    PROTOCOL_INSECURE,
     ChannelInfo,
     ChannelList,
     Chat,
     Error,
+    MediaKey,
     Message,
     UserInfo,
     UserJoined,
@@ -41,6 +44,7 @@ from relay.protocol.messages import (
     encode_welcome,
     pack_user,
 )
+from relay.protocol.voice_crypto import new_media_key, new_session_key
 from relay.protocol.widths import U32_MAX
 
 Addr = tuple[str, int]
@@ -52,6 +56,7 @@ SERVER_NAME = "server"  # the name on a chat from the operator; its user id is 0
 # move rebuilds the channel's routes, which a NAT rebinding needs rarely and a client
 # flapping between source ports must not get on every ping.
 REBIND_INTERVAL = 1.0
+MAX_SEALED_CHANNELS = 255  # media key ids are one byte, 0 unused
 
 
 @dataclass(slots=True, frozen=True)
@@ -113,6 +118,10 @@ class Session:
     udp_addr: Addr | None = None
     dropped_at: float | None = None  # monotonic time of the TCP drop
     bound_at: float | None = None  # monotonic time udp_addr last changed
+    udp_key: bytes = b""  # protocol 2: the session's secret UDP key (never logged)
+
+    def __repr__(self) -> str:
+        return f"Session(user_id={self.user_id}, name={self.name!r}, channel={self.channel!r})"
 
     def info(self) -> UserInfo:
         return UserInfo(self.user_id, self.name, self.channel)
@@ -145,6 +154,7 @@ class SessionTable:
         max_sessions: int = 2000,
         rebind_interval: float = REBIND_INTERVAL,
         max_per_source: int = 0,
+        sealed: bool = False,
     ) -> None:
         infos = [c if isinstance(c, ChannelInfo) else ChannelInfo(c) for c in channels]
         self.info: dict[str, ChannelInfo] = {}  # channel -> its description and limit, in order
@@ -153,6 +163,17 @@ class SessionTable:
         if not self.info:
             raise ValueError("a relay needs at least one channel")
         self.channels: dict[str, set[int]] = {c: set() for c in self.info}  # channel -> tokens
+        # Protocol 2 (``sealed``): a media key per channel for the relay's lifetime, id 1,
+        # 2, ... in the order channels first exist (a channel added at run time gets the
+        # next; a renamed one keeps its key); protocol 1 has none. ``media_by_id`` is
+        # shared with the sealed router (it re-seals whispers across channels).
+        self.sealed = sealed
+        self.protocol = PROTOCOL if sealed else PROTOCOL_INSECURE
+        self.media_keys: dict[str, tuple[int, bytes]] = {}
+        self.media_by_id: dict[int, bytes] = {}
+        if sealed:
+            for name in self.info:
+                self._media_key(name)
         self.grace = grace
         self.udp_port = udp_port
         self.max_sessions = max_sessions
@@ -171,6 +192,7 @@ class SessionTable:
         self.version = 0  # bumped whenever the routing view (members, bindings) changes
         self._dirty: set[str] = set()  # channels whose routing changed since take_dirty()
         self._added: list[int] = []  # tokens of sessions created since take_added()
+        self._removed: list[int] = []  # user ids of sessions removed since take_removed()
 
     # --- queries ---------------------------------------------------------------
 
@@ -265,16 +287,56 @@ class SessionTable:
                 out.append((token, s.user_id, s.channel))
         return out
 
+    def take_removed(self) -> list[int]:
+        """User ids of the sessions removed since the last call."""
+        removed, self._removed = self._removed, []
+        return removed
+
+    def peer_entries(
+        self, channels: Iterable[str], tokens: Iterable[int] = ()
+    ) -> list[tuple[int, int, bytes, int]]:
+        """Protocol 2: ``(user_id, token, udp_key, media key id)`` of the sessions in
+        ``channels`` and of ``tokens``, for :class:`relay.sealed_router.SealedRouter`."""
+        by_token = self._by_token
+        picked = {t for c in channels for t in self.channels.get(c, ())}  # a gone one: none
+        picked.update(t for t in tokens if t in by_token)
+        out = []
+        for t in picked:
+            s = by_token[t]
+            out.append((s.user_id, t, s.udp_key, self._media_key(s.channel)[0]))
+        return out
+
+    def _version_error(self, conn: int, version: int) -> Send | None:
+        if version == self.protocol:
+            return None
+        if self.sealed:
+            msg = (
+                f"this relay speaks protocol {PROTOCOL} (TLS and sealed voice); "
+                f"your client speaks {version}: upgrade it"
+            )
+        else:
+            msg = (
+                f"this relay runs without TLS (--insecure), protocol {PROTOCOL_INSECURE}; "
+                f"your client speaks {version}"
+            )
+        return _error(conn, "bad_version", msg)
+
     # --- control messages --------------------------------------------------------
 
-    def auth(self, conn: int, name: str, source: str = "") -> list[Action]:
+    def auth(
+        self, conn: int, name: str, source: str = "", version: int = PROTOCOL_INSECURE
+    ) -> list[Action]:
         """Create a session for ``conn``, whose peer is ``source``; announce it, reply welcome.
 
         Sessions in grace count towards both caps (auth-and-drop cannot grow the
         table without bound), but the oldest of them gives way to a new session.
+        ``version``: the client's protocol, which must be the relay's.
         """
         if conn in self._by_conn:
             return [_error(conn, "already_authenticated", "this connection has a session")]
+        refused = self._version_error(conn, version)
+        if refused is not None:
+            return [refused]
         out: list[Action] = []
         if self.max_per_source and self.sessions_of(source) >= self.max_per_source:
             evicted = self._evict_oldest_graced(source)
@@ -295,6 +357,8 @@ class SessionTable:
         user_id = self._next_user_id
         self._next_user_id += 1
         session = Session(token, user_id, name, self.default_channel, conn, source)
+        if self.sealed:
+            session.udp_key = new_session_key()
         self._by_token[token] = session
         self._by_conn[conn] = token
         self._by_user[user_id] = token
@@ -308,11 +372,16 @@ class SessionTable:
         self._added.append(token)
         return out
 
-    def reconnect(self, conn: int, token: int, now: float) -> list[Action]:
+    def reconnect(
+        self, conn: int, token: int, now: float, version: int = PROTOCOL_INSECURE
+    ) -> list[Action]:
         """Resume the session of ``token`` on ``conn``, without presence churn."""
         out: list[Action] = self.expire(now)
         if conn in self._by_conn:
             return [*out, _error(conn, "already_authenticated", "this connection has a session")]
+        refused = self._version_error(conn, version)
+        if refused is not None:
+            return [*out, refused]
         session = self._by_token.get(token)
         if session is None:
             return [*out, _error(conn, "unknown_token", "no session with this token; send auth")]
@@ -357,7 +426,21 @@ class SessionTable:
         self.channels[channel].add(session.token)
         self._set_packed(session)
         self._changed(old, channel)
+        if self.sealed and session.conn is not None:  # the key first: its voice opens at once
+            key_id, key = self._media_key(channel)
+            return [Send(session.conn, MediaKey(channel, key_id, key)), Presence(left + joined)]
         return [Presence(left + joined)]
+
+    def _media_key(self, channel: str) -> tuple[int, bytes]:
+        """The media key id and key of ``channel``, created on its first use."""
+        found = self.media_keys.get(channel)
+        if found is None:
+            key_id = len(self.media_by_id) + 1
+            if key_id > MAX_SEALED_CHANNELS:
+                raise ValueError(f"at most {MAX_SEALED_CHANNELS} channel keys in a relay's life")
+            found = self.media_keys[channel] = (key_id, new_media_key())
+            self.media_by_id[key_id] = found[1]
+        return found
 
     def chat(self, conn: int, text: str, ts: float) -> list[Action]:
         """Relay ``text`` to the sender's channel, sender included, stamped with ``ts``."""
@@ -486,6 +569,8 @@ class SessionTable:
                  for c in self.info.values()]  # fmt: skip
         members = self.channels[old]
         self.channels = {new if c == old else c: m for c, m in self.channels.items()}
+        if old in self.media_keys:  # the members keep the key they hold
+            self.media_keys[new] = self.media_keys.pop(old)
         self.info = {c.name: c for c in infos}
         out: list[Action] = []
         for token in members:
@@ -516,6 +601,15 @@ class SessionTable:
             channels=list(self.channels),
             users=[],
         )
+        if self.sealed:
+            key_id, key = self._media_key(session.channel)
+            head = replace(
+                head,
+                version=PROTOCOL,
+                udp_key=session.udp_key,
+                media_key_id=key_id,
+                media_key=key,
+            )
         welcome = encode_welcome(head, users)
         if any(c.description or c.max_users for c in self.info.values()):
             welcome += self._channel_list()  # what the welcome's names alone do not say
@@ -549,6 +643,8 @@ class SessionTable:
         self._names.release(session.name)
         self.channels[session.channel].discard(session.token)
         self._changed(session.channel)
+        self._removed.append(session.user_id)
+        session.udp_key = b""  # the one reference the table held
         return [self._presence(UserLeft(session.user_id, session.name, session.channel))]
 
     def _evict_oldest_graced(self, source: str | None) -> list[Action] | None:

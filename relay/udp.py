@@ -24,6 +24,7 @@ import time
 from typing import cast
 
 from relay.router import RECV_SIZE, Addr, Router
+from relay.sealed_router import SealedRouter
 
 # Queue in front of the hot loop. Linux doubles the request and charges ~830 bytes
 # per 100-byte datagram, so 256 KiB holds ~630 datagrams: ~25 ms at the saturated
@@ -110,7 +111,10 @@ class UdpThread:
         sock.settimeout(None)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, WAKE_EVERY)
         self._stop = False
-        run = self._run if times is None else self._run_sampled
+        if isinstance(router, SealedRouter):
+            run = self._run_sealed
+        else:
+            run = self._run if times is None else self._run_sampled
         self._thread = threading.Thread(target=run, name="udp-relay", daemon=True)
 
     def start(self) -> None:
@@ -187,6 +191,46 @@ class UdpThread:
                 data.release()
             observe(clock() - t0)
 
+    def _run_sealed(self) -> None:
+        """The loop for protocol 2: the router says how much of the buffer to send (the
+        relay tag stripped). With ``times``, sampled as ``_run_sampled`` samples; without,
+        the countdown never reaches a sample (one decrement a datagram)."""
+        router = self.router
+        assert isinstance(router, SealedRouter)
+        buf = bytearray(RECV_SIZE)
+        view = memoryview(buf)
+        recv = self.sock.recvfrom_into
+        send = self.sock.sendto
+        route = router.route
+        counters = router.counters
+        times = self.times
+        every = times.every if times is not None else 1 << 62
+        clock = time.perf_counter_ns
+        left = every
+        while True:
+            try:
+                n, addr = recv(buf)
+            except OSError:
+                if self._stop:
+                    return
+                continue
+            left -= 1
+            t0 = 0
+            if not left:
+                left = every
+                t0 = clock()
+            dests = route(buf, n, addr)
+            if dests:
+                data = view[: router.out_n]
+                for dest in dests:
+                    try:
+                        send(data, dest)
+                    except OSError:
+                        counters.send_errors += 1
+                data.release()
+            if t0 and times is not None:
+                times.observe(clock() - t0)
+
     def close(self, timeout: float = 2.0) -> None:
         """Stop the loop (it sees the flag within WAKE_EVERY), join it, close the socket."""
         self._stop = True
@@ -208,10 +252,12 @@ class AsyncioUdp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Addr) -> None:
         buf = bytearray(data)  # asyncio hands us immutable bytes; the router rewrites in place
-        dests = self.router.route(buf, len(buf), addr)
+        router = self.router
+        dests = router.route(buf, len(buf), addr)
         if dests and self.transport is not None:
+            out = buf[: router.out_n] if isinstance(router, SealedRouter) else buf
             for dest in dests:
-                self.transport.sendto(buf, dest)
+                self.transport.sendto(out, dest)
 
     def error_received(self, exc: Exception) -> None:
         self.router.counters.send_errors += 1

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -26,6 +27,12 @@ settings.register_profile("dev", max_examples=200, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Relays keep their self-signed identity in $XDG_DATA_HOME and clients their pinned
+# certificates in $XDG_CONFIG_HOME: one folder per test run (children inherit it), so
+# a test run never touches the user's own and parallel runs never share pins.
+_STATE = tempfile.mkdtemp(prefix="vc-test-state-")
+os.environ["XDG_DATA_HOME"] = os.path.join(_STATE, "data")
+os.environ["XDG_CONFIG_HOME"] = os.path.join(_STATE, "config")
 
 
 def _shm_segments() -> set[str]:

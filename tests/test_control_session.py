@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +18,7 @@ from pipeline.core.control_session import (
 from pipeline.ipc import events as ev
 from relay.protocol.errors import ProtocolError
 from relay.protocol.messages import (
+    PROTOCOL,
     Auth,
     Bye,
     ChannelInfo,
@@ -47,17 +50,30 @@ def sent(s: ControlSession) -> list[Message | ProtocolError]:
     return MessageDecoder().feed(s.take_outgoing())
 
 
+UDP_KEY = b"k" * 32
+MEDIA = b"m" * 16
+SEALED: dict[str, Any] = {
+    "version": PROTOCOL,
+    "udp_key": UDP_KEY,
+    "media_key_id": 1,
+    "media_key": MEDIA,
+}
+
+
 def welcome(token: int = 77, uid: int = 3, channel: str = "Lobby") -> bytes:
-    return encode_message(
-        Welcome(token, uid, 9000, channel, ["Lobby", "Games"], [UserInfo(uid, "me", channel)])
-    )
+    users = [UserInfo(uid, "me", channel)]
+    return encode_message(Welcome(token, uid, 9000, channel, ["Lobby", "Games"], users, **SEALED))
+
+
+def endpoint(token: int, uid: int) -> ev.VoiceEndpoint:
+    return ev.VoiceEndpoint(token, uid, "h", 9000, UDP_KEY, 1, MEDIA)
 
 
 def connected_session(now: float = 0.0, loss_feedback: bool = True) -> ControlSession:
     s = ControlSession(name="me", host="h", port=1, loss_feedback=loss_feedback)
     assert s.connect_due(now)
     s.connected(now)
-    assert sent(s) == [Auth("me")]
+    assert sent(s) == [Auth("me", PROTOCOL)]
     s.received(welcome(), now)
     return s
 
@@ -65,7 +81,7 @@ def connected_session(now: float = 0.0, loss_feedback: bool = True) -> ControlSe
 def test_auth_then_welcome_publishes_state_session_roster() -> None:
     s = connected_session()
     events = s.take_events()
-    assert ev.VoiceEndpoint(77, 3, "h", 9000) in events
+    assert endpoint(77, 3) in events
     state = [e for e in events if isinstance(e, ev.ConnectionState)][-1]
     assert state.state == ev.CONNECTED and state.channel == "Lobby"
     roster = [e for e in events if isinstance(e, ev.Roster)][-1]
@@ -79,7 +95,7 @@ def test_drop_waits_then_reconnects_with_token() -> None:
     assert not s.connect_due(10.0 + RECONNECT_DELAY - 0.1)
     assert s.connect_due(10.0 + RECONNECT_DELAY)
     s.connected(12.0)
-    assert sent(s) == [Reconnect(77)]
+    assert sent(s) == [Reconnect(77, PROTOCOL)]
     s.received(welcome(), 12.0)
     assert s.state == ev.CONNECTED and s.attempt == 0
 
@@ -90,9 +106,9 @@ def test_unknown_token_falls_back_to_auth() -> None:
     s.connected(3.0)
     sent(s)
     s.received(encode_message(Error("unknown_token", "no such session")), 3.0)
-    assert sent(s) == [Auth("me")]
+    assert sent(s) == [Auth("me", PROTOCOL)]
     s.received(welcome(token=99, uid=1), 3.1)
-    assert ev.VoiceEndpoint(99, 1, "h", 9000) in s.take_events()
+    assert endpoint(99, 1) in s.take_events()
 
 
 def test_failed_connects_count_attempts() -> None:
@@ -237,7 +253,7 @@ def test_a_paged_welcome_publishes_the_roster_once_whole() -> None:
         UserInfo(i, f"user{i:027d}", "c" * 64) for i in range(10, 2010)
     ]
     data = encode_welcome(
-        Welcome(77, 3, 9000, "Lobby", ["Lobby"], []), [pack_user(u) for u in users]
+        Welcome(77, 3, 9000, "Lobby", ["Lobby"], [], **SEALED), [pack_user(u) for u in users]
     )
     s = ControlSession(name="me", host="h", port=1)
     s.connected(0.0)

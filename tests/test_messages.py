@@ -27,6 +27,7 @@ from relay.protocol.messages import (
     Error,
     FrameDecoder,
     Join,
+    MediaKey,
     Message,
     MessageDecoder,
     Ping,
@@ -74,6 +75,22 @@ EVERY_MESSAGE: list[Message] = [
     Welcome(9, 3, 8080, "Lobby", ["Lobby"], [UserInfo(3, "alice", "Lobby")], more=True),
     Reception(reports=[SpeakerReception(4, 5.5, 1.0), SpeakerReception(7, 0.0, 0.0)]),
     ReceiverReport(loss_percent=7.5, late_percent=2.0, listeners=3),
+    # Protocol 2: versions, the password, the keys.
+    Auth(name="alice", version=2, password="s3cret"),
+    Reconnect(token=5, version=2),
+    Welcome(
+        9,
+        3,
+        8080,
+        "Lobby",
+        ["Lobby"],
+        [],
+        version=2,
+        udp_key=b"k" * 32,
+        media_key_id=1,
+        media_key=b"m" * 16,
+    ),
+    MediaKey(channel="Games", key_id=2, key=b"n" * 16),
     ChannelList([ChannelInfo("Lobby"), ChannelInfo("Ops", "operators only", 4)]),
 ]
 
@@ -94,6 +111,7 @@ def test_every_spec_type_has_a_message() -> None:
         "user_list",
         "reception",
         "receiver_report",
+        "media_key",
         "channel_list",
     }
     assert set(MESSAGE_TYPES) == spec_types

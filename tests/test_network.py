@@ -7,26 +7,52 @@ the relay, built byte by byte as an attacker would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import selectors
 import socket
-import struct
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from bench.netem import UdpProxy
+from pipeline.client.config import ClientConfig
+from pipeline.client.local_client import LocalClient, connected
 from pipeline.core.voice_link import COUNTERS
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import Broker
 from pipeline.ipc.child_process import StopFlag
 from pipeline.ipc.ring import Ring
+from pipeline.media import synthetic
+from pipeline.media.audio_format import FRAME_SAMPLES
+from pipeline.media.opus import CodecError, OpusDecoder
+from pipeline.media.sources import MediaSpec, read_wav, write_wav
 from pipeline.stages import network, runtime
 from pipeline.stages.runtime import StageRuntime, Wiring
 from pipeline.stages.trace import Tracer
+from relay.launch import start_relay, stop_relay
+from relay.protocol.sealed_datagram import TAG_SIZE
+from relay.protocol.voice_crypto import Sealer
 
-HEADER = struct.Struct(">IQQI")
 U64 = (1 << 64) - 1
+UDP_KEY = bytes(32)
+MEDIA = bytes(range(16))
+
+
+def speaker(sid: int = 9) -> Sealer:
+    """Another member of the channel, sealing as its client would."""
+    s = Sealer(sid, sid.to_bytes(4, "big") * 8, 1000)
+    s.set_media_key(1, MEDIA)
+    return s
+
+
+def forwarded(s: Sealer, seq: int, media: int, opus: bytes) -> bytes:
+    return s.voice(seq, media, opus)[:-TAG_SIZE]  # as the relay forwards it
 
 
 @pytest.fixture
@@ -41,7 +67,8 @@ def stage(
         with StageRuntime("network", wiring, (ev.HOP_ENCODE_TO_NETWORK,)) as rt:
             net = network._Network(rt, network.NetworkConfig(wiring, clock_offset=12345))
             port = relay.getsockname()[1]
-            net._endpoint(ev.VoiceEndpoint(token=7, user_id=2, host="127.0.0.1", udp_port=port))
+            endpoint = ev.VoiceEndpoint(7, 2, "127.0.0.1", port, UDP_KEY, 1, MEDIA)
+            net._endpoint(endpoint)
             yield net, out, relay
     relay.close()
 
@@ -51,7 +78,7 @@ def deliver(net: network._Network, relay: socket.socket, datagrams: list[bytes])
     for d in datagrams:
         relay.sendto(d, me)
     time.sleep(0.05)
-    net._drain(memoryview(bytearray(1300)), net.rt.out, Tracer(None, 3))
+    net._drain(memoryview(bytearray(1400)), net.rt.out, Tracer(None, 3))
 
 
 def test_received_voice_is_stamped_with_its_arrival_and_keeps_its_media_timestamp(
@@ -59,7 +86,7 @@ def test_received_voice_is_stamped_with_its_arrival_and_keeps_its_media_timestam
 ) -> None:
     net, out, relay = stage
     before = time.monotonic_ns()
-    deliver(net, relay, [HEADER.pack(9, 5, U64, 0) + b"opus"])
+    deliver(net, relay, [forwarded(speaker(), 5, U64, b"opus")])
     slot = out.read(timeout=1)
     assert slot is not None
     assert (slot.speaker, slot.seq, slot.media, bytes(slot.data)) == (9, 5, U64, b"opus")
@@ -72,11 +99,12 @@ def test_hostile_headers_and_lengths_are_counted_or_passed_on_never_fatal(
     net, out, relay = stage
     rng = random.Random(18)
     edges = [0, 1, U64, U64 - 1, 1 << 63]
+    talkers = [speaker(sid) for sid in (1, 2, 2**32 - 1)]
     voice = [
-        HEADER.pack(rng.choice([0, 1, 2**32 - 1]), rng.choice(edges), rng.choice(edges), 0)
-        + rng.randbytes(rng.randint(1, 1275))
+        forwarded(rng.choice(talkers), rng.choice(edges), rng.choice(edges),
+                  rng.randbytes(rng.randint(1, 1275)))
         for _ in range(60)
-    ]
+    ]  # fmt: skip
     junk = [rng.randbytes(n) for n in (1, 7, 23)] + [b"\x00" * 1300]
     deliver(net, relay, voice + junk)
     got = 0
@@ -95,7 +123,7 @@ def test_datagrams_from_anyone_but_the_relay_are_ignored(
     net, out, _relay = stage
     stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        deliver(net, stranger, [HEADER.pack(9, 1, 0, 0) + b"x"])
+        deliver(net, stranger, [forwarded(speaker(), 1, 0, b"x")])
     finally:
         stranger.close()
     assert out.read(timeout=0) is None and net.counts.foreign_datagrams == 1
@@ -116,7 +144,7 @@ def test_without_a_relay_address_the_receiver_sleeps_instead_of_spinning(
 ) -> None:
     net, out, _relay = stage
     net.relay = None  # as after a failed lookup, with a session token already set
-    net.link.set_session(7, time.monotonic_ns())
+    net.link.set_session(7, UDP_KEY, time.monotonic_ns())
     loops = 0
     real_wait = net.rt.wait
 
@@ -131,3 +159,116 @@ def test_without_a_relay_address_the_receiver_sleeps_instead_of_spinning(
     net.rt.wait = counting_wait  # type: ignore[method-assign]
     net.receive_loop(out, Tracer(None, 3))
     assert loops == 3
+
+
+# --- a captured call (issue 12): real processes, real sockets ------------------------------
+
+
+class TcpTap:
+    """A TCP proxy on loopback that records every byte both ways, as a capture on the path."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.bytes = bytearray()
+        self._listen = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listen.getsockname()[1]
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._listen, selectors.EVENT_READ)
+        peers: dict[socket.socket, socket.socket] = {}
+        while not self._stop:
+            for key, _ in sel.select(0.2):
+                s = key.fileobj
+                assert isinstance(s, socket.socket)
+                if s is self._listen:
+                    client, _ = s.accept()
+                    up = socket.create_connection(self.upstream)
+                    peers[client], peers[up] = up, client
+                    sel.register(client, selectors.EVENT_READ)
+                    sel.register(up, selectors.EVENT_READ)
+                    continue
+                try:
+                    data = s.recv(65536)
+                except OSError:
+                    data = b""
+                other = peers.get(s)
+                if not data or other is None:
+                    for x in (s, other):
+                        if x is not None and x in peers:
+                            sel.unregister(x)
+                            peers.pop(x)
+                            x.close()
+                    continue
+                self.bytes += data
+                with contextlib.suppress(OSError):
+                    other.sendall(data)
+        for s in peers:
+            s.close()
+        sel.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(5)
+        self._listen.close()
+
+
+def test_a_capture_of_a_call_holds_no_secret_and_no_speech(tmp_path: Path) -> None:
+    """Every TCP byte and datagram of a two-user call: no session secret, and nothing
+    in it decodes as Opus to anything like what Alice said (Bob, with the keys, did)."""
+    speech = synthetic.speech_like(6.0, seed=5)
+    write_wav(tmp_path / "said.wav", speech)
+    datagrams: list[tuple[str, bytes]] = []
+    proc, port = start_relay()
+    tap = TcpTap(("127.0.0.1", port))
+    try:
+        with UdpProxy(("127.0.0.1", port), tap=lambda way, d: datagrams.append((way, d))) as udp:
+
+            def cfg(name: str, source: MediaSpec, sink: MediaSpec) -> ClientConfig:
+                return ClientConfig("127.0.0.1", tap.port, name, source=source, sink=sink,
+                                    udp_via=udp.address)  # fmt: skip
+
+            bob_cfg = cfg(
+                "bob", MediaSpec("silence"), MediaSpec("wav", str(tmp_path / "heard.wav"))
+            )
+            alice_cfg = cfg(
+                "alice", MediaSpec("wav", str(tmp_path / "said.wav")), MediaSpec("null")
+            )
+            with LocalClient(bob_cfg) as bob:
+                bob.until(connected, 20, "bob connected")
+                with LocalClient(alice_cfg) as alice:
+                    alice.until(connected, 20, "alice connected")
+                    bob.until(lambda v: (v.playback.frames if v.playback else 0) > 400, 40,
+                              "bob heard alice")  # fmt: skip
+                    secrets = []
+                    for c in (alice, bob):
+                        e = c.view.endpoint
+                        assert e is not None and e.udp_key and e.media_key
+                        secrets += [e.udp_key, e.media_key, e.token.to_bytes(4, "big")]
+    finally:
+        tap.close()
+        stop_relay(proc)
+    captured = bytes(tap.bytes) + b"".join(d for _w, d in datagrams)
+    assert len(tap.bytes) > 1000 and len(datagrams) > 400
+    for secret in secrets:
+        assert secret not in captured
+    # What an eavesdropper could try: every datagram's bytes after the clear header, or
+    # after where a plain header would end, fed to an Opus decoder as a voice packet.
+    guesses = []
+    for start in (19, 24, 35):
+        pcm = []
+        with OpusDecoder() as dec:
+            for way, d in datagrams:
+                if way == "up" and len(d) > start + 16:
+                    try:
+                        pcm.append(dec.decode(d[start:-16]))
+                    except CodecError:
+                        pcm.append(np.zeros(FRAME_SAMPLES, np.float32))
+        guesses.append(synthetic.align_windows(speech, np.concatenate(pcm)))
+    told = synthetic.align_windows(speech, read_wav(tmp_path / "heard.wav"))
+    print(f"bob heard alice with correlation {told:.2f}; the capture gives {guesses}")
+    assert told > 0.3
+    assert max(abs(g) for g in guesses) < 0.15

@@ -199,3 +199,27 @@ def test_fuzz_open_counts_match_admissions(events: list[tuple[str, bool, float]]
         assert all(p.open_from(a) == n for a, n in model.items())
         assert p.total == sum(model.values()) <= 9
         assert all(n <= 4 for n in model.values())
+
+
+# --- password guessing ----------------------------------------------------------------
+
+
+def test_ten_wrong_passwords_in_two_minutes_ban_the_address_for_five() -> None:
+    from relay.limits import AuthGuard
+
+    g = AuthGuard()
+    for i in range(9):
+        assert not g.failed("1.2.3.4", 10.0 * i)
+        assert g.banned_for("1.2.3.4", 10.0 * i) == 0
+    assert g.failed("1.2.3.4", 95.0)
+    assert g.banned_for("1.2.3.4", 96.0) == 299.0
+    assert g.banned_for("5.6.7.8", 96.0) == 0  # another address is not concerned
+    assert g.banned_for("1.2.3.4", 395.0) == 0
+
+
+def test_failures_older_than_the_window_are_forgotten() -> None:
+    from relay.limits import AuthGuard
+
+    g = AuthGuard()
+    for i in range(30):  # one every 14 s: never 10 within 120 s
+        assert not g.failed("a", 14.0 * i)

@@ -45,13 +45,18 @@ HOST = "127.0.0.1"
 
 
 class RelayProc:
-    def __init__(self, proc: subprocess.Popen[str], port: int, log: IO[str]) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[str], port: int, log: IO[str], sealed: bool = False
+    ) -> None:
         self.proc = proc
         self.port = port
         self.log = log  # a file, not a pipe: a pipe nobody reads could stall the relay
+        self.sealed = sealed
 
-    def client(self, name: str | None = None, register: bool = True) -> ProbeClient:
-        c = ProbeClient(HOST, self.port)
+    def client(
+        self, name: str | None = None, register: bool = True, source: str | None = None
+    ) -> ProbeClient:
+        c = ProbeClient(HOST, self.port, sealed=self.sealed, source=source)
         if name is not None:
             c.auth(name)
             if register:
@@ -59,14 +64,17 @@ class RelayProc:
         return c
 
 
-def start_relay(*args: str) -> RelayProc:
+def start_relay(*args: str, sealed: bool = False) -> RelayProc:
+    """A relay speaking protocol 1 (``--insecure``: most tests here talk to it by hand,
+    byte for byte), or protocol 2 if ``sealed`` (TLS and sealed voice, the default)."""
     log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by stop_relay)
+    first = () if sealed else ("--insecure",)
     try:
-        proc, port = launch.start_relay(*args, host=HOST, log=log)
+        proc, port = launch.start_relay(*first, *args, host=HOST, log=log)
     except RuntimeError:
         log.seek(0)
         raise RuntimeError(f"relay did not start: {log.read()}") from None
-    return RelayProc(proc, port, log)
+    return RelayProc(proc, port, log, sealed)
 
 
 def stop_relay(relay: RelayProc) -> str:
@@ -84,8 +92,8 @@ def stop_relay(relay: RelayProc) -> str:
 def relay_factory() -> Iterator[Callable[..., RelayProc]]:
     started: list[RelayProc] = []
 
-    def make(*args: str) -> RelayProc:
-        r = start_relay(*args)
+    def make(*args: str, sealed: bool = False) -> RelayProc:
+        r = start_relay(*args, sealed=sealed)
         started.append(r)
         return r
 
@@ -883,6 +891,143 @@ def test_sigterm_is_obeyed_within_two_seconds_under_load(
         relay.proc.send_signal(signal.SIGTERM)
         assert relay.proc.wait(timeout=10) == 0
         assert time.monotonic() - t0 < 2.0
+
+
+# --- protocol 2: TLS control and sealed voice (issue 12) ---------------------------------
+
+
+def exit_counters(log: str) -> dict[str, int]:
+    (line,) = [ln for ln in log.splitlines() if "counters at exit" in ln]
+    pairs = line.split("counters at exit: ", 1)[1].split()
+    return {k: int(v) for k, v in (p.split("=", 1) for p in pairs)}
+
+
+@pytest.fixture
+def sealed(relay_factory: Callable[..., RelayProc]) -> RelayProc:
+    return relay_factory("--grace", "2", "--log-level", "debug", sealed=True)
+
+
+def test_sealed_voice_reaches_the_channel_and_carries_no_secret(sealed: RelayProc) -> None:
+    with sealed.client("a") as a, sealed.client("b") as b, sealed.client("c") as c:
+        sent = a.send_voice(1, b"hello")
+        for listener in (b, c):
+            got = listener.recv_voice()
+            assert got is not None and got.payload == b"hello" and got.token == a.user_id
+        assert quiet(a)
+        assert a.welcome is not None and a.welcome.udp_key is not None
+        assert a.welcome.udp_key not in sent and a.token.to_bytes(4, "big") not in sent
+        assert b"hello" not in sent
+
+
+def test_replayed_voice_from_the_same_or_another_address_is_not_heard(sealed: RelayProc) -> None:
+    with sealed.client("a") as a, sealed.client("b") as b:
+        sent = a.send_voice(1, b"once")
+        got = b.recv_voice()
+        assert got is not None and got.payload == b"once"
+        a.udp.sendto(sent, a.relay)  # the same bytes, from the same address
+        assert quiet(b)
+        time.sleep(1.1)  # later, past the rebind interval
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as eve:
+            eve.sendto(sent, a.relay)
+        assert quiet(b)
+        a.send_voice(2, b"twice")  # the real sender goes on being heard
+        got = b.recv_voice()
+        assert got is not None and got.payload == b"twice"
+    counts = exit_counters(stop_relay(sealed))
+    assert counts["drop_replayed"] == 2 and counts["forwarded"] == 2
+
+
+def test_a_datagram_with_one_flipped_bit_is_dropped(sealed: RelayProc) -> None:
+    with sealed.client("a") as a, sealed.client("b") as b:
+        assert a.sealer is not None
+        for bit in (3 * 8, 20 * 8 + 3, -1):  # the sid, the sealed body, the relay tag
+            datagram = bytearray(a.sealer.voice(1, 1, b"flipped"))
+            datagram[bit // 8 if bit >= 0 else -1] ^= 1 << (bit % 8 if bit >= 0 else 0)
+            a.udp.sendto(bytes(datagram), a.relay)
+        assert quiet(b)
+    counts = exit_counters(stop_relay(sealed))
+    assert counts["drop_bad_auth"] + counts["drop_unknown_token"] == 3
+    assert counts["forwarded"] == 0
+
+
+def test_a_captured_session_registered_from_another_address_keeps_its_voice(
+    sealed: RelayProc,
+) -> None:
+    with sealed.client("a") as a, sealed.client("b") as b:
+        ping = a.ping_datagram()
+        a.udp.sendto(ping, a.relay)  # sent, and captured on the way
+        assert a.recv_datagram() is not None
+        time.sleep(1.1)  # a real move would be allowed by now
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as eve:
+            eve.settimeout(0.3)
+            eve.sendto(ping, a.relay)
+            with pytest.raises(TimeoutError):
+                eve.recvfrom(2048)
+            b.send_voice(1, b"for a")
+            got = a.recv_voice()
+            assert got is not None and got.payload == b"for a"
+            with pytest.raises(TimeoutError):
+                eve.recvfrom(2048)
+    counts = exit_counters(stop_relay(sealed))
+    assert counts["drop_replayed"] == 1
+
+
+def test_reconnect_whisper_and_echo_work_sealed(relay_factory: Callable[..., RelayProc]) -> None:
+    relay = relay_factory("--grace", "5", "--channel", "Lobby", "--channel", "Ops", sealed=True)
+    with relay.client("a") as a, relay.client("b") as b, relay.client("c") as c:
+        c.send(Join("Ops"))
+        c.recv(lambda m: isinstance(m, UserJoined) and m.name == "c" and m.channel == "Ops")
+        b.recv(lambda m: isinstance(m, UserJoined) and m.name == "c" and m.channel == "Ops")
+        a.send_voice(1, b"to c", target=c.user_id)  # another channel: sealed again for it
+        got = c.recv_voice()
+        assert got is not None and got.payload == b"to c" and got.token == a.user_id
+        assert quiet(b)
+        token = a.token
+        a.tcp.close()
+        with ProbeClient(HOST, relay.port, sealed=True) as again:
+            again.send(Reconnect(token, 2))
+            w = again.recv_type(Welcome)
+            assert isinstance(w, Welcome) and w.user_id == a.user_id
+            again.take_welcome(w)
+            again.register()
+            again.send_voice(5, b"resumed")
+            got = b.recv_voice()
+            assert got is not None and got.payload == b"resumed"
+    echo = relay_factory("--echo", sealed=True)
+    with echo.client("solo") as solo:
+        solo.send_voice(1, b"me")
+        got = solo.recv_voice()
+        assert got is not None and got.payload == b"me"
+
+
+def test_a_protocol_1_client_is_told_to_upgrade(sealed: RelayProc) -> None:
+    with ProbeClient(HOST, sealed.port, sealed=True) as old:
+        old.send(Auth(name="old"))  # no version: protocol 1
+        err = old.recv_type(Error)
+        assert isinstance(err, Error) and err.code == "bad_version" and "upgrade" in err.message
+
+
+def test_a_wrong_password_is_refused_and_guessing_is_limited(
+    relay_factory: Callable[..., RelayProc], tmp_path: Path
+) -> None:
+    (tmp_path / "pw").write_text("correct horse\n")
+    relay = relay_factory("--password-file", str(tmp_path / "pw"), sealed=True)
+
+    def attempt(password: str, source: str = HOST) -> Welcome | Error:
+        with ProbeClient(HOST, relay.port, sealed=True, source=source) as c:
+            c.send(Auth(name="guess", version=2, password=password))
+            reply = c.recv(lambda m: isinstance(m, Welcome | Error))
+            assert isinstance(reply, Welcome | Error)
+            return reply
+
+    assert isinstance(attempt("correct horse"), Welcome)
+    codes = [getattr(attempt(f"guess{i}"), "code", "") for i in range(10)]
+    assert codes == ["bad_password"] * 10
+    blocked = attempt("correct horse")  # the right one, but the address is banned now
+    assert isinstance(blocked, Error) and blocked.code == "too_many_attempts"
+    assert isinstance(attempt("correct horse", source="127.0.0.2"), Welcome)
+    log = stop_relay(relay)
+    assert "auth_bad_password=10" in log and "auth_password_blocked=1" in log
 
 
 # --- configuration reload ----------------------------------------------------------------

@@ -18,6 +18,7 @@ from relay.protocol.messages import (
     ChannelList,
     Chat,
     Error,
+    MediaKey,
     Message,
     MessageDecoder,
     UserInfo,
@@ -603,6 +604,66 @@ def test_arrivals_and_leaves_reach_other_channels() -> None:
     out = t.bye(2)
     assert to(out, 1) == [UserLeft(2, "b", "Lobby")]
     t.check()
+
+
+# --- protocol 2: keys and versions ---------------------------------------------------------
+
+
+def sealed_table() -> SessionTable:
+    return SessionTable(["Lobby", "Music"], grace=10.0, udp_port=8080, sealed=True)
+
+
+def first_welcome(actions: list[Action], conn: int) -> Welcome:
+    (w,) = [m for m in to(actions, conn) if isinstance(m, Welcome)]
+    return w
+
+
+def test_a_sealed_welcome_carries_the_session_key_and_the_channel_key() -> None:
+    t = sealed_table()
+    a = first_welcome(t.auth(1, "a", version=2), 1)
+    b = first_welcome(t.auth(2, "b", version=2), 2)
+    assert a.version == b.version == 2
+    assert a.udp_key is not None and b.udp_key is not None and a.udp_key != b.udp_key
+    assert a.media_key == b.media_key == t.media_keys["Lobby"][1] and a.media_key_id == 1
+    assert t.media_keys["Music"][0] == 2 and t.media_keys["Music"][1] != a.media_key
+    session = t.by_conn(1)
+    assert session is not None and a.udp_key.hex() not in repr(session)
+    t.check()
+
+
+def test_a_move_sends_the_new_channels_key_before_the_presence() -> None:
+    t = sealed_table()
+    t.auth(1, "a", version=2)
+    actions = t.join(1, "Music")
+    assert isinstance(actions[0], Send) and isinstance(actions[0].message, MediaKey)
+    assert actions[0].message.key == t.media_keys["Music"][1]
+    assert isinstance(actions[1], Presence)
+
+
+def test_versions_must_match_the_relays_protocol() -> None:
+    t = sealed_table()
+    for version in (1, 3):
+        (err,) = direct(t.auth(1, "a", version=version), 1)
+        assert isinstance(err, Error) and err.code == "bad_version"
+    token = first_welcome(t.auth(1, "a", version=2), 1).token
+    t.drop(1, 0.0)
+    (err,) = direct(t.reconnect(2, token, 1.0), 2)  # a protocol-1 reconnect
+    assert isinstance(err, Error) and err.code == "bad_version"
+    assert isinstance(first_welcome(t.reconnect(2, token, 1.0, version=2), 2), Welcome)
+    insecure = table()
+    (err,) = direct(insecure.auth(1, "a", version=2), 1)
+    assert isinstance(err, Error) and err.code == "bad_version" and "--insecure" in err.message
+
+
+def test_peer_entries_and_removals_feed_the_sealed_router() -> None:
+    t = sealed_table()
+    w = first_welcome(t.auth(1, "a", version=2), 1)
+    assert t.peer_entries(["Lobby"]) == [(w.user_id, w.token, w.udp_key, 1)]
+    assert t.peer_entries([], [w.token, 12345]) == [(w.user_id, w.token, w.udp_key, 1)]
+    t.join(1, "Music")
+    assert t.peer_entries(["Music"])[0][3] == 2
+    t.bye(1)
+    assert t.take_removed() == [w.user_id] and t.take_removed() == []
 
 
 def test_kick_ends_the_session_at_once_and_tells_everyone() -> None:

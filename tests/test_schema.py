@@ -268,3 +268,31 @@ def test_fuzz_any_value_decodes_or_raises_the_callers_error(body: object) -> Non
     except Bad:
         return
     assert decode(to_map(shape)) == shape
+
+
+@dataclass(frozen=True, slots=True)
+class Keyed:
+    key: Annotated[bytes, schema.Size(16, 16)]
+    maybe: Annotated[bytes, schema.Size(32, 32)] | None = None
+
+
+def test_bytes_fields_check_their_type_and_size() -> None:
+    k = Keyed(b"k" * 16, b"m" * 32)
+    assert from_map(Keyed, to_map(k), Bad, "keyed") == k
+    assert from_map(Keyed, {"key": b"k" * 16}, Bad, "keyed") == Keyed(b"k" * 16)
+    for body, message in (
+        ({"key": "k" * 16}, "keyed.key must be bytes, got str"),
+        ({"key": b"k" * 15}, "keyed.key is 15 bytes, outside 16..16"),
+        ({"key": b"k" * 16, "maybe": b"x"}, "keyed.maybe is 1 bytes, outside 32..32"),
+    ):
+        with pytest.raises(Bad, match=message):
+            from_map(Keyed, body, Bad, "keyed")
+
+
+@given(st.dictionaries(st.sampled_from(["key", "maybe"]), json_like))
+def test_fuzz_bytes_fields_decode_or_raise_the_callers_error(body: dict[str, object]) -> None:
+    try:
+        k = from_map(Keyed, body, Bad, "keyed")
+    except Bad:
+        return
+    assert len(k.key) == 16 and from_map(Keyed, to_map(k), Bad, "keyed") == k

@@ -160,7 +160,8 @@ def test_client_call_memory_flat(relay: RelayProcess, tmp_path: Path) -> None:
 def test_relay_memory_and_fds_flat() -> None:
     duration = MINUTES * 60
     with tempfile.TemporaryDirectory() as tmp:
-        relay = RelayUnderTest(TALKERS // TALKERS_PER_CHANNEL, "thread", Path(tmp) / "log", None)
+        # The relay as deployed: protocol 2, every datagram authenticated.
+        relay = RelayUnderTest(TALKERS // TALKERS_PER_CHANNEL, "sealed", Path(tmp) / "log", None)
         clients: list[ProbeClient] = []
         result: dict[str, Any] = {}
         errors: list[BaseException] = []

@@ -16,7 +16,8 @@ from pipeline.media import synthetic
 from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES
 from pipeline.media.opus import OpusEncoder
 from pipeline.stages.stats import Latencies
-from relay.protocol.datagram import VoiceDatagram
+from relay.protocol.sealed_datagram import TAG_SIZE
+from relay.protocol.voice_crypto import Sealer
 
 
 def packets(n: int, freq: float = 440.0, loss_hint: int = 10) -> list[bytes]:
@@ -158,13 +159,17 @@ def test_any_received_headers_and_payloads_flow_through_without_error(
     """What the network and decode stages do with a datagram, end to end in memory: parse
     it (VoiceLink), push it (Speakers), render, take the stats and put them on the bus."""
     link = VoiceLink()
-    link.set_session(1, 0)
+    link.set_session(1, bytes(32), 0)
+    link.set_media_key(1, bytes(16))
+    sealers: dict[int, Sealer] = {}
     sp = Speakers()
     lat = Latencies((ev.HOP_JITTER_WAIT, ev.HOP_RECEIVE_TO_DECODE))
     now = 10**12
     good = packets(1)[0]
     for (speaker, seq, media), payload in datagrams:
-        data = bytes(VoiceDatagram(speaker, seq, media, 0, payload or good))
+        sealer = sealers.setdefault(speaker, Sealer(speaker, bytes(32), 0))
+        sealer.set_media_key(1, bytes(16))
+        data = sealer.voice(seq, media, payload or good)[:-TAG_SIZE]  # as the relay forwards
         incoming = link.received(memoryview(data), now)
         assert incoming is not None
         sp.push(incoming.speaker, incoming.seq, incoming.media, bytes(incoming.payload), now)

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import struct
 import time
 from pathlib import Path
 
-import msgpack
 import numpy as np
 import pytest
 
@@ -28,6 +25,7 @@ from pipeline.media import synthetic
 from pipeline.media.opus import OpusEncoder
 from pipeline.media.sources import MediaSpec, read_wav, write_wav
 from relay.launch import start_relay, stop_relay
+from relay.probe import ProbeClient
 from tests.conftest import RelayProcess
 
 pytestmark = pytest.mark.timeout(180)
@@ -296,52 +294,30 @@ def test_mute_is_silence_not_loss(relay: RelayProcess) -> None:
 
 
 class Attacker:
-    """A peer that speaks the wire format by hand (SPEC.md), not through our client."""
+    """A member that speaks the wire format by hand (SPEC.md, protocol 2), not through our
+    client: it holds the channel's media key, so what it seals opens, whatever is in it."""
 
     def __init__(self, port: int, name: str) -> None:
-        self.relay = ("127.0.0.1", port)
-        self.tcp = socket.create_connection(self.relay, timeout=5)
-        body = msgpack.packb({"type": "auth", "name": name})
-        self.tcp.sendall(struct.pack(">I", len(body)) + body)
-        (length,) = struct.unpack(">I", self._read(4))
-        welcome = msgpack.unpackb(self._read(length))
-        assert welcome["type"] == "welcome", welcome
-        self.token: int = welcome["token"]
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.settimeout(0.2)
-        ping = struct.pack(">IQQI", self.token, 0, 0, 0)
-        for _ in range(25):  # register: the relay echoes the ping once it bound us
-            self.udp.sendto(ping, self.relay)
-            try:
-                if self.udp.recvfrom(64)[0] == ping:
-                    break
-            except TimeoutError:
-                continue
-        else:
-            raise AssertionError("the relay never answered the register ping")
-
-    def _read(self, n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = self.tcp.recv(n - len(data))
-            assert chunk, "the relay closed the connection"
-            data += chunk
-        return data
+        self.probe = ProbeClient("127.0.0.1", port, timeout=5, sealed=True)
+        self.probe.auth(name)
+        self.probe.register(attempts=25)
 
     def send(self, seq: int, timestamp: int, payload: bytes, target: int = 0) -> None:
-        self.udp.sendto(
-            struct.pack(">IQQI", self.token, seq, timestamp, target) + payload, self.relay
-        )
+        self.probe.send_voice(seq, payload, target)  # seq: any u64, sealed as is
+        sealer = self.probe.sealer
+        assert sealer is not None
+        # And the media timestamp too: the one field send_voice takes from our clock.
+        self.probe.udp.sendto(sealer.voice(seq, timestamp, payload, target), self.probe.relay)
 
     def close(self) -> None:
-        self.tcp.close()
-        self.udp.close()
+        self.probe.close()
 
 
 def test_a_peer_sending_extreme_headers_crashes_no_stage(relay: RelayProcess) -> None:
     """Issue 18, finding 1: a timestamp of 2**64-1 used to crash every listener's network
     stage (OverflowError) until the client gave up. Now no header value is arithmetic on
-    our clock: nothing restarts and the others are still heard."""
+    our clock: nothing restarts and the others are still heard. (Protocol 2 seals the
+    sequence number and timestamp: only a member of the channel can send them.)"""
     _, port = relay
     silence, null = MediaSpec("silence"), MediaSpec("null")
     opus = OpusEncoder(48000)
@@ -359,7 +335,7 @@ def test_a_peer_sending_extreme_headers_crashes_no_stage(relay: RelayProcess) ->
         mallory = Attacker(port, "mallory")
         try:
             edges = [0, 1, u64, u64 - 1, 1 << 63]
-            for i in range(150):  # three seconds of hostile voice, whispered and not
+            for i in range(75):  # three seconds of hostile voice, whispered and not
                 mallory.send(edges[i % 5], edges[(i // 5) % 5], packets[i % len(packets)],
                              target=listener.view.roster.me if i % 2 else 0)  # fmt: skip
                 listener.pump(0.02)

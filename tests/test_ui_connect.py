@@ -55,3 +55,19 @@ def test_dialog_stays_open_on_bad_input(qtbot: QtBot, tmp_path: Path) -> None:
     assert dialog.info is None and dialog.result() != QDialog.DialogCode.Accepted
     assert "HOST:PORT" in dialog.error.text()
     assert settings.value("name") is None
+
+
+def test_the_password_is_asked_hidden_and_never_remembered(qtbot: QtBot, tmp_path: Path) -> None:
+    path = str(tmp_path / "ui.ini")
+    dialog = ConnectDialog(QSettings(path, QSettings.Format.IniFormat))
+    qtbot.addWidget(dialog)
+    assert dialog.password.echoMode() == dialog.password.EchoMode.Password
+    dialog.name.setText("carol")
+    dialog.password.setText("s3cret")
+    dialog.accept()
+    assert dialog.info == ConnectInfo("127.0.0.1", 8080, "carol", "s3cret")
+    assert "s3cret" not in repr(dialog.info)
+    assert "s3cret" not in Path(path).read_text()
+    again = ConnectDialog(QSettings(path, QSettings.Format.IniFormat))
+    qtbot.addWidget(again)
+    assert again.password.text() == ""

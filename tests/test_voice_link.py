@@ -1,4 +1,4 @@
-"""pipeline/core/voice_link.py: the network stage's sans-I/O decisions."""
+"""pipeline/core/voice_link.py: the network stage's sans-I/O decisions, over sealed voice."""
 
 from __future__ import annotations
 
@@ -15,7 +15,33 @@ from pipeline.core.voice_link import (
     VoiceLink,
     media_timestamp,
 )
-from relay.protocol.datagram import HEADER, VOICE, VoiceDatagram, classify
+from relay.protocol.sealed_datagram import (
+    HEADER,
+    HEADER_SIZE,
+    KIND_PING,
+    KIND_VOICE,
+    STAMP,
+    TAG_SIZE,
+    SealedHeader,
+)
+from relay.protocol.voice_crypto import Sealer, direction_keys, tag
+
+KEY = bytes(range(32))
+MEDIA = bytes(range(16))
+
+
+def answer(ping: bytes, key: bytes = KEY) -> bytes:
+    """What the relay sends back for ``ping``: the same fields under the down key."""
+    _up, down = direction_keys(key)
+    body = ping[:-TAG_SIZE]
+    return body + tag(down, body)
+
+
+def linked(sid: int = 1, now: int = 0, offset: int = 0) -> VoiceLink:
+    link = VoiceLink(clock_offset=offset)
+    link.set_session(sid, KEY, now)
+    link.set_media_key(1, MEDIA)
+    return link
 
 
 def test_nothing_is_sent_without_a_session() -> None:
@@ -25,62 +51,105 @@ def test_nothing_is_sent_without_a_session() -> None:
     assert link.counters["unsent_no_session"] == 1
 
 
-def test_register_until_answered_then_periodic() -> None:
+def test_no_voice_before_the_media_key() -> None:
     link = VoiceLink()
-    link.set_session(77, now=1000)
+    link.set_session(3, KEY, 0)
+    assert not link.should_send()
+    link.set_media_key(1, MEDIA)
+    assert link.should_send()
+
+
+def test_register_until_answered_then_periodic() -> None:
+    link = linked(77, now=1000)
     first = link.timers(1000)
     assert b"" in first  # keepalive
     (ping,) = [d for d in first if d]
-    d = VoiceDatagram.parse(ping)
-    assert d.is_register and d.token == 77 and d.timestamp == 1000
+    h = SealedHeader.parse(ping)
+    assert h.kind == KIND_PING and h.sid == 77
+    assert STAMP.unpack_from(ping, HEADER_SIZE)[0] == 1000
     assert link.timers(1000 + REGISTER_RETRY_NS - 1) == []
     assert len(link.timers(1000 + REGISTER_RETRY_NS)) == 1  # retried: no answer yet
     echo_at = 1000 + REGISTER_RETRY_NS + 250_000
-    assert link.received(memoryview(ping), echo_at) is None
+    assert link.received(memoryview(answer(ping)), echo_at) is None
     assert link.registered and link.rtt_ns == echo_at - 1000
     assert [x for x in link.timers(echo_at + REGISTER_PERIOD_NS - 1) if x] == []
     assert [x for x in link.timers(echo_at + REGISTER_PERIOD_NS) if x]  # periodic from now on
 
 
+def test_our_own_ping_sent_back_unchanged_is_no_answer() -> None:
+    link = linked(5)
+    ping = next(d for d in link.timers(0) if d)
+    assert link.received(memoryview(ping), 10) is None  # the up key's tag, not the relay's
+    assert not link.registered and link.counters["bad_register_echo"] == 1
+
+
+def test_a_replayed_answer_is_refused() -> None:
+    link = linked(5)
+    ping = next(d for d in link.timers(0) if d)
+    link.received(memoryview(answer(ping)), 10)
+    assert link.counters["register_echo"] == 1
+    link.received(memoryview(answer(ping)), 20)
+    assert link.counters["bad_register_echo"] == 1
+
+
 def test_keepalive_every_five_seconds() -> None:
-    link = VoiceLink()
-    link.set_session(1, 0)
+    link = linked(1)
     assert b"" in link.timers(0)
     assert b"" not in link.timers(KEEPALIVE_NS - 1)
     assert b"" in link.timers(KEEPALIVE_NS)
 
 
-def test_new_token_registers_again() -> None:
-    link = VoiceLink()
-    link.set_session(1, 0)
+def test_new_session_registers_again_and_keeps_the_media_key() -> None:
+    link = linked(1)
     ping = next(d for d in link.timers(0) if d)
-    link.received(memoryview(ping), 10)
+    link.received(memoryview(answer(ping)), 10)
     assert link.registered
-    link.set_session(2, 100)
+    link.set_session(2, KEY, 100)
     assert not link.registered
     assert [d for d in link.timers(100) if d]
+    assert link.should_send()
 
 
-def test_foreign_register_echo_ignored() -> None:
-    link = VoiceLink()
-    link.set_session(5, 0)
-    fake = bytes(VoiceDatagram(6, 1, 0, 0))
-    assert link.received(memoryview(fake), 10) is None
+def test_foreign_answer_ignored() -> None:
+    link = linked(5)
+    other = Sealer(6, KEY, 0).ping(0)
+    assert link.received(memoryview(answer(other)), 10) is None
     assert not link.registered and link.counters["bad_register_echo"] == 1
 
 
-def test_voice_header_and_incoming() -> None:
-    link = VoiceLink()
-    link.set_session(9, 0)
-    link.target = 4
-    buf = bytearray(30)
-    link.pack_header(buf, seq=3, capture_ns=1_000_000_000)
-    assert classify(bytes(buf[:24]) + b"x") == (VOICE, 9, 4)
-    assert HEADER.unpack_from(buf)[2] == 48_000  # one second of 48 kHz samples
-    incoming = link.received(memoryview(bytes(VoiceDatagram(42, 3, 11, 0, b"opus"))), 20)
+def test_voice_round_trip_between_two_links() -> None:
+    alice, bob = linked(9), linked(10)
+    alice.target = 4
+    sent = alice.seal(3, 1_000_000_000, b"opus")
+    h = SealedHeader.parse(sent)
+    assert (h.kind, h.sid, h.target, h.key_id) == (KIND_VOICE, 9, 4, 1)
+    assert b"opus" not in sent
+    forwarded = sent[:-TAG_SIZE]  # the relay strips its tag
+    incoming = bob.received(memoryview(forwarded), 20)
     assert incoming is not None
-    assert (incoming.speaker, incoming.seq, incoming.media) == (42, 3, 11)
+    assert (incoming.speaker, incoming.seq, incoming.media) == (9, 3, 48_000)
     assert bytes(incoming.payload) == b"opus"
+    assert bob.received(memoryview(forwarded), 30) is None  # replayed
+    assert bob.crypto_counts()["replayed"] == 1 and bob.crypto_counts()["good"] == 1
+
+
+def test_counters_never_repeat_across_a_restart() -> None:
+    first = linked(9, now=5_000_000_000)
+    last = SealedHeader.parse(first.seal(1, 0, b"x")).ctr
+    for _ in range(100):
+        last = SealedHeader.parse(first.seal(1, 0, b"x")).ctr
+    again = linked(9, now=5_000_000_000 + 20_000_000)  # a restarted stage, 20 ms later
+    assert SealedHeader.parse(again.seal(1, 0, b"x")).ctr > last
+
+
+def test_a_flipped_bit_anywhere_is_refused() -> None:
+    alice, bob = linked(9), linked(10)
+    good = alice.seal(3, 0, b"opus frame")[:-TAG_SIZE]
+    for i in range(len(good)):
+        bad = bytearray(good)
+        bad[i] ^= 0x10
+        assert bob.received(memoryview(bytes(bad)), 1) is None
+    assert bob.received(memoryview(good), 2) is not None
 
 
 def test_chaos_drops_about_the_percentage() -> None:
@@ -92,12 +161,9 @@ def test_chaos_drops_about_the_percentage() -> None:
 
 
 @given(st.binary(max_size=1400))
-def test_fuzz_any_datagram_is_voice_or_none(data: bytes) -> None:
-    link = VoiceLink()
-    link.set_session(1, 0)
-    result = link.received(memoryview(data), 10**12)
-    if result is not None:
-        assert 25 <= len(data) <= 1299
+def test_fuzz_any_datagram_is_refused(data: bytes) -> None:
+    link = linked(1)
+    assert link.received(memoryview(data), 10**12) is None  # nobody has the media key's tags
 
 
 def test_media_timestamps_count_samples_from_a_random_offset_and_wrap() -> None:
@@ -109,27 +175,35 @@ def test_media_timestamps_count_samples_from_a_random_offset_and_wrap() -> None:
 
 def test_sent_timestamps_do_not_reveal_the_clock() -> None:
     offset = 0x1234_5678_9ABC_DEF0
-    link = VoiceLink(clock_offset=offset)
-    link.set_session(3, now=4_000_000_000)
+    link = linked(3, now=4_000_000_000, offset=offset)
     ping = next(d for d in link.timers(4_000_000_000) if d)
-    assert VoiceDatagram.parse(ping).timestamp == (4_000_000_000 + offset) & MASK
-    buf = bytearray(24)
-    link.pack_header(buf, 1, capture_ns=4_000_000_000)
-    assert HEADER.unpack_from(buf)[2] == (4_000_000_000 * 48_000 // 10**9 + offset) & MASK
+    assert STAMP.unpack_from(ping, HEADER_SIZE)[0] == (4_000_000_000 + offset) & MASK
+    ctr = HEADER.unpack_from(ping)[4]
+    assert ctr != 4_000_000_000 // 1000 + 1  # the counter is offset too
     # The echo still gives the round trip, the offset cancelling out.
-    assert link.received(memoryview(ping), 4_000_300_000) is None
+    assert link.received(memoryview(answer(ping)), 4_000_300_000) is None
     assert link.rtt_ns == 300_000
 
 
 @given(st.integers(0, MASK), st.integers(0, MASK), st.integers(0, 2**62))
-def test_a_register_echo_with_any_timestamp_gives_a_sane_rtt_or_is_refused(
+def test_an_answer_with_any_timestamp_gives_a_sane_rtt_or_is_refused(
     offset: int, stamp: int, now: int
 ) -> None:
-    link = VoiceLink(clock_offset=offset)
-    link.set_session(8, now=0)
-    forged = bytes(VoiceDatagram(8, 1, stamp, 0))
-    assert link.received(memoryview(forged), now) is None
+    link = linked(8, offset=offset)
+    forged = Sealer(8, KEY, 0).ping(stamp)
+    assert link.received(memoryview(answer(forged)), now) is None
     if link.registered:
         assert link.rtt_ns is not None and 0 <= link.rtt_ns <= MAX_RTT_NS
     else:
         assert link.counters["bad_register_echo"] == 1
+
+
+def test_a_new_session_forgets_the_speakers_windows() -> None:
+    alice, bob = linked(9), linked(10)
+    heard = alice.seal(1, 0, b"x")[:-TAG_SIZE]
+    assert bob.received(memoryview(heard), 1) is not None
+    bob.set_session(10, bytes(32), 2)  # a restarted relay: a new key, ids from 1 again
+    stranger = VoiceLink()  # another user given id 9 by that relay, its counter far lower
+    stranger.set_session(9, KEY, 0)
+    stranger.set_media_key(1, MEDIA)
+    assert bob.received(memoryview(stranger.seal(1, 0, b"y")[:-TAG_SIZE]), 3) is not None

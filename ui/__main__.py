@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--server", metavar="HOST:PORT", help="skip the dialog's server field")
     ap.add_argument("--name", help="with --server: connect at once, without the dialog")
     ap.add_argument("--channel", default="", help="join this channel after connecting")
+    ap.add_argument("--password", default="", help="the server's password, if it has one")
     ap.add_argument("--input", help="device[:NAME], FILE.wav, tone[:HZ], speech[:SEED], silence")
     ap.add_argument("--output", help="device[:NAME], FILE.wav, null")
     ap.add_argument(
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         channel=args.channel,
         source=source,
         sink=sink,
+        password=info.password,
     )
     host = ClientHost(cfg)
     window = MainWindow(bridge, host, list_devices())
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 def _ask(args: argparse.Namespace, settings: QSettings) -> ConnectInfo | None:
     if args.server and args.name:
         try:
-            return validate(args.server, args.name)
+            return validate(args.server, args.name, args.password)
         except ValueError as exc:
             print(f"voicechat-ui: {exc}", file=sys.stderr)
             return None
@@ -115,6 +117,8 @@ def _ask(args: argparse.Namespace, settings: QSettings) -> ConnectInfo | None:
         dialog.server.setText(args.server)
     if args.name:
         dialog.name.setText(args.name)
+    if args.password:
+        dialog.password.setText(args.password)
     if dialog.exec() != QDialog.DialogCode.Accepted:
         return None
     return dialog.info

@@ -1,8 +1,9 @@
-"""The connect dialog: server and name, remembered between runs with QSettings."""
+"""The connect dialog: server and name, remembered between runs with QSettings, and the
+server's password, if it has one (never remembered)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PyQt6.QtCore import QSettings
 from PyQt6.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QWidget
@@ -16,6 +17,7 @@ class ConnectInfo:
     host: str
     port: int
     name: str
+    password: str = field(default="", repr=False)
 
 
 def parse_server(text: str) -> tuple[str, int]:
@@ -26,14 +28,14 @@ def parse_server(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def validate(server: str, name: str) -> ConnectInfo:
+def validate(server: str, name: str, password: str = "") -> ConnectInfo:
     host, port = parse_server(server)
     name = name.strip()
     if not name:
         raise ValueError("enter a name others will see")
     if len(name) > MAX_NAME:
         raise ValueError(f"the name is longer than {MAX_NAME} characters")
-    return ConnectInfo(host, port, name)
+    return ConnectInfo(host, port, name, password)
 
 
 class ConnectDialog(QDialog):
@@ -46,6 +48,9 @@ class ConnectDialog(QDialog):
         self.name = QLineEdit(str(settings.value("name", "")))
         self.name.setPlaceholderText("your name")
         self.name.setMaxLength(MAX_NAME)
+        self.password = QLineEdit()
+        self.password.setEchoMode(QLineEdit.EchoMode.Password)
+        self.password.setPlaceholderText("only if the server has one")
         self.error = QLabel()
         self.error.setStyleSheet("color: #c0392b")
         self.error.hide()
@@ -60,6 +65,7 @@ class ConnectDialog(QDialog):
         form = QFormLayout(self)
         form.addRow("Server", self.server)
         form.addRow("Name", self.name)
+        form.addRow("Password", self.password)
         form.addRow(self.error)
         form.addRow(buttons)
         (self.server if not self.server.text() else self.name).setFocus()
@@ -68,7 +74,7 @@ class ConnectDialog(QDialog):
     def accept(self) -> None:
         """Close only with a valid server and name; remember them for next time."""
         try:
-            self.info = validate(self.server.text(), self.name.text())
+            self.info = validate(self.server.text(), self.name.text(), self.password.text())
         except ValueError as exc:
             self.error.setText(str(exc))
             self.error.show()

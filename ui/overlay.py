@@ -63,6 +63,13 @@ def diagnostics_html(view: ClientView) -> str:
             f"chaos {_pct(net.chaos_percent if net else None)} "
             f"({_int(net.chaos_dropped if net else None)} dropped)",
         ),
+        _row(
+            "Sealed voice",
+            f"{_int(net.good if net else None)} good, {_int(net.late if net else None)} late, "
+            f"{_int(net.lost if net else None)} lost, "
+            f"{_int(net.replayed + net.too_old if net else None)} replayed, "
+            f"{_int(net.bad_auth if net else None)} forged",
+        ),
         "</table>",
         "<p style='margin-top:6px'><b>Jitter buffers</b></p>",
     ]

@@ -22,6 +22,7 @@ from PyQt6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMenu,
+    QMessageBox,
     QPushButton,
     QSplitter,
     QTreeView,
@@ -30,6 +31,7 @@ from PyQt6.QtWidgets import (
 )
 
 from pipeline.core.client_view import ClientView
+from pipeline.core.pins import CERTIFICATE_CHANGED
 from pipeline.ipc import events as ev
 from ui.audio_panel import AudioControls
 from ui.busbridge import BusBridge
@@ -58,6 +60,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Voice chat")
         self.resize(1280, 760)
         self.bridge, self.host, self.clock = bridge, host, clock
+        self._asking = False  # a changed-certificate question is open
         self.view = ClientView()
         self.desired = Desired()
         self._self_loud = False
@@ -133,6 +136,27 @@ class MainWindow(QMainWindow):
             host.started.connect(self._client_started)
             host.failed.connect(self._client_failed)
 
+    def _ask_certificate(self, reason: str) -> None:
+        """The relay showed another certificate than the pinned one: the user decides."""
+        if self.host is None or self._asking:
+            return
+        self._asking = True
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "The server's certificate changed",
+            f"{reason}.\n\nAccept the new certificate and connect?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            self,
+        )
+        box.finished.connect(lambda result: self._certificate_answer(result, box))
+        box.open()  # not exec(): the bus keeps being read meanwhile
+
+    def _certificate_answer(self, result: int, box: QMessageBox) -> None:
+        self._asking = False
+        box.deleteLater()
+        if self.host is not None and result == QMessageBox.StandardButton.Yes.value:
+            self.host.restart(accept_new_certificate=True)
+
     # --- bus events in -----------------------------------------------------------------
 
     def apply(self, event: ev.Event) -> None:
@@ -140,6 +164,8 @@ class MainWindow(QMainWindow):
         self.view.apply(event)
         if isinstance(event, ev.ConnectionState):
             self.status.show_state(event)
+            if event.state == ev.FAILED and CERTIFICATE_CHANGED in event.reason:
+                self._ask_certificate(event.reason)
             self.chat.set_enabled_for(event.state == ev.CONNECTED)
             if event.name and event.server:
                 self.setWindowTitle(f"Voice chat \u2013 {event.name} @ {event.server}")

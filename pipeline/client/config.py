@@ -36,3 +36,6 @@ class ClientConfig:
     # Added to every timestamp this client sends, so none reveals its clock; the same
     # for the client's whole life (a restarted stage goes on with the same stream).
     clock_offset: int = field(default_factory=lambda: secrets.randbits(64))
+    password: str = field(default="", repr=False)  # the server's, if it has one
+    pins_file: str = ""  # the relays' pinned certificates; "": the user's config folder
+    accept_new_certificate: bool = False  # replace the pin of a relay whose certificate changed

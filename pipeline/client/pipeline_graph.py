@@ -62,6 +62,9 @@ STAGES = (
             name=c.name,
             channel=c.channel,
             loss_feedback=c.loss_feedback,
+            password=c.password,
+            pins_file=c.pins_file,
+            accept_new_certificate=c.accept_new_certificate,
         ),
     ),
     StageSpec(

@@ -21,12 +21,14 @@ from relay.protocol.errors import FramingError, ProtocolError
 from relay.protocol.messages import (
     MAX_RECEPTION,
     MAX_TEXT,
+    PROTOCOL,
     Auth,
     Bye,
     ChannelList,
     Chat,
     Error,
     Join,
+    MediaKey,
     Message,
     MessageDecoder,
     Ping,
@@ -48,6 +50,8 @@ PING_INTERVAL = 1.0  # seconds between TCP pings
 DEAD_AFTER = 6.0  # seconds without a byte from the relay before the link counts as dead
 RECEPTION_INTERVAL = 2.0  # seconds between two reception reports (SPEC)
 RECEPTION_STALE = 3.0  # decode figures older than this are not reported (the stage died)
+# Errors after which trying again cannot help: the client stops (state failed) and says why.
+FATAL_ERRORS = ("bad_password", "bad_version", "too_many_attempts")
 
 
 @dataclass(slots=True)
@@ -65,6 +69,7 @@ class ControlSession:
     port: int
     wanted_channel: str = ""  # join this channel after the first welcome
     loss_feedback: bool = True  # report what we receive of each speaker to the relay
+    password: str = ""  # the server's password, if it has one (sent over TLS only)
     state: str = ev.CONNECTING
     attempt: int = 0
     reason: str = ""
@@ -73,6 +78,10 @@ class ControlSession:
     udp_port: int = 0
     channel: str = ""
     channels: list[str] = field(default_factory=list)
+    # Protocol 2's voice keys, from the welcome and media_key messages (never logged).
+    udp_key: bytes = field(default=b"", repr=False)
+    media_key_id: int = 0
+    media_key: bytes = field(default=b"", repr=False)
     tcp_rtt: float | None = None
     quitting: bool = False
     _users: dict[int, _User] = field(default_factory=dict)
@@ -108,7 +117,18 @@ class ControlSession:
         self._paging = None
         self._next_reception = now + RECEPTION_INTERVAL
         self._reception_refused = False
-        self._send(Reconnect(self.token) if self.token else Auth(self.name))
+        self._send(Reconnect(self.token, PROTOCOL) if self.token else self._auth())
+
+    def _auth(self) -> Auth:
+        return Auth(self.name, PROTOCOL, self.password)
+
+    def notice(self, text: str) -> None:
+        """A line for the user from the adapter (e.g. a certificate pinned on first use)."""
+        self._notice(text)
+
+    def refused(self, reason: str) -> None:
+        """The connection must not be used (the relay's certificate changed): stop, say why."""
+        self._fail(reason)
 
     def connect_failed(self, now: float, reason: str) -> None:
         self._schedule_retry(now, reason)
@@ -188,7 +208,7 @@ class ControlSession:
         """A connection is open (no retry scheduled) but the relay has not welcomed us yet."""
         return (
             self._connect_at is None
-            and self.state not in (ev.CONNECTED, ev.STOPPED)
+            and self.state not in (ev.CONNECTED, ev.STOPPED, ev.FAILED)
             and not self.quitting
         )
 
@@ -242,7 +262,15 @@ class ControlSession:
 
     def _handle(self, msg: Message, now: float) -> None:
         if isinstance(msg, Welcome):
+            if msg.version != PROTOCOL or msg.udp_key is None or msg.media_key is None:
+                self._fail(f"the relay speaks protocol {msg.version}, this client {PROTOCOL}")
+                return
             self.token, self.user_id, self.udp_port = msg.token, msg.user_id, msg.udp_port
+            self.udp_key, self.media_key_id, self.media_key = (
+                msg.udp_key,
+                msg.media_key_id,
+                msg.media_key,
+            )
             self.channel, self.channels = msg.channel, list(msg.channels)
             users = {u.user_id: _User(u.name, u.channel) for u in msg.users}
             # A long list goes on in user_list pages: the roster is published once it is whole.
@@ -257,11 +285,16 @@ class ControlSession:
             # go back to where the user wants to be.
             if self.wanted_channel and self.wanted_channel != self.channel:
                 self._send(Join(self.wanted_channel))
+        elif isinstance(msg, MediaKey):
+            self.media_key_id, self.media_key = msg.key_id, msg.key
+            self._events.append(self._endpoint_event())
         elif isinstance(msg, Error):
             if msg.code == "unknown_token":
                 # The relay forgot us (restarted, or the grace period ran out): start afresh.
                 self.token = 0
-                self._send(Auth(self.name))
+                self._send(self._auth())
+            elif msg.code in FATAL_ERRORS:
+                self._fail(f"relay: {msg.message} ({msg.code})")
             elif msg.code == "unknown_type" and self._reports_reception():
                 # Only an older relay does not know a type we send: reception. Stop
                 # sending it here, or its bad-frame limit would close the connection.
@@ -321,6 +354,12 @@ class ControlSession:
                 self._set_state(ev.CONNECTED, "")
             self._events.append(self._roster())
 
+    def _fail(self, reason: str) -> None:
+        """Close and stay closed: no retry can succeed (state failed, with the reason)."""
+        self._want_close = True
+        self._connect_at = None
+        self._set_state(ev.FAILED, reason)
+
     def _drop(self, now: float, reason: str) -> None:
         self._want_close = True
         self._schedule_retry(now, reason)
@@ -346,7 +385,15 @@ class ControlSession:
         )
 
     def _endpoint_event(self) -> ev.VoiceEndpoint:
-        return ev.VoiceEndpoint(self.token, self.user_id, self.host, self.udp_port)
+        return ev.VoiceEndpoint(
+            self.token,
+            self.user_id,
+            self.host,
+            self.udp_port,
+            udp_key=self.udp_key,
+            media_key_id=self.media_key_id,
+            media_key=self.media_key,
+        )
 
     def _roster(self) -> ev.Roster:
         channels = list(self.channels)

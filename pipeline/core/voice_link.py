@@ -20,16 +20,8 @@ from dataclasses import dataclass
 
 from pipeline.core.seqnum import MASK, seq_add, seq_diff
 from pipeline.media.audio_format import SAMPLE_RATE
-from relay.protocol.datagram import (
-    HEADER,
-    HEADER_SIZE,
-    KEEPALIVE,
-    REGISTER,
-    VoiceDatagram,
-    classify,
-    pack_header_into,
-)
-from relay.protocol.errors import ProtocolError
+from relay.protocol.sealed_datagram import KIND_OFFSET, KIND_PING
+from relay.protocol.voice_crypto import Opened, Opener, Sealer, counter_start
 
 KEEPALIVE_NS = 5_000_000_000
 COUNTERS = (
@@ -46,7 +38,7 @@ MAX_RTT_NS = 10_000_000_000  # an echo that claims a longer round trip is not ou
 
 @dataclass(slots=True, frozen=True)
 class Incoming:
-    """A voice datagram from the relay, payload as a view into the receive buffer.
+    """An authenticated voice frame from the relay.
 
     ``media`` is the speaker's media timestamp (48 kHz samples, any u64): it means
     something only next to the same speaker's other timestamps.
@@ -75,27 +67,68 @@ def media_timestamp(capture_ns: int, offset: int) -> int:
 
 
 class VoiceLink:
+    """The sealed voice path (protocol 2) of one client: a :class:`Sealer` for what it
+    sends, an :class:`Opener` for what it hears, the register ping and the keepalive.
+
+    Two threads use it: the sender seals voice (:meth:`should_send`, :meth:`seal`),
+    the receiver runs the timers and opens datagrams; the keys are swapped whole.
+    """
+
     def __init__(self, chaos: Chaos | None = None, clock_offset: int = 0) -> None:
         """``clock_offset``: a random u64 per client, added to every timestamp it sends."""
         self.clock_offset = clock_offset & MASK
-        self.token = 0
+        self.sid = 0  # our public user id: the routing field of what we send
         self.target = 0
         self.chaos = chaos or Chaos()
         self.registered = False
         self.rtt_ns: int | None = None
+        self.sealer: Sealer | None = None
+        self.opener = Opener()
         # Every key exists from the start: the sender thread only updates values, so the
         # receiver thread can copy the dict for stats while it runs.
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._udp_key = b""
+        self._media: tuple[int, bytes] | None = None
+        self._echo_top = -1  # the highest counter of a ping answer taken: older ones are replays
         self._next_register = 0
         self._next_keepalive = 0
-        self._nonce = 0
 
-    def set_session(self, token: int, now: int) -> None:
-        """A new or resumed session: register (again) right away."""
-        if token != self.token:
+    @property
+    def token(self) -> int:
+        """Non-zero once there is a session (its public id: no secret is kept here)."""
+        return self.sid if self.sealer is not None else 0
+
+    def has_session(self, sid: int, udp_key: bytes) -> bool:
+        """Whether this is the session we already have (same id and UDP key)."""
+        return self.sealer is not None and sid == self.sid and udp_key == self._udp_key
+
+    def set_session(self, sid: int, udp_key: bytes, now: int) -> None:
+        """A new or resumed session (our user id and its UDP key): register right away."""
+        if sid != self.sid or udp_key != self._udp_key or self.sealer is None:
             self.registered = False
-        self.token = token
+            old = self.sealer
+            self.sealer = Sealer(sid, udp_key, counter_start(self.clock_offset, now))
+            if old is not None:
+                media = old.media_key
+                if media is not None:
+                    self.sealer.set_media_key(*media)
+                old.close()
+            self.sid, self._udp_key = sid, udp_key
+            self._echo_top = -1
+            # A new session may be on a restarted relay, which hands out user ids (and
+            # so speakers' ids) again from 1: the old windows would refuse the new
+            # speakers' counters as too old.
+            self.opener.windows.clear()
         self._next_register = now
+
+    def set_media_key(self, key_id: int, key: bytes) -> None:
+        """The media key of the channel we are in: what we seal with, and open with."""
+        if self._media == (key_id, key) and (self.sealer is None or self.sealer.ready):
+            return
+        self._media = (key_id, key)
+        if self.sealer is not None:
+            self.sealer.set_media_key(key_id, key)
+        self.opener.add_media_key(key_id, key)
 
     def _count(self, name: str) -> None:
         self.counters[name] += 1
@@ -104,7 +137,8 @@ class VoiceLink:
 
     def should_send(self) -> bool:
         """Whether the next voice datagram goes to the socket (a session, and chaos spares it)."""
-        if not self.token:
+        sealer = self.sealer
+        if sealer is None or not sealer.ready:
             self._count("unsent_no_session")
             return False
         if self.chaos.drop():
@@ -113,20 +147,20 @@ class VoiceLink:
         self._count("sent")
         return True
 
-    def pack_header(self, buf: bytearray, seq: int, capture_ns: int) -> None:
-        """The header of a voice datagram for the frame captured at ``capture_ns`` (local)."""
-        media = media_timestamp(capture_ns, self.clock_offset)
-        pack_header_into(buf, self.token, seq, media, self.target)
+    def seal(self, seq: int, capture_ns: int, opus: bytes | memoryview) -> bytes:
+        """The voice datagram of the frame captured at ``capture_ns`` (local clock)."""
+        sealer = self.sealer
+        assert sealer is not None
+        return sealer.voice(seq, media_timestamp(capture_ns, self.clock_offset), opus, self.target)
 
     def timers(self, now: int) -> list[bytes]:
         """Datagrams due now: a register ping and/or a keepalive."""
         out: list[bytes] = []
-        if not self.token:
+        sealer = self.sealer
+        if sealer is None:
             return out
         if now >= self._next_register:
-            self._nonce += 1
-            stamp = seq_add(now, self.clock_offset)
-            out.append(bytes(VoiceDatagram(self.token, self._nonce, stamp, 0)))
+            out.append(sealer.ping(seq_add(now, self.clock_offset)))
             period = REGISTER_PERIOD_NS if self.registered else REGISTER_RETRY_NS
             self._next_register = now + period
             self._count("register_sent")
@@ -137,32 +171,54 @@ class VoiceLink:
         return out
 
     def next_timer(self, now: int) -> int:
-        if not self.token:
+        if self.sealer is None:
             return now + REGISTER_PERIOD_NS
         return min(self._next_register, self._next_keepalive)
 
     # --- receiving ------------------------------------------------------------------
 
     def received(self, data: memoryview, now: int) -> Incoming | None:
-        """Voice to play, or None (a register echo, or something dropped and counted)."""
-        try:
-            kind, token, _target = classify(data)
-        except ProtocolError:
+        """Voice to play, or None (a ping answer, a keepalive, or something refused and
+        counted: in ``counters`` or, by reason, in the opener's ``refused``)."""
+        if len(data) == 0:
+            return None
+        sealer = self.sealer
+        if sealer is None:
             self._count("bad_datagram")
             return None
-        if kind == KEEPALIVE:
+        if len(data) > KIND_OFFSET and data[KIND_OFFSET] == KIND_PING:
+            self._ping_answer(sealer, data, now)
             return None
-        _token, seq, ts, _target = HEADER.unpack_from(data)
-        if kind == REGISTER:
-            rtt = seq_diff(seq_add(now, self.clock_offset), ts)
-            if token != self.token or not 0 <= rtt <= MAX_RTT_NS:
-                self._count("bad_register_echo")
-                return None
-            if not self.registered:  # answered: from now on only the periodic RTT probe
-                self.registered = True
-                self._next_register = now + REGISTER_PERIOD_NS
-            self.rtt_ns = rtt
-            self._count("register_echo")
+        opened = self.opener.open(data)
+        if not isinstance(opened, Opened):
+            self._count("bad_datagram")
             return None
         self._count("received")
-        return Incoming(token, seq, ts, data[HEADER_SIZE:])
+        return Incoming(opened.speaker, opened.seq, opened.media, memoryview(opened.opus))
+
+    def _ping_answer(self, sealer: Sealer, data: memoryview, now: int) -> None:
+        answer = sealer.ping_answer(data)
+        if isinstance(answer, str) or answer[0] <= self._echo_top:
+            self._count("bad_register_echo")
+            return
+        ctr, stamp = answer
+        rtt = seq_diff(seq_add(now, self.clock_offset), stamp)
+        if not 0 <= rtt <= MAX_RTT_NS:
+            self._count("bad_register_echo")
+            return
+        self._echo_top = ctr
+        if not self.registered:  # answered: from now on only the periodic RTT probe
+            self.registered = True
+            self._next_register = now + REGISTER_PERIOD_NS
+        self.rtt_ns = rtt
+        self._count("register_echo")
+
+    def crypto_counts(self) -> dict[str, int]:
+        """The speakers' windows summed (good, late, lost, replayed, too_old) and the
+        opener's refusals that are not in them (bad_auth, no_key)."""
+        out = self.opener.totals()
+        out["bad_auth"] = self.opener.refused["bad_auth"]
+        out["no_key"] = self.opener.refused["no_key"]
+        # Refused before a window existed (a replay of a speaker's first datagram
+        # is still a replay): the opener counts those itself.
+        return out

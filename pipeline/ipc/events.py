@@ -69,13 +69,20 @@ class ConnectionState(Event):
 
 @dataclass(slots=True, frozen=True)
 class VoiceEndpoint(Event):
-    """What the network stage needs to send voice: the secret token and the relay address."""
+    """What the network stage needs to send voice: the relay's address, our public id and
+    protocol 2's keys (secret: the session's UDP key, the channel's media key)."""
 
     TOPIC = "endpoint"
     token: int
     user_id: int
     host: str
     udp_port: int
+    udp_key: bytes = b""
+    media_key_id: int = 0
+    media_key: bytes = b""
+
+    def __repr__(self) -> str:  # never a key or the token in a log line
+        return f"VoiceEndpoint(user_id={self.user_id}, {self.host}:{self.udp_port})"
 
 
 @dataclass(slots=True, frozen=True)
@@ -195,6 +202,14 @@ class NetworkStats(StageReport):
     bad_register_echo: int = 0
     received: int = 0
     bad_datagram: int = 0
+    # Sealed voice (protocol 2): the speakers' replay windows summed, and refusals by reason.
+    good: int = 0
+    late: int = 0
+    lost: int = 0
+    replayed: int = 0
+    too_old: int = 0
+    bad_auth: int = 0
+    no_key: int = 0
     send_errors: int = 0
     recv_errors: int = 0
     resolve_errors: int = 0

@@ -1,7 +1,9 @@
 """The control process: the TCP session to the relay, driven by pipeline/core/control_session.py.
 
 This is the thin adapter: it owns the socket and the clock; every decision is
-the ControlSession's. It keeps the session token in the client's private state
+the ControlSession's. The connection is TLS; the relay's certificate is checked
+against the client's pins (pipeline/core/pins.py, trust on first use) before a
+byte of the session is sent. It keeps the session token in the client's private state
 folder, so that a control process restarted after a crash resumes the same
 session (same user id and name, no ghost of itself) instead of authenticating anew.
 """
@@ -11,14 +13,17 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.control_session import ControlSession
+from pipeline.core.pins import PinFile, Trust
 from pipeline.ipc import events as ev
 from pipeline.stages.runtime import StageRuntime, Wiring
 from relay.protocol.widths import U32_MAX
+from relay.tls import client_context, fingerprint
 
 CONNECT_TIMEOUT = 2.0
 SNAPSHOT_INTERVAL = 1.0  # re-publish the whole state for subscribers that joined late
@@ -34,6 +39,9 @@ class ControlConfig:
     name: str
     channel: str = ""  # join this channel after connecting
     loss_feedback: bool = True  # tell the relay what we receive of each speaker
+    password: str = ""
+    pins_file: str = ""  # "": pipeline.core.pins.default_pins_path()
+    accept_new_certificate: bool = False  # replace a changed pin (the user said so)
 
 
 def run(cfg: ControlConfig) -> None:
@@ -49,7 +57,9 @@ def run(cfg: ControlConfig) -> None:
             wanted_channel=cfg.channel,
             token=saved,
             loss_feedback=cfg.loss_feedback,
+            password=cfg.password,
         )
+        tls = _Tls(cfg)
         rt.on(ev.JoinCmd, lambda cmd: session.join(cmd.channel))
         rt.on(ev.ChatCmd, lambda cmd: session.chat(cmd.text))
         if cfg.loss_feedback:
@@ -60,7 +70,7 @@ def run(cfg: ControlConfig) -> None:
             while rt.running:
                 now = time.monotonic()
                 if sock is None and session.connect_due(now):
-                    sock = _connect(session, cfg.host, cfg.port, now)
+                    sock = _connect(session, cfg.host, cfg.port, now, tls)
                 if sock is not None:
                     sock = _flush(session, sock)
                 for event in session.take_events():
@@ -105,16 +115,48 @@ def _save_token(path: Path, token: int) -> None:
     os.replace(tmp, path)  # whole or not at all, even if this process dies mid-write
 
 
-def _connect(session: ControlSession, host: str, port: int, now: float) -> socket.socket | None:
+class _Tls:
+    """The TLS context and the pins, with what this client was told about a changed pin."""
+
+    def __init__(self, cfg: ControlConfig) -> None:
+        self.context = client_context()
+        self.pins = PinFile(cfg.pins_file or None)
+        self.accept_changed = cfg.accept_new_certificate
+        self.server = f"{cfg.host}:{cfg.port}"
+
+
+def _connect(
+    session: ControlSession, host: str, port: int, now: float, tls: _Tls
+) -> socket.socket | None:
     try:
-        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+        raw = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
     except OSError as exc:
         session.connect_failed(
             time.monotonic(), f"cannot reach {host}:{port}: {exc.strerror or exc}"
         )
         return None
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.settimeout(CONNECT_TIMEOUT)  # bounds a send to a relay that stopped reading
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    raw.settimeout(CONNECT_TIMEOUT)  # bounds the handshake, and a send to a relay that stopped
+    try:
+        sock = tls.context.wrap_socket(raw, server_hostname=host)
+    except (OSError, ssl.SSLError) as exc:
+        raw.close()
+        session.connect_failed(
+            time.monotonic(),
+            f"TLS handshake with {host}:{port} failed ({exc}); a relay started with "
+            "--insecure speaks protocol 1, which this client does not",
+        )
+        return None
+    der = sock.getpeercert(binary_form=True)
+    shown = fingerprint(der) if der else "none"
+    verdict = tls.pins.check(tls.server, shown, tls.accept_changed)
+    if verdict.trust is Trust.CHANGED and not tls.accept_changed:
+        sock.close()
+        session.refused(verdict.message(tls.server, shown))
+        return None
+    if verdict.trust is not Trust.PINNED:
+        session.notice(f"pinned the certificate of {tls.server}: {shown}")
+    tls.accept_changed = False  # accepted once: from now on the new pin holds
     session.connected(now)
     return sock
 
@@ -147,5 +189,9 @@ def _receive(session: ControlSession, sock: socket.socket, now: float) -> socket
         sock.close()
         session.disconnected(now, reason)
         return None
+    if isinstance(sock, ssl.SSLSocket):
+        # Decrypted bytes can wait inside the TLS layer with nothing left on the fd.
+        while pending := sock.pending():
+            data += sock.recv(pending)
     session.received(data, now)
     return sock

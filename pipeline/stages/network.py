@@ -17,7 +17,7 @@ from pipeline.ipc import events as ev
 from pipeline.ipc.ring import Ring
 from pipeline.stages.runtime import StageRuntime, Wiring
 from pipeline.stages.trace import Tracer
-from relay.protocol.datagram import HEADER_SIZE, MAX_DATAGRAM
+from relay.protocol.sealed_datagram import MAX_DATAGRAM
 
 Addr = tuple[str, int]
 MAX_WAIT = 0.25  # seconds the receiver sleeps at most between looks at the stop flag
@@ -71,8 +71,11 @@ class _Network:
                 self._named = target
             except OSError:
                 self.counts.resolve_errors += 1
-        if event.token != self.link.token:
-            self.link.set_session(event.token, time.monotonic_ns())
+        link = self.link
+        if not link.has_session(event.user_id, event.udp_key):  # new, or a restarted relay's
+            link.set_session(event.user_id, event.udp_key, time.monotonic_ns())
+        if event.media_key:
+            link.set_media_key(event.media_key_id, event.media_key)  # a no-op if unchanged
 
     def _whisper(self, cmd: ev.WhisperCmd) -> None:
         self.link.target = cmd.target
@@ -91,8 +94,6 @@ class _Network:
     # --- sender thread ------------------------------------------------------------------
 
     def send_loop(self, src: Ring, tracer: Tracer) -> None:
-        buf = bytearray(MAX_DATAGRAM)
-        view = memoryview(buf)
         link, stop = self.link, self.rt.stop
         while not stop:
             slot = src.read(timeout=0.1)
@@ -100,16 +101,14 @@ class _Network:
                 continue
             t_in = time.monotonic_ns()
             self.rt.latency.add(ev.HOP_ENCODE_TO_NETWORK, t_in - slot.timestamp)
-            n = HEADER_SIZE + slot.length
             addr = self.relay
             if addr is None or not link.should_send():
                 src.release()
                 continue
-            link.pack_header(buf, slot.seq, slot.timestamp)
-            view[HEADER_SIZE:n] = slot.data
             seq = slot.seq
+            datagram = link.seal(seq, slot.timestamp, slot.data)  # copies out of the slot
             src.release()
-            self.sendto(view[:n], addr, self.sender_counts)
+            self.sendto(datagram, addr, self.sender_counts)
             tracer.add(seq, t_in, time.monotonic_ns())
 
     # --- receiver (main) thread -------------------------------------------------------------
@@ -165,6 +164,7 @@ class _Network:
 
     def _stats(self) -> ev.NetworkStats:
         link, c, k = self.link, self.link.counters, self.counts
+        crypto = link.crypto_counts()
         return ev.NetworkStats(  # every VoiceLink counter (tests/test_network.py checks)
             sent=c["sent"],
             chaos_dropped=c["chaos_dropped"],
@@ -175,6 +175,13 @@ class _Network:
             bad_register_echo=c["bad_register_echo"],
             received=c["received"],
             bad_datagram=c["bad_datagram"],
+            good=crypto["good"],
+            late=crypto["late"],
+            lost=crypto["lost"],
+            replayed=crypto["replayed"],
+            too_old=crypto["too_old"],
+            bad_auth=crypto["bad_auth"],
+            no_key=crypto["no_key"],
             send_errors=k.send_errors + self.sender_counts.send_errors,
             recv_errors=k.recv_errors,
             resolve_errors=k.resolve_errors,

@@ -19,7 +19,7 @@ import msgpack
 
 from relay.protocol import schema
 from relay.protocol.errors import FramingError, ProtocolError
-from relay.protocol.schema import Bounded, Finite, MaxItems, Range, Text
+from relay.protocol.schema import Bounded, Finite, MaxItems, Range, Size, Text
 from relay.protocol.widths import U16_MAX, U32_MAX, U64_MAX
 
 LENGTH = struct.Struct(">I")
@@ -31,6 +31,11 @@ MAX_CODE = 64  # characters in an error code
 MAX_LIST = 4096  # entries in a channel or user list of a welcome
 MAX_RECEPTION = 64  # speakers in one reception report: as many as a client decodes at once
 MAX_LISTENERS = 65535  # the listeners a receiver report can count
+MAX_PASSWORD = 256  # characters in a server password
+# Protocol versions (SPEC.md): 1 is plain TCP and plain voice (a relay started with
+# --insecure), 2 is TLS and sealed voice. A message without a version is version 1.
+PROTOCOL_INSECURE = 1
+PROTOCOL = 2
 
 # Field types: a name means the same thing in every message.
 Name = Annotated[str, Text(max_len=MAX_NAME)]
@@ -44,6 +49,11 @@ Port = Annotated[int, Range(0, U16_MAX)]
 Nonce = Annotated[int, Range(0, U64_MAX)]
 Seconds = Annotated[float, Finite()]
 Percent = Annotated[float, Bounded(0.0, 100.0)]
+Version = Annotated[int, Range(1, 255)]
+Password = Annotated[str, Text(max_len=MAX_PASSWORD, allow_empty=True)]
+SessionKey = Annotated[bytes, Size(32, 32)]  # secret: the session's UDP tag key
+MediaKeyBytes = Annotated[bytes, Size(16, 16)]  # secret: a channel's AES-128 media key
+KeyId = Annotated[int, Range(0, 255)]
 
 
 @dataclass(slots=True, frozen=True)
@@ -75,16 +85,39 @@ class Message:
         return {"type": self.TYPE, **schema.to_map(self)}
 
 
+def _drop_defaults(out: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+    """``out`` without the keys whose value is the default: a protocol-1 message stays
+    byte for byte what it was before protocol 2 added them."""
+    for key, default in defaults.items():
+        if out.get(key) == default:
+            del out[key]
+    return out
+
+
 @dataclass(slots=True, frozen=True)
 class Auth(Message):
+    """A new session. ``password``: the server's, if it has one (over TLS only)."""
+
     TYPE = "auth"
     name: Name
+    version: Version = PROTOCOL_INSECURE
+    password: Password = ""
+
+    def to_map(self) -> dict[str, Any]:
+        return _drop_defaults(Message.to_map(self), version=PROTOCOL_INSECURE, password="")
+
+    def __repr__(self) -> str:  # never a password in a log line
+        return f"Auth(name={self.name!r}, version={self.version})"
 
 
 @dataclass(slots=True, frozen=True)
 class Reconnect(Message):
     TYPE = "reconnect"
     token: Token
+    version: Version = PROTOCOL_INSECURE
+
+    def to_map(self) -> dict[str, Any]:
+        return _drop_defaults(Message.to_map(self), version=PROTOCOL_INSECURE)
 
 
 @dataclass(slots=True, frozen=True)
@@ -100,12 +133,38 @@ class Welcome(Message):
     channels: Annotated[list[ChannelName], MaxItems(MAX_LIST)]
     users: Annotated[list[UserInfo], MaxItems(MAX_LIST)]
     more: bool = False
+    # Protocol 2: the session's UDP key and its channel's media key (SPEC.md).
+    version: Version = PROTOCOL_INSECURE
+    udp_key: SessionKey | None = None
+    media_key_id: KeyId = 0
+    media_key: MediaKeyBytes | None = None
 
     def to_map(self) -> dict[str, Any]:
-        out = Message.to_map(self)
-        if not self.more:
-            del out["more"]
-        return out
+        return _drop_defaults(
+            Message.to_map(self),
+            more=False,
+            version=PROTOCOL_INSECURE,
+            udp_key=None,
+            media_key_id=0,
+            media_key=None,
+        )
+
+    def __repr__(self) -> str:  # never a key in a log line or a test failure
+        return f"Welcome(user_id={self.user_id}, channel={self.channel!r}, version={self.version})"
+
+
+@dataclass(slots=True, frozen=True)
+class MediaKey(Message):
+    """Protocol 2: the media key of the channel the session just moved to, sent to it
+    alone before the presence of the move."""
+
+    TYPE = "media_key"
+    channel: ChannelName
+    key_id: KeyId
+    key: MediaKeyBytes
+
+    def __repr__(self) -> str:
+        return f"MediaKey(channel={self.channel!r}, key_id={self.key_id})"
 
 
 @dataclass(slots=True, frozen=True)

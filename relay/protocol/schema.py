@@ -3,11 +3,12 @@
 The control messages (:mod:`relay.protocol.messages`) and the client's bus events
 (:mod:`pipeline.ipc.events`) both go through it, so a dataclass is its own schema:
 
-* field types: ``int``, ``float``, ``bool``, ``str``, ``list[X]``, ``dict`` (checked
+* field types: ``int``, ``float``, ``bool``, ``str``, ``bytes``, ``list[X]``, ``dict`` (checked
   to be a map, passed through), a nested dataclass, ``X | None`` and ``Any``;
 * constraints, written once as ``typing.Annotated`` metadata on the field type:
   ``Annotated[int, Range(1, U32_MAX)]``, ``Annotated[str, Text(max_len=32)]``,
   ``Annotated[float, Finite()]``, ``Annotated[float, Bounded(0.0, 100.0)]``,
+  ``Annotated[bytes, Size(16, 32)]``,
   ``Annotated[list[X], MaxItems(4096)]``;
 * a field with a default may be absent from a map (it keeps the default); a field
   without one must be there; keys that name no field are ignored.
@@ -63,6 +64,14 @@ class Bounded:
 
     lo: float
     hi: float
+
+
+@dataclass(frozen=True, slots=True)
+class Size:
+    """A ``bytes`` field of ``lo`` to ``hi`` bytes."""
+
+    lo: int
+    hi: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +235,8 @@ def _checker(hint: Any, where: str) -> Check:
     if base is bool:
         _only(meta, None, where)
         return _bool_check
+    if base is bytes:
+        return _bytes_check(_only(meta, Size, where))
     origin = typing.get_origin(base)
     if origin is list:
         (item,) = typing.get_args(base)
@@ -315,6 +326,17 @@ def _str_check(text: Text | None) -> Check:
                 raise _Invalid("must not be empty")
             if _CONTROL.search(value):
                 raise _Invalid("contains control characters")
+        return value
+
+    return check
+
+
+def _bytes_check(size: Size | None) -> Check:
+    def check(value: Any) -> bytes:
+        if not isinstance(value, bytes):
+            raise _Invalid(f"must be bytes, got {_kind(value)}")
+        if size is not None and not size.lo <= len(value) <= size.hi:
+            raise _Invalid(f"is {len(value)} bytes, outside {size.lo}..{size.hi}")
         return value
 
     return check

@@ -1,0 +1,98 @@
+"""Trust on first use for relay certificates, as SSH and Mumble do it.
+
+The first time a client reaches a relay (``host:port``) it pins the SHA-256
+fingerprint of the certificate the relay showed; later it accepts that relay only
+with the same certificate. A changed certificate is refused with a message that
+shows both fingerprints; the user replaces the pin on purpose (the UI asks,
+the CLI takes ``--accept-new-certificate``).
+
+The decision (:func:`verdict`) is a function of the pins and the fingerprint; the
+file (:class:`PinFile`, JSON, written whole with mode 0600) is a thin adapter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+PINS_FILE = "known_relays.json"
+CERTIFICATE_CHANGED = "changed: pinned"  # in the refusal's message, for the UI to recognise
+
+
+def default_pins_path() -> Path:
+    """``$XDG_CONFIG_HOME/voicechat/known_relays.json`` (``~/.config/...``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "voicechat" / PINS_FILE
+
+
+class Trust(enum.Enum):
+    NEW = "new"  # never seen: pin it and go on
+    PINNED = "pinned"  # the pinned certificate: go on
+    CHANGED = "changed"  # another certificate than the pinned one: refuse
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    trust: Trust
+    pinned: str | None  # the fingerprint pinned before, if any
+
+    def message(self, server: str, shown: str) -> str:
+        """What to tell the user about a CHANGED certificate."""
+        return (
+            f"the certificate of {server} {CERTIFICATE_CHANGED} {self.pinned}, now shown {shown}. "
+            "Someone may be intercepting the connection, or the relay got a new "
+            "certificate; accept the new one only if its operator confirms it"
+        )
+
+
+def verdict(pins: dict[str, str], server: str, shown: str) -> Verdict:
+    """What to do with a relay ``server`` showing the certificate fingerprint ``shown``."""
+    pinned = pins.get(server)
+    if pinned is None:
+        return Verdict(Trust.NEW, None)
+    return Verdict(Trust.PINNED if pinned == shown else Trust.CHANGED, pinned)
+
+
+class PinFile:
+    """The pins kept in a JSON file: ``{"host:port": "AB:CD:..."}``."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else default_pins_path()
+
+    def load(self) -> dict[str, str]:
+        """The pins; none if the file is missing or unreadable (it is then rewritten)."""
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+    def pin(self, server: str, fingerprint: str) -> None:
+        """Pin (or re-pin) ``server`` to ``fingerprint``, writing the file whole."""
+        pins = self.load()
+        pins[server] = fingerprint
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".pins-")
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(pins, f, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def check(self, server: str, shown: str, accept_changed: bool = False) -> Verdict:
+        """The verdict for ``server``; a NEW one is pinned now, and a CHANGED one too
+        if ``accept_changed`` (the user said so)."""
+        v = verdict(self.load(), server, shown)
+        if v.trust is Trust.NEW or (v.trust is Trust.CHANGED and accept_changed):
+            self.pin(server, shown)
+        return v

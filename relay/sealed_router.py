@@ -1,0 +1,267 @@
+"""The per-datagram decision of protocol 2 (sealed voice), sans-I/O: :class:`SealedRouter`.
+
+The relay authenticates every datagram before anything else: its replay window
+(:class:`relay.protocol.voice_crypto.ReplayWindow`) and the session's relay tag
+(keyed BLAKE2b under the session's up key), then routes it as
+:class:`relay.router.Router` does. Voice is forwarded as the sender sealed it,
+minus the relay tag: the same bytes to every listener, no per-listener
+encryption, so fan-out costs what it cost in plaintext plus one tag check per
+datagram received. The relay opens a voice datagram only for a whisper to
+someone in another channel (one listener), to seal it again under that
+channel's key.
+
+The routing field is the sender's public user id (``sid``): no secret travels.
+A datagram from an address its session is not bound to is a register attempt
+only if it is an authenticated ping with a fresh counter, so a captured ping sent
+again from anywhere moves nothing.
+
+Thread ownership: as for :class:`relay.router.Router`: ``peers`` and ``table`` are
+replaced whole by the control thread; each :class:`Peer`'s window is mutated only
+by the routing thread and handed on from one ``peers`` dict to the next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from relay.protocol.sealed_datagram import (
+    HEADER_SIZE,
+    KIND_PING,
+    KIND_VOICE,
+    MAX_DATAGRAM,
+    MIN_VOICE_UP,
+    PING_SIZE,
+    SID_OFFSET,
+    TAG_SIZE,
+    TARGET_OFFSET,
+    VERSION,
+)
+from relay.protocol.voice_crypto import FRESH, REPLAYED, ReplayWindow, direction_keys
+from relay.router import NOWHERE, Addr, Counters, Dests, Router, VoiceLimit
+
+_SID_CTR = struct.Struct(">IQ")
+_U32 = struct.Struct(">I")
+_BLAKE2B = hashlib.blake2b
+WINDOW_COUNTERS = ("good", "late", "lost", "replayed", "too_old")
+
+
+@dataclass(slots=True)
+class SealedCounters(Counters):
+    """Router counters plus protocol 2's refusals and the sum of the replay windows."""
+
+    drop_version: int = 0  # not protocol 2, or an unknown kind
+    drop_bad_length: int = 0  # a ping that is not PING_SIZE, voice too short
+    drop_bad_auth: int = 0  # relay tag (or a whispered body) does not authenticate
+    drop_replayed: int = 0  # counter seen before
+    drop_too_old: int = 0  # counter below the replay window
+    resealed: int = 0  # whispers sealed again for a listener in another channel
+
+
+@dataclass(slots=True, frozen=True)
+class Peer:
+    """What the routing thread knows of one session: its keys and its replay window."""
+
+    token: int
+    up: bytes  # the tag key of its datagrams to the relay
+    down: bytes  # the tag key of the relay's answers to it
+    key_id: int  # the media key id of its channel
+    window: ReplayWindow
+
+
+PeerEntry = tuple[int, int, bytes, int]  # user id, token, session key, media key id
+
+
+class SealedRouter(Router):
+    """Protocol 2 routing: authenticate, check the window, then route as Router does.
+
+    ``media`` maps a media key id to its key, for the rare whisper across channels: the
+    session table's own dict, which grows when a channel is added at run time (one
+    atomic insert by the control thread; this thread only reads it).
+    After :meth:`route` returns destinations, ``out_n`` is the length to send.
+    """
+
+    __slots__ = ("_aead", "_media", "out_n", "peers", "retired", "sealed")
+
+    def __init__(
+        self,
+        media: dict[int, bytes],
+        echo: bool = False,
+        on_bind: Callable[[int, Addr, bytes], None] | None = None,
+        limit: VoiceLimit | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if clock is None:
+            super().__init__(echo, on_bind, limit)
+        else:
+            super().__init__(echo, on_bind, limit, clock)
+        self.sealed = SealedCounters()
+        self.counters = self.sealed
+        self._media = media
+        self._aead: dict[int, AESGCM] = {}  # built from _media on first use, this thread only
+        self.peers: dict[int, Peer] = {}
+        self.out_n = 0
+        self.retired = dict.fromkeys(WINDOW_COUNTERS, 0)  # windows of sessions gone
+
+    # --- control thread ----------------------------------------------------------------
+
+    def update_peers(self, entries: Iterable[PeerEntry], removed: Iterable[int]) -> None:
+        """Add or refresh ``entries``, forget the user ids ``removed``; swap in one store."""
+        peers = dict(self.peers)
+        for uid in removed:
+            gone = peers.pop(uid, None)
+            if gone is not None:
+                for k, v in gone.window.counts().items():
+                    self.retired[k] += v
+        for uid, token, session_key, key_id in entries:
+            old = peers.get(uid)
+            if old is not None and old.token == token:
+                peers[uid] = Peer(token, old.up, old.down, key_id, old.window)
+            else:
+                up, down = direction_keys(session_key)
+                peers[uid] = Peer(token, up, down, key_id, ReplayWindow())
+        self.peers = peers
+
+    def window_totals(self) -> dict[str, int]:
+        """good, late, lost, replayed and too_old over every session's window, gone ones too."""
+        out = dict(self.retired)
+        for peer in list(self.peers.values()):
+            for k, v in peer.window.counts().items():
+                out[k] += v
+        return out
+
+    # --- routing thread ----------------------------------------------------------------
+
+    def route(self, buf: bytearray, n: int, addr: Addr) -> Dests:
+        """Where ``buf[:n]`` goes (send ``buf[:out_n]``); may rewrite ``buf`` in place.
+
+        A ping from its bound address is answered with the relay's tag; from a new
+        address it goes to ``on_bind`` (with the answer) once authenticated. Voice
+        goes out without the relay tag. Every refusal is counted by reason.
+        """
+        c = self.sealed
+        if n == 0:
+            c.keepalive += 1
+            return NOWHERE
+        if n < HEADER_SIZE:
+            c.drop_short += 1
+            return NOWHERE
+        if n > MAX_DATAGRAM:
+            c.drop_long += 1
+            return NOWHERE
+        kind = buf[1]
+        if buf[0] != VERSION or (kind != KIND_PING and kind != KIND_VOICE):
+            c.drop_version += 1
+            return NOWHERE
+        if (n != PING_SIZE) if kind == KIND_PING else (n < MIN_VOICE_UP):
+            c.drop_bad_length += 1
+            return NOWHERE
+        sid, ctr = _SID_CTR.unpack_from(buf, SID_OFFSET)
+        peer = self.peers.get(sid)
+        if peer is None:
+            c.drop_unknown_token += 1
+            return NOWHERE
+        window = peer.window
+        verdict = window.check(ctr)
+        if verdict != FRESH:
+            if verdict == REPLAYED:
+                c.drop_replayed += 1
+            else:
+                c.drop_too_old += 1
+            return NOWHERE
+        m = n - TAG_SIZE
+        view = memoryview(buf)
+        body = view[:m]
+        if not hmac.compare_digest(_BLAKE2B(body, key=peer.up, digest_size=TAG_SIZE).digest(),
+                                   view[m:n]):  # fmt: skip
+            c.drop_bad_auth += 1
+            return NOWHERE
+        window.accept(ctr)  # authenticated: this counter is spent, whatever happens next
+        table = self.table
+        route = table.routes.get(peer.token)
+        if route is None:
+            c.drop_unknown_token += 1
+            return NOWHERE
+        if route.addr != addr:
+            if kind == KIND_PING:
+                c.register += 1
+                buf[m:n] = _BLAKE2B(body, key=peer.down, digest_size=TAG_SIZE).digest()
+                if self.on_bind is not None:
+                    self.on_bind(peer.token, addr, bytes(buf[:n]))
+            elif route.addr is None:
+                c.drop_unbound += 1
+            else:
+                c.drop_spoofed += 1
+            return NOWHERE
+        if self.limit is not None:
+            b = route.bucket
+            now = self.clock()
+            d = b.datagrams_until
+            if d < now:
+                d = now
+            d += self._s_per_datagram
+            v = b.bytes_until
+            if v < now:
+                v = now
+            v += n * self._s_per_byte
+            now += self._burst_s
+            if d > now or v > now:
+                c.drop_voice_limited += 1
+                return NOWHERE
+            b.datagrams_until = d
+            b.bytes_until = v
+        if kind == KIND_PING:
+            buf[m:n] = _BLAKE2B(body, key=peer.down, digest_size=TAG_SIZE).digest()
+            c.register += 1
+            self.out_n = n
+            return route.echo
+        self.out_n = m
+        if self.echo:
+            c.voice_in += 1
+            c.echoed += 1
+            return route.echo
+        target = _U32.unpack_from(buf, TARGET_OFFSET)[0]
+        if target:
+            dests = table.whisper.get(target, NOWHERE)
+            listener = self.peers.get(target)
+            if not dests or listener is None or target == sid:
+                c.drop_bad_target += 1
+                return NOWHERE
+            if listener.key_id != buf[2] and not self._reseal(buf, m, listener.key_id):
+                c.drop_bad_auth += 1
+                return NOWHERE
+        else:
+            dests = route.dests
+        c.voice_in += 1
+        c.forwarded += len(dests)
+        return dests
+
+    def _cipher(self, key_id: int) -> AESGCM | None:
+        aead = self._aead.get(key_id)
+        if aead is None:
+            key = self._media.get(key_id)
+            if key is None:
+                return None
+            aead = self._aead[key_id] = AESGCM(key)
+        return aead
+
+    def _reseal(self, buf: bytearray, m: int, key_id: int) -> bool:
+        """Seal a whisper's body again under the listener's channel key, in place."""
+        src, dst = self._cipher(buf[2]), self._cipher(key_id)
+        if src is None or dst is None:
+            return False
+        nonce = bytes(buf[SID_OFFSET:TARGET_OFFSET])
+        try:
+            plain = src.decrypt(nonce, bytes(buf[HEADER_SIZE:m]), bytes(buf[:HEADER_SIZE]))
+        except InvalidTag:
+            return False
+        buf[2] = key_id
+        buf[HEADER_SIZE:m] = dst.encrypt(nonce, plain, bytes(buf[:HEADER_SIZE]))
+        self.sealed.resealed += 1
+        return True

@@ -1,0 +1,44 @@
+"""pipeline/core/pins.py: trust on first use of relay certificates."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.core.pins import PinFile, Trust, default_pins_path, verdict
+
+
+def test_the_verdicts() -> None:
+    pins = {"h:1": "AA"}
+    assert verdict(pins, "h:2", "BB").trust is Trust.NEW
+    assert verdict(pins, "h:1", "AA").trust is Trust.PINNED
+    changed = verdict(pins, "h:1", "BB")
+    assert changed.trust is Trust.CHANGED and changed.pinned == "AA"
+    text = changed.message("h:1", "BB")
+    assert "AA" in text and "BB" in text and "h:1" in text
+
+
+def test_first_use_pins_then_a_change_is_refused_until_accepted(tmp_path: Path) -> None:
+    f = PinFile(tmp_path / "sub" / "pins.json")
+    assert f.check("h:1", "AA").trust is Trust.NEW
+    assert (os.stat(f.path).st_mode & 0o777) == 0o600
+    assert f.check("h:1", "AA").trust is Trust.PINNED
+    assert f.check("h:1", "BB").trust is Trust.CHANGED
+    assert f.load() == {"h:1": "AA"}  # refusing does not re-pin
+    assert f.check("h:1", "BB", accept_changed=True).trust is Trust.CHANGED
+    assert f.check("h:1", "BB").trust is Trust.PINNED
+
+
+def test_a_broken_file_counts_as_no_pins(tmp_path: Path) -> None:
+    p = tmp_path / "pins.json"
+    for text in ("{not json", "[1, 2]", '{"h:1": 5}'):
+        p.write_text(text)
+        assert PinFile(p).load() == {}
+
+
+def test_the_default_path_follows_xdg(tmp_path: Path) -> None:
+    os.environ["XDG_CONFIG_HOME"], old = str(tmp_path), os.environ.get("XDG_CONFIG_HOME", "")
+    try:
+        assert default_pins_path() == tmp_path / "voicechat" / "known_relays.json"
+    finally:
+        os.environ["XDG_CONFIG_HOME"] = old
