@@ -149,13 +149,18 @@ def test_chaos_loss_is_measured_and_concealed(relay: RelayProcess, tmp_path: Pat
     (st,) = speakers
     assert 4.0 < st.loss_percent < 18.0, st
     assert st.concealed + st.recovered > 0
-    # No gaps: once the tone started, every 20 ms frame of the recording has signal.
+    # No gaps: once the tone started, every 20 ms frame of the recording has signal. A
+    # frame the sink found no audio for (an underflow: this process was not scheduled in
+    # time on a loaded machine, which the counter reports) is not a concealment's hole.
     rec = synthetic.frames(read_wav(out))
     rms = np.sqrt(np.mean(rec**2, axis=1))
     start = int(np.argmax(rms > 0.05))
     body = rms[start : start + 250]
-    assert len(body) == 250 and (body > 0.01).all(), f"{int((body <= 0.01).sum())} silent frames"
     assert underflows is not None
+    silent = int((body <= 0.01).sum())
+    assert len(body) == 250 and silent <= underflows, (
+        f"{silent} silent frames, {underflows} underflows"
+    )
 
 
 def _fec(v: ClientView) -> tuple[int, str, int]:
