@@ -54,6 +54,7 @@ from pipeline.core.seqnum import MASK, seq_diff
 from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
 
 LOSS_WINDOW_NS = 10_000_000_000
+TARGET_EVERY_NS = 100_000_000  # how often the adaptive target is worked out again
 
 
 @dataclass(slots=True, frozen=True)
@@ -115,7 +116,8 @@ class DelayHistory:
     ts0: int | None = None  # media timestamp the media times count from
     delays: deque[tuple[int, int]] = field(default_factory=deque)  # (arrival, d)
     target_d: int | None = None  # the d below which packets should arrive
-    target_at: int = 0
+    target_at: int = 0  # when the target was last worked out from the window
+    fastest: int = 0  # the smallest d in the window, then
     outlier_since: int | None = None  # first arrival of a run of outage packets
 
 
@@ -362,10 +364,15 @@ class JitterBuffer:
             self.history.delays.popleft()
 
     def _target(self, now: int) -> int | None:
-        """The relative delay to wait for: a high quantile, rising at once, decaying slowly."""
-        if not self.history.delays:
-            return self.history.target_d
+        """The relative delay to wait for: a high quantile, rising at once, decaying slowly.
+
+        Worked out from the window every TARGET_EVERY_NS, not every tick: sorting the
+        10 s window is the costly step of a frame, and the target moves slowly anyway."""
+        h = self.history
+        if not h.delays or (h.target_d is not None and now - h.target_at < TARGET_EVERY_NS):
+            return h.target_d
         ds = sorted(d for _, d in self.history.delays)
+        h.fastest = ds[0]
         # Never more than max_target_ns above the fastest packet: a path that stalled for
         # seconds says nothing about its jitter, and must not hold the delay up for long.
         q = min(ds[min(len(ds) - 1, int(self.quantile * len(ds)))], ds[0] + self.max_target_ns)
@@ -381,7 +388,7 @@ class JitterBuffer:
         return self.history.target_d
 
     def _fastest(self) -> int:
-        return min(d for _, d in self.history.delays) if self.history.delays else 0
+        return self.history.fastest
 
     def _ready(self, now: int, queued: int) -> bool:
         """Adaptive start: the first held packet has waited until the target delay."""
