@@ -53,6 +53,7 @@ from relay.protocol.messages import (
     Pong,
     Reception,
     Reconnect,
+    SelfState,
     encode_message,
 )
 from relay.session_table import (
@@ -255,6 +256,8 @@ class ControlServer:
             actions = [Send(conn.id, Pong(nonce=msg.nonce, t=msg.t))]
         elif isinstance(msg, Bye):
             actions = s.bye(conn.id)
+        elif isinstance(msg, SelfState):
+            actions = s.self_state(conn.id, msg.muted, msg.deafened)
         elif isinstance(msg, Reception):
             actions = self._reception(conn, msg)
         else:

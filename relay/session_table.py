@@ -38,6 +38,7 @@ from relay.protocol.messages import (
     UserInfo,
     UserJoined,
     UserLeft,
+    UserState,
     Welcome,
     encode_message,
     encode_user_list,
@@ -119,12 +120,14 @@ class Session:
     dropped_at: float | None = None  # monotonic time of the TCP drop
     bound_at: float | None = None  # monotonic time udp_addr last changed
     udp_key: bytes = b""  # protocol 2: the session's secret UDP key (never logged)
+    muted: bool = False  # the user's own choice, shown to everyone (deafened implies it)
+    deafened: bool = False
 
     def __repr__(self) -> str:
         return f"Session(user_id={self.user_id}, name={self.name!r}, channel={self.channel!r})"
 
     def info(self) -> UserInfo:
-        return UserInfo(self.user_id, self.name, self.channel)
+        return UserInfo(self.user_id, self.name, self.channel, self.muted, self.deafened)
 
 
 def _error(conn: int, code: str, message: str) -> Send:
@@ -452,6 +455,19 @@ class SessionTable:
             return [_error(conn, "bad_message", "chat text is empty once cleaned")]
         msg = Chat(text, session.user_id, session.name, session.channel, ts)
         return self._to_channel(session.channel, msg)
+
+    def self_state(self, conn: int, muted: bool, deafened: bool) -> list[Action]:
+        """The user of ``conn`` muted or deafened themselves: tell everyone (them too, so
+        their own tree shows what the others see). Deafened is taken as muted too."""
+        session = self.by_conn(conn)
+        if session is None:
+            return [_error(conn, "not_authenticated", "send auth or reconnect first")]
+        muted = muted or deafened
+        if (muted, deafened) == (session.muted, session.deafened):
+            return []
+        session.muted, session.deafened = muted, deafened
+        self._set_packed(session)
+        return [self._presence(UserState(session.user_id, muted, deafened))]
 
     def bye(self, conn: int) -> list[Action]:
         """A clean leave: remove the session now and announce it."""

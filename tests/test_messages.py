@@ -35,11 +35,13 @@ from relay.protocol.messages import (
     ReceiverReport,
     Reception,
     Reconnect,
+    SelfState,
     SpeakerReception,
     UserInfo,
     UserJoined,
     UserLeft,
     UserList,
+    UserState,
     Welcome,
     decode_message,
     encode_message,
@@ -92,6 +94,9 @@ EVERY_MESSAGE: list[Message] = [
     ),
     MediaKey(channel="Games", key_id=2, key=b"n" * 16),
     ChannelList([ChannelInfo("Lobby"), ChannelInfo("Ops", "operators only", 4)]),
+    SelfState(muted=True, deafened=False),
+    UserState(user_id=4, muted=True, deafened=True),
+    UserList(users=[UserInfo(5, "carol", "Lobby", muted=True)], first=True, last=True),
 ]
 
 
@@ -113,6 +118,8 @@ def test_every_spec_type_has_a_message() -> None:
         "receiver_report",
         "media_key",
         "channel_list",
+        "self_state",
+        "user_state",
     }
     assert set(MESSAGE_TYPES) == spec_types
     assert {m.TYPE for m in EVERY_MESSAGE} == spec_types
@@ -324,6 +331,24 @@ def long_users(n: int) -> list[UserInfo]:
     return [UserInfo(i, f"user{i:027d}", "c" * 64) for i in range(n)]
 
 
+def test_a_user_is_packed_without_a_false_mute_or_deafen() -> None:
+    """Mute and deafen cost a user list nothing until someone uses them."""
+    plain = msgpack.unpackb(pack_user(UserInfo(3, "alice", "Lobby")))
+    assert plain == {"user_id": 3, "name": "alice", "channel": "Lobby"}
+    muted = msgpack.unpackb(pack_user(UserInfo(3, "alice", "Lobby", muted=True)))
+    assert muted == {"user_id": 3, "name": "alice", "channel": "Lobby", "muted": True}
+    frame = encode_user_list([pack_user(UserInfo(3, "alice", "Lobby", True, True))])
+    (page,) = MessageDecoder().feed(frame)
+    assert isinstance(page, UserList) and page.users == [UserInfo(3, "alice", "Lobby", True, True)]
+
+
+def test_self_state_needs_a_bool_mute() -> None:
+    with pytest.raises(ProtocolError, match=r"self_state\.muted must be a bool"):
+        decode_message(msgpack.packb({"type": "self_state", "muted": 1}))
+    with pytest.raises(ProtocolError, match="lacks the field 'muted'"):
+        decode_message(msgpack.packb({"type": "self_state"}))
+
+
 def test_a_long_welcome_goes_on_in_user_list_pages() -> None:
     users = long_users(3000)
     head = Welcome(7, 1, 8080, "c" * 64, ["c" * 64], [])
@@ -479,6 +504,8 @@ wire_values = st.recursive(
                 "loss_percent",
                 "late_percent",
                 "listeners",
+                "muted",
+                "deafened",
             ]
         ),
         wire_values,
@@ -511,7 +538,7 @@ names = st.text(
 channels = names
 u32 = st.integers(0, 2**32 - 1)
 finite = st.floats(allow_nan=False, allow_infinity=False)
-users = st.builds(UserInfo, u32, names, channels)
+users = st.builds(UserInfo, u32, names, channels, st.booleans(), st.booleans())
 percent = st.floats(0.0, 100.0)
 receptions = st.builds(SpeakerReception, u32, percent, percent)
 messages = st.one_of(
@@ -548,6 +575,8 @@ messages = st.one_of(
     ),
     st.builds(Reception, st.lists(receptions, max_size=MAX_RECEPTION)),
     st.builds(ReceiverReport, percent, percent, st.integers(0, 65535)),
+    st.builds(SelfState, st.booleans(), st.booleans()),
+    st.builds(UserState, u32, st.booleans(), st.booleans()),
 )
 
 

@@ -25,6 +25,7 @@ from relay.protocol.messages import (
     UserJoined,
     UserLeft,
     UserList,
+    UserState,
     Welcome,
 )
 from relay.router import EMPTY_TABLE, RouteTable, add_unbound
@@ -155,6 +156,30 @@ def test_join_presence_reaches_the_whole_server() -> None:
     assert t.join(1, "Music") == []
     (err,) = to(t.join(1, "Nowhere"), 1)
     assert isinstance(err, Error) and err.code == "unknown_channel"
+    t.check()
+
+
+def test_self_state_is_shown_to_everyone_and_kept_in_the_user_list() -> None:
+    t = table()
+    t.auth(1, "a")
+    t.auth(2, "b")
+    out = t.self_state(1, muted=True, deafened=False)
+    for conn in (1, 2):  # the sender too: its own tree shows what the others see
+        assert to(out, conn) == [UserState(1, muted=True, deafened=False)]
+    assert t.self_state(1, muted=True, deafened=False) == []  # no change, no presence
+    # Deafened is muted too, whatever the client says.
+    assert to(t.self_state(1, muted=False, deafened=True), 2) == [UserState(1, True, True)]
+    t.join(1, "Music")  # a move keeps the state
+    w = welcome(t.auth(3, "c"), 3)
+    assert UserInfo(1, "a", "Music", muted=True, deafened=True) in w.users
+    session = t.by_user(1)
+    assert session is not None
+    t.drop(1, 5.0)
+    assert mine(welcome(t.reconnect(1, session.token, 6.0), 1)).deafened  # resumed as it was
+    (page,) = decode(t.snapshot())
+    assert isinstance(page, UserList) and UserInfo(1, "a", "Music", True, True) in page.users
+    (err,) = to(t.self_state(9, True, False), 9)
+    assert isinstance(err, Error) and err.code == "not_authenticated"
     t.check()
 
 

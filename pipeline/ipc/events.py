@@ -272,6 +272,8 @@ class ControlStats(StageReport):
     TOPIC = "stats.control"
     STAGE = "control"
     tcp_rtt_ms: float | None = None
+    muted: bool = False  # what the control process tells the relay of us (SelfState)
+    deafened: bool = False
 
 
 STAGE_REPORTS: tuple[type[StageReport], ...] = (

@@ -62,6 +62,8 @@ def run(cfg: ControlConfig) -> None:
         tls = _Tls(cfg)
         rt.on(ev.JoinCmd, lambda cmd: session.join(cmd.channel))
         rt.on(ev.ChatCmd, lambda cmd: session.chat(cmd.text))
+        rt.on(ev.MuteCmd, lambda cmd: session.set_self(muted=cmd.muted))
+        rt.on(ev.DeafenCmd, lambda cmd: session.set_self(deafened=cmd.deafened))
         if cfg.loss_feedback:
             rt.on(ev.DecodeStats, lambda stats: session.heard(stats, time.monotonic()))
         sock: socket.socket | None = None

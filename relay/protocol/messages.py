@@ -58,11 +58,17 @@ KeyId = Annotated[int, Range(0, 255)]
 
 @dataclass(slots=True, frozen=True)
 class UserInfo:
-    """One user as listed in a welcome snapshot (and in the client's roster event)."""
+    """One user as listed in a welcome snapshot (and in the client's roster event).
+    ``muted`` and ``deafened``: the user's own choice, shown to everyone (absent on the
+    wire when false, so a user list is byte for byte what it was before them)."""
 
     user_id: UserId
     name: Name
     channel: ChannelName
+    muted: bool = False
+    deafened: bool = False
+
+    OMIT_DEFAULTS: ClassVar[tuple[str, ...]] = ("muted", "deafened")
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {}
@@ -231,6 +237,26 @@ class UserLeft(Message):
     user_id: UserId
     name: Name
     channel: ChannelName
+
+
+@dataclass(slots=True, frozen=True)
+class SelfState(Message):
+    """Client to relay: the user's own mute and deafen, for everyone's tree. The relay
+    takes deafened as muted too (a user who hears nothing does not talk, as in Mumble)."""
+
+    TYPE = "self_state"
+    muted: bool
+    deafened: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class UserState(Message):
+    """Relay to everyone (presence): a user's mute and deafen changed."""
+
+    TYPE = "user_state"
+    user_id: UserId
+    muted: bool = False
+    deafened: bool = False
 
 
 @dataclass(slots=True, frozen=True)
