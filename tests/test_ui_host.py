@@ -118,28 +118,49 @@ def test_a_remote_speaker_is_highlighted_and_diagnosed(qtbot: QtBot, relay: Rela
         listener.shutdown()
 
 
-def test_status_bar_follows_a_relay_restart(qtbot: QtBot, relay: RelayProcess) -> None:
-    proc, port = relay
-    window = client_window(qtbot, port, "bea")
+def test_a_relay_restart_greys_out_keeps_the_unsent_line_and_announces_only_news(
+    qtbot: QtBot,
+) -> None:
+    proc, port = start_relay("--channel", "Lobby", "--channel", "Gaming")
+    bea = client_window(qtbot, port, "bea")
+    cal = client_window(qtbot, port, "cal")
+    again = None
     try:
-        qtbot.waitUntil(lambda: connected(window), timeout=WAIT)
+        qtbot.waitUntil(lambda: sorted(everyone(bea)) == ["bea", "cal"], timeout=WAIT)
+        bea.join("Gaming")
+        qtbot.waitUntil(lambda: cal.model.users_in("Gaming") == ["bea"], timeout=WAIT)
+        before = len(cal.chat.lines())
         stop_relay(proc)
-        qtbot.waitUntil(lambda: window.status.text().startswith("Reconnecting"), timeout=WAIT)
-        assert "(attempt " in window.status.text()
         qtbot.waitUntil(
-            lambda: "attempt 2" in window.status.text() or "attempt 3" in window.status.text(),
+            lambda: bea.status.text().startswith("Connection lost; reconnecting"), timeout=WAIT
+        )
+        assert "(attempt " in bea.status.text()
+        assert not bea.tree.isEnabled()
+        assert bea.status.link.text() == "TCP \u2013 · UDP \u2013 · loss \u2013"
+        qtbot.keyClicks(bea.chat.input, "still there?")
+        qtbot.keyClick(bea.chat.input, Qt.Key.Key_Return)
+        assert bea.chat.input.text() == "still there?"  # kept, not lost
+        # The relay comes back without the channel bea was in.
+        again, _ = start_relay("--port", str(port), "--channel", "Lobby")
+        qtbot.waitUntil(lambda: connected(bea) and connected(cal), timeout=WAIT)
+        qtbot.waitUntil(lambda: sorted(everyone(cal)) == ["bea", "cal"], timeout=WAIT)
+        qtbot.waitUntil(lambda: bea.tree.isEnabled(), timeout=WAIT)
+        assert any(
+            "there is no channel Gaming any more; you are in Lobby" in line
+            for line in bea.chat.lines()
+        )
+        # cal saw bea move (a real change) and nothing else: no leave/join churn.
+        news = [line.split("* ", 1)[1] for line in cal.chat.lines()[before:] if "* " in line]
+        assert news == ["bea moved to Lobby"], news
+        qtbot.keyClick(bea.chat.input, Qt.Key.Key_Return)
+        qtbot.waitUntil(
+            lambda: any(line.endswith("bea: still there?") for line in cal.chat.lines()),
             timeout=WAIT,
         )
-        again, _ = start_relay("--port", str(port))
-        try:
-            qtbot.waitUntil(lambda: connected(window), timeout=WAIT)
-            qtbot.waitUntil(
-                lambda: window.model.users_in(window.view.roster.channel) == ["bea"], timeout=WAIT
-            )
-        finally:
-            stop_relay(again)
     finally:
-        window.shutdown()
+        cal.shutdown()
+        bea.shutdown()
+        stop_relay(again or proc)
 
 
 def test_changing_the_input_restarts_the_client_and_keeps_settings(
@@ -182,7 +203,7 @@ def test_a_stage_that_keeps_dying_shows_the_reason(qtbot: QtBot, relay: RelayPro
             pid = host.supervisor.pids["decode"]
             os.kill(pid, signal.SIGKILL)
             qtbot.waitUntil(functools.partial(replaced, host, pid), timeout=WAIT)
-        qtbot.waitUntil(lambda: window.status.text().startswith("Failed"), timeout=WAIT)
+        qtbot.waitUntil(lambda: window.status.text().startswith("Stopped"), timeout=WAIT)
         assert "decode stage died" in window.status.text()
         assert not host.running
     finally:

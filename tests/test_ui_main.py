@@ -7,11 +7,19 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from PyQt6.QtCore import QSettings
+from pytestqt.qtbot import QtBot
 
 from pipeline.demo import ROOT
+from pipeline.media.sources import MediaSpec
 from tests.test_pipeline_main import alive, descendants
+from ui.__main__ import build_parser, first_connect
+from ui.busbridge import BusBridge
+from ui.host import ClientConfig, ClientHost
+from ui.window import MainWindow
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -28,11 +36,40 @@ def ui(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def test_bad_server_is_one_clear_line() -> None:
-    proc = ui("--server", "nowhere", "--name", "x")
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 1
-    assert "HOST:PORT" in err
+def test_a_bad_server_opens_the_window_with_the_dialog_and_says_so_on_stderr() -> None:
+    proc = ui("--server", "nowhere", "--name", "x", "--input", "silence", "--output", "null")
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        while line and "voicechat-ui" not in line:  # Qt may warn first
+            line = proc.stderr.readline()
+        assert "HOST:PORT" in line
+        assert proc.poll() is None  # the window is up, the dialog in it shows the error too
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_first_connect_shows_a_bad_server_in_the_window(qtbot: QtBot, tmp_path: Path) -> None:
+    settings = QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+    cfg = ClientConfig(
+        host="", port=0, name="", source=MediaSpec("silence"), sink=MediaSpec("null")
+    )
+    window = MainWindow(BusBridge(), ClientHost(cfg), settings=settings)
+    qtbot.addWidget(window)
+    window.show()
+    first_connect(window, build_parser().parse_args(["--server", "nowhere", "--name", "x"]))
+    dialog = window.servers.dialog
+    assert dialog is not None and dialog.isVisible()
+    assert "HOST:PORT" in dialog.error.text() and dialog.error.isVisible()
+    assert dialog.server.text() == "nowhere" and dialog.name.text() == "x"
+    assert window.host is not None and not window.host.running
+    assert window.status.text() == "Not connected"
+    window.shutdown()
 
 
 def test_bad_input_is_one_clear_line() -> None:

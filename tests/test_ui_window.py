@@ -12,6 +12,7 @@ from pipeline.ipc import events as ev
 from pipeline.ipc.bus import Broker, BusClient
 from relay.protocol.messages import UserInfo
 from ui.busbridge import BusBridge
+from ui.connect import ConnectInfo
 from ui.model import SPEAKING_ROLE
 from ui.window import MainWindow
 
@@ -32,6 +33,7 @@ def window(qtbot: QtBot) -> Iterator[MainWindow]:
     w = MainWindow(Recorder(), clock=lambda: 100.0)
     qtbot.addWidget(w)
     w.show()
+    w.apply(ev.ConnectionState(ev.CONNECTED, "h:1", user_id=1, name="alice", channel="Lobby"))
     yield w
     w.shutdown()
 
@@ -172,9 +174,9 @@ def test_status_bar_follows_connection_state(window: MainWindow) -> None:
     assert window.status.text() == "Connected to h:1 as alice in Lobby"
     assert "alice" in window.windowTitle()
     window.apply(ev.ConnectionState(ev.RECONNECTING, "h:1", attempt=2, reason="refused"))
-    assert window.status.text() == "Reconnecting to h:1 (attempt 2): refused"
+    assert window.status.text() == "Connection lost; reconnecting to h:1 (attempt 2): refused"
     window._client_failed("the network stage died 4 times")
-    assert window.status.text() == "Failed: the network stage died 4 times"
+    assert window.status.text() == "Stopped: the network stage died 4 times"
 
 
 def test_settings_are_reapplied_to_a_stage_that_forgot_them(window: MainWindow) -> None:
@@ -213,3 +215,25 @@ def test_chaos_slider_sends_the_command_over_the_bus(qtbot: QtBot) -> None:
 def test_attached_window_cannot_change_devices(window: MainWindow) -> None:
     assert not window.audio.input.isEnabled()
     window._change_media("input", "tone")  # no host: ignored
+
+
+def test_offline_the_tree_greys_the_pings_dash_and_nobody_is_lit(window: MainWindow) -> None:
+    window.apply(ROSTER)
+    window.apply(ev.ControlStats(tcp_rtt_ms=12.0))
+    window.apply(ev.Activity([2]))
+    assert window.tree.isEnabled() and "TCP 12 ms" in window.status.link.text()
+    window.apply(ev.ConnectionState(ev.RECONNECTING, "h:1", attempt=1, reason="reset"))
+    assert not window.tree.isEnabled()
+    assert window.status.link.text() == "TCP \u2013 · UDP \u2013 · loss \u2013"
+    bob = window.model.user_item(2)
+    assert bob is not None and bob.data(SPEAKING_ROLE) is False
+    assert window.model.users_in("Lobby") == ["alice", "bob"]  # kept, greyed, until news
+    window.apply(ev.ConnectionState(ev.CONNECTED, "h:1", name="alice", channel="Lobby"))
+    assert window.tree.isEnabled()
+
+
+def test_an_attached_window_has_no_server_menu(window: MainWindow) -> None:
+    assert not window.servers.menu.isEnabled()
+    window.connect_to(ConnectInfo("h", 1, "x"))  # no client of its own: ignored
+    window.disconnect()
+    assert window.connection.online

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from PyQt6.QtCore import QModelIndex, QPoint, Qt
+from PyQt6.QtCore import QModelIndex, QPoint, QSettings, Qt
 from PyQt6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QAbstractItemView,
@@ -36,9 +36,12 @@ from pipeline.ipc import events as ev
 from ui.audio_panel import AudioControls
 from ui.busbridge import BusBridge
 from ui.chat import ChatPanel
+from ui.connect import ConnectInfo
+from ui.connection import ConnectionModel, plain_media_error
 from ui.desired import Desired
 from ui.model import CHANNEL, CHANNEL_ROLE, USER_ID_ROLE, ChannelModel
 from ui.overlay import DiagnosticsOverlay
+from ui.servers import ServerControls
 from ui.status import ConnectionStatus
 
 if TYPE_CHECKING:
@@ -55,6 +58,7 @@ class MainWindow(QMainWindow):
         host: ClientHost | None = None,
         devices: list[dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        settings: QSettings | None = None,
     ) -> None:
         super().__init__()
         self.setWindowTitle("Voice chat")
@@ -62,6 +66,8 @@ class MainWindow(QMainWindow):
         self.bridge, self.host, self.clock = bridge, host, clock
         self._asking = False  # a changed-certificate question is open
         self.view = ClientView()
+        self.connection = ConnectionModel()
+        self.settings = settings if settings is not None else QSettings()
         self.desired = Desired()
         self._self_loud = False
         self._whisper_before_hold: int | None = None  # set while the whisper key is held
@@ -87,9 +93,18 @@ class MainWindow(QMainWindow):
         row.addWidget(cancel)
         self.whisper_banner.hide()
 
+        self.servers = ServerControls(self, self.settings)
+        menu_bar = self.menuBar()
+        if menu_bar is not None:
+            menu_bar.addMenu(self.servers.menu)
+        self.servers.connect_chosen.connect(self.connect_to)
+        self.servers.disconnect_chosen.connect(self.disconnect)
+        self.servers.retry_chosen.connect(self.retry)
+
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.servers.banner)
         left_layout.addWidget(self.tree, 1)
         left_layout.addWidget(self.whisper_banner)
 
@@ -126,6 +141,8 @@ class MainWindow(QMainWindow):
 
         if host is None:
             self.audio.set_devices_fixed("attached to a client this window does not own")
+            self.servers.menu.setEnabled(False)
+            self.connection.start("")  # the client runs elsewhere: its bus tells the rest
         else:
             self.audio.input.select(host.source_text)
             self.audio.output.select(host.sink_text)
@@ -135,6 +152,7 @@ class MainWindow(QMainWindow):
             self.audio.chaos.setValue(round(host.cfg.loss_percent))
             host.started.connect(self._client_started)
             host.failed.connect(self._client_failed)
+        self._render_connection()
 
     def _ask_certificate(self, reason: str) -> None:
         """The relay showed another certificate than the pinned one: the user decides."""
@@ -163,11 +181,12 @@ class MainWindow(QMainWindow):
         """Fold one bus event into the window (the bridge's ``received`` slot)."""
         self.view.apply(event)
         if isinstance(event, ev.ConnectionState):
-            self.status.show_state(event)
             if event.state == ev.FAILED and CERTIFICATE_CHANGED in event.reason:
                 self._ask_certificate(event.reason)
-            self.chat.set_enabled_for(event.state == ev.CONNECTED)
-            if event.name and event.server:
+            if self.connection.apply(event):
+                self._give_up()
+            self._render_connection()
+            if event.name and event.server and event.state == ev.CONNECTED:
                 self.setWindowTitle(f"Voice chat \u2013 {event.name} @ {event.server}")
         elif isinstance(event, ev.Roster):
             self.model.set_roster(event)
@@ -186,9 +205,22 @@ class MainWindow(QMainWindow):
             for cmd in self.desired.corrections(event):
                 self.bridge.publish(cmd)
             self.overlay.refresh(self.view, self.clock(), sample=isinstance(event, ev.DecodeStats))
-            self.status.show_link(self.view)
+            self.status.show_link(self.view, self.connection.online)
+
+    def _render_connection(self) -> None:
+        """Show the phase everywhere: status bar, banner and menu, a greyed tree offline."""
+        online = self.connection.online
+        self.status.show_phase(self.connection)
+        self.status.show_link(self.view, online)
+        self.servers.show(self.connection)
+        self.tree.setEnabled(online)
+        self.chat.set_enabled_for(online)
+        self._update_speaking()
 
     def _update_speaking(self) -> None:
+        if not self.connection.online:
+            self.model.set_speaking(set())  # nobody is heard, not even the last ones
+            return
         speaking = set(self.view.speaking)
         if self._self_loud and not self.desired.muted and self.view.roster.me:
             speaking.add(self.view.roster.me)
@@ -275,7 +307,7 @@ class MainWindow(QMainWindow):
             bitrate=self.desired.bitrate,
         )
         if error:
-            self.chat.add(ev.Notice(f"{kind} not changed: {error}"))
+            self.chat.add(ev.Notice(f"{kind} not changed: {plain_media_error(error)}"))
             picker = self.audio.input if kind == "input" else self.audio.output
             picker.select(self.host.source_text if kind == "input" else self.host.sink_text)
 
@@ -313,15 +345,52 @@ class MainWindow(QMainWindow):
 
     # --- the client process ----------------------------------------------------------------
 
+    def connect_to(self, info: ConnectInfo, channel: str = "") -> None:
+        """Connect to a server (another one, or the same one as someone else): a new client."""
+        if self.host is None:
+            return
+        self.model.set_roster(ev.Roster(0, ""))  # another server's tree, not the old one
+        self.view.roster = ev.Roster(0, "")
+        self.setWindowTitle("Voice chat")
+        self.host.restart(
+            host=info.host,
+            port=info.port,
+            name=info.name,
+            password=info.password,
+            channel=channel,
+            accept_new_certificate=False,
+        )
+
+    def retry(self) -> None:
+        """Try the same server again (after giving up, a failure or a Disconnect)."""
+        if self.host is not None and self.host.cfg.port:
+            self.host.restart()
+
+    def disconnect(self) -> None:
+        """Leave the server and stop the client; the window stays, its tree greyed out."""
+        if self.host is None:
+            return
+        self.bridge.detach()
+        self.host.stop()
+        self.connection.disconnected()
+        self._render_connection()
+
+    def _give_up(self) -> None:
+        """The first attempts all failed: stop trying; the banner says why and offers Retry."""
+        self.bridge.detach()
+        if self.host is not None:
+            self.host.stop()
+
     def _client_started(self, address: object) -> None:
-        self.status.clear_failure()
+        self.connection.start(self._server())
         self.bridge.attach(address)  # type: ignore[arg-type]
-        self.status.show_state(ev.ConnectionState(ev.CONNECTING, self._server()))
+        self._render_connection()
 
     def _client_failed(self, reason: str) -> None:
         self.bridge.detach()
-        self.status.show_failure(reason)
-        self.chat.add(ev.Notice(f"the client stopped: {reason}"))
+        self.connection.client_failed(reason)
+        self._render_connection()
+        self.chat.add(ev.Notice(f"the client stopped: {self.connection.reason}"))
 
     def _server(self) -> str:
         return f"{self.host.cfg.host}:{self.host.cfg.port}" if self.host is not None else ""
