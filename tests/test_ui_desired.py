@@ -32,3 +32,12 @@ def test_decode_and_network_mismatches() -> None:
 def test_a_small_chaos_difference_is_rounding_not_a_mismatch() -> None:
     d = Desired(chaos=20.0)
     assert d.corrections(ev.NetworkStats(chaos_percent=20.04)) == []
+
+
+def test_the_control_process_is_told_mute_and_deafen_again() -> None:
+    d = Desired(muted=True, deafened=True)
+    assert d.corrections(ev.ControlStats(muted=True, deafened=True)) == []
+    assert d.corrections(ev.ControlStats(muted=False, deafened=False)) == [
+        ev.MuteCmd(True),
+        ev.DeafenCmd(True),
+    ]

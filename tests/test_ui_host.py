@@ -19,7 +19,7 @@ from relay.launch import start_relay, stop_relay
 from tests.conftest import RelayProcess
 from ui.busbridge import BusBridge
 from ui.host import ClientConfig, ClientHost, parse_media, spec_text
-from ui.model import SPEAKING_ROLE
+from ui.model import DEAFENED_ROLE, MUTED_ROLE, SPEAKING_ROLE
 from ui.window import MainWindow
 
 pytestmark = pytest.mark.timeout(120)
@@ -126,7 +126,7 @@ def test_a_relay_restart_greys_out_keeps_the_unsent_line_and_announces_only_news
     cal = client_window(qtbot, port, "cal")
     again = None
     try:
-        qtbot.waitUntil(lambda: sorted(everyone(bea)) == ["bea", "cal"], timeout=WAIT)
+        qtbot.waitUntil(lambda: sorted(everyone(bea)) == ["bea", "cal"], timeout=2 * WAIT)
         bea.join("Gaming")
         qtbot.waitUntil(lambda: cal.model.users_in("Gaming") == ["bea"], timeout=WAIT)
         before = len(cal.chat.lines())
@@ -208,3 +208,40 @@ def test_a_stage_that_keeps_dying_shows_the_reason(qtbot: QtBot, relay: RelayPro
         assert not host.running
     finally:
         window.shutdown()
+
+
+def test_mute_and_deafen_show_in_the_others_trees(qtbot: QtBot, relay: RelayProcess) -> None:
+    ann = client_window(qtbot, relay[1], "ann")
+    ben = client_window(qtbot, relay[1], "ben")
+    try:
+        # A loaded machine starts twelve processes slowly: the first connect gets longer.
+        qtbot.waitUntil(
+            lambda: sorted(everyone(ben)) == ["ann", "ben"] and ann.view.roster.me != 0,
+            timeout=2 * WAIT,
+        )
+        me = ann.view.roster.me
+
+        def shown(muted: bool, deafened: bool) -> bool:
+            row = ben.model.user_item(me)
+            return (
+                row is not None
+                and row.data(MUTED_ROLE) is muted
+                and row.data(DEAFENED_ROLE) is deafened
+            )
+
+        ann.audio.deafen.setChecked(True)  # deafen mutes too
+        qtbot.waitUntil(lambda: shown(True, True), timeout=WAIT)
+        qtbot.waitUntil(lambda: ann.view.encode is not None and ann.view.encode.muted, timeout=WAIT)
+        ann.audio.deafen.setChecked(False)
+        qtbot.waitUntil(lambda: shown(False, False), timeout=WAIT)
+        ann.audio.mute.setChecked(True)
+        qtbot.waitUntil(lambda: shown(True, False), timeout=WAIT)
+
+        def own_muted() -> bool:
+            own = ann.model.user_item(me)
+            return own is not None and own.data(MUTED_ROLE) is True
+
+        qtbot.waitUntil(own_muted, timeout=WAIT)  # your own row shows what the others see
+    finally:
+        ben.shutdown()
+        ann.shutdown()

@@ -8,8 +8,10 @@ from pipeline.ipc import events as ev
 from relay.protocol.messages import UserInfo
 from ui.model import (
     CHANNEL,
+    DEAFENED_ROLE,
     KIND_ROLE,
     ME_ROLE,
+    MUTED_ROLE,
     SPEAKING_ROLE,
     USER,
     USER_ID_ROLE,
@@ -103,3 +105,23 @@ def test_whisper_target_is_marked(qtbot: QtBot) -> None:
     assert bob is not None and bob.font().italic() and "whispering" in bob.toolTip()
     model.set_whisper(0)
     assert not bob.font().italic()
+
+
+def test_mute_and_deafen_show_on_the_row(qtbot: QtBot) -> None:
+    model = ChannelModel()
+    users = [
+        UserInfo(1, "ann", "Lobby"),
+        UserInfo(2, "bob", "Lobby", muted=True),
+        UserInfo(3, "cy", "Lobby", deafened=True),
+    ]
+    model.set_roster(ev.Roster(1, "Lobby", ["Lobby"], users))
+    ann, bob, cy = (model.user_item(i) for i in (1, 2, 3))
+    assert ann is not None and bob is not None and cy is not None
+    assert not ann.data(MUTED_ROLE) and bob.data(MUTED_ROLE) and not bob.data(DEAFENED_ROLE)
+    assert cy.data(MUTED_ROLE) and cy.data(DEAFENED_ROLE)  # deafened is muted too
+    assert "muted" in bob.toolTip() and "deafened" in cy.toolTip()
+    # The icons differ (a mark after the dot), and a change of state alone updates them.
+    assert bob.icon().cacheKey() != ann.icon().cacheKey() != cy.icon().cacheKey()
+    model.set_roster(ev.Roster(1, "Lobby", ["Lobby"], [UserInfo(1, "ann", "Lobby", True)]))
+    ann = model.user_item(1)
+    assert ann is not None and ann.data(MUTED_ROLE)

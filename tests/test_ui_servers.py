@@ -90,14 +90,14 @@ def test_connect_dialog_favourites_a_taken_name_and_disconnect(
         assert not dialog.error.isVisible()
         dialog.name.setText("alice")
         dialog.accept()
-        qtbot.waitUntil(lambda: first.connection.online, timeout=WAIT)
+        qtbot.waitUntil(lambda: first.connection.online, timeout=2 * WAIT)  # a slow first start
         # The other window connects from a favourite, under the same name.
         second.servers.favourites.put(Favourite("Local", server, "alice"))
         second.servers.refresh_favourites()
         (action,) = second.servers.favourite_actions()
         assert action.text() == f"Local  (alice @ {server})"
         action.trigger()
-        qtbot.waitUntil(lambda: second.connection.online, timeout=WAIT)
+        qtbot.waitUntil(lambda: second.connection.online, timeout=2 * WAIT)
         qtbot.waitUntil(
             lambda: (
                 "you are alice-2 on this server: alice was taken" in "\n".join(second.chat.lines())

@@ -130,6 +130,9 @@ class AudioControls(QWidget):
         self.meter.setTextVisible(False)
         self.meter.setFixedHeight(10)
         self.meter.setToolTip("microphone level, -60..0 dBFS")
+        self.meter_state = QLabel()  # says when the level goes nowhere (muted)
+        self.meter_state.setStyleSheet("color: #c0392b; font-weight: bold")
+        self._mute_before_deafen = False
         self.bitrate = QComboBox()
         for kbps in BITRATES_KBPS:
             self.bitrate.addItem(f"{kbps} kbit/s", kbps * 1000)
@@ -145,7 +148,10 @@ class AudioControls(QWidget):
         audio = QGroupBox("Audio")
         form = QFormLayout(audio)
         form.addRow("Input", self.input)
-        form.addRow("Level", self.meter)
+        level_row = QHBoxLayout()
+        level_row.addWidget(self.meter, 1)
+        level_row.addWidget(self.meter_state)
+        form.addRow("Level", level_row)
         form.addRow("Output", self.output)
         form.addRow("Bitrate", self.bitrate)
         toggles = QHBoxLayout()
@@ -167,13 +173,31 @@ class AudioControls(QWidget):
 
         self.input.chosen.connect(self.input_chosen)
         self.output.chosen.connect(self.output_chosen)
-        self.mute.toggled.connect(self.mute_toggled)
-        self.deafen.toggled.connect(self.deafen_toggled)
+        self.mute.toggled.connect(self._muted)
+        self.deafen.toggled.connect(self._deafened)
         self.bitrate.activated.connect(
             lambda i: self.bitrate_chosen.emit(int(self.bitrate.itemData(i)))
         )
         self.chaos.valueChanged.connect(self._chaos_moved)
         self.diagnostics.clicked.connect(self.diagnostics_clicked)
+
+    def _muted(self, muted: bool) -> None:
+        self.meter_state.setText("muted" if muted else "")
+        self.meter.setEnabled(not muted)  # greyed: the level shown goes to nobody
+        self.meter.setToolTip(
+            "muted: nobody hears this" if muted else "microphone level, -60..0 dBFS"
+        )
+        self.mute_toggled.emit(muted)
+
+    def _deafened(self, deafened: bool) -> None:
+        """Deafen mutes too (as in Mumble); undeafen gives back the mute chosen before."""
+        if deafened:
+            self._mute_before_deafen = self.mute.isChecked()
+            self.mute.setChecked(True)
+        self.mute.setEnabled(not deafened)
+        self.deafen_toggled.emit(deafened)
+        if not deafened:
+            self.mute.setChecked(self._mute_before_deafen)
 
     def set_level(self, level: float) -> None:
         self.meter.setValue(round(level_db(level) - METER_FLOOR_DB))

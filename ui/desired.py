@@ -34,6 +34,11 @@ class Desired:
         elif isinstance(stats, ev.DecodeStats):
             if stats.deafened != self.deafened:
                 out.append(ev.DeafenCmd(self.deafened))
+        elif isinstance(stats, ev.ControlStats):  # what the relay is told, for the others
+            if stats.muted != self.muted:
+                out.append(ev.MuteCmd(self.muted))
+            if stats.deafened != self.deafened:
+                out.append(ev.DeafenCmd(self.deafened))
         elif isinstance(stats, ev.NetworkStats):
             if abs(stats.chaos_percent - self.chaos) > 0.05:
                 out.append(ev.ChaosCmd(self.chaos))

@@ -13,6 +13,7 @@ from PyQt6.QtGui import (
     QFont,
     QIcon,
     QPainter,
+    QPen,
     QPixmap,
     QStandardItem,
     QStandardItemModel,
@@ -27,20 +28,42 @@ USER_ID_ROLE = Qt.ItemDataRole.UserRole + 3  # the user's public id (users only)
 SPEAKING_ROLE = Qt.ItemDataRole.UserRole + 4  # bool: audible right now
 ME_ROLE = Qt.ItemDataRole.UserRole + 5  # bool: this row is the local user / their channel
 NAME_ROLE = Qt.ItemDataRole.UserRole + 6  # the user's name as the relay knows it
+MUTED_ROLE = Qt.ItemDataRole.UserRole + 7  # bool: the user muted themselves (or deafened)
+DEAFENED_ROLE = Qt.ItemDataRole.UserRole + 8  # bool: the user deafened themselves
+WHISPER_ROLE = Qt.ItemDataRole.UserRole + 9  # bool: the local user whispers to this one
+DESCRIPTION_ROLE = Qt.ItemDataRole.UserRole + 10  # a channel's description from the relay
 
 CHANNEL, USER = "channel", "user"
 SPEAKING_BG = QColor(46, 160, 67, 90)
 WHISPER_FG = QColor(170, 90, 220)
 
 
-def _dot(color: QColor) -> QIcon:
-    pix = QPixmap(12, 12)
+MUTE_RED = QColor(200, 50, 40)
+
+
+def _icon(color: QColor, muted: bool = False, deafened: bool = False) -> QIcon:
+    """The talking dot, then a struck-out microphone (muted) or headset (deafened)."""
+    pix = QPixmap(28, 12)
     pix.fill(Qt.GlobalColor.transparent)
     painter = QPainter(pix)
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
     painter.setBrush(color)
     painter.setPen(Qt.PenStyle.NoPen)
     painter.drawEllipse(1, 1, 10, 10)
+    if muted or deafened:
+        pen = QPen(MUTE_RED, 1.6)
+        painter.setPen(pen)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        if deafened:  # a headset: the band and two ear cups
+            painter.drawArc(15, 1, 10, 10, 0, 180 * 16)
+            painter.setBrush(MUTE_RED)
+            painter.drawRect(15, 6, 2, 4)
+            painter.drawRect(23, 6, 2, 4)
+        else:  # a microphone: the capsule and its stand
+            painter.drawRoundedRect(18, 1, 4, 7, 2, 2)
+            painter.drawArc(16, 3, 8, 7, 180 * 16, 180 * 16)
+            painter.drawLine(20, 10, 20, 11)
+        painter.drawLine(15, 11, 26, 1)  # struck out
     painter.end()
     return QIcon(pix)
 
@@ -53,14 +76,22 @@ class ChannelModel(QStandardItemModel):
         self._my_channel = ""
         self._speaking: set[int] = set()
         self._whisper = 0
-        self._idle_icon = _dot(QColor(150, 150, 150))
-        self._talk_icon = _dot(QColor(40, 200, 70))
+        self._icons = {
+            (talking, muted, deafened): _icon(
+                QColor(40, 200, 70) if talking else QColor(150, 150, 150), muted, deafened
+            )
+            for talking in (False, True)
+            for muted in (False, True)
+            for deafened in (False, True)
+        }
+        self._states: dict[int, tuple[bool, bool]] = {}  # user id -> (muted, deafened)
 
     # --- input ------------------------------------------------------------------------
 
     def set_roster(self, roster: ev.Roster) -> None:
         """Make the tree show exactly the roster's channels and users."""
         self._me, self._my_channel = roster.me, roster.channel
+        self._states = {u.user_id: (u.muted or u.deafened, u.deafened) for u in roster.users}
         channels = list(roster.channels)
         for u in roster.users:
             if u.channel not in channels:
@@ -171,14 +202,19 @@ class ChannelModel(QStandardItemModel):
                 user.setText(f"{user.data(NAME_ROLE)} (you)" if me else str(user.data(NAME_ROLE)))
                 user.setData(speaking, SPEAKING_ROLE)
                 user.setFont(_font(bold=me, italic=uid == self._whisper))
-                user.setIcon(self._talk_icon if speaking else self._idle_icon)
+                muted, deafened = self._states.get(uid, (False, False))
+                user.setData(muted, MUTED_ROLE)
+                user.setData(deafened, DEAFENED_ROLE)
+                user.setData(uid == self._whisper, WHISPER_ROLE)
+                user.setIcon(self._icons[speaking, muted, deafened])
                 user.setBackground(QBrush(SPEAKING_BG) if speaking else QBrush())
                 if uid == self._whisper:
                     user.setForeground(QBrush(WHISPER_FG))
                 else:
                     user.setData(None, Qt.ItemDataRole.ForegroundRole)
-                tip = "you" if me else ("whispering to" if uid == self._whisper else "")
-                user.setToolTip(f"#{uid}" + (f" ({tip})" if tip else ""))
+                tips = ["you"] if me else (["whispering to"] if uid == self._whisper else [])
+                tips += ["deafened"] if deafened else (["muted"] if muted else [])
+                user.setToolTip(f"#{uid}" + (f" ({', '.join(tips)})" if tips else ""))
 
 
 def _children(item: QStandardItem) -> list[QStandardItem]:
