@@ -41,3 +41,15 @@ def test_the_control_process_is_told_mute_and_deafen_again() -> None:
         ev.MuteCmd(True),
         ev.DeafenCmd(True),
     ]
+
+
+def test_a_restarted_decoder_gets_every_volume_again() -> None:
+    d = Desired(gains={2: 0.5, 3: 0.0})
+    assert (
+        d.corrections(ev.DecodeStats(gains=[ev.SpeakerGain(2, 0.5), ev.SpeakerGain(3, 0.0)])) == []
+    )
+    assert d.corrections(ev.DecodeStats()) == [ev.GainCmd(2, 0.5), ev.GainCmd(3, 0.0)]
+    # A volume set back to normal that the stage still applies is reset.
+    assert Desired().corrections(ev.DecodeStats(gains=[ev.SpeakerGain(4, 1.5)])) == [
+        ev.GainCmd(4, 1.0)
+    ]

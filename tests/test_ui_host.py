@@ -14,6 +14,7 @@ import pytest
 from PyQt6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
+from pipeline.ipc import events as ev
 from pipeline.media.sources import MediaSpec
 from relay.launch import start_relay, stop_relay
 from tests.conftest import RelayProcess
@@ -113,6 +114,15 @@ def test_a_remote_speaker_is_highlighted_and_diagnosed(qtbot: QtBot, relay: Rela
         listener.toggle_overlay()
         assert "tal" in listener.overlay.text.text()
         assert listener.overlay.history.samples
+        # A volume chosen in the listener's window reaches its decode stage's mix.
+        listener.set_volume(tal, percent=40)
+        qtbot.waitUntil(
+            lambda: (
+                listener.view.decode is not None
+                and listener.view.decode.gains == [ev.SpeakerGain(tal, 0.4)]
+            ),
+            timeout=WAIT,
+        )
     finally:
         talker.shutdown()
         listener.shutdown()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from PyQt6.QtCore import Qt
+from PyQt6.QtCore import QSettings, Qt
 from pytestqt.qtbot import QtBot
 
 from pipeline.ipc import events as ev
@@ -13,7 +14,8 @@ from pipeline.ipc.bus import Broker, BusClient
 from relay.protocol.messages import UserInfo
 from ui.busbridge import BusBridge
 from ui.connect import ConnectInfo
-from ui.model import SPEAKING_ROLE
+from ui.model import SPEAKING_ROLE, VOLUME_ROLE
+from ui.volume_menu import VolumeSlider
 from ui.window import MainWindow
 
 
@@ -29,8 +31,9 @@ class Recorder(BusBridge):
 
 
 @pytest.fixture
-def window(qtbot: QtBot) -> Iterator[MainWindow]:
-    w = MainWindow(Recorder(), clock=lambda: 100.0)
+def window(qtbot: QtBot, tmp_path: Path) -> Iterator[MainWindow]:
+    settings = QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(Recorder(), clock=lambda: 100.0, settings=settings)
     qtbot.addWidget(w)
     w.show()
     w.apply(ev.ConnectionState(ev.CONNECTED, "h:1", user_id=1, name="alice", channel="Lobby"))
@@ -117,13 +120,13 @@ def test_context_menu_whispers_and_joins(window: MainWindow) -> None:
     assert window.menu_for(me.index()) is None  # no whispering to yourself
     menu = window.menu_for(bob.index())
     assert menu is not None
-    (action,) = menu.actions()
+    action = menu.actions()[0]
     assert action.text() == "Whisper to bob"
     action.trigger()
     assert window.whisper_banner.isVisible()
     menu = window.menu_for(bob.index())
     assert menu is not None
-    (action,) = menu.actions()
+    action = menu.actions()[0]
     assert action.text() == "Stop whispering"
     action.trigger()
     menu = window.menu_for(gaming.index())
@@ -237,3 +240,47 @@ def test_an_attached_window_has_no_server_menu(window: MainWindow) -> None:
     window.connect_to(ConnectInfo("h", 1, "x"))  # no client of its own: ignored
     window.disconnect()
     assert window.connection.online
+
+
+def test_a_users_volume_and_local_mute_from_the_menu_are_sent_and_remembered(
+    window: MainWindow, qtbot: QtBot, tmp_path: Path
+) -> None:
+    window.apply(ROSTER)
+    bob = window.model.user_item(2)
+    assert bob is not None
+    menu = window.menu_for(bob.index())
+    assert menu is not None
+    (slider,) = [a for a in menu.actions() if isinstance(a, VolumeSlider)]
+    assert slider.slider.value() == 100 and slider.slider.maximum() == 200
+    slider.slider.setValue(50)
+    assert sent(window)[-1] == ev.GainCmd(2, 0.5)
+    bob = window.model.user_item(2)
+    assert bob is not None and bob.text() == "bob  \u00b7 50 %" and bob.data(VOLUME_ROLE) == 50
+    menu = window.menu_for(bob.index())
+    assert menu is not None
+    (mute,) = [a for a in menu.actions() if a.text() == "Mute for me"]
+    mute.trigger()
+    assert sent(window)[-1] == ev.GainCmd(2, 0.0)
+    bob = window.model.user_item(2)
+    assert bob is not None and bob.text() == "bob  \u00b7 muted by you"
+    # A restarted decode stage is told again.
+    sent(window).clear()
+    window.apply(ev.DecodeStats())
+    assert sent(window) == [ev.GainCmd(2, 0.0)]
+    # Remembered by name and server: bob back under another id, in another window.
+    again = MainWindow(
+        Recorder(), settings=QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+    )
+    qtbot.addWidget(again)
+    again.apply(ev.ConnectionState(ev.CONNECTED, "h:1", user_id=1, name="alice"))
+    again.apply(ev.Roster(1, "Lobby", ["Lobby"], [UserInfo(1, "alice", "Lobby"),
+                                                   UserInfo(9, "bob", "Lobby")]))  # fmt: skip
+    assert sent(again) == [ev.GainCmd(9, 0.0)]
+    bob9 = again.model.user_item(9)
+    assert bob9 is not None
+    menu = again.menu_for(bob9.index())
+    assert menu is not None
+    (reset,) = [a for a in menu.actions() if a.text() == "Reset volume"]
+    reset.trigger()
+    assert sent(again)[-1] == ev.GainCmd(9, 1.0)
+    again.shutdown()

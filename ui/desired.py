@@ -1,4 +1,5 @@
-"""What the user has set (mute, deafen, bitrate, chaos, whisper) and the commands that apply it.
+"""What the user has set (mute, deafen, bitrate, chaos, whisper, each speaker's volume) and
+the commands that apply it.
 
 Bus commands are fire-and-forget: a stage that was restarted, or subscribed a
 moment too late, never saw them. Every stage reports its settings in its
@@ -8,7 +9,7 @@ command again on a mismatch. Sans-I/O: events in, commands out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.ipc import events as ev
 
@@ -20,6 +21,7 @@ class Desired:
     bitrate: int = 48000
     chaos: float = 0.0
     whisper: int = 0
+    gains: dict[int, float] = field(default_factory=dict)  # user id -> volume (not 1.0)
 
     def corrections(self, stats: ev.StageReport) -> list[ev.Event]:
         """The commands to send again because this stage reports something else."""
@@ -34,6 +36,11 @@ class Desired:
         elif isinstance(stats, ev.DecodeStats):
             if stats.deafened != self.deafened:
                 out.append(ev.DeafenCmd(self.deafened))
+            reported = {g.user_id: g.gain for g in stats.gains}
+            for uid in sorted(set(reported) | set(self.gains)):
+                want = self.gains.get(uid, 1.0)
+                if abs(reported.get(uid, 1.0) - want) > 1e-6:
+                    out.append(ev.GainCmd(uid, want))
         elif isinstance(stats, ev.ControlStats):  # what the relay is told, for the others
             if stats.muted != self.muted:
                 out.append(ev.MuteCmd(self.muted))

@@ -32,6 +32,7 @@ MUTED_ROLE = Qt.ItemDataRole.UserRole + 7  # bool: the user muted themselves (or
 DEAFENED_ROLE = Qt.ItemDataRole.UserRole + 8  # bool: the user deafened themselves
 WHISPER_ROLE = Qt.ItemDataRole.UserRole + 9  # bool: the local user whispers to this one
 DESCRIPTION_ROLE = Qt.ItemDataRole.UserRole + 10  # a channel's description from the relay
+VOLUME_ROLE = Qt.ItemDataRole.UserRole + 11  # int: the local volume % (0: muted here)
 
 CHANNEL, USER = "channel", "user"
 SPEAKING_BG = QColor(46, 160, 67, 90)
@@ -85,6 +86,7 @@ class ChannelModel(QStandardItemModel):
             for deafened in (False, True)
         }
         self._states: dict[int, tuple[bool, bool]] = {}  # user id -> (muted, deafened)
+        self._volumes: dict[int, tuple[int, bool]] = {}  # user id -> (local %, muted here)
 
     # --- input ------------------------------------------------------------------------
 
@@ -121,6 +123,12 @@ class ChannelModel(QStandardItemModel):
         speaking = set(user_ids)
         if speaking != self._speaking:
             self._speaking = speaking
+            self._restyle()
+
+    def set_volumes(self, volumes: dict[int, tuple[int, bool]]) -> None:
+        """The local volume (percent) and mute of the users who have one set here."""
+        if volumes != self._volumes:
+            self._volumes = dict(volumes)
             self._restyle()
 
     def set_whisper(self, user_id: int) -> None:
@@ -199,7 +207,16 @@ class ChannelModel(QStandardItemModel):
                 uid = int(user.data(USER_ID_ROLE))
                 me, speaking = uid == self._me, uid in self._speaking
                 user.setData(me, ME_ROLE)
-                user.setText(f"{user.data(NAME_ROLE)} (you)" if me else str(user.data(NAME_ROLE)))
+                percent, here = self._volumes.get(uid, (100, False))
+                label = str(user.data(NAME_ROLE))
+                if me:
+                    label += " (you)"
+                elif here:
+                    label += "  \u00b7 muted by you"
+                elif percent != 100:
+                    label += f"  \u00b7 {percent} %"
+                user.setText(label)
+                user.setData(0 if here else percent, VOLUME_ROLE)
                 user.setData(speaking, SPEAKING_ROLE)
                 user.setFont(_font(bold=me, italic=uid == self._whisper))
                 muted, deafened = self._states.get(uid, (False, False))

@@ -43,6 +43,8 @@ from ui.model import CHANNEL, CHANNEL_ROLE, USER_ID_ROLE, ChannelModel
 from ui.overlay import DiagnosticsOverlay
 from ui.servers import ServerControls
 from ui.status import ConnectionStatus
+from ui.volume_menu import VolumeSlider
+from ui.volumes import UserVolumes, Volume
 
 if TYPE_CHECKING:
     from ui.host import ClientHost
@@ -69,6 +71,7 @@ class MainWindow(QMainWindow):
         self.connection = ConnectionModel()
         self.settings = settings if settings is not None else QSettings()
         self.desired = Desired()
+        self.volumes = UserVolumes(self.settings)
         self._self_loud = False
         self._whisper_before_hold: int | None = None  # set while the whisper key is held
 
@@ -192,6 +195,7 @@ class MainWindow(QMainWindow):
         elif isinstance(event, ev.Roster):
             self.model.set_roster(event)
             self.tree.expandAll()
+            self._apply_gains()
             if self.desired.whisper and all(u.user_id != self.desired.whisper for u in event.users):
                 self.chat.add(ev.Notice("whisper target left; talking to the channel again"))
                 self.set_whisper(0)
@@ -312,6 +316,40 @@ class MainWindow(QMainWindow):
             picker = self.audio.input if kind == "input" else self.audio.output
             picker.select(self.host.source_text if kind == "input" else self.host.sink_text)
 
+    def _volume_server(self) -> str:
+        """The server the volumes are remembered for (names are per server)."""
+        return self.connection.server or self.view.state.server
+
+    def _apply_gains(self) -> None:
+        """Tell the decode stage each present user's volume, from what was chosen for them."""
+        roster = self.view.roster
+        server = self._volume_server()
+        gains = self.volumes.gains(server, roster.users, roster.me)
+        for uid in sorted(set(gains) | set(self.desired.gains)):
+            if gains.get(uid, 1.0) != self.desired.gains.get(uid, 1.0):
+                self.bridge.publish(ev.GainCmd(uid, gains.get(uid, 1.0)))
+        self.desired.gains = gains
+        shown = {}
+        for u in roster.users:
+            vol = self.volumes.get(server, u.name)
+            if u.user_id != roster.me and vol != Volume():
+                shown[u.user_id] = (vol.percent, vol.muted)
+        self.model.set_volumes(shown)
+
+    def volume_of(self, user_id: int) -> Volume:
+        return self.volumes.get(self._volume_server(), self.view.name_of(user_id))
+
+    def set_volume(
+        self, user_id: int, percent: int | None = None, muted: bool | None = None
+    ) -> None:
+        """Play ``user_id`` at ``percent`` and/or mute them here; remembered by name."""
+        old = self.volume_of(user_id)
+        new = Volume(
+            old.percent if percent is None else percent, old.muted if muted is None else muted
+        )
+        self.volumes.set(self._volume_server(), self.view.name_of(user_id), new)
+        self._apply_gains()
+
     def menu_for(self, index: QModelIndex) -> QMenu | None:
         """The tree's context menu for a row: join a channel, or whisper to a user."""
         if not index.isValid():
@@ -332,6 +370,21 @@ class MainWindow(QMainWindow):
         action = menu.addAction(label)
         if action is not None:
             action.triggered.connect(lambda: self.set_whisper(target))
+        menu.addSeparator()
+        vol = self.volume_of(uid)
+        slider = VolumeSlider(vol.percent, menu)
+        slider.moved.connect(lambda percent: self.set_volume(uid, percent=percent))
+        menu.addAction(slider)
+        mute = menu.addAction("Mute for me")
+        if mute is not None:
+            mute.setCheckable(True)
+            mute.setChecked(vol.muted)
+            mute.setToolTip("only you stop hearing them; nobody else is told")
+            mute.toggled.connect(lambda on: self.set_volume(uid, muted=on))
+        reset = menu.addAction("Reset volume")
+        if reset is not None:
+            reset.setEnabled(vol != Volume())
+            reset.triggered.connect(lambda: self.set_volume(uid, percent=100, muted=False))
         return menu
 
     def _context_menu(self, pos: QPoint) -> None:

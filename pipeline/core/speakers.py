@@ -70,6 +70,7 @@ class _Speaker:
     # Decoded audio not played yet (adaptive playout): what time-stretching left over.
     queued: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     budget: StretchBudget = field(default_factory=StretchBudget)
+    scaled: np.ndarray = field(default_factory=lambda: np.zeros(FRAME_SAMPLES, dtype=np.float32))
 
 
 class Speakers:
@@ -103,6 +104,20 @@ class Speakers:
         self.refused = 0  # packets of a new speaker while MAX_SPEAKERS were being heard
         self.bad_bodies = 0  # voice bodies that did not parse (dropped)
         self.fec, self.plc = fec, plc
+        # The listener's volume per speaker (user id -> gain), kept while they are away.
+        self.gains: dict[int, float] = {}
+
+    def set_gain(self, speaker: int, gain: float) -> bool:
+        """Play ``speaker`` at ``gain`` (0: not at all; 1: as sent). False, and nothing
+        changed, when MAX_GAINS speakers have a volume of their own already."""
+        gain = min(ev.MAX_GAIN, max(0.0, gain))
+        if gain == 1.0:
+            self.gains.pop(speaker, None)
+        elif speaker in self.gains or len(self.gains) < ev.MAX_GAINS:
+            self.gains[speaker] = gain
+        else:
+            return False
+        return True
 
     def receive(self, speaker: int, seq: int, timestamp: int, body: bytes, now: int) -> None:
         """One received voice body (SPEC.md, "Voice body"); one that does not parse is
@@ -148,7 +163,10 @@ class Speakers:
         frames = self._frames
         frames.clear()
         for uid, s in list(self._speakers.items()):
-            pcm = self._next_frame(s, now, info, uid)
+            pcm = self._next_frame(s, now, info, uid)  # ticked even when muted here
+            gain = self.gains.get(uid, 1.0)
+            if pcm is not None and gain != 1.0 and len(pcm) == FRAME_SAMPLES:
+                pcm = np.multiply(pcm, np.float32(gain), out=s.scaled) if gain else None
             if pcm is not None:
                 frames.append(pcm)
             if s.jitter.retired:

@@ -17,7 +17,7 @@ import msgpack
 
 from relay.protocol import schema
 from relay.protocol.messages import UserInfo
-from relay.protocol.schema import Finite, Range
+from relay.protocol.schema import Bounded, Finite, MaxItems, Range
 from relay.protocol.widths import U32_MAX
 
 
@@ -246,6 +246,18 @@ class SpeakerStats:
     waited: int = 0  # ticks concealed while waiting for a packet that then played
 
 
+MAX_GAIN = 2.0  # a listener's volume for one speaker goes up to 200 %
+MAX_GAINS = 1024  # speakers with a volume of their own, at most (the decode stage's table)
+
+
+@dataclass(slots=True, frozen=True)
+class SpeakerGain:
+    """The volume this listener gave one speaker: 0 (muted here) to MAX_GAIN, 1 as sent."""
+
+    user_id: Annotated[int, Range(0, U32_MAX)]
+    gain: Annotated[float, Bounded(0.0, MAX_GAIN)]
+
+
 @dataclass(slots=True, frozen=True, kw_only=True)
 class DecodeStats(StageReport):
     TOPIC = "stats.decode"
@@ -257,6 +269,7 @@ class DecodeStats(StageReport):
     bad_bodies: int = 0  # voice bodies that did not parse (SPEC.md, "Voice body"), dropped
     deafened: bool = False
     playback_fill: int = 0  # frames queued for the sink: the playout queue
+    gains: Annotated[list[SpeakerGain], MaxItems(MAX_GAINS)] = field(default_factory=list)
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -360,6 +373,15 @@ class MuteCmd(Event):
 class DeafenCmd(Event):
     TOPIC = "cmd.deafen"
     deafened: bool
+
+
+@dataclass(slots=True, frozen=True)
+class GainCmd(Event):
+    """Play one speaker at this volume here (0: muted here; 1: as sent; up to 2)."""
+
+    TOPIC = "cmd.gain"
+    user_id: Annotated[int, Range(0, U32_MAX)]
+    gain: Annotated[float, Bounded(0.0, MAX_GAIN)]
 
 
 @dataclass(slots=True, frozen=True)

@@ -46,6 +46,11 @@ def run(cfg: DecodeConfig) -> None:
             deafened = cmd.deafened
 
         rt.on(ev.DeafenCmd, deafen)
+
+        def gain(cmd: ev.GainCmd) -> None:
+            speakers.set_gain(cmd.user_id, cmd.gain)  # refused past MAX_GAINS: stats show it
+
+        rt.on(ev.GainCmd, gain)
         next_look = 0.0  # monotonic time of the next look at the playback fill
         while rt.running:
             slot = src.read(timeout=max(0.001, next_look - time.monotonic()))
@@ -96,6 +101,7 @@ def run(cfg: DecodeConfig) -> None:
                         bad_bodies=speakers.bad_bodies,
                         deafened=deafened,
                         playback_fill=dst.fill(),
+                        gains=[ev.SpeakerGain(u, g) for u, g in sorted(speakers.gains.items())],
                     ),
                 )
                 # With every report, not only on a change: a subscriber that joined late
