@@ -344,6 +344,7 @@ def test_a_channel_list_from_the_relay_replaces_the_channels() -> None:
     )
     roster = [e for e in s.take_events() if isinstance(e, ev.Roster)][-1]
     assert roster.channels == ["Lobby", "Quiz"]
+    assert roster.infos == [ChannelInfo("Quiz", "q", 4)]  # for the tree
 
 
 # --- loss feedback --------------------------------------------------------------------

@@ -284,3 +284,32 @@ def test_a_users_volume_and_local_mute_from_the_menu_are_sent_and_remembered(
     reset.trigger()
     assert sent(again)[-1] == ev.GainCmd(9, 1.0)
     again.shutdown()
+
+
+def test_talking_dots_hold_through_the_gaps_between_words(qtbot: QtBot, tmp_path: Path) -> None:
+    now = [100.0]
+    w = MainWindow(
+        Recorder(),
+        clock=lambda: now[0],
+        settings=QSettings(str(tmp_path / "hold.ini"), QSettings.Format.IniFormat),
+    )
+    qtbot.addWidget(w)
+    w.apply(ev.ConnectionState(ev.CONNECTED, "h:1", user_id=1, name="alice", channel="Lobby"))
+    w.apply(ROSTER)
+
+    def lit() -> bool:
+        bob = w.model.user_item(2)
+        return bob is not None and bob.data(SPEAKING_ROLE) is True
+
+    w.apply(ev.Activity([2]))
+    assert lit()
+    now[0] = 100.5
+    w.apply(ev.Activity([]))  # a gap between words
+    assert lit()
+    now[0] = 100.7
+    w.apply(ev.Activity([2]))
+    assert lit()
+    w.apply(ev.Activity([]))
+    now[0] = 101.2  # the hold is over: the window's timer puts the dot out
+    qtbot.waitUntil(lambda: not lit(), timeout=2000)
+    w.shutdown()

@@ -13,14 +13,16 @@ from PyQt6.QtGui import (
     QFont,
     QIcon,
     QPainter,
+    QPalette,
     QPen,
     QPixmap,
     QStandardItem,
     QStandardItemModel,
 )
+from PyQt6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem
 
 from pipeline.ipc import events as ev
-from relay.protocol.messages import UserInfo
+from relay.protocol.messages import ChannelInfo, UserInfo
 
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1  # "channel" or "user"
 CHANNEL_ROLE = Qt.ItemDataRole.UserRole + 2  # the channel's name (on channels and users)
@@ -36,7 +38,8 @@ VOLUME_ROLE = Qt.ItemDataRole.UserRole + 11  # int: the local volume % (0: muted
 
 CHANNEL, USER = "channel", "user"
 SPEAKING_BG = QColor(46, 160, 67, 90)
-WHISPER_FG = QColor(170, 90, 220)
+WHISPER_FG = QColor(120, 40, 170)  # dark enough to read on white and on its highlight
+WHISPER_SELECTED_BG = QColor(226, 208, 245)
 
 
 MUTE_RED = QColor(200, 50, 40)
@@ -87,6 +90,7 @@ class ChannelModel(QStandardItemModel):
         }
         self._states: dict[int, tuple[bool, bool]] = {}  # user id -> (muted, deafened)
         self._volumes: dict[int, tuple[int, bool]] = {}  # user id -> (local %, muted here)
+        self._infos: dict[str, ChannelInfo] = {}  # channel -> description and user limit
 
     # --- input ------------------------------------------------------------------------
 
@@ -94,6 +98,7 @@ class ChannelModel(QStandardItemModel):
         """Make the tree show exactly the roster's channels and users."""
         self._me, self._my_channel = roster.me, roster.channel
         self._states = {u.user_id: (u.muted or u.deafened, u.deafened) for u in roster.users}
+        self._infos = {c.name: c for c in roster.infos}
         channels = list(roster.channels)
         for u in roster.users:
             if u.channel not in channels:
@@ -199,10 +204,25 @@ class ChannelModel(QStandardItemModel):
             name = str(channel.data(CHANNEL_ROLE))
             mine = name == self._my_channel
             count = channel.rowCount()
-            channel.setText(f"{name}  ({count})" if count else name)
+            info = self._infos.get(name)
+            limit = info.max_users if info is not None else 0
+            description = info.description if info is not None else ""
+            text = name
+            if limit:
+                text += f"  ({count}/{limit})"  # shown even empty: the limit is news
+            elif count:
+                text += f"  ({count})"
+            if description:
+                text += f"  \u2013 {_short(description)}"
+            channel.setText(text)
+            channel.setData(description, DESCRIPTION_ROLE)
             channel.setData(mine, ME_ROLE)
             channel.setFont(_font(bold=mine))
-            channel.setToolTip("your channel" if mine else "double-click to join")
+            tip = "your channel" if mine else "double-click to join"
+            if limit:
+                full = count >= limit and not mine
+                tip = f"full: at most {limit} users" if full else f"{tip}; at most {limit} users"
+            channel.setToolTip(f"{description}\n{tip}" if description else tip)
             for user in _children(channel):
                 uid = int(user.data(USER_ID_ROLE))
                 me, speaking = uid == self._me, uid in self._speaking
@@ -232,6 +252,23 @@ class ChannelModel(QStandardItemModel):
                 tips = ["you"] if me else (["whispering to"] if uid == self._whisper else [])
                 tips += ["deafened"] if deafened else (["muted"] if muted else [])
                 user.setToolTip(f"#{uid}" + (f" ({', '.join(tips)})" if tips else ""))
+
+
+def _short(text: str, most: int = 40) -> str:
+    """A description's first line, cut to ``most`` characters for the tree."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= most else line[: most - 1] + "\u2026"
+
+
+class TreeDelegate(QStyledItemDelegate):
+    """Paints a selected whisper target in the whisper colour on a light highlight, so the
+    purple that says "only they hear you" does not vanish under the selection."""
+
+    def initStyleOption(self, option: QStyleOptionViewItem | None, index: QModelIndex) -> None:
+        super().initStyleOption(option, index)
+        if option is not None and index.data(WHISPER_ROLE):
+            option.palette.setColor(QPalette.ColorRole.Highlight, WHISPER_SELECTED_BG)
+            option.palette.setColor(QPalette.ColorRole.HighlightedText, WHISPER_FG)
 
 
 def _children(item: QStandardItem) -> list[QStandardItem]:

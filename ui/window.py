@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from PyQt6.QtCore import QModelIndex, QPoint, QSettings, QSize, Qt
+from PyQt6.QtCore import QModelIndex, QPoint, QSettings, QSize, Qt, QTimer
 from PyQt6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QAbstractItemView,
@@ -39,9 +39,10 @@ from ui.chat import ChatPanel
 from ui.connect import ConnectInfo
 from ui.connection import ConnectionModel, plain_media_error
 from ui.desired import Desired
-from ui.model import CHANNEL, CHANNEL_ROLE, USER_ID_ROLE, ChannelModel
+from ui.model import CHANNEL, CHANNEL_ROLE, USER_ID_ROLE, ChannelModel, TreeDelegate
 from ui.overlay import DiagnosticsOverlay
 from ui.servers import ServerControls
+from ui.speaking import SpeakingHold
 from ui.status import ConnectionStatus
 from ui.volume_menu import VolumeSlider
 from ui.volumes import UserVolumes, Volume
@@ -72,6 +73,10 @@ class MainWindow(QMainWindow):
         self.settings = settings if settings is not None else QSettings()
         self.desired = Desired()
         self.volumes = UserVolumes(self.settings)
+        self.speaking_hold = SpeakingHold()
+        self._hold_timer = QTimer(self)
+        self._hold_timer.setSingleShot(True)
+        self._hold_timer.timeout.connect(self._update_speaking)
         self._self_loud = False
         self._whisper_before_hold: int | None = None  # set while the whisper key is held
 
@@ -80,6 +85,7 @@ class MainWindow(QMainWindow):
         self.tree.setModel(self.model)
         self.tree.setHeaderHidden(True)
         self.tree.setIconSize(QSize(28, 12))  # the talking dot and the mute/deafen mark
+        self.tree.setItemDelegate(TreeDelegate(self.tree))
         self.tree.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.tree.customContextMenuRequested.connect(self._context_menu)
@@ -203,6 +209,8 @@ class MainWindow(QMainWindow):
             if isinstance(event, ev.InputLevel):
                 self.audio.set_level(event.level)
                 self._self_loud = event.level > SELF_SPEAKING_LEVEL
+            else:
+                self.speaking_hold.update(event.speaking, self.clock())
             self._update_speaking()
         elif isinstance(event, ev.ChatLine | ev.Notice):
             self.chat.add(event, me=self.view.roster.me)
@@ -224,9 +232,14 @@ class MainWindow(QMainWindow):
 
     def _update_speaking(self) -> None:
         if not self.connection.online:
+            self.speaking_hold.clear()
             self.model.set_speaking(set())  # nobody is heard, not even the last ones
             return
-        speaking = set(self.view.speaking)
+        now = self.clock()
+        speaking = self.speaking_hold.lit(now)
+        end = self.speaking_hold.next_change()
+        if end is not None:  # a dot to put out once its hold is over
+            self._hold_timer.start(max(1, round((end - now) * 1000)))
         if self._self_loud and not self.desired.muted and self.view.roster.me:
             speaking.add(self.view.roster.me)
         self.model.set_speaking(speaking)

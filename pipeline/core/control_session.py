@@ -25,6 +25,7 @@ from relay.protocol.messages import (
     PROTOCOL,
     Auth,
     Bye,
+    ChannelInfo,
     ChannelList,
     Chat,
     Error,
@@ -87,6 +88,7 @@ class ControlSession:
     udp_port: int = 0
     channel: str = ""
     channels: list[str] = field(default_factory=list)
+    infos: dict[str, ChannelInfo] = field(default_factory=dict)  # described or limited ones
     # Protocol 2's voice keys, from the welcome and media_key messages (never logged).
     udp_key: bytes = field(default=b"", repr=False)
     media_key_id: int = 0
@@ -306,6 +308,7 @@ class ControlSession:
                 msg.media_key,
             )
             self.channel, self.channels = msg.channel, list(msg.channels)
+            self.infos = {}  # a channel_list follows the welcome if the relay has any
             users = {u.user_id: _User.of(u) for u in msg.users}
             # A long list goes on in user_list pages: the roster is published once it is whole.
             self._paging = users if msg.more else None
@@ -374,6 +377,7 @@ class ControlSession:
         elif isinstance(msg, ChannelList):
             # The operator changed the channels (or they carry descriptions): a new tree.
             self.channels = [c.name for c in msg.channels]
+            self.infos = {c.name: c for c in msg.channels if c.description or c.max_users}
             self._events.append(self._roster())
         elif isinstance(msg, Chat):
             self._events.append(ev.ChatLine(msg.user_id, msg.name, msg.channel, msg.text, msg.ts))
@@ -499,7 +503,8 @@ class ControlSession:
             UserInfo(uid, u.name, u.channel, u.muted, u.deafened)
             for uid, u in sorted(self._users.items())
         ]
-        return ev.Roster(me=self.user_id, channel=self.channel, channels=channels, users=users)
+        infos = [self.infos[c] for c in channels if c in self.infos]
+        return ev.Roster(self.user_id, self.channel, channels, users, infos)
 
     def _notice(self, text: str) -> None:
         self._events.append(ev.Notice(text))

@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar
 import msgpack
 
 from relay.protocol import schema
-from relay.protocol.messages import UserInfo
+from relay.protocol.messages import ChannelInfo, UserInfo
 from relay.protocol.schema import Bounded, Finite, MaxItems, Range
 from relay.protocol.widths import U32_MAX
 
@@ -94,6 +94,8 @@ class Roster(Event):
     channel: str
     channels: list[str] = field(default_factory=list)
     users: list[UserInfo] = field(default_factory=list)
+    # The channels the relay describes or limits (its channel_list), by name.
+    infos: list[ChannelInfo] = field(default_factory=list)
 
 
 @dataclass(slots=True, frozen=True)

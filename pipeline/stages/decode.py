@@ -52,6 +52,7 @@ def run(cfg: DecodeConfig) -> None:
 
         rt.on(ev.GainCmd, gain)
         next_look = 0.0  # monotonic time of the next look at the playback fill
+        speaking: list[int] = []  # as last published
         while rt.running:
             slot = src.read(timeout=max(0.001, next_look - time.monotonic()))
             while slot is not None:
@@ -83,6 +84,11 @@ def run(cfg: DecodeConfig) -> None:
                     lat.add(ev.HOP_JITTER_WAIT, waited)
                 if info.timestamp:
                     tracer.add(info.seq, t0, t1, info.ahead_ns)
+            if topped_up:  # who is audible changed: tell the UI now, not at the next report
+                heard = speakers.speaking(time.monotonic_ns())
+                if heard != speaking:
+                    speaking = heard
+                    rt.publish(ev.Activity(heard))
             mono = time.monotonic()
             if topped_up:
                 next_look = mono + QUIET_AFTER_TOP_UP
@@ -106,4 +112,5 @@ def run(cfg: DecodeConfig) -> None:
                 )
                 # With every report, not only on a change: a subscriber that joined late
                 # or lost a message catches up within half a second.
-                rt.publish(ev.Activity(speakers.speaking(time.monotonic_ns())))
+                speaking = speakers.speaking(time.monotonic_ns())
+                rt.publish(ev.Activity(speaking))
