@@ -20,14 +20,15 @@ def test_a_client_that_never_connects_gives_up_after_a_few_attempts() -> None:
     assert m.headline() == "Connecting to h:9…"
     assert m.apply(retrying(1)) is False
     assert m.phase == cn.CONNECTING  # never connected: not "reconnecting"
-    assert m.headline().startswith("Connecting to h:9… (attempt 2): nothing answers at h:9")
+    assert m.headline().startswith("Connecting to h:9… (attempt 2): nothing answers there")
     assert m.apply(retrying(2)) is False
     assert m.apply(retrying(3)) is True  # stop the client now
     assert m.phase == cn.UNREACHABLE and m.can_retry
     assert m.headline() == (
-        "Could not connect to h:9: nothing answers at h:9: is the server running, "
-        "and the port right?"
+        "Could not connect to h:9: nothing answers there: is the server running, "
+        "and is the port right?"
     )
+    assert m.title() == "Could not connect to h:9"
     assert m.apply(retrying(4)) is False and m.phase == cn.UNREACHABLE  # late events ignored
     m.start("h:9")  # Retry
     assert m.phase == cn.CONNECTING and m.attempt == 0
@@ -63,7 +64,7 @@ def test_reasons_in_a_desktop_users_words() -> None:
     assert plain_reason("cannot reach nowhere.example:80: Name or service not known") == (
         "there is no server named nowhere.example: check the spelling"
     )
-    assert "does not answer" in plain_reason("cannot reach 10.1.1.1:80: timed out")
+    assert "no answer" in plain_reason("cannot reach 10.1.1.1:80: timed out")
     assert "not a voice chat server" in plain_reason(
         "TLS handshake with h:1 failed (EOF); a relay started with --insecure speaks protocol 1"
     )

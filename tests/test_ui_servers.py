@@ -56,9 +56,10 @@ def test_a_server_that_never_answers_stops_and_says_why_with_a_retry(
         qtbot.waitUntil(lambda: window.connection.phase == cn.UNREACHABLE, timeout=WAIT)
         assert not host.running  # gave up: no client keeps trying in the background
         assert window.status.text() == (
-            f"Could not connect to 127.0.0.1:{port}: nothing answers at 127.0.0.1:{port}: "
-            "is the server running, and the port right?"
+            f"Could not connect to 127.0.0.1:{port}: nothing answers there: "
+            "is the server running, and is the port right?"
         )
+        assert window.servers.banner_title.text() == f"Could not connect to 127.0.0.1:{port}"
         assert window.servers.banner.isVisible() and window.servers.retry_button.isVisible()
         assert not window.tree.isEnabled()
         proc, _ = start_relay("--port", str(port))

@@ -85,6 +85,15 @@ class ConnectionModel:
     def can_retry(self) -> bool:
         return self.phase in STOPPED_PHASES and bool(self.server)
 
+    def title(self) -> str:
+        """The banner's first line: what happened, without the why."""
+        to = f" to {self.server}" if self.server else ""
+        if self.phase == UNREACHABLE:
+            return f"Could not connect{to}"
+        if self.phase == FAILED:
+            return "Stopped"
+        return f"Disconnected from {self.server}" if self.server else "Not connected"
+
     def headline(self) -> str:
         """The status bar's line."""
         to = f" to {self.server}" if self.server else ""
@@ -111,7 +120,7 @@ class ConnectionModel:
 _REASONS = (
     (
         "Connection refused",
-        "nothing answers at {server}: is the server running, and the port right?",
+        "nothing answers there: is the server running, and is the port right?",
     ),
     ("Name or service not known", "there is no server named {host}: check the spelling"),
     ("nodename nor servname", "there is no server named {host}: check the spelling"),
@@ -120,10 +129,10 @@ _REASONS = (
         "Temporary failure in name resolution",
         "the name {host} cannot be looked up: are you online?",
     ),
-    ("timed out", "{server} does not answer: check the address (or a firewall is in the way)"),
+    ("timed out", "no answer: check the address (or a firewall is in the way)"),
     ("Network is unreachable", "there is no network route to {host}: are you online?"),
     ("No route to host", "there is no network route to {host}: are you online?"),
-    ("TLS handshake", "{server} answered, but it is not a voice chat server this app can use"),
+    ("TLS handshake", "something answered, but not a voice chat server this app can use"),
     ("bad_password", "the server's password is wrong (Server → Connect… to enter it)"),
     ("too_many_attempts", "too many wrong passwords: the server refuses this computer for a while"),
     ("bad_version", "the server runs another version of the voice chat: one of you must update"),

@@ -10,7 +10,15 @@ from collections.abc import Callable
 
 from PyQt6.QtCore import QObject, QSettings, pyqtSignal
 from PyQt6.QtGui import QAction, QKeySequence
-from PyQt6.QtWidgets import QFrame, QHBoxLayout, QLabel, QMenu, QPushButton, QWidget
+from PyQt6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ui import connection as cn
 from ui.connect import ConnectDialog, ConnectInfo
@@ -42,17 +50,24 @@ class ServerControls(QObject):
 
         self.banner = QFrame()
         self.banner.setStyleSheet("QFrame { background: #fbeaea; border-radius: 4px; }")
+        self.banner_title = QLabel()
+        self.banner_title.setWordWrap(True)
+        self.banner_title.setStyleSheet("font-weight: bold")
         self.banner_label = QLabel()
         self.banner_label.setWordWrap(True)
         self.retry_button = QPushButton("Retry")
         self.retry_button.clicked.connect(self.retry_chosen.emit)
         self.change_button = QPushButton("Connect…")
         self.change_button.clicked.connect(lambda: self.open_dialog())
-        row = QHBoxLayout(self.banner)
-        row.setContentsMargins(8, 4, 4, 4)
-        row.addWidget(self.banner_label, 1)
+        column = QVBoxLayout(self.banner)
+        column.setContentsMargins(8, 6, 8, 6)
+        column.addWidget(self.banner_title)
+        column.addWidget(self.banner_label)
+        row = QHBoxLayout()
         row.addWidget(self.retry_button)
         row.addWidget(self.change_button)
+        row.addStretch(1)
+        column.addLayout(row)
         self.banner.hide()
         self.refresh_favourites()
 
@@ -71,10 +86,14 @@ class ServerControls(QObject):
         self.retry_action.setEnabled(model.can_retry)
         self.retry_button.setVisible(model.can_retry)
         self.banner.setVisible(stopped)
-        if model.phase == cn.NOT_CONNECTED and not model.server:
-            self.banner_label.setText("Not connected. Pick a server to talk.")
+        self.banner_title.setText(model.title())
+        if model.phase == cn.NOT_CONNECTED:
+            self.banner_label.setText(
+                "Pick a server to talk." if not model.server else "You left the server."
+            )
         else:
-            self.banner_label.setText(model.headline())
+            why = model.reason[:1].upper() + model.reason[1:]
+            self.banner_label.setText(why if why.endswith((".", "?", "!")) else why + ".")
         self.change_button.setText("Other server…" if model.server else "Connect…")
 
     def refresh_favourites(self) -> None:
