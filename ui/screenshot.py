@@ -38,7 +38,7 @@ def sample_events(now: float) -> list[ev.Event]:
     users = [
         UserInfo(1, "Alice", "Lobby"),
         UserInfo(2, "Bob", "Lobby"),
-        UserInfo(3, "Carol", "Lobby"),
+        UserInfo(3, "Carol", "Lobby", muted=True),
         UserInfo(4, "Dave", "Gaming"),
         UserInfo(5, "Erin", "Gaming"),
         UserInfo(6, "Frank", "AFK"),
@@ -101,8 +101,14 @@ def render(path: Path) -> None:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     now = time.time()
     mono = 1000.0
+    import tempfile
+
+    from PyQt6.QtCore import QSettings
+
     bridge = BusBridge()
-    window = MainWindow(bridge, clock=lambda: mono)
+    ini = Path(tempfile.mkdtemp(prefix="vc-shot-")) / "ui.ini"
+    settings = QSettings(str(ini), QSettings.Format.IniFormat)  # not the user's
+    window = MainWindow(bridge, clock=lambda: mono, settings=settings)
     # The last minute of the graph: clean at first, then the chaos slider at 5 %.
     for i in range(119):
         t = mono - 60 + i * 0.5
@@ -137,11 +143,14 @@ channels = [
 """
 
 
-def render_live(path: Path, seconds: float = 50.0, states: bool = True) -> None:
+def render_live(
+    path: Path, seconds: float = 50.0, states: bool = True, everyone: bool = True
+) -> None:
     """A real call on loopback: Bob talking (5 % chaos loss), Carol muted, Dave talking
     at a volume Alice lowered to 40 %, Erin in another channel; the overlay open. With
     ``states``, also the window while the relay is down (``-disconnected``) and a window
-    that never reached its server (``-never-connected``), next to ``path``."""
+    that never reached its server (``-never-connected``), next to ``path``. Without
+    ``everyone``, Bob alone (a quick check that it still runs)."""
     import tempfile
 
     from PyQt6.QtCore import QSettings
@@ -175,14 +184,12 @@ def render_live(path: Path, seconds: float = 50.0, states: bool = True) -> None:
     try:
         bob = LocalClient(replace(base, name="Bob", source=MediaSpec("speech"),
                                   loss_percent=5.0, seed=3)).start()  # fmt: skip
-        carol = LocalClient(replace(base, name="Carol")).start()
-        dave = LocalClient(replace(base, name="Dave", source=MediaSpec("speech"), seed=8)).start()
-        others += [
-            bob,
-            carol,
-            dave,
-            LocalClient(replace(base, name="Erin", channel="Gaming")).start(),
-        ]
+        others.append(bob)
+        if everyone:
+            carol = LocalClient(replace(base, name="Carol")).start()
+            dave = LocalClient(replace(base, name="Dave", source=MediaSpec("speech"), seed=8))
+            erin = LocalClient(replace(base, name="Erin", channel="Gaming"))
+            others += [carol, dave.start(), erin.start()]
         window = MainWindow(BusBridge(), ClientHost(replace(base, name="Alice")), settings=settings)
         windows.append(window)
         window.show()
@@ -190,16 +197,17 @@ def render_live(path: Path, seconds: float = 50.0, states: bool = True) -> None:
         window.host.start()
         for other in others:
             other.until(connected, 120, f"{other.sup.cfg.name} connected")  # 30 processes
-        carol.command(ev.MuteCmd(True), lambda v: v.encode is not None and v.encode.muted)
-        pump(60, lambda: "Dave" in [u.name for u in window.view.roster.users])
-        dave_id = next(u.user_id for u in window.view.roster.users if u.name == "Dave")
-        window.set_volume(dave_id, percent=40)
-        start = time.monotonic()
         lines = [  # (when, who, text): a short exchange halfway through
             (seconds / 2, bob.bus.publish, "can you hear me? chaos is at 5 % on my side"),
             (seconds / 2 + 1.5, window.bridge.publish, "loud and clear, a few clicks"),
-            (seconds / 2 + 3, carol.bus.publish, "notes: https://example.org/notes"),
         ]
+        if everyone:
+            carol.command(ev.MuteCmd(True), lambda v: v.encode is not None and v.encode.muted)
+            pump(60, lambda: "Dave" in [u.name for u in window.view.roster.users])
+            dave_id = next(u.user_id for u in window.view.roster.users if u.name == "Dave")
+            window.set_volume(dave_id, percent=40)
+            lines.append((seconds / 2 + 3, carol.bus.publish, "notes: https://example.org/notes"))
+        start = time.monotonic()
         while (elapsed := time.monotonic() - start) < seconds:
             pump(0.05)
             while lines and elapsed >= lines[0][0]:
