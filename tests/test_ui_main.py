@@ -19,7 +19,7 @@ from tests.test_pipeline_main import alive, descendants
 from ui.__main__ import build_parser, first_connect
 from ui.busbridge import BusBridge
 from ui.host import ClientConfig, ClientHost
-from ui.window import MainWindow
+from ui.window import INPUT_KEY, OUTPUT_KEY, MainWindow
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -108,3 +108,20 @@ def test_sigterm_stops_the_window_and_every_stage(relay_port: int) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_the_audio_chosen_last_time_is_used_when_none_is_given(tmp_path: Path) -> None:
+    from ui.__main__ import _media
+    from ui.host import parse_media
+
+    settings = QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+    settings.setValue(INPUT_KEY, "tone:440")
+    notices: list[str] = []
+    assert _media(None, "input", "silence", notices, parse_media, settings) == MediaSpec(
+        "tone", "440"
+    )
+    assert _media("speech", "input", "silence", notices, parse_media, settings).kind == "speech"
+    settings.setValue(OUTPUT_KEY, "/nonexistent/dir/out.wav")
+    out = _media(None, "output", "null", notices, parse_media, settings)
+    assert out.kind in ("device", "null")  # the device, or null without one
+    assert "the output chosen last time cannot be used" in notices[0]

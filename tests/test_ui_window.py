@@ -16,7 +16,7 @@ from ui.busbridge import BusBridge
 from ui.connect import ConnectInfo
 from ui.model import SPEAKING_ROLE, VOLUME_ROLE
 from ui.volume_menu import VolumeSlider
-from ui.window import MainWindow
+from ui.window import BITRATE_KEY, MainWindow
 
 
 class Recorder(BusBridge):
@@ -213,6 +213,12 @@ def test_chaos_slider_sends_the_command_over_the_bus(qtbot: QtBot) -> None:
         assert window.audio.chaos_label.text() == "37 %"
         window.shutdown()
         assert not bridge.attached
+
+
+def test_the_bitrate_chosen_is_remembered(window: MainWindow) -> None:
+    window.audio.bitrate.activated.emit(window.audio.bitrate.findData(24000))
+    assert sent(window)[-1] == ev.BitrateCmd(24000)
+    assert int(window.settings.value(BITRATE_KEY)) == 24000
 
 
 def test_attached_window_cannot_change_devices(window: MainWindow) -> None:

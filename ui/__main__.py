@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from PyQt6.QtCore import QTimer
+from PyQt6.QtCore import QSettings, QTimer
 from PyQt6.QtWidgets import QApplication
 
 from pipeline.ipc import events as ev
@@ -24,7 +24,7 @@ from pipeline.ipc.bus import BusAddress
 from ui.busbridge import BusBridge
 from ui.connect import validate
 from ui.connection import plain_media_error
-from ui.window import MainWindow
+from ui.window import BITRATE_KEY, INPUT_KEY, OUTPUT_KEY, MainWindow
 
 if TYPE_CHECKING:
     from pipeline.media.sources import MediaSpec
@@ -78,14 +78,24 @@ def main(argv: list[str] | None = None) -> int:
     from ui.host import ClientConfig, ClientHost, MediaError, parse_media
 
     notices: list[str] = []
+    settings = QSettings()
     try:
-        source = _media(args.input, "input", "silence", notices, parse_media)
-        sink = _media(args.output, "output", "null", notices, parse_media)
+        source = _media(args.input, "input", "silence", notices, parse_media, settings)
+        sink = _media(args.output, "output", "null", notices, parse_media, settings)
     except MediaError as exc:
         print(f"voicechat-ui: {exc}", file=sys.stderr)
         return 2
+    bitrate = settings.value(BITRATE_KEY, 48000)
     # No server yet: the window connects once one is chosen (here or in its Server menu).
-    cfg = ClientConfig(host="", port=0, name="", channel=args.channel, source=source, sink=sink)
+    cfg = ClientConfig(
+        host="",
+        port=0,
+        name="",
+        channel=args.channel,
+        source=source,
+        sink=sink,
+        bitrate=int(bitrate) if str(bitrate).isdigit() else 48000,
+    )
     host = ClientHost(cfg)
     window = MainWindow(bridge, host, list_devices())
     app.aboutToQuit.connect(window.shutdown)
@@ -125,10 +135,18 @@ def _media(
     fallback: str,
     notices: list[str],
     parse: Callable[[str, str], MediaSpec],
+    settings: QSettings | None = None,
 ) -> MediaSpec:
-    """The chosen source/sink; without a choice, the sound device, or ``fallback`` if it fails."""
+    """The chosen source/sink; without a choice, the one chosen last time in the window,
+    else the sound device, or ``fallback`` if that fails."""
     if text:
         return parse(text, kind)
+    remembered = settings.value(INPUT_KEY if kind == "input" else OUTPUT_KEY) if settings else None
+    if remembered:
+        try:
+            return parse(str(remembered), kind)
+        except ValueError as exc:
+            notices.append(f"the {kind} chosen last time cannot be used ({exc})")
     try:
         return parse("device", kind)
     except ValueError as exc:

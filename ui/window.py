@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from ui.host import ClientHost
 
 WHISPER_KEY = Qt.Key.Key_F4  # held down: whisper to the user selected in the tree
+# What the audio settings remember (QSettings keys); python -m ui starts with them.
+INPUT_KEY, OUTPUT_KEY, BITRATE_KEY = "audio/input", "audio/output", "audio/bitrate"
 SELF_SPEAKING_LEVEL = 0.02  # own microphone RMS above which the local user is lit in the tree
 
 
@@ -307,6 +309,9 @@ class MainWindow(QMainWindow):
     def _bitrate(self, bps: int) -> None:
         self.desired.bitrate = bps
         self.bridge.publish(ev.BitrateCmd(bps))
+        if self.host is not None:
+            self.host.configure(bitrate=bps)  # a restart (new server, device) keeps it
+        self.settings.setValue(BITRATE_KEY, bps)
 
     def _chaos(self, percent: float) -> None:
         self.desired.chaos = percent
@@ -328,6 +333,8 @@ class MainWindow(QMainWindow):
             self.chat.add(ev.Notice(f"{kind} not changed: {plain_media_error(error)}"))
             picker = self.audio.input if kind == "input" else self.audio.output
             picker.select(self.host.source_text if kind == "input" else self.host.sink_text)
+        else:
+            self.settings.setValue(INPUT_KEY if kind == "input" else OUTPUT_KEY, text)
 
     def _volume_server(self) -> str:
         """The server the volumes are remembered for (names are per server)."""
