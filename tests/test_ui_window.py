@@ -319,3 +319,26 @@ def test_talking_dots_hold_through_the_gaps_between_words(qtbot: QtBot, tmp_path
     now[0] = 101.2  # the hold is over: the window's timer puts the dot out
     qtbot.waitUntil(lambda: not lit(), timeout=2000)
     w.shutdown()
+
+
+def test_a_granted_name_is_said_once_whether_the_notice_comes_or_not(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    from pipeline.media.sources import MediaSpec
+    from ui.host import ClientConfig, ClientHost
+
+    cfg = ClientConfig("h", 1, "alice", source=MediaSpec("silence"), sink=MediaSpec("null"))
+    w = MainWindow(
+        Recorder(),
+        ClientHost(cfg),
+        settings=QSettings(str(tmp_path / "n.ini"), QSettings.Format.IniFormat),
+    )
+    qtbot.addWidget(w)
+    w.connection.start("h:1")
+    state = ev.ConnectionState(ev.CONNECTED, "h:1", user_id=3, name="alice-2", channel="Lobby")
+    w.apply(state)
+    w.apply(ev.Notice("you are alice-2 on this server: alice was taken"))  # the control's
+    w.apply(state)  # a snapshot
+    said = [line for line in w.chat.lines() if "alice-2" in line]
+    assert len(said) == 1 and said[0].endswith("you are alice-2 on this server: alice was taken")
+    w.shutdown()

@@ -32,6 +32,7 @@ from PyQt6.QtWidgets import (
 
 from pipeline.core.client_view import ClientView
 from pipeline.core.pins import CERTIFICATE_CHANGED
+from pipeline.core.presence_news import granted_name
 from pipeline.ipc import events as ev
 from ui.audio_panel import AudioControls
 from ui.busbridge import BusBridge
@@ -81,6 +82,7 @@ class MainWindow(QMainWindow):
         self._hold_timer.timeout.connect(self._update_speaking)
         self._self_loud = False
         self._whisper_before_hold: int | None = None  # set while the whisper key is held
+        self._name_line = ""  # the granted-name line shown (said once, from either source)
 
         self.model = ChannelModel()
         self.tree = QTreeView()
@@ -200,6 +202,7 @@ class MainWindow(QMainWindow):
             self._render_connection()
             if event.name and event.server and event.state == ev.CONNECTED:
                 self.setWindowTitle(f"Voice chat \u2013 {event.name} @ {event.server}")
+                self._check_name(event.name)
         elif isinstance(event, ev.Roster):
             self.model.set_roster(event)
             self.tree.expandAll()
@@ -215,7 +218,8 @@ class MainWindow(QMainWindow):
                 self.speaking_hold.update(event.speaking, self.clock())
             self._update_speaking()
         elif isinstance(event, ev.ChatLine | ev.Notice):
-            self.chat.add(event, me=self.view.roster.me)
+            if not (isinstance(event, ev.Notice) and event.text == self._name_line):
+                self.chat.add(event, me=self.view.roster.me)
         elif isinstance(event, ev.StageReport):
             for cmd in self.desired.corrections(event):
                 self.bridge.publish(cmd)
@@ -231,6 +235,17 @@ class MainWindow(QMainWindow):
         self.tree.setEnabled(online)
         self.chat.set_enabled_for(online)
         self._update_speaking()
+
+    def _check_name(self, granted: str) -> None:
+        """Say once if the relay gave us another name. The control process says so too,
+        but a notice published in its first moments can miss the bus (ZeroMQ drops what
+        a publisher sends before it learns the subscriptions); the state is re-sent."""
+        asked = self.host.cfg.name if self.host is not None else ""
+        if asked and granted != asked:
+            line = granted_name(granted, asked)
+            if line != self._name_line:
+                self._name_line = line
+                self.chat.add(ev.Notice(line))
 
     def _update_speaking(self) -> None:
         if not self.connection.online:

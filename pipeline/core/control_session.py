@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import count
 
-from pipeline.core.presence_news import PresenceNews
+from pipeline.core.presence_news import PresenceNews, granted_name
 from pipeline.ipc import events as ev
 from relay.protocol.errors import FramingError, ProtocolError
 from relay.protocol.messages import (
@@ -428,7 +428,7 @@ class ControlSession:
         me = self._users.get(self.user_id)
         if me is not None:
             if me.name != self.name and me.name != self._granted:
-                self._notice(f"you are {me.name} on this server: {self.name} was taken")
+                self._notice(granted_name(me.name, self.name))
             self._granted = me.name
             if (me.muted, me.deafened) != (self.muted or self.deafened, self.deafened):
                 self._send(SelfState(self.muted, self.deafened))

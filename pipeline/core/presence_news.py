@@ -19,6 +19,11 @@ from dataclasses import dataclass, field
 RETURN_GRACE = 15.0  # seconds after a reconnect for the others to come back silently
 
 
+def granted_name(granted: str, asked: str) -> str:
+    """The line for a relay that gave us another name than the one we asked for."""
+    return f"you are {granted} on this server: {asked} was taken"
+
+
 @dataclass
 class PresenceNews:
     grace: float = RETURN_GRACE
