@@ -87,6 +87,10 @@ def test_chat_round_trip_through_a_real_relay(qtbot: QtBot, relay: RelayProcess)
         )
         window.toggle_overlay()
         assert "TCP ping" in window.overlay.text.text()
+        # Quit from the tray: the window closes and every process stops (the autouse
+        # fixture fails the test if a process or a shared-memory segment is left).
+        window.tray.quit_chosen.emit()
+        assert window.host is not None and not window.host.running
     finally:
         window.shutdown()
 

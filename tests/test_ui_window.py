@@ -342,3 +342,21 @@ def test_a_granted_name_is_said_once_whether_the_notice_comes_or_not(
     said = [line for line in w.chat.lines() if "alice-2" in line]
     assert len(said) == 1 and said[0].endswith("you are alice-2 on this server: alice was taken")
     w.shutdown()
+
+
+def test_the_tray_mutes_deafens_and_quits_like_the_panel(window: MainWindow) -> None:
+    tray = window.tray
+    tray.mute_action.trigger()
+    assert window.audio.mute.isChecked() and sent(window)[-1] == ev.MuteCmd(True)
+    window.audio.mute.setChecked(False)
+    assert not tray.mute_action.isChecked()
+    tray.deafen_action.trigger()  # deafen mutes too, and mute cannot be undone meanwhile
+    assert window.audio.deafen.isChecked() and window.audio.mute.isChecked()
+    assert tray.mute_action.isChecked() and not tray.mute_action.isEnabled()
+    tray.mute_action.trigger()
+    assert window.audio.mute.isChecked() and tray.mute_action.isChecked()
+    tray.deafen_action.trigger()
+    assert not window.audio.mute.isChecked() and tray.mute_action.isEnabled()
+    assert tray.available is False  # offscreen: no tray, the icon is never shown
+    tray.quit_chosen.emit()
+    assert not window.isVisible()

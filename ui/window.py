@@ -45,6 +45,7 @@ from ui.overlay import DiagnosticsOverlay
 from ui.servers import ServerControls
 from ui.speaking import SpeakingHold
 from ui.status import ConnectionStatus
+from ui.tray import Tray
 from ui.volume_menu import VolumeSlider
 from ui.volumes import UserVolumes, Volume
 
@@ -152,6 +153,9 @@ class MainWindow(QMainWindow):
         self.audio.input_chosen.connect(lambda text: self._change_media("input", text))
         self.audio.output_chosen.connect(lambda text: self._change_media("output", text))
         bridge.received.connect(self.apply)
+        self.tray = Tray(self, self.audio.mute, self.audio.deafen)
+        self.tray.show_chosen.connect(self._raise)
+        self.tray.quit_chosen.connect(self.close)  # closing stops the client; python -m ui quits
 
         if host is None:
             self.audio.set_devices_fixed("attached to a client this window does not own")
@@ -490,6 +494,12 @@ class MainWindow(QMainWindow):
         if self.host is not None:
             self.host.stop()
 
+    def _raise(self) -> None:
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
     def closeEvent(self, event: QCloseEvent | None) -> None:
+        self.tray.hide()
         self.shutdown()
         super().closeEvent(event)
