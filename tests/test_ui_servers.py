@@ -62,11 +62,21 @@ def test_a_server_that_never_answers_stops_and_says_why_with_a_retry(
         assert window.servers.banner_title.text() == f"Could not connect to 127.0.0.1:{port}"
         assert window.servers.banner.isVisible() and window.servers.retry_button.isVisible()
         assert not window.tree.isEnabled()
-        proc, _ = start_relay("--port", str(port))
+        config = tmp_path / "relay.toml"
+        config.write_text(
+            'channels = ["Lobby", { name = "Quiz", description = "Fridays", max_users = 4 }]\n'
+        )
+        proc, _ = start_relay("--port", str(port), "--config", str(config))
         try:
             qtbot.mouseClick(window.servers.retry_button, Qt.MouseButton.LeftButton)
             qtbot.waitUntil(lambda: window.connection.online, timeout=WAIT)
             assert not window.servers.banner.isVisible() and window.tree.isEnabled()
+
+            def described() -> bool:  # the relay's channel_list, in the tree
+                quiz = window.model.channel_item("Quiz")
+                return quiz is not None and quiz.text() == "Quiz  (0/4)  \u2013 Fridays"
+
+            qtbot.waitUntil(described, timeout=WAIT)
         finally:
             window.shutdown()
             stop_relay(proc)
