@@ -91,3 +91,11 @@ def test_the_meter_says_when_you_are_muted(qtbot: QtBot) -> None:
     assert controls.meter_state.text() == "muted" and not controls.meter.isEnabled()
     controls.set_level(0.1)
     assert controls.meter.value() == 40  # the level still shows: you can test the mic
+
+
+def test_a_device_that_refuses_48_khz_mono_is_not_offered() -> None:
+    marked = [
+        {**DEVICES[0], "usable_input": False, "usable_output": False},
+        {**DEVICES[2], "usable_input": True, "usable_output": True},
+    ]
+    assert [s for _, s in device_choices(marked, "input")][:2] == ["device", "device:2"]

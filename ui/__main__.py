@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             window.shutdown()
 
     # Imported here: the client's stages (and the core they need) load only when we own one.
-    from pipeline.media.sound_device import list_devices
+    from pipeline.media.sound_device import usable_devices
     from ui.host import ClientConfig, ClientHost, MediaError, parse_media
 
     notices: list[str] = []
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         bitrate=int(bitrate) if str(bitrate).isdigit() else 48000,
     )
     host = ClientHost(cfg)
-    window = MainWindow(bridge, host, list_devices())
+    window = MainWindow(bridge, host, usable_devices())
     app.aboutToQuit.connect(window.shutdown)
     for text in notices:
         window.chat.add(ev.Notice(plain_media_error(text)))

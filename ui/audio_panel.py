@@ -45,11 +45,17 @@ def level_db(level: float) -> float:
 
 
 def device_choices(devices: list[dict[str, Any]], kind: str) -> list[tuple[str, str]]:
-    """(label, spec) for the default device, each usable device of that kind, and test options."""
+    """(label, spec) for the default device, each usable device of that kind, and test options.
+
+    A device marked ``usable_input``/``usable_output`` (pipeline.media.sound_device.
+    usable_devices) is listed only if it takes 48 kHz mono; unmarked, if it has channels."""
     key = "max_input_channels" if kind == "input" else "max_output_channels"
     out = [("Default sound device", "device")]
     for index, d in enumerate(devices):
-        if int(d.get(key, 0) or 0) > 0:
+        usable = d.get(f"usable_{kind}")
+        if usable is False:
+            continue
+        if usable or int(d.get(key, 0) or 0) > 0:
             out.append(
                 (
                     f"{d.get('name', 'device')} (#{d.get('index', index)})",
