@@ -360,3 +360,17 @@ def test_the_tray_mutes_deafens_and_quits_like_the_panel(window: MainWindow) -> 
     assert tray.available is False  # offscreen: no tray, the icon is never shown
     tray.quit_chosen.emit()
     assert not window.isVisible()
+
+
+def test_sounds_for_joins_leaves_and_others_messages_when_turned_on(window: MainWindow) -> None:
+    window.apply(ROSTER)
+    window.apply(ev.ChatLine(2, "bob", "Lobby", "hi", 0.0))
+    assert window.sounds.played == []  # off until the user turns them on
+    window.audio.sounds.setChecked(True)
+    assert str(window.settings.value("notify/sounds")) == "true"
+    window.apply(ev.ChatLine(2, "bob", "Lobby", "hi", 0.0))
+    window.apply(ev.ChatLine(1, "alice", "Lobby", "mine", 0.0))  # our own: no sound
+    window.apply(ev.Notice("dan joined Lobby"))
+    window.apply(ev.Notice("dan joined Gaming"))  # another channel: no sound
+    window.apply(ev.Notice("dan left Lobby"))
+    assert window.sounds.played == ["message", "join", "leave"]

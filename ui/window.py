@@ -41,6 +41,7 @@ from ui.connect import ConnectInfo
 from ui.connection import ConnectionModel, plain_media_error
 from ui.desired import Desired
 from ui.model import CHANNEL, CHANNEL_ROLE, USER_ID_ROLE, ChannelModel, TreeDelegate
+from ui.notify import JOIN, LEAVE, MESSAGE, Sounds
 from ui.overlay import DiagnosticsOverlay
 from ui.servers import ServerControls
 from ui.speaking import SpeakingHold
@@ -153,6 +154,9 @@ class MainWindow(QMainWindow):
         self.audio.input_chosen.connect(lambda text: self._change_media("input", text))
         self.audio.output_chosen.connect(lambda text: self._change_media("output", text))
         bridge.received.connect(self.apply)
+        self.sounds = Sounds(self.settings, self)
+        self.audio.sounds.setChecked(self.sounds.enabled)
+        self.audio.sounds.toggled.connect(self.sounds.set_enabled)
         self.tray = Tray(self, self.audio.mute, self.audio.deafen)
         self.tray.show_chosen.connect(self._raise)
         self.tray.quit_chosen.connect(self.close)  # closing stops the client; python -m ui quits
@@ -224,6 +228,7 @@ class MainWindow(QMainWindow):
         elif isinstance(event, ev.ChatLine | ev.Notice):
             if not (isinstance(event, ev.Notice) and event.text == self._name_line):
                 self.chat.add(event, me=self.view.roster.me)
+                self._notify(event)
         elif isinstance(event, ev.StageReport):
             for cmd in self.desired.corrections(event):
                 self.bridge.publish(cmd)
@@ -239,6 +244,19 @@ class MainWindow(QMainWindow):
         self.tree.setEnabled(online)
         self.chat.set_enabled_for(online)
         self._update_speaking()
+
+    def _notify(self, event: ev.ChatLine | ev.Notice) -> None:
+        """A sound for a chat line from someone else, or someone joining or leaving your
+        channel (the control process's lines: already only real changes)."""
+        if isinstance(event, ev.ChatLine):
+            if event.user_id != self.view.roster.me:
+                self.sounds.play(MESSAGE)
+            return
+        mine = self.view.roster.channel
+        if mine and event.text.endswith(f" joined {mine}"):
+            self.sounds.play(JOIN)
+        elif mine and event.text.endswith(f" left {mine}"):
+            self.sounds.play(LEAVE)
 
     def _check_name(self, granted: str) -> None:
         """Say once if the relay gave us another name. The control process says so too,
@@ -491,6 +509,7 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Detach from the bus and stop the client this window owns (idempotent)."""
         self.bridge.detach()
+        self.sounds.close()
         if self.host is not None:
             self.host.stop()
 
