@@ -11,7 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.concealment import FADE_IN_SAMPLES
-from pipeline.core.redundancy import REDUNDANT_BITRATE, REDUNDANT_COMPLEXITY, RedundantFrames
+from pipeline.core.redundancy import (
+    REDUNDANT_BITRATE,
+    REDUNDANT_COMPLEXITY,
+    RedundantFrames,
+    backs_for,
+)
 from pipeline.core.speakers import CONCEALED, MAX_SPEAKERS, RECOVERED, VOICE, Speakers
 from pipeline.core.voice_link import VoiceLink
 from pipeline.ipc import events as ev
@@ -369,28 +374,32 @@ def test_audio_back_after_a_long_outage_fades_in_and_the_outage_fades_out() -> N
 
 
 def redundant_stream(
-    n: int, copy_bitrate: int | None
+    n: int, copy_bitrate: int | None, fec: bool = True
 ) -> tuple[list[bytes], list[bytes], list[bytes]]:
     """The bodies a sender with two copies per packet sends, its primaries and its copies
     (``copy_bitrate`` None: the copies are the primary packets themselves)."""
-    primary_enc = OpusEncoder(48000, loss_percent=10)
+    primary_enc = OpusEncoder(48000, loss_percent=10 if fec else 0, fec=fec)
     copy_enc = OpusEncoder(copy_bitrate or 48000, fec=False, complexity=REDUNDANT_COMPLEXITY)
     frames = RedundantFrames()
     bodies, primaries, copies = [], [], []
     for i, f in enumerate(continuous_talk(n)):
         p = primary_enc.encode(f)
         c = copy_enc.encode(f) if copy_bitrate else p
-        bodies.append(frames.body(i, p, c, depth=2))
+        bodies.append(frames.body(i, p, c, backs_for(2, fec)))
         primaries.append(p)
         copies.append(c)
     return bodies, primaries, copies
 
 
-@pytest.mark.parametrize("copy_bitrate", [None, REDUNDANT_BITRATE])
-def test_with_two_copies_bursts_of_up_to_2_are_rebuilt_exactly(copy_bitrate: int | None) -> None:
-    bodies, primaries, copies = redundant_stream(60, copy_bitrate)
+@pytest.mark.parametrize(("copy_bitrate", "fec"), [(None, False), (REDUNDANT_BITRATE, True)])
+def test_with_two_copies_bursts_of_up_to_2_are_rebuilt_exactly(
+    copy_bitrate: int | None, fec: bool
+) -> None:
+    # Full-rate copies 1 and 2 back without FEC; and what is sent: copies at the copies'
+    # bitrate 2 and 3 back with FEC on (not needed here: every lost frame has a copy 2 back).
+    bodies, primaries, copies = redundant_stream(60, copy_bitrate, fec)
     lost = {10, 20, 21, 35, 36, 45}  # one burst of 1, two of 2, one more single
-    sp = Speakers(watermark=3)  # the copy of frame k arrives at k + 2: it must still be due
+    sp = Speakers(watermark=3, fec=fec)  # a copy 2 back arrives while its frame is due
     out = play_with_loss(sp, bodies, lost, ticks=60)
     # What a decoder makes of the primaries with each lost one replaced by its copy: with
     # full-rate copies that is the lossless stream itself.

@@ -164,6 +164,7 @@ class JitterBuffer:
         max_target_ns: int = 300_000_000,
         outage_ns: int = 1_000_000_000,
         fec_headroom_after: int = 2,
+        max_red_headroom: int = 3,
     ) -> None:
         if not 1 <= watermark <= max_depth:
             raise ValueError(f"watermark {watermark} must be in 1..max_depth ({max_depth})")
@@ -190,6 +191,7 @@ class JitterBuffer:
         self.max_target_ns = max_target_ns
         self.outage_ns = outage_ns
         self.fec_headroom_after = fec_headroom_after  # losses in the last 10 s
+        self.max_red_headroom = max_red_headroom  # frames held for copies, at most
         self.stretch_wanted = 0  # samples: + lengthen, - shorten (adaptive, after a Frame)
         self.stretch_urgent = False  # stretch speech too, not only quiet audio
         self._stats = JitterStats()
@@ -464,7 +466,7 @@ class JitterBuffer:
         # in a burst, as far back as the sender's copies have lately gone.
         recent = self._now is not None and self._now - self._red_at <= LOSS_WINDOW_NS
         if headroom and self._red_back > 1 and recent:
-            headroom = FRAME_NS * self._red_back
+            headroom = FRAME_NS * min(self._red_back, self.max_red_headroom)
         return target + self.margin_ns + headroom
 
     def _playout(self, now: int, queued: int, timestamp: int) -> int:

@@ -3,14 +3,20 @@ again (SPEC.md, "Voice body" and "Redundancy"), and the bodies that carry them.
 
 Opus in-band FEC rebuilds only the frame just before a packet that arrived: a burst of
 two or more lost packets defeats it. So a sender whose listeners lose packets in bursts
-also puts lower-bitrate copies of its last ``depth`` frames into each voice body
+also puts lower-bitrate copies of ``depth`` earlier frames into each voice body
 (RFC 2198 in spirit), and a listener that lost a packet plays its copy from a later one.
 
 * :func:`wanted_depth` maps what is known of the loss (a loss percentage and the mean
   length of the runs of consecutive lost packets, as listeners report it) to a depth:
-  0 below ``MIN_LOSS`` %; 2 when losses come in bursts (mean run ``BURSTY`` or more);
-  otherwise (independent losses) 0 when in-band FEC is on, since a copy of the one frame
-  before would rebuild what FEC rebuilds already, and 1 when it is off.
+  0 below ``MIN_LOSS`` % or while losses come one at a time (mean run under
+  ``SOME_BURSTS``: in-band FEC rebuilds those), 1 for short bursts, 2 from a mean run of
+  ``BURSTY``; without FEC, one copy more for each (and 1 for single losses).
+* :func:`backs_for` says which frames the copies are of. With in-band FEC on, the frame
+  just before a packet is rebuilt from that packet's FEC already, so the copies start
+  two back: depth 2 carries the frames 2 and 3 back, and a burst of three is rebuilt
+  (the last frame from FEC, the two before from copies) where copies of 1 and 2 back
+  would rebuild two. Measured, same bytes: PESQ 2.65 against 2.36 under 10 % loss in
+  bursts of 3 (``--only red-bitrate``).
 * :class:`RedundancyPolicy` holds the depth: it rises at once, and falls only once the
   lower depth has been wanted for ``DOWN_HOLD`` seconds (the listeners' figures move
   every report; the depth should not flap with them).
@@ -28,16 +34,18 @@ cut down to a lower bitrate after the fact); why that rate is in SPEC.md, from
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from relay.protocol.voice_body import BLOCK, FLAGS_SIZE, MAX_BODY, Redundant, VoiceBody
 
 MAX_DEPTH = 2  # copies per packet at most (the body could hold 3)
-REDUNDANT_BITRATE = 16000  # bits/s of the copies' encoder (SPEC.md, "Redundancy")
+MAX_BACK = MAX_DEPTH + 1  # frames back a copy may go: 3 with FEC on
+REDUNDANT_BITRATE = 12000  # bits/s of the copies' encoder (SPEC.md, "Redundancy")
 REDUNDANT_COMPLEXITY = 5  # the copies' encoder spends less CPU than the primary's (9)
 MIN_LOSS = 2.0  # loss % below which no copies are sent
-BURSTY = 1.4  # mean run of lost packets from which losses count as bursts
+SOME_BURSTS = 1.25  # mean run of lost packets from which one copy is sent
+BURSTY = 1.75  # and from which two
 DOWN_HOLD = 10.0  # seconds a lower depth must be wanted before the depth falls
 
 
@@ -46,9 +54,15 @@ def wanted_depth(loss_percent: float, burst_mean: float, fec: bool = True) -> in
     in a run of consecutive losses (0 or 1: losses one at a time)."""
     if not loss_percent >= MIN_LOSS:  # NaN too
         return 0
-    if burst_mean >= BURSTY:
-        return MAX_DEPTH
-    return 0 if fec else 1
+    depth = 2 if burst_mean >= BURSTY else 1 if burst_mean >= SOME_BURSTS else 0
+    return depth if fec else min(MAX_DEPTH, depth + 1)
+
+
+def backs_for(depth: int, fec: bool = True) -> tuple[int, ...]:
+    """How many packets back each of ``depth`` copies goes: from 2 with FEC on (FEC
+    rebuilds 1 back), from 1 without."""
+    first = 2 if fec else 1
+    return tuple(range(first, first + depth))
 
 
 @dataclass(slots=True)
@@ -86,7 +100,7 @@ class RedundancyCounters:
 class RedundantFrames:
     """The copies of the last frames sent, and the voice bodies that carry them."""
 
-    max_depth: int = MAX_DEPTH
+    max_back: int = MAX_BACK
     counters: RedundancyCounters = field(default_factory=RedundancyCounters)
     _last: deque[tuple[int, bytes]] = field(default_factory=deque)  # (seq, copy), oldest first
 
@@ -100,32 +114,34 @@ class RedundantFrames:
         seq: int,
         primary: bytes,
         copy: bytes | None = None,
-        depth: int = 0,
+        backs: Sequence[int] = (),
         marker: bool = False,
     ) -> bytes:
-        """The voice body for frame ``seq``: ``primary`` and up to ``depth`` copies of the
-        frames before it; then ``copy`` (this frame at the copies' bitrate, None when no
-        copies are being made) is kept for the packets after it."""
-        if marker or not depth or (self._last and self._last[-1][0] != seq - 1):
+        """The voice body for frame ``seq``: ``primary`` and the copies of the frames
+        ``backs`` packets before it (those kept and that fit); then ``copy`` (this frame
+        at the copies' bitrate, None when no copies are being made) is kept for the
+        packets after it."""
+        if marker or not backs or (self._last and self._last[-1][0] != seq - 1):
             self._last.clear()  # nothing before it belongs to this run of frames
+        kept = dict(self._last)
         room = MAX_BODY - FLAGS_SIZE - len(primary)
         chosen: list[Redundant] = []
-        for old_seq, old in reversed(self._last):  # newest first: the likeliest to help
-            back = seq - old_seq
-            if back > depth:
-                break
+        for back in sorted(backs):  # nearest first: the likeliest to be needed
+            old = kept.get(seq - back)
+            if old is None:
+                continue
             cost = BLOCK.size + len(old)
             if cost > room:
                 self.counters.left_out += 1
-                break
+                continue
             room -= cost
             chosen.append(Redundant(back, old))
         chosen.reverse()  # oldest first on the wire
         for r in chosen:
             self.counters.copies += 1
             self.counters.copy_bytes += BLOCK.size + len(r.opus)
-        if copy is not None and depth:
+        if copy is not None and backs:
             self._last.append((seq, copy))
-            while len(self._last) > self.max_depth:
+            while len(self._last) > self.max_back:
                 self._last.popleft()
         return bytes(VoiceBody(primary, marker, tuple(chosen)))

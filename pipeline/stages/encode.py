@@ -25,6 +25,7 @@ from pipeline.core.redundancy import (
     REDUNDANT_COMPLEXITY,
     RedundancyPolicy,
     RedundantFrames,
+    backs_for,
 )
 from pipeline.ipc import events as ev
 from pipeline.media.opus import CodecError, OpusEncoder
@@ -148,10 +149,10 @@ def run(cfg: EncodeConfig) -> None:
                     muted_frames += 1
                     frames.reset()  # the next frame does not follow the last one sent
                 else:
-                    pcm, depth = slot.samples(), settings.policy.depth
+                    pcm, backs = slot.samples(), backs_for(settings.policy.depth, cfg.fec)
                     primary = encoder.encode(pcm)
-                    copy = copies.encode(pcm) if depth else None
-                    packet = frames.body(stream_seq + 1, primary, copy, depth)  # SPEC.md
+                    copy = copies.encode(pcm) if backs else None
+                    packet = frames.body(stream_seq + 1, primary, copy, backs)  # SPEC.md
                     src.release()
                     t_out = time.monotonic_ns()
                     rt.latency.add(ev.HOP_ENCODE, t_out - t_in)
