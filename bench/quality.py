@@ -292,7 +292,12 @@ def burst_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 # --- the copies' bitrate, in memory ------------------------------------------------------
 
 RED_BITRATES = (12000, 16000, 24000)
-RED_BACKS = ((1, 2), (2, 3), (1, 2, 3), (2, 3, 4))  # which earlier frames the copies are of
+RED_BACKS: tuple[tuple[int, ...], ...] = (
+    (1, 2),
+    (2, 3),
+    (1, 2, 3),
+    (2, 3, 4),
+)  # which earlier frames the copies are of
 
 
 def loss_pattern(n: int, seed: int, loss: float = 10.0, burst: float = 3.0) -> set[int]:
