@@ -54,7 +54,13 @@ from bench.common import parser, write_result
 from bench.netem import Impairer, Impairment, UdpProxy, gilbert_elliott, per_direction
 from pipeline.client.config import ClientConfig
 from pipeline.client.local_client import LocalClient, connected
-from pipeline.core.redundancy import REDUNDANT_COMPLEXITY, RedundantFrames
+from pipeline.core.redundancy import (
+    REDUNDANT_BITRATE,
+    REDUNDANT_COMPLEXITY,
+    RedundantFrames,
+    backs_for,
+    wanted_depth,
+)
 from pipeline.core.speakers import Speakers
 from pipeline.ipc import events as ev
 from pipeline.media import synthetic
@@ -307,19 +313,22 @@ def loss_pattern(n: int, seed: int, loss: float = 10.0, burst: float = 3.0) -> s
     return {i for i in range(n) if not imp.feed(head + i.to_bytes(8, "big") + bytes(13), 0)}
 
 
-def red_bitrate_run(rate: int | None, lost: set[int], loops: int,
-                    backs: tuple[int, ...]) -> dict[str, Any]:  # fmt: skip
+def red_bitrate_run(rate: int | None, lost: set[int], loops: int, backs: tuple[int, ...],
+                    fec: bool = True, plc: bool = True, adaptive: bool = False,
+                    loss_hint: int = 10) -> dict[str, Any]:  # fmt: skip
     """The reference looped ``loops`` times through the real sender and receiver code:
-    primaries at 48 kbps with FEC (hint 10 %), copies at ``rate`` (None: full-rate copies,
-    the primaries themselves) of the frames ``backs`` packets back; frames in ``lost``
-    never arrive."""
+    primaries at 48 kbps (FEC with this loss hint, or none), copies at ``rate`` (None:
+    full-rate copies, the primaries themselves) of the frames ``backs`` packets back;
+    frames in ``lost`` never arrive. A fixed buffer deep enough for the copies, or the
+    adaptive playout with every packet 5 ms on the way."""
     ref16 = read_wav_16k(REFERENCE)
     frames = np.concatenate([synthetic.frames(up3(ref16))] * loops)
-    primary_enc = OpusEncoder(48000, loss_percent=10)
+    primary_enc = OpusEncoder(48000, fec=fec, loss_percent=loss_hint if fec else 0)
     copy_enc = OpusEncoder(rate or 48000, fec=False, complexity=REDUNDANT_COMPLEXITY)
     red = RedundantFrames()
     hold = max(backs, default=1) + 1
-    sp = Speakers(watermark=hold)  # the copies arrive while their frames are due
+    # A fixed buffer holds the copies' frames until they come.
+    sp = Speakers(watermark=hold, fec=fec, plc=plc, adaptive=adaptive)
     out, body_bytes = [], 0
     for i, f in enumerate(frames):
         primary = primary_enc.encode(f)
@@ -327,18 +336,55 @@ def red_bitrate_run(rate: int | None, lost: set[int], loops: int,
         body = red.body(i, primary, copy, backs)
         body_bytes += len(body)
         if i not in lost:
-            sp.receive(1, i, i * FRAME_SAMPLES, body, i * FRAME_NS)
-        pcm, _ = sp.render(i * FRAME_NS)
+            sp.receive(1, i, i * FRAME_SAMPLES, body, i * FRAME_NS + 5_000_000)
+        pcm, _ = sp.render(i * FRAME_NS + 7_000_000)
         out.append(pcm.copy())
-    for k in range(hold + 1):
-        out.append(sp.render((len(frames) + k) * FRAME_NS)[0].copy())
+    for k in range(hold + 15):
+        out.append(sp.render((len(frames) + k) * FRAME_NS + 7_000_000)[0].copy())
     mos, _corr, passes = score(ref16, np.concatenate(out))
-    st = sp.stats()[0]
+    st = sp.stats()[0] if sp.stats() else ev.SpeakerStats(1)
     return {"copies_kbps": (rate or 48000) / 1000 if backs else 0, "backs": list(backs),
             "pesq_wb": round(mos, 3), "passes_scored": passes,
             "body_bytes_per_packet": round(body_bytes / len(frames), 1),
             "recovered_red": st.recovered_red, "recovered": st.recovered,
-            "concealed": st.concealed}  # fmt: skip
+            "concealed": st.concealed, "target_ms": st.target_ms}  # fmt: skip
+
+
+def burst_memory(seeds: list[int], loops: int = 3) -> dict[str, Any]:
+    """The bursty-loss scenarios in memory: the same senders, bodies, adaptive playout and
+    decoder as a call, with no processes, sockets or scheduling, so a loaded machine
+    cannot move the scores. Redundancy at the depth its policy picks for the model's
+    loss and mean burst (what a listener measures and reports once settled)."""
+    n = loops * len(synthetic.frames(up3(read_wav_16k(REFERENCE))))
+    rows = []
+    for cond in BURST_CONDITIONS:
+        for mode in BURST_MODES if cond.loss_percent else ["fec+plc"]:
+            fec, plc, redundancy = MODES[mode]
+            depth = wanted_depth(cond.loss_percent, cond.burst, fec) if redundancy else 0
+            backs = backs_for(depth, fec)
+            runs = []
+            for seed in seeds:
+                lost = (
+                    loss_pattern(n, seed, cond.loss_percent, cond.burst)
+                    if cond.loss_percent
+                    else set()
+                )
+                runs.append(red_bitrate_run(REDUNDANT_BITRATE, lost, loops, backs, fec=fec,
+                                            plc=plc, adaptive=True,
+                                            loss_hint=int(cond.loss_percent)))  # fmt: skip
+            pesqs = [r["pesq_wb"] for r in runs]
+            row = {"condition": cond.name, "mode": mode, **runs[0],
+                   "pesq_wb": round(float(np.mean(pesqs)), 3), "pesq_runs": pesqs,
+                   "body_kbps": round(float(np.mean([r["body_bytes_per_packet"] for r in runs]))
+                                      * 8 * 50 / 1000, 1)}  # fmt: skip
+            row["wire_kbps"] = round(
+                row["body_kbps"] + (SEALED_OVERHEAD + IP_UDP) * 8 * 50 / 1000, 1
+            )
+            rows.append(row)
+            print(f"  {cond.name:22s} {mode:11s} PESQ {row['pesq_wb']:.2f} {pesqs}  "
+                  f"{row['body_kbps']} kbps (wire {row['wire_kbps']})  red {row['recovered_red']} "
+                  f"fec {row['recovered']} plc {row['concealed']}", flush=True)  # fmt: skip
+    return {"seeds": seeds, "loops": loops, "rows": rows, "summary": burst_summary(rows)}
 
 
 def red_bitrate_sweep(seeds: list[int], loops: int = 3) -> dict[str, Any]:
@@ -508,7 +554,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ap.add_argument(
         "--only",
-        choices=("loss", "jitter", "feedback", "burst", "red-bitrate"),
+        choices=("loss", "jitter", "feedback", "burst", "burst-memory", "red-bitrate"),
         help="run only the loss, jitter, loss feedback, bursty loss or copies' bitrate scenarios",
     )
     ap.add_argument("--seeds", type=int, default=3, help="loss patterns per feedback case")
@@ -519,6 +565,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     modes = ["fec+plc"] if args.quick else list(LOSS_MODES)
     burst_conditions = BURST_CONDITIONS[-1:] if args.quick else BURST_CONDITIONS
     burst_modes = ["red+fec+plc"] if args.quick else list(BURST_MODES)
+    if args.only == "burst-memory":
+        mem = burst_memory([300 + i for i in range(1 if args.quick else args.seeds)])
+        print(f"wrote {write_result('quality_burst_memory', mem, args.out)}: {mem['summary']}")
+        return mem
     if args.only == "red-bitrate":
         sweep = red_bitrate_sweep([300 + i for i in range(1 if args.quick else args.seeds)])
         print(f"wrote {write_result('quality_red_bitrate', sweep, args.out)}")
