@@ -215,7 +215,7 @@ def run_one(port: int, cond: Condition, mode: str, seconds: float, seed: int, wo
     listener = replace(base, name=f"ear{seed}", source=MediaSpec("silence"),
                        sink=MediaSpec("wav", str(heard)), trace_dir=str(trace))  # fmt: skip
     with UdpProxy(("127.0.0.1", port), up=up, down=down) as proxy, LocalClient(listener) as ear:
-        ear.until(connected, 20, "listener connected")
+        ear.until(connected, 60, "listener connected")  # a loaded machine is slow
         talker = replace(
             base,
             name=f"mouth{seed}",
@@ -225,7 +225,7 @@ def run_one(port: int, cond: Condition, mode: str, seconds: float, seed: int, wo
             clock_offset=0,  # media timestamps on this machine's clock: mouth-to-ear
         )
         with LocalClient(talker) as mouth:
-            mouth.until(connected, 20, "talker connected")
+            mouth.until(connected, 60, "talker connected")
             start = time.monotonic()
             ear.pump(seconds)
             talked = time.monotonic() - start
