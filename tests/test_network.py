@@ -74,11 +74,12 @@ def stage(
 
 
 def deliver(net: network._Network, relay: socket.socket, datagrams: list[bytes]) -> None:
+    assert net.sock is not None
     me = ("127.0.0.1", net.sock.getsockname()[1])
     for d in datagrams:
         relay.sendto(d, me)
     time.sleep(0.05)
-    net._drain(memoryview(bytearray(1400)), net.rt.out, Tracer(None, 3))
+    net._drain(net.sock, memoryview(bytearray(1400)), net.rt.out, Tracer(None, 3))
 
 
 def test_received_voice_is_stamped_with_its_arrival_and_keeps_its_media_timestamp(
