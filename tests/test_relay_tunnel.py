@@ -14,6 +14,7 @@ import signal
 import socket
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -233,7 +234,7 @@ def test_what_is_written_at_once_stops_at_the_unsent_bound() -> None:
 
 def voice_frames(p: ProbeClient, n: int, timeout: float = 5.0) -> list[bytes]:
     """The next ``n`` voice datagrams ``p`` gets through its control connection."""
-    out = []
+    out: list[bytes] = []
     end = time.monotonic() + timeout
     while len(out) < n and time.monotonic() < end:
         msg = p.recv(lambda m: isinstance(m, Voice))
@@ -243,7 +244,7 @@ def voice_frames(p: ProbeClient, n: int, timeout: float = 5.0) -> list[bytes]:
 
 
 @pytest.fixture
-def sealed_relay() -> object:
+def sealed_relay() -> Iterator[tuple[object, int]]:
     proc, port = start_relay()
     try:
         yield proc, port
