@@ -26,6 +26,7 @@ from pipeline.ipc import events as ev
 from relay.protocol.errors import FramingError, ProtocolError
 from relay.protocol.messages import (
     MAX_RECEPTION,
+    MAX_TUNNELLED,
     MAX_TEXT,
     PROTOCOL,
     Auth,
@@ -244,10 +245,9 @@ class ControlSession:
         (not connected, a datagram no frame holds, or a relay without the tunnel)."""
         if self.state != ev.CONNECTED or self.tunnel_refused:
             return None
-        try:
-            return encode_message(Voice(datagram))
-        except ProtocolError:
+        if not 0 < len(datagram) <= MAX_TUNNELLED:  # encoding checks no field: we do
             return None
+        return encode_message(Voice(datagram))
 
     def take_voice(self) -> list[bytes]:
         """Voice datagrams the relay sent through this connection, for the network stage."""
