@@ -295,6 +295,8 @@ def config_from(ns: argparse.Namespace, error: Callable[[str], Any]) -> RelayCon
             voice_limit = VoiceLimit(ns.voice_datagrams, ns.voice_bytes, ns.voice_burst)
         except ValueError as exc:
             error(str(exc))
+    if len(ns.public_host) > 253 or any(c.isspace() or not c.isprintable() for c in ns.public_host):
+        error("--public-host must be a host name or an address (at most 253 characters)")
     if ns.insecure and (ns.tls_cert or ns.password_file):
         error("--insecure has no TLS: a certificate or password would be sent in clear")
     if not ns.insecure and ns.udp_workers > 1:

@@ -245,8 +245,8 @@ class ControlServer:
             del self._conns[conn.id]
             if conn.voice_timer is not None:
                 conn.voice_timer.cancel()
-            if conn.voice is not None:
-                self.tunnel_counts["voice_dropped"] += conn.voice.dropped + len(conn.voice)
+            if conn.voice is not None:  # what still waited is lost with the connection
+                self.tunnel_counts["voice_dropped"] += len(conn.voice)
             self.addresses.release(conn.source)
             self.fanout.unsubscribe(conn.id)
             self._apply(self.sessions.drop(conn.id, self.clock()))

@@ -725,3 +725,6 @@ class SessionTable:
             assert self._packed[s.token] == pack_user(s.info())
         assert sources == self._per_source and set(self._packed) == set(self._by_token)
         assert len({s.user_id for s in self._by_token.values()}) == len(self._by_token)
+        # Only a connected session hears through its connection (the TCP tunnel).
+        assert self.tunnelled == {t for t, s in self._by_token.items() if s.tunnel}
+        assert all(s.conn is not None for s in self._by_token.values() if s.tunnel)
