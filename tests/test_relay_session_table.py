@@ -481,10 +481,18 @@ def routing_view(table: RouteTable) -> dict[str, Any]:
     """What the hot path sees, with destination order (set iteration) left out."""
     return {
         "routes": {
-            token: (r.user_id, r.addr, frozenset(r.dests), len(r.dests), r.echo,
-                    frozenset(r.tunnels), len(r.tunnels), r.tunnelled)
+            token: (
+                r.user_id,
+                r.addr,
+                frozenset(r.dests),
+                len(r.dests),
+                r.echo,
+                frozenset(r.tunnels),
+                len(r.tunnels),
+                r.tunnelled,
+            )
             for token, r in table.routes.items()
-        },  # fmt: skip
+        },
         "whisper": table.whisper,
         "tunnel_of": table.tunnel_of,
         "user_of": table.user_of,

@@ -26,8 +26,8 @@ from pipeline.ipc import events as ev
 from relay.protocol.errors import FramingError, ProtocolError
 from relay.protocol.messages import (
     MAX_RECEPTION,
-    MAX_TUNNELLED,
     MAX_TEXT,
+    MAX_TUNNELLED,
     PROTOCOL,
     Auth,
     Bye,
