@@ -1066,51 +1066,10 @@ def test_sighup_reloads_the_channel_list_and_says_what_needs_a_restart(tmp_path:
     assert "reload refused" in log and "grace" in log
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
-@pytest.mark.parametrize("host", ["::", "::1"])
-def test_a_relay_bound_to_ipv6_takes_ipv6_clients_and_with_any_ipv4_ones_too(host: str) -> None:
-    proc, port = launch.start_relay(host=host)
-    try:
-        with ProbeClient("::1", port, sealed=True) as six:
-            six.auth("six")
-            six.register()
-            if host == "::1":  # an IPv6 address alone: no IPv4 on it
-                with pytest.raises(OSError):
-                    ProbeClient("127.0.0.1", port, sealed=True, timeout=1).close()
-                return
-            with ProbeClient("127.0.0.1", port, sealed=True) as four:
-                four.auth("four")
-                four.register()
-                time.sleep(0.1)
-                four.send_voice(1, b"to six")
-                got = six.recv_voice(5)
-                assert got is not None and got.payload == b"to six"
-                six.send_voice(1, b"to four")
-                got = four.recv_voice(5)
-                assert got is not None and got.payload == b"to four"
-    finally:
-        launch.stop_relay(proc)
-
-
 def test_public_host_is_what_the_welcome_advertises_for_udp() -> None:
     proc, port = launch.start_relay("--public-host", "voice.example.org")
     try:
         with ProbeClient("127.0.0.1", port, sealed=True) as p:
             assert p.auth("nat").udp_host == "voice.example.org"
-    finally:
-        launch.stop_relay(proc)
-    proc, port = launch.start_relay()
-    try:
-        with ProbeClient("127.0.0.1", port, sealed=True) as p:
-            assert p.auth("plain").udp_host == ""  # absent on the wire: the old welcome
     finally:
         launch.stop_relay(proc)
