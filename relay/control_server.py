@@ -15,7 +15,7 @@ gives a connection that falls behind a snapshot instead of its backlog. Loss
 feedback goes through :class:`relay.feedback.LossFeedback`: listeners' ``reception``
 reports in, a ``receiver_report`` to each speaker out, looked at once a second while
 any report counts. Voice through the TCP tunnel (``voice``, ``tunnel``) goes through
-:class:`relay.tunnel.TunnelIn` on the way in and a :class:`relay.tunnel.VoiceQueue` per
+:class:`relay.tunnel.TunnelIn` on the way in and a :class:`relay.voice_queue.VoiceQueue` per
 connection on the way out; it is held to the session's voice limit, not to the
 control messages' rate.
 """
@@ -33,7 +33,7 @@ import struct
 import time
 from collections.abc import Callable
 
-from relay import feedback, tunnel
+from relay import feedback, tunnel, voice_queue
 from relay.bans import Ban, BanList
 from relay.limits import (
     AddressPolicy,
@@ -107,7 +107,7 @@ class _Conn:
         self.timer: asyncio.TimerHandle | None = None
         sock = writer.get_extra_info("socket")
         self.fd = sock.fileno() if sock is not None else -1
-        self.voice: tunnel.VoiceQueue | None = None  # tunnelled voice waiting to be written
+        self.voice: voice_queue.VoiceQueue | None = None  # tunnelled voice waiting to be written
         self.voice_timer: asyncio.TimerHandle | None = None
 
     def unsent(self) -> int:
@@ -364,7 +364,7 @@ class ControlServer:
                 continue
             queue = target.voice
             if queue is None:
-                queue = target.voice = tunnel.VoiceQueue()
+                queue = target.voice = voice_queue.VoiceQueue()
             before = queue.dropped
             for f in queue.offer(frame, target.unsent(), now):
                 self._write(target, f)
@@ -372,7 +372,7 @@ class ControlServer:
             self.tunnel_counts["voice_dropped"] += queue.dropped - before
             if len(queue) and target.voice_timer is None:
                 loop = asyncio.get_running_loop()
-                target.voice_timer = loop.call_later(tunnel.RETRY, self._voice_retry, target)
+                target.voice_timer = loop.call_later(voice_queue.RETRY, self._voice_retry, target)
 
     def _voice_retry(self, conn: _Conn) -> None:
         """Write what waits for ``conn`` as far as it takes it; look again soon if not all."""
@@ -387,7 +387,7 @@ class ControlServer:
         self.tunnel_counts["voice_dropped"] += queue.dropped - before
         if len(queue):
             loop = asyncio.get_running_loop()
-            conn.voice_timer = loop.call_later(tunnel.RETRY, self._voice_retry, conn)
+            conn.voice_timer = loop.call_later(voice_queue.RETRY, self._voice_retry, conn)
 
     def _feedback_tick(self) -> None:
         """Tell each speaker what its listeners report, if that is news; again in a second

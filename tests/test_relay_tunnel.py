@@ -1,7 +1,7 @@
 """relay/tunnel.py: voice through the control connection (the TCP tunnel).
 
 In memory: the route table's tunnelled members, the sealed router handing voice to
-tunnels, :class:`TunnelIn`'s checks and :class:`VoiceQueue`'s bounds. Then a real relay
+tunnels, :class:`TunnelIn`'s checks. Then a real relay
 process with probe clients: tunnelled and UDP members hear each other (channel, whisper,
 echo), and a tunnelled client that does not read costs the relay no memory and the
 others no delay.
@@ -28,7 +28,7 @@ from relay.protocol.sealed_datagram import TAG_SIZE
 from relay.protocol.voice_crypto import Opened, Opener, Sealer
 from relay.router import RouteTable, VoiceLimit, add_unbound
 from relay.sealed_router import SealedRouter
-from relay.tunnel import MAX_AGE, MAX_FRAMES, TunnelIn, VoiceQueue
+from relay.tunnel import TunnelIn
 
 MEDIA = {1: bytes(16), 2: bytes(range(16))}
 A, B, C = ("10.0.0.1", 1), ("10.0.0.2", 2), ("10.0.0.3", 3)
@@ -195,38 +195,6 @@ def test_fuzz_any_bytes_through_the_tunnel_route_or_are_counted(data: bytes, tok
     t = tunnel_in()
     routed = t.route(data, token)
     assert routed is None or isinstance(routed.data, bytes)
-
-
-# --- VoiceQueue: never seconds of delay ----------------------------------------------------
-
-
-def test_a_free_connection_takes_each_frame_at_once() -> None:
-    q = VoiceQueue()
-    assert q.offer(b"a", 0, 0.0) == [b"a"] and len(q) == 0 and q.written == 1
-
-
-def test_a_busy_connection_keeps_the_newest_frames_only() -> None:
-    q = VoiceQueue()
-    for i in range(MAX_FRAMES + 5):
-        assert q.offer(bytes([i]), 10**6, i * 0.001) == []
-    assert len(q) == MAX_FRAMES and q.dropped == 5
-    out = q.take(0, MAX_FRAMES * 0.001)
-    assert out[0] == bytes([5]) and out[-1] == bytes([MAX_FRAMES + 4])  # the oldest went
-
-
-def test_frames_that_waited_too_long_are_dropped_not_sent() -> None:
-    q = VoiceQueue()
-    q.offer(b"old", 10**6, 0.0)
-    q.offer(b"new", 10**6, MAX_AGE)
-    assert q.take(0, MAX_AGE + 0.001) == [b"new"] and q.dropped == 1
-
-
-def test_what_is_written_at_once_stops_at_the_unsent_bound() -> None:
-    q = VoiceQueue(max_unsent=100)
-    for i in range(5):
-        q.offer(bytes(60), 1000, i * 0.001)
-    assert len(q.take(0, 0.01)) == 2  # 0 + 60 + 60 > 100: two go, three wait
-    assert len(q) == 3
 
 
 # --- a real relay ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ The TCP tunnel: voice from the network stage (over the local socket of
 pipeline/ipc/tunnel_socket.py) goes to the relay in ``voice`` frames, and the relay's
 come back the same way. TCP holds everything behind a frame it must resend, so voice
 is written only while the kernel has little of ours unsent (``SIOCOUTQNSD``); the rest
-waits in a short :class:`relay.tunnel.VoiceQueue` (a fifth of a second at most, the
+waits in a short :class:`relay.voice_queue.VoiceQueue` (a fifth of a second at most, the
 oldest dropped first), and control messages are never held behind it.
 """
 
@@ -34,7 +34,7 @@ from pipeline.ipc import tunnel_socket as ts
 from pipeline.stages.runtime import StageRuntime, Wiring
 from relay.protocol.widths import U32_MAX
 from relay.tls import client_context, fingerprint
-from relay.tunnel import RETRY, VoiceQueue
+from relay.voice_queue import RETRY, VoiceQueue
 
 CONNECT_TIMEOUT = 2.0
 SNAPSHOT_INTERVAL = 1.0  # re-publish the whole state for subscribers that joined late

@@ -169,20 +169,12 @@ class _Network:
         while rt.running:
             now = time.monotonic_ns()
             addr = self.relay
-            changed = False
             if addr is not None:
                 for datagram in link.timers(now):
                     self.sendto(datagram, addr, self.counts)
-                changed = link.health.update(now)
                 wait = (link.next_timer(now) - now) / 1e9
             else:  # no relay address yet (or its lookup failed): timers cannot run
                 wait = MAX_WAIT
-            if tunnel is not None:
-                tunnel.tick(now)
-                if link.sealer is not None and (changed or now >= self._next_path_note):
-                    kind = ts.PATH_TCP if link.path == TCP else ts.PATH_UDP
-                    tunnel.send(kind, b"", now)
-                    self._next_path_note = now + PATH_EVERY_NS
             ready = link.voice_ready
             sock = self.sock
             fds = tuple(f.fileno() for f in (sock, tunnel) if f is not None)
@@ -191,6 +183,16 @@ class _Network:
                 self._drain(sock, view, dst, tracer)
             if tunnel is not None and tunnel.fileno() in got:
                 self._from_tunnel(tunnel, local, dst, tracer)
+            # Only after the socket is drained: a thread that did not run for a while finds
+            # the answers that came meanwhile before it judges the path.
+            now = time.monotonic_ns()
+            changed = addr is not None and link.health.update(now)
+            if tunnel is not None:
+                tunnel.tick(now)
+                if link.sealer is not None and (changed or now >= self._next_path_note):
+                    kind = ts.PATH_TCP if link.path == TCP else ts.PATH_UDP
+                    tunnel.send(kind, b"", now)
+                    self._next_path_note = now + PATH_EVERY_NS
             mono = time.monotonic()
             # The first register answer (or the tunnel) is news at once: file sources wait
             # for it; so is a change of path, which the user sees.
