@@ -348,7 +348,34 @@ def plots(folder: Path) -> list[str]:
     return made
 
 
+def tunnel_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Voice over UDP and through the TCP tunnel (loopback)", ""]
+    out.append(
+        f"The echo call of the latency benchmark, {doc['seconds']:.0f} s over each path in one "
+        f"run (load {doc['load_before']:.1f} before, {doc['load_after']:.1f} after). "
+        "`network_round_trip` is the network stage's send to its receive: over TCP it holds "
+        "the local hop to the control process and back, TLS both ways and the relay's "
+        "control loop. Times in ms."
+    )
+    out += ["", "| hop | UDP p50 | UDP p99 | TCP p50 | TCP p99 |", "|---|---|---|---|---|"]
+    udp, tcp = doc["configs"]["udp"], doc["configs"]["tcp"]
+    for hop in ("network_round_trip", "jitter_wait", "total"):
+        out.append(
+            f"| {hop} | {_f(udp[hop]['p50'], 2)} | {_f(udp[hop]['p99'], 2)} | "
+            f"{_f(tcp[hop]['p50'], 2)} | {_f(tcp[hop]['p99'], 2)} |"
+        )
+    sock, bus = doc["local_hop_us"]["unix_socket"], doc["local_hop_us"]["bus"]
+    out += [
+        "",
+        "The local hop network <-> control, one way, 180 bytes at 50/s: Unix datagram "
+        f"socket p50 {_f(sock['p50'], 0)} us, p99 {_f(sock['p99'], 0)} us; the ZeroMQ bus "
+        f"p50 {_f(bus['p50'], 0)} us, p99 {_f(bus['p99'], 0)} us.",
+    ]
+    return out
+
+
 SECTIONS = {
+    "tunnel": tunnel_section,
     "latency": latency_section,
     "ring_ipc": ring_section,
     "quality": quality_section,
@@ -360,7 +387,7 @@ SECTIONS = {
     "playout_sim": playout_section,
 }
 ORDER = [
-    "latency", "relay_load", "control_load", "client_cost", "quality", "playout_sim",
+    "latency", "tunnel", "relay_load", "control_load", "client_cost", "quality", "playout_sim",
     "quality_feedback",
     "ring_ipc", "codec_speed",
 ]  # fmt: skip
