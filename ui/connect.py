@@ -25,6 +25,8 @@ from PyQt6.QtWidgets import (
 if TYPE_CHECKING:
     from ui.favourites import Favourites
 
+from pipeline.client.config import server_text, split_server
+
 DEFAULT_SERVER = "127.0.0.1:8080"
 MAX_NAME = 64
 
@@ -38,11 +40,11 @@ class ConnectInfo:
 
 
 def parse_server(text: str) -> tuple[str, int]:
-    """HOST:PORT -> (host, port); ValueError with a line a person can act on."""
-    host, _, port = text.strip().rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT (e.g. {DEFAULT_SERVER}), got {text.strip()!r}")
-    return host, int(port)
+    """HOST:PORT or [IPV6]:PORT -> (host, port); ValueError with a line a person can act on."""
+    try:
+        return split_server(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (e.g. {DEFAULT_SERVER})") from None
 
 
 def validate(server: str, name: str, password: str = "") -> ConnectInfo:
@@ -147,7 +149,7 @@ class ConnectDialog(QDialog):
         except ValueError as exc:
             self.show_error(str(exc))
             return
-        self.settings.setValue("server", f"{self.info.host}:{self.info.port}")
+        self.settings.setValue("server", server_text(self.info.host, self.info.port))
         self.settings.setValue("name", self.info.name)
         self.settings.sync()
         super().accept()
