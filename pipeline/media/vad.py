@@ -1,0 +1,35 @@
+"""Voice activity detection of 20 ms frames: WebRTC's detector (``webrtcvad-wheels``).
+
+It takes 48 kHz 16-bit frames of 10, 20 or 30 ms directly, so a frame of the rings
+goes in as it is (converted to int16). Chosen by measurement against WebRTC's
+noise-suppressor speech probability, an energy threshold and its own gentler modes
+(``python -m bench.client_cost``, "vad"): mode 3, the most aggressive, after noise
+suppression finds 98-100 % of speech frames and calls none of stationary noise
+(pink, fan, white, at room levels up to -40 dBFS) speech, at about 0.1 ms a frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import webrtcvad
+
+from pipeline.media.audio_format import FRAME_SAMPLES, SAMPLE_RATE
+
+AGGRESSIVE = 3  # webrtcvad's mode 0..3: 3 calls the least non-speech speech
+
+
+class WebRtcVad:
+    """``vad(frame) -> bool``: does this 960-sample float32 frame hold speech?"""
+
+    def __init__(self, mode: int = AGGRESSIVE) -> None:
+        self._vad = webrtcvad.Vad(mode)
+        self._pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        self._scaled = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+
+    def __call__(self, frame: np.ndarray) -> bool:
+        if len(frame) != FRAME_SAMPLES:
+            raise ValueError(f"a frame is {FRAME_SAMPLES} samples, got {len(frame)}")
+        np.multiply(frame, 32767.0, out=self._scaled)
+        np.clip(self._scaled, -32768.0, 32767.0, out=self._scaled)
+        self._pcm[:] = self._scaled
+        return bool(self._vad.is_speech(self._pcm.tobytes(), SAMPLE_RATE))
