@@ -93,8 +93,11 @@ def test_missing_sound_device_names_the_file_options() -> None:
 
 def test_runs_for_a_duration_and_writes_stats(relay_port: int, tmp_path: Path) -> None:
     stats = tmp_path / "s.json"
+    # A steady tone is no speech to voice activation (nor to noise suppression): sent
+    # as it is, continuously.
     p = cli("--server", f"127.0.0.1:{relay_port}", "--name", "cli", "--input", "tone",
-            "--output", "null", "--duration", "5", "--stats-json", str(stats))  # fmt: skip
+            "--output", "null", "--duration", "5", "--stats-json", str(stats),
+            "--talk", "continuous", "--no-input-processing")  # fmt: skip
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert "summary:" in out and "connected" in out

@@ -27,6 +27,13 @@ def test_speech_frames_are_speech_and_a_quiet_room_is_not() -> None:
     assert not vad(np.zeros(FRAME_SAMPLES, dtype=np.float32))
 
 
+def test_the_first_frames_of_room_noise_do_not_open_the_microphone() -> None:
+    # Left to itself webrtcvad calls the first 4 frames of any noise speech.
+    for dbfs in (-60.0, -50.0):
+        vad = WebRtcVad()
+        assert not any(vad(f) for f in synthetic.frames(noise(1.0, dbfs, seed=5)))
+
+
 def test_full_scale_input_is_clipped_not_wrapped() -> None:
     vad = WebRtcVad()
     vad(np.full(FRAME_SAMPLES, 4.0, dtype=np.float32))  # no overflow error, a decision

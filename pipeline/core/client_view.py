@@ -164,6 +164,9 @@ class ClientView:
         silent = self.udp_silent_s
         udp_text = f"silent {silent:.0f}s" if silent is not None else _num(udp, "ms")
         fec = f" | {self.fec}" if self.fec else ""
+        enc = self.encode
+        if enc is not None and enc.talk_mode:
+            fec += f" | talk {enc.talk_mode}{' (talking)' if enc.talking else ''}"
         return (
             f"{conn} | users {users} | loss {_num(loss, '%')} | jitter {depth} | "
             f"ping tcp {_num(tcp, 'ms')} udp {udp_text} | mouth-to-ear {_num(m2e, 'ms')}{fec}"

@@ -16,6 +16,9 @@ import webrtcvad
 from pipeline.media.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 
 AGGRESSIVE = 3  # webrtcvad's mode 0..3: 3 calls the least non-speech speech
+# webrtcvad calls the first 4 frames of any room noise speech while it learns the noise
+# floor (measured at -60 and -50 dBFS): its first frames say "no" while it learns.
+WARMUP_FRAMES = 8
 
 
 class WebRtcVad:
@@ -25,6 +28,7 @@ class WebRtcVad:
         self._vad = webrtcvad.Vad(mode)
         self._pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self._scaled = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+        self._warmup = WARMUP_FRAMES
 
     def __call__(self, frame: np.ndarray) -> bool:
         if len(frame) != FRAME_SAMPLES:
@@ -32,4 +36,8 @@ class WebRtcVad:
         np.multiply(frame, 32767.0, out=self._scaled)
         np.clip(self._scaled, -32768.0, 32767.0, out=self._scaled)
         self._pcm[:] = self._scaled
-        return bool(self._vad.is_speech(self._pcm.tobytes(), SAMPLE_RATE))
+        speech = bool(self._vad.is_speech(self._pcm.tobytes(), SAMPLE_RATE))
+        if self._warmup:
+            self._warmup -= 1
+            return False
+        return speech
