@@ -32,3 +32,10 @@ def test_decode_and_network_mismatches() -> None:
 def test_a_small_chaos_difference_is_rounding_not_a_mismatch() -> None:
     d = Desired(chaos=20.0)
     assert d.corrections(ev.NetworkStats(chaos_percent=20.04)) == []
+
+
+def test_talk_mode_and_a_lost_push_to_talk_release_are_sent_again() -> None:
+    d = Desired(talk="ptt", ptt=False)
+    out = d.corrections(ev.EncodeStats(talk_mode="vad", ptt_pressed=True, bitrate=48000))
+    assert out == [ev.TalkModeCmd("ptt"), ev.PushToTalkCmd(False)]
+    assert d.corrections(ev.EncodeStats(talk_mode="ptt", ptt_pressed=False, bitrate=48000)) == []

@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if info is None:
         return 1
     # Imported here: the client's stages (and the core they need) load only when we own one.
+    from pipeline.client.config import TALK_DEFAULT
     from pipeline.media.sound_device import list_devices
     from ui.host import ClientConfig, ClientHost, MediaError, parse_media
 
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         source=source,
         sink=sink,
         password=info.password,
+        talk=TALK_DEFAULT,  # voice activation, as a user expects (Mumble's default)
+        input_processing=True,
     )
     host = ClientHost(cfg)
     window = MainWindow(bridge, host, list_devices())
