@@ -283,7 +283,7 @@ def measure_vad(speech: np.ndarray, quick: bool) -> dict[str, Any]:
             costs = []
             for kind, level in conds:
                 nz = noise[kind] * 10 ** (level / 20)
-                said = []
+                said: list[bool] = []
                 for sig, acc in ((speech + nz, said), (nz, None)):
                     det = make()
                     proc = InputProcessor() if front else None
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = parser(__doc__ or "")
     args = ap.parse_args(argv)
     speech, material = speech_material(args.quick)
-    result = {
+    result: dict[str, Any] = {
         "speech": material,
         "seconds": round(len(speech) / SAMPLE_RATE, 1),
         "processing": measure_processing(speech, args.quick),

@@ -81,7 +81,8 @@ def test_quiet_room_sends_nothing_and_push_to_talk_only_while_pressed(
         s2 = sent(a.view)
         a.pump(1.5)
         assert sent(a.view) - s2 >= 50
-        spurts = a.view.encode.spurts  # type: ignore[union-attr]
+        assert a.view.encode is not None
+        spurts = a.view.encode.spurts
         # ...and nothing once it is up again.
         a.command(
             ev.PushToTalkCmd(False), lambda v: v.encode is not None and not v.encode.ptt_pressed

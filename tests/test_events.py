@@ -38,6 +38,9 @@ EVERY_EVENT: list[ev.Event] = [
     ev.ChaosCmd(12.5),
     ev.BitrateCmd(32000),
     ev.MuteCmd(True),
+    ev.TalkModeCmd("ptt"),
+    ev.PushToTalkCmd(True),
+    ev.EncodeStats(talk_mode="vad", talking=True, unsent_frames=40, spurts=2),
     ev.DeafenCmd(False),
     ev.QuitCmd("bye"),
 ]

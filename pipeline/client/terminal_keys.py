@@ -17,6 +17,7 @@ import sys
 import termios
 import tty
 from types import TracebackType
+from typing import IO, Any
 
 from pipeline.core.talk import CONTINUOUS, PTT, VAD, check_mode
 from pipeline.ipc import events as ev
@@ -65,14 +66,14 @@ class TalkKeys:
 class RawKeys:
     """Single key presses from the terminal, without echo or Enter; a no-op elsewhere."""
 
-    def __init__(self, stream: object = None) -> None:
+    def __init__(self, stream: IO[Any] | None = None) -> None:
         self._stream = sys.stdin if stream is None else stream
         self._fd: int | None = None
-        self._saved: list[object] | None = None
+        self._saved: list[Any] | None = None
 
     def __enter__(self) -> RawKeys:
         try:
-            fd = self._stream.fileno()  # type: ignore[attr-defined]
+            fd = self._stream.fileno()
         except (AttributeError, OSError, ValueError):
             return self
         if os.isatty(fd):
