@@ -559,3 +559,41 @@ def test_a_marked_packet_held_behind_the_last_spurt_waits_for_its_target() -> No
     start = next(t for t, o in out if isinstance(o, Frame) and o.seq == 300)
     assert played([o for _, o in out])[-30:] == list(range(299, 329))  # the new spurt whole
     assert start - last >= 2  # a gap of silence kept, at the boundary
+
+
+@given(
+    order=st.lists(st.tuples(st.integers(0, 60), st.booleans()), max_size=80),
+    pops=st.lists(st.booleans(), min_size=1, max_size=200),
+    adaptive=st.booleans(),
+)
+def test_any_markers_never_replay_or_go_back(
+    order: list[tuple[int, bool]], pops: list[bool], adaptive: bool
+) -> None:
+    # Markers on any packet, in any arrival order: what plays still only moves forward,
+    # each packet at most once, and the depth stays bounded.
+    jb = JitterBuffer(watermark=1 if adaptive else 2, max_depth=20, adaptive=adaptive)
+    now = T0
+    it = iter(order)
+    last: int | None = None
+    played_seqs: set[int] = set()
+    for do_pop in pops:
+        now += FRAME_NS // 2
+        if do_pop:
+            o = jb.pop(now)
+            if isinstance(o, Nothing):
+                continue
+            if last is not None:  # (adaptive playout's waits conceal one number again)
+                assert seq_diff(o.seq, last) >= 0, (last, o)
+            last = o.seq
+            if isinstance(o, Frame):
+                assert o.seq not in played_seqs
+                assert all(seq_diff(o.seq, p) > 0 for p in played_seqs)
+                played_seqs.add(o.seq)
+        else:
+            item = next(it, None)
+            if item is None:
+                continue
+            k, marker = item
+            jb.push(k, media(T0 + k * FRAME_NS), payload(k), now, marker)
+        assert 0 <= jb.depth <= 20
+    assert 0 <= jb.stats.loss_percent <= 100

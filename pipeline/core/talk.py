@@ -36,7 +36,7 @@ VAD = "vad"
 PTT = "ptt"
 MODES = (VAD, CONTINUOUS, PTT)
 
-# Measured (bench/client_cost.py, "gate"): 240 ms keeps word endings and the gaps
+# Measured (bench/input_choice.py, "gate"): 240 ms keeps word endings and the gaps
 # inside a phrase (Mumble holds 200 ms). One frame of pre-roll already sends every
 # loud onset frame of speech after a pause; two keep a frame of margin for weak
 # onsets (40 ms more delay at the start of a spurt, which the listener's playout

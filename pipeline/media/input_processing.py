@@ -2,7 +2,7 @@
 
 WebRTC's audio processing module (``pywebrtc-audio``: its noise suppressor and AGC2
 gain controller), at 48 kHz on float32 frames. Chosen by measurement against
-``speexdsp-ns`` and RNNoise (``pyrnnoise``), ``python -m bench.client_cost``,
+``speexdsp-ns`` and RNNoise (``pyrnnoise``), ``python -m bench.input_choice``,
 "processing": on speech with added pink, white, fan and keyboard noise its PESQ gain
 is close to speexdsp's (which has no gain control in its binding) while RNNoise's
 build costs about 9 ms a frame; it adds ~7 ms of delay (the suppressor's overlap).

@@ -3,7 +3,7 @@
 It takes 48 kHz 16-bit frames of 10, 20 or 30 ms directly, so a frame of the rings
 goes in as it is (converted to int16). Chosen by measurement against WebRTC's
 noise-suppressor speech probability, an energy threshold and its own gentler modes
-(``python -m bench.client_cost``, "vad"): mode 3, the most aggressive, after noise
+(``python -m bench.input_choice``, "vad"): mode 3, the most aggressive, after noise
 suppression finds 98-100 % of speech frames and calls none of stationary noise
 (pink, fan, white, at room levels up to -40 dBFS) speech, at about 0.1 ms a frame.
 """
