@@ -137,7 +137,7 @@ def vad_against_continuous(port: int, seconds: float, settle: float) -> dict[str
             LocalClient(replace(base, name="C", talk="continuous", channel="Other")) as c,
         ):
             for x in (v, c):
-                x.until(connected, 30, "connected")
+                x.until(connected, 60, "connected")
                 x.until(lambda view: view.roster.channel in ("Lobby", "Other"), 10, "joined")
             c.pump(settle)
             sent0 = {
@@ -171,12 +171,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             LocalClient(replace(base, name="B", source=MediaSpec("silence"))) as b,
         ):
             for c in (a, b):
-                c.until(connected, 20, "connected")
-            b.until(lambda v: bool(v.speakers), 20, "B hears A")
+                c.until(connected, 60, "connected")
+            b.until(lambda v: bool(v.speakers), 60, "B hears A")
             b.pump(settle)
             talking = measure({"A": a, "B": b}, seconds)
         with LocalClient(replace(base, name="I", source=MediaSpec("silence"))) as idle:
-            idle.until(connected, 20, "connected")
+            idle.until(connected, 60, "connected")
             idle.command(ev.MuteCmd(True), lambda v: v.encode is not None and v.encode.muted)
             idle.pump(settle)
             idle_cost = measure({"idle": idle}, seconds)

@@ -9,9 +9,10 @@ levels, then:
   its cost per 20 ms frame. Candidates: WebRTC's VAD (``webrtcvad-wheels``) in modes
   1-3, the speech probability of WebRTC's noise suppressor (``pywebrtc-audio``), an
   energy threshold at -45 dBFS.
-* ``gate``: the talk gate (pipeline/core/talk.py) with that detector: speech frames
-  not sent (clipped) and spurts a minute opened by noise alone, by hold, pre-roll
-  and onset rule.
+* ``gate``: the talk gate (pipeline/core/talk.py) with that detector hearing the
+  microphone before processing, as the encode stage runs it: speech frames not sent
+  (clipped) and spurts a minute opened by noise alone, by hold, pre-roll and onset
+  rule.
 * ``processing``: each noise suppressor's wideband PESQ against the clean speech,
   per noise, its attenuation of noise alone, its delay and its cost per frame.
   Candidates: WebRTC's (``pywebrtc-audio``: the chosen set-up with gain control, and
@@ -327,7 +328,7 @@ def measure_gate(speech: np.ndarray, quick: bool) -> dict[str, Any]:
                 gate: TalkGate[int] = TalkGate(WebRtcVad(), onset_frames=onset, preroll_frames=pre)
                 sent = np.zeros(len(label), bool)
                 for i, f in enumerate(synthetic.frames(sig)):
-                    for _, k in gate.push(proc.process(f), i):
+                    for _, k in gate.push(proc.process(f), i, probe=f):  # as the encoder does
                         sent[k] = True
                 stats.append((sent, gate.counts.spurts))
             (sent_s, _), (sent_n, spurts_n) = stats

@@ -156,6 +156,14 @@ def test_push_to_talk_sends_only_while_pressed_with_no_pre_roll() -> None:
     assert starts == [3, 8]
 
 
+def test_the_detector_hears_the_probe_when_given_one() -> None:
+    quiet, tone = signal(".#")
+    gate: TalkGate[int] = TalkGate(loud, VAD, preroll_frames=0)
+    assert gate.push(tone, 0, probe=quiet) == []  # processed loud, microphone quiet
+    out = gate.push(quiet, 1, probe=tone)
+    assert len(out) == 1 and out[0][0] is quiet  # what is sent is the frame, not the probe
+
+
 def test_switching_modes_at_run_time() -> None:
     gate: TalkGate[int] = TalkGate(loud, VAD, hold_frames=0, preroll_frames=2)
     quiet = signal(".")[0]

@@ -116,17 +116,21 @@ class TalkGate(Generic[T]):
         """The last frame was sent."""
         return self._sending
 
-    def push(self, frame: np.ndarray, tag: T) -> list[tuple[np.ndarray, T]]:
+    def push(
+        self, frame: np.ndarray, tag: T, probe: np.ndarray | None = None
+    ) -> list[tuple[np.ndarray, T]]:
         """The frames to send now, oldest first, each with its tag: none in silence;
-        at the onset of a spurt the pre-roll, then this frame. ``frame`` is only read
-        while this call runs (a pre-roll keeps a copy), so it may be a ring slot's view;
-        the arrays handed back are valid until the next call."""
+        at the onset of a spurt the pre-roll, then this frame. ``probe`` is what the
+        detector hears instead of ``frame`` (the microphone before processing: gain
+        control raises room noise the detector would then take for speech). Both are
+        only read while this call runs (a pre-roll keeps a copy), so they may be ring
+        slot views; the arrays handed back are valid until the next call."""
         if self._mode == CONTINUOUS:
             send = True
         elif self._mode == PTT:
             send = self.pressed
         else:
-            send = self._voice(frame)
+            send = self._voice(frame if probe is None else probe)
         if not send:
             self._end()
             self._keep(frame, tag)

@@ -153,10 +153,10 @@ def run(cfg: EncodeConfig) -> None:
                     src.release()
                     muted_frames += 1
                 else:
-                    pcm = slot.samples()
-                    if processor is not None:
-                        pcm = processor.process(pcm)  # a copy: the slot may go
-                    send = gate.push(pcm, (slot.seq, slot.timestamp))
+                    raw = slot.samples()
+                    # The detector hears the microphone as it is (see TalkGate.push).
+                    pcm = raw if processor is None else processor.process(raw)
+                    send = gate.push(pcm, (slot.seq, slot.timestamp), probe=raw)
                     for i, (frame, (seq, ts)) in enumerate(send):
                         marker = gate.started and i == 0  # SPEC.md, "Talk spurts"
                         packet = plain(encoder.encode(frame), marker)  # SPEC.md, "Voice body"
