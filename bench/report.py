@@ -159,6 +159,21 @@ def client_section(doc: dict[str, Any]) -> list[str]:
         for k, v in doc[state].items():
             rows.append([state, k, _f(v["cpu_percent"]), _f(v["rss_mib"], 1)])
     out += _table(["state", "process", "CPU %", "RSS MiB"], rows)
+    modes = doc.get("vad_against_continuous")
+    if modes:
+        out += [
+            "",
+            f"A quiet room, side by side: voice activation {_f(modes['vad_total_cpu_percent'])} "
+            f"% CPU over all six processes, {_f(modes['vad_datagrams_per_s'])} datagrams/s; "
+            f"continuous {_f(modes['continuous_total_cpu_percent'])} %, "
+            f"{_f(modes['continuous_datagrams_per_s'])} datagrams/s.",
+        ]
+    for signal, row in (doc.get("per_frame") or {}).items():
+        out.append(
+            f"Per 20 ms frame on {signal}: noise suppression and gain control "
+            f"{_f(row['noise_suppression_and_agc_us']['p50'], 0)} µs, voice activity detector "
+            f"{_f(row['vad_us']['p50'], 0)} µs (p50)."
+        )
     return out
 
 
