@@ -360,13 +360,46 @@ def steady(n: int, delay_ms: float = 5.0) -> list[tuple[int, int]]:
 
 
 def test_adaptive_starts_on_one_packet_and_holds_a_clean_path_tight() -> None:
-    jb, out = adaptive_run(steady(200), 210)
-    assert played([o for _, o in out]) == list(range(200))
+    jb, out = adaptive_run(steady(400), 410)
+    assert played([o for _, o in out]) == list(range(400))
     s = jb.stats
     assert s.late == 0 and s.lost == 0
-    # The fastest packet's delay plus the scheduling margin: nothing for jitter.
+    # The fastest packet's delay plus the scheduling margin: nothing for jitter (once the
+    # first 3 s, which wait for the largest delay seen and 10 ms more, are over).
     assert s.target_ms == pytest.approx(jb.margin_ns / MS, abs=1)
     assert s.delay_ms <= s.target_ms + jb.hysteresis_ns / MS + 20
+
+
+def test_the_first_seconds_wait_for_the_largest_delay_seen_and_more() -> None:
+    # Three packets 0, 30 and 10 ms late, then a steady path: a 97th percentile of three
+    # would be their largest, and would be too little for the next ones.
+    early = [(T0 + k * FRAME_NS + d * MS, k) for k, d in enumerate((0, 30, 10))]
+    jb, _ = adaptive_run(early + steady(20, 0)[3:], 10)
+    assert jb.stats.target_ms >= 30 + jb.early_extra_ns / MS + jb.margin_ns / MS - 1
+
+
+def test_shortening_waits_for_more_excess_on_a_jittery_path() -> None:
+    """The delay is left alone within a slack that grows with the path's spread (target
+    above the fastest), 5..50 ms: a jittery path's target wanders and is not chased."""
+    for spread_ms, excess_ms, wanted in ((0, 20, True), (40, 20, False), (80, 60, True)):
+        jb = JitterBuffer(watermark=1, adaptive=True)
+        h = jb.history
+        h.delays.extend((T0, d * MS) for d in [0] * 200 + [spread_ms] * 20)
+        h.fastest, h.target_d, h.target_at = 0, spread_ms * MS, T0
+        h.ts0 = 0
+        # A frame captured at 0 played at target + margin + excess.
+        now = spread_ms * MS + jb.margin_ns + excess_ms * MS
+        jb._steer(now, 0, 0)
+        assert (jb.stretch_wanted < 0) == wanted, (spread_ms, excess_ms)
+
+
+def test_lengthening_never_goes_into_speech() -> None:
+    jb = JitterBuffer(watermark=1, adaptive=True)
+    h = jb.history
+    h.delays.extend((T0, 0) for _ in range(200))
+    h.fastest, h.target_d, h.target_at, h.ts0 = 0, 100 * MS, T0, 0
+    jb._steer(10 * MS, 0, 0)  # 90 ms below the target: packets would be late
+    assert jb.stretch_wanted > 0 and not jb.stretch_urgent
 
 
 def test_adaptive_target_follows_jitter_and_falls_back_slowly() -> None:
