@@ -106,6 +106,7 @@ STAGES = (
             fec=c.fec,
             loss_hint=c.loss_hint,
             loss_feedback=c.loss_feedback,
+            redundancy=c.redundancy,
             talk=c.talk,
             input_processing=c.input_processing,
         ),

@@ -13,7 +13,10 @@ first packet of each talk spurt carries the voice body's marker.
 Owns the encoder settings the UI may change: bitrate, mute, talk mode, and the packet
 loss hint (pipeline/core/loss_hint.py: the largest of the configured hint, the
 chaos setting, the loss measured on receive and the worst loss our listeners
-report through the relay), which tells Opus how much in-band FEC to spend.
+report through the relay), which tells Opus how much in-band FEC to spend, and the
+redundancy for bursts (pipeline/core/redundancy.py): while losses come in bursts, a
+second encoder at a lower bitrate makes copies of each frame that the next packets
+carry again.
 """
 
 from __future__ import annotations
@@ -22,13 +25,20 @@ import time
 from dataclasses import dataclass
 
 from pipeline.core.loss_hint import LossHint
+from pipeline.core.redundancy import (
+    REDUNDANT_BITRATE,
+    REDUNDANT_COMPLEXITY,
+    RedundancyPolicy,
+    RedundantFrames,
+    backs_for,
+)
 from pipeline.core.talk import TalkError, TalkGate, check_mode
 from pipeline.ipc import events as ev
 from pipeline.media.input_processing import InputProcessor
 from pipeline.media.opus import CodecError, OpusEncoder
 from pipeline.media.vad import WebRtcVad
 from pipeline.stages.runtime import StageRuntime, Wiring
-from relay.protocol.voice_body import MAX_PRIMARY, plain
+from relay.protocol.voice_body import MAX_PRIMARY
 
 MIN_BITRATE, MAX_BITRATE = 6000, 510000
 
@@ -40,6 +50,7 @@ class EncodeConfig:
     fec: bool = True
     loss_hint: float = 0.0  # the loss % to expect before any is measured (a floor for FEC)
     loss_feedback: bool = True  # raise FEC for what our listeners report losing
+    redundancy: bool = True  # copies of earlier frames while losses come in bursts
     talk: str = "continuous"  # the talk mode to start in (pipeline/core/talk.py)
     input_processing: bool = False  # noise suppression and gain control before encoding
 
@@ -55,6 +66,8 @@ class _Settings:
         self.bitrate = cfg.bitrate
         self.muted = False
         self.hint = LossHint(configured=cfg.loss_hint, use_listeners=cfg.loss_feedback)
+        self.policy = RedundancyPolicy(fec=cfg.fec, enabled=cfg.redundancy)
+        self.frames = RedundantFrames()
         self.loss_percent = int(cfg.loss_hint)  # what the encoder was last told
         self.source = ""
         self.update(time.monotonic())
@@ -85,16 +98,20 @@ class _Settings:
 
     def measured_loss(self, stats: ev.DecodeStats) -> None:
         self.hint.incoming = stats.loss_percent
+        self.hint.incoming_burst = stats.burst_mean
         self.update(time.monotonic())
 
     def listeners(self, report: ev.ListenerReport) -> None:
         now = time.monotonic()
-        self.hint.listener_report(report.loss_percent, report.late_percent, report.listeners, now)
+        self.hint.listener_report(
+            report.loss_percent, report.late_percent, report.listeners, now, report.burst_mean
+        )
         self.update(now)
 
     def update(self, now: float) -> None:
         """Tell the encoder the hint at ``now``, if its whole percent changed."""
         hint, self.source = self.hint.value(now)
+        self.policy.update(self.hint.figures(now), now)
         if int(hint) != self.loss_percent:
             self.encoder.set_loss_percent(int(hint))
             self.loss_percent = int(hint)
@@ -113,6 +130,11 @@ class _Settings:
             listener_loss=round(self.hint.listener_loss(now), 1),
             listener_late=self.hint.listener_late,
             listeners=self.hint.listeners,
+            listener_burst=round(self.hint.listener_burst, 2),
+            redundancy=self.policy.depth,
+            redundant_bitrate=REDUNDANT_BITRATE,
+            redundant_copies=self.frames.counters.copies,
+            redundant_bytes=self.frames.counters.copy_bytes,
             talk_mode=self.gate.mode,
             talking=self.gate.talking,
             ptt_pressed=self.gate.pressed,
@@ -133,7 +155,11 @@ def run(cfg: EncodeConfig) -> None:
             loss_percent=int(cfg.loss_hint),
             max_bytes=MAX_PRIMARY,  # room for the voice body's flag byte
         )
+        copies = OpusEncoder(  # the redundant copies' encoder: run only while they are sent
+            bitrate=REDUNDANT_BITRATE, fec=False, complexity=REDUNDANT_COMPLEXITY
+        )
         settings = _Settings(encoder, cfg, rt)
+        frames = settings.frames
         rt.on(ev.MuteCmd, settings.mute)
         rt.on(ev.TalkModeCmd, settings.set_talk)
         rt.on(ev.PushToTalkCmd, settings.push_to_talk)
@@ -152,14 +178,19 @@ def run(cfg: EncodeConfig) -> None:
                     gate.mute()  # nothing said while muted is kept for a pre-roll
                     src.release()
                     muted_frames += 1
+                    frames.reset()  # the next frame does not follow the last one sent
                 else:
                     raw = slot.samples()
                     # The detector hears the microphone as it is (see TalkGate.push).
                     pcm = raw if processor is None else processor.process(raw)
                     send = gate.push(pcm, (slot.seq, slot.timestamp), probe=raw)
+                    backs = backs_for(settings.policy.depth, cfg.fec)
                     for i, (frame, (seq, ts)) in enumerate(send):
                         marker = gate.started and i == 0  # SPEC.md, "Talk spurts"
-                        packet = plain(encoder.encode(frame), marker)  # SPEC.md, "Voice body"
+                        primary = encoder.encode(frame)
+                        copy = copies.encode(frame) if backs else None
+                        # SPEC.md, "Voice body": a spurt's first packet carries no copies
+                        packet = frames.body(stream_seq + 1, primary, copy, backs, marker)
                         t_out = time.monotonic_ns()
                         rt.latency.add(ev.HOP_ENCODE, t_out - t_in)
                         stream_seq += 1
