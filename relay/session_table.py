@@ -119,6 +119,7 @@ class Session:
     dropped_at: float | None = None  # monotonic time of the TCP drop
     bound_at: float | None = None  # monotonic time udp_addr last changed
     udp_key: bytes = b""  # protocol 2: the session's secret UDP key (never logged)
+    tunnel: bool = False  # hears through its control connection (the TCP tunnel)
 
     def __repr__(self) -> str:
         return f"Session(user_id={self.user_id}, name={self.name!r}, channel={self.channel!r})"
@@ -176,6 +177,7 @@ class SessionTable:
                 self._media_key(name)
         self.grace = grace
         self.udp_port = udp_port
+        self.udp_host = ""  # what the welcome advertises for UDP (--public-host); "": none
         self.max_sessions = max_sessions
         self.rebind_interval = rebind_interval
         self.max_per_source = max_per_source
@@ -193,6 +195,7 @@ class SessionTable:
         self._dirty: set[str] = set()  # channels whose routing changed since take_dirty()
         self._added: list[int] = []  # tokens of sessions created since take_added()
         self._removed: list[int] = []  # user ids of sessions removed since take_removed()
+        self.tunnelled: set[int] = set()  # tokens of the sessions that hear through the tunnel
 
     # --- queries ---------------------------------------------------------------
 
@@ -392,6 +395,7 @@ class SessionTable:
             out.append(Close(session.conn, "session resumed on another connection"))
         session.conn = conn
         session.dropped_at = None
+        self._set_tunnel(session, False)  # the tunnel was the old connection's
         self._graced.pop(token, None)
         self._by_conn[conn] = token
         out.append(SendFrames((conn,), self._welcome(session)))
@@ -468,7 +472,26 @@ class SessionTable:
             session.conn = None
             session.dropped_at = now
             self._graced[token] = None
+            self._set_tunnel(session, False)  # nothing left to carry it
         return []
+
+    def tunnel(self, conn: int, on: bool) -> list[Action]:
+        """The session on ``conn`` hears through its control connection (``on``) or over
+        UDP; an error if the connection has no session."""
+        session = self.by_conn(conn)
+        if session is None:
+            return [_error(conn, "not_authenticated", "send auth first")]
+        self._set_tunnel(session, on)
+        return []
+
+    def _set_tunnel(self, session: Session, on: bool) -> None:
+        if session.tunnel != on:
+            session.tunnel = on
+            if on:
+                self.tunnelled.add(session.token)
+            else:
+                self.tunnelled.discard(session.token)
+            self._changed(session.channel)
 
     def expire(self, now: float) -> list[Action]:
         """Remove every session whose grace period is over; announce each."""
@@ -597,6 +620,7 @@ class SessionTable:
             token=session.token,
             user_id=session.user_id,
             udp_port=self.udp_port,
+            udp_host=self.udp_host,
             channel=session.channel,
             channels=list(self.channels),
             users=[],
@@ -643,6 +667,7 @@ class SessionTable:
         self._names.release(session.name)
         self.channels[session.channel].discard(session.token)
         self._changed(session.channel)
+        self.tunnelled.discard(session.token)
         self._removed.append(session.user_id)
         session.udp_key = b""  # the one reference the table held
         return [self._presence(UserLeft(session.user_id, session.name, session.channel))]
@@ -700,3 +725,6 @@ class SessionTable:
             assert self._packed[s.token] == pack_user(s.info())
         assert sources == self._per_source and set(self._packed) == set(self._by_token)
         assert len({s.user_id for s in self._by_token.values()}) == len(self._by_token)
+        # Only a connected session hears through its connection (the TCP tunnel).
+        assert self.tunnelled == {t for t, s in self._by_token.items() if s.tunnel}
+        assert all(s.conn is not None for s in self._by_token.values() if s.tunnel)
