@@ -41,7 +41,7 @@ from relay.limits import (
 from relay.metrics import MetricsServer, Snapshot, from_loop, parse_address
 from relay.operations import Operations
 from relay.protocol.messages import ChannelInfo
-from relay.router import Addr, Router, RouteTable, VoiceLimit, add_unbound
+from relay.router import Addr, Router, RouteTable, VoiceLimit, add_unbound, remove_unbound
 from relay.sealed_router import SealedRouter
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, BindResult, SessionTable
 from relay.store import Store
@@ -341,15 +341,21 @@ class Relay:
 
     def _rebuild_routes(self) -> None:
         added = self.sessions.take_added()
+        gone = self.sessions.take_gone()
         dirty = self.sessions.take_dirty()
         if self.sealed is not None:  # keys and windows first: a route without them drops
             peers = self.sessions.peer_entries(dirty, (token for token, _u, _c in added))
             self.sealed.update_peers(peers, self.sessions.take_removed())
-        table = add_unbound(self.router.table, added) if added else self.router.table
+        table = self.router.table
+        if gone:  # first: a token may have gone and come back with a new session
+            table = remove_unbound(table, gone)
+        if added:
+            table = add_unbound(table, added)
         entries = self.sessions.route_entries(dirty)
         self.router.table = RouteTable.update(table, dirty, entries)
-        if self._workers:  # they know channel updates only: new sessions' channels are redone
+        if self._workers:  # they know channel updates only: these sessions' channels are redone
             dirty |= {channel for _token, _uid, channel in added}
+            dirty |= {channel for _token, channel in gone}
             entries = self.sessions.route_entries(dirty)
             for w in self._workers:
                 w.update(dirty, entries)

@@ -193,6 +193,7 @@ class SessionTable:
         self._dirty: set[str] = set()  # channels whose routing changed since take_dirty()
         self._added: list[int] = []  # tokens of sessions created since take_added()
         self._removed: list[int] = []  # user ids of sessions removed since take_removed()
+        self._gone: list[tuple[int, str]] = []  # (token, channel) removed unbound, take_gone()
 
     # --- queries ---------------------------------------------------------------
 
@@ -286,6 +287,13 @@ class SessionTable:
             if s is not None and s.udp_addr is None and s.channel not in self._dirty:
                 out.append((token, s.user_id, s.channel))
         return out
+
+    def take_gone(self) -> list[tuple[int, str]]:
+        """``(token, channel)`` of the sessions removed since the last call that never had
+        a UDP address: the router drops their routes without rebuilding the channel
+        (:func:`relay.router.remove_unbound`); their channels are not dirty for them."""
+        gone, self._gone = self._gone, []
+        return gone
 
     def take_removed(self) -> list[int]:
         """User ids of the sessions removed since the last call."""
@@ -589,10 +597,10 @@ class SessionTable:
         """The encoded snapshot for ``session``: every user, those of its channel first,
         paged over ``user_list`` frames when one frame cannot hold them all."""
         packed = self._packed
-        users = [packed[t] for t in self.channels[session.channel]]
+        users = list(map(packed.__getitem__, self.channels[session.channel]))  # in C: flat
         for channel, members in self.channels.items():
             if channel != session.channel:
-                users += [packed[t] for t in members]
+                users.extend(map(packed.__getitem__, members))
         head = Welcome(
             token=session.token,
             user_id=session.user_id,
@@ -642,7 +650,11 @@ class SessionTable:
         self._snapshot = None
         self._names.release(session.name)
         self.channels[session.channel].discard(session.token)
-        self._changed(session.channel)
+        if session.udp_addr is None:  # in no one's routes: the router drops its own alone
+            self.version += 1
+            self._gone.append((session.token, session.channel))
+        else:
+            self._changed(session.channel)
         self._removed.append(session.user_id)
         session.udp_key = b""  # the one reference the table held
         return [self._presence(UserLeft(session.user_id, session.name, session.channel))]
