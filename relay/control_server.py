@@ -32,6 +32,7 @@ from relay import feedback
 from relay.bans import Ban, BanList
 from relay.limits import (
     AddressPolicy,
+    AddressRates,
     Admission,
     AuthGuard,
     ConnectionPolicy,
@@ -117,6 +118,8 @@ class ControlServer:
         self._ids = itertools.count(1)
         self._version = sessions.version
         self.addresses = AddressPolicy(self.limits)
+        self.rates = AddressRates(self.limits)  # chats and joins per source address
+        self.rate_limited = {"chat": 0, "join": 0}  # refused by the per-address rates
         self.fanout = PresenceFanout()
         self.feedback = feedback.LossFeedback(sessions.channel_of)
         self._feedback_timer: asyncio.TimerHandle | None = None
@@ -248,8 +251,12 @@ class ControlServer:
                 self._close(conn, "too many unknown tokens")
                 return
         elif isinstance(msg, Join):
+            if self._over_address_rate(conn, "join"):
+                return
             actions = s.join(conn.id, msg.channel)
         elif isinstance(msg, Chat):
+            if self._over_address_rate(conn, "chat"):
+                return
             actions = s.chat(conn.id, msg.text, self.wall())
         elif isinstance(msg, Ping):
             actions = [Send(conn.id, Pong(nonce=msg.nonce, t=msg.t))]
@@ -269,6 +276,22 @@ class ControlServer:
         if has_session and not conn.closing:
             # After its welcome went out: presence from here on is news to it.
             self.fanout.subscribe(conn.id)
+
+    def _over_address_rate(self, conn: _Conn, kind: str) -> bool:
+        """Whether a chat or join of ``conn`` is over its address's rate: then it is
+        answered with an error (not a bad frame: a NAT's other users share the limit)."""
+        if self.sessions.by_conn(conn.id) is None:
+            return False  # the table answers not_authenticated; no address token is spent
+        rates = self.rates
+        allowed = rates.allow_chat if kind == "chat" else rates.allow_join
+        if allowed(conn.source, self.clock()):
+            return False
+        self.rate_limited[kind] += 1
+        lim = self.limits
+        rate = lim.address_chat_rate if kind == "chat" else lim.address_join_rate
+        msg = f"more than {rate:g} {kind}s/s from your address"
+        self._send(conn, Error(code="address_rate_limited", message=msg))
+        return True
 
     def _reception(self, conn: _Conn, msg: Reception) -> list[Action]:
         session = self.sessions.by_conn(conn.id)

@@ -32,6 +32,10 @@ from relay.admin import Admin
 from relay.admin_server import AdminServer
 from relay.control_server import ControlServer
 from relay.limits import (
+    ADDRESS_CHAT_BURST,
+    ADDRESS_CHAT_RATE,
+    ADDRESS_JOIN_BURST,
+    ADDRESS_JOIN_RATE,
     CONNECT_BURST,
     CONNECT_RATE,
     PER_ADDRESS_CONNECTIONS,
@@ -75,6 +79,10 @@ class RelayConfig:
     per_address_sessions: int = PER_ADDRESS_SESSIONS
     connect_rate: float = CONNECT_RATE
     connect_burst: float = CONNECT_BURST
+    address_chat_rate: float = ADDRESS_CHAT_RATE  # chats/s of one address, all connections
+    address_chat_burst: float = ADDRESS_CHAT_BURST
+    address_join_rate: float = ADDRESS_JOIN_RATE  # joins/s of one address, all connections
+    address_join_burst: float = ADDRESS_JOIN_BURST
     # Security (docs/security.md). insecure: protocol 1, plain TCP and plain voice.
     insecure: bool = False
     tls_cert: str | None = None  # PEM; None: the data directory's self-signed identity
@@ -152,6 +160,10 @@ class Relay:
                 per_address_sessions=config.per_address_sessions,
                 connect_rate=config.connect_rate,
                 connect_burst=config.connect_burst,
+                address_chat_rate=config.address_chat_rate,
+                address_chat_burst=config.address_chat_burst,
+                address_join_rate=config.address_join_rate,
+                address_join_burst=config.address_join_burst,
             ),
             password=config.password,
         )
@@ -424,6 +436,7 @@ class Relay:
         fan = c.fanout.counters
         parts = {f"refused_{k}": v for k, v in c.refused.items()}
         parts |= {f"auth_{k}": v for k, v in c.auth_refused.items()}
+        parts |= {f"address_rate_limited_{k}": v for k, v in c.rate_limited.items()}
         parts |= {
             "evicted_in_grace": self.sessions.evicted,
             "presence_batches": fan.batches,
