@@ -277,21 +277,25 @@ class SessionTable:
         return dirty
 
     def take_added(self) -> list[tuple[int, int, str]]:
-        """``(token, user_id, channel)`` of the sessions created since the last call that
-        are still unbound in a channel with no other change: the router adds them
-        without rebuilding the channel (:func:`relay.router.add_unbound`)."""
+        """``(token, user_id, channel)`` of the sessions created or moved since the last
+        call that are still unbound in a channel with no other change: the router adds
+        them without rebuilding the channel (:func:`relay.router.add_unbound`), after
+        dropping those :meth:`take_gone` lists. A join storm of sessions that never
+        bound (an attacker's) then costs no channel rebuild at all."""
         added, self._added = self._added, []
         out = []
-        for token in added:
+        for token in dict.fromkeys(added):  # once each, however often it moved
             s = self._by_token.get(token)
             if s is not None and s.udp_addr is None and s.channel not in self._dirty:
                 out.append((token, s.user_id, s.channel))
         return out
 
     def take_gone(self) -> list[tuple[int, str]]:
-        """``(token, channel)`` of the sessions removed since the last call that never had
-        a UDP address: the router drops their routes without rebuilding the channel
-        (:func:`relay.router.remove_unbound`); their channels are not dirty for them."""
+        """``(token, channel)`` of the sessions that never had a UDP address and were
+        removed, or moved out of ``channel``, since the last call: the router drops
+        their routes without rebuilding the channel (:func:`relay.router.remove_unbound`);
+        their channels are not dirty for them. A moved one is listed by
+        :meth:`take_added` too, in its new channel."""
         gone, self._gone = self._gone, []
         return gone
 
@@ -433,7 +437,12 @@ class SessionTable:
         session.channel = channel
         self.channels[channel].add(session.token)
         self._set_packed(session)
-        self._changed(old, channel)
+        if session.udp_addr is None:  # in no one's routes: it leaves one and enters another
+            self.version += 1
+            self._gone.append((session.token, old))
+            self._added.append(session.token)
+        else:
+            self._changed(old, channel)
         if self.sealed and session.conn is not None:  # the key first: its voice opens at once
             key_id, key = self._media_key(channel)
             return [Send(session.conn, MediaKey(channel, key_id, key)), Presence(left + joined)]

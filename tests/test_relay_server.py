@@ -908,6 +908,7 @@ def test_the_welcome_lists_every_user_of_a_full_server(
     1,200 users of ~60 bytes each already overflow one 64 KiB frame; the 2,000 of the
     issue run with ``make soak``."""
     unlimited = ["--max-per-address", "0", "--max-sessions-per-address", "0", "--connect-rate", "0"]
+    unlimited += ["--address-join-rate", "0", "--address-chat-rate", "0"]
     relay = relay_factory("--max-clients", str(n + 10), "--log-level", "warning", *unlimited)
     with Crowd(HOST, relay.port) as crowd:
         crowd.add(n - 1, "x" * 24 + "-", batch=100)  # names of 25-29 characters
@@ -933,6 +934,7 @@ def test_a_join_storm_keeps_pings_answered(relay_factory: Callable[..., RelayPro
     """Issue 18, finding 2: a join storm took the control plane down (a ping answered
     after 44.8 s at 1,500 sessions). bench/control_load.py measures 1,500; here 400."""
     unlimited = ["--max-per-address", "0", "--max-sessions-per-address", "0", "--connect-rate", "0"]
+    unlimited += ["--address-join-rate", "0", "--address-chat-rate", "0"]
     channels = [a for i in range(20) for a in ("--channel", f"c{i}")]
     relay = relay_factory("--max-clients", "500", "--log-level", "info", *unlimited, *channels)
     with Crowd(HOST, relay.port) as crowd, ProbeClient(HOST, relay.port) as pinger:
@@ -964,6 +966,7 @@ def test_sigterm_is_obeyed_within_two_seconds_under_load(
     """Issue 18, finding 2: under a storm SIGTERM was not obeyed within 5 s. Sessions that
     never read their presence (queues full) must not hold the shutdown."""
     unlimited = ["--max-per-address", "0", "--max-sessions-per-address", "0", "--connect-rate", "0"]
+    unlimited += ["--address-join-rate", "0", "--address-chat-rate", "0"]
     relay = relay_factory("--max-clients", "500", *unlimited)
     with Crowd(HOST, relay.port) as crowd:
         crowd.add(300, "s", batch=100)

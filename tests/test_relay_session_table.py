@@ -614,6 +614,27 @@ def test_a_session_that_never_bound_leaves_without_a_channel_rebuild() -> None:
     t.check()
 
 
+def test_a_session_that_never_bound_moves_without_a_channel_rebuild() -> None:
+    # A join storm of sessions without UDP (an attacker's) rebuilt both channels of every
+    # join, thousands of routes per presence round: now each move is a dict copy.
+    t = table()
+    for conn in range(1, 4):
+        t.auth(conn, f"u{conn}")
+    t.take_added(), t.take_dirty()
+    token = t.by_conn(2).token  # type: ignore[union-attr]
+    t.join(2, "Music")
+    t.join(2, "Lobby")
+    t.join(2, "Music")
+    assert t.take_gone() == [(token, "Lobby"), (token, "Music"), (token, "Lobby")]
+    assert t.take_added() == [(token, t.by_conn(2).user_id, "Music")]  # type: ignore[union-attr]
+    assert t.take_dirty() == set()
+    t.bind_udp(token, ("127.0.0.1", 5000), 0.0)
+    t.take_dirty()
+    t.join(2, "Lobby")  # bound: in the others' routes, both channels are rebuilt
+    assert t.take_dirty() == {"Music", "Lobby"} and t.take_gone() == []
+    t.check()
+
+
 def test_arrivals_and_leaves_reach_other_channels() -> None:
     t = table()
     t.auth(1, "a")
