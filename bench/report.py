@@ -216,9 +216,10 @@ def control_section(doc: dict[str, Any]) -> list[str]:
         f"{_f(st['received_bytes_per_session'] / 1024, 1)} KiB received per session per storm."
     )
     out += ["", "Auth latency (auth sent to the whole welcome in), by sessions held:", ""]
-    rows = [[level, _f(s.get("p50")), _f(s.get("p99")), _f(s.get("max"))]
+    rows = [[level, _f(s.get("p50")), _f(s.get("p99")), _f(s.get("max")),
+             _f(s.get("relay_cpu_ms_per_auth"))]
             for level, s in doc["auth_ms"].items()]  # fmt: skip
-    out += _table(["sessions", "p50 ms", "p99 ms", "max ms"], rows)
+    out += _table(["sessions", "p50 ms", "p99 ms", "max ms", "relay CPU ms per auth"], rows)
     return out
 
 
