@@ -50,6 +50,7 @@ import tempfile
 import time
 from array import array
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +102,47 @@ _COUNTERS = re.compile(r"counters: (.*?) sessions=")
 # --- the two load processes (module level, for spawn) --------------------------------------
 
 
+@dataclass(frozen=True)
+class StartLine:
+    """The start of a load window, fixed once the sender and receiver processes run.
+
+    A spawned child on a loaded machine can take seconds to import and start: a start
+    fixed before they run could be over before they send a datagram."""
+
+    ready: Any  # a semaphore each child releases once
+    go: Any  # an event set with ``t0``
+    t0: Any  # a shared double: the window's start, time.monotonic() (system-wide)
+
+    @classmethod
+    def make(cls, ctx: Any) -> StartLine:
+        return cls(ctx.Semaphore(0), ctx.Event(), ctx.Value("d", 0.0))
+
+    def wait(self) -> float:
+        """In a child: say it is ready and return the start the parent then fixes."""
+        self.ready.release()
+        if not self.go.wait(START_TIMEOUT):
+            raise RuntimeError("the load window was never started")
+        return float(self.t0.value)
+
+    def start(self, children: int, lead: float) -> float:
+        """In the parent: wait for every child, then start the window ``lead`` s from now."""
+        for _ in range(children):
+            if not self.ready.acquire(timeout=START_TIMEOUT):
+                raise RuntimeError(f"a load process did not start within {START_TIMEOUT} s")
+        t0 = time.monotonic() + lead
+        self.t0.value = t0
+        self.go.set()
+        return t0
+
+
+START_TIMEOUT = 120.0
+
+
 def _sender(
     socks: list[socket.socket],
     tokens: list[int],
     relay_addr: tuple[str, int],
-    t0: float,
+    line: StartLine,
     duration: float,
     rate: float,
     cpus: set[int] | None,
@@ -117,6 +154,7 @@ def _sender(
     With ``keys``, sealed voice (protocol 2), each datagram sealed as it is sent."""
     if cpus:
         os.sched_setaffinity(0, cpus)
+    t0 = line.wait()
     if keys is not None:
         _sealed_sender(socks, keys, relay_addr, t0, duration, rate, out)
         return
@@ -198,7 +236,7 @@ def _sealed_sender(
 
 def _receiver(
     socks: list[socket.socket],
-    t0: float,
+    line: StartLine,
     duration: float,
     cpus: set[int] | None,
     out: Any,
@@ -207,6 +245,7 @@ def _receiver(
     """Count voice arriving in the window and record each one's delay (µs)."""
     if cpus:
         os.sched_setaffinity(0, cpus)
+    t0 = line.wait()
     sel = selectors.DefaultSelector()
     for s in socks:
         s.setblocking(False)
@@ -385,20 +424,21 @@ def run_phase(
     listened = socks[:sample] if sample else socks
     tokens = [c.token for c in clients]
     keys = [_keys(c) for c in clients] if relay.sealed else None
-    # Time for both children to start, and for the sealed sender to seal its load first.
-    preseal = rate > PACED_MAX and rate * duration <= PRESEAL_MAX
-    t0 = time.monotonic() + 1.5 + (rate * duration * 20e-6 if keys and preseal else 0.0)
+    line = StartLine.make(ctx)
     procs = [
         ctx.Process(
             target=_sender,
-            args=(socks, tokens, (HOST, relay.port), t0, duration, rate, load_cpus, q, keys),
+            args=(socks, tokens, (HOST, relay.port), line, duration, rate, load_cpus, q, keys),
         ),
-        ctx.Process(target=_receiver, args=(listened, t0, duration, load_cpus, q, relay.sealed)),
+        ctx.Process(target=_receiver, args=(listened, line, duration, load_cpus, q, relay.sealed)),
     ]
     for p in procs:
         p.start()
     try:
         before = len(relay.counter_lines())
+        # Once both children run: time for the sealed sender to seal its load first.
+        preseal = rate > PACED_MAX and rate * duration <= PRESEAL_MAX
+        t0 = line.start(len(procs), 0.2 + (rate * duration * 20e-6 if keys and preseal else 0.0))
         time.sleep(max(0.0, t0 - time.monotonic()))
         w0, cpu0 = relay.snapshot()
         time.sleep(max(0.0, t0 + duration - time.monotonic()))

@@ -18,13 +18,14 @@ from pipeline.media.audio_format import FRAME_BYTES
 from pipeline.media.opus import OpusEncoder
 from pipeline.stages import decode
 from pipeline.stages.runtime import Wiring
+from relay.protocol.voice_body import plain
 
 U64 = (1 << 64) - 1
 
 
 def test_hostile_packets_never_stop_the_frames_or_the_stats() -> None:
     enc = OpusEncoder(48000)
-    opus = [enc.encode(f) for f in synthetic.frames(synthetic.tone(1.0, 440))]
+    opus = [plain(enc.encode(f)) for f in synthetic.frames(synthetic.tone(1.0, 440))]
     rng = random.Random(18)
     edges = [0, 1, U64, U64 - 1, 1 << 63, 1 << 62]
     ctx = multiprocessing.get_context("spawn")
@@ -59,6 +60,7 @@ def test_hostile_packets_never_stop_the_frames_or_the_stats() -> None:
             assert reports
             last = reports[-1]
             assert len(last.speakers) <= 64 and last.refused_speakers > 0
+            assert last.bad_bodies > 0  # the random bytes that are not a voice body
             bus.publish(ev.QuitCmd("test over"))
             proc.join(10)
             assert proc.exitcode == 0

@@ -87,6 +87,16 @@ def test_packets_are_sized_by_bitrate_at_run_time() -> None:
     assert size_16 < size_48 <= MAX_PACKET
 
 
+def test_max_bytes_caps_every_packet_even_at_the_top_bitrate() -> None:
+    x = np.random.default_rng(3).uniform(-0.5, 0.5, 48000).astype(np.float32)  # noise: big
+    capped = OpusEncoder(510000, max_bytes=300)
+    free = OpusEncoder(510000)
+    sizes = [len(capped.encode(f)) for f in frames(x)]
+    assert max(sizes) <= 300 < max(len(free.encode(f)) for f in frames(x))
+    with pytest.raises(ValueError, match="max_bytes"):
+        OpusEncoder(max_bytes=MAX_PACKET + 1)
+
+
 # --- loss ----------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES
 from pipeline.media.opus import OpusEncoder
 from pipeline.stages.stats import Latencies
 from relay.protocol.sealed_datagram import TAG_SIZE
+from relay.protocol.voice_body import Redundant, VoiceBody, plain
 from relay.protocol.voice_crypto import Sealer
 
 
@@ -102,6 +103,19 @@ def test_garbage_payload_is_counted_not_raised() -> None:
     assert by_id(sp)[1].decode_errors > 0
 
 
+def test_voice_bodies_are_unwrapped_and_bad_ones_counted() -> None:
+    sp = Speakers()
+    ps = packets(10)
+    for i in range(10):
+        body = bytes(VoiceBody(ps[i], marker=i == 0, redundant=(Redundant(1, b"r"),)))
+        sp.receive(1, i, i * FRAME_SAMPLES, body if i % 2 else plain(ps[i]), i * FRAME_NS)
+        sp.receive(1, 100 + i, 0, b"\x00", i * FRAME_NS)  # no primary frame
+        sp.render(i * FRAME_NS)
+    assert sp.bad_bodies == 10
+    s = by_id(sp)[1]
+    assert s.decode_errors == 0 and s.lost == 0 and s.played + s.depth == 10
+
+
 def test_a_new_stream_resets_the_speakers_decoder() -> None:
     sp = Speakers()
     ps = packets(40)
@@ -169,10 +183,10 @@ def test_any_received_headers_and_payloads_flow_through_without_error(
     for (speaker, seq, media), payload in datagrams:
         sealer = sealers.setdefault(speaker, Sealer(speaker, bytes(32), 0))
         sealer.set_media_key(1, bytes(16))
-        data = sealer.voice(seq, media, payload or good)[:-TAG_SIZE]  # as the relay forwards
+        data = sealer.voice(seq, media, payload or plain(good))[:-TAG_SIZE]  # as relayed
         incoming = link.received(memoryview(data), now)
         assert incoming is not None
-        sp.push(incoming.speaker, incoming.seq, incoming.media, bytes(incoming.payload), now)
+        sp.receive(incoming.speaker, incoming.seq, incoming.media, bytes(incoming.payload), now)
         lat.add(ev.HOP_RECEIVE_TO_DECODE, 0)
         pcm, info = sp.render(now)
         assert pcm.shape == (FRAME_SAMPLES,) and bool(np.isfinite(pcm).all())

@@ -26,6 +26,7 @@ from pipeline.media.opus import OpusEncoder
 from pipeline.media.sources import MediaSpec, read_wav, write_wav
 from relay.launch import start_relay, stop_relay
 from relay.probe import ProbeClient
+from relay.protocol.voice_body import plain
 from tests.conftest import RelayProcess
 
 pytestmark = pytest.mark.timeout(180)
@@ -326,7 +327,7 @@ def test_a_peer_sending_extreme_headers_crashes_no_stage(relay: RelayProcess) ->
     _, port = relay
     silence, null = MediaSpec("silence"), MediaSpec("null")
     opus = OpusEncoder(48000)
-    packets = [opus.encode(f) for f in synthetic.frames(synthetic.tone(1.0, 300))]
+    packets = [plain(opus.encode(f)) for f in synthetic.frames(synthetic.tone(1.0, 300))]
     u64 = (1 << 64) - 1
     with (
         LocalClient(cfg_for(port, "lis", silence, null)) as listener,

@@ -18,6 +18,8 @@ from pipeline.core.timestretch import StretchBudget, stretch
 from pipeline.ipc import events as ev
 from pipeline.media.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 from pipeline.media.opus import CodecError, OpusDecoder
+from relay.protocol.errors import ProtocolError
+from relay.protocol.voice_body import VoiceBody
 
 SPEAKING_RMS = 0.01  # a frame louder than this counts as speech for the activity display
 SPEAKING_HOLD_NS = 300_000_000  # and keeps the speaker lit this long
@@ -99,10 +101,22 @@ class Speakers:
         self._frames: list[np.ndarray] = []
         self.retired = 0
         self.refused = 0  # packets of a new speaker while MAX_SPEAKERS were being heard
+        self.bad_bodies = 0  # voice bodies that did not parse (dropped)
         self.fec, self.plc = fec, plc
 
+    def receive(self, speaker: int, seq: int, timestamp: int, body: bytes, now: int) -> None:
+        """One received voice body (SPEC.md, "Voice body"); one that does not parse is
+        counted in ``bad_bodies`` and dropped."""
+        try:
+            voice = VoiceBody.parse(body)
+        except ProtocolError:
+            self.bad_bodies += 1
+            return
+        self.push(speaker, seq, timestamp, voice.primary, now)
+
     def push(self, speaker: int, seq: int, timestamp: int, payload: bytes, now: int) -> None:
-        """One received packet: ``timestamp`` is the speaker's media timestamp, ``now`` local ns."""
+        """One received Opus packet: ``timestamp`` is the speaker's media timestamp, ``now``
+        local ns."""
         s = self._speakers.get(speaker)
         if s is None:
             if len(self._speakers) >= MAX_SPEAKERS:

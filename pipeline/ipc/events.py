@@ -254,6 +254,7 @@ class DecodeStats(StageReport):
     loss_percent: float = 0.0  # the worst speaker's
     retired: int = 0
     refused_speakers: int = 0  # packets of one speaker too many (MAX_SPEAKERS at once)
+    bad_bodies: int = 0  # voice bodies that did not parse (SPEC.md, "Voice body"), dropped
     deafened: bool = False
     playback_fill: int = 0  # frames queued for the sink: the playout queue
 

@@ -70,8 +70,19 @@ class OpusEncoder:
     """48 kHz mono ``APPLICATION_VOIP`` encoder; one 960-sample frame per packet."""
 
     def __init__(
-        self, bitrate: int = 48000, *, fec: bool = True, loss_percent: int = 0, complexity: int = 9
+        self,
+        bitrate: int = 48000,
+        *,
+        fec: bool = True,
+        loss_percent: int = 0,
+        complexity: int = 9,
+        max_bytes: int = MAX_PACKET,
     ) -> None:
+        """``max_bytes``: the largest packet to make (the encoder lowers the bitrate of a
+        frame that would not fit), e.g. room left for a voice body's flag byte."""
+        if not 1 <= max_bytes <= MAX_PACKET:
+            raise ValueError(f"max_bytes {max_bytes} is outside 1..{MAX_PACKET}")
+        self.max_bytes = max_bytes
         try:
             self._state: Any = _enc.create_state(SAMPLE_RATE, 1, opuslib.APPLICATION_VOIP)
         except opuslib.OpusError as e:
@@ -84,12 +95,12 @@ class OpusEncoder:
         self.lookahead: int = int(_ctl_call(_enc.encoder_ctl, self._state, _ctl.get_lookahead))
 
     def encode(self, frame: np.ndarray) -> bytes:
-        """One Opus packet (1..1275 bytes) for one float32[960] frame."""
+        """One Opus packet (1..``max_bytes`` bytes) for one float32[960] frame."""
         if self._state is None:
             raise CodecError("encoder is closed")
         a = _as_frame(frame)
         n = _enc.libopus_encode_float(
-            self._state, a.ctypes.data_as(_FLOAT_P), FRAME_SAMPLES, self._out, MAX_PACKET
+            self._state, a.ctypes.data_as(_FLOAT_P), FRAME_SAMPLES, self._out, self.max_bytes
         )
         if n < 0:
             raise CodecError("opus_encode_float failed", n)

@@ -52,7 +52,7 @@ def run(cfg: DecodeConfig) -> None:
             while slot is not None:
                 now = time.monotonic_ns()
                 lat.add(ev.HOP_RECEIVE_TO_DECODE, now - slot.timestamp)
-                speakers.push(slot.speaker, slot.seq, slot.media, bytes(slot.data), now)
+                speakers.receive(slot.speaker, slot.seq, slot.media, bytes(slot.data), now)
                 push_trace.add(slot.seq, now)
                 src.release()
                 slot = src.read(timeout=0)
@@ -93,6 +93,7 @@ def run(cfg: DecodeConfig) -> None:
                         loss_percent=max((s.loss_percent for s in per_speaker), default=0.0),
                         retired=speakers.retired,
                         refused_speakers=speakers.refused,
+                        bad_bodies=speakers.bad_bodies,
                         deafened=deafened,
                         playback_fill=dst.fill(),
                     ),

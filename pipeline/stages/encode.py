@@ -1,4 +1,5 @@
-"""Encode stage: frames from the capture ring -> Opus packets into the network ring.
+"""Encode stage: frames from the capture ring -> voice bodies (an Opus packet and its
+flags, relay/protocol/voice_body.py) into the network ring.
 
 Numbers the packets it sends (the voice stream's sequence numbers): +1 per packet,
 so a mute leaves no gap that a listener would count as loss; the media timestamp
@@ -19,6 +20,7 @@ from pipeline.core.loss_hint import LossHint
 from pipeline.ipc import events as ev
 from pipeline.media.opus import CodecError, OpusEncoder
 from pipeline.stages.runtime import StageRuntime, Wiring
+from relay.protocol.voice_body import MAX_PRIMARY, plain
 
 MIN_BITRATE, MAX_BITRATE = 6000, 510000
 
@@ -97,7 +99,12 @@ def run(cfg: EncodeConfig) -> None:
     with StageRuntime("encode", cfg.wiring, hops) as rt:
         src, dst = rt.inp, rt.out
         tracer = rt.tracer("encode.npy", 4)
-        encoder = OpusEncoder(bitrate=cfg.bitrate, fec=cfg.fec, loss_percent=int(cfg.loss_hint))
+        encoder = OpusEncoder(
+            bitrate=cfg.bitrate,
+            fec=cfg.fec,
+            loss_percent=int(cfg.loss_hint),
+            max_bytes=MAX_PRIMARY,  # room for the voice body's flag byte
+        )
         settings = _Settings(encoder, cfg, rt)
         rt.on(ev.MuteCmd, settings.mute)
         rt.on(ev.BitrateCmd, settings.set_bitrate)
@@ -115,7 +122,7 @@ def run(cfg: EncodeConfig) -> None:
                     src.release()
                     muted_frames += 1
                 else:
-                    packet = encoder.encode(slot.samples())
+                    packet = plain(encoder.encode(slot.samples()))  # SPEC.md, "Voice body"
                     src.release()
                     t_out = time.monotonic_ns()
                     rt.latency.add(ev.HOP_ENCODE, t_out - t_in)

@@ -1,0 +1,166 @@
+"""The playout on its own: real speech, real Opus, the real jitter buffer, a simulated clock.
+
+    python -m bench.playout_sim [--quick] [--seconds S] [--out DIR]
+
+`bench/quality.py` scores whole calls through real processes, so its figures carry
+this machine's scheduling too (a loaded 2-core box adds underflows and delay of its
+own). This benchmark takes that away to show what the playout itself does with a
+path: the talker's frames are encoded as the encode stage does, the delays and
+losses of `bench/netem.py`'s impairment model (the same `Impairer`, so the same
+paths) give each packet an arrival time, and `pipeline.core.speakers.Speakers` is
+fed at those times and asked for a frame whenever a simulated sink, ticking every
+20 ms on its own clock, has fewer than the decode stage's two frames queued. What
+the sink plays is scored with PESQ against the reference, as quality.py scores a
+call, and the delay from each frame's capture to the instant the sink starts playing
+it is the playout's share of mouth-to-ear (no device, no scheduling). Fixed against
+adaptive playout, every path in the same run on the same packets.
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bench.common import parser, summarize, write_result
+from bench.netem import Impairer, Impairment
+from bench.quality import JITTER_CONDITIONS, REFERENCE, Condition, read_wav_16k, score, up3
+from pipeline.core.speakers import Speakers
+from pipeline.media import synthetic
+from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
+from pipeline.media.opus import OpusEncoder
+from relay.protocol.voice_body import MAX_PRIMARY, plain
+
+SINK_QUEUE = 2  # frames the decode stage keeps queued for the sink (DecodeConfig.target)
+HEADER = struct.Struct(">IQQI")  # a protocol-1 header, for the seq-keyed loss of Impairer
+SPEAKER = 7
+START_NS = 10**12  # an arbitrary origin for the simulated clocks
+
+
+@dataclass
+class Played:
+    audio: np.ndarray  # what the sink played, 48 kHz
+    delay_ms: np.ndarray  # per frame with voice: capture to the start of its playing
+    stats: dict[str, Any]
+
+
+def encode(signal48: np.ndarray, loss_hint: float) -> list[bytes]:
+    enc = OpusEncoder(48000, fec=True, loss_percent=int(loss_hint), max_bytes=MAX_PRIMARY)
+    return [plain(enc.encode(f)) for f in synthetic.frames(signal48)]
+
+
+def arrivals(bodies: list[bytes], impairment: Impairment) -> list[tuple[int, int]]:
+    """``(arrival ns, packet index)``, in arrival order, of the packets the path let through."""
+    path = Impairer(impairment, "down")
+    out: list[tuple[int, int]] = []
+    for k, body in enumerate(bodies):
+        sent = START_NS + k * FRAME_NS
+        for release, _ in path.feed(HEADER.pack(0, k, 0, 0) + body, sent):
+            out.append((release, k))
+    out.sort()
+    return out
+
+
+def play(bodies: list[bytes], arrived: list[tuple[int, int]], adaptive: bool) -> Played:
+    """Feed the packets in at their arrival times and let the sink take a frame every 20 ms
+    (the decode stage keeps its queue topped up, so the sink never finds it empty)."""
+    sp = Speakers(adaptive=adaptive, fec=True, plc=True)
+    # The sink starts with the first arrival, as the playback stage's device does (its
+    # phase against the sender's frames is arbitrary: half a frame here).
+    first = arrived[0][0] if arrived else START_NS
+    tick = first + FRAME_NS // 2
+    end = START_NS + (len(bodies) + 50) * FRAME_NS
+    queue: list[tuple[np.ndarray, int]] = []  # (frame, media timestamp of its voice or -1)
+    heard: list[np.ndarray] = []
+    delays: list[float] = []
+    pending = list(arrived)
+    heapq.heapify(pending)
+
+    def top_up(now: int) -> None:
+        while len(queue) < SINK_QUEUE:
+            pcm, info = sp.render(now)
+            queue.append((pcm.copy(), info.media if info.flags & 1 else -1))
+
+    while tick < end:
+        while pending and pending[0][0] <= tick:
+            at, k = heapq.heappop(pending)
+            sp.receive(SPEAKER, k, k * FRAME_SAMPLES, bodies[k], at)
+            top_up(at)  # the decode stage wakes on an arrival when the sink wants a frame
+        top_up(tick)
+        frame, media = queue.pop(0)
+        heard.append(frame)
+        if media >= 0:  # capture instant: frame k starts at START_NS + k * FRAME_NS
+            captured = START_NS + media * 1_000_000_000 // SAMPLE_RATE
+            delays.append((tick - captured) / 1e6)
+        top_up(tick)
+        tick += FRAME_NS
+    stats = sp.stats()
+    s = stats[0] if stats else None
+    return Played(
+        np.concatenate(heard) if heard else np.zeros(0, np.float32),
+        np.asarray(delays),
+        {
+            "late": s.late if s else 0,
+            "concealed": s.concealed if s else 0,
+            "recovered": s.recovered if s else 0,
+            "lost": s.lost if s else 0,
+            "discarded": s.discarded if s else 0,
+            "waited": s.waited if s else 0,
+            "target_ms": s.target_ms if s else 0.0,
+            "accelerated_ms": round(s.accelerated_ms, 1) if s else 0.0,
+            "expanded_ms": round(s.expanded_ms, 1) if s else 0.0,
+        },
+    )
+
+
+def run(cond: Condition, seed: int, bodies: list[bytes], adaptive: bool) -> dict[str, Any]:
+    ref16 = read_wav_16k(REFERENCE)
+    played = play(bodies, arrivals(bodies, cond.impairment(seed)), adaptive)
+    mos, corr, scored = score(ref16, played.audio)
+    return {
+        "condition": cond.name,
+        "playout": "adaptive" if adaptive else "fixed",
+        "seed": seed,
+        "pesq_wb": round(mos, 3),
+        "correlation": round(corr, 3),
+        "passes_scored": scored,
+        "playout_delay_ms": summarize(played.delay_ms),
+        **played.stats,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = parser(__doc__ or "")
+    ap.add_argument("--passes", type=int, default=4, help="passes of the reference per run")
+    ap.add_argument("--seeds", type=int, default=2, help="paths (seeds) per condition")
+    args = ap.parse_args(argv)
+    passes = 2 if args.quick else args.passes
+    seeds = [300 + i for i in range(1 if args.quick else args.seeds)]
+    conditions = JITTER_CONDITIONS[:3] if args.quick else JITTER_CONDITIONS
+    ref48 = up3(read_wav_16k(REFERENCE))
+    period = len(synthetic.frames(ref48)) * FRAME_SAMPLES
+    looped = np.concatenate([np.pad(ref48, (0, period - len(ref48)))] * passes)
+    rows = []
+    for cond in conditions:
+        bodies = encode(looped, cond.loss_percent)
+        for seed in seeds:
+            for adaptive in (False, True):
+                row = run(cond, seed, bodies, adaptive)
+                rows.append(row)
+                d = row["playout_delay_ms"]
+                print(f"  {cond.name:24s} {row['playout']:8s} seed {seed}: PESQ "
+                      f"{row['pesq_wb']:.2f}  delay p50 {d.get('p50', float('nan')):6.1f} "
+                      f"p99 {d.get('p99', np.nan):6.1f} ms  late {row['late']} "
+                      f"concealed {row['concealed']} waited {row['waited']} "
+                      f"acc/exp {row['accelerated_ms']}/{row['expanded_ms']} ms",
+                      flush=True)  # fmt: skip
+    result = {"reference": REFERENCE.name, "passes": passes, "runs": rows}
+    print(f"wrote {write_result('playout_sim', result, args.out)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
