@@ -86,6 +86,10 @@ WORK_SLICE = 0.005
 # long for them: one round for the whole storm instead of a round (a write to every
 # connection) every 50 ms while it lasts.
 PRESENCE_HOLD = 0.5
+# A round goes out this long after the first event that makes it due, not at once: what
+# else happens meanwhile rides along, and a session that authenticates and leaves within
+# it (a probe) is told to no one (relay/presence.py).
+PRESENCE_GATHER = 0.05
 
 
 def _source(writer: asyncio.StreamWriter) -> str:
@@ -481,7 +485,7 @@ class ControlServer:
         published = False
         for action in actions:
             if isinstance(action, Presence):
-                self.fanout.publish(action.data, action.but)
+                self.fanout.publish(action.data, action.but, action.arrival, action.departure)
                 published = True
             elif isinstance(action, SendFrames):
                 for conn_id in action.conns:
@@ -540,8 +544,11 @@ class ControlServer:
         # One round at a time: a round still being written must finish first (order).
         if due is None or self._flush_timer is not None or self._writing:
             return
+        now = self.clock()
+        if self.fanout.pending:  # presence to tell: let what follows gather first
+            due = max(due, now + PRESENCE_GATHER)
         loop = asyncio.get_running_loop()
-        self._flush_timer = loop.call_later(max(0.0, due - self.clock()), self._flush)
+        self._flush_timer = loop.call_later(max(0.0, due - now), self._flush)
 
     def _flush(self) -> None:
         self._flush_timer = None

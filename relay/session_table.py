@@ -85,6 +85,10 @@ class Presence:
 
     data: bytes
     but: int | None = None
+    # The user id whose arrival (a new session) or departure (its removal) this is alone:
+    # a session that comes and goes within one presence round is told to no one.
+    arrival: int = 0
+    departure: int = 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -375,7 +379,8 @@ class SessionTable:
         self._by_conn[conn] = token
         self._by_user[user_id] = token
         self._per_source[source] = self.sessions_of(source) + 1
-        out.append(self._presence(UserJoined(user_id, name, session.channel), but=conn))
+        joined = UserJoined(user_id, name, session.channel)
+        out.append(Presence(encode_message(joined), but=conn, arrival=user_id))
         self.channels[session.channel].add(token)
         self._set_packed(session)
         out.append(SendFrames((conn,), self._welcome(session)))
@@ -635,10 +640,6 @@ class SessionTable:
     def _channel_list(self) -> bytes:
         return encode_message(ChannelList(list(self.info.values())))
 
-    def _presence(self, message: Message, but: int | None = None) -> Presence:
-        """``message`` encoded once for every connected session (presence), but ``but``."""
-        return Presence(encode_message(message), but)
-
     def _to_channel(self, channel: str, message: Message) -> list[Action]:
         by_token = self._by_token
         conns = [by_token[t].conn for t in self.channels[channel]]
@@ -666,7 +667,8 @@ class SessionTable:
             self._changed(session.channel)
         self._removed.append(session.user_id)
         session.udp_key = b""  # the one reference the table held
-        return [self._presence(UserLeft(session.user_id, session.name, session.channel))]
+        gone = UserLeft(session.user_id, session.name, session.channel)
+        return [Presence(encode_message(gone), departure=session.user_id)]
 
     def _evict_oldest_graced(self, source: str | None) -> list[Action] | None:
         """Remove the session that has waited longest in grace (from ``source``, if given)."""
