@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, fields
 from types import FrameType, TracebackType
 from typing import Any, Generic, Literal, TypeVar, cast
 
+from relay.protocol import sealed_datagram as sealed
 from relay.protocol.datagram import HEADER_SIZE
 
 log = logging.getLogger(__name__)
@@ -140,14 +141,18 @@ class Impairment:
     * ``duplicate_percent``: share of datagrams sent twice, released together.
     * ``seed``: the same seed and settings give the same output, datagram for datagram.
     * ``seq_keyed``: the loss of a voice datagram is decided by its sequence number
-      (header bytes 4-12) through a table drawn once from the seed, not by its place in
-      the flow: every run with the same seed loses the same frames of a stream, however
-      late the stream started. Statistics are those of the model (the table is a run of
-      it); the table repeats every SEQ_TABLE frames (about 22 minutes).
+      (protocol 1: header bytes 4-12) through a table drawn once from the seed, not by
+      its place in the flow: every run with the same seed loses the same frames of a
+      stream, however late the stream started. A sealed (protocol 2) datagram hides its
+      sequence number, so there the index is the flow's count of sealed voice datagrams
+      so far: the same frames of the stream from its first datagram on. Statistics are
+      those of the model (the table is a run of it); the table repeats every SEQ_TABLE
+      frames (about 22 minutes).
     * ``spare_control``: datagrams of at most a voice header (0-byte keepalives, 24-byte
-      register pings) pass with the fixed delay only, drawing nothing from the random
-      generators: the impairment pattern over voice packets is then the same in every
-      run, however the control datagrams happen to interleave.
+      register pings) and protocol-2 register pings and their answers pass with the fixed
+      delay only, drawing nothing from the random generators: the impairment pattern over
+      voice packets is then the same in every run, however the control datagrams happen
+      to interleave.
     """
 
     delay_ms: float = 0.0
@@ -218,6 +223,20 @@ class Counters:
 SEQ_TABLE = 1 << 16  # frames in the loss table of a seq-keyed impairment
 
 
+def _sealed_kind(datagram: bytes) -> int | None:
+    """The kind of a protocol-2 datagram (SPEC.md), None for anything else. A protocol-1
+    datagram whose token happens to start with the same two bytes is taken for one (1 in
+    32,768 tokens): its loss is then keyed by count, not by sequence number."""
+    if len(datagram) < sealed.HEADER_SIZE or datagram[0] != sealed.VERSION:
+        return None
+    kind = datagram[sealed.KIND_OFFSET]
+    if kind == sealed.KIND_PING and len(datagram) in (sealed.PING_SIZE, sealed.PING_SIZE - 16):
+        return kind
+    if kind == sealed.KIND_VOICE and len(datagram) >= sealed.MIN_VOICE_UP - sealed.TAG_SIZE:
+        return kind
+    return None
+
+
 class Impairer:
     """One direction of one flow. Sans-I/O: time comes in with each datagram.
 
@@ -247,14 +266,21 @@ class Impairer:
         self._bad = False  # Gilbert-Elliott state
         self._last_release = -(2**63)  # for in_order
         self._table = [self._lost() for _ in range(SEQ_TABLE)] if im.seq_keyed else []
+        self._sealed_voice = 0  # sealed voice datagrams seen: their index in the table
 
     def feed(self, datagram: bytes, now_ns: int) -> list[tuple[int, bytes]]:
         """The ``(release_ns, datagram)`` pairs to emit for one arrival: 0, 1 or 2."""
         c = self.counters
-        if self.impairment.spare_control and len(datagram) <= HEADER_SIZE:
+        kind = _sealed_kind(datagram)
+        if self.impairment.spare_control and (
+            len(datagram) <= HEADER_SIZE or kind == sealed.KIND_PING
+        ):
             return [(now_ns + self._delay_ns, datagram)]
         c.packets_in += 1
-        if self._table and len(datagram) > HEADER_SIZE:
+        if self._table and kind == sealed.KIND_VOICE:
+            self._sealed_voice += 1
+            lost = self._table[self._sealed_voice % SEQ_TABLE]
+        elif self._table and len(datagram) > HEADER_SIZE:
             lost = self._table[int.from_bytes(datagram[4:12], "big") % SEQ_TABLE]
         else:
             lost = self._lost()

@@ -28,7 +28,16 @@ Loss feedback (issue 19, SPEC.md "Loss feedback"): 5 % loss on one listener's
 downlink only, where the talker measures nothing itself, with feedback off and on,
 against 5 % on the talker's path both ways; results in ``quality_feedback.json``.
 
-    python -m bench.quality [--quick] [--only loss|jitter|feedback]
+Bursty loss (issue 17): Gilbert-Elliott loss of 5 % and 10 % with mean bursts of 2 and
+3 packets, both ways, scored for none / plc / fec+plc / red+fec+plc (redundant copies
+of earlier frames, pipeline/core/redundancy.py, chosen by the talker from the loss
+pattern it measures and its listener reports) in the same run, with each mode's
+bandwidth; passes in the first ``BURST_WARMUP`` seconds are not scored in any mode
+(the talker learns the pattern from its first reports). ``--only red-bitrate`` scores,
+in memory (the real encoder, voice bodies, jitter buffer and decoder, no sockets), the
+copies' bitrate against what it costs, under 10 % loss in bursts of 3.
+
+    python -m bench.quality [--quick] [--only loss|jitter|feedback|burst|red-bitrate]
 """
 
 from __future__ import annotations
@@ -42,15 +51,24 @@ from typing import Any
 import numpy as np
 
 from bench.common import parser, write_result
-from bench.netem import Impairment, UdpProxy, gilbert_elliott, per_direction
+from bench.netem import Impairer, Impairment, UdpProxy, gilbert_elliott, per_direction
 from pipeline.client.config import ClientConfig
 from pipeline.client.local_client import LocalClient, connected
+from pipeline.core.redundancy import (
+    REDUNDANT_BITRATE,
+    REDUNDANT_COMPLEXITY,
+    RedundantFrames,
+    backs_for,
+    wanted_depth,
+)
+from pipeline.core.speakers import Speakers
 from pipeline.ipc import events as ev
 from pipeline.media import synthetic
 from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
 from pipeline.media.opus import OpusEncoder
 from pipeline.media.sources import MediaSpec, read_wav, write_wav
 from relay.launch import start_relay, stop_relay
+from relay.protocol.sealed_datagram import MIN_VOICE_UP
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "speech-en-16k.wav"
 RATE = 16000
@@ -91,9 +109,28 @@ CONDITIONS = [
     Condition("5% random", 5),
     Condition("10% random", 10),
     Condition("20% random", 20),
-    Condition("5% bursty (mean 3)", 5, burst=3),
 ]
-MODES = {"fec+plc": (True, True), "plc": (False, True), "none": (False, False)}
+# (fec, plc, redundancy)
+MODES = {
+    "fec+plc": (True, True, False),
+    "plc": (False, True, False),
+    "none": (False, False, False),
+    "red+fec+plc": (True, True, True),
+}
+LOSS_MODES = ("fec+plc", "plc", "none")
+BURST_CONDITIONS = [
+    Condition("clean", 0),
+    Condition("GE 5% (mean burst 2)", 5, burst=2),
+    Condition("GE 5% (mean burst 3)", 5, burst=3),
+    Condition("GE 10% (mean burst 2)", 10, burst=2),
+    Condition("GE 10% (mean burst 3)", 10, burst=3),
+]
+BURST_MODES = ("none", "plc", "fec+plc", "red+fec+plc")
+BURST_WARMUP = 4.0  # seconds of each burst run not scored: the talker learns the pattern
+# Bytes around a voice body on the way to the relay: the sealed datagram (protocol 2)
+# and IPv4 + UDP headers.
+SEALED_OVERHEAD = MIN_VOICE_UP - 1
+IP_UDP = 28
 STALL_EVERY_MS = 3000.0
 JITTER_CONDITIONS = [
     Condition("clean", 0),
@@ -164,20 +201,21 @@ def score(
     return float(np.mean(scores)), corr, len(scores)
 
 
-def run_one(port: int, cond: Condition, mode: str, seconds: float, seed: int,
-            workdir: Path, jitter: str = "adaptive") -> dict[str, Any]:  # fmt: skip
-    fec, plc = MODES[mode]
+def run_one(port: int, cond: Condition, mode: str, seconds: float, seed: int, workdir: Path,
+            jitter: str = "adaptive", warmup: float = 0.0) -> dict[str, Any]:  # fmt: skip
+    fec, plc, redundancy = MODES[mode]
     talk, heard = workdir / "talk48.wav", workdir / f"heard-{seed}-{jitter}.wav"
     trace = workdir / f"trace-{seed}-{jitter}"
     trace.mkdir(exist_ok=True)
     if not talk.exists():
         write_wav(talk, up3(read_wav_16k(REFERENCE)))
     up, down = per_direction(cond.impairment(seed), "both")
-    base = ClientConfig(host="127.0.0.1", port=port, name="", fec=fec, plc=plc, jitter=jitter)
+    base = ClientConfig(host="127.0.0.1", port=port, name="", fec=fec, plc=plc, jitter=jitter,
+                        redundancy=redundancy)  # fmt: skip
     listener = replace(base, name=f"ear{seed}", source=MediaSpec("silence"),
                        sink=MediaSpec("wav", str(heard)), trace_dir=str(trace))  # fmt: skip
     with UdpProxy(("127.0.0.1", port), up=up, down=down) as proxy, LocalClient(listener) as ear:
-        ear.until(connected, 20, "listener connected")
+        ear.until(connected, 60, "listener connected")  # a loaded machine is slow
         talker = replace(
             base,
             name=f"mouth{seed}",
@@ -187,14 +225,16 @@ def run_one(port: int, cond: Condition, mode: str, seconds: float, seed: int,
             clock_offset=0,  # media timestamps on this machine's clock: mouth-to-ear
         )
         with LocalClient(talker) as mouth:
-            mouth.until(connected, 20, "talker connected")
+            mouth.until(connected, 60, "talker connected")
             start = time.monotonic()
             ear.pump(seconds)
             talked = time.monotonic() - start
             speakers = ear.view.speakers
             played = ear.view.playback.frames if ear.view.playback else None
+            mouth.pump(0.6)  # the talker's last encode report
+            enc = mouth.view.encode
     up_counts = proxy.stats().up  # exact now that the proxy is closed
-    mos, corr, passes = score(read_wav_16k(REFERENCE), read_wav(heard))
+    mos, corr, passes = score(read_wav_16k(REFERENCE), read_wav(heard), skip=int(warmup * 48000))
     st = speakers[0] if speakers else ev.SpeakerStats(0)
     m2e = mouth_to_ear(trace)
     return {
@@ -215,7 +255,161 @@ def run_one(port: int, cond: Condition, mode: str, seconds: float, seed: int,
         "seconds": round(talked, 1),
         "frames_played": played,
         "impaired_loss_percent": round(100 * up_counts.dropped / max(1, up_counts.packets_in), 2),
+        "recovered_red": st.recovered_red,
+        "burst_mean": st.burst_mean,
+        **bandwidth(enc),
     }
+
+
+def bandwidth(enc: ev.EncodeStats | None) -> dict[str, Any]:
+    """What the talker sent: voice body bytes per packet, and kbit/s of bodies and on the
+    wire to the relay (sealed datagram, IPv4 and UDP headers), at 50 packets a second."""
+    if enc is None or not enc.packets:
+        return {}
+    body = enc.packet_bytes / enc.packets
+    return {
+        "body_bytes_per_packet": round(body, 1),
+        "redundant_bytes_per_packet": round(enc.redundant_bytes / enc.packets, 1),
+        "body_kbps": round(body * 8 * 50 / 1000, 1),
+        "wire_kbps": round((body + SEALED_OVERHEAD + IP_UDP) * 8 * 50 / 1000, 1),
+        "redundancy_at_end": enc.redundancy,
+        "copies_sent": enc.redundant_copies,
+    }
+
+
+def burst_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's target: 10 % loss in bursts of 3 within 0.8 PESQ of the clean path
+    with redundancy, at no more than 1.7 times a plain stream's bandwidth (fec+plc under
+    the same loss: the stream without copies)."""
+    by = {(r["condition"], r["mode"]): r for r in rows}
+    clean = by.get(("clean", "fec+plc"))
+    red = by.get(("GE 10% (mean burst 3)", "red+fec+plc"))
+    plain_ = by.get(("GE 10% (mean burst 3)", "fec+plc"))
+    if not (clean and red and plain_):
+        return {}
+    gap = round(clean["pesq_wb"] - red["pesq_wb"], 3)
+    body_ratio = round(red["body_kbps"] / plain_["body_kbps"], 3)
+    wire_ratio = round(red["wire_kbps"] / plain_["wire_kbps"], 3)
+    return {"clean_pesq": clean["pesq_wb"], "red_pesq": red["pesq_wb"], "gap": gap,
+            "target_gap": 0.8, "body_ratio": body_ratio, "wire_ratio": wire_ratio,
+            "target_ratio": 1.7, "met": gap <= 0.8 and body_ratio <= 1.7}  # fmt: skip
+
+
+# --- the copies' bitrate, in memory ------------------------------------------------------
+
+RED_BITRATES = (12000, 16000, 24000)
+RED_BACKS: tuple[tuple[int, ...], ...] = (
+    (1, 2),
+    (2, 3),
+    (1, 2, 3),
+    (2, 3, 4),
+)  # which earlier frames the copies are of
+
+
+def loss_pattern(n: int, seed: int, loss: float = 10.0, burst: float = 3.0) -> set[int]:
+    """The frames of n that bench/netem's seq-keyed Gilbert-Elliott model loses."""
+    imp = Impairer(Impairment(burst=gilbert_elliott(loss, burst), seed=seed, seq_keyed=True))
+    head = bytes(4)
+    return {i for i in range(n) if not imp.feed(head + i.to_bytes(8, "big") + bytes(13), 0)}
+
+
+def red_bitrate_run(rate: int | None, lost: set[int], loops: int, backs: tuple[int, ...],
+                    fec: bool = True, plc: bool = True, adaptive: bool = False,
+                    loss_hint: int = 10) -> dict[str, Any]:  # fmt: skip
+    """The reference looped ``loops`` times through the real sender and receiver code:
+    primaries at 48 kbps (FEC with this loss hint, or none), copies at ``rate`` (None:
+    full-rate copies, the primaries themselves) of the frames ``backs`` packets back;
+    frames in ``lost`` never arrive. A fixed buffer deep enough for the copies, or the
+    adaptive playout with every packet 5 ms on the way."""
+    ref16 = read_wav_16k(REFERENCE)
+    frames = np.concatenate([synthetic.frames(up3(ref16))] * loops)
+    primary_enc = OpusEncoder(48000, fec=fec, loss_percent=loss_hint if fec else 0)
+    copy_enc = OpusEncoder(rate or 48000, fec=False, complexity=REDUNDANT_COMPLEXITY)
+    red = RedundantFrames()
+    hold = max(backs, default=1) + 1
+    # A fixed buffer holds the copies' frames until they come.
+    sp = Speakers(watermark=hold, fec=fec, plc=plc, adaptive=adaptive)
+    out, body_bytes = [], 0
+    for i, f in enumerate(frames):
+        primary = primary_enc.encode(f)
+        copy = (copy_enc.encode(f) if rate else primary) if backs else None
+        body = red.body(i, primary, copy, backs)
+        body_bytes += len(body)
+        if i not in lost:
+            sp.receive(1, i, i * FRAME_SAMPLES, body, i * FRAME_NS + 5_000_000)
+        pcm, _ = sp.render(i * FRAME_NS + 7_000_000)
+        out.append(pcm.copy())
+    for k in range(hold + 15):
+        out.append(sp.render((len(frames) + k) * FRAME_NS + 7_000_000)[0].copy())
+    mos, _corr, passes = score(ref16, np.concatenate(out))
+    st = sp.stats()[0] if sp.stats() else ev.SpeakerStats(1)
+    return {"copies_kbps": (rate or 48000) / 1000 if backs else 0, "backs": list(backs),
+            "pesq_wb": round(mos, 3), "passes_scored": passes,
+            "body_bytes_per_packet": round(body_bytes / len(frames), 1),
+            "recovered_red": st.recovered_red, "recovered": st.recovered,
+            "concealed": st.concealed, "target_ms": st.target_ms}  # fmt: skip
+
+
+def burst_memory(seeds: list[int], loops: int = 3) -> dict[str, Any]:
+    """The bursty-loss scenarios in memory: the same senders, bodies, adaptive playout and
+    decoder as a call, with no processes, sockets or scheduling, so a loaded machine
+    cannot move the scores. Redundancy at the depth its policy picks for the model's
+    loss and mean burst (what a listener measures and reports once settled)."""
+    n = loops * len(synthetic.frames(up3(read_wav_16k(REFERENCE))))
+    rows = []
+    for cond in BURST_CONDITIONS:
+        for mode in BURST_MODES if cond.loss_percent else ["fec+plc"]:
+            fec, plc, redundancy = MODES[mode]
+            depth = wanted_depth(cond.loss_percent, cond.burst, fec) if redundancy else 0
+            backs = backs_for(depth, fec)
+            runs = []
+            for seed in seeds:
+                lost = (
+                    loss_pattern(n, seed, cond.loss_percent, cond.burst)
+                    if cond.loss_percent
+                    else set()
+                )
+                runs.append(red_bitrate_run(REDUNDANT_BITRATE, lost, loops, backs, fec=fec,
+                                            plc=plc, adaptive=True,
+                                            loss_hint=int(cond.loss_percent)))  # fmt: skip
+            pesqs = [r["pesq_wb"] for r in runs]
+            row = {"condition": cond.name, "mode": mode, **runs[0],
+                   "pesq_wb": round(float(np.mean(pesqs)), 3), "pesq_runs": pesqs,
+                   "body_kbps": round(float(np.mean([r["body_bytes_per_packet"] for r in runs]))
+                                      * 8 * 50 / 1000, 1)}  # fmt: skip
+            row["wire_kbps"] = round(
+                row["body_kbps"] + (SEALED_OVERHEAD + IP_UDP) * 8 * 50 / 1000, 1
+            )
+            rows.append(row)
+            print(f"  {cond.name:22s} {mode:11s} PESQ {row['pesq_wb']:.2f} {pesqs}  "
+                  f"{row['body_kbps']} kbps (wire {row['wire_kbps']})  red {row['recovered_red']} "
+                  f"fec {row['recovered']} plc {row['concealed']}", flush=True)  # fmt: skip
+    return {"seeds": seeds, "loops": loops, "rows": rows, "summary": burst_summary(rows)}
+
+
+def red_bitrate_sweep(seeds: list[int], loops: int = 3) -> dict[str, Any]:
+    """PESQ and bytes per packet for each copies' bitrate, under 10 % loss in bursts of
+    3 (the same patterns for every rate), against no copies and a lossless stream."""
+    n = loops * len(synthetic.frames(up3(read_wav_16k(REFERENCE))))
+    cases: list[tuple[str, int | None, tuple[int, ...]]] = [
+        ("lossless", None, ()), ("no copies", None, ())]  # fmt: skip
+    for backs in RED_BACKS:
+        cases += [(f"{r // 1000} kbps {backs}", r, backs) for r in RED_BITRATES]
+    cases += [(f"full rate {RED_BACKS[0]}", None, RED_BACKS[0])]
+    rows = []
+    for name, rate, backs in cases:
+        runs = [red_bitrate_run(rate, set() if name == "lossless" else loss_pattern(n, s),
+                                loops, backs) for s in seeds]  # fmt: skip
+        pesqs = [r["pesq_wb"] for r in runs]
+        row = {"case": name, **runs[0], "pesq_wb": round(float(np.mean(pesqs)), 3),
+               "pesq_runs": pesqs}  # fmt: skip
+        rows.append(row)
+        print(f"  {name:16s} PESQ {row['pesq_wb']:.2f}  {row['body_bytes_per_packet']} B/packet",
+              flush=True)  # fmt: skip
+    plain_bytes = rows[1]["body_bytes_per_packet"]
+    for row in rows:
+        row["bandwidth_ratio"] = round(row["body_bytes_per_packet"] / plain_bytes, 3)
+    return {"loss": "GE 10% (mean burst 3)", "seeds": seeds, "loops": loops, "rows": rows}
 
 
 def _percentiles(ms: np.ndarray) -> dict[str, float] | None:
@@ -360,21 +554,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ap.add_argument(
         "--only",
-        choices=("loss", "jitter", "feedback"),
-        help="run only the loss, the jitter or the loss feedback scenarios",
+        choices=("loss", "jitter", "feedback", "burst", "burst-memory", "red-bitrate"),
+        help="run only the loss, jitter, loss feedback, bursty loss or copies' bitrate scenarios",
     )
     ap.add_argument("--seeds", type=int, default=3, help="loss patterns per feedback case")
     args = ap.parse_args(argv)
     ref_seconds = len(read_wav_16k(REFERENCE)) / RATE
     seconds = args.seconds or 2 * ref_seconds + 1.0  # a whole pass fits whatever the start
     conditions = CONDITIONS[1:2] if args.quick else CONDITIONS
-    modes = ["fec+plc"] if args.quick else list(MODES)
+    modes = ["fec+plc"] if args.quick else list(LOSS_MODES)
+    burst_conditions = BURST_CONDITIONS[-1:] if args.quick else BURST_CONDITIONS
+    burst_modes = ["red+fec+plc"] if args.quick else list(BURST_MODES)
+    if args.only == "burst-memory":
+        mem = burst_memory([300 + i for i in range(1 if args.quick else args.seeds)])
+        print(f"wrote {write_result('quality_burst_memory', mem, args.out)}: {mem['summary']}")
+        return mem
+    if args.only == "red-bitrate":
+        sweep = red_bitrate_sweep([300 + i for i in range(1 if args.quick else args.seeds)])
+        print(f"wrote {write_result('quality_red_bitrate', sweep, args.out)}")
+        return sweep
+    if args.only != "burst" and (args.quick or args.only is not None):
+        burst_conditions = []  # a quick run leaves them out, unless asked for
     jitter_conditions = JITTER_CONDITIONS[2:3] if args.quick else JITTER_CONDITIONS
     # The feedback scenarios run in a full run, or alone; a quick run leaves them out.
     seeds = [200 + i for i in range(1 if args.quick else args.seeds)]
-    if args.only in ("jitter", "feedback"):
+    if args.only in ("jitter", "feedback", "burst"):
         conditions = []
-    if args.only in ("loss", "feedback"):
+    if args.only in ("loss", "feedback", "burst"):
         jitter_conditions = []
     if args.only not in (None, "feedback") or (args.quick and args.only is None):
         seeds = []
@@ -382,6 +588,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     jitter_rows: list[dict[str, Any]] = []
     fb_rows: list[dict[str, Any]] = []
+    burst_rows: list[dict[str, Any]] = []
+    burst_seconds = seconds + BURST_WARMUP
     try:
         with tempfile.TemporaryDirectory(prefix="vc-quality-") as tmp:
             fb_rows = feedback_runs(port, seeds, seconds, Path(tmp))
@@ -400,6 +608,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     print(f"  {cond.name:24s} {jitter:8s} PESQ {row['pesq_wb']:.2f}  "
                           f"mouth-to-ear p50 {m2e.get('p50')} ms  late {row['late']}",
                           flush=True)  # fmt: skip
+            for i, cond in enumerate(burst_conditions):
+                for mode in burst_modes if cond.loss_percent else ["fec+plc"]:
+                    row = run_one(port, cond, mode, burst_seconds, seed=400 + i,
+                                  workdir=Path(tmp), warmup=BURST_WARMUP)  # fmt: skip
+                    burst_rows.append(row)
+                    print(f"  {cond.name:22s} {mode:11s} PESQ {row['pesq_wb']:.2f}  "
+                          f"{row.get('body_kbps')} kbps (wire {row.get('wire_kbps')})  "
+                          f"red {row['recovered_red']} fec {row['recovered']} "
+                          f"plc {row['concealed']}  lost {row['impaired_loss_percent']}%",
+                          flush=True)  # fmt: skip
     finally:
         stop_relay(relay)
     if fb_rows:
@@ -414,6 +632,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seconds_per_run": seconds,
         "runs": rows,
         "jitter_runs": jitter_rows,
+        "burst_runs": burst_rows,
+        "burst_summary": burst_summary(burst_rows),
+        "burst_warmup_seconds": BURST_WARMUP,
     }
     path = write_result("quality", result, args.out)
     print(f"wrote {path}")

@@ -134,6 +134,25 @@ def quality_section(doc: dict[str, Any]) -> list[str]:
         out += ["", "Jitter is the standard deviation of a normal one-way delay (it reorders); "
                 "mouth-to-ear is measured per frame on one clock, talker capture to listener sink, "
                 "plus the capture block and the Opus lookahead."]  # fmt: skip
+    burst = doc.get("burst_runs") or []
+    if burst:
+        out += ["", "### Bursty loss: redundancy, FEC, PLC (same run)", ""]
+        rows = []
+        for r in burst:
+            m2e = r.get("mouth_to_ear_ms") or {}
+            rows.append([r["condition"], r["mode"], _f(r["pesq_wb"]), _f(r.get("body_kbps"), 1),
+                         _f(r.get("wire_kbps"), 1), str(r.get("recovered_red")),
+                         str(r.get("recovered")), str(r.get("concealed")),
+                         _f(m2e.get("p50"), 1)])  # fmt: skip
+        header = ["loss", "mode", "PESQ", "body kbit/s", "wire kbit/s", "from copies",
+                  "from FEC", "concealed", "mouth-to-ear p50 ms"]  # fmt: skip
+        out += _table(header, rows)
+        summary = doc.get("burst_summary") or {}
+        if summary:
+            out += ["", f"10 % in bursts of 3 with redundancy: {summary['gap']} below the clean "
+                    f"path (target 0.8), at {summary['body_ratio']} times the body bytes and "
+                    f"{summary['wire_ratio']} times the wire bytes of the stream without copies "
+                    "(target 1.7)."]  # fmt: skip
     return out
 
 

@@ -26,6 +26,7 @@ REPORT_TTL = 5.0  # seconds a listener's report counts (listeners send every 2)
 MIN_INTERVAL = 1.0  # seconds: a listener's reports closer together than this are ignored
 RESEND = 5.0  # seconds after which a speaker with listeners hears from us again, news or not
 STEP = 1.0  # percentage points of change in the worst loss or late share that are news
+BURST_STEP = 0.25  # packets of change in the longest mean loss burst that are news
 TICK = 1.0  # seconds between two looks at every speaker: at most one report a second each
 
 
@@ -33,7 +34,7 @@ TICK = 1.0  # seconds between two looks at every speaker: at most one report a s
 class _Report:
     channel: str  # the listener's channel when it reported
     at: float  # when
-    entries: dict[int, tuple[float, float]]  # speaker -> (loss %, late %)
+    entries: dict[int, tuple[float, float, float]]  # speaker -> (loss %, late %, burst)
 
 
 @dataclass(slots=True, frozen=True)
@@ -42,6 +43,7 @@ class _Sent:
     late: float
     listeners: int
     at: float
+    burst: float = 0.0
 
 
 @dataclass(slots=True)
@@ -97,12 +99,13 @@ class LossFeedback:
             self.counters.reports_ignored += 1
             return
         self.counters.reports += 1
-        entries = {r.user_id: (r.loss_percent, r.late_percent) for r in reports}
+        entries = {r.user_id: (r.loss_percent, r.late_percent, r.burst_mean) for r in reports}
         entries.pop(listener, None)  # our own stream, if a client reports it
         self._reports[listener] = _Report(channel, now, entries)
 
-    def worst(self, now: float) -> dict[int, tuple[float, float, int]]:
-        """Per speaker: (worst loss %, worst late %, listeners counted) at ``now``.
+    def worst(self, now: float) -> dict[int, tuple[float, float, int, float]]:
+        """Per speaker: (worst loss %, worst late %, listeners counted, longest mean loss
+        burst) at ``now``.
 
         A report counts while it is fresh and its listener is still in the channel it
         reported from; its entries count for the speakers in that channel. Reports
@@ -110,12 +113,12 @@ class LossFeedback:
         """
         channel_of = self.channel_of
         speaker_channel: dict[int, object] = {}
-        out: dict[int, tuple[float, float, int]] = {}
+        out: dict[int, tuple[float, float, int, float]] = {}
         for listener, rep in list(self._reports.items()):
             if now - rep.at > self.ttl or channel_of(listener) != rep.channel:
                 del self._reports[listener]
                 continue
-            for speaker, (loss, late) in rep.entries.items():
+            for speaker, (loss, late, burst) in rep.entries.items():
                 where = speaker_channel.get(speaker, _UNSEEN)
                 if where is _UNSEEN:
                     where = speaker_channel[speaker] = channel_of(speaker)
@@ -123,9 +126,14 @@ class LossFeedback:
                     continue
                 seen = out.get(speaker)
                 if seen is None:
-                    out[speaker] = (loss, late, 1)
+                    out[speaker] = (loss, late, 1, burst)
                 else:
-                    out[speaker] = (max(seen[0], loss), max(seen[1], late), seen[2] + 1)
+                    out[speaker] = (
+                        max(seen[0], loss),
+                        max(seen[1], late),
+                        seen[2] + 1,
+                        max(seen[3], burst),
+                    )
         return out
 
     def tick(self, now: float) -> list[tuple[int, ReceiverReport]]:
@@ -136,17 +144,20 @@ class LossFeedback:
             if speaker not in worst:  # nobody counts any more: say so once, then forget it
                 del self._sent[speaker]
                 out.append((speaker, ReceiverReport(0.0, 0.0, 0)))
-        for speaker, (loss, late, n) in worst.items():
+        for speaker, (loss, late, n, burst) in worst.items():
             last = self._sent.get(speaker)
             if (
                 last is None
                 or abs(loss - last.loss) >= self.step
                 or abs(late - last.late) >= self.step
+                or abs(burst - last.burst) >= BURST_STEP
                 or n != last.listeners
                 or now - last.at >= self.resend
             ):
-                self._sent[speaker] = _Sent(loss, late, n, now)
-                msg = ReceiverReport(round(loss, 1), round(late, 1), min(n, MAX_LISTENERS))
+                self._sent[speaker] = _Sent(loss, late, n, now, burst)
+                msg = ReceiverReport(
+                    round(loss, 1), round(late, 1), min(n, MAX_LISTENERS), round(burst, 2)
+                )
                 out.append((speaker, msg))
         self.counters.receiver_reports += len(out)
         return out

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bench import quality
+from pipeline.core.concealment import CONCEAL_FRAMES
 from pipeline.media import synthetic
 
 pytestmark = pytest.mark.timeout(240)
@@ -59,3 +60,37 @@ def test_feedback_summary_compares_downlink_only_with_the_symmetric_case() -> No
     assert summary["median_pesq"]["5% listener downlink only, feedback on"] == 3.2
     assert summary["gap_to_symmetric"] == {"off": 0.8, "on": 0.2}
     assert summary["met"]
+
+
+def test_the_seq_keyed_loss_pattern_has_the_models_figures() -> None:
+    lost = quality.loss_pattern(20_000, seed=1, loss=10.0, burst=3.0)
+    assert lost == quality.loss_pattern(20_000, seed=1, loss=10.0, burst=3.0)
+    assert 0.08 < len(lost) / 20_000 < 0.12
+    runs = sum(1 for i in lost if i - 1 not in lost)
+    assert 2.5 < len(lost) / runs < 3.5
+
+
+def test_in_memory_copies_rebuild_what_fec_and_plc_cannot() -> None:
+    lost = {40, 41, 100, 101, 102, 200}
+    plain_ = quality.red_bitrate_run(12000, lost, 1, ())
+    red = quality.red_bitrate_run(12000, lost, 1, (2, 3))
+    end = CONCEAL_FRAMES  # the stream's end is concealed (and faded) in both
+    assert plain_["recovered_red"] == 0 and plain_["concealed"] >= end + 3
+    # Every one from a copy: the buffer holds 4 frames, enough for the copies 3 back.
+    assert red["recovered_red"] == 6 and red["recovered"] == 0 and red["concealed"] == end
+    assert red["body_bytes_per_packet"] > plain_["body_bytes_per_packet"]
+
+
+def test_burst_summary_checks_the_issues_target() -> None:
+    rows = [
+        {"condition": "clean", "mode": "fec+plc", "pesq_wb": 4.2},
+        {"condition": "GE 10% (mean burst 3)", "mode": "fec+plc", "pesq_wb": 2.2,
+         "body_kbps": 48.0, "wire_kbps": 86.0},
+        {"condition": "GE 10% (mean burst 3)", "mode": "red+fec+plc", "pesq_wb": 3.5,
+         "body_kbps": 72.0, "wire_kbps": 110.0},
+    ]  # fmt: skip
+    s = quality.burst_summary(rows)
+    assert s["gap"] == 0.7 and s["body_ratio"] == 1.5 and s["met"]
+    assert not quality.burst_summary([{**r, "pesq_wb": 2.0} if r["mode"] == "red+fec+plc" else r
+                                      for r in rows])["met"]  # fmt: skip
+    assert quality.burst_summary(rows[:1]) == {}

@@ -29,7 +29,12 @@ def test_report_from_results(tmp_path: Path) -> None:
          "mouth_to_ear_ms": {"p50": 150.0, "p95": 170.0}},
         {"condition": "30 ms jitter", "jitter_buffer": "adaptive", "pesq_wb": 3.9, "late": 9,
          "mouth_to_ear_ms": {"p50": 170.0, "p95": 180.0}, "target_ms": 80.0},
-    ]}, tmp_path)  # fmt: skip
+    ], "burst_runs": [
+        {"condition": "GE 10% (mean burst 3)", "mode": "red+fec+plc", "pesq_wb": 3.1,
+         "body_kbps": 73.0, "wire_kbps": 111.0, "recovered_red": 120, "recovered": 3,
+         "concealed": 40},
+    ], "burst_summary": {"gap": 1.1, "body_ratio": 1.52, "wire_ratio": 1.29},
+    }, tmp_path)  # fmt: skip
     write_result("client_cost", {"talking": {"A.decode": {"cpu_percent": 2.0, "rss_mib": 40}},
                                  "idle": {"idle.decode": {"cpu_percent": 0.5, "rss_mib": 39}}},
                  tmp_path)  # fmt: skip
@@ -44,6 +49,8 @@ def test_report_from_results(tmp_path: Path) -> None:
         assert heading in text
     assert "52.5 ms" in text and "| jitter_wait |" in text
     assert "| 30 ms jitter | adaptive | 3.90 |" in text
+    assert "| GE 10% (mean burst 3) | red+fec+plc | 3.10 | 73.0 | 111.0 | 120 | 3 | 40 |" in text
+    assert "1.1 below the clean path" in text
     for png in ("latency_cdf.png", "latency_budget.png", "quality.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
         assert f"]({png})" in text

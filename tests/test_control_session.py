@@ -399,6 +399,16 @@ def test_a_receiver_report_goes_to_the_encoder() -> None:
     s.take_events()
     s.received(encode_message(ReceiverReport(7.5, 1.0, 2)), 0.5)
     assert s.take_events() == [ev.ListenerReport(7.5, 1.0, 2)]
+    s.received(encode_message(ReceiverReport(7.5, 1.0, 2, 2.5)), 0.6)
+    assert s.take_events() == [ev.ListenerReport(7.5, 1.0, 2, 2.5)]
+
+
+def test_reception_carries_the_mean_loss_burst() -> None:
+    s = connected_session()
+    stats = ev.DecodeStats(speakers=[ev.SpeakerStats(5, loss_percent=9.0, burst_mean=2.75)])
+    s.heard(stats, now=1.5)
+    s.tick(RECEPTION_INTERVAL)
+    assert receptions(s) == [Reception([SpeakerReception(5, 9.0, 0.0, 2.75)])]
 
 
 def test_an_older_relay_stops_the_reports_until_the_next_connection() -> None:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.core.concealment import CONCEAL_FRAMES
 from pipeline.core.jitter import Conceal, Frame, JitterBuffer, Nothing, Output, Recover
 from pipeline.core.seqnum import MASK, seq_add, seq_diff
 from pipeline.media.audio_format import FRAME_NS
@@ -94,8 +95,9 @@ def test_in_order_stream_plays_everything_once() -> None:
     out = sim.run({}, n=100, ticks=110)
     assert played(out) == list(range(100))
     s = sim.jb.stats
-    assert (s.played, s.concealed, s.recovered, s.late, s.lost) == (100, 3, 0, 0, 0)
-    assert kinds(out).strip(".").startswith("F" * 100)  # then it runs dry: a few C
+    # Then it runs dry: concealed for as long as the concealment takes to fade out.
+    assert (s.played, s.concealed, s.recovered, s.late, s.lost) == (100, CONCEAL_FRAMES, 0, 0, 0)
+    assert kinds(out).strip(".").startswith("F" * 100)
 
 
 def test_reordered_stream_is_put_back_in_order() -> None:
@@ -133,14 +135,27 @@ def test_late_packet_is_concealed_then_dropped_as_late() -> None:
     assert s.late_percent > 0  # the late share a listener reports back to the speaker
 
 
-def test_burst_loss_conceals_a_little_then_rebuffers() -> None:
+def test_burst_loss_longer_than_the_fade_conceals_then_rebuffers() -> None:
     sim = Sim(JitterBuffer())
     out = sim.run(dict.fromkeys(range(10, 20)), n=40, ticks=45)
     assert played(out) == list(range(10)) + list(range(20, 40))
     k = kinds(out)
-    assert "FCCC." in k  # max_underrun concealments, then buffering
+    assert "F" + "C" * CONCEAL_FRAMES + "." in k  # the whole fade, then buffering
     s = sim.jb.stats
-    assert s.lost == 10 and s.concealed >= 3 and s.underruns >= 1
+    assert s.lost == 10 and s.concealed >= CONCEAL_FRAMES and s.underruns >= 1
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+@pytest.mark.parametrize("k", range(1, CONCEAL_FRAMES + 1))
+def test_a_burst_no_longer_than_the_fade_never_stops_playing(adaptive: bool, k: int) -> None:
+    # The old buffer went back to buffering after 3 (fixed) or 5 (adaptive) dry ticks and
+    # played Nothing, digital silence, until packets were held again.
+    jb = JitterBuffer(watermark=1 if adaptive else 2, adaptive=adaptive)
+    out = Sim(jb).run(dict.fromkeys(range(30, 30 + k)), n=60, ticks=70)
+    k_out = kinds(out).strip(".")
+    assert "." not in k_out[: k_out.rindex("F")]  # from the first Frame to the last
+    assert jb.stats.underruns == 1  # only at the end of the stream, once it faded out
+    assert set(played(out)) >= set(range(30 + k, 60))
 
 
 def test_long_hole_with_later_packets_held_skips_ahead() -> None:
@@ -360,13 +375,46 @@ def steady(n: int, delay_ms: float = 5.0) -> list[tuple[int, int]]:
 
 
 def test_adaptive_starts_on_one_packet_and_holds_a_clean_path_tight() -> None:
-    jb, out = adaptive_run(steady(200), 210)
-    assert played([o for _, o in out]) == list(range(200))
+    jb, out = adaptive_run(steady(400), 410)
+    assert played([o for _, o in out]) == list(range(400))
     s = jb.stats
     assert s.late == 0 and s.lost == 0
-    # The fastest packet's delay plus the scheduling margin: nothing for jitter.
+    # The fastest packet's delay plus the scheduling margin: nothing for jitter (once the
+    # first 3 s, which wait for the largest delay seen and 10 ms more, are over).
     assert s.target_ms == pytest.approx(jb.margin_ns / MS, abs=1)
     assert s.delay_ms <= s.target_ms + jb.hysteresis_ns / MS + 20
+
+
+def test_the_first_seconds_wait_for_the_largest_delay_seen_and_more() -> None:
+    # Three packets 0, 30 and 10 ms late, then a steady path: a 97th percentile of three
+    # would be their largest, and would be too little for the next ones.
+    early = [(T0 + k * FRAME_NS + d * MS, k) for k, d in enumerate((0, 30, 10))]
+    jb, _ = adaptive_run(early + steady(20, 0)[3:], 10)
+    assert jb.stats.target_ms >= 30 + jb.early_extra_ns / MS + jb.margin_ns / MS - 1
+
+
+def test_shortening_waits_for_more_excess_on_a_jittery_path() -> None:
+    """The delay is left alone within a slack that grows with the path's spread (target
+    above the fastest), 5..50 ms: a jittery path's target wanders and is not chased."""
+    for spread_ms, excess_ms, wanted in ((0, 20, True), (40, 20, False), (80, 60, True)):
+        jb = JitterBuffer(watermark=1, adaptive=True)
+        h = jb.history
+        h.delays.extend((T0, d * MS) for d in [0] * 200 + [spread_ms] * 20)
+        h.fastest, h.target_d, h.target_at = 0, spread_ms * MS, T0
+        h.ts0 = 0
+        # A frame captured at 0 played at target + margin + excess.
+        now = spread_ms * MS + jb.margin_ns + excess_ms * MS
+        jb._steer(now, 0, 0)
+        assert (jb.stretch_wanted < 0) == wanted, (spread_ms, excess_ms)
+
+
+def test_lengthening_never_goes_into_speech() -> None:
+    jb = JitterBuffer(watermark=1, adaptive=True)
+    h = jb.history
+    h.delays.extend((T0, 0) for _ in range(200))
+    h.fastest, h.target_d, h.target_at, h.ts0 = 0, 100 * MS, T0, 0
+    jb._steer(10 * MS, 0, 0)  # 90 ms below the target: packets would be late
+    assert jb.stretch_wanted > 0 and not jb.stretch_urgent
 
 
 def test_adaptive_target_follows_jitter_and_falls_back_slowly() -> None:
@@ -476,3 +524,88 @@ def test_adaptive_keeps_a_frame_of_headroom_for_fec_while_packets_get_lost() -> 
     assert jb.stats.recovered >= 2
     clean, _ = adaptive_run(steady(300), 310)
     assert jb.stats.target_ms >= clean.stats.target_ms + 19  # the frame of headroom
+
+
+# --- redundant copies (SPEC.md, "Voice body") ------------------------------------------
+
+
+def push_with_copies(jb: JitterBuffer, seq: int, now: int, depth: int = 2) -> None:
+    """Packet ``seq`` and, as its voice body would carry them, copies of the ``depth``
+    before it (payload b"copy" + seq)."""
+    jb.push(seq, media(T0 + seq * FRAME_NS), payload(seq), now)
+    for back in range(depth, 0, -1):
+        s = seq - back
+        if s >= 0:
+            jb.push_copy(s, media(T0 + s * FRAME_NS), b"copy" + payload(s), now)
+
+
+def test_a_copy_stands_in_for_a_missing_primary_and_counts_as_lost() -> None:
+    jb = JitterBuffer(watermark=3)
+    out: list[Output] = []
+    for seq in range(30):
+        now = T0 + seq * FRAME_NS
+        if seq not in (10, 11):
+            push_with_copies(jb, seq, now)
+        out.append(jb.pop(now))
+    frames = [o for o in out if isinstance(o, Frame)]
+    assert [f.seq for f in frames] == list(range(28))
+    copies = [f for f in frames if f.redundant]
+    assert [(f.seq, f.payload) for f in copies] == [(s, b"copy" + payload(s)) for s in (10, 11)]
+    assert copies[0].timestamp == media(T0 + 10 * FRAME_NS)
+    s = jb.stats
+    assert (s.recovered_red, s.lost, s.recovered, s.concealed, s.duplicate, s.late) == (
+        2, 2, 0, 0, 0, 0
+    )  # fmt: skip
+    assert s.burst_mean == 2.0
+
+
+def test_copies_of_frames_held_or_played_or_before_the_stream_are_ignored() -> None:
+    jb = JitterBuffer(watermark=2)
+    jb.push(5, media(T0 + 5 * FRAME_NS), payload(5), T0)
+    assert not jb.push_copy(4, media(T0 + 4 * FRAME_NS), b"c", T0)  # before the first packet
+    jb.push(6, media(T0 + 6 * FRAME_NS), payload(6), T0)
+    assert not jb.push_copy(5, media(T0 + 5 * FRAME_NS), b"c", T0)  # its primary is held
+    assert jb.pop(T0) == Frame(5, media(T0 + 5 * FRAME_NS), payload(5))
+    assert not jb.push_copy(5, media(T0 + 5 * FRAME_NS), b"c", T0)  # played already
+    assert not jb.push_copy(6 - 51, 0, b"c", T0)  # further back than the buffer reaches
+    jb.push(8, media(T0 + 8 * FRAME_NS), payload(8), T0)
+    assert jb.push_copy(7, media(T0 + 7 * FRAME_NS), b"c7", T0)
+    assert not jb.push_copy(7, media(T0 + 7 * FRAME_NS), b"c7", T0)  # one copy is enough
+    jb.push(7, media(T0 + 7 * FRAME_NS), payload(7), T0)  # the primary after all: it wins
+    assert [jb.pop(T0) for _ in range(3)] == [
+        Frame(s, media(T0 + s * FRAME_NS), payload(s)) for s in (6, 7, 8)
+    ]
+    s = jb.stats
+    assert (s.duplicate, s.late, s.recovered_red, s.lost) == (0, 0, 0, 0)
+
+
+def test_a_copy_carries_no_fec_so_a_gap_before_one_is_concealed() -> None:
+    jb = JitterBuffer(watermark=1)
+    jb.push(0, media(T0), payload(0), T0)
+    assert isinstance(jb.pop(T0), Frame)
+    jb.push(3, media(T0 + 3 * FRAME_NS), payload(3), T0)
+    jb.push_copy(2, media(T0 + 2 * FRAME_NS), b"c2", T0)
+    assert jb.pop(T0) == Conceal(1)  # not Recover from the copy of 2
+    assert jb.pop(T0) == Frame(2, media(T0 + 2 * FRAME_NS), b"c2", redundant=True)
+
+
+def test_adaptive_playout_holds_what_the_copies_need_once_losses_come_in_bursts() -> None:
+    """A clean, steady path with a burst of two every second: the buffer learns the
+    copies go two frames back and holds that much more while losses come, so the copies
+    of a burst arrive while its frames are still due (the first bursts may be waited for)."""
+    jb = JitterBuffer(watermark=1, adaptive=True)
+    bursts = {k for b in range(50, 500, 50) for k in (b, b + 1)}
+    out: list[Output] = []
+    arrivals = [(T0 + k * FRAME_NS + 5 * MS, k) for k in range(500) if k not in bursts]
+    i = 0
+    for tick in range(510):
+        now = T0 + tick * FRAME_NS + 7 * MS
+        while i < len(arrivals) and arrivals[i][0] <= now:
+            push_with_copies(jb, arrivals[i][1], arrivals[i][0])
+            i += 1
+        out.append(jb.pop(now))
+    late_bursts = [k for k in bursts if k >= 200]
+    rebuilt = {o.seq for o in out if isinstance(o, Frame) and o.redundant}
+    assert set(late_bursts) <= rebuilt
+    assert not [o for o in out[250:495] if isinstance(o, Conceal | Recover)]  # then it ends
+    assert jb.stats.burst_mean == 2.0

@@ -58,6 +58,17 @@ def test_the_listeners_figure_holds_then_halves_when_reports_stop() -> None:
     assert hint.value(late) == (6.0, LISTENER)
 
 
+def test_the_figures_pair_each_loss_with_its_burst_and_decay_with_it() -> None:
+    h = LossHint(incoming=4.0, incoming_burst=1.0)
+    h.listener_report(12.0, 0.0, 1, now=0.0, burst=3.0)
+    assert h.figures(1.0) == [(4.0, 1.0), (12.0, 3.0)]
+    late = h.figures(HOLD + 20 * HALF_LIFE)[1]  # reports stopped: the loss has decayed
+    assert late[0] == 0.0
+    h.listener_report(0.0, 0.0, 0, now=1.0, burst=3.0)  # nobody listens any more
+    assert h.figures(1.0)[1] == (0.0, 0.0)
+    assert LossHint(use_listeners=False).figures(0.0) == [(0.0, 0.0)]
+
+
 def test_feedback_off_ignores_the_listeners() -> None:
     hint = LossHint(configured=1.0, use_listeners=False)
     hint.listener_report(20.0, 0.0, 1, now=0.0)

@@ -16,6 +16,7 @@ from relay.protocol import messages as wire
 from relay.protocol.errors import FramingError, ProtocolError
 from relay.protocol.messages import (
     LENGTH,
+    MAX_BURST,
     MAX_FRAME,
     MAX_LIST,
     MAX_RECEPTION,
@@ -286,9 +287,34 @@ def test_reception_is_bounded_in_entries_and_values() -> None:
         decode_message(body(type="receiver_report", loss_percent=1, late_percent=0))
 
 
+def test_the_loss_burst_is_optional_and_bounded() -> None:
+    entry = {"user_id": 4, "loss_percent": 5, "late_percent": 0.5}
+    # An older client sends no burst: unknown, 0.
+    old = decode_message(body(type="reception", reports=[entry]))
+    assert old == Reception([SpeakerReception(4, 5.0, 0.5, 0.0)])
+    got = decode_message(body(type="reception", reports=[{**entry, "burst_mean": 2.5}]))
+    assert got == Reception([SpeakerReception(4, 5.0, 0.5, 2.5)])
+    report = body(type="receiver_report", loss_percent=1, late_percent=0, listeners=1)
+    assert decode_message(report) == ReceiverReport(1.0, 0.0, 1, 0.0)
+    for bad in (-0.5, MAX_BURST + 1, float("inf")):
+        with pytest.raises(ProtocolError, match=r"reception.reports\[0\].burst_mean"):
+            decode_message(body(type="reception", reports=[{**entry, "burst_mean": bad}]))
+        with pytest.raises(ProtocolError, match=r"receiver_report.burst_mean"):
+            decode_message(
+                body(
+                    type="receiver_report",
+                    loss_percent=1,
+                    late_percent=0,
+                    listeners=1,
+                    burst_mean=bad,
+                )
+            )
+
+
 def test_a_full_reception_fits_a_small_frame() -> None:
-    worst = Reception([SpeakerReception(2**32 - 1, 33.333333333, 99.999999)] * MAX_RECEPTION)
-    assert len(encode_message(worst)) < 4096
+    entry = SpeakerReception(2**32 - 1, 33.333333333, 99.999999, 2.718281828)
+    worst = Reception([entry] * MAX_RECEPTION)
+    assert len(encode_message(worst)) < 6144  # a tenth of MAX_FRAME: one small write
 
 
 def test_oversized_frame_body_is_too_large() -> None:
@@ -541,7 +567,7 @@ u32 = st.integers(0, 2**32 - 1)
 finite = st.floats(allow_nan=False, allow_infinity=False)
 users = st.builds(UserInfo, u32, names, channels)
 percent = st.floats(0.0, 100.0)
-receptions = st.builds(SpeakerReception, u32, percent, percent)
+receptions = st.builds(SpeakerReception, u32, percent, percent, st.floats(0.0, MAX_BURST))
 messages = st.one_of(
     st.builds(Auth, names),
     st.builds(Reconnect, st.integers(1, 2**32 - 1)),
@@ -575,7 +601,7 @@ messages = st.one_of(
         st.booleans(),
     ),
     st.builds(Reception, st.lists(receptions, max_size=MAX_RECEPTION)),
-    st.builds(ReceiverReport, percent, percent, st.integers(0, 65535)),
+    st.builds(ReceiverReport, percent, percent, st.integers(0, 65535), st.floats(0.0, MAX_BURST)),
 )
 
 

@@ -46,7 +46,7 @@ def test_loss_and_late_are_each_the_worst_of_any_listener() -> None:
     _channels, fb = lobby()
     fb.report(BOB, [rx(ALICE, 1.0, 9.0)], now=0.0)
     fb.report(CAROL, [rx(ALICE, 6.0, 0.0)], now=0.0)
-    assert fb.worst(0.5) == {ALICE: (6.0, 9.0, 2)}
+    assert fb.worst(0.5) == {ALICE: (6.0, 9.0, 2, 0.0)}
 
 
 def test_reports_only_on_news_or_every_few_seconds() -> None:
@@ -113,15 +113,15 @@ def test_entries_about_oneself_or_another_channel_do_not_count() -> None:
     assert fb.tick(1.0) == [(ALICE, ReceiverReport(1.0, 0.0, 1))]
     fb.report(77, [rx(ALICE, 90.0)], now=1.0)  # no such session: nothing kept
     assert fb.counters.reports_ignored == 1
-    assert fb.worst(1.5) == {ALICE: (1.0, 0.0, 1)}
+    assert fb.worst(1.5) == {ALICE: (1.0, 0.0, 1, 0.0)}
 
 
 def test_the_latest_report_of_a_listener_replaces_its_previous_one_whole() -> None:
     _channels, fb = lobby()
     fb.report(BOB, [rx(ALICE, 30.0), rx(ALICE, 4.0), rx(CAROL, 8.0)], now=0.0)
-    assert fb.worst(0.5) == {ALICE: (4.0, 0.0, 1), CAROL: (8.0, 0.0, 1)}
+    assert fb.worst(0.5) == {ALICE: (4.0, 0.0, 1, 0.0), CAROL: (8.0, 0.0, 1, 0.0)}
     fb.report(BOB, [rx(ALICE, 2.0)], now=1.0)  # Bob no longer hears Carol
-    assert fb.worst(1.5) == {ALICE: (2.0, 0.0, 1)}
+    assert fb.worst(1.5) == {ALICE: (2.0, 0.0, 1, 0.0)}
 
 
 def test_a_flood_of_reports_is_taken_once_a_second() -> None:
@@ -129,9 +129,9 @@ def test_a_flood_of_reports_is_taken_once_a_second() -> None:
     for i in range(20):
         fb.report(BOB, [rx(ALICE, float(i))], now=i * 0.05)
     assert fb.counters.reports == 1 and fb.counters.reports_ignored == 19
-    assert fb.worst(0.99) == {ALICE: (0.0, 0.0, 1)}
+    assert fb.worst(0.99) == {ALICE: (0.0, 0.0, 1, 0.0)}
     fb.report(BOB, [rx(ALICE, 9.0)], now=MIN_INTERVAL)
-    assert fb.worst(MIN_INTERVAL) == {ALICE: (9.0, 0.0, 1)}
+    assert fb.worst(MIN_INTERVAL) == {ALICE: (9.0, 0.0, 1, 0.0)}
     assert len(fb) == 1
 
 
@@ -218,3 +218,14 @@ def test_fuzz_reports_are_always_the_worst_listener_that_counts(
             # Every speaker with listeners has been told of them (news or not).
             assert set(expected) <= told
         assert len(fb) <= 4 * 7
+
+
+def test_the_longest_loss_burst_any_listener_reports_is_passed_on_and_is_news() -> None:
+    _channels, fb = lobby()
+    fb.report(BOB, [SpeakerReception(ALICE, 10.0, 0.0, 1.2)], now=0.0)
+    fb.report(CAROL, [SpeakerReception(ALICE, 5.0, 0.0, 3.0)], now=0.1)
+    assert fb.tick(1.0) == [(ALICE, ReceiverReport(10.0, 0.0, 2, 3.0))]
+    fb.report(CAROL, [SpeakerReception(ALICE, 5.0, 0.0, 2.0)], now=1.5)  # bursts shorten
+    assert fb.tick(2.0) == [(ALICE, ReceiverReport(10.0, 0.0, 2, 2.0))]
+    fb.report(CAROL, [SpeakerReception(ALICE, 5.0, 0.0, 2.1)], now=3.0)
+    assert fb.tick(3.5) == []  # a change under a quarter packet is no news

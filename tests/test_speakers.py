@@ -6,15 +6,24 @@ import random
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.core.concealment import CONCEAL_FRAMES, FADE_IN_SAMPLES
+from pipeline.core.jitter import JitterBuffer
+from pipeline.core.redundancy import (
+    REDUNDANT_BITRATE,
+    REDUNDANT_COMPLEXITY,
+    RedundantFrames,
+    backs_for,
+)
 from pipeline.core.speakers import CONCEALED, MAX_SPEAKERS, RECOVERED, VOICE, Speakers
 from pipeline.core.voice_link import VoiceLink
 from pipeline.ipc import events as ev
 from pipeline.media import synthetic
 from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES
-from pipeline.media.opus import OpusEncoder
+from pipeline.media.opus import OpusDecoder, OpusEncoder
 from pipeline.stages.stats import Latencies
 from relay.protocol.sealed_datagram import TAG_SIZE
 from relay.protocol.voice_body import Redundant, VoiceBody, plain
@@ -255,8 +264,13 @@ def test_adaptive_playout_under_30ms_jitter_loses_far_fewer_packets() -> None:
 
 def test_adaptive_playout_absorbs_300ppm_clock_drift_both_ways() -> None:
     pkts = talk(60)
+    # The default hysteresis (50 ms) lets 60 s of drift (18 ms) stand; a tighter one shows
+    # the mechanism that bounds it within the minute.
+    tight = lambda: JitterBuffer(watermark=1, adaptive=True, hysteresis_ns=10_000_000)  # noqa: E731
     for ppm in (300.0, -300.0):
-        st, delays = call(Speakers(adaptive=True), pkts, lambda k: 5.0, ppm=ppm)
+        st, delays = call(
+            Speakers(adaptive=True, jitter_factory=tight), pkts, lambda k: 5.0, ppm=ppm
+        )
         # 60 s at 300 ppm is 18 ms of drift: the buffer neither grows with it nor runs dry.
         assert st.late == 0 and st.lost == 0, ppm
         assert max(delays[5:]) - min(delays[5:]) <= 30, (ppm, delays)
@@ -301,3 +315,123 @@ def test_a_speaker_back_after_retiring_keeps_the_delay_their_path_taught() -> No
             assert sp.stats() == [] and sp.retired == 1  # gone quiet: retired
     (back,) = sp.stats()
     assert learnt > 30 and back.target_ms >= 0.5 * learnt
+
+
+# --- bursts of loss: no holes of silence, redundancy -------------------------------------
+
+
+def continuous_talk(n: int) -> np.ndarray:
+    """A vowel held for n frames, no pauses: every frame of it is "mid-talk"."""
+    t = np.arange(n * FRAME_SAMPLES) / 48_000
+    voiced = 0.3 * np.sin(2 * np.pi * 140 * t) + 0.1 * np.sin(2 * np.pi * 280 * t + 1)
+    return np.asarray(synthetic.frames(voiced.astype(np.float32))[:n])
+
+
+def play_with_loss(
+    sp: Speakers, bodies: list[bytes], lost: set[int], ticks: int
+) -> list[np.ndarray]:
+    """Body i arrives at tick i (unless lost), one render per tick."""
+    out = []
+    for i in range(ticks):
+        now = 10**12 + i * FRAME_NS
+        if i < len(bodies) and i not in lost:
+            sp.receive(1, i, i * FRAME_SAMPLES, bodies[i], now)
+        pcm, _info = sp.render(now)
+        out.append(pcm.copy())
+    return out
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+@pytest.mark.parametrize("fec", [False, True])
+def test_a_burst_of_1_to_8_lost_packets_never_plays_a_silent_frame_mid_talk(
+    adaptive: bool, fec: bool
+) -> None:
+    enc = OpusEncoder(48000, loss_percent=10 if fec else 0, fec=fec)
+    bodies = [plain(enc.encode(f)) for f in continuous_talk(60)]
+    for k in range(1, CONCEAL_FRAMES + 1):  # the issue asks for 1..6; the fade covers 8
+        lost = set(range(30, 30 + k))
+        sp = Speakers(fec=fec, adaptive=adaptive)
+        out = play_with_loss(sp, bodies, lost, ticks=75)
+        voiced = [i for i, pcm in enumerate(out) if pcm.any()]
+        # From the first sound to the last: not one frame of exact zeros (the old buffer
+        # went back to buffering after 3 or 5 concealments and played zeros until packets
+        # were held again).
+        silent = [i for i in range(voiced[0], voiced[-1]) if not out[i].any()]
+        assert silent == [], (k, silent)
+        # And no hard cut: each frame's level is within reach of the one before.
+        rms = [float(np.sqrt(np.mean(p**2))) for p in out[voiced[0] + 2 : voiced[-1] - 2]]
+        assert min(rms) > 0.0, k
+        assert by_id(sp)[1].concealed >= k - (1 if fec else 0)
+
+
+def test_audio_back_after_a_long_outage_fades_in_and_the_outage_fades_out() -> None:
+    enc = OpusEncoder(48000, loss_percent=10)
+    bodies = [plain(enc.encode(f)) for f in continuous_talk(80)]
+    out = play_with_loss(Speakers(adaptive=True), bodies, set(range(20, 40)), ticks=90)
+    audio = np.concatenate(out)
+    silent = [i for i, pcm in enumerate(out) if not pcm.any()]
+    gap = [i for i in silent if 20 <= i < 60]
+    assert gap  # 400 ms lost: longer than the fade, so it does go silent...
+    before, after = out[gap[0] - 1], out[gap[-1] + 1]
+    # ...but only after fading out (the last frame ends near zero) and it fades back in.
+    assert float(np.abs(before[-96:]).max()) < 0.02
+    start = (gap[-1] + 1) * FRAME_SAMPLES
+    assert float(np.abs(audio[start : start + 48]).max()) < float(np.abs(after).max()) / 2
+
+
+def redundant_stream(
+    n: int, copy_bitrate: int | None, fec: bool = True
+) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """The bodies a sender with two copies per packet sends, its primaries and its copies
+    (``copy_bitrate`` None: the copies are the primary packets themselves)."""
+    primary_enc = OpusEncoder(48000, loss_percent=10 if fec else 0, fec=fec)
+    copy_enc = OpusEncoder(copy_bitrate or 48000, fec=False, complexity=REDUNDANT_COMPLEXITY)
+    frames = RedundantFrames()
+    bodies, primaries, copies = [], [], []
+    for i, f in enumerate(continuous_talk(n)):
+        p = primary_enc.encode(f)
+        c = copy_enc.encode(f) if copy_bitrate else p
+        bodies.append(frames.body(i, p, c, backs_for(2, fec)))
+        primaries.append(p)
+        copies.append(c)
+    return bodies, primaries, copies
+
+
+@pytest.mark.parametrize(("copy_bitrate", "fec"), [(None, False), (REDUNDANT_BITRATE, True)])
+def test_with_two_copies_bursts_of_up_to_2_are_rebuilt_exactly(
+    copy_bitrate: int | None, fec: bool
+) -> None:
+    # Full-rate copies 1 and 2 back without FEC; and what is sent: copies at the copies'
+    # bitrate 2 and 3 back with FEC on (not needed here: every lost frame has a copy 2 back).
+    bodies, primaries, copies = redundant_stream(60, copy_bitrate, fec)
+    lost = {10, 20, 21, 35, 36, 45}  # one burst of 1, two of 2, one more single
+    sp = Speakers(watermark=3, fec=fec)  # a copy 2 back arrives while its frame is due
+    out = play_with_loss(sp, bodies, lost, ticks=60)
+    # What a decoder makes of the primaries with each lost one replaced by its copy: with
+    # full-rate copies that is the lossless stream itself.
+    ref = OpusDecoder()
+    expected = [ref.decode(copies[i] if i in lost else primaries[i]).copy() for i in range(58)]
+    first = next(i for i, pcm in enumerate(out) if pcm.any())
+    played = out[first : first + 58]
+    # (The very first frame fades in from the silence before it; every later one is exact.)
+    assert np.array_equal(played[0][FADE_IN_SAMPLES:], expected[0][FADE_IN_SAMPLES:])
+    assert all(np.array_equal(a, b) for a, b in zip(played[1:], expected[1:], strict=True))
+    st = by_id(sp)[1]
+    assert (st.recovered_red, st.recovered, st.concealed) == (len(lost), 0, 0)
+    assert st.lost == len(lost)  # the sender still hears of the loss it needs copies for
+    assert st.burst_mean == pytest.approx(6 / 4)
+
+
+def test_copies_are_held_only_for_missing_frames_still_due() -> None:
+    bodies, _primaries, _copies = redundant_stream(40, REDUNDANT_BITRATE)
+    sp = Speakers(watermark=3)
+    out = play_with_loss(sp, bodies, set(), ticks=40)
+    st = by_id(sp)[1]
+    assert st.recovered_red == 0 and st.duplicate == 0 and st.late == 0 and st.lost == 0
+    assert sum(1 for pcm in out if pcm.any()) >= 35
+    # A burst of three: the copies rebuild the last two, the first is concealed (its
+    # copies were in packets that were lost too).
+    sp = Speakers(watermark=3)
+    play_with_loss(sp, bodies, {20, 21, 22}, ticks=40)
+    st = by_id(sp)[1]
+    assert (st.recovered_red, st.concealed) == (2, 1)

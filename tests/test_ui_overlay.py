@@ -67,13 +67,16 @@ def test_html_shows_each_speakers_adaptive_playout() -> None:
                     late_percent=1.5,
                     accelerated_ms=120.0,
                     expanded_ms=80.0,
+                    recovered=9,
+                    recovered_red=31,
                 )
             ]
         )
     )
     text = diagnostics_html(view)
-    # The adaptive playout per speaker: target and delay, late share, stretching.
-    for expected in ("42.5 ms", "47.0 ms", "2 (1.5 %)", "120 / 80 ms"):
+    # The adaptive playout per speaker: target and delay, late share, stretching; and
+    # lost frames rebuilt from FEC and from redundant copies.
+    for expected in ("42.5 ms", "47.0 ms", "2 (1.5 %)", "120 / 80 ms", "9 / 31"):
         assert expected in text, expected
 
 

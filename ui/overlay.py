@@ -84,7 +84,7 @@ def diagnostics_html(view: ClientView) -> str:
                 "loss",
                 "late",
                 "conceal",
-                "recov",
+                "recov FEC / red",
                 "stretched -/+",
             )
         )
@@ -98,7 +98,7 @@ def diagnostics_html(view: ClientView) -> str:
                     _pct(s.loss_percent),
                     f"{_int(s.late)} ({_pct(s.late_percent)})",
                     _int(s.concealed),
-                    _int(s.recovered),
+                    f"{_int(s.recovered)} / {_int(s.recovered_red)}",
                     f"{s.accelerated_ms:.0f} / {s.expanded_ms:.0f} ms",
                 )
             )

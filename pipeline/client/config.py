@@ -33,6 +33,9 @@ class ClientConfig:
     # Loss feedback (SPEC.md): report what we receive of each speaker, and raise our FEC
     # for what our listeners report. Off: neither (benchmarks compare the two).
     loss_feedback: bool = True
+    # Copies of earlier frames in each packet while listeners lose packets in bursts
+    # (pipeline/core/redundancy.py). Off: never (benchmarks compare the two).
+    redundancy: bool = True
     # Added to every timestamp this client sends, so none reveals its clock; the same
     # for the client's whole life (a restarted stage goes on with the same stream).
     clock_offset: int = field(default_factory=lambda: secrets.randbits(64))

@@ -100,7 +100,12 @@ STAGES = (
         "encode",
         encode.run,
         lambda w, c: encode.EncodeConfig(
-            w, bitrate=c.bitrate, fec=c.fec, loss_hint=c.loss_hint, loss_feedback=c.loss_feedback
+            w,
+            bitrate=c.bitrate,
+            fec=c.fec,
+            loss_hint=c.loss_hint,
+            loss_feedback=c.loss_feedback,
+            redundancy=c.redundancy,
         ),
         reads="captured",
         writes="encoded",

@@ -19,6 +19,7 @@ from itertools import count
 from pipeline.ipc import events as ev
 from relay.protocol.errors import FramingError, ProtocolError
 from relay.protocol.messages import (
+    MAX_BURST,
     MAX_RECEPTION,
     MAX_TEXT,
     PROTOCOL,
@@ -184,6 +185,7 @@ class ControlSession:
                 s.user_id,
                 min(100.0, max(0.0, s.loss_percent)),
                 min(100.0, max(0.0, s.late_percent)),
+                min(MAX_BURST, max(0.0, s.burst_mean)),
             )
             for s in stats.speakers[:MAX_RECEPTION]
             if s.user_id != self.user_id
@@ -333,7 +335,7 @@ class ControlSession:
             self._send(Pong(nonce=msg.nonce, t=msg.t))
         elif isinstance(msg, ReceiverReport):
             self._events.append(
-                ev.ListenerReport(msg.loss_percent, msg.late_percent, msg.listeners)
+                ev.ListenerReport(msg.loss_percent, msg.late_percent, msg.listeners, msg.burst_mean)
             )
         # bye and anything else from the relay needs no action: a close follows.
 

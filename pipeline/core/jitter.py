@@ -12,6 +12,12 @@ per 20 ms playback tick, asks ``pop(now)`` what to play:
 * :class:`Conceal` - missing with nothing to recover from: Opus PLC;
 * :class:`Nothing` - buffering (not started, or rebuffering after running dry).
 
+A :class:`Frame` may be a redundant copy (``redundant``): ``push_copy`` hands over the
+lower-bitrate copies of earlier frames that a voice body carries (SPEC.md, "Voice
+body"), and one is held in place of a primary that is missing and still due, so it plays
+before in-band FEC or PLC is tried. It is counted ``recovered_red``, and as lost: the
+primary did not come, which is what the sender must hear.
+
 Rules (SPEC.md "Jitter buffer and loss concealment" and issue 4):
 
 * Packets are held in a heap by sequence number; nothing comes out until ``watermark``
@@ -20,7 +26,11 @@ Rules (SPEC.md "Jitter buffer and loss concealment" and issue 4):
 * Older than (or equal to) the last sequence number returned: dropped, counted late.
   Already held: dropped, counted duplicate.
 * Running dry mid-talk (the speaker paused, or a burst outran the buffer): at most
-  ``max_underrun`` concealments with nothing held, then back to buffering.
+  ``max_underrun`` concealments with nothing held, then back to buffering. The default
+  is ``CONCEAL_FRAMES``, the length of the decoder side's concealment fade
+  (pipeline/core/concealment.py): a burst that short is concealed throughout, and a
+  longer one has faded to silence before the buffer stops, so no mid-talk loss ever
+  cuts to digital silence.
 * A gap with later packets held: conceal, but after ``max_conceal`` consecutive
   concealments skip straight to the earliest held packet rather than conceal a long
   hole while holding audio (the skipped numbers are lost).
@@ -42,6 +52,9 @@ Rules (SPEC.md "Jitter buffer and loss concealment" and issue 4):
   (recovered, concealed, skipped or arriving late); ``loss_percent`` is that over the
   last 10 s of played frames: the network loss the encoder's FEC hint wants. A gap
   longer than ``max_depth`` is a discontinuity, not loss, and is not counted.
+  ``burst_mean`` is the mean length of the runs of consecutive lost numbers in that
+  window: 1 for independent loss, more when losses come in bursts (what the sender's
+  redundancy is chosen from, pipeline/core/redundancy.py).
 """
 
 from __future__ import annotations
@@ -50,6 +63,7 @@ import heapq
 from collections import deque
 from dataclasses import dataclass, field
 
+from pipeline.core.concealment import CONCEAL_FRAMES
 from pipeline.core.seqnum import MASK, seq_diff
 from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
 
@@ -62,6 +76,7 @@ class Frame:
     seq: int
     timestamp: int
     payload: bytes
+    redundant: bool = False  # a redundant copy standing in for a lost primary
 
 
 @dataclass(slots=True, frozen=True)
@@ -90,12 +105,14 @@ class JitterStats:
     played: int = 0  # Frames returned
     concealed: int = 0  # Conceals returned
     recovered: int = 0  # Recovers returned
+    recovered_red: int = 0  # redundant copies played in place of a lost primary
     late: int = 0  # dropped: at or behind what was already returned
     duplicate: int = 0  # dropped: already held
     overflow: int = 0  # dropped: held beyond max_depth
     lost: int = 0  # sequence numbers missing between played Frames
     loss_percent: float = 0.0  # lost / (lost + played) over the last 10 s
     late_percent: float = 0.0  # late arrivals / (lost + played) over the last 10 s
+    burst_mean: float = 0.0  # mean run of consecutive lost numbers over the last 10 s
     restarts: int = 0  # sequence restarts and retirements followed by a new stream
     underruns: int = 0  # times the buffer ran dry and went back to buffering
     discarded: int = 0  # held packets dropped to catch up after a backlog built up
@@ -139,7 +156,8 @@ class JitterBuffer:
         margin_ns: int = 6_000_000,
         quantile: float = 0.97,
         window_ns: int = 10_000_000_000,
-        hysteresis_ns: int = 10_000_000,
+        hysteresis_ns: int = 5_000_000,
+        max_hysteresis_ns: int = 50_000_000,
         urgent_ns: int = 60_000_000,
         settle_ns: int = 3_000_000_000,
         decay_ns_per_s: int = 5_000_000,
@@ -147,15 +165,19 @@ class JitterBuffer:
         max_target_ns: int = 300_000_000,
         outage_ns: int = 1_000_000_000,
         fec_headroom_after: int = 2,
+        early_samples: int = 150,
+        early_extra_ns: int = 10_000_000,
+        max_red_headroom: int = 3,
     ) -> None:
         if not 1 <= watermark <= max_depth:
             raise ValueError(f"watermark {watermark} must be in 1..max_depth ({max_depth})")
         self.watermark = watermark
         self.retire_after_ns = retire_after_ns
         self.max_depth = max_depth
-        # Dry ticks concealed before buffering again: adaptive playout waits longer, as a
-        # packet it waits for may still come (and Opus PLC fades out meanwhile).
-        self.max_underrun = max_underrun if max_underrun is not None else (5 if adaptive else 3)
+        # Dry ticks concealed before buffering again: as long as the concealment takes to
+        # fade out, so that a burst never cuts to silence (and adaptive playout waits
+        # meanwhile, as the packet it waits for may still come).
+        self.max_underrun = max_underrun if max_underrun is not None else CONCEAL_FRAMES
         self.max_conceal = max_conceal
         self.restart_slack = restart_slack
         self.catchup_slack = catchup_slack
@@ -165,6 +187,7 @@ class JitterBuffer:
         self.quantile = quantile
         self.window_ns = window_ns
         self.hysteresis_ns = hysteresis_ns
+        self.max_hysteresis_ns = max_hysteresis_ns
         self.urgent_ns = urgent_ns
         self.settle_ns = settle_ns
         self.decay_ns_per_s = decay_ns_per_s
@@ -172,6 +195,11 @@ class JitterBuffer:
         self.max_target_ns = max_target_ns
         self.outage_ns = outage_ns
         self.fec_headroom_after = fec_headroom_after  # losses in the last 10 s
+        # Until the window holds early_samples delays, a quantile of so few says little
+        # (the 97th of 30 is below their largest): wait for the largest seen, and more.
+        self.early_samples = early_samples
+        self.early_extra_ns = early_extra_ns
+        self.max_red_headroom = max_red_headroom  # frames held for copies, at most
         self.stretch_wanted = 0  # samples: + lengthen, - shorten (adaptive, after a Frame)
         self.stretch_urgent = False  # stretch speech too, not only quiet audio
         self._stats = JitterStats()
@@ -182,6 +210,9 @@ class JitterBuffer:
         self._window: deque[tuple[int, int, int]] = deque()
         self._win_played = 0
         self._win_lost = 0
+        self._win_runs = 0  # played Frames with a gap before them: runs of loss
+        self._red_back = 0  # the deepest redundant copy seen lately (packets back)
+        self._red_at = 0  # when
         self._late_times: deque[int] = deque()  # arrival of each late packet, last 10 s
         self._now: int | None = None
         self._last_arrival: int | None = None
@@ -192,6 +223,7 @@ class JitterBuffer:
         # heap orders correctly across the u64 wrap.
         self._heap: list[int] = []
         self._held: dict[int, tuple[int, bytes]] = {}  # ext -> (timestamp, payload)
+        self._copies: set[int] = set()  # exts held as redundant copies, not primaries
         self._ref: tuple[int, int] | None = None  # (ext, seq) of the last push
         self._playing = False
         self._next = 0  # ext of the next tick's sequence number, while playing
@@ -237,7 +269,11 @@ class JitterBuffer:
                 self._late(now)
                 return
         if ext in self._held:
-            self._stats.duplicate += 1
+            if ext in self._copies:  # the primary after all, better than its copy
+                self._copies.discard(ext)
+                self._held[ext] = (timestamp, bytes(payload))
+            else:
+                self._stats.duplicate += 1
             return
         self._ref = (ext, seq)
         if self.adaptive:
@@ -246,6 +282,34 @@ class JitterBuffer:
         heapq.heappush(self._heap, ext)
         while len(self._heap) > self.max_depth:
             self._drop_oldest()
+
+    def push_copy(self, seq: int, timestamp: int, payload: bytes, now: int) -> bool:
+        """Hand over a redundant copy of an earlier frame (after the packet that carried
+        it): held in place of its primary if that is missing and still due, else ignored
+        (neither late nor duplicate: most copies are of frames that did arrive). Returns
+        whether it was taken. Its arrival says nothing about the path's delay."""
+        if self._ref is None or self.retired:
+            return False
+        ref_ext, ref_seq = self._ref
+        ext = ref_ext + seq_diff(seq & MASK, ref_seq)
+        back = ref_ext - ext
+        if not 0 < back <= self.max_depth or ext in self._held:
+            return False
+        if back >= self._red_back or now - self._red_at > LOSS_WINDOW_NS:
+            self._red_back, self._red_at = back, now
+        if self._last_out is None:
+            if not self._heap or ext < self._heap[0]:
+                return False  # before the stream's first frame: nothing to stand in for
+        elif ext <= self._last_out:
+            return False
+        if self._is_straggler(ext, timestamp):
+            return False
+        self._held[ext] = (timestamp, bytes(payload))
+        self._copies.add(ext)
+        heapq.heappush(self._heap, ext)
+        while len(self._heap) > self.max_depth:
+            self._drop_oldest()
+        return True
 
     def _late(self, now: int) -> None:
         self._stats.late += 1
@@ -270,6 +334,7 @@ class JitterBuffer:
     def _drop_oldest(self) -> None:
         ext = heapq.heappop(self._heap)
         del self._held[ext]
+        self._copies.discard(ext)
         self._stats.overflow += 1
         # Catch up: the dropped number counts as consumed, so it cannot play later.
         self._last_out = ext if self._last_out is None else max(self._last_out, ext)
@@ -310,7 +375,7 @@ class JitterBuffer:
                     covered -= 1
                 if e in self._held:
                     return self._play(e, now, queued)
-            if e + 1 in self._held:
+            if e + 1 in self._held and e + 1 not in self._copies:  # a copy carries no FEC
                 self._consume(e)
                 self._gap_run = 0
                 self._stats.recovered += 1
@@ -375,7 +440,10 @@ class JitterBuffer:
         h.fastest = ds[0]
         # Never more than max_target_ns above the fastest packet: a path that stalled for
         # seconds says nothing about its jitter, and must not hold the delay up for long.
-        q = min(ds[min(len(ds) - 1, int(self.quantile * len(ds)))], ds[0] + self.max_target_ns)
+        q = ds[min(len(ds) - 1, int(self.quantile * len(ds)))]
+        if len(ds) < self.early_samples:
+            q = max(q, ds[-1] + self.early_extra_ns)
+        q = min(q, ds[0] + self.max_target_ns)
         if self.history.target_d is None:
             self.history.target_d = q
         else:
@@ -405,6 +473,11 @@ class JitterBuffer:
         packets get lost, one frame more, so that the packet after a lost one is in hand
         when the lost one is due and its in-band FEC can rebuild it."""
         headroom = FRAME_NS if self._win_lost >= self.fec_headroom_after else 0
+        # Redundancy reaches further back: hold the packet whose copy rebuilds a frame lost
+        # in a burst, as far back as the sender's copies have lately gone.
+        recent = self._now is not None and self._now - self._red_at <= LOSS_WINDOW_NS
+        if headroom and self._red_back > 1 and recent:
+            headroom = FRAME_NS * min(self._red_back, self.max_red_headroom)
         return target + self.margin_ns + headroom
 
     def _playout(self, now: int, queued: int, timestamp: int) -> int:
@@ -420,14 +493,24 @@ class JitterBuffer:
         excess = playout - aim
         self._aim, self._last_playout = aim, playout
         settling = self._raised_at is not None and now - self._raised_at < self.settle_ns
-        if 0 <= excess <= self.hysteresis_ns:
-            return  # close enough: every change of delay is heard (and costs PESQ)
+        # Close enough: every change of delay is heard (and costs PESQ). How close is
+        # close enough grows with the path's jitter (the target above the fastest packet):
+        # on a jittery path the target wanders, and following it both ways costs more than
+        # it saves (bench/playout_sim.py); a clean one is held tight.
+        spread = target - self._fastest()
+        if len(self.history.delays) < self.early_samples:
+            spread = self.max_hysteresis_ns  # the target is still being learnt
+        slack = min(self.max_hysteresis_ns, max(self.hysteresis_ns, spread))
+        if 0 <= excess <= slack:
+            return
         if 0 < excess <= self.urgent_ns and settling:
             return  # the delay just had to grow: hold it a while before taking it back
         self.stretch_wanted = -excess * SAMPLE_RATE // 1_000_000_000
-        # In speech only when packets are about to be late or far too much is held;
-        # otherwise the next pause between words takes the change.
-        self.stretch_urgent = excess > self.urgent_ns or excess < -self.margin_ns // 2
+        # In speech only when far too much is held; otherwise the next pause between words
+        # takes the change. Lengthening never goes into speech: a packet that would be
+        # late is waited for when it is due (the concealment stands in), which costs less
+        # than a stretched vowel (bench/playout_sim.py: PESQ 3.21 -> 3.39 at 30 ms jitter).
+        self.stretch_urgent = excess > self.urgent_ns
 
     def stretched(self, samples: int) -> None:
         """The decoder's side changed the audio by ``samples`` (+ inserted, - removed)."""
@@ -460,6 +543,7 @@ class JitterBuffer:
         while len(self._heap) > keep:
             ext = heapq.heappop(self._heap)
             ts, _payload = self._held.pop(ext)
+            self._copies.discard(ext)
             self._consume(ext)
             # As if it had played: the next Frame is no gap (no loss), and the restart
             # check expects timestamps from here on.
@@ -479,6 +563,12 @@ class JitterBuffer:
         if self._pending_waits:
             self._stats.waited += self._pending_waits
             self._pending_waits = 0
+        if e in self._copies:
+            # A copy: the primary was lost all the same (the next primary Frame counts the
+            # gap), and a copy's timestamp is the sender's arithmetic, not a measurement.
+            self._copies.discard(e)
+            self._stats.recovered_red += 1
+            return Frame(e & MASK, ts, payload, redundant=True)
         if self.adaptive:
             self._steer(now, queued, ts)
         lost = 0
@@ -492,6 +582,7 @@ class JitterBuffer:
         self._window.append((now, 1, lost))
         self._win_played += 1
         self._win_lost += lost
+        self._win_runs += lost > 0
         self._prune(now)
         return Frame(e & MASK, ts, payload)
 
@@ -500,6 +591,7 @@ class JitterBuffer:
             _, p, lost = self._window.popleft()
             self._win_played -= p
             self._win_lost -= lost
+            self._win_runs -= lost > 0
         while self._late_times and now - self._late_times[0] > LOSS_WINDOW_NS:
             self._late_times.popleft()
 
@@ -533,12 +625,14 @@ class JitterBuffer:
             played=s.played,
             concealed=s.concealed,
             recovered=s.recovered,
+            recovered_red=s.recovered_red,
             late=s.late,
             duplicate=s.duplicate,
             overflow=s.overflow,
             lost=s.lost,
             loss_percent=100.0 * self._win_lost / total if total else 0.0,
             late_percent=min(100.0, 100.0 * len(self._late_times) / total) if total else 0.0,
+            burst_mean=self._win_lost / self._win_runs if self._win_runs else 0.0,
             restarts=s.restarts,
             underruns=s.underruns,
             discarded=s.discarded,

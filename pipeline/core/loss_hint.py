@@ -13,7 +13,10 @@ largest of four figures:
   case none of the others sees: a listener whose own downlink loses packets.
 
 The listeners' late share is kept and shown but not added: their loss figure counts
-every frame that did not play in time, late ones included.
+every frame that did not play in time, late ones included. The mean burst (the mean
+run of consecutive lost packets) of the incoming streams and of the listeners' reports
+is kept beside each loss figure, held and dropped with it: :meth:`LossHint.figures`
+gives the pairs the redundancy depth is chosen from (pipeline/core/redundancy.py).
 
 The relay repeats its report at least every 5 s while anyone listens, and says
 ``listeners: 0`` when nobody does any more. If reports stop altogether (our control
@@ -46,13 +49,18 @@ class LossHint:
     use_listeners: bool = True  # off: listeners' reports are kept for the stats only
     listener_late: float = 0.0  # the worst late share a listener reported (shown, not used)
     listeners: int = 0  # how many listeners the last report counted
+    incoming_burst: float = 0.0  # the mean burst of the incoming stream that lost most
+    listener_burst: float = 0.0  # the longest mean burst a listener reported
     _listener_loss: float = 0.0
     _listener_at: float = 0.0
 
-    def listener_report(self, loss: float, late: float, listeners: int, now: float) -> None:
+    def listener_report(
+        self, loss: float, late: float, listeners: int, now: float, burst: float = 0.0
+    ) -> None:
         """The relay's ``receiver_report`` arrived at ``now``."""
         self._listener_loss = loss if listeners else 0.0
         self.listener_late = late if listeners else 0.0
+        self.listener_burst = burst if listeners else 0.0
         self.listeners = listeners
         self._listener_at = now
 
@@ -63,6 +71,14 @@ class LossHint:
             return self._listener_loss
         value = self._listener_loss * 0.5 ** (waited / HALF_LIFE)
         return value if value >= FLOOR else 0.0
+
+    def figures(self, now: float) -> list[tuple[float, float]]:
+        """``(loss %, mean burst)`` of each measured figure at ``now``: what we receive,
+        and (with listeners' reports in use) what our listeners receive of us."""
+        out = [(self.incoming, self.incoming_burst)]
+        if self.use_listeners:
+            out.append((self.listener_loss(now), self.listener_burst))
+        return out
 
     def value(self, now: float) -> tuple[float, str]:
         """``(loss %, source)``: the hint at ``now``, at most 100, and the figure that set it

@@ -2,6 +2,11 @@
 
 The decode stage pushes received packets in and asks for one mixed frame
 whenever the playback ring wants one; time is passed in (ns).
+
+A voice body's redundant copies (SPEC.md, "Voice body") go to the jitter buffer after
+its primary, which holds one where a primary is missing. Concealment fades out and
+audio coming back fades in (pipeline/core/concealment.py): with PLC on, a loss never
+plays as a cut to digital silence.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.core.concealment import Fade, ramp_out
 from pipeline.core.jitter import Conceal, DelayHistory, Frame, JitterBuffer, Nothing, Recover
 from pipeline.core.mixer import Mixer
 from pipeline.core.seqnum import MASK
@@ -65,8 +71,10 @@ class _Speaker:
     decode_errors: int = 0
     # What was done for lost frames (the jitter buffer decides what could be done).
     recovered: int = 0
+    recovered_red: int = 0  # played from a redundant copy
     concealed: int = 0
     silenced: int = 0
+    fade: Fade = field(default_factory=Fade)
     # Decoded audio not played yet (adaptive playout): what time-stretching left over.
     queued: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     budget: StretchBudget = field(default_factory=StretchBudget)
@@ -113,6 +121,13 @@ class Speakers:
             self.bad_bodies += 1
             return
         self.push(speaker, seq, timestamp, voice.primary, now)
+        s = self._speakers.get(speaker)
+        if s is None:
+            return
+        for r in voice.redundant:  # frame seq - back, captured back frames earlier
+            s.jitter.push_copy(
+                (seq - r.back) & MASK, (timestamp - r.back * FRAME_SAMPLES) & MASK, r.opus, now
+            )
 
     def push(self, speaker: int, seq: int, timestamp: int, payload: bytes, now: int) -> None:
         """One received Opus packet: ``timestamp`` is the speaker's media timestamp, ``now``
@@ -196,6 +211,8 @@ class Speakers:
             return None
         audio = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if len(audio) < FRAME_SAMPLES:  # the talk spurt ended: play what is left
+            if s.fade.gain > 0.0:  # it ended without a fade (a reset, a catch-up)
+                audio = ramp_out(audio.copy())
             audio = np.concatenate([audio, np.zeros(FRAME_SAMPLES - len(audio), np.float32)])
         s.queued = audio[FRAME_SAMPLES:].copy()
         return audio[:FRAME_SAMPLES]
@@ -205,12 +222,15 @@ class Speakers:
     ) -> np.ndarray | None:
         """One jitter-buffer decision, decoded (None: nothing to play)."""
         action = s.jitter.pop(now, queued)
+        from_packet = isinstance(action, Frame) or (isinstance(action, Recover) and self.fec)
         try:
             pcm = self._decode(s, action)
         except CodecError:
             s.decode_errors += 1
-            pcm = None
+            pcm, from_packet = self._conceal_instead(s), False
         if isinstance(action, Frame):
+            if action.redundant:
+                s.recovered_red += 1
             arrived = s.pushed_at.pop(action.seq, None)
             # Its audio starts after what is queued ahead of it: that wait counts too.
             ahead = queued * 1_000_000_000 // SAMPLE_RATE
@@ -237,7 +257,23 @@ class Speakers:
                 s.silenced += 1
                 if s.jitter.adaptive:
                     pcm = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+        if self.plc:  # no concealment, no fade: "neither" plays its holes on purpose
+            if pcm is None:
+                s.fade.silent()
+            elif from_packet:
+                s.fade.decoded(pcm)
+            else:
+                s.fade.concealed(pcm)
         return pcm
+
+    def _conceal_instead(self, s: _Speaker) -> np.ndarray | None:
+        """A packet that would not decode: PLC in its place (when PLC is on)."""
+        if not self.plc:
+            return None
+        try:
+            return s.decoder.conceal()
+        except CodecError:
+            return None
 
     def _decode(
         self, s: _Speaker, action: Frame | Conceal | Recover | Nothing
@@ -267,12 +303,14 @@ class Speakers:
                     played=st.played,
                     concealed=s.concealed,
                     recovered=s.recovered,
+                    recovered_red=s.recovered_red,
                     silenced=s.silenced,
                     late=st.late,
                     duplicate=st.duplicate,
                     lost=st.lost,
                     loss_percent=st.loss_percent,
                     late_percent=st.late_percent,
+                    burst_mean=round(st.burst_mean, 2),
                     decode_errors=s.decode_errors,
                     discarded=st.discarded,
                     target_ms=round(st.target_ms, 1),

@@ -187,6 +187,12 @@ class EncodeStats(StageReport):
     listener_loss: float = 0.0  # the worst loss a listener reports of our stream, as held
     listener_late: float = 0.0  # the worst late share a listener reports
     listeners: int = 0  # how many listeners the relay's last report counted
+    listener_burst: float = 0.0  # the longest mean loss burst a listener reports
+    # Redundancy (pipeline/core/redundancy.py): copies of earlier frames in each packet.
+    redundancy: int = 0  # copies per packet now
+    redundant_bitrate: int = 0  # the copies' encoder
+    redundant_copies: int = 0  # copies sent
+    redundant_bytes: int = 0  # of packet_bytes, what the copies and their headers took
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -230,12 +236,14 @@ class SpeakerStats:
     played: int = 0
     concealed: int = 0  # lost frames synthesised by Opus PLC
     recovered: int = 0  # lost frames rebuilt from the next packet's FEC
+    recovered_red: int = 0  # lost frames played from a redundant copy in a later packet
     silenced: int = 0  # lost frames played as silence (PLC off)
     late: int = 0
     duplicate: int = 0
     lost: int = 0
     loss_percent: float = 0.0  # over the last 10 s
     late_percent: float = 0.0  # packets that came after their turn, over the last 10 s
+    burst_mean: float = 0.0  # mean run of consecutive lost packets, over the last 10 s
     decode_errors: int = 0
     discarded: int = 0  # held packets dropped to catch up after a stall (not loss)
     # Adaptive playout (0 with a fixed watermark); delays on top of the fastest packet's.
@@ -252,6 +260,7 @@ class DecodeStats(StageReport):
     STAGE = "decode"
     speakers: list[SpeakerStats] = field(default_factory=list)
     loss_percent: float = 0.0  # the worst speaker's
+    burst_mean: float = 0.0  # that speaker's mean loss burst
     retired: int = 0
     refused_speakers: int = 0  # packets of one speaker too many (MAX_SPEAKERS at once)
     bad_bodies: int = 0  # voice bodies that did not parse (SPEC.md, "Voice body"), dropped
@@ -293,6 +302,7 @@ class ListenerReport(Event):
     loss_percent: Annotated[float, Finite()]
     late_percent: Annotated[float, Finite()]
     listeners: int
+    burst_mean: Annotated[float, Finite()] = 0.0  # the longest mean loss burst reported
 
 
 @dataclass(slots=True, frozen=True)

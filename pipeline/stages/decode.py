@@ -86,11 +86,13 @@ def run(cfg: DecodeConfig) -> None:
             rt.poll()
             if rt.report_due(mono):
                 per_speaker = speakers.stats()
+                worst = max(per_speaker, key=lambda s: s.loss_percent, default=None)
                 rt.report(
                     mono,
                     ev.DecodeStats(
                         speakers=per_speaker,
-                        loss_percent=max((s.loss_percent for s in per_speaker), default=0.0),
+                        loss_percent=worst.loss_percent if worst else 0.0,
+                        burst_mean=worst.burst_mean if worst else 0.0,
                         retired=speakers.retired,
                         refused_speakers=speakers.refused,
                         bad_bodies=speakers.bad_bodies,

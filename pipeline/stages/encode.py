@@ -8,7 +8,10 @@ jumps instead, and the listener's jitter buffer starts the new talk spurt afresh
 Owns the encoder settings the UI may change: bitrate, mute, and the packet
 loss hint (pipeline/core/loss_hint.py: the largest of the configured hint, the
 chaos setting, the loss measured on receive and the worst loss our listeners
-report through the relay), which tells Opus how much in-band FEC to spend.
+report through the relay), which tells Opus how much in-band FEC to spend, and the
+redundancy for bursts (pipeline/core/redundancy.py): while losses come in bursts, a
+second encoder at a lower bitrate makes copies of each frame that the next packets
+carry again.
 """
 
 from __future__ import annotations
@@ -17,10 +20,17 @@ import time
 from dataclasses import dataclass
 
 from pipeline.core.loss_hint import LossHint
+from pipeline.core.redundancy import (
+    REDUNDANT_BITRATE,
+    REDUNDANT_COMPLEXITY,
+    RedundancyPolicy,
+    RedundantFrames,
+    backs_for,
+)
 from pipeline.ipc import events as ev
 from pipeline.media.opus import CodecError, OpusEncoder
 from pipeline.stages.runtime import StageRuntime, Wiring
-from relay.protocol.voice_body import MAX_PRIMARY, plain
+from relay.protocol.voice_body import MAX_PRIMARY
 
 MIN_BITRATE, MAX_BITRATE = 6000, 510000
 
@@ -32,6 +42,7 @@ class EncodeConfig:
     fec: bool = True
     loss_hint: float = 0.0  # the loss % to expect before any is measured (a floor for FEC)
     loss_feedback: bool = True  # raise FEC for what our listeners report losing
+    redundancy: bool = True  # copies of earlier frames while losses come in bursts
 
 
 class _Settings:
@@ -43,6 +54,8 @@ class _Settings:
         self.bitrate = cfg.bitrate
         self.muted = False
         self.hint = LossHint(configured=cfg.loss_hint, use_listeners=cfg.loss_feedback)
+        self.policy = RedundancyPolicy(fec=cfg.fec, enabled=cfg.redundancy)
+        self.frames = RedundantFrames()
         self.loss_percent = int(cfg.loss_hint)  # what the encoder was last told
         self.source = ""
         self.update(time.monotonic())
@@ -63,16 +76,20 @@ class _Settings:
 
     def measured_loss(self, stats: ev.DecodeStats) -> None:
         self.hint.incoming = stats.loss_percent
+        self.hint.incoming_burst = stats.burst_mean
         self.update(time.monotonic())
 
     def listeners(self, report: ev.ListenerReport) -> None:
         now = time.monotonic()
-        self.hint.listener_report(report.loss_percent, report.late_percent, report.listeners, now)
+        self.hint.listener_report(
+            report.loss_percent, report.late_percent, report.listeners, now, report.burst_mean
+        )
         self.update(now)
 
     def update(self, now: float) -> None:
         """Tell the encoder the hint at ``now``, if its whole percent changed."""
         hint, self.source = self.hint.value(now)
+        self.policy.update(self.hint.figures(now), now)
         if int(hint) != self.loss_percent:
             self.encoder.set_loss_percent(int(hint))
             self.loss_percent = int(hint)
@@ -91,6 +108,11 @@ class _Settings:
             listener_loss=round(self.hint.listener_loss(now), 1),
             listener_late=self.hint.listener_late,
             listeners=self.hint.listeners,
+            listener_burst=round(self.hint.listener_burst, 2),
+            redundancy=self.policy.depth,
+            redundant_bitrate=REDUNDANT_BITRATE,
+            redundant_copies=self.frames.counters.copies,
+            redundant_bytes=self.frames.counters.copy_bytes,
         )
 
 
@@ -105,7 +127,11 @@ def run(cfg: EncodeConfig) -> None:
             loss_percent=int(cfg.loss_hint),
             max_bytes=MAX_PRIMARY,  # room for the voice body's flag byte
         )
+        copies = OpusEncoder(  # the redundant copies' encoder: run only while they are sent
+            bitrate=REDUNDANT_BITRATE, fec=False, complexity=REDUNDANT_COMPLEXITY
+        )
         settings = _Settings(encoder, cfg, rt)
+        frames = settings.frames
         rt.on(ev.MuteCmd, settings.mute)
         rt.on(ev.BitrateCmd, settings.set_bitrate)
         rt.on(ev.ChaosCmd, settings.set_chaos)
@@ -121,8 +147,12 @@ def run(cfg: EncodeConfig) -> None:
                 if settings.muted:
                     src.release()
                     muted_frames += 1
+                    frames.reset()  # the next frame does not follow the last one sent
                 else:
-                    packet = plain(encoder.encode(slot.samples()))  # SPEC.md, "Voice body"
+                    pcm, backs = slot.samples(), backs_for(settings.policy.depth, cfg.fec)
+                    primary = encoder.encode(pcm)
+                    copy = copies.encode(pcm) if backs else None
+                    packet = frames.body(stream_seq + 1, primary, copy, backs)  # SPEC.md
                     src.release()
                     t_out = time.monotonic_ns()
                     rt.latency.add(ev.HOP_ENCODE, t_out - t_in)

@@ -51,6 +51,8 @@ Port = Annotated[int, Range(0, U16_MAX)]
 Nonce = Annotated[int, Range(0, U64_MAX)]
 Seconds = Annotated[float, Finite()]
 Percent = Annotated[float, Bounded(0.0, 100.0)]
+MAX_BURST = 64.0  # packets: a mean loss run beyond that is a dead path, not a burst
+BurstMean = Annotated[float, Bounded(0.0, MAX_BURST)]
 Version = Annotated[int, Range(1, 255)]
 Password = Annotated[str, Text(max_len=MAX_PASSWORD, allow_empty=True)]
 SessionKey = Annotated[bytes, Size(32, 32)]  # secret: the session's UDP tag key
@@ -247,6 +249,9 @@ class SpeakerReception:
     user_id: UserId  # the speaker
     loss_percent: Percent  # frames that did not play in time: lost or late
     late_percent: Percent  # of which arrived after their turn
+    # The mean run of consecutive lost frames (1: one at a time); absent from older
+    # clients, meaning unknown (0).
+    burst_mean: BurstMean = 0.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -266,6 +271,7 @@ class ReceiverReport(Message):
     loss_percent: Percent
     late_percent: Percent
     listeners: Annotated[int, Range(0, MAX_LISTENERS)]
+    burst_mean: BurstMean = 0.0  # the longest any counting listener reported
 
 
 @dataclass(slots=True, frozen=True)

@@ -1,0 +1,147 @@
+"""Redundancy for bursts of loss, sans-I/O: how many earlier frames each packet carries
+again (SPEC.md, "Voice body" and "Redundancy"), and the bodies that carry them.
+
+Opus in-band FEC rebuilds only the frame just before a packet that arrived: a burst of
+two or more lost packets defeats it. So a sender whose listeners lose packets in bursts
+also puts lower-bitrate copies of ``depth`` earlier frames into each voice body
+(RFC 2198 in spirit), and a listener that lost a packet plays its copy from a later one.
+
+* :func:`wanted_depth` maps what is known of the loss (a loss percentage and the mean
+  length of the runs of consecutive lost packets, as listeners report it) to a depth:
+  0 below ``MIN_LOSS`` % or while losses come one at a time (mean run under
+  ``SOME_BURSTS``: in-band FEC rebuilds those), 1 for short bursts, 2 from a mean run of
+  ``BURSTY``; without FEC, one copy more for each (and 1 for single losses).
+* :func:`backs_for` says which frames the copies are of. With in-band FEC on, the frame
+  just before a packet is rebuilt from that packet's FEC already, so the copies start
+  two back: depth 2 carries the frames 2 and 3 back, and a burst of three is rebuilt
+  (the last frame from FEC, the two before from copies) where copies of 1 and 2 back
+  would rebuild two. Measured, same bytes: PESQ 2.65 against 2.36 under 10 % loss in
+  bursts of 3 (``--only red-bitrate``).
+* :class:`RedundancyPolicy` holds the depth: it rises at once, and falls only once the
+  lower depth has been wanted for ``DOWN_HOLD`` seconds (the listeners' figures move
+  every report; the depth should not flap with them).
+* :class:`RedundantFrames` keeps the copies of the last frames and packs each body: the
+  primary, then as many copies as the depth asks for and the 1,275-byte body allows
+  (the oldest is left out first), none across a gap in the sequence numbers or a talk
+  spurt's start (a copy must be of the frame ``back`` packets before, captured
+  ``back`` frames earlier).
+
+The copies come from a second encoder at ``REDUNDANT_BITRATE`` (an Opus packet cannot be
+cut down to a lower bitrate after the fact); why that rate is in SPEC.md, from
+``python -m bench.quality --only redundancy``. Times are monotonic seconds, passed in.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from relay.protocol.voice_body import BLOCK, FLAGS_SIZE, MAX_BODY, Redundant, VoiceBody
+
+MAX_DEPTH = 2  # copies per packet at most (the body could hold 3)
+MAX_BACK = MAX_DEPTH + 1  # frames back a copy may go: 3 with FEC on
+REDUNDANT_BITRATE = 12000  # bits/s of the copies' encoder (SPEC.md, "Redundancy")
+REDUNDANT_COMPLEXITY = 5  # the copies' encoder spends less CPU than the primary's (9)
+MIN_LOSS = 2.0  # loss % below which no copies are sent
+SOME_BURSTS = 1.25  # mean run of lost packets from which one copy is sent
+BURSTY = 1.75  # and from which two
+DOWN_HOLD = 10.0  # seconds a lower depth must be wanted before the depth falls
+
+
+def wanted_depth(loss_percent: float, burst_mean: float, fec: bool = True) -> int:
+    """The copies a loss pattern asks for: ``burst_mean`` is the mean number of packets
+    in a run of consecutive losses (0 or 1: losses one at a time)."""
+    if not loss_percent >= MIN_LOSS:  # NaN too
+        return 0
+    depth = 2 if burst_mean >= BURSTY else 1 if burst_mean >= SOME_BURSTS else 0
+    return depth if fec else min(MAX_DEPTH, depth + 1)
+
+
+def backs_for(depth: int, fec: bool = True) -> tuple[int, ...]:
+    """How many packets back each of ``depth`` copies goes: from 2 with FEC on (FEC
+    rebuilds 1 back), from 1 without."""
+    first = 2 if fec else 1
+    return tuple(range(first, first + depth))
+
+
+@dataclass(slots=True)
+class RedundancyPolicy:
+    """The depth to send at, from the loss figures known at each update."""
+
+    fec: bool = True
+    enabled: bool = True
+    depth: int = 0
+    _lower_since: float | None = None
+
+    def update(self, figures: Iterable[tuple[float, float]], now: float) -> int:
+        """``figures``: (loss %, mean burst) from each source (our listeners' reports, what
+        we measure on the streams we receive); the largest depth any asks for counts."""
+        want = max((wanted_depth(loss, burst, self.fec) for loss, burst in figures), default=0)
+        if not self.enabled:
+            want = 0
+        if want >= self.depth:
+            self.depth, self._lower_since = want, None
+        elif self._lower_since is None:
+            self._lower_since = now
+        elif now - self._lower_since >= DOWN_HOLD:
+            self.depth, self._lower_since = want, None
+        return self.depth
+
+
+@dataclass(slots=True)
+class RedundancyCounters:
+    copies: int = 0  # redundant copies sent
+    copy_bytes: int = 0  # their bytes and their block headers: the cost of redundancy
+    left_out: int = 0  # copies that did not fit a body
+
+
+@dataclass(slots=True)
+class RedundantFrames:
+    """The copies of the last frames sent, and the voice bodies that carry them."""
+
+    max_back: int = MAX_BACK
+    counters: RedundancyCounters = field(default_factory=RedundancyCounters)
+    _last: deque[tuple[int, bytes]] = field(default_factory=deque)  # (seq, copy), oldest first
+
+    def reset(self) -> None:
+        """Forget the copies: the next frame is not contiguous with the last one (a mute,
+        a new talk spurt)."""
+        self._last.clear()
+
+    def body(
+        self,
+        seq: int,
+        primary: bytes,
+        copy: bytes | None = None,
+        backs: Sequence[int] = (),
+        marker: bool = False,
+    ) -> bytes:
+        """The voice body for frame ``seq``: ``primary`` and the copies of the frames
+        ``backs`` packets before it (those kept and that fit); then ``copy`` (this frame
+        at the copies' bitrate, None when no copies are being made) is kept for the
+        packets after it."""
+        if marker or not backs or (self._last and self._last[-1][0] != seq - 1):
+            self._last.clear()  # nothing before it belongs to this run of frames
+        kept = dict(self._last)
+        room = MAX_BODY - FLAGS_SIZE - len(primary)
+        chosen: list[Redundant] = []
+        for back in sorted(backs):  # nearest first: the likeliest to be needed
+            old = kept.get(seq - back)
+            if old is None:
+                continue
+            cost = BLOCK.size + len(old)
+            if cost > room:
+                self.counters.left_out += 1
+                continue
+            room -= cost
+            chosen.append(Redundant(back, old))
+        chosen.reverse()  # oldest first on the wire
+        for r in chosen:
+            self.counters.copies += 1
+            self.counters.copy_bytes += BLOCK.size + len(r.opus)
+        if copy is not None and backs:
+            self._last.append((seq, copy))
+            while len(self._last) > self.max_back:
+                self._last.popleft()
+        return bytes(VoiceBody(primary, marker, tuple(chosen)))

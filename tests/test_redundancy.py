@@ -1,0 +1,109 @@
+"""pipeline/core/redundancy.py: the depth chosen from a loss pattern, and the bodies."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.core.redundancy import (
+    BURSTY,
+    DOWN_HOLD,
+    MAX_DEPTH,
+    MIN_LOSS,
+    SOME_BURSTS,
+    RedundancyPolicy,
+    RedundantFrames,
+    backs_for,
+    wanted_depth,
+)
+from relay.protocol.voice_body import MAX_BODY, MAX_PRIMARY, Redundant, VoiceBody
+
+
+def test_the_depth_follows_the_loss_pattern() -> None:
+    assert wanted_depth(0.0, 0.0) == 0
+    assert wanted_depth(MIN_LOSS / 2, 3.0) == 0  # too little loss to pay for
+    assert wanted_depth(10.0, 1.1) == 0  # one at a time: in-band FEC covers it
+    assert wanted_depth(10.0, 1.1, fec=False) == 1  # unless there is none
+    assert wanted_depth(10.0, SOME_BURSTS) == 1
+    assert wanted_depth(5.0, BURSTY) == MAX_DEPTH == 2
+    assert wanted_depth(5.0, SOME_BURSTS, fec=False) == 2
+    assert wanted_depth(float("nan"), 3.0) == 0
+
+
+def test_with_fec_the_copies_start_two_frames_back() -> None:
+    assert backs_for(0) == () and backs_for(0, fec=False) == ()
+    assert backs_for(1) == (2,) and backs_for(2) == (2, 3)  # FEC rebuilds 1 back
+    assert backs_for(2, fec=False) == (1, 2)
+
+
+def test_the_policy_rises_at_once_and_falls_after_a_hold() -> None:
+    p = RedundancyPolicy()
+    assert p.update([(0.0, 0.0)], 0.0) == 0
+    assert p.update([(0.0, 0.0), (10.0, 3.0)], 1.0) == 2  # the worst source counts
+    assert p.update([(0.0, 0.0)], 2.0) == 2
+    assert p.update([(0.0, 0.0)], 2.0 + DOWN_HOLD - 0.1) == 2
+    assert p.update([(0.0, 0.0)], 2.0 + DOWN_HOLD) == 0
+    assert p.update([(10.0, 3.0)], 20.0) == 2
+    assert p.update([(1.0, 3.0)], 21.0) == 2
+    assert p.update([(10.0, 3.0)], 25.0) == 2  # wanted again: the hold starts over
+    assert p.update([(1.0, 3.0)], 26.0 + DOWN_HOLD - 1) == 2
+    assert RedundancyPolicy(enabled=False).update([(10.0, 3.0)], 0.0) == 0
+
+
+def test_bodies_carry_the_last_frames_oldest_first() -> None:
+    f = RedundantFrames()
+    bodies = [VoiceBody.parse(f.body(i, b"P%d" % i, b"c%d" % i, (1, 2))) for i in range(5)]
+    assert [b.primary for b in bodies] == [b"P%d" % i for i in range(5)]
+    assert bodies[0].redundant == ()
+    assert bodies[1].redundant == (Redundant(1, b"c0"),)
+    assert bodies[4].redundant == (Redundant(2, b"c2"), Redundant(1, b"c3"))
+    assert f.counters.copies == 7 and f.counters.copy_bytes == 7 * (3 + 2)
+    f = RedundantFrames()
+    bodies = [VoiceBody.parse(f.body(i, b"P%d" % i, b"c%d" % i, (2, 3))) for i in range(5)]
+    assert bodies[1].redundant == ()
+    assert bodies[2].redundant == (Redundant(2, b"c0"),)
+    assert bodies[4].redundant == (Redundant(3, b"c1"), Redundant(2, b"c2"))
+
+
+def test_depth_zero_sends_plain_bodies_and_a_gap_or_a_spurt_start_drops_the_copies() -> None:
+    f = RedundantFrames()
+    assert f.body(1, b"P", None, ()) == b"\x00P"
+    f.body(2, b"P", b"c2", (1,))
+    assert VoiceBody.parse(f.body(3, b"P", b"c3", (1,))).redundant == (Redundant(1, b"c2"),)
+    assert VoiceBody.parse(f.body(5, b"P", b"c5", (1,))).redundant == ()  # 4 never sent
+    marked = VoiceBody.parse(f.body(6, b"P", b"c6", (1,), marker=True))
+    assert marked.marker and marked.redundant == ()
+    f.reset()
+    assert VoiceBody.parse(f.body(7, b"P", b"c7", (1,))).redundant == ()
+
+
+def test_copies_that_do_not_fit_are_left_out_oldest_first() -> None:
+    f = RedundantFrames()
+    f.body(0, b"P", b"a" * 600, (1, 2))
+    f.body(1, b"P", b"b" * 600, (1, 2))
+    body = f.body(2, b"P" * 100, b"c", (1, 2))
+    assert len(body) <= MAX_BODY
+    assert VoiceBody.parse(body).redundant == (Redundant(1, b"b" * 600),)
+    assert f.counters.left_out == 1
+    assert VoiceBody.parse(f.body(3, b"P" * MAX_PRIMARY, b"d", (1, 2))).redundant == ()
+
+
+@given(
+    st.lists(
+        st.tuples(st.binary(min_size=1, max_size=MAX_PRIMARY), st.binary(min_size=1, max_size=700)),
+        max_size=8,
+    ),
+    st.integers(0, 2),
+    st.booleans(),
+)
+def test_any_frames_give_bodies_that_fit_and_parse(
+    frames: list[tuple[bytes, bytes]], depth: int, fec: bool
+) -> None:
+    f = RedundantFrames()
+    backs = backs_for(depth, fec)
+    for i, (primary, copy) in enumerate(frames):
+        body = f.body(i, primary, copy, backs)
+        parsed = VoiceBody.parse(body)
+        assert len(body) <= MAX_BODY and parsed.primary == primary
+        assert len(parsed.redundant) <= depth
+        assert all(r.back in backs for r in parsed.redundant)
