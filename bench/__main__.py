@@ -14,8 +14,8 @@ from bench.common import RESULTS
 
 # Cheapest first; relay_load and quality take minutes each.
 BENCHMARKS = [
-    "codec_speed", "ring_ipc", "playout_sim", "latency", "client_cost", "control_load",
-    "relay_load", "quality",
+    "codec_speed", "ring_ipc", "playout_sim", "latency", "tunnel", "client_cost",
+    "control_load", "relay_load", "quality",
 ]  # fmt: skip
 
 

@@ -58,18 +58,24 @@ HOPS = [
 
 
 def run_call(
-    port: int, seconds: float, trace: Path, playback_frames: int, jitter: str = "adaptive"
+    port: int,
+    seconds: float,
+    trace: Path,
+    playback_frames: int,
+    jitter: str = "adaptive",
+    voice_path: str = "auto",
 ) -> dict[str, Any]:
     """One echo call with per-frame tracing, as a user would run the headless client.
 
-    Returns the client's final stats (its --stats-json).
+    ``voice_path``: the client's ``--voice-path`` (tcp: the tunnel through the control
+    connection). Returns the client's final stats (its --stats-json).
     """
     cmd = [
         sys.executable, "-m", "pipeline", "--server", f"127.0.0.1:{port}", "--name",
         f"bench{playback_frames}", "--input", "speech", "--output", "null",
         "--duration", str(seconds), "--trace", str(trace), "--quiet",
         "--playback-frames", str(playback_frames), "--stats-json", str(trace / "stats.json"),
-        "--jitter", jitter,
+        "--jitter", jitter, "--voice-path", voice_path,
     ]  # fmt: skip
     subprocess.run(cmd, cwd=ROOT, check=True, timeout=seconds + 60)
     stats: dict[str, Any] = json.loads((trace / "stats.json").read_text())["stats"]

@@ -376,12 +376,15 @@ class ProxyStats:
     overflow: int = 0  # datagrams dropped because the pending heap was full
     send_errors: int = 0
     recv_errors: int = 0
+    blacked_out: int = 0  # datagrams dropped (both ways) while their client was blacked out
+    rebinds: int = 0  # upstream sockets replaced (a NAT giving a client a new port)
 
     def __str__(self) -> str:
         return (
             f"up: {self.up} | down: {self.down} | clients={self.clients} refused={self.refused}"
             f" overflow={self.overflow} send_errors={self.send_errors}"
-            f" recv_errors={self.recv_errors}"
+            f" recv_errors={self.recv_errors} blacked_out={self.blacked_out}"
+            f" rebinds={self.rebinds}"
         )
 
 
@@ -439,6 +442,10 @@ class UdpProxy:
         self._flows: dict[Address, _Flow] = {}
         self._flows_lock = threading.Lock()  # guards _flows against stats() from other threads
         self._refused = self._send_errors = self._recv_errors = 0
+        # Set by other threads, read by the proxy thread: each a whole value swapped in.
+        self._blackout: frozenset[Address] | None = None  # None: nobody; empty: everybody
+        self._blacked_out = self._rebinds = 0
+        self._rebind_wanted = 0  # rebinds asked for; the proxy thread does them
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None  # what ended the proxy thread, if it failed
@@ -514,11 +521,33 @@ class UdpProxy:
             overflow=self._schedule.overflow,
             send_errors=self._send_errors,
             recv_errors=self._recv_errors,
+            blacked_out=self._blacked_out,
+            rebinds=self._rebinds,
         )
         for f in flows:
             s.up += f.up.counters
             s.down += f.down.counters
         return s
+
+    def blackout(self, on: bool, clients: tuple[Address, ...] = ()) -> None:
+        """Drop every datagram both ways (a UDP path that died) of ``clients`` (client
+        addresses as the proxy sees them), or of everybody if none is named; ``on=False``
+        ends it for all."""
+        self._blackout = frozenset(clients) if on else None
+
+    def rebind(self) -> None:
+        """Give every client a new upstream socket, so a new source port (what a NAT does
+        when it rebinds a mapping mid-call); done by the proxy thread at once."""
+        self._rebind_wanted += 1
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"r")
+
+    def _blacked(self, client: Address) -> bool:
+        out = self._blackout
+        if out is None or (out and client not in out):
+            return False
+        self._blacked_out += 1
+        return True
 
     def upstream_addresses(self) -> dict[Address, Address]:
         """For each client address, the local address its upstream socket sends from."""
@@ -537,8 +566,14 @@ class UdpProxy:
                 timeout = None if due is None else max(0.0, (due - self._clock()) / 1e9)
                 for key, _events in self._sel.select(timeout):
                     if key.data is self._wake_r:
-                        return
+                        if self._stop.is_set():
+                            return
+                        with contextlib.suppress(BlockingIOError):
+                            self._wake_r.recv(64)
+                        continue
                     self._drain(cast(socket.socket, key.fileobj), key.data)
+                if self._rebind_wanted != self._rebinds:
+                    self._rebind_all()
         except BaseException as e:  # the thread's last word: keep it for the owner
             self.error = e
             log.exception("netem proxy thread failed")
@@ -568,6 +603,8 @@ class UdpProxy:
             now = self._clock()
             if self.tap is not None:
                 self.tap("up" if flow is None else "down", data)
+            if self._blackout is not None and self._blacked(client):
+                continue
             if flow is None:
                 f = self._flow(client)
                 if f is None:
@@ -599,6 +636,25 @@ class UdpProxy:
         with self._flows_lock:
             self._flows[client] = f
         return f
+
+    def _rebind_all(self) -> None:
+        """A new upstream socket (a new source port) for every flow; the old one closed."""
+        self._rebinds = self._rebind_wanted
+        with self._flows_lock:
+            flows = list(self._flows.values())
+        for f in flows:
+            sock = socket.socket(self._up_family, socket.SOCK_DGRAM)
+            try:
+                sock.connect(self._upstream)
+                sock.setblocking(False)
+            except OSError:
+                sock.close()
+                self._send_errors += 1
+                continue
+            self._sel.unregister(f.sock)
+            f.sock.close()
+            f.sock = sock
+            self._sel.register(sock, selectors.EVENT_READ, f)
 
     def _close_sockets(self) -> None:
         self._sel.close()

@@ -242,6 +242,31 @@ def control_section(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def playout_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Playout alone (simulated clock: real speech, Opus and jitter buffer)", "",
+           "The jitter buffer and decoder fed at the arrival times of `bench/netem.py`'s path "
+           "model, a sink taking a frame every 20 ms of a simulated clock: no process, socket "
+           "or scheduling of this machine in the figures. PESQ wideband of every pass of the "
+           "reference; the delay is capture to the start of playing (no device), in ms. "
+           "Mean over the seeds.", ""]  # fmt: skip
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in doc["runs"]:
+        groups.setdefault((r["condition"], r["playout"]), []).append(r)
+    rows = []
+    for (cond, playout), rs in groups.items():
+
+        def mean(key: str, rs: list[dict[str, Any]] = rs) -> float:
+            return float(np.mean([r[key] for r in rs]))
+
+        delay = float(np.mean([r["playout_delay_ms"].get("p50", np.nan) for r in rs]))
+        rows.append([cond, playout, _f(mean("pesq_wb")), _f(delay, 1), _f(mean("late"), 1),
+                     _f(mean("concealed"), 1), _f(mean("accelerated_ms"), 0),
+                     _f(mean("expanded_ms"), 0)])  # fmt: skip
+    out += _table(["path", "playout", "PESQ", "delay p50", "late", "concealed",
+                   "accelerated ms", "expanded ms"], rows)  # fmt: skip
+    return out
+
+
 def generic_section(name: str, doc: dict[str, Any]) -> list[str]:
     body = {k: v for k, v in doc.items() if k not in ("benchmark", "when", "machine")}
     return [f"## {name}", "", "```json", json.dumps(body, indent=1)[:4000], "```"]
@@ -327,7 +352,34 @@ def plots(folder: Path) -> list[str]:
     return made
 
 
+def tunnel_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Voice over UDP and through the TCP tunnel (loopback)", ""]
+    out.append(
+        f"The echo call of the latency benchmark, {doc['seconds']:.0f} s over each path in one "
+        f"run (load {doc['load_before']:.1f} before, {doc['load_after']:.1f} after). "
+        "`network_round_trip` is the network stage's send to its receive: over TCP it holds "
+        "the local hop to the control process and back, TLS both ways and the relay's "
+        "control loop. Times in ms."
+    )
+    out += ["", "| hop | UDP p50 | UDP p99 | TCP p50 | TCP p99 |", "|---|---|---|---|---|"]
+    udp, tcp = doc["configs"]["udp"], doc["configs"]["tcp"]
+    for hop in ("network_round_trip", "jitter_wait", "total"):
+        out.append(
+            f"| {hop} | {_f(udp[hop]['p50'], 2)} | {_f(udp[hop]['p99'], 2)} | "
+            f"{_f(tcp[hop]['p50'], 2)} | {_f(tcp[hop]['p99'], 2)} |"
+        )
+    sock, bus = doc["local_hop_us"]["unix_socket"], doc["local_hop_us"]["bus"]
+    out += [
+        "",
+        "The local hop network <-> control, one way, 180 bytes at 50/s: Unix datagram "
+        f"socket p50 {_f(sock['p50'], 0)} us, p99 {_f(sock['p99'], 0)} us; the ZeroMQ bus "
+        f"p50 {_f(bus['p50'], 0)} us, p99 {_f(bus['p99'], 0)} us.",
+    ]
+    return out
+
+
 SECTIONS = {
+    "tunnel": tunnel_section,
     "latency": latency_section,
     "ring_ipc": ring_section,
     "quality": quality_section,
@@ -336,9 +388,11 @@ SECTIONS = {
     "codec_speed": codec_section,
     "relay_load": relay_section,
     "control_load": control_section,
+    "playout_sim": playout_section,
 }
 ORDER = [
-    "latency", "relay_load", "control_load", "client_cost", "quality", "quality_feedback",
+    "latency", "tunnel", "relay_load", "control_load", "client_cost", "quality", "playout_sim",
+    "quality_feedback",
     "ring_ipc", "codec_speed",
 ]  # fmt: skip
 

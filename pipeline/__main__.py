@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pipeline.client.config import ClientConfig
+from pipeline.client.config import ClientConfig, split_server
 from pipeline.client.pipeline_graph import MAX_PLAYBACK_FRAMES
 from pipeline.client.supervisor import ClientFailed, Supervisor
 from pipeline.core.client_view import ClientView
@@ -23,10 +23,10 @@ from pipeline.media.sources import INPUT_HELP, OUTPUT_HELP, MediaError, parse_in
 
 
 def parse_server(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
+    try:
+        return split_server(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def playback_frames(text: str) -> int:
@@ -37,7 +37,20 @@ def playback_frames(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="voicechat", description="Headless voice chat client")
-    ap.add_argument("--server", type=parse_server, default=("127.0.0.1", 8080), metavar="HOST:PORT")
+    ap.add_argument(
+        "--server",
+        type=parse_server,
+        default=("127.0.0.1", 8080),
+        metavar="HOST:PORT",
+        help="the relay: a host name (IPv4 or IPv6), an address, or [IPV6]:PORT",
+    )
+    ap.add_argument(
+        "--voice-path",
+        choices=("auto", "udp", "tcp"),
+        default="auto",
+        help="auto: UDP, through the control connection while UDP is blocked (default); "
+        "udp or tcp: always that way",
+    )
     ap.add_argument("--name", help="your name on the relay (required to connect)")
     ap.add_argument("--list-devices", action="store_true", help="list the sound devices and exit")
     ap.add_argument("--channel", default="", help="join this channel after connecting")
@@ -145,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         jitter=args.jitter,
         password=args.password,
         accept_new_certificate=args.accept_new_certificate,
+        voice_path=args.voice_path,
     )
     return run_client(cfg, args.duration, args.stats_json, live=not args.quiet)
 

@@ -96,7 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="a TOML file with any of these options as keys (flags given here win); "
         "see docs/relay.example.toml",
     )
-    ap.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    ap.add_argument(
+        "--host",
+        default="0.0.0.0",
+        help="address to bind (default 0.0.0.0, every IPv4 interface; :: for IPv6 and IPv4)",
+    )
+    ap.add_argument(
+        "--public-host",
+        default="",
+        metavar="HOST",
+        help="the host name or address clients send UDP voice to, when it is not the one "
+        "they connect to (a relay behind NAT or a TCP proxy); default: that one",
+    )
     ap.add_argument(
         "--port", type=int, default=8080, help="TCP and UDP port (default 8080; 0 = any free)"
     )
@@ -326,6 +337,8 @@ def config_from(ns: argparse.Namespace, error: Callable[[str], Any]) -> RelayCon
             voice_limit = VoiceLimit(ns.voice_datagrams, ns.voice_bytes, ns.voice_burst)
         except ValueError as exc:
             error(str(exc))
+    if len(ns.public_host) > 253 or any(c.isspace() or not c.isprintable() for c in ns.public_host):
+        error("--public-host must be a host name or an address (at most 253 characters)")
     if ns.insecure and (ns.tls_cert or ns.password_file):
         error("--insecure has no TLS: a certificate or password would be sent in clear")
     if not ns.insecure and ns.udp_workers > 1:
@@ -336,6 +349,7 @@ def config_from(ns: argparse.Namespace, error: Callable[[str], Any]) -> RelayCon
     return RelayConfig(
         host=ns.host,
         port=ns.port,
+        public_host=ns.public_host,
         echo=ns.echo,
         channels=channels or [ChannelInfo(c) for c in DEFAULT_CHANNELS],
         grace=ns.grace,

@@ -20,22 +20,27 @@ backlog; while a storm is still being worked off, a round waits for it (up to
 ``PRESENCE_HOLD``). Loss
 feedback goes through :class:`relay.feedback.LossFeedback`: listeners' ``reception``
 reports in, a ``receiver_report`` to each speaker out, looked at once a second while
-any report counts.
+any report counts. Voice through the TCP tunnel (``voice``, ``tunnel``) goes through
+:class:`relay.tunnel.TunnelIn` on the way in and a :class:`relay.voice_queue.VoiceQueue` per
+connection on the way out; it is held to the session's voice limit, not to the
+control messages' rate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hmac
 import itertools
 import logging
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
 
-from relay import feedback
+from relay import feedback, tunnel, voice_queue
 from relay.bans import Ban, BanList
 from relay.limits import (
     AddressPolicy,
@@ -61,8 +66,11 @@ from relay.protocol.messages import (
     Pong,
     Reception,
     Reconnect,
+    Tunnel,
+    Voice,
     encode_message,
 )
+from relay.router import Dests
 from relay.session_table import (
     SERVER_NAME,
     Action,
@@ -74,6 +82,9 @@ from relay.session_table import (
 )
 
 log = logging.getLogger("relay.control_server")
+
+SIOCOUTQNSD = 0x894B  # Linux: bytes in a TCP socket's send queue not yet sent
+_INT = struct.Struct("i")
 
 READ_CHUNK = 64 * 1024
 SHUTDOWN_GRACE = 0.5  # seconds for clients to take their bye before connections are cut
@@ -93,13 +104,17 @@ PRESENCE_GATHER = 0.05
 
 
 def _source(writer: asyncio.StreamWriter) -> str:
-    """The peer's address (no port): what the per-address limits count by."""
+    """The peer's address (no port): what the per-address limits count by. An IPv4 client
+    of a dual-stack relay (``--host ::``) is its IPv4 address, not ``::ffff:a.b.c.d``."""
     peer = writer.get_extra_info("peername")
-    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+    if not isinstance(peer, tuple) or not peer:
+        return "?"
+    return str(peer[0]).removeprefix("::ffff:")
 
 
 class _Conn:
-    __slots__ = ("closing", "id", "pending", "policy", "source", "timer", "writer")
+    __slots__ = ("closing", "fd", "id", "pending", "policy", "source", "timer", "voice",
+                 "voice_timer", "writer")  # fmt: skip
 
     def __init__(
         self, conn_id: int, writer: asyncio.StreamWriter, policy: ConnectionPolicy, source: str
@@ -111,6 +126,23 @@ class _Conn:
         self.closing = False
         self.pending = 0  # its messages in the server's queue, not yet handled
         self.timer: asyncio.TimerHandle | None = None
+        sock = writer.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
+        self.voice: voice_queue.VoiceQueue | None = None  # tunnelled voice waiting to be written
+        self.voice_timer: asyncio.TimerHandle | None = None
+
+    def unsent(self) -> int:
+        """Bytes written to this connection that its peer has not taken yet, as far as
+        they can be seen: asyncio's buffers (TLS and TCP) and the kernel's send queue."""
+        transport = self.writer.transport
+        size = transport.get_write_buffer_size()
+        inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+        if inner is not None:  # under TLS, what the TCP transport holds is not in the above
+            size += inner.get_write_buffer_size()
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                size += _INT.unpack(fcntl.ioctl(self.fd, SIOCOUTQNSD, b"\0" * 4))[0]
+        return size
 
 
 class ControlServer:
@@ -155,6 +187,10 @@ class ControlServer:
         self.welcome_text = ""  # a chat from the server after each new session's welcome
         self.messages: dict[str, int] = {}  # control messages received, by type
         self.auth_failures: dict[str, int] = {}  # auths and reconnects refused, by error code
+        # The TCP tunnel (protocol 2 only): set by the relay, with how to send over UDP.
+        self.tunnel_in: tunnel.TunnelIn | None = None
+        self.udp_send: Callable[[bytes, Dests], None] | None = None
+        self.tunnel_counts = {"voice_out": 0, "voice_dropped": 0}
 
     # --- per connection --------------------------------------------------------------
 
@@ -209,6 +245,9 @@ class ControlServer:
                 for item in items:
                     if conn.closing:
                         break
+                    if isinstance(item, Voice):  # held to the voice limit, not the message rate
+                        self._voice(conn, item.data)
+                        continue
                     verdict = conn.policy.on_message(now)
                     if isinstance(item, Ping) and verdict is Verdict.ACCEPT and not conn.pending:
                         self._dispatch(conn, item)  # the pulse of the loop: answered at once
@@ -230,6 +269,10 @@ class ControlServer:
                 },
             )
             del self._conns[conn.id]
+            if conn.voice_timer is not None:
+                conn.voice_timer.cancel()
+            if conn.voice is not None:  # what still waited is lost with the connection
+                self.tunnel_counts["voice_dropped"] += len(conn.voice)
             self.addresses.release(conn.source)
             self.fanout.unsubscribe(conn.id)
             self._apply(self.sessions.drop(conn.id, self.clock()))
@@ -321,6 +364,13 @@ class ControlServer:
             actions = s.bye(conn.id)
         elif isinstance(msg, Reception):
             actions = self._reception(conn, msg)
+        elif isinstance(msg, Tunnel):
+            if self.tunnel_in is None:
+                actions = [Send(conn.id, _NO_TUNNEL)]
+            else:
+                actions = s.tunnel(conn.id, msg.on)
+                if not msg.on and conn.voice is not None:
+                    conn.voice.clear()
         else:
             exc = ProtocolError(f"{msg.TYPE} is sent by the relay, not to it")
             self._refuse(conn, exc, conn.policy.on_bad_frame())
@@ -359,6 +409,65 @@ class ControlServer:
             loop = asyncio.get_running_loop()
             self._feedback_timer = loop.call_later(feedback.TICK, self._feedback_tick)
         return []
+
+    # --- the TCP tunnel ----------------------------------------------------------------
+
+    def _voice(self, conn: _Conn, data: bytes) -> None:
+        """A voice datagram through the connection: checked and routed as from UDP."""
+        self.messages[Voice.TYPE] = self.messages.get(Voice.TYPE, 0) + 1
+        session = self.sessions.by_conn(conn.id)
+        if self.tunnel_in is None or session is None:
+            err = _NO_TUNNEL if session is not None else _NOT_AUTHENTICATED
+            self._refuse(
+                conn, ProtocolError(err.message, code=err.code), conn.policy.on_bad_frame()
+            )
+            return
+        routed = self.tunnel_in.route(data, session.token)
+        if routed is None:
+            return
+        if routed.dests and self.udp_send is not None:
+            self.udp_send(routed.data, routed.dests)
+        if routed.tunnels:
+            self.tunnel_out(routed.data, routed.tunnels)
+
+    def tunnel_out(self, data: bytes, tokens: tuple[int, ...]) -> None:
+        """Voice (as UDP listeners get it) for the sessions ``tokens``, through their
+        connections; from the UDP thread by way of ``call_soon_threadsafe``."""
+        frame = encode_message(Voice(data))
+        now = self.clock()
+        for token in tokens:
+            session = self.sessions.by_token(token)
+            target = (
+                None if session is None or session.conn is None else self._conns.get(session.conn)
+            )
+            if target is None or target.closing:
+                continue
+            queue = target.voice
+            if queue is None:
+                queue = target.voice = voice_queue.VoiceQueue()
+            before = queue.dropped
+            for f in queue.offer(frame, target.unsent(), now):
+                self._write(target, f)
+                self.tunnel_counts["voice_out"] += 1
+            self.tunnel_counts["voice_dropped"] += queue.dropped - before
+            if len(queue) and target.voice_timer is None:
+                loop = asyncio.get_running_loop()
+                target.voice_timer = loop.call_later(voice_queue.RETRY, self._voice_retry, target)
+
+    def _voice_retry(self, conn: _Conn) -> None:
+        """Write what waits for ``conn`` as far as it takes it; look again soon if not all."""
+        conn.voice_timer = None
+        queue = conn.voice
+        if queue is None or conn.closing:
+            return
+        before = queue.dropped
+        for f in queue.take(conn.unsent(), self.clock()):
+            self._write(conn, f)
+            self.tunnel_counts["voice_out"] += 1
+        self.tunnel_counts["voice_dropped"] += queue.dropped - before
+        if len(queue):
+            loop = asyncio.get_running_loop()
+            conn.voice_timer = loop.call_later(voice_queue.RETRY, self._voice_retry, conn)
 
     def _feedback_tick(self) -> None:
         """Tell each speaker what its listeners report, if that is news; again in a second
@@ -635,6 +744,9 @@ def _banned(ban: Ban) -> Error:
     reason = f": {ban.reason}" if ban.reason else ""
     return Error(code="banned", message=f"you are banned from this relay {until}{reason}")
 
+
+_NO_TUNNEL = Error(code="no_tunnel", message="this relay carries no voice over TCP")
+_NOT_AUTHENTICATED = Error(code="not_authenticated", message="send auth first")
 
 _REFUSALS = {
     Admission.SERVER_FULL: "too many connections",

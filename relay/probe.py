@@ -67,7 +67,8 @@ class ProbeClient:
                 raise
         self.sealer: Sealer | None = None
         self.opener = Opener()
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        family = socket.AF_INET6 if ":" in (source or host) else socket.AF_INET
+        self.udp = socket.socket(family, socket.SOCK_DGRAM)
         self.udp.bind((source or host, 0))
         self.udp.settimeout(timeout)
         self._decoder = MessageDecoder()

@@ -32,6 +32,7 @@ import struct
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, fields
 
 from relay.protocol.datagram import HEADER_SIZE, MAX_DATAGRAM, TARGET_OFFSET
@@ -109,6 +110,10 @@ class Route:
     # Carried from table to table for the session's whole life, so a join or a rebind
     # does not refill it; left out of comparisons (tables compare by routing alone).
     bucket: Bucket = field(default_factory=Bucket, compare=False)
+    # The TCP tunnel (protocol 2, SPEC.md): the tokens of the other members who hear
+    # through their control connection (never in ``dests``), and whether this session does.
+    tunnels: tuple[int, ...] = ()
+    tunnelled: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -119,12 +124,18 @@ class RouteTable:
     whisper: dict[int, Dests]  # user id -> (bound address,)
     user_of: dict[int, int]  # token -> user id, to refuse whispering to oneself
     members: dict[str, tuple[int, ...]]  # channel -> tokens, to update a channel alone
+    # user id -> token of each session that hears through its control connection
+    tunnel_of: dict[int, int] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, entries: Iterable[tuple[int, int, str, Addr | None]]) -> RouteTable:
+    def build(
+        cls,
+        entries: Iterable[tuple[int, int, str, Addr | None]],
+        tunnelled: AbstractSet[int] = frozenset(),
+    ) -> RouteTable:
         """From ``(token, user_id, channel, udp_addr)`` of every session."""
         entries = list(entries)
-        return cls.update(EMPTY_TABLE, {e[2] for e in entries}, entries)
+        return cls.update(EMPTY_TABLE, {e[2] for e in entries}, entries, tunnelled)
 
     @classmethod
     def update(
@@ -132,30 +143,40 @@ class RouteTable:
         prev: RouteTable,
         channels: set[str],
         entries: Iterable[tuple[int, int, str, Addr | None]],
+        tunnelled: AbstractSet[int] = frozenset(),
     ) -> RouteTable:
         """``prev`` with ``channels`` replaced by ``entries`` (every session now in them).
 
-        Costs the size of those channels plus a copy of the dicts, not a rebuild
-        of every route: a join on a full server stays cheap. No channels: ``prev``.
+        ``tunnelled``: the tokens of the sessions that hear through their control
+        connection (the TCP tunnel); they get voice through ``Route.tunnels`` and
+        ``tunnel_of``, never at their UDP address. Costs the size of those channels
+        plus a copy of the dicts, not a rebuild of every route: a join on a full
+        server stays cheap. No channels: ``prev``.
         """
         if not channels:
             return prev
         routes = dict(prev.routes)
         whisper = dict(prev.whisper)
         user_of = dict(prev.user_of)
+        tunnel_of = dict(prev.tunnel_of)
         members = {c: m for c, m in prev.members.items() if c not in channels}
         for channel in channels:
             for token in prev.members.get(channel, ()):
                 del routes[token]
-                whisper.pop(user_of.pop(token), None)
+                uid = user_of.pop(token)
+                whisper.pop(uid, None)
+                tunnel_of.pop(uid, None)
         by_channel: dict[str, list[tuple[int, int, Addr | None]]] = defaultdict(list)
         for token, uid, channel, addr in entries:
             assert channel in channels, "entries must lie in the channels being replaced"
             by_channel[channel].append((token, uid, addr))
         for channel, sessions in by_channel.items():
             bound: list[Addr] = []
-            for _token, _uid, addr in sessions:
-                if addr is not None and addr not in bound:
+            tunnels: list[int] = []
+            for token, _uid, addr in sessions:
+                if token in tunnelled:
+                    tunnels.append(token)
+                elif addr is not None and addr not in bound:
                     bound.append(addr)
             for token, uid, addr in sessions:
                 # Two sessions may share an address (a stale one in grace from the same
@@ -164,12 +185,16 @@ class RouteTable:
                 echo = NOWHERE if addr is None else (addr,)
                 old = prev.routes.get(token)
                 bucket = Bucket() if old is None else old.bucket
-                routes[token] = Route(_U32.pack(uid), addr, dests, echo, bucket)
+                tunnel = token in tunnelled
+                others = tuple(t for t in tunnels if t != token) if tunnels else ()
+                routes[token] = Route(_U32.pack(uid), addr, dests, echo, bucket, others, tunnel)
                 user_of[token] = uid
-                if addr is not None:
+                if tunnel:
+                    tunnel_of[uid] = token
+                elif addr is not None:
                     whisper[uid] = echo
             members[channel] = tuple(token for token, _uid, _addr in sessions)
-        return cls(routes, whisper, user_of, members)
+        return cls(routes, whisper, user_of, members, tunnel_of)
 
 
 EMPTY_TABLE = RouteTable({}, {}, {}, {})
@@ -188,22 +213,30 @@ def add_unbound(prev: RouteTable, sessions: Iterable[tuple[int, int, str]]) -> R
     members = dict(prev.members)
     for token, uid, channel in sessions:
         others = members.get(channel, ())
+        tunnels: tuple[int, ...] = ()
         if others:
             first = routes[others[0]]
-            dests = first.dests if first.addr is None else (*first.dests, first.addr)
+            tunnels = first.tunnels
+            if first.tunnelled:
+                dests, tunnels = first.dests, (*tunnels, others[0])
+            elif first.addr is None:
+                dests = first.dests
+            else:
+                dests = (*first.dests, first.addr)
         else:
             dests = NOWHERE
-        routes[token] = Route(_U32.pack(uid), None, dests, NOWHERE)
+        routes[token] = Route(_U32.pack(uid), None, dests, NOWHERE, tunnels=tunnels)
         user_of[token] = uid
         members[channel] = (*others, token)
-    return RouteTable(routes, prev.whisper, user_of, members)
+    return RouteTable(routes, prev.whisper, user_of, members, prev.tunnel_of)
 
 
 def remove_unbound(prev: RouteTable, sessions: Iterable[tuple[int, str]]) -> RouteTable:
-    """``prev`` without sessions ``(token, channel)`` that never had a UDP address.
+    """``prev`` without sessions ``(token, channel)`` that never had a UDP address (nor
+    the tunnel).
 
     Equal to a rebuild of their channels at the cost of a dict copy: no one's
-    destinations hold an unbound session, and it has no whisper entry. Tokens the
+    destinations (nor tunnels) hold such a session, and it has no whisper entry. Tokens the
     table does not hold are skipped. This keeps a leave's cost flat as a channel fills
     (a session that authenticates, looks and leaves, as a probe or a scanner does).
     """
@@ -214,7 +247,7 @@ def remove_unbound(prev: RouteTable, sessions: Iterable[tuple[int, str]]) -> Rou
         route = routes.pop(token, None)
         if route is None:
             continue
-        assert route.addr is None, "remove_unbound() is for sessions that never bound"
+        assert route.addr is None and not route.tunnelled, "for sessions with no way in"
         user_of.pop(token, None)
         others = members.get(channel, ())
         if token in others:
@@ -224,7 +257,7 @@ def remove_unbound(prev: RouteTable, sessions: Iterable[tuple[int, str]]) -> Rou
                 members[channel] = tuple(rest)
             else:  # as a rebuild leaves it: only channels with sessions are listed
                 del members[channel]
-    return RouteTable(routes, prev.whisper, user_of, members)
+    return RouteTable(routes, prev.whisper, user_of, members, prev.tunnel_of)
 
 
 @dataclass(slots=True)

@@ -62,6 +62,7 @@ class SealedCounters(Counters):
     drop_replayed: int = 0  # counter seen before
     drop_too_old: int = 0  # counter below the replay window
     resealed: int = 0  # whispers sealed again for a listener in another channel
+    tunnelled: int = 0  # voice handed to listeners' TCP tunnels, one per listener
 
 
 @dataclass(slots=True, frozen=True)
@@ -87,7 +88,7 @@ class SealedRouter(Router):
     After :meth:`route` returns destinations, ``out_n`` is the length to send.
     """
 
-    __slots__ = ("_aead", "_media", "out_n", "peers", "retired", "sealed")
+    __slots__ = ("_aead", "_media", "on_tunnel", "out_n", "peers", "retired", "sealed")
 
     def __init__(
         self,
@@ -108,6 +109,9 @@ class SealedRouter(Router):
         self.peers: dict[int, Peer] = {}
         self.out_n = 0
         self.retired = dict.fromkeys(WINDOW_COUNTERS, 0)  # windows of sessions gone
+        # Called (from the routing thread) with the voice as listeners get it and the
+        # tokens of the listeners that hear through their TCP tunnel; unset: none do.
+        self.on_tunnel: Callable[[bytes, tuple[int, ...]], None] | None = None
 
     # --- control thread ----------------------------------------------------------------
 
@@ -225,22 +229,36 @@ class SealedRouter(Router):
         if self.echo:
             c.voice_in += 1
             c.echoed += 1
+            if route.tunnelled:
+                self._tunnel(buf, m, (peer.token,))
+                return NOWHERE
             return route.echo
         target = _U32.unpack_from(buf, TARGET_OFFSET)[0]
         if target:
             dests = table.whisper.get(target, NOWHERE)
             listener = self.peers.get(target)
-            if not dests or listener is None or target == sid:
+            tunnel = table.tunnel_of.get(target)
+            if (not dests and tunnel is None) or listener is None or target == sid:
                 c.drop_bad_target += 1
                 return NOWHERE
             if listener.key_id != buf[2] and not self._reseal(buf, m, listener.key_id):
                 c.drop_bad_auth += 1
                 return NOWHERE
+            if tunnel is not None:
+                self._tunnel(buf, m, (tunnel,))
         else:
             dests = route.dests
+            if route.tunnels:
+                self._tunnel(buf, m, route.tunnels)
         c.voice_in += 1
         c.forwarded += len(dests)
         return dests
+
+    def _tunnel(self, buf: bytearray, m: int, tokens: tuple[int, ...]) -> None:
+        """Hand the voice to the listeners who hear through their control connection."""
+        if self.on_tunnel is not None:
+            self.sealed.tunnelled += len(tokens)
+            self.on_tunnel(bytes(buf[:m]), tokens)
 
     def _cipher(self, key_id: int) -> AESGCM | None:
         aead = self._aead.get(key_id)

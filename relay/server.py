@@ -45,12 +45,21 @@ from relay.limits import (
 from relay.metrics import MetricsServer, Snapshot, from_loop, parse_address
 from relay.operations import Operations
 from relay.protocol.messages import ChannelInfo
-from relay.router import Addr, Router, RouteTable, VoiceLimit, add_unbound, remove_unbound
+from relay.router import (
+    Addr,
+    Dests,
+    Router,
+    RouteTable,
+    VoiceLimit,
+    add_unbound,
+    remove_unbound,
+)
 from relay.sealed_router import SealedRouter
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, BindResult, SessionTable
 from relay.store import Store
 from relay.tls import certificate_fingerprint, identity, server_context
-from relay.udp import RCVBUF, ServiceTimes, UdpThread, open_udp, start_asyncio_udp
+from relay.tunnel import TunnelIn
+from relay.udp import RCVBUF, ServiceTimes, UdpThread, is_ipv6, open_udp, start_asyncio_udp
 from relay.workers import Worker
 
 log = logging.getLogger("relay")
@@ -60,8 +69,9 @@ BIND_ATTEMPTS = 10  # with --port 0: tries to find an ephemeral port free for TC
 
 @dataclass(slots=True)
 class RelayConfig:
-    host: str = "0.0.0.0"
+    host: str = "0.0.0.0"  # "::" binds IPv6 and IPv4 both (dual stack)
     port: int = 8080
+    public_host: str = ""  # the host clients send UDP voice to, if not the one they connect to
     echo: bool = False
     channels: list[ChannelInfo | str] = field(default_factory=lambda: list(DEFAULT_CHANNELS))
     grace: float = DEFAULT_GRACE
@@ -146,6 +156,7 @@ class Relay:
             self.sealed = SealedRouter(
                 media, echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
             )
+            self.sealed.on_tunnel = self._tunnel_from_udp
             self.router = self.sealed
         self._pending_binds: dict[int, tuple[Addr, bytes]] = {}  # token -> latest ping
         self._pending_lock = threading.Lock()  # UDP thread and loop both touch it
@@ -168,6 +179,12 @@ class Relay:
             password=config.password,
         )
         self.control.welcome_text = config.welcome_text
+        self.sessions.udp_host = config.public_host
+        self.tunnel: TunnelIn | None = None
+        if self.sealed is not None:
+            self.tunnel = TunnelIn(self.sessions.media_by_id, config.echo, config.voice_limit)
+            self.control.tunnel_in = self.tunnel
+            self.control.udp_send = self._udp_send
         self.operations.load_bans()
         self.admin = Admin(self)
         self._admin_server: AdminServer | None = None
@@ -198,14 +215,23 @@ class Relay:
                 certificate_fingerprint(cert),
             )
         for attempt in range(BIND_ATTEMPTS):
-            server = await asyncio.start_server(
-                self.control.handle,
-                cfg.host,
-                cfg.port,
-                reuse_address=True,
-                ssl=ssl_ctx,
-                ssl_handshake_timeout=cfg.auth_timeout if ssl_ctx else None,
-            )
+            tls_timeout = cfg.auth_timeout if ssl_ctx else None
+            if is_ipv6(cfg.host):  # asyncio would bind it IPv6 only
+                server = await asyncio.start_server(
+                    self.control.handle,
+                    sock=_dual_stack_listener(cfg.host, cfg.port),
+                    ssl=ssl_ctx,
+                    ssl_handshake_timeout=tls_timeout,
+                )
+            else:
+                server = await asyncio.start_server(
+                    self.control.handle,
+                    cfg.host,
+                    cfg.port,
+                    reuse_address=True,
+                    ssl=ssl_ctx,
+                    ssl_handshake_timeout=tls_timeout,
+                )
             port = server.sockets[0].getsockname()[1]
             try:
                 self._udp_sock = open_udp(
@@ -357,20 +383,42 @@ class Relay:
         dirty = self.sessions.take_dirty()
         if self.sealed is not None:  # keys and windows first: a route without them drops
             peers = self.sessions.peer_entries(dirty, (token for token, _u, _c in added))
-            self.sealed.update_peers(peers, self.sessions.take_removed())
+            removed = self.sessions.take_removed()
+            self.sealed.update_peers(peers, removed)
+            if self.tunnel is not None:
+                self.tunnel.update_peers(peers, removed)
         table = self.router.table
         if gone:  # first: a token may have gone and come back with a new session
             table = remove_unbound(table, gone)
         if added:
             table = add_unbound(table, added)
         entries = self.sessions.route_entries(dirty)
-        self.router.table = RouteTable.update(table, dirty, entries)
+        self.router.table = RouteTable.update(table, dirty, entries, self.sessions.tunnelled)
+        if self.tunnel is not None:
+            self.tunnel.router.table = self.router.table
         if self._workers:  # they know channel updates only: these sessions' channels are redone
             dirty |= {channel for _token, _uid, channel in added}
             dirty |= {channel for _token, channel in gone}
             entries = self.sessions.route_entries(dirty)
             for w in self._workers:
                 w.update(dirty, entries)
+
+    def _tunnel_from_udp(self, data: bytes, tokens: tuple[int, ...]) -> None:
+        """From the UDP thread: voice for listeners that hear through the TCP tunnel."""
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: shutting down
+            self._loop.call_soon_threadsafe(self.control.tunnel_out, data, tokens)
+
+    def _udp_send(self, data: bytes, dests: Dests) -> None:
+        """From the loop: tunnelled voice for listeners on UDP (one sendto each)."""
+        sock = self._udp_sock
+        if sock is None or sock.fileno() < 0:
+            return
+        for dest in dests:
+            try:
+                sock.sendto(data, dest)
+            except OSError:
+                self.router.counters.send_errors += 1
 
     def _bind_from_udp(self, token: int, addr: Addr, ping: bytes) -> None:
         # Called on the UDP thread (or the loop, in asyncio mode): hop to the loop, with at
@@ -450,6 +498,9 @@ class Relay:
         total = self.router.counters.as_dict()
         if self.sealed is not None:
             total |= {f"window_{k}": v for k, v in self.sealed.window_totals().items()}
+        if self.tunnel is not None:
+            total |= {f"tunnel_{k}": v for k, v in self.tunnel.line().items()}
+            total |= {f"tunnel_{k}": v for k, v in self.control.tunnel_counts.items()}
         for w in self._workers:
             for k, v in w.counters.items():
                 total[k] = total.get(k, 0) + v
@@ -479,9 +530,24 @@ async def run(
         loop.add_signal_handler(sig, relay.stop)
     loop.add_signal_handler(signal.SIGUSR1, relay.log_counters)
     loop.add_signal_handler(signal.SIGHUP, relay.operations.on_sighup)
+    public = f", advertising {config.public_host} for UDP" if config.public_host else ""
     print(
-        f"relay listening on {config.host} tcp={relay.port} udp={relay.port}",
+        f"relay listening on {config.host} tcp={relay.port} udp={relay.port}{public}",
         file=sys.stdout,
         flush=True,
     )
     await relay.serve()
+
+
+def _dual_stack_listener(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to the IPv6 ``host`` that takes IPv4 clients too (IPV6_V6ONLY
+    off: they arrive as ``::ffff:a.b.c.d``); asyncio listens on it."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock

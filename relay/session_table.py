@@ -123,6 +123,7 @@ class Session:
     dropped_at: float | None = None  # monotonic time of the TCP drop
     bound_at: float | None = None  # monotonic time udp_addr last changed
     udp_key: bytes = b""  # protocol 2: the session's secret UDP key (never logged)
+    tunnel: bool = False  # hears through its control connection (the TCP tunnel)
 
     def __repr__(self) -> str:
         return f"Session(user_id={self.user_id}, name={self.name!r}, channel={self.channel!r})"
@@ -180,6 +181,7 @@ class SessionTable:
                 self._media_key(name)
         self.grace = grace
         self.udp_port = udp_port
+        self.udp_host = ""  # what the welcome advertises for UDP (--public-host); "": none
         self.max_sessions = max_sessions
         self.rebind_interval = rebind_interval
         self.max_per_source = max_per_source
@@ -198,6 +200,7 @@ class SessionTable:
         self._added: list[int] = []  # tokens of sessions created since take_added()
         self._removed: list[int] = []  # user ids of sessions removed since take_removed()
         self._gone: list[tuple[int, str]] = []  # (token, channel) removed unbound, take_gone()
+        self.tunnelled: set[int] = set()  # tokens of the sessions that hear through the tunnel
 
     # --- queries ---------------------------------------------------------------
 
@@ -290,7 +293,12 @@ class SessionTable:
         out = []
         for token in dict.fromkeys(added):  # once each, however often it moved
             s = self._by_token.get(token)
-            if s is not None and s.udp_addr is None and s.channel not in self._dirty:
+            if (
+                s is not None
+                and s.udp_addr is None
+                and not s.tunnel
+                and s.channel not in self._dirty
+            ):
                 out.append((token, s.user_id, s.channel))
         return out
 
@@ -409,6 +417,7 @@ class SessionTable:
             out.append(Close(session.conn, "session resumed on another connection"))
         session.conn = conn
         session.dropped_at = None
+        self._set_tunnel(session, False)  # the tunnel was the old connection's
         self._graced.pop(token, None)
         self._by_conn[conn] = token
         out.append(SendFrames((conn,), self._welcome(session)))
@@ -442,7 +451,8 @@ class SessionTable:
         session.channel = channel
         self.channels[channel].add(session.token)
         self._set_packed(session)
-        if session.udp_addr is None:  # in no one's routes: it leaves one and enters another
+        if session.udp_addr is None and not session.tunnel:  # in no one's routes: it leaves
+            # one channel's and enters another's on its own
             self.version += 1
             self._gone.append((session.token, old))
             self._added.append(session.token)
@@ -490,7 +500,26 @@ class SessionTable:
             session.conn = None
             session.dropped_at = now
             self._graced[token] = None
+            self._set_tunnel(session, False)  # nothing left to carry it
         return []
+
+    def tunnel(self, conn: int, on: bool) -> list[Action]:
+        """The session on ``conn`` hears through its control connection (``on``) or over
+        UDP; an error if the connection has no session."""
+        session = self.by_conn(conn)
+        if session is None:
+            return [_error(conn, "not_authenticated", "send auth first")]
+        self._set_tunnel(session, on)
+        return []
+
+    def _set_tunnel(self, session: Session, on: bool) -> None:
+        if session.tunnel != on:
+            session.tunnel = on
+            if on:
+                self.tunnelled.add(session.token)
+            else:
+                self.tunnelled.discard(session.token)
+            self._changed(session.channel)
 
     def expire(self, now: float) -> list[Action]:
         """Remove every session whose grace period is over; announce each."""
@@ -619,6 +648,7 @@ class SessionTable:
             token=session.token,
             user_id=session.user_id,
             udp_port=self.udp_port,
+            udp_host=self.udp_host,
             channel=session.channel,
             channels=list(self.channels),
             users=[],
@@ -660,11 +690,12 @@ class SessionTable:
         self._snapshot = None
         self._names.release(session.name)
         self.channels[session.channel].discard(session.token)
-        if session.udp_addr is None:  # in no one's routes: the router drops its own alone
+        if session.udp_addr is None and not session.tunnel:  # in no one's routes
             self.version += 1
             self._gone.append((session.token, session.channel))
         else:
             self._changed(session.channel)
+        self.tunnelled.discard(session.token)
         self._removed.append(session.user_id)
         session.udp_key = b""  # the one reference the table held
         gone = UserLeft(session.user_id, session.name, session.channel)
@@ -723,3 +754,6 @@ class SessionTable:
             assert self._packed[s.token] == pack_user(s.info())
         assert sources == self._per_source and set(self._packed) == set(self._by_token)
         assert len({s.user_id for s in self._by_token.values()}) == len(self._by_token)
+        # Only a connected session hears through its connection (the TCP tunnel).
+        assert self.tunnelled == {t for t, s in self._by_token.items() if s.tunnel}
+        assert all(s.conn is not None for s in self._by_token.values() if s.tunnel)

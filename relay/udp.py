@@ -40,13 +40,22 @@ RCVBUF = 256 * 1024
 WAKE_EVERY = struct.pack("ll", 0, 200_000)
 
 
+def is_ipv6(host: str) -> bool:
+    """Whether ``host`` is an IPv6 address (``::``, ``::1``...), which binds an IPv6 socket."""
+    return ":" in host
+
+
 def open_udp(host: str, port: int, rcvbuf: int = RCVBUF, reuse_port: bool = False) -> socket.socket:
-    """A bound IPv4 UDP socket (raises OSError if the port is taken).
+    """A bound UDP socket (raises OSError if the port is taken): IPv4, or for an IPv6
+    ``host`` an IPv6 one that takes IPv4 datagrams too (``--host ::``: dual stack).
 
     ``reuse_port`` lets several forwarding processes share the port (SO_REUSEPORT).
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v6 = is_ipv6(host)
+    sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
     try:
+        if v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         with contextlib.suppress(OSError):  # capped by net.core.rmem_max; not fatal

@@ -554,6 +554,43 @@ def test_seq_keyed_loss_is_the_same_whatever_the_stream_start() -> None:
     assert len(early) / runs > 1.5  # still bursty
 
 
+def test_a_blackout_drops_everything_both_ways_then_lets_it_through_again(
+    echo: EchoServer,
+) -> None:
+    with n.UdpProxy(echo.address) as proxy, client() as c, client() as other:
+        assert exchange(proxy, c, [b"before"]) == [b"before"]
+        me = c.getsockname()
+        proxy.blackout(True, (me,))  # this client only
+        c.sendto(b"lost", proxy.address)
+        wait_for(lambda: proxy.stats().blacked_out == 1)
+        other.sendto(b"spared", proxy.address)
+        assert other.recv(100) == b"spared"
+        proxy.blackout(True)  # everyone
+        other.sendto(b"lost too", proxy.address)
+        wait_for(lambda: proxy.stats().blacked_out == 2)
+        proxy.blackout(False)
+        c.sendto(b"after", proxy.address)
+        assert c.recv(100) == b"after"
+        # A reply already on its way when the blackout starts is dropped as well.
+        proxy.blackout(True, (me,))
+    assert echo.senders and proxy.stats().blacked_out == 2
+
+
+def test_a_rebind_gives_every_client_a_new_source_port_and_keeps_its_flow(
+    echo: EchoServer,
+) -> None:
+    with n.UdpProxy(echo.address) as proxy, client() as c:
+        assert exchange(proxy, c, [b"one"]) == [b"one"]
+        (first,) = proxy.upstream_addresses().values()
+        proxy.rebind()
+        wait_for(lambda: proxy.stats().rebinds == 1)
+        (second,) = proxy.upstream_addresses().values()
+        assert second != first
+        c.sendto(b"two", proxy.address)
+        assert c.recv(100) == b"two"  # the echo came back to the new port, and on to us
+    assert {first[:2], second[:2]} <= echo.senders
+
+
 def sealed_voice(ctr: int) -> bytes:
     """A protocol-2 voice datagram as the relay sees it: the clear header, then at least
     the sealed seq, media, one byte of body, GCM tag and relay tag."""

@@ -71,3 +71,14 @@ def test_fec_strength_and_its_reason_show_in_the_status_line() -> None:
     v.apply(ev.EncodeStats(loss_hint=7, hint_source="worst listener", listener_loss=7.4))
     assert v.fec == "FEC for 7 % (worst listener)"
     assert v.status_line().endswith("| FEC for 7 % (worst listener)")
+
+
+def test_the_status_line_says_which_way_voice_goes_and_the_udp_loss() -> None:
+    view = ClientView()
+    assert "voice over" not in view.status_line()  # before the network stage reports
+    view.apply(ev.NetworkStats(voice_path="udp", udp_rtt_ms=1.0, udp_loss_percent=0.0))
+    assert "| voice over UDP |" in view.status_line()
+    view.apply(ev.NetworkStats(voice_path="tcp", udp_loss_percent=80.0))
+    line = view.status_line()
+    assert "| voice over TCP (UDP blocked) |" in line and "loss 80%" in line
+    assert view.summary()["stats"]["network"]["voice_path"] == "tcp"

@@ -448,3 +448,65 @@ def test_fuzz_any_decode_figures_make_a_valid_reception(
         assert not isinstance(item, ProtocolError)  # what we send, the relay can parse
         if isinstance(item, Reception):
             assert 0 < len(item.reports) <= 64
+
+
+# --- the TCP tunnel --------------------------------------------------------------------
+
+
+def test_the_relay_is_asked_for_the_tunnel_on_a_change_and_after_every_new_connection() -> None:
+    from relay.protocol.messages import Tunnel
+
+    s = connected_session()
+    s.take_events()
+    s.voice_path(True)
+    assert sent(s) == [Tunnel(True)]
+    s.voice_path(True)  # told once a second by the network stage: sent on a change only
+    assert sent(s) == []
+    s.disconnected(1.0, "gone")
+    s.voice_path(True)
+    assert sent(s) == []  # nobody to tell
+    s.connected(4.0)
+    s.take_outgoing()
+    s.received(welcome(), 4.0)
+    assert Tunnel(True) in sent(s)  # a new connection starts on UDP: ask again
+    s.voice_path(False)
+    assert sent(s) == [Tunnel(False)]
+
+
+def test_voice_goes_both_ways_in_voice_frames() -> None:
+    from relay.protocol.messages import Voice
+
+    s = connected_session()
+    frame = s.voice_frame(b"\x02\x02up")
+    assert frame == encode_message(Voice(b"\x02\x02up"))
+    assert s.voice_frame(b"") is None  # no frame holds it: dropped, not an error
+    s.received(encode_message(Voice(b"down1")) + encode_message(Voice(b"down2")), 1.0)
+    assert s.take_voice() == [b"down1", b"down2"] and s.take_voice() == []
+    s.disconnected(2.0, "gone")
+    assert s.voice_frame(b"\x02\x02up") is None  # not connected: nowhere to go
+
+
+def test_a_relay_without_the_tunnel_keeps_voice_on_udp() -> None:
+    s = connected_session()
+    s.voice_path(True)
+    s.take_outgoing()
+    s.take_events()
+    err = Error(code="unknown_type", message="unknown message type 'tunnel'")
+    s.received(encode_message(err), 1.0)
+    assert s.tunnel_refused and s.voice_frame(b"\x02\x02x") is None
+    assert any(isinstance(e, ev.Notice) and "stays on UDP" in e.text for e in s.take_events())
+    assert not s._reception_refused  # that error was about the tunnel, not loss reports
+    s.voice_path(False)
+    s.voice_path(True)
+    assert sent(s) == []
+
+
+def test_the_welcomes_udp_host_is_where_voice_goes() -> None:
+    s = ControlSession(name="me", host="control.example", port=1)
+    s.connected(0.0)
+    s.take_outgoing()
+    users = [UserInfo(3, "me", "Lobby")]
+    head = Welcome(7, 3, 9000, "Lobby", ["Lobby"], users, udp_host="voice.example", **SEALED)
+    s.received(encode_message(head), 0.0)
+    (point,) = [e for e in s.take_events() if isinstance(e, ev.VoiceEndpoint)]
+    assert (point.host, point.udp_port) == ("voice.example", 9000)

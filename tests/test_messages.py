@@ -20,6 +20,7 @@ from relay.protocol.messages import (
     MAX_FRAME,
     MAX_LIST,
     MAX_RECEPTION,
+    MAX_TUNNELLED,
     MESSAGE_TYPES,
     Auth,
     Bye,
@@ -38,10 +39,12 @@ from relay.protocol.messages import (
     Reception,
     Reconnect,
     SpeakerReception,
+    Tunnel,
     UserInfo,
     UserJoined,
     UserLeft,
     UserList,
+    Voice,
     Welcome,
     decode_message,
     encode_message,
@@ -94,6 +97,12 @@ EVERY_MESSAGE: list[Message] = [
     ),
     MediaKey(channel="Games", key_id=2, key=b"n" * 16),
     ChannelList([ChannelInfo("Lobby"), ChannelInfo("Ops", "operators only", 4)]),
+    # The TCP tunnel, and the relay's public UDP host.
+    Voice(data=b"\x02\x02\x01" + bytes(64)),
+    Voice(data=bytes(MAX_TUNNELLED)),
+    Tunnel(on=True),
+    Tunnel(on=False),
+    Welcome(9, 3, 8080, "Lobby", ["Lobby"], [], udp_host="voice.example.org"),
 ]
 
 
@@ -115,6 +124,8 @@ def test_every_spec_type_has_a_message() -> None:
         "receiver_report",
         "media_key",
         "channel_list",
+        "voice",
+        "tunnel",
     }
     assert set(MESSAGE_TYPES) == spec_types
     assert {m.TYPE for m in EVERY_MESSAGE} == spec_types
@@ -207,6 +218,24 @@ def body(**fields: Any) -> bytes:
                 type="welcome", token=1, user_id=1, udp_port=1, channel="L", channels=[], users=[5]
             ),
             r"welcome.users\[0\] must be a map, got int",
+        ),
+        (body(type="voice", data=b""), "outside 1..1342"),
+        (body(type="voice", data=bytes(1343)), "outside 1..1342"),
+        (body(type="voice", data="text"), "must be bytes"),
+        (body(type="tunnel", on=1), "must be a bool"),
+        (body(type="tunnel"), "lacks the field 'on'"),
+        (
+            body(
+                type="welcome",
+                token=1,
+                user_id=1,
+                udp_port=1,
+                channel="L",
+                channels=[],
+                users=[],
+                udp_host="h" * 254,
+            ),
+            "at most 253",
         ),
         (body(type="nope"), "unknown message type"),
         (body(kind="auth"), "lacks a string 'type'"),
@@ -425,6 +454,15 @@ def test_fuzz_pages_are_cut_as_one_user_at_a_time_would(
     assert got == _reference_pages(head_size, users)
 
 
+def test_the_tunnel_carries_any_datagram_up_to_the_largest_sealed_one() -> None:
+    from relay.protocol.sealed_datagram import MAX_DATAGRAM
+
+    assert MAX_TUNNELLED == MAX_DATAGRAM
+    frame = encode_message(Voice(bytes(MAX_DATAGRAM)))
+    assert len(frame) < 1400  # a voice frame's own overhead is a few bytes
+    assert repr(Voice(b"abc")) == "Voice(3 bytes)"
+
+
 def test_unknown_type_has_its_own_code() -> None:
     with pytest.raises(ProtocolError) as info:
         decode_message(body(type="teleport"))
@@ -533,6 +571,9 @@ wire_values = st.recursive(
                 "loss_percent",
                 "late_percent",
                 "listeners",
+                "data",
+                "on",
+                "udp_host",
             ]
         ),
         wire_values,
@@ -602,6 +643,8 @@ messages = st.one_of(
     ),
     st.builds(Reception, st.lists(receptions, max_size=MAX_RECEPTION)),
     st.builds(ReceiverReport, percent, percent, st.integers(0, 65535), st.floats(0.0, MAX_BURST)),
+    st.builds(Voice, st.binary(min_size=1, max_size=MAX_TUNNELLED)),
+    st.builds(Tunnel, st.booleans()),
 )
 
 

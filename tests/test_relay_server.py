@@ -1155,3 +1155,12 @@ def test_sighup_reloads_the_channel_list_and_says_what_needs_a_restart(tmp_path:
         log = stop_relay(relay)
     assert "applied channels, grace; needs a restart: udp_rcvbuf" in log
     assert "reload refused" in log and "grace" in log
+
+
+def test_public_host_is_what_the_welcome_advertises_for_udp() -> None:
+    proc, port = launch.start_relay("--public-host", "voice.example.org")
+    try:
+        with ProbeClient("127.0.0.1", port, sealed=True) as p:
+            assert p.auth("nat").udp_host == "voice.example.org"
+    finally:
+        launch.stop_relay(proc)

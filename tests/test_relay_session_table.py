@@ -481,10 +481,20 @@ def routing_view(table: RouteTable) -> dict[str, Any]:
     """What the hot path sees, with destination order (set iteration) left out."""
     return {
         "routes": {
-            token: (r.user_id, r.addr, frozenset(r.dests), len(r.dests), r.echo)
+            token: (
+                r.user_id,
+                r.addr,
+                frozenset(r.dests),
+                len(r.dests),
+                r.echo,
+                frozenset(r.tunnels),
+                len(r.tunnels),
+                r.tunnelled,
+            )
             for token, r in table.routes.items()
         },
         "whisper": table.whisper,
+        "tunnel_of": table.tunnel_of,
         "user_of": table.user_of,
         "members": {c: frozenset(m) for c, m in table.members.items() if m},
     }
@@ -551,6 +561,10 @@ class SessionMachine(RuleBasedStateMachine):
         if self.tokens:
             self.t.bind_udp(self.tokens[pick % len(self.tokens)], ("127.0.0.1", port), self.now)
 
+    @rule(conn=conns, on=st.booleans())
+    def tunnel(self, conn: int, on: bool) -> None:
+        self.t.tunnel(conn, on)
+
     @rule(pick=st.integers(0, 50))
     def kick(self, pick: int) -> None:
         sessions = list(self.t)
@@ -582,8 +596,10 @@ class SessionMachine(RuleBasedStateMachine):
         gone = self.t.take_gone()
         dirty = self.t.take_dirty()
         table = add_unbound(remove_unbound(self.table, gone), added)
-        self.table = RouteTable.update(table, dirty, self.t.route_entries(dirty))
-        assert routing_view(self.table) == routing_view(RouteTable.build(self.t.route_entries()))
+        tunnelled = self.t.tunnelled
+        self.table = RouteTable.update(table, dirty, self.t.route_entries(dirty), tunnelled)
+        full = RouteTable.build(self.t.route_entries(), tunnelled)
+        assert routing_view(self.table) == routing_view(full)
 
 
 # Each example is a whole run of up to 50 steps: a tenth of the profile's examples.

@@ -6,6 +6,8 @@ import asyncio
 import socket
 import struct
 
+import pytest
+
 from relay.protocol.datagram import VoiceDatagram
 from relay.router import Router, RouteTable
 from relay.udp import ServiceTimes, UdpThread, open_udp, start_asyncio_udp
@@ -115,3 +117,21 @@ def test_the_sampled_loop_forwards_the_same_and_times_one_in_every() -> None:
         assert router.counters.forwarded == 20
         counts, total, n = times.snapshot()
         assert n == 5 and sum(counts) == 5 and total > 0
+
+
+def test_an_ipv6_any_socket_takes_ipv4_datagrams_too() -> None:
+    try:
+        sock = open_udp("::", 0)
+    except OSError:
+        pytest.skip("this machine has no IPv6")
+    with sock, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as four:
+        port = sock.getsockname()[1]
+        sock.settimeout(2)
+        four.sendto(b"v4", ("127.0.0.1", port))
+        data, addr = sock.recvfrom(100)
+        assert data == b"v4" and addr[0] == "::ffff:127.0.0.1"
+        sock.sendto(b"back", addr)  # answered at the address it came from
+        four.settimeout(2)
+        assert four.recv(100) == b"back"
+    with open_udp("127.0.0.1", 0) as plain:
+        assert plain.family == socket.AF_INET

@@ -120,3 +120,13 @@ def test_html_shows_the_fec_hint_and_what_listeners_report() -> None:
     text = diagnostics_html(view)
     assert "FEC for 7 % (worst listener)" in text
     assert "of 3 listeners: worst 7.5 % lost, 1.2 % late" in text
+
+
+def test_html_shows_the_voice_path_and_the_udp_ping_loss() -> None:
+    view = ClientView()
+    assert "Voice path" in diagnostics_html(view)
+    view.apply(ev.NetworkStats(voice_path="udp", udp_loss_percent=0.0))
+    assert "voice over UDP" in diagnostics_html(view)
+    view.apply(ev.NetworkStats(voice_path="tcp", udp_loss_percent=100.0))
+    html = diagnostics_html(view)
+    assert "voice over TCP (UDP blocked)" in html and "100.0 %" in html

@@ -29,7 +29,11 @@ def test_link_text() -> None:
     view.apply(ev.ControlStats(tcp_rtt_ms=12.4))
     view.apply(ev.NetworkStats(udp_rtt_ms=3.6))
     view.apply(ev.DecodeStats(loss_percent=2.25))
-    assert link_text(view) == "TCP 12 ms · UDP 4 ms · loss 2.2 %"
+    assert link_text(view) == "voice over UDP · TCP 12 ms · UDP 4 ms · loss 2.2 %"
+    view.apply(ev.NetworkStats(udp_rtt_ms=3.6, voice_path="tcp", udp_loss_percent=60.0))
+    assert link_text(view) == (
+        "voice over TCP (UDP blocked) · TCP 12 ms · UDP 4 ms (60 % lost) · loss 2.2 %"
+    )
 
 
 def test_failure_sticks_until_cleared(qtbot: QtBot) -> None:

@@ -207,3 +207,25 @@ def test_a_new_session_forgets_the_speakers_windows() -> None:
     stranger.set_session(9, KEY, 0)
     stranger.set_media_key(1, MEDIA)
     assert bob.received(memoryview(stranger.seal(1, 0, b"y")[:-TAG_SIZE]), 3) is not None
+
+
+def test_unanswered_pings_take_voice_to_the_tunnel_and_answers_bring_it_back() -> None:
+    """UDP blocked from the start: voice can go (through the tunnel) though never registered;
+    then the relay answers for 2 s and voice is back on UDP."""
+    link = linked()
+    t = 0
+    while link.path == "udp":
+        for d in link.timers(t):
+            assert d == b"" or d[1] == 1  # pings and keepalives only; nobody answers
+        link.health.update(t)
+        t += 50_000_000
+    assert 1_500_000_000 <= t <= 1_600_000_000
+    assert link.voice_ready and not link.registered and link.should_send()
+    while link.path == "tcp":
+        for d in link.timers(t):
+            if d:
+                link.received(memoryview(answer(d)), t + 1_000_000)
+        link.health.update(t)
+        t += 50_000_000
+    assert link.registered and link.health.switches == 2
+    assert link.next_timer(t) > t

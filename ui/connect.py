@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from PyQt6.QtCore import QSettings
 from PyQt6.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QWidget
 
+from pipeline.client.config import server_text, split_server
+
 DEFAULT_SERVER = "127.0.0.1:8080"
 MAX_NAME = 64
 
@@ -21,11 +23,11 @@ class ConnectInfo:
 
 
 def parse_server(text: str) -> tuple[str, int]:
-    """HOST:PORT -> (host, port); ValueError with a line a person can act on."""
-    host, _, port = text.strip().rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT (e.g. {DEFAULT_SERVER}), got {text.strip()!r}")
-    return host, int(port)
+    """HOST:PORT or [IPV6]:PORT -> (host, port); ValueError with a line a person can act on."""
+    try:
+        return split_server(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (e.g. {DEFAULT_SERVER})") from None
 
 
 def validate(server: str, name: str, password: str = "") -> ConnectInfo:
@@ -79,7 +81,7 @@ class ConnectDialog(QDialog):
             self.error.setText(str(exc))
             self.error.show()
             return
-        self.settings.setValue("server", f"{self.info.host}:{self.info.port}")
+        self.settings.setValue("server", server_text(self.info.host, self.info.port))
         self.settings.setValue("name", self.info.name)
         self.settings.sync()
         super().accept()

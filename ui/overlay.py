@@ -44,6 +44,7 @@ def diagnostics_html(view: ClientView) -> str:
     m2e = view.mouth_to_ear
     rows = [
         "<table cellspacing='0' cellpadding='1'>",
+        _row("Voice path", view.voice_path or DASH),
         _row("TCP ping", _ms(view.control.tcp_rtt_ms if view.control else None)),
         _row(
             "UDP RTT",
@@ -51,6 +52,7 @@ def diagnostics_html(view: ClientView) -> str:
             if view.udp_silent_s is not None
             else _ms(view.udp_rtt_ms),
         ),
+        _row("UDP ping loss (10 s)", _pct(view.udp_loss_percent)),
         _row("Loss (10 s)", _pct(view.decode.loss_percent if view.decode else None)),
         _row(
             "Mouth to ear",

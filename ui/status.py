@@ -1,4 +1,5 @@
-"""The status bar: connection state (with attempt count and reason), and ping and loss."""
+"""The status bar: connection state (with attempt count and reason), the voice path
+(UDP, or TCP while UDP is blocked), ping and loss."""
 
 from __future__ import annotations
 
@@ -42,7 +43,11 @@ def link_text(view: ClientView) -> str:
     tcp = view.control.tcp_rtt_ms if view.control else None
     silent = view.udp_silent_s
     udp = f"silent {silent:.0f} s" if silent is not None else ms(view.udp_rtt_ms)
-    return f"TCP {ms(tcp)} · UDP {udp} · loss {loss_s}"
+    udp_loss = view.udp_loss_percent
+    if udp_loss:  # pings lost on the UDP path itself
+        udp += f" ({udp_loss:.0f} % lost)"
+    path = f"{view.voice_path} · " if view.voice_path else ""
+    return f"{path}TCP {ms(tcp)} · UDP {udp} · loss {loss_s}"
 
 
 class ConnectionStatus(QStatusBar):

@@ -8,6 +8,23 @@ from dataclasses import dataclass, field
 from pipeline.media.sources import MediaSpec
 
 
+def split_server(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6]:PORT`` (``[::1]:8080``) or a bare ``V6:PORT`` -> (host, port);
+    ValueError with a line a person can act on."""
+    text = text.strip()
+    host, _, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or "[" in host or "]" in host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT or [IPV6]:PORT, got {text!r}")
+    return host, int(port)
+
+
+def server_text(host: str, port: int) -> str:
+    """The way a user writes the server: ``host:port``, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass
 class ClientConfig:
     host: str
@@ -42,3 +59,6 @@ class ClientConfig:
     password: str = field(default="", repr=False)  # the server's, if it has one
     pins_file: str = ""  # the relays' pinned certificates; "": the user's config folder
     accept_new_certificate: bool = False  # replace the pin of a relay whose certificate changed
+    # Voice over UDP, through the control connection (the TCP tunnel) while UDP is dead:
+    # "auto"; or always "udp" or "tcp" (benchmarks; a network known to block UDP).
+    voice_path: str = "auto"

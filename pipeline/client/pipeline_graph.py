@@ -92,6 +92,7 @@ STAGES = (
             seed=c.seed,
             udp_via=c.udp_via,
             clock_offset=c.clock_offset,
+            voice_path=c.voice_path,
         ),
         reads="encoded",
         writes="received",

@@ -99,6 +99,21 @@ class ClientView:
             return None
         return self.network.udp_rtt_ms
 
+    @property
+    def voice_path(self) -> str | None:
+        """Which way voice goes, as the user reads it: ``voice over UDP`` or ``voice over TCP
+        (UDP blocked)``; None before the network stage's first report."""
+        if self.network is None:
+            return None
+        if self.network.voice_path == "tcp":
+            return "voice over TCP (UDP blocked)"
+        return "voice over UDP"
+
+    @property
+    def udp_loss_percent(self) -> float | None:
+        """The share of UDP pings unanswered over the last 10 s."""
+        return self.network.udp_loss_percent if self.network else None
+
     def speaker(self, user_id: int) -> ev.SpeakerStats | None:
         """What the decode stage last reported of that speaker, None if not heard."""
         return next((sp for sp in self.speakers if sp.user_id == user_id), None)
@@ -164,9 +179,13 @@ class ClientView:
         silent = self.udp_silent_s
         udp_text = f"silent {silent:.0f}s" if silent is not None else _num(udp, "ms")
         fec = f" | {self.fec}" if self.fec else ""
+        path = f" | {self.voice_path}" if self.voice_path else ""
+        udp_loss = self.udp_loss_percent
+        udp_loss_text = f" loss {udp_loss:.0f}%" if udp_loss else ""
         return (
-            f"{conn} | users {users} | loss {_num(loss, '%')} | jitter {depth} | "
-            f"ping tcp {_num(tcp, 'ms')} udp {udp_text} | mouth-to-ear {_num(m2e, 'ms')}{fec}"
+            f"{conn}{path} | users {users} | loss {_num(loss, '%')} | jitter {depth} | "
+            f"ping tcp {_num(tcp, 'ms')} udp {udp_text}{udp_loss_text} | "
+            f"mouth-to-ear {_num(m2e, 'ms')}{fec}"
         )
 
     def summary(self) -> dict[str, Any]:

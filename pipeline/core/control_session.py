@@ -9,6 +9,12 @@ Loss feedback (SPEC.md): the adapter hands in what the decode stage measures of
 each speaker (:meth:`ControlSession.heard`); every RECEPTION_INTERVAL the session
 sends it to the relay as ``reception``, and turns each ``receiver_report`` about
 our own voice into a :class:`~pipeline.ipc.events.ListenerReport` for the encoder.
+
+The TCP tunnel (SPEC.md): the network stage says which path voice takes
+(:meth:`ControlSession.voice_path`); while it is the tunnel, the relay is asked with
+``tunnel`` to send what we hear through this connection (again after every new
+connection), and ``voice`` messages carry datagrams both ways
+(:meth:`ControlSession.voice_frame`, :meth:`ControlSession.take_voice`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from relay.protocol.messages import (
     MAX_BURST,
     MAX_RECEPTION,
     MAX_TEXT,
+    MAX_TUNNELLED,
     PROTOCOL,
     Auth,
     Bye,
@@ -38,10 +45,12 @@ from relay.protocol.messages import (
     Reception,
     Reconnect,
     SpeakerReception,
+    Tunnel,
     UserInfo,
     UserJoined,
     UserLeft,
     UserList,
+    Voice,
     Welcome,
     encode_message,
 )
@@ -77,6 +86,7 @@ class ControlSession:
     token: int = 0
     user_id: int = 0
     udp_port: int = 0
+    udp_host: str = ""  # what the relay advertises for UDP (its --public-host), if anything
     channel: str = ""
     channels: list[str] = field(default_factory=list)
     # Protocol 2's voice keys, from the welcome and media_key messages (never logged).
@@ -101,6 +111,10 @@ class ControlSession:
     _reception_at: float = float("-inf")  # when the decode stage measured them
     _next_reception: float = 0.0
     _reception_refused: bool = False  # the relay does not know reception (older than it)
+    tunnel_wanted: bool = False  # the network stage sends voice through us (UDP is dead)
+    tunnel_refused: bool = False  # the relay carries no voice over TCP
+    _tunnel_told: bool = False  # what this connection's relay was last asked
+    _voice: list[bytes] = field(default_factory=list)  # tunnelled voice for the network stage
 
     # --- what the adapter tells us ---------------------------------------------------
 
@@ -118,6 +132,7 @@ class ControlSession:
         self._paging = None
         self._next_reception = now + RECEPTION_INTERVAL
         self._reception_refused = False
+        self._tunnel_told = False  # a new connection starts on UDP
         self._send(Reconnect(self.token, PROTOCOL) if self.token else self._auth())
 
     def _auth(self) -> Auth:
@@ -214,6 +229,33 @@ class ControlSession:
             and not self.quitting
         )
 
+    # --- the TCP tunnel ---------------------------------------------------------------
+
+    def voice_path(self, tcp: bool) -> None:
+        """The network stage's path: ``tcp`` while UDP is dead. Tells the relay on a change."""
+        self.tunnel_wanted = tcp
+        self._tell_tunnel()
+
+    def _tell_tunnel(self) -> None:
+        told, wanted = self._tunnel_told, self.tunnel_wanted
+        if self.state == ev.CONNECTED and not self.tunnel_refused and told != wanted:
+            self._tunnel_told = wanted
+            self._send(Tunnel(wanted))
+
+    def voice_frame(self, datagram: bytes) -> bytes | None:
+        """The ``voice`` frame carrying ``datagram`` to the relay, or None when it cannot go
+        (not connected, a datagram no frame holds, or a relay without the tunnel)."""
+        if self.state != ev.CONNECTED or self.tunnel_refused:
+            return None
+        if not 0 < len(datagram) <= MAX_TUNNELLED:  # encoding checks no field: we do
+            return None
+        return encode_message(Voice(datagram))
+
+    def take_voice(self) -> list[bytes]:
+        """Voice datagrams the relay sent through this connection, for the network stage."""
+        out, self._voice = self._voice, []
+        return out
+
     # --- commands --------------------------------------------------------------------
 
     def join(self, channel: str) -> None:
@@ -263,11 +305,14 @@ class ControlSession:
     # --- inside ------------------------------------------------------------------------------
 
     def _handle(self, msg: Message, now: float) -> None:
-        if isinstance(msg, Welcome):
+        if isinstance(msg, Voice):  # first: the most frequent by far while tunnelled
+            self._voice.append(msg.data)
+        elif isinstance(msg, Welcome):
             if msg.version != PROTOCOL or msg.udp_key is None or msg.media_key is None:
                 self._fail(f"the relay speaks protocol {msg.version}, this client {PROTOCOL}")
                 return
             self.token, self.user_id, self.udp_port = msg.token, msg.user_id, msg.udp_port
+            self.udp_host = msg.udp_host
             self.udp_key, self.media_key_id, self.media_key = (
                 msg.udp_key,
                 msg.media_key_id,
@@ -287,6 +332,7 @@ class ControlSession:
             # go back to where the user wants to be.
             if self.wanted_channel and self.wanted_channel != self.channel:
                 self._send(Join(self.wanted_channel))
+            self._tell_tunnel()
         elif isinstance(msg, MediaKey):
             self.media_key_id, self.media_key = msg.key_id, msg.key
             self._events.append(self._endpoint_event())
@@ -295,6 +341,13 @@ class ControlSession:
                 # The relay forgot us (restarted, or the grace period ran out): start afresh.
                 self.token = 0
                 self._send(self._auth())
+            elif msg.code == "no_tunnel" or (
+                msg.code == "unknown_type"
+                and ("'tunnel'" in msg.message or "'voice'" in msg.message)
+            ):
+                if not self.tunnel_refused:  # a relay without it: voice stays on UDP
+                    self.tunnel_refused = True
+                    self._notice("the relay carries no voice over TCP: voice stays on UDP")
             elif msg.code in FATAL_ERRORS:
                 self._fail(f"relay: {msg.message} ({msg.code})")
             elif msg.code == "unknown_type" and self._reports_reception():
@@ -390,7 +443,7 @@ class ControlSession:
         return ev.VoiceEndpoint(
             self.token,
             self.user_id,
-            self.host,
+            self.udp_host or self.host,
             self.udp_port,
             udp_key=self.udp_key,
             media_key_id=self.media_key_id,

@@ -3,7 +3,15 @@
 The adapter (pipeline/stages/network.py) owns the socket and threads; this object
 owns the session token, the whisper target, the chaos dropper, the register
 ping (sent on every new session until answered, then periodically: its echo
-gives the UDP round-trip time) and the 5 s NAT keepalive. Times are ns.
+gives the UDP round-trip time and, in :class:`~pipeline.core.udp_health.UdpHealth`,
+the loss and the voice path: UDP, or the TCP tunnel while UDP is dead) and the 5 s
+NAT keepalive. Times are ns.
+
+NAT: the pings go every 500 ms and the keepalive every 5 s, well under the UDP
+mapping timeouts NATs use (RFC 4787 asks for 2 minutes at least; home routers are
+seen dropping an idle mapping after 30 s, the shortest after about 15-20 s). A NAT
+that gives us a new public port mid-call (rebinding) is followed by the relay on the
+next authenticated ping from the new port.
 
 What this client puts in a header's timestamp field never reveals its clock: a
 voice datagram carries the frame's media timestamp (its capture instant on a
@@ -19,6 +27,7 @@ import random
 from dataclasses import dataclass
 
 from pipeline.core.seqnum import MASK, seq_add, seq_diff
+from pipeline.core.udp_health import UdpHealth
 from pipeline.media.audio_format import SAMPLE_RATE
 from relay.protocol.sealed_datagram import KIND_OFFSET, KIND_PING
 from relay.protocol.voice_crypto import Opened, Opener, Sealer, counter_start
@@ -74,9 +83,13 @@ class VoiceLink:
     the receiver runs the timers and opens datagrams; the keys are swapped whole.
     """
 
-    def __init__(self, chaos: Chaos | None = None, clock_offset: int = 0) -> None:
-        """``clock_offset``: a random u64 per client, added to every timestamp it sends."""
+    def __init__(
+        self, chaos: Chaos | None = None, clock_offset: int = 0, voice_path: str = "auto"
+    ) -> None:
+        """``clock_offset``: a random u64 per client, added to every timestamp it sends;
+        ``voice_path``: auto (as the UDP pings say), or always udp or tcp."""
         self.clock_offset = clock_offset & MASK
+        self.health = UdpHealth(voice_path)
         self.sid = 0  # our public user id: the routing field of what we send
         self.target = 0
         self.chaos = chaos or Chaos()
@@ -115,6 +128,7 @@ class VoiceLink:
                 old.close()
             self.sid, self._udp_key = sid, udp_key
             self._echo_top = -1
+            self.health.restart(now)
             # A new session may be on a restarted relay, which hands out user ids (and
             # so speakers' ids) again from 1: the old windows would refuse the new
             # speakers' counters as too old.
@@ -161,6 +175,7 @@ class VoiceLink:
             return out
         if now >= self._next_register:
             out.append(sealer.ping(seq_add(now, self.clock_offset)))
+            self.health.sent(now)
             period = REGISTER_PERIOD_NS if self.registered else REGISTER_RETRY_NS
             self._next_register = now + period
             self._count("register_sent")
@@ -173,7 +188,17 @@ class VoiceLink:
     def next_timer(self, now: int) -> int:
         if self.sealer is None:
             return now + REGISTER_PERIOD_NS
-        return min(self._next_register, self._next_keepalive)
+        return min(self._next_register, self._next_keepalive, self.health.next_check(now))
+
+    @property
+    def path(self) -> str:
+        """Where voice goes now: ``udp``, or ``tcp`` (the tunnel through the control process)."""
+        return self.health.path
+
+    @property
+    def voice_ready(self) -> bool:
+        """Whether voice can go out: UDP answered our ping, or it takes the tunnel."""
+        return self.sealer is not None and (self.registered or self.health.path == "tcp")
 
     # --- receiving ------------------------------------------------------------------
 
@@ -211,6 +236,7 @@ class VoiceLink:
             self.registered = True
             self._next_register = now + REGISTER_PERIOD_NS
         self.rtt_ns = rtt
+        self.health.answered(now, rtt)
         self._count("register_echo")
 
     def crypto_counts(self) -> dict[str, int]:

@@ -225,6 +225,14 @@ class NetworkStats(StageReport):
     registered: bool = False
     chaos_percent: float = 0.0
     whisper: int = 0
+    # The voice path (SPEC.md, "TCP tunnel"): "udp", or "tcp" while UDP is dead; the loss
+    # of UDP pings over the last 10 s (None before any); and the tunnel's local hop.
+    voice_path: str = "udp"
+    udp_loss_percent: float | None = None
+    path_switches: int = 0
+    tunnel_sent: int = 0  # voice handed to the control process for the tunnel
+    tunnel_unsent: int = 0  # what it could not take (not there, or its queue full)
+    tunnel_received: int = 0  # voice that came back through the tunnel
 
 
 @dataclass(slots=True, frozen=True)

@@ -46,7 +46,7 @@ def _paced_loop(rt: StageRuntime, spec: MediaSpec, realtime: bool) -> None:
 
     def network(stats: ev.NetworkStats) -> None:
         nonlocal voice_up
-        voice_up = voice_up or stats.registered
+        voice_up = voice_up or stats.registered or stats.voice_path == "tcp"
 
     rt.on(ev.NetworkStats, network)
     while rt.running and not voice_up:

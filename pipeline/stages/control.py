@@ -6,14 +6,23 @@ against the client's pins (pipeline/core/pins.py, trust on first use) before a
 byte of the session is sent. It keeps the session token in the client's private state
 folder, so that a control process restarted after a crash resumes the same
 session (same user id and name, no ghost of itself) instead of authenticating anew.
+
+The TCP tunnel: voice from the network stage (over the local socket of
+pipeline/ipc/tunnel_socket.py) goes to the relay in ``voice`` frames, and the relay's
+come back the same way. TCP holds everything behind a frame it must resend, so voice
+is written only while the kernel has little of ours unsent (``SIOCOUTQNSD``); the rest
+waits in a short :class:`relay.voice_queue.VoiceQueue` (a fifth of a second at most, the
+oldest dropped first), and control messages are never held behind it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import socket
 import ssl
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +30,18 @@ from pathlib import Path
 from pipeline.core.control_session import ControlSession
 from pipeline.core.pins import PinFile, Trust
 from pipeline.ipc import events as ev
+from pipeline.ipc import tunnel_socket as ts
 from pipeline.stages.runtime import StageRuntime, Wiring
 from relay.protocol.widths import U32_MAX
 from relay.tls import client_context, fingerprint
+from relay.voice_queue import RETRY, VoiceQueue
 
 CONNECT_TIMEOUT = 2.0
 SNAPSHOT_INTERVAL = 1.0  # re-publish the whole state for subscribers that joined late
 MAX_WAIT = 1.0  # seconds between looks at the stop flag
 TOKEN_FILE = "session-token"  # in the state folder (0700): the token is a secret
+SIOCOUTQNSD = 0x894B  # Linux: bytes in a TCP socket's send queue not yet sent
+_INT = struct.Struct("i")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +73,9 @@ def run(cfg: ControlConfig) -> None:
             password=cfg.password,
         )
         tls = _Tls(cfg)
+        tunnel = _Tunnel(cfg.wiring.state_dir) if cfg.wiring.state_dir else None
+        if tunnel is not None:
+            rt.on_close(tunnel.local.close)
         rt.on(ev.JoinCmd, lambda cmd: session.join(cmd.channel))
         rt.on(ev.ChatCmd, lambda cmd: session.chat(cmd.text))
         if cfg.loss_feedback:
@@ -73,6 +89,10 @@ def run(cfg: ControlConfig) -> None:
                     sock = _connect(session, cfg.host, cfg.port, now, tls)
                 if sock is not None:
                     sock = _flush(session, sock)
+                if tunnel is not None:
+                    tunnel.to_network(session)
+                    if sock is not None and tunnel.waiting():
+                        sock = tunnel.write(session, sock, None, now)
                 for event in session.take_events():
                     rt.publish(event)
                 if now >= next_snapshot:
@@ -80,11 +100,17 @@ def run(cfg: ControlConfig) -> None:
                         rt.publish(event)
                     next_snapshot = now + SNAPSHOT_INTERVAL
                 timeout = min(session.next_deadline(now), next_snapshot) - now
-                fds = (sock.fileno(),) if sock else ()
+                if tunnel is not None and tunnel.waiting():
+                    timeout = min(timeout, RETRY)  # voice waits for the socket: look again soon
+                fds: tuple[int, ...] = (sock.fileno(),) if sock else ()
+                if tunnel is not None:
+                    fds += (tunnel.local.fileno(),)
                 ready = rt.wait(fds, max(0.0, min(timeout, MAX_WAIT)))
                 now = time.monotonic()
                 if sock is not None and sock.fileno() in ready:
                     sock = _receive(session, sock, now)
+                if tunnel is not None and tunnel.local.fileno() in ready:
+                    sock = tunnel.from_network(session, sock, now)
                 if session.token != saved and token_file is not None:
                     saved = session.token
                     _save_token(token_file, saved)
@@ -96,6 +122,64 @@ def run(cfg: ControlConfig) -> None:
             if sock is not None:
                 sock.close()
             rt.publish(ev.ConnectionState(ev.STOPPED, server, reason=rt.stop.reason))
+
+
+class _Tunnel:
+    """The control process's end of the TCP tunnel: the local socket to the network
+    stage and the voice waiting for the TLS socket."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.local = ts.TunnelSocket(state_dir, ts.CONTROL, ts.NETWORK)
+        self.queue = VoiceQueue()
+        self._buf = bytearray(ts.MAX_MESSAGE + 1)
+
+    def waiting(self) -> bool:
+        return len(self.queue) > 0
+
+    def from_network(
+        self, session: ControlSession, sock: socket.socket | None, now: float
+    ) -> socket.socket | None:
+        """What the network stage sent: its path, and voice for the relay."""
+        for kind, body in self.local.receive(self._buf):
+            if kind == ts.VOICE:
+                frame = session.voice_frame(body)
+                if frame is not None and sock is not None:
+                    sock = self.write(session, sock, frame, now)
+            else:
+                session.voice_path(kind == ts.PATH_TCP)
+        if sock is not None:
+            sock = _flush(session, sock)  # a tunnel request the path change made
+        return sock
+
+    def to_network(self, session: ControlSession) -> None:
+        """Voice the relay sent through the connection, for the network stage."""
+        now = time.monotonic_ns()
+        self.local.tick(now)
+        for datagram in session.take_voice():
+            self.local.send(ts.VOICE, datagram, now)
+
+    def write(
+        self, session: ControlSession, sock: socket.socket, frame: bytes | None, now: float
+    ) -> socket.socket | None:
+        """Write ``frame`` (and what waits) as far as the socket takes it unsent."""
+        try:
+            unsent = _INT.unpack(fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0" * 4))[0]
+        except OSError:
+            unsent = 0
+        if frame is None:
+            frames = self.queue.take(unsent, now)
+        else:
+            frames = self.queue.offer(frame, unsent, now)
+        if not frames:
+            return sock
+        try:
+            sock.sendall(b"".join(frames))
+        except OSError as exc:
+            session.disconnected(time.monotonic(), f"send failed: {exc}")
+            sock.close()
+            self.queue.clear()
+            return None
+        return sock
 
 
 def _load_token(path: Path | None) -> int:

@@ -1,8 +1,13 @@
 """Network stage: Opus packets from the encode ring -> UDP to the relay, and back into a ring.
 
 Two threads, each blocking in the kernel and never spinning: the sender
-waits on the encode ring, the receiver (main thread) waits on the socket and
+waits on the encode ring, the receiver (main thread) waits on the sockets and
 the bus together. The decisions are VoiceLink's (pipeline/core/voice_link.py).
+
+While the UDP path is dead (``VoiceLink.path`` is ``tcp``) voice goes through the
+control process instead, over the local socket of pipeline/ipc/tunnel_socket.py, and
+comes back the same way; the UDP pings go on, to see the path mend. The UDP socket's
+family (IPv4 or IPv6) is the relay address's.
 """
 
 from __future__ import annotations
@@ -11,16 +16,20 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
+from pipeline.core.udp_health import TCP
 from pipeline.core.voice_link import Chaos, VoiceLink
 from pipeline.ipc import events as ev
+from pipeline.ipc import tunnel_socket as ts
 from pipeline.ipc.ring import Ring
 from pipeline.stages.runtime import StageRuntime, Wiring
 from pipeline.stages.trace import Tracer
 from relay.protocol.sealed_datagram import MAX_DATAGRAM
 
-Addr = tuple[str, int]
+Addr = tuple[Any, ...]  # (host, port), or (host, port, flow, scope) for IPv6
 MAX_WAIT = 0.25  # seconds the receiver sleeps at most between looks at the stop flag
+PATH_EVERY_NS = 1_000_000_000  # the path is told to the control process this often, too
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +40,7 @@ class NetworkConfig:
     seed: int | None = None  # of the chaos dropper
     udp_via: Addr | None = None  # send voice here instead of the relay (an impairment proxy)
     clock_offset: int = 0  # added to every timestamp sent (VoiceLink): random per client
+    voice_path: str = "auto"  # auto: UDP, the TCP tunnel while UDP is dead; or always udp / tcp
 
 
 class _Counters:
@@ -45,13 +55,20 @@ class _Network:
     def __init__(self, rt: StageRuntime, cfg: NetworkConfig) -> None:
         self.rt = rt
         self.udp_via = cfg.udp_via
-        self.link = VoiceLink(Chaos(cfg.chaos_percent, cfg.seed), cfg.clock_offset)
+        self.link = VoiceLink(Chaos(cfg.chaos_percent, cfg.seed), cfg.clock_offset, cfg.voice_path)
         self.link.target = cfg.whisper
         self.counts = _Counters()  # the receiver (main) thread's
         self.sender_counts = _Counters()  # the sender thread's
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        rt.on_close(self.sock.close)
-        self.sock.bind(("0.0.0.0", 0))
+        # Opened for the relay address's family once it is known (swapped whole).
+        self.sock: socket.socket | None = None
+        rt.on_close(self._close_socket)
+        self.tunnel: ts.TunnelSocket | None = None
+        if cfg.wiring.state_dir:
+            self.tunnel = ts.TunnelSocket(cfg.wiring.state_dir, ts.NETWORK, ts.CONTROL)
+            rt.on_close(self.tunnel.close)
+        self.tunnel_received = 0
+        self.tunnel_voice_sent = self.tunnel_voice_unsent = 0  # the sender thread's
+        self._next_path_note = 0
         self.relay: Addr | None = None  # swapped whole by the receiver thread
         self.last_rx: int | None = None  # when the relay last sent us anything (monotonic ns)
         self._named: Addr | None = None  # the relay address as given, last resolved
@@ -67,7 +84,10 @@ class _Network:
         target = self.udp_via or (event.host, event.udp_port)
         if target != self._named:
             try:
-                self.relay = (socket.gethostbyname(target[0]), target[1])
+                host, port = target[0], target[1]
+                family, *_, addr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+                self._open_socket(family)
+                self.relay = tuple(addr)
                 self._named = target
             except OSError:
                 self.counts.resolve_errors += 1
@@ -83,11 +103,33 @@ class _Network:
     def _chaos(self, cmd: ev.ChaosCmd) -> None:
         self.link.chaos.percent = min(100.0, max(0.0, cmd.loss_percent))
 
+    def _open_socket(self, family: socket.AddressFamily) -> None:
+        """A UDP socket of ``family`` (the old one closed if it was another family)."""
+        old = self.sock
+        if old is not None and old.family == family:
+            return
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+        if old is not None:
+            old.close()
+
+    def _close_socket(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+
     # --- both threads ------------------------------------------------------------------
 
     def sendto(self, data: bytes | memoryview, addr: Addr, counts: _Counters) -> None:
+        sock = self.sock
+        if sock is None:
+            return
         try:
-            self.sock.sendto(data, addr)
+            sock.sendto(data, addr)
         except OSError:  # e.g. ECONNREFUSED from an earlier ICMP, or no route: voice is lossy
             counts.send_errors += 1
 
@@ -108,14 +150,22 @@ class _Network:
             seq = slot.seq
             datagram = link.seal(seq, slot.timestamp, slot.data)  # copies out of the slot
             src.release()
-            self.sendto(datagram, addr, self.sender_counts)
+            tunnel = self.tunnel
+            if link.path == TCP and tunnel is not None:
+                if tunnel.send(ts.VOICE, datagram, t_in):
+                    self.tunnel_voice_sent += 1
+                else:
+                    self.tunnel_voice_unsent += 1
+            else:
+                self.sendto(datagram, addr, self.sender_counts)
             tracer.add(seq, t_in, time.monotonic_ns())
 
     # --- receiver (main) thread -------------------------------------------------------------
 
     def receive_loop(self, dst: Ring, tracer: Tracer) -> None:
         view = memoryview(bytearray(MAX_DATAGRAM + 1))
-        rt, link = self.rt, self.link
+        local = bytearray(ts.MAX_MESSAGE + 1)
+        rt, link, tunnel = self.rt, self.link, self.tunnel
         while rt.running:
             now = time.monotonic_ns()
             addr = self.relay
@@ -125,20 +175,45 @@ class _Network:
                 wait = (link.next_timer(now) - now) / 1e9
             else:  # no relay address yet (or its lookup failed): timers cannot run
                 wait = MAX_WAIT
-            registered = link.registered
-            if rt.wait((self.sock.fileno(),), max(0.0, min(wait, MAX_WAIT))):
-                self._drain(view, dst, tracer)
+            ready = link.voice_ready
+            sock = self.sock
+            fds = tuple(f.fileno() for f in (sock, tunnel) if f is not None)
+            got = rt.wait(fds, max(0.0, min(wait, MAX_WAIT)))
+            if sock is not None and sock.fileno() in got:
+                self._drain(sock, view, dst, tracer)
+            if tunnel is not None and tunnel.fileno() in got:
+                self._from_tunnel(tunnel, local, dst, tracer)
+            # Only after the socket is drained: a thread that did not run for a while finds
+            # the answers that came meanwhile before it judges the path.
+            now = time.monotonic_ns()
+            changed = addr is not None and link.health.update(now)
+            if tunnel is not None:
+                tunnel.tick(now)
+                if link.sealer is not None and (changed or now >= self._next_path_note):
+                    kind = ts.PATH_TCP if link.path == TCP else ts.PATH_UDP
+                    tunnel.send(kind, b"", now)
+                    self._next_path_note = now + PATH_EVERY_NS
             mono = time.monotonic()
-            # The first register answer is news at once: file sources wait for it.
-            if rt.report_due(mono) or (link.registered and not registered):
+            # The first register answer (or the tunnel) is news at once: file sources wait
+            # for it; so is a change of path, which the user sees.
+            if rt.report_due(mono) or changed or (link.voice_ready and not ready):
                 rt.report(mono, self._stats())
 
-    def _drain(self, view: memoryview, dst: Ring, tracer: Tracer) -> None:
+    def _from_tunnel(
+        self, tunnel: ts.TunnelSocket, buf: bytearray, dst: Ring, tracer: Tracer
+    ) -> None:
+        """Voice the control process took out of the TCP tunnel for us."""
+        for kind, body in tunnel.receive(buf):
+            if kind == ts.VOICE:
+                self.tunnel_received += 1
+                self._deliver(memoryview(body), time.monotonic_ns(), dst, tracer)
+
+    def _drain(self, sock: socket.socket, view: memoryview, dst: Ring, tracer: Tracer) -> None:
         """Read every datagram queued on the socket; voice goes into the decode ring."""
         relay = self.relay
         while True:
             try:
-                n, addr = self.sock.recvfrom_into(view, len(view), socket.MSG_DONTWAIT)
+                n, addr = sock.recvfrom_into(view, len(view), socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # ICMP port unreachable surfaces here on Linux: the relay is down
@@ -149,9 +224,12 @@ class _Network:
                 continue
             now = time.monotonic_ns()
             self.last_rx = now
-            incoming = self.link.received(view[:n], now)
-            if incoming is None:
-                continue
+            self._deliver(view[:n], now, dst, tracer)
+
+    def _deliver(self, data: memoryview, now: int, dst: Ring, tracer: Tracer) -> None:
+        """A datagram from the relay (over UDP or the tunnel): voice goes into the ring."""
+        incoming = self.link.received(data, now)
+        if incoming is not None:
             # A full ring drops the packet and counts it in the ring's header.
             dst.write(
                 incoming.payload,
@@ -193,6 +271,12 @@ class _Network:
             registered=link.registered,
             chaos_percent=link.chaos.percent,
             whisper=link.target,
+            voice_path=link.path,
+            udp_loss_percent=link.health.loss_percent(time.monotonic_ns()),
+            path_switches=link.health.switches,
+            tunnel_sent=self.tunnel_voice_sent,
+            tunnel_unsent=self.tunnel_voice_unsent,
+            tunnel_received=self.tunnel_received,
         )
 
 

@@ -58,6 +58,10 @@ Password = Annotated[str, Text(max_len=MAX_PASSWORD, allow_empty=True)]
 SessionKey = Annotated[bytes, Size(32, 32)]  # secret: the session's UDP tag key
 MediaKeyBytes = Annotated[bytes, Size(16, 16)]  # secret: a channel's AES-128 media key
 KeyId = Annotated[int, Range(0, 255)]
+# A voice datagram as it travels over UDP (protocol 2, SPEC.md): at most its largest size.
+MAX_TUNNELLED = 1342  # relay.protocol.sealed_datagram.MAX_DATAGRAM (checked by the tests)
+Datagram = Annotated[bytes, Size(1, MAX_TUNNELLED)]
+Host = Annotated[str, Text(max_len=253, allow_empty=True)]  # a DNS name or an IP literal
 
 
 @dataclass(slots=True, frozen=True)
@@ -142,6 +146,9 @@ class Welcome(Message):
     udp_key: SessionKey | None = None
     media_key_id: KeyId = 0
     media_key: MediaKeyBytes | None = None
+    # Where to send UDP voice when it is not the host the client connected to (the
+    # relay's --public-host); "": that host.
+    udp_host: Host = ""
 
     def to_map(self) -> dict[str, Any]:
         return _drop_defaults(
@@ -151,6 +158,7 @@ class Welcome(Message):
             udp_key=None,
             media_key_id=0,
             media_key=None,
+            udp_host="",
         )
 
     def __repr__(self) -> str:  # never a key in a log line or a test failure
@@ -290,6 +298,28 @@ class ChannelList(Message):
 
     TYPE = "channel_list"
     channels: Annotated[list[ChannelInfo], MaxItems(MAX_LIST)]
+
+
+@dataclass(slots=True, frozen=True)
+class Voice(Message):
+    """One voice datagram through the control connection (the TCP tunnel, SPEC.md): the
+    very bytes it would be over UDP. Client to relay: sealed, with its relay tag, checked
+    as a UDP datagram is. Relay to client: as a UDP listener gets it."""
+
+    TYPE = "voice"
+    data: Datagram
+
+    def __repr__(self) -> str:
+        return f"Voice({len(self.data)} bytes)"
+
+
+@dataclass(slots=True, frozen=True)
+class Tunnel(Message):
+    """Client to relay: deliver the voice this session hears through the control
+    connection (``on``), or over UDP again. Lasts as long as the connection."""
+
+    TYPE = "tunnel"
+    on: bool
 
 
 @dataclass(slots=True, frozen=True)
