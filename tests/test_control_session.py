@@ -501,6 +501,22 @@ def test_a_relay_without_the_tunnel_keeps_voice_on_udp() -> None:
     assert sent(s) == []
 
 
+def test_a_refused_tunnel_is_asked_for_again_on_the_next_connection() -> None:
+    from relay.protocol.messages import Tunnel
+
+    s = connected_session()
+    s.voice_path(True)
+    s.take_outgoing()
+    s.received(encode_message(Error(code="no_tunnel", message="no voice over TCP")), 1.0)
+    assert s.tunnel_refused
+    s.disconnected(2.0, "gone")  # the relay restarts, upgraded
+    s.connected(2.0 + RECONNECT_DELAY)
+    s.take_outgoing()
+    s.received(welcome(), 2.0 + RECONNECT_DELAY)
+    assert Tunnel(True) in sent(s)  # SPEC: refused "for that connection", not for ever
+    assert s.voice_frame(b"\x02\x02x") is not None
+
+
 def test_the_welcomes_udp_host_is_where_voice_goes() -> None:
     s = ControlSession(name="me", host="control.example", port=1)
     s.connected(0.0)

@@ -112,7 +112,7 @@ class ControlSession:
     _next_reception: float = 0.0
     _reception_refused: bool = False  # the relay does not know reception (older than it)
     tunnel_wanted: bool = False  # the network stage sends voice through us (UDP is dead)
-    tunnel_refused: bool = False  # the relay carries no voice over TCP
+    tunnel_refused: bool = False  # this connection's relay carries no voice over TCP
     _tunnel_told: bool = False  # what this connection's relay was last asked
     _voice: list[bytes] = field(default_factory=list)  # tunnelled voice for the network stage
 
@@ -133,6 +133,7 @@ class ControlSession:
         self._next_reception = now + RECEPTION_INTERVAL
         self._reception_refused = False
         self._tunnel_told = False  # a new connection starts on UDP
+        self.tunnel_refused = False  # and may be to a relay that has the tunnel now
         self._send(Reconnect(self.token, PROTOCOL) if self.token else self._auth())
 
     def _auth(self) -> Auth:
