@@ -517,6 +517,17 @@ def test_a_refused_tunnel_is_asked_for_again_on_the_next_connection() -> None:
     assert s.voice_frame(b"\x02\x02x") is not None
 
 
+def test_voice_goes_to_the_address_the_control_connection_reached() -> None:
+    # A name with A and AAAA records: the connection may have reached it by IPv4 only (a
+    # relay on 0.0.0.0); UDP to the name's first address, the IPv6 one, would be dead.
+    s = ControlSession(name="me", host="relay.example", port=1)
+    s.connected(0.0, peer="192.0.2.7")
+    s.take_outgoing()
+    s.received(welcome(), 0.0)
+    (point,) = [e for e in s.take_events() if isinstance(e, ev.VoiceEndpoint)]
+    assert point.host == "192.0.2.7"
+
+
 def test_the_welcomes_udp_host_is_where_voice_goes() -> None:
     s = ControlSession(name="me", host="control.example", port=1)
     s.connected(0.0)

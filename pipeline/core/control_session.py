@@ -87,6 +87,9 @@ class ControlSession:
     user_id: int = 0
     udp_port: int = 0
     udp_host: str = ""  # what the relay advertises for UDP (its --public-host), if anything
+    # The address the control connection reached: a name with A and AAAA records is
+    # voice's too at that address, not at the name's first (the relay may bind one family).
+    peer_host: str = ""
     channel: str = ""
     channels: list[str] = field(default_factory=list)
     # Protocol 2's voice keys, from the welcome and media_key messages (never logged).
@@ -122,9 +125,11 @@ class ControlSession:
         """Whether the adapter should open a TCP connection now."""
         return self._connect_at is not None and now >= self._connect_at and not self.quitting
 
-    def connected(self, now: float) -> None:
-        """The TCP connection is open: authenticate, resuming the session if there is one."""
+    def connected(self, now: float, peer: str = "") -> None:
+        """The TCP connection is open (to the address ``peer``, if known): authenticate,
+        resuming the session if there is one."""
         self._connect_at = None
+        self.peer_host = peer
         self._decoder = MessageDecoder()
         self._last_rx = now
         self._next_ping = now + PING_INTERVAL
@@ -444,7 +449,7 @@ class ControlSession:
         return ev.VoiceEndpoint(
             self.token,
             self.user_id,
-            self.udp_host or self.host,
+            self.udp_host or self.peer_host or self.host,
             self.udp_port,
             udp_key=self.udp_key,
             media_key_id=self.media_key_id,
