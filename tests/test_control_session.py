@@ -501,7 +501,7 @@ def test_a_relay_without_the_tunnel_keeps_voice_on_udp() -> None:
     assert sent(s) == []
 
 
-def test_a_refused_tunnel_is_asked_for_again_on_the_next_connection() -> None:
+def test_a_refused_tunnel_is_asked_for_again_in_a_new_session_only() -> None:
     from relay.protocol.messages import Tunnel
 
     s = connected_session()
@@ -509,11 +509,18 @@ def test_a_refused_tunnel_is_asked_for_again_on_the_next_connection() -> None:
     s.take_outgoing()
     s.received(encode_message(Error(code="no_tunnel", message="no voice over TCP")), 1.0)
     assert s.tunnel_refused
-    s.disconnected(2.0, "gone")  # the relay restarts, upgraded
+    s.disconnected(2.0, "closed")  # the same relay, the session resumed: still refused
     s.connected(2.0 + RECONNECT_DELAY)
-    s.take_outgoing()
+    assert sent(s) == [Reconnect(77, PROTOCOL)]
     s.received(welcome(), 2.0 + RECONNECT_DELAY)
-    assert Tunnel(True) in sent(s)  # SPEC: refused "for that connection", not for ever
+    assert Tunnel(True) not in sent(s) and s.voice_frame(b"\x02\x02x") is None
+    s.disconnected(5.0, "relay restarted")  # upgraded, perhaps: it forgot us
+    s.connected(5.0 + RECONNECT_DELAY)
+    sent(s)
+    s.received(encode_message(Error("unknown_token", "no such session")), 7.0)
+    assert sent(s) == [Auth("me", PROTOCOL)]
+    s.received(welcome(token=99, uid=1), 7.1)
+    assert Tunnel(True) in sent(s)
     assert s.voice_frame(b"\x02\x02x") is not None
 
 

@@ -115,7 +115,11 @@ class ControlSession:
     _next_reception: float = 0.0
     _reception_refused: bool = False  # the relay does not know reception (older than it)
     tunnel_wanted: bool = False  # the network stage sends voice through us (UDP is dead)
-    tunnel_refused: bool = False  # this connection's relay carries no voice over TCP
+    # The relay carries no voice over TCP: so until a new session (a relay that forgot
+    # us restarted, perhaps upgraded). Not reset by a resume: an older relay closes a
+    # connection after 16 frames it cannot parse, and voice sent before its refusal
+    # came may be as many; asking again on each resumed connection would go round.
+    tunnel_refused: bool = False
     _tunnel_told: bool = False  # what this connection's relay was last asked
     _voice: list[bytes] = field(default_factory=list)  # tunnelled voice for the network stage
 
@@ -138,7 +142,6 @@ class ControlSession:
         self._next_reception = now + RECEPTION_INTERVAL
         self._reception_refused = False
         self._tunnel_told = False  # a new connection starts on UDP
-        self.tunnel_refused = False  # and may be to a relay that has the tunnel now
         self._send(Reconnect(self.token, PROTOCOL) if self.token else self._auth())
 
     def _auth(self) -> Auth:
@@ -317,6 +320,8 @@ class ControlSession:
             if msg.version != PROTOCOL or msg.udp_key is None or msg.media_key is None:
                 self._fail(f"the relay speaks protocol {msg.version}, this client {PROTOCOL}")
                 return
+            if msg.token != self.token:  # a new session: perhaps of an upgraded relay
+                self.tunnel_refused = False
             self.token, self.user_id, self.udp_port = msg.token, msg.user_id, msg.udp_port
             self.udp_host = msg.udp_host
             self.udp_key, self.media_key_id, self.media_key = (
