@@ -372,6 +372,8 @@ class Relay:
     def set_voice_limit(self, limit: VoiceLimit | None) -> None:
         """A new per-session voice limit for every forwarding loop (a reload)."""
         self.router.set_limit(limit)
+        if self.tunnel is not None:  # voice through the TCP tunnel is held to it too
+            self.tunnel.limit = limit
         for w in self._workers:
             w.set_limit(limit)
 

@@ -700,6 +700,15 @@ def test_copies_of_frames_held_or_played_or_before_the_stream_are_ignored() -> N
     assert (s.duplicate, s.late, s.recovered_red, s.lost) == (0, 0, 0, 0)
 
 
+def test_a_full_buffer_takes_no_copy_rather_than_drop_a_primary_for_it() -> None:
+    jb = JitterBuffer(watermark=1, max_depth=4)
+    for s in (1, 3, 4, 5):  # 2 missing; four held: full
+        jb.push(s, media(T0 + s * FRAME_NS), payload(s), T0)
+    assert not jb.push_copy(2, media(T0 + 2 * FRAME_NS), b"c2", T0)
+    assert jb.stats.overflow == 0
+    assert jb.pop(T0) == Frame(1, media(T0 + FRAME_NS), payload(1))  # not dropped for the copy
+
+
 def test_a_copy_carries_no_fec_so_a_gap_before_one_is_concealed() -> None:
     jb = JitterBuffer(watermark=1)
     jb.push(0, media(T0), payload(0), T0)

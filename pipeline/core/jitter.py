@@ -337,11 +337,11 @@ class JitterBuffer:
             return False
         if self._is_straggler(ext, timestamp):
             return False
+        if len(self._heap) >= self.max_depth:
+            return False  # full: a copy must not push out a primary (nor count overflow)
         self._held[ext] = (timestamp, bytes(payload))
         self._copies.add(ext)
         heapq.heappush(self._heap, ext)
-        while len(self._heap) > self.max_depth:
-            self._drop_oldest()
         return True
 
     def _late(self, now: int) -> None:
