@@ -630,6 +630,40 @@ def test_a_relay_without_the_tunnel_keeps_voice_on_udp() -> None:
     assert sent(s) == []
 
 
+def test_a_refused_tunnel_is_asked_for_again_in_a_new_session_only() -> None:
+    from relay.protocol.messages import Tunnel
+
+    s = connected_session()
+    s.voice_path(True)
+    s.take_outgoing()
+    s.received(encode_message(Error(code="no_tunnel", message="no voice over TCP")), 1.0)
+    assert s.tunnel_refused
+    s.disconnected(2.0, "closed")  # the same relay, the session resumed: still refused
+    s.connected(2.0 + RECONNECT_DELAY)
+    assert sent(s) == [Reconnect(77, PROTOCOL)]
+    s.received(welcome(), 2.0 + RECONNECT_DELAY)
+    assert Tunnel(True) not in sent(s) and s.voice_frame(b"\x02\x02x") is None
+    s.disconnected(5.0, "relay restarted")  # upgraded, perhaps: it forgot us
+    s.connected(5.0 + RECONNECT_DELAY)
+    sent(s)
+    s.received(encode_message(Error("unknown_token", "no such session")), 7.0)
+    assert sent(s) == [Auth("me", PROTOCOL)]
+    s.received(welcome(token=99, uid=1), 7.1)
+    assert Tunnel(True) in sent(s)
+    assert s.voice_frame(b"\x02\x02x") is not None
+
+
+def test_voice_goes_to_the_address_the_control_connection_reached() -> None:
+    # A name with A and AAAA records: the connection may have reached it by IPv4 only (a
+    # relay on 0.0.0.0); UDP to the name's first address, the IPv6 one, would be dead.
+    s = ControlSession(name="me", host="relay.example", port=1)
+    s.connected(0.0, peer="192.0.2.7")
+    s.take_outgoing()
+    s.received(welcome(), 0.0)
+    (point,) = [e for e in s.take_events() if isinstance(e, ev.VoiceEndpoint)]
+    assert point.host == "192.0.2.7"
+
+
 def test_the_welcomes_udp_host_is_where_voice_goes() -> None:
     s = ControlSession(name="me", host="control.example", port=1)
     s.connected(0.0)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from relay.protocol import messages as wire
 from relay.protocol.errors import FramingError, ProtocolError
 from relay.protocol.messages import (
     LENGTH,
@@ -449,6 +450,33 @@ def test_fuzz_pages_hold_every_user_in_order(ids: list[int], name_len: int) -> N
         assert isinstance(m, Welcome | UserList)
         got += m.users
     assert got == users
+
+
+def _reference_pages(head_size: int, users: list[bytes]) -> list[list[bytes]]:
+    """The page cut one user at a time: what messages._pages must equal."""
+    budget = MAX_FRAME - head_size - wire._PAGE_SLACK
+    pages: list[list[bytes]] = [[]]
+    size = 0
+    for user in users:
+        if pages[-1] and (size + len(user) > budget or len(pages[-1]) >= MAX_LIST):
+            pages.append([])
+            size = 0
+        pages[-1].append(user)
+        size += len(user)
+    return pages
+
+
+@given(
+    st.lists(st.integers(1, 40_000), max_size=60),
+    st.integers(0, 64),
+    st.integers(0, MAX_LIST + 50),
+)
+def test_fuzz_pages_are_cut_as_one_user_at_a_time_would(
+    sizes: list[int], head_size: int, small: int
+) -> None:
+    users = [b"x" * n for n in sizes] + [b"u" * 9] * small
+    got = [list(p) for p in wire._pages(head_size, users)]
+    assert got == _reference_pages(head_size, users)
 
 
 def test_the_tunnel_carries_any_datagram_up_to_the_largest_sealed_one() -> None:

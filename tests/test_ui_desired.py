@@ -53,3 +53,10 @@ def test_a_restarted_decoder_gets_every_volume_again() -> None:
     assert Desired().corrections(ev.DecodeStats(gains=[ev.SpeakerGain(4, 1.5)])) == [
         ev.GainCmd(4, 1.0)
     ]
+
+
+def test_talk_mode_and_a_lost_push_to_talk_release_are_sent_again() -> None:
+    d = Desired(talk="ptt", ptt=False)
+    out = d.corrections(ev.EncodeStats(talk_mode="vad", ptt_pressed=True, bitrate=48000))
+    assert out == [ev.TalkModeCmd("ptt"), ev.PushToTalkCmd(False)]
+    assert d.corrections(ev.EncodeStats(talk_mode="ptt", ptt_pressed=False, bitrate=48000)) == []

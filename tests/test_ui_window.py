@@ -83,6 +83,41 @@ def test_own_voice_lights_the_local_user_unless_muted(window: MainWindow) -> Non
     assert ev.MuteCmd(True) in sent(window)
 
 
+def test_own_voice_is_not_lit_while_the_talk_mode_holds_it_back(window: MainWindow) -> None:
+    window.apply(ROSTER)
+    window.apply(ev.EncodeStats(talk_mode="vad", talking=False))
+    window.apply(ev.InputLevel(0.3))  # loud, but voice activation sends nothing (yet)
+    me = window.model.user_item(1)
+    assert me is not None and me.data(SPEAKING_ROLE) is False
+    window.apply(ev.EncodeStats(talk_mode="vad", talking=True))
+    window.apply(ev.InputLevel(0.3))
+    me = window.model.user_item(1)
+    assert me is not None and me.data(SPEAKING_ROLE) is True
+
+
+def test_talk_mode_picker_and_push_to_talk(window: MainWindow, qtbot: QtBot) -> None:
+    audio = window.audio
+    assert not audio.ptt.isEnabled()  # voice activation by default
+    audio.talk.setCurrentIndex(audio.talk.findData("ptt"))
+    audio.talk.activated.emit(audio.talk.currentIndex())
+    assert audio.ptt.isEnabled()
+    qtbot.mousePress(audio.ptt, Qt.MouseButton.LeftButton)
+    qtbot.mouseRelease(audio.ptt, Qt.MouseButton.LeftButton)
+    assert sent(window) == [ev.TalkModeCmd("ptt"), ev.PushToTalkCmd(True), ev.PushToTalkCmd(False)]
+    sent(window).clear()
+    audio.talk.setCurrentIndex(audio.talk.findData("continuous"))
+    audio.talk.activated.emit(audio.talk.currentIndex())
+    assert sent(window) == [ev.TalkModeCmd("continuous")]
+
+
+def test_holding_f2_pushes_to_talk_from_any_mode(window: MainWindow, qtbot: QtBot) -> None:
+    qtbot.keyPress(window.tree, Qt.Key.Key_F2)
+    assert window.audio.talk.currentData() == "ptt"
+    qtbot.keyRelease(window.tree, Qt.Key.Key_F2)
+    assert sent(window) == [ev.TalkModeCmd("ptt"), ev.PushToTalkCmd(True), ev.PushToTalkCmd(False)]
+    assert not window.desired.ptt
+
+
 def test_double_click_on_a_channel_joins_it(window: MainWindow, qtbot: QtBot) -> None:
     window.apply(ROSTER)
     gaming = window.model.channel_item("Gaming")

@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             window.shutdown()
 
     # Imported here: the client's stages (and the core they need) load only when we own one.
+    from pipeline.client.config import TALK_DEFAULT
     from pipeline.media.sound_device import usable_devices
     from ui.host import ClientConfig, ClientHost, MediaError, parse_media
 
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         source=source,
         sink=sink,
         bitrate=int(bitrate) if str(bitrate).isdigit() else 48000,
+        talk=TALK_DEFAULT,  # voice activation, as a user expects (Mumble's default)
+        input_processing=True,
     )
     host = ClientHost(cfg)
     window = MainWindow(bridge, host, usable_devices())

@@ -1,4 +1,5 @@
-"""Audio controls (device pickers, mute, deafen, level meter, bitrate) and developer settings.
+"""Audio controls (device pickers, mute, deafen, level meter, bitrate, talk mode and the
+push-to-talk button) and developer settings.
 
 Widgets only: each control emits a signal with the new value; the window
 turns them into bus commands or a restart of the client. Device choices are
@@ -26,7 +27,11 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from pipeline.core.talk import CONTINUOUS, PTT, VAD
+
 BITRATES_KBPS = (12, 16, 24, 32, 48, 64, 96, 128)
+TALK_CHOICES = (("Voice activation", VAD), ("Continuous", CONTINUOUS), ("Push to talk", PTT))
+PTT_KEY_NAME = "F2"  # held down in the window: push to talk (ui/window.py)
 METER_FLOOR_DB = -60.0
 PICK_FILE = "<file>"  # item data of the "WAV file…" entry
 INPUT_TESTS = (
@@ -121,6 +126,8 @@ class AudioControls(QWidget):
     output_chosen = pyqtSignal(str)
     mute_toggled = pyqtSignal(bool)
     deafen_toggled = pyqtSignal(bool)
+    talk_chosen = pyqtSignal(str)  # a talk mode of pipeline/core/talk.py
+    ptt_changed = pyqtSignal(bool)  # the push-to-talk button went down or up
     bitrate_chosen = pyqtSignal(int)  # bits per second
     chaos_changed = pyqtSignal(float)  # loss percent
     diagnostics_clicked = pyqtSignal()
@@ -132,6 +139,12 @@ class AudioControls(QWidget):
         self.mute = QCheckBox("Mute microphone")
         self.deafen = QCheckBox("Deafen")
         self.sounds = QCheckBox("Sounds for joins, leaves and messages")
+        self.talk = QComboBox()
+        for label, mode in TALK_CHOICES:
+            self.talk.addItem(label, mode)
+        self.talk.setToolTip("when your microphone is sent")
+        self.ptt = QPushButton(f"Push to talk (hold, or {PTT_KEY_NAME})")
+        self.ptt.setEnabled(False)
         self.meter = QProgressBar()
         self.meter.setRange(0, int(-METER_FLOOR_DB))
         self.meter.setTextVisible(False)
@@ -161,6 +174,8 @@ class AudioControls(QWidget):
         form.addRow("Level", level_row)
         form.addRow("Output", self.output)
         form.addRow("Bitrate", self.bitrate)
+        form.addRow("Talk", self.talk)
+        form.addRow(self.ptt)
         toggles = QHBoxLayout()
         toggles.addWidget(self.mute)
         toggles.addWidget(self.deafen)
@@ -183,6 +198,9 @@ class AudioControls(QWidget):
         self.output.chosen.connect(self.output_chosen)
         self.mute.toggled.connect(self._muted)
         self.deafen.toggled.connect(self._deafened)
+        self.talk.activated.connect(lambda i: self._talk_chosen(str(self.talk.itemData(i))))
+        self.ptt.pressed.connect(lambda: self.ptt_changed.emit(True))
+        self.ptt.released.connect(lambda: self.ptt_changed.emit(False))
         self.bitrate.activated.connect(
             lambda i: self.bitrate_chosen.emit(int(self.bitrate.itemData(i)))
         )
@@ -206,6 +224,16 @@ class AudioControls(QWidget):
         self.deafen_toggled.emit(deafened)
         if not deafened:
             self.mute.setChecked(self._mute_before_deafen)
+
+    def select_talk(self, mode: str) -> None:
+        index = self.talk.findData(mode)
+        if index >= 0:
+            self.talk.setCurrentIndex(index)
+        self.ptt.setEnabled(mode == PTT)
+
+    def _talk_chosen(self, mode: str) -> None:
+        self.ptt.setEnabled(mode == PTT)
+        self.talk_chosen.emit(mode)
 
     def set_level(self, level: float) -> None:
         self.meter.setValue(round(level_db(level) - METER_FLOOR_DB))

@@ -205,7 +205,7 @@ class ConnectDialog(QDialog):
             self.certificate.setText("")
             return
         self.show_error("")
-        pin = self.favourites.pinned(f"{host}:{port}")
+        pin = self.favourites.pinned(server_text(host, port))
         self.certificate.setText(
             f"pinned {pin}" if pin else "not seen yet: pinned on the first connection"
         )

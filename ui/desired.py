@@ -1,5 +1,5 @@
-"""What the user has set (mute, deafen, bitrate, chaos, whisper, each speaker's volume) and
-the commands that apply it.
+"""What the user has set (mute, deafen, bitrate, chaos, whisper, talk mode, push-to-talk,
+each speaker's volume) and the commands that apply it.
 
 Bus commands are fire-and-forget: a stage that was restarted, or subscribed a
 moment too late, never saw them. Every stage reports its settings in its
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.client.config import TALK_DEFAULT
 from pipeline.ipc import events as ev
 
 
@@ -22,6 +23,8 @@ class Desired:
     chaos: float = 0.0
     whisper: int = 0
     gains: dict[int, float] = field(default_factory=dict)  # user id -> volume (not 1.0)
+    talk: str = TALK_DEFAULT
+    ptt: bool = False  # the push-to-talk key or button is down
 
     def corrections(self, stats: ev.StageReport) -> list[ev.Event]:
         """The commands to send again because this stage reports something else."""
@@ -31,6 +34,10 @@ class Desired:
                 out.append(ev.MuteCmd(self.muted))
             if stats.bitrate != self.bitrate:
                 out.append(ev.BitrateCmd(self.bitrate))
+            if stats.talk_mode and stats.talk_mode != self.talk:
+                out.append(ev.TalkModeCmd(self.talk))
+            if stats.ptt_pressed != self.ptt:  # a lost key-up must not leave the mic open
+                out.append(ev.PushToTalkCmd(self.ptt))
             if out and self.chaos:  # a restarted encoder also lost its loss hint
                 out.append(ev.ChaosCmd(self.chaos))
         elif isinstance(stats, ev.DecodeStats):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from PyQt6.QtCore import QSettings
 
+from pipeline.client.config import server_text
 from pipeline.core.pins import PinFile
 from ui.connect import ConnectInfo, validate
 
@@ -78,8 +79,8 @@ class Favourites:
         info = fav.info()
         fav = replace(
             fav,
-            label=fav.label.strip() or f"{info.host}:{info.port}",
-            server=f"{info.host}:{info.port}",
+            label=fav.label.strip() or server_text(info.host, info.port),
+            server=server_text(info.host, info.port),
         )
         for i, old in enumerate(self.items):
             if old.label == fav.label:

@@ -30,9 +30,11 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from pipeline.client.config import server_text
 from pipeline.core.client_view import ClientView
 from pipeline.core.pins import CERTIFICATE_CHANGED
 from pipeline.core.presence_news import granted_name
+from pipeline.core.talk import PTT
 from pipeline.ipc import events as ev
 from ui.audio_panel import AudioControls
 from ui.busbridge import BusBridge
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 WHISPER_KEY = Qt.Key.Key_F4  # held down: whisper to the user selected in the tree
 # What the audio settings remember (QSettings keys); python -m ui starts with them.
 INPUT_KEY, OUTPUT_KEY, BITRATE_KEY = "audio/input", "audio/output", "audio/bitrate"
+PTT_KEY = Qt.Key.Key_F2  # held down: push to talk (switching to that mode)
 SELF_SPEAKING_LEVEL = 0.02  # own microphone RMS above which the local user is lit in the tree
 
 
@@ -149,6 +152,8 @@ class MainWindow(QMainWindow):
         self.audio.diagnostics_clicked.connect(self.toggle_overlay)
         self.audio.mute_toggled.connect(self._mute)
         self.audio.deafen_toggled.connect(self._deafen)
+        self.audio.talk_chosen.connect(self._talk)
+        self.audio.ptt_changed.connect(self._push_to_talk)
         self.audio.bitrate_chosen.connect(self._bitrate)
         self.audio.chaos_changed.connect(self._chaos)
         self.audio.input_chosen.connect(lambda text: self._change_media("input", text))
@@ -169,6 +174,8 @@ class MainWindow(QMainWindow):
             self.audio.input.select(host.source_text)
             self.audio.output.select(host.sink_text)
             self.desired.bitrate = host.cfg.bitrate
+            self.desired.talk = host.cfg.talk
+            self.audio.select_talk(host.cfg.talk)
             self.desired.chaos = host.cfg.loss_percent
             self.audio.select_bitrate(host.cfg.bitrate)
             self.audio.chaos.setValue(round(host.cfg.loss_percent))
@@ -279,7 +286,9 @@ class MainWindow(QMainWindow):
         end = self.speaking_hold.next_change()
         if end is not None:  # a dot to put out once its hold is over
             self._hold_timer.start(max(1, round((end - now) * 1000)))
-        if self._self_loud and not self.desired.muted and self.view.roster.me:
+        enc = self.view.encode
+        sending = enc is None or enc.talking  # voice activation or the key may hold it back
+        if self._self_loud and sending and not self.desired.muted and self.view.roster.me:
             speaking.add(self.view.roster.me)
         self.model.set_speaking(speaking)
 
@@ -318,6 +327,10 @@ class MainWindow(QMainWindow):
         return 0 if uid == self.view.roster.me else uid
 
     def keyPressEvent(self, event: QKeyEvent | None) -> None:
+        if event is not None and event.key() == PTT_KEY:
+            if not event.isAutoRepeat():
+                self._push_to_talk(True)
+            return
         if event is not None and event.key() == WHISPER_KEY:
             target = self.selected_user()
             if not event.isAutoRepeat() and self._whisper_before_hold is None and target:
@@ -327,6 +340,10 @@ class MainWindow(QMainWindow):
         super().keyPressEvent(event)
 
     def keyReleaseEvent(self, event: QKeyEvent | None) -> None:
+        if event is not None and event.key() == PTT_KEY:
+            if not event.isAutoRepeat():
+                self._push_to_talk(False)
+            return
         if event is not None and event.key() == WHISPER_KEY:
             if not event.isAutoRepeat() and self._whisper_before_hold is not None:
                 self.set_whisper(self._whisper_before_hold)
@@ -338,6 +355,20 @@ class MainWindow(QMainWindow):
         self.desired.muted = muted
         self.bridge.publish(ev.MuteCmd(muted))
         self._update_speaking()
+
+    def _talk(self, mode: str) -> None:
+        self.desired.talk = mode
+        self.bridge.publish(ev.TalkModeCmd(mode))
+        if mode != PTT and self.desired.ptt:
+            self._push_to_talk(False)
+
+    def _push_to_talk(self, pressed: bool) -> None:
+        """The push-to-talk key or button went down or up; down switches to that mode."""
+        if pressed and self.desired.talk != PTT:
+            self.audio.select_talk(PTT)
+            self._talk(PTT)
+        self.desired.ptt = pressed
+        self.bridge.publish(ev.PushToTalkCmd(pressed))
 
     def _deafen(self, deafened: bool) -> None:
         self.desired.deafened = deafened
@@ -504,7 +535,7 @@ class MainWindow(QMainWindow):
         self.chat.add(ev.Notice(f"the client stopped: {self.connection.reason}"))
 
     def _server(self) -> str:
-        return f"{self.host.cfg.host}:{self.host.cfg.port}" if self.host is not None else ""
+        return server_text(self.host.cfg.host, self.host.cfg.port) if self.host is not None else ""
 
     def shutdown(self) -> None:
         """Detach from the bus and stop the client this window owns (idempotent)."""

@@ -97,6 +97,9 @@ class ControlSession:
     user_id: int = 0
     udp_port: int = 0
     udp_host: str = ""  # what the relay advertises for UDP (its --public-host), if anything
+    # The address the control connection reached: a name with A and AAAA records is
+    # voice's too at that address, not at the name's first (the relay may bind one family).
+    peer_host: str = ""
     channel: str = ""
     channels: list[str] = field(default_factory=list)
     infos: dict[str, ChannelInfo] = field(default_factory=dict)  # described or limited ones
@@ -131,7 +134,11 @@ class ControlSession:
     _next_reception: float = 0.0
     _reception_refused: bool = False  # the relay does not know reception (older than it)
     tunnel_wanted: bool = False  # the network stage sends voice through us (UDP is dead)
-    tunnel_refused: bool = False  # the relay carries no voice over TCP
+    # The relay carries no voice over TCP: so until a new session (a relay that forgot
+    # us restarted, perhaps upgraded). Not reset by a resume: an older relay closes a
+    # connection after 16 frames it cannot parse, and voice sent before its refusal
+    # came may be as many; asking again on each resumed connection would go round.
+    tunnel_refused: bool = False
     _tunnel_told: bool = False  # what this connection's relay was last asked
     _voice: list[bytes] = field(default_factory=list)  # tunnelled voice for the network stage
 
@@ -141,9 +148,11 @@ class ControlSession:
         """Whether the adapter should open a TCP connection now."""
         return self._connect_at is not None and now >= self._connect_at and not self.quitting
 
-    def connected(self, now: float) -> None:
-        """The TCP connection is open: authenticate, resuming the session if there is one."""
+    def connected(self, now: float, peer: str = "") -> None:
+        """The TCP connection is open (to the address ``peer``, if known): authenticate,
+        resuming the session if there is one."""
         self._connect_at = None
+        self.peer_host = peer
         self._decoder = MessageDecoder()
         self._last_rx = now
         self._next_ping = now + PING_INTERVAL
@@ -352,6 +361,8 @@ class ControlSession:
             if msg.version != PROTOCOL or msg.udp_key is None or msg.media_key is None:
                 self._fail(f"the relay speaks protocol {msg.version}, this client {PROTOCOL}")
                 return
+            if msg.token != self.token:  # a new session: perhaps of an upgraded relay
+                self.tunnel_refused = False
             self.token, self.user_id, self.udp_port = msg.token, msg.user_id, msg.udp_port
             self.udp_host = msg.udp_host
             self.udp_key, self.media_key_id, self.media_key = (
@@ -552,7 +563,7 @@ class ControlSession:
         return ev.VoiceEndpoint(
             self.token,
             self.user_id,
-            self.udp_host or self.host,
+            self.udp_host or self.peer_host or self.host,
             self.udp_port,
             udp_key=self.udp_key,
             media_key_id=self.media_key_id,

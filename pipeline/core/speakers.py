@@ -135,7 +135,7 @@ class Speakers:
         except ProtocolError:
             self.bad_bodies += 1
             return
-        self.push(speaker, seq, timestamp, voice.primary, now)
+        self.push(speaker, seq, timestamp, voice.primary, now, marker=voice.marker)
         s = self._speakers.get(speaker)
         if s is None:
             return
@@ -144,9 +144,17 @@ class Speakers:
                 (seq - r.back) & MASK, (timestamp - r.back * FRAME_SAMPLES) & MASK, r.opus, now
             )
 
-    def push(self, speaker: int, seq: int, timestamp: int, payload: bytes, now: int) -> None:
+    def push(
+        self,
+        speaker: int,
+        seq: int,
+        timestamp: int,
+        payload: bytes,
+        now: int,
+        marker: bool = False,
+    ) -> None:
         """One received Opus packet: ``timestamp`` is the speaker's media timestamp, ``now``
-        local ns."""
+        local ns; ``marker``: it starts a talk spurt (SPEC.md, "Talk spurts")."""
         s = self._speakers.get(speaker)
         if s is None:
             if len(self._speakers) >= MAX_SPEAKERS:
@@ -157,7 +165,7 @@ class Speakers:
             if kept is not None and now - kept[0] < HISTORY_KEEP_NS:
                 s.jitter.history = kept[1]
         restarts = s.jitter.restarts
-        s.jitter.push(seq, timestamp, payload, now)
+        s.jitter.push(seq, timestamp, payload, now, marker)
         if s.jitter.restarts != restarts:  # a new stream: the old one's decoder state is noise
             s.decoder.reset()
         if len(s.pushed_at) >= 256:  # entries of late or duplicate packets never pop: forget

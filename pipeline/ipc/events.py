@@ -195,6 +195,14 @@ class EncodeStats(StageReport):
     redundant_bitrate: int = 0  # the copies' encoder
     redundant_copies: int = 0  # copies sent
     redundant_bytes: int = 0  # of packet_bytes, what the copies and their headers took
+    # Talk modes (pipeline/core/talk.py): frames the mode kept off the wire (silence, key
+    # up; muted ones are muted_frames), talk spurts begun, and the state now.
+    talk_mode: str = ""
+    talking: bool = False
+    ptt_pressed: bool = False
+    unsent_frames: int = 0
+    spurts: int = 0
+    input_processing: bool = False  # noise suppression and gain control before the encoder
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -387,6 +395,22 @@ class BitrateCmd(Event):
 class MuteCmd(Event):
     TOPIC = "cmd.mute"
     muted: bool
+
+
+@dataclass(slots=True, frozen=True)
+class TalkModeCmd(Event):
+    """Switch the talk mode: "vad", "continuous" or "ptt" (pipeline/core/talk.py)."""
+
+    TOPIC = "cmd.talk"
+    mode: str
+
+
+@dataclass(slots=True, frozen=True)
+class PushToTalkCmd(Event):
+    """The push-to-talk key went down (True) or up (False)."""
+
+    TOPIC = "cmd.ptt"
+    pressed: bool
 
 
 @dataclass(slots=True, frozen=True)

@@ -243,7 +243,11 @@ def _connect(
     if verdict.trust is not Trust.PINNED:
         session.notice(f"pinned the certificate of {tls.server}: {shown}")
     tls.accept_changed = False  # accepted once: from now on the new pin holds
-    session.connected(now)
+    try:
+        peer = str(sock.getpeername()[0])  # the family create_connection found working
+    except OSError:
+        peer = ""
+    session.connected(now, peer)
     return sock
 
 

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import BusAddress, BusClient
 from pipeline.ipc.child_process import StopFlag, child_setup
+from pipeline.ipc.heap import HeapTrimmer
 from pipeline.ipc.ring import Ring, RingHandle
 from pipeline.stages.stats import STATS_INTERVAL, Latencies
 from pipeline.stages.trace import Tracer
@@ -73,6 +74,7 @@ class StageRuntime:
         self._inp: Ring | None = None
         self._out: Ring | None = None
         self._next_report = 0.0
+        self._trimmer = HeapTrimmer(now=time.monotonic())  # at the stats pace (heap.py)
 
     # --- life cycle ------------------------------------------------------------------
 
@@ -197,6 +199,7 @@ class StageRuntime:
         words for every stage and survive a restart of the stage.
         """
         self._next_report = now + STATS_INTERVAL
+        self._trimmer.tick(now)
         ring = self._inp or self._out
         self.bus.publish(
             dataclasses.replace(

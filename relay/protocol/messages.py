@@ -11,8 +11,10 @@ at all and returns a value or raises
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import accumulate
 from typing import Annotated, Any, ClassVar
 
 import msgpack
@@ -422,18 +424,23 @@ def _frame_with_users(head: Message, users: Sequence[bytes]) -> bytes:
 
 
 def _pages(head_size: int, users: Sequence[bytes]) -> list[Sequence[bytes]]:
-    """``users`` cut into runs that fit a frame next to a head of ``head_size`` bytes."""
+    """``users`` cut into runs that fit a frame next to a head of ``head_size`` bytes:
+    each run as long as it can be (at least one user, at most MAX_LIST).
+
+    The sizes are summed in C and each cut found by bisection, so a welcome of
+    thousands of users costs a few page cuts in Python, not a step per user.
+    """
     budget = MAX_FRAME - head_size - _PAGE_SLACK
     if len(users) <= MAX_LIST and sum(map(len, users)) <= budget:
         return [users]  # the common case, summed in C
+    ends = list(accumulate(map(len, users)))  # ends[i]: the size of users[: i + 1]
     pages: list[Sequence[bytes]] = []
-    start = size = 0
-    for i, user in enumerate(users):
-        if i > start and (size + len(user) > budget or i - start >= MAX_LIST):
-            pages.append(users[start:i])
-            start, size = i, 0
-        size += len(user)
-    pages.append(users[start:])
+    start, before = 0, 0  # the run's first user, and the size of all users before it
+    while start < len(users):
+        stop = bisect_right(ends, before + budget, start, min(len(users), start + MAX_LIST))
+        stop = max(stop, start + 1)  # a user larger than a page still gets one
+        pages.append(users[start:stop])
+        start, before = stop, ends[stop - 1]
     return pages
 
 
