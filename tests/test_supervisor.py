@@ -434,8 +434,17 @@ def test_playout_and_status_recover_after_the_relay_is_frozen() -> None:
                 os.kill(proc.pid, signal.SIGCONT)
 
             def caught_up(v: ClientView) -> bool:
+                # Normal: what the adaptive playout aims for on this path (its target, and
+                # the slack it leaves, at most 50 ms) and two frames of scheduling; the
+                # finding was a second behind for good.
                 st = v.speaker(uid)
-                return st is not None and st.played > 0 and st.depth <= 4 and not v.udp_silent_s
+                normal_ms = max(80.0, (st.target_ms if st else 0.0) + 50 + 40)
+                return (
+                    st is not None
+                    and st.played > 0
+                    and st.depth * 20 <= normal_ms
+                    and not v.udp_silent_s
+                )
 
             ear.pump(1.0)  # the backlog arrives at once and fills the jitter buffer
             ear.until(caught_up, 5, "playout back to its normal depth")
