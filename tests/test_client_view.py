@@ -91,3 +91,19 @@ def test_the_status_line_says_which_way_voice_goes_and_the_udp_loss() -> None:
     line = view.status_line()
     assert "| voice over TCP (UDP blocked) |" in line and "loss 80%" in line
     assert view.summary()["stats"]["network"]["voice_path"] == "tcp"
+
+
+def test_a_lost_device_shows_in_the_status_line_until_it_is_back() -> None:
+    v = ClientView()
+    v.apply(ev.ConnectionState(ev.CONNECTED, "h:1", name="me", channel="Lobby", user_id=1))
+    v.apply(ev.DeviceStatus("output", ev.DEVICE_OPEN, "pulse"))
+    assert v.device_trouble is None and "lost" not in v.status_line()
+    v.apply(ev.DeviceStatus("input", ev.DEVICE_LOST, "pulse", "no audio for 0.6 s"))
+    v.apply(ev.DeviceStatus("output", ev.DEVICE_LOST, "pulse", "the stream stopped"))
+    line = v.status_line()
+    assert "microphone lost (no audio for 0.6 s); reopening" in line
+    assert "speaker lost (the stream stopped); reopening" in line
+    assert v.summary()["devices"]["input"]["state"] == ev.DEVICE_LOST
+    v.apply(ev.DeviceStatus("input", ev.DEVICE_OPEN, "pulse"))
+    v.apply(ev.DeviceStatus("output", ev.DEVICE_OPEN, "default"))
+    assert v.device_trouble is None and "lost" not in v.status_line()

@@ -34,6 +34,10 @@ def test_link_text() -> None:
     assert link_text(view) == (
         "voice over TCP (UDP blocked) · TCP 12 ms · UDP 4 ms (60 % lost) · loss 2.2 %"
     )
+    view.apply(ev.DeviceStatus("output", ev.DEVICE_LOST, "pulse", "the stream stopped"))
+    assert link_text(view).startswith("speaker lost (the stream stopped); reopening · voice")
+    view.apply(ev.DeviceStatus("output", ev.DEVICE_OPEN, "pulse"))
+    assert link_text(view).startswith("voice over TCP")
 
 
 def test_failure_sticks_until_cleared(qtbot: QtBot) -> None:

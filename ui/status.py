@@ -47,7 +47,8 @@ def link_text(view: ClientView) -> str:
     if udp_loss:  # pings lost on the UDP path itself
         udp += f" ({udp_loss:.0f} % lost)"
     path = f"{view.voice_path} · " if view.voice_path else ""
-    return f"{path}TCP {ms(tcp)} · UDP {udp} · loss {loss_s}"
+    trouble = f"{view.device_trouble} · " if view.device_trouble else ""
+    return f"{trouble}{path}TCP {ms(tcp)} · UDP {udp} · loss {loss_s}"
 
 
 class ConnectionStatus(QStatusBar):

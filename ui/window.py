@@ -182,6 +182,8 @@ class MainWindow(QMainWindow):
             self._update_speaking()
         elif isinstance(event, ev.ChatLine | ev.Notice):
             self.chat.add(event, me=self.view.roster.me)
+        elif isinstance(event, ev.DeviceStatus):
+            self.status.show_link(self.view)
         elif isinstance(event, ev.StageReport):
             for cmd in self.desired.corrections(event):
                 self.bridge.publish(cmd)

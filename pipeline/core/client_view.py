@@ -221,6 +221,7 @@ class ClientView:
             ],
             "stats": {name: dataclasses.asdict(r) for name, r in self.reports.items()},
             "mouth_to_ear_ms": dataclasses.asdict(m2e) if (m2e := self.mouth_to_ear) else None,
+            "devices": {kind: dataclasses.asdict(d) for kind, d in self.devices.items()},
         }
 
 

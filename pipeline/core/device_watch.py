@@ -28,11 +28,12 @@ class DeviceWatch:
     def lost(self) -> bool:
         return self.lost_since is not None
 
-    def opened(self, now: float) -> None:
-        """A stream was (re)opened and started at ``now`` (monotonic seconds)."""
+    def opened(self, now: float, callbacks: int = 0) -> None:
+        """A stream was (re)opened and started at ``now`` (monotonic seconds), its callback
+        counter at ``callbacks``."""
         self.lost_since = None
         self.attempt = 0
-        self._callbacks = -1
+        self._callbacks = callbacks
         self._progress_at = now
 
     def check(self, now: float, callbacks: int, active: bool) -> str | None:

@@ -203,7 +203,7 @@ class StageRuntime:
         watch = DeviceWatch()
         status = ev.DeviceStatus(device.KIND, ev.DEVICE_OPEN, device.name)
         self.publish(status)
-        watch.opened(time.monotonic())
+        watch.opened(time.monotonic(), device.callbacks)
         while self.running:
             self.sleep(LOST_TICK if watch.lost else DEVICE_POLL)
             now = time.monotonic()
@@ -223,7 +223,7 @@ class StageRuntime:
                     watch.failed(now)
                     status = dataclasses.replace(status, attempt=watch.attempt)
                 else:
-                    watch.opened(time.monotonic())
+                    watch.opened(time.monotonic(), device.callbacks)
                     status = ev.DeviceStatus(device.KIND, ev.DEVICE_OPEN, device.name)
                     self.publish(ev.Notice(f"{status.words} (back after {now - since:.1f} s)"))
             if self.report_due(now):
