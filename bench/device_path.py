@@ -28,7 +28,15 @@ from typing import Any
 import numpy as np
 
 from bench.common import parser, summarize, write_result
-from bench.pulse import PulseError, PulseServer, dropouts, frame_levels, lags_ms, read_recording
+from bench.pulse import (
+    PulseError,
+    PulseServer,
+    available,
+    dropouts,
+    frame_levels,
+    lags_ms,
+    read_recording,
+)
 from pipeline.client.config import ClientConfig
 from pipeline.client.local_client import LocalClient, connected
 from pipeline.ipc import events as ev
@@ -133,13 +141,17 @@ def _line(name: str, r: dict[str, Any]) -> str:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--restart", action="store_true", help="then kill and restart the server")
     ap.add_argument("--keep", type=Path, default=None, help="keep the recordings in DIR")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     seconds = 5.0 if args.quick else args.seconds
+    why = available()
+    if why:
+        print(f"device_path: skipped, PulseAudio cannot start here: {why}")
+        return
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         result = run(seconds, args.restart, args.keep)
