@@ -86,17 +86,18 @@ def _phase(c: LocalClient, pulse: PulseServer, root: Path, name: str, seconds: f
     return out
 
 
-def run(seconds: float, restart: bool, root: Path) -> dict[str, Any]:
+def run(seconds: float, restart: bool, root: Path, playback_frames: int = 2) -> dict[str, Any]:
     """One call of ``seconds`` of speech; with ``restart``, then the server killed and
     started again, and a few more seconds of speech once the client plays again."""
-    result: dict[str, Any] = {"load": os.getloadavg()[0]}
+    result: dict[str, Any] = {"load": os.getloadavg()[0], "playback_frames": playback_frames}
     with PulseServer(root) as pulse:
         saved = {k: os.environ.get(k) for k in pulse.client_env}
         os.environ.update(pulse.client_env)  # the client's stage processes inherit it
         relay, port = start_relay("--echo")
         try:
             cfg = ClientConfig(host="127.0.0.1", port=port, name="dev",
-                               source=MediaSpec("device"), sink=MediaSpec("device"))  # fmt: skip
+                               source=MediaSpec("device"), sink=MediaSpec("device"),
+                               playback_frames=playback_frames)  # fmt: skip
             with LocalClient(cfg) as c:
                 c.until(connected, 20, "connection")
                 c.until(lambda v: v.network is not None and v.network.sent > 25, 20, "sending")
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--restart", action="store_true", help="then kill and restart the server")
     ap.add_argument("--keep", type=Path, default=None, help="keep the recordings in DIR")
+    ap.add_argument("--playback-frames", type=int, default=2, help="the decode stage's lead")
     args = ap.parse_args(argv)
     seconds = 5.0 if args.quick else args.seconds
     why = available()
@@ -154,12 +156,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        result = run(seconds, args.restart, args.keep)
+        result = run(seconds, args.restart, args.keep, args.playback_frames)
     else:
         with tempfile.TemporaryDirectory(prefix="vc_pulse_") as tmp:
-            result = run(seconds, args.restart, Path(tmp))
+            result = run(seconds, args.restart, Path(tmp), args.playback_frames)
     path = write_result("device_path", result, args.out)
-    print(f"load {result['load']:.1f}")
+    print(f"load {result['load']:.1f}, playback_frames {result['playback_frames']}")
     print(_line("call", result["call"]))
     if "after" in result:
         print(f"server killed: told after {result['told_after_s']:.2f} s ({result['told']}); "
