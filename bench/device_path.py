@@ -7,7 +7,11 @@ server's one clock) is recorded. Reported:
 
 - ``mouth_to_ear_ms``: the ear's lag behind the mouth in every half second of
   speech, from the recording (the outside measurement);
-- ``reported_ms``: the mouth-to-ear the client itself reports at the end;
+- ``reported_ms``: the mouth-to-ear the client's status line shows at the end (a p50
+  over its last 20 s, the network estimated from the ping), and ``claimed_ms``: the
+  client's own per-frame times (ADC of a frame's first sample to the DAC of the
+  echoed frame's first sample, plus the Opus lookahead) over the same stretch of
+  time as the recording;
 - ``dropouts``: 20 ms blocks of speech that did not come out, and the client's
   underflow and overflow counts;
 - with ``--restart``: the server is then killed and started again; how long the
@@ -39,6 +43,7 @@ from bench.pulse import (
 )
 from pipeline.client.config import ClientConfig
 from pipeline.client.local_client import LocalClient, connected
+from pipeline.core.client_view import OPUS_LOOKAHEAD_MS
 from pipeline.ipc import events as ev
 from pipeline.media import synthetic
 from pipeline.media.audio_format import SAMPLE_RATE
@@ -58,8 +63,10 @@ def _phase(c: LocalClient, pulse: PulseServer, root: Path, name: str, seconds: f
     recorder = pulse.record(rec)
     time.sleep(0.3)
     signal = synthetic.speech_like(seconds, seed=seed)
+    t_play = time.monotonic_ns()
     player = pulse.play(signal)
     c.pump(seconds + 1.0)
+    t_end = time.monotonic_ns()
     recorder.terminate()
     player.wait(timeout=10)
     recorder.wait(timeout=10)
@@ -77,13 +84,36 @@ def _phase(c: LocalClient, pulse: PulseServer, root: Path, name: str, seconds: f
         "hops_p50_ms": {h.hop: h.p50 for r in c.view.reports.values() for h in r.latency},
         "depth": [sp.depth for sp in c.view.speakers],
         "status": c.view.status_line(),
+        "window_ns": (t_play, t_end),
     }
     if lags:
         lag = int(np.median(lags) * SAMPLE_RATE / 1000)
         out["dropouts"] = dropouts(mouth, ear, lag)
+        out["measured_ms"] = float(np.median(lags))
         if out["reported_ms"] is not None:
-            out["reported_minus_measured_ms"] = out["reported_ms"] - float(np.median(lags))
+            out["reported_minus_measured_ms"] = out["reported_ms"] - out["measured_ms"]
     return out
+
+
+def claimed_ms(trace: Path, offset: int, window_ns: tuple[int, int]) -> float | None:
+    """The client's own mouth-to-ear of the frames it played within ``window_ns``: each
+    frame's ear time (the DAC time of its first sample) less its capture time (the ADC
+    time of its first sample, carried in the echoed frame's media timestamp), plus the
+    Opus lookahead. Per frame and over the same stretch of time as the recording, so it
+    can be held against the recording exactly (the status line's figure is a p50 over
+    the last 20 s, and estimates the network from the ping)."""
+    if not trace.exists():
+        return None
+    rows = np.load(trace)  # seq, ear_ns, flags, media (signed)
+    lo, hi = window_ns
+    rows = rows[(rows[:, 1] >= lo + 500_000_000) & (rows[:, 1] <= hi) & (rows[:, 3] != 0)]
+    if not len(rows):
+        return None
+    media = rows[:, 3].astype(object) % (1 << 64)
+    capture_ns = np.array([((m - offset) % (1 << 64)) * 1_000_000_000 // SAMPLE_RATE
+                           for m in media], dtype=np.float64)  # fmt: skip
+    m2e = (rows[:, 1].astype(np.float64) - capture_ns) / 1e6 + OPUS_LOOKAHEAD_MS
+    return float(np.median(m2e))
 
 
 def run(seconds: float, restart: bool, root: Path, playback_frames: int = 2) -> dict[str, Any]:
@@ -95,9 +125,11 @@ def run(seconds: float, restart: bool, root: Path, playback_frames: int = 2) -> 
         os.environ.update(pulse.client_env)  # the client's stage processes inherit it
         relay, port = start_relay("--echo")
         try:
+            trace = root / "trace"
+            trace.mkdir(exist_ok=True)
             cfg = ClientConfig(host="127.0.0.1", port=port, name="dev",
                                source=MediaSpec("device"), sink=MediaSpec("device"),
-                               playback_frames=playback_frames)  # fmt: skip
+                               playback_frames=playback_frames, trace_dir=str(trace))  # fmt: skip
             with LocalClient(cfg) as c:
                 c.until(connected, 20, "connection")
                 c.until(lambda v: v.network is not None and v.network.sent > 25, 20, "sending")
@@ -121,6 +153,14 @@ def run(seconds: float, restart: bool, root: Path, playback_frames: int = 2) -> 
                     result["after"] = _phase(c, pulse, root, "after", max(2.0, seconds / 2), 4)
                     result["notices"] = [n.text for n in c.view.chat if isinstance(n, ev.Notice)]
             pulse.stop_children()
+            for name in ("call", "after"):
+                phase = result.get(name)
+                if phase is None:
+                    continue
+                claim = claimed_ms(trace / "playback.npy", cfg.clock_offset, phase["window_ns"])
+                phase["claimed_ms"] = claim
+                if claim is not None and "measured_ms" in phase:
+                    phase["claimed_minus_measured_ms"] = claim - phase["measured_ms"]
         finally:
             stop_relay(relay)
             for k, v in saved.items():
@@ -137,8 +177,9 @@ def _line(name: str, r: dict[str, Any]) -> str:
     return (
         f"{name}: mouth-to-ear (outside) p50 {m.get('p50', nan):.1f} ms p90 "
         f"{m.get('p90', nan):.1f} max {m.get('max', nan):.1f} (n {m['n']}); client reports "
-        f"{r['reported_ms']} ms; dropouts {r.get('dropouts')} of {r['speech_blocks']} speech "
-        f"blocks; underflows {r['underflows']}\n  {r['status']}"
+        f"{r['reported_ms']} ms (status line), {r.get('claimed_ms')} ms (its own per-frame "
+        f"times over the same stretch); dropouts {r.get('dropouts')} of {r['speech_blocks']} "
+        f"speech blocks; underflows {r['underflows']}\n  {r['status']}"
     )
 
 

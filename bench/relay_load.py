@@ -304,6 +304,7 @@ class RelayUnderTest:
         args += ["--max-clients", "5000"]
         # Every talker connects from 127.0.0.1: lift the per-address limits.
         args += ["--max-per-address", "0", "--max-sessions-per-address", "0", "--connect-rate", "0"]
+        args += ["--address-join-rate", "0", "--address-chat-rate", "0"]
         for name in names:
             args += ["--channel", name]
         self.channels = names

@@ -178,6 +178,21 @@ def client_section(doc: dict[str, Any]) -> list[str]:
         for k, v in doc[state].items():
             rows.append([state, k, _f(v["cpu_percent"]), _f(v["rss_mib"], 1)])
     out += _table(["state", "process", "CPU %", "RSS MiB"], rows)
+    modes = doc.get("vad_against_continuous")
+    if modes:
+        out += [
+            "",
+            f"A quiet room, side by side: voice activation {_f(modes['vad_total_cpu_percent'])} "
+            f"% CPU over all six processes, {_f(modes['vad_datagrams_per_s'])} datagrams/s; "
+            f"continuous {_f(modes['continuous_total_cpu_percent'])} %, "
+            f"{_f(modes['continuous_datagrams_per_s'])} datagrams/s.",
+        ]
+    for signal, row in (doc.get("per_frame") or {}).items():
+        out.append(
+            f"Per 20 ms frame on {signal}: noise suppression and gain control "
+            f"{_f(row['noise_suppression_and_agc_us']['p50'], 0)} µs, voice activity detector "
+            f"{_f(row['vad_us']['p50'], 0)} µs (p50)."
+        )
     return out
 
 
@@ -224,17 +239,21 @@ def control_section(doc: dict[str, Any]) -> list[str]:
     st, ping = doc["storm"], doc["storm"]["ping_ms"]
     out.append(
         f"Join storm: {st['sessions']} sessions send {st.get('rounds', 1)} join(s) each at once "
-        f"({2 * st['joins']} presence events, {st['joins'] * st['sessions'] * 2:,} deliveries). "
-        f"Presence settled in {_f(st['storm_s'])} s{' (cut off)' if st['cut_off'] else ''}; "
-        f"control ping during it (one every 20 ms, one at a time): p50 **{_f(ping.get('p50'), 1)}"
-        f" ms**, p99 **{_f(ping.get('p99'), 1)} ms**, max {_f(ping.get('max'), 1)} ms over "
-        f"{ping.get('n', 0)} pings; relay CPU {_f(st['relay_cpu_s'])} s; "
-        f"{_f(st['received_bytes_per_session'] / 1024, 1)} KiB received per session."
+        f"({2 * st['joins']} presence events, {st['joins'] * st['sessions'] * 2:,} deliveries), "
+        f"{st.get('storms', 1)} time(s) in a row. "
+        f"Presence settled in {_f(st['storm_s'])} s at the longest"
+        f"{' (cut off)' if st['cut_off'] else ''}; "
+        f"control ping during the storms (one at a time, every 5 ms): p50 "
+        f"**{_f(ping.get('p50'), 1)} ms**, p99 **{_f(ping.get('p99'), 1)} ms**, max "
+        f"{_f(ping.get('max'), 1)} ms over {ping.get('n', 0)} pings; relay CPU "
+        f"{_f(st['relay_cpu_s'])} s per storm; "
+        f"{_f(st['received_bytes_per_session'] / 1024, 1)} KiB received per session per storm."
     )
     out += ["", "Auth latency (auth sent to the whole welcome in), by sessions held:", ""]
-    rows = [[level, _f(s.get("p50")), _f(s.get("p99")), _f(s.get("max"))]
+    rows = [[level, _f(s.get("p50")), _f(s.get("p99")), _f(s.get("max")),
+             _f(s.get("relay_cpu_ms_per_auth"))]
             for level, s in doc["auth_ms"].items()]  # fmt: skip
-    out += _table(["sessions", "p50 ms", "p99 ms", "max ms"], rows)
+    out += _table(["sessions", "p50 ms", "p99 ms", "max ms", "relay CPU ms per auth"], rows)
     return out
 
 

@@ -12,10 +12,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pipeline.client.config import ClientConfig, split_server
+from pipeline.client.config import TALK_DEFAULT, ClientConfig, split_server
 from pipeline.client.pipeline_graph import MAX_PLAYBACK_FRAMES
 from pipeline.client.supervisor import ClientFailed, Supervisor
+from pipeline.client.terminal_keys import KEYS_HELP, RawKeys, TalkKeys
 from pipeline.core.client_view import ClientView
+from pipeline.core.talk import MODES
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import BusClient
 from pipeline.media.sound_device import check_device, list_devices
@@ -91,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="adaptive",
         help="playout: follow the measured jitter and time-stretch, or a fixed 2-packet start",
     )
+    ap.add_argument(
+        "--talk",
+        choices=MODES,
+        default=TALK_DEFAULT,
+        help="vad: send while you speak (voice activation, the default); continuous: always; "
+        "ptt: push to talk, the space key toggling it in the terminal (v/c/p switch modes)",
+    )
+    ap.add_argument(
+        "--no-input-processing",
+        action="store_true",
+        help="send the microphone as it is: no noise suppression and automatic gain control",
+    )
     ap.add_argument("--quiet", action="store_true", help="no live status line")
     ap.add_argument("--log-level", default="WARNING")
     ap.add_argument("--password", default="", help="the relay's password, if it has one")
@@ -156,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         loss_hint=args.loss_hint,
         plc=not args.no_plc,
         jitter=args.jitter,
+        talk=args.talk,
+        input_processing=not args.no_input_processing,
         password=args.password,
         accept_new_certificate=args.accept_new_certificate,
         voice_path=args.voice_path,
@@ -174,16 +190,27 @@ def run_client(cfg: ClientConfig, duration: float, stats_json: Path | None, live
     tty = live and sys.stdout.isatty()
     code = 0
     sup = Supervisor(cfg)
+    talk = TalkKeys(cfg.talk)
     try:
         sup.start()
         assert sup.broker is not None
-        with BusClient(sup.broker.address, topics=("",)) as bus:
+        with BusClient(sup.broker.address, topics=("",)) as bus, RawKeys() as keys:
+            if keys.active and live:
+                _print(tty, f"* talk: {talk.describe()}; {KEYS_HELP}")
             end = time.monotonic() + duration if duration > 0 else float("inf")
             next_line = 0.0
             while not stopping and time.monotonic() < end:
                 sup.check(0)
+                for ch in keys.read():
+                    for cmd in talk.key(ch):
+                        bus.publish(cmd)
+                    if ch in " vcpVCP" and live:
+                        _print(tty, f"* talk: {talk.describe()}")
                 for event in bus.poll(0.1):
                     view.apply(event)
+                    if isinstance(event, ev.EncodeStats):
+                        for cmd in talk.corrections(event):
+                            bus.publish(cmd)
                     if isinstance(event, ev.ChatLine) and live:
                         _print(tty, f"[{event.channel}] {event.name}: {event.text}")
                     elif isinstance(event, ev.Notice) and live:
@@ -232,10 +259,13 @@ def format_summary(view: ClientView) -> str:
     net = view.network or ev.NetworkStats()
     dec = view.decode or ev.DecodeStats()
     out = view.playback or ev.PlaybackStats()
+    enc = view.encode or ev.EncodeStats()
     lines = [
         "summary:",
         f"  connection   {view.state.state} {view.state.reason}".rstrip(),
         f"  sent         {net.sent} packets ({net.chaos_dropped} dropped by chaos)",
+        f"  talk         {enc.talk_mode or '?'}: {enc.spurts} spurts, {enc.unsent_frames} frames "
+        f"of silence not sent, {enc.muted_frames} muted",
         f"  received     {net.received} packets",
         f"  sealed voice {net.good} good, {net.late} late, {net.lost} lost, "
         f"{net.replayed + net.too_old} replayed, {net.bad_auth} failed authentication",

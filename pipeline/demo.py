@@ -125,6 +125,13 @@ def report(args: argparse.Namespace, sent: np.ndarray, heard_wav: Path) -> int:
         f"  alice sent       {net.get('sent', 0)} packets, "
         f"{net.get('chaos_dropped', 0)} dropped by chaos"
     )
+    enc = alice["stats"].get("encode", {})
+    bob_sent = bob["stats"].get("network", {}).get("sent", 0)
+    print(
+        f"  talk             alice in {enc.get('talk_mode', '?')}: {enc.get('spurts', 0)} talk "
+        f"spurts, {enc.get('unsent_frames', 0)} frames of pause not sent; silent bob sent "
+        f"{bob_sent} packets"
+    )
     print(f"  bob lost         {dec.get('loss_percent', 0.0):.1f} % (concealed where missing)")
     bnet = bob["stats"].get("network", {})
     print(

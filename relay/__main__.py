@@ -11,7 +11,16 @@ from typing import Any
 
 from relay import config_file
 from relay.config_file import ConfigError
-from relay.limits import CONNECT_BURST, CONNECT_RATE, PER_ADDRESS_CONNECTIONS, PER_ADDRESS_SESSIONS
+from relay.limits import (
+    ADDRESS_CHAT_BURST,
+    ADDRESS_CHAT_RATE,
+    ADDRESS_JOIN_BURST,
+    ADDRESS_JOIN_RATE,
+    CONNECT_BURST,
+    CONNECT_RATE,
+    PER_ADDRESS_CONNECTIONS,
+    PER_ADDRESS_SESSIONS,
+)
 from relay.log_format import LOG_FORMATS, configure_logging
 from relay.protocol.messages import MAX_CHANNEL, ChannelInfo
 from relay.router import (
@@ -59,7 +68,8 @@ def _rate(value: str) -> float:
 RUNTIME_KEYS = frozenset(
     {
         "grace", "auth_timeout", "stats_interval", "max_clients", "max_per_address",
-        "max_sessions_per_address", "connect_rate", "connect_burst", "voice_datagrams",
+        "max_sessions_per_address", "connect_rate", "connect_burst", "address_chat_rate",
+        "address_chat_burst", "address_join_rate", "address_join_burst", "voice_datagrams",
         "voice_bytes", "voice_burst", "no_voice_limit", "log_level", "obfuscate_addresses",
         "welcome_text",
     }
@@ -180,6 +190,38 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"new connections one address may open at once above the rate; "
         f"default {CONNECT_BURST:g}",
+    )
+    ap.add_argument(
+        "--address-chat-rate",
+        type=_rate,
+        default=ADDRESS_CHAT_RATE,
+        metavar="R",
+        help="chat messages per second from one source address, all its connections "
+        f"together; 0 = no limit; default {ADDRESS_CHAT_RATE:g}",
+    )
+    ap.add_argument(
+        "--address-chat-burst",
+        type=_rate,
+        default=ADDRESS_CHAT_BURST,
+        metavar="N",
+        help=f"chat messages one address may send at once above the rate; "
+        f"default {ADDRESS_CHAT_BURST:g}",
+    )
+    ap.add_argument(
+        "--address-join-rate",
+        type=_rate,
+        default=ADDRESS_JOIN_RATE,
+        metavar="R",
+        help="channel joins per second from one source address, all its connections "
+        f"together; 0 = no limit; default {ADDRESS_JOIN_RATE:g}",
+    )
+    ap.add_argument(
+        "--address-join-burst",
+        type=_rate,
+        default=ADDRESS_JOIN_BURST,
+        metavar="N",
+        help=f"channel joins one address may make at once above the rate; "
+        f"default {ADDRESS_JOIN_BURST:g}",
     )
     ap.add_argument(
         "--udp-rcvbuf",
@@ -322,6 +364,10 @@ def config_from(ns: argparse.Namespace, error: Callable[[str], Any]) -> RelayCon
         per_address_sessions=ns.max_sessions_per_address,
         connect_rate=ns.connect_rate,
         connect_burst=ns.connect_burst,
+        address_chat_rate=ns.address_chat_rate,
+        address_chat_burst=ns.address_chat_burst,
+        address_join_rate=ns.address_join_rate,
+        address_join_burst=ns.address_join_burst,
         log_level=ns.log_level,
         log_format=ns.log_format,
         obfuscate_addresses=ns.obfuscate_addresses,

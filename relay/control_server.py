@@ -1,17 +1,23 @@
 """The asyncio TCP adapter around :class:`relay.session_table.SessionTable`.
 
-One coroutine per connection reads bytes, splits them into messages with
-:class:`relay.protocol.messages.MessageDecoder`, hands each to the session table and
-carries out the actions it returns. Everything hostile stops here: bad frames get
-an ``error`` (and the connection is closed when the stream cannot be
-re-synchronised or a client keeps sending garbage), a connection that never
-authenticates is timed out, and a client that does not read its replies is
-dropped once its output buffer passes a bound instead of growing memory. How
-much is too much is decided by :class:`relay.limits.ConnectionPolicy` (per
-connection) and :class:`relay.limits.AddressPolicy` (per source address); this
-module reads the clock and carries out their verdicts. Presence goes through
-:class:`relay.presence.PresenceFanout`, which batches it per connection and
-gives a connection that falls behind a snapshot instead of its backlog. Loss
+One coroutine per connection reads bytes and splits them into messages with
+:class:`relay.protocol.messages.MessageDecoder`; a ``ping`` is answered at once, and
+every other message goes into one queue, in arrival order, which the loop works off
+a few milliseconds per pass (``WORK_SLICE``): each message to the session table,
+whose actions are carried out. So a storm of thousands of joins never holds the loop
+for long, and the pings read in between are answered within a pass or two.
+Everything hostile stops here: bad frames get an ``error`` (and the connection is
+closed when the stream cannot be re-synchronised or a client keeps sending
+garbage), a connection that never authenticates is timed out, and a client that
+does not read its replies is dropped once its output buffer passes a bound
+instead of growing memory. How much is too much is decided by
+:class:`relay.limits.ConnectionPolicy` (per connection),
+:class:`relay.limits.AddressPolicy` and :class:`relay.limits.AddressRates` (per
+source address); this module reads the clock and carries out their verdicts.
+Presence goes through :class:`relay.presence.PresenceFanout`, which batches it per
+connection and gives a connection that falls behind a snapshot instead of its
+backlog; while a storm is still being worked off, a round waits for it (up to
+``PRESENCE_HOLD``). Loss
 feedback goes through :class:`relay.feedback.LossFeedback`: listeners' ``reception``
 reports in, a ``receiver_report`` to each speaker out, looked at once a second while
 any report counts. Voice through the TCP tunnel (``voice``, ``tunnel``) goes through
@@ -31,12 +37,14 @@ import logging
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 
 from relay import feedback, tunnel, voice_queue
 from relay.bans import Ban, BanList
 from relay.limits import (
     AddressPolicy,
+    AddressRates,
     Admission,
     AuthGuard,
     ConnectionPolicy,
@@ -58,6 +66,7 @@ from relay.protocol.messages import (
     Pong,
     Reception,
     Reconnect,
+    SelfState,
     Tunnel,
     Voice,
     encode_message,
@@ -81,6 +90,18 @@ _INT = struct.Struct("i")
 READ_CHUNK = 64 * 1024
 SHUTDOWN_GRACE = 0.5  # seconds for clients to take their bye before connections are cut
 WRITE_SLICE = 200  # presence writes per loop pass (each a send(): ~5-10 us)
+# Seconds of queued control messages handled per loop pass. A join storm's thousands of
+# joins then take many short passes instead of one long one, and the pings (and every
+# connection's reads) in between are served within a pass or two.
+WORK_SLICE = 0.005
+# While queued messages are still being handled (a storm), presence waits up to this
+# long for them: one round for the whole storm instead of a round (a write to every
+# connection) every 50 ms while it lasts.
+PRESENCE_HOLD = 0.5
+# A round goes out this long after the first event that makes it due, not at once: what
+# else happens meanwhile rides along, and a session that authenticates and leaves within
+# it (a probe) is told to no one (relay/presence.py).
+PRESENCE_GATHER = 0.05
 
 
 def _source(writer: asyncio.StreamWriter) -> str:
@@ -93,8 +114,8 @@ def _source(writer: asyncio.StreamWriter) -> str:
 
 
 class _Conn:
-    __slots__ = ("closing", "fd", "id", "policy", "source", "timer", "voice", "voice_timer",
-                 "writer")  # fmt: skip
+    __slots__ = ("closing", "fd", "id", "pending", "policy", "source", "timer", "voice",
+                 "voice_timer", "writer")  # fmt: skip
 
     def __init__(
         self, conn_id: int, writer: asyncio.StreamWriter, policy: ConnectionPolicy, source: str
@@ -104,6 +125,7 @@ class _Conn:
         self.writer = writer
         self.source = source
         self.closing = False
+        self.pending = 0  # its messages in the server's queue, not yet handled
         self.timer: asyncio.TimerHandle | None = None
         sock = writer.get_extra_info("socket")
         self.fd = sock.fileno() if sock is not None else -1
@@ -149,6 +171,8 @@ class ControlServer:
         self._ids = itertools.count(1)
         self._version = sessions.version
         self.addresses = AddressPolicy(self.limits)
+        self.rates = AddressRates(self.limits)  # chats and joins per source address
+        self.rate_limited = {"chat": 0, "join": 0}  # refused by the per-address rates
         self.fanout = PresenceFanout()
         self.feedback = feedback.LossFeedback(sessions.channel_of)
         self._feedback_timer: asyncio.TimerHandle | None = None
@@ -156,6 +180,10 @@ class ControlServer:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._routes_stale = False  # the router has not been told of a change yet
         self._writing = False  # a presence round is being written, a slice per loop pass
+        # Messages read but not yet handled, of every connection, in arrival order.
+        self._queue: deque[tuple[_Conn, Message | ProtocolError, Verdict]] = deque()
+        self._working = False  # _work() is scheduled
+        self._held_since: float | None = None  # when a due presence round was first held
         self.bans = BanList()
         self.welcome_text = ""  # a chat from the server after each new session's welcome
         self.messages: dict[str, int] = {}  # control messages received, by type
@@ -222,14 +250,13 @@ class ControlServer:
                         self._voice(conn, item.data)
                         continue
                     verdict = conn.policy.on_message(now)
-                    if verdict is not Verdict.ACCEPT:
-                        msg = f"more than {self.limits.rate:g} messages/s"
-                        self._refuse(conn, ProtocolError(msg, code="rate_limited"), verdict)
-                    elif isinstance(item, ProtocolError):
-                        self._refuse(conn, item, conn.policy.on_bad_frame())
+                    if isinstance(item, Ping) and verdict is Verdict.ACCEPT and not conn.pending:
+                        self._dispatch(conn, item)  # the pulse of the loop: answered at once
                     else:
-                        self._dispatch(conn, item)
+                        self._enqueue(conn, item, verdict)
         finally:
+            while conn.pending:  # what it sent before it went (a bye), in order
+                self._take(*self._queue.popleft())
             if conn.timer is not None:
                 conn.timer.cancel()
             session = self.sessions.by_conn(conn.id)
@@ -254,6 +281,40 @@ class ControlServer:
                 writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    def _enqueue(self, conn: _Conn, item: Message | ProtocolError, verdict: Verdict) -> None:
+        """Queue a message read from ``conn`` (with the rate verdict it got on arrival)."""
+        conn.pending += 1
+        self._queue.append((conn, item, verdict))
+        if not self._working:
+            self._working = True
+            asyncio.get_running_loop().call_soon(self._work)
+
+    def _work(self) -> None:
+        """Handle queued messages for up to WORK_SLICE, then let the loop poll again."""
+        deadline = time.perf_counter() + WORK_SLICE
+        queue = self._queue
+        while queue:
+            self._take(*queue.popleft())
+            if time.perf_counter() >= deadline:
+                break
+        if queue:
+            asyncio.get_running_loop().call_soon(self._work)
+        else:
+            self._working = False
+
+    def _take(self, conn: _Conn, item: Message | ProtocolError, verdict: Verdict) -> None:
+        """Handle one queued message of ``conn``, as it was judged when it arrived."""
+        conn.pending -= 1
+        if conn.closing:
+            return  # closed by an earlier message (or a refusal): the rest is not read
+        if verdict is not Verdict.ACCEPT:
+            msg = f"more than {self.limits.rate:g} messages/s"
+            self._refuse(conn, ProtocolError(msg, code="rate_limited"), verdict)
+        elif isinstance(item, ProtocolError):
+            self._refuse(conn, item, conn.policy.on_bad_frame())
+        else:
+            self._dispatch(conn, item)
 
     def _dispatch(self, conn: _Conn, msg: Message) -> None:
         s = self.sessions
@@ -291,13 +352,19 @@ class ControlServer:
                 self._close(conn, "too many unknown tokens")
                 return
         elif isinstance(msg, Join):
+            if self._over_address_rate(conn, "join"):
+                return
             actions = s.join(conn.id, msg.channel)
         elif isinstance(msg, Chat):
+            if self._over_address_rate(conn, "chat"):
+                return
             actions = s.chat(conn.id, msg.text, self.wall())
         elif isinstance(msg, Ping):
             actions = [Send(conn.id, Pong(nonce=msg.nonce, t=msg.t))]
         elif isinstance(msg, Bye):
             actions = s.bye(conn.id)
+        elif isinstance(msg, SelfState):
+            actions = s.self_state(conn.id, msg.muted, msg.deafened)
         elif isinstance(msg, Reception):
             actions = self._reception(conn, msg)
         elif isinstance(msg, Tunnel):
@@ -319,6 +386,22 @@ class ControlServer:
         if has_session and not conn.closing:
             # After its welcome went out: presence from here on is news to it.
             self.fanout.subscribe(conn.id)
+
+    def _over_address_rate(self, conn: _Conn, kind: str) -> bool:
+        """Whether a chat or join of ``conn`` is over its address's rate: then it is
+        answered with an error (not a bad frame: a NAT's other users share the limit)."""
+        if self.sessions.by_conn(conn.id) is None:
+            return False  # the table answers not_authenticated; no address token is spent
+        rates = self.rates
+        allowed = rates.allow_chat if kind == "chat" else rates.allow_join
+        if allowed(conn.source, self.clock()):
+            return False
+        self.rate_limited[kind] += 1
+        lim = self.limits
+        rate = lim.address_chat_rate if kind == "chat" else lim.address_join_rate
+        msg = f"more than {rate:g} {kind}s/s from your address"
+        self._send(conn, Error(code="address_rate_limited", message=msg))
+        return True
 
     def _reception(self, conn: _Conn, msg: Reception) -> list[Action]:
         session = self.sessions.by_conn(conn.id)
@@ -514,7 +597,7 @@ class ControlServer:
         published = False
         for action in actions:
             if isinstance(action, Presence):
-                self.fanout.publish(action.data, action.but)
+                self.fanout.publish(action.data, action.but, action.arrival, action.departure)
                 published = True
             elif isinstance(action, SendFrames):
                 for conn_id in action.conns:
@@ -573,11 +656,23 @@ class ControlServer:
         # One round at a time: a round still being written must finish first (order).
         if due is None or self._flush_timer is not None or self._writing:
             return
+        now = self.clock()
+        if self.fanout.pending:  # presence to tell: let what follows gather first
+            due = max(due, now + PRESENCE_GATHER)
         loop = asyncio.get_running_loop()
-        self._flush_timer = loop.call_later(max(0.0, due - self.clock()), self._flush)
+        self._flush_timer = loop.call_later(max(0.0, due - now), self._flush)
 
     def _flush(self) -> None:
         self._flush_timer = None
+        now = self.clock()
+        if self._queue:  # more presence is being made: hold the round, for a while
+            if self._held_since is None:
+                self._held_since = now
+            if now - self._held_since < PRESENCE_HOLD:
+                loop = asyncio.get_running_loop()
+                self._flush_timer = loop.call_later(self.fanout.interval, self._flush)
+                return
+        self._held_since = None
         if self._routes_stale or self.sessions.version != self._version:
             self._sync_routes()  # before the presence that tells of the change
         conns = self._conns

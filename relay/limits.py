@@ -2,8 +2,10 @@
 per-address limits.
 
 :class:`ControlLimits` is the operator's configuration; :class:`ConnectionPolicy`
-applies it to one connection and :class:`AddressPolicy` to the connections of
-each source address (how many are open, how fast new ones come). Every method
+applies it to one connection, :class:`AddressPolicy` to the connections of
+each source address (how many are open, how fast new ones come) and
+:class:`AddressRates` to what all the connections of an address send together
+(chats and joins). Every method
 takes the time (monotonic seconds) as an argument and returns a decision; the
 asyncio adapter (:mod:`relay.control_server`) reads the clock, sends the errors
 and closes the connections. No sockets, no clock, no logging here.
@@ -22,6 +24,13 @@ PER_ADDRESS_CONNECTIONS = 32
 PER_ADDRESS_SESSIONS = 32
 CONNECT_RATE = 16.0  # new connections per second from one address
 CONNECT_BURST = 64.0
+# What all the sessions of one address may send together, on top of each connection's
+# own rate: people chat and change channels a few times a minute each, and a whole
+# household that reconnects at once (a relay restart) joins its channels in one burst.
+ADDRESS_CHAT_RATE = 8.0  # chat messages per second from one address
+ADDRESS_CHAT_BURST = 32.0
+ADDRESS_JOIN_RATE = 4.0  # channel joins per second from one address
+ADDRESS_JOIN_BURST = 32.0
 PRUNE_AT = 4096  # addresses remembered before the idle ones are forgotten
 
 
@@ -41,6 +50,11 @@ class ControlLimits:
     per_address_sessions: int = PER_ADDRESS_SESSIONS
     connect_rate: float = CONNECT_RATE
     connect_burst: float = CONNECT_BURST
+    # Per source address (rate 0: no limit): chats and joins of all its connections.
+    address_chat_rate: float = ADDRESS_CHAT_RATE
+    address_chat_burst: float = ADDRESS_CHAT_BURST
+    address_join_rate: float = ADDRESS_JOIN_RATE
+    address_join_burst: float = ADDRESS_JOIN_BURST
 
     def admits(self, open_connections: int) -> bool:
         """Whether a new connection may be served while ``open_connections`` are."""
@@ -138,13 +152,54 @@ class Admission(enum.Enum):
     TOO_FAST = "connecting_too_fast"  # this address opens connections faster than connect_rate
 
 
+class AddressBuckets:
+    """One :class:`TokenBucket` per source address, with bounded memory.
+
+    An address is given a full bucket the first time it is seen. Once more than
+    :data:`PRUNE_AT` are remembered, those whose bucket has refilled are
+    forgotten (they are as if never seen), then the oldest if that is not enough.
+    """
+
+    __slots__ = ("_buckets", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def allow(self, addr: str, now: float) -> bool:
+        """Take one token of ``addr``'s bucket at ``now`` if it holds one."""
+        bucket = self._buckets.get(addr)
+        if bucket is None:
+            if len(self._buckets) >= PRUNE_AT:
+                self._prune(now)
+            bucket = self._buckets[addr] = TokenBucket(self.rate, self.burst, now)
+        return bucket.allow(now)
+
+    def set_rate(self, rate: float, burst: float) -> None:
+        """New limits (a reload): every address starts again with a full bucket."""
+        if (rate, burst) != (self.rate, self.burst):
+            self.rate, self.burst = rate, burst
+            self._buckets.clear()
+
+    def _prune(self, now: float) -> None:
+        full = [a for a, b in self._buckets.items() if b.level(now) >= b.burst]
+        for addr in full:
+            del self._buckets[addr]
+        if len(self._buckets) >= PRUNE_AT // 2:  # that many busy addresses: forget the oldest
+            for addr in list(self._buckets)[: len(self._buckets) - PRUNE_AT // 2]:
+                del self._buckets[addr]
+
+
 class AddressPolicy:
     """Open connections and the connection rate of every source address.
 
     :meth:`admit` counts an admitted connection as open until :meth:`release`.
     A refused one still spends a token of its address's bucket, so hammering
-    does not buy anything; an address whose bucket is full again is forgotten
-    once more than :data:`PRUNE_AT` are remembered, so memory stays bounded.
+    does not buy anything; the buckets' memory is bounded (:class:`AddressBuckets`).
     """
 
     __slots__ = ("_buckets", "_open", "limits", "total")
@@ -153,7 +208,7 @@ class AddressPolicy:
         self.limits = limits
         self.total = 0  # connections open, from every address
         self._open: dict[str, int] = {}
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets = AddressBuckets(limits.connect_rate, limits.connect_burst)
 
     def open_from(self, addr: str) -> int:
         return self._open.get(addr, 0)
@@ -162,12 +217,8 @@ class AddressPolicy:
         """A connection from ``addr`` arrived at ``now``: may it be served?"""
         lim = self.limits
         if lim.connect_rate > 0:
-            bucket = self._buckets.get(addr)
-            if bucket is None:
-                if len(self._buckets) >= PRUNE_AT:
-                    self._prune(now)
-                bucket = self._buckets[addr] = TokenBucket(lim.connect_rate, lim.connect_burst, now)
-            if not bucket.allow(now):
+            self._buckets.set_rate(lim.connect_rate, lim.connect_burst)  # a reload may change it
+            if not self._buckets.allow(addr, now):
                 return Admission.TOO_FAST
         if not lim.admits(self.total):
             return Admission.SERVER_FULL
@@ -186,14 +237,41 @@ class AddressPolicy:
             del self._open[addr]
         self.total -= 1
 
-    def _prune(self, now: float) -> None:
-        """Forget the addresses whose bucket has refilled: they are as if never seen."""
-        full = [a for a, b in self._buckets.items() if b.level(now) >= b.burst]
-        for addr in full:
-            del self._buckets[addr]
-        if len(self._buckets) >= PRUNE_AT // 2:  # that many busy addresses: forget the oldest
-            for addr in list(self._buckets)[: len(self._buckets) - PRUNE_AT // 2]:
-                del self._buckets[addr]
+
+class AddressRates:
+    """The chats and joins of every source address, all its connections together.
+
+    Each connection has its own message rate (:class:`ConnectionPolicy`); this
+    caps what one address gets through however many connections it opens, so
+    32 connections at their own limit cannot relay 32 times one user's chat or
+    force 32 times one user's channel moves (each a presence event to everyone).
+    A refused message is answered with ``address_rate_limited`` and does not count
+    as a bad frame: the user next to the flooder behind the same NAT keeps its
+    connection.
+    """
+
+    __slots__ = ("chat", "join", "limits")
+
+    def __init__(self, limits: ControlLimits) -> None:
+        self.limits = limits
+        self.chat = AddressBuckets(limits.address_chat_rate, limits.address_chat_burst)
+        self.join = AddressBuckets(limits.address_join_rate, limits.address_join_burst)
+
+    def allow_chat(self, addr: str, now: float) -> bool:
+        """One chat from ``addr`` at ``now``: may it be relayed?"""
+        lim = self.limits
+        if lim.address_chat_rate <= 0:
+            return True
+        self.chat.set_rate(lim.address_chat_rate, lim.address_chat_burst)
+        return self.chat.allow(addr, now)
+
+    def allow_join(self, addr: str, now: float) -> bool:
+        """One channel join from ``addr`` at ``now``: may it be carried out?"""
+        lim = self.limits
+        if lim.address_join_rate <= 0:
+            return True
+        self.join.set_rate(lim.address_join_rate, lim.address_join_burst)
+        return self.join.allow(addr, now)
 
 
 # Password guessing, per source address, as mumble-server limits it: this many failed

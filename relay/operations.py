@@ -34,6 +34,7 @@ RELOADABLE = frozenset(
     {
         "channels", "grace", "auth_timeout", "stats_interval", "max_clients", "voice_limit",
         "per_address_connections", "per_address_sessions", "connect_rate", "connect_burst",
+        "address_chat_rate", "address_chat_burst", "address_join_rate", "address_join_burst",
         "log_level", "obfuscate_addresses", "welcome_text",
     }
 )  # fmt: skip
@@ -153,6 +154,10 @@ class Operations:
         lim.per_address_sessions = cfg.per_address_sessions
         lim.connect_rate = cfg.connect_rate
         lim.connect_burst = cfg.connect_burst
+        lim.address_chat_rate = cfg.address_chat_rate
+        lim.address_chat_burst = cfg.address_chat_burst
+        lim.address_join_rate = cfg.address_join_rate
+        lim.address_join_burst = cfg.address_join_burst
         relay.sessions.grace = cfg.grace
         relay.sessions.max_sessions = cfg.max_clients
         relay.sessions.max_per_source = cfg.per_address_sessions

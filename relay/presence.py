@@ -14,7 +14,12 @@ this object decides when and how it reaches each connection:
   one snapshot (the session table's ``user_list`` pages, encoded once for every
   connection that needs it), which supersedes everything it missed;
 * when the batch for a connection would be larger than the snapshot, the
-  snapshot goes instead.
+  snapshot goes instead;
+* a session that arrives and leaves within one round (a probe, a scanner, a
+  client that fails at once) is told to no one: its ``user_joined`` and
+  ``user_left`` both drop out of the round, unless a connection subscribed in
+  between (its welcome listed the session, so it needs the ``user_left``). An
+  auth-then-leave on a full relay then costs no write to every other connection.
 
 Every method takes the time (or what the adapter measured, such as a
 connection's queued bytes) as arguments; no sockets, no clock, no logging.
@@ -59,6 +64,9 @@ class PresenceFanout:
         self.low_water = low_water
         self.counters = FanoutCounters()
         self._log: list[bytes] = []  # events since the last flush, encoded
+        self._arrived: dict[int, int] = {}  # user id -> log index of its arrival, this round
+        self._passed: list[tuple[int, int]] = []  # (arrival, departure) log indices
+        self._late: list[int] = []  # connections subscribed since this round began
         self._subs: dict[int, _Subscriber] = {}
         self._behind = 0  # subscribers waiting for a snapshot
         self._last_flush = float("-inf")
@@ -70,21 +78,37 @@ class PresenceFanout:
         """``conn`` got its welcome: it gets every event published from now on."""
         if conn not in self._subs:
             self._subs[conn] = _Subscriber(len(self._log))
+            if self._log:
+                self._late.append(conn)  # its stream begins inside this round
 
     def unsubscribe(self, conn: int) -> None:
         sub = self._subs.pop(conn, None)
         if sub is not None and sub.behind:
             self._behind -= 1
 
-    def publish(self, data: bytes, but: int | None = None) -> None:
+    def publish(
+        self, data: bytes, but: int | None = None, arrival: int = 0, departure: int = 0
+    ) -> None:
         """Encoded presence frames for every subscriber but ``but``.
 
         ``but`` is never a subscriber: the adapter subscribes a connection only
         after carrying out the actions that gave it its session and welcome.
+        ``arrival``/``departure``: the user id whose coming (a new session's
+        ``user_joined``) or going (its ``user_left``) ``data`` is alone, if so.
         """
         assert but is None or but not in self._subs, "subscribed before its own announcement"
-        if self._subs:
-            self._log.append(data)
+        if not self._subs:
+            return
+        if departure and departure in self._arrived:
+            self._passed.append((self._arrived.pop(departure), len(self._log)))
+        self._log.append(data)
+        if arrival:
+            self._arrived[arrival] = len(self._log) - 1
+
+    @property
+    def pending(self) -> bool:
+        """Whether events wait for the next round."""
+        return bool(self._log)
 
     def next_flush(self) -> float | None:
         """When :meth:`flush` has work to do (monotonic seconds), or None."""
@@ -101,6 +125,9 @@ class PresenceFanout:
         ``snapshot()`` the encoded user list as it is now (called at most once).
         """
         log = self._log
+        self._drop_passers_by(log)
+        if not self._behind and not any(log):  # nothing left to tell (or no one behind)
+            return self._end_round(now, [])
         end = len(log)
         batches: dict[int, bytes] = {}  # since -> the joined events from there
         snap: bytes | None = None
@@ -116,6 +143,8 @@ class PresenceFanout:
                 batch = batches.get(since)
                 if batch is None:
                     batch = batches[since] = b"".join(log[since:])
+                if not batch:
+                    continue  # its events all dropped out: nothing to write
                 if len(batch) > SNAPSHOT_CHECK:
                     snap = snapshot() if snap is None else snap
                 if snap is not None and len(snap) < len(batch):
@@ -130,6 +159,27 @@ class PresenceFanout:
                 self._behind -= 1
                 self.counters.snapshots += 1
                 out.append((conn, snap))
-        log.clear()
+        return self._end_round(now, out)
+
+    def _end_round(self, now: float, out: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        for conn in self._late:  # the next round's log starts at 0 for everyone
+            sub = self._subs.get(conn)
+            if sub is not None:
+                sub.since = 0
+        self._late.clear()
+        self._log.clear()
+        self._arrived.clear()
+        self._passed.clear()
         self._last_flush = now
         return out
+
+    def _drop_passers_by(self, log: list[bytes]) -> None:
+        """Blank the arrival and departure of each session that came and went this round,
+        unless a subscriber's stream begins between them."""
+        if not self._passed:
+            return
+        subs = self._subs
+        starts = {subs[c].since for c in self._late if c in subs}  # began within the round
+        for arrived, departed in self._passed:
+            if not any(arrived < start <= departed for start in starts):
+                log[arrived] = log[departed] = b""

@@ -151,8 +151,10 @@ class RouteTable:
         connection (the TCP tunnel); they get voice through ``Route.tunnels`` and
         ``tunnel_of``, never at their UDP address. Costs the size of those channels
         plus a copy of the dicts, not a rebuild of every route: a join on a full
-        server stays cheap.
+        server stays cheap. No channels: ``prev``.
         """
+        if not channels:
+            return prev
         routes = dict(prev.routes)
         whisper = dict(prev.whisper)
         user_of = dict(prev.user_of)
@@ -226,6 +228,35 @@ def add_unbound(prev: RouteTable, sessions: Iterable[tuple[int, int, str]]) -> R
         routes[token] = Route(_U32.pack(uid), None, dests, NOWHERE, tunnels=tunnels)
         user_of[token] = uid
         members[channel] = (*others, token)
+    return RouteTable(routes, prev.whisper, user_of, members, prev.tunnel_of)
+
+
+def remove_unbound(prev: RouteTable, sessions: Iterable[tuple[int, str]]) -> RouteTable:
+    """``prev`` without sessions ``(token, channel)`` that never had a UDP address (nor
+    the tunnel).
+
+    Equal to a rebuild of their channels at the cost of a dict copy: no one's
+    destinations (nor tunnels) hold such a session, and it has no whisper entry. Tokens the
+    table does not hold are skipped. This keeps a leave's cost flat as a channel fills
+    (a session that authenticates, looks and leaves, as a probe or a scanner does).
+    """
+    routes = dict(prev.routes)
+    user_of = dict(prev.user_of)
+    members = dict(prev.members)
+    for token, channel in sessions:
+        route = routes.pop(token, None)
+        if route is None:
+            continue
+        assert route.addr is None and not route.tunnelled, "for sessions with no way in"
+        user_of.pop(token, None)
+        others = members.get(channel, ())
+        if token in others:
+            rest = list(others)
+            rest.remove(token)
+            if rest:
+                members[channel] = tuple(rest)
+            else:  # as a rebuild leaves it: only channels with sessions are listed
+                del members[channel]
     return RouteTable(routes, prev.whisper, user_of, members, prev.tunnel_of)
 
 

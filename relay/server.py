@@ -32,6 +32,10 @@ from relay.admin import Admin
 from relay.admin_server import AdminServer
 from relay.control_server import ControlServer
 from relay.limits import (
+    ADDRESS_CHAT_BURST,
+    ADDRESS_CHAT_RATE,
+    ADDRESS_JOIN_BURST,
+    ADDRESS_JOIN_RATE,
     CONNECT_BURST,
     CONNECT_RATE,
     PER_ADDRESS_CONNECTIONS,
@@ -41,7 +45,15 @@ from relay.limits import (
 from relay.metrics import MetricsServer, Snapshot, from_loop, parse_address
 from relay.operations import Operations
 from relay.protocol.messages import ChannelInfo
-from relay.router import Addr, Dests, Router, RouteTable, VoiceLimit, add_unbound
+from relay.router import (
+    Addr,
+    Dests,
+    Router,
+    RouteTable,
+    VoiceLimit,
+    add_unbound,
+    remove_unbound,
+)
 from relay.sealed_router import SealedRouter
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, BindResult, SessionTable
 from relay.store import Store
@@ -77,6 +89,10 @@ class RelayConfig:
     per_address_sessions: int = PER_ADDRESS_SESSIONS
     connect_rate: float = CONNECT_RATE
     connect_burst: float = CONNECT_BURST
+    address_chat_rate: float = ADDRESS_CHAT_RATE  # chats/s of one address, all connections
+    address_chat_burst: float = ADDRESS_CHAT_BURST
+    address_join_rate: float = ADDRESS_JOIN_RATE  # joins/s of one address, all connections
+    address_join_burst: float = ADDRESS_JOIN_BURST
     # Security (docs/security.md). insecure: protocol 1, plain TCP and plain voice.
     insecure: bool = False
     tls_cert: str | None = None  # PEM; None: the data directory's self-signed identity
@@ -155,6 +171,10 @@ class Relay:
                 per_address_sessions=config.per_address_sessions,
                 connect_rate=config.connect_rate,
                 connect_burst=config.connect_burst,
+                address_chat_rate=config.address_chat_rate,
+                address_chat_burst=config.address_chat_burst,
+                address_join_rate=config.address_join_rate,
+                address_join_burst=config.address_join_burst,
             ),
             password=config.password,
         )
@@ -352,6 +372,8 @@ class Relay:
     def set_voice_limit(self, limit: VoiceLimit | None) -> None:
         """A new per-session voice limit for every forwarding loop (a reload)."""
         self.router.set_limit(limit)
+        if self.tunnel is not None:  # voice through the TCP tunnel is held to it too
+            self.tunnel.limit = limit
         for w in self._workers:
             w.set_limit(limit)
 
@@ -359,6 +381,7 @@ class Relay:
 
     def _rebuild_routes(self) -> None:
         added = self.sessions.take_added()
+        gone = self.sessions.take_gone()
         dirty = self.sessions.take_dirty()
         if self.sealed is not None:  # keys and windows first: a route without them drops
             peers = self.sessions.peer_entries(dirty, (token for token, _u, _c in added))
@@ -366,13 +389,18 @@ class Relay:
             self.sealed.update_peers(peers, removed)
             if self.tunnel is not None:
                 self.tunnel.update_peers(peers, removed)
-        table = add_unbound(self.router.table, added) if added else self.router.table
+        table = self.router.table
+        if gone:  # first: a token may have gone and come back with a new session
+            table = remove_unbound(table, gone)
+        if added:
+            table = add_unbound(table, added)
         entries = self.sessions.route_entries(dirty)
         self.router.table = RouteTable.update(table, dirty, entries, self.sessions.tunnelled)
         if self.tunnel is not None:
             self.tunnel.router.table = self.router.table
-        if self._workers:  # they know channel updates only: new sessions' channels are redone
+        if self._workers:  # they know channel updates only: these sessions' channels are redone
             dirty |= {channel for _token, _uid, channel in added}
+            dirty |= {channel for _token, channel in gone}
             entries = self.sessions.route_entries(dirty)
             for w in self._workers:
                 w.update(dirty, entries)
@@ -458,6 +486,7 @@ class Relay:
         fan = c.fanout.counters
         parts = {f"refused_{k}": v for k, v in c.refused.items()}
         parts |= {f"auth_{k}": v for k, v in c.auth_refused.items()}
+        parts |= {f"address_rate_limited_{k}": v for k, v in c.rate_limited.items()}
         parts |= {
             "evicted_in_grace": self.sessions.evicted,
             "presence_batches": fan.batches,

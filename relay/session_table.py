@@ -38,6 +38,7 @@ from relay.protocol.messages import (
     UserInfo,
     UserJoined,
     UserLeft,
+    UserState,
     Welcome,
     encode_message,
     encode_user_list,
@@ -85,6 +86,10 @@ class Presence:
 
     data: bytes
     but: int | None = None
+    # The user id whose arrival (a new session) or departure (its removal) this is alone:
+    # a session that comes and goes within one presence round is told to no one.
+    arrival: int = 0
+    departure: int = 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -119,13 +124,15 @@ class Session:
     dropped_at: float | None = None  # monotonic time of the TCP drop
     bound_at: float | None = None  # monotonic time udp_addr last changed
     udp_key: bytes = b""  # protocol 2: the session's secret UDP key (never logged)
+    muted: bool = False  # the user's own choice, shown to everyone (deafened implies it)
+    deafened: bool = False
     tunnel: bool = False  # hears through its control connection (the TCP tunnel)
 
     def __repr__(self) -> str:
         return f"Session(user_id={self.user_id}, name={self.name!r}, channel={self.channel!r})"
 
     def info(self) -> UserInfo:
-        return UserInfo(self.user_id, self.name, self.channel)
+        return UserInfo(self.user_id, self.name, self.channel, self.muted, self.deafened)
 
 
 def _error(conn: int, code: str, message: str) -> Send:
@@ -195,6 +202,7 @@ class SessionTable:
         self._dirty: set[str] = set()  # channels whose routing changed since take_dirty()
         self._added: list[int] = []  # tokens of sessions created since take_added()
         self._removed: list[int] = []  # user ids of sessions removed since take_removed()
+        self._gone: list[tuple[int, str]] = []  # (token, channel) removed unbound, take_gone()
         self.tunnelled: set[int] = set()  # tokens of the sessions that hear through the tunnel
 
     # --- queries ---------------------------------------------------------------
@@ -279,16 +287,32 @@ class SessionTable:
         return dirty
 
     def take_added(self) -> list[tuple[int, int, str]]:
-        """``(token, user_id, channel)`` of the sessions created since the last call that
-        are still unbound in a channel with no other change: the router adds them
-        without rebuilding the channel (:func:`relay.router.add_unbound`)."""
+        """``(token, user_id, channel)`` of the sessions created or moved since the last
+        call that are still unbound in a channel with no other change: the router adds
+        them without rebuilding the channel (:func:`relay.router.add_unbound`), after
+        dropping those :meth:`take_gone` lists. A join storm of sessions that never
+        bound (an attacker's) then costs no channel rebuild at all."""
         added, self._added = self._added, []
         out = []
-        for token in added:
+        for token in dict.fromkeys(added):  # once each, however often it moved
             s = self._by_token.get(token)
-            if s is not None and s.udp_addr is None and s.channel not in self._dirty:
+            if (
+                s is not None
+                and s.udp_addr is None
+                and not s.tunnel
+                and s.channel not in self._dirty
+            ):
                 out.append((token, s.user_id, s.channel))
         return out
+
+    def take_gone(self) -> list[tuple[int, str]]:
+        """``(token, channel)`` of the sessions that never had a UDP address and were
+        removed, or moved out of ``channel``, since the last call: the router drops
+        their routes without rebuilding the channel (:func:`relay.router.remove_unbound`);
+        their channels are not dirty for them. A moved one is listed by
+        :meth:`take_added` too, in its new channel."""
+        gone, self._gone = self._gone, []
+        return gone
 
     def take_removed(self) -> list[int]:
         """User ids of the sessions removed since the last call."""
@@ -366,7 +390,8 @@ class SessionTable:
         self._by_conn[conn] = token
         self._by_user[user_id] = token
         self._per_source[source] = self.sessions_of(source) + 1
-        out.append(self._presence(UserJoined(user_id, name, session.channel), but=conn))
+        joined = UserJoined(user_id, name, session.channel)
+        out.append(Presence(encode_message(joined), but=conn, arrival=user_id))
         self.channels[session.channel].add(token)
         self._set_packed(session)
         out.append(SendFrames((conn,), self._welcome(session)))
@@ -429,7 +454,13 @@ class SessionTable:
         session.channel = channel
         self.channels[channel].add(session.token)
         self._set_packed(session)
-        self._changed(old, channel)
+        if session.udp_addr is None and not session.tunnel:  # in no one's routes: it leaves
+            # one channel's and enters another's on its own
+            self.version += 1
+            self._gone.append((session.token, old))
+            self._added.append(session.token)
+        else:
+            self._changed(old, channel)
         if self.sealed and session.conn is not None:  # the key first: its voice opens at once
             key_id, key = self._media_key(channel)
             return [Send(session.conn, MediaKey(channel, key_id, key)), Presence(left + joined)]
@@ -456,6 +487,19 @@ class SessionTable:
             return [_error(conn, "bad_message", "chat text is empty once cleaned")]
         msg = Chat(text, session.user_id, session.name, session.channel, ts)
         return self._to_channel(session.channel, msg)
+
+    def self_state(self, conn: int, muted: bool, deafened: bool) -> list[Action]:
+        """The user of ``conn`` muted or deafened themselves: tell everyone (them too, so
+        their own tree shows what the others see). Deafened is taken as muted too."""
+        session = self.by_conn(conn)
+        if session is None:
+            return [_error(conn, "not_authenticated", "send auth or reconnect first")]
+        muted = muted or deafened
+        if (muted, deafened) == (session.muted, session.deafened):
+            return []
+        session.muted, session.deafened = muted, deafened
+        self._set_packed(session)
+        return [Presence(encode_message(UserState(session.user_id, muted, deafened)))]
 
     def bye(self, conn: int) -> list[Action]:
         """A clean leave: remove the session now and announce it."""
@@ -612,10 +656,10 @@ class SessionTable:
         """The encoded snapshot for ``session``: every user, those of its channel first,
         paged over ``user_list`` frames when one frame cannot hold them all."""
         packed = self._packed
-        users = [packed[t] for t in self.channels[session.channel]]
+        users = list(map(packed.__getitem__, self.channels[session.channel]))  # in C: flat
         for channel, members in self.channels.items():
             if channel != session.channel:
-                users += [packed[t] for t in members]
+                users.extend(map(packed.__getitem__, members))
         head = Welcome(
             token=session.token,
             user_id=session.user_id,
@@ -642,10 +686,6 @@ class SessionTable:
     def _channel_list(self) -> bytes:
         return encode_message(ChannelList(list(self.info.values())))
 
-    def _presence(self, message: Message, but: int | None = None) -> Presence:
-        """``message`` encoded once for every connected session (presence), but ``but``."""
-        return Presence(encode_message(message), but)
-
     def _to_channel(self, channel: str, message: Message) -> list[Action]:
         by_token = self._by_token
         conns = [by_token[t].conn for t in self.channels[channel]]
@@ -666,11 +706,16 @@ class SessionTable:
         self._snapshot = None
         self._names.release(session.name)
         self.channels[session.channel].discard(session.token)
-        self._changed(session.channel)
+        if session.udp_addr is None and not session.tunnel:  # in no one's routes
+            self.version += 1
+            self._gone.append((session.token, session.channel))
+        else:
+            self._changed(session.channel)
         self.tunnelled.discard(session.token)
         self._removed.append(session.user_id)
         session.udp_key = b""  # the one reference the table held
-        return [self._presence(UserLeft(session.user_id, session.name, session.channel))]
+        gone = UserLeft(session.user_id, session.name, session.channel)
+        return [Presence(encode_message(gone), departure=session.user_id)]
 
     def _evict_oldest_graced(self, source: str | None) -> list[Action] | None:
         """Remove the session that has waited longest in grace (from ``source``, if given)."""

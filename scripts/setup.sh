@@ -46,6 +46,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
   rm -rf "$trial"
 fi
+# espeak-ng speaks real-ish sentences for bench/input_choice.py (how the voice activity
+# detector and the noise suppressor were chosen); without it that benchmark falls back
+# to the generated speech-like signal only.
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  missing+=("espeak-ng")
+fi
 # pesq (the speech-quality score of the benchmarks) ships as source only: it needs a
 # C compiler and the Python headers.
 if ! command -v cc >/dev/null 2>&1; then

@@ -60,9 +60,13 @@ def test_a_wrong_password_stops_the_client_with_the_reason(tmp_path: Path) -> No
             with LocalClient(wrong) as c:
                 c.until(lambda v: v.state.state == ev.FAILED, 20, "refused")
                 assert "bad_password" in c.view.state.reason
-            right = ClientConfig("127.0.0.1", port, "r", password="sesame")
+            # By name: voice goes to the address the connection reached, not to the name
+            # (whose first address may be of a family the relay does not bind).
+            right = ClientConfig("localhost", port, "r", password="sesame")
             with LocalClient(right) as c:
                 c.until(connected, 20, "connected with the password")
+                c.until(lambda v: v.endpoint is not None, 20, "the voice endpoint")
+                assert c.view.endpoint is not None and c.view.endpoint.host == "127.0.0.1"
         finally:
             stop_relay(proc)
 

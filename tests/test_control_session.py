@@ -15,6 +15,7 @@ from pipeline.core.control_session import (
     RECONNECT_DELAY,
     ControlSession,
 )
+from pipeline.core.presence_news import RETURN_GRACE
 from pipeline.ipc import events as ev
 from relay.protocol.errors import ProtocolError
 from relay.protocol.messages import (
@@ -33,11 +34,13 @@ from relay.protocol.messages import (
     ReceiverReport,
     Reception,
     Reconnect,
+    SelfState,
     SpeakerReception,
     UserInfo,
     UserJoined,
     UserLeft,
     UserList,
+    UserState,
     Welcome,
     encode_message,
     encode_user_list,
@@ -228,19 +231,19 @@ def test_wanted_channel_survives_reconnects_and_relay_restarts() -> None:
     s = connected_session()
     sent(s)
     s.disconnected(1.0, "x")
-    s.join("AFK")  # chosen while reconnecting
+    s.join("Games")  # chosen while reconnecting
     s.connected(3.0)
     sent(s)
     s.received(welcome(), 3.0)  # resumed in Lobby
-    assert sent(s) == [Join("AFK")]
-    s.received(encode_message(UserJoined(3, "me", "AFK")), 3.1)
+    assert sent(s) == [Join("Games")]
+    s.received(encode_message(UserJoined(3, "me", "Games")), 3.1)
     s.disconnected(4.0, "relay restarted")
     s.connected(6.0)
     sent(s)
     s.received(encode_message(Error("unknown_token", "gone")), 6.0)
     sent(s)
     s.received(welcome(token=5, uid=1), 6.1)  # a fresh session lands in Lobby
-    assert sent(s) == [Join("AFK")]
+    assert sent(s) == [Join("Games")]
 
 
 def rosters(s: ControlSession) -> list[ev.Roster]:
@@ -341,6 +344,7 @@ def test_a_channel_list_from_the_relay_replaces_the_channels() -> None:
     )
     roster = [e for e in s.take_events() if isinstance(e, ev.Roster)][-1]
     assert roster.channels == ["Lobby", "Quiz"]
+    assert roster.infos == [ChannelInfo("Quiz", "q", 4)]  # for the tree
 
 
 # --- loss feedback --------------------------------------------------------------------
@@ -450,6 +454,131 @@ def test_fuzz_any_decode_figures_make_a_valid_reception(
             assert 0 < len(item.reports) <= 64
 
 
+# --- what is news: reconnects, a granted name, forced moves, self state ------------------
+
+
+def notices(s: ControlSession) -> list[str]:
+    return [e.text for e in s.take_events() if isinstance(e, ev.Notice)]
+
+
+def welcome_with(users: list[UserInfo], token: int = 77, uid: int = 3, **kw: Any) -> bytes:
+    channel = next(u.channel for u in users if u.user_id == uid)
+    return encode_message(
+        Welcome(token, uid, 9000, channel, ["Lobby", "Games"], users, **{**SEALED, **kw})
+    )
+
+
+def test_a_relay_restart_announces_only_real_changes() -> None:
+    s = ControlSession(name="me", host="h", port=1)
+    s.connected(0.0)
+    sent(s)
+    before = [UserInfo(3, "me", "Lobby"), UserInfo(4, "bob", "Lobby"), UserInfo(5, "cy", "Lobby")]
+    s.received(welcome_with(before), 0.0)
+    assert notices(s) == []  # the first welcome: the tree says who is there
+    s.disconnected(10.0, "the relay closed the connection")
+    s.connected(12.0)
+    sent(s)
+    s.received(encode_message(Error("unknown_token", "gone")), 12.0)
+    sent(s)
+    # The restarted relay: we are first back; dan is new.
+    s.received(welcome_with([UserInfo(1, "me", "Lobby"), UserInfo(2, "dan", "Lobby")], 9, 1), 12.1)
+    assert notices(s) == ["dan joined Lobby"]
+    s.received(encode_message(UserJoined(6, "bob", "Lobby")), 13.0)  # bob is back: silent
+    assert notices(s) == []
+    for t in range(14, 27):  # the relay keeps the link alive meanwhile
+        s.received(encode_message(Ping(t, 0.0)), float(t))
+        s.tick(float(t))
+    assert notices(s) == []
+    assert s.next_deadline(26.0) <= 12.1 + RETURN_GRACE
+    s.tick(12.1 + RETURN_GRACE)  # cy never came back
+    assert notices(s) == ["cy left Lobby"]
+    s.received(encode_message(UserJoined(7, "eve", "Lobby")), 30.0)  # a real join
+    assert notices(s) == ["eve joined Lobby"]
+
+
+def test_a_resumed_session_is_silent() -> None:
+    s = connected_session()
+    s.received(encode_message(UserJoined(4, "bob", "Lobby")), 1.0)
+    assert notices(s) == ["bob joined Lobby"]
+    s.disconnected(2.0, "reset")
+    s.connected(4.0)
+    sent(s)
+    s.received(welcome_with([UserInfo(3, "me", "Lobby"), UserInfo(4, "bob", "Lobby")]), 4.0)
+    assert notices(s) == []
+    s.tick(100.0)
+    assert notices(s) == []
+
+
+def test_a_changed_name_is_announced_once() -> None:
+    s = ControlSession(name="alice", host="h", port=1)
+    s.connected(0.0)
+    sent(s)
+    s.received(welcome_with([UserInfo(3, "alice-2", "Lobby")]), 0.0)
+    assert notices(s) == ["you are alice-2 on this server: alice was taken"]
+    s.disconnected(1.0, "x")
+    s.connected(3.0)
+    sent(s)
+    s.received(welcome_with([UserInfo(3, "alice-2", "Lobby")]), 3.0)
+    assert notices(s) == []
+
+
+def test_a_forced_move_is_announced_and_a_chosen_one_is_not() -> None:
+    s = connected_session()
+    s.join("Games")
+    assert sent(s) == [Join("Games")]
+    s.received(encode_message(UserJoined(3, "me", "Games")), 1.0)
+    assert notices(s) == []
+    s.received(encode_message(UserJoined(3, "me", "Lobby")), 2.0)  # the operator moved us
+    assert notices(s) == ["you were moved to Lobby"]
+    s.disconnected(3.0, "x")
+    s.connected(5.0)
+    sent(s)
+    s.received(welcome(), 5.0)
+    assert sent(s) == []  # no going back to Games: the move is where we are now
+
+
+def test_a_channel_gone_while_away_is_announced() -> None:
+    s = ControlSession(name="me", host="h", port=1, wanted_channel="Radio")
+    s.connected(0.0)
+    sent(s)
+    s.received(welcome(), 0.0)
+    assert sent(s) == []
+    assert notices(s) == ["there is no channel Radio any more; you are in Lobby"]
+
+
+def test_mute_and_deafen_go_to_the_relay_and_come_back_in_the_roster() -> None:
+    s = ControlSession(name="me", host="h", port=1)
+    s.set_self(muted=True)  # before connecting: sent after the welcome
+    s.connected(0.0)
+    sent(s)
+    s.received(welcome(), 0.0)
+    assert sent(s) == [SelfState(True, False)]
+    s.set_self(deafened=True)
+    assert sent(s) == [SelfState(True, True)]
+    s.set_self(deafened=True)
+    assert sent(s) == []
+    s.take_events()
+    s.received(encode_message(UserState(3, True, True)), 1.0)
+    s.received(encode_message(UserJoined(4, "bob", "Lobby")), 1.0)
+    s.received(encode_message(UserState(4, True, False)), 1.0)
+    s.received(encode_message(UserJoined(4, "bob", "Games")), 1.1)  # moves keep the state
+    (*_, roster) = rosters(s)
+    assert UserInfo(3, "me", "Lobby", True, True) in roster.users
+    assert UserInfo(4, "bob", "Games", True, False) in roster.users
+    # A resumed session the relay still shows as muted needs nothing sent.
+    s.disconnected(2.0, "x")
+    s.connected(4.0)
+    sent(s)
+    s.received(welcome_with([UserInfo(3, "me", "Lobby", True, True)]), 4.0)
+    assert sent(s) == []
+    s.tick(4.0 + PING_INTERVAL)
+    (ping,) = sent(s)
+    assert isinstance(ping, Ping)
+    s.received(encode_message(Pong(ping.nonce, ping.t)), 5.1)
+    stats = [e for e in s.take_events() if isinstance(e, ev.ControlStats)]
+    assert stats[-1].muted and stats[-1].deafened
+
+
 # --- the TCP tunnel --------------------------------------------------------------------
 
 
@@ -501,6 +630,40 @@ def test_a_relay_without_the_tunnel_keeps_voice_on_udp() -> None:
     assert sent(s) == []
 
 
+def test_a_refused_tunnel_is_asked_for_again_in_a_new_session_only() -> None:
+    from relay.protocol.messages import Tunnel
+
+    s = connected_session()
+    s.voice_path(True)
+    s.take_outgoing()
+    s.received(encode_message(Error(code="no_tunnel", message="no voice over TCP")), 1.0)
+    assert s.tunnel_refused
+    s.disconnected(2.0, "closed")  # the same relay, the session resumed: still refused
+    s.connected(2.0 + RECONNECT_DELAY)
+    assert sent(s) == [Reconnect(77, PROTOCOL)]
+    s.received(welcome(), 2.0 + RECONNECT_DELAY)
+    assert Tunnel(True) not in sent(s) and s.voice_frame(b"\x02\x02x") is None
+    s.disconnected(5.0, "relay restarted")  # upgraded, perhaps: it forgot us
+    s.connected(5.0 + RECONNECT_DELAY)
+    sent(s)
+    s.received(encode_message(Error("unknown_token", "no such session")), 7.0)
+    assert sent(s) == [Auth("me", PROTOCOL)]
+    s.received(welcome(token=99, uid=1), 7.1)
+    assert Tunnel(True) in sent(s)
+    assert s.voice_frame(b"\x02\x02x") is not None
+
+
+def test_voice_goes_to_the_address_the_control_connection_reached() -> None:
+    # A name with A and AAAA records: the connection may have reached it by IPv4 only (a
+    # relay on 0.0.0.0); UDP to the name's first address, the IPv6 one, would be dead.
+    s = ControlSession(name="me", host="relay.example", port=1)
+    s.connected(0.0, peer="192.0.2.7")
+    s.take_outgoing()
+    s.received(welcome(), 0.0)
+    (point,) = [e for e in s.take_events() if isinstance(e, ev.VoiceEndpoint)]
+    assert point.host == "192.0.2.7"
+
+
 def test_the_welcomes_udp_host_is_where_voice_goes() -> None:
     s = ControlSession(name="me", host="control.example", port=1)
     s.connected(0.0)
@@ -510,3 +673,16 @@ def test_the_welcomes_udp_host_is_where_voice_goes() -> None:
     s.received(encode_message(head), 0.0)
     (point,) = [e for e in s.take_events() if isinstance(e, ev.VoiceEndpoint)]
     assert (point.host, point.udp_port) == ("voice.example", 9000)
+
+
+def test_a_relay_without_self_state_gets_it_no_more_and_keeps_loss_reports() -> None:
+    s = connected_session()
+    s.set_self(muted=True)
+    assert sent(s) == [SelfState(True, False)]
+    s.take_events()
+    err = Error(code="unknown_type", message="unknown message type 'self_state'")
+    s.received(encode_message(err), 1.0)
+    assert s.self_state_refused and not s._reception_refused
+    assert notices(s) == ["this server does not show others that you are muted"]
+    s.set_self(deafened=True)
+    assert sent(s) == []

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from relay.protocol import messages as wire
 from relay.protocol.errors import FramingError, ProtocolError
 from relay.protocol.messages import (
     LENGTH,
@@ -37,12 +38,14 @@ from relay.protocol.messages import (
     ReceiverReport,
     Reception,
     Reconnect,
+    SelfState,
     SpeakerReception,
     Tunnel,
     UserInfo,
     UserJoined,
     UserLeft,
     UserList,
+    UserState,
     Voice,
     Welcome,
     decode_message,
@@ -96,6 +99,9 @@ EVERY_MESSAGE: list[Message] = [
     ),
     MediaKey(channel="Games", key_id=2, key=b"n" * 16),
     ChannelList([ChannelInfo("Lobby"), ChannelInfo("Ops", "operators only", 4)]),
+    SelfState(muted=True, deafened=False),
+    UserState(user_id=4, muted=True, deafened=True),
+    UserList(users=[UserInfo(5, "carol", "Lobby", muted=True)], first=True, last=True),
     # The TCP tunnel, and the relay's public UDP host.
     Voice(data=b"\x02\x02\x01" + bytes(64)),
     Voice(data=bytes(MAX_TUNNELLED)),
@@ -123,6 +129,8 @@ def test_every_spec_type_has_a_message() -> None:
         "receiver_report",
         "media_key",
         "channel_list",
+        "self_state",
+        "user_state",
         "voice",
         "tunnel",
     }
@@ -379,6 +387,24 @@ def long_users(n: int) -> list[UserInfo]:
     return [UserInfo(i, f"user{i:027d}", "c" * 64) for i in range(n)]
 
 
+def test_a_user_is_packed_without_a_false_mute_or_deafen() -> None:
+    """Mute and deafen cost a user list nothing until someone uses them."""
+    plain = msgpack.unpackb(pack_user(UserInfo(3, "alice", "Lobby")))
+    assert plain == {"user_id": 3, "name": "alice", "channel": "Lobby"}
+    muted = msgpack.unpackb(pack_user(UserInfo(3, "alice", "Lobby", muted=True)))
+    assert muted == {"user_id": 3, "name": "alice", "channel": "Lobby", "muted": True}
+    frame = encode_user_list([pack_user(UserInfo(3, "alice", "Lobby", True, True))])
+    (page,) = MessageDecoder().feed(frame)
+    assert isinstance(page, UserList) and page.users == [UserInfo(3, "alice", "Lobby", True, True)]
+
+
+def test_self_state_needs_a_bool_mute() -> None:
+    with pytest.raises(ProtocolError, match=r"self_state\.muted must be a bool"):
+        decode_message(msgpack.packb({"type": "self_state", "muted": 1}))
+    with pytest.raises(ProtocolError, match="lacks the field 'muted'"):
+        decode_message(msgpack.packb({"type": "self_state"}))
+
+
 def test_a_long_welcome_goes_on_in_user_list_pages() -> None:
     users = long_users(3000)
     head = Welcome(7, 1, 8080, "c" * 64, ["c" * 64], [])
@@ -424,6 +450,33 @@ def test_fuzz_pages_hold_every_user_in_order(ids: list[int], name_len: int) -> N
         assert isinstance(m, Welcome | UserList)
         got += m.users
     assert got == users
+
+
+def _reference_pages(head_size: int, users: list[bytes]) -> list[list[bytes]]:
+    """The page cut one user at a time: what messages._pages must equal."""
+    budget = MAX_FRAME - head_size - wire._PAGE_SLACK
+    pages: list[list[bytes]] = [[]]
+    size = 0
+    for user in users:
+        if pages[-1] and (size + len(user) > budget or len(pages[-1]) >= MAX_LIST):
+            pages.append([])
+            size = 0
+        pages[-1].append(user)
+        size += len(user)
+    return pages
+
+
+@given(
+    st.lists(st.integers(1, 40_000), max_size=60),
+    st.integers(0, 64),
+    st.integers(0, MAX_LIST + 50),
+)
+def test_fuzz_pages_are_cut_as_one_user_at_a_time_would(
+    sizes: list[int], head_size: int, small: int
+) -> None:
+    users = [b"x" * n for n in sizes] + [b"u" * 9] * small
+    got = [list(p) for p in wire._pages(head_size, users)]
+    assert got == _reference_pages(head_size, users)
 
 
 def test_the_tunnel_carries_any_datagram_up_to_the_largest_sealed_one() -> None:
@@ -543,6 +596,8 @@ wire_values = st.recursive(
                 "loss_percent",
                 "late_percent",
                 "listeners",
+                "muted",
+                "deafened",
                 "data",
                 "on",
                 "udp_host",
@@ -578,7 +633,7 @@ names = st.text(
 channels = names
 u32 = st.integers(0, 2**32 - 1)
 finite = st.floats(allow_nan=False, allow_infinity=False)
-users = st.builds(UserInfo, u32, names, channels)
+users = st.builds(UserInfo, u32, names, channels, st.booleans(), st.booleans())
 percent = st.floats(0.0, 100.0)
 receptions = st.builds(SpeakerReception, u32, percent, percent, st.floats(0.0, MAX_BURST))
 messages = st.one_of(
@@ -615,6 +670,8 @@ messages = st.one_of(
     ),
     st.builds(Reception, st.lists(receptions, max_size=MAX_RECEPTION)),
     st.builds(ReceiverReport, percent, percent, st.integers(0, 65535), st.floats(0.0, MAX_BURST)),
+    st.builds(SelfState, st.booleans(), st.booleans()),
+    st.builds(UserState, u32, st.booleans(), st.booleans()),
     st.builds(Voice, st.binary(min_size=1, max_size=MAX_TUNNELLED)),
     st.builds(Tunnel, st.booleans()),
 )

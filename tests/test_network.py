@@ -163,6 +163,27 @@ def test_without_a_relay_address_the_receiver_sleeps_instead_of_spinning(
     assert loops == 3
 
 
+def test_on_the_tunnel_with_no_answers_coming_the_receiver_waits_instead_of_spinning(
+    stage: tuple[network._Network, Ring, socket.socket],
+) -> None:
+    net, out, _relay = stage
+    now = time.monotonic_ns()
+    net.link.health.answered(now - 5_000_000_000, 2_000_000)  # the last answer, long ago
+    assert net.link.health.update(now) and net.link.path == "tcp"
+    waits: list[float] = []
+    real_wait = net.rt.wait
+
+    def counting_wait(fds: tuple[int, ...], timeout: float) -> set[int]:
+        waits.append(timeout)
+        if len(waits) >= 5:
+            net.rt.stop.set("test over")
+        return real_wait(fds, 0.0)
+
+    net.rt.wait = counting_wait  # type: ignore[method-assign]
+    net.receive_loop(out, Tracer(None, 3))
+    assert sum(w == 0.0 for w in waits) <= 1, waits  # the first pass may send a due ping
+
+
 # --- a captured call (issue 12): real processes, real sockets ------------------------------
 
 

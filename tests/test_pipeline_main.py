@@ -93,8 +93,11 @@ def test_missing_sound_device_names_the_file_options() -> None:
 
 def test_runs_for_a_duration_and_writes_stats(relay_port: int, tmp_path: Path) -> None:
     stats = tmp_path / "s.json"
+    # A steady tone is no speech to voice activation (nor to noise suppression): sent
+    # as it is, continuously.
     p = cli("--server", f"127.0.0.1:{relay_port}", "--name", "cli", "--input", "tone",
-            "--output", "null", "--duration", "5", "--stats-json", str(stats))  # fmt: skip
+            "--output", "null", "--duration", "5", "--stats-json", str(stats),
+            "--talk", "continuous", "--no-input-processing")  # fmt: skip
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert "summary:" in out and "connected" in out
@@ -179,3 +182,51 @@ def test_connecting_needs_a_name() -> None:
     p = cli("--input", "tone", "--output", "null")
     _out, err = p.communicate(timeout=60)
     assert p.returncode == 2 and "--name is required" in err
+
+
+def test_space_in_the_terminal_pushes_to_talk(relay_port: int, tmp_path: Path) -> None:
+    """The key path as a user has it: the client in a real pseudo-terminal, space typed."""
+    import select
+
+    stats = tmp_path / "s.json"
+    master, slave = os.openpty()
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "--server", f"127.0.0.1:{relay_port}",
+         "--name", "key", "--input", "tone", "--output", "null", "--talk", "ptt",
+         "--no-input-processing", "--stats-json", str(stats)],
+        cwd=ROOT, stdin=slave, stdout=slave, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.close(slave)
+    seen = b""
+
+    def wait_for(text: bytes, timeout: float = 60.0) -> None:
+        nonlocal seen
+        end = time.monotonic() + timeout
+        while text not in seen and time.monotonic() < end:
+            if select.select([master], [], [], 0.2)[0]:
+                seen += os.read(master, 4096)
+        assert text in seen, seen[-500:]
+
+    try:
+        wait_for(b"keys: space")  # the terminal was taken into cbreak mode
+        wait_for(b"connected as key")
+        time.sleep(1.0)  # the voice path comes up: nothing sent with the key up
+        os.write(master, b" ")
+        wait_for(b"key down: talking")
+        time.sleep(1.5)
+        os.write(master, b" ")
+        wait_for(b"key up")
+        time.sleep(1.0)
+        p.send_signal(signal.SIGINT)
+        p.wait(30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+    assert p.returncode == 0
+    doc = json.loads(stats.read_text())
+    enc, net = doc["stats"]["encode"], doc["stats"]["network"]
+    assert enc["talk_mode"] == "ptt" and enc["spurts"] == 1 and not enc["ptt_pressed"]
+    assert 30 <= net["sent"] <= 150  # about the 1.5 s the key was down
+    assert enc["unsent_frames"] >= 50  # the second before and after it, key up

@@ -332,3 +332,32 @@ def test_reception_before_auth_is_refused() -> None:
         assert not control.feedback
 
     run(body)
+
+
+def test_a_ping_is_answered_while_a_join_storm_is_still_being_worked_off() -> None:
+    """Issue 18, finding 2: the joins of a storm were handled as they were read, a whole
+    read (thousands of joins) in one go, and pings waited behind them. Now they are queued
+    and worked off a few milliseconds per loop pass: a ping read meanwhile is answered at
+    once, long before the storm is over."""
+    joins = 2000
+
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        r, w = await connect()
+        w.write(encode_message(Auth(name="mover")))
+        assert isinstance(await read_message(r), Welcome)
+        pr, pw = await connect()
+        hop = encode_message(Join("Music")) + encode_message(Join("Lobby"))
+        w.write(hop * (joins // 2))  # ~60 KiB: one read
+        while control.messages.get("join", 0) == 0:  # the relay has begun on them
+            await asyncio.sleep(0)
+        pw.write(encode_message(Ping(nonce=1, t=0.0)))
+        assert await read_message(pr) == Pong(nonce=1, t=0.0)
+        assert control.messages["join"] < joins  # answered in the midst of the storm
+        while control.messages.get("join", 0) < joins:  # and the storm is all handled
+            await asyncio.sleep(0.01)
+        session = control.sessions.by_conn(1)
+        assert session is not None and session.channel == "Lobby"
+
+    run(body, ControlLimits(rate=1e9, burst=1e9, address_join_rate=0))

@@ -11,7 +11,9 @@ from relay.limits import (
     MAX_ERRORS,
     MAX_FAILED_RECONNECTS,
     PRUNE_AT,
+    AddressBuckets,
     AddressPolicy,
+    AddressRates,
     Admission,
     ConnectionPolicy,
     ControlLimits,
@@ -199,6 +201,59 @@ def test_fuzz_open_counts_match_admissions(events: list[tuple[str, bool, float]]
         assert all(p.open_from(a) == n for a, n in model.items())
         assert p.total == sum(model.values()) <= 9
         assert all(n <= 4 for n in model.values())
+
+
+# --- chats and joins per address -----------------------------------------------------
+
+
+def test_an_address_shares_one_chat_and_one_join_budget_across_its_connections() -> None:
+    r = AddressRates(ControlLimits(address_chat_rate=2, address_chat_burst=4))
+    assert [r.allow_chat("a", 0.0) for _ in range(5)] == [True] * 4 + [False]
+    assert r.allow_chat("b", 0.0)  # another address has its own
+    assert r.allow_chat("a", 0.5) and not r.allow_chat("a", 0.5)  # the rate: 2/s
+    joins = [r.allow_join("a", 0.0) for _ in range(40)]  # chats spend nothing of joins
+    assert joins.count(True) == ControlLimits().address_join_burst
+
+
+def test_an_address_rate_of_zero_is_no_limit() -> None:
+    r = AddressRates(ControlLimits(address_chat_rate=0, address_join_rate=0))
+    assert all(r.allow_chat("a", 0.0) and r.allow_join("a", 0.0) for _ in range(10_000))
+
+
+def test_the_default_address_rates_let_a_household_reconnect_and_talk() -> None:
+    # 32 sessions (the per-address default) join their channels at once after a restart,
+    # and then chat a line every few seconds each.
+    lim = ControlLimits()
+    r = AddressRates(lim)
+    assert all(r.allow_join("home", 0.0) for _ in range(lim.per_address_sessions))
+    assert all(r.allow_chat("home", 1.0 + i * 0.125) for i in range(32 * 8))
+
+
+def test_a_reload_of_the_address_rates_applies_at_once() -> None:
+    lim = ControlLimits(address_chat_rate=1, address_chat_burst=1)
+    r = AddressRates(lim)
+    assert r.allow_chat("a", 0.0) and not r.allow_chat("a", 0.0)
+    lim.address_chat_rate, lim.address_chat_burst = 100, 50
+    assert all(r.allow_chat("a", 0.0) for _ in range(50))
+
+
+def test_address_buckets_stay_bounded() -> None:
+    b = AddressBuckets(rate=1, burst=2)
+    for i in range(3 * PRUNE_AT):
+        assert b.allow(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", float(i) * 1e-4)
+    assert len(b) <= PRUNE_AT
+
+
+@given(rates, bursts, st.lists(st.tuples(st.sampled_from("abc"), st.floats(0, 0.5)), max_size=200))
+def test_fuzz_an_address_never_gets_more_than_burst_plus_rate_times_elapsed(
+    rate: float, burst: float, events: list[tuple[str, float]]
+) -> None:
+    r = AddressRates(ControlLimits(address_chat_rate=rate, address_chat_burst=burst))
+    now, allowed = 0.0, {"a": 0, "b": 0, "c": 0}
+    for addr, dt in events:
+        now += dt
+        allowed[addr] += r.allow_chat(addr, now)
+        assert allowed[addr] <= burst + rate * now + 1e-6
 
 
 # --- password guessing ----------------------------------------------------------------

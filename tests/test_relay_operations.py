@@ -68,6 +68,7 @@ def test_a_reload_applies_what_it_can_and_names_the_rest() -> None:
     assert relay.sessions.info["Ops"].max_users == 2
     assert relay.sessions.grace == 5.0 and relay.control.limits.max_connections == 10
     assert relay.router.limit == VoiceLimit(100.0, 100_000.0, 1.0)
+    assert relay.tunnel is not None and relay.tunnel.limit == relay.router.limit  # TCP's too
     assert relay.config.port == 8080  # not applied: needs a restart
 
 

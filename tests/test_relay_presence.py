@@ -151,3 +151,97 @@ def test_fuzz_every_subscriber_gets_each_event_once_in_order_or_a_snapshot(
             idx = events.index(parts[0], pos)
             assert events[idx : idx + len(parts)] == parts
             pos = idx + len(parts)
+
+
+def test_a_session_that_comes_and_goes_within_a_round_is_told_to_no_one() -> None:
+    f = PresenceFanout()
+    for c in (1, 2):
+        f.subscribe(c)
+    f.publish(b"<a>", arrival=7)  # a probe: auth ...
+    f.publish(b"<b>")  # (someone else's move, in between)
+    f.publish(b"<~a>", departure=7)  # ... and bye, before the round goes out
+    assert flush(f, 0.0) == {1: b"<b>", 2: b"<b>"}
+    f.publish(b"<c>", arrival=8)
+    f.publish(b"<~c>", departure=8)
+    assert flush(f, 1.0) == {}  # nothing else: no write at all
+    f.publish(b"<d>", arrival=9)
+    assert flush(f, 2.0) == {1: b"<d>", 2: b"<d>"}
+    f.publish(b"<~d>", departure=9)  # its arrival went out last round: its leave must too
+    assert flush(f, 3.0) == {1: b"<~d>", 2: b"<~d>"}
+
+
+def test_who_subscribed_between_an_arrival_and_its_departure_still_hears_the_departure() -> None:
+    # Its welcome listed the newcomer: without the user_left it would keep a ghost.
+    f = PresenceFanout()
+    f.subscribe(1)
+    f.publish(b"<a>", arrival=7)
+    f.subscribe(2)  # welcomed now, with 7 in its list
+    f.publish(b"<~a>", departure=7)
+    assert flush(f, 0.0) == {1: b"<a><~a>", 2: b"<~a>"}
+
+
+def test_a_round_with_nothing_left_to_tell_keeps_every_stream_whole() -> None:
+    f = PresenceFanout()
+    f.subscribe(1)
+    f.publish(b"<a>", arrival=7)
+    f.subscribe(2)  # within the round: its stream would begin at the departure
+    f.unsubscribe(2)  # ... but it leaves again
+    f.subscribe(3)
+    f.publish(b"<~a>", departure=7)
+    assert flush(f, 0.0) == {1: b"<a><~a>", 3: b"<~a>"}
+    f.publish(b"<b>", arrival=8)
+    f.publish(b"<~b>", departure=8)
+    assert flush(f, 1.0) == {}
+    f.publish(b"<c>")  # every stream starts again at the new round's first event
+    assert flush(f, 2.0) == {1: b"<c>", 3: b"<c>"}
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("sub"), st.integers(1, 4)),
+            st.tuples(st.just("unsub"), st.integers(1, 4)),
+            st.tuples(st.just("come"), st.integers(1, 6)),
+            st.tuples(st.just("go"), st.integers(1, 6)),
+            st.tuples(st.just("flush"), st.just(0)),
+        ),
+        max_size=60,
+    )
+)
+def test_fuzz_with_passers_by_dropped_every_roster_stays_true(ops: list[tuple[str, int]]) -> None:
+    """A model of rosters: a subscriber starts from the users present at its welcome and
+    applies what it is written, in order; after each round it lists exactly who is there,
+    whatever arrivals and departures dropped out."""
+    f = PresenceFanout()
+    present: set[int] = set()
+    rosters: dict[int, set[int]] = {}
+    now = 0.0
+
+    def apply(roster: set[int], data: bytes) -> None:
+        for event in data.replace(b"><", b">\0<").split(b"\0"):
+            user = int(event[2:-1])
+            if event[1:2] == b"+":
+                assert user not in roster
+                roster.add(user)
+            else:
+                assert user in roster
+                roster.remove(user)
+
+    for op, arg in ops:
+        if op == "sub" and arg not in f:
+            f.subscribe(arg)
+            rosters[arg] = set(present)  # its welcome
+        elif op == "unsub":
+            f.unsubscribe(arg)
+            rosters.pop(arg, None)
+        elif op == "come" and arg not in present:
+            present.add(arg)
+            f.publish(b"<+%d>" % arg, arrival=arg)
+        elif op == "go" and arg in present:
+            present.remove(arg)
+            f.publish(b"<-%d>" % arg, departure=arg)
+        elif op == "flush":
+            now += 1.0
+            for conn, data in f.flush(now, lambda c: 0, lambda: SNAP):
+                apply(rosters[conn], data)
+            assert all(r == present for r in rosters.values())

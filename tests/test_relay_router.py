@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.protocol.datagram import HEADER_SIZE, MAX_DATAGRAM, VoiceDatagram
-from relay.router import RECV_SIZE, Addr, Router, RouteTable, VoiceLimit
+from relay.router import RECV_SIZE, Addr, Router, RouteTable, VoiceLimit, remove_unbound
 
 A: Addr = ("127.0.0.1", 1001)
 B: Addr = ("127.0.0.1", 1002)
@@ -295,3 +295,13 @@ def test_fuzz_never_more_than_the_buckets_allow(steps: list[tuple[float, int]]) 
     elapsed = clock.t - start
     assert passed <= 25 + elapsed * 50 + 1e-6  # the full bucket plus the refill
     assert passed_bytes <= 10_000 + elapsed * 20_000 + 1e-6
+
+
+def test_removing_unbound_sessions_equals_a_rebuild() -> None:
+    a, b = ("10.0.0.1", 1), ("10.0.0.2", 2)
+    entries = [(1, 11, "L", a), (2, 12, "L", None), (3, 13, "L", b), (4, 14, "M", None)]
+    table = RouteTable.build(entries)
+    got = remove_unbound(table, [(2, "L"), (4, "M"), (99, "L")])  # 99: never held, skipped
+    want = RouteTable.update(table, {"L", "M"}, [e for e in entries if e[0] in (1, 3)])
+    assert got == want and got.members == {"L": (1, 3)}
+    assert table.members["L"] == (1, 2, 3)  # the old table is untouched

@@ -811,6 +811,94 @@ def test_idle_sessions_from_one_address_leave_room_for_others(
             assert c.welcome is not None
 
 
+def _raw_sessions(relay: RelayProc, n: int, prefix: str) -> list[socket.socket]:
+    """``n`` sessions from 127.0.0.1, authenticated by hand, their welcomes read."""
+    socks = []
+    for i in range(n):
+        s = socket.create_connection((HOST, relay.port), timeout=5)
+        s.sendall(frame(type="auth", name=f"{prefix}{i}"))
+        assert raw_read(s)["type"] == "welcome"
+        socks.append(s)
+    return socks
+
+
+def _drain_raw(socks: list[socket.socket]) -> bytes:
+    """What the relay sent these sockets so far (read without waiting)."""
+    out = b""
+    for s in socks:
+        s.settimeout(0.05)
+        with contextlib.suppress(TimeoutError):
+            while chunk := s.recv(65536):
+                out += chunk
+    return out
+
+
+def test_chats_from_many_connections_of_one_address_are_limited_together(
+    relay_factory: Callable[..., RelayProc],
+) -> None:
+    """Issue 18, finding 4: 50 connections at 19 chats/s each relayed 950 chats/s. Now
+    one address's chats, all its connections together, are held to --address-chat-rate;
+    another address chats as before, and the flooder's connections stay open."""
+    relay = relay_factory("--address-chat-rate", "4", "--address-chat-burst", "8")
+    with newcomer(relay) as listener:
+        socks = _raw_sessions(relay, 10, "flood")
+        try:
+            t0 = time.monotonic()
+            for s in socks:  # 100 chats at once, 10 a connection: within each one's burst
+                s.sendall(frame(type="chat", text="spam") * 10)
+            listener.send(Chat("hello"))  # another address is not held back
+            listener.recv(lambda m: isinstance(m, Chat) and m.text == "hello")
+            time.sleep(0.5)
+            elapsed = time.monotonic() - t0
+            listener.tcp.settimeout(0.3)
+            with contextlib.suppress(TimeoutError):
+                while chunk := listener.tcp.recv(65536):
+                    listener._take(listener._decoder.feed(chunk))
+            heard = [m for m in listener.inbox if isinstance(m, Chat) and m.text == "spam"]
+            assert 8 <= len(heard) <= 8 + 4 * elapsed + 1
+            answers = _drain_raw(socks)
+            assert answers.count(b"address_rate_limited") >= 100 - len(heard) - 10
+            assert b"rate_limited" not in answers.replace(b"address_rate_limited", b"")
+            socks[0].sendall(frame(type="ping", nonce=1, t=0.0))  # still connected
+            assert raw_read(socks[0])["type"] in ("pong", "chat", "error")
+        finally:
+            for s in socks:
+                s.close()
+
+
+def test_joins_from_many_connections_of_one_address_are_limited_together(
+    relay_factory: Callable[..., RelayProc],
+) -> None:
+    """Issue 18, finding 4 (joins): each join is a presence event to every session, so
+    one address's joins are held to --address-join-rate, all its connections together."""
+    relay = relay_factory("--address-join-rate", "2", "--address-join-burst", "5")
+    with newcomer(relay) as watcher:
+        socks = _raw_sessions(relay, 8, "mover")
+        try:
+            watcher.recv(lambda m: isinstance(m, UserJoined) and m.name == "mover7")
+            watcher.inbox.clear()  # their arrivals: not moves
+            t0 = time.monotonic()
+            hop = frame(type="join", channel="General") + frame(type="join", channel="Lobby")
+            for s in socks:  # 48 joins at once, 6 a connection
+                s.sendall(hop * 3)
+            watcher.send(Join("General"))  # another address moves as before
+            watcher.recv(lambda m: isinstance(m, UserJoined) and m.name == "legit")
+            time.sleep(0.5)
+            elapsed = time.monotonic() - t0
+            watcher.tcp.settimeout(0.3)
+            with contextlib.suppress(TimeoutError):
+                while chunk := watcher.tcp.recv(65536):
+                    watcher._take(watcher._decoder.feed(chunk))
+            moves = [
+                m for m in watcher.inbox if isinstance(m, UserJoined) and m.name.startswith("mover")
+            ]
+            assert 5 <= len(moves) <= 5 + 2 * elapsed + 1
+            assert _drain_raw(socks).count(b"address_rate_limited") >= 48 - len(moves) - 8
+        finally:
+            for s in socks:
+                s.close()
+
+
 @pytest.mark.parametrize("n", [1200, pytest.param(2000, marks=pytest.mark.soak)])
 def test_the_welcome_lists_every_user_of_a_full_server(
     relay_factory: Callable[..., RelayProc], n: int
@@ -820,6 +908,7 @@ def test_the_welcome_lists_every_user_of_a_full_server(
     1,200 users of ~60 bytes each already overflow one 64 KiB frame; the 2,000 of the
     issue run with ``make soak``."""
     unlimited = ["--max-per-address", "0", "--max-sessions-per-address", "0", "--connect-rate", "0"]
+    unlimited += ["--address-join-rate", "0", "--address-chat-rate", "0"]
     relay = relay_factory("--max-clients", str(n + 10), "--log-level", "warning", *unlimited)
     with Crowd(HOST, relay.port) as crowd:
         crowd.add(n - 1, "x" * 24 + "-", batch=100)  # names of 25-29 characters
@@ -845,6 +934,7 @@ def test_a_join_storm_keeps_pings_answered(relay_factory: Callable[..., RelayPro
     """Issue 18, finding 2: a join storm took the control plane down (a ping answered
     after 44.8 s at 1,500 sessions). bench/control_load.py measures 1,500; here 400."""
     unlimited = ["--max-per-address", "0", "--max-sessions-per-address", "0", "--connect-rate", "0"]
+    unlimited += ["--address-join-rate", "0", "--address-chat-rate", "0"]
     channels = [a for i in range(20) for a in ("--channel", f"c{i}")]
     relay = relay_factory("--max-clients", "500", "--log-level", "info", *unlimited, *channels)
     with Crowd(HOST, relay.port) as crowd, ProbeClient(HOST, relay.port) as pinger:
@@ -876,6 +966,7 @@ def test_sigterm_is_obeyed_within_two_seconds_under_load(
     """Issue 18, finding 2: under a storm SIGTERM was not obeyed within 5 s. Sessions that
     never read their presence (queues full) must not hold the shutdown."""
     unlimited = ["--max-per-address", "0", "--max-sessions-per-address", "0", "--connect-rate", "0"]
+    unlimited += ["--address-join-rate", "0", "--address-chat-rate", "0"]
     relay = relay_factory("--max-clients", "500", *unlimited)
     with Crowd(HOST, relay.port) as crowd:
         crowd.add(300, "s", batch=100)

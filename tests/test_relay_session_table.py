@@ -25,9 +25,10 @@ from relay.protocol.messages import (
     UserJoined,
     UserLeft,
     UserList,
+    UserState,
     Welcome,
 )
-from relay.router import EMPTY_TABLE, RouteTable, add_unbound
+from relay.router import EMPTY_TABLE, RouteTable, add_unbound, remove_unbound
 from relay.session_table import (
     REBIND_INTERVAL,
     Action,
@@ -155,6 +156,30 @@ def test_join_presence_reaches_the_whole_server() -> None:
     assert t.join(1, "Music") == []
     (err,) = to(t.join(1, "Nowhere"), 1)
     assert isinstance(err, Error) and err.code == "unknown_channel"
+    t.check()
+
+
+def test_self_state_is_shown_to_everyone_and_kept_in_the_user_list() -> None:
+    t = table()
+    t.auth(1, "a")
+    t.auth(2, "b")
+    out = t.self_state(1, muted=True, deafened=False)
+    for conn in (1, 2):  # the sender too: its own tree shows what the others see
+        assert to(out, conn) == [UserState(1, muted=True, deafened=False)]
+    assert t.self_state(1, muted=True, deafened=False) == []  # no change, no presence
+    # Deafened is muted too, whatever the client says.
+    assert to(t.self_state(1, muted=False, deafened=True), 2) == [UserState(1, True, True)]
+    t.join(1, "Music")  # a move keeps the state
+    w = welcome(t.auth(3, "c"), 3)
+    assert UserInfo(1, "a", "Music", muted=True, deafened=True) in w.users
+    session = t.by_user(1)
+    assert session is not None
+    t.drop(1, 5.0)
+    assert mine(welcome(t.reconnect(1, session.token, 6.0), 1)).deafened  # resumed as it was
+    (page,) = decode(t.snapshot())
+    assert isinstance(page, UserList) and UserInfo(1, "a", "Music", True, True) in page.users
+    (err,) = to(t.self_state(9, True, False), 9)
+    assert isinstance(err, Error) and err.code == "not_authenticated"
     t.check()
 
 
@@ -593,8 +618,9 @@ class SessionMachine(RuleBasedStateMachine):
     @invariant()
     def incremental_routes_equal_a_full_build(self) -> None:
         added = self.t.take_added()
+        gone = self.t.take_gone()
         dirty = self.t.take_dirty()
-        table = add_unbound(self.table, added)
+        table = add_unbound(remove_unbound(self.table, gone), added)
         tunnelled = self.t.tunnelled
         self.table = RouteTable.update(table, dirty, self.t.route_entries(dirty), tunnelled)
         full = RouteTable.build(self.t.route_entries(), tunnelled)
@@ -608,6 +634,46 @@ SessionMachine.TestCase.settings = settings(
     _profile, max_examples=max(50, _profile.max_examples // 10)
 )
 TestSessionMachine = SessionMachine.TestCase
+
+
+def test_a_session_that_never_bound_leaves_without_a_channel_rebuild() -> None:
+    # A probe that authenticates and leaves costs the router a dict copy, not a rebuild
+    # of the default channel (thousands of members on a full relay).
+    t = table()
+    for conn in range(1, 6):
+        t.auth(conn, f"u{conn}")
+    t.bind_udp(t.by_conn(1).token, ("127.0.0.1", 5000), 0.0)  # type: ignore[union-attr]
+    t.take_added(), t.take_dirty()
+    version = t.version
+    token = t.by_conn(5).token  # type: ignore[union-attr]
+    t.bye(5)
+    assert t.version > version  # the routing view changed ...
+    assert t.take_dirty() == set()  # ... but no channel needs rebuilding
+    assert t.take_gone() == [(token, "Lobby")] and t.take_gone() == []
+    t.bye(1)  # a bound session is in the others' routes: its channel is rebuilt
+    assert t.take_dirty() == {"Lobby"} and t.take_gone() == []
+    t.check()
+
+
+def test_a_session_that_never_bound_moves_without_a_channel_rebuild() -> None:
+    # A join storm of sessions without UDP (an attacker's) rebuilt both channels of every
+    # join, thousands of routes per presence round: now each move is a dict copy.
+    t = table()
+    for conn in range(1, 4):
+        t.auth(conn, f"u{conn}")
+    t.take_added(), t.take_dirty()
+    token = t.by_conn(2).token  # type: ignore[union-attr]
+    t.join(2, "Music")
+    t.join(2, "Lobby")
+    t.join(2, "Music")
+    assert t.take_gone() == [(token, "Lobby"), (token, "Music"), (token, "Lobby")]
+    assert t.take_added() == [(token, t.by_conn(2).user_id, "Music")]  # type: ignore[union-attr]
+    assert t.take_dirty() == set()
+    t.bind_udp(token, ("127.0.0.1", 5000), 0.0)
+    t.take_dirty()
+    t.join(2, "Lobby")  # bound: in the others' routes, both channels are rebuilt
+    assert t.take_dirty() == {"Music", "Lobby"} and t.take_gone() == []
+    t.check()
 
 
 def test_arrivals_and_leaves_reach_other_channels() -> None:

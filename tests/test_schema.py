@@ -74,6 +74,19 @@ def test_to_map_recurses_into_lists_and_nested_dataclasses() -> None:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Flagged:
+    OMIT_DEFAULTS = ("flag",)
+    n: int
+    flag: bool = False
+
+
+def test_omitted_defaults_are_left_out_until_set() -> None:
+    assert to_map(Flagged(1)) == {"n": 1}
+    assert to_map(Flagged(1, True)) == {"n": 1, "flag": True}
+    assert from_map(Flagged, {"n": 1}, Bad, "f") == Flagged(1)
+
+
 def test_round_trip() -> None:
     shape = Shape("tri", [Point(1), Point(-5, "a\tb")], origin=Point(0, "o"), anything={"a": 1})
     assert decode(to_map(shape)) == shape

@@ -219,3 +219,24 @@ def test_no_device_names_the_file_options(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(sound_device, "_sounddevice", lambda: sd)
     with pytest.raises(MediaError, match=r"no usable output sound device .* FILE\.wav, null"):
         sound_device.check_device(MediaSpec("device"), "output")
+
+
+def test_usable_devices_are_those_that_take_48_khz_mono(monkeypatch: pytest.MonkeyPatch) -> None:
+    devices = [
+        {"name": "mic", "index": 0, "max_input_channels": 2, "max_output_channels": 0},
+        {"name": "44k1 only", "index": 1, "max_input_channels": 2, "max_output_channels": 2},
+    ]
+
+    def check(device: int, channels: int, samplerate: int) -> None:
+        assert channels == 1 and samplerate == 48000
+        if device == 1:
+            raise RuntimeError("Invalid sample rate")
+
+    sd = types.SimpleNamespace(
+        query_devices=lambda *a, **kw: devices,
+        check_input_settings=check,
+        check_output_settings=check,
+    )
+    monkeypatch.setattr(sound_device, "_sounddevice", lambda: sd)
+    got = sound_device.usable_devices()
+    assert [(d["usable_input"], d["usable_output"]) for d in got] == [(True, False), (False, False)]

@@ -96,6 +96,32 @@ def test_deafened_renders_silence_but_keeps_buffers_moving() -> None:
     assert by_id(sp)[1].played > 10
 
 
+def test_a_speakers_volume_scales_only_them_and_zero_mutes_them_here() -> None:
+    ps = {1: packets(30, 440), 2: packets(30, 1000)}
+    plain_mix = feed_and_render(Speakers(), {1: ps[1]})
+    sp = Speakers()
+    assert sp.set_gain(1, 0.5)
+    half = feed_and_render(sp, {1: ps[1]})
+    ratio = float(np.abs(half[20][0]).max()) / float(np.abs(plain_mix[20][0]).max())
+    assert abs(ratio - 0.5) < 0.01
+    muted = Speakers()
+    muted.set_gain(1, 0.0)
+    out = feed_and_render(muted, ps)
+    alone = feed_and_render(Speakers(), {2: ps[2]})
+    assert np.allclose(out[20][0], alone[20][0])  # speaker 1 is not in the mix at all
+    assert by_id(muted)[1].played >= 20  # but their buffer keeps moving
+    muted.set_gain(1, 1.0)
+    assert muted.gains == {}  # as sent: no entry
+
+
+def test_the_volume_table_is_bounded() -> None:
+    sp = Speakers()
+    for uid in range(ev.MAX_GAINS):
+        assert sp.set_gain(uid, 1.5)
+    assert not sp.set_gain(ev.MAX_GAINS, 1.5) and ev.MAX_GAINS not in sp.gains
+    assert sp.set_gain(3, 3.0) and sp.gains[3] == ev.MAX_GAIN  # clamped
+
+
 def test_silent_speaker_is_retired() -> None:
     sp = Speakers(retire_after_ns=200_000_000)
     feed_and_render(sp, {1: packets(5)}, ticks=5)

@@ -48,6 +48,21 @@ def test_a_path_that_dies_goes_to_tcp_within_2_s_and_back_after_2_s_of_answers()
     assert h.switches == 2
 
 
+def test_a_dead_path_never_asks_to_be_looked_at_again_at_once() -> None:
+    # A caller waits until next_check (the network stage's receiver thread): "now" while
+    # the tunnel carries voice would spin it for the whole outage.
+    h = UdpHealth()
+    run(h, 0, 5_000 * MS, True)
+    t = 5_000 * MS
+    while t < 15_000 * MS:  # UDP dead: pings go on, no answer comes
+        h.sent(t)
+        for probe in range(t, t + PING, 50 * MS):
+            h.update(probe)
+            assert h.next_check(probe) > probe
+        t += PING
+    assert h.path == TCP
+
+
 def test_never_answered_goes_to_tcp_after_dead_ns_from_the_first_ping() -> None:
     h = UdpHealth()
     (change,) = run(h, 1_000 * MS, 5_000 * MS, False)
@@ -113,7 +128,7 @@ def test_fuzz_any_answer_pattern_keeps_the_figures_sane(steps: list[tuple[int, b
         if answered:
             h.answered(t + RTT, RTT)
         h.update(t + RTT)
-        assert h.next_check(t) >= t
+        assert h.next_check(t + RTT) > t + RTT  # what update left unchanged is not due now
         loss = h.loss_percent(t)
         assert loss is None or 0.0 <= loss <= 100.0
     assert h.path in (UDP, TCP)

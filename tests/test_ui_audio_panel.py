@@ -66,3 +66,36 @@ def test_controls_emit(qtbot: QtBot) -> None:
     assert controls.bitrate.currentData() == 40000
     controls.set_devices_fixed("attached")
     assert not controls.input.isEnabled() and not controls.output.isEnabled()
+
+
+def test_deafen_mutes_and_undeafen_gives_the_mute_back(qtbot: QtBot) -> None:
+    controls = AudioControls(DEVICES)
+    qtbot.addWidget(controls)
+    muted: list[bool] = []
+    controls.mute_toggled.connect(muted.append)
+    controls.deafen.setChecked(True)
+    assert controls.mute.isChecked() and not controls.mute.isEnabled() and muted == [True]
+    controls.deafen.setChecked(False)
+    assert not controls.mute.isChecked() and controls.mute.isEnabled() and muted == [True, False]
+    controls.mute.setChecked(True)
+    controls.deafen.setChecked(True)
+    controls.deafen.setChecked(False)
+    assert controls.mute.isChecked()  # muted before deafening: still muted
+
+
+def test_the_meter_says_when_you_are_muted(qtbot: QtBot) -> None:
+    controls = AudioControls(DEVICES)
+    qtbot.addWidget(controls)
+    assert controls.meter_state.text() == "" and controls.meter.isEnabled()
+    controls.mute.setChecked(True)
+    assert controls.meter_state.text() == "muted" and not controls.meter.isEnabled()
+    controls.set_level(0.1)
+    assert controls.meter.value() == 40  # the level still shows: you can test the mic
+
+
+def test_a_device_that_refuses_48_khz_mono_is_not_offered() -> None:
+    marked = [
+        {**DEVICES[0], "usable_input": False, "usable_output": False},
+        {**DEVICES[2], "usable_input": True, "usable_output": True},
+    ]
+    assert [s for _, s in device_choices(marked, "input")][:2] == ["device", "device:2"]

@@ -32,3 +32,31 @@ def test_decode_and_network_mismatches() -> None:
 def test_a_small_chaos_difference_is_rounding_not_a_mismatch() -> None:
     d = Desired(chaos=20.0)
     assert d.corrections(ev.NetworkStats(chaos_percent=20.04)) == []
+
+
+def test_the_control_process_is_told_mute_and_deafen_again() -> None:
+    d = Desired(muted=True, deafened=True)
+    assert d.corrections(ev.ControlStats(muted=True, deafened=True)) == []
+    assert d.corrections(ev.ControlStats(muted=False, deafened=False)) == [
+        ev.MuteCmd(True),
+        ev.DeafenCmd(True),
+    ]
+
+
+def test_a_restarted_decoder_gets_every_volume_again() -> None:
+    d = Desired(gains={2: 0.5, 3: 0.0})
+    assert (
+        d.corrections(ev.DecodeStats(gains=[ev.SpeakerGain(2, 0.5), ev.SpeakerGain(3, 0.0)])) == []
+    )
+    assert d.corrections(ev.DecodeStats()) == [ev.GainCmd(2, 0.5), ev.GainCmd(3, 0.0)]
+    # A volume set back to normal that the stage still applies is reset.
+    assert Desired().corrections(ev.DecodeStats(gains=[ev.SpeakerGain(4, 1.5)])) == [
+        ev.GainCmd(4, 1.0)
+    ]
+
+
+def test_talk_mode_and_a_lost_push_to_talk_release_are_sent_again() -> None:
+    d = Desired(talk="ptt", ptt=False)
+    out = d.corrections(ev.EncodeStats(talk_mode="vad", ptt_pressed=True, bitrate=48000))
+    assert out == [ev.TalkModeCmd("ptt"), ev.PushToTalkCmd(False)]
+    assert d.corrections(ev.EncodeStats(talk_mode="ptt", ptt_pressed=False, bitrate=48000)) == []

@@ -14,12 +14,13 @@ import pytest
 from PyQt6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
+from pipeline.ipc import events as ev
 from pipeline.media.sources import MediaSpec
 from relay.launch import start_relay, stop_relay
 from tests.conftest import RelayProcess
 from ui.busbridge import BusBridge
 from ui.host import ClientConfig, ClientHost, parse_media, spec_text
-from ui.model import SPEAKING_ROLE
+from ui.model import DEAFENED_ROLE, MUTED_ROLE, SPEAKING_ROLE
 from ui.window import MainWindow
 
 pytestmark = pytest.mark.timeout(120)
@@ -86,6 +87,10 @@ def test_chat_round_trip_through_a_real_relay(qtbot: QtBot, relay: RelayProcess)
         )
         window.toggle_overlay()
         assert "TCP ping" in window.overlay.text.text()
+        # Quit from the tray: the window closes and every process stops (the autouse
+        # fixture fails the test if a process or a shared-memory segment is left).
+        window.tray.quit_chosen.emit()
+        assert window.host is not None and not window.host.running
     finally:
         window.shutdown()
 
@@ -113,33 +118,63 @@ def test_a_remote_speaker_is_highlighted_and_diagnosed(qtbot: QtBot, relay: Rela
         listener.toggle_overlay()
         assert "tal" in listener.overlay.text.text()
         assert listener.overlay.history.samples
+        # A volume chosen in the listener's window reaches its decode stage's mix.
+        listener.set_volume(tal, percent=40)
+        qtbot.waitUntil(
+            lambda: (
+                listener.view.decode is not None
+                and listener.view.decode.gains == [ev.SpeakerGain(tal, 0.4)]
+            ),
+            timeout=WAIT,
+        )
     finally:
         talker.shutdown()
         listener.shutdown()
 
 
-def test_status_bar_follows_a_relay_restart(qtbot: QtBot, relay: RelayProcess) -> None:
-    proc, port = relay
-    window = client_window(qtbot, port, "bea")
+def test_a_relay_restart_greys_out_keeps_the_unsent_line_and_announces_only_news(
+    qtbot: QtBot,
+) -> None:
+    proc, port = start_relay("--channel", "Lobby", "--channel", "Gaming")
+    bea = client_window(qtbot, port, "bea")
+    cal = client_window(qtbot, port, "cal")
+    again = None
     try:
-        qtbot.waitUntil(lambda: connected(window), timeout=WAIT)
+        qtbot.waitUntil(lambda: sorted(everyone(bea)) == ["bea", "cal"], timeout=2 * WAIT)
+        bea.join("Gaming")
+        qtbot.waitUntil(lambda: cal.model.users_in("Gaming") == ["bea"], timeout=WAIT)
+        before = len(cal.chat.lines())
         stop_relay(proc)
-        qtbot.waitUntil(lambda: window.status.text().startswith("Reconnecting"), timeout=WAIT)
-        assert "(attempt " in window.status.text()
         qtbot.waitUntil(
-            lambda: "attempt 2" in window.status.text() or "attempt 3" in window.status.text(),
+            lambda: bea.status.text().startswith("Connection lost; reconnecting"), timeout=WAIT
+        )
+        assert "(attempt " in bea.status.text()
+        assert not bea.tree.isEnabled()
+        assert bea.status.link.text() == "TCP \u2013 · UDP \u2013 · loss \u2013"
+        qtbot.keyClicks(bea.chat.input, "still there?")
+        qtbot.keyClick(bea.chat.input, Qt.Key.Key_Return)
+        assert bea.chat.input.text() == "still there?"  # kept, not lost
+        # The relay comes back without the channel bea was in.
+        again, _ = start_relay("--port", str(port), "--channel", "Lobby")
+        qtbot.waitUntil(lambda: connected(bea) and connected(cal), timeout=WAIT)
+        qtbot.waitUntil(lambda: sorted(everyone(cal)) == ["bea", "cal"], timeout=WAIT)
+        qtbot.waitUntil(lambda: bea.tree.isEnabled(), timeout=WAIT)
+        assert any(
+            "there is no channel Gaming any more; you are in Lobby" in line
+            for line in bea.chat.lines()
+        )
+        # cal saw bea move (a real change) and nothing else: no leave/join churn.
+        news = [line.split("* ", 1)[1] for line in cal.chat.lines()[before:] if "* " in line]
+        assert news == ["bea moved to Lobby"], news
+        qtbot.keyClick(bea.chat.input, Qt.Key.Key_Return)
+        qtbot.waitUntil(
+            lambda: any(line.endswith("bea: still there?") for line in cal.chat.lines()),
             timeout=WAIT,
         )
-        again, _ = start_relay("--port", str(port))
-        try:
-            qtbot.waitUntil(lambda: connected(window), timeout=WAIT)
-            qtbot.waitUntil(
-                lambda: window.model.users_in(window.view.roster.channel) == ["bea"], timeout=WAIT
-            )
-        finally:
-            stop_relay(again)
     finally:
-        window.shutdown()
+        cal.shutdown()
+        bea.shutdown()
+        stop_relay(again or proc)
 
 
 def test_changing_the_input_restarts_the_client_and_keeps_settings(
@@ -182,8 +217,45 @@ def test_a_stage_that_keeps_dying_shows_the_reason(qtbot: QtBot, relay: RelayPro
             pid = host.supervisor.pids["decode"]
             os.kill(pid, signal.SIGKILL)
             qtbot.waitUntil(functools.partial(replaced, host, pid), timeout=WAIT)
-        qtbot.waitUntil(lambda: window.status.text().startswith("Failed"), timeout=WAIT)
+        qtbot.waitUntil(lambda: window.status.text().startswith("Stopped"), timeout=WAIT)
         assert "decode stage died" in window.status.text()
         assert not host.running
     finally:
         window.shutdown()
+
+
+def test_mute_and_deafen_show_in_the_others_trees(qtbot: QtBot, relay: RelayProcess) -> None:
+    ann = client_window(qtbot, relay[1], "ann")
+    ben = client_window(qtbot, relay[1], "ben")
+    try:
+        # A loaded machine starts twelve processes slowly: the first connect gets longer.
+        qtbot.waitUntil(
+            lambda: sorted(everyone(ben)) == ["ann", "ben"] and ann.view.roster.me != 0,
+            timeout=2 * WAIT,
+        )
+        me = ann.view.roster.me
+
+        def shown(muted: bool, deafened: bool) -> bool:
+            row = ben.model.user_item(me)
+            return (
+                row is not None
+                and row.data(MUTED_ROLE) is muted
+                and row.data(DEAFENED_ROLE) is deafened
+            )
+
+        ann.audio.deafen.setChecked(True)  # deafen mutes too
+        qtbot.waitUntil(lambda: shown(True, True), timeout=WAIT)
+        qtbot.waitUntil(lambda: ann.view.encode is not None and ann.view.encode.muted, timeout=WAIT)
+        ann.audio.deafen.setChecked(False)
+        qtbot.waitUntil(lambda: shown(False, False), timeout=WAIT)
+        ann.audio.mute.setChecked(True)
+        qtbot.waitUntil(lambda: shown(True, False), timeout=WAIT)
+
+        def own_muted() -> bool:
+            own = ann.model.user_item(me)
+            return own is not None and own.data(MUTED_ROLE) is True
+
+        qtbot.waitUntil(own_muted, timeout=WAIT)  # your own row shows what the others see
+    finally:
+        ben.shutdown()
+        ann.shutdown()

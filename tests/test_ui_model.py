@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from PyQt6.QtGui import QPalette
+from PyQt6.QtWidgets import QStyleOptionViewItem, QTreeView
 from pytestqt.qtbot import QtBot
 
 from pipeline.ipc import events as ev
-from relay.protocol.messages import UserInfo
+from relay.protocol.messages import ChannelInfo, UserInfo
 from ui.model import (
     CHANNEL,
+    DEAFENED_ROLE,
+    DESCRIPTION_ROLE,
     KIND_ROLE,
     ME_ROLE,
+    MUTED_ROLE,
     SPEAKING_ROLE,
     USER,
     USER_ID_ROLE,
+    WHISPER_FG,
     ChannelModel,
+    TreeDelegate,
 )
 
 
@@ -103,3 +110,58 @@ def test_whisper_target_is_marked(qtbot: QtBot) -> None:
     assert bob is not None and bob.font().italic() and "whispering" in bob.toolTip()
     model.set_whisper(0)
     assert not bob.font().italic()
+
+
+def test_mute_and_deafen_show_on_the_row(qtbot: QtBot) -> None:
+    model = ChannelModel()
+    users = [
+        UserInfo(1, "ann", "Lobby"),
+        UserInfo(2, "bob", "Lobby", muted=True),
+        UserInfo(3, "cy", "Lobby", deafened=True),
+    ]
+    model.set_roster(ev.Roster(1, "Lobby", ["Lobby"], users))
+    ann, bob, cy = (model.user_item(i) for i in (1, 2, 3))
+    assert ann is not None and bob is not None and cy is not None
+    assert not ann.data(MUTED_ROLE) and bob.data(MUTED_ROLE) and not bob.data(DEAFENED_ROLE)
+    assert cy.data(MUTED_ROLE) and cy.data(DEAFENED_ROLE)  # deafened is muted too
+    assert "muted" in bob.toolTip() and "deafened" in cy.toolTip()
+    # The icons differ (a mark after the dot), and a change of state alone updates them.
+    assert bob.icon().cacheKey() != ann.icon().cacheKey() != cy.icon().cacheKey()
+    model.set_roster(ev.Roster(1, "Lobby", ["Lobby"], [UserInfo(1, "ann", "Lobby", True)]))
+    ann = model.user_item(1)
+    assert ann is not None and ann.data(MUTED_ROLE)
+
+
+def test_channel_descriptions_and_limits_show_in_the_tree(qtbot: QtBot) -> None:
+    model = ChannelModel()
+    infos = [ChannelInfo("Ops", "operators only\nsecond line", 2), ChannelInfo("Quiz", "x" * 60)]
+    users = [UserInfo(1, "ann", "Lobby"), UserInfo(2, "bob", "Ops"), UserInfo(3, "cy", "Ops")]
+    model.set_roster(ev.Roster(1, "Lobby", ["Lobby", "Ops", "Quiz"], users, infos))
+    ops, quiz, lobby = (model.channel_item(c) for c in ("Ops", "Quiz", "Lobby"))
+    assert ops is not None and quiz is not None and lobby is not None
+    assert ops.text() == "Ops  (2/2)  \u2013 operators only"
+    assert ops.data(DESCRIPTION_ROLE) == "operators only\nsecond line"
+    assert "full: at most 2 users" in ops.toolTip()
+    assert quiz.text() == "Quiz  \u2013 " + "x" * 39 + "\u2026"
+    assert lobby.text() == "Lobby  (1)"
+
+
+def test_a_selected_whisper_target_keeps_its_colour(qtbot: QtBot) -> None:
+    model = ChannelModel()
+    model.set_roster(roster(alice="Lobby", bob="Lobby"))
+    model.set_whisper(2)
+    view = QTreeView()
+    qtbot.addWidget(view)
+    view.setModel(model)
+    delegate = TreeDelegate(view)
+    view.setItemDelegate(delegate)
+    bob = model.user_item(2)
+    assert bob is not None
+    option = QStyleOptionViewItem()
+    delegate.initStyleOption(option, bob.index())
+    assert option.palette.color(QPalette.ColorRole.HighlightedText) == WHISPER_FG
+    alice = model.user_item(1)
+    assert alice is not None
+    option = QStyleOptionViewItem()
+    delegate.initStyleOption(option, alice.index())
+    assert option.palette.color(QPalette.ColorRole.HighlightedText) != WHISPER_FG

@@ -20,6 +20,6 @@ def test_render_writes_a_png(qtbot: QtBot, tmp_path: Path) -> None:
 
 def test_render_live_runs_a_real_call(qtbot: QtBot, tmp_path: Path) -> None:
     path = tmp_path / "live.png"
-    render_live(path, seconds=3.0)
+    render_live(path, seconds=3.0, states=False, everyone=False)
     image = QImage(str(path))
     assert not image.isNull() and image.width() >= 1000

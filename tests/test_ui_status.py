@@ -1,4 +1,4 @@
-"""The status bar's text for every connection state, and a failure that sticks."""
+"""The status bar renders the connection model's phase, and ping and loss."""
 
 from __future__ import annotations
 
@@ -6,24 +6,11 @@ from pytestqt.qtbot import QtBot
 
 from pipeline.core.client_view import ClientView
 from pipeline.ipc import events as ev
-from ui.status import ConnectionStatus, connection_text, link_text
+from ui.connection import ConnectionModel
+from ui.status import ConnectionStatus, link_text
 
 
-def test_connection_text() -> None:
-    assert connection_text(ev.ConnectionState(ev.CONNECTING, "h:1")) == "Connecting to h:1…"
-    assert (
-        connection_text(ev.ConnectionState(ev.CONNECTED, "h:1", name="ann", channel="Lobby"))
-        == "Connected to h:1 as ann in Lobby"
-    )
-    assert (
-        connection_text(ev.ConnectionState(ev.RECONNECTING, "h:1", attempt=3, reason="refused"))
-        == "Reconnecting to h:1 (attempt 3): refused"
-    )
-    assert connection_text(ev.ConnectionState(ev.FAILED, reason="boom")) == "Failed: boom"
-    assert connection_text(ev.ConnectionState(ev.STOPPED, reason="quit")) == "Stopped (quit)"
-
-
-def test_link_text() -> None:
+def test_link_text_dashes_while_not_connected() -> None:
     view = ClientView()
     assert link_text(view) == "TCP \u2013 · UDP \u2013 · loss \u2013"
     view.apply(ev.ControlStats(tcp_rtt_ms=12.4))
@@ -34,19 +21,20 @@ def test_link_text() -> None:
     assert link_text(view) == (
         "voice over TCP (UDP blocked) · TCP 12 ms · UDP 4 ms (60 % lost) · loss 2.2 %"
     )
+    assert link_text(view, online=False) == "TCP \u2013 · UDP \u2013 · loss \u2013"
     view.apply(ev.DeviceStatus("output", ev.DEVICE_LOST, "pulse", "the stream stopped"))
     assert link_text(view).startswith("speaker lost (the stream stopped); reopening · voice")
     view.apply(ev.DeviceStatus("output", ev.DEVICE_OPEN, "pulse"))
     assert link_text(view).startswith("voice over TCP")
 
 
-def test_failure_sticks_until_cleared(qtbot: QtBot) -> None:
+def test_the_bar_shows_the_phase(qtbot: QtBot) -> None:
     bar = ConnectionStatus()
     qtbot.addWidget(bar)
-    assert bar.text().startswith("Connecting")
-    bar.show_failure("the decode stage died 4 times")
-    bar.show_state(ev.ConnectionState(ev.STOPPED))
-    assert bar.text() == "Failed: the decode stage died 4 times"
-    bar.clear_failure()
-    bar.show_state(ev.ConnectionState(ev.CONNECTING, "h:1"))
-    assert bar.text() == "Connecting to h:1…"
+    assert bar.text() == "Not connected"
+    model = ConnectionModel()
+    model.start("h:1")
+    model.apply(ev.ConnectionState(ev.CONNECTED, "h:1", name="ann", channel="Lobby"))
+    bar.show_phase(model)
+    assert bar.text() == "Connected to h:1 as ann in Lobby"
+    assert "#2ea043" in bar.dot.styleSheet()

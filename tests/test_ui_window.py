@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from PyQt6.QtCore import Qt
+from PyQt6.QtCore import QSettings, Qt
 from pytestqt.qtbot import QtBot
 
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import Broker, BusClient
 from relay.protocol.messages import UserInfo
 from ui.busbridge import BusBridge
-from ui.model import SPEAKING_ROLE
-from ui.window import MainWindow
+from ui.connect import ConnectInfo
+from ui.model import SPEAKING_ROLE, VOLUME_ROLE
+from ui.volume_menu import VolumeSlider
+from ui.window import BITRATE_KEY, MainWindow
 
 
 class Recorder(BusBridge):
@@ -28,10 +31,12 @@ class Recorder(BusBridge):
 
 
 @pytest.fixture
-def window(qtbot: QtBot) -> Iterator[MainWindow]:
-    w = MainWindow(Recorder(), clock=lambda: 100.0)
+def window(qtbot: QtBot, tmp_path: Path) -> Iterator[MainWindow]:
+    settings = QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(Recorder(), clock=lambda: 100.0, settings=settings)
     qtbot.addWidget(w)
     w.show()
+    w.apply(ev.ConnectionState(ev.CONNECTED, "h:1", user_id=1, name="alice", channel="Lobby"))
     yield w
     w.shutdown()
 
@@ -78,6 +83,41 @@ def test_own_voice_lights_the_local_user_unless_muted(window: MainWindow) -> Non
     assert ev.MuteCmd(True) in sent(window)
 
 
+def test_own_voice_is_not_lit_while_the_talk_mode_holds_it_back(window: MainWindow) -> None:
+    window.apply(ROSTER)
+    window.apply(ev.EncodeStats(talk_mode="vad", talking=False))
+    window.apply(ev.InputLevel(0.3))  # loud, but voice activation sends nothing (yet)
+    me = window.model.user_item(1)
+    assert me is not None and me.data(SPEAKING_ROLE) is False
+    window.apply(ev.EncodeStats(talk_mode="vad", talking=True))
+    window.apply(ev.InputLevel(0.3))
+    me = window.model.user_item(1)
+    assert me is not None and me.data(SPEAKING_ROLE) is True
+
+
+def test_talk_mode_picker_and_push_to_talk(window: MainWindow, qtbot: QtBot) -> None:
+    audio = window.audio
+    assert not audio.ptt.isEnabled()  # voice activation by default
+    audio.talk.setCurrentIndex(audio.talk.findData("ptt"))
+    audio.talk.activated.emit(audio.talk.currentIndex())
+    assert audio.ptt.isEnabled()
+    qtbot.mousePress(audio.ptt, Qt.MouseButton.LeftButton)
+    qtbot.mouseRelease(audio.ptt, Qt.MouseButton.LeftButton)
+    assert sent(window) == [ev.TalkModeCmd("ptt"), ev.PushToTalkCmd(True), ev.PushToTalkCmd(False)]
+    sent(window).clear()
+    audio.talk.setCurrentIndex(audio.talk.findData("continuous"))
+    audio.talk.activated.emit(audio.talk.currentIndex())
+    assert sent(window) == [ev.TalkModeCmd("continuous")]
+
+
+def test_holding_f2_pushes_to_talk_from_any_mode(window: MainWindow, qtbot: QtBot) -> None:
+    qtbot.keyPress(window.tree, Qt.Key.Key_F2)
+    assert window.audio.talk.currentData() == "ptt"
+    qtbot.keyRelease(window.tree, Qt.Key.Key_F2)
+    assert sent(window) == [ev.TalkModeCmd("ptt"), ev.PushToTalkCmd(True), ev.PushToTalkCmd(False)]
+    assert not window.desired.ptt
+
+
 def test_double_click_on_a_channel_joins_it(window: MainWindow, qtbot: QtBot) -> None:
     window.apply(ROSTER)
     gaming = window.model.channel_item("Gaming")
@@ -115,13 +155,13 @@ def test_context_menu_whispers_and_joins(window: MainWindow) -> None:
     assert window.menu_for(me.index()) is None  # no whispering to yourself
     menu = window.menu_for(bob.index())
     assert menu is not None
-    (action,) = menu.actions()
+    action = menu.actions()[0]
     assert action.text() == "Whisper to bob"
     action.trigger()
     assert window.whisper_banner.isVisible()
     menu = window.menu_for(bob.index())
     assert menu is not None
-    (action,) = menu.actions()
+    action = menu.actions()[0]
     assert action.text() == "Stop whispering"
     action.trigger()
     menu = window.menu_for(gaming.index())
@@ -172,9 +212,9 @@ def test_status_bar_follows_connection_state(window: MainWindow) -> None:
     assert window.status.text() == "Connected to h:1 as alice in Lobby"
     assert "alice" in window.windowTitle()
     window.apply(ev.ConnectionState(ev.RECONNECTING, "h:1", attempt=2, reason="refused"))
-    assert window.status.text() == "Reconnecting to h:1 (attempt 2): refused"
+    assert window.status.text() == "Connection lost; reconnecting to h:1 (attempt 2): refused"
     window._client_failed("the network stage died 4 times")
-    assert window.status.text() == "Failed: the network stage died 4 times"
+    assert window.status.text() == "Stopped: the network stage died 4 times"
 
 
 def test_settings_are_reapplied_to_a_stage_that_forgot_them(window: MainWindow) -> None:
@@ -210,6 +250,162 @@ def test_chaos_slider_sends_the_command_over_the_bus(qtbot: QtBot) -> None:
         assert not bridge.attached
 
 
+def test_the_bitrate_chosen_is_remembered(window: MainWindow) -> None:
+    window.audio.bitrate.activated.emit(window.audio.bitrate.findData(24000))
+    assert sent(window)[-1] == ev.BitrateCmd(24000)
+    assert int(window.settings.value(BITRATE_KEY)) == 24000
+
+
 def test_attached_window_cannot_change_devices(window: MainWindow) -> None:
     assert not window.audio.input.isEnabled()
     window._change_media("input", "tone")  # no host: ignored
+
+
+def test_offline_the_tree_greys_the_pings_dash_and_nobody_is_lit(window: MainWindow) -> None:
+    window.apply(ROSTER)
+    window.apply(ev.ControlStats(tcp_rtt_ms=12.0))
+    window.apply(ev.Activity([2]))
+    assert window.tree.isEnabled() and "TCP 12 ms" in window.status.link.text()
+    window.apply(ev.ConnectionState(ev.RECONNECTING, "h:1", attempt=1, reason="reset"))
+    assert not window.tree.isEnabled()
+    assert window.status.link.text() == "TCP \u2013 · UDP \u2013 · loss \u2013"
+    bob = window.model.user_item(2)
+    assert bob is not None and bob.data(SPEAKING_ROLE) is False
+    assert window.model.users_in("Lobby") == ["alice", "bob"]  # kept, greyed, until news
+    window.apply(ev.ConnectionState(ev.CONNECTED, "h:1", name="alice", channel="Lobby"))
+    assert window.tree.isEnabled()
+
+
+def test_an_attached_window_has_no_server_menu(window: MainWindow) -> None:
+    assert not window.servers.menu.isEnabled()
+    window.connect_to(ConnectInfo("h", 1, "x"))  # no client of its own: ignored
+    window.disconnect()
+    assert window.connection.online
+
+
+def test_a_users_volume_and_local_mute_from_the_menu_are_sent_and_remembered(
+    window: MainWindow, qtbot: QtBot, tmp_path: Path
+) -> None:
+    window.apply(ROSTER)
+    bob = window.model.user_item(2)
+    assert bob is not None
+    menu = window.menu_for(bob.index())
+    assert menu is not None
+    (slider,) = [a for a in menu.actions() if isinstance(a, VolumeSlider)]
+    assert slider.slider.value() == 100 and slider.slider.maximum() == 200
+    slider.slider.setValue(50)
+    assert sent(window)[-1] == ev.GainCmd(2, 0.5)
+    bob = window.model.user_item(2)
+    assert bob is not None and bob.text() == "bob  \u00b7 50 %" and bob.data(VOLUME_ROLE) == 50
+    menu = window.menu_for(bob.index())
+    assert menu is not None
+    (mute,) = [a for a in menu.actions() if a.text() == "Mute for me"]
+    mute.trigger()
+    assert sent(window)[-1] == ev.GainCmd(2, 0.0)
+    bob = window.model.user_item(2)
+    assert bob is not None and bob.text() == "bob  \u00b7 muted by you"
+    # A restarted decode stage is told again.
+    sent(window).clear()
+    window.apply(ev.DecodeStats())
+    assert sent(window) == [ev.GainCmd(2, 0.0)]
+    # Remembered by name and server: bob back under another id, in another window.
+    again = MainWindow(
+        Recorder(), settings=QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+    )
+    qtbot.addWidget(again)
+    again.apply(ev.ConnectionState(ev.CONNECTED, "h:1", user_id=1, name="alice"))
+    again.apply(ev.Roster(1, "Lobby", ["Lobby"], [UserInfo(1, "alice", "Lobby"),
+                                                   UserInfo(9, "bob", "Lobby")]))  # fmt: skip
+    assert sent(again) == [ev.GainCmd(9, 0.0)]
+    bob9 = again.model.user_item(9)
+    assert bob9 is not None
+    menu = again.menu_for(bob9.index())
+    assert menu is not None
+    (reset,) = [a for a in menu.actions() if a.text() == "Reset volume"]
+    reset.trigger()
+    assert sent(again)[-1] == ev.GainCmd(9, 1.0)
+    again.shutdown()
+
+
+def test_talking_dots_hold_through_the_gaps_between_words(qtbot: QtBot, tmp_path: Path) -> None:
+    now = [100.0]
+    w = MainWindow(
+        Recorder(),
+        clock=lambda: now[0],
+        settings=QSettings(str(tmp_path / "hold.ini"), QSettings.Format.IniFormat),
+    )
+    qtbot.addWidget(w)
+    w.apply(ev.ConnectionState(ev.CONNECTED, "h:1", user_id=1, name="alice", channel="Lobby"))
+    w.apply(ROSTER)
+
+    def lit() -> bool:
+        bob = w.model.user_item(2)
+        return bob is not None and bob.data(SPEAKING_ROLE) is True
+
+    w.apply(ev.Activity([2]))
+    assert lit()
+    now[0] = 100.5
+    w.apply(ev.Activity([]))  # a gap between words
+    assert lit()
+    now[0] = 100.7
+    w.apply(ev.Activity([2]))
+    assert lit()
+    w.apply(ev.Activity([]))
+    now[0] = 101.2  # the hold is over: the window's timer puts the dot out
+    qtbot.waitUntil(lambda: not lit(), timeout=2000)
+    w.shutdown()
+
+
+def test_a_granted_name_is_said_once_whether_the_notice_comes_or_not(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    from pipeline.media.sources import MediaSpec
+    from ui.host import ClientConfig, ClientHost
+
+    cfg = ClientConfig("h", 1, "alice", source=MediaSpec("silence"), sink=MediaSpec("null"))
+    w = MainWindow(
+        Recorder(),
+        ClientHost(cfg),
+        settings=QSettings(str(tmp_path / "n.ini"), QSettings.Format.IniFormat),
+    )
+    qtbot.addWidget(w)
+    w.connection.start("h:1")
+    state = ev.ConnectionState(ev.CONNECTED, "h:1", user_id=3, name="alice-2", channel="Lobby")
+    w.apply(state)
+    w.apply(ev.Notice("you are alice-2 on this server: alice was taken"))  # the control's
+    w.apply(state)  # a snapshot
+    said = [line for line in w.chat.lines() if "alice-2" in line]
+    assert len(said) == 1 and said[0].endswith("you are alice-2 on this server: alice was taken")
+    w.shutdown()
+
+
+def test_the_tray_mutes_deafens_and_quits_like_the_panel(window: MainWindow) -> None:
+    tray = window.tray
+    tray.mute_action.trigger()
+    assert window.audio.mute.isChecked() and sent(window)[-1] == ev.MuteCmd(True)
+    window.audio.mute.setChecked(False)
+    assert not tray.mute_action.isChecked()
+    tray.deafen_action.trigger()  # deafen mutes too, and mute cannot be undone meanwhile
+    assert window.audio.deafen.isChecked() and window.audio.mute.isChecked()
+    assert tray.mute_action.isChecked() and not tray.mute_action.isEnabled()
+    tray.mute_action.trigger()
+    assert window.audio.mute.isChecked() and tray.mute_action.isChecked()
+    tray.deafen_action.trigger()
+    assert not window.audio.mute.isChecked() and tray.mute_action.isEnabled()
+    assert tray.available is False  # offscreen: no tray, the icon is never shown
+    tray.quit_chosen.emit()
+    assert not window.isVisible()
+
+
+def test_sounds_for_joins_leaves_and_others_messages_when_turned_on(window: MainWindow) -> None:
+    window.apply(ROSTER)
+    window.apply(ev.ChatLine(2, "bob", "Lobby", "hi", 0.0))
+    assert window.sounds.played == []  # off until the user turns them on
+    window.audio.sounds.setChecked(True)
+    assert str(window.settings.value("notify/sounds")) == "true"
+    window.apply(ev.ChatLine(2, "bob", "Lobby", "hi", 0.0))
+    window.apply(ev.ChatLine(1, "alice", "Lobby", "mine", 0.0))  # our own: no sound
+    window.apply(ev.Notice("dan joined Lobby"))
+    window.apply(ev.Notice("dan joined Gaming"))  # another channel: no sound
+    window.apply(ev.Notice("dan left Lobby"))
+    assert window.sounds.played == ["message", "join", "leave"]

@@ -1,7 +1,8 @@
 """Desktop client: ``python -m ui`` (or ``voicechat-ui``).
 
-Asks for the server and a name (remembered), starts the client's processes
-under a Supervisor owned by this process, and shows the main window. With
+Shows the main window and connects to ``--server`` as ``--name``, or opens the
+connect dialog (server, name, favourites) over it; the client's processes run
+under a Supervisor owned by this process. With
 ``--attach PUB SUB`` it shows a window for a client already running elsewhere
 (e.g. ``python -m pipeline``) instead, talking to it over its bus.
 """
@@ -16,13 +17,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from PyQt6.QtCore import QSettings, QTimer
-from PyQt6.QtWidgets import QApplication, QDialog
+from PyQt6.QtWidgets import QApplication
 
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import BusAddress
 from ui.busbridge import BusBridge
-from ui.connect import ConnectDialog, ConnectInfo, validate
-from ui.window import MainWindow
+from ui.connect import validate
+from ui.connection import plain_media_error
+from ui.window import BITRATE_KEY, INPUT_KEY, OUTPUT_KEY, MainWindow
 
 if TYPE_CHECKING:
     from pipeline.media.sources import MediaSpec
@@ -53,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     app.setOrganizationName("voicechat")
     app.setApplicationName("voicechat-ui")
     # Qt's loop would swallow Ctrl-C; let Python see it every 200 ms and quit cleanly.
-    signal.signal(signal.SIGINT, lambda *_: app.quit())
-    signal.signal(signal.SIGTERM, lambda *_: app.quit())
+    # exit(), not quit(): quit() asks the windows first, and one blocked by an open dialog
+    # would keep the app (and its client) running.
+    signal.signal(signal.SIGINT, lambda *_: app.exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: app.exit(0))
     tick = QTimer()
     tick.timeout.connect(lambda: None)
     tick.start(200)
@@ -69,59 +73,63 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             window.shutdown()
 
-    info = _ask(args, QSettings())
-    if info is None:
-        return 1
     # Imported here: the client's stages (and the core they need) load only when we own one.
-    from pipeline.media.sound_device import list_devices
+    from pipeline.client.config import TALK_DEFAULT
+    from pipeline.media.sound_device import usable_devices
     from ui.host import ClientConfig, ClientHost, MediaError, parse_media
 
     notices: list[str] = []
+    settings = QSettings()
     try:
-        source = _media(args.input, "input", "silence", notices, parse_media)
-        sink = _media(args.output, "output", "null", notices, parse_media)
+        source = _media(args.input, "input", "silence", notices, parse_media, settings)
+        sink = _media(args.output, "output", "null", notices, parse_media, settings)
     except MediaError as exc:
         print(f"voicechat-ui: {exc}", file=sys.stderr)
         return 2
+    bitrate = settings.value(BITRATE_KEY, 48000)
+    # No server yet: the window connects once one is chosen (here or in its Server menu).
     cfg = ClientConfig(
-        host=info.host,
-        port=info.port,
-        name=info.name,
+        host="",
+        port=0,
+        name="",
         channel=args.channel,
         source=source,
         sink=sink,
-        password=info.password,
+        bitrate=int(bitrate) if str(bitrate).isdigit() else 48000,
+        talk=TALK_DEFAULT,  # voice activation, as a user expects (Mumble's default)
+        input_processing=True,
     )
     host = ClientHost(cfg)
-    window = MainWindow(bridge, host, list_devices())
+    window = MainWindow(bridge, host, usable_devices())
     app.aboutToQuit.connect(window.shutdown)
     for text in notices:
-        window.chat.add(ev.Notice(text))
+        window.chat.add(ev.Notice(plain_media_error(text)))
     window.show()
+    # From inside the loop: a signal that comes once we have printed anything is handled.
+    QTimer.singleShot(0, lambda: first_connect(window, args))
     try:
-        host.start()
         return app.exec()
     finally:
         window.shutdown()
 
 
-def _ask(args: argparse.Namespace, settings: QSettings) -> ConnectInfo | None:
+def first_connect(window: MainWindow, args: argparse.Namespace) -> None:
+    """Connect at once with a valid ``--server`` and ``--name``; otherwise open the connect
+    dialog over the window, filled in from them, with what is wrong shown in it (and on
+    stderr, for whoever started us from a terminal)."""
+    error = ""
     if args.server and args.name:
         try:
-            return validate(args.server, args.name, args.password)
+            info = validate(args.server, args.name, args.password)
         except ValueError as exc:
+            error = str(exc)
             print(f"voicechat-ui: {exc}", file=sys.stderr)
-            return None
-    dialog = ConnectDialog(settings)
-    if args.server:
-        dialog.server.setText(args.server)
-    if args.name:
-        dialog.name.setText(args.name)
+        else:
+            window.connect_to(info, channel=args.channel)
+            return
+    dialog = window.servers.open_dialog(error=error, server=args.server or "", name=args.name or "")
     if args.password:
         dialog.password.setText(args.password)
-    if dialog.exec() != QDialog.DialogCode.Accepted:
-        return None
-    return dialog.info
 
 
 def _media(
@@ -130,10 +138,18 @@ def _media(
     fallback: str,
     notices: list[str],
     parse: Callable[[str, str], MediaSpec],
+    settings: QSettings | None = None,
 ) -> MediaSpec:
-    """The chosen source/sink; without a choice, the sound device, or ``fallback`` if it fails."""
+    """The chosen source/sink; without a choice, the one chosen last time in the window,
+    else the sound device, or ``fallback`` if that fails."""
     if text:
         return parse(text, kind)
+    remembered = settings.value(INPUT_KEY if kind == "input" else OUTPUT_KEY) if settings else None
+    if remembered:
+        try:
+            return parse(str(remembered), kind)
+        except ValueError as exc:
+            notices.append(f"the {kind} chosen last time cannot be used ({exc})")
     try:
         return parse("device", kind)
     except ValueError as exc:

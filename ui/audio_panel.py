@@ -1,4 +1,5 @@
-"""Audio controls (device pickers, mute, deafen, level meter, bitrate) and developer settings.
+"""Audio controls (device pickers, mute, deafen, level meter, bitrate, talk mode and the
+push-to-talk button) and developer settings.
 
 Widgets only: each control emits a signal with the new value; the window
 turns them into bus commands or a restart of the client. Device choices are
@@ -26,7 +27,11 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from pipeline.core.talk import CONTINUOUS, PTT, VAD
+
 BITRATES_KBPS = (12, 16, 24, 32, 48, 64, 96, 128)
+TALK_CHOICES = (("Voice activation", VAD), ("Continuous", CONTINUOUS), ("Push to talk", PTT))
+PTT_KEY_NAME = "F2"  # held down in the window: push to talk (ui/window.py)
 METER_FLOOR_DB = -60.0
 PICK_FILE = "<file>"  # item data of the "WAV file…" entry
 INPUT_TESTS = (
@@ -45,11 +50,17 @@ def level_db(level: float) -> float:
 
 
 def device_choices(devices: list[dict[str, Any]], kind: str) -> list[tuple[str, str]]:
-    """(label, spec) for the default device, each usable device of that kind, and test options."""
+    """(label, spec) for the default device, each usable device of that kind, and test options.
+
+    A device marked ``usable_input``/``usable_output`` (pipeline.media.sound_device.
+    usable_devices) is listed only if it takes 48 kHz mono; unmarked, if it has channels."""
     key = "max_input_channels" if kind == "input" else "max_output_channels"
     out = [("Default sound device", "device")]
     for index, d in enumerate(devices):
-        if int(d.get(key, 0) or 0) > 0:
+        usable = d.get(f"usable_{kind}")
+        if usable is False:
+            continue
+        if usable or int(d.get(key, 0) or 0) > 0:
             out.append(
                 (
                     f"{d.get('name', 'device')} (#{d.get('index', index)})",
@@ -115,6 +126,8 @@ class AudioControls(QWidget):
     output_chosen = pyqtSignal(str)
     mute_toggled = pyqtSignal(bool)
     deafen_toggled = pyqtSignal(bool)
+    talk_chosen = pyqtSignal(str)  # a talk mode of pipeline/core/talk.py
+    ptt_changed = pyqtSignal(bool)  # the push-to-talk button went down or up
     bitrate_chosen = pyqtSignal(int)  # bits per second
     chaos_changed = pyqtSignal(float)  # loss percent
     diagnostics_clicked = pyqtSignal()
@@ -125,11 +138,21 @@ class AudioControls(QWidget):
         self.output = DevicePicker(device_choices(devices, "output"), "output")
         self.mute = QCheckBox("Mute microphone")
         self.deafen = QCheckBox("Deafen")
+        self.sounds = QCheckBox("Sounds for joins, leaves and messages")
+        self.talk = QComboBox()
+        for label, mode in TALK_CHOICES:
+            self.talk.addItem(label, mode)
+        self.talk.setToolTip("when your microphone is sent")
+        self.ptt = QPushButton(f"Push to talk (hold, or {PTT_KEY_NAME})")
+        self.ptt.setEnabled(False)
         self.meter = QProgressBar()
         self.meter.setRange(0, int(-METER_FLOOR_DB))
         self.meter.setTextVisible(False)
         self.meter.setFixedHeight(10)
         self.meter.setToolTip("microphone level, -60..0 dBFS")
+        self.meter_state = QLabel()  # says when the level goes nowhere (muted)
+        self.meter_state.setStyleSheet("color: #c0392b; font-weight: bold")
+        self._mute_before_deafen = False
         self.bitrate = QComboBox()
         for kbps in BITRATES_KBPS:
             self.bitrate.addItem(f"{kbps} kbit/s", kbps * 1000)
@@ -145,13 +168,19 @@ class AudioControls(QWidget):
         audio = QGroupBox("Audio")
         form = QFormLayout(audio)
         form.addRow("Input", self.input)
-        form.addRow("Level", self.meter)
+        level_row = QHBoxLayout()
+        level_row.addWidget(self.meter, 1)
+        level_row.addWidget(self.meter_state)
+        form.addRow("Level", level_row)
         form.addRow("Output", self.output)
         form.addRow("Bitrate", self.bitrate)
+        form.addRow("Talk", self.talk)
+        form.addRow(self.ptt)
         toggles = QHBoxLayout()
         toggles.addWidget(self.mute)
         toggles.addWidget(self.deafen)
         form.addRow(toggles)
+        form.addRow(self.sounds)
         dev = QGroupBox("Developer")
         dev_form = QFormLayout(dev)
         chaos_row = QHBoxLayout()
@@ -167,13 +196,44 @@ class AudioControls(QWidget):
 
         self.input.chosen.connect(self.input_chosen)
         self.output.chosen.connect(self.output_chosen)
-        self.mute.toggled.connect(self.mute_toggled)
-        self.deafen.toggled.connect(self.deafen_toggled)
+        self.mute.toggled.connect(self._muted)
+        self.deafen.toggled.connect(self._deafened)
+        self.talk.activated.connect(lambda i: self._talk_chosen(str(self.talk.itemData(i))))
+        self.ptt.pressed.connect(lambda: self.ptt_changed.emit(True))
+        self.ptt.released.connect(lambda: self.ptt_changed.emit(False))
         self.bitrate.activated.connect(
             lambda i: self.bitrate_chosen.emit(int(self.bitrate.itemData(i)))
         )
         self.chaos.valueChanged.connect(self._chaos_moved)
         self.diagnostics.clicked.connect(self.diagnostics_clicked)
+
+    def _muted(self, muted: bool) -> None:
+        self.meter_state.setText("muted" if muted else "")
+        self.meter.setEnabled(not muted)  # greyed: the level shown goes to nobody
+        self.meter.setToolTip(
+            "muted: nobody hears this" if muted else "microphone level, -60..0 dBFS"
+        )
+        self.mute_toggled.emit(muted)
+
+    def _deafened(self, deafened: bool) -> None:
+        """Deafen mutes too (as in Mumble); undeafen gives back the mute chosen before."""
+        if deafened:
+            self._mute_before_deafen = self.mute.isChecked()
+            self.mute.setChecked(True)
+        self.mute.setEnabled(not deafened)
+        self.deafen_toggled.emit(deafened)
+        if not deafened:
+            self.mute.setChecked(self._mute_before_deafen)
+
+    def select_talk(self, mode: str) -> None:
+        index = self.talk.findData(mode)
+        if index >= 0:
+            self.talk.setCurrentIndex(index)
+        self.ptt.setEnabled(mode == PTT)
+
+    def _talk_chosen(self, mode: str) -> None:
+        self.ptt.setEnabled(mode == PTT)
+        self.talk_chosen.emit(mode)
 
     def set_level(self, level: float) -> None:
         self.meter.setValue(round(level_db(level) - METER_FLOOR_DB))

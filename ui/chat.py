@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from html import escape
 
@@ -10,6 +11,21 @@ from PyQt6.QtWidgets import QHBoxLayout, QLineEdit, QPushButton, QTextBrowser, Q
 
 from pipeline.core.client_view import MAX_CHAT
 from pipeline.ipc import events as ev
+
+URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+[^\s<>\"'.,;:!?)\]]")
+
+
+def linkify(text: str) -> str:
+    """``text`` as HTML, its web addresses clickable (everything else escaped)."""
+    out, pos = [], 0
+    for m in URL.finditer(text):
+        out.append(escape(text[pos : m.start()]))
+        url = m.group(0)
+        href = url if "://" in url else f"http://{url}"
+        out.append(f"<a href='{escape(href, quote=True)}'>{escape(url)}</a>")
+        pos = m.end()
+    out.append(escape(text[pos:]))
+    return "".join(out)
 
 
 def clock(ts: float) -> str:
@@ -22,7 +38,7 @@ class ChatPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.log = QTextBrowser()
-        self.log.setOpenExternalLinks(False)
+        self.log.setOpenExternalLinks(True)  # a link opens in the user's browser
         document = self.log.document()
         if document is not None:
             document.setMaximumBlockCount(MAX_CHAT)
@@ -40,6 +56,7 @@ class ChatPanel(QWidget):
         layout.addWidget(self.log, 1)
         layout.addLayout(row)
         self._plain: list[str] = []
+        self.connected = True
 
     def add(self, line: ev.ChatLine | ev.Notice, me: int = 0, now: float | None = None) -> None:
         """Append one chat line or notice; notices carry no time, so ``now`` stamps them."""
@@ -50,7 +67,7 @@ class ChatPanel(QWidget):
             html = (
                 f"<span style='color:#888'>[{stamp}]</span> "
                 f"<span style='color:#888'>#{escape(line.channel)}</span> "
-                f"<b style='color:{color}'>{escape(who)}</b>: {escape(line.text)}"
+                f"<b style='color:{color}'>{escape(who)}</b>: {linkify(line.text)}"
             )
         else:
             stamp = clock(time.time() if now is None else now)
@@ -71,12 +88,20 @@ class ChatPanel(QWidget):
         return list(self._plain)
 
     def set_enabled_for(self, connected: bool) -> None:
+        self.connected = connected
         self.input.setPlaceholderText(
-            "Message to your channel" if connected else "Not connected: messages cannot be sent"
+            "Message to your channel"
+            if connected
+            else "Not connected: what you type is kept and sent when you press Enter again"
         )
 
     def _submit(self) -> None:
+        """Send the line; while not connected it stays in the box (nothing typed is lost)."""
         text = self.input.text().strip()
-        if text:
-            self.send.emit(text)
-            self.input.clear()
+        if not text:
+            return
+        if not self.connected:
+            self.add(ev.Notice("not connected: your message is kept; send it once connected"))
+            return
+        self.send.emit(text)
+        self.input.clear()

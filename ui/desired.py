@@ -1,4 +1,5 @@
-"""What the user has set (mute, deafen, bitrate, chaos, whisper) and the commands that apply it.
+"""What the user has set (mute, deafen, bitrate, chaos, whisper, talk mode, push-to-talk,
+each speaker's volume) and the commands that apply it.
 
 Bus commands are fire-and-forget: a stage that was restarted, or subscribed a
 moment too late, never saw them. Every stage reports its settings in its
@@ -8,8 +9,9 @@ command again on a mismatch. Sans-I/O: events in, commands out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from pipeline.client.config import TALK_DEFAULT
 from pipeline.ipc import events as ev
 
 
@@ -20,6 +22,9 @@ class Desired:
     bitrate: int = 48000
     chaos: float = 0.0
     whisper: int = 0
+    gains: dict[int, float] = field(default_factory=dict)  # user id -> volume (not 1.0)
+    talk: str = TALK_DEFAULT
+    ptt: bool = False  # the push-to-talk key or button is down
 
     def corrections(self, stats: ev.StageReport) -> list[ev.Event]:
         """The commands to send again because this stage reports something else."""
@@ -29,9 +34,23 @@ class Desired:
                 out.append(ev.MuteCmd(self.muted))
             if stats.bitrate != self.bitrate:
                 out.append(ev.BitrateCmd(self.bitrate))
+            if stats.talk_mode and stats.talk_mode != self.talk:
+                out.append(ev.TalkModeCmd(self.talk))
+            if stats.ptt_pressed != self.ptt:  # a lost key-up must not leave the mic open
+                out.append(ev.PushToTalkCmd(self.ptt))
             if out and self.chaos:  # a restarted encoder also lost its loss hint
                 out.append(ev.ChaosCmd(self.chaos))
         elif isinstance(stats, ev.DecodeStats):
+            if stats.deafened != self.deafened:
+                out.append(ev.DeafenCmd(self.deafened))
+            reported = {g.user_id: g.gain for g in stats.gains}
+            for uid in sorted(set(reported) | set(self.gains)):
+                want = self.gains.get(uid, 1.0)
+                if abs(reported.get(uid, 1.0) - want) > 1e-6:
+                    out.append(ev.GainCmd(uid, want))
+        elif isinstance(stats, ev.ControlStats):  # what the relay is told, for the others
+            if stats.muted != self.muted:
+                out.append(ev.MuteCmd(self.muted))
             if stats.deafened != self.deafened:
                 out.append(ev.DeafenCmd(self.deafened))
         elif isinstance(stats, ev.NetworkStats):

@@ -84,13 +84,22 @@ class ClientHost(QObject):
         self.cfg = dataclasses.replace(self.cfg, **changes)  # type: ignore[arg-type]
         self.start()
 
+    def configure(self, **changes: object) -> None:
+        """Change these ClientConfig fields for the next start, without starting."""
+        self.cfg = dataclasses.replace(self.cfg, **changes)  # type: ignore[arg-type]
+
     def change_media(self, kind: str, text: str, **keep: object) -> str:
-        """Restart with a new input or output; returns "" or why it was refused (still running)."""
+        """Restart with a new input or output (a stopped client only takes it for its next
+        start); returns "" or why it was refused (the client goes on as it was)."""
         try:
             spec = parse_media(text, kind)
         except MediaError as exc:
             return str(exc)
-        self.restart(**{"source" if kind == "input" else "sink": spec}, **keep)
+        changes = {"source" if kind == "input" else "sink": spec, **keep}
+        if self.running:
+            self.restart(**changes)
+        else:
+            self.configure(**changes)
         return ""
 
     @property

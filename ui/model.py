@@ -13,13 +13,16 @@ from PyQt6.QtGui import (
     QFont,
     QIcon,
     QPainter,
+    QPalette,
+    QPen,
     QPixmap,
     QStandardItem,
     QStandardItemModel,
 )
+from PyQt6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem
 
 from pipeline.ipc import events as ev
-from relay.protocol.messages import UserInfo
+from relay.protocol.messages import ChannelInfo, UserInfo
 
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1  # "channel" or "user"
 CHANNEL_ROLE = Qt.ItemDataRole.UserRole + 2  # the channel's name (on channels and users)
@@ -27,20 +30,44 @@ USER_ID_ROLE = Qt.ItemDataRole.UserRole + 3  # the user's public id (users only)
 SPEAKING_ROLE = Qt.ItemDataRole.UserRole + 4  # bool: audible right now
 ME_ROLE = Qt.ItemDataRole.UserRole + 5  # bool: this row is the local user / their channel
 NAME_ROLE = Qt.ItemDataRole.UserRole + 6  # the user's name as the relay knows it
+MUTED_ROLE = Qt.ItemDataRole.UserRole + 7  # bool: the user muted themselves (or deafened)
+DEAFENED_ROLE = Qt.ItemDataRole.UserRole + 8  # bool: the user deafened themselves
+WHISPER_ROLE = Qt.ItemDataRole.UserRole + 9  # bool: the local user whispers to this one
+DESCRIPTION_ROLE = Qt.ItemDataRole.UserRole + 10  # a channel's description from the relay
+VOLUME_ROLE = Qt.ItemDataRole.UserRole + 11  # int: the local volume % (0: muted here)
 
 CHANNEL, USER = "channel", "user"
 SPEAKING_BG = QColor(46, 160, 67, 90)
-WHISPER_FG = QColor(170, 90, 220)
+WHISPER_FG = QColor(120, 40, 170)  # dark enough to read on white and on its highlight
+WHISPER_SELECTED_BG = QColor(226, 208, 245)
 
 
-def _dot(color: QColor) -> QIcon:
-    pix = QPixmap(12, 12)
+MUTE_RED = QColor(200, 50, 40)
+
+
+def _icon(color: QColor, muted: bool = False, deafened: bool = False) -> QIcon:
+    """The talking dot, then a struck-out microphone (muted) or headset (deafened)."""
+    pix = QPixmap(28, 12)
     pix.fill(Qt.GlobalColor.transparent)
     painter = QPainter(pix)
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
     painter.setBrush(color)
     painter.setPen(Qt.PenStyle.NoPen)
     painter.drawEllipse(1, 1, 10, 10)
+    if muted or deafened:
+        pen = QPen(MUTE_RED, 1.6)
+        painter.setPen(pen)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        if deafened:  # a headset: the band and two ear cups
+            painter.drawArc(15, 1, 10, 10, 0, 180 * 16)
+            painter.setBrush(MUTE_RED)
+            painter.drawRect(15, 6, 2, 4)
+            painter.drawRect(23, 6, 2, 4)
+        else:  # a microphone: the capsule and its stand
+            painter.drawRoundedRect(18, 1, 4, 7, 2, 2)
+            painter.drawArc(16, 3, 8, 7, 180 * 16, 180 * 16)
+            painter.drawLine(20, 10, 20, 11)
+        painter.drawLine(15, 11, 26, 1)  # struck out
     painter.end()
     return QIcon(pix)
 
@@ -53,14 +80,25 @@ class ChannelModel(QStandardItemModel):
         self._my_channel = ""
         self._speaking: set[int] = set()
         self._whisper = 0
-        self._idle_icon = _dot(QColor(150, 150, 150))
-        self._talk_icon = _dot(QColor(40, 200, 70))
+        self._icons = {
+            (talking, muted, deafened): _icon(
+                QColor(40, 200, 70) if talking else QColor(150, 150, 150), muted, deafened
+            )
+            for talking in (False, True)
+            for muted in (False, True)
+            for deafened in (False, True)
+        }
+        self._states: dict[int, tuple[bool, bool]] = {}  # user id -> (muted, deafened)
+        self._volumes: dict[int, tuple[int, bool]] = {}  # user id -> (local %, muted here)
+        self._infos: dict[str, ChannelInfo] = {}  # channel -> description and user limit
 
     # --- input ------------------------------------------------------------------------
 
     def set_roster(self, roster: ev.Roster) -> None:
         """Make the tree show exactly the roster's channels and users."""
         self._me, self._my_channel = roster.me, roster.channel
+        self._states = {u.user_id: (u.muted or u.deafened, u.deafened) for u in roster.users}
+        self._infos = {c.name: c for c in roster.infos}
         channels = list(roster.channels)
         for u in roster.users:
             if u.channel not in channels:
@@ -90,6 +128,12 @@ class ChannelModel(QStandardItemModel):
         speaking = set(user_ids)
         if speaking != self._speaking:
             self._speaking = speaking
+            self._restyle()
+
+    def set_volumes(self, volumes: dict[int, tuple[int, bool]]) -> None:
+        """The local volume (percent) and mute of the users who have one set here."""
+        if volumes != self._volumes:
+            self._volumes = dict(volumes)
             self._restyle()
 
     def set_whisper(self, user_id: int) -> None:
@@ -160,25 +204,71 @@ class ChannelModel(QStandardItemModel):
             name = str(channel.data(CHANNEL_ROLE))
             mine = name == self._my_channel
             count = channel.rowCount()
-            channel.setText(f"{name}  ({count})" if count else name)
+            info = self._infos.get(name)
+            limit = info.max_users if info is not None else 0
+            description = info.description if info is not None else ""
+            text = name
+            if limit:
+                text += f"  ({count}/{limit})"  # shown even empty: the limit is news
+            elif count:
+                text += f"  ({count})"
+            if description:
+                text += f"  \u2013 {_short(description)}"
+            channel.setText(text)
+            channel.setData(description, DESCRIPTION_ROLE)
             channel.setData(mine, ME_ROLE)
             channel.setFont(_font(bold=mine))
-            channel.setToolTip("your channel" if mine else "double-click to join")
+            tip = "your channel" if mine else "double-click to join"
+            if limit:
+                full = count >= limit and not mine
+                tip = f"full: at most {limit} users" if full else f"{tip}; at most {limit} users"
+            channel.setToolTip(f"{description}\n{tip}" if description else tip)
             for user in _children(channel):
                 uid = int(user.data(USER_ID_ROLE))
                 me, speaking = uid == self._me, uid in self._speaking
                 user.setData(me, ME_ROLE)
-                user.setText(f"{user.data(NAME_ROLE)} (you)" if me else str(user.data(NAME_ROLE)))
+                percent, here = self._volumes.get(uid, (100, False))
+                label = str(user.data(NAME_ROLE))
+                if me:
+                    label += " (you)"
+                elif here:
+                    label += "  \u00b7 muted by you"
+                elif percent != 100:
+                    label += f"  \u00b7 {percent} %"
+                user.setText(label)
+                user.setData(0 if here else percent, VOLUME_ROLE)
                 user.setData(speaking, SPEAKING_ROLE)
                 user.setFont(_font(bold=me, italic=uid == self._whisper))
-                user.setIcon(self._talk_icon if speaking else self._idle_icon)
+                muted, deafened = self._states.get(uid, (False, False))
+                user.setData(muted, MUTED_ROLE)
+                user.setData(deafened, DEAFENED_ROLE)
+                user.setData(uid == self._whisper, WHISPER_ROLE)
+                user.setIcon(self._icons[speaking, muted, deafened])
                 user.setBackground(QBrush(SPEAKING_BG) if speaking else QBrush())
                 if uid == self._whisper:
                     user.setForeground(QBrush(WHISPER_FG))
                 else:
                     user.setData(None, Qt.ItemDataRole.ForegroundRole)
-                tip = "you" if me else ("whispering to" if uid == self._whisper else "")
-                user.setToolTip(f"#{uid}" + (f" ({tip})" if tip else ""))
+                tips = ["you"] if me else (["whispering to"] if uid == self._whisper else [])
+                tips += ["deafened"] if deafened else (["muted"] if muted else [])
+                user.setToolTip(f"#{uid}" + (f" ({', '.join(tips)})" if tips else ""))
+
+
+def _short(text: str, most: int = 40) -> str:
+    """A description's first line, cut to ``most`` characters for the tree."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= most else line[: most - 1] + "\u2026"
+
+
+class TreeDelegate(QStyledItemDelegate):
+    """Paints a selected whisper target in the whisper colour on a light highlight, so the
+    purple that says "only they hear you" does not vanish under the selection."""
+
+    def initStyleOption(self, option: QStyleOptionViewItem | None, index: QModelIndex) -> None:
+        super().initStyleOption(option, index)
+        if option is not None and index.data(WHISPER_ROLE):
+            option.palette.setColor(QPalette.ColorRole.Highlight, WHISPER_SELECTED_BG)
+            option.palette.setColor(QPalette.ColorRole.HighlightedText, WHISPER_FG)
 
 
 def _children(item: QStandardItem) -> list[QStandardItem]:

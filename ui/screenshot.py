@@ -1,5 +1,7 @@
 """``python -m ui.screenshot [--live] [PNG]``: the main window with the overlay open.
 
+(``--live`` also writes PNG's ``-disconnected`` and ``-never-connected`` siblings.)
+
 Renders offscreen (QT_QPA_PLATFORM=offscreen needs no display). By default the
 window is fed scripted events of a call of four people, with no client running,
 so the picture can be regenerated quickly after any change to the window.
@@ -36,7 +38,7 @@ def sample_events(now: float) -> list[ev.Event]:
     users = [
         UserInfo(1, "Alice", "Lobby"),
         UserInfo(2, "Bob", "Lobby"),
-        UserInfo(3, "Carol", "Lobby"),
+        UserInfo(3, "Carol", "Lobby", muted=True),
         UserInfo(4, "Dave", "Gaming"),
         UserInfo(5, "Erin", "Gaming"),
         UserInfo(6, "Frank", "AFK"),
@@ -99,8 +101,14 @@ def render(path: Path) -> None:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     now = time.time()
     mono = 1000.0
+    import tempfile
+
+    from PyQt6.QtCore import QSettings
+
     bridge = BusBridge()
-    window = MainWindow(bridge, clock=lambda: mono)
+    ini = Path(tempfile.mkdtemp(prefix="vc-shot-")) / "ui.ini"
+    settings = QSettings(str(ini), QSettings.Format.IniFormat)  # not the user's
+    window = MainWindow(bridge, clock=lambda: mono, settings=settings)
     # The last minute of the graph: clean at first, then the chaos slider at 5 %.
     for i in range(119):
         t = mono - 60 + i * 0.5
@@ -125,49 +133,109 @@ def render(path: Path) -> None:
     window.close()
 
 
-def render_live(path: Path, seconds: float = 50.0) -> None:
+RELAY_CONFIG = """\
+channels = [
+    "Lobby",
+    { name = "Gaming", description = "Squad chat", max_users = 4 },
+    { name = "Music", description = "Listening party: keep it quiet" },
+    "AFK",
+]
+"""
+
+
+def render_live(
+    path: Path, seconds: float = 50.0, states: bool = True, everyone: bool = True
+) -> None:
+    """A real call on loopback: Bob talking (5 % chaos loss), Carol muted, Dave talking
+    at a volume Alice lowered to 40 %, Erin in another channel; the overlay open. With
+    ``states``, also the window while the relay is down (``-disconnected``) and a window
+    that never reached its server (``-never-connected``), next to ``path``. Without
+    ``everyone``, Bob alone (a quick check that it still runs)."""
+    import tempfile
+
+    from PyQt6.QtCore import QSettings
+
     from pipeline.client.config import ClientConfig
     from pipeline.client.local_client import LocalClient, connected
     from pipeline.media.sources import MediaSpec
     from relay.launch import start_relay, stop_relay
+    from ui import connection as cn
+    from ui.connect import ConnectInfo
     from ui.host import ClientHost
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    relay, port = start_relay()
+    scratch = Path(tempfile.mkdtemp(prefix="vc-shot-"))
+    (scratch / "relay.toml").write_text(RELAY_CONFIG)
+    settings = QSettings(str(scratch / "ui.ini"), QSettings.Format.IniFormat)
+    relay, port = start_relay("--config", str(scratch / "relay.toml"))
     base = ClientConfig(host="127.0.0.1", port=port, name="", sink=MediaSpec("null"))
     others: list[LocalClient] = []
-    window: MainWindow | None = None
+    windows: list[MainWindow] = []
+
+    def pump(secs: float, until: object = None) -> None:
+        end = time.monotonic() + secs
+        while time.monotonic() < end:
+            app.processEvents()
+            for other in others:
+                other.pump(0.02)
+            if callable(until) and until():
+                return
+
     try:
         bob = LocalClient(replace(base, name="Bob", source=MediaSpec("speech"),
                                   loss_percent=5.0, seed=3)).start()  # fmt: skip
         others.append(bob)
-        others.append(LocalClient(replace(base, name="Dave", channel="Gaming")).start())
-        window = MainWindow(BusBridge(), ClientHost(replace(base, name="Alice")))
+        if everyone:
+            carol = LocalClient(replace(base, name="Carol")).start()
+            dave = LocalClient(replace(base, name="Dave", source=MediaSpec("speech"), seed=8))
+            erin = LocalClient(replace(base, name="Erin", channel="Gaming"))
+            others += [carol, dave.start(), erin.start()]
+        window = MainWindow(BusBridge(), ClientHost(replace(base, name="Alice")), settings=settings)
+        windows.append(window)
         window.show()
         assert window.host is not None
         window.host.start()
-        bob.until(connected, 30, "Bob connected")
-        start = time.monotonic()
+        for other in others:
+            other.until(connected, 120, f"{other.sup.cfg.name} connected")  # 30 processes
         lines = [  # (when, who, text): a short exchange halfway through
             (seconds / 2, bob.bus.publish, "can you hear me? chaos is at 5 % on my side"),
             (seconds / 2 + 1.5, window.bridge.publish, "loud and clear, a few clicks"),
         ]
+        if everyone:
+            carol.command(ev.MuteCmd(True), lambda v: v.encode is not None and v.encode.muted)
+            pump(60, lambda: "Dave" in [u.name for u in window.view.roster.users])
+            dave_id = next(u.user_id for u in window.view.roster.users if u.name == "Dave")
+            window.set_volume(dave_id, percent=40)
+            lines.append((seconds / 2 + 3, carol.bus.publish, "notes: https://example.org/notes"))
+        start = time.monotonic()
         while (elapsed := time.monotonic() - start) < seconds:
-            app.processEvents()
-            for other in others:
-                other.pump(0.02)
+            pump(0.05)
             while lines and elapsed >= lines[0][0]:
                 _when, publish, text = lines.pop(0)
                 publish(ev.ChatCmd(text))
         window.toggle_overlay()
-        for _ in range(20):
-            app.processEvents()
-            time.sleep(0.05)
+        pump(1.0)
         window.grab().save(str(path))
+        if not states:
+            return
+        window.toggle_overlay()
+        stop_relay(relay)
+        pump(30, lambda: window.connection.phase == cn.RECONNECTING)
+        window.chat.input.setText("are you still there?")
+        pump(1.0)
+        window.grab().save(str(path.with_name(path.stem + "-disconnected.png")))
+        lost = MainWindow(BusBridge(), ClientHost(replace(base, name="Alice")), settings=settings)
+        windows.append(lost)
+        lost.resize(window.size())
+        lost.show()
+        lost.connect_to(ConnectInfo("127.0.0.1", port, "Alice"))  # the relay is gone
+        pump(60, lambda: lost.connection.phase == cn.UNREACHABLE)
+        pump(0.5)
+        lost.grab().save(str(path.with_name(path.stem + "-never-connected.png")))
     finally:
-        if window is not None:
-            window.shutdown()
-            window.close()
+        for w in windows:
+            w.shutdown()
+            w.close()
         for other in others:
             other.stop()
         stop_relay(relay)
@@ -175,6 +243,12 @@ def render_live(path: Path, seconds: float = 50.0) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if "--live" in sys.argv[1:]:  # the relay's identity and the clients' pins: not the user's
+        import tempfile
+
+        state = tempfile.mkdtemp(prefix="vc-shot-state-")
+        os.environ["XDG_DATA_HOME"] = os.path.join(state, "data")
+        os.environ["XDG_CONFIG_HOME"] = os.path.join(state, "config")
     args = [a for a in sys.argv[1:] if a != "--live"]
     target = Path(args[0]) if args else DEFAULT_PATH
     render_live(target) if "--live" in sys.argv[1:] else render(target)

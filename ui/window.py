@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from PyQt6.QtCore import QModelIndex, QPoint, Qt
+from PyQt6.QtCore import QModelIndex, QPoint, QSettings, QSize, Qt, QTimer
 from PyQt6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QAbstractItemView,
@@ -30,21 +30,35 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from pipeline.client.config import server_text
 from pipeline.core.client_view import ClientView
 from pipeline.core.pins import CERTIFICATE_CHANGED
+from pipeline.core.presence_news import granted_name
+from pipeline.core.talk import PTT
 from pipeline.ipc import events as ev
 from ui.audio_panel import AudioControls
 from ui.busbridge import BusBridge
 from ui.chat import ChatPanel
+from ui.connect import ConnectInfo
+from ui.connection import ConnectionModel, plain_media_error
 from ui.desired import Desired
-from ui.model import CHANNEL, CHANNEL_ROLE, USER_ID_ROLE, ChannelModel
+from ui.model import CHANNEL, CHANNEL_ROLE, USER_ID_ROLE, ChannelModel, TreeDelegate
+from ui.notify import JOIN, LEAVE, MESSAGE, Sounds
 from ui.overlay import DiagnosticsOverlay
+from ui.servers import ServerControls
+from ui.speaking import SpeakingHold
 from ui.status import ConnectionStatus
+from ui.tray import Tray
+from ui.volume_menu import VolumeSlider
+from ui.volumes import UserVolumes, Volume
 
 if TYPE_CHECKING:
     from ui.host import ClientHost
 
 WHISPER_KEY = Qt.Key.Key_F4  # held down: whisper to the user selected in the tree
+# What the audio settings remember (QSettings keys); python -m ui starts with them.
+INPUT_KEY, OUTPUT_KEY, BITRATE_KEY = "audio/input", "audio/output", "audio/bitrate"
+PTT_KEY = Qt.Key.Key_F2  # held down: push to talk (switching to that mode)
 SELF_SPEAKING_LEVEL = 0.02  # own microphone RMS above which the local user is lit in the tree
 
 
@@ -55,6 +69,7 @@ class MainWindow(QMainWindow):
         host: ClientHost | None = None,
         devices: list[dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        settings: QSettings | None = None,
     ) -> None:
         super().__init__()
         self.setWindowTitle("Voice chat")
@@ -62,14 +77,24 @@ class MainWindow(QMainWindow):
         self.bridge, self.host, self.clock = bridge, host, clock
         self._asking = False  # a changed-certificate question is open
         self.view = ClientView()
+        self.connection = ConnectionModel()
+        self.settings = settings if settings is not None else QSettings()
         self.desired = Desired()
+        self.volumes = UserVolumes(self.settings)
+        self.speaking_hold = SpeakingHold()
+        self._hold_timer = QTimer(self)
+        self._hold_timer.setSingleShot(True)
+        self._hold_timer.timeout.connect(self._update_speaking)
         self._self_loud = False
         self._whisper_before_hold: int | None = None  # set while the whisper key is held
+        self._name_line = ""  # the granted-name line shown (said once, from either source)
 
         self.model = ChannelModel()
         self.tree = QTreeView()
         self.tree.setModel(self.model)
         self.tree.setHeaderHidden(True)
+        self.tree.setIconSize(QSize(28, 12))  # the talking dot and the mute/deafen mark
+        self.tree.setItemDelegate(TreeDelegate(self.tree))
         self.tree.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.tree.customContextMenuRequested.connect(self._context_menu)
@@ -87,9 +112,18 @@ class MainWindow(QMainWindow):
         row.addWidget(cancel)
         self.whisper_banner.hide()
 
+        self.servers = ServerControls(self, self.settings)
+        menu_bar = self.menuBar()
+        if menu_bar is not None:
+            menu_bar.addMenu(self.servers.menu)
+        self.servers.connect_chosen.connect(self.connect_to)
+        self.servers.disconnect_chosen.connect(self.disconnect)
+        self.servers.retry_chosen.connect(self.retry)
+
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.servers.banner)
         left_layout.addWidget(self.tree, 1)
         left_layout.addWidget(self.whisper_banner)
 
@@ -118,23 +152,36 @@ class MainWindow(QMainWindow):
         self.audio.diagnostics_clicked.connect(self.toggle_overlay)
         self.audio.mute_toggled.connect(self._mute)
         self.audio.deafen_toggled.connect(self._deafen)
+        self.audio.talk_chosen.connect(self._talk)
+        self.audio.ptt_changed.connect(self._push_to_talk)
         self.audio.bitrate_chosen.connect(self._bitrate)
         self.audio.chaos_changed.connect(self._chaos)
         self.audio.input_chosen.connect(lambda text: self._change_media("input", text))
         self.audio.output_chosen.connect(lambda text: self._change_media("output", text))
         bridge.received.connect(self.apply)
+        self.sounds = Sounds(self.settings, self)
+        self.audio.sounds.setChecked(self.sounds.enabled)
+        self.audio.sounds.toggled.connect(self.sounds.set_enabled)
+        self.tray = Tray(self, self.audio.mute, self.audio.deafen)
+        self.tray.show_chosen.connect(self._raise)
+        self.tray.quit_chosen.connect(self.close)  # closing stops the client; python -m ui quits
 
         if host is None:
             self.audio.set_devices_fixed("attached to a client this window does not own")
+            self.servers.menu.setEnabled(False)
+            self.connection.start("")  # the client runs elsewhere: its bus tells the rest
         else:
             self.audio.input.select(host.source_text)
             self.audio.output.select(host.sink_text)
             self.desired.bitrate = host.cfg.bitrate
+            self.desired.talk = host.cfg.talk
+            self.audio.select_talk(host.cfg.talk)
             self.desired.chaos = host.cfg.loss_percent
             self.audio.select_bitrate(host.cfg.bitrate)
             self.audio.chaos.setValue(round(host.cfg.loss_percent))
             host.started.connect(self._client_started)
             host.failed.connect(self._client_failed)
+        self._render_connection()
 
     def _ask_certificate(self, reason: str) -> None:
         """The relay showed another certificate than the pinned one: the user decides."""
@@ -163,15 +210,18 @@ class MainWindow(QMainWindow):
         """Fold one bus event into the window (the bridge's ``received`` slot)."""
         self.view.apply(event)
         if isinstance(event, ev.ConnectionState):
-            self.status.show_state(event)
             if event.state == ev.FAILED and CERTIFICATE_CHANGED in event.reason:
                 self._ask_certificate(event.reason)
-            self.chat.set_enabled_for(event.state == ev.CONNECTED)
-            if event.name and event.server:
+            if self.connection.apply(event):
+                self._give_up()
+            self._render_connection()
+            if event.name and event.server and event.state == ev.CONNECTED:
                 self.setWindowTitle(f"Voice chat \u2013 {event.name} @ {event.server}")
+                self._check_name(event.name)
         elif isinstance(event, ev.Roster):
             self.model.set_roster(event)
             self.tree.expandAll()
+            self._apply_gains()
             if self.desired.whisper and all(u.user_id != self.desired.whisper for u in event.users):
                 self.chat.add(ev.Notice("whisper target left; talking to the channel again"))
                 self.set_whisper(0)
@@ -179,20 +229,68 @@ class MainWindow(QMainWindow):
             if isinstance(event, ev.InputLevel):
                 self.audio.set_level(event.level)
                 self._self_loud = event.level > SELF_SPEAKING_LEVEL
+            else:
+                self.speaking_hold.update(event.speaking, self.clock())
             self._update_speaking()
         elif isinstance(event, ev.ChatLine | ev.Notice):
-            self.chat.add(event, me=self.view.roster.me)
+            if not (isinstance(event, ev.Notice) and event.text == self._name_line):
+                self.chat.add(event, me=self.view.roster.me)
+                self._notify(event)
         elif isinstance(event, ev.DeviceStatus):
-            self.status.show_link(self.view)
+            self.status.show_link(self.view, self.connection.online)
         elif isinstance(event, ev.StageReport):
             for cmd in self.desired.corrections(event):
                 self.bridge.publish(cmd)
             self.overlay.refresh(self.view, self.clock(), sample=isinstance(event, ev.DecodeStats))
-            self.status.show_link(self.view)
+            self.status.show_link(self.view, self.connection.online)
+
+    def _render_connection(self) -> None:
+        """Show the phase everywhere: status bar, banner and menu, a greyed tree offline."""
+        online = self.connection.online
+        self.status.show_phase(self.connection)
+        self.status.show_link(self.view, online)
+        self.servers.show(self.connection)
+        self.tree.setEnabled(online)
+        self.chat.set_enabled_for(online)
+        self._update_speaking()
+
+    def _notify(self, event: ev.ChatLine | ev.Notice) -> None:
+        """A sound for a chat line from someone else, or someone joining or leaving your
+        channel (the control process's lines: already only real changes)."""
+        if isinstance(event, ev.ChatLine):
+            if event.user_id != self.view.roster.me:
+                self.sounds.play(MESSAGE)
+            return
+        mine = self.view.roster.channel
+        if mine and event.text.endswith(f" joined {mine}"):
+            self.sounds.play(JOIN)
+        elif mine and event.text.endswith(f" left {mine}"):
+            self.sounds.play(LEAVE)
+
+    def _check_name(self, granted: str) -> None:
+        """Say once if the relay gave us another name. The control process says so too,
+        but a notice published in its first moments can miss the bus (ZeroMQ drops what
+        a publisher sends before it learns the subscriptions); the state is re-sent."""
+        asked = self.host.cfg.name if self.host is not None else ""
+        if asked and granted != asked:
+            line = granted_name(granted, asked)
+            if line != self._name_line:
+                self._name_line = line
+                self.chat.add(ev.Notice(line))
 
     def _update_speaking(self) -> None:
-        speaking = set(self.view.speaking)
-        if self._self_loud and not self.desired.muted and self.view.roster.me:
+        if not self.connection.online:
+            self.speaking_hold.clear()
+            self.model.set_speaking(set())  # nobody is heard, not even the last ones
+            return
+        now = self.clock()
+        speaking = self.speaking_hold.lit(now)
+        end = self.speaking_hold.next_change()
+        if end is not None:  # a dot to put out once its hold is over
+            self._hold_timer.start(max(1, round((end - now) * 1000)))
+        enc = self.view.encode
+        sending = enc is None or enc.talking  # voice activation or the key may hold it back
+        if self._self_loud and sending and not self.desired.muted and self.view.roster.me:
             speaking.add(self.view.roster.me)
         self.model.set_speaking(speaking)
 
@@ -231,6 +329,10 @@ class MainWindow(QMainWindow):
         return 0 if uid == self.view.roster.me else uid
 
     def keyPressEvent(self, event: QKeyEvent | None) -> None:
+        if event is not None and event.key() == PTT_KEY:
+            if not event.isAutoRepeat():
+                self._push_to_talk(True)
+            return
         if event is not None and event.key() == WHISPER_KEY:
             target = self.selected_user()
             if not event.isAutoRepeat() and self._whisper_before_hold is None and target:
@@ -240,6 +342,10 @@ class MainWindow(QMainWindow):
         super().keyPressEvent(event)
 
     def keyReleaseEvent(self, event: QKeyEvent | None) -> None:
+        if event is not None and event.key() == PTT_KEY:
+            if not event.isAutoRepeat():
+                self._push_to_talk(False)
+            return
         if event is not None and event.key() == WHISPER_KEY:
             if not event.isAutoRepeat() and self._whisper_before_hold is not None:
                 self.set_whisper(self._whisper_before_hold)
@@ -252,6 +358,20 @@ class MainWindow(QMainWindow):
         self.bridge.publish(ev.MuteCmd(muted))
         self._update_speaking()
 
+    def _talk(self, mode: str) -> None:
+        self.desired.talk = mode
+        self.bridge.publish(ev.TalkModeCmd(mode))
+        if mode != PTT and self.desired.ptt:
+            self._push_to_talk(False)
+
+    def _push_to_talk(self, pressed: bool) -> None:
+        """The push-to-talk key or button went down or up; down switches to that mode."""
+        if pressed and self.desired.talk != PTT:
+            self.audio.select_talk(PTT)
+            self._talk(PTT)
+        self.desired.ptt = pressed
+        self.bridge.publish(ev.PushToTalkCmd(pressed))
+
     def _deafen(self, deafened: bool) -> None:
         self.desired.deafened = deafened
         self.bridge.publish(ev.DeafenCmd(deafened))
@@ -259,6 +379,9 @@ class MainWindow(QMainWindow):
     def _bitrate(self, bps: int) -> None:
         self.desired.bitrate = bps
         self.bridge.publish(ev.BitrateCmd(bps))
+        if self.host is not None:
+            self.host.configure(bitrate=bps)  # a restart (new server, device) keeps it
+        self.settings.setValue(BITRATE_KEY, bps)
 
     def _chaos(self, percent: float) -> None:
         self.desired.chaos = percent
@@ -277,9 +400,45 @@ class MainWindow(QMainWindow):
             bitrate=self.desired.bitrate,
         )
         if error:
-            self.chat.add(ev.Notice(f"{kind} not changed: {error}"))
+            self.chat.add(ev.Notice(f"{kind} not changed: {plain_media_error(error)}"))
             picker = self.audio.input if kind == "input" else self.audio.output
             picker.select(self.host.source_text if kind == "input" else self.host.sink_text)
+        else:
+            self.settings.setValue(INPUT_KEY if kind == "input" else OUTPUT_KEY, text)
+
+    def _volume_server(self) -> str:
+        """The server the volumes are remembered for (names are per server)."""
+        return self.connection.server or self.view.state.server
+
+    def _apply_gains(self) -> None:
+        """Tell the decode stage each present user's volume, from what was chosen for them."""
+        roster = self.view.roster
+        server = self._volume_server()
+        gains = self.volumes.gains(server, roster.users, roster.me)
+        for uid in sorted(set(gains) | set(self.desired.gains)):
+            if gains.get(uid, 1.0) != self.desired.gains.get(uid, 1.0):
+                self.bridge.publish(ev.GainCmd(uid, gains.get(uid, 1.0)))
+        self.desired.gains = gains
+        shown = {}
+        for u in roster.users:
+            vol = self.volumes.get(server, u.name)
+            if u.user_id != roster.me and vol != Volume():
+                shown[u.user_id] = (vol.percent, vol.muted)
+        self.model.set_volumes(shown)
+
+    def volume_of(self, user_id: int) -> Volume:
+        return self.volumes.get(self._volume_server(), self.view.name_of(user_id))
+
+    def set_volume(
+        self, user_id: int, percent: int | None = None, muted: bool | None = None
+    ) -> None:
+        """Play ``user_id`` at ``percent`` and/or mute them here; remembered by name."""
+        old = self.volume_of(user_id)
+        new = Volume(
+            old.percent if percent is None else percent, old.muted if muted is None else muted
+        )
+        self.volumes.set(self._volume_server(), self.view.name_of(user_id), new)
+        self._apply_gains()
 
     def menu_for(self, index: QModelIndex) -> QMenu | None:
         """The tree's context menu for a row: join a channel, or whisper to a user."""
@@ -301,6 +460,21 @@ class MainWindow(QMainWindow):
         action = menu.addAction(label)
         if action is not None:
             action.triggered.connect(lambda: self.set_whisper(target))
+        menu.addSeparator()
+        vol = self.volume_of(uid)
+        slider = VolumeSlider(vol.percent, menu)
+        slider.moved.connect(lambda percent: self.set_volume(uid, percent=percent))
+        menu.addAction(slider)
+        mute = menu.addAction("Mute for me")
+        if mute is not None:
+            mute.setCheckable(True)
+            mute.setChecked(vol.muted)
+            mute.setToolTip("only you stop hearing them; nobody else is told")
+            mute.toggled.connect(lambda on: self.set_volume(uid, muted=on))
+        reset = menu.addAction("Reset volume")
+        if reset is not None:
+            reset.setEnabled(vol != Volume())
+            reset.triggered.connect(lambda: self.set_volume(uid, percent=100, muted=False))
         return menu
 
     def _context_menu(self, pos: QPoint) -> None:
@@ -315,25 +489,69 @@ class MainWindow(QMainWindow):
 
     # --- the client process ----------------------------------------------------------------
 
-    def _client_started(self, address: object) -> None:
-        self.status.clear_failure()
-        self.bridge.attach(address)  # type: ignore[arg-type]
-        self.status.show_state(ev.ConnectionState(ev.CONNECTING, self._server()))
+    def connect_to(self, info: ConnectInfo, channel: str = "") -> None:
+        """Connect to a server (another one, or the same one as someone else): a new client."""
+        if self.host is None:
+            return
+        self.model.set_roster(ev.Roster(0, ""))  # another server's tree, not the old one
+        self.view.roster = ev.Roster(0, "")
+        self.setWindowTitle("Voice chat")
+        self.host.restart(
+            host=info.host,
+            port=info.port,
+            name=info.name,
+            password=info.password,
+            channel=channel,
+            accept_new_certificate=False,
+        )
 
-    def _client_failed(self, reason: str) -> None:
+    def retry(self) -> None:
+        """Try the same server again (after giving up, a failure or a Disconnect)."""
+        if self.host is not None and self.host.cfg.port:
+            self.host.restart()
+
+    def disconnect(self) -> None:
+        """Leave the server and stop the client; the window stays, its tree greyed out."""
+        if self.host is None:
+            return
         self.bridge.detach()
-        self.status.show_failure(reason)
-        self.chat.add(ev.Notice(f"the client stopped: {reason}"))
+        self.host.stop()
+        self.connection.disconnected()
+        self._render_connection()
 
-    def _server(self) -> str:
-        return f"{self.host.cfg.host}:{self.host.cfg.port}" if self.host is not None else ""
-
-    def shutdown(self) -> None:
-        """Detach from the bus and stop the client this window owns (idempotent)."""
+    def _give_up(self) -> None:
+        """The first attempts all failed: stop trying; the banner says why and offers Retry."""
         self.bridge.detach()
         if self.host is not None:
             self.host.stop()
 
+    def _client_started(self, address: object) -> None:
+        self.connection.start(self._server())
+        self.bridge.attach(address)  # type: ignore[arg-type]
+        self._render_connection()
+
+    def _client_failed(self, reason: str) -> None:
+        self.bridge.detach()
+        self.connection.client_failed(reason)
+        self._render_connection()
+        self.chat.add(ev.Notice(f"the client stopped: {self.connection.reason}"))
+
+    def _server(self) -> str:
+        return server_text(self.host.cfg.host, self.host.cfg.port) if self.host is not None else ""
+
+    def shutdown(self) -> None:
+        """Detach from the bus and stop the client this window owns (idempotent)."""
+        self.bridge.detach()
+        self.sounds.close()
+        if self.host is not None:
+            self.host.stop()
+
+    def _raise(self) -> None:
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
     def closeEvent(self, event: QCloseEvent | None) -> None:
+        self.tray.hide()
         self.shutdown()
         super().closeEvent(event)

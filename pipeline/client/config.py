@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from pipeline.media.sources import MediaSpec
 
+TALK_DEFAULT = "vad"  # what a user starts in: voice activation, as Mumble does
+
 
 def split_server(text: str) -> tuple[str, int]:
     """``HOST:PORT``, ``[V6]:PORT`` (``[::1]:8080``) or a bare ``V6:PORT`` -> (host, port);
@@ -47,6 +49,12 @@ class ClientConfig:
     # "fixed" starts at two packets and never adapts (the old buffer, for comparison).
     jitter: str = "adaptive"
     loss_hint: float = 0.0  # loss % the encoder expects before it measures any
+    # Talk mode (pipeline/core/talk.py): "vad", "continuous" or "ptt", switchable at run
+    # time (TalkModeCmd, PushToTalkCmd). The CLI and the desktop client start users in
+    # "vad" with input processing on (TALK_DEFAULT); this config's own defaults are the
+    # transparent path the tests and benchmarks measure (every frame sent as captured).
+    talk: str = "continuous"
+    input_processing: bool = False  # noise suppression and gain control before encoding
     # Loss feedback (SPEC.md): report what we receive of each speaker, and raise our FEC
     # for what our listeners report. Off: neither (benchmarks compare the two).
     loss_feedback: bool = True

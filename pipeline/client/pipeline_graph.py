@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.client.config import ClientConfig
+from pipeline.core.talk import check_mode
 from pipeline.media.audio_format import FRAME_BYTES, MAX_PACKET
 from pipeline.stages import capture, control, decode, encode, network, playback
 from pipeline.stages.runtime import Wiring
@@ -107,6 +108,8 @@ STAGES = (
             loss_hint=c.loss_hint,
             loss_feedback=c.loss_feedback,
             redundancy=c.redundancy,
+            talk=c.talk,
+            input_processing=c.input_processing,
         ),
         reads="captured",
         writes="encoded",
@@ -132,6 +135,7 @@ def check_config(cfg: ClientConfig) -> None:
         )
     if cfg.jitter not in ("adaptive", "fixed"):
         raise ValueError(f"jitter must be 'adaptive' or 'fixed', got {cfg.jitter!r}")
+    check_mode(cfg.talk)  # TalkError is a ValueError
 
 
 def check_graph(rings: tuple[RingSpec, ...], stages: tuple[StageSpec, ...]) -> None:

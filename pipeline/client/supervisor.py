@@ -32,6 +32,7 @@ from pipeline.client.pipeline_graph import (
 )
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import Broker, BusClient
+from pipeline.ipc.heap import HeapTrimmer
 from pipeline.ipc.ring import Ring
 from pipeline.stages.runtime import Wiring
 
@@ -67,6 +68,9 @@ class Supervisor:
         self.state_dir: str | None = None  # private (0700) folder the stages keep state in
         self.failure = ""
         self._restart_counts: dict[str, int] = {}
+        # The broker's I/O threads carry every bus message: their freed buffers are
+        # handed back to the system now and then, or RSS creeps up (pipeline/ipc/heap.py).
+        self._trimmer = HeapTrimmer(now=time.monotonic())
 
     def start(self) -> None:
         try:
@@ -114,7 +118,10 @@ class Supervisor:
         return {c.name: c.process.pid for c in self._children if c.process and c.process.pid}
 
     def check(self, timeout: float = 0.0) -> None:
-        """Wait up to ``timeout`` for a child to die; restart it, or raise ClientFailed."""
+        """Wait up to ``timeout`` for a child to die; restart it, or raise ClientFailed.
+
+        Also hands this process's free C heap back to the system, now and then."""
+        self._trimmer.tick(time.monotonic())
         live = {c.process.sentinel: c for c in self._children if c.process is not None}
         if not live:
             return

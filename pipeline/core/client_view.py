@@ -202,6 +202,9 @@ class ClientView:
         path = f" | {self.voice_path}" if self.voice_path else ""
         udp_loss = self.udp_loss_percent
         udp_loss_text = f" loss {udp_loss:.0f}%" if udp_loss else ""
+        enc = self.encode
+        if enc is not None and enc.talk_mode:
+            fec += f" | talk {enc.talk_mode}{' (talking)' if enc.talking else ''}"
         return (
             f"{conn}{path} | users {users} | loss {_num(loss, '%')} | jitter {depth} | "
             f"ping tcp {_num(tcp, 'ms')} udp {udp_text}{udp_loss_text} | "

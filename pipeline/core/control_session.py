@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import count
 
+from pipeline.core.presence_news import PresenceNews, granted_name
 from pipeline.ipc import events as ev
 from relay.protocol.errors import FramingError, ProtocolError
 from relay.protocol.messages import (
@@ -32,6 +33,7 @@ from relay.protocol.messages import (
     PROTOCOL,
     Auth,
     Bye,
+    ChannelInfo,
     ChannelList,
     Chat,
     Error,
@@ -44,12 +46,14 @@ from relay.protocol.messages import (
     ReceiverReport,
     Reception,
     Reconnect,
+    SelfState,
     SpeakerReception,
     Tunnel,
     UserInfo,
     UserJoined,
     UserLeft,
     UserList,
+    UserState,
     Voice,
     Welcome,
     encode_message,
@@ -68,6 +72,12 @@ FATAL_ERRORS = ("bad_password", "bad_version", "too_many_attempts")
 class _User:
     name: str
     channel: str
+    muted: bool = False
+    deafened: bool = False
+
+    @classmethod
+    def of(cls, u: UserInfo) -> _User:
+        return cls(u.name, u.channel, u.muted, u.deafened)
 
 
 @dataclass
@@ -87,14 +97,26 @@ class ControlSession:
     user_id: int = 0
     udp_port: int = 0
     udp_host: str = ""  # what the relay advertises for UDP (its --public-host), if anything
+    # The address the control connection reached: a name with A and AAAA records is
+    # voice's too at that address, not at the name's first (the relay may bind one family).
+    peer_host: str = ""
     channel: str = ""
     channels: list[str] = field(default_factory=list)
+    infos: dict[str, ChannelInfo] = field(default_factory=dict)  # described or limited ones
     # Protocol 2's voice keys, from the welcome and media_key messages (never logged).
     udp_key: bytes = field(default=b"", repr=False)
     media_key_id: int = 0
     media_key: bytes = field(default=b"", repr=False)
     tcp_rtt: float | None = None
     quitting: bool = False
+    # The user's own mute and deafen, sent to the relay for everyone's tree (SPEC.md).
+    muted: bool = False
+    deafened: bool = False
+    news: PresenceNews = field(default_factory=PresenceNews)
+    self_state_refused: bool = False  # the relay predates self_state: not sent again
+    _granted: str = ""  # the name the relay gave us, once announced if it is not ours
+    _asked: list[str] = field(default_factory=list)  # channels we sent a join for
+    _welcoming: bool = False  # a welcome's user list is coming in pages
     _users: dict[int, _User] = field(default_factory=dict)
     _decoder: MessageDecoder = field(default_factory=MessageDecoder)
     _out: list[bytes] = field(default_factory=list)
@@ -112,7 +134,11 @@ class ControlSession:
     _next_reception: float = 0.0
     _reception_refused: bool = False  # the relay does not know reception (older than it)
     tunnel_wanted: bool = False  # the network stage sends voice through us (UDP is dead)
-    tunnel_refused: bool = False  # the relay carries no voice over TCP
+    # The relay carries no voice over TCP: so until a new session (a relay that forgot
+    # us restarted, perhaps upgraded). Not reset by a resume: an older relay closes a
+    # connection after 16 frames it cannot parse, and voice sent before its refusal
+    # came may be as many; asking again on each resumed connection would go round.
+    tunnel_refused: bool = False
     _tunnel_told: bool = False  # what this connection's relay was last asked
     _voice: list[bytes] = field(default_factory=list)  # tunnelled voice for the network stage
 
@@ -122,9 +148,11 @@ class ControlSession:
         """Whether the adapter should open a TCP connection now."""
         return self._connect_at is not None and now >= self._connect_at and not self.quitting
 
-    def connected(self, now: float) -> None:
-        """The TCP connection is open: authenticate, resuming the session if there is one."""
+    def connected(self, now: float, peer: str = "") -> None:
+        """The TCP connection is open (to the address ``peer``, if known): authenticate,
+        resuming the session if there is one."""
         self._connect_at = None
+        self.peer_host = peer
         self._decoder = MessageDecoder()
         self._last_rx = now
         self._next_ping = now + PING_INTERVAL
@@ -172,6 +200,8 @@ class ControlSession:
 
     def tick(self, now: float) -> None:
         """Time passed: send pings, notice a dead link (before or after the welcome)."""
+        for line in self.news.due(now):
+            self._notice(line)
         if self._awaiting_welcome():
             if now - self._last_rx > DEAD_AFTER:
                 self._drop(now, f"no welcome from the relay within {DEAD_AFTER:.0f} s")
@@ -212,6 +242,12 @@ class ControlSession:
 
     def next_deadline(self, now: float) -> float:
         """When tick() or a connection attempt is next due (monotonic seconds)."""
+        news = self.news.deadline
+        if news is not None:
+            return min(news, self._next_deadline(now))
+        return self._next_deadline(now)
+
+    def _next_deadline(self, now: float) -> float:
         if self._connect_at is not None:
             return self._connect_at
         if self.state == ev.CONNECTED:
@@ -260,9 +296,23 @@ class ControlSession:
 
     def join(self, channel: str) -> None:
         """Move to ``channel``; while disconnected, once the next welcome arrives."""
-        if self.state == ev.CONNECTED:
-            self._send(Join(channel))
+        if self.state == ev.CONNECTED and channel != self.channel:
+            self._ask_join(channel)
         self.wanted_channel = channel
+
+    def set_self(self, muted: bool | None = None, deafened: bool | None = None) -> None:
+        """The user muted or deafened themselves: the relay shows it to everyone."""
+        before = (self.muted, self.deafened)
+        if muted is not None:
+            self.muted = muted
+        if deafened is not None:
+            self.deafened = deafened
+        if (
+            (self.muted, self.deafened) != before
+            and self.state == ev.CONNECTED
+            and not self.self_state_refused
+        ):
+            self._send(SelfState(self.muted, self.deafened))
 
     def chat(self, text: str) -> None:
         if self.state != ev.CONNECTED:
@@ -311,6 +361,8 @@ class ControlSession:
             if msg.version != PROTOCOL or msg.udp_key is None or msg.media_key is None:
                 self._fail(f"the relay speaks protocol {msg.version}, this client {PROTOCOL}")
                 return
+            if msg.token != self.token:  # a new session: perhaps of an upgraded relay
+                self.tunnel_refused = False
             self.token, self.user_id, self.udp_port = msg.token, msg.user_id, msg.udp_port
             self.udp_host = msg.udp_host
             self.udp_key, self.media_key_id, self.media_key = (
@@ -319,19 +371,29 @@ class ControlSession:
                 msg.media_key,
             )
             self.channel, self.channels = msg.channel, list(msg.channels)
-            users = {u.user_id: _User(u.name, u.channel) for u in msg.users}
+            self.infos = {}  # a channel_list follows the welcome if the relay has any
+            users = {u.user_id: _User.of(u) for u in msg.users}
             # A long list goes on in user_list pages: the roster is published once it is whole.
             self._paging = users if msg.more else None
+            self._welcoming = msg.more
             self._users = users
             self.attempt = 0
+            self._asked.clear()
+            if self.wanted_channel and self.wanted_channel not in self.channels:
+                self._notice(
+                    f"there is no channel {self.wanted_channel} any more; you are in {self.channel}"
+                )
+                self.wanted_channel = ""
             self._set_state(ev.CONNECTED, "")
             self._events.append(self._endpoint_event())
             if not msg.more:
-                self._events.append(self._roster())
+                self._welcomed(now)
             # After any welcome (first, resumed, or a fresh session after a relay restart)
             # go back to where the user wants to be.
             if self.wanted_channel and self.wanted_channel != self.channel:
-                self._send(Join(self.wanted_channel))
+                self._ask_join(self.wanted_channel)
+            elif not self.wanted_channel:
+                self.wanted_channel = self.channel
             self._tell_tunnel()
         elif isinstance(msg, MediaKey):
             self.media_key_id, self.media_key = msg.key_id, msg.key
@@ -348,6 +410,10 @@ class ControlSession:
                 if not self.tunnel_refused:  # a relay without it: voice stays on UDP
                     self.tunnel_refused = True
                     self._notice("the relay carries no voice over TCP: voice stays on UDP")
+            elif msg.code == "unknown_type" and "'self_state'" in msg.message:
+                if not self.self_state_refused:  # an older relay: our mute works, unseen
+                    self.self_state_refused = True
+                    self._notice("this server does not show others that you are muted")
             elif msg.code in FATAL_ERRORS:
                 self._fail(f"relay: {msg.message} ({msg.code})")
             elif msg.code == "unknown_type" and self._reports_reception():
@@ -358,13 +424,23 @@ class ControlSession:
             else:
                 self._notice(f"relay: {msg.message} ({msg.code})")
         elif isinstance(msg, UserJoined):
-            self._users[msg.user_id] = _User(msg.name, msg.channel)
+            known = self._users.get(msg.user_id)
+            if known is None:
+                self._users[msg.user_id] = _User(msg.name, msg.channel)
+            else:  # a move: the user keeps their mute and deafen
+                known.name, known.channel = msg.name, msg.channel
             if msg.user_id == self.user_id:
-                self.channel = msg.channel
-                self._set_state(ev.CONNECTED, "")
+                self._moved(msg.channel)
             else:
-                self._notice(f"{msg.name} joined {msg.channel}")
+                line = self.news.joined(msg.name, msg.channel)
+                if line:
+                    self._notice(line)
             self._events.append(self._roster())
+        elif isinstance(msg, UserState):
+            user = self._users.get(msg.user_id)
+            if user is not None:
+                user.muted, user.deafened = msg.muted, msg.deafened
+                self._events.append(self._roster())
         elif isinstance(msg, UserLeft):
             user = self._users.get(msg.user_id)
             if user is not None and user.channel == msg.channel and msg.user_id != self.user_id:
@@ -372,10 +448,11 @@ class ControlSession:
                 self._notice(f"{msg.name} left {msg.channel}")
                 self._events.append(self._roster())
         elif isinstance(msg, UserList):
-            self._user_list(msg)
+            self._user_list(msg, now)
         elif isinstance(msg, ChannelList):
             # The operator changed the channels (or they carry descriptions): a new tree.
             self.channels = [c.name for c in msg.channels]
+            self.infos = {c.name: c for c in msg.channels if c.description or c.max_users}
             self._events.append(self._roster())
         elif isinstance(msg, Chat):
             self._events.append(ev.ChatLine(msg.user_id, msg.name, msg.channel, msg.text, msg.ts))
@@ -383,7 +460,11 @@ class ControlSession:
             sent = self._pings.pop(msg.nonce, None)
             if sent is not None:
                 self.tcp_rtt = now - sent
-                self._events.append(ev.ControlStats(tcp_rtt_ms=self.tcp_rtt * 1000))
+                self._events.append(
+                    ev.ControlStats(
+                        tcp_rtt_ms=self.tcp_rtt * 1000, muted=self.muted, deafened=self.deafened
+                    )
+                )
         elif isinstance(msg, Ping):
             self._send(Pong(nonce=msg.nonce, t=msg.t))
         elif isinstance(msg, ReceiverReport):
@@ -392,7 +473,7 @@ class ControlSession:
             )
         # bye and anything else from the relay needs no action: a close follows.
 
-    def _user_list(self, msg: UserList) -> None:
+    def _user_list(self, msg: UserList, now: float) -> None:
         """A page of the user list: a welcome's continuation, or a snapshot (``first``) that
         replaces what we hold because we fell behind on presence."""
         if msg.first:
@@ -400,14 +481,49 @@ class ControlSession:
         elif self._paging is None:
             self._notice("ignored a user list page that continues nothing")
             return
-        self._paging.update((u.user_id, _User(u.name, u.channel)) for u in msg.users)
+        self._paging.update((u.user_id, _User.of(u)) for u in msg.users)
         if msg.last:
             self._users, self._paging = self._paging, None
+            if self._welcoming:
+                self._welcoming = False
+                self._welcomed(now)
+                return
             me = self._users.get(self.user_id)
             if me is not None and me.channel != self.channel:
                 self.channel = me.channel
                 self._set_state(ev.CONNECTED, "")
             self._events.append(self._roster())
+
+    def _welcomed(self, now: float) -> None:
+        """A welcome's user list is whole: publish it, say only what is news, and make
+        the relay show our mute and deafen if it does not (a fresh session)."""
+        others = [(u.name, u.channel) for uid, u in self._users.items() if uid != self.user_id]
+        for line in self.news.welcome(others, now):
+            self._notice(line)
+        me = self._users.get(self.user_id)
+        if me is not None:
+            if me.name != self.name and me.name != self._granted:
+                self._notice(granted_name(me.name, self.name))
+            self._granted = me.name
+            shown = (self.muted or self.deafened, self.deafened)
+            if (me.muted, me.deafened) != shown and not self.self_state_refused:
+                self._send(SelfState(self.muted, self.deafened))
+        self._events.append(self._roster())
+
+    def _moved(self, channel: str) -> None:
+        """We are now in ``channel``: by our own join, or moved by the relay."""
+        self.channel = channel
+        if channel in self._asked:
+            del self._asked[: self._asked.index(channel) + 1]
+        elif channel != self.wanted_channel:
+            self._notice(f"you were moved to {channel}")
+        self.wanted_channel = channel
+        self._set_state(ev.CONNECTED, "")
+
+    def _ask_join(self, channel: str) -> None:
+        self._asked.append(channel)
+        del self._asked[:-8]  # joins the relay refused are never answered
+        self._send(Join(channel))
 
     def _fail(self, reason: str) -> None:
         """Close and stay closed: no retry can succeed (state failed, with the reason)."""
@@ -420,6 +536,10 @@ class ControlSession:
         self._schedule_retry(now, reason)
 
     def _schedule_retry(self, now: float, reason: str) -> None:
+        if self.state == ev.CONNECTED:
+            self.news.link_lost(
+                (u.name, u.channel) for uid, u in self._users.items() if uid != self.user_id
+            )
         self.attempt += 1
         self._connect_at = now + RECONNECT_DELAY
         self._set_state(ev.RECONNECTING, reason)
@@ -443,7 +563,7 @@ class ControlSession:
         return ev.VoiceEndpoint(
             self.token,
             self.user_id,
-            self.udp_host or self.host,
+            self.udp_host or self.peer_host or self.host,
             self.udp_port,
             udp_key=self.udp_key,
             media_key_id=self.media_key_id,
@@ -455,8 +575,12 @@ class ControlSession:
         for u in self._users.values():
             if u.channel not in channels:
                 channels.append(u.channel)
-        users = [UserInfo(uid, u.name, u.channel) for uid, u in sorted(self._users.items())]
-        return ev.Roster(me=self.user_id, channel=self.channel, channels=channels, users=users)
+        users = [
+            UserInfo(uid, u.name, u.channel, u.muted, u.deafened)
+            for uid, u in sorted(self._users.items())
+        ]
+        infos = [self.infos[c] for c in channels if c in self.infos]
+        return ev.Roster(self.user_id, self.channel, channels, users, infos)
 
     def _notice(self, text: str) -> None:
         self._events.append(ev.Notice(text))

@@ -48,6 +48,15 @@ Rules (SPEC.md "Jitter buffer and loss concealment" and issue 4):
   counted as ``discarded``, not as loss.
 * Silent (no push) for ``retire_after_ns``: :attr:`retired` turns true; a later push
   starts a fresh stream.
+* Talk spurts (SPEC.md, "Talk spurts"): a packet with the marker starts a spurt after
+  a pause in which its speaker sent nothing. Sequence numbers go on +1 per packet
+  sent, so the pause is no gap and no loss; if the previous spurt has played out, the
+  buffer starts over at the marked packet (the dry ticks concealed at the end of the
+  last spurt consumed no number of this one), and with adaptive playout it waits for
+  the target delay before playing it, as at the very start: the boundary is where the
+  delay changes for free. The sender's pre-roll comes in a burst with the marked
+  packet, held back on purpose, so packets that arrive within ``BURST_NS`` of it are
+  left out of the delay statistics.
 * ``lost`` counts sequence numbers that never played as a Frame between two that did
   (recovered, concealed, skipped or arriving late); ``loss_percent`` is that over the
   last 10 s of played frames: the network loss the encoder's FEC hint wants. A gap
@@ -69,6 +78,7 @@ from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
 
 LOSS_WINDOW_NS = 10_000_000_000
 TARGET_EVERY_NS = 100_000_000  # how often the adaptive target is worked out again
+BURST_NS = 3_000_000  # packets this close after a spurt's marked one: its pre-roll burst
 
 
 @dataclass(slots=True, frozen=True)
@@ -237,11 +247,15 @@ class JitterBuffer:
         self._aim: int | None = None  # the playout delay aimed at, at the last Frame
         self._last_playout = 0  # and the playout delay that Frame had
         self._raised_at: int | None = None  # when the delay last had to grow
+        self._starts: set[int] = set()  # ext of held packets that start a talk spurt
+        self._burst_until: int | None = None  # a spurt's pre-roll burst arrives until then
 
     # --- input ---
 
-    def push(self, seq: int, timestamp: int, payload: bytes, now: int) -> None:
-        """Hand over one received packet."""
+    def push(
+        self, seq: int, timestamp: int, payload: bytes, now: int, marker: bool = False
+    ) -> None:
+        """Hand over one received packet; ``marker``: it starts a talk spurt."""
         self._now = now
         if self.retired:
             self._stats.restarts += 1
@@ -256,6 +270,11 @@ class JitterBuffer:
         if self._is_straggler(ext, timestamp):
             self._late(now)  # a packet of the stream a restart replaced
             return
+        if marker:
+            self._burst_until = now + BURST_NS
+            if self._last_frame is not None and ext > self._last_frame[0]:
+                self._spurt(ext)
+        in_burst = self._burst_until is not None and now <= self._burst_until
         if self._last_out is not None and ext <= self._last_out:
             if self._is_restart(ext, timestamp):
                 self._stats.restarts += 1
@@ -276,12 +295,26 @@ class JitterBuffer:
                 self._stats.duplicate += 1
             return
         self._ref = (ext, seq)
-        if self.adaptive:
+        if self.adaptive and not in_burst:
             self._record_delay(timestamp, now)
         self._held[ext] = (timestamp, bytes(payload))
         heapq.heappush(self._heap, ext)
         while len(self._heap) > self.max_depth:
             self._drop_oldest()
+
+    def _spurt(self, ext: int) -> None:
+        """A packet after everything played starts a talk spurt."""
+        if ext in self._held:
+            return
+        if self._heap:  # the last spurt is still held: this one starts once it has played
+            if len(self._starts) >= 8:  # starts that never came up (dropped to catch up)
+                self._starts = {x for x in self._starts if x >= self._next}
+            self._starts.add(ext)
+            return
+        # Played out: what was concealed since was its fading end, not a wait for this.
+        self._playing = False
+        self._pending_waits = 0
+        self._last_out = ext - 1
 
     def push_copy(self, seq: int, timestamp: int, payload: bytes, now: int) -> bool:
         """Hand over a redundant copy of an earlier frame (after the packet that carried
@@ -304,11 +337,11 @@ class JitterBuffer:
             return False
         if self._is_straggler(ext, timestamp):
             return False
+        if len(self._heap) >= self.max_depth:
+            return False  # full: a copy must not push out a primary (nor count overflow)
         self._held[ext] = (timestamp, bytes(payload))
         self._copies.add(ext)
         heapq.heappush(self._heap, ext)
-        while len(self._heap) > self.max_depth:
-            self._drop_oldest()
         return True
 
     def _late(self, now: int) -> None:
@@ -361,6 +394,11 @@ class JitterBuffer:
             self._gap_run = 0
         self._catch_up(now)
         e = self._next
+        if e in self._starts:
+            self._starts.discard(e)
+            if self.adaptive and e in self._held:
+                self._playing = False  # a new spurt: wait for its target, as at the start
+                return self.pop(now, queued)
         if e in self._held:
             return self._play(e, now, queued)
         if self._heap:  # a hole with later packets held

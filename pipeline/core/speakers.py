@@ -78,6 +78,7 @@ class _Speaker:
     # Decoded audio not played yet (adaptive playout): what time-stretching left over.
     queued: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     budget: StretchBudget = field(default_factory=StretchBudget)
+    scaled: np.ndarray = field(default_factory=lambda: np.zeros(FRAME_SAMPLES, dtype=np.float32))
 
 
 class Speakers:
@@ -111,6 +112,20 @@ class Speakers:
         self.refused = 0  # packets of a new speaker while MAX_SPEAKERS were being heard
         self.bad_bodies = 0  # voice bodies that did not parse (dropped)
         self.fec, self.plc = fec, plc
+        # The listener's volume per speaker (user id -> gain), kept while they are away.
+        self.gains: dict[int, float] = {}
+
+    def set_gain(self, speaker: int, gain: float) -> bool:
+        """Play ``speaker`` at ``gain`` (0: not at all; 1: as sent). False, and nothing
+        changed, when MAX_GAINS speakers have a volume of their own already."""
+        gain = min(ev.MAX_GAIN, max(0.0, gain))
+        if gain == 1.0:
+            self.gains.pop(speaker, None)
+        elif speaker in self.gains or len(self.gains) < ev.MAX_GAINS:
+            self.gains[speaker] = gain
+        else:
+            return False
+        return True
 
     def receive(self, speaker: int, seq: int, timestamp: int, body: bytes, now: int) -> None:
         """One received voice body (SPEC.md, "Voice body"); one that does not parse is
@@ -120,7 +135,7 @@ class Speakers:
         except ProtocolError:
             self.bad_bodies += 1
             return
-        self.push(speaker, seq, timestamp, voice.primary, now)
+        self.push(speaker, seq, timestamp, voice.primary, now, marker=voice.marker)
         s = self._speakers.get(speaker)
         if s is None:
             return
@@ -129,9 +144,17 @@ class Speakers:
                 (seq - r.back) & MASK, (timestamp - r.back * FRAME_SAMPLES) & MASK, r.opus, now
             )
 
-    def push(self, speaker: int, seq: int, timestamp: int, payload: bytes, now: int) -> None:
+    def push(
+        self,
+        speaker: int,
+        seq: int,
+        timestamp: int,
+        payload: bytes,
+        now: int,
+        marker: bool = False,
+    ) -> None:
         """One received Opus packet: ``timestamp`` is the speaker's media timestamp, ``now``
-        local ns."""
+        local ns; ``marker``: it starts a talk spurt (SPEC.md, "Talk spurts")."""
         s = self._speakers.get(speaker)
         if s is None:
             if len(self._speakers) >= MAX_SPEAKERS:
@@ -142,7 +165,7 @@ class Speakers:
             if kept is not None and now - kept[0] < HISTORY_KEEP_NS:
                 s.jitter.history = kept[1]
         restarts = s.jitter.restarts
-        s.jitter.push(seq, timestamp, payload, now)
+        s.jitter.push(seq, timestamp, payload, now, marker)
         if s.jitter.restarts != restarts:  # a new stream: the old one's decoder state is noise
             s.decoder.reset()
         if len(s.pushed_at) >= 256:  # entries of late or duplicate packets never pop: forget
@@ -163,7 +186,10 @@ class Speakers:
         frames = self._frames
         frames.clear()
         for uid, s in list(self._speakers.items()):
-            pcm = self._next_frame(s, now, info, uid)
+            pcm = self._next_frame(s, now, info, uid)  # ticked even when muted here
+            gain = self.gains.get(uid, 1.0)
+            if pcm is not None and gain != 1.0 and len(pcm) == FRAME_SAMPLES:
+                pcm = np.multiply(pcm, np.float32(gain), out=s.scaled) if gain else None
             if pcm is not None:
                 frames.append(pcm)
             if s.jitter.retired:

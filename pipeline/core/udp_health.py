@@ -111,8 +111,11 @@ class UdpHealth:
         if self.path == UDP:
             quiet_from = self._last_answer if self._last_answer is not None else self._since
             return max(now, quiet_from + DEAD_NS)
-        if self._run_start is not None:
-            return max(now, self._run_start + RECOVER_NS)
+        last, run = self._last_answer, self._run_start
+        if last is not None and run is not None and now - last <= GAP_NS:
+            return max(now, run + RECOVER_NS)  # a gapless run under way
+        # No run under way (answers stopped, or never came): only an answer, which wakes
+        # the caller anyway, can start one. Not ``now``: a caller would wait for nothing.
         return now + GAP_NS
 
     def loss_percent(self, now: int) -> float | None:

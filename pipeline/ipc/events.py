@@ -16,8 +16,8 @@ from typing import Annotated, Any, ClassVar
 import msgpack
 
 from relay.protocol import schema
-from relay.protocol.messages import UserInfo
-from relay.protocol.schema import Finite, Range
+from relay.protocol.messages import ChannelInfo, UserInfo
+from relay.protocol.schema import Bounded, Finite, MaxItems, Range
 from relay.protocol.widths import U32_MAX
 
 
@@ -94,6 +94,8 @@ class Roster(Event):
     channel: str
     channels: list[str] = field(default_factory=list)
     users: list[UserInfo] = field(default_factory=list)
+    # The channels the relay describes or limits (its channel_list), by name.
+    infos: list[ChannelInfo] = field(default_factory=list)
 
 
 @dataclass(slots=True, frozen=True)
@@ -193,6 +195,14 @@ class EncodeStats(StageReport):
     redundant_bitrate: int = 0  # the copies' encoder
     redundant_copies: int = 0  # copies sent
     redundant_bytes: int = 0  # of packet_bytes, what the copies and their headers took
+    # Talk modes (pipeline/core/talk.py): frames the mode kept off the wire (silence, key
+    # up; muted ones are muted_frames), talk spurts begun, and the state now.
+    talk_mode: str = ""
+    talking: bool = False
+    ptt_pressed: bool = False
+    unsent_frames: int = 0
+    spurts: int = 0
+    input_processing: bool = False  # noise suppression and gain control before the encoder
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -262,6 +272,18 @@ class SpeakerStats:
     waited: int = 0  # ticks concealed while waiting for a packet that then played
 
 
+MAX_GAIN = 2.0  # a listener's volume for one speaker goes up to 200 %
+MAX_GAINS = 1024  # speakers with a volume of their own, at most (the decode stage's table)
+
+
+@dataclass(slots=True, frozen=True)
+class SpeakerGain:
+    """The volume this listener gave one speaker: 0 (muted here) to MAX_GAIN, 1 as sent."""
+
+    user_id: Annotated[int, Range(0, U32_MAX)]
+    gain: Annotated[float, Bounded(0.0, MAX_GAIN)]
+
+
 @dataclass(slots=True, frozen=True, kw_only=True)
 class DecodeStats(StageReport):
     TOPIC = "stats.decode"
@@ -274,6 +296,7 @@ class DecodeStats(StageReport):
     bad_bodies: int = 0  # voice bodies that did not parse (SPEC.md, "Voice body"), dropped
     deafened: bool = False
     playback_fill: int = 0  # frames queued for the sink: the playout queue
+    gains: Annotated[list[SpeakerGain], MaxItems(MAX_GAINS)] = field(default_factory=list)
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -289,6 +312,8 @@ class ControlStats(StageReport):
     TOPIC = "stats.control"
     STAGE = "control"
     tcp_rtt_ms: float | None = None
+    muted: bool = False  # what the control process tells the relay of us (SelfState)
+    deafened: bool = False
 
 
 STAGE_REPORTS: tuple[type[StageReport], ...] = (
@@ -403,9 +428,34 @@ class MuteCmd(Event):
 
 
 @dataclass(slots=True, frozen=True)
+class TalkModeCmd(Event):
+    """Switch the talk mode: "vad", "continuous" or "ptt" (pipeline/core/talk.py)."""
+
+    TOPIC = "cmd.talk"
+    mode: str
+
+
+@dataclass(slots=True, frozen=True)
+class PushToTalkCmd(Event):
+    """The push-to-talk key went down (True) or up (False)."""
+
+    TOPIC = "cmd.ptt"
+    pressed: bool
+
+
+@dataclass(slots=True, frozen=True)
 class DeafenCmd(Event):
     TOPIC = "cmd.deafen"
     deafened: bool
+
+
+@dataclass(slots=True, frozen=True)
+class GainCmd(Event):
+    """Play one speaker at this volume here (0: muted here; 1: as sent; up to 2)."""
+
+    TOPIC = "cmd.gain"
+    user_id: Annotated[int, Range(0, U32_MAX)]
+    gain: Annotated[float, Bounded(0.0, MAX_GAIN)]
 
 
 @dataclass(slots=True, frozen=True)

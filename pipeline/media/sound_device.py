@@ -64,6 +64,29 @@ def list_devices() -> list[dict[str, Any]]:
         return []
 
 
+def usable_devices() -> list[dict[str, Any]]:
+    """:func:`list_devices`, each marked ``usable_input``/``usable_output``: whether
+    PortAudio takes a 48 kHz mono stream of that kind on it (what the client opens)."""
+    devices = list_devices()
+    if not devices:
+        return []
+    sd = _sounddevice()
+    for index, d in enumerate(devices):
+        number = int(d.get("index", index))
+        for kind, check in (
+            ("input", sd.check_input_settings),
+            ("output", sd.check_output_settings),
+        ):
+            ok = int(d.get(f"max_{kind}_channels", 0) or 0) > 0
+            if ok:
+                try:
+                    check(number, channels=1, samplerate=SAMPLE_RATE)
+                except Exception:  # PortAudio refuses in several ways; all mean "not this"
+                    ok = False
+            d[f"usable_{kind}"] = ok
+    return devices
+
+
 BLOCK_SAMPLES = 240  # 5 ms device blocks, re-chunked into the rings' 960-sample frames
 DEVICE_LATENCY = "low"  # PortAudio's suggested latency (see bench/device_path.py)
 NS_PER_SAMPLE = 1_000_000_000 // SAMPLE_RATE

@@ -78,6 +78,8 @@ def run(cfg: ControlConfig) -> None:
             rt.on_close(tunnel.local.close)
         rt.on(ev.JoinCmd, lambda cmd: session.join(cmd.channel))
         rt.on(ev.ChatCmd, lambda cmd: session.chat(cmd.text))
+        rt.on(ev.MuteCmd, lambda cmd: session.set_self(muted=cmd.muted))
+        rt.on(ev.DeafenCmd, lambda cmd: session.set_self(deafened=cmd.deafened))
         if cfg.loss_feedback:
             rt.on(ev.DecodeStats, lambda stats: session.heard(stats, time.monotonic()))
         sock: socket.socket | None = None
@@ -241,7 +243,11 @@ def _connect(
     if verdict.trust is not Trust.PINNED:
         session.notice(f"pinned the certificate of {tls.server}: {shown}")
     tls.accept_changed = False  # accepted once: from now on the new pin holds
-    session.connected(now)
+    try:
+        peer = str(sock.getpeername()[0])  # the family create_connection found working
+    except OSError:
+        peer = ""
+    session.connected(now, peer)
     return sock
 
 

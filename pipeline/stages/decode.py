@@ -46,7 +46,13 @@ def run(cfg: DecodeConfig) -> None:
             deafened = cmd.deafened
 
         rt.on(ev.DeafenCmd, deafen)
+
+        def gain(cmd: ev.GainCmd) -> None:
+            speakers.set_gain(cmd.user_id, cmd.gain)  # refused past MAX_GAINS: stats show it
+
+        rt.on(ev.GainCmd, gain)
         next_look = 0.0  # monotonic time of the next look at the playback fill
+        speaking: list[int] = []  # as last published
         while rt.running:
             slot = src.read(timeout=max(0.001, next_look - time.monotonic()))
             while slot is not None:
@@ -78,6 +84,11 @@ def run(cfg: DecodeConfig) -> None:
                     lat.add(ev.HOP_JITTER_WAIT, waited)
                 if info.timestamp:
                     tracer.add(info.seq, t0, t1, info.ahead_ns)
+            if topped_up:  # who is audible changed: tell the UI now, not at the next report
+                heard = speakers.speaking(time.monotonic_ns())
+                if heard != speaking:
+                    speaking = heard
+                    rt.publish(ev.Activity(heard))
             mono = time.monotonic()
             if topped_up:
                 next_look = mono + QUIET_AFTER_TOP_UP
@@ -98,8 +109,10 @@ def run(cfg: DecodeConfig) -> None:
                         bad_bodies=speakers.bad_bodies,
                         deafened=deafened,
                         playback_fill=dst.fill(),
+                        gains=[ev.SpeakerGain(u, g) for u, g in sorted(speakers.gains.items())],
                     ),
                 )
                 # With every report, not only on a change: a subscriber that joined late
                 # or lost a message catches up within half a second.
-                rt.publish(ev.Activity(speakers.speaking(time.monotonic_ns())))
+                speaking = speakers.speaking(time.monotonic_ns())
+                rt.publish(ev.Activity(speaking))

@@ -5,7 +5,12 @@ Numbers the packets it sends (the voice stream's sequence numbers): +1 per packe
 so a mute leaves no gap that a listener would count as loss; the media timestamp
 jumps instead, and the listener's jitter buffer starts the new talk spurt afresh.
 
-Owns the encoder settings the UI may change: bitrate, mute, and the packet
+What it encodes goes through the talk mode first (pipeline/core/talk.py, after the
+noise suppression and gain control of pipeline/media/input_processing.py): in
+silence, with the push-to-talk key up or muted nothing is encoded or sent, and the
+first packet of each talk spurt carries the voice body's marker.
+
+Owns the encoder settings the UI may change: bitrate, mute, talk mode, and the packet
 loss hint (pipeline/core/loss_hint.py: the largest of the configured hint, the
 chaos setting, the loss measured on receive and the worst loss our listeners
 report through the relay), which tells Opus how much in-band FEC to spend, and the
@@ -27,8 +32,11 @@ from pipeline.core.redundancy import (
     RedundantFrames,
     backs_for,
 )
+from pipeline.core.talk import TalkError, TalkGate, check_mode
 from pipeline.ipc import events as ev
+from pipeline.media.input_processing import InputProcessor
 from pipeline.media.opus import CodecError, OpusEncoder
+from pipeline.media.vad import WebRtcVad
 from pipeline.stages.runtime import StageRuntime, Wiring
 from relay.protocol.voice_body import MAX_PRIMARY
 
@@ -43,6 +51,8 @@ class EncodeConfig:
     loss_hint: float = 0.0  # the loss % to expect before any is measured (a floor for FEC)
     loss_feedback: bool = True  # raise FEC for what our listeners report losing
     redundancy: bool = True  # copies of earlier frames while losses come in bursts
+    talk: str = "continuous"  # the talk mode to start in (pipeline/core/talk.py)
+    input_processing: bool = False  # noise suppression and gain control before encoding
 
 
 class _Settings:
@@ -51,6 +61,8 @@ class _Settings:
 
     def __init__(self, encoder: OpusEncoder, cfg: EncodeConfig, rt: StageRuntime) -> None:
         self.encoder, self.rt = encoder, rt
+        self.gate: TalkGate[tuple[int, int]] = TalkGate(WebRtcVad(), check_mode(cfg.talk))
+        self.processor = InputProcessor() if cfg.input_processing else None
         self.bitrate = cfg.bitrate
         self.muted = False
         self.hint = LossHint(configured=cfg.loss_hint, use_listeners=cfg.loss_feedback)
@@ -62,6 +74,16 @@ class _Settings:
 
     def mute(self, cmd: ev.MuteCmd) -> None:
         self.muted = cmd.muted
+
+    def set_talk(self, cmd: ev.TalkModeCmd) -> None:
+        try:
+            if cmd.mode != self.gate.mode:
+                self.gate.mode = cmd.mode
+        except TalkError as exc:
+            self.rt.publish(ev.Notice(f"talk mode not changed: {exc}"))
+
+    def push_to_talk(self, cmd: ev.PushToTalkCmd) -> None:
+        self.gate.pressed = cmd.pressed
 
     def set_bitrate(self, cmd: ev.BitrateCmd) -> None:
         try:
@@ -113,6 +135,12 @@ class _Settings:
             redundant_bitrate=REDUNDANT_BITRATE,
             redundant_copies=self.frames.counters.copies,
             redundant_bytes=self.frames.counters.copy_bytes,
+            talk_mode=self.gate.mode,
+            talking=self.gate.talking,
+            ptt_pressed=self.gate.pressed,
+            unsent_frames=self.gate.counts.unsent - muted_frames,
+            spurts=self.gate.counts.spurts,
+            input_processing=self.processor is not None,
         )
 
 
@@ -133,6 +161,9 @@ def run(cfg: EncodeConfig) -> None:
         settings = _Settings(encoder, cfg, rt)
         frames = settings.frames
         rt.on(ev.MuteCmd, settings.mute)
+        rt.on(ev.TalkModeCmd, settings.set_talk)
+        rt.on(ev.PushToTalkCmd, settings.push_to_talk)
+        gate, processor = settings.gate, settings.processor
         rt.on(ev.BitrateCmd, settings.set_bitrate)
         rt.on(ev.ChaosCmd, settings.set_chaos)
         rt.on(ev.DecodeStats, settings.measured_loss)
@@ -143,24 +174,31 @@ def run(cfg: EncodeConfig) -> None:
             if slot is not None:
                 t_in = time.monotonic_ns()
                 rt.latency.add(ev.HOP_CAPTURE_TO_ENCODE, t_in - slot.timestamp)
-                seq, ts = slot.seq, slot.timestamp
                 if settings.muted:
+                    gate.mute()  # nothing said while muted is kept for a pre-roll
                     src.release()
                     muted_frames += 1
                     frames.reset()  # the next frame does not follow the last one sent
                 else:
-                    pcm, backs = slot.samples(), backs_for(settings.policy.depth, cfg.fec)
-                    primary = encoder.encode(pcm)
-                    copy = copies.encode(pcm) if backs else None
-                    packet = frames.body(stream_seq + 1, primary, copy, backs)  # SPEC.md
+                    raw = slot.samples()
+                    # The detector hears the microphone as it is (see TalkGate.push).
+                    pcm = raw if processor is None else processor.process(raw)
+                    send = gate.push(pcm, (slot.seq, slot.timestamp), probe=raw)
+                    backs = backs_for(settings.policy.depth, cfg.fec)
+                    for i, (frame, (seq, ts)) in enumerate(send):
+                        marker = gate.started and i == 0  # SPEC.md, "Talk spurts"
+                        primary = encoder.encode(frame)
+                        copy = copies.encode(frame) if backs else None
+                        # SPEC.md, "Voice body": a spurt's first packet carries no copies
+                        packet = frames.body(stream_seq + 1, primary, copy, backs, marker)
+                        t_out = time.monotonic_ns()
+                        rt.latency.add(ev.HOP_ENCODE, t_out - t_in)
+                        stream_seq += 1
+                        if dst.write(packet, seq=stream_seq, timestamp=ts):  # full: counted
+                            packets += 1
+                            sent_bytes += len(packet)
+                        tracer.add(seq, t_in, t_out, stream_seq)  # capture seq -> stream seq
                     src.release()
-                    t_out = time.monotonic_ns()
-                    rt.latency.add(ev.HOP_ENCODE, t_out - t_in)
-                    stream_seq += 1
-                    if dst.write(packet, seq=stream_seq, timestamp=ts):  # full: counted there
-                        packets += 1
-                        sent_bytes += len(packet)
-                    tracer.add(seq, t_in, t_out, stream_seq)  # capture seq -> stream seq
             rt.poll()
             now = time.monotonic()
             if rt.report_due(now):

@@ -36,6 +36,7 @@ from pipeline.core.device_watch import DeviceWatch
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import BusAddress, BusClient
 from pipeline.ipc.child_process import StopFlag, child_setup
+from pipeline.ipc.heap import HeapTrimmer
 from pipeline.ipc.ring import Ring, RingHandle
 from pipeline.media.sources import MediaError
 from pipeline.stages.stats import STATS_INTERVAL, Latencies
@@ -95,6 +96,7 @@ class StageRuntime:
         self._inp: Ring | None = None
         self._out: Ring | None = None
         self._next_report = 0.0
+        self._trimmer = HeapTrimmer(now=time.monotonic())  # at the stats pace (heap.py)
 
     # --- life cycle ------------------------------------------------------------------
 
@@ -252,6 +254,7 @@ class StageRuntime:
         words for every stage and survive a restart of the stage.
         """
         self._next_report = now + STATS_INTERVAL
+        self._trimmer.tick(now)
         ring = self._inp or self._out
         self.bus.publish(
             dataclasses.replace(

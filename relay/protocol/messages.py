@@ -11,8 +11,10 @@ at all and returns a value or raises
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import accumulate
 from typing import Annotated, Any, ClassVar
 
 import msgpack
@@ -64,11 +66,17 @@ Host = Annotated[str, Text(max_len=253, allow_empty=True)]  # a DNS name or an I
 
 @dataclass(slots=True, frozen=True)
 class UserInfo:
-    """One user as listed in a welcome snapshot (and in the client's roster event)."""
+    """One user as listed in a welcome snapshot (and in the client's roster event).
+    ``muted`` and ``deafened``: the user's own choice, shown to everyone (absent on the
+    wire when false, so a user list is byte for byte what it was before them)."""
 
     user_id: UserId
     name: Name
     channel: ChannelName
+    muted: bool = False
+    deafened: bool = False
+
+    OMIT_DEFAULTS: ClassVar[tuple[str, ...]] = ("muted", "deafened")
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {}
@@ -244,6 +252,26 @@ class UserLeft(Message):
 
 
 @dataclass(slots=True, frozen=True)
+class SelfState(Message):
+    """Client to relay: the user's own mute and deafen, for everyone's tree. The relay
+    takes deafened as muted too (a user who hears nothing does not talk, as in Mumble)."""
+
+    TYPE = "self_state"
+    muted: bool
+    deafened: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class UserState(Message):
+    """Relay to everyone (presence): a user's mute and deafen changed."""
+
+    TYPE = "user_state"
+    user_id: UserId
+    muted: bool = False
+    deafened: bool = False
+
+
+@dataclass(slots=True, frozen=True)
 class Bye(Message):
     TYPE = "bye"
 
@@ -396,18 +424,23 @@ def _frame_with_users(head: Message, users: Sequence[bytes]) -> bytes:
 
 
 def _pages(head_size: int, users: Sequence[bytes]) -> list[Sequence[bytes]]:
-    """``users`` cut into runs that fit a frame next to a head of ``head_size`` bytes."""
+    """``users`` cut into runs that fit a frame next to a head of ``head_size`` bytes:
+    each run as long as it can be (at least one user, at most MAX_LIST).
+
+    The sizes are summed in C and each cut found by bisection, so a welcome of
+    thousands of users costs a few page cuts in Python, not a step per user.
+    """
     budget = MAX_FRAME - head_size - _PAGE_SLACK
     if len(users) <= MAX_LIST and sum(map(len, users)) <= budget:
         return [users]  # the common case, summed in C
+    ends = list(accumulate(map(len, users)))  # ends[i]: the size of users[: i + 1]
     pages: list[Sequence[bytes]] = []
-    start = size = 0
-    for i, user in enumerate(users):
-        if i > start and (size + len(user) > budget or i - start >= MAX_LIST):
-            pages.append(users[start:i])
-            start, size = i, 0
-        size += len(user)
-    pages.append(users[start:])
+    start, before = 0, 0  # the run's first user, and the size of all users before it
+    while start < len(users):
+        stop = bisect_right(ends, before + budget, start, min(len(users), start + MAX_LIST))
+        stop = max(stop, start + 1)  # a user larger than a page still gets one
+        pages.append(users[start:stop])
+        start, before = stop, ends[stop - 1]
     return pages
 
 

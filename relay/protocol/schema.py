@@ -11,7 +11,9 @@ The control messages (:mod:`relay.protocol.messages`) and the client's bus event
   ``Annotated[bytes, Size(16, 32)]``,
   ``Annotated[list[X], MaxItems(4096)]``;
 * a field with a default may be absent from a map (it keeps the default); a field
-  without one must be there; keys that name no field are ignored.
+  without one must be there; keys that name no field are ignored;
+* a class may name fields in ``OMIT_DEFAULTS``: :func:`to_map` leaves such a field out
+  while it holds its default (a field added later then costs old maps nothing).
 
 Decoding checks every value against its hint (a bool is never accepted as an int,
 though an int is as a float) and raises the error class the caller chooses, with
@@ -97,6 +99,9 @@ def to_map(obj: object) -> dict[str, Any]:
         out[name] = getattr(obj, name)
     for name, plain in plan.plains:
         out[name] = plain(out[name])
+    for name, default in plan.omit:
+        if out[name] == default:
+            del out[name]
     return out
 
 
@@ -161,6 +166,7 @@ class _Plan:
     fields: tuple[_Field, ...]
     names: tuple[str, ...]  # what to_map() reads: every field, in order
     plains: tuple[tuple[str, Plain], ...]  # and the few it must convert
+    omit: tuple[tuple[str, Any], ...]  # fields left out while they hold this default
 
 
 _PLANS: dict[type[Any], _Plan] = {}
@@ -187,6 +193,11 @@ def _plan(cls: type[Any]) -> _Plan:
             fields,
             tuple(f.name for f in fields),
             tuple((f.name, f.plain) for f in fields if f.plain is not None),
+            tuple(
+                (f.name, f.default)
+                for f in dataclasses.fields(cls)
+                if f.name in getattr(cls, "OMIT_DEFAULTS", ())
+            ),
         )
     return plan
 
