@@ -61,6 +61,15 @@ if ! python3 -c "import os, sysconfig; raise SystemExit(not os.path.exists(os.pa
   missing+=("python3-dev")
 fi
 
+# The device-path test and benchmark (bench/pulse.py) run the client through a private
+# PulseAudio server: the server, its command-line tools, and ALSA's pulse plugin, which
+# is how PortAudio (ALSA host API) reaches it.
+command -v pulseaudio >/dev/null 2>&1 || missing+=("pulseaudio")
+command -v pacat >/dev/null 2>&1 || missing+=("pulseaudio-utils")
+[ -e /usr/lib/x86_64-linux-gnu/alsa-lib/libasound_module_pcm_pulse.so ] \
+  || ls /usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so >/dev/null 2>&1 \
+  || missing+=("libasound2-plugins")
+
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     SUDO=""

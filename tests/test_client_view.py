@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.core.client_view import ClientView
+from pipeline.core.client_view import OPUS_LOOKAHEAD_MS, ClientView
 from pipeline.ipc import events as ev
+from pipeline.media.opus import OpusEncoder
 from relay.protocol.messages import UserInfo
 
 
@@ -37,21 +38,29 @@ def test_reconnecting_status() -> None:
     assert "reconnecting (attempt 4: refused)" in v.status_line()
 
 
-def test_mouth_to_ear_is_arrival_to_ear_plus_rtt_and_our_own_sending_hops() -> None:
+def test_mouth_to_ear_is_arrival_to_ear_plus_rtt_capture_to_send_and_lookahead() -> None:
+    assert OpusEncoder().lookahead / 48 == OPUS_LOOKAHEAD_MS
     v = ClientView()
     assert v.mouth_to_ear is None
     v.apply(ev.PlaybackStats(latency=[ev.Percentiles(ev.HOP_ARRIVAL_TO_EAR, 40.0, 60.0, 9)]))
     m2e = v.mouth_to_ear
     assert m2e is not None and (m2e.p50, m2e.p99, m2e.n) == (40.0, 60.0, 9)  # nothing else yet
+    la = OPUS_LOOKAHEAD_MS
+    # Before the network stage reports: the capture and encode hops, summed.
+    v.apply(ev.CaptureStats())
+    v.apply(ev.EncodeStats(latency=[ev.Percentiles(ev.HOP_CAPTURE_TO_ENCODE, 21.0, 25.0, 9),
+                                    ev.Percentiles(ev.HOP_ENCODE, 1.0, 3.0, 9)]))  # fmt: skip
+    m2e = v.mouth_to_ear
+    assert m2e is not None and (m2e.p50, m2e.p99) == (round(62.0 + la, 3), round(82.0 + la, 3))
+    # The network stage's hop runs from capture to send: it replaces them, not adds.
     v.apply(
         ev.NetworkStats(
-            udp_rtt_ms=10.0, latency=[ev.Percentiles(ev.HOP_ENCODE_TO_NETWORK, 0.5, 2.0, 9)]
+            udp_rtt_ms=10.0, latency=[ev.Percentiles(ev.HOP_ENCODE_TO_NETWORK, 22.5, 27.0, 9)]
         )
     )
-    v.apply(ev.EncodeStats(latency=[ev.Percentiles(ev.HOP_ENCODE, 1.0, 3.0, 9)]))
     m2e = v.mouth_to_ear
-    assert m2e is not None and (m2e.p50, m2e.p99) == (51.5, 71.5)
-    assert v.summary()["mouth_to_ear_ms"]["p50"] == 51.5
+    assert m2e is not None and (m2e.p50, m2e.p99) == (round(72.5 + la, 3), round(92.5 + la, 3))
+    assert v.summary()["mouth_to_ear_ms"]["p50"] == round(72.5 + la, 3)
 
 
 def test_a_silent_udp_path_shows_as_silent_not_as_its_last_figures() -> None:
@@ -82,3 +91,19 @@ def test_the_status_line_says_which_way_voice_goes_and_the_udp_loss() -> None:
     line = view.status_line()
     assert "| voice over TCP (UDP blocked) |" in line and "loss 80%" in line
     assert view.summary()["stats"]["network"]["voice_path"] == "tcp"
+
+
+def test_a_lost_device_shows_in_the_status_line_until_it_is_back() -> None:
+    v = ClientView()
+    v.apply(ev.ConnectionState(ev.CONNECTED, "h:1", name="me", channel="Lobby", user_id=1))
+    v.apply(ev.DeviceStatus("output", ev.DEVICE_OPEN, "pulse"))
+    assert v.device_trouble is None and "lost" not in v.status_line()
+    v.apply(ev.DeviceStatus("input", ev.DEVICE_LOST, "pulse", "no audio for 0.6 s"))
+    v.apply(ev.DeviceStatus("output", ev.DEVICE_LOST, "pulse", "the stream stopped"))
+    line = v.status_line()
+    assert "microphone lost (no audio for 0.6 s); reopening" in line
+    assert "speaker lost (the stream stopped); reopening" in line
+    assert v.summary()["devices"]["input"]["state"] == ev.DEVICE_LOST
+    v.apply(ev.DeviceStatus("input", ev.DEVICE_OPEN, "pulse"))
+    v.apply(ev.DeviceStatus("output", ev.DEVICE_OPEN, "default"))
+    assert v.device_trouble is None and "lost" not in v.status_line()

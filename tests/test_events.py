@@ -31,6 +31,7 @@ EVERY_EVENT: list[ev.Event] = [
     ev.ControlStats(tcp_rtt_ms=0.5),
     ev.Activity(speaking=[3, 4]),
     ev.InputLevel(0.25),
+    ev.DeviceStatus("input", ev.DEVICE_LOST, "pulse", "the stream stopped", attempt=2),
     ev.ListenerReport(loss_percent=7.5, late_percent=1.0, listeners=2),
     ev.JoinCmd("Games"),
     ev.ChatCmd("hello"),
@@ -111,3 +112,9 @@ def test_fuzz_any_body_decodes_or_bus_error(topic: bytes, body: bytes) -> None:
 def test_fuzz_any_frames_decode_or_bus_error(frames: list[bytes]) -> None:
     with contextlib.suppress(ev.BusError):
         ev.decode(frames)
+
+
+def test_device_status_in_words() -> None:
+    lost = ev.DeviceStatus("input", ev.DEVICE_LOST, "pulse", "the stream stopped", attempt=2)
+    assert lost.words == "microphone lost (the stream stopped); reopening, attempt 2"
+    assert ev.DeviceStatus("output", ev.DEVICE_OPEN, "pulse").words == "speaker open: pulse"

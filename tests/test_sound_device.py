@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import types
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from pipeline.ipc.ring import Ring
 from pipeline.media import sound_device
-from pipeline.media.audio_format import FRAME_BYTES, FRAME_SAMPLES
+from pipeline.media.audio_format import FRAME_BYTES, FRAME_NS, FRAME_SAMPLES
 from pipeline.media.sources import MediaError, MediaSpec
 
 
@@ -20,7 +21,12 @@ class FakeStream:
     def __init__(self, **kw: Any) -> None:
         self.kw = kw
         self.latency = 0.01
+        self.device = kw["device"]
         self.started = self.closed = False
+
+    @property
+    def active(self) -> bool:
+        return self.started
 
     def start(self) -> None:
         self.started = True
@@ -28,59 +34,171 @@ class FakeStream:
     def stop(self) -> None:
         self.started = False
 
+    def abort(self) -> None:
+        self.started = False
+
     def close(self) -> None:
         self.closed = True
+
+    def run(self, block: np.ndarray, ti: Any = None, **flags: bool) -> None:
+        self.kw["callback"](block, len(block), ti, status(**flags))
 
 
 def status(**flags: bool) -> Any:
     return types.SimpleNamespace(**{"input_overflow": False, "output_underflow": False, **flags})
 
 
+def times(adc: float = 0.0, dac: float = 0.0, now: float = 0.0) -> Any:
+    """PortAudio's time_info, on its own clock (seconds; on Linux the wall clock)."""
+    return types.SimpleNamespace(inputBufferAdcTime=adc, outputBufferDacTime=dac, currentTime=now)
+
+
+class FakeSd(types.SimpleNamespace):
+    """The module: streams, device names, and PortAudio's restart (counted)."""
+
+    def __init__(self) -> None:
+        super().__init__(InputStream=FakeStream, OutputStream=FakeStream, restarts=0, fail=0)
+
+    def query_devices(self, device: Any = None, kind: str = "") -> dict[str, Any]:
+        return {"name": f"dev{device}"}
+
+    def _terminate(self) -> None:
+        self.restarts += 1
+
+    def _initialize(self) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise OSError("PortAudio: no host API")
+
+
 @pytest.fixture
-def fake_sd(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    sd = types.SimpleNamespace(InputStream=FakeStream, OutputStream=FakeStream)
+def fake_sd(monkeypatch: pytest.MonkeyPatch) -> FakeSd:
+    sd = FakeSd()
     monkeypatch.setattr(sound_device, "_sounddevice", lambda: sd)
     return sd
 
 
-def test_input_callback_copies_blocks_into_the_ring(fake_sd: types.SimpleNamespace) -> None:
+B = sound_device.BLOCK_SAMPLES
+
+
+def test_small_blocks_gather_into_frames_stamped_with_the_adc_time(fake_sd: FakeSd) -> None:
+    assert B < FRAME_SAMPLES and FRAME_SAMPLES % B == 0
     with Ring.create(4, FRAME_BYTES, label="devin") as ring:
         mic = sound_device.InputDevice(MediaSpec("device", "2"), ring)
         stream = mic._stream
         assert isinstance(stream, FakeStream)
-        assert stream.kw["blocksize"] == FRAME_SAMPLES and stream.kw["device"] == 2
-        block = np.linspace(-1, 1, FRAME_SAMPLES, dtype=np.float32).reshape(-1, 1)
-        for _ in range(6):  # two more than the ring holds
-            stream.kw["callback"](block, FRAME_SAMPLES, None, status())
-        stream.kw["callback"](block, FRAME_SAMPLES, None, status(input_overflow=True))
-        assert ring.stats.dropped == 3 and mic.overflows == 1 and mic.seq == 7
-        slot = ring.read(timeout=0)
-        assert slot is not None and slot.seq == 1 and slot.timestamp > 0
-        assert np.array_equal(slot.samples(), block[:, 0])
+        assert stream.kw["blocksize"] == B and stream.kw["device"] == 2 and mic.name == "dev2"
+        signal = np.linspace(-1, 1, 2 * FRAME_SAMPLES, dtype=np.float32)
+        before = time.monotonic_ns()
+        for i in range(0, len(signal), B):  # each block's first sample 30 ms before "now"
+            stream.run(signal[i : i + B].reshape(-1, 1), times(adc=100.0, now=100.03))
+        after = time.monotonic_ns()
+        assert mic.callbacks == 2 * FRAME_SAMPLES // B and mic.seq == 2
+        one = ring.read(timeout=0)
+        assert one is not None and one.seq == 1
+        assert np.array_equal(one.samples(), signal[:FRAME_SAMPLES])
+        # The frame is stamped when its first sample was captured: 30 ms before the
+        # callback that brought it, not when its last block arrived.
+        assert before - 30_000_000 <= one.timestamp <= after - 30_000_000
+        first = one.timestamp
+        two = ring.read(timeout=0)
+        assert two is not None and np.array_equal(two.samples(), signal[FRAME_SAMPLES:])
+        assert two.timestamp - first == pytest.approx(FRAME_NS, abs=2_000_000)
         ring.release()
+
+
+def test_a_full_ring_counts_drops_and_an_overflow_is_counted(fake_sd: FakeSd) -> None:
+    with Ring.create(4, FRAME_BYTES, label="devfull") as ring:
+        mic = sound_device.InputDevice(MediaSpec("device"), ring)
+        block = np.zeros((FRAME_SAMPLES, 1), dtype=np.float32)  # a host API may give more
+        for _ in range(6):  # two more frames than the ring holds
+            mic._stream.run(block)  # no time_info: the nominal latency
+        mic._stream.run(block, input_overflow=True)
+        assert ring.stats.dropped == 3 and mic.overflows == 1 and mic.seq == 7
         mic.start()
         mic.close()
-        assert stream.closed
+        assert mic._stream is None and not mic.active
 
 
-def test_output_callback_plays_the_ring_then_silence(fake_sd: types.SimpleNamespace) -> None:
-    played: list[tuple[int, int, int, int]] = []
+def test_frames_spread_over_blocks_and_the_ear_time_is_the_dac_time(fake_sd: FakeSd) -> None:
+    played: list[tuple[int, ...]] = []
     with Ring.create(4, FRAME_BYTES, label="devout") as ring:
         spk = sound_device.OutputDevice(MediaSpec("device"), ring, lambda *a: played.append(a))
         stream = spk._stream
         assert isinstance(stream, FakeStream) and stream.kw["device"] is None
-        frame = np.full(FRAME_SAMPLES, 0.25, dtype=np.float32)
-        out = np.ones((FRAME_SAMPLES, 1), dtype=np.float32)
+        out = np.ones((B, 1), dtype=np.float32)
         for _ in range(3):  # before the first frame: silence, but no underflow
-            stream.kw["callback"](out, FRAME_SAMPLES, None, status(output_underflow=True))
+            stream.run(out, output_underflow=True)
         assert not out.any() and spk.underflows == 0
-        ring.write(frame, seq=9, timestamp=123, flags=1, media=480)
-        stream.kw["callback"](out, FRAME_SAMPLES, None, status())
-        assert np.all(out == 0.25) and played == [(9, 123, 1, 480)]
-        # Ring empty and PortAudio flagging it too: one underflow, not two.
-        stream.kw["callback"](out, FRAME_SAMPLES, None, status(output_underflow=True))
+        a = np.arange(FRAME_SAMPLES, dtype=np.float32)
+        ring.write(a, seq=9, timestamp=123, flags=1, media=480)
+        ring.write(a + FRAME_SAMPLES, seq=10, timestamp=456)
+        got = []
+        before = time.monotonic_ns()
+        for _ in range(2 * FRAME_SAMPLES // B):  # blocks leave the DAC 25 ms from now
+            stream.run(out, times(dac=50.025, now=50.0))
+            got.append(out[:, 0].copy())
+        after = time.monotonic_ns()
+        assert np.array_equal(np.concatenate(got), np.arange(2 * FRAME_SAMPLES))
+        assert [p[:4] for p in played] == [(9, 123, 1, 480), (10, 456, 0, 0)]
+        for p in played:
+            assert before + 25_000_000 <= p[4] <= after + 25_000_000
+        assert ring.fill() == 0 and spk.underflows == 0
+        # Starving for three blocks, PortAudio flagging it too: one underflow, not six.
+        for _ in range(3):
+            stream.run(out, output_underflow=True)
         assert not out.any() and spk.underflows == 1
+        ring.write(a, seq=11, timestamp=1)
+        for _ in range(FRAME_SAMPLES // B + 2):  # one frame, then dry again: a second run
+            stream.run(out)
+        assert spk.underflows == 2
         spk.close()
+
+
+def test_a_lost_speaker_drops_what_it_would_have_played(fake_sd: FakeSd) -> None:
+    with Ring.create(4, FRAME_BYTES, label="devidle") as ring:
+        spk = sound_device.OutputDevice(MediaSpec("device"), ring, lambda *a: None)
+        ring.write(np.zeros(FRAME_SAMPLES, dtype=np.float32), seq=1)
+        spk._stream.run(np.ones((B, 1), dtype=np.float32))  # a frame part played
+        spk.close()
+        ring.write(np.zeros(FRAME_SAMPLES, dtype=np.float32), seq=2)
+        spk.idle()  # the half-played frame and one more: gone
+        assert ring.fill() == 0
+        spk.idle()  # nothing to drop: nothing happens
+        assert ring.fill() == 0
+
+
+def test_reopen_restarts_portaudio_and_falls_back_to_the_default(
+    fake_sd: FakeSd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Ring.create(4, FRAME_BYTES, label="devre") as ring:
+        mic = sound_device.InputDevice(MediaSpec("device", "usb"), ring)
+        mic.start()
+        mic._stream.run(np.zeros((B, 1), dtype=np.float32))  # a partial frame, then lost
+        old = mic._stream
+        fake_sd.fail = 1
+        with pytest.raises(MediaError, match="PortAudio cannot start"):
+            mic.reopen()
+        assert old.closed and mic._stream is None and not mic.active
+
+        def picky(**kw: Any) -> FakeStream:
+            if kw["device"] == "usb":
+                raise RuntimeError("Error querying device usb")
+            return FakeStream(**kw)
+
+        monkeypatch.setattr(fake_sd, "InputStream", picky)
+        mic.reopen()  # the named device is gone: the default one
+        assert fake_sd.restarts == 2 and mic.active and mic.name == "devNone"
+        assert mic._stream.device is None
+        for _ in range(FRAME_SAMPLES // B):  # the partial frame was forgotten
+            mic._stream.run(np.ones((B, 1), dtype=np.float32))
+        slot = ring.read(timeout=0)
+        assert slot is not None and np.all(slot.samples() == 1)
+        ring.release()
+        monkeypatch.setattr(fake_sd, "InputStream", lambda **kw: picky(device="usb"))
+        with pytest.raises(MediaError, match="cannot open the input device"):
+            mic.reopen()
+        mic.close()
 
 
 def test_no_portaudio_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,6 +22,10 @@ def test_link_text_dashes_while_not_connected() -> None:
         "voice over TCP (UDP blocked) · TCP 12 ms · UDP 4 ms (60 % lost) · loss 2.2 %"
     )
     assert link_text(view, online=False) == "TCP \u2013 · UDP \u2013 · loss \u2013"
+    view.apply(ev.DeviceStatus("output", ev.DEVICE_LOST, "pulse", "the stream stopped"))
+    assert link_text(view).startswith("speaker lost (the stream stopped); reopening · voice")
+    view.apply(ev.DeviceStatus("output", ev.DEVICE_OPEN, "pulse"))
+    assert link_text(view).startswith("voice over TCP")
 
 
 def test_the_bar_shows_the_phase(qtbot: QtBot) -> None:

@@ -21,9 +21,11 @@ DASH = "\u2013"  # shown for a value no stage has reported yet, or while not con
 
 
 def link_text(view: ClientView, online: bool = True) -> str:
-    """Ping and loss; dashes while not connected (the last figures would be stale)."""
+    """A lost sound device, ping and loss; dashes while not connected (the last figures
+    would be stale)."""
+    trouble = f"{view.device_trouble} · " if view.device_trouble else ""
     if not online:
-        return f"TCP {DASH} · UDP {DASH} · loss {DASH}"
+        return f"{trouble}TCP {DASH} · UDP {DASH} · loss {DASH}"
 
     def ms(v: object) -> str:
         return f"{v:.0f} ms" if isinstance(v, int | float) else DASH
@@ -36,7 +38,7 @@ def link_text(view: ClientView, online: bool = True) -> str:
     if udp_loss:  # pings lost on the UDP path itself
         udp += f" ({udp_loss:.0f} % lost)"
     path = f"{view.voice_path} · " if view.voice_path else ""
-    return f"{path}TCP {ms(tcp)} · UDP {udp} · loss {loss_s}"
+    return f"{trouble}{path}TCP {ms(tcp)} · UDP {udp} · loss {loss_s}"
 
 
 class ConnectionStatus(QStatusBar):

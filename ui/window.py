@@ -236,6 +236,8 @@ class MainWindow(QMainWindow):
             if not (isinstance(event, ev.Notice) and event.text == self._name_line):
                 self.chat.add(event, me=self.view.roster.me)
                 self._notify(event)
+        elif isinstance(event, ev.DeviceStatus):
+            self.status.show_link(self.view, self.connection.online)
         elif isinstance(event, ev.StageReport):
             for cmd in self.desired.corrections(event):
                 self.bridge.publish(cmd)

@@ -16,6 +16,7 @@ from pipeline.ipc import events as ev
 from relay.protocol.messages import UserInfo
 
 MAX_CHAT = 500
+OPUS_LOOKAHEAD_MS = 312 / 48  # libopus's encoder delay at 48 kHz (tests check it against ours)
 R = TypeVar("R", bound=ev.StageReport)
 
 
@@ -28,6 +29,7 @@ class ClientView:
     input_level: float = 0.0
     chat: deque[ev.ChatLine | ev.Notice] = field(default_factory=lambda: deque(maxlen=MAX_CHAT))
     endpoint: ev.VoiceEndpoint | None = None
+    devices: dict[str, ev.DeviceStatus] = field(default_factory=dict)  # by kind
 
     def apply(self, event: ev.Event) -> None:
         if isinstance(event, ev.ConnectionState):
@@ -44,6 +46,8 @@ class ClientView:
             self.chat.append(event)
         elif isinstance(event, ev.VoiceEndpoint):
             self.endpoint = event
+        elif isinstance(event, ev.DeviceStatus):
+            self.devices[event.kind] = event
 
     # --- derived values -------------------------------------------------------------
 
@@ -79,6 +83,12 @@ class ClientView:
     @property
     def speakers(self) -> list[ev.SpeakerStats]:
         return self.decode.speakers if self.decode else []
+
+    @property
+    def device_trouble(self) -> str | None:
+        """What is wrong with the sound devices, in words (None while every one plays)."""
+        lost = [d.words for d in self.devices.values() if d.state == ev.DEVICE_LOST]
+        return "; ".join(lost) or None
 
     @property
     def udp_silent_s(self) -> float | None:
@@ -127,19 +137,28 @@ class ClientView:
     def mouth_to_ear(self) -> ev.Percentiles | None:
         """An estimate of a remote speaker's mouth to this ear, in ms; None before audio.
 
-        Only the receiving part is measured (arrival to ear, on this clock). The rest
-        is estimated: the network as this client's UDP round trip to the relay (the
-        speaker's uplink plus this downlink, taking the speaker's path to be like
-        ours), and the speaker's capture to send as this client's own (the same
-        pipeline). No clock of another machine is read.
+        Only the receiving part is measured (arrival to ear, on this clock, to the
+        moment the sound card plays the frame's first sample). The rest is estimated:
+        the network as this client's UDP round trip to the relay (the speaker's uplink
+        plus this downlink, taking the speaker's path to be like ours), the speaker's
+        capture to send as this client's own (the same pipeline: from the moment the
+        frame's first sample was captured to its send, which the network stage
+        measures whole), and the Opus lookahead. No clock of another machine is read.
         """
         local = self.playback.hop(ev.HOP_ARRIVAL_TO_EAR) if self.playback else None
         if local is None:
             return None
         rtt = self.udp_rtt_ms or 0.0
-        reports = [r for r in (self.encode, self.network) if r is not None]
-        sending = sum(h.p50 for r in reports for h in r.latency if h.hop in ev.SENDING_HOPS)
-        extra = rtt + sending
+        # The network stage's hop runs from the capture timestamp, so it holds the
+        # capture and encode hops; without it (before its first report) they are summed.
+        whole = self.network.hop(ev.HOP_ENCODE_TO_NETWORK) if self.network else None
+        if whole is not None:
+            sending = whole.p50
+        else:
+            reports = [r for r in (self.capture, self.encode) if r is not None]
+            sending = sum(h.p50 for r in reports for h in r.latency if h.hop in ev.SENDING_HOPS)
+        lookahead = OPUS_LOOKAHEAD_MS if sending or rtt else 0.0
+        extra = rtt + sending + lookahead
         return ev.Percentiles(
             "mouth_to_ear", round(local.p50 + extra, 3), round(local.p99 + extra, 3), local.n
         )
@@ -179,6 +198,7 @@ class ClientView:
         silent = self.udp_silent_s
         udp_text = f"silent {silent:.0f}s" if silent is not None else _num(udp, "ms")
         fec = f" | {self.fec}" if self.fec else ""
+        trouble = f" | {self.device_trouble}" if self.device_trouble else ""
         path = f" | {self.voice_path}" if self.voice_path else ""
         udp_loss = self.udp_loss_percent
         udp_loss_text = f" loss {udp_loss:.0f}%" if udp_loss else ""
@@ -188,7 +208,7 @@ class ClientView:
         return (
             f"{conn}{path} | users {users} | loss {_num(loss, '%')} | jitter {depth} | "
             f"ping tcp {_num(tcp, 'ms')} udp {udp_text}{udp_loss_text} | "
-            f"mouth-to-ear {_num(m2e, 'ms')}{fec}"
+            f"mouth-to-ear {_num(m2e, 'ms')}{fec}{trouble}"
         )
 
     def summary(self) -> dict[str, Any]:
@@ -204,6 +224,7 @@ class ClientView:
             ],
             "stats": {name: dataclasses.asdict(r) for name, r in self.reports.items()},
             "mouth_to_ear_ms": dataclasses.asdict(m2e) if (m2e := self.mouth_to_ear) else None,
+            "devices": {kind: dataclasses.asdict(d) for kind, d in self.devices.items()},
         }
 
 

@@ -170,7 +170,7 @@ class CaptureStats(StageReport):
     TOPIC = "stats.capture"
     STAGE = "capture"
     frames: int = 0
-    resyncs: int = 0  # a file source's 20 ms schedule fell too far behind and restarted
+    resyncs: int = 0  # a file source's 20 ms schedule, or a device's sample clock, restarted
     overflows: int = 0  # the sound device lost input
     device_latency_ms: float | None = None
 
@@ -344,6 +344,36 @@ class Activity(Event):
 
     TOPIC = "activity"
     speaking: list[int] = field(default_factory=list)
+
+
+DEVICE_OPEN = "open"
+DEVICE_LOST = "lost"
+
+
+@dataclass(slots=True, frozen=True)
+class DeviceStatus(Event):
+    """A sound device's stream opened or lost, from the capture or playback stage.
+
+    ``kind`` is ``input`` or ``output``; ``state`` is DEVICE_OPEN (``device`` names what
+    is playing or recording now) or DEVICE_LOST (``reason`` says why, in words, and the
+    stage is reopening it with backoff; ``attempt`` counts the tries so far).
+    """
+
+    TOPIC = "device"
+    kind: str
+    state: str
+    device: str = ""
+    reason: str = ""
+    attempt: int = 0
+
+    @property
+    def words(self) -> str:
+        """One line for a person, e.g. ``microphone lost (stream stopped); reopening``."""
+        what = "microphone" if self.kind == "input" else "speaker"
+        if self.state == DEVICE_OPEN:
+            return f"{what} open: {self.device}" if self.device else f"{what} open"
+        tries = f", attempt {self.attempt}" if self.attempt else ""
+        return f"{what} lost ({self.reason}); reopening{tries}"
 
 
 @dataclass(slots=True, frozen=True)

@@ -88,9 +88,11 @@ def _device_loop(rt: StageRuntime, spec: MediaSpec) -> None:
     rt.on_close(device.close)
     device.start()
     rt.serve_device(
+        device,
         lambda: ev.CaptureStats(
             frames=device.seq,
             overflows=device.overflows,
+            resyncs=device.resyncs,
             device_latency_ms=device.latency * 1000,
-        )
+        ),
     )

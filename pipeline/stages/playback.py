@@ -35,10 +35,14 @@ class _Player:
         self.output_latency_ns = output_latency_ns
         self.frames = 0
 
-    def played(self, seq: int, timestamp: int, flags: int, media: int = 0) -> None:
+    def played(
+        self, seq: int, timestamp: int, flags: int, media: int = 0, ear_ns: int | None = None
+    ) -> None:
+        """A frame starts to play; ``ear_ns`` is when it reaches the ear (monotonic ns), by
+        the device's own timing; without it, now plus the nominal output latency."""
         self.frames += 1
         if timestamp:
-            now = time.monotonic_ns() + self.output_latency_ns
+            now = ear_ns if ear_ns is not None else time.monotonic_ns() + self.output_latency_ns
             self.rt.latency.add(ev.HOP_ARRIVAL_TO_EAR, now - timestamp)
             self.tracer.add(seq, now, flags, media - (1 << 64) if media >> 63 else media)
 
@@ -57,7 +61,9 @@ def _device_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:
     rt.on_close(device.close)
     player.output_latency_ns = int(device.latency * 1e9)
     device.start()
-    rt.serve_device(lambda: ev.PlaybackStats(underflows=device.underflows, frames=player.frames))
+    rt.serve_device(
+        device, lambda: ev.PlaybackStats(underflows=device.underflows, frames=player.frames)
+    )
 
 
 def _clocked_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:

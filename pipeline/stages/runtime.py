@@ -30,18 +30,40 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from pipeline.core.device_watch import DeviceWatch
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import BusAddress, BusClient
 from pipeline.ipc.child_process import StopFlag, child_setup
 from pipeline.ipc.heap import HeapTrimmer
 from pipeline.ipc.ring import Ring, RingHandle
+from pipeline.media.sources import MediaError
 from pipeline.stages.stats import STATS_INTERVAL, Latencies
 from pipeline.stages.trace import Tracer
 
 E = TypeVar("E", bound=ev.Event)
+
+
+class SoundDevice(Protocol):
+    """What serve_device needs of a device (pipeline/media/sound_device.py)."""
+
+    KIND: str
+    name: str
+    callbacks: int
+
+    @property
+    def active(self) -> bool: ...
+
+    def reopen(self) -> None: ...
+
+    def idle(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 DEVICE_POLL = 0.25  # seconds between looks at the stop flag and the bus while a device runs
+LOST_TICK = 0.02  # while it is lost: one frame's time, for the device's idle() pace
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,13 +191,46 @@ class StageRuntime:
         self.stop.wait(seconds)
         self.poll(0)
 
-    def serve_device(self, stats: Callable[[], ev.StageReport]) -> None:
-        """While a sound device's callback does the stage's work: handle the bus and
-        report ``stats()`` at the stats pace, until the stage is stopped."""
+    def serve_device(self, device: SoundDevice, stats: Callable[[], ev.StageReport]) -> None:
+        """While a sound device's callback does the stage's work: handle the bus, report
+        ``stats()`` at the stats pace and watch the stream, until the stage is stopped.
+
+        A stream that stops or stops calling back is reported lost (a DeviceStatus and
+        a Notice, in words) and reopened with backoff until it opens again, which is
+        reported too (pipeline/core/device_watch.py); meanwhile ``device.idle()`` runs
+        every 20 ms (a speaker drops the frame it would have played, so the stages
+        before it keep their pace and no backlog plays late). The device's status goes out
+        with every stats report, so a view that joins late still learns it.
+        """
+        watch = DeviceWatch()
+        status = ev.DeviceStatus(device.KIND, ev.DEVICE_OPEN, device.name)
+        self.publish(status)
+        watch.opened(time.monotonic(), device.callbacks)
         while self.running:
-            self.sleep(DEVICE_POLL)
-            if self.report_due(now := time.monotonic()):
+            self.sleep(LOST_TICK if watch.lost else DEVICE_POLL)
+            now = time.monotonic()
+            if watch.lost:
+                device.idle()  # keeps the pipeline's pace while the device is away
+            reason = watch.check(now, device.callbacks, device.active)
+            if reason is not None:
+                device.close()
+                status = ev.DeviceStatus(device.KIND, ev.DEVICE_LOST, device.name, reason)
+                self.publish(status)
+                self.publish(ev.Notice(status.words))
+            if watch.due(now):
+                since = watch.lost_since or now
+                try:
+                    device.reopen()
+                except MediaError:
+                    watch.failed(now)
+                    status = dataclasses.replace(status, attempt=watch.attempt)
+                else:
+                    watch.opened(time.monotonic(), device.callbacks)
+                    status = ev.DeviceStatus(device.KIND, ev.DEVICE_OPEN, device.name)
+                    self.publish(ev.Notice(f"{status.words} (back after {now - since:.1f} s)"))
+            if self.report_due(now):
                 self.report(now, stats())
+                self.publish(status)
 
     def wait(self, fds: tuple[int, ...], timeout: float) -> set[int]:
         """Sleep until the bus or one of ``fds`` is readable; handle bus events; return the fds."""

@@ -1,0 +1,215 @@
+"""The real device path: one client on PortAudio through a PulseAudio server, measured outside.
+
+A private PulseAudio (bench/pulse.py) gives the client a virtual microphone and
+speaker; the relay runs in echo mode, so the client hears itself. A speech-like
+signal is played into the microphone, and the room (mouth and ear on the
+server's one clock) is recorded. Reported:
+
+- ``mouth_to_ear_ms``: the ear's lag behind the mouth in every half second of
+  speech, from the recording (the outside measurement);
+- ``reported_ms``: the mouth-to-ear the client's status line shows at the end (a p50
+  over its last 20 s, the network estimated from the ping), and ``claimed_ms``: the
+  client's own per-frame times (ADC of a frame's first sample to the DAC of the
+  echoed frame's first sample, plus the Opus lookahead) over the same stretch of
+  time as the recording;
+- ``dropouts``: 20 ms blocks of speech that did not come out, and the client's
+  underflow and overflow counts;
+- with ``--restart``: the server is then killed and started again; how long the
+  client took to tell (a lost-device status and notice) and to play again, and
+  the same figures for a few seconds of speech after that.
+
+    python -m bench.device_path [--quick] [--seconds S] [--restart] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import parser, summarize, write_result
+from bench.pulse import (
+    PulseError,
+    PulseServer,
+    available,
+    dropouts,
+    frame_levels,
+    lags_ms,
+    read_recording,
+)
+from pipeline.client.config import ClientConfig
+from pipeline.client.local_client import LocalClient, connected
+from pipeline.core.client_view import OPUS_LOOKAHEAD_MS
+from pipeline.ipc import events as ev
+from pipeline.media import synthetic
+from pipeline.media.audio_format import SAMPLE_RATE
+from pipeline.media.sources import MediaSpec
+from relay.launch import start_relay, stop_relay
+
+
+def _playing(c: LocalClient) -> int:
+    return c.view.playback.frames if c.view.playback else 0
+
+
+def _phase(c: LocalClient, pulse: PulseServer, root: Path, name: str, seconds: float,
+           seed: int) -> dict[str, Any]:  # fmt: skip
+    """Play ``seconds`` of speech into the microphone, recording the room; then what the
+    recording shows next to what the client says."""
+    rec = root / f"{name}.f32"
+    recorder = pulse.record(rec)
+    time.sleep(0.3)
+    signal = synthetic.speech_like(seconds, seed=seed)
+    t_play = time.monotonic_ns()
+    player = pulse.play(signal)
+    c.pump(seconds + 1.0)
+    t_end = time.monotonic_ns()
+    recorder.terminate()
+    player.wait(timeout=10)
+    recorder.wait(timeout=10)
+    m2e = c.view.mouth_to_ear
+    mouth, ear = read_recording(rec)
+    lags = lags_ms(mouth, ear)
+    out: dict[str, Any] = {
+        "seconds": seconds,
+        "mouth_to_ear_ms": summarize(lags),
+        "reported_ms": m2e.p50 if m2e else None,
+        "underflows": c.view.playback.underflows if c.view.playback else None,
+        "overflows": c.view.capture.overflows if c.view.capture else None,
+        "resyncs": c.view.capture.resyncs if c.view.capture else None,
+        "speech_blocks": int(np.sum(frame_levels(mouth) > 0.02)),
+        "hops_p50_ms": {h.hop: h.p50 for r in c.view.reports.values() for h in r.latency},
+        "depth": [sp.depth for sp in c.view.speakers],
+        "status": c.view.status_line(),
+        "window_ns": (t_play, t_end),
+    }
+    if lags:
+        lag = int(np.median(lags) * SAMPLE_RATE / 1000)
+        out["dropouts"] = dropouts(mouth, ear, lag)
+        out["measured_ms"] = float(np.median(lags))
+        if out["reported_ms"] is not None:
+            out["reported_minus_measured_ms"] = out["reported_ms"] - out["measured_ms"]
+    return out
+
+
+def claimed_ms(trace: Path, offset: int, window_ns: tuple[int, int]) -> float | None:
+    """The client's own mouth-to-ear of the frames it played within ``window_ns``: each
+    frame's ear time (the DAC time of its first sample) less its capture time (the ADC
+    time of its first sample, carried in the echoed frame's media timestamp), plus the
+    Opus lookahead. Per frame and over the same stretch of time as the recording, so it
+    can be held against the recording exactly (the status line's figure is a p50 over
+    the last 20 s, and estimates the network from the ping)."""
+    if not trace.exists():
+        return None
+    rows = np.load(trace)  # seq, ear_ns, flags, media (signed)
+    lo, hi = window_ns
+    rows = rows[(rows[:, 1] >= lo + 500_000_000) & (rows[:, 1] <= hi) & (rows[:, 3] != 0)]
+    if not len(rows):
+        return None
+    media = rows[:, 3].astype(object) % (1 << 64)
+    capture_ns = np.array([((m - offset) % (1 << 64)) * 1_000_000_000 // SAMPLE_RATE
+                           for m in media], dtype=np.float64)  # fmt: skip
+    m2e = (rows[:, 1].astype(np.float64) - capture_ns) / 1e6 + OPUS_LOOKAHEAD_MS
+    return float(np.median(m2e))
+
+
+def run(seconds: float, restart: bool, root: Path, playback_frames: int = 2) -> dict[str, Any]:
+    """One call of ``seconds`` of speech; with ``restart``, then the server killed and
+    started again, and a few more seconds of speech once the client plays again."""
+    result: dict[str, Any] = {"load": os.getloadavg()[0], "playback_frames": playback_frames}
+    with PulseServer(root) as pulse:
+        saved = {k: os.environ.get(k) for k in pulse.client_env}
+        os.environ.update(pulse.client_env)  # the client's stage processes inherit it
+        relay, port = start_relay("--echo")
+        try:
+            trace = root / "trace"
+            trace.mkdir(exist_ok=True)
+            cfg = ClientConfig(host="127.0.0.1", port=port, name="dev",
+                               source=MediaSpec("device"), sink=MediaSpec("device"),
+                               playback_frames=playback_frames, trace_dir=str(trace))  # fmt: skip
+            with LocalClient(cfg) as c:
+                c.until(connected, 20, "connection")
+                c.until(lambda v: v.network is not None and v.network.sent > 25, 20, "sending")
+                result["call"] = _phase(c, pulse, root, "call", seconds, 3)
+                if restart:
+                    pulse.kill()
+                    t_kill = time.monotonic()
+                    c.until(lambda v: v.device_trouble is not None, 10, "the lost device told")
+                    result["told_after_s"] = time.monotonic() - t_kill
+                    result["told"] = c.view.device_trouble
+                    result["notices"] = [n.text for n in c.view.chat if isinstance(n, ev.Notice)]
+                    try:
+                        pulse.start()
+                    except PulseError as exc:  # it started once: this is a failure, no skip
+                        raise RuntimeError(f"the sound server did not come back: {exc}") from None
+                    t_back = time.monotonic()
+                    c.until(lambda v: v.device_trouble is None, 20, "the devices reopened")
+                    before = _playing(c)
+                    c.until(lambda v: _playing(c) > before + 25, 20, "playing again")
+                    result["reopened_after_s"] = time.monotonic() - t_back
+                    result["after"] = _phase(c, pulse, root, "after", max(2.0, seconds / 2), 4)
+                    result["notices"] = [n.text for n in c.view.chat if isinstance(n, ev.Notice)]
+            pulse.stop_children()
+            for name in ("call", "after"):
+                phase = result.get(name)
+                if phase is None:
+                    continue
+                claim = claimed_ms(trace / "playback.npy", cfg.clock_offset, phase["window_ns"])
+                phase["claimed_ms"] = claim
+                if claim is not None and "measured_ms" in phase:
+                    phase["claimed_minus_measured_ms"] = claim - phase["measured_ms"]
+        finally:
+            stop_relay(relay)
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return result
+
+
+def _line(name: str, r: dict[str, Any]) -> str:
+    m = r["mouth_to_ear_ms"]
+    nan = float("nan")
+    return (
+        f"{name}: mouth-to-ear (outside) p50 {m.get('p50', nan):.1f} ms p90 "
+        f"{m.get('p90', nan):.1f} max {m.get('max', nan):.1f} (n {m['n']}); client reports "
+        f"{r['reported_ms']} ms (status line), {r.get('claimed_ms')} ms (its own per-frame "
+        f"times over the same stretch); dropouts {r.get('dropouts')} of {r['speech_blocks']} "
+        f"speech blocks; underflows {r['underflows']}\n  {r['status']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--restart", action="store_true", help="then kill and restart the server")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the recordings in DIR")
+    ap.add_argument("--playback-frames", type=int, default=2, help="the decode stage's lead")
+    args = ap.parse_args(argv)
+    seconds = 5.0 if args.quick else args.seconds
+    why = available()
+    if why:
+        print(f"device_path: skipped, PulseAudio cannot start here: {why}")
+        return
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        result = run(seconds, args.restart, args.keep, args.playback_frames)
+    else:
+        with tempfile.TemporaryDirectory(prefix="vc_pulse_") as tmp:
+            result = run(seconds, args.restart, Path(tmp), args.playback_frames)
+    path = write_result("device_path", result, args.out)
+    print(f"load {result['load']:.1f}, playback_frames {result['playback_frames']}")
+    print(_line("call", result["call"]))
+    if "after" in result:
+        print(f"server killed: told after {result['told_after_s']:.2f} s ({result['told']}); "
+              f"playing again {result['reopened_after_s']:.2f} s after it came back")  # fmt: skip
+        print(_line("after", result["after"]))
+    print(f"-> {path}")
+
+
+if __name__ == "__main__":
+    main()

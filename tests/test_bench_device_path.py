@@ -1,0 +1,67 @@
+"""bench/device_path.py (and bench/pulse.py): a call through a real PulseAudio server.
+
+The client runs on PortAudio (pipeline/media/sound_device.py) with a virtual
+microphone and speaker of a private PulseAudio; the room is recorded from outside
+on the server's clock. Skipped, saying why, only where PulseAudio cannot start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import device_path, pulse
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def run_call(seconds: float, restart: bool, root: Path) -> dict[str, Any]:
+    """bench.device_path.run, skipped (saying why) where PulseAudio cannot start at all.
+    A server that started once and does not come back is a failure (RuntimeError)."""
+    why = pulse.available()
+    if why:
+        pytest.skip(f"PulseAudio cannot start here: {why}")
+    try:
+        return device_path.run(seconds, restart, root)
+    except pulse.PulseError as exc:
+        pytest.skip(f"PulseAudio cannot start here: {exc}")
+
+
+def test_heard_and_back_after_the_sound_server_restarts(tmp_path: Path) -> None:
+    r = run_call(2.0, True, tmp_path)
+    call, after = r["call"], r["after"]
+    assert call["mouth_to_ear_ms"]["n"] >= 1, call  # the signal comes out
+    # The client's own times (PortAudio's ADC and DAC times) are what the recording shows:
+    # the old stamps (callback time, nominal output latency) were 50 ms short. Here within
+    # 20 ms, a loaded machine's spread over 2 s; the 5 ms goal is the soak test's below.
+    assert abs(call["claimed_minus_measured_ms"]) <= 20.0, call
+    # The server dies: the user is told, in words, within a second.
+    assert r["told_after_s"] <= 1.0, r
+    assert "lost" in r["told"] and "reopening" in r["told"], r
+    assert any("microphone lost" in n for n in r["notices"]), r["notices"]
+    assert any("speaker lost" in n for n in r["notices"]), r["notices"]
+    # It comes back: the devices reopen by themselves, the user is told, audio flows.
+    assert any("microphone open" in n and "back after" in n for n in r["notices"]), r
+    assert any("speaker open" in n and "back after" in n for n in r["notices"]), r
+    assert after["mouth_to_ear_ms"]["n"] >= 1, after
+    assert "lost" not in after["status"], after
+
+
+@pytest.mark.soak
+def test_the_latency_the_client_reports_is_what_the_recording_shows(tmp_path: Path) -> None:
+    r = run_call(8.0, False, tmp_path)["call"]
+    assert r["mouth_to_ear_ms"]["n"] >= 10, r
+    assert abs(r["claimed_minus_measured_ms"]) <= 5.0, r  # per frame, the same stretch
+    # The status line's figure: a p50 over the last 20 s (the call's first seconds too,
+    # when the playout held a different depth), the network estimated from the ping.
+    assert abs(r["reported_minus_measured_ms"]) <= 15.0, r
+
+
+@pytest.mark.soak
+def test_a_minute_without_a_dropout(tmp_path: Path) -> None:
+    r = run_call(60.0, False, tmp_path)["call"]
+    assert r["mouth_to_ear_ms"]["n"] >= 100, r
+    assert r["dropouts"] == 0, r
+    assert abs(r["claimed_minus_measured_ms"]) <= 5.0, r
