@@ -25,12 +25,12 @@ def test_html_shows_links_speakers_stages_and_rings() -> None:
         "23.4 ms",  # TCP ping
         "21.7 ms",  # UDP RTT
         "4.8 %",  # loss over 10 s
-        "68.2 ms p50",  # mouth to ear
+        "74.2 ms p50",  # mouth to ear (with the 6.5 ms Opus lookahead)
         "Bob",  # speaker named from the roster
         "Carol",
         "jitter_wait 38.5 / 61.0",  # per-stage latency
         "arrival_to_ear 45.9 / 69.2",
-        "91.5 ms p99",  # mouth to ear: arrival to ear plus the UDP RTT and the sending hops
+        "97.5 ms p99",  # mouth to ear: arrival to ear plus the UDP RTT, sending, lookahead
         "fill 2",
         "219 dropped",
     ):
