@@ -395,7 +395,7 @@ def test_the_first_seconds_wait_for_the_largest_delay_seen_and_more() -> None:
 
 def test_shortening_waits_for_more_excess_on_a_jittery_path() -> None:
     """The delay is left alone within a slack that grows with the path's spread (target
-    above the fastest), 5..50 ms: a jittery path's target wanders and is not chased."""
+    above the fastest), 15..50 ms: a jittery path's target wanders and is not chased."""
     for spread_ms, excess_ms, wanted in ((0, 20, True), (40, 20, False), (80, 60, True)):
         jb = JitterBuffer(watermark=1, adaptive=True)
         h = jb.history

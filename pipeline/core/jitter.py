@@ -166,7 +166,7 @@ class JitterBuffer:
         margin_ns: int = 6_000_000,
         quantile: float = 0.97,
         window_ns: int = 10_000_000_000,
-        hysteresis_ns: int = 5_000_000,
+        hysteresis_ns: int = 15_000_000,
         max_hysteresis_ns: int = 50_000_000,
         urgent_ns: int = 60_000_000,
         settle_ns: int = 3_000_000_000,
