@@ -479,8 +479,8 @@ class JitterBuffer:
         # Never more than max_target_ns above the fastest packet: a path that stalled for
         # seconds says nothing about its jitter, and must not hold the delay up for long.
         q = ds[min(len(ds) - 1, int(self.quantile * len(ds)))]
-        if len(ds) < self.early_samples:
-            q = max(q, ds[-1] + self.early_extra_ns)
+        if len(ds) < self.early_samples:  # the extra grows with the spread seen: a clean
+            q = max(q, ds[-1] + min(self.early_extra_ns, ds[-1] - ds[0]))  # path gets none
         q = min(q, ds[0] + self.max_target_ns)
         if self.history.target_d is None:
             self.history.target_d = q
