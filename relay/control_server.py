@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hmac
 import itertools
 import logging
 import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -84,8 +82,6 @@ from relay.session_table import (
 
 log = logging.getLogger("relay.control_server")
 
-SIOCOUTQNSD = 0x894B  # Linux: bytes in a TCP socket's send queue not yet sent
-_INT = struct.Struct("i")
 
 READ_CHUNK = 64 * 1024
 SHUTDOWN_GRACE = 0.5  # seconds for clients to take their bye before connections are cut
@@ -141,8 +137,7 @@ class _Conn:
         if inner is not None:  # under TLS, what the TCP transport holds is not in the above
             size += inner.get_write_buffer_size()
         if self.fd >= 0:
-            with contextlib.suppress(OSError):
-                size += _INT.unpack(fcntl.ioctl(self.fd, SIOCOUTQNSD, b"\0" * 4))[0]
+            size += voice_queue.kernel_unsent(self.fd)
         return size
 
 

@@ -10,12 +10,25 @@ its own (pipeline/stages/control.py).
 
 from __future__ import annotations
 
+import fcntl
+import struct
 from collections import deque
 
 MAX_FRAMES = 16  # voice frames waiting for one connection (a third of a second of one speaker)
 MAX_AGE = 0.2  # seconds a frame may wait before it is dropped: late voice is worse than lost
 MAX_UNSENT = 8 * 1024  # bytes on a connection not yet taken by its reader, before voice waits
 RETRY = 0.01  # seconds between looks at a connection that voice waits for
+SIOCOUTQNSD = 0x894B  # Linux: bytes in a TCP socket's send queue not yet sent
+_INT = struct.Struct("i")
+
+
+def kernel_unsent(fd: int) -> int:
+    """Bytes in socket ``fd``'s kernel send queue not sent yet (0 where it cannot be read):
+    the part of ``unsent`` both adapters (the relay's and the client's) measure alike."""
+    try:
+        return int(_INT.unpack(fcntl.ioctl(fd, SIOCOUTQNSD, b"\0" * 4))[0])
+    except OSError:
+        return 0
 
 
 class VoiceQueue:

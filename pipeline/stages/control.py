@@ -18,11 +18,9 @@ oldest dropped first), and control messages are never held behind it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
 import ssl
-import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +32,12 @@ from pipeline.ipc import tunnel_socket as ts
 from pipeline.stages.runtime import StageRuntime, Wiring
 from relay.protocol.widths import U32_MAX
 from relay.tls import client_context, fingerprint
-from relay.voice_queue import RETRY, VoiceQueue
+from relay.voice_queue import RETRY, VoiceQueue, kernel_unsent
 
 CONNECT_TIMEOUT = 2.0
 SNAPSHOT_INTERVAL = 1.0  # re-publish the whole state for subscribers that joined late
 MAX_WAIT = 1.0  # seconds between looks at the stop flag
 TOKEN_FILE = "session-token"  # in the state folder (0700): the token is a secret
-SIOCOUTQNSD = 0x894B  # Linux: bytes in a TCP socket's send queue not yet sent
-_INT = struct.Struct("i")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,10 +160,7 @@ class _Tunnel:
         self, session: ControlSession, sock: socket.socket, frame: bytes | None, now: float
     ) -> socket.socket | None:
         """Write ``frame`` (and what waits) as far as the socket takes it unsent."""
-        try:
-            unsent = _INT.unpack(fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0" * 4))[0]
-        except OSError:
-            unsent = 0
+        unsent = kernel_unsent(sock.fileno())
         if frame is None:
             frames = self.queue.take(unsent, now)
         else:
