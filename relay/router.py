@@ -98,6 +98,29 @@ class Bucket:
         self.datagrams_until = -math.inf
         self.bytes_until = -math.inf
 
+    def take(
+        self, now: float, n: int, s_per_datagram: float, s_per_byte: float, burst_s: float
+    ) -> bool:
+        """Take one datagram of ``n`` bytes at ``now`` if both limits allow it.
+
+        Each bucket is empty until ``*_until``; taking moves that on by the datagram's
+        cost in seconds, and it passes if neither ends up more than the burst ahead of
+        now. Plain float arithmetic: it runs for every datagram a limited sender sends."""
+        d = self.datagrams_until
+        if d < now:
+            d = now
+        d += s_per_datagram
+        v = self.bytes_until
+        if v < now:
+            v = now
+        v += n * s_per_byte
+        now += burst_s
+        if d > now or v > now:
+            return False
+        self.datagrams_until = d
+        self.bytes_until = v
+        return True
+
 
 @dataclass(slots=True, frozen=True)
 class Route:
@@ -376,26 +399,11 @@ class Router:
             else:
                 c.drop_spoofed += 1
             return NOWHERE
-        if self.limit is not None:
-            # Each limit's bucket is empty until `*_until`; taking this datagram moves that
-            # on by its cost in seconds, and it passes if neither ends up more than the
-            # burst ahead of now. Inline, as plain float arithmetic, on purpose.
-            b = route.bucket
-            now = self.clock()
-            d = b.datagrams_until
-            if d < now:
-                d = now
-            d += self._s_per_datagram
-            v = b.bytes_until
-            if v < now:
-                v = now
-            v += n * self._s_per_byte
-            now += self._burst_s
-            if d > now or v > now:
-                c.drop_voice_limited += 1
-                return NOWHERE
-            b.datagrams_until = d
-            b.bytes_until = v
+        if self.limit is not None and not route.bucket.take(
+            self.clock(), n, self._s_per_datagram, self._s_per_byte, self._burst_s
+        ):
+            c.drop_voice_limited += 1
+            return NOWHERE
         if n == HEADER_SIZE:
             c.register += 1
             return route.echo

@@ -203,23 +203,11 @@ class SealedRouter(Router):
             else:
                 c.drop_spoofed += 1
             return NOWHERE
-        if self.limit is not None:
-            b = route.bucket
-            now = self.clock()
-            d = b.datagrams_until
-            if d < now:
-                d = now
-            d += self._s_per_datagram
-            v = b.bytes_until
-            if v < now:
-                v = now
-            v += n * self._s_per_byte
-            now += self._burst_s
-            if d > now or v > now:
-                c.drop_voice_limited += 1
-                return NOWHERE
-            b.datagrams_until = d
-            b.bytes_until = v
+        if self.limit is not None and not route.bucket.take(
+            self.clock(), n, self._s_per_datagram, self._s_per_byte, self._burst_s
+        ):
+            c.drop_voice_limited += 1
+            return NOWHERE
         if kind == KIND_PING:
             buf[m:n] = _BLAKE2B(body, key=peer.down, digest_size=TAG_SIZE).digest()
             c.register += 1

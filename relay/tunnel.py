@@ -110,13 +110,9 @@ class TunnelIn:
         b = self._buckets.get(token)
         if b is None:
             b = self._buckets[token] = Bucket()
-        now = self.clock()
-        d = max(b.datagrams_until, now) + 1.0 / lim.datagrams_per_s
-        v = max(b.bytes_until, now) + n / lim.bytes_per_s
-        if d > now + lim.burst_s or v > now + lim.burst_s:
-            return False
-        b.datagrams_until, b.bytes_until = d, v
-        return True
+        return b.take(
+            self.clock(), n, 1.0 / lim.datagrams_per_s, 1.0 / lim.bytes_per_s, lim.burst_s
+        )
 
     def line(self) -> dict[str, int]:
         """The tunnel's counters, for the relay's counter line (``tunnel_*``)."""
