@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from relay import feedback, tunnel, voice_queue
+from relay import control_accept, feedback, tunnel, voice_queue
 from relay.bans import Ban, BanList
 from relay.limits import (
     AddressPolicy,
@@ -172,6 +172,7 @@ class ControlServer:
         self.feedback = feedback.LossFeedback(sessions.channel_of)
         self._feedback_timer: asyncio.TimerHandle | None = None
         self.refused: dict[str, int] = {a.value: 0 for a in Admission if a is not Admission.ADMIT}
+        self.refused |= dict.fromkeys(control_accept.COUNTED, 0)  # before TLS, by verdict
         self._flush_timer: asyncio.TimerHandle | None = None
         self._routes_stale = False  # the router has not been told of a change yet
         self._writing = False  # a presence round is being written, a slice per loop pass
@@ -189,6 +190,10 @@ class ControlServer:
         self.tunnel_counts = {"voice_out": 0, "voice_dropped": 0}
 
     # --- per connection --------------------------------------------------------------
+
+    def count_refused(self, reason: str) -> None:
+        """A connection refused before TLS (relay.control_accept): counted by ``reason``."""
+        self.refused[reason] = self.refused.get(reason, 0) + 1
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """The whole life of one control connection."""

@@ -22,14 +22,17 @@ import errno
 import logging
 import signal
 import socket
+import ssl
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from relay.admin import Admin
 from relay.admin_server import AdminServer
+from relay.control_accept import Acceptor
 from relay.control_server import ControlServer
 from relay.limits import (
     ADDRESS_CHAT_BURST,
@@ -196,6 +199,7 @@ class Relay:
         self._udp_thread: UdpThread | None = None
         self._udp_transport: asyncio.DatagramTransport | None = None
         self._workers: list[Worker] = []
+        self._acceptor: Acceptor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
 
@@ -215,23 +219,7 @@ class Relay:
                 certificate_fingerprint(cert),
             )
         for attempt in range(BIND_ATTEMPTS):
-            tls_timeout = cfg.auth_timeout if ssl_ctx else None
-            if is_ipv6(cfg.host):  # asyncio would bind it IPv6 only
-                server = await asyncio.start_server(
-                    self.control.handle,
-                    sock=_dual_stack_listener(cfg.host, cfg.port),
-                    ssl=ssl_ctx,
-                    ssl_handshake_timeout=tls_timeout,
-                )
-            else:
-                server = await asyncio.start_server(
-                    self.control.handle,
-                    cfg.host,
-                    cfg.port,
-                    reuse_address=True,
-                    ssl=ssl_ctx,
-                    ssl_handshake_timeout=tls_timeout,
-                )
+            server = await self._listen(ssl_ctx)
             port = server.sockets[0].getsockname()[1]
             try:
                 self._udp_sock = open_udp(
@@ -285,6 +273,22 @@ class Relay:
             f"burst {lim.burst_s:g} s per session",
         )
 
+    async def _listen(self, ssl_ctx: ssl.SSLContext | None) -> asyncio.Server:
+        """The control port's listener. With TLS, each connection's first byte is looked
+        at first (:mod:`relay.control_accept`): a protocol-1 client is told to upgrade."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        if ssl_ctx is None:
+            factory: Callable[[], asyncio.BaseProtocol] = _stream_factory(self.control.handle)
+        else:
+            self._acceptor = Acceptor(
+                ssl_ctx, self.control.handle, cfg.auth_timeout, self.control.count_refused
+            )
+            factory = self._acceptor
+        if is_ipv6(cfg.host):  # asyncio would bind it IPv6 only
+            return await loop.create_server(factory, sock=_dual_stack_listener(cfg.host, cfg.port))
+        return await loop.create_server(factory, cfg.host, cfg.port, reuse_address=True)
+
     async def serve(self) -> None:
         """Run the timers until :meth:`stop` is called, then shut everything down."""
         timers = [
@@ -312,6 +316,8 @@ class Relay:
             self._metrics = None
         if self._tcp is not None:
             self._tcp.close()
+        if self._acceptor is not None:
+            await self._acceptor.close()
         await self.control.shutdown()
         if self._tcp is not None:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -539,6 +545,18 @@ async def run(
         flush=True,
     )
     await relay.serve()
+
+
+def _stream_factory(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> Callable[[], asyncio.BaseProtocol]:
+    """What ``asyncio.start_server`` builds per connection: a reader and its protocol."""
+
+    def factory() -> asyncio.BaseProtocol:
+        loop = asyncio.get_running_loop()
+        return asyncio.StreamReaderProtocol(asyncio.StreamReader(loop=loop), handle, loop=loop)
+
+    return factory
 
 
 def _dual_stack_listener(host: str, port: int) -> socket.socket:
