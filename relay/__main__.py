@@ -341,8 +341,6 @@ def config_from(ns: argparse.Namespace, error: Callable[[str], Any]) -> RelayCon
         error("--public-host must be a host name or an address (at most 253 characters)")
     if ns.insecure and (ns.tls_cert or ns.password_file):
         error("--insecure has no TLS: a certificate or password would be sent in clear")
-    if not ns.insecure and ns.udp_workers > 1:
-        error("--udp-workers above 1 needs --insecure (protocol 1) for now")
     channels: list[ChannelInfo | str] = [
         c if isinstance(c, ChannelInfo) else ChannelInfo(c) for c in ns.channels or ()
     ]

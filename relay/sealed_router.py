@@ -132,6 +132,11 @@ class SealedRouter(Router):
                 peers[uid] = Peer(token, up, down, key_id, ReplayWindow())
         self.peers = peers
 
+    def set_media(self, media: dict[int, bytes]) -> None:
+        """Use ``media`` (key id -> key) from now on (a worker's copy of the relay's)."""
+        self._aead = {}
+        self._media = media
+
     def window_totals(self) -> dict[str, int]:
         """good, late, lost, replayed and too_old over every session's window, gone ones too."""
         out = dict(self.retired)

@@ -25,6 +25,7 @@ import socket
 import ssl
 import sys
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +58,9 @@ from relay.router import (
     add_unbound,
     remove_unbound,
 )
-from relay.sealed_router import SealedRouter
+from relay.sealed_router import PeerEntry, SealedRouter
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, BindResult, SessionTable
+from relay.steering import steer_by_sender
 from relay.store import Store
 from relay.tls import certificate_fingerprint, identity, server_context
 from relay.tunnel import TunnelIn
@@ -153,8 +155,6 @@ class Relay:
                 echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
             )
         else:
-            if config.udp_workers > 1:
-                raise ValueError("--udp-workers above 1 needs --insecure (protocol 1) for now")
             media = self.sessions.media_by_id  # shared: it grows with run-time channels
             self.sealed = SealedRouter(
                 media, echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
@@ -200,6 +200,10 @@ class Relay:
         self._udp_transport: asyncio.DatagramTransport | None = None
         self._workers: list[Worker] = []
         self._acceptor: Acceptor | None = None
+        self._media_sent: dict[int, bytes] = {}  # the media keys the workers were given
+        # Register answers waiting for the workers to apply their routes: (updates sent
+        # to each worker, the answer, the address).
+        self._answers: deque[tuple[list[int], bytes, Addr]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
 
@@ -233,7 +237,10 @@ class Relay:
                 continue
             self._tcp, self.port = server, port
             break
-        assert self._udp_sock is not None
+        assert self._udp_sock is not None and self._tcp is not None
+        if self.sealed is not None and cfg.udp_workers > 1 and cfg.udp == "thread":
+            # Every datagram of a session to the loop that holds its replay window.
+            steer_by_sender(self._udp_sock, cfg.udp_workers)
         self.sessions.udp_port = self.port
         if cfg.udp == "asyncio":
             self._udp_transport = await start_asyncio_udp(self._udp_sock, self.router)
@@ -242,10 +249,19 @@ class Relay:
             self._udp_thread.start()
             for _ in range(cfg.udp_workers - 1):
                 w = Worker(
-                    cfg.host, self.port, cfg.udp_rcvbuf, cfg.echo, self._bind, cfg.voice_limit
+                    cfg.host,
+                    self.port,
+                    cfg.udp_rcvbuf,
+                    cfg.echo,
+                    self._bind,
+                    cfg.voice_limit,
+                    sealed=self.sealed is not None,
+                    on_tunnel=self.control.tunnel_out,
                 )
-                self._loop.add_reader(w.conn.fileno(), self._from_worker, w)
                 self._workers.append(w)
+            for w in self._workers:  # the whole socket group before anyone is served
+                w.wait_ready()
+                self._loop.add_reader(w.conn.fileno(), self._from_worker, w)
         if cfg.admin_socket:
             self._admin_server = AdminServer(cfg.admin_socket, self.admin.handle)
             await self._admin_server.start()
@@ -254,6 +270,7 @@ class Relay:
             loop = self._loop
             self._metrics = MetricsServer(host, mport, lambda: from_loop(loop, self.snapshot))
             log.info("metrics on http://%s:%d/metrics", host, self._metrics.port)
+        await self._tcp.start_serving()  # now that every forwarding loop runs
         mode = "echo" if cfg.echo else "relay"
         lim = cfg.voice_limit
         log.info(
@@ -286,8 +303,11 @@ class Relay:
             )
             factory = self._acceptor
         if is_ipv6(cfg.host):  # asyncio would bind it IPv6 only
-            return await loop.create_server(factory, sock=_dual_stack_listener(cfg.host, cfg.port))
-        return await loop.create_server(factory, cfg.host, cfg.port, reuse_address=True)
+            sock = _dual_stack_listener(cfg.host, cfg.port)
+            return await loop.create_server(factory, sock=sock, start_serving=False)
+        return await loop.create_server(
+            factory, cfg.host, cfg.port, reuse_address=True, start_serving=False
+        )
 
     async def serve(self) -> None:
         """Run the timers until :meth:`stop` is called, then shut everything down."""
@@ -389,6 +409,8 @@ class Relay:
         added = self.sessions.take_added()
         gone = self.sessions.take_gone()
         dirty = self.sessions.take_dirty()
+        peers: list[PeerEntry] = []
+        removed: list[int] = []
         if self.sealed is not None:  # keys and windows first: a route without them drops
             peers = self.sessions.peer_entries(dirty, (token for token, _u, _c in added))
             removed = self.sessions.take_removed()
@@ -408,8 +430,16 @@ class Relay:
             dirty |= {channel for _token, _uid, channel in added}
             dirty |= {channel for _token, channel in gone}
             entries = self.sessions.route_entries(dirty)
+            media = self.sessions.media_by_id
+            send_media = self.sealed is not None and media != self._media_sent
+            if send_media:
+                self._media_sent = dict(media)
             for w in self._workers:
-                w.update(dirty, entries)
+                if self.sealed is not None:  # keys first, as for this process's router
+                    if send_media:
+                        w.set_media(media)
+                    w.update_peers(peers, removed)
+                w.update(dirty, entries, self.sessions.tunnelled)
 
     def _tunnel_from_udp(self, data: bytes, tokens: tuple[int, ...]) -> None:
         """From the UDP thread: voice for listeners that hear through the TCP tunnel."""
@@ -447,12 +477,20 @@ class Relay:
             self._bind(token, *pending)
 
     def _from_worker(self, worker: Worker) -> None:
-        if not worker.on_readable():
+        alive = worker.on_readable()
+        if self._answers:
+            self._answer_applied()
+        if not alive:
             assert self._loop is not None
             self._loop.remove_reader(worker.conn.fileno())
             worker.conn.close()
             worker.process.join(1.0)
             log.error("UDP worker %d exited (%s)", worker.process.pid, worker.process.exitcode)
+            if self.sealed is not None:
+                # The kernel moves another socket into its place in the group: sessions
+                # would meet a replay window that never saw them. Fail closed.
+                log.error("sealed voice cannot keep its replay windows without it: stopping")
+                self.stop()
 
     def _bind(self, token: int, addr: Addr, ping: bytes) -> None:
         result = self.sessions.bind_udp(token, addr, self.control.clock())
@@ -463,10 +501,27 @@ class Relay:
             return
         if result is BindResult.BOUND:
             self._rebuild_routes()
+            if self._workers:  # every loop routes the new address before the answer
+                self._answers.append(([w.sent for w in self._workers], ping, addr))
+                self._answer_applied()
+                return
         # Answer only now that the new table is installed: the answer promises routing.
+        self._answer(ping, addr)
+
+    def _answer(self, ping: bytes, addr: Addr) -> None:
         if self._udp_sock is not None and self._udp_sock.fileno() >= 0:
             with contextlib.suppress(OSError):
                 self._udp_sock.sendto(ping, addr)
+
+    def _answer_applied(self) -> None:
+        """Answer the register pings whose routes every worker has applied by now."""
+        workers = self._workers
+        while self._answers:
+            sent, ping, addr = self._answers[0]
+            if any(w.applied < s for w, s in zip(workers, sent, strict=True)):
+                return  # answers go in order; a dead worker's wait ends with the relay
+            self._answers.popleft()
+            self._answer(ping, addr)
 
     async def _expiry_timer(self) -> None:
         while True:
@@ -512,6 +567,8 @@ class Relay:
         for w in self._workers:
             for k, v in w.counters.items():
                 total[k] = total.get(k, 0) + v
+            for k, v in w.windows.items():
+                total[f"window_{k}"] = total.get(f"window_{k}", 0) + v
         return " ".join(f"{k}={v}" for k, v in total.items())
 
     async def _stats_timer(self) -> None:

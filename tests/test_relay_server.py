@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import struct
@@ -375,6 +376,60 @@ def test_reuseport_workers_share_the_port(relay_factory: Callable[..., RelayProc
     log = stop_relay(relay)
     assert relay.proc.returncode == 0
     assert "forwarded=30 " in log and "forwarded by loop" in log
+
+
+def test_sealed_voice_on_two_workers_is_heard_once_and_replays_are_refused_everywhere(
+    relay_factory: Callable[..., RelayProc],
+) -> None:
+    relay = relay_factory("--udp-workers", "2", "--log-level", "info", sealed=True)
+    # Four addresses, user ids 1..4: both loops get senders (by id), whatever the hash.
+    clients = [relay.client(f"u{i}", source=f"127.0.0.{i + 1}") for i in range(4)]
+    replayers: list[socket.socket] = []
+    try:
+        for i, speaker in enumerate(clients):
+            speaker.send_voice(i + 1, b"v%d" % i)
+        for listener in clients:
+            heard = []
+            while (got := listener.recv_voice(0.5)) is not None:
+                heard.append((got.token, got.payload))
+            others = [(c.user_id, b"v%d" % i) for i, c in enumerate(clients) if c is not listener]
+            assert sorted(heard) == sorted(others)  # everyone else, once each
+        a, b = clients[0], clients[1]
+        voice = a.send_voice(10, b"captured")
+        ping = a.ping_datagram()
+        a.udp.sendto(ping, a.relay)  # a's own ping, answered: both now captured
+        assert b.recv_voice() is not None
+        for k in range(16):  # from addresses and ports that hash to either socket
+            r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            replayers.append(r)
+            r.bind((f"127.0.1.{k + 1}", 0))
+            r.sendto(ping, a.relay)
+            r.sendto(voice, a.relay)
+        assert quiet(b)  # the replayed voice is heard by no one
+        time.sleep(1.1)  # past the rebind interval: a move would be allowed now
+        for r in replayers:
+            r.sendto(ping, a.relay)
+        a.send_voice(11, b"still mine")
+        got = b.recv_voice()
+        assert got is not None and got.payload == b"still mine"  # a's voice did not move
+        for r in replayers:  # no answer and no voice reached a replayer
+            r.settimeout(0.05)
+            with pytest.raises(TimeoutError):
+                r.recvfrom(2048)
+    finally:
+        for r in replayers:
+            r.close()
+        for c in clients:
+            c.close()
+    log = stop_relay(relay)
+    assert relay.proc.returncode == 0
+    counters = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", log.split("counters at exit")[1])}
+    assert counters["drop_replayed"] == 48 and counters["window_replayed"] == 48
+    assert counters["drop_spoofed"] == 0
+    shares = re.search(
+        r"forwarded by loop \(this process first, then each worker\): \[(\d+), (\d+)\]", log
+    )
+    assert shares is not None and int(shares[1]) > 0 and int(shares[2]) > 0
 
 
 def test_garbage_datagrams_do_not_stop_voice(relay: RelayProc) -> None:
