@@ -651,7 +651,7 @@ class ControlServer:
 
     def _schedule_flush(self) -> None:
         due = self.fanout.next_flush()
-        if due is None and self._routes_stale:
+        if due is None and (self._routes_stale or self.sessions.rotation_due):
             due = self.clock()
         # One round at a time: a round still being written must finish first (order).
         if due is None or self._flush_timer is not None or self._writing:
@@ -673,8 +673,11 @@ class ControlServer:
                 self._flush_timer = loop.call_later(self.fanout.interval, self._flush)
                 return
         self._held_since = None
+        # Channels a member left get a new key, once per round however many left.
+        rotations = self.sessions.take_rotations() if self.sessions.rotation_due else []
         if self._routes_stale or self.sessions.version != self._version:
             self._sync_routes()  # before the presence that tells of the change
+        self._apply(rotations)  # the new keys, to each channel's remaining members
         conns = self._conns
 
         def queued(conn_id: int) -> int:

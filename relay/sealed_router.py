@@ -105,7 +105,9 @@ class SealedRouter(Router):
         self.sealed = SealedCounters()
         self.counters = self.sealed
         self._media = media
-        self._aead: dict[int, AESGCM] = {}  # built from _media on first use, this thread only
+        # Built from _media on first use, this thread only; with the key it was built
+        # from, since an id is given again to a new key once its channel's key rotated.
+        self._aead: dict[int, tuple[bytes, AESGCM]] = {}
         self.peers: dict[int, Peer] = {}
         self.out_n = 0
         self.retired = dict.fromkeys(WINDOW_COUNTERS, 0)  # windows of sessions gone
@@ -254,12 +256,14 @@ class SealedRouter(Router):
             self.on_tunnel(bytes(buf[:m]), tokens)
 
     def _cipher(self, key_id: int) -> AESGCM | None:
-        aead = self._aead.get(key_id)
-        if aead is None:
-            key = self._media.get(key_id)
-            if key is None:
-                return None
-            aead = self._aead[key_id] = AESGCM(key)
+        key = self._media.get(key_id)
+        if key is None:
+            return None
+        cached = self._aead.get(key_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        aead = AESGCM(key)
+        self._aead[key_id] = (key, aead)
         return aead
 
     def _reseal(self, buf: bytearray, m: int, key_id: int) -> bool:

@@ -550,6 +550,8 @@ class Relay:
         parts |= {f"address_rate_limited_{k}": v for k, v in c.rate_limited.items()}
         parts |= {
             "evicted_in_grace": self.sessions.evicted,
+            "key_rotations": self.sessions.rotations,
+            "key_rotations_skipped": self.sessions.rotations_skipped,
             "presence_batches": fan.batches,
             "presence_snapshots": fan.snapshots,
             "presence_fell_behind": fan.fell_behind,

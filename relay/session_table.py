@@ -57,7 +57,7 @@ SERVER_NAME = "server"  # the name on a chat from the operator; its user id is 0
 # move rebuilds the channel's routes, which a NAT rebinding needs rarely and a client
 # flapping between source ports must not get on every ping.
 REBIND_INTERVAL = 1.0
-MAX_SEALED_CHANNELS = 255  # media key ids are one byte, 0 unused
+MAX_KEY_ID = 255  # media key ids are one byte, 0 unused: at most 255 channels hold keys at once
 
 
 @dataclass(slots=True, frozen=True)
@@ -171,14 +171,21 @@ class SessionTable:
         if not self.info:
             raise ValueError("a relay needs at least one channel")
         self.channels: dict[str, set[int]] = {c: set() for c in self.info}  # channel -> tokens
-        # Protocol 2 (``sealed``): a media key per channel for the relay's lifetime, id 1,
-        # 2, ... in the order channels first exist (a channel added at run time gets the
-        # next; a renamed one keeps its key); protocol 1 has none. ``media_by_id`` is
-        # shared with the sealed router (it re-seals whispers across channels).
+        # Protocol 2 (``sealed``): a media key per channel, id 1, 2, ... in the order
+        # channels first exist (a renamed one keeps its key); protocol 1 has none. A
+        # channel a member left gets a new key (take_rotations), its id the next one
+        # round 1..255 that no channel holds now: an old id stays in ``media_by_id``
+        # until it is given again, so a whisper sealed under it just before can still be
+        # sealed again. ``media_by_id`` is shared with the sealed router (whispers across
+        # channels) and changes one entry at a time.
         self.sealed = sealed
         self.protocol = PROTOCOL if sealed else PROTOCOL_INSECURE
         self.media_keys: dict[str, tuple[int, bytes]] = {}
         self.media_by_id: dict[int, bytes] = {}
+        self._last_key_id = 0  # the id given last; the next is searched from here
+        self._stale_keys: dict[str, None] = {}  # channels a member left: a rotation is due
+        self.rotations = 0  # channel keys made again because a member left
+        self.rotations_skipped = 0  # ... and not made: every id held by a channel
         if sealed:
             for name in self.info:
                 self._media_key(name)
@@ -451,6 +458,7 @@ class SessionTable:
         left = encode_message(UserLeft(session.user_id, session.name, old))
         joined = encode_message(UserJoined(session.user_id, session.name, channel))
         self.channels[old].discard(session.token)
+        self._left(old)
         session.channel = channel
         self.channels[channel].add(session.token)
         self._set_packed(session)
@@ -470,12 +478,68 @@ class SessionTable:
         """The media key id and key of ``channel``, created on its first use."""
         found = self.media_keys.get(channel)
         if found is None:
-            key_id = len(self.media_by_id) + 1
-            if key_id > MAX_SEALED_CHANNELS:
-                raise ValueError(f"at most {MAX_SEALED_CHANNELS} channel keys in a relay's life")
-            found = self.media_keys[channel] = (key_id, new_media_key())
-            self.media_by_id[key_id] = found[1]
+            found = self.new_channel_key(channel)
+            if found is None:
+                raise ValueError(f"at most {MAX_KEY_ID} channels hold media keys at once")
         return found
+
+    def new_channel_key(self, channel: str) -> tuple[int, bytes] | None:
+        """Make ``channel`` a new media key and make it the channel's: ``(key id, key)``,
+        or None if every id is a channel's key now (the channel keeps the one it has).
+
+        The one place channel keys are made (a relay cluster would make them shared
+        here). The id is the next one after the last given, round 1..255, that no
+        channel holds: ids wrap around, and an id comes back only after every other
+        free one has been given, so whatever was sealed under it is long delivered.
+        """
+        held = {key_id for key_id, _key in self.media_keys.values()}
+        key_id = self._last_key_id
+        for _ in range(MAX_KEY_ID):
+            key_id = key_id % MAX_KEY_ID + 1
+            if key_id not in held:
+                break
+        else:
+            return None
+        self._last_key_id = key_id
+        found = self.media_keys[channel] = (key_id, new_media_key())
+        self.media_by_id[key_id] = found[1]
+        return found
+
+    def _left(self, channel: str) -> None:
+        """A member left ``channel`` (moved, kicked, gone): it knows the channel's key,
+        which must not protect what the channel says from now on."""
+        if self.sealed and channel in self.media_keys:
+            self._stale_keys[channel] = None
+
+    def take_rotations(self) -> list[Action]:
+        """Protocol 2: a new media key for every channel a member left since the last call,
+        sent to each member still in it (its voice keeps opening: a client keeps the
+        previous key). Called once per presence round, so a leave storm rotates each
+        channel once, not once per leave. The routes must be rebuilt after (the peers'
+        key ids changed): the channels are marked changed."""
+        out: list[Action] = []
+        stale, self._stale_keys = self._stale_keys, {}
+        for channel in stale:
+            if channel not in self.channels:
+                continue  # removed meanwhile: its key went with it
+            made = self.new_channel_key(channel)
+            if made is None:
+                self.rotations_skipped += 1
+                continue
+            self.rotations += 1
+            self._changed(channel)
+            by_token = self._by_token
+            conns = [by_token[t].conn for t in self.channels[channel]]
+            conns_ = tuple(c for c in conns if c is not None)
+            if conns_:
+                msg = encode_message(MediaKey(channel, made[0], made[1]))
+                out.append(SendFrames(conns_, msg))
+        return out
+
+    @property
+    def rotation_due(self) -> bool:
+        """Whether :meth:`take_rotations` has work."""
+        return bool(self._stale_keys)
 
     def chat(self, conn: int, text: str, ts: float) -> list[Action]:
         """Relay ``text`` to the sender's channel, sender included, stamped with ``ts``."""
@@ -620,6 +684,7 @@ class SessionTable:
             for token in list(self.channels[name]):
                 out += self._move(self._by_token[token], default)
             del self.channels[name]
+            self.media_keys.pop(name, None)  # its id may be given again
             self._dirty.add(name)  # the router forgets it
         self.channels = {name: self.channels[name] for name in new}
         self.info = new
@@ -638,6 +703,8 @@ class SessionTable:
         self.channels = {new if c == old else c: m for c, m in self.channels.items()}
         if old in self.media_keys:  # the members keep the key they hold
             self.media_keys[new] = self.media_keys.pop(old)
+        if self._stale_keys.pop(old, 0) is None:  # a rotation was due: it still is
+            self._stale_keys[new] = None
         self.info = {c.name: c for c in infos}
         out: list[Action] = []
         for token in members:
@@ -706,6 +773,7 @@ class SessionTable:
         self._snapshot = None
         self._names.release(session.name)
         self.channels[session.channel].discard(session.token)
+        self._left(session.channel)
         if session.udp_addr is None and not session.tunnel:  # in no one's routes
             self.version += 1
             self._gone.append((session.token, session.channel))
@@ -770,6 +838,10 @@ class SessionTable:
             assert self._packed[s.token] == pack_user(s.info())
         assert sources == self._per_source and set(self._packed) == set(self._by_token)
         assert len({s.user_id for s in self._by_token.values()}) == len(self._by_token)
+        # Every channel's key is its own, under an id that names it for the router.
+        ids = [key_id for key_id, _key in self.media_keys.values()]
+        assert len(ids) == len(set(ids)) and all(1 <= i <= MAX_KEY_ID for i in ids)
+        assert all(self.media_by_id[i] == k for i, k in self.media_keys.values())
         # Only a connected session hears through its connection (the TCP tunnel).
         assert self.tunnelled == {t for t, s in self._by_token.items() if s.tunnel}
         assert all(s.conn is not None for s in self._by_token.values() if s.tunnel)

@@ -432,6 +432,54 @@ def test_sealed_voice_on_two_workers_is_heard_once_and_replays_are_refused_every
     assert shares is not None and int(shares[1]) > 0 and int(shares[2]) > 0
 
 
+def test_a_channel_key_rotates_when_a_member_leaves_and_voice_goes_on(
+    relay_factory: Callable[..., RelayProc],
+) -> None:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from relay.protocol.sealed_datagram import HEADER_SIZE as SEALED_HEADER
+    from relay.protocol.sealed_datagram import SID_OFFSET, TARGET_OFFSET
+
+    relay = relay_factory(sealed=True)
+    with relay.client("alice") as a, relay.client("bob") as b, relay.client("carol") as c:
+        assert c.welcome is not None and c.welcome.media_key is not None
+        carol_key, old_id = c.welcome.media_key, c.welcome.media_key_id
+        heard: dict[int, bytes] = {}  # seq -> the datagram as bob got it
+        frames, leave_at = 60, 20
+        start = time.monotonic()
+        for seq in range(frames):  # alice talks, one frame per 20 ms
+            time.sleep(max(0.0, start + seq * 0.02 - time.monotonic()))
+            if seq == leave_at:
+                c.send(Bye())
+            a.poll_control()  # a client reads its control connection all the time
+            b.poll_control()
+            a.send_voice(seq, b"frame %d" % seq)
+            while (data := b.recv_datagram(0.001)) is not None:
+                opened = b.opener.open(data)
+                if not isinstance(opened, str):
+                    heard[opened.seq] = data
+        while (data := b.recv_datagram(0.3)) is not None:
+            opened = b.opener.open(data)
+            if not isinstance(opened, str):
+                heard[opened.seq] = data
+        assert a.sealer is not None and a.sealer.key_id != old_id  # alice seals under a new key
+        missing = [seq for seq in range(frames) if seq not in heard]
+        runs, run = [], 0
+        for seq in range(frames):
+            run = run + 1 if seq in missing else 0
+            runs.append(run)
+        assert max(runs) <= 2, missing  # no gap longer than two frames
+        after = [d for d in heard.values() if d[2] != old_id]
+        assert len(after) >= frames - leave_at - 10
+        carol = AESGCM(carol_key)
+        for d in after:  # none of what alice said after carol left opens with carol's key
+            with pytest.raises(InvalidTag):
+                carol.decrypt(d[SID_OFFSET:TARGET_OFFSET], d[SEALED_HEADER:], d[:SEALED_HEADER])
+    log = stop_relay(relay)
+    assert "key_rotations=1 " in log
+
+
 def test_garbage_datagrams_do_not_stop_voice(relay: RelayProc) -> None:
     with relay.client("a") as a, relay.client("b") as b:
         rng = os.urandom

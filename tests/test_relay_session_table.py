@@ -748,6 +748,79 @@ def test_peer_entries_and_removals_feed_the_sealed_router() -> None:
     assert t.take_removed() == [w.user_id] and t.take_removed() == []
 
 
+def media_keys_to(actions: list[Action], conn: int) -> list[MediaKey]:
+    return [m for m in to(actions, conn) if isinstance(m, MediaKey)]
+
+
+def test_a_leave_rotates_the_channel_key_for_those_who_stay() -> None:
+    t = sealed_table()
+    a = first_welcome(t.auth(1, "a", version=2), 1)
+    first_welcome(t.auth(2, "b", version=2), 2)
+    c = first_welcome(t.auth(3, "c", version=2), 3)
+    old = (c.media_key_id, c.media_key)
+    assert not t.rotation_due and t.take_rotations() == []
+    t.bye(3)
+    assert t.rotation_due
+    out = t.take_rotations()
+    (to_a,) = media_keys_to(out, 1)
+    assert media_keys_to(out, 2) == [to_a] and media_keys_to(out, 3) == []  # not to c
+    assert to_a.channel == "Lobby" and (to_a.key_id, to_a.key) != old and to_a.key != old[1]
+    assert t.media_keys["Lobby"] == (to_a.key_id, to_a.key)
+    assert t.peer_entries(["Lobby"])[0][3] == to_a.key_id  # the router learns the new id
+    assert t.take_dirty() >= {"Lobby"} and t.rotations == 1 and not t.rotation_due
+    assert t.media_by_id[old[0]] == old[1]  # kept for whispers sealed just before
+    assert a.media_key_id == old[0]
+    t.check()
+
+
+def test_a_move_or_a_kick_rotates_the_channel_left_once_per_round() -> None:
+    t = sealed_table()
+    for conn in range(1, 6):
+        t.auth(conn, f"u{conn}", version=2)
+    music = t.media_keys["Music"]
+    t.join(4, "Music")  # the mover gets Music's key, which is not rotated
+    session = t.by_conn(5)
+    assert session is not None
+    t.kick(session, "kicked", "bye")
+    t.bye(3)
+    out = t.take_rotations()
+    assert t.rotations == 1  # three leaves of Lobby, one new key
+    (key,) = media_keys_to(out, 1)
+    assert key.channel == "Lobby" and media_keys_to(out, 4) == []
+    assert t.media_keys["Music"] == music
+    t.check()
+
+
+def test_key_ids_wrap_around_without_a_life_limit_and_never_collide() -> None:
+    t = sealed_table()
+    t.auth(1, "stays", version=2)
+    seen: set[int] = set()
+    for i in range(1000):  # far more keys than one byte of ids
+        conn = 100 + i
+        t.auth(conn, f"x{i}", version=2)
+        t.join(conn, "Music" if i % 2 else "Lobby")
+        t.bye(conn)
+        t.take_rotations()
+        lobby, music = t.media_keys["Lobby"][0], t.media_keys["Music"][0]
+        assert lobby != music and 1 <= lobby <= 255 and 1 <= music <= 255
+        seen |= {lobby, music}
+    assert seen == set(range(1, 256)) and t.rotations >= 1000  # every id, given again
+    t.check()
+
+
+def test_a_rotation_is_skipped_when_every_id_is_a_channels() -> None:
+    t = SessionTable([f"c{i}" for i in range(255)], sealed=True)
+    t.auth(1, "a", version=2)
+    t.join(1, "c1")
+    t.take_rotations()
+    assert t.rotations == 0 and t.rotations_skipped == 1  # c0 keeps its key
+    t.set_channels([ChannelInfo(f"c{i}") for i in range(1, 255)])  # c0 goes: its id is free
+    t.bye(1)
+    t.take_rotations()
+    assert t.rotations == 1
+    t.check()
+
+
 def test_kick_ends_the_session_at_once_and_tells_everyone() -> None:
     t = table()
     t.auth(1, "a")

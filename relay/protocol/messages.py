@@ -174,7 +174,8 @@ class Welcome(Message):
 @dataclass(slots=True, frozen=True)
 class MediaKey(Message):
     """Protocol 2: the media key of the channel the session just moved to, sent to it
-    alone before the presence of the move."""
+    alone before the presence of the move; or the new key of the channel it is in,
+    sent to every member after one left (SPEC.md, "Rotation")."""
 
     TYPE = "media_key"
     channel: ChannelName
