@@ -432,6 +432,25 @@ def test_sealed_voice_on_two_workers_is_heard_once_and_replays_are_refused_every
     assert shares is not None and int(shares[1]) > 0 and int(shares[2]) > 0
 
 
+def test_a_sealed_relay_stops_when_a_worker_dies(relay_factory: Callable[..., RelayProc]) -> None:
+    relay = relay_factory("--udp-workers", "2", sealed=True)
+    pid = relay.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    workers = [
+        int(c)
+        for c in children
+        if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()
+        and b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()
+    ]
+    assert len(workers) == 1
+    os.kill(workers[0], signal.SIGKILL)
+    # Its socket's place in the group would go to another: sessions would meet fresh
+    # replay windows. The relay stops rather than serve so.
+    assert relay.proc.wait(10) == 0
+    log = stop_relay(relay)
+    assert "UDP worker" in log and "stopping" in log
+
+
 def test_a_channel_key_rotates_when_a_member_leaves_and_voice_goes_on(
     relay_factory: Callable[..., RelayProc],
 ) -> None:
