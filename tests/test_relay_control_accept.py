@@ -145,3 +145,26 @@ def test_an_old_plaintext_client_is_told_to_upgrade_and_new_ones_still_connect(
     assert c["refused_old_protocol"] == 2
     assert c["refused_not_tls"] == 1
     assert c["refused_hello_timeout"] == 1
+
+
+def test_random_first_bytes_never_stop_the_port(relay: Relay) -> None:
+    import random
+
+    rng = random.Random(12)
+    for i in range(40):
+        n = rng.randrange(1, 300)
+        data = bytes(rng.randrange(256) for _ in range(n))
+        if i % 2:  # half of them look like the start of a protocol-1 frame
+            data = b"\x00" + data[1:]
+        with socket.create_connection((HOST, relay.port), timeout=5) as raw:
+            raw.sendall(data)
+            raw.shutdown(socket.SHUT_WR)  # and nothing more
+            read_until_closed(raw)
+    with ProbeClient(HOST, relay.port, sealed=True) as new:
+        assert new.auth("after").user_id > 0
+    with ProbeClient(HOST, relay.port) as old:
+        old.send(Auth(name="old"))
+        err = old.recv_type(Error)
+        assert isinstance(err, Error) and err.code == "bad_version"
+    c = counters(relay.stop())
+    assert c["refused_not_tls"] == 20 and c["refused_old_protocol"] == 1
