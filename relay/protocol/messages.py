@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import accumulate
 from typing import Annotated, Any, ClassVar
 
@@ -155,6 +155,11 @@ class Welcome(Message):
     # Where to send UDP voice when it is not the host the client connected to (the
     # relay's --public-host); "": that host.
     udp_host: Host = ""
+    # The other relays of this relay's cluster, as maps {addr, fingerprint} (SPEC.md,
+    # "Several relays"). Not checked here: the client takes each entry on its own merits
+    # (pipeline/core/relays.py) and drops a bad one, never the welcome. A standalone
+    # relay sends none (the key is absent).
+    relays: Any = field(default_factory=list)
 
     def to_map(self) -> dict[str, Any]:
         return _drop_defaults(
@@ -165,6 +170,7 @@ class Welcome(Message):
             media_key_id=0,
             media_key=None,
             udp_host="",
+            relays=[],
         )
 
     def __repr__(self) -> str:  # never a key in a log line or a test failure
