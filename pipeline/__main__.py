@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pipeline.client.config import TALK_DEFAULT, ClientConfig, split_servers
+from pipeline.client.config import TALK_DEFAULT, ClientConfig, split_server, split_servers
 from pipeline.client.pipeline_graph import MAX_PLAYBACK_FRAMES
 from pipeline.client.supervisor import ClientFailed, Supervisor
 from pipeline.client.terminal_keys import KEYS_HELP, RawKeys, TalkKeys
@@ -22,6 +22,13 @@ from pipeline.ipc import events as ev
 from pipeline.ipc.bus import BusClient
 from pipeline.media.sound_device import check_device, list_devices
 from pipeline.media.sources import INPUT_HELP, OUTPUT_HELP, MediaError, parse_input, parse_output
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    try:
+        return split_server(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_server(text: str) -> list[tuple[str, int]]:
@@ -75,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, help="seed of the chaos dropper")
     ap.add_argument(
         "--udp-via",
-        type=parse_server,
+        type=parse_address,
         metavar="HOST:PORT",
         help="send voice through this address (an impairment proxy) instead",
     )
