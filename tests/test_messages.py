@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import struct
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
@@ -703,3 +703,20 @@ def test_fuzz_round_trip_any_chunking(msgs: list[Message], cuts: list[int]) -> N
     for a, b in itertools.pairwise(points):
         got += dec.feed(stream[a:b])
     assert got == msgs
+
+
+@dataclass(frozen=True, slots=True)
+class _Peer:  # a relay's own record of a peer, as a cluster might hold one
+    addr: str
+    fingerprint: str
+
+
+def test_a_welcome_sends_relay_records_as_maps() -> None:
+    peer = _Peer("b.example:8080", ":".join(["AB"] * 32))
+    data = encode_message(Welcome(1, 1, 1, "c", [], [], relays=[peer, {"addr": "x"}]))
+    msg = decode_message(data[4:])
+    assert isinstance(msg, Welcome)
+    assert msg.relays == [
+        {"addr": "b.example:8080", "fingerprint": peer.fingerprint},
+        {"addr": "x"},
+    ]

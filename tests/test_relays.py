@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -201,3 +202,19 @@ def test_failover_reaches_a_learnt_relay_with_its_fingerprint() -> None:
     # ... and no longer listed at all: the next after it is the first relay.
     r.learn([RelayEntry(f"h{i}", 1, FP_A) for i in range(MAX_RELAYS)])
     assert r.current.host == "b" and r.failed() == 0.0 and r.current.host == "a"
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:  # a relay's own record of a peer, as a cluster might hold one
+    addr: str
+    fingerprint: str
+
+
+def test_an_entry_held_as_a_record_reads_as_its_map() -> None:
+    """The relay side may hold entries as dataclasses: they read as the map they send."""
+    e = RelayEntry("b", 1, FP_B.upper())
+    assert RelayEntry.parse(e) == e
+    assert parse_relays([Peer("b:1", FP_B), Peer("c", FP_B)]) == (
+        [e],
+        ["relays[1]: addr: expected HOST:PORT or [IPV6]:PORT, got 'c'"],
+    )

@@ -10,8 +10,9 @@ in turn, the whole list at most once per RECONNECT_DELAY.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 
+from relay.protocol import schema
 from relay.protocol.errors import ProtocolError
 
 MAX_RELAYS = 32  # relays in a --server list, and relays learnt from welcomes
@@ -82,7 +83,12 @@ class RelayEntry:
 
     @classmethod
     def parse(cls, value: object) -> RelayEntry:
-        """An entry from its msgpack map ``{addr, fingerprint}``; ProtocolError if bad."""
+        """An entry from its msgpack map ``{addr, fingerprint}`` (or a record with those
+        fields, as the relay's own messages may hold it); ProtocolError if bad."""
+        if isinstance(value, RelayEntry):
+            return value
+        if is_dataclass(value) and not isinstance(value, type):
+            value = schema.to_map(value)
         if not isinstance(value, dict):
             raise ProtocolError(f"must be a map, got {type(value).__name__}")
         addr, fp = value.get("addr"), value.get("fingerprint")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, is_dataclass, replace
 from itertools import accumulate
 from typing import Annotated, Any, ClassVar
 
@@ -99,6 +99,11 @@ class Message:
         return {"type": self.TYPE, **schema.to_map(self)}
 
 
+def _is_record(value: object) -> bool:
+    """A dataclass instance (made a plain map on the wire), not a class."""
+    return is_dataclass(value) and not isinstance(value, type)
+
+
 def _drop_defaults(out: dict[str, Any], **defaults: Any) -> dict[str, Any]:
     """``out`` without the keys whose value is the default: a protocol-1 message stays
     byte for byte what it was before protocol 2 added them."""
@@ -162,7 +167,7 @@ class Welcome(Message):
     relays: Any = field(default_factory=list)
 
     def to_map(self) -> dict[str, Any]:
-        return _drop_defaults(
+        out = _drop_defaults(
             Message.to_map(self),
             more=False,
             version=PROTOCOL_INSECURE,
@@ -172,6 +177,9 @@ class Welcome(Message):
             udp_host="",
             relays=[],
         )
+        if isinstance(self.relays, list) and any(map(_is_record, self.relays)):
+            out["relays"] = [schema.to_map(r) if _is_record(r) else r for r in self.relays]
+        return out
 
     def __repr__(self) -> str:  # never a key in a log line or a test failure
         return f"Welcome(user_id={self.user_id}, channel={self.channel!r}, version={self.version})"
