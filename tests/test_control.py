@@ -202,8 +202,11 @@ def test_a_learnt_relay_is_reached_with_the_fingerprint_vouched_for(tmp_path: Pa
                 relays = [{"addr": f"127.0.0.1:{port}", "fingerprint": vouched}]
                 s.received(encode_message(Welcome(77, 3, down, "Lobby", ["Lobby"], [],
                                                   relays=relays, **SEALED)), 0.0)  # fmt: skip
+                s.take_events()
                 _vouch(s, tls)
                 assert PinFile(pins).load() == {f"127.0.0.1:{port}": vouched}
+                (told,) = [e.text for e in s.take_events() if isinstance(e, ev.Notice)]
+                assert f"127.0.0.1:{down} vouches for it: {vouched}" in told
                 s.disconnected(1.0, "the relay closed the connection")
                 assert _connect(s, s.target, 3.0, tls) is None  # A is down: B next, at once
                 assert s.target.port == port and s.connect_due(time.monotonic())

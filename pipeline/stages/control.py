@@ -220,7 +220,12 @@ def _vouch(session: ControlSession, tls: _Tls) -> None:
         except OSError as exc:  # the vouched fingerprint is still checked (see _connect)
             session.notice(f"could not pin the certificate of {relay.server}: {exc}")
             continue
-        if v.trust is Trust.CHANGED:
+        if v.trust is Trust.NEW:
+            session.notice(
+                f"pinned the certificate of {relay.server} as {session.target.server} "
+                f"vouches for it: {relay.fingerprint}"
+            )
+        elif v.trust is Trust.CHANGED:
             session.notice(
                 f"the relay {session.target.server} vouches for {relay.server} with the "
                 f"certificate {relay.fingerprint}, but you pinned {v.pinned} for it: "
