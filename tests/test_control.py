@@ -122,7 +122,7 @@ def test_a_client_given_two_relays_whose_first_is_down_connects_to_the_second(
             )
             started = time.monotonic()
             with LocalClient(cfg) as c:
-                c.until(connected, 20, "connected to the second relay")
+                c.until(connected, 60, "connected to the second relay")
                 took = time.monotonic() - started
                 assert c.view.state.server == f"127.0.0.1:{port}" and c.view.state.relays == 2
                 assert c.view.endpoint is not None and c.view.endpoint.udp_port == port
@@ -152,8 +152,8 @@ def test_a_client_whose_relay_is_killed_moves_to_the_next_and_is_heard_again(
                 fallbacks=(("127.0.0.1", port_b),),
             )
             with LocalClient(listener_cfg) as rx, LocalClient(talker_cfg) as tx:
-                rx.until(connected, 20, "the listener on B")
-                tx.until(connected, 20, "the talker on A")
+                rx.until(connected, 60, "the listener on B")
+                tx.until(connected, 60, "the talker on A")
                 assert tx.view.state.server == f"127.0.0.1:{port_a}"
                 old = tx.view.endpoint
                 assert old is not None
