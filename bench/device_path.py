@@ -38,8 +38,8 @@ from bench.pulse import (
     available,
     dropouts,
     frame_levels,
-    lags_ms,
     read_recording,
+    window_lags,
 )
 from pipeline.client.config import ClientConfig
 from pipeline.client.local_client import LocalClient, connected
@@ -72,7 +72,8 @@ def _phase(c: LocalClient, pulse: PulseServer, root: Path, name: str, seconds: f
     recorder.wait(timeout=10)
     m2e = c.view.mouth_to_ear
     mouth, ear = read_recording(rec)
-    lags = lags_ms(mouth, ear)
+    track = window_lags(mouth, ear)
+    lags = [lag for _, lag in track]
     out: dict[str, Any] = {
         "seconds": seconds,
         "mouth_to_ear_ms": summarize(lags),
@@ -87,8 +88,7 @@ def _phase(c: LocalClient, pulse: PulseServer, root: Path, name: str, seconds: f
         "window_ns": (t_play, t_end),
     }
     if lags:
-        lag = int(np.median(lags) * SAMPLE_RATE / 1000)
-        out["dropouts"] = dropouts(mouth, ear, lag)
+        out["dropouts"] = dropouts(mouth, ear, track)
         out["measured_ms"] = float(np.median(lags))
         if out["reported_ms"] is not None:
             out["reported_minus_measured_ms"] = out["reported_ms"] - out["measured_ms"]

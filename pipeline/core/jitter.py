@@ -145,6 +145,7 @@ class DelayHistory:
     target_d: int | None = None  # the d below which packets should arrive
     target_at: int = 0  # when the target was last worked out from the window
     fastest: int = 0  # the smallest d in the window, then
+    provisional: bool = True  # target_d is the early guess, from too few delays for a quantile
     outlier_since: int | None = None  # first arrival of a run of outage packets
 
 
@@ -479,10 +480,17 @@ class JitterBuffer:
         # Never more than max_target_ns above the fastest packet: a path that stalled for
         # seconds says nothing about its jitter, and must not hold the delay up for long.
         q = ds[min(len(ds) - 1, int(self.quantile * len(ds)))]
-        if len(ds) < self.early_samples:  # the extra grows with the spread seen: a clean
-            q = max(q, ds[-1] + min(self.early_extra_ns, ds[-1] - ds[0]))  # path gets none
+        early = len(ds) < self.early_samples
+        if early:  # the extra grows with the spread seen: a clean path gets none
+            q = max(q, ds[-1] + min(self.early_extra_ns, ds[-1] - ds[0]))
         q = min(q, ds[0] + self.max_target_ns)
-        if self.history.target_d is None:
+        if self.history.target_d is None or self.history.provisional:
+            # The first seconds' target is provisional: once the window holds enough delays
+            # for a quantile, the quantile says what the path needs, and the target starts
+            # from it rather than decaying from the early guess. One stall in those seconds
+            # (a sender or device starting up) would otherwise hold the delay up by its
+            # length for tens of seconds (bench/device_path.py: 100 ms at 1.9 s kept the
+            # call 205 ms mouth-to-ear for 8 s, falling at the decay rate).
             self.history.target_d = q
         else:
             decayed = (
@@ -490,6 +498,7 @@ class JitterBuffer:
                 - self.decay_ns_per_s * (now - self.history.target_at) // 10**9
             )
             self.history.target_d = max(q, decayed)
+        self.history.provisional = early
         self.history.target_at = now
         return self.history.target_d
 
