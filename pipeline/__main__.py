@@ -65,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--playback-frames",
         type=playback_frames,
-        default=2,
-        help=f"frames kept queued for the sink, 1..{MAX_PLAYBACK_FRAMES} (latency vs. underflows)",
+        default=None,
+        help=f"frames kept queued for the sink, 1..{MAX_PLAYBACK_FRAMES} (latency vs. "
+        "underflows; default 1 for a sound device, which takes each frame a little early, "
+        "2 for a file or null sink)",
     )
     ap.add_argument("--stats-json", type=Path, help="write the final stats here")
     ap.add_argument("--trace", type=Path, help="folder for per-frame timestamps (benchmarks)")

@@ -177,3 +177,32 @@ def test_a_spawned_stage_moves_frames_answers_commands_and_quits_with_the_reason
             if proc.is_alive():
                 proc.kill()
                 proc.join(5)
+
+
+def _stage_nice(address: Any, name: str, user: int | None, q: Any) -> None:
+    if user is not None:
+        os.setuid(user)  # an ordinary user: no privilege to lower its nice value
+    with StageRuntime(name, Wiring(address)) as rt:
+        q.put((rt.nice, os.getpriority(os.PRIO_PROCESS, 0)))
+
+
+def stage_nice(broker: Broker, name: str, user: int | None = None) -> tuple[int | None, int]:
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_stage_nice, args=(broker.address, name, user, q))
+    p.start()
+    try:
+        got: tuple[int | None, int] = q.get(timeout=30)
+    finally:
+        p.join(10)
+    return got
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="lowering a nice value needs the privilege")
+def test_the_voice_path_stages_ask_for_a_higher_priority(broker: Broker) -> None:
+    """A stage on the voice path runs at nice AUDIO_NICE where it may (as here, as root),
+    others as they were started; one that may not runs as it was, and says so."""
+    start = os.getpriority(os.PRIO_PROCESS, 0)
+    assert stage_nice(broker, "decode") == (runtime.AUDIO_NICE, runtime.AUDIO_NICE)
+    assert stage_nice(broker, "control") == (None, start)
+    assert stage_nice(broker, "capture", user=65534) == (start, start)

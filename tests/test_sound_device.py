@@ -155,6 +155,36 @@ def test_frames_spread_over_blocks_and_the_ear_time_is_the_dac_time(fake_sd: Fak
         spk.close()
 
 
+def test_a_frame_goes_back_to_the_ring_its_lead_before_it_ends(fake_sd: FakeSd) -> None:
+    """With a lead, the slot is released while the frame's last ``lead`` samples are
+    still to play (they are copied out): the decode stage makes the next frame then,
+    just in time, and the audio is the same, sample for sample."""
+    lead = 2 * B
+    with Ring.create(4, FRAME_BYTES, label="devlead") as ring:
+        spk = sound_device.OutputDevice(MediaSpec("device"), ring, lambda *a: None, lead=lead)
+        a = np.arange(FRAME_SAMPLES, dtype=np.float32)
+        ring.write(a, seq=1, timestamp=1)
+        out = np.zeros((B, 1), dtype=np.float32)
+        got, fills = [], []
+        for _ in range(FRAME_SAMPLES // B):
+            spk._stream.run(out)
+            got.append(out[:, 0].copy())
+            fills.append(ring.fill())
+            if len(got) == (FRAME_SAMPLES - lead) // B:  # released: the next one comes now
+                ring.write(a + FRAME_SAMPLES, seq=2, timestamp=2)
+        # Held while more than the lead is left, back in the ring once the lead is reached.
+        assert fills[: (FRAME_SAMPLES - lead) // B - 1] == [1] * ((FRAME_SAMPLES - lead) // B - 1)
+        assert fills[(FRAME_SAMPLES - lead) // B - 1] == 0
+        for _ in range(FRAME_SAMPLES // B):
+            spk._stream.run(out)
+            got.append(out[:, 0].copy())
+        assert np.array_equal(np.concatenate(got), np.arange(2 * FRAME_SAMPLES))
+        assert spk.underflows == 0 and ring.fill() == 0
+        spk.idle()  # the tail of a released frame is dropped without a second release
+        assert ring.fill() == 0
+        spk.close()
+
+
 def test_a_lost_speaker_drops_what_it_would_have_played(fake_sd: FakeSd) -> None:
     with Ring.create(4, FRAME_BYTES, label="devidle") as ring:
         spk = sound_device.OutputDevice(MediaSpec("device"), ring, lambda *a: None)

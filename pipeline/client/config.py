@@ -39,7 +39,10 @@ class ClientConfig:
     whisper: int = 0
     bitrate: int = 48000
     realtime_input: bool = True
-    playback_frames: int = 2
+    # Frames the decode stage keeps ready for the sink; None: 1 for a sound device (which
+    # hands each frame back a little before it ends: sound_device.LEAD_SAMPLES), 2 for a
+    # file or null sink (which takes a whole frame at each 20 ms tick).
+    playback_frames: int | None = None
     seed: int | None = None
     trace_dir: str | None = None
     udp_via: tuple[str, int] | None = None  # send voice through this address (benchmarks)
@@ -70,3 +73,10 @@ class ClientConfig:
     # Voice over UDP, through the control connection (the TCP tunnel) while UDP is dead:
     # "auto"; or always "udp" or "tcp" (benchmarks; a network known to block UDP).
     voice_path: str = "auto"
+
+    @property
+    def sink_frames(self) -> int:
+        """The decode stage's lead in frames: ``playback_frames``, or the sink's default."""
+        if self.playback_frames is not None:
+            return self.playback_frames
+        return 1 if self.sink.is_device else 2

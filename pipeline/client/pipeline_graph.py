@@ -48,7 +48,7 @@ RINGS = (
     RingSpec("captured", 16, FRAME_BYTES),  # 320 ms of raw frames
     RingSpec("encoded", 16, PACKET_SLOT),
     RingSpec("received", 128, PACKET_SLOT),  # every speaker's packets, before the jitter buffers
-    RingSpec("mixed", 8, FRAME_BYTES),  # the playout queue (decode keeps it at playback_frames)
+    RingSpec("mixed", 8, FRAME_BYTES),  # the playout queue (decode keeps it at sink_frames)
 )
 
 # Consumers start before their producers, so the first frames find a reader.
@@ -78,7 +78,7 @@ STAGES = (
         "decode",
         decode.run,
         lambda w, c: decode.DecodeConfig(
-            w, target=c.playback_frames, fec=c.fec, plc=c.plc, adaptive=c.jitter == "adaptive"
+            w, target=c.sink_frames, fec=c.fec, plc=c.plc, adaptive=c.jitter == "adaptive"
         ),
         reads="received",
         writes="mixed",
@@ -128,10 +128,10 @@ MAX_PLAYBACK_FRAMES = next(r.slots for r in RINGS if r.name == "mixed")
 
 def check_config(cfg: ClientConfig) -> None:
     """Raise ValueError for settings the graph cannot honour."""
-    if not 1 <= cfg.playback_frames <= MAX_PLAYBACK_FRAMES:
+    if not 1 <= cfg.sink_frames <= MAX_PLAYBACK_FRAMES:
         raise ValueError(
             f"playback frames must be 1..{MAX_PLAYBACK_FRAMES} (the mixed ring's slots), "
-            f"got {cfg.playback_frames}"
+            f"got {cfg.sink_frames}"
         )
     if cfg.jitter not in ("adaptive", "fixed"):
         raise ValueError(f"jitter must be 'adaptive' or 'fixed', got {cfg.jitter!r}")

@@ -91,6 +91,7 @@ def usable_devices() -> list[dict[str, Any]]:
 BLOCK_SAMPLES = 240  # 5 ms device blocks, re-chunked into the rings' 960-sample frames
 DEVICE_LATENCY = "low"  # PortAudio's suggested latency (see bench/device_path.py)
 NS_PER_SAMPLE = 1_000_000_000 // SAMPLE_RATE
+LEAD_SAMPLES = 480  # 10 ms: a frame goes back to the ring this long before it has played out
 
 
 def _ahead_ns(time_info: Any, dac: bool, nominal: float) -> int:
@@ -264,19 +265,28 @@ class OutputDevice(_Device):
     KIND = "output"
 
     def __init__(
-        self, spec: MediaSpec, ring: Ring, on_frame: Any, tracer: Tracer | None = None
+        self,
+        spec: MediaSpec,
+        ring: Ring,
+        on_frame: Any,
+        tracer: Tracer | None = None,
+        lead: int = LEAD_SAMPLES,
     ) -> None:
         self.underflows = 0
+        self.lead = lead
         self._started = False
         self._starving = False
-        self._samples: Any = None  # the frame being played, a view into the held slot
+        self._samples: Any = None  # the frame being played: the held slot, or its tail
+        self._holding = False  # whether _samples is a view into a slot not yet released
+        self._tail = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         self._pos = 0
         self._on_frame = on_frame  # records latency; must be allocation-light
         super().__init__(spec, ring, tracer)
 
     def _reset(self) -> None:
-        if self._samples is not None:
-            self._samples = None
+        self._samples = None
+        if self._holding:
+            self._holding = False
             self.ring.release()
 
     def idle(self) -> None:
@@ -301,6 +311,7 @@ class OutputDevice(_Device):
                     starved = True
                     break
                 self._samples = slot.samples()
+                self._holding = True
                 self._pos = 0
                 self._started = True
                 self._on_frame(slot.seq, slot.timestamp, slot.flags, slot.media,
@@ -309,8 +320,16 @@ class OutputDevice(_Device):
             outdata[done : done + n, 0] = self._samples[self._pos : self._pos + n]
             self._pos += n
             done += n
-            if self._pos >= len(self._samples):
-                self._samples = None
+            left = len(self._samples) - self._pos
+            if left == 0:
+                self._reset()
+            elif self._holding and left <= self.lead:
+                # Hand the slot back with ``lead`` samples still to play (copied out): the
+                # decode stage then makes the next frame now, just in time, instead of
+                # keeping a whole extra frame queued behind this one.
+                self._tail[:left] = self._samples[self._pos :]
+                self._samples, self._pos = self._tail[:left], 0
+                self._holding = False
                 self.ring.release()
         trouble = self._started and (starved or status.output_underflow)
         if trouble and not self._starving:
