@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import typing
 
 import pytest
 
@@ -79,3 +80,18 @@ def test_a_playout_queue_longer_than_its_ring_is_refused() -> None:
     for bad in (0, MAX_PLAYBACK_FRAMES + 1):
         with pytest.raises(ValueError, match="playback frames must be"):
             check_config(ClientConfig("h", 1, "n", playback_frames=bad))
+
+
+def test_the_decode_stage_keeps_one_frame_for_a_sound_device_and_two_for_a_file() -> None:
+    """A sound device takes each frame 10 ms before the last one has played out
+    (sound_device.LEAD_SAMPLES), so one frame ready is enough; a file or null sink takes
+    a whole frame each 20 ms tick. An explicit number is kept for either."""
+    wiring = Wiring(BusAddress("ipc:///tmp/x/pub", "ipc:///tmp/x/sub"))
+    decode = next(s for s in STAGES if s.name == "decode")
+
+    def target(**kw: typing.Any) -> int:
+        return int(decode.configure(wiring, ClientConfig("h", 1, "n", **kw)).target)
+
+    assert target(sink=MediaSpec("device")) == 1
+    assert target(sink=MediaSpec("null")) == target(sink=MediaSpec("wav", "x.wav")) == 2
+    assert target(sink=MediaSpec("device"), playback_frames=3) == 3
