@@ -165,7 +165,7 @@ class AudioControls(QWidget):
         self.tone.setToolTip("a short tone on the output chosen above")
         self.loopback = QPushButton("Hear my microphone")
         self.loopback.setToolTip(
-            "play your microphone back to you for a few seconds; nothing is sent meanwhile"
+            "play your microphone back to you for a few seconds; the others hear nothing meanwhile"
         )
         self.test_state = QLabel()
         self.test_state.setWordWrap(True)
@@ -263,7 +263,8 @@ class AudioControls(QWidget):
         self.loopback.setText("Stop hearing it" if loopback else "Hear my microphone")
         if loopback:
             self.test_state.setText(
-                f"Playing your microphone back ({math.ceil(loopback)} s); nothing is sent meanwhile"
+                f"Playing your microphone back ({math.ceil(loopback)} s); "
+                "the others hear nothing meanwhile"
             )
         elif tone:
             self.test_state.setText("Playing a tone on your output…")
