@@ -423,7 +423,9 @@ class Relay:
         if added:
             table = add_unbound(table, added)
         entries = self.sessions.route_entries(dirty)
-        self.router.table = RouteTable.update(table, dirty, entries, self.sessions.tunnelled)
+        self.router.table = RouteTable.update(
+            table, dirty, entries, self.sessions.tunnelled, self.sessions.silenced
+        )
         if self.tunnel is not None:
             self.tunnel.router.table = self.router.table
         if self._workers:  # they know channel updates only: these sessions' channels are redone
@@ -439,7 +441,7 @@ class Relay:
                     if send_media:
                         w.set_media(media)
                     w.update_peers(peers, removed)
-                w.update(dirty, entries, self.sessions.tunnelled)
+                w.update(dirty, entries, self.sessions.tunnelled, self.sessions.silenced)
 
     def _tunnel_from_udp(self, data: bytes, tokens: tuple[int, ...]) -> None:
         """From the UDP thread: voice for listeners that hear through the TCP tunnel."""

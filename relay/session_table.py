@@ -126,13 +126,16 @@ class Session:
     udp_key: bytes = b""  # protocol 2: the session's secret UDP key (never logged)
     muted: bool = False  # the user's own choice, shown to everyone (deafened implies it)
     deafened: bool = False
+    server_muted: bool = False  # the operator's mute: none of its voice is forwarded
     tunnel: bool = False  # hears through its control connection (the TCP tunnel)
 
     def __repr__(self) -> str:
         return f"Session(user_id={self.user_id}, name={self.name!r}, channel={self.channel!r})"
 
     def info(self) -> UserInfo:
-        return UserInfo(self.user_id, self.name, self.channel, self.muted, self.deafened)
+        return UserInfo(
+            self.user_id, self.name, self.channel, self.muted, self.deafened, self.server_muted
+        )
 
 
 def _error(conn: int, code: str, message: str) -> Send:
@@ -211,6 +214,7 @@ class SessionTable:
         self._removed: list[int] = []  # user ids of sessions removed since take_removed()
         self._gone: list[tuple[int, str]] = []  # (token, channel) removed unbound, take_gone()
         self.tunnelled: set[int] = set()  # tokens of the sessions that hear through the tunnel
+        self.silenced: set[int] = set()  # tokens of the sessions the operator muted
 
     # --- queries ---------------------------------------------------------------
 
@@ -462,8 +466,9 @@ class SessionTable:
         session.channel = channel
         self.channels[channel].add(session.token)
         self._set_packed(session)
-        if session.udp_addr is None and not session.tunnel:  # in no one's routes: it leaves
-            # one channel's and enters another's on its own
+        if session.udp_addr is None and not session.tunnel and not session.server_muted:
+            # In no one's routes: it leaves one channel's and enters another's on its own
+            # (a muted one is rebuilt with its channel, which carries the mute).
             self.version += 1
             self._gone.append((session.token, old))
             self._added.append(session.token)
@@ -563,7 +568,7 @@ class SessionTable:
             return []
         session.muted, session.deafened = muted, deafened
         self._set_packed(session)
-        return [Presence(encode_message(UserState(session.user_id, muted, deafened)))]
+        return [Presence(encode_message(self._user_state(session)))]
 
     def bye(self, conn: int) -> list[Action]:
         """A clean leave: remove the session now and announce it."""
@@ -643,6 +648,21 @@ class SessionTable:
         if session.conn is not None:
             out += [_error(session.conn, code, reason), Close(session.conn, code)]
         return out + self._remove(session)
+
+    def server_mute(self, session: Session, muted: bool) -> list[Action]:
+        """The operator mutes (or unmutes) ``session``: the routers forward none of its
+        voice (its routes are rebuilt) and everyone, itself included, gets ``user_state``.
+        It lasts as long as the session (a resumed one keeps it, a new ``auth`` has none)."""
+        if muted == session.server_muted:
+            return []
+        session.server_muted = muted
+        if muted:
+            self.silenced.add(session.token)
+        else:
+            self.silenced.discard(session.token)
+        self._set_packed(session)
+        self._changed(session.channel)
+        return [Presence(encode_message(self._user_state(session)))]
 
     def move(self, session: Session, channel: str) -> list[Action]:
         """Move ``session`` to ``channel`` whatever its limit (the operator's move)."""
@@ -750,6 +770,10 @@ class SessionTable:
             welcome += self._channel_list()  # what the welcome's names alone do not say
         return welcome
 
+    @staticmethod
+    def _user_state(session: Session) -> UserState:
+        return UserState(session.user_id, session.muted, session.deafened, session.server_muted)
+
     def _channel_list(self) -> bytes:
         return encode_message(ChannelList(list(self.info.values())))
 
@@ -780,6 +804,7 @@ class SessionTable:
         else:
             self._changed(session.channel)
         self.tunnelled.discard(session.token)
+        self.silenced.discard(session.token)
         self._removed.append(session.user_id)
         session.udp_key = b""  # the one reference the table held
         gone = UserLeft(session.user_id, session.name, session.channel)
@@ -844,4 +869,5 @@ class SessionTable:
         assert all(self.media_by_id[i] == k for i, k in self.media_keys.values())
         # Only a connected session hears through its connection (the TCP tunnel).
         assert self.tunnelled == {t for t, s in self._by_token.items() if s.tunnel}
+        assert self.silenced == {t for t, s in self._by_token.items() if s.server_muted}
         assert all(s.conn is not None for s in self._by_token.values() if s.tunnel)

@@ -27,7 +27,8 @@ per socket, which is per sender as long as the set of sockets does not change wh
 the relay runs.
 
 Messages on the pipe, as tuples: to a worker ``("update", channels, entries,
-tunnelled, seq)``, ``("peers", entries, removed)``, ``("media", {key id: key})``,
+tunnelled, silenced, seq)`` (``silenced``: the tokens the operator muted),
+``("peers", entries, removed)``, ``("media", {key id: key})``,
 ``("limit", VoiceLimit | None)`` (a reload) and ``("stop",)``; from a worker
 ``("ready",)`` once its socket is bound, ``("applied", seq)`` after each update,
 ``("bind", token, addr, ping)``,
@@ -102,8 +103,10 @@ def _worker_main(
                 elif kind == "media":
                     sealed_router.set_media(msg[1])
                 else:
-                    _kind, channels, entries, tunnelled, seq = msg
-                    router.table = RouteTable.update(router.table, channels, entries, tunnelled)
+                    _kind, channels, entries, tunnelled, silenced, seq = msg
+                    router.table = RouteTable.update(
+                        router.table, channels, entries, tunnelled, silenced
+                    )
                     send(("applied", seq))  # a register answer waits for every loop's table
                     continue
             report()
@@ -164,9 +167,11 @@ class Worker:
         channels: set[str],
         entries: list[tuple[int, int, str, Addr | None]],
         tunnelled: set[int] | frozenset[int] = frozenset(),
+        silenced: set[int] | frozenset[int] = frozenset(),
     ) -> None:
         self._seq += 1
-        self._send(("update", channels, entries, set(tunnelled), self._seq))
+        msg = ("update", channels, entries, frozenset(tunnelled), frozenset(silenced), self._seq)
+        self._send(msg)
 
     @property
     def sent(self) -> int:

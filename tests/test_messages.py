@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import struct
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
@@ -101,14 +101,33 @@ EVERY_MESSAGE: list[Message] = [
     ChannelList([ChannelInfo("Lobby"), ChannelInfo("Ops", "operators only", 4)]),
     SelfState(muted=True, deafened=False),
     UserState(user_id=4, muted=True, deafened=True),
+    UserState(user_id=4, server_muted=True),
     UserList(users=[UserInfo(5, "carol", "Lobby", muted=True)], first=True, last=True),
+    UserList(users=[UserInfo(6, "dave", "Lobby", server_muted=True)], first=True, last=True),
     # The TCP tunnel, and the relay's public UDP host.
     Voice(data=b"\x02\x02\x01" + bytes(64)),
     Voice(data=bytes(MAX_TUNNELLED)),
     Tunnel(on=True),
     Tunnel(on=False),
     Welcome(9, 3, 8080, "Lobby", ["Lobby"], [], udp_host="voice.example.org"),
+    # A cluster relay's peers (SPEC.md, "Several relays").
+    Welcome(9, 3, 8080, "Lobby", [], [], relays=[{"addr": "b:8080", "fingerprint": "AB:CD"}]),
 ]
+
+
+relays_values = st.recursive(  # no NaN: the test compares what comes back
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+
+
+@given(relays_values)
+def test_a_welcome_is_never_refused_for_its_relays(relays: Any) -> None:
+    """Its entries are the client's to judge one by one (pipeline/core/relays.py)."""
+    body = Welcome(1, 1, 1, "c", [], [], relays=relays).to_map()
+    msg = decode_message(msgpack.packb(body, use_bin_type=True))
+    assert isinstance(msg, Welcome) and msg.relays == relays
 
 
 def test_every_spec_type_has_a_message() -> None:
@@ -398,6 +417,19 @@ def test_a_user_is_packed_without_a_false_mute_or_deafen() -> None:
     assert isinstance(page, UserList) and page.users == [UserInfo(3, "alice", "Lobby", True, True)]
 
 
+def test_the_servers_mute_is_absent_on_the_wire_until_it_is_used() -> None:
+    """A user_state or a user list without a server mute is byte for byte the old one."""
+    assert encode_message(UserState(4, True, False)) == encode_message(UserState(4, True))
+    old = msgpack.unpackb(encode_message(UserState(4, True, False))[4:])
+    assert old == {"type": "user_state", "user_id": 4, "muted": True, "deafened": False}
+    new = msgpack.unpackb(encode_message(UserState(4, server_muted=True))[4:])
+    assert new["server_muted"] is True
+    user = msgpack.unpackb(pack_user(UserInfo(3, "bob", "Lobby", server_muted=True)))
+    assert user == {"user_id": 3, "name": "bob", "channel": "Lobby", "server_muted": True}
+    with pytest.raises(ProtocolError, match="server_muted"):
+        decode_message(msgpack.packb({"type": "user_state", "user_id": 4, "server_muted": 1}))
+
+
 def test_self_state_needs_a_bool_mute() -> None:
     with pytest.raises(ProtocolError, match=r"self_state\.muted must be a bool"):
         decode_message(msgpack.packb({"type": "self_state", "muted": 1}))
@@ -598,6 +630,7 @@ wire_values = st.recursive(
                 "listeners",
                 "muted",
                 "deafened",
+                "server_muted",
                 "data",
                 "on",
                 "udp_host",
@@ -686,3 +719,20 @@ def test_fuzz_round_trip_any_chunking(msgs: list[Message], cuts: list[int]) -> N
     for a, b in itertools.pairwise(points):
         got += dec.feed(stream[a:b])
     assert got == msgs
+
+
+@dataclass(frozen=True, slots=True)
+class _Peer:  # a relay's own record of a peer, as a cluster might hold one
+    addr: str
+    fingerprint: str
+
+
+def test_a_welcome_sends_relay_records_as_maps() -> None:
+    peer = _Peer("b.example:8080", ":".join(["AB"] * 32))
+    data = encode_message(Welcome(1, 1, 1, "c", [], [], relays=[peer, {"addr": "x"}]))
+    msg = decode_message(data[4:])
+    assert isinstance(msg, Welcome)
+    assert msg.relays == [
+        {"addr": "b.example:8080", "fingerprint": peer.fingerprint},
+        {"addr": "x"},
+    ]

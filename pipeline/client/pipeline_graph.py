@@ -66,6 +66,7 @@ STAGES = (
             password=c.password,
             pins_file=c.pins_file,
             accept_new_certificate=c.accept_new_certificate,
+            fallbacks=c.fallbacks,
         ),
     ),
     StageSpec(
@@ -110,6 +111,7 @@ STAGES = (
             redundancy=c.redundancy,
             talk=c.talk,
             input_processing=c.input_processing,
+            noise_suppression=c.noise_suppression,
         ),
         reads="captured",
         writes="encoded",

@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pipeline.core.audio_test import LOOPBACK_SPEAKER
 from pipeline.core.voice_link import UDP_SILENT_NS
 from pipeline.ipc import events as ev
 from relay.protocol.messages import UserInfo
@@ -179,14 +180,17 @@ class ClientView:
         for u in self.roster.users:
             if u.user_id == user_id:
                 return u.name
+        if user_id == LOOPBACK_SPEAKER:  # never a session: the settings' microphone test
+            return "you (microphone test)"
         return f"#{user_id}"
 
     def status_line(self) -> str:
         s = self.state
+        to = f" to {s.server}" if s.server else ""  # the relay in use: one of several, perhaps
         if s.state == ev.CONNECTED:
-            conn = f"connected as {s.name} in {s.channel}"
+            conn = f"connected{to} as {s.name} in {s.channel}"
         elif s.state == ev.RECONNECTING:
-            conn = f"reconnecting (attempt {s.attempt}: {s.reason})"
+            conn = f"reconnecting{to} (attempt {s.attempt}: {s.reason})"
         else:
             conn = s.state + (f" ({s.reason})" if s.reason else "")
         users = len(self.users_in(self.roster.channel)) if self.roster.channel else 0
@@ -215,6 +219,7 @@ class ClientView:
         return {
             "state": self.state.state,
             "reason": self.state.reason,
+            "server": self.state.server,
             "name": self.state.name,
             "channel": self.roster.channel,
             "user_id": self.roster.me,

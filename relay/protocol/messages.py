@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, is_dataclass, replace
 from itertools import accumulate
 from typing import Annotated, Any, ClassVar
 
@@ -67,16 +67,18 @@ Host = Annotated[str, Text(max_len=253, allow_empty=True)]  # a DNS name or an I
 @dataclass(slots=True, frozen=True)
 class UserInfo:
     """One user as listed in a welcome snapshot (and in the client's roster event).
-    ``muted`` and ``deafened``: the user's own choice, shown to everyone (absent on the
-    wire when false, so a user list is byte for byte what it was before them)."""
+    ``muted`` and ``deafened``: the user's own choice, shown to everyone; ``server_muted``:
+    the relay's operator muted them, and the relay forwards none of their voice (each
+    absent on the wire when false, so a user list is byte for byte what it was before)."""
 
     user_id: UserId
     name: Name
     channel: ChannelName
     muted: bool = False
     deafened: bool = False
+    server_muted: bool = False
 
-    OMIT_DEFAULTS: ClassVar[tuple[str, ...]] = ("muted", "deafened")
+    OMIT_DEFAULTS: ClassVar[tuple[str, ...]] = ("muted", "deafened", "server_muted")
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {}
@@ -97,6 +99,11 @@ class Message:
     def to_map(self) -> dict[str, Any]:
         """The msgpack map this message travels as: ``type`` first, then every field."""
         return {"type": self.TYPE, **schema.to_map(self)}
+
+
+def _is_record(value: object) -> bool:
+    """A dataclass instance (made a plain map on the wire), not a class."""
+    return is_dataclass(value) and not isinstance(value, type)
 
 
 def _drop_defaults(out: dict[str, Any], **defaults: Any) -> dict[str, Any]:
@@ -155,9 +162,14 @@ class Welcome(Message):
     # Where to send UDP voice when it is not the host the client connected to (the
     # relay's --public-host); "": that host.
     udp_host: Host = ""
+    # The other relays of this relay's cluster, as maps {addr, fingerprint} (SPEC.md,
+    # "Several relays"). Not checked here: the client takes each entry on its own merits
+    # (pipeline/core/relays.py) and drops a bad one, never the welcome. A standalone
+    # relay sends none (the key is absent).
+    relays: Any = field(default_factory=list)
 
     def to_map(self) -> dict[str, Any]:
-        return _drop_defaults(
+        out = _drop_defaults(
             Message.to_map(self),
             more=False,
             version=PROTOCOL_INSECURE,
@@ -165,7 +177,11 @@ class Welcome(Message):
             media_key_id=0,
             media_key=None,
             udp_host="",
+            relays=[],
         )
+        if isinstance(self.relays, list) and any(map(_is_record, self.relays)):
+            out["relays"] = [schema.to_map(r) if _is_record(r) else r for r in self.relays]
+        return out
 
     def __repr__(self) -> str:  # never a key in a log line or a test failure
         return f"Welcome(user_id={self.user_id}, channel={self.channel!r}, version={self.version})"
@@ -264,12 +280,16 @@ class SelfState(Message):
 
 @dataclass(slots=True, frozen=True)
 class UserState(Message):
-    """Relay to everyone (presence): a user's mute and deafen changed."""
+    """Relay to everyone (presence): a user's mute and deafen, or the operator's mute of
+    them (``server_muted``, absent when false), changed."""
 
     TYPE = "user_state"
     user_id: UserId
     muted: bool = False
     deafened: bool = False
+    server_muted: bool = False
+
+    OMIT_DEFAULTS: ClassVar[tuple[str, ...]] = ("server_muted",)
 
 
 @dataclass(slots=True, frozen=True)
