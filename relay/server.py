@@ -441,7 +441,7 @@ class Relay:
                     if send_media:
                         w.set_media(media)
                     w.update_peers(peers, removed)
-                w.update(dirty, entries, self.sessions.tunnelled, self.sessions.silenced)
+                w.update(dirty, entries, self.sessions.silenced, self.sessions.tunnelled)
 
     def _tunnel_from_udp(self, data: bytes, tokens: tuple[int, ...]) -> None:
         """From the UDP thread: voice for listeners that hear through the TCP tunnel."""

@@ -166,8 +166,8 @@ class Worker:
         self,
         channels: set[str],
         entries: list[tuple[int, int, str, Addr | None]],
-        tunnelled: set[int] | frozenset[int] = frozenset(),
         silenced: set[int] | frozenset[int] = frozenset(),
+        tunnelled: set[int] | frozenset[int] = frozenset(),
     ) -> None:
         self._seq += 1
         msg = ("update", channels, entries, frozenset(tunnelled), frozenset(silenced), self._seq)
