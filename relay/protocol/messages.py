@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import accumulate
 from typing import Annotated, Any, ClassVar
 
@@ -34,6 +34,7 @@ MAX_LIST = 4096  # entries in a channel or user list of a welcome
 MAX_RECEPTION = 64  # speakers in one reception report: as many as a client decodes at once
 MAX_LISTENERS = 65535  # the listeners a receiver report can count
 MAX_PASSWORD = 256  # characters in a server password
+MAX_RELAYS = 256  # relays listed in a welcome
 # Protocol versions (SPEC.md): 1 is plain TCP and plain voice (a relay started with
 # --insecure), 2 is TLS and sealed voice. A message without a version is version 1.
 PROTOCOL_INSECURE = 1
@@ -77,6 +78,15 @@ class UserInfo:
     deafened: bool = False
 
     OMIT_DEFAULTS: ClassVar[tuple[str, ...]] = ("muted", "deafened")
+
+
+@dataclass(slots=True, frozen=True)
+class RelayEntry:
+    """One relay of a cluster, as a welcome lists them for failover: its ``host:port``
+    and the SHA-256 fingerprint of its TLS certificate (the form a client pins)."""
+
+    addr: Annotated[str, Text(max_len=260)]
+    fingerprint: Annotated[str, Text(max_len=128, allow_empty=True)] = ""
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {}
@@ -155,6 +165,8 @@ class Welcome(Message):
     # Where to send UDP voice when it is not the host the client connected to (the
     # relay's --public-host); "": that host.
     udp_host: Host = ""
+    # A cluster's relays (docs/cluster.md), where the client may resume if this one dies.
+    relays: Annotated[list[RelayEntry], MaxItems(MAX_RELAYS)] = field(default_factory=list)
 
     def to_map(self) -> dict[str, Any]:
         return _drop_defaults(
@@ -165,6 +177,7 @@ class Welcome(Message):
             media_key_id=0,
             media_key=None,
             udp_host="",
+            relays=[],
         )
 
     def __repr__(self) -> str:  # never a key in a log line or a test failure

@@ -1,0 +1,319 @@
+"""A relay cluster as real processes: three relays and a real redis-server on loopback
+(relay/cluster.py and what it drives: the session table's remote users, the cluster
+router's mesh, failover through the directory)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TypeVar
+
+import pytest
+
+from relay import launch
+from relay.probe import ProbeClient
+from relay.protocol.errors import ProtocolError
+from relay.protocol.mesh_datagram import MeshDatagram, mesh_key
+from relay.protocol.messages import (
+    PROTOCOL,
+    Chat,
+    Join,
+    MediaKey,
+    Message,
+    Reconnect,
+    SelfState,
+    UserJoined,
+    UserLeft,
+    UserState,
+    Welcome,
+)
+
+HOST = "127.0.0.1"
+SECRET = "a cluster secret of the tests, 32+"
+GRACE = 2.0
+M = TypeVar("M", bound=Message)
+
+
+@dataclass
+class Node:
+    proc: subprocess.Popen[str]
+    port: int
+    log: IO[str]
+
+    def client(self, name: str) -> ProbeClient:
+        c = ProbeClient(HOST, self.port, sealed=True, timeout=5.0)
+        c.auth(name)
+        c.register()
+        return c
+
+    def text(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+
+@dataclass
+class Cluster:
+    url: str
+    secret_file: str
+    nodes: list[Node]
+    redis: subprocess.Popen[bytes]
+    redis_port: int
+
+    def start(self, n: int = 1) -> list[Node]:
+        """``n`` more relays, started side by side (each takes a second or two to start)."""
+
+        def one(_: int) -> Node:
+            log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed at the end)
+            proc, port = launch.start_relay(
+                "--cluster", self.url, "--cluster-secret-file", self.secret_file,
+                "--grace", str(GRACE), "--log-level", "debug", host=HOST, log=log,
+            )  # fmt: skip
+            return Node(proc, port, log)
+
+        with ThreadPoolExecutor(n) as pool:
+            nodes = list(pool.map(one, range(n)))
+        self.nodes += nodes
+        return nodes
+
+
+@pytest.fixture
+def cluster(redis_server: tuple[subprocess.Popen[bytes], int]) -> Iterator[Cluster]:
+    proc, port = redis_server
+    with tempfile.NamedTemporaryFile("w", suffix=".secret", delete=False) as f:
+        f.write(SECRET + "\n")
+    c = Cluster(f"redis://{HOST}:{port}/0", f.name, [], proc, port)
+    try:
+        yield c
+    finally:
+        with ThreadPoolExecutor(max(1, len(c.nodes))) as pool:
+            list(pool.map(lambda n: launch.stop_relay(n.proc), c.nodes))
+        for n in c.nodes:
+            n.log.close()
+        if c.redis is not proc:  # restarted by a test
+            launch.stop_redis(c.redis)
+        Path(f.name).unlink()
+
+
+@pytest.fixture
+def three(cluster: Cluster) -> list[Node]:
+    return cluster.start(3)
+
+
+def until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def heard(c: ProbeClient, quiet: float = 0.5) -> list[tuple[int, bytes]]:
+    """(speaker, payload) of every voice datagram until ``quiet`` seconds pass without one."""
+    out = []
+    while (v := c.recv_voice(quiet)) is not None:
+        out.append((v.token, v.payload))
+    return out
+
+
+def sees(
+    c: ProbeClient, cls: type[M], match: Callable[[M], bool] = lambda m: True, timeout: float = 5.0
+) -> M:
+    """The first message of type ``cls`` that satisfies ``match``, within ``timeout``."""
+    c.timeout = timeout
+    msg = c.recv(lambda m: isinstance(m, cls) and match(m))
+    assert isinstance(msg, cls)
+    return msg
+
+
+def wait_in_tree(c: ProbeClient, user_id: int) -> None:
+    sees(c, UserJoined, lambda m: m.user_id == user_id)
+
+
+def settle(clients: list[ProbeClient], total: int) -> None:
+    """Wait until every client has been told of all ``total`` users (welcome + joins)."""
+    for c in clients:
+        assert c.welcome is not None
+        known = {u.user_id for u in c.welcome.users}
+        while len(known) < total:
+            m = c.recv(lambda m: isinstance(m, UserJoined))
+            assert isinstance(m, UserJoined)
+            known.add(m.user_id)
+
+
+# --- voice ----------------------------------------------------------------------------
+
+
+def test_three_relays_one_channel_everyone_hears_everyone_once(three: list[Node]) -> None:
+    users = [n.client(f"u{i}{j}") for i, n in enumerate(three) for j in range(2)]
+    other = three[1].client("elsewhere")
+    other.send(Join("General"))
+    settle(users, 7)
+    time.sleep(0.3)  # every relay has seen every relay's heartbeat and joins
+    for i, u in enumerate(users):
+        u.send_voice(1, f"from {i}".encode())
+    for i, u in enumerate(users):
+        got = heard(u)
+        want = {(v.user_id, f"from {k}".encode()) for k, v in enumerate(users) if k != i}
+        assert sorted(got) == sorted(want), f"user {i}: no duplicates, nobody's own voice"
+    assert heard(other, 0.3) == []
+    for c in [*users, other]:
+        c.close()
+
+
+def test_whisper_reaches_its_target_on_another_relay_only(three: list[Node]) -> None:
+    a, b, c = (n.client(name) for n, name in zip(three, "abc", strict=True))
+    settle([a, b, c], 3)
+    time.sleep(0.3)
+    a.send_voice(1, b"psst", target=c.user_id)
+    assert heard(c) == [(a.user_id, b"psst")]
+    assert heard(b, 0.3) == []
+    for x in (a, b, c):
+        x.close()
+
+
+# --- presence and chat ----------------------------------------------------------------
+
+
+def test_presence_and_chat_across_relays(three: list[Node]) -> None:
+    a = three[0].client("ann")
+    b = three[1].client("bea")
+    wait_in_tree(a, b.user_id)  # a join on relay B is seen on relay A
+    c = three[2].client("cid")
+    assert {u.user_id for u in c.welcome.users} >= {a.user_id, b.user_id}  # type: ignore[union-attr]
+    b.send(Join("General"))
+    for x in (a, c):
+        left = sees(x, UserLeft, lambda m: m.user_id == b.user_id)
+        assert left.channel == "Lobby"
+        joined = sees(x, UserJoined, lambda m: m.user_id == b.user_id)
+        assert joined.channel == "General"
+    a.send(SelfState(muted=True))
+    state = sees(c, UserState, lambda m: m.user_id == a.user_id)
+    assert state.muted
+    a.send(Chat("hello everyone in Lobby"))
+    said = sees(c, Chat)
+    assert (said.user_id, said.name, said.text) == (a.user_id, "ann", "hello everyone in Lobby")
+    with pytest.raises(TimeoutError):  # bea is in General now
+        sees(b, Chat, timeout=0.5)
+    b.close()
+    left = sees(a, UserLeft, lambda m: m.user_id == b.user_id, timeout=GRACE + 4)
+    assert left.channel == "General"
+    a.close()
+    c.close()
+
+
+# --- failover --------------------------------------------------------------------------
+
+
+def resume(old: ProbeClient, node: Node) -> tuple[ProbeClient, Welcome]:
+    """What a failing-over client does, by hand: reconnect with its token elsewhere."""
+    c = ProbeClient(HOST, node.port, sealed=True, timeout=5.0)
+    c.send(Reconnect(token=old.token, version=PROTOCOL))
+    welcome = c.recv_type(Welcome)
+    assert isinstance(welcome, Welcome)
+    c.take_welcome(welcome)
+    c.register()
+    return c, welcome
+
+
+def test_sigkill_of_a_talkers_relay_resumes_it_on_another(
+    cluster: Cluster, three: list[Node]
+) -> None:
+    talker = three[0].client("talker")
+    idle = three[0].client("idle")  # on the same relay; it never resumes
+    listener = three[1].client("listener")
+    far = three[2].client("far")
+    settle([talker, idle, listener, far], 4)
+    talker.send(Join("General"))
+    listener.send(Join("General"))
+    talker.recv_type(MediaKey)  # the new channel's key, before any voice in it
+    listener.recv_type(MediaKey)
+    sees(far, UserJoined, lambda m: m.user_id == listener.user_id)
+    time.sleep(0.3)
+    talker.send_voice(1, b"before")
+    assert heard(listener) == [(talker.user_id, b"before")]
+
+    killed = time.monotonic()
+    three[0].proc.send_signal(signal.SIGKILL)
+    three[0].proc.wait()
+    moved, welcome = resume(talker, three[2])
+    assert (welcome.user_id, welcome.channel, welcome.token) == (
+        talker.user_id,
+        "General",
+        talker.token,
+    )
+    back = None
+    for seq in range(2, 200):
+        moved.send_voice(seq, b"after")
+        v = listener.recv_voice(0.05)
+        if v is not None:
+            back = time.monotonic() - killed
+            assert (v.token, v.payload) == (talker.user_id, b"after")
+            break
+    assert back is not None and back < 5.0, f"heard again after {back} s"
+    # No churn for the resumed one; the one that did not resume leaves after the grace.
+    sees(listener, UserLeft, lambda m: m.user_id == idle.user_id, timeout=GRACE + 6)
+    assert time.monotonic() - killed >= GRACE
+    with pytest.raises(TimeoutError):  # (its move's leave of the Lobby may still be unread)
+        sees(listener, UserLeft, lambda m: m.user_id == talker.user_id and m.channel == "General",
+             timeout=0.5)  # fmt: skip
+    for x in (talker, idle, listener, far, moved):
+        x.close()
+
+
+# --- Redis away -------------------------------------------------------------------------
+
+
+def test_redis_killed_and_restarted_mid_call(cluster: Cluster) -> None:
+    n0, n1 = cluster.start(2)
+    a, b = n0.client("a"), n0.client("b")  # local to each other
+    c = n1.client("c")
+    settle([a, b, c], 3)
+    cluster.redis.kill()
+    cluster.redis.wait()
+    time.sleep(0.5)
+    for seq in range(5):  # local voice goes on without Redis
+        a.send_voice(seq, b"local")
+        assert b.recv_voice(1.0) is not None
+    cluster.redis, _ = launch.start_redis(cluster.redis_port)  # back, and empty
+    d = n1.client("d")  # joins while the relays may still be reconnecting
+    assert d.user_id not in {a.user_id, b.user_id, c.user_id}
+    wait_in_tree(a, d.user_id)  # cross-relay presence converges again
+    time.sleep(0.5)
+    d.send_voice(1, b"again")
+    assert (a.user_id, b"again") not in heard(a)
+    assert sorted(heard(b)) == [(d.user_id, b"again")]
+    assert "lost the cluster's Redis" in n0.text()
+    for x in (a, b, c, d):
+        x.close()
+
+
+# --- the mesh's gate ---------------------------------------------------------------------
+
+
+def test_forged_mesh_datagrams_are_dropped_and_counted(three: list[Node]) -> None:
+    a, b = three[0].client("a"), three[1].client("b")
+    settle([a, b], 2)
+    time.sleep(0.3)
+    good = a.send_voice(1, b"x")  # what the relay forwards: the datagram minus its tag
+    assert heard(b) == [(a.user_id, b"x")]
+    inner = good[:-16]
+    forged = MeshDatagram(1, 10**12, inner)
+    with contextlib.closing(__import__("socket").socket(2, 2)) as s:
+        s.sendto(forged.seal(mesh_key(b"not the cluster's secret, at all")), (HOST, three[1].port))
+        s.sendto(forged.seal(b"")[:-16] + bytes(16), (HOST, three[1].port))  # no tag at all
+    assert heard(b, 0.3) == []
+    launch.stop_relay(three[1].proc)
+    assert "drop_mesh_bad_auth=2" in three[1].text()
+    with pytest.raises(ProtocolError):
+        MeshDatagram.open(forged.seal(mesh_key(b"x" * 16)), mesh_key(SECRET.encode()))
+    a.close()
+    b.close()
