@@ -419,7 +419,7 @@ class ControlServer:
             return
         s = self.sessions
         if record is not None and s.by_conn(conn.id) is None:
-            actions = s.adopt(conn.id, record, self.clock(), msg.version)
+            actions = s.adopt(conn.id, record, self.clock(), msg.version, conn.source)
             session = s.by_conn(conn.id)
             if session is not None:
                 self._log_session(conn, session, "resume")

@@ -694,7 +694,12 @@ class SessionTable:
     # --- the cluster (relay.cluster) -------------------------------------------------------
 
     def adopt(
-        self, conn: int, record: cc.SessionRecord, now: float, version: int = PROTOCOL_INSECURE
+        self,
+        conn: int,
+        record: cc.SessionRecord,
+        now: float,
+        version: int = PROTOCOL_INSECURE,
+        source: str = "",
     ) -> list[Action]:
         """Resume on ``conn`` a session of another relay, as the directory holds it: same
         token, user id, name, channel and key, and no presence (it never left)."""
@@ -711,12 +716,12 @@ class SessionTable:
         if gone is not None:
             self._names.release(gone.claimed)
         name = self._names.claim(user.name)
-        session = Session(record.token, user.user_id, name, channel, conn, "", None, None, None,
-                          record.udp_key, user.muted, user.deafened)  # fmt: skip
+        session = Session(record.token, user.user_id, name, channel, conn, source, None, None,
+                          None, record.udp_key, user.muted, user.deafened)  # fmt: skip
         self._by_token[session.token] = session
         self._by_conn[conn] = session.token
         self._by_user[session.user_id] = session.token
-        self._per_source[""] = self.sessions_of("") + 1
+        self._per_source[source] = self.sessions_of(source) + 1
         self.channels[channel].add(session.token)
         self._set_packed(session)
         self.version += 1
