@@ -9,8 +9,9 @@ cluster secret. Nobody without the secret can inject into the mesh; ``ctr``
 rises with every datagram a relay sends, so a receiver's replay window per
 sending relay refuses a datagram seen before.
 
-The first byte (``MESH_MAGIC``) is neither protocol 1's token nor protocol 2's
-version byte a client sends, so one UDP port takes both without ambiguity.
+The first byte (``MESH_MAGIC``) is not protocol 2's version byte, which every
+client datagram starts with (a cluster runs protocol 2 only), so one UDP port
+takes both without ambiguity.
 """
 
 from __future__ import annotations
