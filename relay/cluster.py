@@ -498,9 +498,8 @@ class Cluster:
         self.router.mesh = MeshTable(
             self.num, self._key, by_key, view.user_relays(), frozenset(view.relay_nums())
         )
-        me = RelayEntry(self.config.tcp, self.config.fingerprint)
-        others = [RelayEntry(tcp, fp) for tcp, fp in view.relay_list()]
-        self.sessions.relays = [me, *others]
+        # welcome.relays: the other relays alive, where a client may fail over.
+        self.sessions.relays = [RelayEntry(tcp, fp) for tcp, fp in view.relay_list()]
 
     def line(self) -> dict[str, int]:
         """Counters for the relay's log line and metrics."""

@@ -225,7 +225,7 @@ class SessionTable:
         self.relay_id = ""
         self.outbox: list[Outgoing] | None = None
         self.remote: dict[int, _Remote] = {}  # user id -> a user on another relay
-        self.relays: list[RelayEntry] = []  # the cluster's relays, for the welcome
+        self.relays: list[RelayEntry] = []  # the cluster's other relays, for the welcome
 
     # --- queries ---------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, is_dataclass, replace
 from itertools import accumulate
 from typing import Annotated, Any, ClassVar
 
@@ -34,7 +34,6 @@ MAX_LIST = 4096  # entries in a channel or user list of a welcome
 MAX_RECEPTION = 64  # speakers in one reception report: as many as a client decodes at once
 MAX_LISTENERS = 65535  # the listeners a receiver report can count
 MAX_PASSWORD = 256  # characters in a server password
-MAX_RELAYS = 256  # relays listed in a welcome
 # Protocol versions (SPEC.md): 1 is plain TCP and plain voice (a relay started with
 # --insecure), 2 is TLS and sealed voice. A message without a version is version 1.
 PROTOCOL_INSECURE = 1
@@ -82,8 +81,9 @@ class UserInfo:
 
 @dataclass(slots=True, frozen=True)
 class RelayEntry:
-    """One relay of a cluster, as a welcome lists them for failover: its ``host:port``
-    and the SHA-256 fingerprint of its TLS certificate (the form a client pins)."""
+    """One relay of a cluster, as a relay holds it for ``welcome.relays`` (docs/cluster.md):
+    its ``host:port`` and the SHA-256 fingerprint of its TLS certificate (the form a
+    client pins). Goes out as the map ``{addr, fingerprint}``."""
 
     addr: Annotated[str, Text(max_len=260)]
     fingerprint: Annotated[str, Text(max_len=128, allow_empty=True)] = ""
@@ -107,6 +107,11 @@ class Message:
     def to_map(self) -> dict[str, Any]:
         """The msgpack map this message travels as: ``type`` first, then every field."""
         return {"type": self.TYPE, **schema.to_map(self)}
+
+
+def _is_record(value: object) -> bool:
+    """A dataclass instance (made a plain map on the wire), not a class."""
+    return is_dataclass(value) and not isinstance(value, type)
 
 
 def _drop_defaults(out: dict[str, Any], **defaults: Any) -> dict[str, Any]:
@@ -165,11 +170,14 @@ class Welcome(Message):
     # Where to send UDP voice when it is not the host the client connected to (the
     # relay's --public-host); "": that host.
     udp_host: Host = ""
-    # A cluster's relays (docs/cluster.md), where the client may resume if this one dies.
-    relays: Annotated[list[RelayEntry], MaxItems(MAX_RELAYS)] = field(default_factory=list)
+    # The other relays of this relay's cluster, as maps {addr, fingerprint} (SPEC.md,
+    # "Several relays"). Not checked here: the client takes each entry on its own merits
+    # (pipeline/core/relays.py) and drops a bad one, never the welcome. A standalone
+    # relay sends none (the key is absent).
+    relays: Any = field(default_factory=list)
 
     def to_map(self) -> dict[str, Any]:
-        return _drop_defaults(
+        out = _drop_defaults(
             Message.to_map(self),
             more=False,
             version=PROTOCOL_INSECURE,
@@ -179,6 +187,9 @@ class Welcome(Message):
             udp_host="",
             relays=[],
         )
+        if isinstance(self.relays, list) and any(map(_is_record, self.relays)):
+            out["relays"] = [schema.to_map(r) if _is_record(r) else r for r in self.relays]
+        return out
 
     def __repr__(self) -> str:  # never a key in a log line or a test failure
         return f"Welcome(user_id={self.user_id}, channel={self.channel!r}, version={self.version})"
