@@ -35,9 +35,11 @@ pattern it measures and its listener reports) in the same run, with each mode's
 bandwidth; passes in the first ``BURST_WARMUP`` seconds are not scored in any mode
 (the talker learns the pattern from its first reports). ``--only red-bitrate`` scores,
 in memory (the real encoder, voice bodies, jitter buffer and decoder, no sockets), the
-copies' bitrate against what it costs, under 10 % loss in bursts of 3.
+copies' bitrate against what it costs, under 10 % loss in bursts of 3; ``--only
+red-backs`` which earlier frames the copies are of (contiguous or every second one)
+under three bursty losses; ``--only burst-memory`` the bursty scenarios as sent.
 
-    python -m bench.quality [--quick] [--only loss|jitter|feedback|burst|red-bitrate]
+    python -m bench.quality [--quick] [--only SCENARIOS]  (see --help)
 """
 
 from __future__ import annotations
@@ -412,6 +414,37 @@ def red_bitrate_sweep(seeds: list[int], loops: int = 3) -> dict[str, Any]:
     return {"loss": "GE 10% (mean burst 3)", "seeds": seeds, "loops": loops, "rows": rows}
 
 
+RED_BACKS_CASES: tuple[tuple[int, ...], ...] = ((2, 3), (2, 4), (2, 3, 4), (2, 4, 6))
+RED_BACKS_LOSS = ((10.0, 3.0), (10.0, 2.0), (5.0, 3.0))  # (loss %, mean burst)
+
+
+def red_backs_sweep(seeds: list[int], loops: int = 3) -> dict[str, Any]:
+    """Which earlier frames the copies should be of: contiguous (2, 3) against every second
+    frame (2, 4), with three copies, under each bursty loss, copies at the copies'
+    bitrate, FEC on at the loss rate, the adaptive playout (which holds frames for the
+    deepest copy): PESQ, the wire bytes against a plain stream, the playout target."""
+    n = loops * len(synthetic.frames(up3(read_wav_16k(REFERENCE))))
+    clean = red_bitrate_run(None, set(), loops, (), adaptive=True, loss_hint=0)
+    plain_wire = clean["body_bytes_per_packet"] + SEALED_OVERHEAD + IP_UDP
+    rows: list[dict[str, Any]] = [{"case": "clean", **clean}]
+    print(f"  clean                PESQ {clean['pesq_wb']:.2f}", flush=True)
+    for loss, burst in RED_BACKS_LOSS:
+        for backs in RED_BACKS_CASES:
+            runs = [red_bitrate_run(REDUNDANT_BITRATE, loss_pattern(n, s, loss, burst), loops,
+                                    backs, adaptive=True, loss_hint=int(loss))
+                    for s in seeds]  # fmt: skip
+            pesqs = [r["pesq_wb"] for r in runs]
+            body = float(np.mean([r["body_bytes_per_packet"] for r in runs]))
+            wire = body + SEALED_OVERHEAD + IP_UDP
+            row = {"case": f"GE {loss:g}% (mean burst {burst:g}) {backs}", **runs[0],
+                   "pesq_wb": round(float(np.mean(pesqs)), 3), "pesq_runs": pesqs,
+                   "wire_ratio": round(wire / plain_wire, 3)}  # fmt: skip
+            rows.append(row)
+            print(f"  {row['case']:34s} PESQ {row['pesq_wb']:.2f} {pesqs}  wire x"
+                  f"{row['wire_ratio']}  target {row['target_ms']} ms", flush=True)  # fmt: skip
+    return {"seeds": seeds, "loops": loops, "copies_kbps": REDUNDANT_BITRATE / 1000, "rows": rows}
+
+
 def _percentiles(ms: np.ndarray) -> dict[str, float] | None:
     if not len(ms):
         return None
@@ -554,7 +587,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ap.add_argument(
         "--only",
-        choices=("loss", "jitter", "feedback", "burst", "burst-memory", "red-bitrate"),
+        choices=("loss", "jitter", "feedback", "burst", "burst-memory", "red-bitrate", "red-backs"),
         help="run only the loss, jitter, loss feedback, bursty loss or copies' bitrate scenarios",
     )
     ap.add_argument("--seeds", type=int, default=3, help="loss patterns per feedback case")
@@ -573,6 +606,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sweep = red_bitrate_sweep([300 + i for i in range(1 if args.quick else args.seeds)])
         print(f"wrote {write_result('quality_red_bitrate', sweep, args.out)}")
         return sweep
+    if args.only == "red-backs":
+        backs = red_backs_sweep([300 + i for i in range(1 if args.quick else args.seeds)])
+        print(f"wrote {write_result('quality_red_backs', backs, args.out)}")
+        return backs
     if args.only != "burst" and (args.quick or args.only is not None):
         burst_conditions = []  # a quick run leaves them out, unless asked for
     jitter_conditions = JITTER_CONDITIONS[2:3] if args.quick else JITTER_CONDITIONS

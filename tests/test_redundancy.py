@@ -8,9 +8,12 @@ from hypothesis import strategies as st
 from pipeline.core.redundancy import (
     BURSTY,
     DOWN_HOLD,
+    HEAVY_LOSS,
+    MAX_BACK,
     MAX_DEPTH,
     MIN_LOSS,
     SOME_BURSTS,
+    VERY_BURSTY,
     RedundancyPolicy,
     RedundantFrames,
     backs_for,
@@ -25,29 +28,34 @@ def test_the_depth_follows_the_loss_pattern() -> None:
     assert wanted_depth(10.0, 1.1) == 0  # one at a time: in-band FEC covers it
     assert wanted_depth(10.0, 1.1, fec=False) == 1  # unless there is none
     assert wanted_depth(10.0, SOME_BURSTS) == 1
-    assert wanted_depth(5.0, BURSTY) == MAX_DEPTH == 2
+    assert wanted_depth(5.0, BURSTY) == 2
+    assert wanted_depth(5.0, VERY_BURSTY) == 2  # a third copy only under heavy loss
+    assert wanted_depth(HEAVY_LOSS, VERY_BURSTY) == MAX_DEPTH == 3
+    assert wanted_depth(HEAVY_LOSS, BURSTY) == 2
     assert wanted_depth(5.0, SOME_BURSTS, fec=False) == 2
+    assert wanted_depth(HEAVY_LOSS, VERY_BURSTY, fec=False) == MAX_DEPTH  # never more
     assert wanted_depth(float("nan"), 3.0) == 0
 
 
-def test_with_fec_the_copies_start_two_frames_back() -> None:
+def test_the_copies_are_of_every_second_frame_from_two_back_with_fec() -> None:
     assert backs_for(0) == () and backs_for(0, fec=False) == ()
-    assert backs_for(1) == (2,) and backs_for(2) == (2, 3)  # FEC rebuilds 1 back
-    assert backs_for(2, fec=False) == (1, 2)
+    assert backs_for(1) == (2,) and backs_for(2) == (2, 4)  # FEC rebuilds 1 back
+    assert backs_for(3) == (2, 4, 6) and max(backs_for(MAX_DEPTH)) == MAX_BACK
+    assert backs_for(2, fec=False) == (1, 3) and backs_for(3, fec=False) == (1, 3, 5)
 
 
 def test_the_policy_rises_at_once_and_falls_after_a_hold() -> None:
     p = RedundancyPolicy()
     assert p.update([(0.0, 0.0)], 0.0) == 0
-    assert p.update([(0.0, 0.0), (10.0, 3.0)], 1.0) == 2  # the worst source counts
+    assert p.update([(0.0, 0.0), (10.0, 2.0)], 1.0) == 2  # the worst source counts
     assert p.update([(0.0, 0.0)], 2.0) == 2
     assert p.update([(0.0, 0.0)], 2.0 + DOWN_HOLD - 0.1) == 2
     assert p.update([(0.0, 0.0)], 2.0 + DOWN_HOLD) == 0
-    assert p.update([(10.0, 3.0)], 20.0) == 2
+    assert p.update([(10.0, 2.0)], 20.0) == 2
     assert p.update([(1.0, 3.0)], 21.0) == 2
-    assert p.update([(10.0, 3.0)], 25.0) == 2  # wanted again: the hold starts over
+    assert p.update([(10.0, 2.0)], 25.0) == 2  # wanted again: the hold starts over
     assert p.update([(1.0, 3.0)], 26.0 + DOWN_HOLD - 1) == 2
-    assert RedundancyPolicy(enabled=False).update([(10.0, 3.0)], 0.0) == 0
+    assert RedundancyPolicy(enabled=False).update([(10.0, 2.0)], 0.0) == 0
 
 
 def test_bodies_carry_the_last_frames_oldest_first() -> None:
@@ -93,7 +101,7 @@ def test_copies_that_do_not_fit_are_left_out_oldest_first() -> None:
         st.tuples(st.binary(min_size=1, max_size=MAX_PRIMARY), st.binary(min_size=1, max_size=700)),
         max_size=8,
     ),
-    st.integers(0, 2),
+    st.integers(0, MAX_DEPTH),
     st.booleans(),
 )
 def test_any_frames_give_bodies_that_fit_and_parse(

@@ -427,12 +427,15 @@ def redundant_stream(
 def test_with_two_copies_bursts_of_up_to_2_are_rebuilt_exactly(
     copy_bitrate: int | None, fec: bool
 ) -> None:
-    # Full-rate copies 1 and 2 back without FEC; and what is sent: copies at the copies'
-    # bitrate 2 and 3 back with FEC on (not needed here: every lost frame has a copy 2 back).
+    # Full-rate copies 1 and 3 back without FEC; and what is sent: copies at the copies'
+    # bitrate 2 and 4 back with FEC on (not needed here: every lost frame has a copy 2 back).
     bodies, primaries, copies = redundant_stream(60, copy_bitrate, fec)
     lost = {10, 20, 21, 35, 36, 45}  # one burst of 1, two of 2, one more single
-    sp = Speakers(watermark=3, fec=fec)  # a copy 2 back arrives while its frame is due
-    out = play_with_loss(sp, bodies, lost, ticks=60)
+    # Held long enough for the copy that rebuilds each lost frame: 2 back with FEC; 3 back
+    # without it for the first of a burst of two (the packet after the burst carries the
+    # frame 1 back, the next one the frame 3 back).
+    sp = Speakers(watermark=3 if fec else 4, fec=fec)
+    out = play_with_loss(sp, bodies, lost, ticks=61)
     # What a decoder makes of the primaries with each lost one replaced by its copy: with
     # full-rate copies that is the lossless stream itself.
     ref = OpusDecoder()

@@ -73,6 +73,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from pipeline.core.concealment import CONCEAL_FRAMES
+from pipeline.core.redundancy import MAX_BACK
 from pipeline.core.seqnum import MASK, seq_diff
 from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
 
@@ -177,7 +178,7 @@ class JitterBuffer:
         fec_headroom_after: int = 2,
         early_samples: int = 150,
         early_extra_ns: int = 10_000_000,
-        max_red_headroom: int = 3,
+        max_red_headroom: int = MAX_BACK,
     ) -> None:
         if not 1 <= watermark <= max_depth:
             raise ValueError(f"watermark {watermark} must be in 1..max_depth ({max_depth})")

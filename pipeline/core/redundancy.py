@@ -10,13 +10,19 @@ also puts lower-bitrate copies of ``depth`` earlier frames into each voice body
   length of the runs of consecutive lost packets, as listeners report it) to a depth:
   0 below ``MIN_LOSS`` % or while losses come one at a time (mean run under
   ``SOME_BURSTS``: in-band FEC rebuilds those), 1 for short bursts, 2 from a mean run of
-  ``BURSTY``; without FEC, one copy more for each (and 1 for single losses).
-* :func:`backs_for` says which frames the copies are of. With in-band FEC on, the frame
-  just before a packet is rebuilt from that packet's FEC already, so the copies start
-  two back: depth 2 carries the frames 2 and 3 back, and a burst of three is rebuilt
-  (the last frame from FEC, the two before from copies) where copies of 1 and 2 back
-  would rebuild two. Measured, same bytes: PESQ 2.65 against 2.36 under 10 % loss in
-  bursts of 3 (``--only red-bitrate``).
+  ``BURSTY``, 3 from ``VERY_BURSTY`` under ``HEAVY_LOSS`` % or more; without FEC, one
+  copy more for each (and 1 for single losses).
+* :func:`backs_for` says which frames the copies are of: every second frame, from two
+  back with in-band FEC on (the frame just before a packet is rebuilt from that
+  packet's FEC already), from one back without. Copies of every second frame let two
+  packets in a row rebuild a burst twice as long as one packet's copies reach: after a
+  burst ending at frame j-1, packet j carries j-2 and j-4, packet j+1 carries j-1 and
+  j-3, and FEC in packet j rebuilds j-1, so depth 2 = (2, 4) rebuilds four lost frames
+  where (2, 3) rebuilt three, in the same bytes. Measured in memory (``python -m bench.quality
+  --only red-backs``: the real sender, bodies, adaptive playout and decoder, 3 seeds,
+  copies at 12 kbit/s): 10 % loss in bursts of 3, PESQ 2.67 with (2, 3), 2.90 with (2, 4), 2.90
+  with (2, 3, 4), 3.06 with (2, 4, 6); 10 % in bursts of 2: 3.09, 3.17, 3.16, 3.22; 5 %
+  in bursts of 3: 3.39, 3.47, 3.33, 3.39 (SPEC.md, "Redundancy for bursts of loss").
 * :class:`RedundancyPolicy` holds the depth: it rises at once, and falls only once the
   lower depth has been wanted for ``DOWN_HOLD`` seconds (the listeners' figures move
   every report; the depth should not flap with them).
@@ -39,13 +45,16 @@ from dataclasses import dataclass, field
 
 from relay.protocol.voice_body import BLOCK, FLAGS_SIZE, MAX_BODY, Redundant, VoiceBody
 
-MAX_DEPTH = 2  # copies per packet at most (the body could hold 3)
-MAX_BACK = MAX_DEPTH + 1  # frames back a copy may go: 3 with FEC on
+MAX_DEPTH = 3  # copies per packet at most (the most the body's flags can count)
+BACK_STEP = 2  # the copies are of every second frame
+MAX_BACK = 2 + BACK_STEP * (MAX_DEPTH - 1)  # frames back a copy may go: 6 with FEC on
 REDUNDANT_BITRATE = 12000  # bits/s of the copies' encoder (SPEC.md, "Redundancy")
 REDUNDANT_COMPLEXITY = 5  # the copies' encoder spends less CPU than the primary's (9)
 MIN_LOSS = 2.0  # loss % below which no copies are sent
 SOME_BURSTS = 1.25  # mean run of lost packets from which one copy is sent
 BURSTY = 1.75  # and from which two
+VERY_BURSTY = 2.5  # and from which three, under
+HEAVY_LOSS = 8.0  # this much loss % or more (at 5 %, bursts of 3, a third copy measured no better)
 DOWN_HOLD = 10.0  # seconds a lower depth must be wanted before the depth falls
 
 
@@ -54,15 +63,18 @@ def wanted_depth(loss_percent: float, burst_mean: float, fec: bool = True) -> in
     in a run of consecutive losses (0 or 1: losses one at a time)."""
     if not loss_percent >= MIN_LOSS:  # NaN too
         return 0
-    depth = 2 if burst_mean >= BURSTY else 1 if burst_mean >= SOME_BURSTS else 0
+    if burst_mean >= VERY_BURSTY and loss_percent >= HEAVY_LOSS:
+        depth = 3
+    else:
+        depth = 2 if burst_mean >= BURSTY else 1 if burst_mean >= SOME_BURSTS else 0
     return depth if fec else min(MAX_DEPTH, depth + 1)
 
 
 def backs_for(depth: int, fec: bool = True) -> tuple[int, ...]:
-    """How many packets back each of ``depth`` copies goes: from 2 with FEC on (FEC
-    rebuilds 1 back), from 1 without."""
+    """How many packets back each of ``depth`` copies goes: every second frame, from 2
+    with FEC on (FEC rebuilds 1 back), from 1 without."""
     first = 2 if fec else 1
-    return tuple(range(first, first + depth))
+    return tuple(range(first, first + BACK_STEP * depth, BACK_STEP))
 
 
 @dataclass(slots=True)
