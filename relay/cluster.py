@@ -249,7 +249,7 @@ class Cluster:
                 _MEDIA_SCRIPT, 2, cc.MEDIA_KEY, cc.MEDIA_NEXT_KEY, channel, new_media_key().hex()
             )
             self.counts.commands += 1
-            keys[channel] = _media_value(value)
+            keys[channel] = cc.parse_media_value(value)
         s.media_keys.clear()
         s.media_keys.update(keys)
         s.media_by_id.clear()  # shared with the routers: changed in place, before serving
@@ -264,7 +264,7 @@ class Cluster:
         pipe.eval(_AT_LEAST_SCRIPT, 1, cc.RELAY_NUM_KEY, self.num)
         for channel, (kid, key) in self.sessions.media_keys.items():
             pipe.eval(_MEDIA_BACK_SCRIPT, 2, cc.MEDIA_KEY, cc.MEDIA_NEXT_KEY, channel,
-                      f"{kid}:{key.hex()}", kid)  # fmt: skip
+                      cc.media_value(kid, key), kid)  # fmt: skip
         await pipe.execute()
         self.counts.commands += 2 + len(self.sessions.media_keys)
         mine = {r.token for r in self.sessions.records()}
@@ -508,16 +508,3 @@ class Cluster:
         out["remote_users"] = len(self.view.users)
         out["relays_alive"] = len(self.view.alive)
         return out
-
-
-def _media_value(value: bytes | str) -> tuple[int, bytes]:
-    """``"id:hex"`` as Redis holds a media key; ProtocolError if it is not that."""
-    text = value.decode() if isinstance(value, bytes) else value
-    kid, _sep, key = text.partition(":")
-    try:
-        out = int(kid), bytes.fromhex(key)
-    except ValueError:
-        raise ProtocolError(f"bad media key record {text[:16]!r}...") from None
-    if not 1 <= out[0] <= 255 or len(out[1]) != 16:
-        raise ProtocolError("bad media key record: wrong id or length")
-    return out

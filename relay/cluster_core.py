@@ -178,6 +178,23 @@ class SessionRecord:
         return f"SessionRecord(user={self.user!r})"
 
 
+def parse_media_value(value: bytes | str) -> tuple[int, bytes]:
+    """``"id:hex"``, a channel's media key as Redis holds it: (key id, key)."""
+    try:
+        text = value.decode() if isinstance(value, bytes) else value
+        kid, _sep, key = text.partition(":")
+        out = int(kid), bytes.fromhex(key)
+    except ValueError:  # UnicodeDecodeError included
+        raise ProtocolError("bad media key record: not 'id:hex'") from None
+    if not 1 <= out[0] <= 255 or len(out[1]) != 16:
+        raise ProtocolError("bad media key record: wrong id or length")
+    return out
+
+
+def media_value(key_id: int, key: bytes) -> str:
+    return f"{key_id}:{key.hex()}"
+
+
 # --- events of the pub/sub stream -------------------------------------------------------
 
 

@@ -66,6 +66,12 @@ def test_session_records_round_trip(u: cc.RemoteUser, token: int, key: bytes) ->
     assert key.hex() not in repr(r)  # never a key in a log line
 
 
+@given(st.integers(1, 255), st.binary(min_size=16, max_size=16))
+def test_media_key_values_round_trip(key_id: int, key: bytes) -> None:
+    assert cc.parse_media_value(cc.media_value(key_id, key)) == (key_id, key)
+    assert cc.parse_media_value(cc.media_value(key_id, key).encode()) == (key_id, key)
+
+
 def test_relay_records_round_trip() -> None:
     r = rec("a", 1)
     assert cc.RelayRecord.parse(bytes(r)) == r
@@ -86,7 +92,8 @@ def test_bad_events_are_our_error(data: bytes) -> None:
 
 @given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
 def test_any_bytes_give_an_event_or_our_error(data: bytes) -> None:
-    for parse in (cc.parse_event, cc.SessionRecord.parse, cc.RelayRecord.parse):
+    for parse in (cc.parse_event, cc.SessionRecord.parse, cc.RelayRecord.parse,
+                  cc.parse_media_value):  # fmt: skip
         with contextlib.suppress(ProtocolError):
             parse(data)
 
