@@ -114,13 +114,13 @@ class Cluster:
         config: ClusterConfig,
         sessions: SessionTable,
         control: ControlServer,
-        router: ClusterRouter,
+        routers: list[ClusterRouter],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.sessions = sessions
         self.control = control
-        self.router = router
+        self.routers = routers  # the UDP loop's, and the TCP tunnel's: one mesh table
         self.clock = clock
         self.view = cc.ClusterView(config.relay_id, config.grace)
         self.counts = ClusterCounts()
@@ -495,9 +495,11 @@ class Cluster:
         key_ids = {ch: kid for ch, (kid, _key) in self.sessions.media_keys.items()}
         by_key = {key_ids[ch]: dests for ch, dests in view.channel_relays().items()
                   if ch in key_ids}  # fmt: skip
-        self.router.mesh = MeshTable(
+        mesh = MeshTable(
             self.num, self._key, by_key, view.user_relays(), frozenset(view.relay_nums())
         )
+        for router in self.routers:
+            router.mesh = mesh
         # welcome.relays: the other relays alive, where a client may fail over.
         self.sessions.relays = [RelayEntry(tcp, fp) for tcp, fp in view.relay_list()]
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 
 from relay.protocol.mesh_datagram import (
@@ -102,6 +103,10 @@ class ClusterRouter(SealedRouter):
 
     __slots__ = ("_ctr", "_windows", "local", "mesh", "mesh_counters", "mesh_data", "mesh_dests")
 
+    # ``ctr``: where this relay's mesh counters come from. The UDP loop's router and the
+    # TCP tunnel's (another thread) share one: ``next()`` of an itertools.count is atomic
+    # under the GIL, so no two mesh datagrams of a relay carry the same counter.
+
     def __init__(
         self,
         media: dict[int, bytes],
@@ -109,7 +114,7 @@ class ClusterRouter(SealedRouter):
         on_bind: Callable[[int, Addr, bytes], None] | None = None,
         limit: VoiceLimit | None = None,
         clock: Callable[[], float] | None = None,
-        ctr_start: int = 0,
+        ctr: Iterator[int] | None = None,
     ) -> None:
         super().__init__(media, echo, on_bind, limit, clock)
         self.mesh_counters = ClusterCounters()
@@ -119,7 +124,7 @@ class ClusterRouter(SealedRouter):
         self.local: LocalFanout = {}
         self.mesh_data = b""
         self.mesh_dests: Dests = NOWHERE
-        self._ctr = ctr_start  # above anything this relay number sent before (wall clock)
+        self._ctr = itertools.count(1) if ctr is None else ctr
         self._windows: dict[int, ReplayWindow] = {}
 
     def route(self, buf: bytearray, n: int, addr: Addr) -> Dests:
@@ -133,8 +138,7 @@ class ClusterRouter(SealedRouter):
 
     def _wrap(self, buf: bytearray, m: int, dests: Dests) -> None:
         mesh = self.mesh
-        self._ctr += 1
-        body = HEADER.pack(MESH_MAGIC, MESH_VERSION, mesh.num, self._ctr) + buf[:m]
+        body = HEADER.pack(MESH_MAGIC, MESH_VERSION, mesh.num, next(self._ctr)) + buf[:m]
         self.mesh_data = body + _BLAKE2B(body, key=mesh.key, digest_size=TAG_SIZE).digest()
         self.mesh_dests = dests
         self.mesh_counters.mesh_out += len(dests)

@@ -483,6 +483,8 @@ class ControlServer:
             return
         if routed.dests and self.udp_send is not None:
             self.udp_send(routed.data, routed.dests)
+        if routed.mesh_dests and self.udp_send is not None:  # a cluster's other relays
+            self.udp_send(routed.mesh_data, routed.mesh_dests)
         if routed.tunnels:
             self.tunnel_out(routed.data, routed.tunnels)
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import logging
 import secrets
 import signal
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -162,14 +164,20 @@ class Relay:
             if config.udp_workers > 1:
                 raise ValueError("--udp-workers above 1 needs --insecure (protocol 1) for now")
             media = self.sessions.media_by_id  # shared: it grows with run-time channels
-            kind = SealedRouter
+            tunnel_router: SealedRouter | None = None
             if config.cluster:
                 if config.udp != "thread":
                     raise ValueError("--cluster needs --udp thread")
-                kind = ClusterRouter
-            self.sealed = kind(
-                media, echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
-            )
+                # Mesh counters from the wall clock: above what this relay's mesh number
+                # (or a number Redis gave out again after losing it) ever sent.
+                ctr = itertools.count(time.time_ns())
+                self.sealed = ClusterRouter(media, config.echo, self._bind_from_udp,
+                                            config.voice_limit, ctr=ctr)  # fmt: skip
+                tunnel_router = ClusterRouter(media, echo=config.echo, ctr=ctr)
+            else:
+                self.sealed = SealedRouter(
+                    media, echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
+                )
             self.sealed.on_tunnel = self._tunnel_from_udp
             self.router = self.sealed
         self._pending_binds: dict[int, tuple[Addr, bytes]] = {}  # token -> latest ping
@@ -196,7 +204,9 @@ class Relay:
         self.sessions.udp_host = config.public_host
         self.tunnel: TunnelIn | None = None
         if self.sealed is not None:
-            self.tunnel = TunnelIn(self.sessions.media_by_id, config.echo, config.voice_limit)
+            self.tunnel = TunnelIn(
+                self.sessions.media_by_id, config.echo, config.voice_limit, router=tunnel_router
+            )
             self.control.tunnel_in = self.tunnel
             self.control.udp_send = self._udp_send
         self.operations.load_bans()
@@ -329,7 +339,11 @@ class Relay:
             ),
             self.sessions,
             self.control,
-            self.sealed,
+            [
+                r
+                for r in (self.sealed, self.tunnel and self.tunnel.router)
+                if isinstance(r, ClusterRouter)
+            ],
         )
         try:
             await self.cluster.start()
@@ -458,6 +472,8 @@ class Relay:
         if isinstance(self.sealed, ClusterRouter):  # voice from other relays: channel-wide
             key_ids = {ch: kid for ch, (kid, _k) in self.sessions.media_keys.items()}
             self.sealed.local = local_fanout(self.router.table, key_ids)
+            if self.tunnel is not None:
+                self.tunnel.router.local = self.sealed.local  # type: ignore[attr-defined]
         if self._workers:  # they know channel updates only: these sessions' channels are redone
             dirty |= {channel for _token, _uid, channel in added}
             dirty |= {channel for _token, channel in gone}

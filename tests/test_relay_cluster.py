@@ -32,6 +32,7 @@ from relay.protocol.messages import (
     UserJoined,
     UserLeft,
     UserState,
+    Voice,
     Welcome,
 )
 from relay.tls import fingerprint as tls_fingerprint
@@ -181,6 +182,14 @@ def test_voice_across_three_relays(three: list[Node]) -> None:
     whisperer.send_voice(2, b"psst", target=target.user_id)
     assert heard(target) == [(whisperer.user_id, b"psst")]
     assert all(heard(u, 0.2) == [] for u in users[1:5])
+
+    # Voice through the TCP tunnel (a client whose UDP is blocked) crosses relays too.
+    talker = users[1]
+    assert talker.sealer is not None
+    talker.send(Voice(talker.sealer.voice(3, 3, b"through tcp")))
+    for i, u in enumerate(users):
+        if i != 1:
+            assert heard(u) == [(talker.user_id, b"through tcp")], f"user {i}"
 
     # Relay 0 is mesh number 1 (the first to start may be any: try both numbers).
     inner = sent[0][:-16]  # what a relay forwards: the client's datagram minus its tag
