@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ from relay.protocol.messages import (
 from relay.tls import fingerprint as tls_fingerprint
 
 HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
 SECRET = "a cluster secret of the tests, 32+"
 GRACE = 2.0
 M = TypeVar("M", bound=Message)
@@ -115,6 +117,14 @@ def cluster(redis_server: tuple[subprocess.Popen[bytes], int]) -> Iterator[Clust
 @pytest.fixture
 def three(cluster: Cluster) -> list[Node]:
     return cluster.start(3)
+
+
+def redis_command(port: int, *words: str) -> bytes:
+    """One Redis command by hand (RESP), its first reply line."""
+    with socket.create_connection((HOST, port), timeout=2) as s:
+        s.sendall(f"*{len(words)}\r\n".encode() + b"".join(
+            f"${len(w)}\r\n{w}\r\n".encode() for w in words))  # fmt: skip
+        return s.recv(4096).split(b"\r\n")[0]
 
 
 def until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -313,20 +323,53 @@ def test_redis_killed_and_restarted_mid_call(cluster: Cluster) -> None:
     a, b = n0.client("a"), n0.client("b")  # local to each other
     c = n1.client("c")
     settle([a, b, c], 3)
+    time.sleep(0.3)
     cluster.redis.kill()
     cluster.redis.wait()
     time.sleep(0.5)
     for seq in range(5):  # local voice goes on without Redis
         a.send_voice(seq, b"local")
         assert b.recv_voice(1.0) is not None
+    # and so does the call across relays, as routed before (the mesh needs no Redis)
+    assert heard(c) == [(a.user_id, b"local")] * 5
     cluster.redis, _ = launch.start_redis(cluster.redis_port)  # back, and empty
     d = n1.client("d")  # joins while the relays may still be reconnecting
     assert d.user_id not in {a.user_id, b.user_id, c.user_id}
     wait_in_tree(a, d.user_id)  # cross-relay presence converges again
-    time.sleep(0.5)
+    # Both relays put their sessions back in the directory.
+    assert until(lambda: redis_command(cluster.redis_port, "HLEN", "vc:sessions") == b":4")
+    time.sleep(0.3)
     d.send_voice(1, b"again")
-    assert (a.user_id, b"again") not in heard(a)
-    assert sorted(heard(b)) == [(d.user_id, b"again")]
+    for x in (a, b, c):
+        assert heard(x) == [(d.user_id, b"again")]
     assert "lost the cluster's Redis" in n0.text()
     for x in (a, b, c, d):
         x.close()
+
+
+# --- start-up ------------------------------------------------------------------------------
+
+
+def test_without_cluster_nothing_of_redis_is_imported() -> None:
+    code = (
+        "import sys, relay.__main__, relay.server; "
+        "assert not [m for m in sys.modules if m.startswith('redis')], 'redis imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_a_relay_that_cannot_reach_redis_says_so_and_exits(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET + "\n")
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        closed = s.getsockname()[1]  # nothing listens there once the socket is closed
+    args = [sys.executable, "-m", "relay", "--host", HOST, "--port", "0"]
+    done = subprocess.run(
+        [*args, "--cluster", f"redis://{HOST}:{closed}/0", "--cluster-secret-file", str(secret)],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 1 and "the cluster's Redis at" in done.stderr
+    done = subprocess.run([*args, "--cluster", "redis://x:1/0"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 2 and "--cluster-secret-file" in done.stderr
