@@ -111,10 +111,16 @@ class Rig:
         self.secret_file = f.name
         url = f"redis://{HOST}:{self.redis_port}/0"
         with ThreadPoolExecutor(relays) as pool:
-            self.nodes = list(pool.map(lambda _: Node(url, self.secret_file), range(relays)))
+            futures = [pool.submit(Node, url, self.secret_file) for _ in range(relays)]
+        self.nodes = [f.result() for f in futures if f.exception() is None]
+        if len(self.nodes) < relays:  # one did not start: nothing is left running
+            self.close()
+            raise RuntimeError(
+                f"a relay did not start: {next(f.exception() for f in futures if f.exception())}"
+            )
 
     def close(self) -> None:
-        with ThreadPoolExecutor(len(self.nodes)) as pool:
+        with ThreadPoolExecutor(max(1, len(self.nodes))) as pool:
             list(pool.map(Node.stop, self.nodes))
         launch.stop_redis(self.redis)
         os.unlink(self.secret_file)

@@ -91,8 +91,11 @@ class Cluster:
             return Node(proc, port, log)
 
         with ThreadPoolExecutor(n) as pool:
-            nodes = list(pool.map(one, range(n)))
-        self.nodes += nodes
+            futures = [pool.submit(one, i) for i in range(n)]
+        nodes = [f.result() for f in futures if f.exception() is None]
+        self.nodes += nodes  # stopped at the end even if another did not start
+        for f in futures:
+            f.result()  # raises the first failure
         return nodes
 
 
