@@ -207,8 +207,8 @@ class Cluster:
             if not first:
                 await self._rejoin()
             await self._register()
+            await self._read_registry()  # first: whose directory entries are complete
             self._carry(self.view.load(await self._directory()))
-            await self._read_registry()
         except BaseException:
             self.online = False
             with contextlib.suppress(Exception):

@@ -456,15 +456,24 @@ class ClusterView:
         return out
 
     def load(self, records: Iterable[SessionRecord]) -> list[Change]:
-        """The whole directory as read from Redis (at start, or when Redis is back):
-        every other relay's sessions are what it lists."""
+        """The whole directory as read from Redis (at start, or when Redis is back), with
+        the registry read just before: the sessions of a registered relay are what it
+        lists (a relay registers in the same transaction as it writes all of its
+        sessions); those of a relay not registered (Redis came back empty and it has not
+        re-registered yet) are only added to, never taken away: its ``synced`` will say,
+        or its missing heartbeat will end them after the grace."""
         by_relay: dict[str, list[RemoteUser]] = {}
         for r in records:
             if r.user.relay != self.me:
                 by_relay.setdefault(r.user.relay, []).append(r.user)
         out: list[Change] = []
         for relay in {u.relay for u in self.users.values()} | set(by_relay):
-            out += self._replace(relay, by_relay.get(relay, ()))
+            fresh = by_relay.get(relay, [])
+            if relay not in self.relays:
+                known = [u for u in self.users.values() if u.relay == relay]
+                kept = {u.user_id for u in fresh}
+                fresh += [u for u in known if u.user_id not in kept]
+            out += self._replace(relay, fresh)
         return out
 
     # --- the registry -------------------------------------------------------------------

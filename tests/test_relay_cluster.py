@@ -346,6 +346,8 @@ def test_redis_killed_and_restarted_mid_call(cluster: Cluster) -> None:
     for x in (a, b, c):
         assert heard(x) == [(d.user_id, b"again")]
     assert "lost the cluster's Redis" in n0.text()
+    with pytest.raises(TimeoutError):  # and c never left anyone's tree meanwhile
+        sees(a, UserLeft, lambda m: m.user_id == c.user_id, timeout=0.3)
     for x in (a, b, c, d):
         x.close()
 

@@ -166,3 +166,12 @@ def test_synced_and_load_replace_what_was_known_of_a_relay() -> None:
     changes = v.load([cc.SessionRecord(9, user(3, "a")), cc.SessionRecord(8, user(4, ME))])
     assert {type(c) for c in changes} == {cc.UserWent}  # 2 is gone; our own 4 is not shown
     assert set(v.users) == {3}
+
+
+def test_a_directory_read_never_takes_away_the_users_of_a_relay_not_registered_yet() -> None:
+    v = view("a")
+    v.apply(cc.Joined(user(1, "a")))
+    v.apply(cc.Joined(user(2, "zed")))  # zed: not (yet) in the registry
+    changes = v.load([cc.SessionRecord(5, user(3, "zed"))])
+    assert set(changes) == {cc.UserWent(user(1, "a")), cc.UserCame(user(3, "zed"))}
+    assert set(v.users) == {2, 3}
