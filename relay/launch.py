@@ -70,7 +70,7 @@ def redis_available() -> bool:
 
 def start_redis(port: int = 0, timeout: float = 10.0) -> tuple[subprocess.Popen[bytes], int]:
     """A ``redis-server`` on loopback that keeps nothing on disk, on ``port`` (0: a free
-    one). Returns the process and its port once it answers ``PING``."""
+    one). Returns the process and its port once it answers (itself: its process id)."""
     if port == 0:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -87,11 +87,12 @@ def start_redis(port: int = 0, timeout: float = 10.0) -> tuple[subprocess.Popen[
             raise RuntimeError(f"redis-server exited with {proc.returncode} (port {port} taken?)")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
+                s.sendall(b"INFO server\r\n")  # ours, not another server on that port
+                if f"process_id:{proc.pid}\r\n".encode() in s.recv(65536):
                     return proc, port
         except OSError:
-            time.sleep(0.02)
+            pass
+        time.sleep(0.02)
     stop_redis(proc)
     raise RuntimeError("redis-server did not answer within the time limit")
 
