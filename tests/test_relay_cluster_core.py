@@ -175,3 +175,47 @@ def test_a_directory_read_never_takes_away_the_users_of_a_relay_not_registered_y
     changes = v.load([cc.SessionRecord(5, user(3, "zed"))])
     assert set(changes) == {cc.UserWent(user(1, "a")), cc.UserCame(user(3, "zed"))}
     assert set(v.users) == {2, 3}
+
+
+relay_ids = st.sampled_from(["a", "b", ME])
+user_ids = st.integers(1, 6)
+channels = st.sampled_from(["Lobby", "General"])
+stream = st.lists(
+    st.one_of(
+        st.builds(lambda r, u, c: cc.Joined(user(u, r, c)), relay_ids, user_ids, channels),
+        st.builds(cc.Moved, relay_ids, user_ids, channels),
+        st.builds(cc.Left, relay_ids, user_ids),
+        st.builds(lambda r, u: cc.Resumed(user(u, r), 1000 + u), relay_ids, user_ids),
+        st.builds(lambda r, us: cc.Synced(r, tuple(user(u, r) for u in us)), relay_ids,
+                  st.sets(user_ids, max_size=3)),
+        st.builds(lambda alive, dt: ("registry", alive, dt), st.sets(st.sampled_from("ab")),
+                  st.floats(0, 20)),
+    ),
+    max_size=40,
+)  # fmt: skip
+
+
+@given(stream)
+def test_any_stream_of_events_keeps_the_view_sound(items: list[object]) -> None:
+    """Whatever the order of events and heartbeats: our own users are never shown as
+    another relay's; only alive relays with a member in a channel are sent its voice;
+    the grace never ends a user of a relay that beats."""
+    v = view("a", "b", grace=10.0)
+    now = 0.0
+    for item in items:
+        if isinstance(item, tuple):
+            _kind, alive, dt = item
+            now += dt
+            v.registry([rec("a", 1), rec("b", 2)], sorted(alive), now)
+            went, _dead = v.expire(now)
+            for change in went:
+                assert isinstance(change, cc.UserWent) and change.user.relay not in v.alive
+        else:
+            assert isinstance(item, cc.Joined | cc.Moved | cc.Left | cc.Resumed | cc.Synced)
+            v.apply(item, local=set())
+        assert all(u.relay != ME for u in v.users.values())
+        members = {(u.channel, u.relay) for u in v.users.values()}
+        for channel, dests in v.channel_relays().items():
+            expected = {rec(r, n).udp_addr() for r, n in (("a", 1), ("b", 2))
+                        if r in v.alive and (channel, r) in members}  # fmt: skip
+            assert set(dests) == expected and len(dests) == len(set(dests))
