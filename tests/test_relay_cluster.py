@@ -319,6 +319,60 @@ def test_sigkill_of_a_talkers_relay_resumes_it_on_another(
         x.close()
 
 
+def _client_fails_over() -> bool:
+    """Whether the desktop/headless client's failover (relays learnt from the welcome) is
+    on this branch: it lands separately (issue 16's client side)."""
+    from dataclasses import fields
+
+    from pipeline.client.config import ClientConfig
+
+    return "fallbacks" in {f.name for f in fields(ClientConfig)}
+
+
+@pytest.mark.skipif(not _client_fails_over(), reason="the client's failover is not here yet")
+def test_a_real_client_resumes_its_session_on_another_relay(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The real client (six processes, a tone), given relay A alone: it learns relay B
+    from its welcome, and when A is SIGKILLed it resumes the same session on B, where a
+    listener hears it again."""
+    from pipeline.client.config import ClientConfig
+    from pipeline.client.local_client import LocalClient, connected
+    from pipeline.media.sources import MediaSpec
+
+    a, b = cluster.start(2)
+    pins = str(tmp_path / "pins.json")
+    rx_cfg = ClientConfig(HOST, b.port, "rx", pins_file=pins)
+    tx_cfg = ClientConfig(HOST, a.port, "tx", source=MediaSpec("tone"), pins_file=pins)
+    with LocalClient(rx_cfg) as rx, LocalClient(tx_cfg) as tx:
+        rx.until(connected, 20, "the listener on B")
+        tx.until(connected, 20, "the talker on A")
+        old = tx.view.endpoint
+        assert old is not None
+
+        def heard_before() -> bool:
+            tx.pump(0.05)
+            rx.pump(0.05)
+            return old.user_id in rx.view.heard
+
+        assert until(heard_before, 10), "not heard across relays before the kill"
+        a.proc.kill()
+        a.proc.wait()
+        killed = time.monotonic()
+
+        def back() -> bool:
+            tx.pump(0.05)
+            rx.pump(0.05)
+            me = tx.view.endpoint
+            return me is not None and me.udp_port == b.port and old.user_id in rx.view.heard
+
+        assert until(back, 15), tx.view.status_line()
+        print(f"the real client was heard again {time.monotonic() - killed:.2f} s after the kill")
+        me = tx.view.endpoint
+        assert me is not None and me.user_id == old.user_id  # the same session, resumed
+    assert "event=resume" in b.text()
+
+
 # --- Redis away -------------------------------------------------------------------------
 
 
