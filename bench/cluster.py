@@ -213,6 +213,9 @@ def forwarding_cost(rig: Rig, seconds: float) -> dict[str, Any]:
     talkers = users[:TALKERS]  # i % relays: spread evenly when relays > 1
     frames = int(seconds * RATE)
     sealed = [[t.sealer.voice(i, i, PAYLOAD) for i in range(frames)] for t in talkers]  # type: ignore[union-attr]
+    idle0 = sum(n.cpu() for n in rig.nodes)  # the relays with these users, nobody talking
+    time.sleep(seconds)
+    idle_cpu = sum(n.cpu() for n in rig.nodes) - idle0
     before = [n.counters() for n in rig.nodes]
     cpu0 = [n.cpu() for n in rig.nodes]
     t0 = time.monotonic()
@@ -245,6 +248,10 @@ def forwarding_cost(rig: Rig, seconds: float) -> dict[str, Any]:
         "mesh_sent": delta("mesh_out"),
         "cpu_s": cpu,
         "delivered_per_cpu_s": delivered / cpu if cpu > 0 else None,
+        # The same window with nobody talking: what the relays cost idle (event loops,
+        # heartbeats, the UDP loops' wake-ups), and the forwarding's own cost without it.
+        "idle_cpu_s": idle_cpu,
+        "delivered_per_cpu_s_over_idle": delivered / (cpu - idle_cpu) if cpu > idle_cpu else None,
     }
 
 

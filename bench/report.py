@@ -405,11 +405,13 @@ def cluster_section(doc: dict[str, Any]) -> list[str]:
     out += ["", "| path | p50 | p99 | n |", "|---|---|---|---|"]
     out.append(f"| one relay | {_f(one['p50'], 0)} | {_f(one['p99'], 0)} | {one['n']} |")
     out.append(f"| two relays | {_f(two['p50'], 0)} | {_f(two['p99'], 0)} | {two['n']} |")
-    out += ["", "| one channel, 12 users, 6 talking | delivered | CPU-s | delivered per CPU-s |",
-            "|---|---|---|---|"]  # fmt: skip
+    out += ["", "| one channel, 12 users, 6 talking | delivered | CPU-s | idle CPU-s | "
+            "delivered per CPU-s | per CPU-s over idle |", "|---|---|---|---|---|---|"]  # fmt: skip
     for name, c in cost.items():
         out.append(f"| {name.replace('_', ' ')} | {c['delivered']} of {c['expected']} | "
-                   f"{_f(c['cpu_s'])} | {_f(c['delivered_per_cpu_s'], 0)} |")  # fmt: skip
+                   f"{_f(c['cpu_s'])} | {_f(c.get('idle_cpu_s'))} | "
+                   f"{_f(c['delivered_per_cpu_s'], 0)} | "
+                   f"{_f(c.get('delivered_per_cpu_s_over_idle'), 0)} |")  # fmt: skip
     out += [
         "",
         f"Redis, three relays: {_f(r['idle_commands_per_s'], 1)} commands/s idle "
