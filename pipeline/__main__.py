@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pipeline.client.config import TALK_DEFAULT, ClientConfig, split_server
+from pipeline.client.config import TALK_DEFAULT, ClientConfig, split_server, split_servers
 from pipeline.client.pipeline_graph import MAX_PLAYBACK_FRAMES
 from pipeline.client.supervisor import ClientFailed, Supervisor
 from pipeline.client.terminal_keys import KEYS_HELP, RawKeys, TalkKeys
@@ -24,9 +24,17 @@ from pipeline.media.sound_device import check_device, list_devices
 from pipeline.media.sources import INPUT_HELP, OUTPUT_HELP, MediaError, parse_input, parse_output
 
 
-def parse_server(text: str) -> tuple[str, int]:
+def parse_address(text: str) -> tuple[str, int]:
     try:
         return split_server(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_server(text: str) -> list[tuple[str, int]]:
+    """``--server``: one relay or several, comma-separated (tried in turn, SPEC.md)."""
+    try:
+        return split_servers(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -42,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--server",
         type=parse_server,
-        default=("127.0.0.1", 8080),
-        metavar="HOST:PORT",
-        help="the relay: a host name (IPv4 or IPv6), an address, or [IPV6]:PORT",
+        default=[("127.0.0.1", 8080)],
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="the relay: a host name (IPv4 or IPv6), an address, or [IPV6]:PORT; several, "
+        "comma-separated, are tried in turn when one cannot be reached or is lost",
     )
     ap.add_argument(
         "--voice-path",
@@ -73,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, help="seed of the chaos dropper")
     ap.add_argument(
         "--udp-via",
-        type=parse_server,
+        type=parse_address,
         metavar="HOST:PORT",
         help="send voice through this address (an impairment proxy) instead",
     )
@@ -153,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.trace:
         args.trace.mkdir(parents=True, exist_ok=True)
     cfg = ClientConfig(
-        host=args.server[0],
-        port=args.server[1],
+        host=args.server[0][0],
+        port=args.server[0][1],
+        fallbacks=tuple(args.server[1:]),
         name=args.name,
         channel=args.channel,
         source=source,

@@ -25,7 +25,7 @@ def test_view_follows_events() -> None:
     assert v.report(ev.ControlStats) == ev.ControlStats(tcp_rtt_ms=0.4)
     assert v.speaking == [2] and len(v.chat) == 1
     line = v.status_line()
-    assert "connected as me in Lobby" in line and "users 2" in line and "loss 2.5%" in line
+    assert " as me in Lobby" in line and "users 2" in line and "loss 2.5%" in line
     assert "jitter 3" in line and "tcp 0.4ms" in line
     summary = v.summary()
     assert summary["channel"] == "Lobby"
@@ -35,7 +35,10 @@ def test_view_follows_events() -> None:
 def test_reconnecting_status() -> None:
     v = ClientView()
     v.apply(ev.ConnectionState(ev.RECONNECTING, "h:1", attempt=4, reason="refused"))
-    assert "reconnecting (attempt 4: refused)" in v.status_line()
+    assert "reconnecting to h:1 (attempt 4: refused)" in v.status_line()
+    v.apply(ev.ConnectionState(ev.CONNECTED, "b:8080", name="me", channel="Lobby", relays=2))
+    assert v.status_line().startswith("connected to b:8080 as me in Lobby")
+    assert v.summary()["server"] == "b:8080"
 
 
 def test_mouth_to_ear_is_arrival_to_ear_plus_rtt_capture_to_send_and_lookahead() -> None:

@@ -686,3 +686,144 @@ def test_a_relay_without_self_state_gets_it_no_more_and_keeps_loss_reports() -> 
     assert notices(s) == ["this server does not show others that you are muted"]
     s.set_self(deafened=True)
     assert sent(s) == []
+
+
+# --- several relays (SPEC.md, "Several relays") ------------------------------------------
+
+FP_B = ":".join(["B0"] * 32)
+FP_C = ":".join(["C0"] * 32)
+
+
+def welcome_with_relays(relays: Any, token: int = 77, uid: int = 3) -> bytes:
+    """What a cluster relay sends: a welcome naming its peers (written by hand here; a
+    standalone relay sends none)."""
+    users = [UserInfo(uid, "me", "Lobby")]
+    return encode_message(
+        Welcome(token, uid, 9000, "Lobby", ["Lobby"], users, relays=relays, **SEALED)
+    )
+
+
+def states(s: ControlSession) -> list[ev.ConnectionState]:
+    return [e for e in s.take_events() if isinstance(e, ev.ConnectionState)]
+
+
+def test_a_first_connect_that_fails_tries_the_next_relay_at_once() -> None:
+    s = ControlSession(name="me", host="a", port=1, fallbacks=[("b", 2)])
+    assert (s.host, s.port) == ("a", 1) and s.connect_due(0.0)
+    s.connect_failed(0.1, "cannot reach a:1: Connection refused")
+    assert (s.host, s.port) == ("b", 2) and s.connect_due(0.1)  # no wait within a round
+    (state,) = states(s)
+    assert state.state == ev.RECONNECTING and state.server == "b:2" and state.relays == 2
+    s.connect_failed(0.2, "cannot reach b:2: Connection refused")
+    assert (s.host, s.port) == ("a", 1)  # both tried: the whole list waits
+    assert not s.connect_due(0.2 + RECONNECT_DELAY - 0.01) and s.connect_due(0.2 + RECONNECT_DELAY)
+    s.connected(3.0)
+    assert sent(s) == [Auth("me", PROTOCOL)]
+    s.received(welcome(), 3.0)
+    assert s.state == ev.CONNECTED and states(s)[-1].server == "a:1"
+
+
+def test_a_lost_relay_is_tried_once_then_the_next_with_reconnect_first() -> None:
+    s = ControlSession(name="me", host="a", port=1, fallbacks=[("b", 2)])
+    s.connected(0.0)
+    sent(s)
+    s.received(welcome(token=77), 0.0)
+    s.take_events()
+    s.disconnected(5.0, "the relay closed the connection")
+    assert (s.host, s.port) == ("a", 1) and not s.connect_due(5.0 + RECONNECT_DELAY - 0.01)
+    assert s.connect_due(5.0 + RECONNECT_DELAY)
+    s.connect_failed(7.0, "cannot reach a:1: Connection refused")
+    assert (s.host, s.port) == ("b", 2) and s.connect_due(7.0)
+    assert states(s)[-1].state == ev.RECONNECTING  # it was connected: reconnecting, not connecting
+    s.connected(7.0)
+    assert sent(s) == [Reconnect(77, PROTOCOL)]  # b may resume the session (a cluster)
+    s.received(encode_message(Error("unknown_token", "no such session")), 7.0)
+    assert sent(s) == [Auth("me", PROTOCOL)]  # a standalone b: a new session
+    s.received(welcome(token=99, uid=5), 7.1)
+    events = s.take_events()
+    assert ev.VoiceEndpoint(99, 5, "b", 9000, UDP_KEY, 1, MEDIA) in events  # voice to b
+    (state,) = [e for e in events if isinstance(e, ev.ConnectionState)]
+    assert state.state == ev.CONNECTED and state.server == "b:2"
+
+
+def test_a_cluster_relay_that_resumes_keeps_the_session_on_the_other_relay() -> None:
+    s = ControlSession(name="me", host="a", port=1, fallbacks=[("b", 2)])
+    s.connected(0.0)
+    sent(s)
+    s.received(welcome(token=77, uid=3), 0.0)
+    s.disconnected(1.0, "reset")
+    s.connect_failed(3.0, "refused")
+    s.connected(3.0)
+    assert sent(s) == [Reconnect(77, PROTOCOL)]
+    s.received(welcome(token=77, uid=3), 3.0)  # the same session, resumed by b
+    assert (s.token, s.user_id, s.host) == (77, 3, "b")
+    assert not [e for e in s.take_events() if isinstance(e, ev.Notice) and "joined" in e.text]
+
+
+def test_welcome_relays_are_learnt_and_vouched_for() -> None:
+    s = ControlSession(name="me", host="a", port=1)
+    s.connected(0.0)
+    sent(s)
+    relays = [
+        {"addr": "b.example:8080", "fingerprint": FP_B},
+        {"addr": "[fd00::3]:8080", "fingerprint": FP_C.lower()},
+    ]
+    s.received(welcome_with_relays(relays), 0.0)
+    assert [r.server for r in s.relays.relays] == ["a:1", "b.example:8080", "[fd00::3]:8080"]
+    vouched = s.take_vouched()
+    assert [(r.host, r.port, r.fingerprint) for r in vouched] == [
+        ("b.example", 8080, FP_B),
+        ("fd00::3", 8080, FP_C),
+    ]
+    assert s.take_vouched() == []
+    assert states(s)[-1].relays == 3
+    # Failover: a once, then the learnt relay, whose fingerprint goes with it to the adapter.
+    s.disconnected(1.0, "reset")
+    s.connect_failed(3.0, "refused")
+    assert s.target.server == "b.example:8080" and s.target.fingerprint == FP_B
+    assert s.connect_due(3.0)
+
+
+def test_bad_relay_entries_are_dropped_and_told_never_the_welcome() -> None:
+    s = ControlSession(name="me", host="a", port=1)
+    s.connected(0.0)
+    sent(s)
+    bad = [{"addr": "b:8080", "fingerprint": "AB"}, 7, {"addr": "c:8080", "fingerprint": FP_C}]
+    s.received(welcome_with_relays(bad), 0.0)
+    assert s.state == ev.CONNECTED
+    assert [r.server for r in s.relays.relays] == ["a:1", "c:8080"]
+    notices = [e.text for e in s.take_events() if isinstance(e, ev.Notice)]
+    assert any("relays[0]: fingerprint must be" in t and "1 more" in t for t in notices)
+    s2 = ControlSession(name="me", host="a", port=1)
+    s2.connected(0.0)
+    sent(s2)
+    s2.received(welcome_with_relays("not a list"), 0.0)  # a broken field: still welcomed
+    assert s2.state == ev.CONNECTED and len(s2.relays.relays) == 1
+
+
+def test_a_standalone_welcome_carries_no_relays_key() -> None:
+    data = welcome()
+    assert b"relays" not in data
+    s = connected_session()
+    assert s.take_vouched() == [] and len(s.relays.relays) == 1
+
+
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["addr", "fingerprint", "x"]),
+            st.text(max_size=70)
+            | st.integers(-(2**63), 2**64 - 1)
+            | st.sampled_from([FP_B, "b:1"]),
+        ),
+        max_size=8,
+    )
+)
+@settings(max_examples=100)
+def test_fuzz_welcome_relays_never_cost_the_session(relays: list[dict[str, Any]]) -> None:
+    s = ControlSession(name="me", host="a", port=1)
+    s.connected(0.0)
+    sent(s)
+    s.received(welcome_with_relays(relays), 0.0)
+    assert s.state == ev.CONNECTED
+    assert len(s.relays.relays) <= 1 + len(relays)

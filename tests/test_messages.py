@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import struct
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
@@ -108,7 +108,24 @@ EVERY_MESSAGE: list[Message] = [
     Tunnel(on=True),
     Tunnel(on=False),
     Welcome(9, 3, 8080, "Lobby", ["Lobby"], [], udp_host="voice.example.org"),
+    # A cluster relay's peers (SPEC.md, "Several relays").
+    Welcome(9, 3, 8080, "Lobby", [], [], relays=[{"addr": "b:8080", "fingerprint": "AB:CD"}]),
 ]
+
+
+relays_values = st.recursive(  # no NaN: the test compares what comes back
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+
+
+@given(relays_values)
+def test_a_welcome_is_never_refused_for_its_relays(relays: Any) -> None:
+    """Its entries are the client's to judge one by one (pipeline/core/relays.py)."""
+    body = Welcome(1, 1, 1, "c", [], [], relays=relays).to_map()
+    msg = decode_message(msgpack.packb(body, use_bin_type=True))
+    assert isinstance(msg, Welcome) and msg.relays == relays
 
 
 def test_every_spec_type_has_a_message() -> None:
@@ -686,3 +703,20 @@ def test_fuzz_round_trip_any_chunking(msgs: list[Message], cuts: list[int]) -> N
     for a, b in itertools.pairwise(points):
         got += dec.feed(stream[a:b])
     assert got == msgs
+
+
+@dataclass(frozen=True, slots=True)
+class _Peer:  # a relay's own record of a peer, as a cluster might hold one
+    addr: str
+    fingerprint: str
+
+
+def test_a_welcome_sends_relay_records_as_maps() -> None:
+    peer = _Peer("b.example:8080", ":".join(["AB"] * 32))
+    data = encode_message(Welcome(1, 1, 1, "c", [], [], relays=[peer, {"addr": "x"}]))
+    msg = decode_message(data[4:])
+    assert isinstance(msg, Welcome)
+    assert msg.relays == [
+        {"addr": "b.example:8080", "fingerprint": peer.fingerprint},
+        {"addr": "x"},
+    ]

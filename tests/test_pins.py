@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.core.pins import PinFile, Trust, default_pins_path, verdict
+from pipeline.core.pins import PinFile, Trust, default_pins_path, pin_key, verdict
 
 
 def test_the_verdicts() -> None:
@@ -42,3 +42,20 @@ def test_the_default_path_follows_xdg(tmp_path: Path) -> None:
         assert default_pins_path() == tmp_path / "voicechat" / "known_relays.json"
     finally:
         os.environ["XDG_CONFIG_HOME"] = old
+
+
+def test_a_vouched_fingerprint_is_pinned_but_never_replaces_a_pin(tmp_path: Path) -> None:
+    f = PinFile(tmp_path / "pins.json")
+    assert f.vouch("b:1", "BB").trust is Trust.NEW
+    assert f.load() == {"b:1": "BB"}
+    assert f.check("b:1", "BB").trust is Trust.PINNED  # reached later: as if seen before
+    assert f.check("b:1", "EE").trust is Trust.CHANGED  # and a stranger there is refused
+    f.pin("c:1", "CC")
+    v = f.vouch("c:1", "XX")
+    assert v.trust is Trust.CHANGED and v.pinned == "CC"
+    assert f.load() == {"b:1": "BB", "c:1": "CC"}  # the user's pin is kept
+    assert f.vouch("c:1", "CC").trust is Trust.PINNED
+
+
+def test_the_pin_key_of_an_ipv6_relay_has_no_brackets() -> None:
+    assert pin_key("::1", 8080) == "::1:8080" and pin_key("h", 1) == "h:1"

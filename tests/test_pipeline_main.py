@@ -82,6 +82,17 @@ def test_a_playout_queue_the_ring_cannot_hold_is_refused_up_front() -> None:
     assert build_parser().parse_args(["--name", "x", "--playback-frames", "1"]).playback_frames == 1
 
 
+def test_server_takes_a_list_and_names_a_bad_entry(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.__main__ import build_parser
+
+    args = build_parser().parse_args(["--server", "a:8080,[::1]:9000"])
+    assert args.server == [("a", 8080), ("::1", 9000)]
+    assert build_parser().parse_args([]).server == [("127.0.0.1", 8080)]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--server", "a:8080,b"])
+    assert "server 2 of 2: expected HOST:PORT or [IPV6]:PORT, got 'b'" in capsys.readouterr().err
+
+
 def test_missing_sound_device_names_the_file_options() -> None:
     p = cli("--name", "x", "--input", "device", "--output", "null")
     _out, err = p.communicate(timeout=60)
@@ -209,7 +220,7 @@ def test_space_in_the_terminal_pushes_to_talk(relay_port: int, tmp_path: Path) -
 
     try:
         wait_for(b"keys: space")  # the terminal was taken into cbreak mode
-        wait_for(b"connected as key")
+        wait_for(b" as key in ")
         time.sleep(1.0)  # the voice path comes up: nothing sent with the key up
         os.write(master, b" ")
         wait_for(b"key down: talking")

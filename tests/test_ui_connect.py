@@ -71,3 +71,39 @@ def test_the_password_is_asked_hidden_and_never_remembered(qtbot: QtBot, tmp_pat
     again = ConnectDialog(QSettings(path, QSettings.Format.IniFormat))
     qtbot.addWidget(again)
     assert again.password.text() == ""
+
+
+def test_validate_takes_a_list_of_servers() -> None:
+    info = validate(" a.example:8080, [::1]:9000 ", "ann")
+    assert info == ConnectInfo("a.example", 8080, "ann", fallbacks=(("::1", 9000),))
+    assert info.servers == [("a.example", 8080), ("::1", 9000)]
+    with pytest.raises(ValueError, match="server 2 of 2: expected HOST:PORT"):
+        validate("a:8080,b", "ann")
+    with pytest.raises(ValueError, match="listed twice"):
+        validate("a:8080,a:8080", "ann")
+
+
+def test_the_dialog_checks_a_list_as_it_is_typed_and_remembers_it(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    from pipeline.core.pins import PinFile
+    from ui.favourites import Favourites
+
+    path = str(tmp_path / "ui.ini")
+    pins = PinFile(tmp_path / "pins.json")
+    pins.pin("a.example:8080", "AB:CD")
+    settings = QSettings(path, QSettings.Format.IniFormat)
+    dialog = ConnectDialog(settings, favourites=Favourites(settings, pins))
+    qtbot.addWidget(dialog)
+    dialog.name.setText("ann")
+    dialog.server.setText("a.example:8080,b.example")  # typed so far: the second lacks a port
+    assert "server 2 of 2" in dialog.error.text() and not dialog.error.isHidden()
+    dialog.server.setText("a.example:8080, b.example:8080")
+    assert dialog.error.isHidden()
+    cert = dialog.certificate.text()
+    assert "a.example:8080: pinned AB:CD" in cert and "b.example:8080: not seen yet" in cert
+    dialog.accept()
+    assert dialog.info == ConnectInfo("a.example", 8080, "ann", fallbacks=(("b.example", 8080),))
+    again = ConnectDialog(QSettings(path, QSettings.Format.IniFormat))
+    qtbot.addWidget(again)
+    assert again.server.text() == "a.example:8080,b.example:8080"

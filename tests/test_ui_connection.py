@@ -72,3 +72,28 @@ def test_reasons_in_a_desktop_users_words() -> None:
     assert plain_media_error(
         "no input sound device; use --input with one of: device[:NAME], FILE.wav"
     ) == ("no input sound device; pick another one in the Audio settings")
+
+
+def test_with_several_relays_each_gets_its_first_attempts_before_giving_up() -> None:
+    m = ConnectionModel(max_first_attempts=3)
+    m.start("a:1,b:2")
+    for attempt in range(1, 6):  # a, b, a, b, a: 5 of the 6 first attempts
+        server = "b:2" if attempt % 2 else "a:1"
+        state = ev.ConnectionState(ev.RECONNECTING, server, attempt, REFUSED, relays=2)
+        assert m.apply(state) is False and m.phase == cn.CONNECTING
+        assert m.headline().startswith(f"Connecting to {server}… (attempt {attempt + 1})")
+    last = ev.ConnectionState(ev.RECONNECTING, "a:1", 6, REFUSED, relays=2)
+    assert m.apply(last) is True and m.phase == cn.UNREACHABLE
+    assert m.title() == "Could not connect to a:1,b:2"
+
+
+def test_the_relay_in_use_is_shown_after_a_failover() -> None:
+    m = ConnectionModel()
+    m.start("a:1,b:2")
+    m.apply(ev.ConnectionState(ev.CONNECTED, "a:1", name="ann", channel="Lobby", relays=2))
+    assert m.headline() == "Connected to a:1 as ann in Lobby"
+    m.apply(ev.ConnectionState(ev.RECONNECTING, "b:2", 2, REFUSED, relays=2))
+    assert m.phase == cn.RECONNECTING  # was connected: reconnecting, never "unreachable"
+    assert m.headline().startswith("Connection lost; reconnecting to b:2 (attempt 2)")
+    m.apply(ev.ConnectionState(ev.CONNECTED, "b:2", name="ann", channel="Lobby", relays=2))
+    assert m.headline() == "Connected to b:2 as ann in Lobby"

@@ -61,3 +61,13 @@ def test_the_pinned_certificate_is_shown_by_address(tmp_path: Path) -> None:
     pins.pin("h:1", "AB:CD")
     favs = Favourites(settings(tmp_path), pins)
     assert favs.pinned("h:1") == "AB:CD" and favs.pinned("h:2") is None
+
+
+def test_a_favourite_may_hold_several_servers(tmp_path: Path) -> None:
+    favs = Favourites(settings(tmp_path), PinFile(tmp_path / "pins.json"))
+    fav = favs.put(Favourite("", " a.example:8080 ,[::1]:9000", "ann"))
+    assert fav.server == fav.label == "a.example:8080,[::1]:9000"
+    (again,) = Favourites(settings(tmp_path)).items
+    assert again.info() == ConnectInfo("a.example", 8080, "ann", fallbacks=(("::1", 9000),))
+    with pytest.raises(ValueError, match="server 2 of 2"):
+        favs.put(Favourite("x", "a.example:8080,nowhere", "ann"))

@@ -126,3 +126,19 @@ def test_connect_dialog_favourites_a_taken_name_and_disconnect(
     finally:
         second.shutdown()
         first.shutdown()
+
+
+def test_a_list_of_servers_connects_through_the_one_that_answers(
+    qtbot: QtBot, tmp_path: Path, relay: RelayProcess
+) -> None:
+    down, up = free_port(), relay[1]
+    window = owned_window(qtbot, tmp_path)
+    try:
+        window.connect_to(ConnectInfo("127.0.0.1", down, "ann", fallbacks=(("127.0.0.1", up),)))
+        host = window.host
+        assert host is not None and host.cfg.servers == [("127.0.0.1", down), ("127.0.0.1", up)]
+        qtbot.waitUntil(lambda: window.connection.online, timeout=WAIT)
+        assert window.status.text().startswith(f"Connected to 127.0.0.1:{up} as ann")
+        assert window._server() == f"127.0.0.1:{down},127.0.0.1:{up}"  # Retry: the whole list
+    finally:
+        window.shutdown()

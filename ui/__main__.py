@@ -32,7 +32,11 @@ if TYPE_CHECKING:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="voicechat-ui", description="Voice chat desktop client")
-    ap.add_argument("--server", metavar="HOST:PORT", help="skip the dialog's server field")
+    ap.add_argument(
+        "--server",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="skip the dialog's server field; several servers are tried in turn",
+    )
     ap.add_argument("--name", help="with --server: connect at once, without the dialog")
     ap.add_argument("--channel", default="", help="join this channel after connecting")
     ap.add_argument("--password", default="", help="the server's password, if it has one")

@@ -25,7 +25,8 @@ from PyQt6.QtWidgets import (
 if TYPE_CHECKING:
     from ui.favourites import Favourites
 
-from pipeline.client.config import server_text, split_server
+from pipeline.client.config import servers_text, split_server, split_servers
+from pipeline.core.pins import pin_key
 
 DEFAULT_SERVER = "127.0.0.1:8080"
 MAX_NAME = 64
@@ -33,10 +34,15 @@ MAX_NAME = 64
 
 @dataclass(frozen=True, slots=True)
 class ConnectInfo:
-    host: str
+    host: str  # the first server
     port: int
     name: str
     password: str = field(default="", repr=False)
+    fallbacks: tuple[tuple[str, int], ...] = ()  # more servers, tried in turn
+
+    @property
+    def servers(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port), *self.fallbacks]
 
 
 def parse_server(text: str) -> tuple[str, int]:
@@ -47,14 +53,22 @@ def parse_server(text: str) -> tuple[str, int]:
         raise ValueError(f"{exc} (e.g. {DEFAULT_SERVER})") from None
 
 
+def parse_servers(text: str) -> list[tuple[str, int]]:
+    """One server or several, comma-separated; ValueError naming the entry at fault."""
+    try:
+        return split_servers(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (e.g. {DEFAULT_SERVER}, or several: a:8080,b:8080)") from None
+
+
 def validate(server: str, name: str, password: str = "") -> ConnectInfo:
-    host, port = parse_server(server)
+    (host, port), *rest = parse_servers(server)
     name = name.strip()
     if not name:
         raise ValueError("enter a name others will see")
     if len(name) > MAX_NAME:
         raise ValueError(f"the name is longer than {MAX_NAME} characters")
-    return ConnectInfo(host, port, name, password)
+    return ConnectInfo(host, port, name, password, tuple(rest))
 
 
 class ConnectDialog(QDialog):
@@ -149,7 +163,7 @@ class ConnectDialog(QDialog):
         except ValueError as exc:
             self.show_error(str(exc))
             return
-        self.settings.setValue("server", server_text(self.info.host, self.info.port))
+        self.settings.setValue("server", servers_text(self.info.servers))
         self.settings.setValue("name", self.info.name)
         self.settings.sync()
         super().accept()
@@ -197,15 +211,17 @@ class ConnectDialog(QDialog):
         self.save_password.setChecked(bool(fav.password))
 
     def _server_edited(self, text: str) -> None:
-        """Check the address as it is typed; show the certificate pinned for it."""
+        """Check the addresses as they are typed; show the certificate pinned for each."""
         try:
-            host, port = parse_server(text)
+            servers = parse_servers(text)
         except ValueError as exc:
             self.show_error(str(exc) if text.strip() else "")
             self.certificate.setText("")
             return
         self.show_error("")
-        pin = self.favourites.pinned(server_text(host, port))
-        self.certificate.setText(
-            f"pinned {pin}" if pin else "not seen yet: pinned on the first connection"
-        )
+        lines = []
+        for host, port in servers:
+            pin = self.favourites.pinned(pin_key(host, port))
+            seen = f"pinned {pin}" if pin else "not seen yet: pinned on the first connection"
+            lines.append(seen if len(servers) == 1 else f"{servers_text([(host, port)])}: {seen}")
+        self.certificate.setText("\n".join(lines))

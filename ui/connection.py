@@ -39,10 +39,13 @@ class ConnectionModel:
     name: str = ""
     channel: str = ""
     ever_connected: bool = False  # since the last start(): tells reconnecting from connecting
+    servers: str = ""  # what the client was started towards: one server or several
 
     def start(self, server: str) -> None:
-        """The client is being started towards ``server`` (connect, retry, new server)."""
+        """The client is being started towards ``server`` (connect, retry, new server):
+        one HOST:PORT or several, comma-separated; the events then name the one in use."""
         self.phase, self.server, self.reason, self.attempt = CONNECTING, server, "", 0
+        self.servers = server
         self.ever_connected = False
 
     def apply(self, state: ev.ConnectionState) -> bool:
@@ -60,7 +63,9 @@ class ConnectionModel:
             self.reason = plain_reason(state.reason)
             if self.ever_connected:
                 self.phase = RECONNECTING
-            elif state.attempt >= self.max_first_attempts:
+            elif state.attempt >= self.max_first_attempts * max(1, state.relays):
+                # Every relay of the list had its first attempts: stop, say why.
+                self.server = self.servers or self.server
                 self.phase = UNREACHABLE
                 return True
             else:

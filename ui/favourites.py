@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from PyQt6.QtCore import QSettings
 
-from pipeline.client.config import server_text
+from pipeline.client.config import servers_text
 from pipeline.core.pins import PinFile
 from ui.connect import ConnectInfo, validate
 
@@ -24,7 +24,7 @@ MAX_FAVOURITES = 50
 @dataclass(frozen=True, slots=True)
 class Favourite:
     label: str
-    server: str  # HOST:PORT
+    server: str  # HOST:PORT, or several comma-separated (tried in turn)
     name: str
     password: str = field(default="", repr=False)
 
@@ -79,8 +79,8 @@ class Favourites:
         info = fav.info()
         fav = replace(
             fav,
-            label=fav.label.strip() or server_text(info.host, info.port),
-            server=server_text(info.host, info.port),
+            label=fav.label.strip() or servers_text(info.servers),
+            server=servers_text(info.servers),
         )
         for i, old in enumerate(self.items):
             if old.label == fav.label:
@@ -101,5 +101,5 @@ class Favourites:
         return next((f for f in self.items if f.label == label), None)
 
     def pinned(self, server: str) -> str | None:
-        """The certificate fingerprint pinned for ``server`` (HOST:PORT), if any."""
+        """The certificate fingerprint pinned for ``server`` (pins.pin_key), if any."""
         return self.pins.load().get(server.strip())

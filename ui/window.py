@@ -30,7 +30,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from pipeline.client.config import server_text
+from pipeline.client.config import servers_text
 from pipeline.core.client_view import ClientView
 from pipeline.core.pins import CERTIFICATE_CHANGED
 from pipeline.core.presence_news import granted_name
@@ -499,6 +499,7 @@ class MainWindow(QMainWindow):
         self.host.restart(
             host=info.host,
             port=info.port,
+            fallbacks=info.fallbacks,
             name=info.name,
             password=info.password,
             channel=channel,
@@ -537,7 +538,7 @@ class MainWindow(QMainWindow):
         self.chat.add(ev.Notice(f"the client stopped: {self.connection.reason}"))
 
     def _server(self) -> str:
-        return server_text(self.host.cfg.host, self.host.cfg.port) if self.host is not None else ""
+        return servers_text(self.host.cfg.servers) if self.host is not None else ""
 
     def shutdown(self) -> None:
         """Detach from the bus and stop the client this window owns (idempotent)."""

@@ -5,31 +5,24 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from pipeline.core.relays import server_text, servers_text, split_server, split_servers
 from pipeline.media.sources import MediaSpec
+
+__all__ = [
+    "TALK_DEFAULT",
+    "ClientConfig",
+    "server_text",
+    "servers_text",
+    "split_server",
+    "split_servers",
+]
 
 TALK_DEFAULT = "vad"  # what a user starts in: voice activation, as Mumble does
 
 
-def split_server(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT`` (``[::1]:8080``) or a bare ``V6:PORT`` -> (host, port);
-    ValueError with a line a person can act on."""
-    text = text.strip()
-    host, _, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host or "[" in host or "]" in host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT or [IPV6]:PORT, got {text!r}")
-    return host, int(port)
-
-
-def server_text(host: str, port: int) -> str:
-    """The way a user writes the server: ``host:port``, an IPv6 address in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 @dataclass
 class ClientConfig:
-    host: str
+    host: str  # the first relay to try
     port: int
     name: str
     channel: str = ""
@@ -70,3 +63,11 @@ class ClientConfig:
     # Voice over UDP, through the control connection (the TCP tunnel) while UDP is dead:
     # "auto"; or always "udp" or "tcp" (benchmarks; a network known to block UDP).
     voice_path: str = "auto"
+    # More relays to try, in order, when (host, port) cannot be reached or is lost
+    # (SPEC.md, "Several relays"); relays the welcome names are added to them.
+    fallbacks: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def servers(self) -> list[tuple[str, int]]:
+        """Every configured relay, the first one first."""
+        return [(self.host, self.port), *self.fallbacks]

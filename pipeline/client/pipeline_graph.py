@@ -66,6 +66,7 @@ STAGES = (
             password=c.password,
             pins_file=c.pins_file,
             accept_new_certificate=c.accept_new_certificate,
+            fallbacks=c.fallbacks,
         ),
     ),
     StageSpec(

@@ -183,10 +183,11 @@ class ClientView:
 
     def status_line(self) -> str:
         s = self.state
+        to = f" to {s.server}" if s.server else ""  # the relay in use: one of several, perhaps
         if s.state == ev.CONNECTED:
-            conn = f"connected as {s.name} in {s.channel}"
+            conn = f"connected{to} as {s.name} in {s.channel}"
         elif s.state == ev.RECONNECTING:
-            conn = f"reconnecting (attempt {s.attempt}: {s.reason})"
+            conn = f"reconnecting{to} (attempt {s.attempt}: {s.reason})"
         else:
             conn = s.state + (f" ({s.reason})" if s.reason else "")
         users = len(self.users_in(self.roster.channel)) if self.roster.channel else 0
@@ -215,6 +216,7 @@ class ClientView:
         return {
             "state": self.state.state,
             "reason": self.state.reason,
+            "server": self.state.server,
             "name": self.state.name,
             "channel": self.roster.channel,
             "user_id": self.roster.me,

@@ -15,6 +15,13 @@ The TCP tunnel (SPEC.md): the network stage says which path voice takes
 ``tunnel`` to send what we hear through this connection (again after every new
 connection), and ``voice`` messages carry datagrams both ways
 (:meth:`ControlSession.voice_frame`, :meth:`ControlSession.take_voice`).
+
+Several relays (SPEC.md): the session holds a :class:`~pipeline.core.relays.RelayList`
+(the configured relays and those a welcome named); ``host`` and ``port`` are always the
+relay to connect to next, or the one connected. A lost connection is retried on the same
+relay first, then on the others in turn, always with ``reconnect`` and the token first,
+so a relay of the same cluster resumes the session. The fingerprints a welcome vouches
+for wait in :meth:`ControlSession.take_vouched` for the adapter to pin.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from dataclasses import dataclass, field
 from itertools import count
 
 from pipeline.core.presence_news import PresenceNews, granted_name
+from pipeline.core.relays import RECONNECT_DELAY as RECONNECT_DELAY  # between rounds (SPEC)
+from pipeline.core.relays import Relay, RelayList, parse_relays, server_text
 from pipeline.ipc import events as ev
 from relay.protocol.errors import FramingError, ProtocolError
 from relay.protocol.messages import (
@@ -59,7 +68,6 @@ from relay.protocol.messages import (
     encode_message,
 )
 
-RECONNECT_DELAY = 2.0  # seconds between connection attempts (SPEC)
 PING_INTERVAL = 1.0  # seconds between TCP pings
 DEAD_AFTER = 6.0  # seconds without a byte from the relay before the link counts as dead
 RECEPTION_INTERVAL = 2.0  # seconds between two reception reports (SPEC)
@@ -85,7 +93,7 @@ class ControlSession:
     """Auth, reconnect with the session token, presence, chat and ping for one client."""
 
     name: str
-    host: str
+    host: str  # the relay connected to, or to be tried next
     port: int
     wanted_channel: str = ""  # join this channel after the first welcome
     loss_feedback: bool = True  # report what we receive of each speaker to the relay
@@ -141,6 +149,15 @@ class ControlSession:
     tunnel_refused: bool = False
     _tunnel_told: bool = False  # what this connection's relay was last asked
     _voice: list[bytes] = field(default_factory=list)  # tunnelled voice for the network stage
+    # More relays to try after (host, port), in order (SPEC.md, "Several relays").
+    fallbacks: list[tuple[str, int]] = field(default_factory=list)
+    relays: RelayList = field(init=False)
+    _vouched: list[Relay] = field(default_factory=list)  # for the adapter to pin
+
+    def __post_init__(self) -> None:
+        first = Relay(self.host, self.port)
+        rest = [Relay(h, p) for h, p in self.fallbacks if (h, p) != (self.host, self.port)]
+        self.relays = RelayList([first, *rest])
 
     # --- what the adapter tells us ---------------------------------------------------
 
@@ -378,6 +395,8 @@ class ControlSession:
             self._welcoming = msg.more
             self._users = users
             self.attempt = 0
+            self.relays.welcomed()
+            self._learn(msg.relays)
             self._asked.clear()
             if self.wanted_channel and self.wanted_channel not in self.channels:
                 self._notice(
@@ -536,13 +555,39 @@ class ControlSession:
         self._schedule_retry(now, reason)
 
     def _schedule_retry(self, now: float, reason: str) -> None:
+        """Connect again: to the relay just lost after RECONNECT_DELAY, or after a failed
+        attempt to the next relay of the list (at once, unless all were tried)."""
         if self.state == ev.CONNECTED:
             self.news.link_lost(
                 (u.name, u.channel) for uid, u in self._users.items() if uid != self.user_id
             )
+            delay = self.relays.lost()
+        else:
+            delay = self.relays.failed()
+        self.host, self.port = self.relays.current.host, self.relays.current.port
         self.attempt += 1
-        self._connect_at = now + RECONNECT_DELAY
+        self._connect_at = now + delay
         self._set_state(ev.RECONNECTING, reason)
+
+    def _learn(self, relays: object) -> None:
+        """A welcome's ``relays``: the good entries join the list, the bad are told once."""
+        if relays == []:
+            return  # a standalone relay (or one of an older version)
+        entries, dropped = parse_relays(relays)
+        if dropped:
+            more = f" (and {len(dropped) - 1} more)" if len(dropped) > 1 else ""
+            self._notice(f"ignored a relay the server named: {dropped[0]}{more}")
+        self._vouched += self.relays.learn(entries)
+
+    @property
+    def target(self) -> Relay:
+        """The relay to connect to next (or connected), with the fingerprint vouched for it."""
+        return self.relays.current
+
+    def take_vouched(self) -> list[Relay]:
+        """Relays a welcome vouched for, with their fingerprints: for the adapter to pin."""
+        out, self._vouched = self._vouched, []
+        return out
 
     def _set_state(self, state: str, reason: str) -> None:
         self.state, self.reason = state, reason
@@ -551,8 +596,9 @@ class ControlSession:
     def _state_event(self) -> ev.ConnectionState:
         return ev.ConnectionState(
             state=self.state,
-            server=f"{self.host}:{self.port}",
+            server=server_text(self.host, self.port),
             attempt=self.attempt,
+            relays=len(self.relays.relays),
             reason=self.reason,
             user_id=self.user_id,
             name=self._users[self.user_id].name if self.user_id in self._users else self.name,

@@ -6,6 +6,11 @@ with the same certificate. A changed certificate is refused with a message that
 shows both fingerprints; the user replaces the pin on purpose (the UI asks,
 the CLI takes ``--accept-new-certificate``).
 
+A relay the client is connected to over a pinned certificate may vouch for the other
+relays of its cluster (``welcome.relays``, SPEC.md "Several relays"): their fingerprints
+are pinned as if they had been seen (:meth:`PinFile.vouch`), but a pin already there is
+never replaced by one a relay vouched for.
+
 The decision (:func:`verdict`) is a function of the pins and the fingerprint; the
 file (:class:`PinFile`, JSON, written whole with mode 0600) is a thin adapter.
 """
@@ -50,6 +55,11 @@ class Verdict:
         )
 
 
+def pin_key(host: str, port: int) -> str:
+    """The key a relay is pinned under: ``host:port`` (an IPv6 host without brackets)."""
+    return f"{host}:{port}"
+
+
 def verdict(pins: dict[str, str], server: str, shown: str) -> Verdict:
     """What to do with a relay ``server`` showing the certificate fingerprint ``shown``."""
     pinned = pins.get(server)
@@ -88,6 +98,15 @@ class PinFile:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    def vouch(self, server: str, fingerprint: str) -> Verdict:
+        """Another relay vouched that ``server`` shows ``fingerprint``: pinned if ``server``
+        has no pin yet (NEW); a pin there already is kept (PINNED, or CHANGED: the caller
+        tells the user that the two disagree)."""
+        v = verdict(self.load(), server, fingerprint)
+        if v.trust is Trust.NEW:
+            self.pin(server, fingerprint)
+        return v
 
     def check(self, server: str, shown: str, accept_changed: bool = False) -> Verdict:
         """The verdict for ``server``; a NEW one is pinned now, and a CHANGED one too

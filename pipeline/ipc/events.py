@@ -59,12 +59,13 @@ class ConnectionState(Event):
 
     TOPIC = "state"
     state: str
-    server: str = ""
+    server: str = ""  # the relay connected to, or being tried (HOST:PORT)
     attempt: int = 0
     reason: str = ""
     user_id: int = 0
     name: str = ""
     channel: str = ""
+    relays: int = 1  # how many relays the client may try (configured and learnt)
 
 
 @dataclass(slots=True, frozen=True)

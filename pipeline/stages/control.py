@@ -13,6 +13,10 @@ come back the same way. TCP holds everything behind a frame it must resend, so v
 is written only while the kernel has little of ours unsent (``SIOCOUTQNSD``); the rest
 waits in a short :class:`relay.voice_queue.VoiceQueue` (a fifth of a second at most, the
 oldest dropped first), and control messages are never held behind it.
+
+Several relays: each connection goes to the session's current relay
+(:attr:`ControlSession.target`), whose pin is checked under its own address; the
+fingerprints a welcome vouched for are pinned here (never replacing a pin already there).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.control_session import ControlSession
-from pipeline.core.pins import PinFile, Trust
+from pipeline.core.pins import PinFile, Trust, pin_key
+from pipeline.core.relays import Relay, server_text
 from pipeline.ipc import events as ev
 from pipeline.ipc import tunnel_socket as ts
 from pipeline.stages.runtime import StageRuntime, Wiring
@@ -51,11 +56,11 @@ class ControlConfig:
     password: str = ""
     pins_file: str = ""  # "": pipeline.core.pins.default_pins_path()
     accept_new_certificate: bool = False  # replace a changed pin (the user said so)
+    fallbacks: tuple[tuple[str, int], ...] = ()  # more relays, tried in turn (SPEC.md)
 
 
 def run(cfg: ControlConfig) -> None:
     """Process entry point: keep the session to the relay until told to quit."""
-    server = f"{cfg.host}:{cfg.port}"
     with StageRuntime("control", cfg.wiring) as rt:
         token_file = Path(cfg.wiring.state_dir) / TOKEN_FILE if cfg.wiring.state_dir else None
         saved = _load_token(token_file) if cfg.wiring.restarted else 0
@@ -67,8 +72,9 @@ def run(cfg: ControlConfig) -> None:
             token=saved,
             loss_feedback=cfg.loss_feedback,
             password=cfg.password,
+            fallbacks=list(cfg.fallbacks),
         )
-        tls = _Tls(cfg)
+        tls = _Tls(cfg.pins_file, cfg.accept_new_certificate)
         tunnel = _Tunnel(cfg.wiring.state_dir) if cfg.wiring.state_dir else None
         if tunnel is not None:
             rt.on_close(tunnel.local.close)
@@ -84,13 +90,14 @@ def run(cfg: ControlConfig) -> None:
             while rt.running:
                 now = time.monotonic()
                 if sock is None and session.connect_due(now):
-                    sock = _connect(session, cfg.host, cfg.port, now, tls)
+                    sock = _connect(session, session.target, now, tls)
                 if sock is not None:
                     sock = _flush(session, sock)
                 if tunnel is not None:
                     tunnel.to_network(session)
                     if sock is not None and tunnel.waiting():
                         sock = tunnel.write(session, sock, None, now)
+                _vouch(session, tls)
                 for event in session.take_events():
                     rt.publish(event)
                 if now >= next_snapshot:
@@ -119,6 +126,7 @@ def run(cfg: ControlConfig) -> None:
         finally:
             if sock is not None:
                 sock.close()
+            server = server_text(session.host, session.port)
             rt.publish(ev.ConnectionState(ev.STOPPED, server, reason=rt.stop.reason))
 
 
@@ -197,16 +205,36 @@ def _save_token(path: Path, token: int) -> None:
 class _Tls:
     """The TLS context and the pins, with what this client was told about a changed pin."""
 
-    def __init__(self, cfg: ControlConfig) -> None:
+    def __init__(self, pins_file: str = "", accept_changed: bool = False) -> None:
         self.context = client_context()
-        self.pins = PinFile(cfg.pins_file or None)
-        self.accept_changed = cfg.accept_new_certificate
-        self.server = f"{cfg.host}:{cfg.port}"
+        self.pins = PinFile(pins_file or None)
+        self.accept_changed = accept_changed
 
 
-def _connect(
-    session: ControlSession, host: str, port: int, now: float, tls: _Tls
-) -> socket.socket | None:
+def _vouch(session: ControlSession, tls: _Tls) -> None:
+    """Pin what the welcome vouched for; a pin already there stays, and the user is told."""
+    for relay in session.take_vouched():
+        key = pin_key(relay.host, relay.port)
+        try:
+            v = tls.pins.vouch(key, relay.fingerprint)
+        except OSError as exc:  # the vouched fingerprint is still checked (see _connect)
+            session.notice(f"could not pin the certificate of {relay.server}: {exc}")
+            continue
+        if v.trust is Trust.NEW:
+            session.notice(
+                f"pinned the certificate of {relay.server} as {session.target.server} "
+                f"vouches for it: {relay.fingerprint}"
+            )
+        elif v.trust is Trust.CHANGED:
+            session.notice(
+                f"the relay {session.target.server} vouches for {relay.server} with the "
+                f"certificate {relay.fingerprint}, but you pinned {v.pinned} for it: "
+                "your pin is kept"
+            )
+
+
+def _connect(session: ControlSession, relay: Relay, now: float, tls: _Tls) -> socket.socket | None:
+    host, port, server = relay.host, relay.port, pin_key(relay.host, relay.port)
     try:
         raw = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
     except OSError as exc:
@@ -228,13 +256,21 @@ def _connect(
         return None
     der = sock.getpeercert(binary_form=True)
     shown = fingerprint(der) if der else "none"
-    verdict = tls.pins.check(tls.server, shown, tls.accept_changed)
+    if relay.fingerprint and shown != relay.fingerprint and server not in tls.pins.load():
+        # Vouched for, but its pin could not be written: the vouched one still holds.
+        sock.close()
+        session.refused(
+            f"the certificate of {server} is not the one vouched for: vouched "
+            f"{relay.fingerprint}, now shown {shown}"
+        )
+        return None
+    verdict = tls.pins.check(server, shown, tls.accept_changed)
     if verdict.trust is Trust.CHANGED and not tls.accept_changed:
         sock.close()
-        session.refused(verdict.message(tls.server, shown))
+        session.refused(verdict.message(server, shown))
         return None
     if verdict.trust is not Trust.PINNED:
-        session.notice(f"pinned the certificate of {tls.server}: {shown}")
+        session.notice(f"pinned the certificate of {server}: {shown}")
     tls.accept_changed = False  # accepted once: from now on the new pin holds
     try:
         peer = str(sock.getpeername()[0])  # the family create_connection found working
