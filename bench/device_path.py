@@ -12,8 +12,12 @@ server's one clock) is recorded. Reported:
   client's own per-frame times (ADC of a frame's first sample to the DAC of the
   echoed frame's first sample, plus the Opus lookahead) over the same stretch of
   time as the recording;
-- ``dropouts``: 20 ms blocks of speech that did not come out, and the client's
-  underflow and overflow counts;
+- ``dropouts``: 20 ms blocks of speech that did not come out (looked for at the lag
+  measured for their own half second: the playout's delay moves during a call), and
+  the client's underflow and overflow counts;
+- ``budget_ms``: where the client's own figure goes, hop by hop (medians over the
+  same stretch), joined per frame from the stages' traces and the sound devices'
+  callback traces (``mic.npy``, ``speaker.npy``);
 - with ``--restart``: the server is then killed and started again; how long the
   client took to tell (a lost-device status and notice) and to play again, and
   the same figures for a few seconds of speech after that.
@@ -38,15 +42,17 @@ from bench.pulse import (
     available,
     dropouts,
     frame_levels,
-    lags_ms,
     read_recording,
+    window_lags,
 )
 from pipeline.client.config import ClientConfig
 from pipeline.client.local_client import LocalClient, connected
+from pipeline.core.capture_clock import CaptureClock
 from pipeline.core.client_view import OPUS_LOOKAHEAD_MS
 from pipeline.ipc import events as ev
 from pipeline.media import synthetic
-from pipeline.media.audio_format import SAMPLE_RATE
+from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
+from pipeline.media.sound_device import NS_PER_SAMPLE
 from pipeline.media.sources import MediaSpec
 from relay.launch import start_relay, stop_relay
 
@@ -72,7 +78,8 @@ def _phase(c: LocalClient, pulse: PulseServer, root: Path, name: str, seconds: f
     recorder.wait(timeout=10)
     m2e = c.view.mouth_to_ear
     mouth, ear = read_recording(rec)
-    lags = lags_ms(mouth, ear)
+    track = window_lags(mouth, ear)
+    lags = [lag for _, lag in track]
     out: dict[str, Any] = {
         "seconds": seconds,
         "mouth_to_ear_ms": summarize(lags),
@@ -87,8 +94,7 @@ def _phase(c: LocalClient, pulse: PulseServer, root: Path, name: str, seconds: f
         "window_ns": (t_play, t_end),
     }
     if lags:
-        lag = int(np.median(lags) * SAMPLE_RATE / 1000)
-        out["dropouts"] = dropouts(mouth, ear, lag)
+        out["dropouts"] = dropouts(mouth, ear, track)
         out["measured_ms"] = float(np.median(lags))
         if out["reported_ms"] is not None:
             out["reported_minus_measured_ms"] = out["reported_ms"] - out["measured_ms"]
@@ -114,6 +120,78 @@ def claimed_ms(trace: Path, offset: int, window_ns: tuple[int, int]) -> float | 
                            for m in media], dtype=np.float64)  # fmt: skip
     m2e = (rows[:, 1].astype(np.float64) - capture_ns) / 1e6 + OPUS_LOOKAHEAD_MS
     return float(np.median(m2e))
+
+
+HOPS = (
+    "frame",  # the frame's own 20 ms: its first sample waits for its last
+    "microphone",  # ADC of the frame's last block -> the encode stage has the frame
+    "encode",
+    "to_socket",  # encoded -> the network stage sent it
+    "network",  # sent -> received (loopback and the echoing relay)
+    "to_decode",  # received -> the decode stage pushed it into the jitter buffer
+    "jitter_wait",  # pushed -> decoded for playing (the adaptive playout's delay)
+    "decode",
+    "playback_queue",  # decoded -> the speaker's callback starts playing it
+    "speaker",  # that callback -> PortAudio's DAC time of its first sample
+)
+
+
+def _replayed_stamps(mic: np.ndarray) -> np.ndarray:
+    """The capture stamp of every frame, worked out again from the microphone's callback
+    trace (when each ran, its ADC time, its length, its overflow flag) by the same
+    CaptureClock the device ran: the trace holds the clock's input, not its output."""
+    clock = CaptureClock()
+    stamps: list[int] = []
+    fill = 0
+    for _now, first, frames, flag in mic.tolist():
+        if flag:
+            clock.restart()
+        done = 0
+        while done < frames:
+            if fill == 0:
+                stamps.append(clock.stamp(first + done * NS_PER_SAMPLE))
+            n = min(frames - done, FRAME_SAMPLES - fill)
+            fill, done = (fill + n) % FRAME_SAMPLES, done + n
+    return np.array(stamps, dtype=np.int64)
+
+
+def budget(trace: Path, window_ns: tuple[int, int]) -> dict[str, float] | None:
+    """Where a frame's mouth-to-ear goes, hop by hop (medians in ms, over the frames
+    played within ``window_ns``), joined per frame from the stages' traces; their sum
+    plus the Opus lookahead is the client's own per-frame figure (``claimed_ms``).
+    None without the device traces (a client older than them)."""
+    names = ("mic", "speaker", "encode", "send", "recv", "push", "decode", "playback")
+    if not all((trace / f"{n}.npy").exists() for n in names):
+        return None
+    t = {n: np.load(trace / f"{n}.npy").astype(np.int64) for n in names}
+    stamps = _replayed_stamps(t["mic"])
+    enc = {int(r[3]): (int(r[0]), int(r[1]), int(r[2])) for r in t["encode"]}  # stream seq
+    sent = {int(r[0]): int(r[2]) for r in t["send"]}
+    recv = {int(r[0]): int(r[1]) for r in t["recv"]}
+    push = {int(r[0]): int(r[1]) for r in t["push"]}
+    dec = {int(r[0]): (int(r[1]), int(r[2])) for r in t["decode"]}
+    spk = t["speaker"]  # callback ran, DAC time of its first sample, frames, flag
+    lo, hi = window_ns
+    rows = []
+    for seq, ear, _flags, _media in t["playback"].tolist():
+        if not lo + 500_000_000 <= ear <= hi or seq not in enc or seq not in dec:
+            continue
+        capture_seq, e_in, e_out = enc[seq]
+        if capture_seq > len(stamps) or seq not in sent or seq not in recv or seq not in push:
+            continue
+        stamp = int(stamps[capture_seq - 1])
+        j = int(np.searchsorted(spk[:, 1], ear, side="right")) - 1  # the starting callback
+        callback = int(spk[j, 0]) if j >= 0 else ear
+        d0, d1 = dec[seq]
+        rows.append((FRAME_NS, e_in - stamp - FRAME_NS, e_out - e_in, sent[seq] - e_out,
+                     recv[seq] - sent[seq], push[seq] - recv[seq], d0 - push[seq], d1 - d0,
+                     callback - d1, ear - callback))  # fmt: skip
+    if not rows:
+        return None
+    med = np.median(np.array(rows, dtype=np.float64), axis=0) / 1e6
+    out = {name: round(float(v), 2) for name, v in zip(HOPS, med, strict=True)}
+    out["opus_lookahead"] = OPUS_LOOKAHEAD_MS
+    return out
 
 
 def run(seconds: float, restart: bool, root: Path, playback_frames: int = 2) -> dict[str, Any]:
@@ -159,6 +237,7 @@ def run(seconds: float, restart: bool, root: Path, playback_frames: int = 2) -> 
                     continue
                 claim = claimed_ms(trace / "playback.npy", cfg.clock_offset, phase["window_ns"])
                 phase["claimed_ms"] = claim
+                phase["budget_ms"] = budget(trace, phase["window_ns"])
                 if claim is not None and "measured_ms" in phase:
                     phase["claimed_minus_measured_ms"] = claim - phase["measured_ms"]
         finally:
@@ -172,6 +251,8 @@ def run(seconds: float, restart: bool, root: Path, playback_frames: int = 2) -> 
 
 
 def _line(name: str, r: dict[str, Any]) -> str:
+    b = r.get("budget_ms")
+    hops = f"\n  where it goes (ms, medians): {_hops(b)}" if b else ""
     m = r["mouth_to_ear_ms"]
     nan = float("nan")
     return (
@@ -179,8 +260,12 @@ def _line(name: str, r: dict[str, Any]) -> str:
         f"{m.get('p90', nan):.1f} max {m.get('max', nan):.1f} (n {m['n']}); client reports "
         f"{r['reported_ms']} ms (status line), {r.get('claimed_ms')} ms (its own per-frame "
         f"times over the same stretch); dropouts {r.get('dropouts')} of {r['speech_blocks']} "
-        f"speech blocks; underflows {r['underflows']}\n  {r['status']}"
+        f"speech blocks; underflows {r['underflows']}\n  {r['status']}" + hops
     )
+
+
+def _hops(b: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in b.items()) + f"; sum {sum(b.values()):.1f}"
 
 
 def main(argv: list[str] | None = None) -> None:

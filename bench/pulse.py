@@ -148,10 +148,15 @@ def read_recording(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data[:, 0].copy(), data[:, 1].copy()
 
 
-def lags_ms(mouth: np.ndarray, ear: np.ndarray, window: int = SAMPLE_RATE // 2,
-            max_ms: float = 600.0, min_corr: float = 0.7) -> list[float]:  # fmt: skip
-    """The ear's lag behind the mouth (ms) in each window where the mouth speaks and the
-    ear matches it (correlation >= ``min_corr``)."""
+def window_lags(
+    mouth: np.ndarray,
+    ear: np.ndarray,
+    window: int = SAMPLE_RATE // 2,
+    max_ms: float = 600.0,
+    min_corr: float = 0.7,
+) -> list[tuple[int, float]]:
+    """(first sample, lag in ms) of every window where the mouth speaks and the ear,
+    that much later, matches it (correlation >= ``min_corr``)."""
     from pipeline.media.synthetic import align
 
     max_lag = int(max_ms * SAMPLE_RATE / 1000)
@@ -162,8 +167,15 @@ def lags_ms(mouth: np.ndarray, ear: np.ndarray, window: int = SAMPLE_RATE // 2,
             continue
         lag, corr = align(sent, ear[start : start + window + max_lag], max_lag=max_lag)
         if corr >= min_corr:
-            out.append(lag * 1000 / SAMPLE_RATE)
+            out.append((start, lag * 1000 / SAMPLE_RATE))
     return out
+
+
+def lags_ms(mouth: np.ndarray, ear: np.ndarray, window: int = SAMPLE_RATE // 2,
+            max_ms: float = 600.0, min_corr: float = 0.7) -> list[float]:  # fmt: skip
+    """The ear's lag behind the mouth (ms) in each window where the mouth speaks and the
+    ear matches it (correlation >= ``min_corr``)."""
+    return [lag for _, lag in window_lags(mouth, ear, window, max_ms, min_corr)]
 
 
 def frame_levels(signal: np.ndarray) -> np.ndarray:
@@ -173,10 +185,25 @@ def frame_levels(signal: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(blocks * blocks, axis=1))
 
 
-def dropouts(mouth: np.ndarray, ear: np.ndarray, lag: int, floor: float = 0.05) -> int:
-    """20 ms blocks where the mouth speaks and the ear, ``lag`` samples later, is silent
-    (below ``floor`` of the mouth's level): audio that went missing on the way."""
-    n = min(len(mouth), len(ear) - lag)
-    m_rms, e_rms = frame_levels(mouth[:n]), frame_levels(ear[lag : lag + n])
-    speaking = m_rms > 0.02
-    return int(np.sum(speaking & (e_rms < floor * m_rms)))
+def dropouts(mouth: np.ndarray, ear: np.ndarray, lags: list[tuple[int, float]],
+             floor: float = 0.05) -> int:  # fmt: skip
+    """20 ms blocks where the mouth speaks and the ear is silent (below ``floor`` of the
+    mouth's level) at the lag measured nearest that block (``lags`` from
+    :func:`window_lags`): audio that went missing on the way. Each block is looked for
+    at its own stretch's lag, because the playout's delay moves during a call, and a
+    block that came out 15 ms later than the call's median is late, not lost."""
+    if not lags:
+        return 0
+    starts = np.array([s for s, _ in lags], dtype=np.int64)
+    shifts = np.array([round(lag * SAMPLE_RATE / 1000) for _, lag in lags], dtype=np.int64)
+    m_rms = frame_levels(mouth)
+    missing = 0
+    for k in np.flatnonzero(m_rms > 0.02):
+        first = int(k) * FRAME_SAMPLES
+        nearest = int(np.argmin(np.abs(starts - first)))
+        at = first + int(shifts[nearest])
+        if at + FRAME_SAMPLES > len(ear):
+            continue  # the recording ended before this block could come out
+        heard = ear[at : at + FRAME_SAMPLES]
+        missing += float(np.sqrt(np.mean(heard * heard))) < floor * float(m_rms[k])
+    return missing

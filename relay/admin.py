@@ -95,6 +95,7 @@ class Admin:
                 "address": s.source,
                 "connected": s.conn is not None,
                 "voice": s.udp_addr is not None,
+                "server_muted": s.server_muted,
             }
             for s in sorted(self.relay.sessions, key=lambda s: s.user_id)
         ]
@@ -136,6 +137,31 @@ class Admin:
         )
         self.relay.control.apply(self.relay.sessions.kick(session, "kicked", reason))
         return {"user_id": session.user_id, "name": session.name}
+
+    def _mute(self, req: ap.Mute) -> dict[str, Any]:
+        return self._server_mute(req.user, True)
+
+    def _unmute(self, req: ap.Unmute) -> dict[str, Any]:
+        return self._server_mute(req.user, False)
+
+    def _server_mute(self, ref: str, muted: bool) -> dict[str, Any]:
+        session = self._user(ref)
+        action = "mute" if muted else "unmute"
+        changed = session.server_muted != muted
+        if changed:
+            self._log(
+                action,
+                f"user {session.user_id} {session.name!r}",
+                user_id=session.user_id,
+                user=session.name,
+            )
+            self.relay.control.apply(self.relay.sessions.server_mute(session, muted))
+        return {
+            "user_id": session.user_id,
+            "name": session.name,
+            "server_muted": muted,
+            "changed": changed,
+        }
 
     def _ban(self, req: ap.Ban) -> dict[str, Any]:
         if req.duration < 0:

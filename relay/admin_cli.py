@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     k = cmd("kick", ap.Kick)
     k.add_argument("user", help="user id or exact name")
     k.add_argument("reason", nargs="?", default="")
+    mu = cmd("mute", ap.Mute)
+    mu.add_argument("user", help="user id or exact name")
+    um = cmd("unmute", ap.Unmute)
+    um.add_argument("user", help="user id or exact name")
     b = cmd("ban", ap.Ban)
     who = b.add_mutually_exclusive_group()
     who.add_argument("user", nargs="?", default="", help="user id or name: bans their address")
@@ -114,6 +118,10 @@ def request_of(args: argparse.Namespace) -> ap.Request:
         return ap.Status(args.window)
     if c == "kick":
         return ap.Kick(args.user, args.reason)
+    if c == "mute":
+        return ap.Mute(args.user)
+    if c == "unmute":
+        return ap.Unmute(args.user)
     if c == "ban":
         return ap.Ban(args.user, args.address, args.name, args.duration, args.reason)
     if c == "unban":
@@ -169,6 +177,8 @@ def _show(cmd: str, result: Any) -> str:
             state = ("connected" if u["connected"] else "in grace") + (
                 "" if u["voice"] else ", no voice yet"
             )
+            if u.get("server_muted"):
+                state += ", muted by the server"
             rows.append([str(u["user_id"]), u["name"], u["channel"], u["address"], state])
         return _table(rows)
     if cmd == "channels":
@@ -187,6 +197,10 @@ def _show(cmd: str, result: Any) -> str:
             )
             rows.append([str(b["id"]), b["address"] or "-", b["name"] or "-", until, b["reason"]])
         return _table(rows)
+    if cmd in ("mute", "unmute"):
+        r = result
+        done = "muted" if r["server_muted"] else "unmuted"
+        return f"{r['name']} (#{r['user_id']}) {done}" + ("" if r["changed"] else " already")
     if cmd == "settings":
         return "\n".join(f"{k} = {json.dumps(v)}" for k, v in sorted(result.items())) or "(none)"
     return json.dumps(result) if result is not None else "ok"

@@ -81,6 +81,20 @@ class Kick(Request):
 
 
 @dataclass(slots=True, frozen=True)
+class Mute(Request):
+    CMD = "mute"
+    HELP = "mute a user server-side: the relay forwards none of their voice; everyone sees it"
+    user: UserRef
+
+
+@dataclass(slots=True, frozen=True)
+class Unmute(Request):
+    CMD = "unmute"
+    HELP = "lift a server-side mute: the user's voice is forwarded again"
+    user: UserRef
+
+
+@dataclass(slots=True, frozen=True)
 class Ban(Request):
     """``user``: ban that session's address and end it; or name an ``address`` (or
     network) and/or a ``name``. ``duration`` in seconds, 0 for ever."""

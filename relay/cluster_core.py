@@ -133,10 +133,12 @@ class RemoteUser:
     relay: str
     muted: bool = False
     deafened: bool = False
+    server_muted: bool = False  # the operator's mute, kept by a resume on another relay
 
     def to_obj(self) -> dict[str, Any]:
         return {"user_id": self.user_id, "name": self.name, "channel": self.channel,
-                "relay": self.relay, "muted": self.muted, "deafened": self.deafened}  # fmt: skip
+                "relay": self.relay, "muted": self.muted, "deafened": self.deafened,
+                "server_muted": self.server_muted}  # fmt: skip
 
     @classmethod
     def from_obj(cls, o: Any) -> RemoteUser:
@@ -149,6 +151,7 @@ class RemoteUser:
             _str(o, "relay", MAX_RELAY_ID),
             _bool(o, "muted"),
             _bool(o, "deafened"),
+            _bool(o, "server_muted"),
         )
 
 
@@ -236,11 +239,12 @@ class State:
     user_id: int
     muted: bool
     deafened: bool
+    server_muted: bool = False
     KIND = "state"
 
     def to_obj(self) -> dict[str, Any]:
         return {"relay": self.relay, "user_id": self.user_id, "muted": self.muted,
-                "deafened": self.deafened}  # fmt: skip
+                "deafened": self.deafened, "server_muted": self.server_muted}  # fmt: skip
 
 
 @dataclass(slots=True, frozen=True)
@@ -322,7 +326,8 @@ def parse_event(data: bytes | str) -> Event:
     if kind == Left.KIND:
         return Left(relay, user_id)
     if kind == State.KIND:
-        return State(relay, user_id, _bool(o, "muted"), _bool(o, "deafened"))
+        return State(relay, user_id, _bool(o, "muted"), _bool(o, "deafened"),
+                     _bool(o, "server_muted"))  # fmt: skip
     raise ProtocolError(f"unknown event kind {str(kind)[:32]!r}")
 
 
@@ -429,11 +434,11 @@ class ClusterView:
             return [UserWent(old)]
         if isinstance(event, Moved):
             new = RemoteUser(old.user_id, old.name, event.channel, old.relay, old.muted,
-                             old.deafened)  # fmt: skip
+                             old.deafened, old.server_muted)  # fmt: skip
             self.version += 1
         else:
             new = RemoteUser(old.user_id, old.name, old.channel, old.relay, event.muted,
-                             event.deafened)  # fmt: skip
+                             event.deafened, event.server_muted)  # fmt: skip
         self.users[event.user_id] = new
         return [UserChanged(old, new)] if new != old else []
 

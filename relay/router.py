@@ -137,6 +137,9 @@ class Route:
     # through their control connection (never in ``dests``), and whether this session does.
     tunnels: tuple[int, ...] = ()
     tunnelled: bool = False
+    # The operator muted this session (SPEC.md, user_state.server_muted): its voice goes
+    # nowhere, whisper included; its pings are still answered, and it still hears.
+    silenced: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -155,10 +158,11 @@ class RouteTable:
         cls,
         entries: Iterable[tuple[int, int, str, Addr | None]],
         tunnelled: AbstractSet[int] = frozenset(),
+        silenced: AbstractSet[int] = frozenset(),
     ) -> RouteTable:
         """From ``(token, user_id, channel, udp_addr)`` of every session."""
         entries = list(entries)
-        return cls.update(EMPTY_TABLE, {e[2] for e in entries}, entries, tunnelled)
+        return cls.update(EMPTY_TABLE, {e[2] for e in entries}, entries, tunnelled, silenced)
 
     @classmethod
     def update(
@@ -167,12 +171,14 @@ class RouteTable:
         channels: set[str],
         entries: Iterable[tuple[int, int, str, Addr | None]],
         tunnelled: AbstractSet[int] = frozenset(),
+        silenced: AbstractSet[int] = frozenset(),
     ) -> RouteTable:
         """``prev`` with ``channels`` replaced by ``entries`` (every session now in them).
 
         ``tunnelled``: the tokens of the sessions that hear through their control
         connection (the TCP tunnel); they get voice through ``Route.tunnels`` and
-        ``tunnel_of``, never at their UDP address. Costs the size of those channels
+        ``tunnel_of``, never at their UDP address. ``silenced``: the tokens of the sessions
+        the operator muted, whose voice goes nowhere. Costs the size of those channels
         plus a copy of the dicts, not a rebuild of every route: a join on a full
         server stays cheap. No channels: ``prev``.
         """
@@ -210,7 +216,9 @@ class RouteTable:
                 bucket = Bucket() if old is None else old.bucket
                 tunnel = token in tunnelled
                 others = tuple(t for t in tunnels if t != token) if tunnels else ()
-                routes[token] = Route(_U32.pack(uid), addr, dests, echo, bucket, others, tunnel)
+                routes[token] = Route(
+                    _U32.pack(uid), addr, dests, echo, bucket, others, tunnel, token in silenced
+                )
                 user_of[token] = uid
                 if tunnel:
                     tunnel_of[uid] = token
@@ -302,6 +310,7 @@ class Counters:
     drop_bad_target: int = 0
     drop_rebind_limited: int = 0  # a bound session moving address again within a second
     drop_voice_limited: int = 0  # over the sender's VoiceLimit: refused before any fan-out
+    drop_server_muted: int = 0  # voice of a session the operator muted
     send_errors: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -407,6 +416,9 @@ class Router:
         if n == HEADER_SIZE:
             c.register += 1
             return route.echo
+        if route.silenced:
+            c.drop_server_muted += 1
+            return NOWHERE
         if self.echo:
             c.voice_in += 1
             c.echoed += 1

@@ -216,6 +216,9 @@ class SealedRouter(Router):
             c.register += 1
             self.out_n = n
             return route.echo
+        if route.silenced:
+            c.drop_server_muted += 1
+            return NOWHERE
         self.out_n = m
         if self.echo:
             c.voice_in += 1

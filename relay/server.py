@@ -466,7 +466,9 @@ class Relay:
         if added:
             table = add_unbound(table, added)
         entries = self.sessions.route_entries(dirty)
-        self.router.table = RouteTable.update(table, dirty, entries, self.sessions.tunnelled)
+        self.router.table = RouteTable.update(
+            table, dirty, entries, self.sessions.tunnelled, self.sessions.silenced
+        )
         if self.tunnel is not None:
             self.tunnel.router.table = self.router.table
         if isinstance(self.sealed, ClusterRouter):  # voice from other relays: channel-wide
@@ -479,7 +481,7 @@ class Relay:
             dirty |= {channel for _token, channel in gone}
             entries = self.sessions.route_entries(dirty)
             for w in self._workers:
-                w.update(dirty, entries)
+                w.update(dirty, entries, self.sessions.silenced)
 
     def _tunnel_from_udp(self, data: bytes, tokens: tuple[int, ...]) -> None:
         """From the UDP thread: voice for listeners that hear through the TCP tunnel."""

@@ -140,13 +140,21 @@ class Session:
     udp_key: bytes = b""  # protocol 2: the session's secret UDP key (never logged)
     muted: bool = False  # the user's own choice, shown to everyone (deafened implies it)
     deafened: bool = False
+    server_muted: bool = False  # the operator's mute: none of its voice is forwarded
     tunnel: bool = False  # hears through its control connection (the TCP tunnel)
 
     def __repr__(self) -> str:
         return f"Session(user_id={self.user_id}, name={self.name!r}, channel={self.channel!r})"
 
     def info(self) -> UserInfo:
-        return UserInfo(self.user_id, self.name, self.channel, self.muted, self.deafened)
+        return UserInfo(
+            self.user_id, self.name, self.channel, self.muted, self.deafened, self.server_muted
+        )
+
+
+def _info(user: cc.RemoteUser) -> UserInfo:
+    return UserInfo(user.user_id, user.name, user.channel, user.muted, user.deafened,
+                    user.server_muted)  # fmt: skip
 
 
 def _error(conn: int, code: str, message: str) -> Send:
@@ -218,6 +226,7 @@ class SessionTable:
         self._removed: list[int] = []  # user ids of sessions removed since take_removed()
         self._gone: list[tuple[int, str]] = []  # (token, channel) removed unbound, take_gone()
         self.tunnelled: set[int] = set()  # tokens of the sessions that hear through the tunnel
+        self.silenced: set[int] = set()  # tokens of the sessions the operator muted
         # A cluster (relay.cluster): user ids come from it, its other relays' users are
         # shown (never routed here: they have no session), and every local change is
         # queued in ``outbox`` for the others. Outside a cluster: None, {} and [].
@@ -491,8 +500,9 @@ class SessionTable:
         self.channels[channel].add(session.token)
         self._set_packed(session)
         self._tell(cc.Moved(self.relay_id, session.user_id, channel), session)
-        if session.udp_addr is None and not session.tunnel:  # in no one's routes: it leaves
-            # one channel's and enters another's on its own
+        if session.udp_addr is None and not session.tunnel and not session.server_muted:
+            # In no one's routes: it leaves one channel's and enters another's on its own
+            # (a muted one is rebuilt with its channel, which carries the mute).
             self.version += 1
             self._gone.append((session.token, old))
             self._added.append(session.token)
@@ -539,8 +549,8 @@ class SessionTable:
             return []
         session.muted, session.deafened = muted, deafened
         self._set_packed(session)
-        self._tell(cc.State(self.relay_id, session.user_id, muted, deafened), session)
-        return [Presence(encode_message(UserState(session.user_id, muted, deafened)))]
+        self._tell_state(session)
+        return [Presence(encode_message(self._user_state(session)))]
 
     def bye(self, conn: int) -> list[Action]:
         """A clean leave: remove the session now and announce it."""
@@ -620,6 +630,22 @@ class SessionTable:
         if session.conn is not None:
             out += [_error(session.conn, code, reason), Close(session.conn, code)]
         return out + self._remove(session)
+
+    def server_mute(self, session: Session, muted: bool) -> list[Action]:
+        """The operator mutes (or unmutes) ``session``: the routers forward none of its
+        voice (its routes are rebuilt) and everyone, itself included, gets ``user_state``.
+        It lasts as long as the session (a resumed one keeps it, a new ``auth`` has none)."""
+        if muted == session.server_muted:
+            return []
+        session.server_muted = muted
+        if muted:
+            self.silenced.add(session.token)
+        else:
+            self.silenced.discard(session.token)
+        self._set_packed(session)
+        self._changed(session.channel)
+        self._tell_state(session)
+        return [Presence(encode_message(self._user_state(session)))]
 
     def move(self, session: Session, channel: str) -> list[Action]:
         """Move ``session`` to ``channel`` whatever its limit (the operator's move)."""
@@ -718,14 +744,19 @@ class SessionTable:
         name = self._names.claim(user.name)
         session = Session(record.token, user.user_id, name, channel, conn, source, None, None,
                           None, record.udp_key, user.muted, user.deafened)  # fmt: skip
+        session.server_muted = user.server_muted  # the operator's mute goes with it
         self._by_token[session.token] = session
         self._by_conn[conn] = session.token
         self._by_user[session.user_id] = session.token
         self._per_source[source] = self.sessions_of(source) + 1
         self.channels[channel].add(session.token)
         self._set_packed(session)
-        self.version += 1
-        self._added.append(session.token)
+        if session.server_muted:  # rebuilt with its channel, which carries the mute
+            self.silenced.add(session.token)
+            self._changed(channel)
+        else:
+            self.version += 1
+            self._added.append(session.token)
         self._tell(cc.Resumed(self._remote_user(session), session.token), session)
         # A channel this relay lacks (the relays' channel lists differ): the default one.
         return [SendFrames((conn,), self._welcome(session))]
@@ -752,7 +783,7 @@ class SessionTable:
             return []  # a session of ours (a late event of a resume): ours wins
         if user.user_id in self.remote:
             return self.remote_change(user)
-        info = UserInfo(user.user_id, user.name, user.channel, user.muted, user.deafened)
+        info = _info(user)
         claimed = self._names.claim(user.name)
         self.remote[user.user_id] = _Remote(user, pack_user(info), claimed)
         self._snapshot = None
@@ -767,15 +798,20 @@ class SessionTable:
         if entry is None:
             return self.remote_join(user)
         old = entry.user
-        info = UserInfo(user.user_id, user.name, user.channel, user.muted, user.deafened)
-        entry.user, entry.packed = user, pack_user(info)
+        entry.user, entry.packed = user, pack_user(_info(user))
         self._snapshot = None
         out = b""
         if old.channel != user.channel:
             out += encode_message(UserLeft(user.user_id, user.name, old.channel))
             out += encode_message(UserJoined(user.user_id, user.name, user.channel))
-        if (old.muted, old.deafened) != (user.muted, user.deafened):
-            out += encode_message(UserState(user.user_id, user.muted, user.deafened))
+        if (old.muted, old.deafened, old.server_muted) != (
+            user.muted,
+            user.deafened,
+            user.server_muted,
+        ):
+            out += encode_message(
+                UserState(user.user_id, user.muted, user.deafened, user.server_muted)
+            )
         return [Presence(out)] if out else []
 
     def remote_leave(self, user_id: int) -> list[Action]:
@@ -805,7 +841,11 @@ class SessionTable:
         return [self._record(s) for s in self._by_token.values()]
 
     def _remote_user(self, s: Session) -> cc.RemoteUser:
-        return cc.RemoteUser(s.user_id, s.name, s.channel, self.relay_id, s.muted, s.deafened)
+        return cc.RemoteUser(s.user_id, s.name, s.channel, self.relay_id, s.muted, s.deafened,
+                             s.server_muted)  # fmt: skip
+
+    def _tell_state(self, s: Session) -> None:
+        self._tell(cc.State(self.relay_id, s.user_id, s.muted, s.deafened, s.server_muted), s)
 
     def _record(self, s: Session) -> cc.SessionRecord:
         return cc.SessionRecord(s.token, self._remote_user(s), s.udp_key)
@@ -851,6 +891,10 @@ class SessionTable:
             welcome += self._channel_list()  # what the welcome's names alone do not say
         return welcome
 
+    @staticmethod
+    def _user_state(session: Session) -> UserState:
+        return UserState(session.user_id, session.muted, session.deafened, session.server_muted)
+
     def _channel_list(self) -> bytes:
         return encode_message(ChannelList(list(self.info.values())))
 
@@ -880,6 +924,7 @@ class SessionTable:
         else:
             self._changed(session.channel)
         self.tunnelled.discard(session.token)
+        self.silenced.discard(session.token)
         self._removed.append(session.user_id)
         self._tell(cc.Left(self.relay_id, session.user_id), session)
         session.udp_key = b""  # the one reference the table held
@@ -944,4 +989,5 @@ class SessionTable:
         assert len({s.user_id for s in self._by_token.values()}) == len(self._by_token)
         # Only a connected session hears through its connection (the TCP tunnel).
         assert self.tunnelled == {t for t, s in self._by_token.items() if s.tunnel}
+        assert self.silenced == {t for t, s in self._by_token.items() if s.server_muted}
         assert all(s.conn is not None for s in self._by_token.values() if s.tunnel)

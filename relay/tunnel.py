@@ -137,5 +137,5 @@ class TunnelIn:
             "drop_bad_auth": c.drop_bad_auth,
             "drop_replayed": c.drop_replayed + c.drop_too_old,
             "drop_other": c.drop_short + c.drop_long + c.drop_version + c.drop_bad_length
-            + c.drop_unknown_token + c.drop_bad_target,
+            + c.drop_unknown_token + c.drop_bad_target + c.drop_server_muted,
         }  # fmt: skip

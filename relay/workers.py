@@ -19,7 +19,8 @@ an address to one socket, so one worker sees (and limits) all of a sender's
 voice: the limit is per socket, which is per sender as long as the set of
 sockets does not change while the relay runs.
 
-Messages on the pipe, as tuples: to a worker ``("update", channels, entries)``,
+Messages on the pipe, as tuples: to a worker ``("update", channels, entries, silenced)``
+(``silenced``: the tokens the operator muted),
 ``("limit", VoiceLimit | None)`` (a reload) and ``("stop",)``; from a worker
 ``("bind", token, addr, ping)`` and ``("counters", dict)``. A worker whose pipe
 closes (its parent died) stops.
@@ -68,8 +69,8 @@ def _worker_main(
                 if msg[0] == "limit":
                     router.set_limit(msg[1])
                     continue
-                _kind, channels, entries = msg
-                router.table = RouteTable.update(router.table, channels, entries)
+                _kind, channels, entries, silenced = msg
+                router.table = RouteTable.update(router.table, channels, entries, silenced=silenced)
             send(("counters", router.counters.as_dict()))
     except (EOFError, OSError, KeyboardInterrupt):
         pass  # the relay is gone or going: stop
@@ -101,9 +102,14 @@ class Worker:
         self.on_bind = on_bind
         self.counters: dict[str, int] = Counters().as_dict()
 
-    def update(self, channels: set[str], entries: list[tuple[int, int, str, Addr | None]]) -> None:
+    def update(
+        self,
+        channels: set[str],
+        entries: list[tuple[int, int, str, Addr | None]],
+        silenced: set[int] | frozenset[int] = frozenset(),
+    ) -> None:
         with contextlib.suppress(OSError):
-            self.conn.send(("update", channels, entries))
+            self.conn.send(("update", channels, entries, frozenset(silenced)))
 
     def set_limit(self, limit: VoiceLimit | None) -> None:
         with contextlib.suppress(OSError):

@@ -20,6 +20,7 @@ def test_view_follows_events() -> None:
     v.apply(ev.ChatLine(2, "bo", "Lobby", "hi", 1.0))
     assert [u.name for u in v.users_in("Lobby")] == ["me", "bo"]
     assert v.name_of(3) == "cy" and v.name_of(9) == "#9"
+    assert v.name_of(0) == "you (microphone test)"  # the looped-back microphone
     assert v.speaker(2) == ev.SpeakerStats(2, depth=3) and v.speaker(3) is None
     assert v.heard == {2} and v.decode is not None and v.network is None
     assert v.report(ev.ControlStats) == ev.ControlStats(tcp_rtt_ms=0.4)

@@ -827,3 +827,28 @@ def test_fuzz_welcome_relays_never_cost_the_session(relays: list[dict[str, Any]]
     s.received(welcome_with_relays(relays), 0.0)
     assert s.state == ev.CONNECTED
     assert len(s.relays.relays) <= 1 + len(relays)
+
+
+def test_the_servers_mute_reaches_the_roster_and_is_said_for_us_and_our_channel() -> None:
+    s = ControlSession(name="me", host="h", port=1)
+    s.connected(0.0)
+    users = [UserInfo(3, "me", "Lobby"), UserInfo(4, "bob", "Lobby"), UserInfo(5, "cy", "Games")]
+    s.received(welcome_with(users), 0.0)
+    sent(s)
+    s.take_events()
+    s.received(encode_message(UserState(4, server_muted=True)), 1.0)
+    s.received(encode_message(UserState(5, server_muted=True)), 1.0)  # another channel: quiet
+    s.received(encode_message(UserState(3, server_muted=True)), 1.0)
+    events = s.take_events()
+    lines = [e.text for e in events if isinstance(e, ev.Notice)]
+    assert lines == [
+        "bob was muted by the server",
+        "the server muted you: nobody hears you until it unmutes you",
+    ]
+    (*_, roster) = [e for e in events if isinstance(e, ev.Roster)]
+    assert {u.user_id for u in roster.users if u.server_muted} == {3, 4, 5}
+    assert sent(s) == []  # the server's mute is not ours: no self_state for it
+    s.received(encode_message(UserState(3, muted=True, server_muted=True)), 2.0)  # ours only
+    assert notices(s) == []
+    s.received(encode_message(UserState(3, muted=True)), 2.0)
+    assert notices(s) == ["the server unmuted you: you are heard again"]

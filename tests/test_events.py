@@ -44,6 +44,9 @@ EVERY_EVENT: list[ev.Event] = [
     ev.EncodeStats(talk_mode="vad", talking=True, unsent_frames=40, spurts=2),
     ev.DeafenCmd(False),
     ev.GainCmd(4, 0.5),
+    ev.NoiseSuppressionCmd(False),
+    ev.AudioTestCmd("tone", 1.0),
+    ev.AudioTestCmd("stop"),
     ev.DecodeStats(gains=[ev.SpeakerGain(4, 0.0), ev.SpeakerGain(5, 2.0)]),
     ev.ControlStats(tcp_rtt_ms=0.5, muted=True, deafened=True),
     ev.Roster(2, "Lobby", ["Lobby"], [UserInfo(2, "a", "Lobby", muted=True, deafened=True)]),
@@ -92,6 +95,8 @@ def test_int_accepted_for_float_but_not_bool_for_int() -> None:
         ([b"cmd.bitrate", msgpack.packb({"bps": 0})], "outside"),
         ([b"cmd.gain", msgpack.packb({"user_id": 1, "gain": 2.5})], "outside 0..2"),
         ([b"cmd.gain", msgpack.packb({"user_id": 1, "gain": float("nan")})], "finite"),
+        ([b"cmd.test", msgpack.packb({"kind": "tone", "seconds": 11.0})], "outside 0..10"),
+        ([b"cmd.noise", msgpack.packb({"on": "yes"})], "must be a bool"),
     ],
 )
 def test_bad_frames_raise_bus_error(frames: list[bytes], reason: str) -> None:

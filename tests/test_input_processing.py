@@ -52,3 +52,18 @@ def test_off_is_a_plain_copy_and_a_bad_frame_is_refused() -> None:
     assert p.gain_db == 0.0
     with pytest.raises(ValueError, match=f"{FRAME_SAMPLES} samples"):
         p.process(np.zeros(100, dtype=np.float32))
+
+
+def test_noise_suppression_switches_at_run_time_and_gain_control_stays() -> None:
+    rng = np.random.default_rng(4)
+    noise = (0.03 * rng.standard_normal(48_000 * 6)).astype(np.float32)  # -30 dBFS, white
+    p = InputProcessor()
+    assert p.noise_suppression
+    on = run(p, noise[: 48_000 * 2])
+    p.noise_suppression = False
+    assert not p.noise_suppression
+    off = run(p, noise[48_000 * 2 : 48_000 * 4])
+    p.noise_suppression = True  # a fresh suppressor: it learns the noise again
+    again = run(p, noise[48_000 * 4 :])
+    assert db(off[48_000:]) > db(on[48_000:]) + 10  # measured: -26 against -44 dBFS
+    assert db(again[48_000:]) < db(off[48_000:]) - 10

@@ -101,7 +101,9 @@ EVERY_MESSAGE: list[Message] = [
     ChannelList([ChannelInfo("Lobby"), ChannelInfo("Ops", "operators only", 4)]),
     SelfState(muted=True, deafened=False),
     UserState(user_id=4, muted=True, deafened=True),
+    UserState(user_id=4, server_muted=True),
     UserList(users=[UserInfo(5, "carol", "Lobby", muted=True)], first=True, last=True),
+    UserList(users=[UserInfo(6, "dave", "Lobby", server_muted=True)], first=True, last=True),
     # The TCP tunnel, and the relay's public UDP host.
     Voice(data=b"\x02\x02\x01" + bytes(64)),
     Voice(data=bytes(MAX_TUNNELLED)),
@@ -415,6 +417,19 @@ def test_a_user_is_packed_without_a_false_mute_or_deafen() -> None:
     assert isinstance(page, UserList) and page.users == [UserInfo(3, "alice", "Lobby", True, True)]
 
 
+def test_the_servers_mute_is_absent_on_the_wire_until_it_is_used() -> None:
+    """A user_state or a user list without a server mute is byte for byte the old one."""
+    assert encode_message(UserState(4, True, False)) == encode_message(UserState(4, True))
+    old = msgpack.unpackb(encode_message(UserState(4, True, False))[4:])
+    assert old == {"type": "user_state", "user_id": 4, "muted": True, "deafened": False}
+    new = msgpack.unpackb(encode_message(UserState(4, server_muted=True))[4:])
+    assert new["server_muted"] is True
+    user = msgpack.unpackb(pack_user(UserInfo(3, "bob", "Lobby", server_muted=True)))
+    assert user == {"user_id": 3, "name": "bob", "channel": "Lobby", "server_muted": True}
+    with pytest.raises(ProtocolError, match="server_muted"):
+        decode_message(msgpack.packb({"type": "user_state", "user_id": 4, "server_muted": 1}))
+
+
 def test_self_state_needs_a_bool_mute() -> None:
     with pytest.raises(ProtocolError, match=r"self_state\.muted must be a bool"):
         decode_message(msgpack.packb({"type": "self_state", "muted": 1}))
@@ -615,6 +630,7 @@ wire_values = st.recursive(
                 "listeners",
                 "muted",
                 "deafened",
+                "server_muted",
                 "data",
                 "on",
                 "udp_host",

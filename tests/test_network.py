@@ -23,8 +23,9 @@ import pytest
 from bench.netem import UdpProxy
 from pipeline.client.config import ClientConfig
 from pipeline.client.local_client import LocalClient, connected
+from pipeline.core.audio_test import LOOPBACK_FLAG, LOOPBACK_SPEAKER
 from pipeline.core.client_view import ClientView
-from pipeline.core.voice_link import COUNTERS
+from pipeline.core.voice_link import COUNTERS, media_timestamp
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import Broker
 from pipeline.ipc.child_process import StopFlag
@@ -72,6 +73,50 @@ def stage(
             net._endpoint(endpoint)
             yield net, out, relay
     relay.close()
+
+
+@pytest.fixture
+def sender(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[network._Network, Ring, Ring, socket.socket]]:
+    """A network stage with a relay and a session, and the producer side of its input."""
+    monkeypatch.setattr(runtime, "child_setup", lambda name: StopFlag(os.getppid()))
+    relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    relay.bind(("127.0.0.1", 0))
+    with Broker() as broker, Ring.create(16, 1276) as inp, Ring.create(128, 1276) as out:
+        wiring = Wiring(broker.address, inp.handle, out.handle)
+        with StageRuntime("network", wiring, (ev.HOP_ENCODE_TO_NETWORK,)) as rt:
+            net = network._Network(rt, network.NetworkConfig(wiring, clock_offset=12345))
+            port = relay.getsockname()[1]
+            net._endpoint(ev.VoiceEndpoint(7, 2, "127.0.0.1", port, UDP_KEY, 1, MEDIA))
+            yield net, inp, out, relay
+    relay.close()
+
+
+def test_a_looped_back_frame_plays_here_and_never_reaches_the_relay(
+    sender: tuple[network._Network, Ring, Ring, socket.socket],
+) -> None:
+    net, inp, out, relay = sender
+    relay.settimeout(0.5)
+    captured = time.monotonic_ns()
+    assert inp.write(b"\x01looped", seq=3, timestamp=captured, flags=LOOPBACK_FLAG)
+    thread = threading.Thread(target=net.send_loop, args=(net.rt.inp, Tracer(None, 3)))
+    thread.start()
+    try:
+        with pytest.raises(TimeoutError):
+            relay.recv(2048)  # nothing at the relay: not even a sealed copy
+        net._looped_back(memoryview(bytearray(1400)), out)
+        slot = out.read(timeout=1)
+        assert slot is not None
+        assert (slot.speaker, slot.seq, bytes(slot.data)) == (LOOPBACK_SPEAKER, 3, b"\x01looped")
+        assert slot.media == media_timestamp(captured, 0)
+        out.release()
+        assert net._stats().loopback == 1 and net.link.counters["sent"] == 0
+        assert inp.write(b"\x01sent", seq=1, timestamp=captured)  # unflagged: it goes out
+        assert len(relay.recv(2048)) > TAG_SIZE
+    finally:
+        net.rt.stop.set("test over")
+        thread.join(2)
 
 
 def deliver(net: network._Network, relay: socket.socket, datagrams: list[bytes]) -> None:

@@ -21,6 +21,7 @@ from relay.protocol.messages import (
     Error,
     UserJoined,
     UserLeft,
+    UserState,
 )
 from tests.test_relay_server import HOST, RelayProc, start_relay, stop_relay
 
@@ -135,6 +136,34 @@ def test_kick_stops_the_voice_within_a_second_and_ends_the_session(operated: Ope
     # A kick is not a ban: the same person can come straight back.
     again = operated.client("alice")
     again.close()
+
+
+def test_a_server_mute_stops_the_voice_tells_everyone_and_an_unmute_restores_it(
+    operated: Operated,
+) -> None:
+    alice, bob = operated.client("alice"), operated.client("bob")
+    talker = Talker(bob)
+    try:
+        assert hears(alice, 2.0)
+        result = operated(ap.Mute("bob"))
+        assert result == {
+            "user_id": bob.user_id, "name": "bob", "server_muted": True, "changed": True
+        }  # fmt: skip
+        for c in (alice, bob):  # bob too: his window says so
+            state = c.recv_type(UserState)
+            assert state == UserState(bob.user_id, server_muted=True)
+        assert silent_after(alice, 1.0)
+        assert [u["server_muted"] for u in operated(ap.Users())] == [False, True]
+        assert operated(ap.Mute(str(bob.user_id)))["changed"] is False
+        operated(ap.Unmute("bob"))
+        assert alice.recv_type(UserState) == UserState(bob.user_id)
+        assert hears(alice, 2.0)
+    finally:
+        talker.stop()
+        alice.close()
+        bob.close()
+    with pytest.raises(ap.AdminError, match="no user 'carol'"):
+        operated(ap.Mute("carol"))
 
 
 def test_a_ban_ends_the_session_keeps_it_out_and_lets_it_in_once_expired(

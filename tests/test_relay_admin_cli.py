@@ -24,6 +24,8 @@ from relay import admin_protocol as ap
         (["status", "--window", "3"], ap.Status(3.0)),
         (["users"], ap.Users()),
         (["kick", "alice", "be nice"], ap.Kick("alice", "be nice")),
+        (["mute", "bob"], ap.Mute("bob")),
+        (["unmute", "7"], ap.Unmute("7")),
         (
             ["ban", "3", "--for", "2h", "--reason", "spam"],
             ap.Ban("3", duration=7200.0, reason="spam"),
@@ -137,6 +139,22 @@ def test_tables_and_json(stub: tuple[str, list[bytes]], capsys: pytest.CaptureFi
     assert lines[1].split()[:4] == ["1", "alice", "Lobby", "10.0.0.1"]
     assert admin_cli.main(["--socket", path, "--json", "users"]) == 0
     assert json.loads(capsys.readouterr().out) == users
+
+
+def test_mute_says_what_it_did_and_users_shows_it(
+    stub: tuple[str, list[bytes]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, replies = stub
+    done = {"user_id": 2, "name": "bob", "server_muted": True, "changed": True}
+    replies += [ap.ok(done), ap.ok({**done, "changed": False})]
+    assert admin_cli.main(["--socket", path, "mute", "bob"]) == 0
+    assert capsys.readouterr().out.strip() == "bob (#2) muted"
+    assert admin_cli.main(["--socket", path, "mute", "bob"]) == 0
+    assert capsys.readouterr().out.strip() == "bob (#2) muted already"
+    user = {"user_id": 2, "name": "bob", "channel": "Lobby", "address": "10.0.0.2"}
+    replies.append(ap.ok([{**user, "connected": True, "voice": True, "server_muted": True}]))
+    assert admin_cli.main(["--socket", path, "users"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith("connected, muted by the server")
 
 
 def test_a_refusal_is_exit_1_with_the_reason(

@@ -38,6 +38,7 @@ users = st.builds(
     st.text(min_size=1, max_size=64),
     st.booleans(),
     st.booleans(),
+    st.booleans(),
 )
 events = st.one_of(
     st.builds(cc.Joined, users),
@@ -45,7 +46,7 @@ events = st.one_of(
               st.text(min_size=1, max_size=64)),
     st.builds(cc.Left, st.text(min_size=1, max_size=64), st.integers(1, 2**32 - 1)),
     st.builds(cc.State, st.text(min_size=1, max_size=64), st.integers(1, 2**32 - 1),
-              st.booleans(), st.booleans()),
+              st.booleans(), st.booleans(), st.booleans()),
     st.builds(cc.Said, st.text(min_size=1, max_size=64), st.integers(0, 2**32 - 1),
               st.text(max_size=32), st.text(min_size=1, max_size=64),
               st.text(min_size=1, max_size=200), st.floats(0, 2e9)),

@@ -72,6 +72,18 @@ def test_whisper_only_to_target_across_channels() -> None:
     assert r.counters.drop_bad_target == 3
 
 
+def test_a_silenced_sender_reaches_no_one_but_is_answered_and_still_hears() -> None:
+    r, _ = router()
+    r.table = RouteTable.build(ENTRIES, silenced={0xA0A0A0A0})
+    assert r.route(dgram(0xA0A0A0A0), HEADER_SIZE + 4, A) == ()
+    assert r.route(dgram(0xA0A0A0A0, target=4), HEADER_SIZE + 4, A) == ()  # nor a whisper
+    assert r.counters.drop_server_muted == 2 and r.counters.forwarded == 0
+    assert r.route(dgram(0xA0A0A0A0), HEADER_SIZE, A) == (A,)  # its pings are answered
+    assert set(r.route(dgram(0xB0B0B0B0), HEADER_SIZE + 4, B)) == {A, C}  # it hears
+    r.table = RouteTable.update(r.table, {"Lobby"}, [e for e in ENTRIES if e[2] == "Lobby"])
+    assert set(r.route(dgram(0xA0A0A0A0), HEADER_SIZE + 4, A)) == {B, C}  # unmuted
+
+
 def test_keepalive_short_long_unknown() -> None:
     r, binds = router()
     buf = dgram(0xA0A0A0A0)

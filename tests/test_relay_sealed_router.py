@@ -38,9 +38,9 @@ class World:
             s.set_media_key(1 if channel == "c1" else 2, MEDIA[1 if channel == "c1" else 2])
             self.sealers[uid] = s
 
-    def install(self) -> None:
+    def install(self, silenced: frozenset[int] = frozenset()) -> None:
         entries = [(100 + uid, uid, ch, addr) for uid, (ch, addr) in self.where.items()]
-        self.router.table = RouteTable.build(entries)
+        self.router.table = RouteTable.build(entries, silenced=silenced)
 
     def route(self, data: bytes, addr: Addr) -> tuple[tuple[Addr, ...], bytes]:
         buf = bytearray(data) + bytearray(2000 - len(data))
@@ -127,6 +127,18 @@ def test_a_whisper_to_another_channel_is_sealed_again_for_it() -> None:
     same = w.sealers[1].voice(2, 2, b"psst", target=2)  # same channel: forwarded as is
     assert w.route(same, A) == ((B,), same[:-TAG_SIZE])
     assert w.route(w.sealers[1].voice(3, 2, b"me", target=1), A)[0] == ()  # to oneself
+
+
+def test_a_silenced_sender_is_authenticated_answered_and_forwarded_to_no_one() -> None:
+    w = World()
+    w.install(silenced=frozenset({101}))
+    assert w.route(w.sealers[1].voice(1, 2, b"hello"), A)[0] == ()
+    assert w.route(w.sealers[1].voice(2, 2, b"psst", target=3), A)[0] == ()
+    assert w.router.sealed.drop_server_muted == 2 and w.router.sealed.forwarded == 0
+    assert w.route(w.sealers[1].ping(3), A)[0] == (A,)  # its path stays up
+    assert w.route(w.sealers[2].voice(1, 2, b"hi"), B)[0] == (A,)  # and it hears
+    w.install()
+    assert w.route(w.sealers[1].voice(4, 2, b"again"), A)[0] == (B,)
 
 
 def test_echo_mode_sends_voice_back_to_its_sender() -> None:

@@ -183,6 +183,50 @@ def test_self_state_is_shown_to_everyone_and_kept_in_the_user_list() -> None:
     t.check()
 
 
+def test_the_operators_mute_is_shown_to_everyone_silences_the_route_and_lasts() -> None:
+    t = table()
+    t.auth(1, "a")
+    t.auth(2, "b")
+    t.bind_udp(t.by_conn(1).token, A, 0.0)  # type: ignore[union-attr]
+    t.self_state(1, muted=False, deafened=False)
+    a = t.by_user(1)
+    assert a is not None
+    out = t.server_mute(a, True)
+    for conn in (1, 2):  # the muted user is told too: their window says so
+        assert to(out, conn) == [UserState(1, False, False, server_muted=True)]
+    assert t.server_mute(a, True) == []  # no change, no presence
+    assert t.silenced == {a.token} and "Lobby" in t.take_dirty()  # its routes are rebuilt
+    table_ = RouteTable.build(t.route_entries(), t.tunnelled, t.silenced)
+    assert table_.routes[a.token].silenced
+    # Their own mute changes keep the server's in what everyone is told.
+    assert to(t.self_state(1, muted=True, deafened=False), 2) == [
+        UserState(1, True, False, server_muted=True)
+    ]
+    w = welcome(t.auth(3, "c"), 3)
+    assert UserInfo(1, "a", "Lobby", muted=True, server_muted=True) in w.users
+    t.drop(1, 5.0)
+    assert mine(welcome(t.reconnect(1, a.token, 6.0), 1)).server_muted  # resumed: still muted
+    assert to(t.server_mute(a, False), 2) == [UserState(1, True, False)]
+    assert t.silenced == set()
+    t.server_mute(a, True)
+    t.kick(a, "kicked", "bye")  # a session that ends takes its mute with it
+    assert t.silenced == set()
+    t.check()
+
+
+def test_a_muted_session_without_udp_moves_with_a_rebuild_that_keeps_it_muted() -> None:
+    t = table()
+    t.auth(1, "a")
+    a = t.by_user(1)
+    assert a is not None
+    t.server_mute(a, True)
+    t.take_added(), t.take_gone(), t.take_dirty()
+    t.join(1, "Music")
+    assert t.take_added() == [] and t.take_gone() == []
+    assert t.take_dirty() == {"Lobby", "Music"}
+    t.check()
+
+
 def test_commands_before_auth_are_refused() -> None:
     t = table()
     for out in (t.join(5, "Music"), t.chat(5, "hi", 0.0)):
@@ -515,6 +559,7 @@ def routing_view(table: RouteTable) -> dict[str, Any]:
                 frozenset(r.tunnels),
                 len(r.tunnels),
                 r.tunnelled,
+                r.silenced,
             )
             for token, r in table.routes.items()
         },
@@ -596,6 +641,12 @@ class SessionMachine(RuleBasedStateMachine):
         if sessions:
             self.t.kick(sessions[pick % len(sessions)], "kicked", "by the operator")
 
+    @rule(pick=st.integers(0, 50), muted=st.booleans())
+    def server_mute(self, pick: int, muted: bool) -> None:
+        sessions = list(self.t)
+        if sessions:
+            self.t.server_mute(sessions[pick % len(sessions)], muted)
+
     @rule(pick=st.integers(0, 50), channel=st.sampled_from(["Lobby", "Music", "AFK", "Ops"]))
     def move(self, pick: int, channel: str) -> None:
         sessions = list(self.t)
@@ -621,9 +672,11 @@ class SessionMachine(RuleBasedStateMachine):
         gone = self.t.take_gone()
         dirty = self.t.take_dirty()
         table = add_unbound(remove_unbound(self.table, gone), added)
-        tunnelled = self.t.tunnelled
-        self.table = RouteTable.update(table, dirty, self.t.route_entries(dirty), tunnelled)
-        full = RouteTable.build(self.t.route_entries(), tunnelled)
+        tunnelled, silenced = self.t.tunnelled, self.t.silenced
+        self.table = RouteTable.update(
+            table, dirty, self.t.route_entries(dirty), tunnelled, silenced
+        )
+        full = RouteTable.build(self.t.route_entries(), tunnelled, silenced)
         assert routing_view(self.table) == routing_view(full)
 
 
@@ -918,4 +971,27 @@ def test_a_session_resumed_elsewhere_is_released_quietly_and_shown_as_theirs() -
     assert actions == [Close(1, "session resumed on another relay")]
     assert t.by_token(w.token) is None and w.user_id in t.remote
     assert t.outbox == []  # the other relay told everyone already
+    t.check()
+
+
+def test_the_operators_mute_is_told_to_the_cluster_and_kept_by_a_resume_elsewhere() -> None:
+    from relay import cluster_core as cc
+
+    t = cluster_table()
+    w = welcome(t.auth(1, "ann", version=2), 1)
+    session = t.by_token(w.token)
+    assert session is not None and t.outbox is not None
+    t.server_mute(session, True)
+    event, _record = t.outbox[-1]
+    assert event == cc.State("here", w.user_id, False, False, True)
+    other = cluster_table()
+    other.remote_join(cc.RemoteUser(8, "cid", "Lobby", "there"))
+    shown = to(other.remote_change(cc.RemoteUser(8, "cid", "Lobby", "there", server_muted=True)), 1)
+    assert shown == [UserState(8, False, False, True)]
+    far = cc.RemoteUser(9, "bob", "Lobby", "there", server_muted=True)
+    actions = other.adopt(2, cc.SessionRecord(77, far, bytes(32)), 1.0, version=2)
+    assert welcome(actions, 2).user_id == 9
+    resumed = other.by_token(77)
+    assert resumed is not None and resumed.server_muted and 77 in other.silenced
+    other.check()
     t.check()

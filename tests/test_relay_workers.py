@@ -48,10 +48,26 @@ def test_worker_routes_its_table_reports_binds_and_counters() -> None:
                 if worker.conn.poll(0.1):
                     worker.on_readable()
             assert binds == [(222, stranger.getsockname(), ping)]
+            # The operator mutes session 111: the worker's table stops its voice too.
+            worker.update({"Lobby"}, entries, {111})
+            deadline = time.monotonic() + 10
+            while worker.counters["drop_server_muted"] == 0 and time.monotonic() < deadline:
+                a.sendto(voice, ("127.0.0.1", port))
+                if worker.conn.poll(0.1):
+                    worker.on_readable()
+            with contextlib.suppress(TimeoutError):  # what passed before the update
+                while True:
+                    b.recv(2048)
+            a.sendto(voice, ("127.0.0.1", port))
+            with contextlib.suppress(TimeoutError):
+                got = None
+                got = b.recv(2048)
+            assert got is None
         finally:
             worker.stop()
     assert not worker.process.is_alive()
     assert worker.counters["voice_in"] >= 1 and worker.counters["register"] == 1
+    assert worker.counters["drop_server_muted"] >= 1
 
 
 def test_a_dead_worker_is_reported_once() -> None:

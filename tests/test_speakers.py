@@ -96,6 +96,21 @@ def test_deafened_renders_silence_but_keeps_buffers_moving() -> None:
     assert by_id(sp)[1].played > 10
 
 
+def test_deafened_keeps_the_speaker_asked_for_alone() -> None:
+    sp = Speakers()
+    one, two = packets(40, 440), packets(40, 1000)
+    heard = []
+    for i in range(40):
+        sp.push(1, i, i * FRAME_SAMPLES, one[i], i * FRAME_NS)
+        sp.push(2, i, i * FRAME_SAMPLES, two[i], i * FRAME_NS)
+        pcm, _info = sp.render(i * FRAME_NS, deafened=True, keep=2)
+        heard.append(pcm.copy())
+    spectrum = np.abs(np.fft.rfft(np.concatenate(heard[10:30])))
+    freqs = np.fft.rfftfreq(20 * 960, 1 / 48000)
+    assert abs(freqs[int(np.argmax(spectrum))] - 1000) < 20  # speaker 2 only
+    assert spectrum[int(np.argmin(np.abs(freqs - 440)))] < 0.01 * spectrum.max()
+
+
 def test_a_speakers_volume_scales_only_them_and_zero_mutes_them_here() -> None:
     ps = {1: packets(30, 440), 2: packets(30, 1000)}
     plain_mix = feed_and_render(Speakers(), {1: ps[1]})

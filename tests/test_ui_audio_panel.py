@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from PyQt6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from ui.audio_panel import AudioControls, DevicePicker, device_choices, level_db
@@ -91,6 +92,42 @@ def test_the_meter_says_when_you_are_muted(qtbot: QtBot) -> None:
     assert controls.meter_state.text() == "muted" and not controls.meter.isEnabled()
     controls.set_level(0.1)
     assert controls.meter.value() == 40  # the level still shows: you can test the mic
+
+
+def test_the_meter_says_when_the_server_muted_you(qtbot: QtBot) -> None:
+    controls = AudioControls(DEVICES)
+    qtbot.addWidget(controls)
+    controls.set_server_muted(True)
+    assert controls.meter_state.text() == "muted by the server" and not controls.meter.isEnabled()
+    controls.mute.setChecked(True)
+    assert controls.meter_state.text() == "muted by the server"  # the one nobody can undo here
+    controls.set_server_muted(False)
+    assert controls.meter_state.text() == "muted"
+    controls.mute.setChecked(False)
+    assert controls.meter_state.text() == "" and controls.meter.isEnabled()
+
+
+def test_noise_suppression_and_the_tests_emit_and_show_what_runs(qtbot: QtBot) -> None:
+    controls = AudioControls(DEVICES)
+    qtbot.addWidget(controls)
+    noise: list[bool] = []
+    clicks: list[str] = []
+    controls.noise_toggled.connect(noise.append)
+    controls.tone_clicked.connect(lambda: clicks.append("tone"))
+    controls.loopback_clicked.connect(lambda: clicks.append("loopback"))
+    assert controls.noise.isChecked()
+    controls.noise.setChecked(False)
+    qtbot.mouseClick(controls.tone, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(controls.loopback, Qt.MouseButton.LeftButton)
+    assert noise == [False] and clicks == ["tone", "loopback"]
+    controls.show_test(tone=False, loopback=4.2)
+    assert controls.test_state.text().startswith("Playing your microphone back (5 s)")
+    assert controls.loopback.text() == "Stop hearing it" and not controls.tone.isEnabled()
+    controls.show_test(tone=True, loopback=0.0)
+    assert "tone" in controls.test_state.text() and not controls.tone.isEnabled()
+    controls.show_test(tone=False, loopback=0.0)
+    assert controls.test_state.text() == "" and controls.tone.isEnabled()
+    assert controls.loopback.text() == "Hear my microphone"
 
 
 def test_a_device_that_refuses_48_khz_mono_is_not_offered() -> None:

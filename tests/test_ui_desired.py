@@ -60,3 +60,12 @@ def test_talk_mode_and_a_lost_push_to_talk_release_are_sent_again() -> None:
     out = d.corrections(ev.EncodeStats(talk_mode="vad", ptt_pressed=True, bitrate=48000))
     assert out == [ev.TalkModeCmd("ptt"), ev.PushToTalkCmd(False)]
     assert d.corrections(ev.EncodeStats(talk_mode="ptt", ptt_pressed=False, bitrate=48000)) == []
+
+
+def test_noise_suppression_is_switched_again_only_where_there_is_a_suppressor() -> None:
+    d = Desired(noise_suppression=False)
+    on = ev.EncodeStats(bitrate=48000, input_processing=True, noise_suppression=True)
+    assert d.corrections(on) == [ev.NoiseSuppressionCmd(False)]
+    assert d.corrections(ev.EncodeStats(bitrate=48000)) == []  # nothing to switch
+    d.noise_suppression = True
+    assert d.corrections(on) == []

@@ -9,32 +9,48 @@ from __future__ import annotations
 import functools
 import os
 import signal
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
-from PyQt6.QtCore import Qt
+from PyQt6.QtCore import QSettings, Qt
 from pytestqt.qtbot import QtBot
 
+from pipeline.core.audio_test import TONE_HZ
 from pipeline.ipc import events as ev
-from pipeline.media.sources import MediaSpec
+from pipeline.media.audio_format import SAMPLE_RATE
+from pipeline.media.sources import MediaSpec, read_wav, write_wav
+from relay import admin_protocol as ap
+from relay.admin_cli import call
 from relay.launch import start_relay, stop_relay
 from tests.conftest import RelayProcess
 from ui.busbridge import BusBridge
 from ui.host import ClientConfig, ClientHost, parse_media, spec_text
-from ui.model import DEAFENED_ROLE, MUTED_ROLE, SPEAKING_ROLE
-from ui.window import MainWindow
+from ui.model import DEAFENED_ROLE, MUTED_ROLE, SERVER_MUTED_ROLE, SPEAKING_ROLE
+from ui.window import NOISE_KEY, MainWindow
 
 pytestmark = pytest.mark.timeout(120)
 WAIT = 20000  # ms: generous, for a loaded CI machine; nothing here asserts timing
 
 
 SILENCE = MediaSpec("silence")
+NULL = MediaSpec("null")
 
 
-def client_window(qtbot: QtBot, port: int, name: str, source: MediaSpec = SILENCE) -> MainWindow:
+def client_window(
+    qtbot: QtBot,
+    port: int,
+    name: str,
+    source: MediaSpec = SILENCE,
+    sink: MediaSpec = NULL,
+    settings: QSettings | None = None,
+    **cfg_fields: Any,
+) -> MainWindow:
     cfg = ClientConfig(
-        host="127.0.0.1", port=port, name=name, source=source, sink=MediaSpec("null")
+        host="127.0.0.1", port=port, name=name, source=source, sink=sink, **cfg_fields
     )
-    window = MainWindow(BusBridge(), ClientHost(cfg))
+    window = MainWindow(BusBridge(), ClientHost(cfg), settings=settings)
     qtbot.addWidget(window)
     window.show()
     assert window.host is not None
@@ -259,3 +275,175 @@ def test_mute_and_deafen_show_in_the_others_trees(qtbot: QtBot, relay: RelayProc
     finally:
         ben.shutdown()
         ann.shutdown()
+
+
+# --- the audio settings' tests and noise suppression, and the server's mute ---------------
+
+WINDOW = SAMPLE_RATE // 10  # 100 ms: 10 Hz bins, so 440 and 1000 Hz fall on bins
+
+
+def windows_at(audio: np.ndarray, hz: float) -> list[int]:
+    """Indices of the 100 ms windows of ``audio`` that are loud and whose strongest
+    frequency is ``hz``."""
+    out = []
+    freqs = np.fft.rfftfreq(WINDOW, 1 / SAMPLE_RATE)
+    for i in range(len(audio) // WINDOW):
+        w = audio[i * WINDOW : (i + 1) * WINDOW]
+        if np.sqrt(np.mean(w * w)) < 0.02:
+            continue
+        peak = freqs[int(np.argmax(np.abs(np.fft.rfft(w))))]
+        if abs(peak - hz) <= 20:
+            out.append(i)
+    return out
+
+
+def stat(window: MainWindow, kind: str, name: str) -> Any:
+    report = getattr(window.view, kind)
+    return None if report is None else getattr(report, name)
+
+
+def test_the_audio_test_plays_a_tone_and_the_microphone_here_and_sends_nothing(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    sock = str(tmp_path / "admin.sock")
+    proc, port = start_relay("--admin-socket", sock)
+    heard = tmp_path / "ann-heard.wav"
+    ann = client_window(qtbot, port, "ann", MediaSpec("tone", "1000"), MediaSpec("wav", str(heard)))
+    bob = client_window(qtbot, port, "bob", talk="vad")  # silence: he sends nothing
+    seconds = ann.loopback_seconds
+    try:
+        qtbot.waitUntil(lambda: ann.view.roster.me != 0 and connected(bob), timeout=2 * WAIT)
+        qtbot.waitUntil(lambda: ann.view.roster.me in bob.view.heard, timeout=2 * WAIT)
+        # The tone: on ann's own output, through her decode stage.
+        qtbot.mouseClick(ann.audio.tone, Qt.MouseButton.LeftButton)
+        assert "tone" in ann.audio.test_state.text()
+        qtbot.waitUntil(lambda: stat(ann, "decode", "test_tone") is True, timeout=WAIT)
+        qtbot.waitUntil(lambda: stat(ann, "decode", "test_tone") is False, timeout=WAIT)
+        # The microphone test: ann hears herself, and nothing goes to the relay meanwhile.
+        qtbot.mouseClick(ann.audio.loopback, Qt.MouseButton.LeftButton)
+        assert ann.audio.loopback.text() == "Stop hearing it"
+        qtbot.waitUntil(lambda: stat(ann, "encode", "loopback") is True, timeout=WAIT)
+        # Once a report counts a looped-back frame, every frame before it was sent (the
+        # sender takes the ring in order): from then on nothing more may leave.
+        qtbot.waitUntil(lambda: (stat(ann, "network", "loopback") or 0) > 0, timeout=WAIT)
+        sent, packets = stat(ann, "network", "sent"), stat(ann, "encode", "packets")
+        # The relay's own count: nothing forwarded to anyone for a second.
+        assert call(sock, ap.Status(window=1.0))["forwarded_per_s"] == 0
+        qtbot.wait(800)  # the reports made meanwhile (the call held the event loop)
+        assert stat(ann, "encode", "loopback") is True  # still within the test's 5 s
+        assert stat(ann, "network", "sent") == sent and stat(ann, "encode", "packets") == packets
+        assert stat(ann, "network", "tunnel_sent") == 0
+        assert stat(bob, "network", "received") <= sent  # he hears only her
+        assert stat(ann, "network", "loopback") > 25  # 1 s at 50 frames a second
+        assert ann.audio.meter.value() > 30  # the level meter moves with the microphone
+        # It ends by itself, and her voice goes to the relay again.
+        qtbot.waitUntil(lambda: stat(ann, "encode", "loopback") is False, timeout=WAIT)
+        qtbot.waitUntil(lambda: stat(bob, "network", "received") > sent, timeout=WAIT)
+        assert call(sock, ap.Status(window=1.0))["forwarded_per_s"] > 25
+        assert ann.audio.loopback.text() == "Hear my microphone"
+    finally:
+        bob.shutdown()
+        ann.shutdown()
+        stop_relay(proc)
+    audio = read_wav(heard)
+    tone = windows_at(audio, TONE_HZ)
+    assert 7 <= len(tone) <= 12, tone  # about 1 s of it, and nothing else at 440 Hz
+    mine = windows_at(audio, 1000.0)
+    assert 0.6 * seconds * 10 <= len(mine) <= seconds * 10 + 5, mine
+    assert min(mine) > max(tone)  # her own voice only while she asked to hear it
+    assert max(mine) - min(mine) < seconds * 10 + 10
+
+
+def test_noise_suppression_switches_at_run_time_and_is_remembered(
+    qtbot: QtBot, relay: RelayProcess, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(8)
+    noise = tmp_path / "fan.wav"  # a steady noise at -30 dBFS: what a suppressor is for
+    write_wav(noise, (0.03 * rng.standard_normal(SAMPLE_RATE * 10)).astype(np.float32))
+    heard = tmp_path / "heard.wav"
+    settings = QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+    ann = client_window(
+        qtbot,
+        relay[1],
+        "ann",
+        MediaSpec("wav", str(noise)),
+        MediaSpec("wav", str(heard)),
+        settings=settings,
+        input_processing=True,
+    )
+    ann.loopback_seconds = 2.5
+    try:
+        qtbot.waitUntil(lambda: stat(ann, "encode", "noise_suppression") is True, timeout=2 * WAIT)
+        for on in (True, False):
+            if not on:
+                ann.audio.noise.setChecked(False)
+                qtbot.waitUntil(
+                    lambda: stat(ann, "encode", "noise_suppression") is False, timeout=WAIT
+                )
+            ann.test_loopback()
+            qtbot.waitUntil(lambda: stat(ann, "encode", "loopback") is True, timeout=WAIT)
+            qtbot.waitUntil(lambda: stat(ann, "encode", "loopback") is False, timeout=2 * WAIT)
+            qtbot.wait(1500)  # the loopback speaker plays out and falls silent
+    finally:
+        ann.shutdown()
+    assert str(settings.value(NOISE_KEY)).lower() == "false"
+    again = MainWindow(BusBridge(), ClientHost(ClientConfig("", 0, "")), settings=settings)
+    qtbot.addWidget(again)
+    assert not again.audio.noise.isChecked()
+    assert again.host is not None and not again.host.cfg.noise_suppression
+    # What she heard of herself: two runs of sound, the second (suppressor off) louder.
+    audio = read_wav(heard)
+    levels = [
+        float(np.sqrt(np.mean(audio[i : i + WINDOW] ** 2)))
+        for i in range(0, len(audio) - WINDOW, WINDOW)
+    ]
+    runs: list[list[float]] = []  # sound, with gaps under a second inside (a loaded
+    last = -100  # machine's playout may stall a moment); the tests are 1.5 s apart
+    for i, level in enumerate(levels):
+        if level > 1e-4:
+            if i - last > 10:
+                runs.append([])
+            runs[-1].append(level)
+            last = i
+    assert len(runs) == 2, [len(r) for r in runs]
+    on_db, off_db = (20 * np.log10(np.median(r[10:-5])) for r in runs)  # once learnt
+    assert off_db > on_db + 10, (on_db, off_db)
+
+
+def test_a_server_mute_by_the_admin_silences_a_user_for_everyone_and_shows_it(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    sock = str(tmp_path / "admin.sock")
+    proc, port = start_relay("--admin-socket", sock)
+    ann = client_window(qtbot, port, "ann", talk="vad")  # silence: she sends nothing
+    bob = client_window(qtbot, port, "bob", MediaSpec("tone", "440"))
+    try:
+        qtbot.waitUntil(lambda: bob.view.roster.me != 0 and connected(ann), timeout=2 * WAIT)
+        me = bob.view.roster.me
+        qtbot.waitUntil(lambda: me in ann.view.heard, timeout=2 * WAIT)
+
+        def shown(window: MainWindow, muted: bool) -> bool:
+            row = window.model.user_item(me)
+            return row is not None and row.data(SERVER_MUTED_ROLE) is muted
+
+        call(sock, ap.Mute("bob"))
+        qtbot.waitUntil(lambda: shown(ann, True) and shown(bob, True), timeout=WAIT)
+        assert bob.audio.meter_state.text() == "muted by the server"
+        assert any("the server muted you" in line for line in bob.chat.lines())
+        assert any("bob was muted by the server" in line for line in ann.chat.lines())
+        row = ann.model.user_item(me)
+        assert row is not None and row.text() == "bob  \u00b7 muted by the server"
+        qtbot.waitUntil(lambda: me not in ann.view.heard, timeout=WAIT)  # 2 s without him
+        # The relay's own count: nothing forwarded to anyone, while bob goes on sending.
+        assert call(sock, ap.Status(window=1.0))["forwarded_per_s"] == 0
+        packets = stat(bob, "encode", "packets")
+        qtbot.waitUntil(lambda: stat(bob, "encode", "packets") > packets + 25, timeout=WAIT)
+        call(sock, ap.Unmute("bob"))
+        qtbot.waitUntil(lambda: shown(ann, False) and shown(bob, False), timeout=WAIT)
+        qtbot.waitUntil(lambda: me in ann.view.heard, timeout=WAIT)
+        assert call(sock, ap.Status(window=1.0))["forwarded_per_s"] > 25
+        assert bob.audio.meter_state.text() == ""
+    finally:
+        bob.shutdown()
+        ann.shutdown()
+        stop_relay(proc)

@@ -15,6 +15,7 @@ from ui.model import (
     KIND_ROLE,
     ME_ROLE,
     MUTED_ROLE,
+    SERVER_MUTED_ROLE,
     SPEAKING_ROLE,
     USER,
     USER_ID_ROLE,
@@ -130,6 +131,30 @@ def test_mute_and_deafen_show_on_the_row(qtbot: QtBot) -> None:
     model.set_roster(ev.Roster(1, "Lobby", ["Lobby"], [UserInfo(1, "ann", "Lobby", True)]))
     ann = model.user_item(1)
     assert ann is not None and ann.data(MUTED_ROLE)
+
+
+def test_a_mute_by_the_server_has_its_own_icon_and_words(qtbot: QtBot) -> None:
+    model = ChannelModel()
+    users = [
+        UserInfo(1, "ann", "Lobby", server_muted=True),
+        UserInfo(2, "bob", "Lobby", muted=True),
+        UserInfo(3, "cy", "Lobby", muted=True, server_muted=True),
+        UserInfo(4, "dee", "Lobby"),
+    ]
+    model.set_roster(ev.Roster(1, "Lobby", ["Lobby"], users))
+    ann, bob, cy, dee = (model.user_item(i) for i in (1, 2, 3, 4))
+    assert ann is not None and bob is not None and cy is not None and dee is not None
+    assert ann.data(SERVER_MUTED_ROLE) and not ann.data(MUTED_ROLE)
+    assert not bob.data(SERVER_MUTED_ROLE)
+    assert ann.text() == "ann (you)  \u00b7 muted by the server"  # the muted user sees it
+    assert cy.text() == "cy  \u00b7 muted by the server" and bob.text() == "bob"
+    assert "muted by the server" in cy.toolTip()
+    keys = {u.icon().cacheKey() for u in (ann, bob, dee)}
+    assert len(keys) == 3  # not the self-mute mark, not the plain dot
+    assert cy.icon().cacheKey() == ann.icon().cacheKey()  # the server's mark wins
+    model.set_roster(ev.Roster(1, "Lobby", ["Lobby"], [UserInfo(1, "ann", "Lobby")]))
+    ann = model.user_item(1)
+    assert ann is not None and not ann.data(SERVER_MUTED_ROLE) and ann.text() == "ann (you)"
 
 
 def test_channel_descriptions_and_limits_show_in_the_tree(qtbot: QtBot) -> None:

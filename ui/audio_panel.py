@@ -1,5 +1,6 @@
 """Audio controls (device pickers, mute, deafen, level meter, bitrate, talk mode and the
-push-to-talk button) and developer settings.
+push-to-talk button, noise suppression, the output and microphone tests) and developer
+settings.
 
 Widgets only: each control emits a signal with the new value; the window
 turns them into bus commands or a restart of the client. Device choices are
@@ -129,6 +130,9 @@ class AudioControls(QWidget):
     talk_chosen = pyqtSignal(str)  # a talk mode of pipeline/core/talk.py
     ptt_changed = pyqtSignal(bool)  # the push-to-talk button went down or up
     bitrate_chosen = pyqtSignal(int)  # bits per second
+    noise_toggled = pyqtSignal(bool)  # noise suppression on or off
+    tone_clicked = pyqtSignal()  # play the test tone
+    loopback_clicked = pyqtSignal()  # hear the microphone (or stop hearing it)
     chaos_changed = pyqtSignal(float)  # loss percent
     diagnostics_clicked = pyqtSignal()
 
@@ -152,6 +156,20 @@ class AudioControls(QWidget):
         self.meter.setToolTip("microphone level, -60..0 dBFS")
         self.meter_state = QLabel()  # says when the level goes nowhere (muted)
         self.meter_state.setStyleSheet("color: #c0392b; font-weight: bold")
+        self._self_muted = False
+        self._server_muted = False
+        self.noise = QCheckBox("Noise suppression")
+        self.noise.setChecked(True)
+        self.noise.setToolTip("take steady background noise (fans, hum, hiss) out of your voice")
+        self.tone = QPushButton("Play test tone")
+        self.tone.setToolTip("a short tone on the output chosen above")
+        self.loopback = QPushButton("Hear my microphone")
+        self.loopback.setToolTip(
+            "play your microphone back to you for a few seconds; the others hear nothing meanwhile"
+        )
+        self.test_state = QLabel()
+        self.test_state.setWordWrap(True)
+        self.test_state.hide()  # a line only while a test runs
         self._mute_before_deafen = False
         self.bitrate = QComboBox()
         for kbps in BITRATES_KBPS:
@@ -180,6 +198,12 @@ class AudioControls(QWidget):
         toggles.addWidget(self.mute)
         toggles.addWidget(self.deafen)
         form.addRow(toggles)
+        form.addRow(self.noise)
+        tests = QHBoxLayout()
+        tests.addWidget(self.tone)
+        tests.addWidget(self.loopback)
+        form.addRow("Test", tests)
+        form.addRow(self.test_state)
         form.addRow(self.sounds)
         dev = QGroupBox("Developer")
         dev_form = QFormLayout(dev)
@@ -204,16 +228,49 @@ class AudioControls(QWidget):
         self.bitrate.activated.connect(
             lambda i: self.bitrate_chosen.emit(int(self.bitrate.itemData(i)))
         )
+        self.noise.toggled.connect(self.noise_toggled)
+        self.tone.clicked.connect(self.tone_clicked)
+        self.loopback.clicked.connect(self.loopback_clicked)
         self.chaos.valueChanged.connect(self._chaos_moved)
         self.diagnostics.clicked.connect(self.diagnostics_clicked)
 
     def _muted(self, muted: bool) -> None:
-        self.meter_state.setText("muted" if muted else "")
-        self.meter.setEnabled(not muted)  # greyed: the level shown goes to nobody
-        self.meter.setToolTip(
-            "muted: nobody hears this" if muted else "microphone level, -60..0 dBFS"
-        )
+        self._self_muted = muted
+        self._show_meter_state()
         self.mute_toggled.emit(muted)
+
+    def set_server_muted(self, muted: bool) -> None:
+        """The server's operator muted (or unmuted) us: the meter says so."""
+        if muted != self._server_muted:
+            self._server_muted = muted
+            self._show_meter_state()
+
+    def _show_meter_state(self) -> None:
+        if self._server_muted:
+            text, tip = "muted by the server", "the server's operator muted you: nobody hears this"
+        elif self._self_muted:
+            text, tip = "muted", "muted: nobody hears this"
+        else:
+            text, tip = "", "microphone level, -60..0 dBFS"
+        self.meter_state.setText(text)
+        self.meter.setEnabled(not text)  # greyed: the level shown goes to nobody
+        self.meter.setToolTip(tip)
+
+    def show_test(self, tone: bool, loopback: float) -> None:
+        """What the audio test does now: the tone playing, and the seconds of microphone
+        loopback left (0: none)."""
+        self.tone.setEnabled(not tone and not loopback)
+        self.loopback.setText("Stop hearing it" if loopback else "Hear my microphone")
+        if loopback:
+            self.test_state.setText(
+                f"Playing your microphone back ({math.ceil(loopback)} s); "
+                "the others hear nothing meanwhile"
+            )
+        elif tone:
+            self.test_state.setText("Playing a tone on your output…")
+        else:
+            self.test_state.setText("")
+        self.test_state.setVisible(bool(self.test_state.text()))
 
     def _deafened(self, deafened: bool) -> None:
         """Deafen mutes too (as in Mumble); undeafen gives back the mute chosen before."""

@@ -1,5 +1,5 @@
 """What the user has set (mute, deafen, bitrate, chaos, whisper, talk mode, push-to-talk,
-each speaker's volume) and the commands that apply it.
+noise suppression, each speaker's volume) and the commands that apply it.
 
 Bus commands are fire-and-forget: a stage that was restarted, or subscribed a
 moment too late, never saw them. Every stage reports its settings in its
@@ -25,6 +25,7 @@ class Desired:
     gains: dict[int, float] = field(default_factory=dict)  # user id -> volume (not 1.0)
     talk: str = TALK_DEFAULT
     ptt: bool = False  # the push-to-talk key or button is down
+    noise_suppression: bool = True
 
     def corrections(self, stats: ev.StageReport) -> list[ev.Event]:
         """The commands to send again because this stage reports something else."""
@@ -38,6 +39,9 @@ class Desired:
                 out.append(ev.TalkModeCmd(self.talk))
             if stats.ptt_pressed != self.ptt:  # a lost key-up must not leave the mic open
                 out.append(ev.PushToTalkCmd(self.ptt))
+            # Only a stage that cleans its input has a suppressor to switch.
+            if stats.input_processing and stats.noise_suppression != self.noise_suppression:
+                out.append(ev.NoiseSuppressionCmd(self.noise_suppression))
             if out and self.chaos:  # a restarted encoder also lost its loss hint
                 out.append(ev.ChaosCmd(self.chaos))
         elif isinstance(stats, ev.DecodeStats):

@@ -35,6 +35,7 @@ DEAFENED_ROLE = Qt.ItemDataRole.UserRole + 8  # bool: the user deafened themselv
 WHISPER_ROLE = Qt.ItemDataRole.UserRole + 9  # bool: the local user whispers to this one
 DESCRIPTION_ROLE = Qt.ItemDataRole.UserRole + 10  # a channel's description from the relay
 VOLUME_ROLE = Qt.ItemDataRole.UserRole + 11  # int: the local volume % (0: muted here)
+SERVER_MUTED_ROLE = Qt.ItemDataRole.UserRole + 12  # bool: the server's operator muted them
 
 CHANNEL, USER = "channel", "user"
 SPEAKING_BG = QColor(46, 160, 67, 90)
@@ -43,10 +44,15 @@ WHISPER_SELECTED_BG = QColor(226, 208, 245)
 
 
 MUTE_RED = QColor(200, 50, 40)
+SERVER_MUTE_BG = QColor(160, 20, 20)
 
 
-def _icon(color: QColor, muted: bool = False, deafened: bool = False) -> QIcon:
-    """The talking dot, then a struck-out microphone (muted) or headset (deafened)."""
+def _icon(
+    color: QColor, muted: bool = False, deafened: bool = False, server: bool = False
+) -> QIcon:
+    """The talking dot, then a struck-out microphone (muted) or headset (deafened); muted
+    by the server, a white microphone struck out on a filled red badge instead, which
+    tells it from a mute of one's own at a glance."""
     pix = QPixmap(28, 12)
     pix.fill(Qt.GlobalColor.transparent)
     painter = QPainter(pix)
@@ -54,7 +60,16 @@ def _icon(color: QColor, muted: bool = False, deafened: bool = False) -> QIcon:
     painter.setBrush(color)
     painter.setPen(Qt.PenStyle.NoPen)
     painter.drawEllipse(1, 1, 10, 10)
-    if muted or deafened:
+    if server:
+        painter.setBrush(SERVER_MUTE_BG)
+        painter.drawRoundedRect(14, 0, 13, 12, 3, 3)
+        painter.setPen(QPen(Qt.GlobalColor.white, 1.4))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.drawRoundedRect(19, 2, 3, 5, 1.5, 1.5)
+        painter.drawArc(17, 4, 7, 5, 180 * 16, 180 * 16)
+        painter.drawLine(20, 9, 20, 10)
+        painter.drawLine(16, 10, 25, 1)
+    elif muted or deafened:
         pen = QPen(MUTE_RED, 1.6)
         painter.setPen(pen)
         painter.setBrush(Qt.BrushStyle.NoBrush)
@@ -81,14 +96,16 @@ class ChannelModel(QStandardItemModel):
         self._speaking: set[int] = set()
         self._whisper = 0
         self._icons = {
-            (talking, muted, deafened): _icon(
-                QColor(40, 200, 70) if talking else QColor(150, 150, 150), muted, deafened
+            (talking, muted, deafened, server): _icon(
+                QColor(40, 200, 70) if talking else QColor(150, 150, 150), muted, deafened, server
             )
             for talking in (False, True)
             for muted in (False, True)
             for deafened in (False, True)
+            for server in (False, True)
         }
-        self._states: dict[int, tuple[bool, bool]] = {}  # user id -> (muted, deafened)
+        # user id -> (muted, deafened, muted by the server)
+        self._states: dict[int, tuple[bool, bool, bool]] = {}
         self._volumes: dict[int, tuple[int, bool]] = {}  # user id -> (local %, muted here)
         self._infos: dict[str, ChannelInfo] = {}  # channel -> description and user limit
 
@@ -97,7 +114,9 @@ class ChannelModel(QStandardItemModel):
     def set_roster(self, roster: ev.Roster) -> None:
         """Make the tree show exactly the roster's channels and users."""
         self._me, self._my_channel = roster.me, roster.channel
-        self._states = {u.user_id: (u.muted or u.deafened, u.deafened) for u in roster.users}
+        self._states = {
+            u.user_id: (u.muted or u.deafened, u.deafened, u.server_muted) for u in roster.users
+        }
         self._infos = {c.name: c for c in roster.infos}
         channels = list(roster.channels)
         for u in roster.users:
@@ -228,22 +247,27 @@ class ChannelModel(QStandardItemModel):
                 me, speaking = uid == self._me, uid in self._speaking
                 user.setData(me, ME_ROLE)
                 percent, here = self._volumes.get(uid, (100, False))
+                muted, deafened, server = self._states.get(uid, (False, False, False))
                 label = str(user.data(NAME_ROLE))
                 if me:
                     label += " (you)"
-                elif here:
+                if server:  # what everyone sees first: nobody hears them
+                    label += "  \u00b7 muted by the server"
+                elif here and not me:
                     label += "  \u00b7 muted by you"
-                elif percent != 100:
+                elif percent != 100 and not me:
                     label += f"  \u00b7 {percent} %"
                 user.setText(label)
                 user.setData(0 if here else percent, VOLUME_ROLE)
                 user.setData(speaking, SPEAKING_ROLE)
                 user.setFont(_font(bold=me, italic=uid == self._whisper))
-                muted, deafened = self._states.get(uid, (False, False))
                 user.setData(muted, MUTED_ROLE)
                 user.setData(deafened, DEAFENED_ROLE)
+                user.setData(server, SERVER_MUTED_ROLE)
                 user.setData(uid == self._whisper, WHISPER_ROLE)
-                user.setIcon(self._icons[speaking, muted, deafened])
+                # The server's mark stands for all three: nobody hears them either way.
+                own = not server
+                user.setIcon(self._icons[speaking, muted and own, deafened and own, server])
                 user.setBackground(QBrush(SPEAKING_BG) if speaking else QBrush())
                 if uid == self._whisper:
                     user.setForeground(QBrush(WHISPER_FG))
@@ -251,6 +275,7 @@ class ChannelModel(QStandardItemModel):
                     user.setData(None, Qt.ItemDataRole.ForegroundRole)
                 tips = ["you"] if me else (["whispering to"] if uid == self._whisper else [])
                 tips += ["deafened"] if deafened else (["muted"] if muted else [])
+                tips += ["muted by the server"] if server else []
                 user.setToolTip(f"#{uid}" + (f" ({', '.join(tips)})" if tips else ""))
 
 

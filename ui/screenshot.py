@@ -41,7 +41,7 @@ def sample_events(now: float) -> list[ev.Event]:
         UserInfo(3, "Carol", "Lobby", muted=True),
         UserInfo(4, "Dave", "Gaming"),
         UserInfo(5, "Erin", "Gaming"),
-        UserInfo(6, "Frank", "AFK"),
+        UserInfo(6, "Frank", "AFK", server_muted=True),
     ]
     speakers = [
         ev.SpeakerStats(2, depth=3, loss_percent=4.8, concealed=14, late=1, played=2950),
@@ -147,7 +147,8 @@ def render_live(
     path: Path, seconds: float = 50.0, states: bool = True, everyone: bool = True
 ) -> None:
     """A real call on loopback: Bob talking (5 % chaos loss), Carol muted, Dave talking
-    at a volume Alice lowered to 40 %, Erin in another channel; the overlay open. With
+    at a volume Alice lowered to 40 %, Erin in another channel and muted by the server's
+    operator (its admin socket); the overlay open. With
     ``states``, also the window while the relay is down (``-disconnected``) and a window
     that never reached its server (``-never-connected``), next to ``path``. Without
     ``everyone``, Bob alone (a quick check that it still runs)."""
@@ -158,6 +159,8 @@ def render_live(
     from pipeline.client.config import ClientConfig
     from pipeline.client.local_client import LocalClient, connected
     from pipeline.media.sources import MediaSpec
+    from relay import admin_protocol as ap
+    from relay.admin_cli import call
     from relay.launch import start_relay, stop_relay
     from ui import connection as cn
     from ui.connect import ConnectInfo
@@ -167,7 +170,8 @@ def render_live(
     scratch = Path(tempfile.mkdtemp(prefix="vc-shot-"))
     (scratch / "relay.toml").write_text(RELAY_CONFIG)
     settings = QSettings(str(scratch / "ui.ini"), QSettings.Format.IniFormat)
-    relay, port = start_relay("--config", str(scratch / "relay.toml"))
+    admin = str(scratch / "admin.sock")
+    relay, port = start_relay("--config", str(scratch / "relay.toml"), "--admin-socket", admin)
     base = ClientConfig(host="127.0.0.1", port=port, name="", sink=MediaSpec("null"))
     others: list[LocalClient] = []
     windows: list[MainWindow] = []
@@ -206,6 +210,8 @@ def render_live(
             pump(60, lambda: "Dave" in [u.name for u in window.view.roster.users])
             dave_id = next(u.user_id for u in window.view.roster.users if u.name == "Dave")
             window.set_volume(dave_id, percent=40)
+            pump(60, lambda: "Erin" in [u.name for u in window.view.roster.users])
+            call(admin, ap.Mute("Erin"))
             lines.append((seconds / 2 + 3, carol.bus.publish, "notes: https://example.org/notes"))
         start = time.monotonic()
         while (elapsed := time.monotonic() - start) < seconds:

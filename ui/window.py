@@ -31,6 +31,14 @@ from PyQt6.QtWidgets import (
 )
 
 from pipeline.client.config import servers_text
+from pipeline.core.audio_test import (
+    LOOPBACK,
+    LOOPBACK_SECONDS,
+    STOP,
+    TONE,
+    TONE_SECONDS,
+    TestClock,
+)
 from pipeline.core.client_view import ClientView
 from pipeline.core.pins import CERTIFICATE_CHANGED
 from pipeline.core.presence_news import granted_name
@@ -58,6 +66,7 @@ if TYPE_CHECKING:
 WHISPER_KEY = Qt.Key.Key_F4  # held down: whisper to the user selected in the tree
 # What the audio settings remember (QSettings keys); python -m ui starts with them.
 INPUT_KEY, OUTPUT_KEY, BITRATE_KEY = "audio/input", "audio/output", "audio/bitrate"
+NOISE_KEY = "audio/noise_suppression"
 PTT_KEY = Qt.Key.Key_F2  # held down: push to talk (switching to that mode)
 SELF_SPEAKING_LEVEL = 0.02  # own microphone RMS above which the local user is lit in the tree
 
@@ -155,6 +164,17 @@ class MainWindow(QMainWindow):
         self.audio.talk_chosen.connect(self._talk)
         self.audio.ptt_changed.connect(self._push_to_talk)
         self.audio.bitrate_chosen.connect(self._bitrate)
+        noise = str(self.settings.value(NOISE_KEY, True)).lower() not in ("false", "0")
+        self.audio.noise.setChecked(noise)
+        self.desired.noise_suppression = noise
+        self.audio.noise_toggled.connect(self._noise)
+        self._tone_clock, self._loop_clock = TestClock(), TestClock()
+        self.loopback_seconds = LOOPBACK_SECONDS  # how long "Hear my microphone" lasts
+        self._test_timer = QTimer(self)  # counts the loopback down, and ends the display
+        self._test_timer.setInterval(250)
+        self._test_timer.timeout.connect(self._show_test)
+        self.audio.tone_clicked.connect(self.test_tone)
+        self.audio.loopback_clicked.connect(self.test_loopback)
         self.audio.chaos_changed.connect(self._chaos)
         self.audio.input_chosen.connect(lambda text: self._change_media("input", text))
         self.audio.output_chosen.connect(lambda text: self._change_media("output", text))
@@ -177,6 +197,7 @@ class MainWindow(QMainWindow):
             self.desired.talk = host.cfg.talk
             self.audio.select_talk(host.cfg.talk)
             self.desired.chaos = host.cfg.loss_percent
+            host.configure(noise_suppression=noise)
             self.audio.select_bitrate(host.cfg.bitrate)
             self.audio.chaos.setValue(round(host.cfg.loss_percent))
             host.started.connect(self._client_started)
@@ -219,6 +240,8 @@ class MainWindow(QMainWindow):
                 self.setWindowTitle(f"Voice chat \u2013 {event.name} @ {event.server}")
                 self._check_name(event.name)
         elif isinstance(event, ev.Roster):
+            me = next((u for u in event.users if u.user_id == event.me), None)
+            self.audio.set_server_muted(me is not None and me.server_muted)
             self.model.set_roster(event)
             self.tree.expandAll()
             self._apply_gains()
@@ -382,6 +405,40 @@ class MainWindow(QMainWindow):
         if self.host is not None:
             self.host.configure(bitrate=bps)  # a restart (new server, device) keeps it
         self.settings.setValue(BITRATE_KEY, bps)
+
+    def _noise(self, on: bool) -> None:
+        self.desired.noise_suppression = on
+        self.bridge.publish(ev.NoiseSuppressionCmd(on))
+        if self.host is not None:
+            self.host.configure(noise_suppression=on)  # a restart keeps it
+        self.settings.setValue(NOISE_KEY, on)
+
+    def test_tone(self) -> None:
+        """Play a short tone on the chosen output (the decode stage mixes it in)."""
+        self.bridge.publish(ev.AudioTestCmd(TONE, TONE_SECONDS))
+        self._tone_clock.start(self.clock(), TONE_SECONDS)
+        self._show_test()
+
+    def test_loopback(self) -> None:
+        """Play the microphone back here for a few seconds, nothing sent (or stop that)."""
+        if self._loop_clock.active(self.clock()):
+            self.bridge.publish(ev.AudioTestCmd(STOP))
+            self._loop_clock.stop()
+            self._tone_clock.stop()
+        else:
+            self.bridge.publish(ev.AudioTestCmd(LOOPBACK, self.loopback_seconds))
+            self._loop_clock.start(self.clock(), self.loopback_seconds)
+        self._show_test()
+
+    def _show_test(self) -> None:
+        now = self.clock()
+        tone = self._tone_clock.active(now)
+        left = max(0.0, self._loop_clock.until - now) if self._loop_clock.active(now) else 0.0
+        self.audio.show_test(tone, left)
+        if tone or left:
+            self._test_timer.start()
+        else:
+            self._test_timer.stop()
 
     def _chaos(self, percent: float) -> None:
         self.desired.chaos = percent

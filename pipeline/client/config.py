@@ -48,6 +48,7 @@ class ClientConfig:
     # transparent path the tests and benchmarks measure (every frame sent as captured).
     talk: str = "continuous"
     input_processing: bool = False  # noise suppression and gain control before encoding
+    noise_suppression: bool = True  # of which the noise suppressor (cmd.noise switches it)
     # Loss feedback (SPEC.md): report what we receive of each speaker, and raise our FEC
     # for what our listeners report. Off: neither (benchmarks compare the two).
     loss_feedback: bool = True

@@ -111,6 +111,7 @@ STAGES = (
             redundancy=c.redundancy,
             talk=c.talk,
             input_processing=c.input_processing,
+            noise_suppression=c.noise_suppression,
         ),
         reads="captured",
         writes="encoded",

@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pipeline.core.audio_test import LOOPBACK_SPEAKER
 from pipeline.core.voice_link import UDP_SILENT_NS
 from pipeline.ipc import events as ev
 from relay.protocol.messages import UserInfo
@@ -179,6 +180,8 @@ class ClientView:
         for u in self.roster.users:
             if u.user_id == user_id:
                 return u.name
+        if user_id == LOOPBACK_SPEAKER:  # never a session: the settings' microphone test
+            return "you (microphone test)"
         return f"#{user_id}"
 
     def status_line(self) -> str:

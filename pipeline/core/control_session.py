@@ -82,10 +82,11 @@ class _User:
     channel: str
     muted: bool = False
     deafened: bool = False
+    server_muted: bool = False  # by the relay's operator: none of their voice is forwarded
 
     @classmethod
     def of(cls, u: UserInfo) -> _User:
-        return cls(u.name, u.channel, u.muted, u.deafened)
+        return cls(u.name, u.channel, u.muted, u.deafened, u.server_muted)
 
 
 @dataclass
@@ -250,7 +251,8 @@ class ControlSession:
                 min(MAX_BURST, max(0.0, s.burst_mean)),
             )
             for s in stats.speakers[:MAX_RECEPTION]
-            if s.user_id != self.user_id
+            # 0 is never a session: it is the settings' microphone test, played here
+            if s.user_id not in (0, self.user_id)
         ]
         self._reception_at = now
 
@@ -459,6 +461,9 @@ class ControlSession:
             user = self._users.get(msg.user_id)
             if user is not None:
                 user.muted, user.deafened = msg.muted, msg.deafened
+                if user.server_muted != msg.server_muted:
+                    user.server_muted = msg.server_muted
+                    self._server_muted_news(msg.user_id, user)
                 self._events.append(self._roster())
         elif isinstance(msg, UserLeft):
             user = self._users.get(msg.user_id)
@@ -528,6 +533,18 @@ class ControlSession:
             if (me.muted, me.deafened) != shown and not self.self_state_refused:
                 self._send(SelfState(self.muted, self.deafened))
         self._events.append(self._roster())
+
+    def _server_muted_news(self, user_id: int, user: _User) -> None:
+        """Say in the chat that the operator muted or unmuted us, or someone in our channel."""
+        if user_id == self.user_id:
+            self._notice(
+                "the server muted you: nobody hears you until it unmutes you"
+                if user.server_muted
+                else "the server unmuted you: you are heard again"
+            )
+        elif user.channel == self.channel:
+            done = "muted" if user.server_muted else "unmuted"
+            self._notice(f"{user.name} was {done} by the server")
 
     def _moved(self, channel: str) -> None:
         """We are now in ``channel``: by our own join, or moved by the relay."""
@@ -622,7 +639,7 @@ class ControlSession:
             if u.channel not in channels:
                 channels.append(u.channel)
         users = [
-            UserInfo(uid, u.name, u.channel, u.muted, u.deafened)
+            UserInfo(uid, u.name, u.channel, u.muted, u.deafened, u.server_muted)
             for uid, u in sorted(self._users.items())
         ]
         infos = [self.infos[c] for c in channels if c in self.infos]

@@ -173,13 +173,18 @@ class Speakers:
         s.pushed_at[seq] = now
 
     def render(
-        self, now: int, deafened: bool = False, out: np.ndarray | None = None
+        self,
+        now: int,
+        deafened: bool = False,
+        out: np.ndarray | None = None,
+        keep: int | None = None,
     ) -> tuple[np.ndarray, Rendered]:
         """One mixed 20 ms frame and what is in it.
 
         The frame is written into ``out`` (float32[960], e.g. a playback ring slot from
         ``Ring.claim()``) and returned; without ``out`` it is an internal buffer, valid
-        until the next call.
+        until the next call. ``deafened``: silence, but for speaker ``keep`` (the
+        settings' microphone test) if it is given.
         """
         target = self._out if out is None else out
         info = Rendered()
@@ -190,13 +195,13 @@ class Speakers:
             gain = self.gains.get(uid, 1.0)
             if pcm is not None and gain != 1.0 and len(pcm) == FRAME_SAMPLES:
                 pcm = np.multiply(pcm, np.float32(gain), out=s.scaled) if gain else None
-            if pcm is not None:
+            if pcm is not None and (not deafened or uid == keep):
                 frames.append(pcm)
             if s.jitter.retired:
                 del self._speakers[uid]
                 self.retired += 1
                 self._keep_history(uid, s.jitter.history, now)
-        if deafened or not frames:
+        if not frames:
             target.fill(0)
             return target, info
         return self._mixer.mix(frames, target), info

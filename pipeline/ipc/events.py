@@ -204,6 +204,11 @@ class EncodeStats(StageReport):
     unsent_frames: int = 0
     spurts: int = 0
     input_processing: bool = False  # noise suppression and gain control before the encoder
+    noise_suppression: bool = False  # of which the noise suppressor is on (cmd.noise)
+    # The settings' microphone test (pipeline/core/audio_test.py): frames looped back to
+    # this client's own output instead of being sent, and whether that runs now.
+    loopback: bool = False
+    loopback_frames: int = 0
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -244,6 +249,8 @@ class NetworkStats(StageReport):
     tunnel_sent: int = 0  # voice handed to the control process for the tunnel
     tunnel_unsent: int = 0  # what it could not take (not there, or its queue full)
     tunnel_received: int = 0  # voice that came back through the tunnel
+    loopback: int = 0  # the microphone test's voice, played back here and never sent
+    loopback_unsent: int = 0  # of which the receive side could not take (it fell behind)
 
 
 @dataclass(slots=True, frozen=True)
@@ -273,6 +280,7 @@ class SpeakerStats:
     waited: int = 0  # ticks concealed while waiting for a packet that then played
 
 
+MAX_TEST_SECONDS = 10.0  # an audio test (AudioTestCmd) lasts at most this long
 MAX_GAIN = 2.0  # a listener's volume for one speaker goes up to 200 %
 MAX_GAINS = 1024  # speakers with a volume of their own, at most (the decode stage's table)
 
@@ -297,6 +305,7 @@ class DecodeStats(StageReport):
     bad_bodies: int = 0  # voice bodies that did not parse (SPEC.md, "Voice body"), dropped
     deafened: bool = False
     playback_fill: int = 0  # frames queued for the sink: the playout queue
+    test_tone: bool = False  # the settings' test tone is playing (pipeline/core/audio_test.py)
     gains: Annotated[list[SpeakerGain], MaxItems(MAX_GAINS)] = field(default_factory=list)
 
 
@@ -457,6 +466,26 @@ class GainCmd(Event):
     TOPIC = "cmd.gain"
     user_id: Annotated[int, Range(0, U32_MAX)]
     gain: Annotated[float, Bounded(0.0, MAX_GAIN)]
+
+
+@dataclass(slots=True, frozen=True)
+class NoiseSuppressionCmd(Event):
+    """Turn the encode stage's noise suppressor on or off (gain control stays as it is)."""
+
+    TOPIC = "cmd.noise"
+    on: bool
+
+
+@dataclass(slots=True, frozen=True)
+class AudioTestCmd(Event):
+    """The settings' audio test (pipeline/core/audio_test.py): ``tone`` plays a tone on
+    this client's output for ``seconds`` (the decode stage), ``loopback`` plays the
+    microphone back here instead of sending it (the encode stage diverts it, the network
+    stage delivers it locally), ``stop`` ends either at once."""
+
+    TOPIC = "cmd.test"
+    kind: str
+    seconds: Annotated[float, Bounded(0.0, MAX_TEST_SECONDS)] = 0.0
 
 
 @dataclass(slots=True, frozen=True)

@@ -34,11 +34,8 @@ class InputProcessor:
     follows the stream, so one processor serves one microphone, frame after frame."""
 
     def __init__(self, noise_suppression: bool = True, gain_control: bool = True) -> None:
-        self._ns = (
-            pywebrtc_audio.NoiseSuppressor(sample_rate=SAMPLE_RATE, level=NS_LEVEL)
-            if noise_suppression
-            else None
-        )
+        self._ns: pywebrtc_audio.NoiseSuppressor | None = None
+        self.noise_suppression = noise_suppression
         self._agc = (
             pywebrtc_audio.GainController(
                 sample_rate=SAMPLE_RATE,
@@ -48,6 +45,19 @@ class InputProcessor:
             if gain_control
             else None
         )
+
+    @property
+    def noise_suppression(self) -> bool:
+        return self._ns is not None
+
+    @noise_suppression.setter
+    def noise_suppression(self, on: bool) -> None:
+        """Turn the noise suppressor on (a fresh one: it learns the room's noise again
+        within a few frames) or off, at run time; the gain control keeps its state."""
+        if on and self._ns is None:
+            self._ns = pywebrtc_audio.NoiseSuppressor(sample_rate=SAMPLE_RATE, level=NS_LEVEL)
+        elif not on:
+            self._ns = None
 
     def process(self, frame: np.ndarray) -> np.ndarray:
         if len(frame) != FRAME_SAMPLES:

@@ -20,6 +20,7 @@ from pipeline.core.capture_clock import CaptureClock
 from pipeline.ipc.ring import Ring
 from pipeline.media.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 from pipeline.media.sources import INPUT_HELP, OUTPUT_HELP, MediaError, MediaSpec
+from pipeline.stages.trace import Tracer
 
 
 def _sounddevice() -> ModuleType:
@@ -117,9 +118,12 @@ class _Device:
 
     KIND = ""
 
-    def __init__(self, spec: MediaSpec, ring: Ring) -> None:
+    def __init__(self, spec: MediaSpec, ring: Ring, tracer: Tracer | None = None) -> None:
         self.spec = spec
         self.ring = ring
+        # One row per callback (bench/device_path.py reads them): when it ran, PortAudio's
+        # edge time of its first sample on our clock, its length, its status flag.
+        self.tracer = tracer if tracer is not None else Tracer(None, 4)
         self.callbacks = 0
         self.finished = False
         self.name = ""
@@ -207,14 +211,14 @@ class InputDevice(_Device):
 
     KIND = "input"
 
-    def __init__(self, spec: MediaSpec, ring: Ring) -> None:
+    def __init__(self, spec: MediaSpec, ring: Ring, tracer: Tracer | None = None) -> None:
         self.seq = 0
         self.overflows = 0
         self._frame = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         self._fill = 0
         self._stamp = 0
         self._clock = CaptureClock()
-        super().__init__(spec, ring)
+        super().__init__(spec, ring, tracer)
 
     @property
     def resyncs(self) -> int:
@@ -230,7 +234,9 @@ class InputDevice(_Device):
         if status.input_overflow:
             self.overflows += 1
             self._clock.restart()  # samples were lost: the count starts again
-        first = time.monotonic_ns() - _ahead_ns(time_info, False, self.latency)
+        now = time.monotonic_ns()
+        first = now - _ahead_ns(time_info, False, self.latency)
+        self.tracer.add(now, first, frames, bool(status.input_overflow))
         done = 0
         while done < frames:
             if self._fill == 0:
@@ -257,14 +263,20 @@ class OutputDevice(_Device):
 
     KIND = "output"
 
-    def __init__(self, spec: MediaSpec, ring: Ring, on_frame: Any) -> None:
+    def __init__(
+        self,
+        spec: MediaSpec,
+        ring: Ring,
+        on_frame: Any,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.underflows = 0
         self._started = False
         self._starving = False
         self._samples: Any = None  # the frame being played, a view into the held slot
         self._pos = 0
         self._on_frame = on_frame  # records latency; must be allocation-light
-        super().__init__(spec, ring)
+        super().__init__(spec, ring, tracer)
 
     def _reset(self) -> None:
         if self._samples is not None:
@@ -280,7 +292,9 @@ class OutputDevice(_Device):
 
     def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
         self.callbacks += 1
-        ear = time.monotonic_ns() + _ahead_ns(time_info, True, self.latency)
+        now = time.monotonic_ns()
+        ear = now + _ahead_ns(time_info, True, self.latency)
+        self.tracer.add(now, ear, frames, bool(status.output_underflow))
         done = 0
         starved = False
         while done < frames:

@@ -84,7 +84,7 @@ def _paced_loop(rt: StageRuntime, spec: MediaSpec, realtime: bool) -> None:
 
 
 def _device_loop(rt: StageRuntime, spec: MediaSpec) -> None:
-    device = InputDevice(spec, rt.out)
+    device = InputDevice(spec, rt.out, rt.tracer("mic.npy", 4))
     rt.on_close(device.close)
     device.start()
     rt.serve_device(

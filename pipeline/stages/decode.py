@@ -15,6 +15,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from pipeline.core.audio_test import (
+    LOOPBACK,
+    LOOPBACK_SPEAKER,
+    STOP,
+    TONE,
+    AudioTestError,
+    TestClock,
+    TestTone,
+    check_kind,
+)
 from pipeline.core.speakers import Speakers
 from pipeline.ipc import events as ev
 from pipeline.stages.runtime import StageRuntime, Wiring
@@ -51,6 +61,23 @@ def run(cfg: DecodeConfig) -> None:
             speakers.set_gain(cmd.user_id, cmd.gain)  # refused past MAX_GAINS: stats show it
 
         rt.on(ev.GainCmd, gain)
+        tone = TestTone()  # the settings' audio test (pipeline/core/audio_test.py)
+        loopback = TestClock()  # while it runs, the looped-back microphone is heard deafened
+
+        def audio_test(cmd: ev.AudioTestCmd) -> None:
+            try:
+                check_kind(cmd.kind)
+            except AudioTestError as exc:  # the encode stage ignores it too
+                rt.publish(ev.Notice(f"audio test not run: {exc}"))
+            if cmd.kind == TONE:
+                tone.start(cmd.seconds)
+            elif cmd.kind == LOOPBACK:
+                loopback.start(time.monotonic(), cmd.seconds + 1.0)  # + what is still queued
+            elif cmd.kind == STOP:
+                tone.stop()
+                loopback.stop()
+
+        rt.on(ev.AudioTestCmd, audio_test)
         next_look = 0.0  # monotonic time of the next look at the playback fill
         speaking: list[int] = []  # as last published
         while rt.running:
@@ -69,7 +96,9 @@ def run(cfg: DecodeConfig) -> None:
                     break
                 topped_up = True
                 t0 = time.monotonic_ns()
-                _, info = speakers.render(t0, deafened, out=frame)
+                keep = LOOPBACK_SPEAKER if loopback.active(t0 / 1e9) else None
+                _, info = speakers.render(t0, deafened, out=frame, keep=keep)
+                tone.add_to(frame)  # heard deafened too: the user asked for it
                 t1 = time.monotonic_ns()
                 dst.publish(
                     frame.nbytes,
@@ -109,6 +138,7 @@ def run(cfg: DecodeConfig) -> None:
                         bad_bodies=speakers.bad_bodies,
                         deafened=deafened,
                         playback_fill=dst.fill(),
+                        test_tone=tone.playing,
                         gains=[ev.SpeakerGain(u, g) for u, g in sorted(speakers.gains.items())],
                     ),
                 )

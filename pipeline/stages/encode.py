@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from pipeline.core.audio_test import LOOPBACK, LOOPBACK_FLAG, STOP, TestClock
 from pipeline.core.loss_hint import LossHint
 from pipeline.core.redundancy import (
     REDUNDANT_BITRATE,
@@ -38,7 +39,7 @@ from pipeline.media.input_processing import InputProcessor
 from pipeline.media.opus import CodecError, OpusEncoder
 from pipeline.media.vad import WebRtcVad
 from pipeline.stages.runtime import StageRuntime, Wiring
-from relay.protocol.voice_body import MAX_PRIMARY
+from relay.protocol.voice_body import MAX_PRIMARY, VoiceBody
 
 MIN_BITRATE, MAX_BITRATE = 6000, 510000
 
@@ -53,6 +54,7 @@ class EncodeConfig:
     redundancy: bool = True  # copies of earlier frames while losses come in bursts
     talk: str = "continuous"  # the talk mode to start in (pipeline/core/talk.py)
     input_processing: bool = False  # noise suppression and gain control before encoding
+    noise_suppression: bool = True  # of which the noise suppressor (cmd.noise switches it)
 
 
 class _Settings:
@@ -62,7 +64,13 @@ class _Settings:
     def __init__(self, encoder: OpusEncoder, cfg: EncodeConfig, rt: StageRuntime) -> None:
         self.encoder, self.rt = encoder, rt
         self.gate: TalkGate[tuple[int, int]] = TalkGate(WebRtcVad(), check_mode(cfg.talk))
-        self.processor = InputProcessor() if cfg.input_processing else None
+        self.processor = (
+            InputProcessor(noise_suppression=cfg.noise_suppression)
+            if cfg.input_processing
+            else None
+        )
+        self.loopback = TestClock()  # the settings' microphone test (core/audio_test.py)
+        self.loopback_frames = 0
         self.bitrate = cfg.bitrate
         self.muted = False
         self.hint = LossHint(configured=cfg.loss_hint, use_listeners=cfg.loss_feedback)
@@ -81,6 +89,17 @@ class _Settings:
                 self.gate.mode = cmd.mode
         except TalkError as exc:
             self.rt.publish(ev.Notice(f"talk mode not changed: {exc}"))
+
+    def noise(self, cmd: ev.NoiseSuppressionCmd) -> None:
+        if self.processor is not None:
+            self.processor.noise_suppression = cmd.on
+
+    def audio_test(self, cmd: ev.AudioTestCmd) -> None:
+        """A loopback test starts (or any test stops); a tone is the decode stage's."""
+        if cmd.kind == LOOPBACK:
+            self.loopback.start(time.monotonic(), cmd.seconds)
+        elif cmd.kind == STOP:
+            self.loopback.stop()
 
     def push_to_talk(self, cmd: ev.PushToTalkCmd) -> None:
         self.gate.pressed = cmd.pressed
@@ -138,9 +157,12 @@ class _Settings:
             talk_mode=self.gate.mode,
             talking=self.gate.talking,
             ptt_pressed=self.gate.pressed,
-            unsent_frames=self.gate.counts.unsent - muted_frames,
+            unsent_frames=self.gate.counts.unsent - muted_frames - self.loopback_frames,
             spurts=self.gate.counts.spurts,
             input_processing=self.processor is not None,
+            noise_suppression=self.processor is not None and self.processor.noise_suppression,
+            loopback=self.loopback.active(now),
+            loopback_frames=self.loopback_frames,
         )
 
 
@@ -163,23 +185,43 @@ def run(cfg: EncodeConfig) -> None:
         rt.on(ev.MuteCmd, settings.mute)
         rt.on(ev.TalkModeCmd, settings.set_talk)
         rt.on(ev.PushToTalkCmd, settings.push_to_talk)
+        rt.on(ev.NoiseSuppressionCmd, settings.noise)
+        rt.on(ev.AudioTestCmd, settings.audio_test)
         gate, processor = settings.gate, settings.processor
         rt.on(ev.BitrateCmd, settings.set_bitrate)
         rt.on(ev.ChaosCmd, settings.set_chaos)
         rt.on(ev.DecodeStats, settings.measured_loss)
         rt.on(ev.ListenerReport, settings.listeners)
-        stream_seq = packets = sent_bytes = muted_frames = 0
+        stream_seq = packets = sent_bytes = muted_frames = loop_seq = 0
+        looping = False  # the last frame was looped back: the next one is no new spurt
         while rt.running:
             slot = src.read(timeout=0.1)
             if slot is not None:
                 t_in = time.monotonic_ns()
                 rt.latency.add(ev.HOP_CAPTURE_TO_ENCODE, t_in - slot.timestamp)
-                if settings.muted:
+                if settings.loopback.active(t_in / 1e9):
+                    # The microphone test: every frame, mute and talk mode aside, cleaned and
+                    # encoded as it would be sent, then flagged so the network stage plays it
+                    # here. Not a packet of the stream: its numbers go on where they were.
+                    raw = slot.samples()
+                    pcm = raw if processor is None else processor.process(raw)
+                    body = VoiceBody(encoder.encode(pcm), marker=not looping)
+                    looping = True
+                    loop_seq += 1
+                    dst.write(bytes(body), seq=loop_seq, timestamp=slot.timestamp,
+                              flags=LOOPBACK_FLAG)  # fmt: skip
+                    src.release()
+                    settings.loopback_frames += 1
+                    gate.mute()  # what comes after the test starts a spurt afresh
+                    frames.reset()
+                elif settings.muted:
+                    looping = False
                     gate.mute()  # nothing said while muted is kept for a pre-roll
                     src.release()
                     muted_frames += 1
                     frames.reset()  # the next frame does not follow the last one sent
                 else:
+                    looping = False
                     raw = slot.samples()
                     # The detector hears the microphone as it is (see TalkGate.push).
                     pcm = raw if processor is None else processor.process(raw)

@@ -8,18 +8,25 @@ While the UDP path is dead (``VoiceLink.path`` is ``tcp``) voice goes through th
 control process instead, over the local socket of pipeline/ipc/tunnel_socket.py, and
 comes back the same way; the UDP pings go on, to see the path mend. The UDP socket's
 family (IPv4 or IPv6) is the relay address's.
+
+The settings' microphone test (pipeline/core/audio_test.py) comes from the encode ring
+flagged LOOPBACK_FLAG: the sender never sends such a frame; it passes it over a local
+socket pair to the receiver thread, the decode ring's only writer, which delivers it as
+speaker LOOPBACK_SPEAKER.
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.core.audio_test import LOOPBACK_FLAG, LOOPBACK_SPEAKER
 from pipeline.core.udp_health import TCP
-from pipeline.core.voice_link import Chaos, VoiceLink
+from pipeline.core.voice_link import Chaos, VoiceLink, media_timestamp
 from pipeline.ipc import events as ev
 from pipeline.ipc import tunnel_socket as ts
 from pipeline.ipc.ring import Ring
@@ -30,6 +37,7 @@ from relay.protocol.sealed_datagram import MAX_DATAGRAM
 Addr = tuple[Any, ...]  # (host, port), or (host, port, flow, scope) for IPv6
 MAX_WAIT = 0.25  # seconds the receiver sleeps at most between looks at the stop flag
 PATH_EVERY_NS = 1_000_000_000  # the path is told to the control process this often, too
+_LOOPED = struct.Struct(">QQ")  # a looped-back frame on the socket pair: seq, capture ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +80,14 @@ class _Network:
         self.relay: Addr | None = None  # swapped whole by the receiver thread
         self.last_rx: int | None = None  # when the relay last sent us anything (monotonic ns)
         self._named: Addr | None = None  # the relay address as given, last resolved
+        # The microphone test's frames, from the sender thread to the receiver (which
+        # alone writes the decode ring); datagrams, so one frame is one message.
+        self.loop_tx, self.loop_rx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.loop_tx.setblocking(False)
+        rt.on_close(self.loop_tx.close)
+        rt.on_close(self.loop_rx.close)
+        self.looped = 0  # the receiver thread's: delivered to the decode ring
+        self.loop_unsent = 0  # the sender thread's: the socket pair was full
         rt.on(ev.VoiceEndpoint, self._endpoint)
         rt.on(ev.WhisperCmd, self._whisper)
         rt.on(ev.ChaosCmd, self._chaos)
@@ -143,6 +159,14 @@ class _Network:
                 continue
             t_in = time.monotonic_ns()
             self.rt.latency.add(ev.HOP_ENCODE_TO_NETWORK, t_in - slot.timestamp)
+            if slot.flags & LOOPBACK_FLAG:  # the microphone test: here, never to the relay
+                message = _LOOPED.pack(slot.seq, slot.timestamp) + bytes(slot.data)
+                src.release()
+                try:
+                    self.loop_tx.send(message)
+                except OSError:  # the receiver is that far behind: a lost frame, as on UDP
+                    self.loop_unsent += 1
+                continue
             addr = self.relay
             if addr is None or not link.should_send():
                 src.release()
@@ -177,10 +201,12 @@ class _Network:
                 wait = MAX_WAIT
             ready = link.voice_ready
             sock = self.sock
-            fds = tuple(f.fileno() for f in (sock, tunnel) if f is not None)
+            fds = tuple(f.fileno() for f in (sock, tunnel, self.loop_rx) if f is not None)
             got = rt.wait(fds, max(0.0, min(wait, MAX_WAIT)))
             if sock is not None and sock.fileno() in got:
                 self._drain(sock, view, dst, tracer)
+            if self.loop_rx.fileno() in got:
+                self._looped_back(view, dst)
             if tunnel is not None and tunnel.fileno() in got:
                 self._from_tunnel(tunnel, local, dst, tracer)
             # Only after the socket is drained: a thread that did not run for a while finds
@@ -207,6 +233,26 @@ class _Network:
             if kind == ts.VOICE:
                 self.tunnel_received += 1
                 self._deliver(memoryview(body), time.monotonic_ns(), dst, tracer)
+
+    def _looped_back(self, view: memoryview, dst: Ring) -> None:
+        """The microphone test's frames from the sender thread, into the decode ring."""
+        while True:
+            try:
+                n = self.loop_rx.recv_into(view, len(view), socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            if n <= _LOOPED.size:
+                continue
+            seq, capture_ns = _LOOPED.unpack_from(view)
+            now = time.monotonic_ns()
+            if dst.write(  # a full ring drops it and counts it in the ring's header
+                view[_LOOPED.size : n],
+                seq=seq,
+                timestamp=now,
+                speaker=LOOPBACK_SPEAKER,
+                media=media_timestamp(capture_ns, 0),
+            ):
+                self.looped += 1
 
     def _drain(self, sock: socket.socket, view: memoryview, dst: Ring, tracer: Tracer) -> None:
         """Read every datagram queued on the socket; voice goes into the decode ring."""
@@ -277,6 +323,8 @@ class _Network:
             tunnel_sent=self.tunnel_voice_sent,
             tunnel_unsent=self.tunnel_voice_unsent,
             tunnel_received=self.tunnel_received,
+            loopback=self.looped,
+            loopback_unsent=self.loop_unsent,
         )
 
 

@@ -57,7 +57,7 @@ def run(cfg: PlaybackConfig) -> None:
 
 
 def _device_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:
-    device = OutputDevice(spec, rt.inp, player.played)
+    device = OutputDevice(spec, rt.inp, player.played, rt.tracer("speaker.npy", 4))
     rt.on_close(device.close)
     player.output_latency_ns = int(device.latency * 1e9)
     device.start()

@@ -67,16 +67,18 @@ Host = Annotated[str, Text(max_len=253, allow_empty=True)]  # a DNS name or an I
 @dataclass(slots=True, frozen=True)
 class UserInfo:
     """One user as listed in a welcome snapshot (and in the client's roster event).
-    ``muted`` and ``deafened``: the user's own choice, shown to everyone (absent on the
-    wire when false, so a user list is byte for byte what it was before them)."""
+    ``muted`` and ``deafened``: the user's own choice, shown to everyone; ``server_muted``:
+    the relay's operator muted them, and the relay forwards none of their voice (each
+    absent on the wire when false, so a user list is byte for byte what it was before)."""
 
     user_id: UserId
     name: Name
     channel: ChannelName
     muted: bool = False
     deafened: bool = False
+    server_muted: bool = False
 
-    OMIT_DEFAULTS: ClassVar[tuple[str, ...]] = ("muted", "deafened")
+    OMIT_DEFAULTS: ClassVar[tuple[str, ...]] = ("muted", "deafened", "server_muted")
 
 
 @dataclass(slots=True, frozen=True)
@@ -287,12 +289,16 @@ class SelfState(Message):
 
 @dataclass(slots=True, frozen=True)
 class UserState(Message):
-    """Relay to everyone (presence): a user's mute and deafen changed."""
+    """Relay to everyone (presence): a user's mute and deafen, or the operator's mute of
+    them (``server_muted``, absent when false), changed."""
 
     TYPE = "user_state"
     user_id: UserId
     muted: bool = False
     deafened: bool = False
+    server_muted: bool = False
+
+    OMIT_DEFAULTS: ClassVar[tuple[str, ...]] = ("server_muted",)
 
 
 @dataclass(slots=True, frozen=True)
