@@ -88,7 +88,7 @@ class SealedRouter(Router):
     After :meth:`route` returns destinations, ``out_n`` is the length to send.
     """
 
-    __slots__ = ("_aead", "_media", "on_tunnel", "out_n", "peers", "retired", "sealed")
+    __slots__ = ("_aead", "_media", "cluster", "on_tunnel", "out_n", "peers", "retired", "sealed")
 
     def __init__(
         self,
@@ -114,6 +114,9 @@ class SealedRouter(Router):
         # Called (from the routing thread) with the voice as listeners get it and the
         # tokens of the listeners that hear through their TCP tunnel; unset: none do.
         self.on_tunnel: Callable[[bytes, tuple[int, ...]], None] | None = None
+        # A cluster's router (relay.cluster_router) also hands voice to other relays:
+        # one test of this flag per voice datagram is all a relay without one pays.
+        self.cluster = False
 
     # --- control thread ----------------------------------------------------------------
 
@@ -235,6 +238,8 @@ class SealedRouter(Router):
         if target:
             dests = table.whisper.get(target, NOWHERE)
             listener = self.peers.get(target)
+            if listener is None and self.cluster and target != sid:
+                return self._mesh_whisper(buf, m, target)
             tunnel = table.tunnel_of.get(target)
             if (not dests and tunnel is None) or listener is None or target == sid:
                 c.drop_bad_target += 1
@@ -248,9 +253,19 @@ class SealedRouter(Router):
             dests = route.dests
             if route.tunnels:
                 self._tunnel(buf, m, route.tunnels)
+            if self.cluster and buf[2] == peer.key_id:  # its channel's key: never another's
+                self._mesh_out(buf, m, peer.key_id)
         c.voice_in += 1
         c.forwarded += len(dests)
         return dests
+
+    def _mesh_whisper(self, buf: bytearray, m: int, target: int) -> Dests:
+        """A whisper to ``target``, who is on no session here (a cluster's router)."""
+        self.sealed.drop_bad_target += 1
+        return NOWHERE
+
+    def _mesh_out(self, buf: bytearray, m: int, key_id: int) -> None:
+        """Voice of channel ``key_id`` for the other relays (a cluster's router)."""
 
     def _tunnel(self, buf: bytearray, m: int, tokens: tuple[int, ...]) -> None:
         """Hand the voice to the listeners who hear through their control connection."""

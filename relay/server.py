@@ -19,12 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import logging
+import secrets
 import signal
 import socket
 import ssl
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ from typing import Any, Protocol
 
 from relay.admin import Admin
 from relay.admin_server import AdminServer
+from relay.cluster_router import ClusterRouter, local_fanout
 from relay.control_accept import Acceptor
 from relay.control_server import ControlServer
 from relay.limits import (
@@ -111,6 +115,11 @@ class RelayConfig:
     database: str | None = None  # the store is opened by the caller (a clear start-up error)
     admin_socket: str | None = None
     metrics: str | None = None  # HOST:PORT
+    # A cluster (docs/cluster.md): its Redis URL; None: this relay alone, nothing of Redis.
+    cluster: str | None = None
+    cluster_secret: bytes = b""  # read from --cluster-secret-file by the caller
+    relay_id: str = ""  # "": a random one per start
+    cluster_host: str = ""  # where clients and relays reach this one; "": --public-host/--host
 
 
 class StartError(Exception):
@@ -151,14 +160,27 @@ class Relay:
         self.router: Router
         self.sealed: SealedRouter | None = None
         if config.insecure:
+            if config.cluster:
+                raise ValueError("--cluster needs protocol 2 (no --insecure)")
             self.router = Router(
                 echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
             )
         else:
             media = self.sessions.media_by_id  # shared: it grows with run-time channels
-            self.sealed = SealedRouter(
-                media, echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
-            )
+            tunnel_router: SealedRouter | None = None
+            if config.cluster:
+                if config.udp != "thread":
+                    raise ValueError("--cluster needs --udp thread")
+                # Mesh counters from the wall clock: above what this relay's mesh number
+                # (or a number Redis gave out again after losing it) ever sent.
+                ctr = itertools.count(time.time_ns())
+                self.sealed = ClusterRouter(media, config.echo, self._bind_from_udp,
+                                            config.voice_limit, ctr=ctr)  # fmt: skip
+                tunnel_router = ClusterRouter(media, echo=config.echo, ctr=ctr)
+            else:
+                self.sealed = SealedRouter(
+                    media, echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
+                )
             self.sealed.on_tunnel = self._tunnel_from_udp
             self.router = self.sealed
         self._pending_binds: dict[int, tuple[Addr, bytes]] = {}  # token -> latest ping
@@ -185,7 +207,9 @@ class Relay:
         self.sessions.udp_host = config.public_host
         self.tunnel: TunnelIn | None = None
         if self.sealed is not None:
-            self.tunnel = TunnelIn(self.sessions.media_by_id, config.echo, config.voice_limit)
+            self.tunnel = TunnelIn(
+                self.sessions.media_by_id, config.echo, config.voice_limit, router=tunnel_router
+            )
             self.control.tunnel_in = self.tunnel
             self.control.udp_send = self._udp_send
         self.operations.load_bans()
@@ -206,6 +230,8 @@ class Relay:
         self._answers: deque[tuple[list[int], bytes, Addr]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
+        self.cluster: Any = None  # relay.cluster.Cluster, imported only with --cluster
+        self.fingerprint = ""
 
     async def start(self) -> None:
         """Bind TCP and UDP on the same port and start serving both."""
@@ -216,6 +242,7 @@ class Relay:
             data_dir = Path(cfg.data_dir) if cfg.data_dir else None
             cert, key, created = identity(cfg.tls_cert, cfg.tls_key, data_dir)
             ssl_ctx = server_context(cert, key)
+            self.fingerprint = certificate_fingerprint(cert)
             log.info(
                 "TLS certificate %s%s, SHA-256 fingerprint %s",
                 cert,
@@ -242,6 +269,8 @@ class Relay:
             # Every datagram of a session to the loop that holds its replay window.
             steer_by_sender(self._udp_sock, cfg.udp_workers)
         self.sessions.udp_port = self.port
+        if cfg.cluster:
+            await self._join_cluster()
         if cfg.udp == "asyncio":
             self._udp_transport = await start_asyncio_udp(self._udp_sock, self.router)
         else:
@@ -309,6 +338,42 @@ class Relay:
             factory, cfg.host, cfg.port, reuse_address=True, start_serving=False
         )
 
+    async def _join_cluster(self) -> None:
+        """Join the cluster before the first client is served: its user ids and media keys
+        come from there. Raises OSError (a start-up error) if Redis cannot be reached."""
+        from redis.exceptions import RedisError
+
+        from relay.cluster import Cluster, ClusterConfig
+
+        cfg = self.config
+        assert isinstance(self.sealed, ClusterRouter) and cfg.cluster
+        host = cfg.cluster_host or cfg.public_host or cfg.host
+        if host in ("0.0.0.0", "::", ""):
+            raise OSError("--cluster needs --cluster-host (or --public-host): where the "
+                          "other relays and failing-over clients reach this one")  # fmt: skip
+        where = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        relay_id = cfg.relay_id or secrets.token_hex(6)
+        self.cluster = Cluster(
+            ClusterConfig(
+                cfg.cluster, cfg.cluster_secret, relay_id, where, where, self.fingerprint, cfg.grace
+            ),
+            self.sessions,
+            self.control,
+            [
+                r
+                for r in (self.sealed, self.tunnel and self.tunnel.router)
+                if isinstance(r, ClusterRouter)
+            ],
+        )
+        try:
+            await self.cluster.start()
+        except (RedisError, OSError) as exc:
+            await self.cluster.close()
+            self.cluster = None
+            raise OSError(f"the cluster's Redis at {cfg.cluster}: {exc}") from None
+        log.info("in the cluster at %s as relay %s (mesh number %d), reached at %s",
+                 _redacted(cfg.cluster), relay_id, self.cluster.num, where)  # fmt: skip
+
     async def serve(self) -> None:
         """Run the timers until :meth:`stop` is called, then shut everything down."""
         timers = [
@@ -328,6 +393,8 @@ class Relay:
         self._stopped.set()
 
     async def close(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.close()  # first: the others stop sending here at once
         if self._admin_server is not None:
             await self._admin_server.close()
             self._admin_server = None
@@ -428,6 +495,11 @@ class Relay:
         )
         if self.tunnel is not None:
             self.tunnel.router.table = self.router.table
+        if isinstance(self.sealed, ClusterRouter):  # voice from other relays: channel-wide
+            key_ids = {ch: kid for ch, (kid, _k) in self.sessions.media_keys.items()}
+            self.sealed.local = local_fanout(self.router.table, key_ids)
+            if self.tunnel is not None:
+                self.tunnel.router.local = self.sealed.local  # type: ignore[attr-defined]
         if self._workers:  # they know channel updates only: these sessions' channels are redone
             dirty |= {channel for _token, _uid, channel in added}
             dirty |= {channel for _token, channel in gone}
@@ -573,6 +645,8 @@ class Relay:
                 total[k] = total.get(k, 0) + v
             for k, v in w.windows.items():
                 total[f"window_{k}"] = total.get(f"window_{k}", 0) + v
+        if self.cluster is not None:
+            total |= {f"cluster_{k}": v for k, v in self.cluster.line().items()}
         return " ".join(f"{k}={v}" for k, v in total.items())
 
     async def _stats_timer(self) -> None:
@@ -632,3 +706,13 @@ def _dual_stack_listener(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, for the log."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = creds.partition(":")[0]
+    return f"{scheme}{sep}{user}:***@{host}"

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import enum
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, replace
 
+from relay import cluster_core as cc
 from relay.names import NameBook, NameRefused, clean_chat
 from relay.protocol.messages import (
     PROTOCOL,
@@ -35,6 +36,7 @@ from relay.protocol.messages import (
     Error,
     MediaKey,
     Message,
+    RelayEntry,
     UserInfo,
     UserJoined,
     UserLeft,
@@ -101,6 +103,18 @@ class Close:
 
 
 Action = Send | SendFrames | Presence | Close
+# What a cluster's relay tells the others of a local change: the event for the stream
+# and the directory record it writes (None: a chat, which the directory does not hold).
+Outgoing = tuple[cc.Event, cc.SessionRecord | None]
+
+
+@dataclass(slots=True)
+class _Remote:
+    """A user homed on another relay of the cluster, as this table shows it."""
+
+    user: cc.RemoteUser
+    packed: bytes
+    claimed: str  # the name as this table's name book holds it
 
 
 class BindResult(enum.Enum):
@@ -136,6 +150,11 @@ class Session:
         return UserInfo(
             self.user_id, self.name, self.channel, self.muted, self.deafened, self.server_muted
         )
+
+
+def _info(user: cc.RemoteUser) -> UserInfo:
+    return UserInfo(user.user_id, user.name, user.channel, user.muted, user.deafened,
+                    user.server_muted)  # fmt: skip
 
 
 def _error(conn: int, code: str, message: str) -> Send:
@@ -215,6 +234,14 @@ class SessionTable:
         self._gone: list[tuple[int, str]] = []  # (token, channel) removed unbound, take_gone()
         self.tunnelled: set[int] = set()  # tokens of the sessions that hear through the tunnel
         self.silenced: set[int] = set()  # tokens of the sessions the operator muted
+        # A cluster (relay.cluster): user ids come from it, its other relays' users are
+        # shown (never routed here: they have no session), and every local change is
+        # queued in ``outbox`` for the others. Outside a cluster: None, {} and [].
+        self.allocate_user_id: Callable[[], int] | None = None
+        self.relay_id = ""
+        self.outbox: list[Outgoing] | None = None
+        self.remote: dict[int, _Remote] = {}  # user id -> a user on another relay
+        self.relays: list[RelayEntry] = []  # the cluster's other relays, for the welcome
 
     # --- queries ---------------------------------------------------------------
 
@@ -234,6 +261,11 @@ class SessionTable:
     def by_user(self, user_id: int) -> Session | None:
         token = self._by_user.get(user_id)
         return None if token is None else self._by_token[token]
+
+    @property
+    def user_ids(self) -> Container[int]:
+        """The user ids of this table's sessions (a live view: ``in`` is a dict lookup)."""
+        return self._by_user.keys()
 
     def channel_of(self, user_id: int) -> str | None:
         """The channel of the session with public id ``user_id``, None if there is none."""
@@ -277,6 +309,7 @@ class SessionTable:
         if self._snapshot is None:
             packed = self._packed
             users = [packed[t] for members in self.channels.values() for t in members]
+            users += [r.packed for r in self.remote.values()]
             self._snapshot = encode_user_list(users)
         return self._snapshot
 
@@ -392,8 +425,15 @@ class SessionTable:
         except NameRefused as exc:
             return [*out, _error(conn, exc.code, str(exc))]
         token = self._new_token()
-        user_id = self._next_user_id
-        self._next_user_id += 1
+        if self.allocate_user_id is None:
+            user_id = self._next_user_id
+            self._next_user_id += 1
+        else:
+            try:
+                user_id = self.allocate_user_id()
+            except LookupError as exc:  # the cluster has no user id to give right now
+                self._names.release(name)
+                return [*out, _error(conn, "cluster_unavailable", str(exc))]
         session = Session(token, user_id, name, self.default_channel, conn, source)
         if self.sealed:
             session.udp_key = new_session_key()
@@ -409,6 +449,7 @@ class SessionTable:
         # Unbound, it changes no one's routes: listed for take_added, not a dirty channel.
         self.version += 1
         self._added.append(token)
+        self._tell(cc.Joined(self._remote_user(session)), session)
         return out
 
     def reconnect(
@@ -466,6 +507,7 @@ class SessionTable:
         session.channel = channel
         self.channels[channel].add(session.token)
         self._set_packed(session)
+        self._tell(cc.Moved(self.relay_id, session.user_id, channel), session)
         if session.udp_addr is None and not session.tunnel and not session.server_muted:
             # In no one's routes: it leaves one channel's and enters another's on its own
             # (a muted one is rebuilt with its channel, which carries the mute).
@@ -555,6 +597,9 @@ class SessionTable:
         if not text.strip():
             return [_error(conn, "bad_message", "chat text is empty once cleaned")]
         msg = Chat(text, session.user_id, session.name, session.channel, ts)
+        if self.outbox is not None:
+            said = cc.Said(self.relay_id, msg.user_id, msg.name, msg.channel, text, ts)
+            self.outbox.append((said, None))
         return self._to_channel(session.channel, msg)
 
     def self_state(self, conn: int, muted: bool, deafened: bool) -> list[Action]:
@@ -568,6 +613,7 @@ class SessionTable:
             return []
         session.muted, session.deafened = muted, deafened
         self._set_packed(session)
+        self._tell_state(session)
         return [Presence(encode_message(self._user_state(session)))]
 
     def bye(self, conn: int) -> list[Action]:
@@ -662,6 +708,7 @@ class SessionTable:
             self.silenced.discard(session.token)
         self._set_packed(session)
         self._changed(session.channel)
+        self._tell_state(session)
         return [Presence(encode_message(self._user_state(session)))]
 
     def move(self, session: Session, channel: str) -> list[Action]:
@@ -737,6 +784,143 @@ class SessionTable:
         self._changed(old, new)  # the router forgets the old name, routes the new one
         return [SendFrames(tuple(self._by_conn), self._channel_list()), *out]
 
+    # --- the cluster (relay.cluster) -------------------------------------------------------
+
+    def adopt(
+        self,
+        conn: int,
+        record: cc.SessionRecord,
+        now: float,
+        version: int = PROTOCOL_INSECURE,
+        source: str = "",
+    ) -> list[Action]:
+        """Resume on ``conn`` a session of another relay, as the directory holds it: same
+        token, user id, name, channel and key, and no presence (it never left)."""
+        if conn in self._by_conn:
+            return [_error(conn, "already_authenticated", "this connection has a session")]
+        refused = self._version_error(conn, version)
+        if refused is not None:
+            return [refused]
+        user = record.user
+        if record.token in self._by_token or user.user_id in self._by_user:
+            return self.reconnect(conn, record.token, now, version)
+        channel = user.channel if user.channel in self.channels else self.default_channel
+        gone = self.remote.pop(user.user_id, None)
+        if gone is not None:
+            self._names.release(gone.claimed)
+        name = self._names.claim(user.name)
+        session = Session(record.token, user.user_id, name, channel, conn, source, None, None,
+                          None, record.udp_key, user.muted, user.deafened)  # fmt: skip
+        session.server_muted = user.server_muted  # the operator's mute goes with it
+        self._by_token[session.token] = session
+        self._by_conn[conn] = session.token
+        self._by_user[session.user_id] = session.token
+        self._per_source[source] = self.sessions_of(source) + 1
+        self.channels[channel].add(session.token)
+        self._set_packed(session)
+        if session.server_muted:  # rebuilt with its channel, which carries the mute
+            self.silenced.add(session.token)
+            self._changed(channel)
+        else:
+            self.version += 1
+            self._added.append(session.token)
+        self._tell(cc.Resumed(self._remote_user(session), session.token), session)
+        # A channel this relay lacks (the relays' channel lists differ): the default one.
+        return [SendFrames((conn,), self._welcome(session))]
+
+    def release(self, token: int, user: cc.RemoteUser) -> list[Action]:
+        """The session of ``token`` was resumed on another relay: drop it here without a
+        word to anyone (its connection, if still open, is closed) and show it as ``user``."""
+        session = self._by_token.get(token)
+        if session is None:
+            return []
+        out: list[Action] = []
+        if session.conn is not None:
+            out.append(Close(session.conn, "session resumed on another relay"))
+        outbox, self.outbox = self.outbox, None  # nothing to tell: the other relay did
+        self._remove(session)
+        self.outbox = outbox
+        self.remote_join(user, quiet=True)
+        return out
+
+    def remote_join(self, user: cc.RemoteUser, quiet: bool = False) -> list[Action]:
+        """Show ``user`` of another relay (``user_joined`` to everyone here, unless
+        ``quiet``: it was shown already, as a local session)."""
+        if user.user_id in self._by_user:
+            return []  # a session of ours (a late event of a resume): ours wins
+        if user.user_id in self.remote:
+            return self.remote_change(user)
+        info = _info(user)
+        claimed = self._names.claim(user.name)
+        self.remote[user.user_id] = _Remote(user, pack_user(info), claimed)
+        self._snapshot = None
+        if quiet:
+            return []
+        joined = encode_message(UserJoined(user.user_id, user.name, user.channel))
+        return [Presence(joined, arrival=user.user_id)]
+
+    def remote_change(self, user: cc.RemoteUser) -> list[Action]:
+        """``user`` of another relay moved, changed state or relay: tell what shows."""
+        entry = self.remote.get(user.user_id)
+        if entry is None:
+            return self.remote_join(user)
+        old = entry.user
+        entry.user, entry.packed = user, pack_user(_info(user))
+        self._snapshot = None
+        out = b""
+        if old.channel != user.channel:
+            out += encode_message(UserLeft(user.user_id, user.name, old.channel))
+            out += encode_message(UserJoined(user.user_id, user.name, user.channel))
+        if (old.muted, old.deafened, old.server_muted) != (
+            user.muted,
+            user.deafened,
+            user.server_muted,
+        ):
+            out += encode_message(
+                UserState(user.user_id, user.muted, user.deafened, user.server_muted)
+            )
+        return [Presence(out)] if out else []
+
+    def remote_leave(self, user_id: int) -> list[Action]:
+        """The user ``user_id`` of another relay is gone: ``user_left`` to everyone."""
+        entry = self.remote.pop(user_id, None)
+        if entry is None:
+            return []
+        self._names.release(entry.claimed)
+        self._snapshot = None
+        u = entry.user
+        return [Presence(encode_message(UserLeft(u.user_id, u.name, u.channel)),
+                         departure=u.user_id)]  # fmt: skip
+
+    def remote_chat(self, said: cc.Said) -> list[Action]:
+        """A chat from another relay, to this relay's members of its channel."""
+        if said.channel not in self.channels:
+            return []
+        text = clean_chat(said.text)
+        if not text.strip():
+            return []
+        name = said.name or SERVER_NAME
+        return self._to_channel(said.channel, Chat(text, said.user_id, name, said.channel,
+                                                   said.ts))  # fmt: skip
+
+    def records(self) -> list[cc.SessionRecord]:
+        """The directory records of every local session (a cluster's full re-sync)."""
+        return [self._record(s) for s in self._by_token.values()]
+
+    def _remote_user(self, s: Session) -> cc.RemoteUser:
+        return cc.RemoteUser(s.user_id, s.name, s.channel, self.relay_id, s.muted, s.deafened,
+                             s.server_muted)  # fmt: skip
+
+    def _tell_state(self, s: Session) -> None:
+        self._tell(cc.State(self.relay_id, s.user_id, s.muted, s.deafened, s.server_muted), s)
+
+    def _record(self, s: Session) -> cc.SessionRecord:
+        return cc.SessionRecord(s.token, self._remote_user(s), s.udp_key)
+
+    def _tell(self, event: cc.Event, session: Session) -> None:
+        if self.outbox is not None:
+            self.outbox.append((event, self._record(session)))
+
     # --- helpers ------------------------------------------------------------------------
 
     def _welcome(self, session: Session) -> bytes:
@@ -744,9 +928,12 @@ class SessionTable:
         paged over ``user_list`` frames when one frame cannot hold them all."""
         packed = self._packed
         users = list(map(packed.__getitem__, self.channels[session.channel]))  # in C: flat
+        remote = self.remote.values()
+        users += [r.packed for r in remote if r.user.channel == session.channel]
         for channel, members in self.channels.items():
             if channel != session.channel:
                 users.extend(map(packed.__getitem__, members))
+        users += [r.packed for r in remote if r.user.channel != session.channel]
         head = Welcome(
             token=session.token,
             user_id=session.user_id,
@@ -755,6 +942,7 @@ class SessionTable:
             channel=session.channel,
             channels=list(self.channels),
             users=[],
+            relays=self.relays,
         )
         if self.sealed:
             key_id, key = self._media_key(session.channel)
@@ -806,6 +994,7 @@ class SessionTable:
         self.tunnelled.discard(session.token)
         self.silenced.discard(session.token)
         self._removed.append(session.user_id)
+        self._tell(cc.Left(self.relay_id, session.user_id), session)
         session.udp_key = b""  # the one reference the table held
         gone = UserLeft(session.user_id, session.name, session.channel)
         return [Presence(encode_message(gone), departure=session.user_id)]
@@ -852,7 +1041,10 @@ class SessionTable:
             assert (s.udp_addr is None) == (s.bound_at is None)
             if s.conn is not None:
                 assert self._by_conn[s.conn] == token
-        assert self._names.names() == {s.name for s in self._by_token.values()}
+        names = {s.name for s in self._by_token.values()}
+        names |= {r.claimed for r in self.remote.values()}
+        assert self._names.names() == names
+        assert not set(self.remote) & set(self._by_user)
         graced = [t for t, s in self._by_token.items() if s.conn is None]
         assert set(self._graced) == set(graced)
         drops = [self._by_token[t].dropped_at or 0.0 for t in self._graced]
