@@ -139,6 +139,9 @@ class Cluster:
         self._mesh_version = -1
         self._closed = False
         sessions.relay_id = config.relay_id
+        # The channel keys are the cluster's (Redis), made once per channel: a key made
+        # on one relay when a member leaves would not open for the others' listeners.
+        sessions.rotate_on_leave = False
         sessions.outbox = []
         sessions.allocate_user_id = self._allocate
         control.after_apply = self._take_outbox

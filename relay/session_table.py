@@ -207,6 +207,9 @@ class SessionTable:
         self._last_key_id = 0  # the id given last; the next is searched from here
         self._stale_keys: dict[str, None] = {}  # channels a member left: a rotation is due
         self.rotations = 0  # channel keys made again because a member left
+        # A relay cluster (relay/cluster.py) holds each channel's key in Redis, the same on
+        # every relay, and does not rotate it yet: it turns this off.
+        self.rotate_on_leave = True
         self.rotations_skipped = 0  # ... and not made: every id held by a channel
         if sealed:
             for name in self.info:
@@ -555,7 +558,7 @@ class SessionTable:
     def _left(self, channel: str) -> None:
         """A member left ``channel`` (moved, kicked, gone): it knows the channel's key,
         which must not protect what the channel says from now on."""
-        if self.sealed and channel in self.media_keys:
+        if self.sealed and self.rotate_on_leave and channel in self.media_keys:
             self._stale_keys[channel] = None
 
     def take_rotations(self) -> list[Action]:
