@@ -316,7 +316,11 @@ class ControlServer:
         if conn.closing:
             return  # closed by an earlier message (or a refusal): the rest is not read
         if conn.held is not None:  # after a reconnect still being looked up: in order, later
-            conn.held.append((item, verdict))
+            held = conn.held
+            # Nothing after a message that closes the connection is handled: a flood
+            # meanwhile holds at most the burst and the refusals before the close.
+            if not held or held[-1][1] is not Verdict.CLOSE:
+                held.append((item, verdict))
             return
         self._judge(conn, item, verdict)
 
