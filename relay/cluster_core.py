@@ -81,6 +81,16 @@ def _int(obj: dict[str, Any], key: str, low: int = 0, high: int = U32_MAX) -> in
     return value
 
 
+def _addr(obj: dict[str, Any], key: str) -> str:
+    """``host:port`` (an IPv6 host in brackets), port 1..65535 in decimal digits."""
+    value = _str(obj, key, MAX_ADDR)
+    host, _sep, port = value.rpartition(":")
+    if not host.strip("[]") or not port.isascii() or not port.isdigit() \
+            or not 1 <= int(port) <= 0xFFFF:  # fmt: skip
+        raise ProtocolError(f"field {key!r} must be host:port, port 1..65535")
+    return value
+
+
 def _bool(obj: dict[str, Any], key: str) -> bool:
     value = obj.get(key, False)
     if not isinstance(value, bool):
@@ -109,8 +119,8 @@ class RelayRecord:
         return cls(
             _str(o, "id", MAX_RELAY_ID),
             _int(o, "num", 1),
-            _str(o, "tcp", MAX_ADDR),
-            _str(o, "udp", MAX_ADDR),
+            _addr(o, "tcp"),
+            _addr(o, "udp"),
             _str(o, "fingerprint", MAX_FINGERPRINT, allow_empty=True),
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 
 import pytest
 from hypothesis import given
@@ -77,6 +78,25 @@ def test_relay_records_round_trip() -> None:
     r = rec("a", 1)
     assert cc.RelayRecord.parse(bytes(r)) == r
     assert r.udp_addr() == ("10.0.0.1", 8080)
+
+
+@pytest.mark.parametrize("addr", ["x", "h:", ":8080", "h:x", "h:0", "h:70000", "h:-1", "h:+80",
+                                  "h: 80", "h:8_080", "[::1]:99999"])  # fmt: skip
+def test_a_relay_record_whose_address_is_no_host_and_port_is_our_error(addr: str) -> None:
+    # Redis is input: a port that does not parse would stop the cluster's task, and one
+    # out of range would stop the UDP loop at its first mesh datagram (sendto raises).
+    for field in ("tcp", "udp"):
+        o = {"id": "a", "num": 1, "tcp": "h:1", "udp": "h:1", "fingerprint": "", field: addr}
+        with pytest.raises(ProtocolError):
+            cc.RelayRecord.parse(json.dumps(o))
+
+
+@given(st.text(max_size=40))
+def test_a_parsed_relay_records_udp_address_is_a_host_and_a_port(addr: str) -> None:
+    o = {"id": "a", "num": 1, "tcp": addr, "udp": addr, "fingerprint": ""}
+    with contextlib.suppress(ProtocolError):
+        host, port = cc.RelayRecord.parse(json.dumps(o)).udp_addr()
+        assert host and 1 <= port <= 65535
 
 
 @pytest.mark.parametrize(
