@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay import cluster_core as cc
+from relay.names import NameRefused, normalize_name
 from relay.protocol.errors import ProtocolError
 
 ME = "me"
@@ -31,10 +32,20 @@ def view(*alive: str, grace: float = 10.0) -> cc.ClusterView:
 
 # --- records and events ---------------------------------------------------------------
 
+
+def _takes(name: str) -> bool:
+    try:
+        normalize_name(name)
+    except NameRefused:
+        return False
+    return True
+
+
+names = st.text(min_size=1, max_size=32).filter(_takes)  # names a relay takes
 users = st.builds(
     cc.RemoteUser,
     st.integers(1, 2**32 - 1),
-    st.text(min_size=1, max_size=32),
+    names,
     st.text(min_size=1, max_size=64),
     st.text(min_size=1, max_size=64),
     st.booleans(),
@@ -49,7 +60,7 @@ events = st.one_of(
     st.builds(cc.State, st.text(min_size=1, max_size=64), st.integers(1, 2**32 - 1),
               st.booleans(), st.booleans(), st.booleans()),
     st.builds(cc.Said, st.text(min_size=1, max_size=64), st.integers(0, 2**32 - 1),
-              st.text(max_size=32), st.text(min_size=1, max_size=64),
+              st.just("") | names, st.text(min_size=1, max_size=64),
               st.text(min_size=1, max_size=200), st.floats(0, 2e9)),
     st.builds(cc.Resumed, users, st.integers(1, 2**32 - 1)),
     st.builds(cc.Synced, st.text(min_size=1, max_size=64), st.lists(users, max_size=5).map(tuple)),
@@ -240,3 +251,38 @@ def test_any_stream_of_events_keeps_the_view_sound(items: list[object]) -> None:
             expected = {rec(r, n).udp_addr() for r, n in (("a", 1), ("b", 2))
                         if r in v.alive and (channel, r) in members}  # fmt: skip
             assert set(dests) == expected and len(dests) == len(set(dests))
+
+
+@pytest.mark.parametrize("name", ["\u202eevil", "a\x00b", "   ", "a" + "\u0301" * 9])
+def test_a_user_whose_name_the_rules_refuse_is_our_error(name: str) -> None:
+    # The session table claims every remote user's name: a name the rules refuse raised
+    # there, mid-batch, and the rest of the batch (other users, their joins) was lost.
+    u = {"user_id": 7, "name": name, "channel": "Lobby", "relay": "a"}
+    for data in (
+        {"kind": "joined", "user": u},
+        {"kind": "resumed", "user": u, "token": 9},
+        {"kind": "synced", "relay": "a", "users": [u]},
+        {"token": 9, **u, "udp_key": ""},
+    ):
+        parse = cc.SessionRecord.parse if "token" in data and "kind" not in data else cc.parse_event
+        with pytest.raises(ProtocolError):
+            parse(json.dumps(data))
+    said = {"kind": "said", "relay": "a", "user_id": 7, "name": name, "channel": "Lobby",
+            "text": "hi", "ts": 1.0}  # fmt: skip
+    if name.strip():  # an empty name is the operator's
+        with pytest.raises(ProtocolError):
+            cc.parse_event(json.dumps(said))
+
+
+@given(st.text(max_size=40))
+def test_any_user_that_parses_can_be_shown_by_a_session_table(name: str) -> None:
+    from relay.session_table import SessionTable
+
+    t = SessionTable(["Lobby"], grace=10.0, sealed=True)
+    u = {"kind": "joined", "user": {"user_id": 7, "name": name, "channel": "Lobby", "relay": "a"}}
+    try:
+        event = cc.parse_event(json.dumps(u))
+    except ProtocolError:
+        return
+    assert isinstance(event, cc.Joined)
+    t.remote_join(event.user)  # never raises: the name is one the rules take
