@@ -405,3 +405,25 @@ def test_a_flood_sent_during_a_reconnect_lookup_is_not_all_held() -> None:
         assert b"unknown_token" in data and b"rate_limited" in data
 
     run(body, limits)
+
+
+def test_shutdown_ends_a_reconnect_lookup_still_under_way() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        asked = asyncio.Event()
+
+        async def endless_lookup(token: int) -> None:
+            asked.set()
+            await asyncio.Event().wait()  # Redis that never answers
+
+        control.resume = endless_lookup
+        _r, w = await connect()
+        w.write(encode_message(Reconnect(token=12345)))
+        await asyncio.wait_for(asked.wait(), 10)
+        await control.shutdown()
+        await asyncio.sleep(0)
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not any("_resume" in repr(t.get_coro()) for t in left)
+
+    run(body)
