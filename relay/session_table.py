@@ -847,8 +847,8 @@ class SessionTable:
         """The session of ``token`` was resumed on another relay: drop it here without a
         word to anyone (its connection, if still open, is closed) and show it as ``user``."""
         session = self._by_token.get(token)
-        if session is None:
-            return []
+        if session is None or session.user_id != user.user_id:
+            return []  # not one session's token and user: nobody is let go
         out: list[Action] = []
         if session.conn is not None:
             out.append(Close(session.conn, "session resumed on another relay"))

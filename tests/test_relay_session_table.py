@@ -1087,3 +1087,16 @@ def test_a_resume_from_the_directory_is_held_to_the_tables_bounds() -> None:
     assert isinstance(err, Error) and err.code == "server_full"
     assert len(t) == 2 and t.by_token(42) is None and t.by_token(43) is None
     t.check()
+
+
+def test_a_release_whose_token_is_not_that_users_lets_nobody_go() -> None:
+    from relay import cluster_core as cc
+
+    # A resumed event from Redis names a user of ours and a token: both must be one
+    # session's, or another user would be dropped without a word to anyone.
+    t = cluster_table()
+    ann = welcome(t.auth(1, "ann", version=2), 1)
+    bob = welcome(t.auth(2, "bob", version=2), 2)
+    assert t.release(bob.token, cc.RemoteUser(ann.user_id, "ann", "Lobby", "there")) == []
+    assert t.by_token(bob.token) is not None and t.by_token(ann.token) is not None
+    t.check()
