@@ -34,7 +34,7 @@ from typing import Any
 from relay.names import NameRefused, normalize_name
 from relay.protocol.errors import ProtocolError
 from relay.protocol.messages import MAX_CHANNEL, MAX_NAME, MAX_TEXT
-from relay.protocol.widths import U32_MAX
+from relay.protocol.widths import U32_MAX, U64_MAX
 
 PREFIX = "vc:"  # every Redis key of the cluster starts with it
 RELAYS_KEY = PREFIX + "relays"  # hash: relay id -> RelayRecord
@@ -195,7 +195,7 @@ class SessionRecord:
             raise ProtocolError("field 'udp_key' must be hex") from None
         if len(key) not in (0, 32):
             raise ProtocolError("field 'udp_key' must be 32 bytes")
-        return cls(_int(o, "token", 1), RemoteUser.from_obj(o), key)
+        return cls(_int(o, "token", 1, U64_MAX), RemoteUser.from_obj(o), key)
 
     def __bytes__(self) -> bytes:
         return _dump({"token": self.token, **self.user.to_obj(), "udp_key": self.udp_key.hex()})
@@ -329,7 +329,7 @@ def parse_event(data: bytes | str) -> Event:
     if kind == Joined.KIND:
         return Joined(RemoteUser.from_obj(o.get("user")))
     if kind == Resumed.KIND:
-        return Resumed(RemoteUser.from_obj(o.get("user")), _int(o, "token", 1))
+        return Resumed(RemoteUser.from_obj(o.get("user")), _int(o, "token", 1, U64_MAX))
     relay = _str(o, "relay", MAX_RELAY_ID)
     if kind == Synced.KIND:
         users = o.get("users")

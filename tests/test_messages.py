@@ -215,7 +215,7 @@ def body(**fields: Any) -> bytes:
         (body(type="auth", name="x" * 33), "at most 32"),
         (body(type="auth", name="a\x00b"), "control characters"),
         (body(type="reconnect", token=0), "outside"),
-        (body(type="reconnect", token=2**32), "outside"),
+        (body(type="reconnect", token=-1), "outside"),
         (body(type="reconnect", token=True), "must be an integer"),
         (body(type="reconnect", token="1"), "must be an integer"),
         (body(type="chat", text="y" * 2001), "at most 2000"),

@@ -28,6 +28,7 @@ from relay.protocol.messages import (
     UserState,
     Welcome,
 )
+from relay.protocol.widths import U32_MAX, U64_MAX
 from relay.router import EMPTY_TABLE, RouteTable, add_unbound, remove_unbound
 from relay.session_table import (
     REBIND_INTERVAL,
@@ -137,6 +138,15 @@ def test_tokens_are_unique_and_nonzero() -> None:
     t = table()
     tokens = {welcome(t.auth(i, f"u{i}"), i).token for i in range(200)}
     assert len(tokens) == 200 and 0 not in tokens
+
+
+def test_sealed_tokens_have_64_bits_and_protocol_1s_fit_its_header() -> None:
+    sealed = SessionTable(["Lobby"], sealed=True)
+    tokens = [welcome(sealed.auth(i, f"u{i}", version=2), i).token for i in range(64)]
+    # 64 random bits: all 64 under 2**32 would happen once in 2**2048 runs.
+    assert max(tokens) > U32_MAX and max(tokens) <= U64_MAX
+    plain = SessionTable(["Lobby"], sealed=False)
+    assert all(welcome(plain.auth(i, f"u{i}"), i).token <= U32_MAX for i in range(64))
 
 
 def test_join_presence_reaches_the_whole_server() -> None:

@@ -45,7 +45,7 @@ ChannelName = Annotated[str, Text(max_len=MAX_CHANNEL)]
 ChatText = Annotated[str, Text(max_len=MAX_TEXT)]
 ErrorCode = Annotated[str, Text(max_len=MAX_CODE)]
 ErrorText = Annotated[str, Text(max_len=MAX_TEXT, allow_empty=True)]
-Token = Annotated[int, Range(1, U32_MAX)]  # secret; 0 is never issued
+Token = Annotated[int, Range(1, U64_MAX)]  # secret; 0 is never issued (64 bits: protocol 2)
 UserId = Annotated[int, Range(0, U32_MAX)]
 Port = Annotated[int, Range(0, U16_MAX)]
 Nonce = Annotated[int, Range(0, U64_MAX)]
