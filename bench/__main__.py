@@ -15,7 +15,7 @@ from bench.common import RESULTS
 # Cheapest first; relay_load and quality take minutes each.
 BENCHMARKS = [
     "codec_speed", "ring_ipc", "playout_sim", "latency", "device_path", "tunnel", "client_cost",
-    "control_load", "relay_load", "quality", "input_choice",
+    "control_load", "cluster", "relay_load", "quality", "input_choice",
 ]  # fmt: skip
 
 

@@ -7,7 +7,9 @@ per-session voice limit computed on every datagram but never reached, for its
 cost; ``thread+metrics``: ``thread`` with ``--metrics``, whose loop times one
 datagram in 64 for the service-time histogram, for that cost; ``sealed``:
 ``thread`` on protocol 2, the relay as deployed: every datagram authenticated,
-replay-checked and forwarded sealed, side by side with ``thread``) and each
+replay-checked and forwarded sealed, side by side with ``thread``;
+``sealed+workers2``: ``sealed`` on two SO_REUSEPORT loops, each session's datagrams
+steered to one of them by its sender id) and each
 configuration, the parent starts ``python -m relay`` as a real process,
 authenticates every talker over TCP, registers its UDP socket, then hands the
 sockets to one sender process and one receiver process (multiprocessing spawn).
@@ -81,7 +83,8 @@ _TS = struct.Struct(">Q")
 # ceiling nobody reaches: the limit's cost, in the same run; "thread+metrics" the
 # Prometheus endpoint's (not scraped during the window: a scrape every 15 s is a
 # few milliseconds of the loop's thread, the sampling runs on every datagram).
-# Every mode but "sealed" runs protocol 1 (--insecure): plaintext, as before issue 12.
+# Every mode but "sealed" and "sealed+workers2" runs protocol 1 (--insecure): plaintext,
+# as before issue 12.
 NO_LIMIT = ("--no-voice-limit", "--insecure")
 UNREACHED_LIMIT = ("--voice-datagrams", "1e7", "--voice-bytes", "1e10", "--insecure")
 MODES: dict[str, tuple[str, int, tuple[str, ...]]] = {
@@ -91,6 +94,7 @@ MODES: dict[str, tuple[str, int, tuple[str, ...]]] = {
     "thread+limit": ("thread", 1, UNREACHED_LIMIT),
     "thread+metrics": ("thread", 1, (*NO_LIMIT, "--metrics", f"{HOST}:0")),
     "sealed": ("thread", 1, ("--no-voice-limit",)),
+    "sealed+workers2": ("thread", 2, ("--no-voice-limit",)),
 }
 PAYLOAD = DATAGRAM_SIZE - HEADER_SIZE  # the same 76 bytes of "Opus" in both protocols
 # A talker's keys for sealed voice: (user id, up key, media key id, media key).

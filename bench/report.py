@@ -393,7 +393,41 @@ def tunnel_section(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def cluster_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## The relay cluster (loopback, docs/cluster.md)", ""]
+    h, cost, r, big = doc["hop"], doc["cost"], doc["redis"], doc["hundred_relays"]
+    one, two = h["one_relay"], h["two_relays"]
+    out.append(
+        f"Load {doc['load_before']:.1f} before, {doc['load_after']:.1f} after. One datagram "
+        "every 20 ms, send to receive (us), a listener on the speaker's relay against one on "
+        "another relay, taking turns:"
+    )
+    out += ["", "| path | p50 | p99 | n |", "|---|---|---|---|"]
+    out.append(f"| one relay | {_f(one['p50'], 0)} | {_f(one['p99'], 0)} | {one['n']} |")
+    out.append(f"| two relays | {_f(two['p50'], 0)} | {_f(two['p99'], 0)} | {two['n']} |")
+    out += ["", "| one channel, 12 users, 6 talking | delivered | CPU-s | idle CPU-s | "
+            "delivered per CPU-s | per CPU-s over idle |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, c in cost.items():
+        out.append(f"| {name.replace('_', ' ')} | {c['delivered']} of {c['expected']} | "
+                   f"{_f(c['cpu_s'])} | {_f(c.get('idle_cpu_s'))} | "
+                   f"{_f(c['delivered_per_cpu_s'], 0)} | "
+                   f"{_f(c.get('delivered_per_cpu_s_over_idle'), 0)} |")  # fmt: skip
+    out += [
+        "",
+        f"Redis, three relays: {_f(r['idle_commands_per_s'], 1)} commands/s idle "
+        f"({_f(r['idle_commands_per_s_per_relay'], 1)} per relay), "
+        f"{_f(r['commands_per_join'], 1)} commands and {_f(r['redis_cpu_us_per_join'], 0)} us of "
+        f"Redis CPU per session (auth, move, leave), {_f(r['events_published_per_join'], 1)} "
+        f"events published each, delivered {_f(r['pubsub_fanout'], 1)} times (pub/sub fan-out). "
+        f"A 100-relay cluster: {_f(big['idle_commands_per_s'], 0)} commands/s idle reading "
+        f"{big['registry_records_read_per_s']} relay records/s, and "
+        f"{_f(big['deliveries_per_join'], 0)} event deliveries per session.",
+    ]
+    return out
+
+
 SECTIONS = {
+    "cluster": cluster_section,
     "tunnel": tunnel_section,
     "latency": latency_section,
     "ring_ipc": ring_section,
@@ -406,7 +440,8 @@ SECTIONS = {
     "playout_sim": playout_section,
 }
 ORDER = [
-    "latency", "tunnel", "relay_load", "control_load", "client_cost", "quality", "playout_sim",
+    "latency", "tunnel", "relay_load", "control_load", "cluster", "client_cost", "quality",
+    "playout_sim",
     "quality_feedback",
     "ring_ipc", "codec_speed",
 ]  # fmt: skip

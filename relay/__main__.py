@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from relay import config_file
+from relay.cluster_core import MAX_RELAY_ID
 from relay.config_file import ConfigError
 from relay.limits import (
     ADDRESS_CHAT_BURST,
@@ -22,6 +23,7 @@ from relay.limits import (
     PER_ADDRESS_SESSIONS,
 )
 from relay.log_format import LOG_FORMATS, configure_logging
+from relay.protocol.mesh_datagram import MIN_SECRET
 from relay.protocol.messages import MAX_CHANNEL, ChannelInfo
 from relay.router import (
     DEFAULT_BURST_S,
@@ -299,7 +301,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="serve Prometheus metrics over HTTP at HOST:PORT/metrics (default: off)",
     )
+    _cluster_flags(ap)
     return ap
+
+
+def _cluster_flags(ap: argparse.ArgumentParser) -> None:
+    """A cluster of relays on Redis (docs/cluster.md)."""
+    cl = ap.add_argument_group("cluster (docs/cluster.md)")
+    cl.add_argument("--cluster", metavar="URL", help="join the cluster whose Redis is at URL "
+                    "(redis://HOST:PORT/DB, or rediss:// for TLS); default: none, this relay "
+                    "alone")  # fmt: skip
+    cl.add_argument("--cluster-secret-file", metavar="FILE", help="the cluster secret (its "
+                    "first line, at least 16 bytes), the same on every relay: it "
+                    "authenticates relay-to-relay voice")  # fmt: skip
+    cl.add_argument("--relay-id", default="", metavar="ID", help="this relay's name in the "
+                    "cluster (default: a random one per start)")  # fmt: skip
+    cl.add_argument("--cluster-host", default="", metavar="HOST", help="where the other relays "
+                    "and failing-over clients reach this one (default: --public-host, else "
+                    "--host)")  # fmt: skip
 
 
 def _security_flags(ap: argparse.ArgumentParser) -> None:
@@ -341,8 +360,21 @@ def config_from(ns: argparse.Namespace, error: Callable[[str], Any]) -> RelayCon
         error("--public-host must be a host name or an address (at most 253 characters)")
     if ns.insecure and (ns.tls_cert or ns.password_file):
         error("--insecure has no TLS: a certificate or password would be sent in clear")
-    if not ns.insecure and ns.udp_workers > 1:
-        error("--udp-workers above 1 needs --insecure (protocol 1) for now")
+    secret = b""
+    if ns.cluster:
+        if ns.insecure:
+            error("--cluster needs protocol 2: TLS and sealed voice (no --insecure)")
+        if ns.udp != "thread":
+            error("--cluster needs --udp thread")
+        if ns.udp_workers > 1:
+            error("--cluster runs one UDP loop: --udp-workers 1")
+        if not ns.cluster_secret_file:
+            error("--cluster needs --cluster-secret-file")
+        secret = _read_password(ns.cluster_secret_file, error).encode()
+        if len(secret) < MIN_SECRET:
+            error(f"the cluster secret must be at least {MIN_SECRET} bytes")
+        if len(ns.relay_id) > MAX_RELAY_ID:
+            error(f"--relay-id is at most {MAX_RELAY_ID} characters")
     channels: list[ChannelInfo | str] = [
         c if isinstance(c, ChannelInfo) else ChannelInfo(c) for c in ns.channels or ()
     ]
@@ -380,6 +412,10 @@ def config_from(ns: argparse.Namespace, error: Callable[[str], Any]) -> RelayCon
         tls_key=ns.tls_key,
         data_dir=ns.data_dir,
         password=_read_password(ns.password_file, error) if ns.password_file else None,
+        cluster=ns.cluster or None,
+        cluster_secret=secret,
+        relay_id=ns.relay_id,
+        cluster_host=ns.cluster_host,
     )
 
 

@@ -36,10 +36,11 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from relay import feedback, tunnel, voice_queue
+from relay import control_accept, feedback, tunnel, voice_queue
 from relay.bans import Ban, BanList
+from relay.cluster_core import SessionRecord
 from relay.limits import (
     AddressPolicy,
     AddressRates,
@@ -110,7 +111,7 @@ def _source(writer: asyncio.StreamWriter) -> str:
 
 
 class _Conn:
-    __slots__ = ("closing", "fd", "id", "pending", "policy", "source", "timer", "voice",
+    __slots__ = ("closing", "fd", "held", "id", "pending", "policy", "source", "timer", "voice",
                  "voice_timer", "writer")  # fmt: skip
 
     def __init__(
@@ -122,6 +123,8 @@ class _Conn:
         self.source = source
         self.closing = False
         self.pending = 0  # its messages in the server's queue, not yet handled
+        # While a reconnect is looked up in a cluster's directory: what it sent since.
+        self.held: list[tuple[Message | ProtocolError, Verdict]] | None = None
         self.timer: asyncio.TimerHandle | None = None
         sock = writer.get_extra_info("socket")
         self.fd = sock.fileno() if sock is not None else -1
@@ -172,6 +175,7 @@ class ControlServer:
         self.feedback = feedback.LossFeedback(sessions.channel_of)
         self._feedback_timer: asyncio.TimerHandle | None = None
         self.refused: dict[str, int] = {a.value: 0 for a in Admission if a is not Admission.ADMIT}
+        self.refused |= dict.fromkeys(control_accept.COUNTED, 0)  # before TLS, by verdict
         self._flush_timer: asyncio.TimerHandle | None = None
         self._routes_stale = False  # the router has not been told of a change yet
         self._writing = False  # a presence round is being written, a slice per loop pass
@@ -187,8 +191,16 @@ class ControlServer:
         self.tunnel_in: tunnel.TunnelIn | None = None
         self.udp_send: Callable[[bytes, Dests], None] | None = None
         self.tunnel_counts = {"voice_out": 0, "voice_dropped": 0}
+        # A cluster (relay.cluster): called after every batch of actions (the session
+        # table's outbox is then sent on), and asked for a token this relay does not hold.
+        self.after_apply: Callable[[], None] | None = None
+        self.resume: Callable[[int], Awaitable[SessionRecord | None]] | None = None
 
     # --- per connection --------------------------------------------------------------
+
+    def count_refused(self, reason: str) -> None:
+        """A connection refused before TLS (relay.control_accept): counted by ``reason``."""
+        self.refused[reason] = self.refused.get(reason, 0) + 1
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """The whole life of one control connection."""
@@ -303,6 +315,12 @@ class ControlServer:
         conn.pending -= 1
         if conn.closing:
             return  # closed by an earlier message (or a refusal): the rest is not read
+        if conn.held is not None:  # after a reconnect still being looked up: in order, later
+            conn.held.append((item, verdict))
+            return
+        self._judge(conn, item, verdict)
+
+    def _judge(self, conn: _Conn, item: Message | ProtocolError, verdict: Verdict) -> None:
         if verdict is not Verdict.ACCEPT:
             msg = f"more than {self.limits.rate:g} messages/s"
             self._refuse(conn, ProtocolError(msg, code="rate_limited"), verdict)
@@ -334,6 +352,10 @@ class ControlServer:
             else:
                 self._refused_in(actions, conn, msg.name)
         elif isinstance(msg, Reconnect):
+            if self.resume is not None and s.by_token(msg.token) is None and not s.by_conn(conn.id):
+                conn.held = []  # the cluster's directory may hold it: look, then go on
+                asyncio.get_running_loop().create_task(self._resume(conn, msg))
+                return
             actions = s.reconnect(conn.id, msg.token, self.clock(), msg.version)
             session = s.by_conn(conn.id)
             failed = session is None  # the table answered unknown_token
@@ -373,6 +395,12 @@ class ControlServer:
             exc = ProtocolError(f"{msg.TYPE} is sent by the relay, not to it")
             self._refuse(conn, exc, conn.policy.on_bad_frame())
             return
+        self._finish(conn, actions)
+
+    def _finish(self, conn: _Conn, actions: list[Action]) -> None:
+        """Carry out a message's actions; a connection that now has a session is
+        subscribed to presence."""
+        s = self.sessions
         has_session = s.by_conn(conn.id) is not None
         if conn.timer is not None and has_session:
             conn.timer.cancel()  # only a session stops the clock: failed reconnects do not
@@ -381,6 +409,41 @@ class ControlServer:
         if has_session and not conn.closing:
             # After its welcome went out: presence from here on is news to it.
             self.fanout.subscribe(conn.id)
+
+    async def _resume(self, conn: _Conn, msg: Reconnect) -> None:
+        """A reconnect with a token this relay does not hold: resume the session from the
+        cluster's directory if it is there (failover), else answer as a relay alone would.
+        What the connection sent meanwhile is handled afterwards, in order."""
+        assert self.resume is not None
+        try:
+            record = await self.resume(msg.token)
+        except Exception as exc:  # Redis away: the token cannot be checked
+            log.warning("resume lookup failed: %s", exc)
+            record = None
+        if conn.closing or conn.id not in self._conns:
+            return
+        s = self.sessions
+        if record is not None and s.by_conn(conn.id) is None:
+            actions = s.adopt(conn.id, record, self.clock(), msg.version, conn.source)
+            session = s.by_conn(conn.id)
+            if session is not None:
+                self._log_session(conn, session, "resume")
+            self._finish(conn, actions)
+        else:
+            actions = s.reconnect(conn.id, msg.token, self.clock(), msg.version)
+            if s.by_conn(conn.id) is None:
+                self._refused_in(actions, conn, None)
+                if conn.policy.on_failed_reconnect() is Verdict.CLOSE:
+                    self._apply(actions)
+                    self._close(conn, "too many unknown tokens")
+                    conn.held = None
+                    return
+            self._finish(conn, actions)
+        held, conn.held = conn.held or [], None
+        for item, verdict in held:
+            if conn.closing:
+                break
+            self._judge(conn, item, verdict)
 
     def _over_address_rate(self, conn: _Conn, kind: str) -> bool:
         """Whether a chat or join of ``conn`` is over its address's rate: then it is
@@ -425,6 +488,8 @@ class ControlServer:
             return
         if routed.dests and self.udp_send is not None:
             self.udp_send(routed.data, routed.dests)
+        if routed.mesh_dests and self.udp_send is not None:  # a cluster's other relays
+            self.udp_send(routed.mesh_data, routed.mesh_dests)
         if routed.tunnels:
             self.tunnel_out(routed.data, routed.tunnels)
 
@@ -609,6 +674,8 @@ class ControlServer:
                     self._close(target, action.reason)
         if published:
             self._schedule_flush()
+        if self.after_apply is not None:
+            self.after_apply()
 
     def _sync_routes(self) -> None:
         self._version = self.sessions.version
@@ -646,7 +713,7 @@ class ControlServer:
 
     def _schedule_flush(self) -> None:
         due = self.fanout.next_flush()
-        if due is None and self._routes_stale:
+        if due is None and (self._routes_stale or self.sessions.rotation_due):
             due = self.clock()
         # One round at a time: a round still being written must finish first (order).
         if due is None or self._flush_timer is not None or self._writing:
@@ -668,8 +735,11 @@ class ControlServer:
                 self._flush_timer = loop.call_later(self.fanout.interval, self._flush)
                 return
         self._held_since = None
+        # Channels a member left get a new key, once per round however many left.
+        rotations = self.sessions.take_rotations() if self.sessions.rotation_due else []
         if self._routes_stale or self.sessions.version != self._version:
             self._sync_routes()  # before the presence that tells of the change
+        self._apply(rotations)  # the new keys, to each channel's remaining members
         conns = self._conns
 
         def queued(conn_id: int) -> int:

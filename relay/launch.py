@@ -9,9 +9,12 @@ stall the relay once it had logged 64 KiB.
 from __future__ import annotations
 
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO
 
@@ -55,3 +58,54 @@ def stop_relay(proc: subprocess.Popen[str], timeout: float = 15.0) -> None:
         proc.wait()
     if proc.stdout is not None:
         proc.stdout.close()
+
+
+# --- a private redis-server, for the cluster's tests and benchmark ------------------------
+
+
+def redis_available() -> bool:
+    """Whether ``redis-server`` is on PATH (scripts/setup.sh installs it)."""
+    return shutil.which("redis-server") is not None
+
+
+def start_redis(port: int = 0, timeout: float = 10.0) -> tuple[subprocess.Popen[bytes], int]:
+    """A ``redis-server`` on loopback that keeps nothing on disk, on ``port`` (0: a free
+    one). Returns the process and its port once it answers (itself: its process id)."""
+    if port == 0:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {proc.returncode} (port {port} taken?)")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"INFO server\r\n")  # ours, not another server on that port
+                if f"process_id:{proc.pid}\r\n".encode() in s.recv(65536):
+                    return proc, port
+        except OSError:
+            pass
+        time.sleep(0.02)
+    stop_redis(proc)
+    raise RuntimeError("redis-server did not answer within the time limit")
+
+
+def stop_redis(proc: subprocess.Popen[bytes], kill: bool = False) -> None:
+    """SIGTERM (or SIGKILL), then wait."""
+    if proc.poll() is None:
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

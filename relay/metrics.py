@@ -36,6 +36,9 @@ SENT = {
     "forwarded": ("forwarded_total", "Voice datagrams sent to a listener (one per destination)"),
     "echoed": ("echoed_total", "Voice datagrams sent back to their sender (echo mode)"),
     "send_errors": ("send_errors_total", "Failed sendto calls"),
+    # A cluster's relay (docs/cluster.md); 0 on a relay alone.
+    "mesh_out": ("mesh_sent_total", "Voice datagrams sent to other relays of the cluster"),
+    "mesh_in": ("mesh_received_total", "Voice datagrams taken from other relays of the cluster"),
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import selectors
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable
@@ -117,6 +118,22 @@ class ProbeClient:
                 self.sealer.set_media_key(m.key_id, m.key)
                 self.opener.add_media_key(m.key_id, m.key)
         self.inbox += items
+
+    def poll_control(self) -> None:
+        """Take the control messages that have arrived, without waiting (a ``media_key``
+        among them is applied at once, as a client does)."""
+        self.tcp.setblocking(False)
+        try:
+            while True:
+                try:
+                    chunk = self.tcp.recv(65536)
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    return
+                if not chunk:
+                    return
+                self._take(self._decoder.feed(chunk))
+        finally:
+            self.tcp.settimeout(self.timeout)
 
     def recv_type(self, cls: type[Message]) -> Message:
         msg = self.recv(lambda m: isinstance(m, cls))

@@ -88,7 +88,7 @@ class SealedRouter(Router):
     After :meth:`route` returns destinations, ``out_n`` is the length to send.
     """
 
-    __slots__ = ("_aead", "_media", "on_tunnel", "out_n", "peers", "retired", "sealed")
+    __slots__ = ("_aead", "_media", "cluster", "on_tunnel", "out_n", "peers", "retired", "sealed")
 
     def __init__(
         self,
@@ -105,13 +105,18 @@ class SealedRouter(Router):
         self.sealed = SealedCounters()
         self.counters = self.sealed
         self._media = media
-        self._aead: dict[int, AESGCM] = {}  # built from _media on first use, this thread only
+        # Built from _media on first use, this thread only; with the key it was built
+        # from, since an id is given again to a new key once its channel's key rotated.
+        self._aead: dict[int, tuple[bytes, AESGCM]] = {}
         self.peers: dict[int, Peer] = {}
         self.out_n = 0
         self.retired = dict.fromkeys(WINDOW_COUNTERS, 0)  # windows of sessions gone
         # Called (from the routing thread) with the voice as listeners get it and the
         # tokens of the listeners that hear through their TCP tunnel; unset: none do.
         self.on_tunnel: Callable[[bytes, tuple[int, ...]], None] | None = None
+        # A cluster's router (relay.cluster_router) also hands voice to other relays:
+        # one test of this flag per voice datagram is all a relay without one pays.
+        self.cluster = False
 
     # --- control thread ----------------------------------------------------------------
 
@@ -131,6 +136,11 @@ class SealedRouter(Router):
                 up, down = direction_keys(session_key)
                 peers[uid] = Peer(token, up, down, key_id, ReplayWindow())
         self.peers = peers
+
+    def set_media(self, media: dict[int, bytes]) -> None:
+        """Use ``media`` (key id -> key) from now on (a worker's copy of the relay's)."""
+        self._aead = {}
+        self._media = media
 
     def window_totals(self) -> dict[str, int]:
         """good, late, lost, replayed and too_old over every session's window, gone ones too."""
@@ -228,6 +238,8 @@ class SealedRouter(Router):
         if target:
             dests = table.whisper.get(target, NOWHERE)
             listener = self.peers.get(target)
+            if listener is None and self.cluster and target != sid:
+                return self._mesh_whisper(buf, m, target)
             tunnel = table.tunnel_of.get(target)
             if (not dests and tunnel is None) or listener is None or target == sid:
                 c.drop_bad_target += 1
@@ -241,9 +253,19 @@ class SealedRouter(Router):
             dests = route.dests
             if route.tunnels:
                 self._tunnel(buf, m, route.tunnels)
+            if self.cluster and buf[2] == peer.key_id:  # its channel's key: never another's
+                self._mesh_out(buf, m, peer.key_id)
         c.voice_in += 1
         c.forwarded += len(dests)
         return dests
+
+    def _mesh_whisper(self, buf: bytearray, m: int, target: int) -> Dests:
+        """A whisper to ``target``, who is on no session here (a cluster's router)."""
+        self.sealed.drop_bad_target += 1
+        return NOWHERE
+
+    def _mesh_out(self, buf: bytearray, m: int, key_id: int) -> None:
+        """Voice of channel ``key_id`` for the other relays (a cluster's router)."""
 
     def _tunnel(self, buf: bytearray, m: int, tokens: tuple[int, ...]) -> None:
         """Hand the voice to the listeners who hear through their control connection."""
@@ -252,12 +274,14 @@ class SealedRouter(Router):
             self.on_tunnel(bytes(buf[:m]), tokens)
 
     def _cipher(self, key_id: int) -> AESGCM | None:
-        aead = self._aead.get(key_id)
-        if aead is None:
-            key = self._media.get(key_id)
-            if key is None:
-                return None
-            aead = self._aead[key_id] = AESGCM(key)
+        key = self._media.get(key_id)
+        if key is None:
+            return None
+        cached = self._aead.get(key_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        aead = AESGCM(key)
+        self._aead[key_id] = (key, aead)
         return aead
 
     def _reseal(self, buf: bytearray, m: int, key_id: int) -> bool:

@@ -19,17 +19,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import logging
+import secrets
 import signal
 import socket
+import ssl
 import sys
 import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from relay.admin import Admin
 from relay.admin_server import AdminServer
+from relay.cluster_router import ClusterRouter, local_fanout
+from relay.control_accept import Acceptor
 from relay.control_server import ControlServer
 from relay.limits import (
     ADDRESS_CHAT_BURST,
@@ -54,8 +62,9 @@ from relay.router import (
     add_unbound,
     remove_unbound,
 )
-from relay.sealed_router import SealedRouter
+from relay.sealed_router import PeerEntry, SealedRouter
 from relay.session_table import DEFAULT_CHANNELS, DEFAULT_GRACE, BindResult, SessionTable
+from relay.steering import steer_by_sender
 from relay.store import Store
 from relay.tls import certificate_fingerprint, identity, server_context
 from relay.tunnel import TunnelIn
@@ -106,6 +115,11 @@ class RelayConfig:
     database: str | None = None  # the store is opened by the caller (a clear start-up error)
     admin_socket: str | None = None
     metrics: str | None = None  # HOST:PORT
+    # A cluster (docs/cluster.md): its Redis URL; None: this relay alone, nothing of Redis.
+    cluster: str | None = None
+    cluster_secret: bytes = b""  # read from --cluster-secret-file by the caller
+    relay_id: str = ""  # "": a random one per start
+    cluster_host: str = ""  # where clients and relays reach this one; "": --public-host/--host
 
 
 class StartError(Exception):
@@ -146,16 +160,27 @@ class Relay:
         self.router: Router
         self.sealed: SealedRouter | None = None
         if config.insecure:
+            if config.cluster:
+                raise ValueError("--cluster needs protocol 2 (no --insecure)")
             self.router = Router(
                 echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
             )
         else:
-            if config.udp_workers > 1:
-                raise ValueError("--udp-workers above 1 needs --insecure (protocol 1) for now")
             media = self.sessions.media_by_id  # shared: it grows with run-time channels
-            self.sealed = SealedRouter(
-                media, echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
-            )
+            tunnel_router: SealedRouter | None = None
+            if config.cluster:
+                if config.udp != "thread":
+                    raise ValueError("--cluster needs --udp thread")
+                # Mesh counters from the wall clock: above what this relay's mesh number
+                # (or a number Redis gave out again after losing it) ever sent.
+                ctr = itertools.count(time.time_ns())
+                self.sealed = ClusterRouter(media, config.echo, self._bind_from_udp,
+                                            config.voice_limit, ctr=ctr)  # fmt: skip
+                tunnel_router = ClusterRouter(media, echo=config.echo, ctr=ctr)
+            else:
+                self.sealed = SealedRouter(
+                    media, echo=config.echo, on_bind=self._bind_from_udp, limit=config.voice_limit
+                )
             self.sealed.on_tunnel = self._tunnel_from_udp
             self.router = self.sealed
         self._pending_binds: dict[int, tuple[Addr, bytes]] = {}  # token -> latest ping
@@ -182,7 +207,9 @@ class Relay:
         self.sessions.udp_host = config.public_host
         self.tunnel: TunnelIn | None = None
         if self.sealed is not None:
-            self.tunnel = TunnelIn(self.sessions.media_by_id, config.echo, config.voice_limit)
+            self.tunnel = TunnelIn(
+                self.sessions.media_by_id, config.echo, config.voice_limit, router=tunnel_router
+            )
             self.control.tunnel_in = self.tunnel
             self.control.udp_send = self._udp_send
         self.operations.load_bans()
@@ -196,8 +223,15 @@ class Relay:
         self._udp_thread: UdpThread | None = None
         self._udp_transport: asyncio.DatagramTransport | None = None
         self._workers: list[Worker] = []
+        self._acceptor: Acceptor | None = None
+        self._media_sent: dict[int, bytes] = {}  # the media keys the workers were given
+        # Register answers waiting for the workers to apply their routes: (updates sent
+        # to each worker, the answer, the address).
+        self._answers: deque[tuple[list[int], bytes, Addr]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
+        self.cluster: Any = None  # relay.cluster.Cluster, imported only with --cluster
+        self.fingerprint = ""
 
     async def start(self) -> None:
         """Bind TCP and UDP on the same port and start serving both."""
@@ -208,6 +242,7 @@ class Relay:
             data_dir = Path(cfg.data_dir) if cfg.data_dir else None
             cert, key, created = identity(cfg.tls_cert, cfg.tls_key, data_dir)
             ssl_ctx = server_context(cert, key)
+            self.fingerprint = certificate_fingerprint(cert)
             log.info(
                 "TLS certificate %s%s, SHA-256 fingerprint %s",
                 cert,
@@ -215,23 +250,7 @@ class Relay:
                 certificate_fingerprint(cert),
             )
         for attempt in range(BIND_ATTEMPTS):
-            tls_timeout = cfg.auth_timeout if ssl_ctx else None
-            if is_ipv6(cfg.host):  # asyncio would bind it IPv6 only
-                server = await asyncio.start_server(
-                    self.control.handle,
-                    sock=_dual_stack_listener(cfg.host, cfg.port),
-                    ssl=ssl_ctx,
-                    ssl_handshake_timeout=tls_timeout,
-                )
-            else:
-                server = await asyncio.start_server(
-                    self.control.handle,
-                    cfg.host,
-                    cfg.port,
-                    reuse_address=True,
-                    ssl=ssl_ctx,
-                    ssl_handshake_timeout=tls_timeout,
-                )
+            server = await self._listen(ssl_ctx)
             port = server.sockets[0].getsockname()[1]
             try:
                 self._udp_sock = open_udp(
@@ -245,8 +264,13 @@ class Relay:
                 continue
             self._tcp, self.port = server, port
             break
-        assert self._udp_sock is not None
+        assert self._udp_sock is not None and self._tcp is not None
+        if self.sealed is not None and cfg.udp_workers > 1 and cfg.udp == "thread":
+            # Every datagram of a session to the loop that holds its replay window.
+            steer_by_sender(self._udp_sock, cfg.udp_workers)
         self.sessions.udp_port = self.port
+        if cfg.cluster:
+            await self._join_cluster()
         if cfg.udp == "asyncio":
             self._udp_transport = await start_asyncio_udp(self._udp_sock, self.router)
         else:
@@ -254,10 +278,19 @@ class Relay:
             self._udp_thread.start()
             for _ in range(cfg.udp_workers - 1):
                 w = Worker(
-                    cfg.host, self.port, cfg.udp_rcvbuf, cfg.echo, self._bind, cfg.voice_limit
+                    cfg.host,
+                    self.port,
+                    cfg.udp_rcvbuf,
+                    cfg.echo,
+                    self._bind,
+                    cfg.voice_limit,
+                    sealed=self.sealed is not None,
+                    on_tunnel=self.control.tunnel_out,
                 )
-                self._loop.add_reader(w.conn.fileno(), self._from_worker, w)
                 self._workers.append(w)
+            for w in self._workers:  # the whole socket group before anyone is served
+                w.wait_ready()
+                self._loop.add_reader(w.conn.fileno(), self._from_worker, w)
         if cfg.admin_socket:
             self._admin_server = AdminServer(cfg.admin_socket, self.admin.handle)
             await self._admin_server.start()
@@ -266,6 +299,7 @@ class Relay:
             loop = self._loop
             self._metrics = MetricsServer(host, mport, lambda: from_loop(loop, self.snapshot))
             log.info("metrics on http://%s:%d/metrics", host, self._metrics.port)
+        await self._tcp.start_serving()  # now that every forwarding loop runs
         mode = "echo" if cfg.echo else "relay"
         lim = cfg.voice_limit
         log.info(
@@ -284,6 +318,61 @@ class Relay:
             else f"{lim.datagrams_per_s:g} datagrams/s, {lim.bytes_per_s:g} bytes/s, "
             f"burst {lim.burst_s:g} s per session",
         )
+
+    async def _listen(self, ssl_ctx: ssl.SSLContext | None) -> asyncio.Server:
+        """The control port's listener. With TLS, each connection's first byte is looked
+        at first (:mod:`relay.control_accept`): a protocol-1 client is told to upgrade."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        if ssl_ctx is None:
+            factory: Callable[[], asyncio.BaseProtocol] = _stream_factory(self.control.handle)
+        else:
+            self._acceptor = Acceptor(
+                ssl_ctx, self.control.handle, cfg.auth_timeout, self.control.count_refused
+            )
+            factory = self._acceptor
+        if is_ipv6(cfg.host):  # asyncio would bind it IPv6 only
+            sock = _dual_stack_listener(cfg.host, cfg.port)
+            return await loop.create_server(factory, sock=sock, start_serving=False)
+        return await loop.create_server(
+            factory, cfg.host, cfg.port, reuse_address=True, start_serving=False
+        )
+
+    async def _join_cluster(self) -> None:
+        """Join the cluster before the first client is served: its user ids and media keys
+        come from there. Raises OSError (a start-up error) if Redis cannot be reached."""
+        from redis.exceptions import RedisError
+
+        from relay.cluster import Cluster, ClusterConfig
+
+        cfg = self.config
+        assert isinstance(self.sealed, ClusterRouter) and cfg.cluster
+        host = cfg.cluster_host or cfg.public_host or cfg.host
+        if host in ("0.0.0.0", "::", ""):
+            raise OSError("--cluster needs --cluster-host (or --public-host): where the "
+                          "other relays and failing-over clients reach this one")  # fmt: skip
+        where = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        relay_id = cfg.relay_id or secrets.token_hex(6)
+        self.cluster = Cluster(
+            ClusterConfig(
+                cfg.cluster, cfg.cluster_secret, relay_id, where, where, self.fingerprint, cfg.grace
+            ),
+            self.sessions,
+            self.control,
+            [
+                r
+                for r in (self.sealed, self.tunnel and self.tunnel.router)
+                if isinstance(r, ClusterRouter)
+            ],
+        )
+        try:
+            await self.cluster.start()
+        except (RedisError, OSError) as exc:
+            await self.cluster.close()
+            self.cluster = None
+            raise OSError(f"the cluster's Redis at {cfg.cluster}: {exc}") from None
+        log.info("in the cluster at %s as relay %s (mesh number %d), reached at %s",
+                 _redacted(cfg.cluster), relay_id, self.cluster.num, where)  # fmt: skip
 
     async def serve(self) -> None:
         """Run the timers until :meth:`stop` is called, then shut everything down."""
@@ -304,6 +393,8 @@ class Relay:
         self._stopped.set()
 
     async def close(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.close()  # first: the others stop sending here at once
         if self._admin_server is not None:
             await self._admin_server.close()
             self._admin_server = None
@@ -312,6 +403,8 @@ class Relay:
             self._metrics = None
         if self._tcp is not None:
             self._tcp.close()
+        if self._acceptor is not None:
+            await self._acceptor.close()
         await self.control.shutdown()
         if self._tcp is not None:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -383,6 +476,8 @@ class Relay:
         added = self.sessions.take_added()
         gone = self.sessions.take_gone()
         dirty = self.sessions.take_dirty()
+        peers: list[PeerEntry] = []
+        removed: list[int] = []
         if self.sealed is not None:  # keys and windows first: a route without them drops
             peers = self.sessions.peer_entries(dirty, (token for token, _u, _c in added))
             removed = self.sessions.take_removed()
@@ -400,12 +495,25 @@ class Relay:
         )
         if self.tunnel is not None:
             self.tunnel.router.table = self.router.table
+        if isinstance(self.sealed, ClusterRouter):  # voice from other relays: channel-wide
+            key_ids = {ch: kid for ch, (kid, _k) in self.sessions.media_keys.items()}
+            self.sealed.local = local_fanout(self.router.table, key_ids)
+            if self.tunnel is not None:
+                self.tunnel.router.local = self.sealed.local  # type: ignore[attr-defined]
         if self._workers:  # they know channel updates only: these sessions' channels are redone
             dirty |= {channel for _token, _uid, channel in added}
             dirty |= {channel for _token, channel in gone}
             entries = self.sessions.route_entries(dirty)
+            media = self.sessions.media_by_id
+            send_media = self.sealed is not None and media != self._media_sent
+            if send_media:
+                self._media_sent = dict(media)
             for w in self._workers:
-                w.update(dirty, entries, self.sessions.silenced)
+                if self.sealed is not None:  # keys first, as for this process's router
+                    if send_media:
+                        w.set_media(media)
+                    w.update_peers(peers, removed)
+                w.update(dirty, entries, self.sessions.silenced, self.sessions.tunnelled)
 
     def _tunnel_from_udp(self, data: bytes, tokens: tuple[int, ...]) -> None:
         """From the UDP thread: voice for listeners that hear through the TCP tunnel."""
@@ -443,12 +551,20 @@ class Relay:
             self._bind(token, *pending)
 
     def _from_worker(self, worker: Worker) -> None:
-        if not worker.on_readable():
+        alive = worker.on_readable()
+        if self._answers:
+            self._answer_applied()
+        if not alive:
             assert self._loop is not None
             self._loop.remove_reader(worker.conn.fileno())
             worker.conn.close()
             worker.process.join(1.0)
             log.error("UDP worker %d exited (%s)", worker.process.pid, worker.process.exitcode)
+            if self.sealed is not None:
+                # The kernel moves another socket into its place in the group: sessions
+                # would meet a replay window that never saw them. Fail closed.
+                log.error("sealed voice cannot keep its replay windows without it: stopping")
+                self.stop()
 
     def _bind(self, token: int, addr: Addr, ping: bytes) -> None:
         result = self.sessions.bind_udp(token, addr, self.control.clock())
@@ -459,10 +575,27 @@ class Relay:
             return
         if result is BindResult.BOUND:
             self._rebuild_routes()
+            if self._workers:  # every loop routes the new address before the answer
+                self._answers.append(([w.sent for w in self._workers], ping, addr))
+                self._answer_applied()
+                return
         # Answer only now that the new table is installed: the answer promises routing.
+        self._answer(ping, addr)
+
+    def _answer(self, ping: bytes, addr: Addr) -> None:
         if self._udp_sock is not None and self._udp_sock.fileno() >= 0:
             with contextlib.suppress(OSError):
                 self._udp_sock.sendto(ping, addr)
+
+    def _answer_applied(self) -> None:
+        """Answer the register pings whose routes every worker has applied by now."""
+        workers = self._workers
+        while self._answers:
+            sent, ping, addr = self._answers[0]
+            if any(w.applied < s for w, s in zip(workers, sent, strict=True)):
+                return  # answers go in order; a dead worker's wait ends with the relay
+            self._answers.popleft()
+            self._answer(ping, addr)
 
     async def _expiry_timer(self) -> None:
         while True:
@@ -491,6 +624,8 @@ class Relay:
         parts |= {f"address_rate_limited_{k}": v for k, v in c.rate_limited.items()}
         parts |= {
             "evicted_in_grace": self.sessions.evicted,
+            "key_rotations": self.sessions.rotations,
+            "key_rotations_skipped": self.sessions.rotations_skipped,
             "presence_batches": fan.batches,
             "presence_snapshots": fan.snapshots,
             "presence_fell_behind": fan.fell_behind,
@@ -508,6 +643,10 @@ class Relay:
         for w in self._workers:
             for k, v in w.counters.items():
                 total[k] = total.get(k, 0) + v
+            for k, v in w.windows.items():
+                total[f"window_{k}"] = total.get(f"window_{k}", 0) + v
+        if self.cluster is not None:
+            total |= {f"cluster_{k}": v for k, v in self.cluster.line().items()}
         return " ".join(f"{k}={v}" for k, v in total.items())
 
     async def _stats_timer(self) -> None:
@@ -543,6 +682,18 @@ async def run(
     await relay.serve()
 
 
+def _stream_factory(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> Callable[[], asyncio.BaseProtocol]:
+    """What ``asyncio.start_server`` builds per connection: a reader and its protocol."""
+
+    def factory() -> asyncio.BaseProtocol:
+        loop = asyncio.get_running_loop()
+        return asyncio.StreamReaderProtocol(asyncio.StreamReader(loop=loop), handle, loop=loop)
+
+    return factory
+
+
 def _dual_stack_listener(host: str, port: int) -> socket.socket:
     """A TCP socket bound to the IPv6 ``host`` that takes IPv4 clients too (IPV6_V6ONLY
     off: they arrive as ``::ffff:a.b.c.d``); asyncio listens on it."""
@@ -555,3 +706,13 @@ def _dual_stack_listener(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, for the log."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = creds.partition(":")[0]
+    return f"{scheme}{sep}{user}:***@{host}"

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import enum
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, replace
 
+from relay import cluster_core as cc
 from relay.names import NameBook, NameRefused, clean_chat
 from relay.protocol.messages import (
     PROTOCOL,
@@ -35,6 +36,7 @@ from relay.protocol.messages import (
     Error,
     MediaKey,
     Message,
+    RelayEntry,
     UserInfo,
     UserJoined,
     UserLeft,
@@ -57,7 +59,7 @@ SERVER_NAME = "server"  # the name on a chat from the operator; its user id is 0
 # move rebuilds the channel's routes, which a NAT rebinding needs rarely and a client
 # flapping between source ports must not get on every ping.
 REBIND_INTERVAL = 1.0
-MAX_SEALED_CHANNELS = 255  # media key ids are one byte, 0 unused
+MAX_KEY_ID = 255  # media key ids are one byte, 0 unused: at most 255 channels hold keys at once
 
 
 @dataclass(slots=True, frozen=True)
@@ -101,6 +103,18 @@ class Close:
 
 
 Action = Send | SendFrames | Presence | Close
+# What a cluster's relay tells the others of a local change: the event for the stream
+# and the directory record it writes (None: a chat, which the directory does not hold).
+Outgoing = tuple[cc.Event, cc.SessionRecord | None]
+
+
+@dataclass(slots=True)
+class _Remote:
+    """A user homed on another relay of the cluster, as this table shows it."""
+
+    user: cc.RemoteUser
+    packed: bytes
+    claimed: str  # the name as this table's name book holds it
 
 
 class BindResult(enum.Enum):
@@ -136,6 +150,11 @@ class Session:
         return UserInfo(
             self.user_id, self.name, self.channel, self.muted, self.deafened, self.server_muted
         )
+
+
+def _info(user: cc.RemoteUser) -> UserInfo:
+    return UserInfo(user.user_id, user.name, user.channel, user.muted, user.deafened,
+                    user.server_muted)  # fmt: skip
 
 
 def _error(conn: int, code: str, message: str) -> Send:
@@ -174,14 +193,24 @@ class SessionTable:
         if not self.info:
             raise ValueError("a relay needs at least one channel")
         self.channels: dict[str, set[int]] = {c: set() for c in self.info}  # channel -> tokens
-        # Protocol 2 (``sealed``): a media key per channel for the relay's lifetime, id 1,
-        # 2, ... in the order channels first exist (a channel added at run time gets the
-        # next; a renamed one keeps its key); protocol 1 has none. ``media_by_id`` is
-        # shared with the sealed router (it re-seals whispers across channels).
+        # Protocol 2 (``sealed``): a media key per channel, id 1, 2, ... in the order
+        # channels first exist (a renamed one keeps its key); protocol 1 has none. A
+        # channel a member left gets a new key (take_rotations), its id the next one
+        # round 1..255 that no channel holds now: an old id stays in ``media_by_id``
+        # until it is given again, so a whisper sealed under it just before can still be
+        # sealed again. ``media_by_id`` is shared with the sealed router (whispers across
+        # channels) and changes one entry at a time.
         self.sealed = sealed
         self.protocol = PROTOCOL if sealed else PROTOCOL_INSECURE
         self.media_keys: dict[str, tuple[int, bytes]] = {}
         self.media_by_id: dict[int, bytes] = {}
+        self._last_key_id = 0  # the id given last; the next is searched from here
+        self._stale_keys: dict[str, None] = {}  # channels a member left: a rotation is due
+        self.rotations = 0  # channel keys made again because a member left
+        # A relay cluster (relay/cluster.py) holds each channel's key in Redis, the same on
+        # every relay, and does not rotate it yet: it turns this off.
+        self.rotate_on_leave = True
+        self.rotations_skipped = 0  # ... and not made: every id held by a channel
         if sealed:
             for name in self.info:
                 self._media_key(name)
@@ -208,6 +237,14 @@ class SessionTable:
         self._gone: list[tuple[int, str]] = []  # (token, channel) removed unbound, take_gone()
         self.tunnelled: set[int] = set()  # tokens of the sessions that hear through the tunnel
         self.silenced: set[int] = set()  # tokens of the sessions the operator muted
+        # A cluster (relay.cluster): user ids come from it, its other relays' users are
+        # shown (never routed here: they have no session), and every local change is
+        # queued in ``outbox`` for the others. Outside a cluster: None, {} and [].
+        self.allocate_user_id: Callable[[], int] | None = None
+        self.relay_id = ""
+        self.outbox: list[Outgoing] | None = None
+        self.remote: dict[int, _Remote] = {}  # user id -> a user on another relay
+        self.relays: list[RelayEntry] = []  # the cluster's other relays, for the welcome
 
     # --- queries ---------------------------------------------------------------
 
@@ -227,6 +264,11 @@ class SessionTable:
     def by_user(self, user_id: int) -> Session | None:
         token = self._by_user.get(user_id)
         return None if token is None else self._by_token[token]
+
+    @property
+    def user_ids(self) -> Container[int]:
+        """The user ids of this table's sessions (a live view: ``in`` is a dict lookup)."""
+        return self._by_user.keys()
 
     def channel_of(self, user_id: int) -> str | None:
         """The channel of the session with public id ``user_id``, None if there is none."""
@@ -270,6 +312,7 @@ class SessionTable:
         if self._snapshot is None:
             packed = self._packed
             users = [packed[t] for members in self.channels.values() for t in members]
+            users += [r.packed for r in self.remote.values()]
             self._snapshot = encode_user_list(users)
         return self._snapshot
 
@@ -386,8 +429,15 @@ class SessionTable:
         except NameRefused as exc:
             return [*out, _error(conn, exc.code, str(exc))]
         token = self._new_token()
-        user_id = self._next_user_id
-        self._next_user_id += 1
+        if self.allocate_user_id is None:
+            user_id = self._next_user_id
+            self._next_user_id += 1
+        else:
+            try:
+                user_id = self.allocate_user_id()
+            except LookupError as exc:  # the cluster has no user id to give right now
+                self._names.release(name)
+                return [*out, _error(conn, "cluster_unavailable", str(exc))]
         session = Session(token, user_id, name, self.default_channel, conn, source)
         if self.sealed:
             session.udp_key = new_session_key()
@@ -403,6 +453,7 @@ class SessionTable:
         # Unbound, it changes no one's routes: listed for take_added, not a dirty channel.
         self.version += 1
         self._added.append(token)
+        self._tell(cc.Joined(self._remote_user(session)), session)
         return out
 
     def reconnect(
@@ -456,9 +507,11 @@ class SessionTable:
         left = encode_message(UserLeft(session.user_id, session.name, old))
         joined = encode_message(UserJoined(session.user_id, session.name, channel))
         self.channels[old].discard(session.token)
+        self._left(old)
         session.channel = channel
         self.channels[channel].add(session.token)
         self._set_packed(session)
+        self._tell(cc.Moved(self.relay_id, session.user_id, channel), session)
         if self._unrouted(session, old) and not session.server_muted:
             # In no one's routes: it leaves one channel's and enters another's on its own
             # (a muted one is rebuilt with its channel, which carries the mute).
@@ -476,12 +529,68 @@ class SessionTable:
         """The media key id and key of ``channel``, created on its first use."""
         found = self.media_keys.get(channel)
         if found is None:
-            key_id = len(self.media_by_id) + 1
-            if key_id > MAX_SEALED_CHANNELS:
-                raise ValueError(f"at most {MAX_SEALED_CHANNELS} channel keys in a relay's life")
-            found = self.media_keys[channel] = (key_id, new_media_key())
-            self.media_by_id[key_id] = found[1]
+            found = self.new_channel_key(channel)
+            if found is None:
+                raise ValueError(f"at most {MAX_KEY_ID} channels hold media keys at once")
         return found
+
+    def new_channel_key(self, channel: str) -> tuple[int, bytes] | None:
+        """Make ``channel`` a new media key and make it the channel's: ``(key id, key)``,
+        or None if every id is a channel's key now (the channel keeps the one it has).
+
+        The one place channel keys are made (a relay cluster would make them shared
+        here). The id is the next one after the last given, round 1..255, that no
+        channel holds: ids wrap around, and an id comes back only after every other
+        free one has been given, so whatever was sealed under it is long delivered.
+        """
+        held = {key_id for key_id, _key in self.media_keys.values()}
+        key_id = self._last_key_id
+        for _ in range(MAX_KEY_ID):
+            key_id = key_id % MAX_KEY_ID + 1
+            if key_id not in held:
+                break
+        else:
+            return None
+        self._last_key_id = key_id
+        found = self.media_keys[channel] = (key_id, new_media_key())
+        self.media_by_id[key_id] = found[1]
+        return found
+
+    def _left(self, channel: str) -> None:
+        """A member left ``channel`` (moved, kicked, gone): it knows the channel's key,
+        which must not protect what the channel says from now on."""
+        if self.sealed and self.rotate_on_leave and channel in self.media_keys:
+            self._stale_keys[channel] = None
+
+    def take_rotations(self) -> list[Action]:
+        """Protocol 2: a new media key for every channel a member left since the last call,
+        sent to each member still in it (its voice keeps opening: a client keeps the
+        previous key). Called once per presence round, so a leave storm rotates each
+        channel once, not once per leave. The routes must be rebuilt after (the peers'
+        key ids changed): the channels are marked changed."""
+        out: list[Action] = []
+        stale, self._stale_keys = self._stale_keys, {}
+        for channel in stale:
+            if channel not in self.channels:
+                continue  # removed meanwhile: its key went with it
+            made = self.new_channel_key(channel)
+            if made is None:
+                self.rotations_skipped += 1
+                continue
+            self.rotations += 1
+            self._changed(channel)
+            by_token = self._by_token
+            conns = [by_token[t].conn for t in self.channels[channel]]
+            conns_ = tuple(c for c in conns if c is not None)
+            if conns_:
+                msg = encode_message(MediaKey(channel, made[0], made[1]))
+                out.append(SendFrames(conns_, msg))
+        return out
+
+    @property
+    def rotation_due(self) -> bool:
+        """Whether :meth:`take_rotations` has work."""
+        return bool(self._stale_keys)
 
     def chat(self, conn: int, text: str, ts: float) -> list[Action]:
         """Relay ``text`` to the sender's channel, sender included, stamped with ``ts``."""
@@ -492,6 +601,9 @@ class SessionTable:
         if not text.strip():
             return [_error(conn, "bad_message", "chat text is empty once cleaned")]
         msg = Chat(text, session.user_id, session.name, session.channel, ts)
+        if self.outbox is not None:
+            said = cc.Said(self.relay_id, msg.user_id, msg.name, msg.channel, text, ts)
+            self.outbox.append((said, None))
         return self._to_channel(session.channel, msg)
 
     def self_state(self, conn: int, muted: bool, deafened: bool) -> list[Action]:
@@ -505,6 +617,7 @@ class SessionTable:
             return []
         session.muted, session.deafened = muted, deafened
         self._set_packed(session)
+        self._tell_state(session)
         return [Presence(encode_message(self._user_state(session)))]
 
     def bye(self, conn: int) -> list[Action]:
@@ -599,6 +712,7 @@ class SessionTable:
             self.silenced.discard(session.token)
         self._set_packed(session)
         self._changed(session.channel)
+        self._tell_state(session)
         return [Presence(encode_message(self._user_state(session)))]
 
     def move(self, session: Session, channel: str) -> list[Action]:
@@ -641,6 +755,7 @@ class SessionTable:
             for token in list(self.channels[name]):
                 out += self._move(self._by_token[token], default)
             del self.channels[name]
+            self.media_keys.pop(name, None)  # its id may be given again
             self._dirty.add(name)  # the router forgets it
         self.channels = {name: self.channels[name] for name in new}
         self.info = new
@@ -659,6 +774,8 @@ class SessionTable:
         self.channels = {new if c == old else c: m for c, m in self.channels.items()}
         if old in self.media_keys:  # the members keep the key they hold
             self.media_keys[new] = self.media_keys.pop(old)
+        if self._stale_keys.pop(old, 0) is None:  # a rotation was due: it still is
+            self._stale_keys[new] = None
         self.info = {c.name: c for c in infos}
         out: list[Action] = []
         for token in members:
@@ -671,6 +788,143 @@ class SessionTable:
         self._changed(old, new)  # the router forgets the old name, routes the new one
         return [SendFrames(tuple(self._by_conn), self._channel_list()), *out]
 
+    # --- the cluster (relay.cluster) -------------------------------------------------------
+
+    def adopt(
+        self,
+        conn: int,
+        record: cc.SessionRecord,
+        now: float,
+        version: int = PROTOCOL_INSECURE,
+        source: str = "",
+    ) -> list[Action]:
+        """Resume on ``conn`` a session of another relay, as the directory holds it: same
+        token, user id, name, channel and key, and no presence (it never left)."""
+        if conn in self._by_conn:
+            return [_error(conn, "already_authenticated", "this connection has a session")]
+        refused = self._version_error(conn, version)
+        if refused is not None:
+            return [refused]
+        user = record.user
+        if record.token in self._by_token or user.user_id in self._by_user:
+            return self.reconnect(conn, record.token, now, version)
+        channel = user.channel if user.channel in self.channels else self.default_channel
+        gone = self.remote.pop(user.user_id, None)
+        if gone is not None:
+            self._names.release(gone.claimed)
+        name = self._names.claim(user.name)
+        session = Session(record.token, user.user_id, name, channel, conn, source, None, None,
+                          None, record.udp_key, user.muted, user.deafened)  # fmt: skip
+        session.server_muted = user.server_muted  # the operator's mute goes with it
+        self._by_token[session.token] = session
+        self._by_conn[conn] = session.token
+        self._by_user[session.user_id] = session.token
+        self._per_source[source] = self.sessions_of(source) + 1
+        self.channels[channel].add(session.token)
+        self._set_packed(session)
+        if session.server_muted:  # rebuilt with its channel, which carries the mute
+            self.silenced.add(session.token)
+            self._changed(channel)
+        else:
+            self.version += 1
+            self._added.append(session.token)
+        self._tell(cc.Resumed(self._remote_user(session), session.token), session)
+        # A channel this relay lacks (the relays' channel lists differ): the default one.
+        return [SendFrames((conn,), self._welcome(session))]
+
+    def release(self, token: int, user: cc.RemoteUser) -> list[Action]:
+        """The session of ``token`` was resumed on another relay: drop it here without a
+        word to anyone (its connection, if still open, is closed) and show it as ``user``."""
+        session = self._by_token.get(token)
+        if session is None:
+            return []
+        out: list[Action] = []
+        if session.conn is not None:
+            out.append(Close(session.conn, "session resumed on another relay"))
+        outbox, self.outbox = self.outbox, None  # nothing to tell: the other relay did
+        self._remove(session)
+        self.outbox = outbox
+        self.remote_join(user, quiet=True)
+        return out
+
+    def remote_join(self, user: cc.RemoteUser, quiet: bool = False) -> list[Action]:
+        """Show ``user`` of another relay (``user_joined`` to everyone here, unless
+        ``quiet``: it was shown already, as a local session)."""
+        if user.user_id in self._by_user:
+            return []  # a session of ours (a late event of a resume): ours wins
+        if user.user_id in self.remote:
+            return self.remote_change(user)
+        info = _info(user)
+        claimed = self._names.claim(user.name)
+        self.remote[user.user_id] = _Remote(user, pack_user(info), claimed)
+        self._snapshot = None
+        if quiet:
+            return []
+        joined = encode_message(UserJoined(user.user_id, user.name, user.channel))
+        return [Presence(joined, arrival=user.user_id)]
+
+    def remote_change(self, user: cc.RemoteUser) -> list[Action]:
+        """``user`` of another relay moved, changed state or relay: tell what shows."""
+        entry = self.remote.get(user.user_id)
+        if entry is None:
+            return self.remote_join(user)
+        old = entry.user
+        entry.user, entry.packed = user, pack_user(_info(user))
+        self._snapshot = None
+        out = b""
+        if old.channel != user.channel:
+            out += encode_message(UserLeft(user.user_id, user.name, old.channel))
+            out += encode_message(UserJoined(user.user_id, user.name, user.channel))
+        if (old.muted, old.deafened, old.server_muted) != (
+            user.muted,
+            user.deafened,
+            user.server_muted,
+        ):
+            out += encode_message(
+                UserState(user.user_id, user.muted, user.deafened, user.server_muted)
+            )
+        return [Presence(out)] if out else []
+
+    def remote_leave(self, user_id: int) -> list[Action]:
+        """The user ``user_id`` of another relay is gone: ``user_left`` to everyone."""
+        entry = self.remote.pop(user_id, None)
+        if entry is None:
+            return []
+        self._names.release(entry.claimed)
+        self._snapshot = None
+        u = entry.user
+        return [Presence(encode_message(UserLeft(u.user_id, u.name, u.channel)),
+                         departure=u.user_id)]  # fmt: skip
+
+    def remote_chat(self, said: cc.Said) -> list[Action]:
+        """A chat from another relay, to this relay's members of its channel."""
+        if said.channel not in self.channels:
+            return []
+        text = clean_chat(said.text)
+        if not text.strip():
+            return []
+        name = said.name or SERVER_NAME
+        return self._to_channel(said.channel, Chat(text, said.user_id, name, said.channel,
+                                                   said.ts))  # fmt: skip
+
+    def records(self) -> list[cc.SessionRecord]:
+        """The directory records of every local session (a cluster's full re-sync)."""
+        return [self._record(s) for s in self._by_token.values()]
+
+    def _remote_user(self, s: Session) -> cc.RemoteUser:
+        return cc.RemoteUser(s.user_id, s.name, s.channel, self.relay_id, s.muted, s.deafened,
+                             s.server_muted)  # fmt: skip
+
+    def _tell_state(self, s: Session) -> None:
+        self._tell(cc.State(self.relay_id, s.user_id, s.muted, s.deafened, s.server_muted), s)
+
+    def _record(self, s: Session) -> cc.SessionRecord:
+        return cc.SessionRecord(s.token, self._remote_user(s), s.udp_key)
+
+    def _tell(self, event: cc.Event, session: Session) -> None:
+        if self.outbox is not None:
+            self.outbox.append((event, self._record(session)))
+
     # --- helpers ------------------------------------------------------------------------
 
     def _welcome(self, session: Session) -> bytes:
@@ -678,9 +932,12 @@ class SessionTable:
         paged over ``user_list`` frames when one frame cannot hold them all."""
         packed = self._packed
         users = list(map(packed.__getitem__, self.channels[session.channel]))  # in C: flat
+        remote = self.remote.values()
+        users += [r.packed for r in remote if r.user.channel == session.channel]
         for channel, members in self.channels.items():
             if channel != session.channel:
                 users.extend(map(packed.__getitem__, members))
+        users += [r.packed for r in remote if r.user.channel != session.channel]
         head = Welcome(
             token=session.token,
             user_id=session.user_id,
@@ -689,6 +946,7 @@ class SessionTable:
             channel=session.channel,
             channels=list(self.channels),
             users=[],
+            relays=self.relays,
         )
         if self.sealed:
             key_id, key = self._media_key(session.channel)
@@ -731,6 +989,7 @@ class SessionTable:
         self._snapshot = None
         self._names.release(session.name)
         self.channels[session.channel].discard(session.token)
+        self._left(session.channel)
         if self._unrouted(session, session.channel):
             self.version += 1
             self._gone.append((session.token, session.channel))
@@ -739,6 +998,7 @@ class SessionTable:
         self.tunnelled.discard(session.token)
         self.silenced.discard(session.token)
         self._removed.append(session.user_id)
+        self._tell(cc.Left(self.relay_id, session.user_id), session)
         session.udp_key = b""  # the one reference the table held
         gone = UserLeft(session.user_id, session.name, session.channel)
         return [Presence(encode_message(gone), departure=session.user_id)]
@@ -795,7 +1055,10 @@ class SessionTable:
             assert (s.udp_addr is None) == (s.bound_at is None)
             if s.conn is not None:
                 assert self._by_conn[s.conn] == token
-        assert self._names.names() == {s.name for s in self._by_token.values()}
+        names = {s.name for s in self._by_token.values()}
+        names |= {r.claimed for r in self.remote.values()}
+        assert self._names.names() == names
+        assert not set(self.remote) & set(self._by_user)
         graced = [t for t, s in self._by_token.items() if s.conn is None]
         assert set(self._graced) == set(graced)
         drops = [self._by_token[t].dropped_at or 0.0 for t in self._graced]
@@ -806,6 +1069,10 @@ class SessionTable:
             assert self._packed[s.token] == pack_user(s.info())
         assert sources == self._per_source and set(self._packed) == set(self._by_token)
         assert len({s.user_id for s in self._by_token.values()}) == len(self._by_token)
+        # Every channel's key is its own, under an id that names it for the router.
+        ids = [key_id for key_id, _key in self.media_keys.values()]
+        assert len(ids) == len(set(ids)) and all(1 <= i <= MAX_KEY_ID for i in ids)
+        assert all(self.media_by_id[i] == k for i, k in self.media_keys.values())
         # Only a connected session hears through its connection (the TCP tunnel).
         assert self.tunnelled == {t for t, s in self._by_token.items() if s.tunnel}
         assert self.silenced == {t for t, s in self._by_token.items() if s.server_muted}

@@ -37,6 +37,9 @@ class Routed:
     data: bytes
     dests: Dests
     tunnels: tuple[int, ...]
+    # A cluster's relay: the mesh datagram for the other relays, and where it goes.
+    mesh_data: bytes = b""
+    mesh_dests: Dests = ()
 
 
 class TunnelIn:
@@ -48,8 +51,11 @@ class TunnelIn:
         echo: bool = False,
         limit: VoiceLimit | None = None,
         clock: Callable[[], float] = time.monotonic,
+        router: SealedRouter | None = None,
     ) -> None:
-        self.router = SealedRouter(media, echo=echo)  # no limit: it is applied here first
+        # No limit in the router: it is applied here first. A cluster's relay hands in a
+        # relay.cluster_router.ClusterRouter, so tunnelled voice reaches the other relays.
+        self.router = SealedRouter(media, echo=echo) if router is None else router
         self.router.on_tunnel = self._collect
         self.limit = limit
         self.clock = clock
@@ -96,9 +102,13 @@ class TunnelIn:
         # From the session's own connection: as if from its bound address (or none yet).
         dests = self.router.route(buf, n, route.addr)  # type: ignore[arg-type]
         tunnels, self._tunnels = self._tunnels, ()
-        if not dests and not tunnels:  # refused (counted), or nobody to hear it
+        mesh: Dests = getattr(self.router, "mesh_dests", ())
+        if not dests and not tunnels and not mesh:  # refused (counted), or nobody to hear it
             return None
-        return Routed(bytes(buf[: self.router.out_n]), dests, tunnels)
+        out = bytes(buf[: self.router.out_n]) if dests or tunnels else b""
+        if mesh:
+            return Routed(out, dests, tunnels, self.router.mesh_data, mesh)  # type: ignore[attr-defined]
+        return Routed(out, dests, tunnels)
 
     def _collect(self, _data: bytes, tokens: tuple[int, ...]) -> None:
         self._tunnels = tokens

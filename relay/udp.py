@@ -121,7 +121,7 @@ class UdpThread:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, WAKE_EVERY)
         self._stop = False
         if isinstance(router, SealedRouter):
-            run = self._run_sealed
+            run = self._run_cluster if router.cluster else self._run_sealed
         else:
             run = self._run if times is None else self._run_sampled
         self._thread = threading.Thread(target=run, name="udp-relay", daemon=True)
@@ -239,6 +239,42 @@ class UdpThread:
                 data.release()
             if t0 and times is not None:
                 times.observe(clock() - t0)
+
+    def _run_cluster(self) -> None:
+        """The loop of a cluster's relay (relay.cluster_router): as ``_run_sealed``, then
+        the mesh datagram, if any, to each other relay that needs it. Not sampled."""
+        router = self.router
+        assert isinstance(router, SealedRouter)
+        buf = bytearray(RECV_SIZE)
+        view = memoryview(buf)
+        recv = self.sock.recvfrom_into
+        send = self.sock.sendto
+        route = router.route
+        counters = router.counters
+        while True:
+            try:
+                n, addr = recv(buf)
+            except OSError:
+                if self._stop:
+                    return
+                continue
+            dests = route(buf, n, addr)
+            if dests:
+                data = view[: router.out_n]
+                for dest in dests:
+                    try:
+                        send(data, dest)
+                    except OSError:
+                        counters.send_errors += 1
+                data.release()
+            mesh = router.mesh_dests  # type: ignore[attr-defined]
+            if mesh:
+                out = router.mesh_data  # type: ignore[attr-defined]
+                for dest in mesh:
+                    try:
+                        send(out, dest)
+                    except OSError:
+                        counters.send_errors += 1
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop the loop (it sees the flag within WAKE_EVERY), join it, close the socket."""

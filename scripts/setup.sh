@@ -70,6 +70,9 @@ command -v pacat >/dev/null 2>&1 || missing+=("pulseaudio-utils")
   || ls /usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so >/dev/null 2>&1 \
   || missing+=("libasound2-plugins")
 
+# The relay cluster's tests and benchmark (docs/cluster.md) start a private redis-server.
+command -v redis-server >/dev/null 2>&1 || missing+=("redis-server")
+
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     SUDO=""

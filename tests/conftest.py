@@ -124,3 +124,18 @@ def echo_relay_port() -> Iterator[int]:
     """A relay in echo mode: every client hears itself."""
     for _proc, port in _relay("--echo"):
         yield port
+
+
+@pytest.fixture
+def redis_server() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A private ``redis-server`` on a free loopback port, keeping nothing on disk:
+    (process, port). Skipped, saying why, where redis-server is not installed."""
+    from relay.launch import redis_available, start_redis, stop_redis
+
+    if not redis_available():
+        pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
+    proc, port = start_redis()
+    try:
+        yield proc, port
+    finally:
+        stop_redis(proc)

@@ -164,3 +164,25 @@ def test_fuzz_any_datagram_is_dropped_and_counted(data: bytes) -> None:
     assert w.route(data, A)[0] == ()
     c = w.router.sealed.as_dict()
     assert sum(v for k, v in c.items() if k.startswith("drop_") or k == "keepalive") == 1
+
+
+def test_a_key_id_given_again_to_a_new_key_is_used_with_the_new_key() -> None:
+    # Channel keys rotate and ids wrap around: the router's cipher for an id follows the key.
+    media = dict(MEDIA)
+    router = SealedRouter(media)
+    router.table = RouteTable.build([(101, 1, "c1", A), (103, 3, "c2", C)])
+    router.update_peers([(1, 101, key(1), 1), (3, 103, key(3), 2)], [])
+    sender = Sealer(1, key(1), 10_000)
+    sender.set_media_key(1, media[1])
+    listener = Opener()
+    listener.add_media_key(2, media[2])
+    for round_ in range(2):
+        buf = bytearray(sender.voice(round_, 0, b"psst", target=3)) + bytearray(2000)
+        n = len(buf) - 2000
+        assert router.route(buf, n, A) == (C,)
+        got = listener.open(bytes(buf[: router.out_n]))
+        assert isinstance(got, Opened) and got.opus == b"psst"
+        media[2] = bytes([9]) * 16  # channel c2's key rotated; its id was given again
+        listener = Opener()
+        listener.add_media_key(2, media[2])
+    assert router.sealed.resealed == 2

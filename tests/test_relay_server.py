@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import struct
@@ -375,6 +376,127 @@ def test_reuseport_workers_share_the_port(relay_factory: Callable[..., RelayProc
     log = stop_relay(relay)
     assert relay.proc.returncode == 0
     assert "forwarded=30 " in log and "forwarded by loop" in log
+
+
+def test_sealed_voice_on_two_workers_is_heard_once_and_replays_are_refused_everywhere(
+    relay_factory: Callable[..., RelayProc],
+) -> None:
+    relay = relay_factory("--udp-workers", "2", "--log-level", "info", sealed=True)
+    # Four addresses, user ids 1..4: both loops get senders (by id), whatever the hash.
+    clients = [relay.client(f"u{i}", source=f"127.0.0.{i + 1}") for i in range(4)]
+    replayers: list[socket.socket] = []
+    try:
+        for i, speaker in enumerate(clients):
+            speaker.send_voice(i + 1, b"v%d" % i)
+        for listener in clients:
+            heard = []
+            while (got := listener.recv_voice(0.5)) is not None:
+                heard.append((got.token, got.payload))
+            others = [(c.user_id, b"v%d" % i) for i, c in enumerate(clients) if c is not listener]
+            assert sorted(heard) == sorted(others)  # everyone else, once each
+        a, b = clients[0], clients[1]
+        voice = a.send_voice(10, b"captured")
+        ping = a.ping_datagram()
+        a.udp.sendto(ping, a.relay)  # a's own ping, answered: both now captured
+        assert b.recv_voice() is not None
+        for k in range(16):  # from addresses and ports that hash to either socket
+            r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            replayers.append(r)
+            r.bind((f"127.0.1.{k + 1}", 0))
+            r.sendto(ping, a.relay)
+            r.sendto(voice, a.relay)
+        assert quiet(b)  # the replayed voice is heard by no one
+        time.sleep(1.1)  # past the rebind interval: a move would be allowed now
+        for r in replayers:
+            r.sendto(ping, a.relay)
+        a.send_voice(11, b"still mine")
+        got = b.recv_voice()
+        assert got is not None and got.payload == b"still mine"  # a's voice did not move
+        for r in replayers:  # no answer and no voice reached a replayer
+            r.settimeout(0.05)
+            with pytest.raises(TimeoutError):
+                r.recvfrom(2048)
+    finally:
+        for r in replayers:
+            r.close()
+        for c in clients:
+            c.close()
+    log = stop_relay(relay)
+    assert relay.proc.returncode == 0
+    counters = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", log.split("counters at exit")[1])}
+    assert counters["drop_replayed"] == 48 and counters["window_replayed"] == 48
+    assert counters["drop_spoofed"] == 0
+    shares = re.search(
+        r"forwarded by loop \(this process first, then each worker\): \[(\d+), (\d+)\]", log
+    )
+    assert shares is not None and int(shares[1]) > 0 and int(shares[2]) > 0
+
+
+def test_a_sealed_relay_stops_when_a_worker_dies(relay_factory: Callable[..., RelayProc]) -> None:
+    relay = relay_factory("--udp-workers", "2", sealed=True)
+    pid = relay.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    workers = [
+        int(c)
+        for c in children
+        if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()
+        and b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()
+    ]
+    assert len(workers) == 1
+    os.kill(workers[0], signal.SIGKILL)
+    # Its socket's place in the group would go to another: sessions would meet fresh
+    # replay windows. The relay stops rather than serve so.
+    assert relay.proc.wait(10) == 0
+    log = stop_relay(relay)
+    assert "UDP worker" in log and "stopping" in log
+
+
+def test_a_channel_key_rotates_when_a_member_leaves_and_voice_goes_on(
+    relay_factory: Callable[..., RelayProc],
+) -> None:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from relay.protocol.sealed_datagram import HEADER_SIZE as SEALED_HEADER
+    from relay.protocol.sealed_datagram import SID_OFFSET, TARGET_OFFSET
+
+    relay = relay_factory(sealed=True)
+    with relay.client("alice") as a, relay.client("bob") as b, relay.client("carol") as c:
+        assert c.welcome is not None and c.welcome.media_key is not None
+        carol_key, old_id = c.welcome.media_key, c.welcome.media_key_id
+        heard: dict[int, bytes] = {}  # seq -> the datagram as bob got it
+        frames, leave_at = 60, 20
+        start = time.monotonic()
+        for seq in range(frames):  # alice talks, one frame per 20 ms
+            time.sleep(max(0.0, start + seq * 0.02 - time.monotonic()))
+            if seq == leave_at:
+                c.send(Bye())
+            a.poll_control()  # a client reads its control connection all the time
+            b.poll_control()
+            a.send_voice(seq, b"frame %d" % seq)
+            while (data := b.recv_datagram(0.001)) is not None:
+                opened = b.opener.open(data)
+                if not isinstance(opened, str):
+                    heard[opened.seq] = data
+        while (data := b.recv_datagram(0.3)) is not None:
+            opened = b.opener.open(data)
+            if not isinstance(opened, str):
+                heard[opened.seq] = data
+        assert a.sealer is not None and a.sealer.key_id != old_id  # alice seals under a new key
+        missing = [seq for seq in range(frames) if seq not in heard]
+        runs, run = [], 0
+        for seq in range(frames):
+            run = run + 1 if seq in missing else 0
+            runs.append(run)
+        assert max(runs) <= 2, missing  # no gap longer than two frames
+        after = [d for d in heard.values() if d[2] != old_id]
+        assert len(after) >= frames - leave_at - 10
+        carol = AESGCM(carol_key)
+        for d in after:  # none of what alice said after carol left opens with carol's key
+            with pytest.raises(InvalidTag):
+                carol.decrypt(d[SID_OFFSET:TARGET_OFFSET], d[SEALED_HEADER:], d[:SEALED_HEADER])
+    log = stop_relay(relay)
+    assert "key_rotations=1 " in log
 
 
 def test_garbage_datagrams_do_not_stop_voice(relay: RelayProc) -> None:

@@ -890,6 +890,79 @@ def test_peer_entries_and_removals_feed_the_sealed_router() -> None:
     assert t.take_removed() == [w.user_id] and t.take_removed() == []
 
 
+def media_keys_to(actions: list[Action], conn: int) -> list[MediaKey]:
+    return [m for m in to(actions, conn) if isinstance(m, MediaKey)]
+
+
+def test_a_leave_rotates_the_channel_key_for_those_who_stay() -> None:
+    t = sealed_table()
+    a = first_welcome(t.auth(1, "a", version=2), 1)
+    first_welcome(t.auth(2, "b", version=2), 2)
+    c = first_welcome(t.auth(3, "c", version=2), 3)
+    old = (c.media_key_id, c.media_key)
+    assert not t.rotation_due and t.take_rotations() == []
+    t.bye(3)
+    assert t.rotation_due
+    out = t.take_rotations()
+    (to_a,) = media_keys_to(out, 1)
+    assert media_keys_to(out, 2) == [to_a] and media_keys_to(out, 3) == []  # not to c
+    assert to_a.channel == "Lobby" and (to_a.key_id, to_a.key) != old and to_a.key != old[1]
+    assert t.media_keys["Lobby"] == (to_a.key_id, to_a.key)
+    assert t.peer_entries(["Lobby"])[0][3] == to_a.key_id  # the router learns the new id
+    assert t.take_dirty() >= {"Lobby"} and t.rotations == 1 and not t.rotation_due
+    assert t.media_by_id[old[0]] == old[1]  # kept for whispers sealed just before
+    assert a.media_key_id == old[0]
+    t.check()
+
+
+def test_a_move_or_a_kick_rotates_the_channel_left_once_per_round() -> None:
+    t = sealed_table()
+    for conn in range(1, 6):
+        t.auth(conn, f"u{conn}", version=2)
+    music = t.media_keys["Music"]
+    t.join(4, "Music")  # the mover gets Music's key, which is not rotated
+    session = t.by_conn(5)
+    assert session is not None
+    t.kick(session, "kicked", "bye")
+    t.bye(3)
+    out = t.take_rotations()
+    assert t.rotations == 1  # three leaves of Lobby, one new key
+    (key,) = media_keys_to(out, 1)
+    assert key.channel == "Lobby" and media_keys_to(out, 4) == []
+    assert t.media_keys["Music"] == music
+    t.check()
+
+
+def test_key_ids_wrap_around_without_a_life_limit_and_never_collide() -> None:
+    t = sealed_table()
+    t.auth(1, "stays", version=2)
+    seen: set[int] = set()
+    for i in range(1000):  # far more keys than one byte of ids
+        conn = 100 + i
+        t.auth(conn, f"x{i}", version=2)
+        t.join(conn, "Music" if i % 2 else "Lobby")
+        t.bye(conn)
+        t.take_rotations()
+        lobby, music = t.media_keys["Lobby"][0], t.media_keys["Music"][0]
+        assert lobby != music and 1 <= lobby <= 255 and 1 <= music <= 255
+        seen |= {lobby, music}
+    assert seen == set(range(1, 256)) and t.rotations >= 1000  # every id, given again
+    t.check()
+
+
+def test_a_rotation_is_skipped_when_every_id_is_a_channels() -> None:
+    t = SessionTable([f"c{i}" for i in range(255)], sealed=True)
+    t.auth(1, "a", version=2)
+    t.join(1, "c1")
+    t.take_rotations()
+    assert t.rotations == 0 and t.rotations_skipped == 1  # c0 keeps its key
+    t.set_channels([ChannelInfo(f"c{i}") for i in range(1, 255)])  # c0 goes: its id is free
+    t.bye(1)
+    t.take_rotations()
+    assert t.rotations == 1
+    t.check()
+
+
 def test_kick_ends_the_session_at_once_and_tells_everyone() -> None:
     t = table()
     t.auth(1, "a")
@@ -964,3 +1037,123 @@ def test_the_operator_says_something_to_everyone_as_user_zero() -> None:
     assert to(out, 1) == [Chat("restart in 5 min", 0, "server", "Music", 7.0)]
     assert to(out, 2) == [Chat("restart in 5 min", 0, "server", "Lobby", 7.0)]
     assert to(t.say("hi", 8.0, "Music"), 2) == []
+
+
+# --- the cluster (relay/cluster.py drives these) -----------------------------------------
+
+
+def cluster_table() -> SessionTable:
+    t = SessionTable(["Lobby", "Music"], grace=10.0, udp_port=8080, sealed=True)
+    t.relay_id = "here"
+    t.outbox = []
+    ids = iter(range(501, 600))
+    t.allocate_user_id = lambda: next(ids)
+    return t
+
+
+def test_a_cluster_table_takes_user_ids_from_the_cluster_and_queues_every_change() -> None:
+    from relay import cluster_core as cc
+
+    t = cluster_table()
+    w = welcome(t.auth(1, "ann", version=2), 1)
+    assert w.user_id == 501
+    t.join(1, "Music")
+    t.self_state(1, True, False)
+    t.chat(1, "hi", 5.0)
+    t.bye(1)
+    assert t.outbox is not None
+    kinds = [type(e) for e, _r in t.outbox]
+    assert kinds == [cc.Joined, cc.Moved, cc.State, cc.Said, cc.Left]
+    record = t.outbox[0][1]
+    assert record is not None and record.udp_key and record.user.relay == "here"
+    t.check()
+
+
+def test_no_user_id_from_the_cluster_is_a_clear_refusal() -> None:
+    t = cluster_table()
+
+    def none() -> int:
+        raise LookupError("Redis is away")
+
+    t.allocate_user_id = none
+    (err,) = direct(t.auth(1, "ann", version=2), 1)
+    assert isinstance(err, Error) and err.code == "cluster_unavailable"
+    assert len(t) == 0
+    t.check()
+
+
+def test_users_of_other_relays_are_shown_in_welcomes_presence_and_chat() -> None:
+    from relay import cluster_core as cc
+
+    t = cluster_table()
+    t.auth(1, "ann", version=2)
+    far = cc.RemoteUser(7, "bob", "Lobby", "there")
+    joined = to(t.remote_join(far), 1)
+    assert joined == [UserJoined(7, "bob", "Lobby")]
+    w = welcome(t.auth(2, "cid", version=2), 2)
+    assert UserInfo(7, "bob", "Lobby") in w.users
+    assert to(t.remote_change(cc.RemoteUser(7, "bob", "Music", "there")), 1) == [
+        UserLeft(7, "bob", "Lobby"),
+        UserJoined(7, "bob", "Music"),
+    ]
+    said = cc.Said("there", 7, "bob", "Lobby", "to the lobby", 1.0)
+    assert [type(m) for m in to(t.remote_chat(said), 1)] == [Chat]
+    assert to(t.remote_leave(7), 1) == [UserLeft(7, "bob", "Music")]
+    (w2,) = [m for m in decode(t.snapshot()) if isinstance(m, UserList)]
+    assert 7 not in {u.user_id for u in w2.users}
+    t.check()
+
+
+def test_a_session_resumed_from_the_directory_keeps_its_ids_and_says_nothing() -> None:
+    from relay import cluster_core as cc
+
+    t = cluster_table()
+    t.auth(1, "ann", version=2)
+    far = cc.RemoteUser(7, "bob", "Music", "there")
+    t.remote_join(far)
+    record = cc.SessionRecord(4242, far, bytes(range(32)))
+    actions = t.adopt(2, record, 1.0, version=2)
+    assert not any(isinstance(a, Presence) for a in actions)  # no leave/join churn
+    w = welcome(actions, 2)
+    assert (w.token, w.user_id, w.channel) == (4242, 7, "Music")
+    assert t.by_token(4242) is not None and 7 not in t.remote
+    assert t.outbox is not None and isinstance(t.outbox[-1][0], cc.Resumed)
+    t.check()
+
+
+def test_a_session_resumed_elsewhere_is_released_quietly_and_shown_as_theirs() -> None:
+    from relay import cluster_core as cc
+
+    t = cluster_table()
+    w = welcome(t.auth(1, "ann", version=2), 1)
+    t.auth(2, "cid", version=2)
+    assert t.outbox is not None
+    t.outbox.clear()
+    actions = t.release(w.token, cc.RemoteUser(w.user_id, "ann", "Lobby", "there"))
+    assert actions == [Close(1, "session resumed on another relay")]
+    assert t.by_token(w.token) is None and w.user_id in t.remote
+    assert t.outbox == []  # the other relay told everyone already
+    t.check()
+
+
+def test_the_operators_mute_is_told_to_the_cluster_and_kept_by_a_resume_elsewhere() -> None:
+    from relay import cluster_core as cc
+
+    t = cluster_table()
+    w = welcome(t.auth(1, "ann", version=2), 1)
+    session = t.by_token(w.token)
+    assert session is not None and t.outbox is not None
+    t.server_mute(session, True)
+    event, _record = t.outbox[-1]
+    assert event == cc.State("here", w.user_id, False, False, True)
+    other = cluster_table()
+    other.remote_join(cc.RemoteUser(8, "cid", "Lobby", "there"))
+    shown = to(other.remote_change(cc.RemoteUser(8, "cid", "Lobby", "there", server_muted=True)), 1)
+    assert shown == [UserState(8, False, False, True)]
+    far = cc.RemoteUser(9, "bob", "Lobby", "there", server_muted=True)
+    actions = other.adopt(2, cc.SessionRecord(77, far, bytes(32)), 1.0, version=2)
+    assert welcome(actions, 2).user_id == 9
+    resumed = other.by_token(77)
+    assert resumed is not None and resumed.server_muted and 77 in other.silenced
+    other.check()
+    t.check()

@@ -60,6 +60,22 @@ def peers() -> list[tuple[int, int, bytes, int]]:
     return [(uid, 100 + uid, key(uid), 1 if ch == "c1" else 2) for uid, (ch, _a) in WHERE.items()]
 
 
+def test_in_a_cluster_tunnelled_voice_also_goes_to_the_other_relays() -> None:
+    from relay.cluster_router import ClusterRouter, MeshTable
+    from relay.protocol.mesh_datagram import MeshDatagram, mesh_key
+
+    k = mesh_key(b"the cluster secret of the tests")
+    t = TunnelIn(MEDIA, router=ClusterRouter(MEDIA))
+    t.update_peers(peers(), [])
+    t.router.table = table()
+    other = ("10.9.0.1", 8080)
+    t.router.mesh = MeshTable(1, k, {1: (other,)}, {}, frozenset({2}))  # type: ignore[attr-defined]
+    data = sealer(1).voice(1, 2, b"x")
+    routed = t.route(data, 101)
+    assert routed is not None and routed.mesh_dests == (other,)
+    assert MeshDatagram.open(routed.mesh_data, k).inner == data[:-TAG_SIZE]
+
+
 # --- the route table ------------------------------------------------------------------
 
 

@@ -80,3 +80,58 @@ def test_a_dead_worker_is_reported_once() -> None:
     finally:
         worker.conn.close()
         worker.stop()
+
+
+def test_a_sealed_worker_checks_windows_forwards_sealed_and_says_when_routes_apply() -> None:
+    from relay.protocol.voice_crypto import Opener, Sealer, new_media_key, new_session_key
+
+    binds: list[tuple[int, Addr, bytes]] = []
+    tunnelled: list[tuple[bytes, tuple[int, ...]]] = []
+    port = free_port()
+    worker = Worker(
+        "127.0.0.1",
+        port,
+        256 * 1024,
+        False,
+        lambda t, a, b: binds.append((t, a, b)),
+        sealed=True,
+        on_tunnel=lambda d, t: tunnelled.append((d, t)),
+    )
+    key_a, key_b, media = new_session_key(), new_session_key(), new_media_key()
+    sealer = Sealer(1, key_a, 1000)
+    sealer.set_media_key(1, media)
+    opener = Opener()
+    opener.add_media_key(1, media)
+    with udp() as a, udp() as b, udp() as replayer:
+        try:
+            worker.wait_ready()
+            worker.set_media({1: media})
+            worker.update_peers([(1, 111, key_a, 1), (2, 222, key_b, 1)], [])
+            entries = [(111, 1, "Lobby", a.getsockname()), (222, 2, "Lobby", b.getsockname())]
+            worker.update({"Lobby"}, entries)
+            deadline = time.monotonic() + 10
+            while worker.applied < worker.sent and time.monotonic() < deadline:
+                if worker.conn.poll(0.1):
+                    worker.on_readable()
+            assert worker.applied == worker.sent == 1  # the route is in: voice may come
+            voice = sealer.voice(1, 960, b"hi")
+            a.sendto(voice, ("127.0.0.1", port))
+            got = opener.open(b.recv(2048))
+            assert not isinstance(got, str) and got.speaker == 1 and got.opus == b"hi"
+            replayer.sendto(voice, ("127.0.0.1", port))  # the same counter: refused
+            ping = sealer.ping(5)
+            a.sendto(ping, ("127.0.0.1", port))  # answered by the relay process, not here
+            replayer.sendto(ping, ("127.0.0.1", port))  # a replay from elsewhere: no bind
+            with contextlib.suppress(TimeoutError):
+                assert b.recv(2048) is None  # nothing more reaches b
+            fresh = sealer.ping(6)
+            replayer.sendto(fresh, ("127.0.0.1", port))  # fresh, from a new address: a bind
+            deadline = time.monotonic() + 10
+            while not binds and time.monotonic() < deadline:
+                if worker.conn.poll(0.1):
+                    worker.on_readable()
+            assert [(t, addr) for t, addr, _ in binds] == [(111, replayer.getsockname())]
+        finally:
+            worker.stop()
+    assert worker.counters["drop_replayed"] == 2 and worker.windows["replayed"] == 2
+    assert worker.counters["forwarded"] == 1 and not tunnelled

@@ -81,6 +81,16 @@ class UserInfo:
     OMIT_DEFAULTS: ClassVar[tuple[str, ...]] = ("muted", "deafened", "server_muted")
 
 
+@dataclass(slots=True, frozen=True)
+class RelayEntry:
+    """One relay of a cluster, as a relay holds it for ``welcome.relays`` (docs/cluster.md):
+    its ``host:port`` and the SHA-256 fingerprint of its TLS certificate (the form a
+    client pins). Goes out as the map ``{addr, fingerprint}``."""
+
+    addr: Annotated[str, Text(max_len=260)]
+    fingerprint: Annotated[str, Text(max_len=128, allow_empty=True)] = ""
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {}
 
 
@@ -190,7 +200,8 @@ class Welcome(Message):
 @dataclass(slots=True, frozen=True)
 class MediaKey(Message):
     """Protocol 2: the media key of the channel the session just moved to, sent to it
-    alone before the presence of the move."""
+    alone before the presence of the move; or the new key of the channel it is in,
+    sent to every member after one left (SPEC.md, "Rotation")."""
 
     TYPE = "media_key"
     channel: ChannelName

@@ -1,0 +1,359 @@
+"""The relay cluster (docs/cluster.md) on loopback: the hop, the cost, and Redis's load.
+
+Everything in one run, against a private ``redis-server`` and real relays
+(``python -m relay --cluster``), with the probe clients of relay/probe.py speaking
+protocol 2 (TLS, sealed voice):
+
+1. **Hop latency**: one datagram every 20 ms from a speaker to a listener on the
+   same relay (one hop: client -> relay -> client) and to a listener on another
+   relay of the cluster (two hops: client -> relay A -> relay B -> client); each
+   datagram reaches both, and the one timed takes turns, so both see the same
+   machine. Send to receive, in microseconds; the
+   difference of the two is what the relay-to-relay hop adds.
+2. **Forwarding cost**: one channel of ``USERS`` users, ``TALKERS`` of them talking at
+   50 datagrams/s each, all on one relay, then spread evenly over three relays.
+   Delivered datagrams (the relays' ``forwarded`` counters) per CPU-second of
+   all the relays together (/proc), in the same run.
+3. **Redis's load**: commands Redis processed (``INFO stats``) and its CPU, per
+   session that joins (auth, a channel move, a leave) and per idle second of the
+   three relays (heartbeats and registry reads); events published and delivered
+   (each event reaches every relay: pub/sub fan-out). What a 100-relay cluster
+   would ask of Redis is extrapolated from these in the report.
+
+    python -m bench.cluster [--quick] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+from bench.common import parser, summarize, write_result
+from relay import launch
+from relay.probe import ProbeClient
+from relay.protocol.messages import Bye, Join, UserJoined
+
+HOST = "127.0.0.1"
+SECRET = "the benchmark's cluster secret, long enough"
+USERS = 12
+TALKERS = 6
+RATE = 50.0  # datagrams/s per talker: one Opus frame per 20 ms
+PAYLOAD = b"\x55" * 76  # as bench/relay_load.py: a 32 kb/s frame
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+class Node:
+    """One relay of the cluster under measurement."""
+
+    def __init__(self, url: str, secret_file: str) -> None:
+        self.log: IO[str] = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in stop)
+        self.proc, self.port = launch.start_relay(
+            "--cluster", url, "--cluster-secret-file", secret_file, "--stats-interval", "3600",
+            host=HOST, log=self.log,
+        )  # fmt: skip
+
+    def cpu(self) -> float:
+        """CPU seconds (user and system) the relay has used."""
+        return _cpu(self.proc.pid)
+
+    def counters(self) -> dict[str, int]:
+        """The relay's counters now (SIGUSR1 makes it log them)."""
+        before = self._lines()
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            lines = self._lines()
+            if len(lines) > len(before):
+                return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", lines[-1])}
+            time.sleep(0.02)
+        raise TimeoutError("the relay did not log its counters")
+
+    def _lines(self) -> list[str]:
+        self.log.flush()
+        self.log.seek(0)
+        return [ln for ln in self.log.read().splitlines() if "counters:" in ln]
+
+    def stop(self) -> None:
+        launch.stop_relay(self.proc)
+        self.log.close()
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def redis_info(port: int) -> dict[str, int]:
+    """The integer fields of Redis's ``INFO stats``, by hand over a socket."""
+    with socket.create_connection((HOST, port), timeout=5) as s:
+        s.sendall(b"INFO stats\r\n")
+        data = b""
+        while not data.endswith(b"\r\n") or data.count(b"\r\n") < 3:
+            data += s.recv(65536)
+    return {k: int(v) for k, v in re.findall(r"(\w+):(\d+)\r\n", data.decode())}
+
+
+class Rig:
+    """Redis and a cluster of relays, started and stopped together."""
+
+    def __init__(self, relays: int) -> None:
+        self.redis, self.redis_port = launch.start_redis()
+        f = tempfile.NamedTemporaryFile("w", suffix=".secret", delete=False)  # noqa: SIM115
+        f.write(SECRET + "\n")
+        f.close()
+        self.secret_file = f.name
+        url = f"redis://{HOST}:{self.redis_port}/0"
+        with ThreadPoolExecutor(relays) as pool:
+            futures = [pool.submit(Node, url, self.secret_file) for _ in range(relays)]
+        self.nodes = [f.result() for f in futures if f.exception() is None]
+        if len(self.nodes) < relays:  # one did not start: nothing is left running
+            self.close()
+            raise RuntimeError(
+                f"a relay did not start: {next(f.exception() for f in futures if f.exception())}"
+            )
+
+    def close(self) -> None:
+        with ThreadPoolExecutor(max(1, len(self.nodes))) as pool:
+            list(pool.map(Node.stop, self.nodes))
+        launch.stop_redis(self.redis)
+        os.unlink(self.secret_file)
+
+
+def client(node: Node, name: str) -> ProbeClient:
+    c = ProbeClient(HOST, node.port, sealed=True, timeout=10.0)
+    c.auth(name)
+    c.register()
+    return c
+
+
+def wait_for(c: ProbeClient, user_ids: set[int]) -> None:
+    """Until ``c`` has been told of every one of ``user_ids``."""
+    assert c.welcome is not None
+    known = {u.user_id for u in c.welcome.users}
+    while not user_ids <= known:
+        m = c.recv(lambda m: isinstance(m, UserJoined))
+        assert isinstance(m, UserJoined)
+        known.add(m.user_id)
+
+
+def leave(c: ProbeClient) -> None:
+    """End the session now (``bye``): nothing stays routed in grace."""
+    c.send(Bye())
+    c.closed_by_relay(5.0)
+    c.close()
+
+
+def drain(c: ProbeClient) -> None:
+    c.udp.setblocking(False)
+    try:
+        while True:
+            c.udp.recv(4096)
+    except BlockingIOError:
+        pass
+    finally:
+        c.udp.settimeout(c.timeout)
+
+
+# --- 1. the hop --------------------------------------------------------------------------
+
+
+def hop_latency(rig: Rig, count: int) -> dict[str, Any]:
+    """Send-to-receive of one datagram, same relay against across two relays."""
+    speaker = client(rig.nodes[0], "speaker")
+    near = client(rig.nodes[0], "near")
+    far = client(rig.nodes[1], "far")
+    for c in (speaker, near, far):
+        wait_for(c, {speaker.user_id, near.user_id, far.user_id})
+    time.sleep(0.5)
+    samples: dict[str, list[float]] = {"one_relay": [], "two_relays": []}
+    lost = {"one_relay": 0, "two_relays": 0}
+    pairs = (("one_relay", near, far), ("two_relays", far, near))
+    for i in range(count):
+        # Turn about: the listener timed is read first, the other one after.
+        name, timed, other = pairs[i % 2]
+        t0 = time.perf_counter_ns()
+        speaker.send_voice(i, PAYLOAD)
+        if timed.recv_voice(0.5) is None:
+            lost[name] += 1
+        else:
+            samples[name].append((time.perf_counter_ns() - t0) / 1000)
+        other.recv_voice(0.5)
+        time.sleep(1 / RATE)
+    for c in (speaker, near, far):
+        leave(c)
+    one, two = summarize(samples["one_relay"]), summarize(samples["two_relays"])
+    return {
+        "unit": "us",
+        "one_relay": one,
+        "two_relays": two,
+        "lost": lost,
+        "added_p50_us": two["p50"] - one["p50"] if one["n"] and two["n"] else None,
+        "added_p99_us": two["p99"] - one["p99"] if one["n"] and two["n"] else None,
+    }
+
+
+# --- 2. the cost -------------------------------------------------------------------------
+
+
+def forwarding_cost(rig: Rig, seconds: float) -> dict[str, Any]:
+    """One channel of USERS users (TALKERS talking) spread over the rig's relays."""
+    relays = len(rig.nodes)
+    users = [client(rig.nodes[i % relays], f"u{i}") for i in range(USERS)]
+    ids = {u.user_id for u in users}
+    for u in users:
+        wait_for(u, ids)
+    time.sleep(0.5)
+    talkers = users[:TALKERS]  # i % relays: spread evenly when relays > 1
+    frames = int(seconds * RATE)
+    sealed = [[t.sealer.voice(i, i, PAYLOAD) for i in range(frames)] for t in talkers]  # type: ignore[union-attr]
+    idle0 = sum(n.cpu() for n in rig.nodes)  # the relays with these users, nobody talking
+    time.sleep(seconds)
+    idle_cpu = sum(n.cpu() for n in rig.nodes) - idle0
+    before = [n.counters() for n in rig.nodes]
+    cpu0 = [n.cpu() for n in rig.nodes]
+    t0 = time.monotonic()
+    for i in range(frames):
+        for t, data in zip(talkers, sealed, strict=True):
+            t.udp.sendto(data[i], t.relay)
+        if i % 10 == 0:
+            for u in users:
+                drain(u)
+        delay = t0 + (i + 1) / RATE - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    elapsed = time.monotonic() - t0
+    time.sleep(0.2)
+    cpu = sum(n.cpu() for n in rig.nodes) - sum(cpu0)
+    after = [n.counters() for n in rig.nodes]
+    for u in users:
+        leave(u)
+
+    def delta(key: str) -> int:
+        return sum(a.get(key, 0) - b.get(key, 0) for a, b in zip(after, before, strict=True))
+
+    delivered = delta("forwarded")
+    return {
+        "relays": relays,
+        "seconds": elapsed,
+        "offered_per_s": TALKERS * RATE,
+        "delivered": delivered,
+        "expected": frames * TALKERS * (USERS - 1),
+        "mesh_sent": delta("mesh_out"),
+        "cpu_s": cpu,
+        "delivered_per_cpu_s": delivered / cpu if cpu > 0 else None,
+        # The same window with nobody talking: what the relays cost idle (event loops,
+        # heartbeats, the UDP loops' wake-ups), and the forwarding's own cost without it.
+        "idle_cpu_s": idle_cpu,
+        "delivered_per_cpu_s_over_idle": delivered / (cpu - idle_cpu) if cpu > idle_cpu else None,
+    }
+
+
+# --- 3. Redis ----------------------------------------------------------------------------
+
+
+def redis_load(rig: Rig, joins: int, idle: float) -> dict[str, Any]:
+    """Redis commands and CPU per join (auth, move, leave) and per idle second."""
+    info0, cpu0 = redis_info(rig.redis_port), _cpu(rig.redis.pid)
+    time.sleep(idle)
+    info1, cpu1 = redis_info(rig.redis_port), _cpu(rig.redis.pid)
+    before = [n.counters() for n in rig.nodes]
+    t0 = time.monotonic()
+    for i in range(joins):
+        c = client(rig.nodes[i % 3], f"j{i}")
+        c.send(Join("General"))
+        c.recv_type(UserJoined)  # its own move, told back: the relay handled it
+        leave(c)
+    spent = time.monotonic() - t0
+    time.sleep(1.0)
+    info2, cpu2 = redis_info(rig.redis_port), _cpu(rig.redis.pid)
+    after = [n.counters() for n in rig.nodes]
+    idle_cmds = info1["total_commands_processed"] - info0["total_commands_processed"]
+    join_cmds = info2["total_commands_processed"] - info1["total_commands_processed"]
+    join_cmds_net = join_cmds - idle_cmds / idle * (spent + 1.0)  # the heartbeats meanwhile
+    published = sum(a["cluster_published"] - b["cluster_published"]
+                    for a, b in zip(after, before, strict=True))  # fmt: skip
+    received = sum(a["cluster_received"] - b["cluster_received"]
+                   for a, b in zip(after, before, strict=True))  # fmt: skip
+    return {
+        "relays": len(rig.nodes),
+        "idle_commands_per_s": idle_cmds / idle,
+        "idle_commands_per_s_per_relay": idle_cmds / idle / len(rig.nodes),
+        "idle_redis_cpu_per_s": (cpu1 - cpu0) / idle,
+        "joins": joins,
+        "commands_per_join": join_cmds_net / joins,
+        "redis_cpu_us_per_join": (cpu2 - cpu1 - (cpu1 - cpu0) / idle * (spent + 1.0)) / joins * 1e6,
+        "events_published_per_join": published / joins,
+        "events_delivered_per_join": received / joins,
+        "pubsub_fanout": received / published if published else None,
+        "join_seconds": spent,
+    }
+
+
+def hundred(doc: dict[str, Any]) -> dict[str, Any]:
+    """What 100 relays would ask of Redis, from the 3-relay numbers (linear in what grows)."""
+    r = doc["redis"]
+    per_relay = r["idle_commands_per_s_per_relay"]
+    return {
+        # Each relay's heartbeat is one SET and two reads a second, but each read returns
+        # every relay's record: 100 relays read 100 x 100 records a second.
+        "idle_commands_per_s": per_relay * 100,
+        "registry_records_read_per_s": 100 * 100,
+        # Every event reaches every relay: one join's events, 100 deliveries each.
+        "deliveries_per_join": r["events_published_per_join"] * 100,
+        "commands_per_join": r["commands_per_join"],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = parser(__doc__ or "")
+    ap.add_argument("--seconds", type=float, default=10.0, help="of load per configuration")
+    args = ap.parse_args(argv)
+    if not launch.redis_available():
+        raise SystemExit("bench.cluster needs redis-server (scripts/setup.sh installs it)")
+    seconds = 1.0 if args.quick else args.seconds
+    load = os.getloadavg()[0]
+    result: dict[str, Any] = {"quick": args.quick, "load_before": load}
+    rig = Rig(1)
+    try:
+        one = forwarding_cost(rig, seconds)
+    finally:
+        rig.close()
+    rig = Rig(3)
+    try:
+        result["hop"] = hop_latency(rig, 20 if args.quick else 500)
+        result["cost"] = {"one_relay": one, "three_relays": forwarding_cost(rig, seconds)}
+        result["redis"] = redis_load(rig, 3 if args.quick else 60, 1.0 if args.quick else 5.0)
+    finally:
+        rig.close()
+    result["hundred_relays"] = hundred(result)
+    result["load_after"] = os.getloadavg()[0]
+    path = write_result("cluster", result, args.out)
+    print_table(result)
+    print(f"wrote {path}")
+    return result
+
+
+def print_table(r: dict[str, Any]) -> None:
+    print(f"load {r['load_before']:.1f} -> {r['load_after']:.1f}")
+    h = r["hop"]
+    for name in ("one_relay", "two_relays"):
+        s = h[name]
+        if s.get("n"):
+            print(f"{name:11s} p50 {s['p50']:7.0f} us  p99 {s['p99']:7.0f} us  n {s['n']}")
+    print(f"the relay-to-relay hop adds p50 {h['added_p50_us']} us, p99 {h['added_p99_us']} us")
+    for name, c in r["cost"].items():
+        print(f"{name}: {c['delivered']}/{c['expected']} delivered, {c['cpu_s']:.2f} CPU-s, "
+              f"{c['delivered_per_cpu_s']} per CPU-s, mesh {c['mesh_sent']}")  # fmt: skip
+    print({k: v for k, v in r["redis"].items()})
+    print(r["hundred_relays"])
+
+
+if __name__ == "__main__":
+    main()
