@@ -31,6 +31,7 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay.names import NameRefused, normalize_name
 from relay.protocol.errors import ProtocolError
 from relay.protocol.messages import MAX_CHANNEL, MAX_NAME, MAX_TEXT
 from relay.protocol.widths import U32_MAX
@@ -74,10 +75,32 @@ def _str(obj: dict[str, Any], key: str, max_len: int, allow_empty: bool = False)
     return value
 
 
+def _name(obj: dict[str, Any], key: str, allow_empty: bool = False) -> str:
+    """A user's name as its relay took it: one the name rules accept (the session table
+    claims it, and shows it to everyone)."""
+    value = _str(obj, key, MAX_NAME, allow_empty)
+    if value:
+        try:
+            normalize_name(value)
+        except NameRefused as exc:
+            raise ProtocolError(f"field {key!r}: {exc}") from None
+    return value
+
+
 def _int(obj: dict[str, Any], key: str, low: int = 0, high: int = U32_MAX) -> int:
     value = obj.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise ProtocolError(f"field {key!r} must be an integer in {low}..{high}")
+    return value
+
+
+def _addr(obj: dict[str, Any], key: str) -> str:
+    """``host:port`` (an IPv6 host in brackets), port 1..65535 in decimal digits."""
+    value = _str(obj, key, MAX_ADDR)
+    host, _sep, port = value.rpartition(":")
+    if not host.strip("[]") or not port.isascii() or not port.isdigit() \
+            or not 1 <= int(port) <= 0xFFFF:  # fmt: skip
+        raise ProtocolError(f"field {key!r} must be host:port, port 1..65535")
     return value
 
 
@@ -109,8 +132,8 @@ class RelayRecord:
         return cls(
             _str(o, "id", MAX_RELAY_ID),
             _int(o, "num", 1),
-            _str(o, "tcp", MAX_ADDR),
-            _str(o, "udp", MAX_ADDR),
+            _addr(o, "tcp"),
+            _addr(o, "udp"),
             _str(o, "fingerprint", MAX_FINGERPRINT, allow_empty=True),
         )
 
@@ -146,7 +169,7 @@ class RemoteUser:
             raise ProtocolError("a user must be a JSON object")
         return cls(
             _int(o, "user_id", 1),
-            _str(o, "name", MAX_NAME),
+            _name(o, "name"),
             _str(o, "channel", MAX_CHANNEL),
             _str(o, "relay", MAX_RELAY_ID),
             _bool(o, "muted"),
@@ -317,7 +340,7 @@ def parse_event(data: bytes | str) -> Event:
         ts = o.get("ts")
         if not isinstance(ts, int | float) or isinstance(ts, bool) or ts != ts:
             raise ProtocolError("field 'ts' must be a number")
-        return Said(relay, _int(o, "user_id"), _str(o, "name", MAX_NAME, allow_empty=True),
+        return Said(relay, _int(o, "user_id"), _name(o, "name", allow_empty=True),
                     _str(o, "channel", MAX_CHANNEL), _str(o, "text", MAX_TEXT),
                     float(ts))  # fmt: skip
     user_id = _int(o, "user_id", 1)

@@ -195,6 +195,7 @@ class ControlServer:
         # table's outbox is then sent on), and asked for a token this relay does not hold.
         self.after_apply: Callable[[], None] | None = None
         self.resume: Callable[[int], Awaitable[SessionRecord | None]] | None = None
+        self._resumes: set[asyncio.Task[None]] = set()  # lookups under way: held, and ended
 
     # --- per connection --------------------------------------------------------------
 
@@ -316,7 +317,11 @@ class ControlServer:
         if conn.closing:
             return  # closed by an earlier message (or a refusal): the rest is not read
         if conn.held is not None:  # after a reconnect still being looked up: in order, later
-            conn.held.append((item, verdict))
+            held = conn.held
+            # Nothing after a message that closes the connection is handled: a flood
+            # meanwhile holds at most the burst and the refusals before the close.
+            if not held or held[-1][1] is not Verdict.CLOSE:
+                held.append((item, verdict))
             return
         self._judge(conn, item, verdict)
 
@@ -354,7 +359,9 @@ class ControlServer:
         elif isinstance(msg, Reconnect):
             if self.resume is not None and s.by_token(msg.token) is None and not s.by_conn(conn.id):
                 conn.held = []  # the cluster's directory may hold it: look, then go on
-                asyncio.get_running_loop().create_task(self._resume(conn, msg))
+                task = asyncio.get_running_loop().create_task(self._resume(conn, msg))
+                self._resumes.add(task)
+                task.add_done_callback(self._resumes.discard)
                 return
             actions = s.reconnect(conn.id, msg.token, self.clock(), msg.version)
             session = s.by_conn(conn.id)
@@ -782,6 +789,9 @@ class ControlServer:
         if self._feedback_timer is not None:
             self._feedback_timer.cancel()
             self._feedback_timer = None
+        for task in list(self._resumes):  # a cluster's lookups: their connections close now
+            task.cancel()
+        await asyncio.gather(*self._resumes, return_exceptions=True)
         conns = list(self._conns.values())
         for conn in conns:
             self._send(conn, Bye())

@@ -808,6 +808,18 @@ class SessionTable:
         user = record.user
         if record.token in self._by_token or user.user_id in self._by_user:
             return self.reconnect(conn, record.token, now, version)
+        out: list[Action] = []  # held to the table's bounds as an auth is
+        if self.max_per_source and self.sessions_of(source) >= self.max_per_source:
+            evicted = self._evict_oldest_graced(source)
+            if evicted is None:
+                msg = f"at most {self.max_per_source} sessions from one address"
+                return [_error(conn, "too_many_sessions", msg)]
+            out += evicted
+        if len(self._by_token) >= self.max_sessions:
+            evicted = self._evict_oldest_graced(None)
+            if evicted is None:
+                return [*out, _error(conn, "server_full", "the relay has no room for a session")]
+            out += evicted
         channel = user.channel if user.channel in self.channels else self.default_channel
         gone = self.remote.pop(user.user_id, None)
         if gone is not None:
@@ -830,14 +842,14 @@ class SessionTable:
             self._added.append(session.token)
         self._tell(cc.Resumed(self._remote_user(session), session.token), session)
         # A channel this relay lacks (the relays' channel lists differ): the default one.
-        return [SendFrames((conn,), self._welcome(session))]
+        return [*out, SendFrames((conn,), self._welcome(session))]
 
     def release(self, token: int, user: cc.RemoteUser) -> list[Action]:
         """The session of ``token`` was resumed on another relay: drop it here without a
         word to anyone (its connection, if still open, is closed) and show it as ``user``."""
         session = self._by_token.get(token)
-        if session is None:
-            return []
+        if session is None or session.user_id != user.user_id:
+            return []  # not one session's token and user: nobody is let go
         out: list[Action] = []
         if session.conn is not None:
             out.append(Close(session.conn, "session resumed on another relay"))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from relay import cluster_core as cc
+from relay.names import NameRefused, normalize_name
 from relay.protocol.errors import ProtocolError
 
 ME = "me"
@@ -30,10 +32,20 @@ def view(*alive: str, grace: float = 10.0) -> cc.ClusterView:
 
 # --- records and events ---------------------------------------------------------------
 
+
+def _takes(name: str) -> bool:
+    try:
+        normalize_name(name)
+    except NameRefused:
+        return False
+    return True
+
+
+names = st.text(min_size=1, max_size=32).filter(_takes)  # names a relay takes
 users = st.builds(
     cc.RemoteUser,
     st.integers(1, 2**32 - 1),
-    st.text(min_size=1, max_size=32),
+    names,
     st.text(min_size=1, max_size=64),
     st.text(min_size=1, max_size=64),
     st.booleans(),
@@ -48,7 +60,7 @@ events = st.one_of(
     st.builds(cc.State, st.text(min_size=1, max_size=64), st.integers(1, 2**32 - 1),
               st.booleans(), st.booleans(), st.booleans()),
     st.builds(cc.Said, st.text(min_size=1, max_size=64), st.integers(0, 2**32 - 1),
-              st.text(max_size=32), st.text(min_size=1, max_size=64),
+              st.just("") | names, st.text(min_size=1, max_size=64),
               st.text(min_size=1, max_size=200), st.floats(0, 2e9)),
     st.builds(cc.Resumed, users, st.integers(1, 2**32 - 1)),
     st.builds(cc.Synced, st.text(min_size=1, max_size=64), st.lists(users, max_size=5).map(tuple)),
@@ -77,6 +89,25 @@ def test_relay_records_round_trip() -> None:
     r = rec("a", 1)
     assert cc.RelayRecord.parse(bytes(r)) == r
     assert r.udp_addr() == ("10.0.0.1", 8080)
+
+
+@pytest.mark.parametrize("addr", ["x", "h:", ":8080", "h:x", "h:0", "h:70000", "h:-1", "h:+80",
+                                  "h: 80", "h:8_080", "[::1]:99999"])  # fmt: skip
+def test_a_relay_record_whose_address_is_no_host_and_port_is_our_error(addr: str) -> None:
+    # Redis is input: a port that does not parse would stop the cluster's task, and one
+    # out of range would stop the UDP loop at its first mesh datagram (sendto raises).
+    for field in ("tcp", "udp"):
+        o = {"id": "a", "num": 1, "tcp": "h:1", "udp": "h:1", "fingerprint": "", field: addr}
+        with pytest.raises(ProtocolError):
+            cc.RelayRecord.parse(json.dumps(o))
+
+
+@given(st.text(max_size=40))
+def test_a_parsed_relay_records_udp_address_is_a_host_and_a_port(addr: str) -> None:
+    o = {"id": "a", "num": 1, "tcp": addr, "udp": addr, "fingerprint": ""}
+    with contextlib.suppress(ProtocolError):
+        host, port = cc.RelayRecord.parse(json.dumps(o)).udp_addr()
+        assert host and 1 <= port <= 65535
 
 
 @pytest.mark.parametrize(
@@ -220,3 +251,38 @@ def test_any_stream_of_events_keeps_the_view_sound(items: list[object]) -> None:
             expected = {rec(r, n).udp_addr() for r, n in (("a", 1), ("b", 2))
                         if r in v.alive and (channel, r) in members}  # fmt: skip
             assert set(dests) == expected and len(dests) == len(set(dests))
+
+
+@pytest.mark.parametrize("name", ["\u202eevil", "a\x00b", "   ", "a" + "\u0301" * 9])
+def test_a_user_whose_name_the_rules_refuse_is_our_error(name: str) -> None:
+    # The session table claims every remote user's name: a name the rules refuse raised
+    # there, mid-batch, and the rest of the batch (other users, their joins) was lost.
+    u = {"user_id": 7, "name": name, "channel": "Lobby", "relay": "a"}
+    for data in (
+        {"kind": "joined", "user": u},
+        {"kind": "resumed", "user": u, "token": 9},
+        {"kind": "synced", "relay": "a", "users": [u]},
+        {"token": 9, **u, "udp_key": ""},
+    ):
+        parse = cc.SessionRecord.parse if "token" in data and "kind" not in data else cc.parse_event
+        with pytest.raises(ProtocolError):
+            parse(json.dumps(data))
+    said = {"kind": "said", "relay": "a", "user_id": 7, "name": name, "channel": "Lobby",
+            "text": "hi", "ts": 1.0}  # fmt: skip
+    if name.strip():  # an empty name is the operator's
+        with pytest.raises(ProtocolError):
+            cc.parse_event(json.dumps(said))
+
+
+@given(st.text(max_size=40))
+def test_any_user_that_parses_can_be_shown_by_a_session_table(name: str) -> None:
+    from relay.session_table import SessionTable
+
+    t = SessionTable(["Lobby"], grace=10.0, sealed=True)
+    u = {"kind": "joined", "user": {"user_id": 7, "name": name, "channel": "Lobby", "relay": "a"}}
+    try:
+        event = cc.parse_event(json.dumps(u))
+    except ProtocolError:
+        return
+    assert isinstance(event, cc.Joined)
+    t.remote_join(event.user)  # never raises: the name is one the rules take

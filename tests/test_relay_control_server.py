@@ -368,3 +368,62 @@ def test_a_ping_is_answered_while_a_join_storm_is_still_being_worked_off(
         assert session is not None and session.channel == "Lobby"
 
     run(body, ControlLimits(rate=1e9, burst=1e9, address_join_rate=0))
+
+
+def test_a_flood_sent_during_a_reconnect_lookup_is_not_all_held() -> None:
+    # A cluster looks an unknown token up in Redis (up to seconds when Redis is slow)
+    # and holds what the connection sends meanwhile. Past the message rate every
+    # message is refused, and the connection is closed at the MAX_ERRORS-th refusal:
+    # nothing after that is ever handled, so it must not be held either.
+    flood = 5000
+    limits = ControlLimits(rate=1, burst=5)
+
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        release = asyncio.Event()
+
+        async def slow_lookup(token: int) -> None:
+            await release.wait()
+
+        control.resume = slow_lookup
+        r, w = await connect()
+        w.write(encode_message(Reconnect(token=12345)))
+        w.write(encode_message(Join(channel="Music")) * flood)
+        await w.drain()
+        deadline = time.monotonic() + 10
+        while not control._conns and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        (conn,) = control._conns.values()
+        while conn.policy.errors < flood - limits.burst and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # until the relay read (and judged) the whole flood
+        assert conn.policy.errors >= flood - limits.burst
+        assert conn.held is not None
+        assert len(conn.held) <= limits.burst + MAX_ERRORS
+        release.set()
+        data = await read_until_closed(r)
+        assert b"unknown_token" in data and b"rate_limited" in data
+
+    run(body, limits)
+
+
+def test_shutdown_ends_a_reconnect_lookup_still_under_way() -> None:
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        asked = asyncio.Event()
+
+        async def endless_lookup(token: int) -> None:
+            asked.set()
+            await asyncio.Event().wait()  # Redis that never answers
+
+        control.resume = endless_lookup
+        _r, w = await connect()
+        w.write(encode_message(Reconnect(token=12345)))
+        await asyncio.wait_for(asked.wait(), 10)
+        await control.shutdown()
+        await asyncio.sleep(0)
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not any("_resume" in repr(t.get_coro()) for t in left)
+
+    run(body)

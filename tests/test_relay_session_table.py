@@ -1157,3 +1157,35 @@ def test_the_operators_mute_is_told_to_the_cluster_and_kept_by_a_resume_elsewher
     assert resumed is not None and resumed.server_muted and 77 in other.silenced
     other.check()
     t.check()
+
+
+def test_a_resume_from_the_directory_is_held_to_the_tables_bounds() -> None:
+    from relay import cluster_core as cc
+
+    def record(token: int, uid: int) -> cc.SessionRecord:
+        return cc.SessionRecord(token, cc.RemoteUser(uid, f"u{uid}", "Lobby", "there"), bytes(32))
+
+    t = cluster_table()
+    t.max_sessions, t.max_per_source = 2, 1
+    t.auth(1, "ann", "10.0.0.1", version=2)
+    # As an auth is: at most max_per_source from one address, max_sessions in all.
+    welcome(t.adopt(2, record(41, 7), 1.0, version=2, source="10.0.0.2"), 2)
+    (err,) = direct(t.adopt(3, record(42, 8), 1.0, version=2, source="10.0.0.1"), 3)
+    assert isinstance(err, Error) and err.code == "too_many_sessions"
+    (err,) = direct(t.adopt(4, record(43, 9), 1.0, version=2, source="10.0.0.3"), 4)
+    assert isinstance(err, Error) and err.code == "server_full"
+    assert len(t) == 2 and t.by_token(42) is None and t.by_token(43) is None
+    t.check()
+
+
+def test_a_release_whose_token_is_not_that_users_lets_nobody_go() -> None:
+    from relay import cluster_core as cc
+
+    # A resumed event from Redis names a user of ours and a token: both must be one
+    # session's, or another user would be dropped without a word to anyone.
+    t = cluster_table()
+    ann = welcome(t.auth(1, "ann", version=2), 1)
+    bob = welcome(t.auth(2, "bob", version=2), 2)
+    assert t.release(bob.token, cc.RemoteUser(ann.user_id, "ann", "Lobby", "there")) == []
+    assert t.by_token(bob.token) is not None and t.by_token(ann.token) is not None
+    t.check()
