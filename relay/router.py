@@ -236,7 +236,7 @@ def add_unbound(prev: RouteTable, sessions: Iterable[tuple[int, int, str]]) -> R
 
     Equal to a rebuild of their channels (:meth:`RouteTable.update`) at the cost of
     a dict copy: an unbound session changes no one else's destinations, and its own
-    are every bound address of its channel, which one existing member's route
+    are every bound address of its channel, which an existing member's route
     already holds. This keeps an auth's cost flat as the default channel fills.
     """
     routes = dict(prev.routes)
@@ -244,22 +244,30 @@ def add_unbound(prev: RouteTable, sessions: Iterable[tuple[int, int, str]]) -> R
     members = dict(prev.members)
     for token, uid, channel in sessions:
         others = members.get(channel, ())
-        tunnels: tuple[int, ...] = ()
-        if others:
-            first = routes[others[0]]
-            tunnels = first.tunnels
-            if first.tunnelled:
-                dests, tunnels = first.dests, (*tunnels, others[0])
-            elif first.addr is None:
-                dests = first.dests
-            else:
-                dests = (*first.dests, first.addr)
-        else:
-            dests = NOWHERE
+        dests, tunnels = _heard_in(routes, others)
         routes[token] = Route(_U32.pack(uid), None, dests, NOWHERE, tunnels=tunnels)
         user_of[token] = uid
         members[channel] = (*others, token)
     return RouteTable(routes, prev.whisper, user_of, members, prev.tunnel_of)
+
+
+def _heard_in(routes: dict[int, Route], members: tuple[int, ...]) -> tuple[Dests, tuple[int, ...]]:
+    """Where an unbound newcomer to a channel of ``members`` sends: every bound UDP
+    address there and every tunnelled token, read off one member's route.
+
+    A route's ``dests`` leave out its own address. A member on UDP is a listener
+    there, so its address is put back. A tunnelled member's address may be a
+    listener's too (a member on UDP may share it: two sessions of one client), which
+    its route cannot tell, so such a member is passed over; if every member is one,
+    none is on UDP. It reads at most one route more than the tunnelled members with an
+    address that come first in ``members``."""
+    for t in members:
+        r = routes[t]
+        if not r.tunnelled:
+            return (r.dests if r.addr is None else (*r.dests, r.addr)), r.tunnels
+        if r.addr is None:
+            return r.dests, (*r.tunnels, t)
+    return NOWHERE, members
 
 
 def remove_unbound(prev: RouteTable, sessions: Iterable[tuple[int, str]]) -> RouteTable:

@@ -353,10 +353,11 @@ class SessionTable:
 
     def take_gone(self) -> list[tuple[int, str]]:
         """``(token, channel)`` of the sessions that never had a UDP address and were
-        removed, or moved out of ``channel``, since the last call: the router drops
-        their routes without rebuilding the channel (:func:`relay.router.remove_unbound`);
-        their channels are not dirty for them. A moved one is listed by
-        :meth:`take_added` too, in its new channel."""
+        removed, or moved out of ``channel``, since the last call, from a channel with no
+        other change: the router drops their routes without rebuilding the channel
+        (:func:`relay.router.remove_unbound`); their channels are not dirty for them. A
+        moved one is listed by :meth:`take_added` too, in its new channel. (From a dirty
+        channel they go with its rebuild; one moved is rebuilt in its new channel too.)"""
         gone, self._gone = self._gone, []
         return gone
 
@@ -510,7 +511,7 @@ class SessionTable:
         self.channels[channel].add(session.token)
         self._set_packed(session)
         self._tell(cc.Moved(self.relay_id, session.user_id, channel), session)
-        if session.udp_addr is None and not session.tunnel and not session.server_muted:
+        if self._unrouted(session, old) and not session.server_muted:
             # In no one's routes: it leaves one channel's and enters another's on its own
             # (a muted one is rebuilt with its channel, which carries the mute).
             self.version += 1
@@ -1000,7 +1001,7 @@ class SessionTable:
         self._names.release(session.name)
         self.channels[session.channel].discard(session.token)
         self._left(session.channel)
-        if session.udp_addr is None and not session.tunnel:  # in no one's routes
+        if self._unrouted(session, session.channel):
             self.version += 1
             self._gone.append((session.token, session.channel))
         else:
@@ -1025,6 +1026,16 @@ class SessionTable:
     def _set_packed(self, session: Session) -> None:
         self._packed[session.token] = pack_user(session.info())
         self._snapshot = None
+
+    def _unrouted(self, session: Session, channel: str) -> bool:
+        """``session``, in ``channel``, is in no one's routes as last built and those
+        routes list it in ``channel``: the router may drop it alone (take_gone).
+
+        It has no UDP address nor the tunnel, and ``channel`` has no change pending: a
+        tunnel that went off since the last build (still in its channel's routes) or a
+        rename (the routes know the old name) left it dirty, and its rebuild drops the
+        session anyway, at no further cost."""
+        return session.udp_addr is None and not session.tunnel and channel not in self._dirty
 
     def _changed(self, *channels: str) -> None:
         self.version += 1

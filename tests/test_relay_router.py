@@ -9,7 +9,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.protocol.datagram import HEADER_SIZE, MAX_DATAGRAM, VoiceDatagram
-from relay.router import RECV_SIZE, Addr, Router, RouteTable, VoiceLimit, remove_unbound
+from relay.router import (
+    RECV_SIZE,
+    Addr,
+    Route,
+    Router,
+    RouteTable,
+    VoiceLimit,
+    add_unbound,
+    remove_unbound,
+)
 
 A: Addr = ("127.0.0.1", 1001)
 B: Addr = ("127.0.0.1", 1002)
@@ -317,3 +326,41 @@ def test_removing_unbound_sessions_equals_a_rebuild() -> None:
     want = RouteTable.update(table, {"L", "M"}, [e for e in entries if e[0] in (1, 3)])
     assert got == want and got.members == {"L": (1, 3)}
     assert table.members["L"] == (1, 2, 3)  # the old table is untouched
+
+
+def heard(route: Route) -> tuple[frozenset[Addr], int, frozenset[int], int]:
+    """Where a route's voice goes, destination order left out."""
+    return frozenset(route.dests), len(route.dests), frozenset(route.tunnels), len(route.tunnels)
+
+
+def test_a_newcomer_behind_a_tunnelled_member_sharing_an_address_hears_the_udp_one() -> None:
+    # Token 1 is tunnelled and bound where token 2 (on UDP) is: two sessions of one
+    # client. Token 1's dests leave A out (its own address), so a newcomer that copied
+    # them sent nothing to token 2 (the SessionMachine found it).
+    entries: list[tuple[int, int, str, Addr | None]] = [(1, 11, "L", A), (2, 12, "L", A)]
+    table = RouteTable.build(entries, tunnelled={1})
+    assert table.members["L"] == (1, 2) and table.routes[1].dests == ()
+    got = add_unbound(table, [(3, 13, "L")]).routes[3]
+    assert got.dests == (A,) and got.tunnels == (1,)
+    everyone_tunnelled = RouteTable.build([(1, 11, "L", A), (2, 12, "L", B)], tunnelled={1, 2})
+    got = add_unbound(everyone_tunnelled, [(3, 13, "L")]).routes[3]
+    assert got.dests == () and set(got.tunnels) == {1, 2}
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from([None, A, B, C]), st.booleans()), min_size=0, max_size=6),
+    st.integers(1, 3),
+)
+def test_adding_unbound_sessions_equals_a_rebuild(
+    members: list[tuple[Addr | None, bool]], newcomers: int
+) -> None:
+    entries = [(t, 100 + t, "L", addr) for t, (addr, _) in enumerate(members, 1)]
+    tunnelled = {t for t, (_, on) in enumerate(members, 1) if on}
+    table = RouteTable.build(entries, tunnelled)
+    new = [(t, 100 + t, "L") for t in range(len(members) + 1, len(members) + 1 + newcomers)]
+    got = add_unbound(table, new)
+    want = RouteTable.build(entries + [(t, u, c, None) for t, u, c in new], tunnelled)
+    assert {t: heard(r) for t, r in got.routes.items()} == {
+        t: heard(r) for t, r in want.routes.items()
+    }
+    assert got.members == want.members and got.user_of == want.user_of
