@@ -1044,7 +1044,7 @@ class SessionTable:
     def _new_token(self) -> int:
         """A secret session token: 64 random bits in protocol 2, where it travels only
         inside TLS (a guess at 64 a second from each of 10,000 addresses finds one of
-        10,000 sessions in about 900 years; 32 bits took minutes). Protocol 1's voice
+        10,000 sessions in about 90 years; with 32 bits, in under a second). Protocol 1's voice
         header has room for 32 (SPEC.md)."""
         bits = 64 if self.sealed else 32
         while True:
