@@ -315,7 +315,7 @@ def test_a_capture_of_a_call_holds_no_secret_and_no_speech(tmp_path: Path) -> No
                     for c in (alice, bob):
                         e = c.view.endpoint
                         assert e is not None and e.udp_key and e.media_key
-                        secrets += [e.udp_key, e.media_key, e.token.to_bytes(4, "big")]
+                        secrets += [e.udp_key, e.media_key, e.token.to_bytes(8, "big")]
     finally:
         tap.close()
         stop_relay(proc)

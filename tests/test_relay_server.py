@@ -1128,7 +1128,7 @@ def test_sealed_voice_reaches_the_channel_and_carries_no_secret(sealed: RelayPro
             assert got is not None and got.payload == b"hello" and got.token == a.user_id
         assert quiet(a)
         assert a.welcome is not None and a.welcome.udp_key is not None
-        assert a.welcome.udp_key not in sent and a.token.to_bytes(4, "big") not in sent
+        assert a.welcome.udp_key not in sent and a.token.to_bytes(8, "big") not in sent
         assert b"hello" not in sent
 
 
