@@ -466,6 +466,6 @@ def test_a_dual_stack_relay_takes_a_call_over_ipv4_and_ipv6_at_once() -> None:
             for c in (four, six):
                 assert c.view.network is not None and c.view.network.registered
                 assert _path(c.view) == "udp"
-            assert six.view.state.server == "::1:" + str(port)
+            assert six.view.state.server == f"[::1]:{port}"  # as a user writes it
     finally:
         stop_relay(proc)

@@ -35,7 +35,7 @@ from pipeline.core.relays import Relay, server_text
 from pipeline.ipc import events as ev
 from pipeline.ipc import tunnel_socket as ts
 from pipeline.stages.runtime import StageRuntime, Wiring
-from relay.protocol.widths import U32_MAX
+from relay.protocol.widths import U64_MAX
 from relay.tls import client_context, fingerprint
 from relay.voice_queue import RETRY, VoiceQueue, kernel_unsent
 
@@ -193,7 +193,7 @@ def _load_token(path: Path | None) -> int:
         text = path.read_text().strip()
     except OSError:
         return 0
-    return int(text) if text.isdigit() and 0 < int(text) <= U32_MAX else 0
+    return int(text) if text.isdigit() and 0 < int(text) <= U64_MAX else 0
 
 
 def _save_token(path: Path, token: int) -> None:
