@@ -61,6 +61,7 @@ from pipeline.core.redundancy import (
     REDUNDANT_COMPLEXITY,
     RedundantFrames,
     backs_for,
+    fec_hint,
     wanted_depth,
 )
 from pipeline.core.speakers import Speakers
@@ -371,9 +372,9 @@ def burst_memory(seeds: list[int], loops: int = 3) -> dict[str, Any]:
                     if cond.loss_percent
                     else set()
                 )
+                hint = int(fec_hint(cond.loss_percent, depth))  # as the encode stage tells it
                 runs.append(red_bitrate_run(REDUNDANT_BITRATE, lost, loops, backs, fec=fec,
-                                            plc=plc, adaptive=True,
-                                            loss_hint=int(cond.loss_percent)))  # fmt: skip
+                                            plc=plc, adaptive=True, loss_hint=hint))  # fmt: skip
             pesqs = [r["pesq_wb"] for r in runs]
             row = {"condition": cond.name, "mode": mode, **runs[0],
                    "pesq_wb": round(float(np.mean(pesqs)), 3), "pesq_runs": pesqs,

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from pipeline.core.redundancy import (
     BURSTY,
+    COPIES_FEC_HINT,
     DOWN_HOLD,
     HEAVY_LOSS,
     MAX_BACK,
@@ -17,6 +18,7 @@ from pipeline.core.redundancy import (
     RedundancyPolicy,
     RedundantFrames,
     backs_for,
+    fec_hint,
     wanted_depth,
 )
 from relay.protocol.voice_body import MAX_BODY, MAX_PRIMARY, Redundant, VoiceBody
@@ -115,3 +117,9 @@ def test_any_frames_give_bodies_that_fit_and_parse(
         assert len(body) <= MAX_BODY and parsed.primary == primary
         assert len(parsed.redundant) <= depth
         assert all(r.back in backs for r in parsed.redundant)
+
+
+def test_while_copies_are_sent_the_fec_hint_is_low() -> None:
+    assert fec_hint(10.0, 0) == 10.0  # no copies: FEC is all there is
+    assert fec_hint(10.0, 1) == fec_hint(10.0, 3) == COPIES_FEC_HINT
+    assert fec_hint(1.0, 2) == 1.0  # never raised

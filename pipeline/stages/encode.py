@@ -32,6 +32,7 @@ from pipeline.core.redundancy import (
     RedundancyPolicy,
     RedundantFrames,
     backs_for,
+    fec_hint,
 )
 from pipeline.core.talk import TalkError, TalkGate, check_mode
 from pipeline.ipc import events as ev
@@ -130,7 +131,7 @@ class _Settings:
     def update(self, now: float) -> None:
         """Tell the encoder the hint at ``now``, if its whole percent changed."""
         hint, self.source = self.hint.value(now)
-        self.policy.update(self.hint.figures(now), now)
+        hint = fec_hint(hint, self.policy.update(self.hint.figures(now), now))
         if int(hint) != self.loss_percent:
             self.encoder.set_loss_percent(int(hint))
             self.loss_percent = int(hint)
