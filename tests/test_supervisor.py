@@ -376,8 +376,10 @@ def test_a_restarted_playback_stage_keeps_its_recording_and_its_latency(
         b.pump(2.0)
 
         def normal_depth(v: ClientView) -> bool:
+            # What the adaptive playout aims for on this path (its target and the slack it
+            # leaves, at most 50 ms) and two frames of scheduling, as after a frozen relay.
             st = v.speaker(a_id)
-            return st is not None and st.depth <= 4
+            return st is not None and st.depth * 20 <= max(80.0, st.target_ms + 50 + 40)
 
         # While no sink took frames the jitter buffer filled up: it must not stay that deep.
         b.until(normal_depth, 5, "playout back to its normal depth")
