@@ -411,18 +411,9 @@ class SessionTable:
         refused = self._version_error(conn, version)
         if refused is not None:
             return [refused]
-        out: list[Action] = []
-        if self.max_per_source and self.sessions_of(source) >= self.max_per_source:
-            evicted = self._evict_oldest_graced(source)
-            if evicted is None:
-                msg = f"at most {self.max_per_source} sessions from one address"
-                return [_error(conn, "too_many_sessions", msg)]
-            out += evicted
-        if len(self._by_token) >= self.max_sessions:
-            evicted = self._evict_oldest_graced(None)
-            if evicted is None:
-                return [_error(conn, "server_full", "the relay has no room for another session")]
-            out += evicted
+        out, refused = self._make_room(conn, source)
+        if refused is not None:
+            return [*out, refused]
         try:
             name = self._names.claim(name)
         except NameRefused as exc:
@@ -807,18 +798,9 @@ class SessionTable:
         user = record.user
         if record.token in self._by_token or user.user_id in self._by_user:
             return self.reconnect(conn, record.token, now, version)
-        out: list[Action] = []  # held to the table's bounds as an auth is
-        if self.max_per_source and self.sessions_of(source) >= self.max_per_source:
-            evicted = self._evict_oldest_graced(source)
-            if evicted is None:
-                msg = f"at most {self.max_per_source} sessions from one address"
-                return [_error(conn, "too_many_sessions", msg)]
-            out += evicted
-        if len(self._by_token) >= self.max_sessions:
-            evicted = self._evict_oldest_graced(None)
-            if evicted is None:
-                return [*out, _error(conn, "server_full", "the relay has no room for a session")]
-            out += evicted
+        out, refused = self._make_room(conn, source)  # held to the table's bounds as an auth is
+        if refused is not None:
+            return [*out, refused]
         channel = user.channel if user.channel in self.channels else self.default_channel
         gone = self.remote.pop(user.user_id, None)
         if gone is not None:
@@ -1040,6 +1022,24 @@ class SessionTable:
     def _changed(self, *channels: str) -> None:
         self.version += 1
         self._dirty.update(channels)
+
+    def _make_room(self, conn: int, source: str) -> tuple[list[Action], Send | None]:
+        """Room for one more session from ``source``: the graced sessions evicted for it
+        (oldest first, of that address past its cap, then of anyone past the table's),
+        and the refusal to send ``conn`` if there is none to evict."""
+        out: list[Action] = []
+        if self.max_per_source and self.sessions_of(source) >= self.max_per_source:
+            evicted = self._evict_oldest_graced(source)
+            if evicted is None:
+                msg = f"at most {self.max_per_source} sessions from one address"
+                return out, _error(conn, "too_many_sessions", msg)
+            out += evicted
+        if len(self._by_token) >= self.max_sessions:
+            evicted = self._evict_oldest_graced(None)
+            if evicted is None:
+                return out, _error(conn, "server_full", "the relay has no room for another session")
+            out += evicted
+        return out, None
 
     def _new_token(self) -> int:
         """A secret session token: 64 random bits in protocol 2, where it travels only
