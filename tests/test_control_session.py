@@ -746,6 +746,20 @@ def test_a_lost_relay_is_tried_once_then_the_next_with_reconnect_first() -> None
     assert state.state == ev.CONNECTED and state.server == "b:2"
 
 
+def test_a_full_relay_is_left_for_the_next_at_once() -> None:
+    s = ControlSession(name="me", host="a", port=1, fallbacks=[("b", 2)])
+    s.connected(0.0)
+    assert sent(s) == [Auth("me", PROTOCOL)]
+    s.received(encode_message(Error("server_full", "the relay has no room")), 0.1)
+    assert s.take_close() and (s.host, s.port) == ("b", 2) and s.connect_due(0.1)
+    last = states(s)[-1]
+    assert last.state == ev.RECONNECTING and "server_full" in last.reason
+    s.connected(0.2)
+    assert sent(s) == [Auth("me", PROTOCOL)]
+    s.received(welcome(), 0.3)
+    assert s.state == ev.CONNECTED and not s.take_close()
+
+
 def test_a_cluster_relay_that_resumes_keeps_the_session_on_the_other_relay() -> None:
     s = ControlSession(name="me", host="a", port=1, fallbacks=[("b", 2)])
     s.connected(0.0)

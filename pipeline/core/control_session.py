@@ -74,6 +74,7 @@ RECEPTION_INTERVAL = 2.0  # seconds between two reception reports (SPEC)
 RECEPTION_STALE = 3.0  # decode figures older than this are not reported (the stage died)
 # Errors after which trying again cannot help: the client stops (state failed) and says why.
 FATAL_ERRORS = ("bad_password", "bad_version", "too_many_attempts")
+NO_ROOM_ERRORS = ("server_full", "too_many_sessions")  # another relay may have room
 
 
 @dataclass(slots=True)
@@ -437,6 +438,10 @@ class ControlSession:
                     self._notice("this server does not show others that you are muted")
             elif msg.code in FATAL_ERRORS:
                 self._fail(f"relay: {msg.message} ({msg.code})")
+            elif msg.code in NO_ROOM_ERRORS and self._awaiting_welcome():
+                # This relay has no room for us: the next relay of the list at once (a
+                # cluster's other relay may resume us), not after the welcome's timeout.
+                self._drop(now, f"relay: {msg.message} ({msg.code})")
             elif msg.code == "unknown_type" and self._reports_reception():
                 # Only an older relay does not know a type we send: reception. Stop
                 # sending it here, or its bad-frame limit would close the connection.
