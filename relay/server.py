@@ -171,6 +171,8 @@ class Relay:
             if config.cluster:
                 if config.udp != "thread":
                     raise ValueError("--cluster needs --udp thread")
+                if config.udp_workers > 1:
+                    raise ValueError("--cluster runs one UDP loop: --udp-workers 1")
                 # Mesh counters from the wall clock: above what this relay's mesh number
                 # (or a number Redis gave out again after losing it) ever sent.
                 ctr = itertools.count(time.time_ns())

@@ -1286,3 +1286,21 @@ def test_public_host_is_what_the_welcome_advertises_for_udp() -> None:
             assert p.auth("nat").udp_host == "voice.example.org"
     finally:
         launch.stop_relay(proc)
+
+
+@pytest.mark.parametrize(
+    ("over", "why"),
+    [
+        ({"insecure": True}, "protocol 2"),
+        ({"udp": "asyncio"}, "--udp thread"),
+        ({"udp_workers": 2}, "one UDP loop"),
+    ],
+)
+def test_a_cluster_relay_refuses_what_the_cluster_cannot_run(
+    over: dict[str, object], why: str
+) -> None:
+    from relay.server import Relay, RelayConfig
+
+    cfg = RelayConfig(cluster="redis://127.0.0.1:1/0", cluster_secret=b"s" * 32, **over)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=why):
+        Relay(cfg)
