@@ -139,6 +139,11 @@ class Relay:
     def server(self) -> str:
         return server_text(self.host, self.port)
 
+    @property
+    def key(self) -> tuple[str, int]:
+        """What tells two relays apart: the address (a fingerprint may be vouched later)."""
+        return (self.host, self.port)
+
 
 @dataclass
 class RelayList:
@@ -186,24 +191,19 @@ class RelayList:
         """Add what a welcome listed (newest first, at most MAX_RELAYS learnt; configured
         relays keep their place); returns the relays whose fingerprint is to be pinned."""
         vouched = [Relay(e.host, e.port, e.fingerprint) for e in entries]
-        known = {(r.host, r.port) for r in self.configured}
-        fresh = [r for r in vouched if (r.host, r.port) not in known]
-        keys = {(r.host, r.port) for r in fresh}
-        self.learnt = (fresh + [r for r in self.learnt if (r.host, r.port) not in keys])[
-            :MAX_RELAYS
-        ]
-        if self.current not in self.relays:  # the current one was learnt, now re-vouched
-            same = [r for r in self.relays if (r.host, r.port) == self._key(self.current)]
-            self.current = same[0] if same else self.current
+        known = {r.key for r in self.configured}
+        fresh = [r for r in vouched if r.key not in known]
+        keys = {r.key for r in fresh}
+        self.learnt = (fresh + [r for r in self.learnt if r.key not in keys])[:MAX_RELAYS]
+        relays = self.relays
+        if self.current not in relays:  # the current one was learnt, now re-vouched
+            i = self._index(relays)
+            self.current = relays[i] if i >= 0 else self.current
         return vouched
 
     def _index(self, relays: list[Relay]) -> int:
-        key = self._key(self.current)
+        key = self.current.key
         for i, r in enumerate(relays):
-            if (r.host, r.port) == key:
+            if r.key == key:
                 return i
         return -1  # dropped from the list (no longer learnt): the next is the first
-
-    @staticmethod
-    def _key(r: Relay) -> tuple[str, int]:
-        return (r.host, r.port)
