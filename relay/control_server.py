@@ -363,18 +363,10 @@ class ControlServer:
                 self._resumes.add(task)
                 task.add_done_callback(self._resumes.discard)
                 return
-            actions = s.reconnect(conn.id, msg.token, self.clock(), msg.version)
-            session = s.by_conn(conn.id)
-            failed = session is None  # the table answered unknown_token
-            if failed:
-                self._refused_in(actions, conn, None)
-            else:
-                assert session is not None
-                self._log_session(conn, session, "reconnect")
-            if failed and conn.policy.on_failed_reconnect() is Verdict.CLOSE:
-                self._apply(actions)
-                self._close(conn, "too many unknown tokens")
+            reconnected = self._reconnect(conn, msg)
+            if reconnected is None:
                 return
+            actions = reconnected
         elif isinstance(msg, Join):
             if self._over_address_rate(conn, "join"):
                 return
@@ -417,6 +409,22 @@ class ControlServer:
             # After its welcome went out: presence from here on is news to it.
             self.fanout.subscribe(conn.id)
 
+    def _reconnect(self, conn: _Conn, msg: Reconnect) -> list[Action] | None:
+        """The table's answer to ``msg`` on ``conn``; None if the connection was closed
+        for it (too many unknown tokens)."""
+        s = self.sessions
+        actions = s.reconnect(conn.id, msg.token, self.clock(), msg.version)
+        session = s.by_conn(conn.id)
+        if session is not None:
+            self._log_session(conn, session, "reconnect")
+            return actions
+        self._refused_in(actions, conn, None)  # the table answered unknown_token
+        if conn.policy.on_failed_reconnect() is Verdict.CLOSE:
+            self._apply(actions)
+            self._close(conn, "too many unknown tokens")
+            return None
+        return actions
+
     async def _resume(self, conn: _Conn, msg: Reconnect) -> None:
         """A reconnect with a token this relay does not hold: resume the session from the
         cluster's directory if it is there (failover), else answer as a relay alone would.
@@ -437,15 +445,11 @@ class ControlServer:
                 self._log_session(conn, session, "resume")
             self._finish(conn, actions)
         else:
-            actions = s.reconnect(conn.id, msg.token, self.clock(), msg.version)
-            if s.by_conn(conn.id) is None:
-                self._refused_in(actions, conn, None)
-                if conn.policy.on_failed_reconnect() is Verdict.CLOSE:
-                    self._apply(actions)
-                    self._close(conn, "too many unknown tokens")
-                    conn.held = None
-                    return
-            self._finish(conn, actions)
+            reconnected = self._reconnect(conn, msg)
+            if reconnected is None:
+                conn.held = None
+                return
+            self._finish(conn, reconnected)
         held, conn.held = conn.held or [], None
         for item, verdict in held:
             if conn.closing:
