@@ -28,6 +28,7 @@ import heapq
 import itertools
 import logging
 import math
+import os
 import random
 import selectors
 import signal
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field, fields
 from types import FrameType, TracebackType
 from typing import Any, Generic, Literal, TypeVar, cast
 
+from pipeline.ipc.child_process import StopFlag
 from relay.protocol import sealed_datagram as sealed
 from relay.protocol.datagram import HEADER_SIZE
 
@@ -742,10 +744,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         ap.error(str(e))
     up, down = per_direction(impairment, args.direction)
-    stop = threading.Event()
+    stop = StopFlag(os.getppid())  # set from a signal handler: it takes no lock
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        stop.set(signal.Signals(signum).name)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
