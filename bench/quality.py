@@ -76,6 +76,7 @@ from relay.protocol.sealed_datagram import MIN_VOICE_UP
 REFERENCE = Path(__file__).resolve().parent / "data" / "speech-en-16k.wav"
 RATE = 16000
 PASS_SLACK = 48000 // 2  # samples: how far a pass may sit from the stream's grid
+ONSET_SLACK = 48000 // 2  # samples: how far before the first sound heard a scored pass may start
 
 
 @dataclass(frozen=True)
@@ -185,11 +186,14 @@ def score(
     period = len(synthetic.frames(sent48)) * FRAME_SAMPLES
     lag, corr = synthetic.align(sent48, recording48, max_lag=max(1, len(recording48) - len(sent48)))
     # The listener records silence (exact zeros) until the talker's first packet, which
-    # carries a frame from the middle of the loop: passes start on the loop's grid, after that.
+    # carries a frame from the middle of the loop: passes start on the loop's grid, after that
+    # (up to ONSET_SLACK before it: a pass whose first frames the playout dropped or did not
+    # play yet is scored with its silent head, not left out).
     nonzero = np.flatnonzero(recording48)
     onset = int(nonzero[0]) if len(nonzero) else 0
+    first = onset + skip - ONSET_SLACK
     starts = [s for s in range(lag % period, len(recording48), period)
-              if s >= onset + skip and s + len(sent48) <= len(recording48)]  # fmt: skip
+              if s >= first and s + len(sent48) <= len(recording48)]  # fmt: skip
     scores = []
     for nominal in starts or [lag]:
         lo = max(0, nominal - PASS_SLACK)

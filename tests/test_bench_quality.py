@@ -39,6 +39,10 @@ def test_score_is_high_for_a_clean_copy_and_low_for_noise() -> None:
     late = np.concatenate([np.zeros(999, dtype=np.float32), one_pass[50_000:], one_pass, one_pass])
     mos_late, _corr, passes = quality.score(ref, late)
     assert passes == 2 and mos_late > 4.0
+    # One whose first 200 ms the playout dropped: that pass is scored, silent head and all.
+    clipped = np.concatenate([np.zeros(999 + 9600, dtype=np.float32), one_pass[9600:],
+                              one_pass, one_pass])  # fmt: skip
+    assert quality.score(ref, clipped)[2] == 3
 
 
 def test_quick_run_scores_a_call(tmp_path: Path) -> None:
