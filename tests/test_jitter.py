@@ -374,15 +374,53 @@ def steady(n: int, delay_ms: float = 5.0) -> list[tuple[int, int]]:
     return [(T0 + k * FRAME_NS + int(delay_ms * MS), k) for k in range(n)]
 
 
-def test_adaptive_starts_on_one_packet_and_holds_a_clean_path_tight() -> None:
+def test_adaptive_starts_on_two_evenly_spaced_packets_and_holds_a_clean_path_tight() -> None:
     jb, out = adaptive_run(steady(400), 410)
-    assert played([o for _, o in out]) == list(range(400))
+    # Packet 0 waits for packet 1 to show the path is clean (no 200 ms wait to learn it).
+    first = next(t for t, o in out if isinstance(o, Frame))
+    assert first == 1 and played([o for _, o in out]) == list(range(400))
     s = jb.stats
+    assert s.discarded == 0
     assert s.late == 0 and s.lost == 0
     # The fastest packet's delay plus the scheduling margin: nothing for jitter (once the
     # first 3 s, which wait for the largest delay seen and 10 ms more, are over).
     assert s.target_ms == pytest.approx(jb.margin_ns / MS, abs=1)
     assert s.delay_ms <= s.target_ms + jb.hysteresis_ns / MS + 20
+
+
+def jittery(n: int, sd_ms: float, seed: int) -> list[tuple[int, int]]:
+    rng = random.Random(seed)
+    return [(T0 + k * FRAME_NS + int(abs(rng.gauss(0, sd_ms)) * MS), k) for k in range(n)]
+
+
+def test_a_jittery_paths_first_start_waits_to_learn_it() -> None:
+    # The first packets' spread shows jitter: nothing plays until 8 delays are known (or
+    # 200 ms), and the target then covers the spread, where starting on the first packets
+    # let the later ones come too late while the delay was still being raised.
+    missed = {"learnt": 0, "hasty": 0}  # packets late, or waited for, over six paths
+    for seed in range(6):
+        arrivals = jittery(150, 30, seed)
+        learnt, out = adaptive_run(arrivals, 170)
+        assert next(t for t, o in out if isinstance(o, Frame)) >= 7
+        hasty, _ = adaptive_run(arrivals, 170, JitterBuffer(watermark=1, adaptive=True,
+                                                             start_wait_ns=0))  # fmt: skip
+        for name, jb in (("learnt", learnt), ("hasty", hasty)):
+            missed[name] += jb.stats.late + jb.stats.waited
+    assert missed["learnt"] * 2 < missed["hasty"]
+
+
+def test_the_head_held_while_learning_is_dropped_unless_a_spurt_began_the_stream() -> None:
+    # Without a marker, the packets that waited beyond the aim while the path was learnt
+    # are dropped: played, they would keep the wait as delay. A stream that began with a
+    # talk spurt keeps them (its head is the sender's pre-roll; the spurt's end sheds
+    # the delay for free).
+    arrivals = jittery(100, 30, seed=3)
+    plain, out = adaptive_run(arrivals, 120)
+    assert plain.stats.discarded > 0
+    assert played([o for _, o in out])[0] == plain.stats.discarded
+    marked = JitterBuffer(watermark=1, adaptive=True)
+    out = spurt_run(marked, [(t, k, k, k == 0) for t, k in arrivals], 120)
+    assert marked.stats.discarded == 0 and played([o for _, o in out])[0] == 0
 
 
 def test_the_first_seconds_wait_for_the_largest_delay_seen_and_more() -> None:
@@ -601,7 +639,7 @@ def test_a_marked_packet_held_behind_the_last_spurt_waits_for_its_target() -> No
     first = [(T0 + k * FRAME_NS + int(abs(rng.gauss(0, 20)) * MS), k, k, k == 0)
              for k in range(300)]  # fmt: skip
     second = [(T0 + k * FRAME_NS + 5 * MS, k - 1, k, k == 301) for k in range(301, 330)]
-    jb = JitterBuffer(watermark=1, adaptive=True)
+    jb = JitterBuffer(watermark=1, adaptive=True, start_wait_ns=0)  # the old first start
     out = spurt_run(jb, first + second, 360)
     last = next(t for t, o in out if isinstance(o, Frame) and o.seq == 299)
     start = next(t for t, o in out if isinstance(o, Frame) and o.seq == 300)

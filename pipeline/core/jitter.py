@@ -178,6 +178,10 @@ class JitterBuffer:
         fec_headroom_after: int = 2,
         early_samples: int = 150,
         early_extra_ns: int = 10_000_000,
+        early_z: float = 2.5,
+        start_samples: int = 8,
+        start_wait_ns: int = 200_000_000,
+        clean_start_ns: int = 5_000_000,
         max_red_headroom: int = MAX_BACK,
     ) -> None:
         if not 1 <= watermark <= max_depth:
@@ -210,6 +214,13 @@ class JitterBuffer:
         # (the 97th of 30 is below their largest): wait for the largest seen, and more.
         self.early_samples = early_samples
         self.early_extra_ns = early_extra_ns
+        self.early_z = early_z  # and no less than mean + early_z s.d. of those seen
+        # A stream's first start (nothing learnt of the path yet) waits for start_samples
+        # packets or start_wait_ns, unless its first two arrive within clean_start_ns of
+        # their spacing; what the head then waited beyond the aim is dropped, not played late.
+        self.start_samples = start_samples
+        self.start_wait_ns = start_wait_ns
+        self.clean_start_ns = clean_start_ns
         self.max_red_headroom = max_red_headroom  # frames held for copies, at most
         self.stretch_wanted = 0  # samples: + lengthen, - shorten (adaptive, after a Frame)
         self.stretch_urgent = False  # stretch speech too, not only quiet audio
@@ -250,6 +261,8 @@ class JitterBuffer:
         self._raised_at: int | None = None  # when the delay last had to grow
         self._starts: set[int] = set()  # ext of held packets that start a talk spurt
         self._burst_until: int | None = None  # a spurt's pre-roll burst arrives until then
+        self._stream_at: int | None = None  # first arrival of this stream, until it starts
+        self._stream_marked = False  # and whether it came with a talk spurt's marker
 
     # --- input ---
 
@@ -271,6 +284,8 @@ class JitterBuffer:
         if self._is_straggler(ext, timestamp):
             self._late(now)  # a packet of the stream a restart replaced
             return
+        if self._stream_at is None and self._last_out is None and not self._heap:
+            self._stream_at, self._stream_marked = now, marker
         if marker:
             self._burst_until = now + BURST_NS
             if self._last_frame is not None and ext > self._last_frame[0]:
@@ -390,6 +405,7 @@ class JitterBuffer:
             if len(self._heap) < self.watermark or not self._ready(now, queued):
                 return NOTHING
             self._playing = True
+            self._stream_at = None  # started: later starts are spurts on a known path
             self._next = self._heap[0]
             self._underruns = 0
             self._gap_run = 0
@@ -482,6 +498,10 @@ class JitterBuffer:
         q = ds[min(len(ds) - 1, int(self.quantile * len(ds)))]
         if len(ds) < self.early_samples:  # the extra grows with the spread seen: a clean
             q = max(q, ds[-1] + min(self.early_extra_ns, ds[-1] - ds[0]))  # path gets none
+            if len(ds) >= 4:  # the largest of a few is below the quantile of many
+                mean = sum(ds) / len(ds)
+                sd = (sum((d - mean) ** 2 for d in ds) / (len(ds) - 1)) ** 0.5
+                q = max(q, int(mean + self.early_z * sd))
         q = min(q, ds[0] + self.max_target_ns)
         if self.history.target_d is None:
             self.history.target_d = q
@@ -501,11 +521,48 @@ class JitterBuffer:
         """Adaptive start: the first held packet has waited until the target delay."""
         if not self.adaptive:
             return True
+        first = self._stream_at is not None  # the stream's first start
+        if first:
+            if len(self.history.delays) < self.start_samples and not self._first_start_due(now):
+                return False  # nothing learnt of this path yet
+            self.history.target_at = -TARGET_EVERY_NS  # from every delay seen, now
         target = self._target(now)
         if target is None or len(self._heap) * FRAME_NS >= self.backlog_ns:
             return True
+        aim = self._aim_for(target)
         ts, _ = self._held[self._heap[0]]
-        return self._playout(now, queued, ts) >= self._aim_for(target)
+        if self._playout(now, queued, ts) < aim:
+            return False
+        if first and not self._stream_marked and len(self.history.delays) < self.early_samples:
+            self._drop_early_head(now, queued, aim)
+        return True
+
+    def _first_start_due(self, now: int) -> bool:
+        """Whether a stream whose path taught nothing yet may start: start_wait_ns after
+        its first packet, or once start_samples delays are known, or at once if all those
+        known (two or more) lie within clean_start_ns (a clean path, which must not pay
+        for the wait)."""
+        assert self._stream_at is not None
+        if now - self._stream_at >= self.start_wait_ns:
+            return True
+        ds = [d for _, d in self.history.delays]
+        return len(ds) >= 2 and max(ds) - min(ds) < self.clean_start_ns
+
+    def _drop_early_head(self, now: int, queued: int, aim: int) -> None:
+        """At a stream's first start, the packets held while its path was being learnt
+        that are already past the aim are dropped (counted discarded): played, they would
+        keep the wait as added delay, or cost the stretching that takes it back. Not when
+        the stream began with a talk spurt's marker: its head is the sender's pre-roll,
+        and the spurt's end sheds the delay for free."""
+        while len(self._heap) >= 2:
+            ts, _ = self._held[self._heap[1]]
+            if self._playout(now, queued, ts) < aim:
+                return
+            ext = heapq.heappop(self._heap)
+            self._held.pop(ext)
+            self._copies.discard(ext)
+            self._consume(ext)
+            self._stats.discarded += 1
 
     def _aim_for(self, target: int) -> int:
         """The playout delay to hold: the target and margin, and while this speaker's
