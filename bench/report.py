@@ -120,7 +120,9 @@ def quality_section(doc: dict[str, Any]) -> list[str]:
             "sequence number, so every mode loses the same frames of the stream."]  # fmt: skip
     jitter = doc.get("jitter_runs") or []
     if jitter:
-        out += ["", "### Playout under jitter: fixed against adaptive jitter buffer (same run)", ""]
+        when = f", {doc['jitter_when']}" if doc.get("jitter_when") else ""
+        title = f"### Playout under jitter: fixed against adaptive jitter buffer (same run{when})"
+        out += ["", title, ""]
         rows = []
         for r in jitter:
             m2e = r.get("mouth_to_ear_ms") or {}
