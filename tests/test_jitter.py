@@ -423,6 +423,28 @@ def test_the_head_held_while_learning_is_dropped_unless_a_spurt_began_the_stream
     assert marked.stats.discarded == 0 and played([o for _, o in out])[0] == 0
 
 
+def test_a_step_down_in_delay_is_forgotten_rather_than_held_as_jitter() -> None:
+    # A sender's first 50 packets stamped 40 ms early (its capture clock settling), then
+    # a steady path: the 40 ms are no jitter, and the target comes down within a second
+    # or so rather than decaying from 40 ms at 5 ms a second.
+    arrivals = steady(50, 45.0) + steady(300, 5.0)[50:]
+    jb, _ = adaptive_run(arrivals, 80)
+    assert jb.stats.steps == 0 and jb.stats.target_ms > 40  # not yet: 40 packets needed
+    jb, _ = adaptive_run(arrivals, 300)
+    assert jb.stats.steps == 1
+    assert jb.stats.target_ms < 20
+
+
+def test_jitter_and_stalls_are_no_step() -> None:
+    # Neither a jittery path nor one that stalls now and then (150 ms every 3 s, from 2 s
+    # on) ever has 40 packets in a row all faster than everything before them.
+    stalls = [(T0 + k * FRAME_NS + (150 - (k % 150 - 100) * 20) * MS if 100 <= k % 150 < 108
+               else T0 + k * FRAME_NS + 5 * MS, k) for k in range(1000)]  # fmt: skip
+    for arrivals in (jittery(1000, 30, seed=1), jittery(1000, 60, seed=2), stalls):
+        jb, _ = adaptive_run(arrivals, 1010)
+        assert jb.stats.steps == 0
+
+
 def test_the_first_seconds_wait_for_the_largest_delay_seen_and_more() -> None:
     # Three packets 0, 30 and 10 ms late, then a steady path: a 97th percentile of three
     # would be their largest, and would be too little for the next ones.

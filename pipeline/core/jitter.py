@@ -68,6 +68,7 @@ Rules (SPEC.md "Jitter buffer and loss concealment" and issue 4):
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
@@ -79,6 +80,10 @@ from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
 
 LOSS_WINDOW_NS = 10_000_000_000
 TARGET_EVERY_NS = 100_000_000  # how often the adaptive target is worked out again
+STEP_SAMPLES = 40  # packets a step down in delay must hold for
+STEP_MIN_NS = 5_000_000  # how much faster than all before them they must all be
+STEP_KTH = 4  # of all before them but the three fastest
+STEP_BEFORE = 18  # and at least this many before them (fewer: a stall, 8 at 150 ms)
 BURST_NS = 3_000_000  # packets this close after a spurt's marked one: its pre-roll burst
 
 
@@ -134,6 +139,7 @@ class JitterStats:
     accelerated_ms: float = 0.0  # audio removed by time-stretching, in total
     expanded_ms: float = 0.0  # audio inserted by time-stretching, in total
     waited: int = 0  # ticks concealed while waiting for a packet that then played
+    steps: int = 0  # times the delay stepped down for good and the older delays were forgotten
 
 
 @dataclass(slots=True)
@@ -491,6 +497,7 @@ class JitterBuffer:
         h = self.history
         if not h.delays or (h.target_d is not None and now - h.target_at < TARGET_EVERY_NS):
             return h.target_d
+        self._forget_before_step(now)
         ds = sorted(d for _, d in self.history.delays)
         h.fastest = ds[0]
         # Never more than max_target_ns above the fastest packet: a path that stalled for
@@ -513,6 +520,41 @@ class JitterBuffer:
             self.history.target_d = max(q, decayed)
         self.history.target_at = now
         return self.history.target_d
+
+    def _forget_before_step(self, now: int) -> None:
+        """Forget the delays from before a step down: when the last STEP_SAMPLES or more
+        packets all came faster, by STEP_MIN_NS or more, than every packet before them (all
+        but the three fastest: those that overtook the last slow ones),
+        the path (or the sender's clock) changed: the older delays are no jitter of this
+        path and would hold the target up for as long as they take to decay. A sender's
+        first packets often come so (its capture clock settling: 36-43 ms later stamps
+        after the first 0.4-0.7 s through PulseAudio); jitter, even with stalls, does not."""
+        h = self.history
+        ds = [d for _, d in h.delays]
+        n = len(ds)
+        if n < STEP_SAMPLES + STEP_BEFORE:
+            return
+        # before[i]: the STEP_KTH-th smallest delay of packets 0..i-1 (not the smallest: at a
+        # step of the path's delay, the first faster packets overtake the last slow ones)
+        before = [0] * n
+        smallest: list[int] = []
+        for i in range(n):
+            before[i] = smallest[STEP_KTH - 1] if len(smallest) >= STEP_KTH else -(1 << 62)
+            bisect.insort(smallest, ds[i])
+            del smallest[STEP_KTH:]
+        high = ds[-1]  # the largest delay of packets i..n-1, walking back
+        split = 0
+        for i in range(n - 1, STEP_BEFORE - 1, -1):
+            high = max(high, ds[i])
+            if n - i >= STEP_SAMPLES and high + STEP_MIN_NS <= before[i]:
+                split = i
+                break
+        if not split:
+            return
+        for _ in range(split):
+            h.delays.popleft()
+        h.target_d = None  # from what is left: the path as it is now
+        self._stats.steps += 1
 
     def _fastest(self) -> int:
         return self.history.fastest
@@ -737,4 +779,5 @@ class JitterBuffer:
             accelerated_ms=s.accelerated_ms,
             expanded_ms=s.expanded_ms,
             waited=s.waited,
+            steps=s.steps,
         )
