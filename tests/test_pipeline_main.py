@@ -144,23 +144,46 @@ def wait_gone(kids: set[int], pid: int, seconds: float = 15) -> None:
         time.sleep(0.05)
 
 
+def reap(kids: set[int], pid: int) -> None:
+    """After a failed check: end what is left, the stages first, so that the resource
+    tracker (which unlinks the rings once nobody holds its pipe) goes last, and remove
+    the rings if even it was gone: a failing test leaves nothing behind."""
+    for last in (False, True):
+        for kid in alive(kids):
+            try:
+                with open(f"/proc/{kid}/cmdline", "rb") as f:
+                    if last or b"resource_tracker" not in f.read():
+                        os.kill(kid, signal.SIGKILL)
+            except OSError:  # gone meanwhile
+                pass
+        wait_gone(kids, pid, seconds=5)
+    for name in segments_of(pid):
+        os.unlink(f"/dev/shm/{name}")
+
+
 def test_ctrl_c_stops_everything(relay_port: int) -> None:
     with running_cli(relay_port, "int") as (p, kids):
         p.send_signal(signal.SIGINT)
         out, _err = p.communicate(timeout=30)
-    assert p.returncode == 0 and "summary:" in out
-    wait_gone(kids, p.pid)  # the resource tracker exits just after its parent
-    assert not alive(kids)
-    assert not segments_of(p.pid)
+    try:
+        assert p.returncode == 0 and "summary:" in out
+        wait_gone(kids, p.pid)  # the resource tracker exits just after its parent
+        assert not alive(kids)
+        assert not segments_of(p.pid)
+    finally:
+        reap(kids, p.pid)
 
 
 def test_sigkill_of_the_supervisor_leaves_no_orphan(relay_port: int) -> None:
     with running_cli(relay_port, "kil") as (p, kids):
         p.kill()
         p.wait(10)
-    wait_gone(kids, p.pid)
-    assert not alive(kids), "children outlived their supervisor"
-    assert not segments_of(p.pid), "segments outlived the supervisor"
+    try:
+        wait_gone(kids, p.pid)
+        assert not alive(kids), "children outlived their supervisor"
+        assert not segments_of(p.pid), "segments outlived the supervisor"
+    finally:
+        reap(kids, p.pid)
 
 
 def test_list_devices_names_each_device_or_says_there_is_none() -> None:
