@@ -534,6 +534,11 @@ class JitterBuffer:
         n = len(ds)
         if n < STEP_SAMPLES + STEP_BEFORE:
             return
+        # Any split needs the last STEP_SAMPLES below the first STEP_BEFORE (but three):
+        # nearly always false, and cheap, so the whole search runs only when it may find one.
+        first = sorted(ds[:STEP_BEFORE])[STEP_KTH - 1]
+        if max(ds[-STEP_SAMPLES:]) + STEP_MIN_NS > first:
+            return
         # before[i]: the STEP_KTH-th smallest delay of packets 0..i-1 (not the smallest: at a
         # step of the path's delay, the first faster packets overtake the last slow ones)
         before = [0] * n
@@ -600,11 +605,7 @@ class JitterBuffer:
             ts, _ = self._held[self._heap[1]]
             if self._playout(now, queued, ts) < aim:
                 return
-            ext = heapq.heappop(self._heap)
-            self._held.pop(ext)
-            self._copies.discard(ext)
-            self._consume(ext)
-            self._stats.discarded += 1
+            self._discard_oldest()
 
     def _aim_for(self, target: int) -> int:
         """The playout delay to hold: the target and margin, and while this speaker's
@@ -679,14 +680,18 @@ class JitterBuffer:
             return
         self._deep_since = None
         while len(self._heap) > keep:
-            ext = heapq.heappop(self._heap)
-            ts, _payload = self._held.pop(ext)
-            self._copies.discard(ext)
-            self._consume(ext)
-            # As if it had played: the next Frame is no gap (no loss), and the restart
-            # check expects timestamps from here on.
-            self._last_frame = (ext, ts)
-            self._stats.discarded += 1
+            self._discard_oldest()
+
+    def _discard_oldest(self) -> None:
+        """Drop the oldest held packet to cut the delay, counted discarded, not lost."""
+        ext = heapq.heappop(self._heap)
+        ts, _payload = self._held.pop(ext)
+        self._copies.discard(ext)
+        self._consume(ext)
+        # As if it had played: the next Frame is no gap (no loss), and the restart check
+        # expects timestamps from here on.
+        self._last_frame = (ext, ts)
+        self._stats.discarded += 1
 
     def _consume(self, e: int) -> None:
         self._last_out = e
