@@ -157,7 +157,7 @@ def crypto_per_frame_us(rounds: int = 20_000) -> dict[str, float]:
 
 
 # The configurations compared in one run: (jitter buffer, frames queued for the sink).
-CONFIGS = (("fixed", 2), ("adaptive", 2), ("adaptive", 1))
+CONFIGS = (("fixed", 2), ("adaptive", 2), ("adaptive", 1), ("adaptive", 0))
 
 
 def floor_ms(jitter: str = "adaptive") -> dict[str, float]:

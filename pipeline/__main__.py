@@ -40,8 +40,8 @@ def parse_server(text: str) -> list[tuple[str, int]]:
 
 
 def playback_frames(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PLAYBACK_FRAMES:
-        raise argparse.ArgumentTypeError(f"expected 1..{MAX_PLAYBACK_FRAMES}, got {text!r}")
+    if not text.isdigit() or not 0 <= int(text) <= MAX_PLAYBACK_FRAMES:
+        raise argparse.ArgumentTypeError(f"expected 0..{MAX_PLAYBACK_FRAMES}, got {text!r}")
     return int(text)
 
 
@@ -74,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--playback-frames",
         type=playback_frames,
-        default=2,
-        help=f"frames kept queued for the sink, 1..{MAX_PLAYBACK_FRAMES} (latency vs. underflows)",
+        default=0,
+        help=f"frames kept queued for the sink, 1..{MAX_PLAYBACK_FRAMES} (latency vs. underflows);"
+        " 0 (default): each frame made just before the sink wants it, as early as this"
+        " machine's scheduling needs",
     )
     ap.add_argument("--stats-json", type=Path, help="write the final stats here")
     ap.add_argument("--trace", type=Path, help="folder for per-frame timestamps (benchmarks)")

@@ -9,12 +9,14 @@ from __future__ import annotations
 import multiprocessing
 import random
 import time
+from collections import Counter
 
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import Broker, BusClient
 from pipeline.ipc.ring import Ring
 from pipeline.media import synthetic
 from pipeline.media.audio_format import FRAME_BYTES
+from pipeline.media.frame_clock import FrameClock
 from pipeline.media.opus import OpusEncoder
 from pipeline.stages import decode
 from pipeline.stages.runtime import Wiring
@@ -68,3 +70,49 @@ def test_hostile_packets_never_stop_the_frames_or_the_stats() -> None:
             if proc.is_alive():
                 proc.kill()
                 proc.join(5)
+
+
+def _paced_run(target: int, seconds: float = 3.0) -> tuple[list[int], ev.DecodeStats | None]:
+    """A decode process and a sink clocked like a sound card that says in the ring when
+    it wants its next frame: the frames queued at each of the sink's ticks."""
+    ctx = multiprocessing.get_context("spawn")
+    with (
+        Broker() as broker,
+        Ring.create(128, 1276) as received,
+        Ring.create(8, FRAME_BYTES) as mixed,
+        BusClient(broker.address, (ev.DecodeStats.TOPIC,)) as bus,
+    ):
+        wiring = Wiring(broker.address, received.handle, mixed.handle)
+        proc = ctx.Process(
+            target=decode.run, args=(decode.DecodeConfig(wiring, target=target),), daemon=True
+        )
+        proc.start()
+        try:
+            queued: list[int] = []
+            clock = FrameClock()
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                queued.append(mixed.pending())
+                if mixed.read(timeout=0) is not None:
+                    mixed.release()
+                mixed.set_due(clock.following_ns)
+                clock.wait(time.sleep)
+            reports = [e for e in bus.poll(0.6) if isinstance(e, ev.DecodeStats)]
+            bus.publish(ev.QuitCmd("test over"))
+            proc.join(10)
+            assert proc.exitcode == 0
+            return queued[25:], reports[-1] if reports else None
+        finally:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+
+def test_a_sink_that_says_when_it_wants_frames_gets_each_just_in_time() -> None:
+    paced, stats = _paced_run(target=0)
+    queued, _ = _paced_run(target=2)
+    # Just in time: one frame made when the sink comes for it, not the two of a queue.
+    assert Counter(paced).most_common(1)[0][0] == 1
+    assert Counter(queued).most_common(1)[0][0] == 2
+    assert max(paced) <= 3  # never more than LEAD_MAX_NS of frames ahead
+    assert stats is not None and 0 < stats.lead_ms <= 60

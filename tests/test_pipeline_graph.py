@@ -76,6 +76,6 @@ def test_a_broken_graph_is_refused(stages: tuple[StageSpec, ...], message: str) 
 
 def test_a_playout_queue_longer_than_its_ring_is_refused() -> None:
     check_config(ClientConfig("h", 1, "n", playback_frames=MAX_PLAYBACK_FRAMES))
-    for bad in (0, MAX_PLAYBACK_FRAMES + 1):
+    for bad in (-1, MAX_PLAYBACK_FRAMES + 1):
         with pytest.raises(ValueError, match="playback frames must be"):
             check_config(ClientConfig("h", 1, "n", playback_frames=bad))

@@ -154,6 +154,24 @@ def test_claim_and_publish_fill_in_place() -> None:
         del view, slot
 
 
+def test_pending_leaves_out_a_held_slot_and_the_consumer_line_reaches_the_producer() -> None:
+    with Ring.create(4, label="due") as ring, Ring.attach(ring.handle) as sink:
+        assert ring.due_ns == 0 and ring.starved == 0 and ring.pending() == 0
+        assert ring.write(frame(1), seq=1) and ring.write(frame(2), seq=2)
+        slot = sink.read(0)  # held, as a sound device holds the frame it plays
+        assert slot is not None and slot.seq == 1
+        assert ring.fill() == 2 and ring.pending() == 1
+        sink.set_due(123_456_789)
+        sink.note_starved()
+        sink.note_starved()
+        assert ring.due_ns == 123_456_789 and ring.starved == 2  # seen by the producer
+        sink.release()
+        assert ring.fill() == 1 and ring.pending() == 1
+        del slot
+        assert sink.read(0) is not None and ring.pending() == 0
+        sink.release()
+
+
 def test_attach_by_handle_in_process_and_wrong_geometry() -> None:
     with Ring.create(4, label="att") as ring:
         with Ring.attach(ring.handle) as other:

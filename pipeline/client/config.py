@@ -32,7 +32,7 @@ class ClientConfig:
     whisper: int = 0
     bitrate: int = 48000
     realtime_input: bool = True
-    playback_frames: int = 2
+    playback_frames: int = 0
     seed: int | None = None
     trace_dir: str | None = None
     udp_via: tuple[str, int] | None = None  # send voice through this address (benchmarks)

@@ -130,9 +130,10 @@ MAX_PLAYBACK_FRAMES = next(r.slots for r in RINGS if r.name == "mixed")
 
 def check_config(cfg: ClientConfig) -> None:
     """Raise ValueError for settings the graph cannot honour."""
-    if not 1 <= cfg.playback_frames <= MAX_PLAYBACK_FRAMES:
+    if not 0 <= cfg.playback_frames <= MAX_PLAYBACK_FRAMES:
         raise ValueError(
-            f"playback frames must be 1..{MAX_PLAYBACK_FRAMES} (the mixed ring's slots), "
+            f"playback frames must be 0..{MAX_PLAYBACK_FRAMES} (the mixed ring's slots; "
+            "0: each frame just in time), "
             f"got {cfg.playback_frames}"
         )
     if cfg.jitter not in ("adaptive", "fixed"):

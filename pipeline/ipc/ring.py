@@ -4,7 +4,7 @@ Layout of the block (all integers little-endian, native on x86-64)::
 
     line 0 (64 B)  magic, version, capacity, slot_bytes, stride    constant after create
     line 1 (64 B)  write index, dropped                             producer-owned
-    line 2 (64 B)  read index                                      consumer-owned
+    line 2 (64 B)  read index, taken, due_ns, starved               consumer-owned
     slots          capacity x stride; each slot is a 40-byte header
                    (length u32, flags u32, seq u64, timestamp u64, speaker u32, pad u32,
                    media u64) followed by slot_bytes of payload
@@ -104,7 +104,10 @@ class _Header(ctypes.Structure):
         ("dropped", ctypes.c_uint64),
         ("_pad1", ctypes.c_uint64 * 6),
         ("read", ctypes.c_uint64),  # consumer line
-        ("_pad2", ctypes.c_uint64 * 7),
+        ("taken", ctypes.c_uint64),  # slots read() has handed out (released or held)
+        ("due_ns", ctypes.c_uint64),  # when the consumer next wants a slot (0: not said)
+        ("starved", ctypes.c_uint64),  # times it wanted one and the ring was empty
+        ("_pad2", ctypes.c_uint64 * 4),
     ]
 
 
@@ -334,7 +337,7 @@ class Ring:
         assert shm.buf is not None
         hdr = _Header.from_buffer(shm.buf)
         hdr.capacity, hdr.slot_bytes, hdr.stride = slots, slot_bytes, _stride(slot_bytes)
-        hdr.version, hdr.magic = 2, MAGIC
+        hdr.version, hdr.magic = 3, MAGIC
         del hdr
         handle = RingHandle(shm.name.lstrip("/"), slots, slot_bytes, drop, wake, fds, sem)
         return cls(buf=shm.buf, closer=shm, handle=handle, waker=_Waker(wake, fds, sem), shm=shm)
@@ -553,6 +556,7 @@ class Ring:
         sh = self._slot_hdrs[i]
         n = min(sh.length, self.slot_bytes)
         self._holding = True
+        hdr.taken = r + 1
         return Slot(sh.seq, sh.timestamp, sh.speaker, sh.flags, n, self._payloads[i][:n], sh.media)
 
     def release(self) -> None:
@@ -564,7 +568,46 @@ class Ring:
             self._holding = False
             hdr.read = hdr.read + 1  # consumer-owned: no race
 
+    def set_due(self, due_ns: int) -> None:
+        """Say when this consumer will next want a slot (monotonic ns), for a producer that
+        makes each slot just in time (:meth:`due_ns`, pipeline/core/pacer.py)."""
+        hdr = self._hdr
+        if hdr is None:
+            raise RingError("ring is closed")
+        hdr.due_ns = max(0, due_ns)
+
+    def note_starved(self) -> None:
+        """Count a slot this consumer wanted and did not find (the producer sees it)."""
+        hdr = self._hdr
+        if hdr is None:
+            raise RingError("ring is closed")
+        hdr.starved = hdr.starved + 1  # consumer-owned: no race
+
     # --- both ---
+
+    def pending(self) -> int:
+        """Slots written and not yet handed out by read(): a slot the consumer holds (a
+        sound device's frame still playing) is not pending, where :meth:`fill` counts it."""
+        hdr = self._hdr
+        if hdr is None:
+            raise RingError("ring is closed")
+        return int(hdr.write - hdr.taken)
+
+    @property
+    def due_ns(self) -> int:
+        """What the consumer last said with :meth:`set_due` (0 until it has)."""
+        hdr = self._hdr
+        if hdr is None:
+            raise RingError("ring is closed")
+        return int(hdr.due_ns)
+
+    @property
+    def starved(self) -> int:
+        """The consumer's count of :meth:`note_starved`."""
+        hdr = self._hdr
+        if hdr is None:
+            raise RingError("ring is closed")
+        return int(hdr.starved)
 
     def fill(self) -> int:
         """Slots written and not yet released."""

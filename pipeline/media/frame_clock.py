@@ -25,6 +25,12 @@ class FrameClock:
         self._next = now()
         self.resyncs = 0
 
+    @property
+    def following_ns(self) -> int:
+        """The tick after the one last waited for (or, before any wait, after the start):
+        when a sink that has just played a frame wants its next one."""
+        return self._next + self.period_ns
+
     def wait(self, sleep: Callable[[float], object]) -> None:
         """Sleep (with ``sleep(seconds)``, e.g. a stop flag's wait) until the next tick."""
         self._next += self.period_ns

@@ -307,6 +307,9 @@ class OutputDevice(_Device):
                 self._samples = slot.samples()
                 self._pos = 0
                 self._started = True
+                # The next frame is wanted by the callback that finishes this one.
+                left = len(self._samples) - (frames - done)
+                self.ring.set_due(now + (left // frames + 1) * frames * NS_PER_SAMPLE)
                 self._on_frame(slot.seq, slot.timestamp, slot.flags, slot.media,
                                ear + done * NS_PER_SAMPLE)  # fmt: skip
             n = min(frames - done, len(self._samples) - self._pos)
@@ -319,4 +322,5 @@ class OutputDevice(_Device):
         trouble = self._started and (starved or status.output_underflow)
         if trouble and not self._starving:
             self.underflows += 1
+            self.ring.note_starved()
         self._starving = trouble

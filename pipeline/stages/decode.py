@@ -1,13 +1,16 @@
 """Decode stage: received packets -> jitter buffers and decoders -> one mixed frame -> playback.
 
-Paced by the playback ring, i.e. by the sound card's clock: a frame is made
-whenever the ring holds fewer than ``target`` frames, never by a free-running
-timer that would drift against the card. Each frame is mixed straight into its
-playback ring slot (``Ring.claim``/``publish``): no copy between mixer and ring.
-Between arrivals the stage sleeps on the receive ring's wake-up: after topping
-the ring up it knows the sink will not take another frame for about one frame
-time, so it sleeps most of that, then looks at the fill every FILL_CHECK until
-the sink has taken one.
+Paced by the playback ring, i.e. by the sound card's clock, never by a
+free-running timer that would drift against the card. By default each frame is
+made just in time: the sink says in the ring when it next wants a frame
+(``Ring.set_due``) and :class:`~pipeline.core.pacer.Pacer` says when to make it,
+as late as this machine's measured scheduling allows, so a frame waits a few ms
+for the sink instead of a whole frame or two. With ``target`` > 0 the stage
+keeps that many frames queued instead (``--playback-frames``): after topping the
+ring up it sleeps most of a frame time, then looks at the fill every FILL_CHECK.
+Each frame is mixed straight into its playback ring slot (``Ring.claim``/
+``publish``): no copy between mixer and ring. Between looks the stage sleeps on
+the receive ring's wake-up, so packets go into the jitter buffers as they come.
 """
 
 from __future__ import annotations
@@ -25,18 +28,20 @@ from pipeline.core.audio_test import (
     TestTone,
     check_kind,
 )
+from pipeline.core.pacer import WAIT_STALLED_NS, Pacer
 from pipeline.core.speakers import Speakers
 from pipeline.ipc import events as ev
 from pipeline.stages.runtime import StageRuntime, Wiring
 
 FILL_CHECK = 0.005  # seconds between looks at the playback ring once the sink is due
 QUIET_AFTER_TOP_UP = 0.016  # seconds the sink surely needs to take a frame (of 20 ms)
+PACE_STALLED_LOOK = WAIT_STALLED_NS  # a paced stage's look at a sink taking no frames
 
 
 @dataclass(frozen=True, slots=True)
 class DecodeConfig:
     wiring: Wiring
-    target: int = 2  # frames kept queued for the sink
+    target: int = 0  # frames kept queued for the sink; 0: each made just in time (Pacer)
     fec: bool = True
     plc: bool = True
     adaptive: bool = True  # adaptive playout (see pipeline/core/jitter.py) or a fixed watermark
@@ -78,10 +83,36 @@ def run(cfg: DecodeConfig) -> None:
                 loopback.stop()
 
         rt.on(ev.AudioTestCmd, audio_test)
-        next_look = 0.0  # monotonic time of the next look at the playback fill
+        pacer = Pacer() if cfg.target == 0 else None  # 0: each frame just in time
+        next_look = 0.0  # monotonic time of the next look at the playback ring
+        last_look = 0  # monotonic ns of the last look that made nothing
         speaking: list[int] = []  # as last published
+
+        def render_one() -> None:
+            frame = dst.claim()
+            if frame is None:  # not with a target the graph allows (check_config)
+                return
+            t0 = time.monotonic_ns()
+            keep = LOOPBACK_SPEAKER if loopback.active(t0 / 1e9) else None
+            _, info = speakers.render(t0, deafened, out=frame, keep=keep)
+            tone.add_to(frame)  # heard deafened too: the user asked for it
+            t1 = time.monotonic_ns()
+            dst.publish(
+                frame.nbytes,
+                seq=info.seq,
+                timestamp=info.timestamp,
+                speaker=info.speaker,
+                flags=info.flags,
+                media=info.media,
+            )
+            lat.add(ev.HOP_DECODE, t1 - t0)
+            for waited in info.waited_ns:
+                lat.add(ev.HOP_JITTER_WAIT, waited)
+            if info.timestamp:
+                tracer.add(info.seq, t0, t1, info.ahead_ns)
+
         while rt.running:
-            slot = src.read(timeout=max(0.001, next_look - time.monotonic()))
+            slot = src.read(timeout=max(0.0005, next_look - time.monotonic()))
             while slot is not None:
                 now = time.monotonic_ns()
                 lat.add(ev.HOP_RECEIVE_TO_DECODE, now - slot.timestamp)
@@ -90,39 +121,35 @@ def run(cfg: DecodeConfig) -> None:
                 src.release()
                 slot = src.read(timeout=0)
             topped_up = False
-            while dst.fill() < cfg.target:
-                frame = dst.claim()
-                if frame is None:  # not with a target the graph allows (check_config)
-                    break
-                topped_up = True
-                t0 = time.monotonic_ns()
-                keep = LOOPBACK_SPEAKER if loopback.active(t0 / 1e9) else None
-                _, info = speakers.render(t0, deafened, out=frame, keep=keep)
-                tone.add_to(frame)  # heard deafened too: the user asked for it
-                t1 = time.monotonic_ns()
-                dst.publish(
-                    frame.nbytes,
-                    seq=info.seq,
-                    timestamp=info.timestamp,
-                    speaker=info.speaker,
-                    flags=info.flags,
-                    media=info.media,
-                )
-                lat.add(ev.HOP_DECODE, t1 - t0)
-                for waited in info.waited_ns:
-                    lat.add(ev.HOP_JITTER_WAIT, waited)
-                if info.timestamp:
-                    tracer.add(info.seq, t0, t1, info.ahead_ns)
+            if pacer is None:  # a queue of cfg.target frames
+                while dst.fill() < cfg.target:
+                    render_one()
+                    topped_up = True
+                mono = time.monotonic()
+                if topped_up:
+                    next_look = mono + QUIET_AFTER_TOP_UP
+                elif mono >= next_look:
+                    next_look = mono + FILL_CHECK
+            else:  # each frame just in time
+                now = time.monotonic_ns()
+                pacer.sink_starved(dst.starved, now)
+                at = pacer.render_at(now, dst.pending(), dst.due_ns)
+                if at is not None and at <= now:
+                    render_one()
+                    topped_up = True
+                    now = time.monotonic_ns()
+                    pacer.rendered(max(at, last_look), now)
+                    at = pacer.render_at(now, dst.pending(), dst.due_ns)
+                else:
+                    last_look = now
+                wait_ns = PACE_STALLED_LOOK if at is None else at - now
+                mono = time.monotonic()
+                next_look = mono + max(0, wait_ns) / 1e9
             if topped_up:  # who is audible changed: tell the UI now, not at the next report
                 heard = speakers.speaking(time.monotonic_ns())
                 if heard != speaking:
                     speaking = heard
                     rt.publish(ev.Activity(heard))
-            mono = time.monotonic()
-            if topped_up:
-                next_look = mono + QUIET_AFTER_TOP_UP
-            elif mono >= next_look:
-                next_look = mono + FILL_CHECK
             rt.poll()
             if rt.report_due(mono):
                 per_speaker = speakers.stats()
@@ -138,6 +165,8 @@ def run(cfg: DecodeConfig) -> None:
                         bad_bodies=speakers.bad_bodies,
                         deafened=deafened,
                         playback_fill=dst.fill(),
+                        lead_ms=pacer.stats.lead_ms if pacer else 0.0,
+                        worst_late_ms=pacer.stats.worst_late_ms if pacer else 0.0,
                         test_tone=tone.playing,
                         gains=[ev.SpeakerGain(u, g) for u, g in sorted(speakers.gains.items())],
                     ),

@@ -79,12 +79,14 @@ def _clocked_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:
         if slot is None:
             if started:
                 underflows += 1
+                ring.note_starved()
             sink.write(silence)
         else:
             started = True
             sink.write(slot.samples())
             player.played(slot.seq, slot.timestamp, slot.flags, slot.media)
             ring.release()
+        ring.set_due(clock.following_ns)
         mono = time.monotonic()
         if rt.report_due(mono):
             rt.poll()

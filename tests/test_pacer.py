@@ -1,0 +1,99 @@
+"""pipeline/core/pacer.py: when the decode stage makes each playback frame."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.core.pacer import (
+    LEAD_MAX_NS,
+    LEAD_MIN_NS,
+    LEAD_START_NS,
+    LEAD_WINDOW,
+    SAFETY_NS,
+    STARVE_BOOST_NS,
+    STARVE_HOLD_NS,
+    Pacer,
+)
+from pipeline.media.audio_format import FRAME_NS
+
+MS = 1_000_000
+
+
+def test_a_frame_is_made_lead_before_the_sink_wants_it() -> None:
+    p = Pacer()
+    due = 1_000 * MS
+    assert p.render_at(990 * MS, 0, due) == due - LEAD_START_NS
+    # One already made: the next is for the frame after, whether the sink took it or not.
+    assert p.render_at(995 * MS, 1, due) == due + FRAME_NS - LEAD_START_NS
+    assert p.render_at(1_001 * MS, 0, due + FRAME_NS) == due + FRAME_NS - LEAD_START_NS
+
+
+def test_a_sink_that_has_not_started_or_stopped_gets_one_frame_and_no_more() -> None:
+    p = Pacer()
+    assert p.render_at(5 * MS, 0, 0) == 5 * MS  # not said yet: one now
+    assert p.render_at(5 * MS, 1, 0) is None  # and then nothing until it takes it
+    due = 100 * MS
+    later = due + FRAME_NS + 1  # more than a frame past its own deadline
+    assert p.render_at(later, 1, due) is None
+    assert p.render_at(later, 0, due) == later
+    assert p.stats.stalled == 1
+
+
+def test_the_lead_is_the_worst_lateness_of_the_last_window_plus_the_safety() -> None:
+    p = Pacer()
+    t = 0
+    for late in (1 * MS, 4 * MS, 2 * MS):
+        t += FRAME_NS
+        p.rendered(t, t + late)
+    assert p.lead_ns == 4 * MS + SAFETY_NS
+    for _ in range(LEAD_WINDOW):  # the 4 ms frame ages out of the window
+        t += FRAME_NS
+        p.rendered(t, t + 1 * MS)
+    assert p.lead_ns == 1 * MS + SAFETY_NS
+    t += FRAME_NS
+    p.rendered(t, t + 50 * MS)  # a stall: at once
+    assert p.lead_ns == 52 * MS
+
+
+def test_the_lead_stays_within_its_bounds() -> None:
+    p = Pacer()
+    p.rendered(0, 0)
+    assert p.lead_ns == LEAD_MIN_NS
+    p.rendered(0, 10 * FRAME_NS)
+    assert p.lead_ns == LEAD_MAX_NS
+
+
+def test_a_starved_sink_raises_the_lead_for_a_while() -> None:
+    p = Pacer()
+    p.sink_starved(7, 0)  # the first look only learns the count
+    p.rendered(0, 1 * MS)
+    base = p.lead_ns
+    p.sink_starved(8, 1 * MS)
+    assert p.lead_ns == base + STARVE_BOOST_NS and p.stats.starved == 8
+    p.sink_starved(8, 2 * MS)  # the same count again: nothing new
+    assert p.lead_ns == base + STARVE_BOOST_NS
+    p.sink_starved(8, 1 * MS + STARVE_HOLD_NS)
+    assert p.lead_ns == base
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3), st.integers(-5 * FRAME_NS, 5 * FRAME_NS), st.integers(0, 10**8)
+        ),
+        max_size=200,
+    )
+)
+def test_any_sequence_keeps_the_lead_bounded_and_never_queues_past_three_frames(
+    steps: list[tuple[int, int, int]],
+) -> None:
+    p = Pacer()
+    now = 10**12
+    for pending, due_offset, late in steps:
+        now += 1_000_000
+        at = p.render_at(now, pending, now + due_offset)
+        if at is not None and pending >= 3:
+            assert at > now  # a sink that keeps its times never has four made ahead
+        p.rendered(now, now + late)
+        assert LEAD_MIN_NS <= p.lead_ns <= LEAD_MAX_NS
