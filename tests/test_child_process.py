@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import multiprocessing
 import multiprocessing.queues
 import os
@@ -20,6 +22,19 @@ def test_stop_flag_keeps_the_first_reason() -> None:
     stop.set("quit")
     stop.set("terminated")
     assert stop and stop.reason == "quit" and stop.wait(0)
+
+
+def test_a_flag_whose_construction_failed_is_collected_quietly() -> None:
+    seen: list[object] = []
+    old = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        with contextlib.suppress(TypeError):
+            StopFlag()  # type: ignore[call-arg]  # no parent: __init__ raises
+        gc.collect()
+    finally:
+        sys.unraisablehook = old
+    assert seen == []  # __del__ ran on a half-made flag without an error
 
 
 def test_a_dead_parent_sets_the_flag() -> None:

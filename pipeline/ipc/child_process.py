@@ -78,7 +78,7 @@ class StopFlag:
         self._wake_r = self._wake_w = -1
 
     def __del__(self) -> None:
-        if self._wake_r >= 0:
+        if getattr(self, "_wake_r", -1) >= 0:  # not there if __init__ failed
             self.close()
 
 
