@@ -194,7 +194,7 @@ def budget(trace: Path, window_ns: tuple[int, int]) -> dict[str, float] | None:
     return out
 
 
-def run(seconds: float, restart: bool, root: Path, playback_frames: int = 2) -> dict[str, Any]:
+def run(seconds: float, restart: bool, root: Path, playback_frames: int = 0) -> dict[str, Any]:
     """One call of ``seconds`` of speech; with ``restart``, then the server killed and
     started again, and a few more seconds of speech once the client plays again."""
     result: dict[str, Any] = {"load": os.getloadavg()[0], "playback_frames": playback_frames}
@@ -273,7 +273,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--restart", action="store_true", help="then kill and restart the server")
     ap.add_argument("--keep", type=Path, default=None, help="keep the recordings in DIR")
-    ap.add_argument("--playback-frames", type=int, default=2, help="the decode stage's lead")
+    ap.add_argument(
+        "--playback-frames",
+        type=int,
+        default=0,
+        help="frames queued for the speaker (0: just in time, the default)",
+    )
     args = ap.parse_args(argv)
     seconds = 5.0 if args.quick else args.seconds
     why = available()

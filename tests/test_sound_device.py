@@ -144,14 +144,23 @@ def test_frames_spread_over_blocks_and_the_ear_time_is_the_dac_time(fake_sd: Fak
         for p in played:
             assert before + 25_000_000 <= p[4] <= after + 25_000_000
         assert ring.fill() == 0 and spk.underflows == 0
+        # The last frame was read whole blocks ago: the next is wanted by the callback
+        # after the one that finishes it, a frame after that read (for the decode stage).
+        frame_ns = FRAME_SAMPLES * sound_device.NS_PER_SAMPLE
+        assert before <= ring.due_ns - frame_ns <= after
+        assert ring.starved == 0  # PortAudio's flag before the first frame was no starve
         # Starving for three blocks, PortAudio flagging it too: one underflow, not six.
         for _ in range(3):
             stream.run(out, output_underflow=True)
-        assert not out.any() and spk.underflows == 1
+        assert not out.any() and spk.underflows == 1 and ring.starved == 1
         ring.write(a, seq=11, timestamp=1)
         for _ in range(FRAME_SAMPLES // B + 2):  # one frame, then dry again: a second run
             stream.run(out)
-        assert spk.underflows == 2
+        assert spk.underflows == 2 and ring.starved == 2
+        ring.write(a, seq=12, timestamp=1)
+        for _ in range(FRAME_SAMPLES // B):  # PortAudio's own underflow, the ring full:
+            stream.run(out, output_underflow=True)  # no starve (a lead cannot help it)
+        assert ring.starved == 2
         spk.close()
 
 

@@ -273,6 +273,7 @@ class OutputDevice(_Device):
         self.underflows = 0
         self._started = False
         self._starving = False
+        self._empty = False  # the last callback found the ring empty
         self._samples: Any = None  # the frame being played, a view into the held slot
         self._pos = 0
         self._on_frame = on_frame  # records latency; must be allocation-light
@@ -322,5 +323,7 @@ class OutputDevice(_Device):
         trouble = self._started and (starved or status.output_underflow)
         if trouble and not self._starving:
             self.underflows += 1
-            self.ring.note_starved()
+        if starved and self._started and not self._empty:  # the decode stage was late
+            self.ring.note_starved()  # once a run, as underflows; PortAudio's flag is not it
+        self._empty = starved
         self._starving = trouble
