@@ -8,8 +8,8 @@ own). This benchmark takes that away to show what the playout itself does with a
 path: the talker's frames are encoded as the encode stage does, the delays and
 losses of `bench/netem.py`'s impairment model (the same `Impairer`, so the same
 paths) give each packet an arrival time, and `pipeline.core.speakers.Speakers` is
-fed at those times and asked for a frame whenever a simulated sink, ticking every
-20 ms on its own clock, has fewer than the decode stage's two frames queued. What
+fed at those times and asked for a frame just before a simulated sink, ticking every
+20 ms on its own clock, wants it (the decode stage's pacer, at its least lead). What
 the sink plays is scored with PESQ against the reference, as quality.py scores a
 call, and the delay from each frame's capture to the instant the sink starts playing
 it is the playout's share of mouth-to-ear (no device, no scheduling). Fixed against
@@ -28,13 +28,13 @@ import numpy as np
 from bench.common import parser, summarize, write_result
 from bench.netem import Impairer, Impairment
 from bench.quality import JITTER_CONDITIONS, REFERENCE, Condition, read_wav_16k, score, up3
+from pipeline.core.pacer import Pacer
 from pipeline.core.speakers import Speakers
 from pipeline.media import synthetic
 from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
 from pipeline.media.opus import OpusEncoder
 from relay.protocol.voice_body import MAX_PRIMARY, plain
 
-SINK_QUEUE = 2  # frames the decode stage keeps queued for the sink (DecodeConfig.target)
 HEADER = struct.Struct(">IQQI")  # a protocol-1 header, for the seq-keyed loss of Impairer
 SPEAKER = 7
 START_NS = 10**12  # an arbitrary origin for the simulated clocks
@@ -65,37 +65,31 @@ def arrivals(bodies: list[bytes], impairment: Impairment) -> list[tuple[int, int
 
 
 def play(bodies: list[bytes], arrived: list[tuple[int, int]], adaptive: bool) -> Played:
-    """Feed the packets in at their arrival times and let the sink take a frame every 20 ms
-    (the decode stage keeps its queue topped up, so the sink never finds it empty)."""
+    """Feed the packets in at their arrival times and let the sink take a frame every 20 ms,
+    each made just in time as the decode stage makes it (:class:`Pacer`; with no
+    scheduling here its lead is its least, after the first frame)."""
     sp = Speakers(adaptive=adaptive, fec=True, plc=True)
+    pacer = Pacer()
     # The sink starts with the first arrival, as the playback stage's device does (its
     # phase against the sender's frames is arbitrary: half a frame here).
     first = arrived[0][0] if arrived else START_NS
     tick = first + FRAME_NS // 2
     end = START_NS + (len(bodies) + 50) * FRAME_NS
-    queue: list[tuple[np.ndarray, int]] = []  # (frame, media timestamp of its voice or -1)
     heard: list[np.ndarray] = []
     delays: list[float] = []
     pending = list(arrived)
     heapq.heapify(pending)
-
-    def top_up(now: int) -> None:
-        while len(queue) < SINK_QUEUE:
-            pcm, info = sp.render(now)
-            queue.append((pcm.copy(), info.media if info.flags & 1 else -1))
-
     while tick < end:
-        while pending and pending[0][0] <= tick:
+        made = tick - pacer.lead_ns
+        while pending and pending[0][0] <= made:
             at, k = heapq.heappop(pending)
             sp.receive(SPEAKER, k, k * FRAME_SAMPLES, bodies[k], at)
-            top_up(at)  # the decode stage wakes on an arrival when the sink wants a frame
-        top_up(tick)
-        frame, media = queue.pop(0)
-        heard.append(frame)
-        if media >= 0:  # capture instant: frame k starts at START_NS + k * FRAME_NS
-            captured = START_NS + media * 1_000_000_000 // SAMPLE_RATE
+        pcm, info = sp.render(made)
+        pacer.rendered(made, made)
+        heard.append(pcm.copy())
+        if info.flags & 1:  # capture instant: frame k starts at START_NS + k * FRAME_NS
+            captured = START_NS + info.media * 1_000_000_000 // SAMPLE_RATE
             delays.append((tick - captured) / 1e6)
-        top_up(tick)
         tick += FRAME_NS
     stats = sp.stats()
     s = stats[0] if stats else None
