@@ -39,6 +39,8 @@ import numpy as np
 
 from bench.common import parser, summarize, write_result
 from pipeline.core.jitter import JitterBuffer
+from pipeline.core.pacer import LEAD_MIN_NS
+from pipeline.core.speakers import CONCEALED, VOICE
 from pipeline.demo import ROOT
 from pipeline.media.audio_format import FRAME_NS, SAMPLE_RATE
 from pipeline.media.opus import OpusEncoder
@@ -80,6 +82,18 @@ def run_call(
     subprocess.run(cmd, cwd=ROOT, check=True, timeout=seconds + 60)
     stats: dict[str, Any] = json.loads((trace / "stats.json").read_text())["stats"]
     return stats
+
+
+def mid_call(trace: Path) -> dict[str, int]:
+    """Frames mixed from the first frame with voice to the last (``mix.npy``), and how
+    many of them were concealed: a clean call must conceal none. The stats' own count
+    also holds the fade after the echo stops, when the client ends its call."""
+    rows = np.load(trace / "mix.npy")
+    voiced = np.flatnonzero(rows[:, 1] & VOICE) if len(rows) else np.array([], int)
+    if not len(voiced):
+        return {"frames": 0, "concealed": 0}
+    body = rows[voiced[0] : voiced[-1] + 1]
+    return {"frames": len(body), "concealed": int(np.count_nonzero(body[:, 1] & CONCEALED))}
 
 
 def _index(rows: np.ndarray) -> dict[int, np.ndarray]:
@@ -157,21 +171,28 @@ def crypto_per_frame_us(rounds: int = 20_000) -> dict[str, float]:
 
 
 # The configurations compared in one run: (jitter buffer, frames queued for the sink).
+# The configurations compared in one run: (jitter buffer, frames queued for the sink;
+# 0: each frame just in time, the default).
 CONFIGS = (("fixed", 2), ("adaptive", 2), ("adaptive", 1), ("adaptive", 0))
 
 
-def floor_ms(jitter: str = "adaptive") -> dict[str, float]:
-    """What a frame cannot avoid: its own 20 ms of capture, the Opus lookahead, one 20 ms
-    sink block, and the jitter buffer's least hold: the fixed buffer's 2-packet start, or
-    the adaptive buffer's scheduling margin (the packet must be in hand when the sink asks,
-    and this 2-core machine's wake-ups vary by a few ms)."""
+def config_name(jitter: str, frames: int) -> str:
+    return f"{jitter}, just in time" if frames == 0 else f"{jitter}, playback_frames={frames}"
+
+
+def floor_ms(jitter: str = "adaptive", frames: int = 2) -> dict[str, float]:
+    """What a frame cannot avoid: its own 20 ms of capture, the Opus lookahead, the jitter
+    buffer's least hold (the fixed buffer's 2-packet start, or the adaptive buffer's
+    scheduling margin: the packet must be in hand when the sink asks, and this 2-core
+    machine's wake-ups vary by a few ms), and the wait for the sink: a whole 20 ms block
+    with a queue, the pacer's least lead (its scheduling margin) just in time."""
     lookahead = OpusEncoder().lookahead / SAMPLE_RATE * 1000
     hold = 2 * FRAME_NS / 1e6 if jitter == "fixed" else JitterBuffer().margin_ns / 1e6
     parts = {
         "frame": FRAME_NS / 1e6,
         "opus_lookahead": lookahead,
         "jitter_hold": hold,
-        "sink_block": FRAME_NS / 1e6,
+        "sink_wait": (LEAD_MIN_NS if frames == 0 else FRAME_NS) / 1e6,
     }
     parts["total"] = sum(parts.values())
     return parts
@@ -190,7 +211,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="vc-trace-") as tmp:
                 stats = run_call(port, seconds, Path(tmp), frames, jitter)
                 hops = join(Path(tmp))
-            name = f"{jitter}, playback_frames={frames}"
+                body = mid_call(Path(tmp))
+            name = config_name(jitter, frames)
             raw.update({f"{jitter}{frames}/{k}": v for k, v in hops.items()})
             config: dict[str, Any] = {k: summarize(v) for k, v in hops.items()}
             config["playback_underflows"] = stats.get("playback", {}).get("underflows")
@@ -200,7 +222,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             speakers = stats.get("decode", {}).get("speakers", [])
             for key in ("target_ms", "delay_ms", "accelerated_ms", "expanded_ms"):
                 config[key] = max((s.get(key, 0.0) for s in speakers), default=0.0)
-            config["floor_ms"] = floor_ms(jitter)
+            config["mid_call"] = body
+            config["lead_ms"] = stats.get("decode", {}).get("lead_ms", 0.0)
+            config["floor_ms"] = floor_ms(jitter, frames)
             configs[name] = config
     finally:
         stop_relay(proc)
@@ -242,7 +266,9 @@ def print_table(result: dict[str, Any]) -> None:
                 f"  mouth-to-ear estimate p50 {est['p50']:.1f} ms, p99 {est['p99']:.1f} ms; "
                 f"floor {hops['floor_ms']['total']:.1f} ms; overhead "
                 f"{hops['overhead_above_floor_ms']:+.1f} ms (p50); "
-                f"underflows {hops['playback_underflows']}, concealed {hops['concealed']}"
+                f"underflows {hops['playback_underflows']}, concealed {hops['concealed']} "
+                f"({hops['mid_call']['concealed']} of {hops['mid_call']['frames']} mid-call)"
+                + (f", lead {hops['lead_ms']:.1f} ms" if hops.get("lead_ms") else "")
             )
 
 

@@ -51,11 +51,12 @@ def latency_section(doc: dict[str, Any]) -> list[str]:
     )
     for name, hops in doc["configs"].items():
         floor = hops["floor_ms"]
+        sink = floor.get("sink_wait", floor.get("sink_block", 0.0))  # older results: a block
         out += ["", f"### {name}", ""]
         out.append(
             f"Floor: {floor['frame']:.0f} ms frame + {floor['opus_lookahead']:.1f} ms Opus "
-            f"lookahead + {floor['jitter_hold']:.0f} ms jitter hold + {floor['sink_block']:.0f} ms "
-            f"sink block = **{floor['total']:.1f} ms**. Adaptive playout: target "
+            f"lookahead + {floor['jitter_hold']:.0f} ms jitter hold + {sink:.0f} ms "
+            f"wait for the sink = **{floor['total']:.1f} ms**. Adaptive playout: target "
             f"{_f(hops.get('target_ms'), 1)} ms, delay {_f(hops.get('delay_ms'), 1)} ms above the "
             f"fastest packet; time-stretched {_f(hops.get('accelerated_ms'), 0)} ms shorter, "
             f"{_f(hops.get('expanded_ms'), 0)} ms longer."
@@ -76,7 +77,19 @@ def latency_section(doc: dict[str, Any]) -> list[str]:
                 "",
                 f"Mouth-to-ear (total + capture block + lookahead): p50 **{p50} ms**, p99 {p99} ms;"
                 f" {over} the floor. Frames: {hops['total']['n']}; playback underflows:"
-                f" {hops.get('playback_underflows')}; concealed: {hops.get('concealed')}.",
+                f" {hops.get('playback_underflows')}; concealed: {hops.get('concealed')}"
+                + (
+                    f" ({hops['mid_call']['concealed']} of the {hops['mid_call']['frames']} frames"
+                    " from the first voice to the last; the rest is the fade when the call ends)"
+                    if hops.get("mid_call")
+                    else ""
+                )
+                + (
+                    f"; the pacer's lead at the end: {hops['lead_ms']:.1f} ms"
+                    if hops.get("lead_ms")
+                    else ""
+                )
+                + ".",
             ]
     return out
 

@@ -54,6 +54,7 @@ def run(cfg: DecodeConfig) -> None:
         speakers = Speakers(fec=cfg.fec, plc=cfg.plc, adaptive=cfg.adaptive)
         push_trace = rt.tracer("push.npy", 2)
         tracer = rt.tracer("decode.npy", 4)
+        mix_trace = rt.tracer("mix.npy", 3)  # every frame mixed: t0, flags, the pacer's lead
         deafened = False
 
         def deafen(cmd: ev.DeafenCmd) -> None:
@@ -110,6 +111,7 @@ def run(cfg: DecodeConfig) -> None:
                 lat.add(ev.HOP_JITTER_WAIT, waited)
             if info.timestamp:
                 tracer.add(info.seq, t0, t1, info.ahead_ns)
+            mix_trace.add(t0, info.flags, pacer.lead_ns if pacer else 0)
 
         while rt.running:
             slot = src.read(timeout=max(0.0005, next_look - time.monotonic()))
