@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PyQt6.QtCore import QSettings, Qt
+from PyQt6.QtCore import QEvent, QPoint, QSettings, Qt
+from PyQt6.QtGui import QKeyEvent
+from PyQt6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from pipeline.ipc import events as ev
@@ -16,7 +18,15 @@ from ui.busbridge import BusBridge
 from ui.connect import ConnectInfo
 from ui.model import SPEAKING_ROLE, VOLUME_ROLE
 from ui.volume_menu import VolumeSlider
-from ui.window import BITRATE_KEY, MainWindow
+from ui.window import (
+    BITRATE_KEY,
+    PTT_KEY,
+    TALK_KEY,
+    THRESHOLD_KEY,
+    MainWindow,
+    remembered_key,
+    remembered_talk,
+)
 
 
 class Recorder(BusBridge):
@@ -116,6 +126,62 @@ def test_holding_f2_pushes_to_talk_from_any_mode(window: MainWindow, qtbot: QtBo
     qtbot.keyRelease(window.tree, Qt.Key.Key_F2)
     assert sent(window) == [ev.TalkModeCmd("ptt"), ev.PushToTalkCmd(True), ev.PushToTalkCmd(False)]
     assert not window.desired.ptt
+
+
+def test_a_chosen_push_to_talk_key_is_held_anywhere_in_the_window_and_remembered(
+    window: MainWindow, qtbot: QtBot
+) -> None:
+    window.audio.select_talk("ptt")
+    window.audio.ptt_key_chosen.emit(Qt.Key.Key_Space.value)  # as the key chooser does
+    assert remembered_key(window.settings) == Qt.Key.Key_Space.value
+    assert int(window.settings.value(PTT_KEY)) == Qt.Key.Key_Space.value
+    qtbot.keyPress(window.tree, Qt.Key.Key_F2)  # the old key does nothing now
+    qtbot.keyRelease(window.tree, Qt.Key.Key_F2)
+    assert not any(isinstance(e, ev.PushToTalkCmd) for e in sent(window))
+    qtbot.keyPress(window.tree, Qt.Key.Key_Space)
+    assert window.desired.ptt and sent(window)[-1] == ev.PushToTalkCmd(True)
+    repeat = QKeyEvent(
+        QEvent.Type.KeyPress, Qt.Key.Key_Space, Qt.KeyboardModifier.NoModifier, " ", True
+    )
+    QApplication.sendEvent(window.tree, repeat)  # held: no new command
+    qtbot.keyRelease(window.tree, Qt.Key.Key_Space)
+    assert sent(window)[-2:] == [ev.PushToTalkCmd(True), ev.PushToTalkCmd(False)]
+    # In the chat box a space is typed, not taken for the key.
+    window.chat.input.setFocus()
+    qtbot.waitUntil(window.chat.input.hasFocus)
+    qtbot.keyClicks(window.chat.input, "a b")
+    assert window.chat.input.text() == "a b" and not window.desired.ptt
+    # A key that types nothing is push-to-talk even there; losing the focus lets it go.
+    window.audio.ptt_key_chosen.emit(Qt.Key.Key_F8.value)
+    qtbot.keyPress(window.chat.input, Qt.Key.Key_F8)
+    assert window.desired.ptt
+    window.eventFilter(window, QEvent(QEvent.Type.WindowDeactivate))
+    assert not window.desired.ptt and sent(window)[-1] == ev.PushToTalkCmd(False)
+
+
+def test_the_talk_mode_and_the_threshold_set_on_the_meter_are_sent_and_remembered(
+    window: MainWindow, qtbot: QtBot
+) -> None:
+    assert remembered_talk(window.settings, "vad") == ("vad", 0.0)  # nothing chosen yet
+    meter = window.audio.meter
+    assert meter.threshold_shown  # voice activation, the default
+    meter.resize(301, 16)
+    qtbot.mouseClick(meter, Qt.MouseButton.LeftButton, pos=QPoint(200, 8))  # -20 dBFS
+    assert sent(window)[-1] == ev.VadThresholdCmd(meter.threshold)
+    assert abs(meter.threshold - 0.1) < 1e-9 and window.desired.vad_threshold == meter.threshold
+    window.audio.talk.setCurrentIndex(window.audio.talk.findData("continuous"))
+    window.audio.talk.activated.emit(window.audio.talk.currentIndex())
+    assert str(window.settings.value(TALK_KEY)) == "continuous"
+    mode, threshold = remembered_talk(window.settings, "vad")
+    assert mode == "continuous" and abs(threshold - 0.1) < 1e-9
+    window.settings.setValue(TALK_KEY, "shout")  # a hand-edited file
+    window.settings.setValue(THRESHOLD_KEY, "loud")
+    assert remembered_talk(window.settings, "vad") == ("vad", 0.0)
+    # What the encode stage says is sent lights the meter.
+    window.apply(ev.InputLevel(0.2, transmitting=True))
+    assert meter.transmitting and window.audio.meter_state.text() == "sending"
+    window.apply(ev.InputLevel(0.2, transmitting=False))
+    assert not meter.transmitting
 
 
 def test_double_click_on_a_channel_joins_it(window: MainWindow, qtbot: QtBot) -> None:
