@@ -277,6 +277,45 @@ def test_mute_and_deafen_show_in_the_others_trees(qtbot: QtBot, relay: RelayProc
         ann.shutdown()
 
 
+def test_push_to_talk_the_relay_forwards_voice_only_while_the_chosen_key_is_held(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    sock = str(tmp_path / "admin.sock")
+    proc, port = start_relay("--admin-socket", sock)
+    settings = QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+    ann = client_window(qtbot, port, "ann", MediaSpec("tone", "440"), settings=settings)
+    bob = client_window(qtbot, port, "bob", talk="vad")  # silence: he sends nothing
+
+    def forwarded() -> float:
+        return float(call(sock, ap.Status(window=1.0))["forwarded_per_s"])
+
+    try:
+        qtbot.waitUntil(lambda: ann.view.roster.me != 0 and connected(bob), timeout=2 * WAIT)
+        me = ann.view.roster.me
+        qtbot.waitUntil(lambda: me in bob.view.heard, timeout=2 * WAIT)  # continuous: heard
+        ann.audio.ptt_key_chosen.emit(Qt.Key.Key_F9.value)  # as the key chooser does
+        ann.audio.talk.setCurrentIndex(ann.audio.talk.findData("ptt"))
+        ann.audio.talk.activated.emit(ann.audio.talk.currentIndex())
+        qtbot.waitUntil(lambda: stat(ann, "encode", "talk_mode") == "ptt", timeout=WAIT)
+        qtbot.waitUntil(lambda: forwarded() == 0, timeout=WAIT)  # key up: nothing
+        for _ in range(2):  # held twice: each time the relay forwards her, and only then
+            qtbot.keyPress(ann.tree, Qt.Key.Key_F9)
+            qtbot.waitUntil(lambda: forwarded() > 25, timeout=WAIT)
+            qtbot.waitUntil(lambda: me in bob.view.heard, timeout=WAIT)
+            qtbot.waitUntil(lambda: stat(ann, "encode", "ptt_pressed") is True, timeout=WAIT)
+            qtbot.keyRelease(ann.tree, Qt.Key.Key_F9)
+            qtbot.waitUntil(lambda: stat(ann, "encode", "ptt_pressed") is False, timeout=WAIT)
+            qtbot.waitUntil(lambda: forwarded() == 0, timeout=WAIT)
+            received = fresh(qtbot, bob, "network").received  # all he got until now
+            qtbot.wait(1000)  # a second with the key up: bob gets nothing more
+            assert fresh(qtbot, bob, "network").received == received
+            assert forwarded() == 0
+    finally:
+        bob.shutdown()
+        ann.shutdown()
+        stop_relay(proc)
+
+
 # --- the audio settings' tests and noise suppression, and the server's mute ---------------
 
 WINDOW = SAMPLE_RATE // 10  # 100 ms: 10 Hz bins, so 440 and 1000 Hz fall on bins
@@ -295,6 +334,19 @@ def windows_at(audio: np.ndarray, hz: float) -> list[int]:
         if abs(peak - hz) <= 20:
             out.append(i)
     return out
+
+
+def fresh(qtbot: QtBot, window: MainWindow, kind: str) -> Any:
+    """A report of stage ``kind`` made after this call (the second one to arrive: the
+    first may have been on its way)."""
+    for _ in range(2):
+        old = getattr(window.view, kind)
+
+        def newer(old: object = old) -> bool:
+            return getattr(window.view, kind) is not old
+
+        qtbot.waitUntil(newer, timeout=WAIT)
+    return getattr(window.view, kind)
 
 
 def stat(window: MainWindow, kind: str, name: str) -> Any:
