@@ -316,6 +316,61 @@ def test_push_to_talk_the_relay_forwards_voice_only_while_the_chosen_key_is_held
         stop_relay(proc)
 
 
+def test_a_users_volume_and_local_mute_change_what_plays_and_are_remembered_for_the_server(
+    qtbot: QtBot, relay: RelayProcess, tmp_path: Path
+) -> None:
+    heard = tmp_path / "ann-heard.wav"
+    settings = QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+    ann = client_window(
+        qtbot, relay[1], "ann", sink=MediaSpec("wav", str(heard)), settings=settings
+    )
+    bob = client_window(qtbot, relay[1], "bob", MediaSpec("tone", "440"))
+    try:
+        qtbot.waitUntil(lambda: bob.view.roster.me != 0 and connected(ann), timeout=2 * WAIT)
+        uid = bob.view.roster.me
+        qtbot.waitUntil(lambda: uid in ann.view.heard, timeout=2 * WAIT)
+        qtbot.wait(1500)  # at full volume
+        for percent, muted in ((50, False), (50, True)):
+            ann.set_volume(uid, percent=percent, muted=muted)
+            gain = 0.0 if muted else percent / 100
+
+            def applied(gain: float = gain) -> bool:
+                return bool(stat(ann, "decode", "gains") == [ev.SpeakerGain(uid, gain)])
+
+            qtbot.waitUntil(applied, timeout=WAIT)
+            qtbot.wait(1500)
+        # Another connection to the same server: a new id, the same name, the same choice.
+        assert ann.host is not None
+        ann.host.restart(sink=NULL)  # the recording is kept as it was
+        qtbot.waitUntil(lambda: connected(ann) and "bob" in everyone(ann), timeout=2 * WAIT)
+        qtbot.waitUntil(
+            lambda: [g.gain for g in stat(ann, "decode", "gains") or []] == [0.0], timeout=WAIT
+        )
+        row = ann.model.user_item(next(u.user_id for u in ann.view.roster.users if u.name == "bob"))
+        assert row is not None and "muted by you" in row.text()
+    finally:
+        bob.shutdown()
+        ann.shutdown()
+    # What ann played, 100 ms at a time: bob at full volume, at half (-6 dB), then nothing.
+    audio = read_wav(heard)
+    levels = [
+        float(np.sqrt(np.mean(audio[i : i + WINDOW] ** 2)))
+        for i in range(0, len(audio) - WINDOW, WINDOW)
+    ]
+    kinds: list[tuple[str, int]] = []  # (kind, windows in a row)
+    for level in levels:
+        ratio = level / max(levels)
+        kind = "full" if ratio > 0.8 else "half" if 0.4 < ratio < 0.6 else ""
+        kind = "off" if ratio < 0.01 else kind
+        if kind and kinds and kinds[-1][0] == kind:
+            kinds[-1] = (kind, kinds[-1][1] + 1)
+        elif kind:
+            kinds.append((kind, 1))
+    runs = [k for k, n in kinds if n >= 5]  # a playout's stretch or a fade is no run
+    assert "full" in runs and runs.index("full") < runs.index("half"), kinds
+    assert runs.index("half") < len(runs) - 1 - runs[::-1].index("off"), kinds
+
+
 # --- the audio settings' tests and noise suppression, and the server's mute ---------------
 
 WINDOW = SAMPLE_RATE // 10  # 100 ms: 10 Hz bins, so 440 and 1000 Hz fall on bins
