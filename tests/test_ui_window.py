@@ -14,12 +14,15 @@ from pytestqt.qtbot import QtBot
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import Broker, BusClient
 from relay.protocol.messages import UserInfo
+from tests.conftest import Keyboard
 from ui.busbridge import BusBridge
 from ui.connect import ConnectInfo
+from ui.global_hotkey import GlobalHotkey
 from ui.model import SPEAKING_ROLE, VOLUME_ROLE
 from ui.volume_menu import VolumeSlider
 from ui.window import (
     BITRATE_KEY,
+    GLOBAL_PTT_KEY,
     PTT_KEY,
     TALK_KEY,
     THRESHOLD_KEY,
@@ -157,6 +160,48 @@ def test_a_chosen_push_to_talk_key_is_held_anywhere_in_the_window_and_remembered
     assert window.desired.ptt
     window.eventFilter(window, QEvent(QEvent.Type.WindowDeactivate))
     assert not window.desired.ptt and sent(window)[-1] == ev.PushToTalkCmd(False)
+
+
+def test_a_global_key_where_there_is_no_x11_says_why_and_unticks(window: MainWindow) -> None:
+    window.audio.global_ptt.setChecked(True)  # offscreen: no window system
+    assert not window.audio.global_ptt.isChecked() and not window.hotkey.grabbed
+    assert any("push-to-talk key not global: no window system" in x for x in window.chat.lines())
+
+
+def test_the_global_key_pushes_to_talk_with_another_window_in_front_and_is_remembered(
+    qtbot: QtBot, tmp_path: Path, xvfb: str
+) -> None:
+    settings = QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+    keyboard = Keyboard(xvfb)
+    w = MainWindow(Recorder(), settings=settings, hotkey=GlobalHotkey(display=xvfb))
+    qtbot.addWidget(w)
+    try:
+        w.audio.ptt_key_chosen.emit(Qt.Key.Key_F9.value)
+        w.audio.global_ptt.setChecked(True)
+        assert w.hotkey.grabbed and str(settings.value(GLOBAL_PTT_KEY)).lower() == "true"
+        keyboard.key(Qt.Key.Key_F9.value, True)  # on the X server: no window of ours has it
+        qtbot.waitUntil(lambda: w.desired.ptt)
+        w.eventFilter(w, QEvent(QEvent.Type.WindowDeactivate))
+        assert w.desired.ptt  # the key-up comes through the grab, not the focus
+        keyboard.key(Qt.Key.Key_F9.value, False)
+        qtbot.waitUntil(lambda: not w.desired.ptt)
+        assert sent(w)[-2:] == [ev.PushToTalkCmd(True), ev.PushToTalkCmd(False)]
+        w.audio.ptt_key_chosen.emit(Qt.Key.Key_F10.value)  # a new key: grabbed instead
+        keyboard.key(Qt.Key.Key_F10.value, True)
+        qtbot.waitUntil(lambda: w.desired.ptt)
+        keyboard.key(Qt.Key.Key_F10.value, False)
+        qtbot.waitUntil(lambda: not w.desired.ptt)
+    finally:
+        w.shutdown()
+        keyboard.close()
+    assert not w.hotkey.grabbed
+    again = MainWindow(Recorder(), settings=settings, hotkey=GlobalHotkey(display=xvfb))
+    qtbot.addWidget(again)
+    try:
+        qtbot.waitUntil(lambda: again.hotkey.grabbed)  # ticked again at the next start
+        assert again.audio.global_ptt.isChecked() and again.ptt_key == Qt.Key.Key_F10.value
+    finally:
+        again.shutdown()
 
 
 def test_the_talk_mode_and_the_threshold_set_on_the_meter_are_sent_and_remembered(

@@ -129,6 +129,7 @@ class AudioControls(QWidget):
     talk_chosen = pyqtSignal(str)  # a talk mode of pipeline/core/talk.py
     ptt_changed = pyqtSignal(bool)  # the push-to-talk button went down or up
     ptt_key_chosen = pyqtSignal(int)  # a Qt.Key: the key to hold for push-to-talk
+    global_ptt_toggled = pyqtSignal(bool)  # the key works in other programs too (or not)
     threshold_changed = pyqtSignal(float)  # voice activation's RMS level, set on the meter
     bitrate_chosen = pyqtSignal(int)  # bits per second
     noise_toggled = pyqtSignal(bool)  # noise suppression on or off
@@ -154,6 +155,11 @@ class AudioControls(QWidget):
         self.ptt_key.setMaximumSequenceLength(1)
         self.ptt_key.setToolTip(
             "click, then press the key to hold for push-to-talk (while this window has focus)"
+        )
+        self.global_ptt = QCheckBox("Also in other programs")
+        self.global_ptt.setToolTip(
+            "the push-to-talk key works while another window has the focus (X11; not on "
+            "Wayland); other programs stop getting that key meanwhile"
         )
         self.key = int(DEFAULT_PTT_KEY)
         self.select_ptt_key(self.key)
@@ -201,6 +207,7 @@ class AudioControls(QWidget):
         ptt_row.addWidget(QLabel("Key"))
         ptt_row.addWidget(self.ptt_key)
         form.addRow(ptt_row)
+        form.addRow(self.global_ptt)
         toggles = QHBoxLayout()
         toggles.addWidget(self.mute)
         toggles.addWidget(self.deafen)
@@ -233,6 +240,7 @@ class AudioControls(QWidget):
         self.ptt.pressed.connect(lambda: self.ptt_changed.emit(True))
         self.ptt.released.connect(lambda: self.ptt_changed.emit(False))
         self.ptt_key.editingFinished.connect(self._key_edited)
+        self.global_ptt.toggled.connect(self.global_ptt_toggled)
         self.meter.threshold_changed.connect(self.threshold_changed)
         self.bitrate.activated.connect(
             lambda i: self.bitrate_chosen.emit(int(self.bitrate.itemData(i)))

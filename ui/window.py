@@ -53,6 +53,7 @@ from ui.chat import ChatPanel
 from ui.connect import ConnectInfo
 from ui.connection import ConnectionModel, plain_media_error
 from ui.desired import Desired
+from ui.global_hotkey import GlobalHotkey
 from ui.model import CHANNEL, CHANNEL_ROLE, USER_ID_ROLE, ChannelModel, TreeDelegate
 from ui.notify import JOIN, LEAVE, MESSAGE, Sounds
 from ui.overlay import DiagnosticsOverlay
@@ -73,6 +74,7 @@ NOISE_KEY = "audio/noise_suppression"
 # The talk mode, voice activation's threshold (an RMS level) and the push-to-talk key
 # (a Qt.Key, held down: push to talk, switching to that mode); python -m ui starts with them.
 TALK_KEY, THRESHOLD_KEY, PTT_KEY = "talk/mode", "talk/threshold", "talk/ptt_key"
+GLOBAL_PTT_KEY = "talk/global_ptt"  # the key works in other programs too (ui/global_hotkey.py)
 SELF_SPEAKING_LEVEL = 0.02  # own microphone RMS above which the local user is lit in the tree
 
 
@@ -84,6 +86,7 @@ class MainWindow(QMainWindow):
         devices: list[dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         settings: QSettings | None = None,
+        hotkey: GlobalHotkey | None = None,
     ) -> None:
         super().__init__()
         self.setWindowTitle("Voice chat")
@@ -172,6 +175,9 @@ class MainWindow(QMainWindow):
         self.audio.select_ptt_key(self.ptt_key)
         self.audio.ptt_key_chosen.connect(self._ptt_key)
         self.audio.threshold_changed.connect(self._threshold)
+        self.hotkey = hotkey if hotkey is not None else GlobalHotkey(parent=self)
+        self.hotkey.changed.connect(self._global_key)
+        self.audio.global_ptt_toggled.connect(self.set_global_ptt)
         app = QApplication.instance()
         if app is not None:  # the push-to-talk key, whichever of our widgets has the focus
             app.installEventFilter(self)
@@ -217,6 +223,8 @@ class MainWindow(QMainWindow):
             host.started.connect(self._client_started)
             host.failed.connect(self._client_failed)
         self._render_connection()
+        if str(self.settings.value(GLOBAL_PTT_KEY, False)).lower() in ("true", "1"):
+            QTimer.singleShot(0, lambda: self.audio.global_ptt.setChecked(True))
 
     def _ask_certificate(self, reason: str) -> None:
         """The relay showed another certificate than the pinned one: the user decides."""
@@ -371,7 +379,8 @@ class MainWindow(QMainWindow):
         if event is None or not isinstance(watched, QWidget) or watched.window() is not self:
             return False
         kind = event.type()
-        if kind == QEvent.Type.WindowDeactivate and watched is self and self.desired.ptt:
+        deactivated = kind == QEvent.Type.WindowDeactivate and watched is self
+        if deactivated and self.desired.ptt and not self.hotkey.grabbed:
             self._push_to_talk(False)
         if kind not in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease):
             return False
@@ -440,6 +449,27 @@ class MainWindow(QMainWindow):
     def _ptt_key(self, key: int) -> None:
         self.ptt_key = key
         self.settings.setValue(PTT_KEY, key)
+        if self.hotkey.grabbed:
+            self.set_global_ptt(True)  # the new key in other programs too
+
+    def set_global_ptt(self, on: bool) -> None:
+        """The push-to-talk key in other programs too (where the platform allows it);
+        what does not work is said, and the box unticked."""
+        self.settings.setValue(GLOBAL_PTT_KEY, on)
+        if not on:
+            self.hotkey.ungrab()
+            return
+        why = self.hotkey.grab(self.ptt_key)
+        if why:
+            self.chat.add(ev.Notice(f"push-to-talk key not global: {why}"))
+            self.audio.global_ptt.blockSignals(True)
+            self.audio.global_ptt.setChecked(False)
+            self.audio.global_ptt.blockSignals(False)
+            self.audio.global_ptt.setToolTip(why)
+
+    def _global_key(self, down: bool) -> None:
+        if down != self.desired.ptt:
+            self._push_to_talk(down)
 
     def _deafen(self, deafened: bool) -> None:
         self.desired.deafened = deafened
@@ -647,6 +677,7 @@ class MainWindow(QMainWindow):
         """Detach from the bus and stop the client this window owns (idempotent)."""
         self.bridge.detach()
         self.sounds.close()
+        self.hotkey.close()
         if self.host is not None:
             self.host.stop()
 
