@@ -376,9 +376,15 @@ def test_offline_the_tree_greys_the_pings_dash_and_nobody_is_lit(window: MainWin
     window.apply(ROSTER)
     window.apply(ev.ControlStats(tcp_rtt_ms=12.0))
     window.apply(ev.Activity([2]))
+    window.apply(ev.InputLevel(0.2, transmitting=True))
     assert window.tree.isEnabled() and "TCP 12 ms" in window.status.link.text()
+    assert window.audio.meter.transmitting
     window.apply(ev.ConnectionState(ev.RECONNECTING, "h:1", attempt=1, reason="reset"))
     assert not window.tree.isEnabled()
+    # The meter does not say "sending" while nothing can reach anyone.
+    assert not window.audio.meter.transmitting and window.audio.meter_state.text() == ""
+    window.apply(ev.InputLevel(0.2, transmitting=True))
+    assert not window.audio.meter.transmitting
     assert window.status.link.text() == "TCP \u2013 · UDP \u2013 · loss \u2013"
     bob = window.model.user_item(2)
     assert bob is not None and bob.data(SPEAKING_ROLE) is False

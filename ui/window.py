@@ -272,7 +272,9 @@ class MainWindow(QMainWindow):
                 self.set_whisper(0)
         elif isinstance(event, ev.Activity | ev.InputLevel):
             if isinstance(event, ev.InputLevel):
-                self.audio.set_level(event.level, event.transmitting)
+                # Offline nothing reaches anyone, whatever the talk mode lets through.
+                sent = event.transmitting and self.connection.online
+                self.audio.set_level(event.level, sent)
                 self._self_loud = event.level > SELF_SPEAKING_LEVEL
             else:
                 self.speaking_hold.update(event.speaking, self.clock())
@@ -297,6 +299,8 @@ class MainWindow(QMainWindow):
         self.servers.show(self.connection)
         self.tree.setEnabled(online)
         self.chat.set_enabled_for(online)
+        if not online:
+            self.audio.set_transmitting(False)
         self._update_speaking()
 
     def _notify(self, event: ev.ChatLine | ev.Notice) -> None:
