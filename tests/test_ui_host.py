@@ -555,3 +555,23 @@ def test_a_server_mute_by_the_admin_silences_a_user_for_everyone_and_shows_it(
         bob.shutdown()
         ann.shutdown()
         stop_relay(proc)
+
+
+def test_a_move_by_the_admin_is_announced_and_followed_in_the_tree(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    sock = str(tmp_path / "admin.sock")
+    proc, port = start_relay("--admin-socket", sock, "--channel", "Lobby", "--channel", "Gaming")
+    ann = client_window(qtbot, port, "ann")
+    try:
+        qtbot.waitUntil(lambda: ann.model.users_in("Lobby") == ["ann"], timeout=2 * WAIT)
+        call(sock, ap.Move("ann", "Gaming"))
+        qtbot.waitUntil(lambda: ann.model.users_in("Gaming") == ["ann"], timeout=WAIT)
+        qtbot.waitUntil(
+            lambda: any(line.endswith("you were moved to Gaming") for line in ann.chat.lines()),
+            timeout=WAIT,
+        )
+        assert ann.view.roster.channel == "Gaming"
+    finally:
+        ann.shutdown()
+        stop_relay(proc)
