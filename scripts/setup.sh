@@ -70,6 +70,12 @@ command -v pacat >/dev/null 2>&1 || missing+=("pulseaudio-utils")
   || ls /usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so >/dev/null 2>&1 \
   || missing+=("libasound2-plugins")
 
+# The global push-to-talk key's tests (tests/test_ui_global_hotkey.py) grab keys on a
+# private X server and type on it through XTest; the key itself needs Xlib.
+command -v Xvfb >/dev/null 2>&1 || missing+=("xvfb")
+grep -q "libX11.so.6" <<<"$have_libs" || missing+=("libx11-6")
+grep -q "libXtst.so.6" <<<"$have_libs" || missing+=("libxtst6")
+
 # The relay cluster's tests and benchmark (docs/cluster.md) start a private redis-server.
 command -v redis-server >/dev/null 2>&1 || missing+=("redis-server")
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -139,3 +142,61 @@ def redis_server() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         yield proc, port
     finally:
         stop_redis(proc)
+
+
+# --- a private X server, and a keyboard on it (the global push-to-talk key's tests) ------
+
+
+@pytest.fixture
+def xvfb() -> Iterator[str]:
+    """A private X server's display name."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed")
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-nolisten", "tcp", "-screen", "0", "640x480x24"],
+        pass_fds=(write,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write)
+    try:
+        with os.fdopen(read) as f:
+            number = f.readline().strip()  # written once the server takes connections
+        assert number, "Xvfb did not start"
+        yield f":{number}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Keyboard:
+    """Key events on an X display through XTest, as from a keyboard."""
+
+    def __init__(self, display: str) -> None:
+        self.x = ctypes.CDLL(ctypes.util.find_library("X11"))
+        self.xtst = ctypes.CDLL(ctypes.util.find_library("Xtst"))
+        self.x.XOpenDisplay.restype = ctypes.c_void_p
+        self.x.XOpenDisplay.argtypes = [ctypes.c_char_p]
+        self.x.XKeysymToKeycode.restype = ctypes.c_ubyte
+        self.x.XKeysymToKeycode.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
+        self.x.XFlush.argtypes = [ctypes.c_void_p]
+        self.x.XCloseDisplay.argtypes = [ctypes.c_void_p]
+        self.xtst.XTestFakeKeyEvent.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_ulong,
+        ]
+        self.dpy = self.x.XOpenDisplay(display.encode())
+        assert self.dpy
+
+    def key(self, qt_key: int, down: bool) -> None:
+        from ui.global_hotkey import keysym_of
+
+        code = self.x.XKeysymToKeycode(self.dpy, keysym_of(qt_key))
+        self.xtst.XTestFakeKeyEvent(self.dpy, code, int(down), 0)
+        self.x.XFlush(self.dpy)
+
+    def close(self) -> None:
+        self.x.XCloseDisplay(self.dpy)

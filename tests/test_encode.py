@@ -3,7 +3,9 @@ each), a real relay, WAV sources and sinks.
 
 * a talker in a quiet room in voice activation sends at most a datagram a second;
 * switched to push-to-talk at run time, it sends only while the key is down;
-* one speaking after silence is heard whole: onset, words and ending.
+* one speaking after silence is heard whole: onset, words and ending;
+* voice activation's threshold keeps speech quieter than it off the wire, and the
+  microphone's level says whether it is sent.
 """
 
 from __future__ import annotations
@@ -153,3 +155,28 @@ def test_a_talker_in_voice_activation_is_heard_whole(relay: RelayProcess, tmp_pa
     # few percent, and more on a loaded machine; the waveform is test_supervisor's part).
     loud = [np.sqrt(np.mean(f * f)) > 0.01 for f in synthetic.frames(read_wav(rec))]
     assert sum(loud) >= 0.85 * len(speech), (sum(loud), len(speech))
+
+
+def test_a_threshold_above_the_voice_keeps_it_off_the_wire_and_the_level_says_so(
+    relay: RelayProcess,
+) -> None:
+    _, port = relay
+    speech, null = MediaSpec("speech"), MediaSpec("null")
+    with client(port, "loud", speech, null, talk="vad", vad_threshold=0.9) as a:
+        a.until(connected, 30, "a connected")
+        a.until(lambda v: v.encode is not None and v.encode.unsent_frames > 50, 20, "a runs")
+        # Speech the detector hears, every frame of it under -1 dBFS: nothing goes out.
+        assert a.view.encode is not None and a.view.encode.vad_threshold == 0.9
+        s0 = sent(a.view)
+        a.pump(2.0)
+        assert sent(a.view) - s0 <= 1
+        assert 0.01 < a.view.input_level < 0.9 and not a.view.transmitting
+        # The threshold lowered to none at run time: the same speech is sent, and said to be.
+        a.command(
+            ev.VadThresholdCmd(0.0),
+            lambda v: v.encode is not None and v.encode.vad_threshold == 0.0,
+        )
+        s1 = sent(a.view)
+        a.until(lambda v: v.transmitting, 10, "the level says it is sent")
+        a.pump(2.0)
+        assert sent(a.view) - s1 >= 40  # speech with pauses: most of 2 s of frames

@@ -180,3 +180,19 @@ def test_switching_modes_at_run_time() -> None:
         TalkGate(loud, "always")
     with pytest.raises(ValueError):
         TalkGate(loud, VAD, onset_frames=0)
+
+
+def test_a_threshold_keeps_speech_quieter_than_it_off_the_wire() -> None:
+    def speech(frame: np.ndarray) -> bool:
+        return True  # a detector that takes everything for speech: the threshold decides
+
+    gate: TalkGate[int] = TalkGate(speech, VAD, hold_frames=0, preroll_frames=0)
+    tone = synthetic.tone(0.02, 440.0, 0.3)  # RMS 0.3 / sqrt(2): about -9.5 dBFS
+    quiet = 0.1 * tone  # about -29.5 dBFS
+    assert [t for _, t in gate.push(quiet, 0)] == [0]  # no threshold: any speech goes
+    gate.threshold = 0.1  # -20 dBFS: between the two
+    assert gate.push(quiet, 1) == []
+    assert [t for _, t in gate.push(tone, 2)] == [2]
+    assert gate.counts.speech == 2  # the quiet frame under it was not counted as speech
+    gate.mode = CONTINUOUS  # the threshold is voice activation's only
+    assert [t for _, t in gate.push(quiet, 3)] == [3]

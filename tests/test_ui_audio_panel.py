@@ -1,11 +1,12 @@
-"""Audio and developer controls: device choices, level meter, bitrate, chaos slider."""
+"""Audio and developer controls: device choices, level meter, talk mode and push-to-talk
+key, bitrate, chaos slider."""
 
 from __future__ import annotations
 
 from PyQt6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
-from ui.audio_panel import AudioControls, DevicePicker, device_choices, level_db
+from ui.audio_panel import DEFAULT_PTT_KEY, AudioControls, DevicePicker, device_choices
 
 DEVICES = [
     {"name": "Built-in Mic", "index": 0, "max_input_channels": 2, "max_output_channels": 0},
@@ -20,13 +21,6 @@ def test_device_choices_by_kind() -> None:
     assert inputs == ["device", "device:0", "device:2", "tone:440", "speech", "silence"]
     assert outputs == ["device", "device:1", "device:2", "null"]
     assert [s for _, s in device_choices([], "output")] == ["device", "null"]
-
-
-def test_level_db() -> None:
-    assert level_db(0.0) == -60.0
-    assert level_db(1.0) == 0.0
-    assert abs(level_db(0.1) - -20.0) < 1e-9
-    assert level_db(5.0) == 0.0
 
 
 def test_picker_select_adds_files_without_emitting(qtbot: QtBot) -> None:
@@ -136,3 +130,36 @@ def test_a_device_that_refuses_48_khz_mono_is_not_offered() -> None:
         {**DEVICES[2], "usable_input": True, "usable_output": True},
     ]
     assert [s for _, s in device_choices(marked, "input")][:2] == ["device", "device:2"]
+
+
+def test_the_meter_shows_what_is_sent_and_the_threshold_only_in_voice_activation(
+    qtbot: QtBot,
+) -> None:
+    controls = AudioControls(DEVICES)
+    qtbot.addWidget(controls)
+    assert controls.talk.currentData() == "vad" and controls.meter.threshold_shown
+    controls.set_level(0.1, transmitting=True)
+    assert controls.meter.transmitting and controls.meter_state.text() == "sending"
+    controls.set_level(0.1, transmitting=False)
+    assert not controls.meter.transmitting and controls.meter_state.text() == ""
+    controls.talk.setCurrentIndex(controls.talk.findData("continuous"))
+    controls.talk.activated.emit(controls.talk.currentIndex())
+    assert not controls.meter.threshold_shown
+    controls.select_talk("vad")
+    assert controls.meter.threshold_shown
+    controls.set_level(0.1, transmitting=True)
+    controls.mute.setChecked(True)
+    assert controls.meter_state.text() == "muted"  # muted says so, not "sending"
+
+
+def test_the_push_to_talk_key_is_chosen_by_pressing_it(qtbot: QtBot) -> None:
+    controls = AudioControls(DEVICES)
+    qtbot.addWidget(controls)
+    assert controls.key == DEFAULT_PTT_KEY and "F2" in controls.ptt.text()
+    keys: list[int] = []
+    controls.ptt_key_chosen.connect(keys.append)
+    controls.show()
+    controls.ptt_key.setFocus()
+    qtbot.keyClick(controls.ptt_key, Qt.Key.Key_F7)
+    qtbot.waitUntil(lambda: keys == [Qt.Key.Key_F7.value])  # the edit ends after a pause
+    assert controls.key == Qt.Key.Key_F7.value and "F7" in controls.ptt.text()

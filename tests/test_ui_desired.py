@@ -69,3 +69,10 @@ def test_noise_suppression_is_switched_again_only_where_there_is_a_suppressor() 
     assert d.corrections(ev.EncodeStats(bitrate=48000)) == []  # nothing to switch
     d.noise_suppression = True
     assert d.corrections(on) == []
+
+
+def test_a_restarted_encoder_gets_the_threshold_again() -> None:
+    d = Desired(vad_threshold=0.05)
+    out = d.corrections(ev.EncodeStats(talk_mode="vad", bitrate=48000, vad_threshold=0.0))
+    assert out == [ev.VadThresholdCmd(0.05)]
+    assert d.corrections(ev.EncodeStats(talk_mode="vad", bitrate=48000, vad_threshold=0.05)) == []

@@ -277,6 +277,100 @@ def test_mute_and_deafen_show_in_the_others_trees(qtbot: QtBot, relay: RelayProc
         ann.shutdown()
 
 
+def test_push_to_talk_the_relay_forwards_voice_only_while_the_chosen_key_is_held(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    sock = str(tmp_path / "admin.sock")
+    proc, port = start_relay("--admin-socket", sock)
+    settings = QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+    ann = client_window(qtbot, port, "ann", MediaSpec("tone", "440"), settings=settings)
+    bob = client_window(qtbot, port, "bob", talk="vad")  # silence: he sends nothing
+
+    def forwarded() -> float:
+        return float(call(sock, ap.Status(window=1.0))["forwarded_per_s"])
+
+    try:
+        qtbot.waitUntil(lambda: ann.view.roster.me != 0 and connected(bob), timeout=2 * WAIT)
+        me = ann.view.roster.me
+        qtbot.waitUntil(lambda: me in bob.view.heard, timeout=2 * WAIT)  # continuous: heard
+        ann.audio.ptt_key_chosen.emit(Qt.Key.Key_F9.value)  # as the key chooser does
+        ann.audio.talk.setCurrentIndex(ann.audio.talk.findData("ptt"))
+        ann.audio.talk.activated.emit(ann.audio.talk.currentIndex())
+        qtbot.waitUntil(lambda: stat(ann, "encode", "talk_mode") == "ptt", timeout=WAIT)
+        qtbot.waitUntil(lambda: forwarded() == 0, timeout=WAIT)  # key up: nothing
+        for _ in range(2):  # held twice: each time the relay forwards her, and only then
+            qtbot.keyPress(ann.tree, Qt.Key.Key_F9)
+            qtbot.waitUntil(lambda: forwarded() > 25, timeout=WAIT)
+            qtbot.waitUntil(lambda: me in bob.view.heard, timeout=WAIT)
+            qtbot.waitUntil(lambda: stat(ann, "encode", "ptt_pressed") is True, timeout=WAIT)
+            qtbot.keyRelease(ann.tree, Qt.Key.Key_F9)
+            qtbot.waitUntil(lambda: stat(ann, "encode", "ptt_pressed") is False, timeout=WAIT)
+            qtbot.waitUntil(lambda: forwarded() == 0, timeout=WAIT)
+            received = fresh(qtbot, bob, "network").received  # all he got until now
+            qtbot.wait(1000)  # a second with the key up: bob gets nothing more
+            assert fresh(qtbot, bob, "network").received == received
+            assert forwarded() == 0
+    finally:
+        bob.shutdown()
+        ann.shutdown()
+        stop_relay(proc)
+
+
+def test_a_users_volume_and_local_mute_change_what_plays_and_are_remembered_for_the_server(
+    qtbot: QtBot, relay: RelayProcess, tmp_path: Path
+) -> None:
+    heard = tmp_path / "ann-heard.wav"
+    settings = QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+    ann = client_window(
+        qtbot, relay[1], "ann", sink=MediaSpec("wav", str(heard)), settings=settings
+    )
+    bob = client_window(qtbot, relay[1], "bob", MediaSpec("tone", "440"))
+    try:
+        qtbot.waitUntil(lambda: bob.view.roster.me != 0 and connected(ann), timeout=2 * WAIT)
+        uid = bob.view.roster.me
+        qtbot.waitUntil(lambda: uid in ann.view.heard, timeout=2 * WAIT)
+        qtbot.wait(1500)  # at full volume
+        for percent, muted in ((50, False), (50, True)):
+            ann.set_volume(uid, percent=percent, muted=muted)
+            gain = 0.0 if muted else percent / 100
+
+            def applied(gain: float = gain) -> bool:
+                return bool(stat(ann, "decode", "gains") == [ev.SpeakerGain(uid, gain)])
+
+            qtbot.waitUntil(applied, timeout=WAIT)
+            qtbot.wait(1500)
+        # Another connection to the same server: a new id, the same name, the same choice.
+        assert ann.host is not None
+        ann.host.restart(sink=NULL)  # the recording is kept as it was
+        qtbot.waitUntil(lambda: connected(ann) and "bob" in everyone(ann), timeout=2 * WAIT)
+        qtbot.waitUntil(
+            lambda: [g.gain for g in stat(ann, "decode", "gains") or []] == [0.0], timeout=WAIT
+        )
+        row = ann.model.user_item(next(u.user_id for u in ann.view.roster.users if u.name == "bob"))
+        assert row is not None and "muted by you" in row.text()
+    finally:
+        bob.shutdown()
+        ann.shutdown()
+    # What ann played, 100 ms at a time: bob at full volume, at half (-6 dB), then nothing.
+    audio = read_wav(heard)
+    levels = [
+        float(np.sqrt(np.mean(audio[i : i + WINDOW] ** 2)))
+        for i in range(0, len(audio) - WINDOW, WINDOW)
+    ]
+    kinds: list[tuple[str, int]] = []  # (kind, windows in a row)
+    for level in levels:
+        ratio = level / max(levels)
+        kind = "full" if ratio > 0.8 else "half" if 0.4 < ratio < 0.6 else ""
+        kind = "off" if ratio < 0.01 else kind
+        if kind and kinds and kinds[-1][0] == kind:
+            kinds[-1] = (kind, kinds[-1][1] + 1)
+        elif kind:
+            kinds.append((kind, 1))
+    runs = [k for k, n in kinds if n >= 5]  # a playout's stretch or a fade is no run
+    assert "full" in runs and runs.index("full") < runs.index("half"), kinds
+    assert runs.index("half") < len(runs) - 1 - runs[::-1].index("off"), kinds
+
+
 # --- the audio settings' tests and noise suppression, and the server's mute ---------------
 
 WINDOW = SAMPLE_RATE // 10  # 100 ms: 10 Hz bins, so 440 and 1000 Hz fall on bins
@@ -295,6 +389,19 @@ def windows_at(audio: np.ndarray, hz: float) -> list[int]:
         if abs(peak - hz) <= 20:
             out.append(i)
     return out
+
+
+def fresh(qtbot: QtBot, window: MainWindow, kind: str) -> Any:
+    """A report of stage ``kind`` made after this call (the second one to arrive: the
+    first may have been on its way)."""
+    for _ in range(2):
+        old = getattr(window.view, kind)
+
+        def newer(old: object = old) -> bool:
+            return getattr(window.view, kind) is not old
+
+        qtbot.waitUntil(newer, timeout=WAIT)
+    return getattr(window.view, kind)
 
 
 def stat(window: MainWindow, kind: str, name: str) -> Any:
@@ -442,8 +549,29 @@ def test_a_server_mute_by_the_admin_silences_a_user_for_everyone_and_shows_it(
         qtbot.waitUntil(lambda: shown(ann, False) and shown(bob, False), timeout=WAIT)
         qtbot.waitUntil(lambda: me in ann.view.heard, timeout=WAIT)
         assert call(sock, ap.Status(window=1.0))["forwarded_per_s"] > 25
-        assert bob.audio.meter_state.text() == ""
+        # His own meter no longer says muted: it says he is sent.
+        qtbot.waitUntil(lambda: bob.audio.meter_state.text() == "sending", timeout=WAIT)
     finally:
         bob.shutdown()
+        ann.shutdown()
+        stop_relay(proc)
+
+
+def test_a_move_by_the_admin_is_announced_and_followed_in_the_tree(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    sock = str(tmp_path / "admin.sock")
+    proc, port = start_relay("--admin-socket", sock, "--channel", "Lobby", "--channel", "Gaming")
+    ann = client_window(qtbot, port, "ann")
+    try:
+        qtbot.waitUntil(lambda: ann.model.users_in("Lobby") == ["ann"], timeout=2 * WAIT)
+        call(sock, ap.Move("ann", "Gaming"))
+        qtbot.waitUntil(lambda: ann.model.users_in("Gaming") == ["ann"], timeout=WAIT)
+        qtbot.waitUntil(
+            lambda: any(line.endswith("you were moved to Gaming") for line in ann.chat.lines()),
+            timeout=WAIT,
+        )
+        assert ann.view.roster.channel == "Gaming"
+    finally:
         ann.shutdown()
         stop_relay(proc)

@@ -142,3 +142,47 @@ def test_a_list_of_servers_connects_through_the_one_that_answers(
         assert window._server() == f"127.0.0.1:{down},127.0.0.1:{up}"  # Retry: the whole list
     finally:
         window.shutdown()
+
+
+def test_a_favourite_keeps_the_password_if_asked_and_shows_the_pinned_certificate(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    proc, port = start_relay("--password-file", str(secret))
+    server = f"127.0.0.1:{port}"
+    window = owned_window(qtbot, tmp_path)
+    try:
+        first = window.servers.open_dialog()
+        first.server.setText(server)
+        assert first.certificate.text() == "not seen yet: pinned on the first connection"
+        first.reject()
+        # A wrong password: stopped, and said so in words (the certificate is pinned).
+        window.connect_to(ConnectInfo("127.0.0.1", port, "ann", "guess"))
+        qtbot.waitUntil(lambda: window.connection.phase == cn.FAILED, timeout=2 * WAIT)
+        assert "the server's password is wrong" in window.status.text()
+        # The dialog: saved as a favourite with its password; it connects.
+        dialog = window.servers.open_dialog()
+        dialog.server.setText(server)
+        dialog.name.setText("ann")
+        dialog.password.setText("s3cret")
+        dialog.label.setText("Club")
+        dialog.save_password.setChecked(True)
+        dialog.save_favourite()
+        dialog.accept()
+        qtbot.waitUntil(lambda: window.connection.online, timeout=2 * WAIT)
+        window.servers.disconnect_action.trigger()
+        # From the Server menu's favourite: the saved password gets in again...
+        (action,) = window.servers.favourite_actions()
+        action.trigger()
+        qtbot.waitUntil(lambda: window.connection.online, timeout=2 * WAIT)
+        # ...and the dialog shows the certificate the first connection pinned.
+        again = window.servers.open_dialog()
+        again.list.setCurrentRow(0)
+        assert again.password.text() == "s3cret" and again.save_password.isChecked()
+        pin = again.favourites.pinned(f"127.0.0.1:{port}")
+        assert pin and again.certificate.text() == f"pinned {pin}"
+        again.reject()
+    finally:
+        window.shutdown()
+        stop_relay(proc)

@@ -6,17 +6,30 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PyQt6.QtCore import QSettings, Qt
+from PyQt6.QtCore import QEvent, QPoint, QSettings, Qt
+from PyQt6.QtGui import QKeyEvent
+from PyQt6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from pipeline.ipc import events as ev
 from pipeline.ipc.bus import Broker, BusClient
 from relay.protocol.messages import UserInfo
+from tests.conftest import Keyboard
 from ui.busbridge import BusBridge
 from ui.connect import ConnectInfo
+from ui.global_hotkey import GlobalHotkey
 from ui.model import SPEAKING_ROLE, VOLUME_ROLE
 from ui.volume_menu import VolumeSlider
-from ui.window import BITRATE_KEY, MainWindow
+from ui.window import (
+    BITRATE_KEY,
+    GLOBAL_PTT_KEY,
+    PTT_KEY,
+    TALK_KEY,
+    THRESHOLD_KEY,
+    MainWindow,
+    remembered_key,
+    remembered_talk,
+)
 
 
 class Recorder(BusBridge):
@@ -116,6 +129,104 @@ def test_holding_f2_pushes_to_talk_from_any_mode(window: MainWindow, qtbot: QtBo
     qtbot.keyRelease(window.tree, Qt.Key.Key_F2)
     assert sent(window) == [ev.TalkModeCmd("ptt"), ev.PushToTalkCmd(True), ev.PushToTalkCmd(False)]
     assert not window.desired.ptt
+
+
+def test_a_chosen_push_to_talk_key_is_held_anywhere_in_the_window_and_remembered(
+    window: MainWindow, qtbot: QtBot
+) -> None:
+    window.audio.select_talk("ptt")
+    window.audio.ptt_key_chosen.emit(Qt.Key.Key_Space.value)  # as the key chooser does
+    assert remembered_key(window.settings) == Qt.Key.Key_Space.value
+    assert int(window.settings.value(PTT_KEY)) == Qt.Key.Key_Space.value
+    qtbot.keyPress(window.tree, Qt.Key.Key_F2)  # the old key does nothing now
+    qtbot.keyRelease(window.tree, Qt.Key.Key_F2)
+    assert not any(isinstance(e, ev.PushToTalkCmd) for e in sent(window))
+    qtbot.keyPress(window.tree, Qt.Key.Key_Space)
+    assert window.desired.ptt and sent(window)[-1] == ev.PushToTalkCmd(True)
+    repeat = QKeyEvent(
+        QEvent.Type.KeyPress, Qt.Key.Key_Space, Qt.KeyboardModifier.NoModifier, " ", True
+    )
+    QApplication.sendEvent(window.tree, repeat)  # held: no new command
+    qtbot.keyRelease(window.tree, Qt.Key.Key_Space)
+    assert sent(window)[-2:] == [ev.PushToTalkCmd(True), ev.PushToTalkCmd(False)]
+    # In the chat box a space is typed, not taken for the key.
+    window.chat.input.setFocus()
+    qtbot.waitUntil(window.chat.input.hasFocus)
+    qtbot.keyClicks(window.chat.input, "a b")
+    assert window.chat.input.text() == "a b" and not window.desired.ptt
+    # A key that types nothing is push-to-talk even there; losing the focus lets it go.
+    window.audio.ptt_key_chosen.emit(Qt.Key.Key_F8.value)
+    qtbot.keyPress(window.chat.input, Qt.Key.Key_F8)
+    assert window.desired.ptt
+    window.eventFilter(window, QEvent(QEvent.Type.WindowDeactivate))
+    assert not window.desired.ptt and sent(window)[-1] == ev.PushToTalkCmd(False)
+
+
+def test_a_global_key_where_there_is_no_x11_says_why_and_unticks(window: MainWindow) -> None:
+    window.audio.global_ptt.setChecked(True)  # offscreen: no window system
+    assert not window.audio.global_ptt.isChecked() and not window.hotkey.grabbed
+    assert any("push-to-talk key not global: no window system" in x for x in window.chat.lines())
+
+
+def test_the_global_key_pushes_to_talk_with_another_window_in_front_and_is_remembered(
+    qtbot: QtBot, tmp_path: Path, xvfb: str
+) -> None:
+    settings = QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+    keyboard = Keyboard(xvfb)
+    w = MainWindow(Recorder(), settings=settings, hotkey=GlobalHotkey(display=xvfb))
+    qtbot.addWidget(w)
+    try:
+        w.audio.ptt_key_chosen.emit(Qt.Key.Key_F9.value)
+        w.audio.global_ptt.setChecked(True)
+        assert w.hotkey.grabbed and str(settings.value(GLOBAL_PTT_KEY)).lower() == "true"
+        keyboard.key(Qt.Key.Key_F9.value, True)  # on the X server: no window of ours has it
+        qtbot.waitUntil(lambda: w.desired.ptt)
+        w.eventFilter(w, QEvent(QEvent.Type.WindowDeactivate))
+        assert w.desired.ptt  # the key-up comes through the grab, not the focus
+        keyboard.key(Qt.Key.Key_F9.value, False)
+        qtbot.waitUntil(lambda: not w.desired.ptt)
+        assert sent(w)[-2:] == [ev.PushToTalkCmd(True), ev.PushToTalkCmd(False)]
+        w.audio.ptt_key_chosen.emit(Qt.Key.Key_F10.value)  # a new key: grabbed instead
+        keyboard.key(Qt.Key.Key_F10.value, True)
+        qtbot.waitUntil(lambda: w.desired.ptt)
+        keyboard.key(Qt.Key.Key_F10.value, False)
+        qtbot.waitUntil(lambda: not w.desired.ptt)
+    finally:
+        w.shutdown()
+        keyboard.close()
+    assert not w.hotkey.grabbed
+    again = MainWindow(Recorder(), settings=settings, hotkey=GlobalHotkey(display=xvfb))
+    qtbot.addWidget(again)
+    try:
+        qtbot.waitUntil(lambda: again.hotkey.grabbed)  # ticked again at the next start
+        assert again.audio.global_ptt.isChecked() and again.ptt_key == Qt.Key.Key_F10.value
+    finally:
+        again.shutdown()
+
+
+def test_the_talk_mode_and_the_threshold_set_on_the_meter_are_sent_and_remembered(
+    window: MainWindow, qtbot: QtBot
+) -> None:
+    assert remembered_talk(window.settings, "vad") == ("vad", 0.0)  # nothing chosen yet
+    meter = window.audio.meter
+    assert meter.threshold_shown  # voice activation, the default
+    meter.resize(301, 16)
+    qtbot.mouseClick(meter, Qt.MouseButton.LeftButton, pos=QPoint(200, 8))  # -20 dBFS
+    assert sent(window)[-1] == ev.VadThresholdCmd(meter.threshold)
+    assert abs(meter.threshold - 0.1) < 1e-9 and window.desired.vad_threshold == meter.threshold
+    window.audio.talk.setCurrentIndex(window.audio.talk.findData("continuous"))
+    window.audio.talk.activated.emit(window.audio.talk.currentIndex())
+    assert str(window.settings.value(TALK_KEY)) == "continuous"
+    mode, threshold = remembered_talk(window.settings, "vad")
+    assert mode == "continuous" and abs(threshold - 0.1) < 1e-9
+    window.settings.setValue(TALK_KEY, "shout")  # a hand-edited file
+    window.settings.setValue(THRESHOLD_KEY, "loud")
+    assert remembered_talk(window.settings, "vad") == ("vad", 0.0)
+    # What the encode stage says is sent lights the meter.
+    window.apply(ev.InputLevel(0.2, transmitting=True))
+    assert meter.transmitting and window.audio.meter_state.text() == "sending"
+    window.apply(ev.InputLevel(0.2, transmitting=False))
+    assert not meter.transmitting
 
 
 def test_double_click_on_a_channel_joins_it(window: MainWindow, qtbot: QtBot) -> None:
@@ -265,9 +376,15 @@ def test_offline_the_tree_greys_the_pings_dash_and_nobody_is_lit(window: MainWin
     window.apply(ROSTER)
     window.apply(ev.ControlStats(tcp_rtt_ms=12.0))
     window.apply(ev.Activity([2]))
+    window.apply(ev.InputLevel(0.2, transmitting=True))
     assert window.tree.isEnabled() and "TCP 12 ms" in window.status.link.text()
+    assert window.audio.meter.transmitting
     window.apply(ev.ConnectionState(ev.RECONNECTING, "h:1", attempt=1, reason="reset"))
     assert not window.tree.isEnabled()
+    # The meter does not say "sending" while nothing can reach anyone.
+    assert not window.audio.meter.transmitting and window.audio.meter_state.text() == ""
+    window.apply(ev.InputLevel(0.2, transmitting=True))
+    assert not window.audio.meter.transmitting
     assert window.status.link.text() == "TCP \u2013 · UDP \u2013 · loss \u2013"
     bob = window.model.user_item(2)
     assert bob is not None and bob.data(SPEAKING_ROLE) is False

@@ -24,7 +24,7 @@ from pipeline.ipc.bus import BusAddress
 from ui.busbridge import BusBridge
 from ui.connect import validate
 from ui.connection import plain_media_error
-from ui.window import BITRATE_KEY, INPUT_KEY, OUTPUT_KEY, MainWindow
+from ui.window import BITRATE_KEY, INPUT_KEY, OUTPUT_KEY, MainWindow, remembered_talk
 
 if TYPE_CHECKING:
     from pipeline.media.sources import MediaSpec
@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"voicechat-ui: {exc}", file=sys.stderr)
         return 2
     bitrate = settings.value(BITRATE_KEY, 48000)
+    # Voice activation unless another mode was chosen, as a user expects (Mumble's default).
+    talk, threshold = remembered_talk(settings, TALK_DEFAULT)
     # No server yet: the window connects once one is chosen (here or in its Server menu).
     cfg = ClientConfig(
         host="",
@@ -100,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         source=source,
         sink=sink,
         bitrate=int(bitrate) if str(bitrate).isdigit() else 48000,
-        talk=TALK_DEFAULT,  # voice activation, as a user expects (Mumble's default)
+        talk=talk,
+        vad_threshold=threshold,
         input_processing=True,
     )
     host = ClientHost(cfg)

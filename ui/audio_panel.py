@@ -1,6 +1,6 @@
-"""Audio controls (device pickers, mute, deafen, level meter, bitrate, talk mode and the
-push-to-talk button, noise suppression, the output and microphone tests) and developer
-settings.
+"""Audio controls (device pickers, mute, deafen, the level meter with voice activation's
+threshold, bitrate, talk mode, the push-to-talk button and the key chosen for it, noise
+suppression, the output and microphone tests) and developer settings.
 
 Widgets only: each control emits a signal with the new value; the window
 turns them into bus commands or a restart of the client. Device choices are
@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtGui import QKeySequence
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -20,8 +21,8 @@ from PyQt6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QKeySequenceEdit,
     QLabel,
-    QProgressBar,
     QPushButton,
     QSlider,
     QVBoxLayout,
@@ -29,11 +30,11 @@ from PyQt6.QtWidgets import (
 )
 
 from pipeline.core.talk import CONTINUOUS, PTT, VAD
+from ui.level_meter import LevelMeter
 
 BITRATES_KBPS = (12, 16, 24, 32, 48, 64, 96, 128)
 TALK_CHOICES = (("Voice activation", VAD), ("Continuous", CONTINUOUS), ("Push to talk", PTT))
-PTT_KEY_NAME = "F2"  # held down in the window: push to talk (ui/window.py)
-METER_FLOOR_DB = -60.0
+DEFAULT_PTT_KEY = Qt.Key.Key_F2  # held down in the window: push to talk (ui/window.py)
 PICK_FILE = "<file>"  # item data of the "WAV file…" entry
 INPUT_TESTS = (
     ("Test tone (440 Hz)", "tone:440"),
@@ -43,11 +44,9 @@ INPUT_TESTS = (
 OUTPUT_TESTS = (("Discard (null)", "null"),)
 
 
-def level_db(level: float) -> float:
-    """An RMS level (0..1) in dBFS, floored at METER_FLOOR_DB."""
-    if level <= 0.0:
-        return METER_FLOOR_DB
-    return max(METER_FLOOR_DB, min(0.0, 20.0 * math.log10(level)))
+def key_name(key: int) -> str:
+    """A key as the user reads it ("F2", "Space")."""
+    return QKeySequence(key).toString(QKeySequence.SequenceFormat.NativeText) or "?"
 
 
 def device_choices(devices: list[dict[str, Any]], kind: str) -> list[tuple[str, str]]:
@@ -129,6 +128,9 @@ class AudioControls(QWidget):
     deafen_toggled = pyqtSignal(bool)
     talk_chosen = pyqtSignal(str)  # a talk mode of pipeline/core/talk.py
     ptt_changed = pyqtSignal(bool)  # the push-to-talk button went down or up
+    ptt_key_chosen = pyqtSignal(int)  # a Qt.Key: the key to hold for push-to-talk
+    global_ptt_toggled = pyqtSignal(bool)  # the key works in other programs too (or not)
+    threshold_changed = pyqtSignal(float)  # voice activation's RMS level, set on the meter
     bitrate_chosen = pyqtSignal(int)  # bits per second
     noise_toggled = pyqtSignal(bool)  # noise suppression on or off
     tone_clicked = pyqtSignal()  # play the test tone
@@ -147,15 +149,22 @@ class AudioControls(QWidget):
         for label, mode in TALK_CHOICES:
             self.talk.addItem(label, mode)
         self.talk.setToolTip("when your microphone is sent")
-        self.ptt = QPushButton(f"Push to talk (hold, or {PTT_KEY_NAME})")
+        self.ptt = QPushButton()
         self.ptt.setEnabled(False)
-        self.meter = QProgressBar()
-        self.meter.setRange(0, int(-METER_FLOOR_DB))
-        self.meter.setTextVisible(False)
-        self.meter.setFixedHeight(10)
-        self.meter.setToolTip("microphone level, -60..0 dBFS")
-        self.meter_state = QLabel()  # says when the level goes nowhere (muted)
-        self.meter_state.setStyleSheet("color: #c0392b; font-weight: bold")
+        self.ptt_key = QKeySequenceEdit()
+        self.ptt_key.setMaximumSequenceLength(1)
+        self.ptt_key.setToolTip(
+            "click, then press the key to hold for push-to-talk (while this window has focus)"
+        )
+        self.global_ptt = QCheckBox("Also in other programs")
+        self.global_ptt.setToolTip(
+            "the push-to-talk key works while another window has the focus (X11; not on "
+            "Wayland); other programs stop getting that key meanwhile"
+        )
+        self.key = int(DEFAULT_PTT_KEY)
+        self.select_ptt_key(self.key)
+        self.meter = LevelMeter()
+        self.meter_state = QLabel()  # says when the level goes nowhere (muted), or is sent
         self._self_muted = False
         self._server_muted = False
         self.noise = QCheckBox("Noise suppression")
@@ -193,7 +202,12 @@ class AudioControls(QWidget):
         form.addRow("Output", self.output)
         form.addRow("Bitrate", self.bitrate)
         form.addRow("Talk", self.talk)
-        form.addRow(self.ptt)
+        ptt_row = QHBoxLayout()
+        ptt_row.addWidget(self.ptt, 1)
+        ptt_row.addWidget(QLabel("Key"))
+        ptt_row.addWidget(self.ptt_key)
+        form.addRow(ptt_row)
+        form.addRow(self.global_ptt)
         toggles = QHBoxLayout()
         toggles.addWidget(self.mute)
         toggles.addWidget(self.deafen)
@@ -225,6 +239,9 @@ class AudioControls(QWidget):
         self.talk.activated.connect(lambda i: self._talk_chosen(str(self.talk.itemData(i))))
         self.ptt.pressed.connect(lambda: self.ptt_changed.emit(True))
         self.ptt.released.connect(lambda: self.ptt_changed.emit(False))
+        self.ptt_key.editingFinished.connect(self._key_edited)
+        self.global_ptt.toggled.connect(self.global_ptt_toggled)
+        self.meter.threshold_changed.connect(self.threshold_changed)
         self.bitrate.activated.connect(
             lambda i: self.bitrate_chosen.emit(int(self.bitrate.itemData(i)))
         )
@@ -233,6 +250,7 @@ class AudioControls(QWidget):
         self.loopback.clicked.connect(self.loopback_clicked)
         self.chaos.valueChanged.connect(self._chaos_moved)
         self.diagnostics.clicked.connect(self.diagnostics_clicked)
+        self._show_mode(str(self.talk.currentData()))
 
     def _muted(self, muted: bool) -> None:
         self._self_muted = muted
@@ -247,14 +265,41 @@ class AudioControls(QWidget):
 
     def _show_meter_state(self) -> None:
         if self._server_muted:
-            text, tip = "muted by the server", "the server's operator muted you: nobody hears this"
+            text = "muted by the server"
+            tip = "the server's operator muted you: nobody hears this"
         elif self._self_muted:
             text, tip = "muted", "muted: nobody hears this"
         else:
-            text, tip = "", "microphone level, -60..0 dBFS"
+            text = "sending" if self.meter.transmitting else ""
+            tip = "your microphone goes to the others now" if text else ""
+        colour = "#27ae60" if text == "sending" else "#c0392b"
+        self.meter_state.setStyleSheet(f"color: {colour}; font-weight: bold")
         self.meter_state.setText(text)
-        self.meter.setEnabled(not text)  # greyed: the level shown goes to nobody
-        self.meter.setToolTip(tip)
+        self.meter_state.setToolTip(tip)
+        # greyed: the level shown goes to nobody
+        self.meter.setEnabled(not (self._self_muted or self._server_muted))
+
+    def set_transmitting(self, on: bool) -> None:
+        """The talk mode sends the microphone now (or not): the meter turns green."""
+        if on != self.meter.transmitting:
+            self.meter.set_transmitting(on)
+            self._show_meter_state()
+
+    def select_ptt_key(self, key: int) -> None:
+        """Show ``key`` as the push-to-talk key (remembered, or just chosen)."""
+        self.key = key
+        self.ptt_key.setKeySequence(QKeySequence(key))
+        self.ptt.setText(f"Push to talk (hold, or {key_name(key)})")
+
+    def _key_edited(self) -> None:
+        seq = self.ptt_key.keySequence()
+        if seq.isEmpty():  # cleared: the key stays what it was
+            self.select_ptt_key(self.key)
+            return
+        key = seq[0].key().value  # the key alone: it is held, whatever the modifiers
+        self.select_ptt_key(key)
+        self.ptt_key.clearFocus()
+        self.ptt_key_chosen.emit(key)
 
     def show_test(self, tone: bool, loopback: float) -> None:
         """What the audio test does now: the tone playing, and the seconds of microphone
@@ -286,14 +331,19 @@ class AudioControls(QWidget):
         index = self.talk.findData(mode)
         if index >= 0:
             self.talk.setCurrentIndex(index)
-        self.ptt.setEnabled(mode == PTT)
+        self._show_mode(mode)
 
     def _talk_chosen(self, mode: str) -> None:
-        self.ptt.setEnabled(mode == PTT)
+        self._show_mode(mode)
         self.talk_chosen.emit(mode)
 
-    def set_level(self, level: float) -> None:
-        self.meter.setValue(round(level_db(level) - METER_FLOOR_DB))
+    def _show_mode(self, mode: str) -> None:
+        self.ptt.setEnabled(mode == PTT)
+        self.meter.show_threshold(mode == VAD)  # the threshold is voice activation's
+
+    def set_level(self, level: float, transmitting: bool = False) -> None:
+        self.meter.set_level(level)
+        self.set_transmitting(transmitting)
 
     def select_bitrate(self, bps: int) -> None:
         index = self.bitrate.findData(bps)

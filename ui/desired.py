@@ -1,4 +1,5 @@
-"""What the user has set (mute, deafen, bitrate, chaos, whisper, talk mode, push-to-talk,
+"""What the user has set (mute, deafen, bitrate, chaos, whisper, talk mode and threshold,
+push-to-talk,
 noise suppression, each speaker's volume) and the commands that apply it.
 
 Bus commands are fire-and-forget: a stage that was restarted, or subscribed a
@@ -26,6 +27,7 @@ class Desired:
     talk: str = TALK_DEFAULT
     ptt: bool = False  # the push-to-talk key or button is down
     noise_suppression: bool = True
+    vad_threshold: float = 0.0  # voice activation's RMS level, set on the meter
 
     def corrections(self, stats: ev.StageReport) -> list[ev.Event]:
         """The commands to send again because this stage reports something else."""
@@ -37,6 +39,8 @@ class Desired:
                 out.append(ev.BitrateCmd(self.bitrate))
             if stats.talk_mode and stats.talk_mode != self.talk:
                 out.append(ev.TalkModeCmd(self.talk))
+            if stats.talk_mode and abs(stats.vad_threshold - self.vad_threshold) > 1e-6:
+                out.append(ev.VadThresholdCmd(self.vad_threshold))
             if stats.ptt_pressed != self.ptt:  # a lost key-up must not leave the mic open
                 out.append(ev.PushToTalkCmd(self.ptt))
             # Only a stage that cleans its input has a suppressor to switch.

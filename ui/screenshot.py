@@ -146,7 +146,8 @@ channels = [
 def render_live(
     path: Path, seconds: float = 50.0, states: bool = True, everyone: bool = True
 ) -> None:
-    """A real call on loopback: Bob talking (5 % chaos loss), Carol muted, Dave talking
+    """A real call on loopback: Alice (the window) talking in voice activation with a
+    threshold set on her level meter, Bob talking (5 % chaos loss), Carol muted, Dave talking
     at a volume Alice lowered to 40 %, Erin in another channel and muted by the server's
     operator (its admin socket); the overlay open. With
     ``states``, also the window while the relay is down (``-disconnected``) and a window
@@ -194,7 +195,16 @@ def render_live(
             dave = LocalClient(replace(base, name="Dave", source=MediaSpec("speech"), seed=8))
             erin = LocalClient(replace(base, name="Erin", channel="Gaming"))
             others += [carol, dave.start(), erin.start()]
-        window = MainWindow(BusBridge(), ClientHost(replace(base, name="Alice")), settings=settings)
+        alice = replace(
+            base,
+            name="Alice",
+            source=MediaSpec("speech"),
+            seed=5,
+            talk="vad",
+            input_processing=True,
+            vad_threshold=10 ** (-36 / 20),  # as set on the meter: -36 dBFS
+        )
+        window = MainWindow(BusBridge(), ClientHost(alice), settings=settings)
         windows.append(window)
         window.show()
         assert window.host is not None
@@ -221,6 +231,7 @@ def render_live(
                 publish(ev.ChatCmd(text))
         window.toggle_overlay()
         pump(1.0)
+        pump(10, lambda: window.audio.meter.transmitting)  # caught between her words
         window.grab().save(str(path))
         if not states:
             return
@@ -230,7 +241,7 @@ def render_live(
         window.chat.input.setText("are you still there?")
         pump(1.0)
         window.grab().save(str(path.with_name(path.stem + "-disconnected.png")))
-        lost = MainWindow(BusBridge(), ClientHost(replace(base, name="Alice")), settings=settings)
+        lost = MainWindow(BusBridge(), ClientHost(alice), settings=settings)
         windows.append(lost)
         lost.resize(window.size())
         lost.show()

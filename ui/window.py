@@ -13,13 +13,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from PyQt6.QtCore import QModelIndex, QPoint, QSettings, QSize, Qt, QTimer
+from PyQt6.QtCore import QEvent, QModelIndex, QObject, QPoint, QSettings, QSize, Qt, QTimer
 from PyQt6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QFrame,
     QHBoxLayout,
+    QKeySequenceEdit,
     QLabel,
+    QLineEdit,
     QMainWindow,
     QMenu,
     QMessageBox,
@@ -42,14 +45,15 @@ from pipeline.core.audio_test import (
 from pipeline.core.client_view import ClientView
 from pipeline.core.pins import CERTIFICATE_CHANGED
 from pipeline.core.presence_news import granted_name
-from pipeline.core.talk import PTT
+from pipeline.core.talk import MODES, PTT
 from pipeline.ipc import events as ev
-from ui.audio_panel import AudioControls
+from ui.audio_panel import DEFAULT_PTT_KEY, AudioControls
 from ui.busbridge import BusBridge
 from ui.chat import ChatPanel
 from ui.connect import ConnectInfo
 from ui.connection import ConnectionModel, plain_media_error
 from ui.desired import Desired
+from ui.global_hotkey import GlobalHotkey
 from ui.model import CHANNEL, CHANNEL_ROLE, USER_ID_ROLE, ChannelModel, TreeDelegate
 from ui.notify import JOIN, LEAVE, MESSAGE, Sounds
 from ui.overlay import DiagnosticsOverlay
@@ -67,7 +71,10 @@ WHISPER_KEY = Qt.Key.Key_F4  # held down: whisper to the user selected in the tr
 # What the audio settings remember (QSettings keys); python -m ui starts with them.
 INPUT_KEY, OUTPUT_KEY, BITRATE_KEY = "audio/input", "audio/output", "audio/bitrate"
 NOISE_KEY = "audio/noise_suppression"
-PTT_KEY = Qt.Key.Key_F2  # held down: push to talk (switching to that mode)
+# The talk mode, voice activation's threshold (an RMS level) and the push-to-talk key
+# (a Qt.Key, held down: push to talk, switching to that mode); python -m ui starts with them.
+TALK_KEY, THRESHOLD_KEY, PTT_KEY = "talk/mode", "talk/threshold", "talk/ptt_key"
+GLOBAL_PTT_KEY = "talk/global_ptt"  # the key works in other programs too (ui/global_hotkey.py)
 SELF_SPEAKING_LEVEL = 0.02  # own microphone RMS above which the local user is lit in the tree
 
 
@@ -79,6 +86,7 @@ class MainWindow(QMainWindow):
         devices: list[dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         settings: QSettings | None = None,
+        hotkey: GlobalHotkey | None = None,
     ) -> None:
         super().__init__()
         self.setWindowTitle("Voice chat")
@@ -163,6 +171,16 @@ class MainWindow(QMainWindow):
         self.audio.deafen_toggled.connect(self._deafen)
         self.audio.talk_chosen.connect(self._talk)
         self.audio.ptt_changed.connect(self._push_to_talk)
+        self.ptt_key = remembered_key(self.settings)
+        self.audio.select_ptt_key(self.ptt_key)
+        self.audio.ptt_key_chosen.connect(self._ptt_key)
+        self.audio.threshold_changed.connect(self._threshold)
+        self.hotkey = hotkey if hotkey is not None else GlobalHotkey(parent=self)
+        self.hotkey.changed.connect(self._global_key)
+        self.audio.global_ptt_toggled.connect(self.set_global_ptt)
+        app = QApplication.instance()
+        if app is not None:  # the push-to-talk key, whichever of our widgets has the focus
+            app.installEventFilter(self)
         self.audio.bitrate_chosen.connect(self._bitrate)
         noise = str(self.settings.value(NOISE_KEY, True)).lower() not in ("false", "0")
         self.audio.noise.setChecked(noise)
@@ -196,6 +214,8 @@ class MainWindow(QMainWindow):
             self.desired.bitrate = host.cfg.bitrate
             self.desired.talk = host.cfg.talk
             self.audio.select_talk(host.cfg.talk)
+            self.desired.vad_threshold = host.cfg.vad_threshold
+            self.audio.meter.set_threshold(host.cfg.vad_threshold)
             self.desired.chaos = host.cfg.loss_percent
             host.configure(noise_suppression=noise)
             self.audio.select_bitrate(host.cfg.bitrate)
@@ -203,6 +223,8 @@ class MainWindow(QMainWindow):
             host.started.connect(self._client_started)
             host.failed.connect(self._client_failed)
         self._render_connection()
+        if str(self.settings.value(GLOBAL_PTT_KEY, False)).lower() in ("true", "1"):
+            QTimer.singleShot(0, lambda: self.audio.global_ptt.setChecked(True))
 
     def _ask_certificate(self, reason: str) -> None:
         """The relay showed another certificate than the pinned one: the user decides."""
@@ -250,7 +272,9 @@ class MainWindow(QMainWindow):
                 self.set_whisper(0)
         elif isinstance(event, ev.Activity | ev.InputLevel):
             if isinstance(event, ev.InputLevel):
-                self.audio.set_level(event.level)
+                # Offline nothing reaches anyone, whatever the talk mode lets through.
+                sent = event.transmitting and self.connection.online
+                self.audio.set_level(event.level, sent)
                 self._self_loud = event.level > SELF_SPEAKING_LEVEL
             else:
                 self.speaking_hold.update(event.speaking, self.clock())
@@ -275,6 +299,8 @@ class MainWindow(QMainWindow):
         self.servers.show(self.connection)
         self.tree.setEnabled(online)
         self.chat.set_enabled_for(online)
+        if not online:
+            self.audio.set_transmitting(False)
         self._update_speaking()
 
     def _notify(self, event: ev.ChatLine | ev.Notice) -> None:
@@ -351,11 +377,33 @@ class MainWindow(QMainWindow):
         uid = int(index.data(USER_ID_ROLE))
         return 0 if uid == self.view.roster.me else uid
 
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
+        """The push-to-talk key, down and up, wherever the focus is in this window; and
+        the key let go when the window loses the focus (its key-up would go elsewhere)."""
+        if event is None or not isinstance(watched, QWidget) or watched.window() is not self:
+            return False
+        kind = event.type()
+        deactivated = kind == QEvent.Type.WindowDeactivate and watched is self
+        if deactivated and self.desired.ptt and not self.hotkey.grabbed:
+            self._push_to_talk(False)
+        if kind not in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease):
+            return False
+        assert isinstance(event, QKeyEvent)
+        if event.key() != self.ptt_key or self._typing(event):
+            return False
+        if not event.isAutoRepeat():
+            self._push_to_talk(kind == QEvent.Type.KeyPress)
+        return True
+
+    def _typing(self, event: QKeyEvent) -> bool:
+        """The key goes to a text field instead: the key chooser, or one it types into."""
+        focus = QApplication.focusWidget()
+        if isinstance(focus, QKeySequenceEdit):
+            return True
+        text = event.text()
+        return isinstance(focus, QLineEdit) and bool(text) and text.isprintable()
+
     def keyPressEvent(self, event: QKeyEvent | None) -> None:
-        if event is not None and event.key() == PTT_KEY:
-            if not event.isAutoRepeat():
-                self._push_to_talk(True)
-            return
         if event is not None and event.key() == WHISPER_KEY:
             target = self.selected_user()
             if not event.isAutoRepeat() and self._whisper_before_hold is None and target:
@@ -365,10 +413,6 @@ class MainWindow(QMainWindow):
         super().keyPressEvent(event)
 
     def keyReleaseEvent(self, event: QKeyEvent | None) -> None:
-        if event is not None and event.key() == PTT_KEY:
-            if not event.isAutoRepeat():
-                self._push_to_talk(False)
-            return
         if event is not None and event.key() == WHISPER_KEY:
             if not event.isAutoRepeat() and self._whisper_before_hold is not None:
                 self.set_whisper(self._whisper_before_hold)
@@ -384,6 +428,9 @@ class MainWindow(QMainWindow):
     def _talk(self, mode: str) -> None:
         self.desired.talk = mode
         self.bridge.publish(ev.TalkModeCmd(mode))
+        if self.host is not None:
+            self.host.configure(talk=mode)  # a restart (new server, device) keeps it
+        self.settings.setValue(TALK_KEY, mode)
         if mode != PTT and self.desired.ptt:
             self._push_to_talk(False)
 
@@ -394,6 +441,39 @@ class MainWindow(QMainWindow):
             self._talk(PTT)
         self.desired.ptt = pressed
         self.bridge.publish(ev.PushToTalkCmd(pressed))
+
+    def _threshold(self, level: float) -> None:
+        """Voice activation's threshold, set on the level meter."""
+        self.desired.vad_threshold = level
+        self.bridge.publish(ev.VadThresholdCmd(level))
+        if self.host is not None:
+            self.host.configure(vad_threshold=level)
+        self.settings.setValue(THRESHOLD_KEY, level)
+
+    def _ptt_key(self, key: int) -> None:
+        self.ptt_key = key
+        self.settings.setValue(PTT_KEY, key)
+        if self.hotkey.grabbed:
+            self.set_global_ptt(True)  # the new key in other programs too
+
+    def set_global_ptt(self, on: bool) -> None:
+        """The push-to-talk key in other programs too (where the platform allows it);
+        what does not work is said, and the box unticked."""
+        self.settings.setValue(GLOBAL_PTT_KEY, on)
+        if not on:
+            self.hotkey.ungrab()
+            return
+        why = self.hotkey.grab(self.ptt_key)
+        if why:
+            self.chat.add(ev.Notice(f"push-to-talk key not global: {why}"))
+            self.audio.global_ptt.blockSignals(True)
+            self.audio.global_ptt.setChecked(False)
+            self.audio.global_ptt.blockSignals(False)
+            self.audio.global_ptt.setToolTip(why)
+
+    def _global_key(self, down: bool) -> None:
+        if down != self.desired.ptt:
+            self._push_to_talk(down)
 
     def _deafen(self, deafened: bool) -> None:
         self.desired.deafened = deafened
@@ -601,6 +681,7 @@ class MainWindow(QMainWindow):
         """Detach from the bus and stop the client this window owns (idempotent)."""
         self.bridge.detach()
         self.sounds.close()
+        self.hotkey.close()
         if self.host is not None:
             self.host.stop()
 
@@ -610,6 +691,28 @@ class MainWindow(QMainWindow):
         self.activateWindow()
 
     def closeEvent(self, event: QCloseEvent | None) -> None:
+        app = QApplication.instance()
+        if app is not None:
+            app.removeEventFilter(self)
         self.tray.hide()
         self.shutdown()
         super().closeEvent(event)
+
+
+def remembered_key(settings: QSettings) -> int:
+    """The push-to-talk key chosen last time (a Qt.Key), else F2."""
+    value = str(settings.value(PTT_KEY, ""))
+    return int(value) if value.isdigit() and int(value) > 0 else int(DEFAULT_PTT_KEY)
+
+
+def remembered_talk(settings: QSettings, default: str) -> tuple[str, float]:
+    """The talk mode and voice activation's threshold chosen last time (or ``default``
+    and none); a value that is not one is forgotten."""
+    mode = str(settings.value(TALK_KEY, default))
+    try:
+        threshold = float(str(settings.value(THRESHOLD_KEY, 0.0)))
+    except ValueError:
+        threshold = 0.0
+    if not 0.0 <= threshold <= 1.0:
+        threshold = 0.0
+    return (mode if mode in MODES else default), threshold

@@ -49,6 +49,7 @@ class ClientConfig:
     talk: str = "continuous"
     input_processing: bool = False  # noise suppression and gain control before encoding
     noise_suppression: bool = True  # of which the noise suppressor (cmd.noise switches it)
+    vad_threshold: float = 0.0  # voice activation's RMS level (cmd.threshold; 0: none)
     # Loss feedback (SPEC.md): report what we receive of each speaker, and raise our FEC
     # for what our listeners report. Off: neither (benchmarks compare the two).
     loss_feedback: bool = True

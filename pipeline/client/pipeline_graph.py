@@ -112,6 +112,7 @@ STAGES = (
             talk=c.talk,
             input_processing=c.input_processing,
             noise_suppression=c.noise_suppression,
+            vad_threshold=c.vad_threshold,
         ),
         reads="captured",
         writes="encoded",

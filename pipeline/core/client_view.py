@@ -28,6 +28,7 @@ class ClientView:
     reports: dict[str, ev.StageReport] = field(default_factory=dict)  # by stage name
     speaking: list[int] = field(default_factory=list)
     input_level: float = 0.0
+    transmitting: bool = False  # the talk mode sent the microphone at the last InputLevel
     chat: deque[ev.ChatLine | ev.Notice] = field(default_factory=lambda: deque(maxlen=MAX_CHAT))
     endpoint: ev.VoiceEndpoint | None = None
     devices: dict[str, ev.DeviceStatus] = field(default_factory=dict)  # by kind
@@ -43,6 +44,7 @@ class ClientView:
             self.speaking = event.speaking
         elif isinstance(event, ev.InputLevel):
             self.input_level = event.level
+            self.transmitting = event.transmitting
         elif isinstance(event, ev.ChatLine | ev.Notice):
             self.chat.append(event)
         elif isinstance(event, ev.VoiceEndpoint):

@@ -6,7 +6,11 @@
   and the short pauses between words are not cut. The detector needs a frame or
   two to be sure of an onset (and ``onset_frames`` in a row are asked for, so a
   single click does not open the microphone), so the last ``preroll_frames``
-  frames before it are kept and sent first: the first syllable is not clipped;
+  frames before it are kept and sent first: the first syllable is not clipped.
+  A ``threshold`` (an RMS level, 0..1, as the level meter shows it; 0: none) asks the
+  speech to be at least that loud too, so a quieter room's voices, typing or a fan
+  the detector takes for speech stay off the wire (the desktop client sets it on
+  its level meter, as Mumble's voice activation does);
 * ``ptt``: push to talk, every frame while the key is down, nothing else.
 
 What is not sent is silence on the wire: the encode stage numbers only what it
@@ -92,6 +96,7 @@ class TalkGate(Generic[T]):
         self.onset_frames = onset_frames
         self._mode = check_mode(mode)
         self.pressed = False  # the push-to-talk key
+        self.threshold = 0.0  # voice activation: the RMS level speech must reach (0: any)
         self.counts = TalkCounts()
         self.started = False  # the frames the last push handed back begin a spurt
         self._sending = False  # the last frame was sent
@@ -158,8 +163,15 @@ class TalkGate(Generic[T]):
         self.started = False
         self._sending = False
 
+    def loud(self, frame: np.ndarray) -> bool:
+        """Whether ``frame``'s RMS level reaches the threshold (no copy is made)."""
+        if self.threshold <= 0.0:
+            return True
+        energy = float(np.dot(frame, frame))
+        return energy >= self.threshold * self.threshold * len(frame)
+
     def _voice(self, frame: np.ndarray) -> bool:
-        speech = bool(self.detector(frame))
+        speech = self.loud(frame) and bool(self.detector(frame))
         if speech:
             self.counts.speech += 1
             self._run += 1

@@ -201,6 +201,7 @@ class EncodeStats(StageReport):
     talk_mode: str = ""
     talking: bool = False
     ptt_pressed: bool = False
+    vad_threshold: float = 0.0  # voice activation's level (cmd.threshold; 0: none)
     unsent_frames: int = 0
     spurts: int = 0
     input_processing: bool = False  # noise suppression and gain control before the encoder
@@ -390,10 +391,13 @@ class DeviceStatus(Event):
 
 @dataclass(slots=True, frozen=True)
 class InputLevel(Event):
-    """The microphone's recent peak RMS level (0..1), published by the capture stage."""
+    """The microphone's recent peak RMS level (0..1), as it comes from the microphone, and
+    whether the talk mode sends it now; published by the encode stage about 16 times a
+    second (the level meter, and the threshold of voice activation set on it)."""
 
     TOPIC = "level"
     level: float
+    transmitting: bool = False
 
 
 # --- commands (from the UI or the CLI) ------------------------------------------------------
@@ -476,6 +480,15 @@ class NoiseSuppressionCmd(Event):
 
     TOPIC = "cmd.noise"
     on: bool
+
+
+@dataclass(slots=True, frozen=True)
+class VadThresholdCmd(Event):
+    """Voice activation sends only speech at least this loud (an RMS level, 0..1, as
+    ``InputLevel`` gives it; 0: whatever the detector calls speech)."""
+
+    TOPIC = "cmd.threshold"
+    level: Annotated[float, Bounded(0.0, 1.0)]
 
 
 @dataclass(slots=True, frozen=True)

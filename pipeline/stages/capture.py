@@ -12,8 +12,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 from pipeline.ipc import events as ev
 from pipeline.media.frame_clock import FrameClock
 from pipeline.media.sound_device import InputDevice
@@ -54,7 +52,6 @@ def _paced_loop(rt: StageRuntime, spec: MediaSpec, realtime: bool) -> None:
         if rt.report_due(now := time.monotonic()):  # alive, waiting: zero frames
             rt.report(now, ev.CaptureStats())
     seq = frames = 0
-    level = 0.0
     clock = FrameClock()
     while rt.running:
         frame = source.read()
@@ -65,7 +62,6 @@ def _paced_loop(rt: StageRuntime, spec: MediaSpec, realtime: bool) -> None:
         if ring.write(frame, seq=seq, timestamp=now):  # a full ring counts the drop
             frames += 1
         tracer.add(seq, now, time.monotonic_ns())
-        level = max(level * 0.8, float(np.sqrt(np.mean(frame * frame))))
         mono = time.monotonic()
         if rt.report_due(mono):
             rt.poll()
@@ -76,7 +72,6 @@ def _paced_loop(rt: StageRuntime, spec: MediaSpec, realtime: bool) -> None:
                     resyncs=clock.resyncs,
                 ),
             )
-            rt.publish(ev.InputLevel(level))
         if realtime:
             clock.wait(rt.stop.wait)
         elif ring.fill() >= ring.capacity - 1:

@@ -10,7 +10,11 @@ noise suppression and gain control of pipeline/media/input_processing.py): in
 silence, with the push-to-talk key up or muted nothing is encoded or sent, and the
 first packet of each talk spurt carries the voice body's marker.
 
-Owns the encoder settings the UI may change: bitrate, mute, talk mode, and the packet
+It also tells the microphone's level (``InputLevel``, as it comes from the microphone,
+and whether the talk mode sends it now) every few frames: the window's level meter,
+on which the user sets voice activation's threshold.
+
+Owns the encoder settings the UI may change: bitrate, mute, talk mode and threshold, and the packet
 loss hint (pipeline/core/loss_hint.py: the largest of the configured hint, the
 chaos setting, the loss measured on receive and the worst loss our listeners
 report through the relay), which tells Opus how much in-band FEC to spend, and the
@@ -21,8 +25,11 @@ carry again.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
+
+import numpy as np
 
 from pipeline.core.audio_test import LOOPBACK, LOOPBACK_FLAG, STOP, TestClock
 from pipeline.core.loss_hint import LossHint
@@ -43,6 +50,8 @@ from pipeline.stages.runtime import StageRuntime, Wiring
 from relay.protocol.voice_body import MAX_PRIMARY, VoiceBody
 
 MIN_BITRATE, MAX_BITRATE = 6000, 510000
+LEVEL_FRAMES = 3  # InputLevel every 60 ms: a meter that moves with the voice
+LEVEL_DECAY = 0.8  # per frame: the meter falls back about 2 dB every 20 ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,7 @@ class EncodeConfig:
     talk: str = "continuous"  # the talk mode to start in (pipeline/core/talk.py)
     input_processing: bool = False  # noise suppression and gain control before encoding
     noise_suppression: bool = True  # of which the noise suppressor (cmd.noise switches it)
+    vad_threshold: float = 0.0  # voice activation's level (pipeline/core/talk.py; 0: none)
 
 
 class _Settings:
@@ -65,6 +75,7 @@ class _Settings:
     def __init__(self, encoder: OpusEncoder, cfg: EncodeConfig, rt: StageRuntime) -> None:
         self.encoder, self.rt = encoder, rt
         self.gate: TalkGate[tuple[int, int]] = TalkGate(WebRtcVad(), check_mode(cfg.talk))
+        self.gate.threshold = cfg.vad_threshold
         self.processor = (
             InputProcessor(noise_suppression=cfg.noise_suppression)
             if cfg.input_processing
@@ -104,6 +115,9 @@ class _Settings:
 
     def push_to_talk(self, cmd: ev.PushToTalkCmd) -> None:
         self.gate.pressed = cmd.pressed
+
+    def set_threshold(self, cmd: ev.VadThresholdCmd) -> None:
+        self.gate.threshold = cmd.level
 
     def set_bitrate(self, cmd: ev.BitrateCmd) -> None:
         try:
@@ -158,6 +172,7 @@ class _Settings:
             talk_mode=self.gate.mode,
             talking=self.gate.talking,
             ptt_pressed=self.gate.pressed,
+            vad_threshold=self.gate.threshold,
             unsent_frames=self.gate.counts.unsent - muted_frames - self.loopback_frames,
             spurts=self.gate.counts.spurts,
             input_processing=self.processor is not None,
@@ -165,6 +180,11 @@ class _Settings:
             loopback=self.loopback.active(now),
             loopback_frames=self.loopback_frames,
         )
+
+
+def rms(frame: np.ndarray) -> float:
+    """The RMS level of one frame (0..1), without a copy."""
+    return math.sqrt(float(np.dot(frame, frame)) / len(frame))
 
 
 def run(cfg: EncodeConfig) -> None:
@@ -186,6 +206,7 @@ def run(cfg: EncodeConfig) -> None:
         rt.on(ev.MuteCmd, settings.mute)
         rt.on(ev.TalkModeCmd, settings.set_talk)
         rt.on(ev.PushToTalkCmd, settings.push_to_talk)
+        rt.on(ev.VadThresholdCmd, settings.set_threshold)
         rt.on(ev.NoiseSuppressionCmd, settings.noise)
         rt.on(ev.AudioTestCmd, settings.audio_test)
         gate, processor = settings.gate, settings.processor
@@ -195,11 +216,13 @@ def run(cfg: EncodeConfig) -> None:
         rt.on(ev.ListenerReport, settings.listeners)
         stream_seq = packets = sent_bytes = muted_frames = loop_seq = 0
         looping = False  # the last frame was looped back: the next one is no new spurt
+        level, level_frames = 0.0, 0
         while rt.running:
             slot = src.read(timeout=0.1)
             if slot is not None:
                 t_in = time.monotonic_ns()
                 rt.latency.add(ev.HOP_CAPTURE_TO_ENCODE, t_in - slot.timestamp)
+                level = max(level * LEVEL_DECAY, rms(slot.samples()))
                 if settings.loopback.active(t_in / 1e9):
                     # The microphone test: every frame, mute and talk mode aside, cleaned and
                     # encoded as it would be sent, then flagged so the network stage plays it
@@ -242,6 +265,10 @@ def run(cfg: EncodeConfig) -> None:
                             sent_bytes += len(packet)
                         tracer.add(seq, t_in, t_out, stream_seq)  # capture seq -> stream seq
                     src.release()
+                level_frames += 1
+                if level_frames >= LEVEL_FRAMES:
+                    level_frames = 0
+                    rt.publish(ev.InputLevel(level, transmitting=gate.talking))
             rt.poll()
             now = time.monotonic()
             if rt.report_due(now):
