@@ -284,3 +284,14 @@ def test_password_flag_gets_in_and_a_wrong_one_exits_with_the_reason(tmp_path: P
         assert json.loads(stats.read_text())["state"] == "connected"
     finally:
         stop_relay(proc)
+
+
+def test_the_summary_names_the_sealed_voice_counters() -> None:
+    from pipeline.__main__ import format_summary
+    from pipeline.core.client_view import ClientView
+    from pipeline.ipc import events as ev
+
+    view = ClientView()
+    view.apply(ev.NetworkStats(good=900, late=3, lost=7, replayed=2, too_old=1, bad_auth=4))
+    line = "sealed voice 900 good, 3 late, 7 lost, 3 replayed, 4 failed authentication"
+    assert line in format_summary(view)
