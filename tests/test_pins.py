@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.core.pins import PinFile, Trust, default_pins_path, pin_key, verdict
 
@@ -59,3 +63,23 @@ def test_a_vouched_fingerprint_is_pinned_but_never_replaces_a_pin(tmp_path: Path
 
 def test_the_pin_key_of_an_ipv6_relay_has_no_brackets() -> None:
     assert pin_key("::1", 8080) == "::1:8080" and pin_key("h", 1) == "h:1"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode())))
+def test_fuzz_any_file_gives_pins_of_strings_never_an_exception(
+    tmp_path: Path, data: bytes
+) -> None:
+    p = tmp_path / "pins.json"
+    p.write_bytes(data)
+    pins = PinFile(p).load()
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in pins.items())
