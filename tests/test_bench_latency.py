@@ -21,12 +21,12 @@ def test_quick_run_joins_every_hop(tmp_path: Path) -> None:
         # The hops of a frame add up to its total (each hop is measured, none estimated).
         hop_sum = sum(config[h]["mean"] for h in latency.HOPS)
         assert abs(hop_sum - config["total"]["mean"]) < 1e-6
-    # The per-frame cost of sealed voice, beside the budget it is part of.
-    crypto = doc["crypto_per_frame_us"]
-    assert set(crypto) == {"seal", "relay_check", "open"} and all(v > 0 for v in crypto.values())
     assert [c["floor_ms"]["jitter_hold"] for c in doc["configs"].values()] == [40.0, 6.0, 6.0]
     fixed, adaptive = (
         doc["configs"]["fixed, playback_frames=2"],
         doc["configs"]["adaptive, playback_frames=2"],
     )
     assert fixed["target_ms"] == 0 and adaptive["target_ms"] > 0  # only one of them adapts
+    # The per-frame cost of sealed voice, beside the budget it is part of.
+    crypto = doc["crypto_per_frame_us"]
+    assert set(crypto) == {"seal", "relay_check", "open"} and all(v > 0 for v in crypto.values())
