@@ -46,6 +46,7 @@ import re
 import selectors
 import signal
 import socket
+import statistics
 import struct
 import sys
 import tempfile
@@ -668,6 +669,47 @@ def inproc_designs(rounds: int = 30, batch: int = 300, fan_out: int = 9) -> dict
             s.close()
 
 
+SEALED_FLOOR = 0.6  # issue 12: the sealed relay keeps at least this share of plaintext
+
+
+def side_by_side(
+    runs: list[dict[str, Any]], plaintext: str = "thread", sealed: str = "sealed"
+) -> dict[str, Any] | None:
+    """The relay process's forwarded datagrams per CPU-second, plaintext against sealed:
+    the median of each mode's saturated runs (every channel count, every repeat), their
+    ratio and whether it keeps SEALED_FLOOR; None unless both modes ran. Per channel
+    count too. Medians, since the runs spread more between repeats than between modes."""
+
+    def rate(r: dict[str, Any]) -> float:
+        return float(r["saturated"]["forwarded_per_relay_cpu_s"])
+
+    def compare(chosen: list[dict[str, Any]]) -> dict[str, Any] | None:
+        plain = [rate(r) for r in chosen if r["udp_mode"] == plaintext]
+        seal = [rate(r) for r in chosen if r["udp_mode"] == sealed]
+        if not plain or not seal or statistics.median(plain) <= 0:
+            return None
+        p, q = statistics.median(plain), statistics.median(seal)
+        return {"runs": [len(plain), len(seal)], plaintext: p, sealed: q, "ratio": q / p}
+
+    whole = compare(runs)
+    if whole is None:
+        return None
+    per = {}
+    for ch in sorted({int(r["channels"]) for r in runs}):
+        one = compare([r for r in runs if r["channels"] == ch])
+        if one is not None:
+            per[str(ch)] = one
+    fan_outs = sorted({int(r["fan_out"]) for r in runs})
+    return {
+        "measure": "forwarded per relay CPU-second, saturated phase, median",
+        "fan_out": fan_outs,
+        **whole,
+        "floor": SEALED_FLOOR,
+        "keeps_floor": whole["ratio"] >= SEALED_FLOOR,
+        "per_channels": per,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per phase (default 3)")
@@ -737,6 +779,13 @@ def main(argv: list[str] | None = None) -> None:
         }
         for key, r in best.items()
     }
+    compared = side_by_side(runs)
+    if compared is not None:
+        print(f"relay process, fan-out {compared['fan_out']}, forwarded per relay CPU-second "
+              f"(median of {compared['runs']} runs): plaintext {compared['thread']:.0f}, "
+              f"sealed {compared['sealed']:.0f}: {compared['ratio']:.2f} of plaintext "
+              f"({'keeps' if compared['keeps_floor'] else 'BELOW'} the {SEALED_FLOOR} floor)",
+              flush=True)  # fmt: skip
     designs = inproc_designs(rounds=3 if args.quick else 30)
     fpc = designs["forwarded_per_cpu_s"]
     print("in-process, fan-out 9, forwarded per CPU-second: " + ", ".join(
@@ -763,6 +812,7 @@ def main(argv: list[str] | None = None) -> None:
             "cpus": os.cpu_count(),
             "relay_udp_rcvbuf_requested": RCVBUF,
             "best_of_repeats": summary,
+            "sealed_vs_plaintext": compared,
             "inproc_designs": designs,
             "runs": runs,
         },

@@ -23,8 +23,17 @@ from relay.limits import (
     PER_ADDRESS_SESSIONS,
 )
 from relay.log_format import LOG_FORMATS, configure_logging
+from relay.protocol.errors import ProtocolError
 from relay.protocol.mesh_datagram import MIN_SECRET
-from relay.protocol.messages import MAX_CHANNEL, ChannelInfo
+from relay.protocol.messages import (
+    MAX_CHANNEL,
+    MAX_PASSWORD,
+    PROTOCOL,
+    Auth,
+    ChannelInfo,
+    decode_message,
+    encode_message,
+)
 from relay.router import (
     DEFAULT_BURST_S,
     DEFAULT_BYTES_PER_S,
@@ -335,15 +344,43 @@ def _security_flags(ap: argparse.ArgumentParser) -> None:
                      "voice, readable by anyone on the path (tests and benchmarks)")  # fmt: skip
 
 
-def _read_password(path: str, error: Callable[[str], Any]) -> str:
+def read_secret(path: str, what: str = "password file") -> str:
+    """The first line of a password or secret file; ValueError saying what is wrong
+    (unreadable, not UTF-8, an empty first line)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        data = Path(path).read_bytes()
     except OSError as exc:
-        error(f"password file: {exc}")
-        raise
+        raise ValueError(f"{what}: {exc}") from None
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {path}: not UTF-8 text") from None
     if not lines or not lines[0]:
-        error(f"password file {path}: the first line is empty")
+        raise ValueError(f"{what} {path}: the first line is empty")
     return lines[0]
+
+
+def read_password(path: str) -> str:
+    """The server password: :func:`read_secret`, and one a client can send (the rules of
+    ``auth.password``: at most MAX_PASSWORD characters, no control character), or a
+    ValueError; else the relay would start and refuse every client as malformed."""
+    password = read_secret(path)
+    try:
+        decode_message(encode_message(Auth(name="x", version=PROTOCOL, password=password))[4:])
+    except ProtocolError:
+        raise ValueError(
+            f"password file {path}: a client cannot send this password (at most "
+            f"{MAX_PASSWORD} characters, no control characters)"
+        ) from None
+    return password
+
+
+def _read(read: Callable[[str], str], path: str, error: Callable[[str], Any]) -> str:
+    try:
+        return read(path)
+    except ValueError as exc:
+        error(str(exc))
+        raise
 
 
 def config_from(ns: argparse.Namespace, error: Callable[[str], Any]) -> RelayConfig:
@@ -370,7 +407,9 @@ def config_from(ns: argparse.Namespace, error: Callable[[str], Any]) -> RelayCon
             error("--cluster runs one UDP loop: --udp-workers 1")
         if not ns.cluster_secret_file:
             error("--cluster needs --cluster-secret-file")
-        secret = _read_password(ns.cluster_secret_file, error).encode()
+        secret = _read(
+            lambda p: read_secret(p, "cluster secret file"), ns.cluster_secret_file, error
+        ).encode()
         if len(secret) < MIN_SECRET:
             error(f"the cluster secret must be at least {MIN_SECRET} bytes")
         if len(ns.relay_id) > MAX_RELAY_ID:
@@ -411,7 +450,7 @@ def config_from(ns: argparse.Namespace, error: Callable[[str], Any]) -> RelayCon
         tls_cert=ns.tls_cert,
         tls_key=ns.tls_key,
         data_dir=ns.data_dir,
-        password=_read_password(ns.password_file, error) if ns.password_file else None,
+        password=_read(read_password, ns.password_file, error) if ns.password_file else None,
         cluster=ns.cluster or None,
         cluster_secret=secret,
         relay_id=ns.relay_id,

@@ -1,7 +1,8 @@
 """The per-datagram decision of protocol 2 (sealed voice), sans-I/O: :class:`SealedRouter`.
 
 The relay authenticates every datagram before anything else: its replay window
-(:class:`relay.protocol.voice_crypto.ReplayWindow`) and the session's relay tag
+(:class:`relay.protocol.voice_crypto.ReplayWindow`; one for the session's voice, one
+for its pings, since they count apart) and the session's relay tag
 (keyed BLAKE2b under the session's up key), then routes it as
 :class:`relay.router.Router` does. Voice is forwarded as the sender sealed it,
 minus the relay tag: the same bytes to every listener, no per-listener
@@ -67,13 +68,14 @@ class SealedCounters(Counters):
 
 @dataclass(slots=True, frozen=True)
 class Peer:
-    """What the routing thread knows of one session: its keys and its replay window."""
+    """What the routing thread knows of one session: its keys and its replay windows."""
 
     token: int
     up: bytes  # the tag key of its datagrams to the relay
     down: bytes  # the tag key of the relay's answers to it
     key_id: int  # the media key id of its channel
-    window: ReplayWindow
+    window: ReplayWindow  # its voice counters
+    ping_window: ReplayWindow  # its ping counters: a kind of its own (voice_crypto.Sealer)
 
 
 PeerEntry = tuple[int, int, bytes, int]  # user id, token, session key, media key id
@@ -126,15 +128,16 @@ class SealedRouter(Router):
         for uid in removed:
             gone = peers.pop(uid, None)
             if gone is not None:
-                for k, v in gone.window.counts().items():
-                    self.retired[k] += v
+                for window in (gone.window, gone.ping_window):
+                    for k, v in window.counts().items():
+                        self.retired[k] += v
         for uid, token, session_key, key_id in entries:
             old = peers.get(uid)
             if old is not None and old.token == token:
-                peers[uid] = Peer(token, old.up, old.down, key_id, old.window)
+                peers[uid] = Peer(token, old.up, old.down, key_id, old.window, old.ping_window)
             else:
                 up, down = direction_keys(session_key)
-                peers[uid] = Peer(token, up, down, key_id, ReplayWindow())
+                peers[uid] = Peer(token, up, down, key_id, ReplayWindow(), ReplayWindow())
         self.peers = peers
 
     def set_media(self, media: dict[int, bytes]) -> None:
@@ -146,8 +149,9 @@ class SealedRouter(Router):
         """good, late, lost, replayed and too_old over every session's window, gone ones too."""
         out = dict(self.retired)
         for peer in list(self.peers.values()):
-            for k, v in peer.window.counts().items():
-                out[k] += v
+            for window in (peer.window, peer.ping_window):
+                for k, v in window.counts().items():
+                    out[k] += v
         return out
 
     # --- routing thread ----------------------------------------------------------------
@@ -181,7 +185,7 @@ class SealedRouter(Router):
         if peer is None:
             c.drop_unknown_token += 1
             return NOWHERE
-        window = peer.window
+        window = peer.window if kind == KIND_VOICE else peer.ping_window
         verdict = window.check(ctr)
         if verdict != FRESH:
             if verdict == REPLAYED:

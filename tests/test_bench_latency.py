@@ -31,3 +31,6 @@ def test_quick_run_joins_every_hop(tmp_path: Path) -> None:
         doc["configs"]["adaptive, playback_frames=2"],
     )
     assert fixed["target_ms"] == 0 and adaptive["target_ms"] > 0  # only one of them adapts
+    # The per-frame cost of sealed voice, beside the budget it is part of.
+    crypto = doc["crypto_per_frame_us"]
+    assert set(crypto) == {"seal", "relay_check", "open"} and all(v > 0 for v in crypto.values())

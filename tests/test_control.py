@@ -65,6 +65,24 @@ def test_a_relay_whose_certificate_changed_is_refused_with_both_fingerprints(
             stop_relay(proc)
 
 
+def test_a_pins_file_that_cannot_be_read_stops_the_client_and_is_kept(tmp_path: Path) -> None:
+    # Taken as no pins, a broken file would let any certificate in as new, and the
+    # first pin would write over the user's others.
+    pins = tmp_path / "pins.json"
+    broken = b'{"127.0.0.1:1": "AA", "relay.example:8080": "BB",'  # cut short
+    pins.write_bytes(broken)
+    with tempfile.TemporaryFile("w+") as log:
+        proc, port = start_relay("--data-dir", str(tmp_path / "relay"), log=log)
+        try:
+            cfg = ClientConfig("127.0.0.1", port, "p", pins_file=str(pins))
+            with LocalClient(cfg) as c:
+                c.until(lambda v: v.state.state == ev.FAILED, 20, "refused: no pin can be checked")
+                assert str(pins) in c.view.state.reason and "fix or remove" in c.view.state.reason
+        finally:
+            stop_relay(proc)
+    assert pins.read_bytes() == broken
+
+
 def test_a_wrong_password_stops_the_client_with_the_reason(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("sesame\n")
     with tempfile.TemporaryFile("w+") as log:

@@ -264,3 +264,34 @@ def test_space_in_the_terminal_pushes_to_talk(relay_port: int, tmp_path: Path) -
     assert enc["talk_mode"] == "ptt" and enc["spurts"] == 1 and not enc["ptt_pressed"]
     assert 30 <= net["sent"] <= 150  # about the 1.5 s the key was down
     assert enc["unsent_frames"] >= 50  # the second before and after it, key up
+
+
+def test_password_flag_gets_in_and_a_wrong_one_exits_with_the_reason(tmp_path: Path) -> None:
+    from relay.launch import start_relay, stop_relay
+
+    (tmp_path / "pw").write_text("sesame\n")
+    proc, port = start_relay("--password-file", str(tmp_path / "pw"), "--data-dir", str(tmp_path))
+    try:
+        common = ("--server", f"127.0.0.1:{port}", "--input", "silence", "--output", "null")
+        wrong = cli(*common, "--name", "w", "--password", "open", "--duration", "60", "--quiet")
+        _out, err = wrong.communicate(timeout=90)
+        assert wrong.returncode == 1 and "bad_password" in err, err
+        stats = tmp_path / "right.json"
+        right = cli(*common, "--name", "r", "--password", "sesame", "--duration", "10",
+                    "--quiet", "--stats-json", str(stats))  # fmt: skip
+        _out, err = right.communicate(timeout=90)
+        assert right.returncode == 0, err
+        assert json.loads(stats.read_text())["state"] == "connected"
+    finally:
+        stop_relay(proc)
+
+
+def test_the_summary_names_the_sealed_voice_counters() -> None:
+    from pipeline.__main__ import format_summary
+    from pipeline.core.client_view import ClientView
+    from pipeline.ipc import events as ev
+
+    view = ClientView()
+    view.apply(ev.NetworkStats(good=900, late=3, lost=7, replayed=2, too_old=1, bad_auth=4))
+    line = "sealed voice 900 good, 3 late, 7 lost, 3 replayed, 4 failed authentication"
+    assert line in format_summary(view)

@@ -9,12 +9,21 @@ the handshake timeout; each refusal is counted.
 
 from __future__ import annotations
 
+import io
+import os
 import re
+import selectors
+import shutil
+import signal
 import socket
 import ssl
+import subprocess
+import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -145,6 +154,65 @@ def test_an_old_plaintext_client_is_told_to_upgrade_and_new_ones_still_connect(
     assert c["refused_old_protocol"] == 2
     assert c["refused_not_tls"] == 1
     assert c["refused_hello_timeout"] == 1
+
+
+OLD_RELEASE = "43dec21"  # the last commit before protocol 2 (4dae16b): a protocol-1 client
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def old_client(into: Path) -> Path:
+    """The headless client of OLD_RELEASE, unpacked from this repository's history."""
+    if shutil.which("git") is None:
+        pytest.skip("no git to take the old client from")
+    tar = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", OLD_RELEASE, "pipeline", "relay"],
+        capture_output=True,
+        check=False,
+    )
+    if tar.returncode != 0:
+        pytest.skip(f"{OLD_RELEASE} is not in this checkout's history")
+    with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as t:
+        t.extractall(into, filter="data")
+    return into
+
+
+def test_a_released_protocol_1_client_prints_why_the_relay_refused_it(
+    relay: Relay, tmp_path: Path
+) -> None:
+    """The real old client, as its users have it, against a TLS relay: it prints the
+    relay's bad_version message (protocol 2, TLS, upgrade) instead of failing silently."""
+    tree = old_client(tmp_path / "old")
+    env = {**os.environ, "PYTHONPATH": str(tree), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "--server", f"{HOST}:{relay.port}", "--name", "old",
+         "--input", "silence", "--output", "null", "--duration", "60"],
+        cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    out = b""
+    try:
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            deadline = time.monotonic() + 60  # its stages start slowly on a busy machine
+            while b"bad_version" not in out and time.monotonic() < deadline:
+                if sel.select(deadline - time.monotonic()):
+                    chunk = os.read(proc.stdout.fileno(), 65536)
+                    if not chunk:
+                        break  # it ended
+                    out += chunk
+    finally:
+        proc.send_signal(signal.SIGINT)  # as a user's Ctrl-C: it stops its stages
+        try:
+            out += proc.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+    text = out.decode(errors="replace").replace("\r", "\n")
+    told = [ln for ln in text.splitlines() if "bad_version" in ln]
+    assert told, text[-3000:]
+    assert "this relay speaks protocol 2" in told[0] and "TLS" in told[0]
+    assert "your client speaks protocol 1" in told[0] and "upgrade it" in told[0]
+    assert counters(relay.stop())["refused_old_protocol"] >= 1
 
 
 def test_random_first_bytes_never_stop_the_port(relay: Relay) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 
+import msgpack
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -71,6 +72,25 @@ def test_an_old_auth_or_reconnect_is_told_to_upgrade_in_protocol_1_framing() -> 
             assert "protocol 2" in reply.message and "TLS" in reply.message
             assert "protocol 1" in reply.message
     assert UPGRADE.code == "bad_version"
+
+
+# The first bytes a protocol-1 client sends, as the released one does (the headless
+# client of commit 43dec21, the last before protocol 2, run with --name old and
+# captured on a plain socket): an auth frame with no version field.
+OLD_CLIENT_AUTH = bytes.fromhex("0000001482a474797065a461757468a46e616d65a36f6c64")
+
+
+def test_the_bytes_a_released_protocol_1_client_sends_are_told_to_upgrade() -> None:
+    assert classify(OLD_CLIENT_AUTH[0]) is Hello.PLAIN
+    for cut in range(len(OLD_CLIENT_AUTH) + 1):
+        hello = feed_all(OLD_CLIENT_AUTH, [cut])
+        assert hello.verdict is Verdict.OLD_CLIENT
+        # What that client's decoder reads: one u32-framed msgpack map, type error,
+        # code and message strings (its Error), nothing else.
+        (length,) = LENGTH.unpack_from(hello.reply)
+        assert len(hello.reply) == LENGTH.size + length
+        body = msgpack.unpackb(hello.reply[LENGTH.size :], raw=False)
+        assert body == {"type": "error", "code": "bad_version", "message": UPGRADE.message}
 
 
 def test_every_truncation_of_an_old_auth_asks_for_more() -> None:

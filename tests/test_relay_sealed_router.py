@@ -102,6 +102,23 @@ def test_a_captured_ping_sent_from_another_address_moves_nothing() -> None:
     assert [(t, a) for t, a, _p in w.binds] == [(101, EVE)]
 
 
+def test_voice_and_pings_count_apart_and_each_kind_refuses_its_replays() -> None:
+    w = World()
+    s = w.sealers[1]
+    voice, ping = s.voice(1, 2, b"hello"), s.ping(5)
+    assert voice[7:15] == ping[7:15]  # the same counter, in two kinds: both fresh
+    assert w.route(ping, A)[0] == (A,) and w.route(voice, A)[0] == (B,)
+    assert w.route(ping, A)[0] == () and w.route(voice, A)[0] == ()  # each a replay now
+    for _ in range(5):  # pings between frames leave no hole in the voice window
+        assert w.route(s.ping(6), A)[0] == (A,)
+        assert w.route(s.voice(2, 3, b"on"), A)[0] == (B,)
+    c = w.router.sealed
+    assert c.drop_replayed == 2 and c.forwarded == 6
+    assert w.router.window_totals() == {
+        "good": 12, "late": 0, "lost": 0, "replayed": 2, "too_old": 0
+    }  # fmt: skip
+
+
 def test_forged_sessions_and_versions_are_counted() -> None:
     w = World()
     forged = Sealer(1, bytes(32), 10**9)  # sid 1 without its key

@@ -1148,6 +1148,9 @@ def test_replayed_voice_from_the_same_or_another_address_is_not_heard(sealed: Re
         assert got is not None and got.payload == b"twice"
     counts = exit_counters(stop_relay(sealed))
     assert counts["drop_replayed"] == 2 and counts["forwarded"] == 2
+    # The relay's replay windows, summed on its counters line: both replays, no loss.
+    assert counts["window_replayed"] == 2 and counts["window_good"] >= 4
+    assert counts["window_lost"] == 0 and counts["window_too_old"] == 0
 
 
 def test_a_datagram_with_one_flipped_bit_is_dropped(sealed: RelayProc) -> None:

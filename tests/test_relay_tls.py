@@ -111,3 +111,23 @@ def test_a_restarted_relay_shows_the_same_certificate(tmp_path: Path) -> None:
             log.seek(0)
             assert f"SHA-256 fingerprint {fps[-1]}" in log.read()
     assert fps[0] == fps[1]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # TLSVersion.TLSv1/TLSv1_1
+def test_tls_1_0_and_1_1_are_refused_whatever_the_suites(
+    tls_relay: tuple[int, str, Path],
+) -> None:
+    port, _d, _folder = tls_relay
+    for old in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        try:
+            ctx.set_ciphers("ALL:@SECLEVEL=0")  # every suite this OpenSSL has, CBC included
+            ctx.minimum_version = ctx.maximum_version = old
+        except (ssl.SSLError, ValueError):
+            pytest.skip(f"this OpenSSL cannot speak {old.name}")
+        with (
+            pytest.raises(ssl.SSLError),
+            socket.create_connection((HOST, port), timeout=5) as raw,
+        ):
+            ctx.wrap_socket(raw)

@@ -130,3 +130,9 @@ def test_html_shows_the_voice_path_and_the_udp_ping_loss() -> None:
     view.apply(ev.NetworkStats(voice_path="tcp", udp_loss_percent=100.0))
     html = diagnostics_html(view)
     assert "voice over TCP (UDP blocked)" in html and "100.0 %" in html
+
+
+def test_html_shows_the_sealed_voice_counters() -> None:
+    view = ClientView()
+    view.apply(ev.NetworkStats(good=900, late=3, lost=7, replayed=2, too_old=1, bad_auth=4))
+    assert "900 good, 3 late, 7 lost, 3 replayed, 4 forged" in diagnostics_html(view)

@@ -526,3 +526,38 @@ def test_sounds_for_joins_leaves_and_others_messages_when_turned_on(window: Main
     window.apply(ev.Notice("dan joined Gaming"))  # another channel: no sound
     window.apply(ev.Notice("dan left Lobby"))
     assert window.sounds.played == ["message", "join", "leave"]
+
+
+def test_a_changed_certificate_asks_the_user_who_may_accept_it(
+    qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PyQt6.QtWidgets import QMessageBox
+
+    from pipeline.core.pins import Trust, Verdict
+    from pipeline.media.sources import MediaSpec
+    from ui.host import ClientConfig, ClientHost
+
+    cfg = ClientConfig("h", 1, "alice", source=MediaSpec("silence"), sink=MediaSpec("null"))
+    host = ClientHost(cfg)
+    restarts: list[dict[str, object]] = []
+    monkeypatch.setattr(host, "restart", lambda **changes: restarts.append(changes))
+    w = MainWindow(
+        Recorder(), host, settings=QSettings(str(tmp_path / "c.ini"), QSettings.Format.IniFormat)
+    )
+    qtbot.addWidget(w)
+    w.connection.start("h:1")
+    pinned, shown = "AA:" * 31 + "AA", "BB:" * 31 + "BB"
+    reason = Verdict(Trust.CHANGED, pinned).message("h:1", shown)
+    S = QMessageBox.StandardButton
+    for answer, expected in ((S.No, []), (S.Yes, [{"accept_new_certificate": True}])):
+        w.apply(ev.ConnectionState(ev.FAILED, "h:1", reason=reason))
+        w.apply(ev.ConnectionState(ev.FAILED, "h:1", reason=reason))  # asked once, not twice
+        boxes = [b for b in w.findChildren(QMessageBox) if b.isVisible()]
+        assert len(boxes) == 1
+        assert pinned in boxes[0].text() and shown in boxes[0].text()  # both fingerprints
+        button = boxes[0].button(answer)
+        assert button is not None
+        button.click()
+        qtbot.waitUntil(lambda: not w._asking, timeout=2000)
+        assert restarts == expected  # only a yes pins the new certificate
+    w.shutdown()

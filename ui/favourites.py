@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from PyQt6.QtCore import QSettings
 
 from pipeline.client.config import servers_text
-from pipeline.core.pins import PinFile
+from pipeline.core.pins import PinFile, PinsUnreadable
 from ui.connect import ConnectInfo, validate
 
 GROUP = "favourites"
@@ -101,5 +101,9 @@ class Favourites:
         return next((f for f in self.items if f.label == label), None)
 
     def pinned(self, server: str) -> str | None:
-        """The certificate fingerprint pinned for ``server`` (pins.pin_key), if any."""
-        return self.pins.load().get(server.strip())
+        """The certificate fingerprint pinned for ``server`` (pins.pin_key), if any (none
+        shown while the pins file cannot be read: connecting says why)."""
+        try:
+            return self.pins.load().get(server.strip())
+        except PinsUnreadable:
+            return None

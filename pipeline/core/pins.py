@@ -12,7 +12,10 @@ are pinned as if they had been seen (:meth:`PinFile.vouch`), but a pin already t
 never replaced by one a relay vouched for.
 
 The decision (:func:`verdict`) is a function of the pins and the fingerprint; the
-file (:class:`PinFile`, JSON, written whole with mode 0600) is a thin adapter.
+file (:class:`PinFile`, JSON, written whole with mode 0600) is a thin adapter. A file
+that is there but cannot be read as pins fails closed (:class:`PinsUnreadable`): taken
+as no pins, it would trust any certificate as new and, on the first pin, be written
+over with the user's other pins lost.
 """
 
 from __future__ import annotations
@@ -68,6 +71,11 @@ def verdict(pins: dict[str, str], server: str, shown: str) -> Verdict:
     return Verdict(Trust.PINNED if pinned == shown else Trust.CHANGED, pinned)
 
 
+class PinsUnreadable(ValueError):
+    """The pins file exists but is not pins: no certificate can be checked until the
+    user fixes or removes it (the message says which file and why)."""
+
+
 class PinFile:
     """The pins kept in a JSON file: ``{"host:port": "AB:CD:..."}``."""
 
@@ -75,17 +83,33 @@ class PinFile:
         self.path = Path(path) if path else default_pins_path()
 
     def load(self) -> dict[str, str]:
-        """The pins; none if the file is missing or unreadable (it is then rewritten)."""
+        """The pins; none if the file does not exist. PinsUnreadable if it exists but
+        cannot be read as a JSON object of strings (never taken as no pins)."""
         try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return {}
-        if not isinstance(data, dict):
-            return {}
-        return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8
+            raise self._unreadable(str(exc)) from None
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise self._unreadable(f"not JSON: {exc}") from None
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            raise self._unreadable("not an object of addresses and fingerprints")
+        return data
+
+    def _unreadable(self, why: str) -> PinsUnreadable:
+        return PinsUnreadable(
+            f"the pinned certificates in {self.path} cannot be read ({why}): fix or "
+            "remove that file; until then no relay's certificate can be checked"
+        )
 
     def pin(self, server: str, fingerprint: str) -> None:
-        """Pin (or re-pin) ``server`` to ``fingerprint``, writing the file whole."""
+        """Pin (or re-pin) ``server`` to ``fingerprint``, writing the file whole
+        (PinsUnreadable, and nothing written, if the file there is not pins)."""
         pins = self.load()
         pins[server] = fingerprint
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.control_session import ControlSession
-from pipeline.core.pins import PinFile, Trust, pin_key
+from pipeline.core.pins import PinFile, PinsUnreadable, Trust, pin_key
 from pipeline.core.relays import Relay, server_text
 from pipeline.ipc import events as ev
 from pipeline.ipc import tunnel_socket as ts
@@ -217,7 +217,7 @@ def _vouch(session: ControlSession, tls: _Tls) -> None:
         key = pin_key(relay.host, relay.port)
         try:
             v = tls.pins.vouch(key, relay.fingerprint)
-        except OSError as exc:  # the vouched fingerprint is still checked (see _connect)
+        except (OSError, PinsUnreadable) as exc:  # the vouched one still holds (_connect)
             session.notice(f"could not pin the certificate of {relay.server}: {exc}")
             continue
         if v.trust is Trust.NEW:
@@ -256,15 +256,21 @@ def _connect(session: ControlSession, relay: Relay, now: float, tls: _Tls) -> so
         return None
     der = sock.getpeercert(binary_form=True)
     shown = fingerprint(der) if der else "none"
-    if relay.fingerprint and shown != relay.fingerprint and server not in tls.pins.load():
-        # Vouched for, but its pin could not be written: the vouched one still holds.
+    try:
+        pinned = server in tls.pins.load()
+        if relay.fingerprint and shown != relay.fingerprint and not pinned:
+            # Vouched for, but its pin could not be written: the vouched one still holds.
+            sock.close()
+            session.refused(
+                f"the certificate of {server} is not the one vouched for: vouched "
+                f"{relay.fingerprint}, now shown {shown}"
+            )
+            return None
+        verdict = tls.pins.check(server, shown, tls.accept_changed)
+    except PinsUnreadable as exc:  # fail closed: no certificate is trusted unchecked
         sock.close()
-        session.refused(
-            f"the certificate of {server} is not the one vouched for: vouched "
-            f"{relay.fingerprint}, now shown {shown}"
-        )
+        session.refused(str(exc))
         return None
-    verdict = tls.pins.check(server, shown, tls.accept_changed)
     if verdict.trust is Trust.CHANGED and not tls.accept_changed:
         sock.close()
         session.refused(verdict.message(server, shown))

@@ -175,17 +175,22 @@ class Opened:
 class Sealer:
     """A client's sending side: seals voice and pings for the relay.
 
-    The counter starts after ``ctr`` (where :func:`counter_start` says) and only
-    grows; the caller sets the media key of the channel it is in
-    (:meth:`set_media_key`). Two threads may seal at once (voice and pings): the
-    counter is an ``itertools.count``, whose ``next`` the GIL makes atomic, so no two
-    datagrams share a nonce, and the media key and its id are swapped as one pair.
+    Voice and pings count apart, both from after ``ctr`` (where :func:`counter_start`
+    says), and each only grows: a listener's replay window sees the speaker's voice
+    counters with no holes where pings went (which the relay does not forward), so a
+    hole means a lost datagram; the relay keeps a window for each kind. Only voice is
+    sealed under the media key, so the voice counter alone makes the nonces. The
+    caller sets the media key of the channel it is in (:meth:`set_media_key`). Two
+    threads may seal at once (voice and pings): each counter is an
+    ``itertools.count``, whose ``next`` the GIL makes atomic, so no two datagrams of
+    a kind share a counter, and the media key and its id are swapped as one pair.
     """
 
     def __init__(self, sid: int, session_key: bytes, ctr: int) -> None:
         self.sid = sid
         self._up, self._down = direction_keys(session_key)
         self._ctr = itertools.count(ctr + 1)
+        self._ping_ctr = itertools.count(ctr + 1)
         self._media: tuple[int, AESGCM] | None = None
         self._media_raw: tuple[int, bytes] = (0, b"")
 
@@ -219,7 +224,8 @@ class Sealer:
 
     def ping(self, stamp: int) -> bytes:
         """A register ping carrying ``stamp`` (the sender's send time plus its offset)."""
-        body = HEADER.pack(VERSION, KIND_PING, 0, self.sid, self._next(), 0) + STAMP.pack(stamp)
+        ctr = next(self._ping_ctr)
+        body = HEADER.pack(VERSION, KIND_PING, 0, self.sid, ctr, 0) + STAMP.pack(stamp)
         return body + tag(self._up, body)
 
     def ping_answer(self, data: bytes | bytearray | memoryview) -> tuple[int, int] | str:
