@@ -474,6 +474,7 @@ class Cluster:
     def _carry(self, changes: list[cc.Change]) -> None:
         s = self.sessions
         actions: list[Action] = []
+        chats: list[Action] = []  # after the presence told before them (the stream's order)
         for ch in changes:
             if isinstance(ch, cc.UserCame):
                 actions += s.remote_join(ch.user)
@@ -484,9 +485,11 @@ class Cluster:
             elif isinstance(ch, cc.Release):
                 actions += s.release(ch.token, ch.user)
             else:
-                actions += s.remote_chat(ch.said)
+                chats += s.remote_chat(ch.said)
         if actions:
             self.control.apply(actions)
+        if chats:
+            self.control.apply_after_presence(chats)
         self._update_mesh()
 
     def _update_mesh(self) -> None:
