@@ -4,6 +4,7 @@ router's mesh, failover through the directory)."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -70,9 +71,10 @@ class Node:
         return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
     def text(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
+        """The relay's log so far. Read at an offset (pread): the relay writes through the
+        same open file, whose offset a seek here would move under its writes."""
+        fd = self.log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
 
 @dataclass
@@ -83,14 +85,15 @@ class Cluster:
     redis: subprocess.Popen[bytes]
     redis_port: int
 
-    def start(self, n: int = 1) -> list[Node]:
-        """``n`` more relays, started side by side (each takes a second or two to start)."""
+    def start(self, n: int = 1, *args: str) -> list[Node]:
+        """``n`` more relays, started side by side (each takes a second or two to start),
+        with ``args`` besides the cluster's."""
 
         def one(_: int) -> Node:
             log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed at the end)
             proc, port = launch.start_relay(
                 "--cluster", self.url, "--cluster-secret-file", self.secret_file,
-                "--grace", str(GRACE), "--log-level", "debug", host=HOST, log=log,
+                "--grace", str(GRACE), "--log-level", "debug", *args, host=HOST, log=log,
             )  # fmt: skip
             return Node(proc, port, log)
 
@@ -488,6 +491,26 @@ def test_a_real_client_resumes_its_session_on_another_relay(
         assert me is not None and me.user_id == old.user_id  # the same session, resumed
         assert tx.view.roster.channel == channel
     assert "event=resume" in b.text()
+
+
+def test_a_relay_started_again_under_its_id_ends_its_earlier_runs_sessions(
+    cluster: Cluster,
+) -> None:
+    """Their home beats again, so no relay would ever expire them: it takes them out of
+    the directory itself (its earlier run's clients start new sessions, as with a relay
+    alone that restarted)."""
+    (first,) = cluster.start(1, "--relay-id", "a")
+    old = first.client("old")
+    assert until(lambda: redis_command(cluster.redis_port, "HLEN", "vc:sessions") == b":1")
+    first.proc.kill()
+    first.proc.wait()
+    (again,) = cluster.start(1, "--relay-id", "a")
+    assert until(lambda: redis_command(cluster.redis_port, "HLEN", "vc:sessions") == b":0")
+    assert redis_command(cluster.redis_port, "SCARD", "vc:members:Lobby") == b":0"
+    new = again.client("new")
+    assert new.user_id != old.user_id
+    for c in (old, new):
+        c.close()
 
 
 # --- Redis away -------------------------------------------------------------------------
