@@ -370,17 +370,87 @@ def _per(step: tuple[float, float, float], n: int) -> dict[str, float]:
     return {"commands": cmds / n, "cpu_us": cpu / n * 1e6}
 
 
+def _resp(*words: str | bytes) -> bytes:
+    parts = [w.encode() if isinstance(w, str) else w for w in words]
+    return f"*{len(parts)}\r\n".encode() + b"".join(
+        b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)  # fmt: skip
+
+
+def _read_until(s: socket.socket, marker: bytes, count: int) -> None:
+    """Read from ``s`` until ``marker`` has come ``count`` times."""
+    seen, tail = 0, b""
+    while seen < count:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("redis-server closed the connection")
+        data = tail + chunk
+        seen += data.count(marker)
+        tail = data[-len(marker) + 1 :]  # a marker cut in two is counted once
+
+
+def redis_capacity(port: int, pid: int, subscribers: int, messages: int) -> dict[str, Any]:
+    """What one Redis core does, measured on this one: CPU per plain command (pipelined
+    ``SET``s of a relay-record-sized value) and per pub/sub delivery (``messages`` events
+    of a ``joined``'s size published to ``subscribers`` subscribed connections, as many
+    as the relays of a cluster that size)."""
+    event = cc.encode_event(cc.Joined(cc.RemoteUser(123456, "a user's name", "Lobby", "relay-a")))
+    value = b"x" * 220
+    with socket.create_connection((HOST, port), timeout=30) as pub:
+        n = 20_000
+        cpu0 = _cpu(pid)
+        for i in range(0, n, 500):
+            pub.sendall(b"".join(_resp("SET", f"bench:{i + k}", value) for k in range(500)))
+            _read_until(pub, b"+OK\r\n", 500)
+        set_cpu = _cpu(pid) - cpu0
+        subs = [socket.create_connection((HOST, port), timeout=30) for _ in range(subscribers)]
+        try:
+            for sub in subs:
+                sub.sendall(_resp("SUBSCRIBE", "bench:events"))
+                _read_until(sub, b"subscribe", 1)
+            cpu0 = _cpu(pid)
+            with ThreadPoolExecutor(8) as pool:
+                drained = [pool.submit(_read_until, sub, b"$7\r\nmessage\r\n", messages)
+                           for sub in subs]  # fmt: skip
+                for _ in range(0, messages, 100):
+                    pub.sendall(_resp("PUBLISH", "bench:events", event) * 100)
+                    _read_until(pub, f":{subscribers}\r\n".encode(), 100)
+                for f in drained:
+                    f.result()
+            pub_cpu = _cpu(pid) - cpu0
+        finally:
+            for sub in subs:
+                sub.close()
+        pub.sendall(_resp("FLUSHALL"))
+        _read_until(pub, b"+OK\r\n", 1)
+    return {
+        "set_commands": n,
+        "set_cpu_s": set_cpu,
+        "cpu_us_per_command": set_cpu / n * 1e6,
+        "subscribers": subscribers,
+        "messages": messages,
+        "event_bytes": len(event),
+        "publish_cpu_s": pub_cpu,
+        "cpu_us_per_delivery": pub_cpu / (messages * subscribers) * 1e6,
+    }
+
+
 def hundred(doc: dict[str, Any]) -> dict[str, Any]:
     """What 100 relays would ask of Redis, from the 3-relay numbers: the heartbeats' commands
     grow with the relays, the registry each relay reads with the relays too (so its bytes
     with their square), an event's deliveries with the relays."""
-    r = doc["redis"]
+    r, cap = doc["redis"], doc["redis_capacity"]
+    deliveries = r["events_published_per_join"] * 100
+    # One session's life costs Redis its commands and its events' deliveries to every relay.
+    cpu_per_join = r["commands_per_join"] * cap["cpu_us_per_command"] \
+        + deliveries * cap["cpu_us_per_delivery"]  # fmt: skip
     return {
         "idle_commands_per_s": r["idle_commands_per_s_per_relay"] * 100,
         "registry_records_read_per_s": 100 * 100 / HEARTBEAT_S,
         "registry_bytes_out_per_s": r["registry_bytes_per_record"] * 100 * 100 / HEARTBEAT_S,
-        "deliveries_per_join": r["events_published_per_join"] * 100,
+        "deliveries_per_join": deliveries,
         "commands_per_join": r["commands_per_join"],
+        "redis_cpu_us_per_join": cpu_per_join,
+        "joins_per_redis_core_s": 1e6 / cpu_per_join if cpu_per_join > 0 else None,
     }
 
 
@@ -403,6 +473,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["hop"] = hop_latency(rig, 20 if args.quick else 500)
         result["cost"] = {"one_relay": one, "three_relays": forwarding_cost(rig, seconds)}
         result["redis"] = redis_load(rig, 3 if args.quick else 60, 1.0 if args.quick else 10.0)
+        result["redis_capacity"] = redis_capacity(
+            rig.redis_port, rig.redis.pid, 100, 200 if args.quick else 2000
+        )
     finally:
         rig.close()
     result["hundred_relays"] = hundred(result)
@@ -427,6 +500,7 @@ def print_table(r: dict[str, Any]) -> None:
     print({k: v for k, v in r["redis"].items() if k != "steps"})
     for name, st in r["redis"]["steps"].items():
         print(f"  {name}: {st['commands']:.1f} commands, {st['cpu_us']:.0f} us of Redis CPU each")
+    print(r["redis_capacity"])
     print(r["hundred_relays"])
 
 

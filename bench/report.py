@@ -414,7 +414,7 @@ def cluster_section(doc: dict[str, Any]) -> list[str]:
                    f"{_f(c['cpu_s'])} | {_f(c.get('idle_cpu_s'))} | "
                    f"{_f(c['delivered_per_cpu_s'], 0)} | "
                    f"{_f(c.get('delivered_per_cpu_s_over_idle'), 0)} |")  # fmt: skip
-    steps = r.get("steps", {})
+    steps, cap = r.get("steps", {}), doc.get("redis_capacity")
     per_step = ", ".join(f"{name} {_f(st['commands'], 1)}" for name, st in steps.items())
     out += [
         "",
@@ -431,7 +431,13 @@ def cluster_section(doc: dict[str, Any]) -> list[str]:
         f"{_f(big['registry_records_read_per_s'], 0)} relay records/s"
         + (f" ({_f(big['registry_bytes_out_per_s'] / 1e6, 1)} MB/s out of Redis)"
            if "registry_bytes_out_per_s" in big else "")
-        + f", and {_f(big['deliveries_per_join'], 0)} event deliveries per session.",
+        + f", and {_f(big['deliveries_per_join'], 0)} event deliveries per session"
+        + (f" (Redis measured at {_f(cap['cpu_us_per_command'], 1)} us of CPU a command and "
+           f"{_f(cap['cpu_us_per_delivery'], 2)} us a pub/sub delivery to "
+           f"{cap['subscribers']} subscribers: {_f(big['redis_cpu_us_per_join'], 0)} us a "
+           f"session, {_f(big['joins_per_redis_core_s'], 0)} sessions a second per core)"
+           if cap else "")
+        + ".",
     ]  # fmt: skip
     return out
 
