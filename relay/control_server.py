@@ -375,7 +375,10 @@ class ControlServer:
         elif isinstance(msg, Chat):
             if self._over_address_rate(conn, "chat"):
                 return
-            actions = s.chat(conn.id, msg.text, self.wall())
+            # After the presence told before it (a move into the channel, then a chat),
+            # as on every other relay of a cluster.
+            self.apply_after_presence(s.chat(conn.id, msg.text, self.wall()))
+            return
         elif isinstance(msg, Ping):
             actions = [Send(conn.id, Pong(nonce=msg.nonce, t=msg.t))]
         elif isinstance(msg, Bye):
@@ -627,8 +630,9 @@ class ControlServer:
 
     def apply_after_presence(self, actions: list[Action]) -> None:
         """Carry out ``actions`` once the presence logged before them has been written (a
-        chat of another relay's user, after the move that brought them to the channel:
-        what came first in the cluster's event stream is told first)."""
+        chat after the move that brought its sender to the channel: presence goes out in
+        rounds, a chat would overtake it). A cluster's relays all do so, so everyone sees
+        a user's events in the order the user made them, whatever relay either is on."""
         if self.fanout.pending or self._writing or self._after_round:
             self._after_round += actions
             self._schedule_flush()
