@@ -164,6 +164,10 @@ def sees(
     return msg
 
 
+def arrived(user_id: int, channel: str) -> Callable[[UserJoined], bool]:
+    return lambda m: m.user_id == user_id and m.channel == channel
+
+
 def wait_in_tree(c: ProbeClient, user_id: int) -> None:
     sees(c, UserJoined, lambda m: m.user_id == user_id)
 
@@ -197,11 +201,14 @@ def test_voice_across_three_relays(three: list[Node]) -> None:
         want = {(v.user_id, f"from {k}".encode()) for k, v in enumerate(users) if k != i}
         assert sorted(got) == sorted(want), f"user {i}: no duplicates, nobody's own voice"
     assert heard(other, 0.3) == []
+    # Once to each other relay, not once per listener there: its 2 speakers, 2 relays.
+    assert three[0].counters()["mesh_out"] == 4
 
     whisperer, target = users[0], users[5]  # relay 0 to relay 2
     whisperer.send_voice(2, b"psst", target=target.user_id)
     assert heard(target) == [(whisperer.user_id, b"psst")]
     assert all(heard(u, 0.2) == [] for u in users[1:5])
+    assert three[0].counters()["mesh_out"] == 5  # to the target's relay alone
 
     # Voice through the TCP tunnel (a client whose UDP is blocked) crosses relays too.
     talker = users[1]
@@ -391,8 +398,10 @@ def test_sigkill_of_a_talkers_relay_resumes_it_on_another(
     listener.send(Join("General"))
     talker.recv_type(MediaKey)  # the new channel's key, before any voice in it
     listener.recv_type(MediaKey)
-    sees(far, UserJoined, lambda m: m.user_id == listener.user_id)
-    sees(far, UserJoined, lambda m: m.user_id == talker.user_id)
+    for watcher in (listener, far):  # the moves, read: any later join is churn
+        for mover in (talker, listener):
+            if watcher is not mover:
+                sees(watcher, UserJoined, arrived(mover.user_id, "General"))
     time.sleep(0.3)
     talker.send_voice(1, b"before")
     assert heard(listener) == [(talker.user_id, b"before")]
@@ -435,6 +444,9 @@ def test_sigkill_of_a_talkers_relay_resumes_it_on_another(
         with pytest.raises(TimeoutError):  # (its move's leave of the Lobby may be unread)
             sees(watcher, UserLeft,
                  lambda m: m.user_id == talker.user_id and m.channel == "General",
+                 timeout=0.2)  # fmt: skip
+        with pytest.raises(TimeoutError):  # nor joined again: the same sessions, resumed
+            sees(watcher, UserJoined, lambda m: m.user_id in (talker.user_id, late.user_id),
                  timeout=0.2)  # fmt: skip
     for x in (talker, idle, late, listener, far, moved, late_moved):
         x.close()
