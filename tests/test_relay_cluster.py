@@ -536,14 +536,15 @@ def test_a_relay_started_again_under_its_id_ends_its_earlier_runs_sessions(
 
 class Talk:
     """``speaker`` talks to ``listener`` (one datagram every 20 ms) in two threads until
-    :meth:`stop`: which of the numbered datagrams were sent and which were heard."""
+    :meth:`stop` (or the end of a ``with``): which of the numbered datagrams were sent and
+    which were heard."""
 
     def __init__(self, speaker: ProbeClient, listener: ProbeClient) -> None:
         self.speaker, self.listener = speaker, listener
         self.sent: list[int] = []
         self.got: list[int] = []
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=f) for f in (self._talk, self._hear)]
+        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._talk, self._hear)]
         for t in self._threads:
             t.start()
 
@@ -568,6 +569,12 @@ class Talk:
             t.join()
         return self.sent, self.got
 
+    def __enter__(self) -> Talk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()  # a failed check ends the threads too
+
 
 def test_redis_killed_and_restarted_mid_call(cluster: Cluster) -> None:
     """Local voice never stops (every datagram sent from before Redis's SIGKILL to after
@@ -578,26 +585,26 @@ def test_redis_killed_and_restarted_mid_call(cluster: Cluster) -> None:
     c = n1.client("c")
     settle([a, b, c], 3)
     time.sleep(0.3)
-    talk = Talk(a, b)
-    assert until(lambda: len(talk.got) >= 5)
-    cluster.redis.kill()
-    cluster.redis.wait()
-    time.sleep(0.5)
-    sent, got = talk.stop()
+    with Talk(a, b) as talk:
+        assert until(lambda: len(talk.got) >= 5)
+        cluster.redis.kill()
+        cluster.redis.wait()
+        time.sleep(0.5)
+        sent, got = talk.stop()
     assert got == sent  # local voice went on without Redis, none missing
     drain_voice(c)
     for seq in range(5):  # and so does the call across relays, as routed before
         a.send_voice(seq, b"across")
     assert heard(c) == [(a.user_id, b"across")] * 5
     drain_voice(b)
-    talk = Talk(a, b)  # through Redis's return and both relays' re-sync
-    cluster.redis, _ = launch.start_redis(cluster.redis_port)  # back, and empty
-    d = n1.client("d")  # joins while the relays may still be reconnecting
-    assert d.user_id not in {a.user_id, b.user_id, c.user_id}
-    wait_in_tree(a, d.user_id)  # cross-relay presence converges again
-    # Both relays put their sessions back in the directory.
-    assert until(lambda: redis_command(cluster.redis_port, "HLEN", "vc:sessions") == b":4")
-    sent, got = talk.stop()
+    with Talk(a, b) as talk:  # through Redis's return and both relays' re-sync
+        cluster.redis, _ = launch.start_redis(cluster.redis_port)  # back, and empty
+        d = n1.client("d")  # joins while the relays may still be reconnecting
+        assert d.user_id not in {a.user_id, b.user_id, c.user_id}
+        assert_converges(a, d.user_id, [n0, n1])  # cross-relay presence converges again
+        # Both relays put their sessions back in the directory.
+        assert until(lambda: redis_command(cluster.redis_port, "HLEN", "vc:sessions") == b":4")
+        sent, got = talk.stop()
     assert got == sent and len(sent) > 5  # local voice never stopped
     time.sleep(0.3)
     drain_voice(c)  # the talk reached c too (the mesh)
@@ -609,6 +616,15 @@ def test_redis_killed_and_restarted_mid_call(cluster: Cluster) -> None:
         sees(a, UserLeft, lambda m: m.user_id == c.user_id, timeout=0.3)
     for x in (a, b, c, d):
         x.close()
+
+
+def assert_converges(c: ProbeClient, user_id: int, nodes: list[Node]) -> None:
+    """``c`` is told of ``user_id``; if not, the relays' logs say why."""
+    try:
+        wait_in_tree(c, user_id)
+    except TimeoutError:
+        logs = "\n\n".join(n.text()[-4000:] for n in nodes)
+        raise AssertionError(f"user {user_id} never shown; the relays' logs:\n{logs}") from None
 
 
 def drain_voice(c: ProbeClient) -> None:
