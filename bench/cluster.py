@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.common import parser, summarize, write_result
+from relay import cluster_core as cc
 from relay import launch
 from relay.probe import ProbeClient
 from relay.protocol.messages import Bye, Join, UserJoined
@@ -47,6 +48,7 @@ TALKERS = 6
 RATE = 50.0  # datagrams/s per talker: one Opus frame per 20 ms
 PAYLOAD = b"\x55" * 76  # as bench/relay_load.py: a 32 kb/s frame
 TICK = os.sysconf("SC_CLK_TCK")
+HEARTBEAT_S = cc.HEARTBEAT  # each relay reads the registry once a heartbeat
 
 
 class Node:
@@ -76,9 +78,10 @@ class Node:
         raise TimeoutError("the relay did not log its counters")
 
     def _lines(self) -> list[str]:
-        self.log.flush()
-        self.log.seek(0)
-        return [ln for ln in self.log.read().splitlines() if "counters:" in ln]
+        # At an offset (pread): a seek would move the offset the relay writes at.
+        fd = self.log.fileno()
+        text = os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+        return [ln for ln in text.splitlines() if "counters:" in ln]
 
     def stop(self) -> None:
         launch.stop_relay(self.proc)
@@ -258,37 +261,103 @@ def forwarding_cost(rig: Rig, seconds: float) -> dict[str, Any]:
 # --- 3. Redis ----------------------------------------------------------------------------
 
 
+def reply_bytes(port: int, *words: str) -> int:
+    """The size of Redis's reply to one command (RESP, by hand): what a relay reads."""
+    with socket.create_connection((HOST, port), timeout=5) as s:
+        s.sendall(f"*{len(words)}\r\n".encode() + b"".join(
+            f"${len(w)}\r\n{w}\r\n".encode() for w in words))  # fmt: skip
+        s.sendall(b"PING\r\n")  # its +PONG marks the end of the reply before it
+        data = b""
+        while not data.endswith(b"+PONG\r\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return len(data) - len(b"+PONG\r\n")
+
+
+class RedisMeter:
+    """Commands, bytes out and CPU of the rig's Redis from one reading to the next, less
+    what the relays' heartbeats cost meanwhile (the idle rate) and the readings' own INFO."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.idle_cmds_per_s = 0.0
+        self.idle_out_per_s = 0.0
+        self.idle_cpu_per_s = 0.0
+        self._last = self._read()
+
+    def _read(self) -> tuple[float, int, int, float]:
+        info = redis_info(self.rig.redis_port)
+        return (time.monotonic(), info["total_commands_processed"],
+                info["total_net_output_bytes"], _cpu(self.rig.redis.pid))  # fmt: skip
+
+    def idle(self, seconds: float) -> dict[str, float]:
+        self._last = self._read()
+        time.sleep(seconds)
+        t, cmds, out, cpu = self._delta()
+        self.idle_cmds_per_s, self.idle_out_per_s, self.idle_cpu_per_s = cmds / t, out / t, cpu / t
+        return {"commands": self.idle_cmds_per_s, "out_bytes": self.idle_out_per_s,
+                "cpu": self.idle_cpu_per_s}  # fmt: skip
+
+    def step(self) -> tuple[float, float, float]:
+        """(commands, CPU seconds, seconds) since the last reading, over the idle rate."""
+        t, cmds, _out, cpu = self._delta()
+        return cmds - self.idle_cmds_per_s * t - 1, cpu - self.idle_cpu_per_s * t, t
+
+    def _delta(self) -> tuple[float, int, int, float]:
+        now = self._read()
+        t0, c0, o0, u0 = self._last
+        self._last = now
+        return now[0] - t0, now[1] - c0, now[2] - o0, now[3] - u0
+
+
 def redis_load(rig: Rig, joins: int, idle: float) -> dict[str, Any]:
-    """Redis commands and CPU per join (auth, move, leave) and per idle second."""
-    info0, cpu0 = redis_info(rig.redis_port), _cpu(rig.redis.pid)
-    time.sleep(idle)
-    info1, cpu1 = redis_info(rig.redis_port), _cpu(rig.redis.pid)
+    """Redis commands and CPU per session for each step of its life (auth, a channel move,
+    a leave: ``joins`` sessions at a time over the relays, then settled for a second) and
+    per idle second; the bytes of the registry a relay reads at each heartbeat; events
+    published and delivered (each reaches every relay: the pub/sub fan-out)."""
+    meter = RedisMeter(rig)
+    idle_rates = meter.idle(idle)
     before = [n.counters() for n in rig.nodes]
+    meter.step()
     t0 = time.monotonic()
-    for i in range(joins):
-        c = client(rig.nodes[i % 3], f"j{i}")
+    steps: dict[str, dict[str, float]] = {}
+    clients = [client(rig.nodes[i % len(rig.nodes)], f"j{i}") for i in range(joins)]
+    time.sleep(1.0)  # the directory's writes follow the welcome
+    steps["auth"] = _per(meter.step(), joins)
+    for c in clients:
         c.send(Join("General"))
-        c.recv_type(UserJoined)  # its own move, told back: the relay handled it
-        leave(c)
-    spent = time.monotonic() - t0
+    for c in clients:
+        uid = c.user_id
+        c.recv(lambda m, uid=uid: isinstance(m, UserJoined) and m.user_id == uid  # type: ignore[misc]
+               and m.channel == "General")  # fmt: skip
     time.sleep(1.0)
-    info2, cpu2 = redis_info(rig.redis_port), _cpu(rig.redis.pid)
+    steps["move"] = _per(meter.step(), joins)
+    for c in clients:
+        leave(c)
+    time.sleep(1.0)
+    steps["leave"] = _per(meter.step(), joins)
+    spent = time.monotonic() - t0
     after = [n.counters() for n in rig.nodes]
-    idle_cmds = info1["total_commands_processed"] - info0["total_commands_processed"]
-    join_cmds = info2["total_commands_processed"] - info1["total_commands_processed"]
-    join_cmds_net = join_cmds - idle_cmds / idle * (spent + 1.0)  # the heartbeats meanwhile
     published = sum(a["cluster_published"] - b["cluster_published"]
                     for a, b in zip(after, before, strict=True))  # fmt: skip
     received = sum(a["cluster_received"] - b["cluster_received"]
                    for a, b in zip(after, before, strict=True))  # fmt: skip
+    relays = len(rig.nodes)
+    registry = reply_bytes(rig.redis_port, "HGETALL", "vc:relays")
     return {
-        "relays": len(rig.nodes),
-        "idle_commands_per_s": idle_cmds / idle,
-        "idle_commands_per_s_per_relay": idle_cmds / idle / len(rig.nodes),
-        "idle_redis_cpu_per_s": (cpu1 - cpu0) / idle,
+        "relays": relays,
+        "idle_commands_per_s": idle_rates["commands"],
+        "idle_commands_per_s_per_relay": idle_rates["commands"] / relays,
+        "idle_redis_cpu_per_s": idle_rates["cpu"],
+        "idle_out_bytes_per_s": idle_rates["out_bytes"],
+        "registry_reply_bytes": registry,
+        "registry_bytes_per_record": registry / relays,
         "joins": joins,
-        "commands_per_join": join_cmds_net / joins,
-        "redis_cpu_us_per_join": (cpu2 - cpu1 - (cpu1 - cpu0) / idle * (spent + 1.0)) / joins * 1e6,
+        "steps": steps,
+        "commands_per_join": sum(st["commands"] for st in steps.values()),
+        "redis_cpu_us_per_join": sum(st["cpu_us"] for st in steps.values()),
         "events_published_per_join": published / joins,
         "events_delivered_per_join": received / joins,
         "pubsub_fanout": received / published if published else None,
@@ -296,18 +365,94 @@ def redis_load(rig: Rig, joins: int, idle: float) -> dict[str, Any]:
     }
 
 
-def hundred(doc: dict[str, Any]) -> dict[str, Any]:
-    """What 100 relays would ask of Redis, from the 3-relay numbers (linear in what grows)."""
-    r = doc["redis"]
-    per_relay = r["idle_commands_per_s_per_relay"]
+def _per(step: tuple[float, float, float], n: int) -> dict[str, float]:
+    cmds, cpu, _t = step
+    return {"commands": cmds / n, "cpu_us": cpu / n * 1e6}
+
+
+def _resp(*words: str | bytes) -> bytes:
+    parts = [w.encode() if isinstance(w, str) else w for w in words]
+    return f"*{len(parts)}\r\n".encode() + b"".join(
+        b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)  # fmt: skip
+
+
+def _read_until(s: socket.socket, marker: bytes, count: int) -> None:
+    """Read from ``s`` until ``marker`` has come ``count`` times."""
+    seen, tail = 0, b""
+    while seen < count:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("redis-server closed the connection")
+        data = tail + chunk
+        seen += data.count(marker)
+        tail = data[-len(marker) + 1 :]  # a marker cut in two is counted once
+
+
+def redis_capacity(port: int, pid: int, subscribers: int, messages: int) -> dict[str, Any]:
+    """What one Redis core does, measured on this one: CPU per plain command (pipelined
+    ``SET``s of a relay-record-sized value) and per pub/sub delivery (``messages`` events
+    of a ``joined``'s size published to ``subscribers`` subscribed connections, as many
+    as the relays of a cluster that size)."""
+    event = cc.encode_event(cc.Joined(cc.RemoteUser(123456, "a user's name", "Lobby", "relay-a")))
+    value = b"x" * 220
+    with socket.create_connection((HOST, port), timeout=30) as pub:
+        n = 20_000
+        cpu0 = _cpu(pid)
+        for i in range(0, n, 500):
+            pub.sendall(b"".join(_resp("SET", f"bench:{i + k}", value) for k in range(500)))
+            _read_until(pub, b"+OK\r\n", 500)
+        set_cpu = _cpu(pid) - cpu0
+        subs = [socket.create_connection((HOST, port), timeout=30) for _ in range(subscribers)]
+        try:
+            for sub in subs:
+                sub.sendall(_resp("SUBSCRIBE", "bench:events"))
+                _read_until(sub, b"subscribe", 1)
+            cpu0 = _cpu(pid)
+            with ThreadPoolExecutor(8) as pool:
+                drained = [pool.submit(_read_until, sub, b"$7\r\nmessage\r\n", messages)
+                           for sub in subs]  # fmt: skip
+                for _ in range(0, messages, 100):
+                    pub.sendall(_resp("PUBLISH", "bench:events", event) * 100)
+                    _read_until(pub, f":{subscribers}\r\n".encode(), 100)
+                for f in drained:
+                    f.result()
+            pub_cpu = _cpu(pid) - cpu0
+        finally:
+            for sub in subs:
+                sub.close()
+        pub.sendall(_resp("FLUSHALL"))
+        _read_until(pub, b"+OK\r\n", 1)
     return {
-        # Each relay's heartbeat is one SET and two reads a second, but each read returns
-        # every relay's record: 100 relays read 100 x 100 records a second.
-        "idle_commands_per_s": per_relay * 100,
-        "registry_records_read_per_s": 100 * 100,
-        # Every event reaches every relay: one join's events, 100 deliveries each.
-        "deliveries_per_join": r["events_published_per_join"] * 100,
+        "set_commands": n,
+        "set_cpu_s": set_cpu,
+        "cpu_us_per_command": set_cpu / n * 1e6,
+        "subscribers": subscribers,
+        "messages": messages,
+        "event_bytes": len(event),
+        "publish_cpu_s": pub_cpu,
+        "cpu_us_per_delivery": pub_cpu / (messages * subscribers) * 1e6,
+    }
+
+
+def hundred(doc: dict[str, Any]) -> dict[str, Any]:
+    """What 100 relays would ask of Redis, from the 3-relay numbers: the heartbeats' commands
+    grow with the relays, the registry each relay reads with the relays too (so its bytes
+    with their square), an event's deliveries with the relays."""
+    r, cap = doc["redis"], doc["redis_capacity"]
+    deliveries = r["events_published_per_join"] * 100
+    # One session's life as measured on this cluster (its transactions, one round trip
+    # each, cost far more than pipelined commands), plus the deliveries of its events to
+    # the 97 more relays, at the measured cost of one delivery.
+    more = deliveries - r["events_delivered_per_join"]
+    cpu_per_join = r["redis_cpu_us_per_join"] + more * cap["cpu_us_per_delivery"]
+    return {
+        "idle_commands_per_s": r["idle_commands_per_s_per_relay"] * 100,
+        "registry_records_read_per_s": 100 * 100 / HEARTBEAT_S,
+        "registry_bytes_out_per_s": r["registry_bytes_per_record"] * 100 * 100 / HEARTBEAT_S,
+        "deliveries_per_join": deliveries,
         "commands_per_join": r["commands_per_join"],
+        "redis_cpu_us_per_join": cpu_per_join,
+        "joins_per_redis_core_s": 1e6 / cpu_per_join if cpu_per_join > 0 else None,
     }
 
 
@@ -329,7 +474,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         result["hop"] = hop_latency(rig, 20 if args.quick else 500)
         result["cost"] = {"one_relay": one, "three_relays": forwarding_cost(rig, seconds)}
-        result["redis"] = redis_load(rig, 3 if args.quick else 60, 1.0 if args.quick else 5.0)
+        result["redis"] = redis_load(rig, 3 if args.quick else 60, 1.0 if args.quick else 10.0)
+        result["redis_capacity"] = redis_capacity(
+            rig.redis_port, rig.redis.pid, 100, 200 if args.quick else 2000
+        )
     finally:
         rig.close()
     result["hundred_relays"] = hundred(result)
@@ -351,7 +499,10 @@ def print_table(r: dict[str, Any]) -> None:
     for name, c in r["cost"].items():
         print(f"{name}: {c['delivered']}/{c['expected']} delivered, {c['cpu_s']:.2f} CPU-s, "
               f"{c['delivered_per_cpu_s']} per CPU-s, mesh {c['mesh_sent']}")  # fmt: skip
-    print({k: v for k, v in r["redis"].items()})
+    print({k: v for k, v in r["redis"].items() if k != "steps"})
+    for name, st in r["redis"]["steps"].items():
+        print(f"  {name}: {st['commands']:.1f} commands, {st['cpu_us']:.0f} us of Redis CPU each")
+    print(r["redis_capacity"])
     print(r["hundred_relays"])
 
 

@@ -427,17 +427,31 @@ def cluster_section(doc: dict[str, Any]) -> list[str]:
                    f"{_f(c['cpu_s'])} | {_f(c.get('idle_cpu_s'))} | "
                    f"{_f(c['delivered_per_cpu_s'], 0)} | "
                    f"{_f(c.get('delivered_per_cpu_s_over_idle'), 0)} |")  # fmt: skip
+    steps, cap = r.get("steps", {}), doc.get("redis_capacity")
+    per_step = ", ".join(f"{name} {_f(st['commands'], 1)}" for name, st in steps.items())
     out += [
         "",
         f"Redis, three relays: {_f(r['idle_commands_per_s'], 1)} commands/s idle "
-        f"({_f(r['idle_commands_per_s_per_relay'], 1)} per relay), "
-        f"{_f(r['commands_per_join'], 1)} commands and {_f(r['redis_cpu_us_per_join'], 0)} us of "
+        f"({_f(r['idle_commands_per_s_per_relay'], 1)} per relay"
+        + (f", {_f(r['idle_out_bytes_per_s'], 0)} bytes/s out" if "idle_out_bytes_per_s" in r
+           else "")
+        + f"), {_f(r['commands_per_join'], 1)} commands"
+        + (f" ({per_step})" if per_step else "")
+        + f" and {_f(r['redis_cpu_us_per_join'], 0)} us of "
         f"Redis CPU per session (auth, move, leave), {_f(r['events_published_per_join'], 1)} "
         f"events published each, delivered {_f(r['pubsub_fanout'], 1)} times (pub/sub fan-out). "
         f"A 100-relay cluster: {_f(big['idle_commands_per_s'], 0)} commands/s idle reading "
-        f"{big['registry_records_read_per_s']} relay records/s, and "
-        f"{_f(big['deliveries_per_join'], 0)} event deliveries per session.",
-    ]
+        f"{_f(big['registry_records_read_per_s'], 0)} relay records/s"
+        + (f" ({_f(big['registry_bytes_out_per_s'] / 1e6, 1)} MB/s out of Redis)"
+           if "registry_bytes_out_per_s" in big else "")
+        + f", and {_f(big['deliveries_per_join'], 0)} event deliveries per session"
+        + (f" (Redis measured at {_f(cap['cpu_us_per_command'], 1)} us of CPU a command and "
+           f"{_f(cap['cpu_us_per_delivery'], 2)} us a pub/sub delivery to "
+           f"{cap['subscribers']} subscribers: {_f(big['redis_cpu_us_per_join'], 0)} us a "
+           f"session, {_f(big['joins_per_redis_core_s'], 0)} sessions a second per core)"
+           if cap else "")
+        + ".",
+    ]  # fmt: skip
     return out
 
 

@@ -209,6 +209,7 @@ class Cluster:
             self.online = True
             if not first:
                 await self._rejoin()
+            await self._drop_stale()
             await self._register()
             await self._read_registry()  # first: whose directory entries are complete
             self._carry(self.view.load(await self._directory()))
@@ -260,7 +261,7 @@ class Cluster:
 
     async def _rejoin(self) -> None:
         """Redis is back (perhaps empty, after a restart): never give out an id twice, put
-        back the media keys, drop from the directory what this relay no longer holds."""
+        back the media keys."""
         r = self._redis
         pipe = r.pipeline(transaction=False)
         pipe.eval(_AT_LEAST_SCRIPT, 1, cc.USER_ID_KEY, self._uid_top)
@@ -270,12 +271,21 @@ class Cluster:
                       cc.media_value(kid, key), kid)  # fmt: skip
         await pipe.execute()
         self.counts.commands += 2 + len(self.sessions.media_keys)
+
+    async def _drop_stale(self) -> None:
+        """Take out of the directory the sessions homed here that this relay does not hold:
+        those that ended while Redis was away, or, at start, those of an earlier run under
+        the same ``--relay-id`` (no relay would ever expire them: their home beats again)."""
         mine = {r.token for r in self.sessions.records()}
-        stale = [t for t, rec in (await self._raw_directory()).items()
+        stale = [rec for t, rec in (await self._raw_directory()).items()
                  if rec.user.relay == self.config.relay_id and t not in mine]  # fmt: skip
         if stale:
-            await r.hdel(cc.SESSIONS_KEY, *[str(t) for t in stale])
-            self.counts.commands += 1
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hdel(cc.SESSIONS_KEY, *[str(rec.token) for rec in stale])
+            for rec in stale:
+                pipe.srem(cc.MEMBERS_KEY + rec.user.channel, rec.user.user_id)
+            await pipe.execute()
+            self.counts.commands += 1 + len(stale)
 
     async def _register(self) -> None:
         """This relay's record, heartbeat, and every local session in the directory; then
@@ -474,6 +484,7 @@ class Cluster:
     def _carry(self, changes: list[cc.Change]) -> None:
         s = self.sessions
         actions: list[Action] = []
+        chats: list[Action] = []  # after the presence told before them (the stream's order)
         for ch in changes:
             if isinstance(ch, cc.UserCame):
                 actions += s.remote_join(ch.user)
@@ -484,9 +495,11 @@ class Cluster:
             elif isinstance(ch, cc.Release):
                 actions += s.release(ch.token, ch.user)
             else:
-                actions += s.remote_chat(ch.said)
+                chats += s.remote_chat(ch.said)
         if actions:
             self.control.apply(actions)
+        if chats:
+            self.control.apply_after_presence(chats)
         self._update_mesh()
 
     def _update_mesh(self) -> None:

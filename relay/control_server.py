@@ -179,6 +179,7 @@ class ControlServer:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._routes_stale = False  # the router has not been told of a change yet
         self._writing = False  # a presence round is being written, a slice per loop pass
+        self._after_round: list[Action] = []  # actions that wait for the logged presence
         # Messages read but not yet handled, of every connection, in arrival order.
         self._queue: deque[tuple[_Conn, Message | ProtocolError, Verdict]] = deque()
         self._working = False  # _work() is scheduled
@@ -374,7 +375,10 @@ class ControlServer:
         elif isinstance(msg, Chat):
             if self._over_address_rate(conn, "chat"):
                 return
-            actions = s.chat(conn.id, msg.text, self.wall())
+            # After the presence told before it (a move into the channel, then a chat),
+            # as on every other relay of a cluster.
+            self.apply_after_presence(s.chat(conn.id, msg.text, self.wall()))
+            return
         elif isinstance(msg, Ping):
             actions = [Send(conn.id, Pong(nonce=msg.nonce, t=msg.t))]
         elif isinstance(msg, Bye):
@@ -624,6 +628,17 @@ class ControlServer:
         """Carry out actions of the session table made outside a message (the operator's)."""
         self._apply(actions)
 
+    def apply_after_presence(self, actions: list[Action]) -> None:
+        """Carry out ``actions`` once the presence logged before them has been written (a
+        chat after the move that brought its sender to the channel: presence goes out in
+        rounds, a chat would overtake it). A cluster's relays all do so, so everyone sees
+        a user's events in the order the user made them, whatever relay either is on."""
+        if self.fanout.pending or self._writing or self._after_round:
+            self._after_round += actions
+            self._schedule_flush()
+        else:
+            self._apply(actions)
+
     def address_of(self, session: Session) -> str:
         """The address ``session`` came from (its auth's), as the log shows it."""
         return address(session.source)
@@ -773,6 +788,9 @@ class ControlServer:
             asyncio.get_running_loop().call_soon(self._write_round, writes, end)
             return
         self._writing = False
+        if self._after_round:
+            held, self._after_round = self._after_round, []
+            self._apply(held)
         self._schedule_flush()
 
     # --- whole server ----------------------------------------------------------------------

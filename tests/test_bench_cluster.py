@@ -23,5 +23,12 @@ def test_quick_run_writes_results_and_the_report_shows_them(tmp_path: Path) -> N
     assert doc["cost"]["one_relay"]["mesh_sent"] == 0 < doc["cost"]["three_relays"]["mesh_sent"]
     r = doc["redis"]
     assert r["commands_per_join"] > 0 and r["pubsub_fanout"] == 3
+    assert set(r["steps"]) == {"auth", "move", "leave"}
+    assert r["registry_bytes_per_record"] > 0 and r["idle_out_bytes_per_s"] > 0
+    assert doc["hundred_relays"]["registry_bytes_out_per_s"] > 0
+    cap = doc["redis_capacity"]
+    assert cap["subscribers"] == 100 and cap["messages"] > 0 and cap["event_bytes"] > 0
+    assert "joins_per_redis_core_s" in doc["hundred_relays"]
     text = report.build(tmp_path).read_text()
     assert "## The relay cluster" in text and "| two relays |" in text
+    assert "(auth " in text and "MB/s out of Redis" in text and "pub/sub delivery" in text

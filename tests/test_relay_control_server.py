@@ -17,6 +17,7 @@ from relay.protocol.messages import (
     MAX_FRAME,
     Auth,
     Bye,
+    Chat,
     Error,
     Join,
     Message,
@@ -273,6 +274,32 @@ def test_presence_reaches_every_session_in_order() -> None:
             assert await read_message(r) == UserLeft(1, "u0", "Lobby")
             assert await read_message(r) == UserJoined(1, "u0", "Music")
         assert control.fanout.counters.batches > 0
+
+    run(body)
+
+
+def test_what_waits_for_the_presence_goes_out_after_the_presence_logged_before_it() -> None:
+    """A chat of another relay's user that moved into the channel: the move's presence
+    waits for its round, the chat waits for it (not the other way round)."""
+    from relay import cluster_core as cc
+
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        r, w = await connect()
+        w.write(encode_message(Auth(name="watcher")))
+        assert isinstance(await read_message(r), Welcome)
+        s = control.sessions
+        remote = cc.RemoteUser(500, "far", "Lobby", "b")
+        control.apply(s.remote_join(remote))
+        control.apply_after_presence(s.remote_chat(cc.Said("b", 500, "far", "Lobby", "hi", 1.0)))
+        assert await read_message(r) == UserJoined(500, "far", "Lobby")
+        said = await read_message(r)
+        assert isinstance(said, Chat) and (said.user_id, said.text) == (500, "hi")
+        # Nothing pending: at once.
+        control.apply_after_presence(s.remote_chat(cc.Said("b", 500, "far", "Lobby", "hi", 2.0)))
+        said = await read_message(r)
+        assert isinstance(said, Chat) and said.ts == 2.0
 
     run(body)
 
