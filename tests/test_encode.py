@@ -126,6 +126,10 @@ def test_a_talker_in_voice_activation_is_heard_whole(relay: RelayProcess, tmp_pa
         enc, net = a.view.encode, a.view.network
         assert enc is not None and net is not None and a.view.endpoint is not None
         listener = b.view.speaker(a.view.endpoint.user_id)
+        # Each spurt ended with its hold's last packet flagged: the listener went quiet
+        # there with nothing concealed (a concealment now is only a wait for a late one).
+        assert listener is not None and listener.spurt_ends == enc.spurts
+        assert listener.concealed == listener.waited, listener
         # Frames the capture ring refused (an encode stage starved of CPU on a loaded
         # machine) never reach the talk mode: the one allowance made below.
         dropped = a.view.capture.ring_dropped if a.view.capture else 0

@@ -12,7 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.core.concealment import CONCEAL_FRAMES
-from pipeline.core.jitter import Conceal, Frame, JitterBuffer, Nothing, Output, Recover
+from pipeline.core.jitter import (
+    Conceal,
+    Frame,
+    JitterBuffer,
+    JitterStats,
+    Nothing,
+    Output,
+    Recover,
+)
 from pipeline.core.seqnum import MASK, seq_add, seq_diff
 from pipeline.media.audio_format import FRAME_NS
 
@@ -799,3 +807,48 @@ def test_adaptive_playout_holds_what_the_copies_need_once_losses_come_in_bursts(
     assert set(late_bursts) <= rebuilt
     assert not [o for o in out[250:495] if isinstance(o, Conceal | Recover)]  # then it ends
     assert jb.stats.burst_mean == 2.0
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_a_spurt_its_sender_ended_ends_with_nothing_concealed(adaptive: bool) -> None:
+    # Two spurts, the last packet of each flagged as its end (voice activation's hold ran
+    # out): the silence after it is a pause, so nothing is concealed and no underrun is
+    # counted; the next spurt plays whole. Without the flags the pause is concealed (and
+    # faded) first, as a burst of loss would be.
+    def run(flag: bool) -> tuple[list[Output], JitterStats]:
+        jb = JitterBuffer(watermark=1 if adaptive else 2, adaptive=adaptive)
+        sent = spurts([(0, 20), (40, 20)])
+        outs = []
+        i = 0
+        for tick in range(80):
+            now = T0 + tick * FRAME_NS + 10 * MS
+            while i < len(sent) and sent[i][0] <= now:
+                t, seq, k, marker = sent[i]
+                end = flag and seq in (19, 39)
+                jb.push(seq, media(T0 + k * FRAME_NS), payload(seq), t, marker, end)
+                i += 1
+            outs.append(jb.pop(now))
+        return outs, jb.stats
+
+    outs, st_ = run(flag=True)
+    assert played(outs) == list(range(40))
+    assert not any(isinstance(o, Conceal) for o in outs)
+    assert (st_.concealed, st_.underruns, st_.spurt_ends, st_.lost) == (0, 0, 2, 0)
+    frames = [o for o in outs if isinstance(o, Frame)]
+    assert [f.seq for f in frames if f.end] == [19, 39]
+    outs, st_ = run(flag=False)
+    assert played(outs) == list(range(40))
+    assert st_.concealed > 0 and st_.spurt_ends == 0  # the old way: a fade into the pause
+
+
+def test_a_flagged_end_followed_by_a_hole_is_no_pause() -> None:
+    # The end flag belongs to the frame before a pause; a hole right after it with later
+    # packets held (the next spurt's marked packet lost) is concealed as a loss is.
+    jb = JitterBuffer(watermark=1)
+    for seq in range(5):
+        jb.push(seq, media(T0 + seq * FRAME_NS), payload(seq), T0 + seq * FRAME_NS, end=seq == 4)
+    jb.push(6, media(T0 + 9 * FRAME_NS), payload(6), T0 + 9 * FRAME_NS)
+    outs = [jb.pop(T0 + (10 + t) * FRAME_NS) for t in range(8)]
+    assert played(outs) == [0, 1, 2, 3, 4, 6]
+    assert isinstance(outs[5], Recover) and outs[5].seq == 5  # rebuilt, not a pause
+    assert jb.stats.spurt_ends == 0  # and 6 (no flag) fades into its silence as before

@@ -479,3 +479,25 @@ def test_copies_are_held_only_for_missing_frames_still_due() -> None:
     play_with_loss(sp, bodies, {20, 21, 22}, ticks=40)
     st = by_id(sp)[1]
     assert (st.recovered_red, st.concealed) == (2, 1)
+
+
+def test_a_spurt_flagged_at_its_end_stops_there_ramped_with_nothing_concealed() -> None:
+    pkts = packets(30, loss_hint=0)
+    for flag in (True, False):
+        sp = Speakers()
+        out = []
+        for i in range(60):
+            now = i * FRAME_NS
+            if i < 30:
+                body = bytes(VoiceBody(pkts[i], marker=i == 0, end=flag and i == 29))
+                sp.receive(7, i, i * FRAME_SAMPLES, body, now)
+            pcm, info = sp.render(now)
+            out.append((pcm.copy(), info.flags))
+        last = max(k for k, (_, f) in enumerate(out) if f & VOICE)
+        if flag:
+            assert not any(f & CONCEALED for _, f in out)  # a pause, not a loss
+            assert out[last][0][-1] == 0.0 and np.abs(out[last][0][:480]).max() > 0.1
+            assert not any(p.any() for p, _ in out[last + 1 :])
+            assert by_id(sp)[7].spurt_ends == 1 and by_id(sp)[7].concealed == 0
+        else:  # the old way: the tone's end is concealed and faded out
+            assert any(f & CONCEALED for _, f in out[last + 1 :])

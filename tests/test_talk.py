@@ -196,3 +196,47 @@ def test_a_threshold_keeps_speech_quieter_than_it_off_the_wire() -> None:
     assert gate.counts.speech == 2  # the quiet frame under it was not counted as speech
     gate.mode = CONTINUOUS  # the threshold is voice activation's only
     assert [t for _, t in gate.push(quiet, 3)] == [3]
+
+
+def ends(gate: TalkGate[int], frames: list[np.ndarray]) -> tuple[list[int], list[int]]:
+    """(the last index of each batch that ended a spurt; the first of each that began one)."""
+    last, starts = [], []
+    for i, f in enumerate(frames):
+        out = gate.push(f, i)
+        if out and gate.started:
+            starts.append(out[0][1])
+        if out and gate.ending:
+            last.append(out[-1][1])
+        assert not (gate.ending and not out)
+    return last, starts
+
+
+def test_the_holds_last_frame_is_flagged_as_its_spurts_end() -> None:
+    frames = signal("...." + "#" * 5 + "." * 20 + "#" * 3 + "." * 15)
+    gate: TalkGate[int] = TalkGate(loud, VAD, hold_frames=12, preroll_frames=2)
+    assert ends(gate, frames) == ([20, 43], [2, 27])  # 8 + 12, 31 + 12
+    # A pause the hold just spans is still one spurt, with no end inside it.
+    gate = TalkGate(loud, VAD, hold_frames=12, preroll_frames=2)
+    assert ends(gate, signal("...." + "#" * 5 + "." * 11 + "#" * 5 + "." * 20)) == ([36], [2])
+
+
+def test_speech_right_after_the_flagged_end_starts_a_marked_spurt_and_loses_nothing() -> None:
+    frames = signal("...." + "#" * 5 + "." * 12 + "#" * 5 + "." * 20)
+    gate: TalkGate[int] = TalkGate(loud, VAD, hold_frames=12, preroll_frames=2)
+    sent, _ = run(gate, frames)
+    assert sent == list(range(2, 4 + 5 + 12 + 5 + 12))  # every frame as before
+    gate = TalkGate(loud, VAD, hold_frames=12, preroll_frames=2)
+    assert ends(gate, frames) == ([20, 37], [2, 21])  # the end told, then a new start
+
+
+def test_only_voice_activation_knows_its_end_in_time() -> None:
+    for mode in (CONTINUOUS, PTT):
+        gate: TalkGate[int] = TalkGate(loud, mode, hold_frames=12)
+        gate.pressed = True
+        frames = signal("#" * 3 + "." * 20)
+        assert ends(gate, frames)[0] == []
+    gate = TalkGate(loud, VAD, hold_frames=12)
+    gate.push(signal("#")[0], 0)
+    gate.mode = PTT  # a mode change mid-hold ends nothing in advance
+    gate.pressed = True
+    assert ends(gate, signal("." * 20))[0] == []

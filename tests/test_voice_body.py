@@ -32,7 +32,13 @@ def test_a_plain_body_is_one_flag_byte_and_the_frame() -> None:
 
 
 def test_unknown_flag_bits_are_ignored() -> None:
-    assert VoiceBody.parse(b"\xf8opus") == VoiceBody(b"opus")
+    assert VoiceBody.parse(b"\xf0opus") == VoiceBody(b"opus")
+
+
+def test_bit_3_is_the_spurts_end() -> None:
+    assert bytes(VoiceBody(b"x", end=True)) == b"\x08x"
+    assert VoiceBody.parse(b"\x09x") == VoiceBody(b"x", marker=True, end=True)
+    assert not VoiceBody.parse(plain(b"x")).end
 
 
 @pytest.mark.parametrize("n", range(0, 12))
@@ -85,10 +91,11 @@ opus = st.binary(min_size=1, max_size=200)
     primary=opus,
     marker=st.booleans(),
     copies=st.lists(opus, max_size=3),
+    end=st.booleans(),
 )
-def test_round_trip(primary: bytes, marker: bool, copies: list[bytes]) -> None:
+def test_round_trip(primary: bytes, marker: bool, copies: list[bytes], end: bool) -> None:
     redundant = tuple(Redundant(len(copies) - i, c) for i, c in enumerate(copies))
-    body = VoiceBody(primary, marker, redundant)
+    body = VoiceBody(primary, marker, redundant, end)
     assert VoiceBody.parse(bytes(body)) == body
     assert len(bytes(body)) == body.size
 

@@ -93,6 +93,7 @@ class Frame:
     timestamp: int
     payload: bytes
     redundant: bool = False  # a redundant copy standing in for a lost primary
+    end: bool = False  # the sender's last of its talk spurt: silence follows, not loss
 
 
 @dataclass(slots=True, frozen=True)
@@ -131,6 +132,7 @@ class JitterStats:
     burst_mean: float = 0.0  # mean run of consecutive lost numbers over the last 10 s
     restarts: int = 0  # sequence restarts and retirements followed by a new stream
     underruns: int = 0  # times the buffer ran dry and went back to buffering
+    spurt_ends: int = 0  # talk spurts that ended where their sender said (nothing concealed)
     discarded: int = 0  # held packets dropped to catch up after a backlog built up
     # Adaptive playout (all 0 for a fixed watermark). Delays are relative to the fastest
     # packet of the last ``window_ns``: what jitter costs on top of the path's own delay.
@@ -266,6 +268,8 @@ class JitterBuffer:
         self._last_playout = 0  # and the playout delay that Frame had
         self._raised_at: int | None = None  # when the delay last had to grow
         self._starts: set[int] = set()  # ext of held packets that start a talk spurt
+        self._ends: set[int] = set()  # ext of held packets that end one
+        self._spurt_over = False  # the last Frame played ended its spurt
         self._burst_until: int | None = None  # a spurt's pre-roll burst arrives until then
         self._stream_at: int | None = None  # first arrival of this stream, until it starts
         self._stream_marked = False  # and whether it came with a talk spurt's marker
@@ -273,9 +277,16 @@ class JitterBuffer:
     # --- input ---
 
     def push(
-        self, seq: int, timestamp: int, payload: bytes, now: int, marker: bool = False
+        self,
+        seq: int,
+        timestamp: int,
+        payload: bytes,
+        now: int,
+        marker: bool = False,
+        end: bool = False,
     ) -> None:
-        """Hand over one received packet; ``marker``: it starts a talk spurt."""
+        """Hand over one received packet; ``marker``: it starts a talk spurt, ``end``: it
+        is the last of one (what follows is the pause, not a loss to conceal)."""
         self._now = now
         if self.retired:
             self._stats.restarts += 1
@@ -319,6 +330,10 @@ class JitterBuffer:
         self._ref = (ext, seq)
         if self.adaptive and not in_burst:
             self._record_delay(timestamp, now)
+        if end:
+            if len(self._ends) >= 8:  # ends that never played (dropped to catch up)
+                self._ends = {x for x in self._ends if x >= self._next}
+            self._ends.add(ext)
         self._held[ext] = (timestamp, bytes(payload))
         heapq.heappush(self._heap, ext)
         while len(self._heap) > self.max_depth:
@@ -425,6 +440,7 @@ class JitterBuffer:
         if e in self._held:
             return self._play(e, now, queued)
         if self._heap:  # a hole with later packets held
+            self._spurt_over = False  # what comes is no pause
             if self._pending_waits:
                 # The waits' concealments already stood in for e (and the numbers after
                 # it, one a wait), lost after all: go on as if they had played, so no
@@ -448,6 +464,14 @@ class JitterBuffer:
             self._consume(e)
             self._stats.concealed += 1
             return Conceal(e & MASK)
+        if self._spurt_over:
+            # Dry after the frame the sender said was its spurt's last: the pause of a
+            # talker, not a loss. Nothing to conceal or fade: wait for the next spurt.
+            self._spurt_over = False
+            self._playing = False
+            self._pending_waits = 0
+            self._stats.spurt_ends += 1
+            return NOTHING
         # Dry: conceal a little, then buffer again.
         if self._underruns >= self.max_underrun:
             self._playing = False
@@ -706,6 +730,9 @@ class JitterBuffer:
         if self._pending_waits:
             self._stats.waited += self._pending_waits
             self._pending_waits = 0
+        end = e in self._ends
+        self._ends.discard(e)
+        self._spurt_over = end
         if e in self._copies:
             # A copy: the primary was lost all the same (the next primary Frame counts the
             # gap), and a copy's timestamp is the sender's arithmetic, not a measurement.
@@ -727,7 +754,7 @@ class JitterBuffer:
         self._win_lost += lost
         self._win_runs += lost > 0
         self._prune(now)
-        return Frame(e & MASK, ts, payload)
+        return Frame(e & MASK, ts, payload, end=end)
 
     def _prune(self, now: int) -> None:
         while self._window and now - self._window[0][0] > LOSS_WINDOW_NS:
@@ -778,6 +805,7 @@ class JitterBuffer:
             burst_mean=self._win_lost / self._win_runs if self._win_runs else 0.0,
             restarts=s.restarts,
             underruns=s.underruns,
+            spurt_ends=s.spurt_ends,
             discarded=s.discarded,
             target_ms=0.0 if self._aim is None else (self._aim - self._fastest()) / 1e6,
             delay_ms=0.0 if self._aim is None else (self._last_playout - self._fastest()) / 1e6,

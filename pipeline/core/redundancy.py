@@ -139,6 +139,7 @@ class RedundantFrames:
         copy: bytes | None = None,
         backs: Sequence[int] = (),
         marker: bool = False,
+        end: bool = False,
     ) -> bytes:
         """The voice body for frame ``seq``: ``primary`` and the copies of the frames
         ``backs`` packets before it (those kept and that fit); then ``copy`` (this frame
@@ -167,4 +168,4 @@ class RedundantFrames:
             self._last.append((seq, copy))
             while len(self._last) > self.max_back:
                 self._last.popleft()
-        return bytes(VoiceBody(primary, marker, tuple(chosen)))
+        return bytes(VoiceBody(primary, marker, tuple(chosen), end))

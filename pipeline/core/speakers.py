@@ -135,7 +135,7 @@ class Speakers:
         except ProtocolError:
             self.bad_bodies += 1
             return
-        self.push(speaker, seq, timestamp, voice.primary, now, marker=voice.marker)
+        self.push(speaker, seq, timestamp, voice.primary, now, voice.marker, voice.end)
         s = self._speakers.get(speaker)
         if s is None:
             return
@@ -152,9 +152,11 @@ class Speakers:
         payload: bytes,
         now: int,
         marker: bool = False,
+        end: bool = False,
     ) -> None:
         """One received Opus packet: ``timestamp`` is the speaker's media timestamp, ``now``
-        local ns; ``marker``: it starts a talk spurt (SPEC.md, "Talk spurts")."""
+        local ns; ``marker``: it starts a talk spurt, ``end``: it ends one (SPEC.md, "Talk
+        spurts")."""
         s = self._speakers.get(speaker)
         if s is None:
             if len(self._speakers) >= MAX_SPEAKERS:
@@ -165,7 +167,7 @@ class Speakers:
             if kept is not None and now - kept[0] < HISTORY_KEEP_NS:
                 s.jitter.history = kept[1]
         restarts = s.jitter.restarts
-        s.jitter.push(seq, timestamp, payload, now, marker)
+        s.jitter.push(seq, timestamp, payload, now, marker, end)
         if s.jitter.restarts != restarts:  # a new stream: the old one's decoder state is noise
             s.decoder.reset()
         if len(s.pushed_at) >= 256:  # entries of late or duplicate packets never pop: forget
@@ -275,6 +277,8 @@ class Speakers:
             info.flags |= VOICE
             if pcm is not None and float(np.dot(pcm, pcm)) > SPEAKING_RMS**2 * len(pcm):
                 s.last_voice = now
+            if action.end and pcm is not None:  # the spurt's last: silence follows, no click
+                pcm = ramp_out(pcm.copy())
         elif isinstance(action, Conceal | Recover):
             s.pushed_at.pop(action.seq, None)
             if isinstance(action, Recover) and self.fec:
@@ -349,6 +353,7 @@ class Speakers:
                     accelerated_ms=round(st.accelerated_ms, 1),
                     expanded_ms=round(st.expanded_ms, 1),
                     waited=st.waited,
+                    spurt_ends=st.spurt_ends,
                 )
             )
         return out

@@ -99,6 +99,8 @@ class TalkGate(Generic[T]):
         self.threshold = 0.0  # voice activation: the RMS level speech must reach (0: any)
         self.counts = TalkCounts()
         self.started = False  # the frames the last push handed back begin a spurt
+        self.ending = False  # and the last of them ends it (voice activation's hold ran out)
+        self._last = False  # the frame being judged is the hold's last
         self._sending = False  # the last frame was sent
         self._hold = 0  # frames still to send after the last speech
         self._run = 0  # speech frames in a row
@@ -115,6 +117,7 @@ class TalkGate(Generic[T]):
         self._mode = check_mode(mode)
         self._kept.clear()  # kept under another mode's rules
         self._hold = self._run = 0
+        self._last = False
 
     @property
     def talking(self) -> bool:
@@ -136,6 +139,7 @@ class TalkGate(Generic[T]):
             send = self.pressed
         else:
             send = self._voice(frame if probe is None else probe)
+        self.ending = False
         if not send:
             self._end()
             self._keep(frame, tag)
@@ -149,6 +153,10 @@ class TalkGate(Generic[T]):
             self.counts.spurts += 1
         self._sending = True
         self.counts.sent += len(out)
+        if self._last:  # known now, before it is sent: the next frame starts afresh
+            self._last = False
+            self.ending = True
+            self._sending = False
         return out
 
     def mute(self) -> None:
@@ -156,6 +164,7 @@ class TalkGate(Generic[T]):
         forgotten; the next spurt starts afresh."""
         self._kept.clear()
         self._hold = self._run = 0
+        self._last = False
         self._end()
 
     def _end(self) -> None:
@@ -182,6 +191,7 @@ class TalkGate(Generic[T]):
             return True
         if self._sending and self._hold > 0:
             self._hold -= 1
+            self._last = self._hold == 0
             return True
         return False
 

@@ -279,6 +279,7 @@ class SpeakerStats:
     accelerated_ms: float = 0.0  # audio removed by time-stretching, in total
     expanded_ms: float = 0.0  # audio inserted by time-stretching, in total
     waited: int = 0  # ticks concealed while waiting for a packet that then played
+    spurt_ends: int = 0  # talk spurts that ended where the sender said: nothing concealed
 
 
 MAX_TEST_SECONDS = 10.0  # an audio test (AudioTestCmd) lasts at most this long

@@ -253,10 +253,11 @@ def run(cfg: EncodeConfig) -> None:
                     backs = backs_for(settings.policy.depth, cfg.fec)
                     for i, (frame, (seq, ts)) in enumerate(send):
                         marker = gate.started and i == 0  # SPEC.md, "Talk spurts"
+                        end = gate.ending and i == len(send) - 1
                         primary = encoder.encode(frame)
                         copy = copies.encode(frame) if backs else None
                         # SPEC.md, "Voice body": a spurt's first packet carries no copies
-                        packet = frames.body(stream_seq + 1, primary, copy, backs, marker)
+                        packet = frames.body(stream_seq + 1, primary, copy, backs, marker, end)
                         t_out = time.monotonic_ns()
                         rt.latency.add(ev.HOP_ENCODE, t_out - t_in)
                         stream_seq += 1

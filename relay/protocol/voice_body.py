@@ -9,7 +9,8 @@ only clients build and read it::
 before it is not loss), bits 1-2 are R, the number of redundant copies of
 earlier frames (RFC 2198 in spirit): the copy ``back`` frames before this one
 (sequence number ``seq - back``, media timestamp ``media - back * 960``), oldest
-first. The other bits are 0 when sent and ignored when received. The whole body
+first; bit 3 is the spurt's end (this packet is its last: the silence after it is
+not a loss to conceal). The other bits are 0 when sent and ignored when received. The whole body
 fits the datagram's 1,275-byte Opus field, so the primary frame is at most 1,274
 bytes. Every parser here takes any bytes and returns a value or raises
 :class:`~relay.protocol.errors.ProtocolError`.
@@ -26,6 +27,7 @@ MAX_BODY = 1275  # the datagram's Opus field (protocol 1 payload, protocol 2 sea
 FLAGS_SIZE = 1
 BLOCK = struct.Struct(">BH")  # back, length
 FLAG_MARKER = 0x01
+FLAG_END = 0x08
 RED_SHIFT = 1
 RED_MASK = 0x03  # after the shift
 MAX_REDUNDANT = 3
@@ -45,6 +47,7 @@ class VoiceBody:
     primary: bytes
     marker: bool = False
     redundant: tuple[Redundant, ...] = ()
+    end: bool = False  # the last packet of its talk spurt
 
     def __post_init__(self) -> None:
         if not self.primary:
@@ -75,6 +78,7 @@ class VoiceBody:
 
     def __bytes__(self) -> bytes:
         flags = (FLAG_MARKER if self.marker else 0) | (len(self.redundant) << RED_SHIFT)
+        flags |= FLAG_END if self.end else 0
         head = bytearray((flags,))
         for r in self.redundant:
             head += BLOCK.pack(r.back, len(r.opus))
@@ -103,7 +107,9 @@ class VoiceBody:
                 )
             redundant.append(Redundant(back, bytes(data[at : at + length])))
             at += length
-        return cls(bytes(data[at:]), bool(flags & FLAG_MARKER), tuple(redundant))
+        return cls(
+            bytes(data[at:]), bool(flags & FLAG_MARKER), tuple(redundant), bool(flags & FLAG_END)
+        )
 
 
 def plain(opus: bytes | bytearray | memoryview, marker: bool = False) -> bytes:
