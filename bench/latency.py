@@ -66,12 +66,13 @@ def run_call(
     playback_frames: int,
     jitter: str = "adaptive",
     voice_path: str = "auto",
+    talk: str = "continuous",
 ) -> dict[str, Any]:
     """One echo call with per-frame tracing, as a user would run the headless client,
-    talking without a pause (``--talk continuous``): the transport's latency. Voice
-    activation, the CLI's default, starts each talk spurt with its 40 ms pre-roll sent at
-    once and a fresh playout start, which the pauses then take back: that is the talk
-    mode's cost, not the pipeline's, and it would hide the pipeline's in the medians.
+    by default talking without a pause (``--talk continuous``): the transport's latency.
+    Voice activation, the CLI's default, starts each talk spurt with its 40 ms pre-roll
+    sent at once and a fresh playout start, which the pauses then take back: that is the
+    talk mode's cost, not the pipeline's, and it is a configuration of its own here.
 
     ``voice_path``: the client's ``--voice-path`` (tcp: the tunnel through the control
     connection). Returns the client's final stats (its --stats-json).
@@ -81,7 +82,7 @@ def run_call(
         f"bench{playback_frames}", "--input", "speech", "--output", "null",
         "--duration", str(seconds), "--trace", str(trace), "--quiet",
         "--playback-frames", str(playback_frames), "--stats-json", str(trace / "stats.json"),
-        "--jitter", jitter, "--voice-path", voice_path, "--talk", "continuous",
+        "--jitter", jitter, "--voice-path", voice_path, "--talk", talk,
     ]  # fmt: skip
     subprocess.run(cmd, cwd=ROOT, check=True, timeout=seconds + 60)
     stats: dict[str, Any] = json.loads((trace / "stats.json").read_text())["stats"]
@@ -177,11 +178,20 @@ def crypto_per_frame_us(rounds: int = 20_000) -> dict[str, float]:
 # The configurations compared in one run: (jitter buffer, frames queued for the sink).
 # The configurations compared in one run: (jitter buffer, frames queued for the sink;
 # 0: each frame just in time, the default).
-CONFIGS = (("fixed", 2), ("adaptive", 2), ("adaptive", 1), ("adaptive", 0))
+# The last: the client's defaults in full, voice activation included (its pre-roll and
+# the playout's start at each talk spurt).
+CONFIGS = (
+    ("fixed", 2, "continuous"),
+    ("adaptive", 2, "continuous"),
+    ("adaptive", 1, "continuous"),
+    ("adaptive", 0, "continuous"),
+    ("adaptive", 0, "vad"),
+)
 
 
-def config_name(jitter: str, frames: int) -> str:
-    return f"{jitter}, just in time" if frames == 0 else f"{jitter}, playback_frames={frames}"
+def config_name(jitter: str, frames: int, talk: str = "continuous") -> str:
+    name = f"{jitter}, just in time" if frames == 0 else f"{jitter}, playback_frames={frames}"
+    return name if talk == "continuous" else f"{name}, voice activation"
 
 
 def floor_ms(jitter: str = "adaptive", frames: int = 2) -> dict[str, float]:
@@ -211,13 +221,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     configs: dict[str, Any] = {}
     raw: dict[str, np.ndarray] = {}
     try:
-        for jitter, frames in CONFIGS:
+        for jitter, frames, talk in CONFIGS:
             with tempfile.TemporaryDirectory(prefix="vc-trace-") as tmp:
-                stats = run_call(port, seconds, Path(tmp), frames, jitter)
+                stats = run_call(port, seconds, Path(tmp), frames, jitter, talk=talk)
                 hops = join(Path(tmp))
                 body = mid_call(Path(tmp))
-            name = config_name(jitter, frames)
-            raw.update({f"{jitter}{frames}/{k}": v for k, v in hops.items()})
+            name = config_name(jitter, frames, talk)
+            tag = f"{jitter}{frames}" + ("" if talk == "continuous" else talk)
+            raw.update({f"{tag}/{k}": v for k, v in hops.items()})
             config: dict[str, Any] = {k: summarize(v) for k, v in hops.items()}
             config["playback_underflows"] = stats.get("playback", {}).get("underflows")
             config["concealed"] = sum(

@@ -314,7 +314,11 @@ def plots(folder: Path) -> list[str]:
     lat = _load(folder, "latency")
     if frames.exists() and lat:
         data = np.load(frames)
-        config = "adaptive1" if "adaptive1/total" in data else next(iter(data)).split("/")[0]
+        # The default (just in time) where it was measured, else the 1-frame queue.
+        config = next(
+            (c for c in ("adaptive0", "adaptive1") if f"{c}/total" in data),
+            next(iter(data)).split("/")[0],
+        )
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for hop in [*HOPS, "total"]:
             key = f"{config}/{hop}"
@@ -325,8 +329,12 @@ def plots(folder: Path) -> list[str]:
         ax.set_xlabel("ms (log)")
         ax.set_ylabel("fraction of frames")
         ax.set_title(
-            f"Latency per stage, echo call ({config[:-1]} jitter buffer, "
-            f"playback queue {config[-1]})"
+            f"Latency per stage, echo call ({config.rstrip('0123456789')} jitter buffer, "
+            + (
+                "each frame just in time)"
+                if config.endswith("0")
+                else f"playback queue {config[-1]})"
+            )
         )
         ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3)

@@ -21,7 +21,7 @@ def test_quick_run_joins_every_hop(tmp_path: Path) -> None:
         # The hops of a frame add up to its total (each hop is measured, none estimated).
         hop_sum = sum(config[h]["mean"] for h in latency.HOPS)
         assert abs(hop_sum - config["total"]["mean"]) < 1e-6
-    assert [c["floor_ms"]["jitter_hold"] for c in doc["configs"].values()] == [40.0, 6.0, 6.0, 6.0]
+    assert [c["floor_ms"]["jitter_hold"] for c in doc["configs"].values()] == [40, 6, 6, 6, 6]
     paced = doc["configs"]["adaptive, just in time"]
     assert paced["floor_ms"]["sink_wait"] < 20 and paced["lead_ms"] > 0  # the pacer's lead
     assert 0 <= paced["mid_call"]["concealed"] <= paced["mid_call"]["frames"]
