@@ -10,6 +10,8 @@ from pipeline.core.pacer import (
     LEAD_MIN_NS,
     LEAD_START_NS,
     LEAD_WINDOW,
+    MID_TAKE_MAX_NS,
+    MID_TAKE_NS,
     SAFETY_NS,
     STARVE_BOOST_NS,
     STARVE_HOLD_NS,
@@ -77,23 +79,47 @@ def test_a_starved_sink_raises_the_lead_for_a_while() -> None:
     assert p.lead_ns == base
 
 
-@given(
-    st.lists(
-        st.tuples(
-            st.integers(0, 3), st.integers(-5 * FRAME_NS, 5 * FRAME_NS), st.integers(0, 10**8)
-        ),
-        max_size=200,
-    )
-)
-def test_any_sequence_keeps_the_lead_bounded_and_never_queues_past_three_frames(
-    steps: list[tuple[int, int, int]],
-) -> None:
+def test_a_sink_caught_between_its_take_and_its_due_is_looked_at_again_not_planned_early() -> None:
     p = Pacer()
-    now = 10**12
-    for pending, due_offset, late in steps:
-        now += 1_000_000
-        at = p.render_at(now, pending, now + due_offset)
-        if at is not None and pending >= 3:
-            assert at > now  # a sink that keeps its times never has four made ahead
-        p.rendered(now, now + late)
+    due = 1_000 * MS
+    assert p.render_at(985 * MS, 1, due, taken=7) == due + FRAME_NS - LEAD_START_NS
+    # The sink took frame 8 (pending 0) but has not yet said when it wants the next: the
+    # old due would plan that one now, a frame early.
+    assert p.render_at(1_000 * MS, 0, due, taken=8) == 1_000 * MS + MID_TAKE_NS
+    assert p.render_at(1_000 * MS + MID_TAKE_NS, 0, due + FRAME_NS, taken=8) == (
+        due + FRAME_NS - LEAD_START_NS
+    )
+    # A sink that died between the two stores is, after a while, planned as it stands.
+    p = Pacer()
+    p.render_at(985 * MS, 1, due, taken=7)
+    assert p.render_at(1_000 * MS, 0, due, taken=8) == 1_000 * MS + MID_TAKE_NS
+    assert p.render_at(1_000 * MS + MID_TAKE_MAX_NS, 0, due, taken=8) == due - LEAD_START_NS
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 40 * MS), st.integers(0, 30 * MS)), max_size=300),
+)
+def test_a_sink_that_keeps_its_ticks_never_has_more_than_three_frames_ahead(
+    steps: list[tuple[int, int]],
+) -> None:
+    """A clocked sink (taking a frame each 20 ms tick, a little late at times) and a stage
+    that looks at arbitrary moments and is late by any amount: what is made ahead stays
+    bounded, and frames are made at all."""
+    p = Pacer()
+    tick = 10**12
+    made = taken = 0
+    now = tick - FRAME_NS
+    for look_gap, late in steps:
+        now += look_gap
+        while tick <= now:  # the sink's takes up to now
+            if made > taken:
+                taken += 1
+            tick += FRAME_NS
+        at = p.render_at(now, made - taken, tick, taken)
+        if at is not None and at <= now:
+            made += 1
+            p.rendered(at, now + late)
+        assert made - taken <= 3
         assert LEAD_MIN_NS <= p.lead_ns <= LEAD_MAX_NS
+    if sum(g for g, _ in steps) > 10 * FRAME_NS and all(g <= FRAME_NS for g, _ in steps):
+        assert made > 0

@@ -165,6 +165,7 @@ def test_pending_leaves_out_a_held_slot_and_the_consumer_line_reaches_the_produc
         sink.note_starved()
         sink.note_starved()
         assert ring.due_ns == 123_456_789 and ring.starved == 2  # seen by the producer
+        assert ring.due_and_pending() == (123_456_789, 1, 1)  # due, pending, taken
         sink.release()
         assert ring.fill() == 1 and ring.pending() == 1
         del slot

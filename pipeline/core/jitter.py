@@ -93,7 +93,7 @@ class Frame:
     timestamp: int
     payload: bytes
     redundant: bool = False  # a redundant copy standing in for a lost primary
-    end: bool = False  # the sender's last of its talk spurt: silence follows, not loss
+    end: bool = False  # the sender's last of its talk spurt, with nothing held after it
 
 
 @dataclass(slots=True, frozen=True)
@@ -754,7 +754,9 @@ class JitterBuffer:
         self._win_lost += lost
         self._win_runs += lost > 0
         self._prune(now)
-        return Frame(e & MASK, ts, payload, end=end)
+        # Told as the end (ramped out by the decoder side) only if silence follows here:
+        # with the next spurt already held, audio follows at once.
+        return Frame(e & MASK, ts, payload, end=end and e + 1 not in self._held)
 
     def _prune(self, now: int) -> None:
         while self._window and now - self._window[0][0] > LOSS_WINDOW_NS:

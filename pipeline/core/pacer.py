@@ -21,7 +21,12 @@ frames: past that, the machine is too loaded for any queue this short).
 
 A sink that has not said when it wants a frame, or that has fallen more than a frame
 behind what it said (stopped, or its stream lost), gets one frame ahead and no more,
-as a queue of one would: nothing piles up behind a sink that is not taking frames.
+as a queue of one would: nothing piles up behind a sink that is not taking frames
+(one that stops just after saying gets the two frames planned before it fell a frame
+behind). A sink caught between taking a frame and saying when it wants the next (a
+new ``taken`` with the old due) is looked at again :data:`MID_TAKE_NS` later: planned
+from the old due, the next frame would be made a frame early, and its "lateness" would
+raise the lead for nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ LEAD_WINDOW = 500  # frames (10 s) over which the worst lateness is kept
 STARVE_BOOST_NS = 5_000_000  # added for each frame the sink did not find in time
 STARVE_HOLD_NS = 60_000_000_000  # for this long after it
 WAIT_STALLED_NS = 5_000_000  # how often to look again at a sink that is not taking frames
+MID_TAKE_NS = 500_000  # how soon to look again at a sink caught between its two stores
+MID_TAKE_MAX_NS = 2_000_000  # and for how long (a sink that died there is then a stall)
 
 
 @dataclass(slots=True)
@@ -60,14 +67,26 @@ class Pacer:
         self._boosts: deque[int] = deque()  # when each starve boost ends
         self._starved_seen = -1  # the sink's count when last looked at (-1: not yet)
         self._stalled_before = False
+        self._seen: tuple[int, int] | None = None  # (taken, due) at the last look
+        self._mid_since: int | None = None  # when a new taken with an old due was seen
         self.stats = PacerStats(lead_ms=self.lead_ns / 1e6)
 
-    def render_at(self, now: int, pending: int, due: int) -> int | None:
+    def render_at(self, now: int, pending: int, due: int, taken: int | None = None) -> int | None:
         """When to make the next frame (``<= now``: now), or None for "not while the
         sink takes none": look again in :data:`WAIT_STALLED_NS`.
 
         ``pending``: frames made and not yet taken; ``due``: when the sink next wants
-        one (0: it has not said)."""
+        one (0: it has not said); ``taken``: the sink's count of frames taken, if known
+        (``Ring.due_and_pending``), to tell a sink between its two stores."""
+        if taken is not None:
+            seen, self._seen = self._seen, (taken, due)
+            if seen is not None and due and taken != seen[0] and due == seen[1]:
+                if self._mid_since is None:
+                    self._mid_since = now
+                if now - self._mid_since < MID_TAKE_MAX_NS:
+                    self._seen = seen  # still the old pair: compare with it next time
+                    return now + MID_TAKE_NS
+            self._mid_since = None
         stalled = due == 0 or due < now - self.frame_ns
         if stalled:
             if due and not self._stalled_before:

@@ -593,6 +593,21 @@ class Ring:
             raise RingError("ring is closed")
         return int(hdr.write - hdr.taken)
 
+    def due_and_pending(self) -> tuple[int, int, int]:
+        """(``due_ns``, :meth:`pending`, ``taken``), for the producer, read in that order.
+
+        The consumer counts a slot taken (in read()) before it says when it wants the
+        next (set_due()), and x86 keeps both stores and loads in order: a producer that
+        sees the new due also sees the new count. The other way round it may not: a new
+        count with the due of the slot before is the consumer between its two stores
+        (:class:`~pipeline.core.pacer.Pacer` waits that out)."""
+        hdr = self._hdr
+        if hdr is None:
+            raise RingError("ring is closed")
+        due = int(hdr.due_ns)
+        taken = int(hdr.taken)
+        return due, int(hdr.write - taken), taken
+
     @property
     def due_ns(self) -> int:
         """What the consumer last said with :meth:`set_due` (0 until it has)."""

@@ -135,13 +135,15 @@ def run(cfg: DecodeConfig) -> None:
             else:  # each frame just in time
                 now = time.monotonic_ns()
                 pacer.sink_starved(dst.starved, now)
-                at = pacer.render_at(now, dst.pending(), dst.due_ns)
+                due, pending, taken = dst.due_and_pending()
+                at = pacer.render_at(now, pending, due, taken)
                 if at is not None and at <= now:
                     render_one()
                     topped_up = True
                     now = time.monotonic_ns()
                     pacer.rendered(max(at, last_look), now)
-                    at = pacer.render_at(now, dst.pending(), dst.due_ns)
+                    due, pending, taken = dst.due_and_pending()
+                    at = pacer.render_at(now, pending, due, taken)
                 else:
                     last_look = now
                 wait_ns = PACE_STALLED_LOOK if at is None else at - now

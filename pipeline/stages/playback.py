@@ -70,6 +70,7 @@ def _clocked_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:
     ring = rt.inp
     silence = np.zeros(FRAME_SAMPLES, dtype=np.float32)
     started = False
+    dry = False  # the last tick found the ring empty
     underflows = 0
     clock = FrameClock()
     sink = open_sink(spec, append=rt.wiring.restarted)  # a restart keeps what was recorded
@@ -79,9 +80,12 @@ def _clocked_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:
         if slot is None:
             if started:
                 underflows += 1
-                ring.note_starved()
+                if not dry:  # once a run, as the sound device counts it
+                    ring.note_starved()
+            dry = True
             sink.write(silence)
         else:
+            dry = False
             started = True
             sink.write(slot.samples())
             player.played(slot.seq, slot.timestamp, slot.flags, slot.media)
