@@ -113,12 +113,17 @@ class Pacer:
         self._relead(ready)
 
     def sink_starved(self, count: int, now: int) -> None:
-        """The sink's own count of frames it did not find (``Ring.starved``)."""
-        if self._starved_seen >= 0 and count > self._starved_seen:
-            for _ in range(min(count - self._starved_seen, 4)):
-                self._boosts.append(now + STARVE_HOLD_NS)
-        self._starved_seen = count
+        """The sink's own count of frames it did not find (``Ring.starved``). Called on
+        every look (each arrival too): the lead is worked out again only when the count
+        rose or a boost ran out."""
+        seen, self._starved_seen = self._starved_seen, count
+        expired = bool(self._boosts) and self._boosts[0] <= now
+        if count == seen and not expired:
+            return
         self.stats.starved = count
+        if seen >= 0 and count > seen:
+            for _ in range(min(count - seen, 4)):
+                self._boosts.append(now + STARVE_HOLD_NS)
         self._relead(now)
 
     def _relead(self, now: int) -> None:
