@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import os
 import shutil
 import signal
@@ -96,6 +97,31 @@ def no_leftovers() -> Iterator[None]:
             os.unlink(f"/dev/shm/{name}")
     assert not leaked, f"shared-memory segments left behind: {sorted(leaked)}"
     assert not children, f"child processes left running: {children}"
+
+
+@pytest.fixture(autouse=True)
+def qt_garbage_on_the_main_thread(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Free a Qt test's widgets on the main thread, never on another.
+
+    A widget held in a reference cycle (a window's signal connections to its own
+    methods and lambdas make one) is freed by Python's cyclic collector, which runs on
+    whichever thread happens to allocate. Under pytest-xdist a worker has a second
+    thread, execnet's reader, so a collection there deleted a Qt widget while the main
+    thread painted it: a segfault in a later test. During a Qt test the collector is
+    off; when it ends (after pytest-qt has closed its widgets) it runs here, on the main
+    thread. The UI itself has no second thread.
+    """
+    if not request.node.module.__name__.split(".")[-1].startswith("test_ui_"):
+        yield
+        return
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.collect()
+        if was_enabled:
+            gc.enable()
 
 
 RelayProcess = tuple["subprocess.Popen[str]", int]
