@@ -24,6 +24,7 @@ from pipeline.ipc.bus import BusAddress
 from ui.busbridge import BusBridge
 from ui.connect import validate
 from ui.connection import plain_media_error
+from ui.main_thread_gc import MainThreadCollector
 from ui.window import BITRATE_KEY, INPUT_KEY, OUTPUT_KEY, MainWindow, remembered_talk
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     tick = QTimer()
     tick.timeout.connect(lambda: None)
     tick.start(200)
+    # Garbage is collected on this thread only: the Supervisor's bus broker is a second one.
+    collector = MainThreadCollector(app)
+    collector.start()
 
     bridge = BusBridge()
     if args.attach:
