@@ -12,9 +12,13 @@ server's one clock) is recorded. Reported:
   client's own per-frame times (ADC of a frame's first sample to the DAC of the
   echoed frame's first sample, plus the Opus lookahead) over the same stretch of
   time as the recording;
-- ``dropouts``: 20 ms blocks of speech that did not come out (looked for at the lag
-  measured for their own half second: the playout's delay moves during a call), and
-  the client's underflow and overflow counts;
+- ``dropouts``: stretches of speech that did not come out (5 ms blocks, looked for at
+  the lags measured around them: the playout's delay moves during a call), their total
+  ``dropout_ms`` and where they start in the call (``dropout_at_s``), and the client's
+  underflow and overflow counts;
+- ``stalls``: the sound devices' callbacks that came more than ``STALL_BLOCKS`` blocks
+  late (when in the call, how long the gap, microphone or speaker): both at once is
+  the machine or the sound server stalling, not the client;
 - ``budget_ms``: where the client's own figure goes, hop by hop (medians over the
   same stretch), joined per frame from the stages' traces and the sound devices'
   callback traces (``mic.npy``, ``speaker.npy``);
@@ -94,11 +98,39 @@ def _phase(c: LocalClient, pulse: PulseServer, root: Path, name: str, seconds: f
         "window_ns": (t_play, t_end),
     }
     if lags:
-        out["dropouts"] = dropouts(mouth, ear, track)
+        holes = dropouts(mouth, ear, track)
+        out["dropouts"] = len(holes)
+        out["dropout_ms"] = sum(n for _, n in holes) * 1000 / SAMPLE_RATE
+        out["dropout_at_s"] = [round(first / SAMPLE_RATE, 2) for first, _ in holes]
         out["measured_ms"] = float(np.median(lags))
         if out["reported_ms"] is not None:
             out["reported_minus_measured_ms"] = out["reported_ms"] - out["measured_ms"]
     return out
+
+
+STALL_BLOCKS = 3  # a callback this many blocks after the one before it is a stall
+
+
+def stalls(trace: Path, window_ns: tuple[int, int]) -> list[dict[str, Any]]:
+    """The device callbacks within ``window_ns`` that came ``STALL_BLOCKS`` or more blocks
+    after the one before: (seconds into the window, the gap in ms, which device)."""
+    out: list[dict[str, Any]] = []
+    lo, hi = window_ns
+    for name in ("mic", "speaker"):
+        path = trace / f"{name}.npy"
+        if not path.exists():
+            continue
+        rows = np.load(path)  # callback ran, ADC/DAC time, frames, flag
+        if len(rows) < 2:
+            continue
+        ran = rows[:, 0].astype(np.int64)
+        period = np.median(rows[:, 2]) * NS_PER_SAMPLE
+        gaps = np.diff(ran)
+        for i in np.flatnonzero(gaps >= STALL_BLOCKS * period):
+            if lo <= ran[i] <= hi:
+                out.append({"at_s": round((ran[i] - lo) / 1e9, 2),
+                            "gap_ms": round(float(gaps[i]) / 1e6, 1), "device": name})  # fmt: skip
+    return sorted(out, key=lambda s: s["at_s"])
 
 
 def claimed_ms(trace: Path, offset: int, window_ns: tuple[int, int]) -> float | None:
@@ -238,6 +270,7 @@ def run(seconds: float, restart: bool, root: Path, playback_frames: int = 0) -> 
                 claim = claimed_ms(trace / "playback.npy", cfg.clock_offset, phase["window_ns"])
                 phase["claimed_ms"] = claim
                 phase["budget_ms"] = budget(trace, phase["window_ns"])
+                phase["stalls"] = stalls(trace, phase["window_ns"])
                 if claim is not None and "measured_ms" in phase:
                     phase["claimed_minus_measured_ms"] = claim - phase["measured_ms"]
         finally:
@@ -259,9 +292,17 @@ def _line(name: str, r: dict[str, Any]) -> str:
         f"{name}: mouth-to-ear (outside) p50 {m.get('p50', nan):.1f} ms p90 "
         f"{m.get('p90', nan):.1f} max {m.get('max', nan):.1f} (n {m['n']}); client reports "
         f"{r['reported_ms']} ms (status line), {r.get('claimed_ms')} ms (its own per-frame "
-        f"times over the same stretch); dropouts {r.get('dropouts')} of {r['speech_blocks']} "
-        f"speech blocks; underflows {r['underflows']}\n  {r['status']}" + hops
+        f"times over the same stretch); dropouts {r.get('dropouts')} "
+        f"({r.get('dropout_ms', 0):.0f} ms, at {r.get('dropout_at_s')} s) in "
+        f"{r['speech_blocks']} speech blocks; underflows {r['underflows']}; device stalls "
+        f"{_stalls(r.get('stalls'))}\n  {r['status']}" + hops
     )
+
+
+def _stalls(found: list[dict[str, Any]] | None) -> str:
+    if not found:
+        return "none"
+    return ", ".join(f"{s['device']} {s['gap_ms']:.0f} ms at {s['at_s']:.1f} s" for s in found)
 
 
 def _hops(b: dict[str, float]) -> str:

@@ -185,25 +185,73 @@ def frame_levels(signal: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(blocks * blocks, axis=1))
 
 
+DROPOUT_BLOCK = FRAME_SAMPLES // 4  # 5 ms: a hole shorter than a frame is heard too
+
+
 def dropouts(mouth: np.ndarray, ear: np.ndarray, lags: list[tuple[int, float]],
-             floor: float = 0.05) -> int:  # fmt: skip
-    """20 ms blocks where the mouth speaks and the ear is silent (below ``floor`` of the
-    mouth's level) at the lag measured nearest that block (``lags`` from
-    :func:`window_lags`): audio that went missing on the way. Each block is looked for
-    at its own stretch's lag, because the playout's delay moves during a call, and a
-    block that came out 15 ms later than the call's median is late, not lost."""
+             floor: float = 0.05) -> list[tuple[int, int]]:  # fmt: skip
+    """The stretches of speech that never came out, as (first mouth sample, samples):
+    runs of the 5 ms blocks :func:`missing_blocks` finds."""
+    runs: list[tuple[int, int]] = []
+    for first in missing_blocks(mouth, ear, lags, floor):
+        if runs and runs[-1][0] + runs[-1][1] == first:
+            runs[-1] = (runs[-1][0], runs[-1][1] + DROPOUT_BLOCK)
+        else:
+            runs.append((first, DROPOUT_BLOCK))
+    return runs
+
+
+LOCAL_CONTEXT = FRAME_SAMPLES * 4  # the audio before a block its own lag is found from
+
+
+def missing_blocks(mouth: np.ndarray, ear: np.ndarray, lags: list[tuple[int, float]],
+                   floor: float = 0.05, block: int = DROPOUT_BLOCK) -> list[int]:  # fmt: skip
+    """The first mouth sample of each ``block`` where the mouth speaks and the ear is
+    silent (below ``floor`` of the mouth's level) at its own lag: audio that went missing
+    on the way. The lag is the nearest window's (``lags`` from :func:`window_lags`), and
+    where the block is silent there, the lag the 80 ms of audio leading into it came out
+    at (found between the lags of the windows either side, 10 ms wider): the playout's
+    delay moves during a call, in the pauses between words, so a word's last block may
+    sit nearer a window measured after the delay moved, while the word itself, and the
+    block with it, came out at the lag before. A real hole keeps the lag of the audio
+    before it, and is silent at that lag too."""
+    from pipeline.media.synthetic import align
+
     if not lags:
-        return 0
+        return []
     starts = np.array([s for s, _ in lags], dtype=np.int64)
     shifts = np.array([round(lag * SAMPLE_RATE / 1000) for _, lag in lags], dtype=np.int64)
-    m_rms = frame_levels(mouth)
-    missing = 0
+    n = len(mouth) // block
+    m_rms = np.sqrt(np.mean(mouth[: n * block].reshape(n, block) ** 2, axis=1))
+    slack = SAMPLE_RATE // 1000  # 1 ms either side of a window's lag
+
+    def silent(first: int, shift: int, level: float) -> bool:
+        at = first + shift
+        if at < 0 or at + block > len(ear):
+            return False  # the recording ended before this block could come out
+        got = ear[at : at + block]
+        return float(np.sqrt(np.mean(got * got))) < floor * level
+
+    missing = []
     for k in np.flatnonzero(m_rms > 0.02):
-        first = int(k) * FRAME_SAMPLES
+        first = int(k) * block
+        level = float(m_rms[k])
         nearest = int(np.argmin(np.abs(starts - first)))
-        at = first + int(shifts[nearest])
-        if at + FRAME_SAMPLES > len(ear):
-            continue  # the recording ended before this block could come out
-        heard = ear[at : at + FRAME_SAMPLES]
-        missing += float(np.sqrt(np.mean(heard * heard))) < floor * float(m_rms[k])
+        own = int(shifts[nearest])
+        if not silent(first, own, level):
+            continue
+        a = max(0, first - LOCAL_CONTEXT)
+        sent = mouth[a : first + block]
+        heard = False
+        for other in {int(x) for x in shifts[max(0, nearest - 1) : nearest + 2]} - {own}:
+            lo = max(0, other - slack)
+            seg = ear[a + lo : a + other + slack + len(sent)]
+            if len(seg) < len(sent) + other + slack - lo or not float(np.dot(sent, sent)):
+                continue
+            lag, corr = align(sent, seg, max_lag=other + slack - lo)
+            if corr >= 0.8 and not silent(first, lo + lag, level):
+                heard = True  # at the lag the audio before it came out at
+                break
+        if not heard:
+            missing.append(first)
     return missing

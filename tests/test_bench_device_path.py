@@ -39,12 +39,51 @@ def test_a_moving_delay_is_no_dropout_and_a_hole_is() -> None:
         ear[at : at + FRAME_SAMPLES] = mouth[first : first + FRAME_SAMPLES]
     track = pulse.window_lags(mouth, ear, max_ms=200)
     assert {round(lag) for _, lag in track} == {140, 100, 60}
-    assert pulse.dropouts(mouth, ear, track) == 0
+    assert pulse.dropouts(mouth, ear, track) == []
     speech = np.flatnonzero(pulse.frame_levels(mouth) > 0.02)
     holes = [int(k) * FRAME_SAMPLES for k in speech[len(speech) // 4 :: 25][:5]]
     for first in holes:  # five speech blocks that never come out
         ear[first + lag_at(first) : first + lag_at(first) + FRAME_SAMPLES] = 0
-    assert pulse.dropouts(mouth, ear, pulse.window_lags(mouth, ear, max_ms=200)) == len(holes)
+    found = pulse.dropouts(mouth, ear, pulse.window_lags(mouth, ear, max_ms=200))
+    assert [first for first, _ in found] == holes  # each one stretch, from its start
+    assert all(0 < n <= FRAME_SAMPLES for _, n in found)
+
+
+def test_a_delay_that_moves_in_a_pause_is_no_dropout_and_a_5_ms_hole_is() -> None:
+    """The delay moves in the pause after a word, late in a window: the word's last
+    blocks, heard whole at the lag they had, sit nearer the next window, which measures
+    the new lag (two 60 s calls through PulseAudio each counted one such "dropout"). A
+    hole shorter than a frame, in speech, is a dropout."""
+    speech = synthetic.speech_like(6.0, seed=4)
+    levels = pulse.frame_levels(speech)
+    word_end = next(  # the first word after 2 s followed by two silent blocks
+        k
+        for k in range(2 * SAMPLE_RATE // FRAME_SAMPLES, len(levels) - 2)
+        if levels[k - 1] > 0.02 and levels[k] < 1e-4 and levels[k + 1] < 1e-4
+    )
+    # Silence before it puts the word's end 80 % into a window (window_lags: 0.5 s each).
+    window = SAMPLE_RATE // 2
+    pad = (window * 4 // 5 - word_end * FRAME_SAMPLES) % window
+    mouth = np.concatenate([np.zeros(pad, np.float32), speech])
+    cut = pad + word_end * FRAME_SAMPLES + FRAME_SAMPLES // 2  # in the pause
+    before, after = 60 * SAMPLE_RATE // 1000, 75 * SAMPLE_RATE // 1000  # 15 ms more
+    ear = np.zeros(len(mouth) + SAMPLE_RATE, dtype=np.float32)
+    ear[before : before + cut] = mouth[:cut]
+    ear[after + cut : after + len(mouth)] = mouth[cut:]
+    track = pulse.window_lags(mouth, ear, max_ms=200)
+    assert {round(lag) for _, lag in track} == {60, 75}
+    # The word's last block is nearer the next window, which measured the new lag: at
+    # that lag alone (as the count was) it is silent.
+    last = pad + (word_end - 1) * FRAME_SAMPLES
+    starts = np.array([s for s, _ in track])
+    assert track[int(np.argmin(np.abs(starts - last)))][1] == pytest.approx(75, abs=0.5)
+    assert not ear[last + after : last + after + FRAME_SAMPLES].any()
+    assert pulse.dropouts(mouth, ear, track) == []
+    loud = [int(k) for k in np.flatnonzero(pulse.frame_levels(mouth) > 0.05)]
+    k = next(k for k in loud if k * FRAME_SAMPLES > cut + SAMPLE_RATE)  # far from the move
+    hole = k * FRAME_SAMPLES + FRAME_SAMPLES // 4
+    ear[hole + after : hole + after + pulse.DROPOUT_BLOCK] = 0  # 5 ms lost
+    assert pulse.dropouts(mouth, ear, track) == [(hole, pulse.DROPOUT_BLOCK)]
 
 
 def run_call(seconds: float, restart: bool, root: Path) -> dict[str, Any]:
