@@ -16,6 +16,7 @@ server's one clock) is recorded. Reported:
   the lags measured around them: the playout's delay moves during a call), their total
   ``dropout_ms`` and where they start in the call (``dropout_at_s``), and the client's
   underflow and overflow counts;
+- ``starved_at_s``: when the speaker found nothing to play (the decode stage late);
 - ``stalls``: the sound devices' callbacks that came more than ``STALL_BLOCKS`` blocks
   late (when in the call, how long the gap, microphone or speaker): both at once is
   the machine or the sound server stalling, not the client;
@@ -131,6 +132,20 @@ def stalls(trace: Path, window_ns: tuple[int, int]) -> list[dict[str, Any]]:
                 out.append({"at_s": round((ran[i] - lo) / 1e9, 2),
                             "gap_ms": round(float(gaps[i]) / 1e6, 1), "device": name})  # fmt: skip
     return sorted(out, key=lambda s: s["at_s"])
+
+
+def starves(trace: Path, window_ns: tuple[int, int]) -> list[float]:
+    """When (seconds into ``window_ns``) the speaker found the ring empty mid-block and
+    played silence for the rest of it (traced flag 2): the decode stage was late. The
+    first of a run of such blocks only."""
+    path = trace / "speaker.npy"
+    if not path.exists():
+        return []
+    rows = np.load(path)
+    lo, hi = window_ns
+    short = (rows[:, 3].astype(np.int64) & 2) != 0
+    first = short & ~np.concatenate([[False], short[:-1]])
+    return [round((int(t) - lo) / 1e9, 2) for t in rows[first, 0] if lo <= t <= hi]
 
 
 def claimed_ms(trace: Path, offset: int, window_ns: tuple[int, int]) -> float | None:
@@ -271,6 +286,7 @@ def run(seconds: float, restart: bool, root: Path, playback_frames: int = 0) -> 
                 phase["claimed_ms"] = claim
                 phase["budget_ms"] = budget(trace, phase["window_ns"])
                 phase["stalls"] = stalls(trace, phase["window_ns"])
+                phase["starved_at_s"] = starves(trace, phase["window_ns"])
                 if claim is not None and "measured_ms" in phase:
                     phase["claimed_minus_measured_ms"] = claim - phase["measured_ms"]
         finally:
@@ -294,7 +310,8 @@ def _line(name: str, r: dict[str, Any]) -> str:
         f"{r['reported_ms']} ms (status line), {r.get('claimed_ms')} ms (its own per-frame "
         f"times over the same stretch); dropouts {r.get('dropouts')} "
         f"({r.get('dropout_ms', 0):.0f} ms, at {r.get('dropout_at_s')} s) in "
-        f"{r['speech_blocks']} speech blocks; underflows {r['underflows']}; device stalls "
+        f"{r['speech_blocks']} speech blocks; underflows {r['underflows']} (ring empty at "
+        f"{r.get('starved_at_s')} s); device stalls "
         f"{_stalls(r.get('stalls'))}\n  {r['status']}" + hops
     )
 

@@ -570,6 +570,24 @@ def test_an_outage_burst_does_not_raise_the_target() -> None:
     assert jb.stats.discarded > 0
 
 
+def test_after_a_stall_longer_than_the_concealment_playing_resumes_at_the_target() -> None:
+    # The sender stalls 200 ms mid-talk (a sound server's hiccup), then sends what it
+    # captured meanwhile at once. The concealment fades out and the buffer runs dry;
+    # played from the head of the burst, those frames would keep the stall as delay for
+    # good (180 ms here: below the backlog cut). They are dropped instead.
+    stall = range(300, 310)
+    normal = steady(300)
+    burst = [(T0 + 310 * FRAME_NS + 5 * MS, k) for k in stall]
+    after = [(T0 + k * FRAME_NS + 5 * MS, k) for k in range(310, 500)]
+    jb, out = adaptive_run(normal + burst + after, 500)
+    delay = {o.seq: (t - o.seq) * FRAME_NS + 10 * MS for t, o in out if isinstance(o, Frame)}
+    assert jb.stats.underruns == 1
+    assert delay[320] <= delay[290] + FRAME_NS  # back at the target, within a frame
+    assert delay[480] <= delay[290] + FRAME_NS
+    assert jb.stats.discarded == len([k for k in stall if k not in delay]) >= 5
+    assert list(delay) == sorted(delay)  # in order, each once
+
+
 def test_adaptive_burst_of_losses_is_concealed_without_a_hole_or_added_delay() -> None:
     arr = [(t, k) for t, k in steady(60) if k not in (30, 31, 32)]
     jb, out = adaptive_run(arr, 70)

@@ -273,6 +273,7 @@ class JitterBuffer:
         self._burst_until: int | None = None  # a spurt's pre-roll burst arrives until then
         self._stream_at: int | None = None  # first arrival of this stream, until it starts
         self._stream_marked = False  # and whether it came with a talk spurt's marker
+        self._ran_dry = False  # buffering again after an underrun, not yet playing
 
     # --- input ---
 
@@ -350,6 +351,7 @@ class JitterBuffer:
             return
         # Played out: what was concealed since was its fading end, not a wait for this.
         self._playing = False
+        self._ran_dry = False  # a talker's pause, not a stall: its pre-roll plays
         self._pending_waits = 0
         self._last_out = ext - 1
 
@@ -426,6 +428,7 @@ class JitterBuffer:
             if len(self._heap) < self.watermark or not self._ready(now, queued):
                 return NOTHING
             self._playing = True
+            self._ran_dry = False
             self._stream_at = None  # started: later starts are spurts on a known path
             self._next = self._heap[0]
             self._underruns = 0
@@ -475,6 +478,7 @@ class JitterBuffer:
         # Dry: conceal a little, then buffer again.
         if self._underruns >= self.max_underrun:
             self._playing = False
+            self._ran_dry = True
             self._stats.underruns += 1
             self._pending_waits = 0
             return NOTHING
@@ -598,13 +602,15 @@ class JitterBuffer:
                 return False  # nothing learnt of this path yet
             self.history.target_at = -TARGET_EVERY_NS  # from every delay seen, now
         target = self._target(now)
-        if target is None or len(self._heap) * FRAME_NS >= self.backlog_ns:
+        if target is None:
             return True
         aim = self._aim_for(target)
         ts, _ = self._held[self._heap[0]]
-        if self._playout(now, queued, ts) < aim:
+        if self._playout(now, queued, ts) < aim and len(self._heap) * FRAME_NS < self.backlog_ns:
             return False
-        if first and not self._stream_marked and len(self.history.delays) < self.early_samples:
+        if self._ran_dry or (
+            first and not self._stream_marked and len(self.history.delays) < self.early_samples
+        ):
             self._drop_early_head(now, queued, aim)
         return True
 
@@ -624,7 +630,11 @@ class JitterBuffer:
         that are already past the aim are dropped (counted discarded): played, they would
         keep the wait as added delay, or cost the stretching that takes it back. Not when
         the stream began with a talk spurt's marker: its head is the sender's pre-roll,
-        and the spurt's end sheds the delay for free."""
+        and the spurt's end sheds the delay for free. The same when playing starts again
+        after an underrun (a sender or path that stalled for longer than the concealment
+        lasts, then delivered what it held at once): what the listener heard fade out is
+        not played late, which would hold the stall's length as delay (200 ms of a
+        sender's stall stayed as 180 ms, below what the backlog cut takes back)."""
         while len(self._heap) >= 2:
             ts, _ = self._held[self._heap[1]]
             if self._playout(now, queued, ts) < aim:

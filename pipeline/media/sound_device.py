@@ -295,7 +295,6 @@ class OutputDevice(_Device):
         self.callbacks += 1
         now = time.monotonic_ns()
         ear = now + _ahead_ns(time_info, True, self.latency)
-        self.tracer.add(now, ear, frames, bool(status.output_underflow))
         done = 0
         starved = False
         while done < frames:
@@ -320,6 +319,8 @@ class OutputDevice(_Device):
             if self._pos >= len(self._samples):
                 self._samples = None
                 self.ring.release()
+        # Traced: PortAudio's underflow flag (1) and a block the ring left short (2).
+        self.tracer.add(now, ear, frames, bool(status.output_underflow) | (starved * 2))
         trouble = self._started and (starved or status.output_underflow)
         if trouble and not self._starving:
             self.underflows += 1
