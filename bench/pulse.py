@@ -185,19 +185,21 @@ def frame_levels(signal: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(blocks * blocks, axis=1))
 
 
-DROPOUT_BLOCK = FRAME_SAMPLES // 4  # 5 ms: a hole shorter than a frame is heard too
+DROPOUT_BLOCK = FRAME_SAMPLES // 4  # 5 ms: the shortest hole always found
+_BLOCK = DROPOUT_BLOCK // 2  # looked at in 2.5 ms blocks: one lies wholly inside any 5 ms hole
 
 
 def dropouts(mouth: np.ndarray, ear: np.ndarray, lags: list[tuple[int, float]],
              floor: float = 0.05) -> list[tuple[int, int]]:  # fmt: skip
     """The stretches of speech that never came out, as (first mouth sample, samples):
-    runs of the 5 ms blocks :func:`missing_blocks` finds."""
+    runs of the 2.5 ms blocks :func:`missing_blocks` finds. A hole of 5 ms or more in
+    speech is always found, wherever it falls; a shorter one may be."""
     runs: list[tuple[int, int]] = []
     for first in missing_blocks(mouth, ear, lags, floor):
         if runs and runs[-1][0] + runs[-1][1] == first:
-            runs[-1] = (runs[-1][0], runs[-1][1] + DROPOUT_BLOCK)
+            runs[-1] = (runs[-1][0], runs[-1][1] + _BLOCK)
         else:
-            runs.append((first, DROPOUT_BLOCK))
+            runs.append((first, _BLOCK))
     return runs
 
 
@@ -205,16 +207,18 @@ LOCAL_CONTEXT = FRAME_SAMPLES * 4  # the audio before a block its own lag is fou
 
 
 def missing_blocks(mouth: np.ndarray, ear: np.ndarray, lags: list[tuple[int, float]],
-                   floor: float = 0.05, block: int = DROPOUT_BLOCK) -> list[int]:  # fmt: skip
+                   floor: float = 0.05, block: int = _BLOCK) -> list[int]:  # fmt: skip
     """The first mouth sample of each ``block`` where the mouth speaks and the ear is
     silent (below ``floor`` of the mouth's level) at its own lag: audio that went missing
-    on the way. The lag is the nearest window's (``lags`` from :func:`window_lags`), and
-    where the block is silent there, the lag the 80 ms of audio leading into it came out
-    at (found between the lags of the windows either side, 10 ms wider): the playout's
-    delay moves during a call, in the pauses between words, so a word's last block may
-    sit nearer a window measured after the delay moved, while the word itself, and the
-    block with it, came out at the lag before. A real hole keeps the lag of the audio
-    before it, and is silent at that lag too."""
+    on the way. The lag is the nearest window's (``lags`` from :func:`window_lags`); a
+    block silent there is heard after all if a window either side measured another lag
+    and the 80 ms of audio leading into the block came out at that lag (within 1 ms),
+    correlating 0.8 or more and better than at its own: the playout's delay moves during
+    a call, in the pauses between words, so a word's last block may sit nearer a window
+    measured after the delay moved, while the word, and the block with it, came out at
+    the lag before. A real hole keeps the lag of the audio before it (voiced speech
+    repeats, so another lag may correlate well too, but not better), and is silent at
+    that lag."""
     from pipeline.media.synthetic import align
 
     if not lags:
@@ -232,6 +236,15 @@ def missing_blocks(mouth: np.ndarray, ear: np.ndarray, lags: list[tuple[int, flo
         got = ear[at : at + block]
         return float(np.sqrt(np.mean(got * got))) < floor * level
 
+    def context(a: int, sent: np.ndarray, shift: int) -> tuple[int, float]:
+        """Where near ``shift`` the audio before the block came out, and how alike."""
+        lo = max(0, shift - slack)
+        seg = ear[a + lo : a + shift + slack + len(sent)]
+        if len(seg) < len(sent) + shift + slack - lo:
+            return shift, 1.0  # the recording ended: as if heard
+        lag, corr = align(sent, seg, max_lag=shift + slack - lo)
+        return lo + lag, corr
+
     missing = []
     for k in np.flatnonzero(m_rms > 0.02):
         first = int(k) * block
@@ -240,18 +253,17 @@ def missing_blocks(mouth: np.ndarray, ear: np.ndarray, lags: list[tuple[int, flo
         own = int(shifts[nearest])
         if not silent(first, own, level):
             continue
-        a = max(0, first - LOCAL_CONTEXT)
-        sent = mouth[a : first + block]
+        others = {int(x) for x in shifts[max(0, nearest - 1) : nearest + 2]} - {own}
         heard = False
-        for other in {int(x) for x in shifts[max(0, nearest - 1) : nearest + 2]} - {own}:
-            lo = max(0, other - slack)
-            seg = ear[a + lo : a + other + slack + len(sent)]
-            if len(seg) < len(sent) + other + slack - lo or not float(np.dot(sent, sent)):
-                continue
-            lag, corr = align(sent, seg, max_lag=other + slack - lo)
-            if corr >= 0.8 and not silent(first, lo + lag, level):
-                heard = True  # at the lag the audio before it came out at
-                break
+        if others:
+            a = max(0, first - LOCAL_CONTEXT)
+            sent = mouth[a : first + block]
+            _, own_corr = context(a, sent, own)
+            for other in others:
+                lag, corr = context(a, sent, other)
+                if corr >= 0.8 and corr > own_corr and not silent(first, lag, level):
+                    heard = True  # at the lag the audio before it came out at
+                    break
         if not heard:
             missing.append(first)
     return missing

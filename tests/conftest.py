@@ -109,7 +109,8 @@ def qt_garbage_on_the_main_thread(request: pytest.FixtureRequest) -> Iterator[No
     thread, execnet's reader, so a collection there deleted a Qt widget while the main
     thread painted it: a segfault in a later test. During a Qt test the collector is
     off; when it ends (after pytest-qt has closed its widgets) it runs here, on the main
-    thread. The UI itself has no second thread.
+    thread. (The UI process does the same for its own second thread, the bus broker:
+    ui/main_thread_gc.py.)
     """
     if not request.node.module.__name__.split(".")[-1].startswith("test_ui_"):
         yield

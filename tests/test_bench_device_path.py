@@ -45,8 +45,10 @@ def test_a_moving_delay_is_no_dropout_and_a_hole_is() -> None:
     for first in holes:  # five speech blocks that never come out
         ear[first + lag_at(first) : first + lag_at(first) + FRAME_SAMPLES] = 0
     found = pulse.dropouts(mouth, ear, pulse.window_lags(mouth, ear, max_ms=200))
-    assert [first for first, _ in found] == holes  # each one stretch, from its start
-    assert all(0 < n <= FRAME_SAMPLES for _, n in found)
+    # Each hole found from its start, and nothing outside them (a quiet 2.5 ms inside
+    # one, below the speech level, may split it in two).
+    assert {first for first, _ in found} >= set(holes)
+    assert all(any(h <= f and f + n <= h + FRAME_SAMPLES for h in holes) for f, n in found)
 
 
 def test_a_delay_that_moves_in_a_pause_is_no_dropout_and_a_5_ms_hole_is() -> None:
@@ -84,6 +86,13 @@ def test_a_delay_that_moves_in_a_pause_is_no_dropout_and_a_5_ms_hole_is() -> Non
     hole = k * FRAME_SAMPLES + FRAME_SAMPLES // 4
     ear[hole + after : hole + after + pulse.DROPOUT_BLOCK] = 0  # 5 ms lost
     assert pulse.dropouts(mouth, ear, track) == [(hole, pulse.DROPOUT_BLOCK)]
+    # Off the blocks' grid too, by 1 ms: still found (one 2.5 ms block lies inside).
+    ear[hole + after : hole + after + pulse.DROPOUT_BLOCK] = mouth[
+        hole : hole + pulse.DROPOUT_BLOCK
+    ]
+    off = hole + 3 * pulse.DROPOUT_BLOCK + SAMPLE_RATE // 1000
+    ear[off + after : off + after + pulse.DROPOUT_BLOCK] = 0
+    assert len(pulse.dropouts(mouth, ear, track)) == 1
 
 
 def run_call(seconds: float, restart: bool, root: Path) -> dict[str, Any]:

@@ -679,6 +679,23 @@ def test_a_spurts_pre_roll_burst_does_not_raise_the_target() -> None:
     assert jb.stats.lost == 0
 
 
+def test_a_spurt_after_an_underrun_plays_its_pre_roll_even_when_its_marker_comes_late() -> None:
+    # A long spurt (a tight target) whose last packet, the flagged end, is lost: the
+    # buffer conceals and runs dry (an underrun). The next spurt's pre-roll comes in a
+    # burst whose marked packet is overtaken by the one after it. The pause was a
+    # talker's, not a stall: the pre-roll plays, nothing is dropped.
+    jb = JitterBuffer(watermark=1, adaptive=True)
+    sent = [(T0 + k * FRAME_NS + 5 * MS, k, k, k == 0) for k in range(299)]
+    burst = T0 + 330 * FRAME_NS + 5 * MS
+    for i, seq in enumerate((301, 300, 302)):  # captured 40, 20 and 0 ms before the onset
+        sent.append((burst + i * 100_000, seq, 328 + seq - 300, seq == 300))
+    sent += [(T0 + (330 + j) * FRAME_NS + 5 * MS, 302 + j, 330 + j, False) for j in range(1, 20)]
+    out = spurt_run(jb, sent, 400)
+    assert jb.stats.underruns >= 1
+    assert played([o for _, o in out]) == [*range(299), *range(300, 322)]
+    assert jb.stats.discarded == 0
+
+
 def test_a_marked_packet_held_behind_the_last_spurt_waits_for_its_target() -> None:
     # A jittery first spurt teaches a target of tens of ms; the next spurt follows after
     # one frame of silence while the last spurt is still held. Its first packet is not

@@ -306,6 +306,7 @@ class JitterBuffer:
             self._stream_at, self._stream_marked = now, marker
         if marker:
             self._burst_until = now + BURST_NS
+            self._ran_dry = False  # a talker's pause, not a stall: its pre-roll plays
             if self._last_frame is not None and ext > self._last_frame[0]:
                 self._spurt(ext)
         in_burst = self._burst_until is not None and now <= self._burst_until
