@@ -53,7 +53,7 @@ from bench.pulse import (
 )
 from pipeline.client.config import ClientConfig
 from pipeline.client.local_client import LocalClient, connected
-from pipeline.core.capture_clock import CaptureClock
+from pipeline.core.capture_clock import CaptureClock, StartupBacklog
 from pipeline.core.client_view import OPUS_LOOKAHEAD_MS
 from pipeline.ipc import events as ev
 from pipeline.media import synthetic
@@ -189,21 +189,25 @@ HOPS = (
 
 
 def _replayed_stamps(mic: np.ndarray) -> np.ndarray:
-    """The capture stamp of every frame, worked out again from the microphone's callback
-    trace (when each ran, its ADC time, its length, its overflow flag) by the same
-    CaptureClock the device ran: the trace holds the clock's input, not its output."""
+    """The capture stamp of every frame sent, worked out again from the microphone's
+    callback trace (when each ran, its ADC time, its length, its overflow flag) by the
+    same CaptureClock the device ran, leaving out the start-up backlog it dropped: the
+    trace holds the clock's input, not its output."""
     clock = CaptureClock()
+    backlog = StartupBacklog()
     stamps: list[int] = []
-    fill = 0
-    for _now, first, frames, flag in mic.tolist():
+    fill, stamp = 0, 0
+    for now, first, frames, flag in mic.tolist():
         if flag:
             clock.restart()
         done = 0
         while done < frames:
             if fill == 0:
-                stamps.append(clock.stamp(first + done * NS_PER_SAMPLE))
+                stamp = clock.stamp(first + done * NS_PER_SAMPLE)
             n = min(frames - done, FRAME_SAMPLES - fill)
             fill, done = (fill + n) % FRAME_SAMPLES, done + n
+            if fill == 0 and not backlog.stale(now, stamp):
+                stamps.append(stamp)
     return np.array(stamps, dtype=np.int64)
 
 

@@ -58,3 +58,20 @@ def test_stamps_never_step_back_and_stay_near_the_measurements(noise: list[int])
     measured = [T0 + k * FRAME_NS + n for k, n in enumerate(noise)]
     got = stamps(measured)
     assert np.all(np.diff(got) > 0)
+
+
+def test_the_start_up_backlog_is_stale_only_in_the_streams_first_second() -> None:
+    from pipeline.core.capture_clock import BACKLOG_AGE_NS, StartupBacklog
+
+    b = StartupBacklog()
+    t0 = 10**12
+    old = FRAME_NS + BACKLOG_AGE_NS + 1
+    # Handed over at once as the stream opens: ten frames, the first 200 ms old.
+    ages = [200_000_000 - k * FRAME_NS for k in range(10)]
+    assert [b.stale(t0, t0 - age) for age in ages] == [age > old - 1 for age in ages]
+    assert b.dropped == sum(age >= old for age in ages) >= 6
+    assert not b.stale(t0 + 20_000_000, t0 - 25_000_000)  # an ordinary frame: kept
+    # Later in the call a late frame is a stall, not a backlog: it is sent.
+    assert not b.stale(t0 + 2 * 10**9, t0 + 2 * 10**9 - 300_000_000)
+    b.restart()  # the stream reopened: its first second again
+    assert b.stale(t0 + 3 * 10**9, t0 + 3 * 10**9 - 300_000_000)

@@ -107,6 +107,25 @@ def test_small_blocks_gather_into_frames_stamped_with_the_adc_time(fake_sd: Fake
         ring.release()
 
 
+def test_frames_handed_over_late_as_the_stream_starts_are_not_sent(fake_sd: FakeSd) -> None:
+    # The first frames of a stream that just opened come 200 ms after they were
+    # captured, all at once (a host's start-up backlog), then blocks come on time.
+    with Ring.create(16, FRAME_BYTES, label="devbacklog") as ring:
+        mic = sound_device.InputDevice(MediaSpec("device"), ring)
+        block = np.zeros((B, 1), dtype=np.float32)
+        backlog = 10 * FRAME_SAMPLES // B  # 200 ms of blocks, captured one after another
+        for i in range(backlog):  # and all handed over 210 ms after the first was captured
+            mic._stream.run(block, times(adc=100.0 + i * B / 48000, now=100.21))
+        for _ in range(2 * FRAME_SAMPLES // B):  # then each 10 ms after its capture
+            time.sleep(B / 48000)
+            mic._stream.run(block, times(adc=100.0, now=100.01))
+        # Frames whose first sample was over 80 ms old when complete: 210, 190 ... 90 ms.
+        assert mic.backlog_dropped == 7
+        assert mic.seq == 3 + 2  # the rest of the backlog and the on-time frames are sent
+        assert ring.read(timeout=0) is not None
+        ring.release()
+
+
 def test_a_full_ring_counts_drops_and_an_overflow_is_counted(fake_sd: FakeSd) -> None:
     with Ring.create(4, FRAME_BYTES, label="devfull") as ring:
         mic = sound_device.InputDevice(MediaSpec("device"), ring)

@@ -55,3 +55,41 @@ class CaptureClock:
         step = max(-limit, min(limit, measured_ns - ideal))
         self._origin += step
         return ideal + step
+
+
+BACKLOG_AGE_NS = 60_000_000  # beyond its own 20 ms, a frame this old when it is complete
+BACKLOG_WINDOW_NS = 1_000_000_000  # in a stream's first second is its start-up backlog
+
+
+class StartupBacklog:
+    """The frames a capture stream hands over at once as it starts, to be dropped.
+
+    An input stream that has just opened may deliver what its host buffered meanwhile
+    in one go (200 ms of it through PulseAudio), and a loaded machine starting the
+    client's processes may hold its first callbacks back for longer. Sent, those frames
+    arrive together, their age reads as the path's jitter at a listener's very first
+    start (which cannot tell them from a network stall), and the call plays that much
+    behind for the 40 s its target takes to decay: calls of 160-300 ms through
+    PulseAudio. In the stream's first second, a frame completed more than
+    ``BACKLOG_AGE_NS`` after its own 20 ms (from its first sample's capture instant to
+    the callback that completes it) is stale: nobody could have heard it in time.
+    """
+
+    def __init__(self) -> None:
+        self._opened: int | None = None
+        self.dropped = 0
+
+    def restart(self) -> None:
+        """The stream (re)opened: its first second starts with the next callback."""
+        self._opened = None
+
+    def stale(self, now_ns: int, stamp_ns: int) -> bool:
+        """Whether the frame captured from ``stamp_ns``, complete at ``now_ns``, is part
+        of the start-up backlog (counted in ``dropped``)."""
+        if self._opened is None:
+            self._opened = now_ns
+        late = now_ns - self._opened < BACKLOG_WINDOW_NS and (
+            now_ns - stamp_ns > FRAME_NS + BACKLOG_AGE_NS
+        )
+        self.dropped += late
+        return late

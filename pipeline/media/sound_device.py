@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.capture_clock import CaptureClock
+from pipeline.core.capture_clock import CaptureClock, StartupBacklog
 from pipeline.ipc.ring import Ring
 from pipeline.media.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 from pipeline.media.sources import INPUT_HELP, OUTPUT_HELP, MediaError, MediaSpec
@@ -218,6 +218,7 @@ class InputDevice(_Device):
         self._fill = 0
         self._stamp = 0
         self._clock = CaptureClock()
+        self._backlog = StartupBacklog()
         super().__init__(spec, ring, tracer)
 
     @property
@@ -225,9 +226,15 @@ class InputDevice(_Device):
         """Times the capture clock started afresh after samples went missing unannounced."""
         return self._clock.resyncs
 
+    @property
+    def backlog_dropped(self) -> int:
+        """Frames of a stream's start-up backlog dropped, not sent (capture_clock.py)."""
+        return self._backlog.dropped
+
     def _reset(self) -> None:
         self._fill = 0
         self._clock.restart()
+        self._backlog.restart()
 
     def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
         self.callbacks += 1
@@ -247,6 +254,8 @@ class InputDevice(_Device):
             done += n
             if self._fill == FRAME_SAMPLES:
                 self._fill = 0
+                if self._backlog.stale(now, self._stamp):
+                    continue  # handed over late as the stream started: never sent
                 self.seq += 1
                 self.ring.write(self._frame, seq=self.seq, timestamp=self._stamp)  # full: counted
 
