@@ -178,10 +178,10 @@ def lags_ms(mouth: np.ndarray, ear: np.ndarray, window: int = SAMPLE_RATE // 2,
     return [lag for _, lag in window_lags(mouth, ear, window, max_ms, min_corr)]
 
 
-def frame_levels(signal: np.ndarray) -> np.ndarray:
-    """The RMS level of each whole 20 ms block."""
-    n = len(signal) // FRAME_SAMPLES
-    blocks = signal[: n * FRAME_SAMPLES].reshape(n, -1)
+def frame_levels(signal: np.ndarray, block: int = FRAME_SAMPLES) -> np.ndarray:
+    """The RMS level of each whole ``block`` (20 ms unless told)."""
+    n = len(signal) // block
+    blocks = signal[: n * block].reshape(n, -1)
     return np.sqrt(np.mean(blocks * blocks, axis=1))
 
 
@@ -225,8 +225,7 @@ def missing_blocks(mouth: np.ndarray, ear: np.ndarray, lags: list[tuple[int, flo
         return []
     starts = np.array([s for s, _ in lags], dtype=np.int64)
     shifts = np.array([round(lag * SAMPLE_RATE / 1000) for _, lag in lags], dtype=np.int64)
-    n = len(mouth) // block
-    m_rms = np.sqrt(np.mean(mouth[: n * block].reshape(n, block) ** 2, axis=1))
+    m_rms = frame_levels(mouth, block)
     slack = SAMPLE_RATE // 1000  # 1 ms either side of a window's lag
 
     def silent(first: int, shift: int, level: float) -> bool:

@@ -80,7 +80,7 @@ class StartupBacklog:
         self.dropped = 0
 
     def restart(self) -> None:
-        """The stream (re)opened: its first second starts with the next callback."""
+        """The stream (re)opened: its first second starts with its next frame."""
         self._opened = None
 
     def stale(self, now_ns: int, stamp_ns: int) -> bool:

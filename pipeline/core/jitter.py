@@ -352,7 +352,6 @@ class JitterBuffer:
             return
         # Played out: what was concealed since was its fading end, not a wait for this.
         self._playing = False
-        self._ran_dry = False  # a talker's pause, not a stall: its pre-roll plays
         self._pending_waits = 0
         self._last_out = ext - 1
 
