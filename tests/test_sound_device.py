@@ -183,6 +183,30 @@ def test_frames_spread_over_blocks_and_the_ear_time_is_the_dac_time(fake_sd: Fak
         spk.close()
 
 
+def test_a_late_callback_tells_the_next_frame_due_from_its_slot(
+    fake_sd: FakeSd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The callback that takes a frame ran 3 ms after its slot: the next frame is wanted
+    by the callback that finishes this one, in its slot, not 3 ms after it."""
+    clock = [10_000_000_000]
+    monkeypatch.setattr(sound_device.time, "monotonic_ns", lambda: clock[0])
+    block_ns = B * 1_000_000_000 // 48_000
+    with Ring.create(4, FRAME_BYTES, label="devslot") as ring:
+        spk = sound_device.OutputDevice(MediaSpec("device"), ring, lambda *a: None)
+        out = np.zeros((B, 1), dtype=np.float32)
+        for _ in range(8):  # on time, the ring empty (waiting for voice)
+            spk._stream.run(out)
+            clock[0] += block_ns
+        slot = clock[0]
+        clock[0] += 3_000_000
+        ring.write(np.zeros(FRAME_SAMPLES, dtype=np.float32), seq=1)
+        spk._stream.run(out)
+        blocks = FRAME_SAMPLES // B
+        want = slot + blocks * B * sound_device.NS_PER_SAMPLE
+        assert want <= ring.due_ns <= want + 20_000  # its slot (and what the grid relaxed)
+        spk.close()
+
+
 def test_a_lost_speaker_drops_what_it_would_have_played(fake_sd: FakeSd) -> None:
     with Ring.create(4, FRAME_BYTES, label="devidle") as ring:
         spk = sound_device.OutputDevice(MediaSpec("device"), ring, lambda *a: None)

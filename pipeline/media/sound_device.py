@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.callback_grid import CallbackGrid
 from pipeline.core.capture_clock import CaptureClock, StartupBacklog
 from pipeline.ipc.ring import Ring
 from pipeline.media.audio_format import FRAME_SAMPLES, SAMPLE_RATE
@@ -286,9 +287,11 @@ class OutputDevice(_Device):
         self._samples: Any = None  # the frame being played, a view into the held slot
         self._pos = 0
         self._on_frame = on_frame  # records latency; must be allocation-light
+        self._grid = CallbackGrid()  # when the callbacks are due: what the next frame's due is told from
         super().__init__(spec, ring, tracer)
 
     def _reset(self) -> None:
+        self._grid.reset()
         if self._samples is not None:
             self._samples = None
             self.ring.release()
@@ -304,6 +307,7 @@ class OutputDevice(_Device):
         self.callbacks += 1
         now = time.monotonic_ns()
         ear = now + _ahead_ns(time_info, True, self.latency)
+        slot_ns = self._grid.slot(now, frames)  # this callback's slot: a late one's is earlier
         done = 0
         starved = False
         while done < frames:
@@ -316,9 +320,10 @@ class OutputDevice(_Device):
                 self._samples = slot.samples()
                 self._pos = 0
                 self._started = True
-                # The next frame is wanted by the callback that finishes this one.
+                # The next frame is wanted by the callback that finishes this one, in its
+                # slot: planned from when this one ran, a late callback makes it late.
                 left = len(self._samples) - (frames - done)
-                self.ring.set_due(now + (left // frames + 1) * frames * NS_PER_SAMPLE)
+                self.ring.set_due(slot_ns + (left // frames + 1) * frames * NS_PER_SAMPLE)
                 self._on_frame(slot.seq, slot.timestamp, slot.flags, slot.media,
                                ear + done * NS_PER_SAMPLE)  # fmt: skip
             n = min(frames - done, len(self._samples) - self._pos)
