@@ -461,6 +461,19 @@ def test_the_first_seconds_wait_for_the_largest_delay_seen_and_more() -> None:
     assert jb.stats.target_ms >= 30 + jb.early_extra_ns / MS + jb.margin_ns / MS - 1
 
 
+def test_the_first_seconds_guess_gives_way_to_the_quantile_not_to_the_slow_decay() -> None:
+    """A sender that stalled as it started: packet 0 on time, 1-8 in one burst 170 ms
+    later, then a clean path (seen through PulseAudio on a loaded machine). The first
+    seconds wait for that burst; once the window holds enough packets, the target is
+    the quantile's at once, not 5 ms a second down from the guess (which held 160 ms of
+    target for 30 s)."""
+    arrivals = [(T0, 0), *[(T0 + 170 * MS, k) for k in range(1, 9)], *steady(400, 0)[9:]]
+    guessing, _ = adaptive_run(arrivals, jb_early := JitterBuffer().early_samples - 10)
+    assert guessing.stats.target_ms >= 170 + guessing.margin_ns / MS  # the largest seen
+    learnt, _ = adaptive_run(arrivals, jb_early + 40)  # 1 s later: 5 ms less by the decay
+    assert learnt.stats.target_ms < guessing.stats.target_ms - 50
+
+
 def test_shortening_waits_for_more_excess_on_a_jittery_path() -> None:
     """The delay is left alone within a slack that grows with the path's spread (target
     above the fastest), 15..50 ms: a jittery path's target wanders and is not chased."""

@@ -154,6 +154,7 @@ class DelayHistory:
     target_d: int | None = None  # the d below which packets should arrive
     target_at: int = 0  # when the target was last worked out from the window
     fastest: int = 0  # the smallest d in the window, then
+    provisional: bool = False  # target_d is the first seconds' guess, not a quantile yet
     outlier_since: int | None = None  # first arrival of a run of outage packets
 
 
@@ -538,7 +539,12 @@ class JitterBuffer:
                 sd = (sum((d - mean) ** 2 for d in ds) / (len(ds) - 1)) ** 0.5
                 q = max(q, int(mean + self.early_z * sd))
         q = min(q, ds[0] + self.max_target_ns)
-        if self.history.target_d is None:
+        early = len(ds) < self.early_samples
+        if self.history.target_d is None or (self.history.provisional and not early):
+            # The first seconds' guess (the largest delay seen, and more) gives way to the
+            # quantile at once, not at the slow decay: a stream whose sender stalled as it
+            # started (its first packet on time, the next ones in a burst 150 ms later)
+            # made a guess that would otherwise hold its delay for 30 s or more.
             self.history.target_d = q
         else:
             decayed = (
@@ -546,6 +552,7 @@ class JitterBuffer:
                 - self.decay_ns_per_s * (now - self.history.target_at) // 10**9
             )
             self.history.target_d = max(q, decayed)
+        self.history.provisional = early
         self.history.target_at = now
         return self.history.target_d
 
