@@ -19,6 +19,7 @@ from pipeline.client.terminal_keys import KEYS_HELP, RawKeys, TalkKeys
 from pipeline.core.client_view import ClientView
 from pipeline.core.talk import MODES
 from pipeline.ipc import events as ev
+from pipeline.ipc import scheduling
 from pipeline.ipc.bus import BusClient
 from pipeline.media.sound_device import check_device, list_devices
 from pipeline.media.sources import INPUT_HELP, OUTPUT_HELP, MediaError, parse_input, parse_output
@@ -97,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-fec", action="store_true", help="no Opus in-band FEC (benchmarks)")
     ap.add_argument(
         "--no-plc", action="store_true", help="lost frames play as silence (benchmarks)"
+    )
+    ap.add_argument(
+        "--priority",
+        choices=scheduling.CHOICES,
+        default=scheduling.REALTIME,
+        help="how the audio processes ask to be scheduled: realtime (default; SCHED_RR, else"
+        " a higher nice, else as they are, the status line says which), high (nice) or normal",
     )
     ap.add_argument(
         "--jitter",
@@ -187,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         password=args.password,
         accept_new_certificate=args.accept_new_certificate,
         voice_path=args.voice_path,
+        priority=args.priority,
     )
     return run_client(cfg, args.duration, args.stats_json, live=not args.quiet)
 

@@ -86,6 +86,18 @@ def test_fec_strength_and_its_reason_show_in_the_status_line() -> None:
     assert v.status_line().endswith("| FEC for 7 % (worst listener)")
 
 
+def test_audio_stages_below_the_priority_asked_for_show_in_the_status_line() -> None:
+    v = ClientView()
+    v.apply(ev.DecodeStats(priority="realtime (SCHED_RR 3)"))
+    v.apply(ev.ControlStats(priority="normal"))  # asked for nothing more
+    assert v.priority_trouble is None and "priority" not in v.status_line()
+    refused = "normal (realtime not permitted: it needs ...)"
+    v.apply(ev.DecodeStats(priority=refused, priority_short=True))
+    v.apply(ev.EncodeStats(priority=refused, priority_short=True))
+    assert v.priority_trouble == f"audio priority {refused}"  # once, not per stage
+    assert v.status_line().endswith(f"| audio priority {refused}")
+
+
 def test_the_status_line_says_which_way_voice_goes_and_the_udp_loss() -> None:
     view = ClientView()
     assert "voice over" not in view.status_line()  # before the network stage reports

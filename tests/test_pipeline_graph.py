@@ -79,3 +79,15 @@ def test_a_playout_queue_longer_than_its_ring_is_refused() -> None:
     for bad in (-1, MAX_PLAYBACK_FRAMES + 1):
         with pytest.raises(ValueError, match="playback frames must be"):
             check_config(ClientConfig("h", 1, "n", playback_frames=bad))
+
+
+def test_every_stage_but_control_is_on_the_audio_path() -> None:
+    """They run at the audio priority; the control session (TLS, no ring) does not."""
+    assert [s.name for s in STAGES if not s.on_audio_path] == ["control"]
+
+
+def test_an_unknown_priority_is_refused() -> None:
+    for good in ("realtime", "high", "normal"):
+        check_config(ClientConfig("h", 1, "n", priority=good))
+    with pytest.raises(ValueError, match="priority must be one of"):
+        check_config(ClientConfig("h", 1, "n", priority="max"))

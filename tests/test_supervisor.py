@@ -68,8 +68,15 @@ def test_echo_round_trip(echo_relay_port: int, tmp_path: Path) -> None:
         c.until(connected, 15, "connection")
         c.until(lambda v: _frames(v) > 250, 30, "echoed audio")
         m2e = c.view.mouth_to_ear
+        reports = dict(c.view.reports)
     assert heard(out, sent) > 0.8
     assert m2e and m2e.p50 > 20  # at least one frame plus the jitter watermark
+    # The audio stages asked for realtime scheduling and say what they got.
+    assert not reports["control"].priority_short  # it asked for nothing
+    for stage in ("capture", "encode", "network", "decode", "playback"):
+        got = reports[stage].priority.split()[0]
+        assert got in ("realtime", "high", "normal")
+        assert reports[stage].priority_short == (got != "realtime")
 
 
 def test_two_talk_third_in_other_channel_hears_nothing(relay: RelayProcess, tmp_path: Path) -> None:

@@ -65,6 +65,9 @@ class ClientConfig:
     # Voice over UDP, through the control connection (the TCP tunnel) while UDP is dead:
     # "auto"; or always "udp" or "tcp" (benchmarks; a network known to block UDP).
     voice_path: str = "auto"
+    # How the audio stages ask to be scheduled (pipeline/ipc/scheduling.py): "realtime"
+    # (SCHED_RR, else a higher nice, else as they are), "high" (nice only) or "normal".
+    priority: str = "realtime"
     # More relays to try, in order, when (host, port) cannot be reached or is lost
     # (SPEC.md, "Several relays"); relays the welcome names are added to them.
     fallbacks: tuple[tuple[str, int], ...] = ()

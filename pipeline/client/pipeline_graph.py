@@ -21,6 +21,7 @@ from typing import Any
 
 from pipeline.client.config import ClientConfig
 from pipeline.core.talk import check_mode
+from pipeline.ipc import scheduling
 from pipeline.media.audio_format import FRAME_BYTES, MAX_PACKET
 from pipeline.stages import capture, control, decode, encode, network, playback
 from pipeline.stages.runtime import Wiring
@@ -42,6 +43,11 @@ class StageSpec:
     configure: Callable[[Wiring, ClientConfig], Any]  # -> that stage's frozen config
     reads: str | None = None  # the ring it consumes
     writes: str | None = None  # the ring it produces into
+
+    @property
+    def on_audio_path(self) -> bool:
+        """It moves frames (reads or writes a ring): it runs at the audio priority."""
+        return self.reads is not None or self.writes is not None
 
 
 RINGS = (
@@ -140,6 +146,7 @@ def check_config(cfg: ClientConfig) -> None:
     if cfg.jitter not in ("adaptive", "fixed"):
         raise ValueError(f"jitter must be 'adaptive' or 'fixed', got {cfg.jitter!r}")
     check_mode(cfg.talk)  # TalkError is a ValueError
+    scheduling.check(cfg.priority)
 
 
 def check_graph(rings: tuple[RingSpec, ...], stages: tuple[StageSpec, ...]) -> None:

@@ -34,6 +34,7 @@ from pipeline.ipc import events as ev
 from pipeline.ipc.bus import Broker, BusClient
 from pipeline.ipc.heap import HeapTrimmer
 from pipeline.ipc.ring import Ring
+from pipeline.ipc.scheduling import NORMAL
 from pipeline.stages.runtime import Wiring
 
 MAX_RESTARTS = 3
@@ -97,6 +98,7 @@ class Supervisor:
                 handle(spec.writes),
                 cfg.trace_dir,
                 state_dir=self.state_dir,
+                priority=cfg.priority if spec.on_audio_path else NORMAL,
             )
             self._children.append(_Child(spec, spec.configure(wiring, cfg)))
         for child in self._children:

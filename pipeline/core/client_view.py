@@ -94,6 +94,12 @@ class ClientView:
         return "; ".join(lost) or None
 
     @property
+    def priority_trouble(self) -> str | None:
+        """Which audio stages run at less than the priority asked for, and why (else None)."""
+        short = {r.priority for r in self.reports.values() if r.priority_short}
+        return f"audio priority {'; '.join(sorted(short))}" if short else None
+
+    @property
     def udp_silent_s(self) -> float | None:
         """Seconds without a datagram from the relay, when that is over a second (else None).
 
@@ -204,7 +210,7 @@ class ClientView:
         silent = self.udp_silent_s
         udp_text = f"silent {silent:.0f}s" if silent is not None else _num(udp, "ms")
         fec = f" | {self.fec}" if self.fec else ""
-        trouble = f" | {self.device_trouble}" if self.device_trouble else ""
+        trouble = "".join(f" | {t}" for t in (self.device_trouble, self.priority_trouble) if t)
         path = f" | {self.voice_path}" if self.voice_path else ""
         udp_loss = self.udp_loss_percent
         udp_loss_text = f" loss {udp_loss:.0f}%" if udp_loss else ""

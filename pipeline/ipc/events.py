@@ -156,6 +156,8 @@ class StageReport(Event):
     ring_fill: int = 0
     ring_dropped: int = 0
     latency: list[Percentiles] = field(default_factory=list)
+    priority: str = ""  # how the process is scheduled, in words (pipeline/ipc/scheduling.py)
+    priority_short: bool = False  # less than it asked for
 
     @property
     def stage(self) -> str:

@@ -38,6 +38,7 @@ from pipeline.ipc.bus import BusAddress, BusClient
 from pipeline.ipc.child_process import StopFlag, child_setup
 from pipeline.ipc.heap import HeapTrimmer
 from pipeline.ipc.ring import Ring, RingHandle
+from pipeline.ipc.scheduling import NORMAL, Scheduling, raise_priority
 from pipeline.media.sources import MediaError
 from pipeline.stages.stats import STATS_INTERVAL, Latencies
 from pipeline.stages.trace import Tracer
@@ -80,6 +81,7 @@ class Wiring:
     trace_dir: str | None = None
     restarted: bool = False  # this process replaces one that died: continue, do not begin
     state_dir: str | None = None  # the client's private folder (0700) for state to keep
+    priority: str = NORMAL  # how the process asks to be scheduled (pipeline/ipc/scheduling.py)
 
 
 class StageRuntime:
@@ -97,11 +99,14 @@ class StageRuntime:
         self._out: Ring | None = None
         self._next_report = 0.0
         self._trimmer = HeapTrimmer(now=time.monotonic())  # at the stats pace (heap.py)
+        self.scheduling = Scheduling(NORMAL, NORMAL, "")
 
     # --- life cycle ------------------------------------------------------------------
 
     def __enter__(self) -> StageRuntime:
         self._stop = child_setup(self.name)
+        # Before the bus and the devices: the threads they start inherit it.
+        self.scheduling = raise_priority(self.wiring.priority)
         try:
             self._bus = self._stack.enter_context(
                 BusClient(self.wiring.bus, topics=(ev.QuitCmd.TOPIC,))
@@ -262,5 +267,7 @@ class StageRuntime:
                 latency=self.latency.summary(),
                 ring_fill=ring.fill() if ring is not None else 0,
                 ring_dropped=self._out.stats.dropped if self._out is not None else 0,
+                priority=self.scheduling.words,
+                priority_short=self.scheduling.short,
             )
         )
