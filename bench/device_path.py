@@ -33,9 +33,14 @@ server's one clock) is recorded. Reported:
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +61,7 @@ from pipeline.client.local_client import LocalClient, connected
 from pipeline.core.capture_clock import CaptureClock, StartupBacklog
 from pipeline.core.client_view import OPUS_LOOKAHEAD_MS
 from pipeline.ipc import events as ev
+from pipeline.ipc import scheduling
 from pipeline.media import synthetic
 from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
 from pipeline.media.sound_device import NS_PER_SAMPLE
@@ -97,6 +103,7 @@ def _phase(c: LocalClient, pulse: PulseServer, root: Path, name: str, seconds: f
         "hops_p50_ms": {h.hop: h.p50 for r in c.view.reports.values() for h in r.latency},
         "depth": [sp.depth for sp in c.view.speakers],
         "status": c.view.status_line(),
+        "priority": {name: r.priority for name, r in c.view.reports.items() if r.priority},
         "window_ns": (t_play, t_end),
     }
     if lags:
@@ -151,6 +158,24 @@ def starves(trace: Path, window_ns: tuple[int, int]) -> list[float]:
     short[: played[0]] = False  # before the first frame: waiting for voice, no starve
     first = short & ~np.concatenate([[False], short[:-1]])
     return [round((int(t) - lo) / 1e9, 2) for t in rows[first, 0] if lo <= t <= hi]
+
+
+def decode_late(trace: Path, window_ns: tuple[int, int]) -> dict[str, dict[str, float]] | None:
+    """How long after the pacer planned it each frame was ready (``mix.npy``: planned,
+    start, end), and how much of that was the decode stage waking late, within
+    ``window_ns``: what its scheduling costs, and what the pacer's lead must cover."""
+    path = trace / "mix.npy"
+    if not path.exists():
+        return None
+    rows = np.load(path)
+    lo, hi = window_ns
+    rows = rows[(rows[:, 3] > 0) & (rows[:, 0] >= lo) & (rows[:, 0] <= hi)]
+    if not len(rows):
+        return None
+    return {
+        "ready": summarize((rows[:, 4] - rows[:, 3]) / 1e6),
+        "woke": summarize((rows[:, 0] - rows[:, 3]) / 1e6),
+    }
 
 
 def claimed_ms(trace: Path, offset: int, window_ns: tuple[int, int]) -> float | None:
@@ -250,10 +275,12 @@ def budget(trace: Path, window_ns: tuple[int, int]) -> dict[str, float] | None:
     return out
 
 
-def run(seconds: float, restart: bool, root: Path, playback_frames: int = 0) -> dict[str, Any]:
+def run(seconds: float, restart: bool, root: Path, playback_frames: int = 0,
+        priority: str = scheduling.REALTIME) -> dict[str, Any]:  # fmt: skip
     """One call of ``seconds`` of speech; with ``restart``, then the server killed and
     started again, and a few more seconds of speech once the client plays again."""
-    result: dict[str, Any] = {"load": os.getloadavg()[0], "playback_frames": playback_frames}
+    result: dict[str, Any] = {"load": os.getloadavg()[0], "playback_frames": playback_frames,
+                              "priority": priority}  # fmt: skip
     with PulseServer(root) as pulse:
         saved = {k: os.environ.get(k) for k in pulse.client_env}
         os.environ.update(pulse.client_env)  # the client's stage processes inherit it
@@ -263,7 +290,8 @@ def run(seconds: float, restart: bool, root: Path, playback_frames: int = 0) -> 
             trace.mkdir(exist_ok=True)
             cfg = ClientConfig(host="127.0.0.1", port=port, name="dev",
                                source=MediaSpec("device"), sink=MediaSpec("device"),
-                               playback_frames=playback_frames, trace_dir=str(trace))  # fmt: skip
+                               playback_frames=playback_frames, trace_dir=str(trace),
+                               priority=priority)  # fmt: skip
             with LocalClient(cfg) as c:
                 c.until(connected, 20, "connection")
                 c.until(lambda v: v.network is not None and v.network.sent > 25, 20, "sending")
@@ -296,6 +324,7 @@ def run(seconds: float, restart: bool, root: Path, playback_frames: int = 0) -> 
                 phase["budget_ms"] = budget(trace, phase["window_ns"])
                 phase["stalls"] = stalls(trace, phase["window_ns"])
                 phase["starved_at_s"] = starves(trace, phase["window_ns"])
+                phase["decode_late_ms"] = decode_late(trace, phase["window_ns"])
                 if claim is not None and "measured_ms" in phase:
                     phase["claimed_minus_measured_ms"] = claim - phase["measured_ms"]
         finally:
@@ -335,6 +364,57 @@ def _hops(b: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.1f}" for k, v in b.items()) + f"; sum {sum(b.values()):.1f}"
 
 
+# --cpu-load: one core busy 30 ms of every 80 (an application redrawing, a build step):
+# what the client's processes compete with on a desktop. A load generator, not client code.
+BUSY = (
+    "import time\n"
+    "while True:\n"
+    "    t = time.perf_counter() + 0.030\n"
+    "    while time.perf_counter() < t:\n"
+    "        pass\n"
+    "    time.sleep(0.050)\n"
+)
+
+
+@contextlib.contextmanager
+def cpu_load(on: bool) -> Iterator[None]:
+    if not on:
+        yield
+        return
+    busy = subprocess.Popen([sys.executable, "-c", BUSY])
+    try:
+        yield
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def _priorities(text: str) -> list[str]:
+    try:
+        return [scheduling.check(p.strip()) for p in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def compare(calls: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per priority: each call's outside p50 and its median, dropouts, ring starves and the
+    decode stage's p99 lateness."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in calls:
+        call = r["call"]
+        late = call.get("decode_late_ms") or {}
+        row = out.setdefault(r["priority"], {"p50_ms": [], "dropouts": [], "starves": [],
+                                             "late_p99_ms": [], "woke_p99_ms": []})  # fmt: skip
+        row["p50_ms"].append(round(call["mouth_to_ear_ms"].get("p50", float("nan")), 1))
+        row["dropouts"].append(call.get("dropouts"))
+        row["starves"].append(len(call.get("starved_at_s") or []))
+        row["late_p99_ms"].append(round(late["ready"]["p99"], 2) if late else None)
+        row["woke_p99_ms"].append(round(late["woke"]["p99"], 2) if late else None)
+    for row in out.values():
+        row["median_p50_ms"] = float(np.median(row["p50_ms"]))
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -346,21 +426,47 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="frames queued for the speaker (0: just in time, the default)",
     )
+    ap.add_argument(
+        "--priority",
+        type=_priorities,
+        default=[scheduling.REALTIME],
+        help="the client's audio priority; a list (realtime,normal) compares them, call by call",
+    )
+    ap.add_argument("--calls", type=int, default=1, help="calls for each priority, alternating")
+    ap.add_argument("--cpu-load", action="store_true", help="one core busy 30 ms of every 80")
     args = ap.parse_args(argv)
     seconds = 5.0 if args.quick else args.seconds
     why = available()
     if why:
         print(f"device_path: skipped, PulseAudio cannot start here: {why}")
         return
-    if args.keep:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        result = run(seconds, args.restart, args.keep, args.playback_frames)
-    else:
-        with tempfile.TemporaryDirectory(prefix="vc_pulse_") as tmp:
-            result = run(seconds, args.restart, Path(tmp), args.playback_frames)
+    calls: list[dict[str, Any]] = []
+    with cpu_load(args.cpu_load):
+        for n in range(args.calls):
+            for priority in args.priority:
+                label = f"{priority}-{n + 1}"
+                if args.keep:
+                    root = args.keep / label if len(args.priority) * args.calls > 1 else args.keep
+                    root.mkdir(parents=True, exist_ok=True)
+                    r = run(seconds, args.restart, root, args.playback_frames, priority)
+                else:
+                    with tempfile.TemporaryDirectory(prefix="vc_pulse_") as tmp:
+                        r = run(seconds, args.restart, Path(tmp), args.playback_frames, priority)
+                calls.append(r)
+                print(f"{label}: load {r['load']:.1f}, playback_frames {r['playback_frames']}, "
+                      f"audio priority {r['call']['priority'].get('decode', '?')}")  # fmt: skip
+                print(_line("call", r["call"]), flush=True)
+    result = dict(calls[-1])
+    result["cpu_load"] = args.cpu_load
+    if len(calls) > 1:
+        result["calls"] = calls
+        result["by_priority"] = compare(calls)
+        for priority, row in result["by_priority"].items():
+            print(f"{priority}: mouth-to-ear p50 {row['p50_ms']} (median "
+                  f"{row['median_p50_ms']:.1f} ms); dropouts {row['dropouts']}; ring starves "
+                  f"{row['starves']}; decode stage ready after plan p99 {row['late_p99_ms']} ms, "
+                  f"woke p99 {row['woke_p99_ms']} ms")  # fmt: skip
     path = write_result("device_path", result, args.out)
-    print(f"load {result['load']:.1f}, playback_frames {result['playback_frames']}")
-    print(_line("call", result["call"]))
     if "after" in result:
         print(f"server killed: told after {result['told_after_s']:.2f} s ({result['told']}); "
               f"playing again {result['reopened_after_s']:.2f} s after it came back")  # fmt: skip

@@ -287,7 +287,7 @@ class OutputDevice(_Device):
         self._samples: Any = None  # the frame being played, a view into the held slot
         self._pos = 0
         self._on_frame = on_frame  # records latency; must be allocation-light
-        self._grid = CallbackGrid()  # when the callbacks are due: what the next frame's due is told from
+        self._grid = CallbackGrid()  # the callbacks' slots: the next frame's due is told from them
         super().__init__(spec, ring, tracer)
 
     def _reset(self) -> None:

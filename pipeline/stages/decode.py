@@ -54,7 +54,8 @@ def run(cfg: DecodeConfig) -> None:
         speakers = Speakers(fec=cfg.fec, plc=cfg.plc, adaptive=cfg.adaptive)
         push_trace = rt.tracer("push.npy", 2)
         tracer = rt.tracer("decode.npy", 4)
-        mix_trace = rt.tracer("mix.npy", 3)  # every frame mixed: t0, flags, the pacer's lead
+        # Every frame mixed: start, flags, the pacer's lead, when it was planned, end.
+        mix_trace = rt.tracer("mix.npy", 5)
         deafened = False
 
         def deafen(cmd: ev.DeafenCmd) -> None:
@@ -89,6 +90,8 @@ def run(cfg: DecodeConfig) -> None:
         last_look = 0  # monotonic ns of the last look that made nothing
         speaking: list[int] = []  # as last published
 
+        plan = [0]  # when the pacer planned the frame being made (traced)
+
         def render_one() -> None:
             frame = dst.claim()
             if frame is None:  # not with a target the graph allows (check_config)
@@ -111,7 +114,7 @@ def run(cfg: DecodeConfig) -> None:
                 lat.add(ev.HOP_JITTER_WAIT, waited)
             if info.timestamp:
                 tracer.add(info.seq, t0, t1, info.ahead_ns)
-            mix_trace.add(t0, info.flags, pacer.lead_ns if pacer else 0)
+            mix_trace.add(t0, info.flags, pacer.lead_ns if pacer else 0, plan[0], t1)
 
         while rt.running:
             slot = src.read(timeout=max(0.0005, next_look - time.monotonic()))
@@ -138,6 +141,7 @@ def run(cfg: DecodeConfig) -> None:
                 due, pending, taken = dst.due_and_pending()
                 at = pacer.render_at(now, pending, due, taken)
                 if at is not None and at <= now:
+                    plan[0] = max(at, last_look)
                     render_one()
                     topped_up = True
                     now = time.monotonic_ns()
