@@ -276,7 +276,7 @@ def budget(trace: Path, window_ns: tuple[int, int]) -> dict[str, float] | None:
 
 
 def run(seconds: float, restart: bool, root: Path, playback_frames: int = 0,
-        priority: str = scheduling.REALTIME) -> dict[str, Any]:  # fmt: skip
+        priority: str = scheduling.HIGH) -> dict[str, Any]:  # fmt: skip
     """One call of ``seconds`` of speech; with ``restart``, then the server killed and
     started again, and a few more seconds of speech once the client plays again."""
     result: dict[str, Any] = {"load": os.getloadavg()[0], "playback_frames": playback_frames,
@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--priority",
         type=_priorities,
-        default=[scheduling.REALTIME],
+        default=[scheduling.HIGH],
         help="the client's audio priority; a list (realtime,normal) compares them, call by call",
     )
     ap.add_argument("--calls", type=int, default=1, help="calls for each priority, alternating")

@@ -12,7 +12,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pipeline.client.config import TALK_DEFAULT, ClientConfig, split_server, split_servers
+from pipeline.client.config import (
+    PRIORITY_DEFAULT,
+    TALK_DEFAULT,
+    ClientConfig,
+    split_server,
+    split_servers,
+)
 from pipeline.client.pipeline_graph import MAX_PLAYBACK_FRAMES
 from pipeline.client.supervisor import ClientFailed, Supervisor
 from pipeline.client.terminal_keys import KEYS_HELP, RawKeys, TalkKeys
@@ -102,9 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--priority",
         choices=scheduling.CHOICES,
-        default=scheduling.REALTIME,
-        help="how the audio processes ask to be scheduled: realtime (default; SCHED_RR, else"
-        " a higher nice, else as they are, the status line says which), high (nice) or normal",
+        default=PRIORITY_DEFAULT,
+        help="how the audio processes ask to be scheduled: high (default; nice -10, above"
+        " ordinary programs and below the sound server), realtime (SCHED_RR 3, else high) or"
+        " normal; the status line says when they got less",
     )
     ap.add_argument(
         "--jitter",

@@ -41,6 +41,13 @@ def test_hostile_packets_never_stop_the_frames_or_the_stats() -> None:
         proc = ctx.Process(target=decode.run, args=(cfg,), daemon=True)
         proc.start()
         try:
+            # The 4 s start once the stage is up (its first report): spawning it under the
+            # test suite's load took over 2 s of them, and the frame count with them.
+            up = time.monotonic() + 30
+            while time.monotonic() < up and not any(
+                isinstance(e, ev.DecodeStats) for e in bus.poll(0.1)
+            ):
+                pass
             frames = 0
             clock = FrameClock()  # the sink, clocked and saying when it wants each frame
             end = time.monotonic() + 4.0

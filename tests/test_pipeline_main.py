@@ -115,6 +115,10 @@ def test_runs_for_a_duration_and_writes_stats(relay_port: int, tmp_path: Path) -
     doc = json.loads(stats.read_text())
     assert doc["state"] == "connected" and doc["channel"] == "Lobby"
     assert doc["stats"]["network"]["sent"] > 50
+    # The CLI's audio stages ask for a higher priority; the summary says what they got.
+    decode = doc["stats"]["decode"]
+    assert decode["priority"].split()[0] in ("high", "normal")
+    assert decode["priority_short"] == decode["priority"].startswith("normal")
 
 
 @contextmanager

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             window.shutdown()
 
     # Imported here: the client's stages (and the core they need) load only when we own one.
-    from pipeline.client.config import TALK_DEFAULT
+    from pipeline.client.config import PRIORITY_DEFAULT, TALK_DEFAULT
     from pipeline.media.sound_device import usable_devices
     from ui.host import ClientConfig, ClientHost, MediaError, parse_media
 
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         talk=talk,
         vad_threshold=threshold,
         input_processing=True,
+        priority=PRIORITY_DEFAULT,
     )
     host = ClientHost(cfg)
     window = MainWindow(bridge, host, usable_devices())

@@ -9,6 +9,7 @@ from pipeline.core.relays import server_text, servers_text, split_server, split_
 from pipeline.media.sources import MediaSpec
 
 __all__ = [
+    "PRIORITY_DEFAULT",
     "TALK_DEFAULT",
     "ClientConfig",
     "server_text",
@@ -18,6 +19,7 @@ __all__ = [
 ]
 
 TALK_DEFAULT = "vad"  # what a user starts in: voice activation, as Mumble does
+PRIORITY_DEFAULT = "high"  # what a user's audio stages ask for (pipeline/ipc/scheduling.py)
 
 
 @dataclass
@@ -65,9 +67,11 @@ class ClientConfig:
     # Voice over UDP, through the control connection (the TCP tunnel) while UDP is dead:
     # "auto"; or always "udp" or "tcp" (benchmarks; a network known to block UDP).
     voice_path: str = "auto"
-    # How the audio stages ask to be scheduled (pipeline/ipc/scheduling.py): "realtime"
-    # (SCHED_RR, else a higher nice, else as they are), "high" (nice only) or "normal".
-    priority: str = "realtime"
+    # How the audio stages ask to be scheduled (pipeline/ipc/scheduling.py): "high" (nice
+    # -10), "realtime" (SCHED_RR, else a higher nice) or "normal"; else as they are. The
+    # CLI and the desktop client ask for PRIORITY_DEFAULT; tests and benchmarks run as
+    # they are unless they ask (a test run's many clients would crowd its harness out).
+    priority: str = "normal"
     # More relays to try, in order, when (host, port) cannot be reached or is lost
     # (SPEC.md, "Several relays"); relays the welcome names are added to them.
     fallbacks: tuple[tuple[str, int], ...] = ()
