@@ -445,13 +445,15 @@ def main(argv: list[str] | None = None) -> None:
         for n in range(args.calls):
             for priority in args.priority:
                 label = f"{priority}-{n + 1}"
-                if args.keep:
-                    root = args.keep / label if len(args.priority) * args.calls > 1 else args.keep
-                    root.mkdir(parents=True, exist_ok=True)
+                with contextlib.ExitStack() as stack:
+                    if args.keep:
+                        many = len(args.priority) * args.calls > 1
+                        root = args.keep / label if many else args.keep
+                        root.mkdir(parents=True, exist_ok=True)
+                    else:
+                        tmp = tempfile.TemporaryDirectory(prefix="vc_pulse_")
+                        root = Path(stack.enter_context(tmp))
                     r = run(seconds, args.restart, root, args.playback_frames, priority)
-                else:
-                    with tempfile.TemporaryDirectory(prefix="vc_pulse_") as tmp:
-                        r = run(seconds, args.restart, Path(tmp), args.playback_frames, priority)
                 calls.append(r)
                 print(f"{label}: load {r['load']:.1f}, playback_frames {r['playback_frames']}, "
                       f"audio priority {r['call']['priority'].get('decode', '?')}")  # fmt: skip

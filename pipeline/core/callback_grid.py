@@ -47,11 +47,10 @@ class CallbackGrid:
             self._origin = now - offset
             return now
         due = self._origin + offset + RELAX_NS
-        if now < due:  # on the grid, or earlier than it thought: the grid is here
-            self._origin = now - offset
-            return now
-        if now - due > JUMP_NS:
-            self.restarts += 1
+        jumped = now - due > JUMP_NS
+        if now < due or jumped:  # on the grid or earlier than it thought, or a new grid
+            if jumped:
+                self.restarts += 1
             self._origin = now - offset
             return now
         self._origin += RELAX_NS

@@ -532,14 +532,14 @@ class JitterBuffer:
         # Never more than max_target_ns above the fastest packet: a path that stalled for
         # seconds says nothing about its jitter, and must not hold the delay up for long.
         q = ds[min(len(ds) - 1, int(self.quantile * len(ds)))]
-        if len(ds) < self.early_samples:  # the extra grows with the spread seen: a clean
+        early = len(ds) < self.early_samples
+        if early:  # the extra grows with the spread seen: a clean
             q = max(q, ds[-1] + min(self.early_extra_ns, ds[-1] - ds[0]))  # path gets none
             if len(ds) >= 4:  # the largest of a few is below the quantile of many
                 mean = sum(ds) / len(ds)
                 sd = (sum((d - mean) ** 2 for d in ds) / (len(ds) - 1)) ** 0.5
                 q = max(q, int(mean + self.early_z * sd))
         q = min(q, ds[0] + self.max_target_ns)
-        early = len(ds) < self.early_samples
         if self.history.target_d is None or (self.history.provisional and not early):
             # The first seconds' guess (the largest delay seen, and more) gives way to the
             # quantile at once, not at the slow decay: a stream whose sender stalled as it

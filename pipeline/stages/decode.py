@@ -90,9 +90,9 @@ def run(cfg: DecodeConfig) -> None:
         last_look = 0  # monotonic ns of the last look that made nothing
         speaking: list[int] = []  # as last published
 
-        plan = [0]  # when the pacer planned the frame being made (traced)
-
-        def render_one() -> None:
+        def render_one(planned: int = 0) -> None:
+            """Mix the next frame into the ring; ``planned``: when the pacer planned it
+            (traced; 0 for a queue)."""
             frame = dst.claim()
             if frame is None:  # not with a target the graph allows (check_config)
                 return
@@ -114,7 +114,7 @@ def run(cfg: DecodeConfig) -> None:
                 lat.add(ev.HOP_JITTER_WAIT, waited)
             if info.timestamp:
                 tracer.add(info.seq, t0, t1, info.ahead_ns)
-            mix_trace.add(t0, info.flags, pacer.lead_ns if pacer else 0, plan[0], t1)
+            mix_trace.add(t0, info.flags, pacer.lead_ns if pacer else 0, planned, t1)
 
         while rt.running:
             slot = src.read(timeout=max(0.0005, next_look - time.monotonic()))
@@ -141,11 +141,11 @@ def run(cfg: DecodeConfig) -> None:
                 due, pending, taken = dst.due_and_pending()
                 at = pacer.render_at(now, pending, due, taken)
                 if at is not None and at <= now:
-                    plan[0] = max(at, last_look)
-                    render_one()
+                    planned = max(at, last_look)
+                    render_one(planned)
                     topped_up = True
                     now = time.monotonic_ns()
-                    pacer.rendered(max(at, last_look), now)
+                    pacer.rendered(planned, now)
                     due, pending, taken = dst.due_and_pending()
                     at = pacer.render_at(now, pending, due, taken)
                 else:
