@@ -97,4 +97,17 @@ def test_burst_summary_checks_the_issues_target() -> None:
     assert s["gap"] == 0.7 and s["body_ratio"] == 1.5 and s["met"]
     assert not quality.burst_summary([{**r, "pesq_wb": 2.0} if r["mode"] == "red+fec+plc" else r
                                       for r in rows])["met"]  # fmt: skip
+    # Bandwidth is the wire's: bodies twice the size are within 1.7 times on the wire...
+    doubled = [{**r, "body_kbps": 96.0, "wire_kbps": 134.0} if r["mode"] == "red+fec+plc"
+               else r for r in rows]  # fmt: skip
+    assert quality.burst_summary(doubled)["met"]
+    # ...and more than 1.7 times the wire's bytes is not.
+    wide = [{**r, "wire_kbps": 147.0} if r["mode"] == "red+fec+plc" else r for r in rows]
+    assert not quality.burst_summary(wide)["met"]
     assert quality.burst_summary(rows[:1]) == {}
+
+
+def test_an_in_memory_run_scores_its_first_pass_apart() -> None:
+    # The first pass holds the playout's climb to the copies' depth; pesq_wb is the rest.
+    r = quality.red_bitrate_run(None, set(), 2, (), adaptive=True, loss_hint=0)
+    assert r["passes_scored"] == 1 and r["pesq_first_pass"] > 3.5 and r["pesq_wb"] > 3.5

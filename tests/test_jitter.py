@@ -857,6 +857,37 @@ def test_adaptive_playout_holds_what_the_copies_need_once_losses_come_in_bursts(
     assert jb.stats.burst_mean == 2.0
 
 
+def test_while_the_delay_climbs_for_the_copies_a_frame_in_a_hole_waits_for_its_copy() -> None:
+    """Copies (2, 4, 8) back and losses that start with a burst: the buffer holds more for
+    the copies from the second loss on, but the delay has not climbed yet (nothing here
+    lengthens the audio). A frame missing among held ones then waits for its copy (the
+    concealment stands in, a tick at a time) instead of being given up: every frame of the
+    second burst plays, from its copy or FEC."""
+    jb = JitterBuffer(watermark=1, adaptive=True)
+    lost = {200, 201, 202, *range(260, 266)}
+    backs = (2, 4, 8)
+    out: list[Output] = []
+    arrivals = [(T0 + k * FRAME_NS + 5 * MS, k) for k in range(400) if k not in lost]
+    i = 0
+    for tick in range(420):
+        now = T0 + tick * FRAME_NS + 7 * MS
+        while i < len(arrivals) and arrivals[i][0] <= now:
+            t, k = arrivals[i]
+            jb.push(k, media(T0 + k * FRAME_NS), payload(k), t)
+            for back in sorted(backs, reverse=True):
+                jb.push_copy(k - back, media(T0 + (k - back) * FRAME_NS), b"copy", t)
+            i += 1
+        out.append(jb.pop(now))
+    frames = [o.seq for o in out if isinstance(o, Frame)]
+    rebuilt = {o.seq for o in out if isinstance(o, Frame) and o.redundant}
+    recovered = {o.seq for o in out if isinstance(o, Recover)}
+    # The first burst came before any loss was known: its first frame was given up.
+    assert 200 not in frames and {201, 202} <= rebuilt | recovered
+    second = set(range(260, 266))
+    assert second <= rebuilt | recovered and set(range(203, 400)) - second <= set(frames)
+    assert jb.stats.waited > 0
+
+
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_a_spurt_its_sender_ended_ends_with_nothing_concealed(adaptive: bool) -> None:
     # Two spurts, the last packet of each flagged as its end (voice activation's hold ran

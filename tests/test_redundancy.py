@@ -42,8 +42,17 @@ def test_the_depth_follows_the_loss_pattern() -> None:
 def test_the_copies_are_of_every_second_frame_from_two_back_with_fec() -> None:
     assert backs_for(0) == () and backs_for(0, fec=False) == ()
     assert backs_for(1) == (2,) and backs_for(2) == (2, 4)  # FEC rebuilds 1 back
-    assert backs_for(3) == (2, 4, 6) and max(backs_for(MAX_DEPTH)) == MAX_BACK
-    assert backs_for(2, fec=False) == (1, 3) and backs_for(3, fec=False) == (1, 3, 5)
+    assert backs_for(3) == (2, 4, 8) and max(backs_for(MAX_DEPTH)) == MAX_BACK == 8
+    assert backs_for(2, fec=False) == (1, 3) and backs_for(3, fec=False) == (1, 3, 7)
+
+
+def test_three_copies_rebuild_any_burst_of_up_to_eight_from_the_packets_after_it() -> None:
+    # Frame f is rebuilt if the next packet arrived (its FEC) or one carrying its copy did.
+    backs = backs_for(MAX_DEPTH)
+    for length in range(1, 12):
+        lost = set(range(10, 10 + length))
+        rebuilt = {f for f in lost if any(f + b not in lost for b in (1, *backs))}
+        assert (rebuilt == lost) == (length <= MAX_BACK), length
 
 
 def test_the_policy_rises_at_once_and_falls_after_a_hold() -> None:

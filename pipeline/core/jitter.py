@@ -75,10 +75,14 @@ from dataclasses import dataclass, field
 
 from pipeline.core.concealment import CONCEAL_FRAMES
 from pipeline.core.redundancy import MAX_BACK
-from pipeline.core.seqnum import MASK, seq_diff
+from pipeline.core.seqnum import MASK, seq_add, seq_diff
 from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
 
 LOSS_WINDOW_NS = 10_000_000_000
+# How long the deepest redundant copy seen keeps its frames held after it was last seen:
+# as long as a sender holds its depth before lowering it (redundancy.DOWN_HOLD), so that a
+# depth that goes down and up again with the listeners' figures does not move the delay.
+RED_HOLD_NS = 30_000_000_000
 TARGET_EVERY_NS = 100_000_000  # how often the adaptive target is worked out again
 STEP_SAMPLES = 40  # packets a step down in delay must hold for
 STEP_MIN_NS = 5_000_000  # how much faster than all before them they must all be
@@ -265,6 +269,7 @@ class JitterBuffer:
         self._gap_run = 0
         self._deep_since: int | None = None  # when the held count rose above the slack
         self._pending_waits = 0  # dry concealments not yet followed by a Frame
+        self._hole_waits = 0  # concealments waiting for the copy of a frame in a hole
         self._aim: int | None = None  # the playout delay aimed at, at the last Frame
         self._last_playout = 0  # and the playout delay that Frame had
         self._raised_at: int | None = None  # when the delay last had to grow
@@ -368,7 +373,7 @@ class JitterBuffer:
         back = ref_ext - ext
         if not 0 < back <= self.max_depth or ext in self._held:
             return False
-        if back >= self._red_back or now - self._red_at > LOSS_WINDOW_NS:
+        if back >= self._red_back or now - self._red_at > RED_HOLD_NS:
             self._red_back, self._red_at = back, now
         if self._last_out is None:
             if not self._heap or ext < self._heap[0]:
@@ -445,10 +450,10 @@ class JitterBuffer:
             return self._play(e, now, queued)
         if self._heap:  # a hole with later packets held
             self._spurt_over = False  # what comes is no pause
-            if self._pending_waits:
+            if self._pending_waits and not self._copy_may_come(e, now, queued):
                 # The waits' concealments already stood in for e (and the numbers after
                 # it, one a wait), lost after all: go on as if they had played, so no
-                # delay is added.
+                # delay is added (unless e's copy may still come, below).
                 covered, self._pending_waits = self._pending_waits, 0
                 while covered and e not in self._held:
                     self._consume(e)
@@ -461,6 +466,15 @@ class JitterBuffer:
                 self._gap_run = 0
                 self._stats.recovered += 1
                 return Recover(e & MASK, self._held[e + 1][1])
+            if self._copy_may_come(e, now, queued):
+                # Wait for it rather than give the frame up: the concealment stands in for
+                # it (as it would for a frame given up), the copy plays when it comes, and
+                # the delay grows by a frame towards the depth the copies need, in the burst
+                # rather than by lengthening the audio around it.
+                self._hole_waits += 1
+                self._raised_at = now
+                self._stats.concealed += 1
+                return Conceal(e & MASK)
             self._gap_run += 1
             if self._gap_run > self.max_conceal:
                 self._next = self._heap[0]
@@ -655,10 +669,27 @@ class JitterBuffer:
         headroom = FRAME_NS if self._win_lost >= self.fec_headroom_after else 0
         # Redundancy reaches further back: hold the packet whose copy rebuilds a frame lost
         # in a burst, as far back as the sender's copies have lately gone.
-        recent = self._now is not None and self._now - self._red_at <= LOSS_WINDOW_NS
+        recent = self._now is not None and self._now - self._red_at <= RED_HOLD_NS
         if headroom and self._red_back > 1 and recent:
             headroom = FRAME_NS * min(self._red_back, self.max_red_headroom)
         return target + self.margin_ns + headroom
+
+    def _copy_may_come(self, e: int, now: int, queued: int) -> bool:
+        """Whether missing frame ``e`` (later ones held) is worth a tick's wait: the sender
+        sends copies reaching further back than FEC does, this speaker's packets get lost,
+        the playout delay is still below the aim (climbing to the depth the copies need:
+        at the aim, a copy that has not come in time will not), and it has not waited for
+        ``e`` as many ticks as the copies reach back."""
+        if not self.adaptive or self._red_back <= 1 or now - self._red_at > RED_HOLD_NS:
+            return False
+        if self._hole_waits >= self._red_back or self._win_lost < self.fec_headroom_after:
+            return False
+        target = self._target(now)
+        if target is None:
+            return False
+        head = self._heap[0]
+        ts = seq_add(self._held[head][0], -(head - e) * FRAME_SAMPLES)  # e's media time
+        return self._playout(now, queued, ts) < self._aim_for(target)
 
     def _playout(self, now: int, queued: int, timestamp: int) -> int:
         return now + queued * 1_000_000_000 // SAMPLE_RATE - self._ts_ns(timestamp)
@@ -737,10 +768,12 @@ class JitterBuffer:
     def _consume(self, e: int) -> None:
         self._last_out = e
         self._next = e + 1
+        self._hole_waits = 0
 
     def _play(self, e: int, now: int, queued: int = 0) -> Frame:
         heapq.heappop(self._heap)  # e is the smallest held: everything older was consumed
         ts, payload = self._held.pop(e)
+        self._stats.waited += self._hole_waits  # ticks it was waited for in a hole
         self._consume(e)
         self._underruns = 0
         self._gap_run = 0

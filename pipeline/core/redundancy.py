@@ -14,15 +14,19 @@ also puts lower-bitrate copies of ``depth`` earlier frames into each voice body
   copy more for each (and 1 for single losses).
 * :func:`backs_for` says which frames the copies are of: every second frame, from two
   back with in-band FEC on (the frame just before a packet is rebuilt from that
-  packet's FEC already), from one back without. Copies of every second frame let two
-  packets in a row rebuild a burst twice as long as one packet's copies reach: after a
-  burst ending at frame j-1, packet j carries j-2 and j-4, packet j+1 carries j-1 and
-  j-3, and FEC in packet j rebuilds j-1, so depth 2 = (2, 4) rebuilds four lost frames
-  where (2, 3) rebuilt three, in the same bytes. Measured in memory (``python -m bench.quality
-  --only red-backs``: the real sender, bodies, adaptive playout and decoder, 3 seeds,
-  copies at 12 kbit/s): 10 % loss in bursts of 3, PESQ 2.67 with (2, 3), 2.90 with (2, 4), 2.90
-  with (2, 3, 4), 3.06 with (2, 4, 6); 10 % in bursts of 2: 3.09, 3.17, 3.16, 3.22; 5 %
-  in bursts of 3: 3.39, 3.47, 3.33, 3.39 (SPEC.md, "Redundancy for bursts of loss").
+  packet's FEC already), from one back without, and a third copy four frames further:
+  (2, 4, 8). Copies of every second frame let two packets in a row rebuild a burst
+  twice as long as one packet's copies reach: after a burst ending at frame j-1, packet
+  j carries j-2 and j-4, packet j+1 carries j-1 and j-3, and FEC in packet j rebuilds
+  j-1, so depth 2 = (2, 4) rebuilds four lost frames where (2, 3) rebuilt three, in the
+  same bytes; with the third copy 8 back, the four packets after any burst of up to 8
+  rebuild all of it. Measured in memory (``python -m bench.quality --only red-backs``:
+  the real sender, bodies, adaptive playout and decoder, 3 seeds, copies at 12 kbit/s,
+  the passes after the first): 10 % loss in bursts of 3, PESQ 2.78 with (2, 3), 3.08
+  with (2, 4), 3.09 with (2, 3, 4), 3.34 with (2, 4, 6), 3.55 with (2, 4, 8), 3.54
+  with (2, 5, 9), 3.57 with (2, 4, 10) (playout targets 66 / 86 / 86 / 126 / 166 / 186
+  / 206 ms): (2, 4, 8) takes most of what reaching further buys (SPEC.md, "Redundancy
+  for bursts of loss").
 * :class:`RedundancyPolicy` holds the depth: it rises at once, and falls only once the
   lower depth has been wanted for ``DOWN_HOLD`` seconds (the listeners' figures move
   every report; the depth should not flap with them).
@@ -46,8 +50,9 @@ from dataclasses import dataclass, field
 from relay.protocol.voice_body import BLOCK, FLAGS_SIZE, MAX_BODY, Redundant, VoiceBody
 
 MAX_DEPTH = 3  # copies per packet at most (the most the body's flags can count)
-BACK_STEP = 2  # the copies are of every second frame
-MAX_BACK = 2 + BACK_STEP * (MAX_DEPTH - 1)  # frames back a copy may go: 6 with FEC on
+BACK_STEP = 2  # the first two copies are of every second frame
+FAR_STEP = 4  # the third goes this much further back than the second
+MAX_BACK = 2 + BACK_STEP + FAR_STEP  # frames back a copy may go: 8 with FEC on
 REDUNDANT_BITRATE = 12000  # bits/s of the copies' encoder (SPEC.md, "Redundancy")
 REDUNDANT_COMPLEXITY = 5  # the copies' encoder spends less CPU than the primary's (9)
 MIN_LOSS = 2.0  # loss % below which no copies are sent
@@ -55,7 +60,12 @@ SOME_BURSTS = 1.25  # mean run of lost packets from which one copy is sent
 BURSTY = 1.75  # and from which two
 VERY_BURSTY = 2.5  # and from which three, under
 HEAVY_LOSS = 8.0  # this much loss % or more (at 5 %, bursts of 3, a third copy measured no better)
-DOWN_HOLD = 10.0  # seconds a lower depth must be wanted before the depth falls
+# Seconds a lower depth must be wanted before the depth falls: the listeners' figures
+# are of the last 10 s, and under 10 % loss in bursts of 3 their loss and mean burst
+# wander either side of HEAVY_LOSS and VERY_BURSTY; each fall and rise moves every
+# listener's playout delay by the frames the deepest copy reaches (a call, in bench.quality:
+# 60 -> 131 -> 186 -> 131 ms within 40 s at a 10 s hold).
+DOWN_HOLD = 30.0
 COPIES_FEC_HINT = 2.0  # the encoder's loss hint at most, while copies are sent
 
 
@@ -83,9 +93,11 @@ def wanted_depth(loss_percent: float, burst_mean: float, fec: bool = True) -> in
 
 def backs_for(depth: int, fec: bool = True) -> tuple[int, ...]:
     """How many packets back each of ``depth`` copies goes: every second frame, from 2
-    with FEC on (FEC rebuilds 1 back), from 1 without."""
+    with FEC on (FEC rebuilds 1 back), from 1 without; a third copy goes four frames
+    further than the second: (2, 4, 8), or (1, 3, 7) without FEC."""
     first = 2 if fec else 1
-    return tuple(range(first, first + BACK_STEP * depth, BACK_STEP))
+    backs = (first, first + BACK_STEP, first + BACK_STEP + FAR_STEP)
+    return backs[: max(0, min(depth, MAX_DEPTH))]
 
 
 @dataclass(slots=True)
