@@ -931,3 +931,23 @@ def test_a_flagged_end_followed_by_a_hole_is_no_pause() -> None:
     assert played(outs) == [0, 1, 2, 3, 4, 6]
     assert isinstance(outs[5], Recover) and outs[5].seq == 5  # rebuilt, not a pause
     assert jb.stats.spurt_ends == 0  # and 6 (no flag) fades into its silence as before
+
+
+def test_the_deepest_copy_holds_its_frames_for_as_long_as_a_sender_holds_its_depth() -> None:
+    """Copies 8 back, then (the sender lowered its depth) only 4 back: the frames held for
+    the deepest copy stay held RED_HOLD_NS after it was last seen, not the loss window's
+    10 s, so a depth that falls and rises again does not move the delay."""
+    jb = JitterBuffer(watermark=1, adaptive=True)
+    lost = set(range(100, 3000, 50))  # a loss a second keeps the headroom wanted
+    aims = {}
+    for k in range(3000):
+        now = T0 + k * FRAME_NS + 5 * MS
+        if k not in lost:
+            jb.push(k, media(T0 + k * FRAME_NS), payload(k), now)
+            for back in (8, 4, 2) if k < 500 else (4, 2):
+                jb.push_copy(k - back, media(T0 + (k - back) * FRAME_NS), b"copy", now)
+        jb.pop(now + 2 * MS)
+        if k in (400, 1200, 2110):  # 8 s in, then 14 s and 32 s after the last deep copy
+            aims[k] = jb._aim_for(jb.history.target_d or 0) - (jb.history.target_d or 0)
+    assert aims[400] == aims[1200] == 6 * MS + 8 * FRAME_NS  # margin and 8 frames
+    assert aims[2110] == 6 * MS + 4 * FRAME_NS  # the hold over: 4 frames, as sent now
