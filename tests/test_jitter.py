@@ -776,6 +776,26 @@ def push_with_copies(jb: JitterBuffer, seq: int, now: int, depth: int = 2) -> No
             jb.push_copy(s, media(T0 + s * FRAME_NS), b"copy" + payload(s), now)
 
 
+def steady_with_copies(
+    jb: JitterBuffer, n: int, lost: set[int], backs: tuple[int, ...], ticks: int
+) -> list[Output]:
+    """Packets 0..n-1 but ``lost``, each 5 ms on a steady path with copies of the frames
+    ``backs`` before it (oldest first, payload b"copy" + seq), popped 7 ms into each tick."""
+    out: list[Output] = []
+    arrivals = [(T0 + k * FRAME_NS + 5 * MS, k) for k in range(n) if k not in lost]
+    i = 0
+    for tick in range(ticks):
+        now = T0 + tick * FRAME_NS + 7 * MS
+        while i < len(arrivals) and arrivals[i][0] <= now:
+            t, k = arrivals[i]
+            jb.push(k, media(T0 + k * FRAME_NS), payload(k), t)
+            for s in (k - back for back in backs if k - back >= 0):
+                jb.push_copy(s, media(T0 + s * FRAME_NS), b"copy" + payload(s), t)
+            i += 1
+        out.append(jb.pop(now))
+    return out
+
+
 def test_a_copy_stands_in_for_a_missing_primary_and_counts_as_lost() -> None:
     jb = JitterBuffer(watermark=3)
     out: list[Output] = []
@@ -841,15 +861,7 @@ def test_adaptive_playout_holds_what_the_copies_need_once_losses_come_in_bursts(
     of a burst arrive while its frames are still due (the first bursts may be waited for)."""
     jb = JitterBuffer(watermark=1, adaptive=True)
     bursts = {k for b in range(50, 500, 50) for k in (b, b + 1)}
-    out: list[Output] = []
-    arrivals = [(T0 + k * FRAME_NS + 5 * MS, k) for k in range(500) if k not in bursts]
-    i = 0
-    for tick in range(510):
-        now = T0 + tick * FRAME_NS + 7 * MS
-        while i < len(arrivals) and arrivals[i][0] <= now:
-            push_with_copies(jb, arrivals[i][1], arrivals[i][0])
-            i += 1
-        out.append(jb.pop(now))
+    out = steady_with_copies(jb, 500, bursts, (2, 1), ticks=510)
     late_bursts = [k for k in bursts if k >= 200]
     rebuilt = {o.seq for o in out if isinstance(o, Frame) and o.redundant}
     assert set(late_bursts) <= rebuilt
@@ -865,19 +877,7 @@ def test_while_the_delay_climbs_for_the_copies_a_frame_in_a_hole_waits_for_its_c
     second burst plays, from its copy or FEC."""
     jb = JitterBuffer(watermark=1, adaptive=True)
     lost = {200, 201, 202, *range(260, 266)}
-    backs = (2, 4, 8)
-    out: list[Output] = []
-    arrivals = [(T0 + k * FRAME_NS + 5 * MS, k) for k in range(400) if k not in lost]
-    i = 0
-    for tick in range(420):
-        now = T0 + tick * FRAME_NS + 7 * MS
-        while i < len(arrivals) and arrivals[i][0] <= now:
-            t, k = arrivals[i]
-            jb.push(k, media(T0 + k * FRAME_NS), payload(k), t)
-            for back in sorted(backs, reverse=True):
-                jb.push_copy(k - back, media(T0 + (k - back) * FRAME_NS), b"copy", t)
-            i += 1
-        out.append(jb.pop(now))
+    out = steady_with_copies(jb, 400, lost, (8, 4, 2), ticks=420)
     frames = [o.seq for o in out if isinstance(o, Frame)]
     rebuilt = {o.seq for o in out if isinstance(o, Frame) and o.redundant}
     recovered = {o.seq for o in out if isinstance(o, Recover)}

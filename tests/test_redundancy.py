@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from pipeline.core.redundancy import (
     BURSTY,
     COPIES_FEC_HINT,
+    DEPTH_HOLD,
     DOWN_HOLD,
     HEAVY_LOSS,
     MAX_BACK,
@@ -67,6 +68,16 @@ def test_the_policy_rises_at_once_and_falls_after_a_hold() -> None:
     assert p.update([(10.0, 2.0)], 25.0) == 2  # wanted again: the hold starts over
     assert p.update([(1.0, 3.0)], 26.0 + DOWN_HOLD - 1) == 2
     assert RedundancyPolicy(enabled=False).update([(10.0, 2.0)], 0.0) == 0
+
+
+def test_fewer_copies_wait_longer_than_none() -> None:
+    # Depth 3 to 2 moves every listener's delay by four frames: it waits DEPTH_HOLD.
+    p = RedundancyPolicy()
+    assert p.update([(10.0, 3.0)], 0.0) == 3
+    assert p.update([(10.0, 2.0)], 1.0) == 3
+    assert p.update([(10.0, 2.0)], 1.0 + DOWN_HOLD) == 3
+    assert p.update([(10.0, 2.0)], 1.0 + DEPTH_HOLD) == 2
+    assert DEPTH_HOLD > DOWN_HOLD
 
 
 def test_bodies_carry_the_last_frames_oldest_first() -> None:

@@ -80,7 +80,7 @@ from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
 
 LOSS_WINDOW_NS = 10_000_000_000
 # How long the deepest redundant copy seen keeps its frames held after it was last seen:
-# as long as a sender holds its depth before lowering it (redundancy.DOWN_HOLD), so that a
+# as long as a sender holds its depth before lowering it (redundancy.DEPTH_HOLD), so that a
 # depth that goes down and up again with the listeners' figures does not move the delay.
 RED_HOLD_NS = 30_000_000_000
 TARGET_EVERY_NS = 100_000_000  # how often the adaptive target is worked out again

@@ -28,8 +28,8 @@ also puts lower-bitrate copies of ``depth`` earlier frames into each voice body
   / 206 ms): (2, 4, 8) takes most of what reaching further buys (SPEC.md, "Redundancy
   for bursts of loss").
 * :class:`RedundancyPolicy` holds the depth: it rises at once, and falls only once the
-  lower depth has been wanted for ``DOWN_HOLD`` seconds (the listeners' figures move
-  every report; the depth should not flap with them).
+  lower depth has been wanted for ``DEPTH_HOLD`` seconds, or none for ``DOWN_HOLD`` (the
+  listeners' figures move every report; the depth should not flap with them).
 * :class:`RedundantFrames` keeps the copies of the last frames and packs each body: the
   primary, then as many copies as the depth asks for and the 1,275-byte body allows
   (the oldest is left out first), none across a gap in the sequence numbers or a talk
@@ -60,12 +60,13 @@ SOME_BURSTS = 1.25  # mean run of lost packets from which one copy is sent
 BURSTY = 1.75  # and from which two
 VERY_BURSTY = 2.5  # and from which three, under
 HEAVY_LOSS = 8.0  # this much loss % or more (at 5 %, bursts of 3, a third copy measured no better)
-# Seconds a lower depth must be wanted before the depth falls: the listeners' figures
-# are of the last 10 s, and under 10 % loss in bursts of 3 their loss and mean burst
-# wander either side of HEAVY_LOSS and VERY_BURSTY; each fall and rise moves every
-# listener's playout delay by the frames the deepest copy reaches (a call, in bench.quality:
-# 60 -> 131 -> 186 -> 131 ms within 40 s at a 10 s hold).
-DOWN_HOLD = 30.0
+DOWN_HOLD = 10.0  # seconds no copies must be wanted before they stop
+# And before the depth falls to fewer copies (not none): the listeners' figures are of the
+# last 10 s, and under 10 % loss in bursts of 3 their loss and mean burst wander either
+# side of HEAVY_LOSS and VERY_BURSTY; each fall and rise moves every listener's playout
+# delay by the frames the deepest copy reaches (a call, in bench.quality: 60 -> 131 ->
+# 186 -> 131 ms within 40 s at a 10 s hold).
+DEPTH_HOLD = 30.0
 COPIES_FEC_HINT = 2.0  # the encoder's loss hint at most, while copies are sent
 
 
@@ -119,7 +120,7 @@ class RedundancyPolicy:
             self.depth, self._lower_since = want, None
         elif self._lower_since is None:
             self._lower_since = now
-        elif now - self._lower_since >= DOWN_HOLD:
+        elif now - self._lower_since >= (DEPTH_HOLD if want else DOWN_HOLD):
             self.depth, self._lower_since = want, None
         return self.depth
 
