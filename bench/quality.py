@@ -403,11 +403,11 @@ def red_bitrate_run(rate: int | None, lost: set[int], loops: int, backs: tuple[i
     primary_enc = OpusEncoder(48000, fec=fec, loss_percent=loss_hint if fec else 0)
     copy_enc = OpusEncoder(rate or 48000, fec=False, complexity=REDUNDANT_COMPLEXITY)
     deepest = max(backs, default=1)
-    red = RedundantFrames(max_back=max(MAX_BACK, deepest))
+    reach = max(MAX_BACK, deepest)  # here copies may go further back than a sender's do
+    red = RedundantFrames(max_back=reach)
     hold = deepest + 1
     # A fixed buffer holds the copies' frames until they come; the adaptive one holds as
-    # many frames more as the copies go back, here even beyond what the sender sends.
-    reach = max(MAX_BACK, deepest)
+    # many frames more as the copies go back.
     sp = Speakers(watermark=hold, fec=fec, plc=plc, adaptive=adaptive,
                   jitter_factory=(lambda: JitterBuffer(watermark=1, adaptive=True,
                                                        max_red_headroom=reach))

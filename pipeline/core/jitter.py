@@ -74,15 +74,15 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from pipeline.core.concealment import CONCEAL_FRAMES
-from pipeline.core.redundancy import MAX_BACK
+from pipeline.core.redundancy import DEPTH_HOLD, MAX_BACK
 from pipeline.core.seqnum import MASK, seq_add, seq_diff
 from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
 
 LOSS_WINDOW_NS = 10_000_000_000
 # How long the deepest redundant copy seen keeps its frames held after it was last seen:
-# as long as a sender holds its depth before lowering it (redundancy.DEPTH_HOLD), so that a
-# depth that goes down and up again with the listeners' figures does not move the delay.
-RED_HOLD_NS = 30_000_000_000
+# as long as a sender holds its depth before lowering it, so that a depth that goes down
+# and up again with the listeners' figures does not move the delay.
+RED_HOLD_NS = int(DEPTH_HOLD * 1_000_000_000)
 TARGET_EVERY_NS = 100_000_000  # how often the adaptive target is worked out again
 STEP_SAMPLES = 40  # packets a step down in delay must hold for
 STEP_MIN_NS = 5_000_000  # how much faster than all before them they must all be
@@ -450,7 +450,8 @@ class JitterBuffer:
             return self._play(e, now, queued)
         if self._heap:  # a hole with later packets held
             self._spurt_over = False  # what comes is no pause
-            if self._pending_waits and not self._copy_may_come(e, now, queued):
+            copy_may_come = self._copy_may_come(e, now, queued)
+            if self._pending_waits and not copy_may_come:
                 # The waits' concealments already stood in for e (and the numbers after
                 # it, one a wait), lost after all: go on as if they had played, so no
                 # delay is added (unless e's copy may still come, below).
@@ -466,7 +467,7 @@ class JitterBuffer:
                 self._gap_run = 0
                 self._stats.recovered += 1
                 return Recover(e & MASK, self._held[e + 1][1])
-            if self._copy_may_come(e, now, queued):
+            if copy_may_come:
                 # Wait for it rather than give the frame up: the concealment stands in for
                 # it (as it would for a frame given up), the copy plays when it comes, and
                 # the delay grows by a frame towards the depth the copies need, in the burst
@@ -669,20 +670,24 @@ class JitterBuffer:
         headroom = FRAME_NS if self._win_lost >= self.fec_headroom_after else 0
         # Redundancy reaches further back: hold the packet whose copy rebuilds a frame lost
         # in a burst, as far back as the sender's copies have lately gone.
-        recent = self._now is not None and self._now - self._red_at <= RED_HOLD_NS
-        if headroom and self._red_back > 1 and recent:
-            headroom = FRAME_NS * min(self._red_back, self.max_red_headroom)
-        return target + self.margin_ns + headroom
+        return target + self.margin_ns + max(headroom, FRAME_NS * self._copies_reach())
+
+    def _copies_reach(self) -> int:
+        """Frames held for the sender's copies (0: none): as far back as they have gone in
+        the last RED_HOLD_NS, beyond FEC's one, while this speaker's packets get lost."""
+        if self._win_lost < self.fec_headroom_after or self._red_back <= 1:
+            return 0
+        if self._now is None or self._now - self._red_at > RED_HOLD_NS:
+            return 0
+        return min(self._red_back, self.max_red_headroom)
 
     def _copy_may_come(self, e: int, now: int, queued: int) -> bool:
-        """Whether missing frame ``e`` (later ones held) is worth a tick's wait: the sender
-        sends copies reaching further back than FEC does, this speaker's packets get lost,
-        the playout delay is still below the aim (climbing to the depth the copies need:
-        at the aim, a copy that has not come in time will not), and it has not waited for
-        ``e`` as many ticks as the copies reach back."""
-        if not self.adaptive or self._red_back <= 1 or now - self._red_at > RED_HOLD_NS:
-            return False
-        if self._hole_waits >= self._red_back or self._win_lost < self.fec_headroom_after:
+        """Whether missing frame ``e`` (later ones held) is worth a tick's wait: frames are
+        held for the sender's copies, the playout delay is still below the aim (climbing to
+        the depth the copies need: at the aim, a copy that has not come in time will not),
+        and it has not waited for ``e`` as many ticks as the copies reach back."""
+        reach = self._copies_reach() if self.adaptive else 0
+        if self._hole_waits >= reach:  # none held for copies (reach 0), or waited enough
             return False
         target = self._target(now)
         if target is None:
