@@ -10,8 +10,9 @@ server's one clock) is recorded. Reported:
 - ``reported_ms``: the mouth-to-ear the client's status line shows at the end (a p50
   over its last 20 s, the network estimated from the ping), and ``claimed_ms``: the
   client's own per-frame times (ADC of a frame's first sample to the DAC of the
-  echoed frame's first sample, plus the Opus lookahead) over the same stretch of
-  time as the recording;
+  echoed frame's first sample, plus the Opus lookahead) of the frames captured in
+  each measured half second, held against that half second's lag
+  (``claimed_minus_measured_ms``: the median difference);
 - ``dropouts``: stretches of speech that did not come out (holes of 5 ms or more are
   always found; 2.5 ms blocks, looked for at
   the lags measured around them: the playout's delay moves during a call), their total
@@ -92,6 +93,11 @@ def _phase(c: LocalClient, pulse: PulseServer, root: Path, name: str, seconds: f
     mouth, ear = read_recording(rec)
     track = window_lags(mouth, ear)
     lags = [lag for _, lag in track]
+    # The recording's first sample on the client's clock, from its last (recorded up to the
+    # stop, within parec's 20 ms latency): a loaded machine may start the player and the
+    # recorder a second late, so their start times say little.
+    origin = t_end - len(mouth) * 1_000_000_000 // SAMPLE_RATE
+    spans = [(origin + first * 1_000_000_000 // SAMPLE_RATE, lag) for first, lag in track]
     out: dict[str, Any] = {
         "seconds": seconds,
         "mouth_to_ear_ms": summarize(lags),
@@ -105,6 +111,7 @@ def _phase(c: LocalClient, pulse: PulseServer, root: Path, name: str, seconds: f
         "status": c.view.status_line(),
         "priority": {name: r.priority for name, r in c.view.reports.items() if r.priority},
         "window_ns": (t_play, t_end),
+        "windows": spans,  # each measured window's first mouth sample (ns) and its lag (ms)
     }
     if lags:
         holes = dropouts(mouth, ear, track)
@@ -178,25 +185,38 @@ def decode_late(trace: Path, window_ns: tuple[int, int]) -> dict[str, dict[str, 
     }
 
 
-def claimed_ms(trace: Path, offset: int, window_ns: tuple[int, int]) -> float | None:
-    """The client's own mouth-to-ear of the frames it played within ``window_ns``: each
+WINDOW_NS = 500_000_000  # bench.pulse.window_lags' windows
+EDGE_NS = 100_000_000  # a window's frames are those captured well inside it
+
+
+def claimed_ms(trace: Path, offset: int,
+               windows: list[tuple[int, float]]) -> tuple[float, float] | None:  # fmt: skip
+    """The client's own mouth-to-ear, window by window against the recording's: each
     frame's ear time (the DAC time of its first sample) less its capture time (the ADC
     time of its first sample, carried in the echoed frame's media timestamp), plus the
-    Opus lookahead. Per frame and over the same stretch of time as the recording, so it
-    can be held against the recording exactly (the status line's figure is a p50 over
-    the last 20 s, and estimates the network from the ping)."""
+    Opus lookahead, over the frames captured inside a measured window (``windows``: its
+    first mouth sample on the client's clock and the lag measured there). Returns the
+    median claim and the median of (claim - measured) per window: frames of the silence
+    around the speech, where the playout may hold another depth, do not count. None
+    without frames in any window."""
     if not trace.exists():
         return None
     rows = np.load(trace)  # seq, ear_ns, flags, media (signed)
-    lo, hi = window_ns
-    rows = rows[(rows[:, 1] >= lo + 500_000_000) & (rows[:, 1] <= hi) & (rows[:, 3] != 0)]
-    if not len(rows):
-        return None
+    rows = rows[rows[:, 3] != 0]
     media = rows[:, 3].astype(object) % (1 << 64)
     capture_ns = np.array([((m - offset) % (1 << 64)) * 1_000_000_000 // SAMPLE_RATE
                            for m in media], dtype=np.float64)  # fmt: skip
     m2e = (rows[:, 1].astype(np.float64) - capture_ns) / 1e6 + OPUS_LOOKAHEAD_MS
-    return float(np.median(m2e))
+    claims, diffs = [], []
+    for first, lag in windows:
+        inside = (capture_ns >= first + EDGE_NS) & (capture_ns <= first + WINDOW_NS - EDGE_NS)
+        if inside.any():
+            claim = float(np.median(m2e[inside]))
+            claims.append(claim)
+            diffs.append(claim - lag)
+    if not claims:
+        return None
+    return float(np.median(claims)), float(np.median(diffs))
 
 
 HOPS = (
@@ -319,14 +339,14 @@ def run(seconds: float, restart: bool, root: Path, playback_frames: int = 0,
                 phase = result.get(name)
                 if phase is None:
                     continue
-                claim = claimed_ms(trace / "playback.npy", cfg.clock_offset, phase["window_ns"])
-                phase["claimed_ms"] = claim
+                claim = claimed_ms(trace / "playback.npy", cfg.clock_offset, phase["windows"])
+                phase["claimed_ms"] = claim[0] if claim else None
                 phase["budget_ms"] = budget(trace, phase["window_ns"])
                 phase["stalls"] = stalls(trace, phase["window_ns"])
                 phase["starved_at_s"] = starves(trace, phase["window_ns"])
                 phase["decode_late_ms"] = decode_late(trace, phase["window_ns"])
-                if claim is not None and "measured_ms" in phase:
-                    phase["claimed_minus_measured_ms"] = claim - phase["measured_ms"]
+                if claim is not None:
+                    phase["claimed_minus_measured_ms"] = claim[1]
         finally:
             stop_relay(relay)
             for k, v in saved.items():

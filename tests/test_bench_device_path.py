@@ -95,6 +95,28 @@ def test_a_delay_that_moves_in_a_pause_is_no_dropout_and_a_5_ms_hole_is() -> Non
     assert len(pulse.dropouts(mouth, ear, track)) == 1
 
 
+def test_the_claim_is_held_against_each_window_it_was_measured_in(tmp_path: Path) -> None:
+    # Frames captured from 1 s for 2 s of speech, heard 96 ms later (the client says
+    # 96 ms too); then 1 s of silence in which the playout dropped to 60 ms. Only the
+    # speech is measured from outside: the silence's frames are no part of the claim
+    # (the whole stretch's median was 60 ms, 36 ms short: the CI run of stop 28).
+    offset = 12345
+    ms = 1_000_000
+    rows = []
+    for k in range(150):
+        capture = 1_000 * ms + k * 20 * ms
+        m2e = 96 if k < 100 else 60
+        media = offset + capture * SAMPLE_RATE // 1_000_000_000
+        rows.append((k, capture + (m2e - device_path.OPUS_LOOKAHEAD_MS) * ms, 1, media))
+    trace = tmp_path / "playback.npy"
+    np.save(trace, np.array(rows, dtype=np.int64))
+    windows = [(1_000 * ms + w * 500 * ms, 96.0 + w) for w in range(4)]  # 96..99 measured
+    claim, diff = device_path.claimed_ms(trace, offset, windows) or (0.0, 0.0)
+    assert claim == pytest.approx(96.0, abs=0.1)
+    assert diff == pytest.approx(96.0 - 97.5, abs=0.1)  # per window, then the median
+    assert device_path.claimed_ms(trace, offset, [(9_000 * ms, 96.0)]) is None  # no frames
+
+
 def run_call(seconds: float, restart: bool, root: Path) -> dict[str, Any]:
     """bench.device_path.run, skipped (saying why) where PulseAudio cannot start at all.
     A server that started once and does not come back is a failure (RuntimeError)."""
