@@ -49,6 +49,7 @@ import numpy as np
 
 from bench.common import parser, summarize, write_result
 from bench.pulse import (
+    WINDOW,
     PulseError,
     PulseServer,
     available,
@@ -185,7 +186,7 @@ def decode_late(trace: Path, window_ns: tuple[int, int]) -> dict[str, dict[str, 
     }
 
 
-WINDOW_NS = 500_000_000  # bench.pulse.window_lags' windows
+WINDOW_NS = WINDOW * 1_000_000_000 // SAMPLE_RATE  # bench.pulse.window_lags' windows
 EDGE_NS = 100_000_000  # a window's frames are those captured well inside it
 
 

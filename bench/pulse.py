@@ -148,10 +148,13 @@ def read_recording(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data[:, 0].copy(), data[:, 1].copy()
 
 
+WINDOW = SAMPLE_RATE // 2  # samples in each window whose lag is measured
+
+
 def window_lags(
     mouth: np.ndarray,
     ear: np.ndarray,
-    window: int = SAMPLE_RATE // 2,
+    window: int = WINDOW,
     max_ms: float = 600.0,
     min_corr: float = 0.7,
 ) -> list[tuple[int, float]]:
@@ -171,7 +174,7 @@ def window_lags(
     return out
 
 
-def lags_ms(mouth: np.ndarray, ear: np.ndarray, window: int = SAMPLE_RATE // 2,
+def lags_ms(mouth: np.ndarray, ear: np.ndarray, window: int = WINDOW,
             max_ms: float = 600.0, min_corr: float = 0.7) -> list[float]:  # fmt: skip
     """The ear's lag behind the mouth (ms) in each window where the mouth speaks and the
     ear matches it (correlation >= ``min_corr``)."""
