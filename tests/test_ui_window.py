@@ -561,3 +561,25 @@ def test_a_changed_certificate_asks_the_user_who_may_accept_it(
         qtbot.waitUntil(lambda: not w._asking, timeout=2000)
         assert restarts == expected  # only a yes pins the new certificate
     w.shutdown()
+
+
+def test_the_microphone_test_display_ends_when_the_test_does(qtbot: QtBot, tmp_path: Path) -> None:
+    now = [100.0]
+    w = MainWindow(
+        Recorder(),
+        clock=lambda: now[0],
+        settings=QSettings(str(tmp_path / "loop.ini"), QSettings.Format.IniFormat),
+    )
+    qtbot.addWidget(w)
+    w.loopback_seconds = 5.0
+    qtbot.mouseClick(w.audio.loopback, Qt.MouseButton.LeftButton)
+    assert w.audio.loopback.text() == "Stop hearing it"
+    assert w._test_timer.interval() == 250  # the seconds left, redrawn
+    now[0] = 104.9  # a tick 100 ms before the end: the next one comes just after it
+    w._show_test()
+    assert w.audio.loopback.text() == "Stop hearing it"
+    assert w._test_timer.interval() == 101
+    now[0] = 105.0
+    qtbot.waitUntil(lambda: w.audio.loopback.text() == "Hear my microphone", timeout=2000)
+    assert not w._test_timer.isActive()
+    w.shutdown()

@@ -9,6 +9,7 @@ it does not own, and the device pickers are disabled.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,7 @@ WHISPER_KEY = Qt.Key.Key_F4  # held down: whisper to the user selected in the tr
 # What the audio settings remember (QSettings keys); python -m ui starts with them.
 INPUT_KEY, OUTPUT_KEY, BITRATE_KEY = "audio/input", "audio/output", "audio/bitrate"
 NOISE_KEY = "audio/noise_suppression"
+TEST_TICK_MS = 250  # how often the loopback's seconds left are redrawn
 # The talk mode, voice activation's threshold (an RMS level) and the push-to-talk key
 # (a Qt.Key, held down: push to talk, switching to that mode); python -m ui starts with them.
 TALK_KEY, THRESHOLD_KEY, PTT_KEY = "talk/mode", "talk/threshold", "talk/ptt_key"
@@ -189,7 +191,7 @@ class MainWindow(QMainWindow):
         self._tone_clock, self._loop_clock = TestClock(), TestClock()
         self.loopback_seconds = LOOPBACK_SECONDS  # how long "Hear my microphone" lasts
         self._test_timer = QTimer(self)  # counts the loopback down, and ends the display
-        self._test_timer.setInterval(250)
+        self._test_timer.setTimerType(Qt.TimerType.PreciseTimer)  # a coarse one fires early
         self._test_timer.timeout.connect(self._show_test)
         self.audio.tone_clicked.connect(self.test_tone)
         self.audio.loopback_clicked.connect(self.test_loopback)
@@ -516,7 +518,10 @@ class MainWindow(QMainWindow):
         left = max(0.0, self._loop_clock.until - now) if self._loop_clock.active(now) else 0.0
         self.audio.show_test(tone, left)
         if tone or left:
-            self._test_timer.start()
+            # A tick every quarter second, and one just after the nearer end: the display
+            # ends when the test does, not up to a quarter second later.
+            ends = [c.until - now for c in (self._tone_clock, self._loop_clock) if c.active(now)]
+            self._test_timer.start(max(1, min(TEST_TICK_MS, math.ceil(min(ends) * 1000) + 1)))
         else:
             self._test_timer.stop()
 
