@@ -951,3 +951,22 @@ def test_the_deepest_copy_holds_its_frames_for_as_long_as_a_sender_holds_its_dep
             aims[k] = jb._aim_for(jb.history.target_d or 0) - (jb.history.target_d or 0)
     assert aims[400] == aims[1200] == 6 * MS + 8 * FRAME_NS  # margin and 8 frames
     assert aims[2110] == 6 * MS + 4 * FRAME_NS  # the hold over: 4 frames, as sent now
+
+
+def test_far_too_much_held_waits_for_a_pause_before_speech_is_stretched() -> None:
+    jb = JitterBuffer(watermark=1, adaptive=True)
+    h = jb.history
+    h.delays.extend((T0, 0) for _ in range(200))
+    h.fastest, h.target_d, h.target_at, h.ts0 = 0, 0, 0, 0
+    aim = jb.margin_ns
+    # Played 100 ms past the aim, frame after frame: shortening is wanted at once, in a
+    # pause only, and in speech too once it has lasted urgent_wait_ns.
+    for tick in range(200):
+        now = tick * FRAME_NS  # frame ``tick`` captured at ``now``, played 100 ms late
+        jb._steer(now + aim + 100 * MS, 0, now * 48 // MS)
+        assert jb.stretch_wanted < 0
+        assert jb.stretch_urgent == (tick * FRAME_NS >= jb.urgent_wait_ns), tick
+    # Back near the aim, and past it again: the wait starts over.
+    jb._steer(200 * FRAME_NS + aim, 0, 200 * FRAME_NS * 48 // MS)
+    jb._steer(201 * FRAME_NS + aim + 100 * MS, 0, 201 * FRAME_NS * 48 // MS)
+    assert jb.stretch_wanted < 0 and not jb.stretch_urgent

@@ -501,3 +501,38 @@ def test_a_spurt_flagged_at_its_end_stops_there_ramped_with_nothing_concealed() 
             assert by_id(sp)[7].spurt_ends == 1 and by_id(sp)[7].concealed == 0
         else:  # the old way: the tone's end is concealed and faded out
             assert any(f & CONCEALED for _, f in out[last + 1 :])
+
+
+class _CutLog(JitterBuffer):
+    """A jitter buffer that notes when the audio was shortened or lengthened."""
+
+    def __init__(self) -> None:
+        super().__init__(watermark=1, adaptive=True)
+        self.at: list[int] = []
+
+    def stretched(self, samples: int) -> None:
+        super().stretched(samples)
+        assert self._now is not None
+        self.at.append(self._now)
+
+
+def test_the_delay_is_shed_in_the_pauses_not_in_the_low_spots_between_words() -> None:
+    # Words of 400 ms with 40 ms dips at -46 dBFS between them, and a 300 ms pause of
+    # silence every 2 s; the path's delay falls from 55 ms to 5 ms after 3 s.
+    n = 50 * 12
+    t = np.arange(n * FRAME_SAMPLES) / 48_000
+    voiced = 0.3 * np.sin(2 * np.pi * 140 * t) + 0.1 * np.sin(2 * np.pi * 280 * t + 1)
+    level = np.where(t % 0.44 < 0.4, 1.0, 0.006)  # the dips: 0.0045 RMS
+    level[t % 2.0 >= 1.7] = 0.0
+    pcm = (voiced * level).astype(np.float32)
+    enc = OpusEncoder(48000)
+    pkts = [enc.encode(f) for f in synthetic.frames(pcm)[:n]]
+    log = _CutLog()
+    sp = Speakers(adaptive=True, jitter_factory=lambda: log)
+    st, _ = call(sp, pkts, lambda k: 55.0 if k < 150 else 5.0)
+    assert st.accelerated_ms >= 30  # the 50 ms came off
+    assert st.late == 0 and st.lost == 0
+    t0 = 10**12 + 7_000_000
+    for at in log.at:  # each change where the capture was in a pause (the delay is < 100 ms)
+        captured = ((at - t0) / 1e9 - log.stats.delay_ms / 1000) % 2.0
+        assert 1.7 <= captured <= 2.0 + 0.1, captured

@@ -124,3 +124,20 @@ def test_stretch_never_breaks_its_contract(f0: float, n: int, want: int, amplitu
     else:
         assert change == 0
     assert float(np.max(np.abs(out), initial=0.0)) <= float(np.max(np.abs(x), initial=0.0)) + 1e-6
+
+
+def test_a_pause_is_quiet_audio_that_has_lasted_not_a_low_spot_between_words() -> None:
+    pause = ts.Pause()
+    frame = ts.PAUSE_SAMPLES // 3  # 20 ms
+    pause.heard(voiced(140.0))
+    assert not pause.before(0)
+    pause.heard(voiced(140.0, n=frame, amplitude=0.005))  # a dip between words: -46 dBFS
+    assert not pause.before(frame)  # quiet, but not for long enough before it
+    assert not pause.before(0)  # and not quiet: the dip is above -50 dBFS
+    pause.heard(np.zeros(3 * frame, np.float32))  # silence: 60 ms of it
+    assert pause.before(0) and not pause.before(frame)
+    pause.heard(np.zeros(frame, np.float32))  # 80 ms: its last 20 ms have 60 ms before them
+    assert pause.before(frame) and not pause.before(2 * frame)
+    pause.heard(voiced(140.0, n=frame))  # speech again
+    assert not pause.before(0)
+    assert ts.QUIET_RMS < 0.005  # -50 dBFS: a -46 dBFS spot in an utterance is not quiet

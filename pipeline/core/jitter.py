@@ -183,6 +183,7 @@ class JitterBuffer:
         hysteresis_ns: int = 15_000_000,
         max_hysteresis_ns: int = 50_000_000,
         urgent_ns: int = 60_000_000,
+        urgent_wait_ns: int = 3_000_000_000,
         settle_ns: int = 3_000_000_000,
         decay_ns_per_s: int = 5_000_000,
         backlog_ns: int = 200_000_000,
@@ -217,6 +218,8 @@ class JitterBuffer:
         self.hysteresis_ns = hysteresis_ns
         self.max_hysteresis_ns = max_hysteresis_ns
         self.urgent_ns = urgent_ns
+        # Far too much held still waits this long for a pause before speech is stretched.
+        self.urgent_wait_ns = urgent_wait_ns
         self.settle_ns = settle_ns
         self.decay_ns_per_s = decay_ns_per_s
         self.backlog_ns = backlog_ns
@@ -273,6 +276,7 @@ class JitterBuffer:
         self._aim: int | None = None  # the playout delay aimed at, at the last Frame
         self._last_playout = 0  # and the playout delay that Frame had
         self._raised_at: int | None = None  # when the delay last had to grow
+        self._urgent_since: int | None = None  # when the excess last went past urgent_ns
         self._starts: set[int] = set()  # ext of held packets that start a talk spurt
         self._ends: set[int] = set()  # ext of held packets that end one
         self._spurt_over = False  # the last Frame played ended its spurt
@@ -708,6 +712,10 @@ class JitterBuffer:
         playout = self._playout(now, queued, timestamp)
         excess = playout - aim
         self._aim, self._last_playout = aim, playout
+        if excess <= self.urgent_ns:
+            self._urgent_since = None
+        elif self._urgent_since is None:
+            self._urgent_since = now
         settling = self._raised_at is not None and now - self._raised_at < self.settle_ns
         # Close enough: every change of delay is heard (and costs PESQ). How close is
         # close enough grows with the path's jitter (the target above the fastest packet):
@@ -722,11 +730,15 @@ class JitterBuffer:
         if 0 < excess <= self.urgent_ns and settling:
             return  # the delay just had to grow: hold it a while before taking it back
         self.stretch_wanted = -excess * SAMPLE_RATE // 1_000_000_000
-        # In speech only when far too much is held; otherwise the next pause between words
-        # takes the change. Lengthening never goes into speech: a packet that would be
-        # late is waited for when it is due (the concealment stands in), which costs less
-        # than a stretched vowel (bench/playout_sim.py: PESQ 3.21 -> 3.39 at 30 ms jitter).
-        self.stretch_urgent = excess > self.urgent_ns
+        # In speech only when far too much has been held for urgent_wait_ns; otherwise the
+        # next pause takes the change (pipeline/core/timestretch.py: a cut inside an
+        # utterance costs far more than one in a pause). Lengthening never goes into
+        # speech: a packet that would be late is waited for when it is due (the
+        # concealment stands in), which costs less than a stretched vowel
+        # (bench/playout_sim.py: PESQ 3.21 -> 3.39 at 30 ms jitter).
+        self.stretch_urgent = (
+            self._urgent_since is not None and now - self._urgent_since >= self.urgent_wait_ns
+        )
 
     def stretched(self, samples: int) -> None:
         """The decoder's side changed the audio by ``samples`` (+ inserted, - removed)."""

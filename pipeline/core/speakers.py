@@ -20,7 +20,7 @@ from pipeline.core.concealment import Fade, ramp_out
 from pipeline.core.jitter import Conceal, DelayHistory, Frame, JitterBuffer, Nothing, Recover
 from pipeline.core.mixer import Mixer
 from pipeline.core.seqnum import MASK
-from pipeline.core.timestretch import StretchBudget, stretch
+from pipeline.core.timestretch import Pause, StretchBudget, stretch
 from pipeline.ipc import events as ev
 from pipeline.media.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 from pipeline.media.opus import CodecError, OpusDecoder
@@ -78,6 +78,7 @@ class _Speaker:
     # Decoded audio not played yet (adaptive playout): what time-stretching left over.
     queued: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     budget: StretchBudget = field(default_factory=StretchBudget)
+    pause: Pause = field(default_factory=Pause)  # whether the audio decoded ends in a pause
     scaled: np.ndarray = field(default_factory=lambda: np.zeros(FRAME_SAMPLES, dtype=np.float32))
 
 
@@ -228,11 +229,11 @@ class Speakers:
                 break
             want = s.jitter.stretch_wanted
             s.budget.earn(len(pcm))
-            if want:
+            s.pause.heard(pcm)
+            urgent = s.jitter.stretch_urgent
+            if want and (urgent or s.pause.before(have + len(pcm))):
                 joined = np.concatenate([*parts, pcm]) if parts else pcm
-                joined, change = stretch(
-                    joined, want, s.budget, quiet_only=not s.jitter.stretch_urgent
-                )
+                joined, change = stretch(joined, want, s.budget, quiet_only=not urgent)
                 if change:
                     s.jitter.stretched(change)
                     parts, have = [joined], len(joined)

@@ -17,8 +17,15 @@ signal and refined at 48 kHz (the decimation is what NetEQ does too, for cost).
 Where the correlation is low (a consonant, a transition) nothing is done unless
 the segment is quiet: there any lag is inaudible and the longest one allowed is used.
 
+Unless the buffer is far off its aim, a change waits for a pause (:class:`Pause`): the
+audio has stayed below ``QUIET_RMS`` for ``PAUSE_SAMPLES`` before the cut. A low spot
+between two words is not one: in an utterance, even a 10 ms cut where the level is
+-43 dBFS costs 1.2 of wideband PESQ (4.64 -> 3.47 on bench/data's speech), as it moves
+the words after it against the words before; in a pause between phrases the same cut
+costs nothing (4.64), nor does it to a listener.
+
 :class:`StretchBudget` bounds how much audio is changed: a few percent of speech
-per second, much more where it is quiet (between words and talk spurts).
+per second, much more where it is quiet (in pauses and between talk spurts).
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ MIN_LAG = SAMPLE_RATE * 25 // 10_000  # 2.5 ms: a 400 Hz voice's period
 MAX_LAG = SAMPLE_RATE * 15 // 1000  # 15 ms: a 67 Hz voice's period
 DECIMATE = 4  # the coarse search runs at 12 kHz
 CORRELATION = 0.9  # the two periods must be this alike (NetEQ uses 0.9 too)
-QUIET_RMS = 0.01  # -40 dBFS: a pause between words; below this a segment can be cut anywhere
+QUIET_RMS = 0.003  # -50 dBFS: silence, or a room's noise suppressed; cut anywhere
+PAUSE_SAMPLES = SAMPLE_RATE * 60 // 1000  # that quiet for 60 ms before the cut: a pause
 SPEECH_SHARE = 0.05  # at most this share of speech is removed or inserted
 QUIET_SHARE = 0.5  # and this share of quiet audio
 
@@ -103,6 +111,23 @@ def expand(x: np.ndarray, period: Period) -> np.ndarray:
     return np.concatenate([x[:lag], joined, x[lag:]]).astype(np.float32)
 
 
+class Pause:
+    """Whether the audio heard so far ends in a pause: ``heard(pcm)`` with each decoded
+    frame, in order; ``before(n)``: the audio was quiet for ``PAUSE_SAMPLES`` before its
+    last ``n`` samples, and quiet through them."""
+
+    def __init__(self) -> None:
+        self.quiet = 0  # samples: the run of quiet audio that ends with the last heard
+
+    def heard(self, pcm: np.ndarray) -> None:
+        x = pcm.astype(np.float64)
+        loud = float(np.sqrt(np.mean(x * x))) >= QUIET_RMS if len(x) else False
+        self.quiet = 0 if loud else self.quiet + len(x)
+
+    def before(self, n: int) -> bool:
+        return self.quiet >= n + PAUSE_SAMPLES
+
+
 class StretchBudget:
     """How many samples may be removed or inserted now: earned as audio plays.
 
@@ -132,7 +157,8 @@ class StretchBudget:
 def stretch(
     x: np.ndarray, want: int, budget: StretchBudget, *, quiet_only: bool = False
 ) -> tuple[np.ndarray, int]:
-    """Apply at most one period of change towards ``want`` samples (+ longer, - shorter).
+    """Apply at most one period of change towards ``want`` samples (+ longer, - shorter);
+    with ``quiet_only``, only if ``x`` is quiet (the caller knows whether it is a pause).
 
     Returns the new audio and the change made (0 when the signal or budget does not
     allow one). Shortening removes at most ``-want`` samples, so it never overshoots
