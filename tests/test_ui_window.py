@@ -444,14 +444,20 @@ def test_a_users_volume_and_local_mute_from_the_menu_are_sent_and_remembered(
     again.shutdown()
 
 
-def test_talking_dots_hold_through_the_gaps_between_words(qtbot: QtBot, tmp_path: Path) -> None:
-    now = [100.0]
+def clocked_window(qtbot: QtBot, tmp_path: Path, now: list[float]) -> MainWindow:
+    """A window whose clock reads ``now[0]``, with settings of its own."""
     w = MainWindow(
         Recorder(),
         clock=lambda: now[0],
-        settings=QSettings(str(tmp_path / "hold.ini"), QSettings.Format.IniFormat),
+        settings=QSettings(str(tmp_path / "clocked.ini"), QSettings.Format.IniFormat),
     )
     qtbot.addWidget(w)
+    return w
+
+
+def test_talking_dots_hold_through_the_gaps_between_words(qtbot: QtBot, tmp_path: Path) -> None:
+    now = [100.0]
+    w = clocked_window(qtbot, tmp_path, now)
     w.apply(ev.ConnectionState(ev.CONNECTED, "h:1", user_id=1, name="alice", channel="Lobby"))
     w.apply(ROSTER)
 
@@ -565,12 +571,7 @@ def test_a_changed_certificate_asks_the_user_who_may_accept_it(
 
 def test_the_microphone_test_display_ends_when_the_test_does(qtbot: QtBot, tmp_path: Path) -> None:
     now = [100.0]
-    w = MainWindow(
-        Recorder(),
-        clock=lambda: now[0],
-        settings=QSettings(str(tmp_path / "loop.ini"), QSettings.Format.IniFormat),
-    )
-    qtbot.addWidget(w)
+    w = clocked_window(qtbot, tmp_path, now)
     w.loopback_seconds = 5.0
     qtbot.mouseClick(w.audio.loopback, Qt.MouseButton.LeftButton)
     assert w.audio.loopback.text() == "Stop hearing it"
