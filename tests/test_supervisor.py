@@ -275,6 +275,20 @@ def test_stop_leaves_no_segment(relay: RelayProcess) -> None:
     assert not (set(os.listdir("/dev/shm")) & created)
 
 
+def test_a_listener_subscribes_before_any_stage_can_publish(relay: RelayProcess) -> None:
+    # A notice made as the first connection comes up (a certificate pinned on first use)
+    # is published once: a window or test that subscribed after the stages started could
+    # miss it (seen in a loaded run). on_broker runs with the broker up and no stage yet.
+    _, port = relay
+    sup = Supervisor(cfg_for(port, "b", MediaSpec("silence"), MediaSpec("null")))
+    seen: list[tuple[object, int]] = []
+    sup.start(on_broker=lambda address: seen.append((address, len(sup._children))))
+    try:
+        assert sup.broker is not None and seen == [(sup.broker.address, 0)]
+    finally:
+        sup.stop()
+
+
 def test_mute_is_silence_not_loss(relay: RelayProcess) -> None:
     _, port = relay
     silence, null = MediaSpec("silence"), MediaSpec("null")

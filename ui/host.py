@@ -59,15 +59,14 @@ class ClientHost(QObject):
         """Start the client; on failure everything started is stopped and ``failed`` emitted."""
         sup = Supervisor(self.cfg)
         try:
-            sup.start()
+            # The window listens before the stages start: it hears their first notices.
+            sup.start(on_broker=self.started.emit)
         except Exception as exc:  # start() has already cleaned up after itself
             log.exception("client did not start")
             self.failed.emit(f"the client did not start: {exc}")
             return
         self.supervisor = sup
         self._timer.start()
-        assert sup.broker is not None
-        self.started.emit(sup.broker.address)
 
     def check(self) -> None:
         if self.supervisor is None:

@@ -15,7 +15,7 @@ from pipeline.client.config import ClientConfig
 from pipeline.client.supervisor import Supervisor
 from pipeline.core.client_view import ClientView
 from pipeline.ipc import events as ev
-from pipeline.ipc.bus import BusClient
+from pipeline.ipc.bus import BusAddress, BusClient
 
 
 class LocalClient:
@@ -25,9 +25,14 @@ class LocalClient:
         self._bus: BusClient | None = None
 
     def start(self) -> LocalClient:
-        self.sup.start()
-        assert self.sup.broker is not None
-        self._bus = BusClient(self.sup.broker.address, topics=("",))
+        def listen(address: BusAddress) -> None:
+            self._bus = BusClient(address, topics=("",))  # before any stage can publish
+
+        try:
+            self.sup.start(on_broker=listen)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     @property

@@ -16,6 +16,7 @@ import multiprocessing.connection
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from types import TracebackType
@@ -31,7 +32,7 @@ from pipeline.client.pipeline_graph import (
     check_graph,
 )
 from pipeline.ipc import events as ev
-from pipeline.ipc.bus import Broker, BusClient
+from pipeline.ipc.bus import Broker, BusAddress, BusClient
 from pipeline.ipc.heap import HeapTrimmer
 from pipeline.ipc.ring import Ring
 from pipeline.ipc.scheduling import NORMAL
@@ -73,18 +74,23 @@ class Supervisor:
         # handed back to the system now and then, or RSS creeps up (pipeline/ipc/heap.py).
         self._trimmer = HeapTrimmer(now=time.monotonic())
 
-    def start(self) -> None:
+    def start(self, on_broker: Callable[[BusAddress], None] | None = None) -> None:
+        """Start the broker, then every stage. ``on_broker(address)`` runs in between: a
+        listener that subscribes there hears the stages' first events too (a notice made
+        as the first connection comes up is published once, and would be missed)."""
         try:
-            self._start()
+            self._start(on_broker)
         except BaseException:
             self.stop()
             raise
 
-    def _start(self) -> None:
+    def _start(self, on_broker: Callable[[BusAddress], None] | None) -> None:
         cfg = self.cfg
         check_graph(RINGS, STAGES)
         check_config(cfg)
         self.broker = Broker()
+        if on_broker is not None:
+            on_broker(self.broker.address)
         self.state_dir = tempfile.mkdtemp(prefix="vc-client-")
         rings = {spec.name: self._ring(spec) for spec in RINGS}
 
