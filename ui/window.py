@@ -521,7 +521,7 @@ class MainWindow(QMainWindow):
             # A tick every quarter second, and one just after the nearer end: the display
             # ends when the test does, not up to a quarter second later.
             ends = [c.until - now for c in (self._tone_clock, self._loop_clock) if c.active(now)]
-            self._test_timer.start(max(1, min(TEST_TICK_MS, math.ceil(min(ends) * 1000) + 1)))
+            self._test_timer.start(min(TEST_TICK_MS, math.ceil(min(ends) * 1000) + 1))
         else:
             self._test_timer.stop()
 

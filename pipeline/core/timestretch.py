@@ -53,13 +53,18 @@ class Period:
     quiet: bool  # the segment is too quiet for the correlation to matter
 
 
+def quiet(x: np.ndarray) -> bool:
+    """Whether ``x`` (not empty) is below ``QUIET_RMS``."""
+    return float(np.dot(x, x)) < QUIET_RMS * QUIET_RMS * len(x)
+
+
 def find_period(x: np.ndarray, max_lag: int = MAX_LAG) -> Period | None:
     """The best pitch period ``L`` with ``2 * L <= len(x)``, or None if ``x`` is too short."""
     hi = min(max_lag, len(x) // 2)
     if hi < MIN_LAG:
         return None
     seg = x[: 2 * hi].astype(np.float64)
-    if float(np.sqrt(np.mean(seg * seg))) < QUIET_RMS:
+    if quiet(seg):
         return Period(hi, 0.0, True)
     # Coarse: one window at the start against every shift of it, all lags at once.
     coarse = seg[: len(seg) // DECIMATE * DECIMATE].reshape(-1, DECIMATE).mean(axis=1)
@@ -117,15 +122,13 @@ class Pause:
     last ``n`` samples, and quiet through them."""
 
     def __init__(self) -> None:
-        self.quiet = 0  # samples: the run of quiet audio that ends with the last heard
+        self.run = 0  # samples: the run of quiet audio that ends with the last heard
 
     def heard(self, pcm: np.ndarray) -> None:
-        x = pcm.astype(np.float64)
-        loud = float(np.sqrt(np.mean(x * x))) >= QUIET_RMS if len(x) else False
-        self.quiet = 0 if loud else self.quiet + len(x)
+        self.run = self.run + len(pcm) if quiet(pcm) else 0
 
     def before(self, n: int) -> bool:
-        return self.quiet >= n + PAUSE_SAMPLES
+        return self.run >= n + PAUSE_SAMPLES
 
 
 class StretchBudget:
