@@ -252,15 +252,18 @@ def test_any_received_headers_and_payloads_flow_through_without_error(
 # --- adaptive playout with time-stretching ---------------------------------------------
 
 
-def talk(seconds: float) -> list[bytes]:
-    """Vowel-like talk: 600 ms voiced at 140 Hz, 200 ms pause, repeated; Opus-encoded."""
-    n = int(seconds * 50)
+def talk_frames(n: int) -> np.ndarray:
+    """Vowel-like talk: 600 ms voiced at 140 Hz, 200 ms pause, repeated; n frames."""
     t = np.arange(n * FRAME_SAMPLES) / 48_000
     voiced = 0.3 * np.sin(2 * np.pi * 140 * t) + 0.1 * np.sin(2 * np.pi * 280 * t + 1)
     on = (np.floor(t / 0.8) * 0.8 + 0.6) > t
-    signal = (voiced * on).astype(np.float32)
+    return np.asarray(synthetic.frames((voiced * on).astype(np.float32))[:n])
+
+
+def talk(seconds: float) -> list[bytes]:
+    """:func:`talk_frames`, Opus-encoded."""
     enc = OpusEncoder(48000, loss_percent=5)
-    return [enc.encode(f) for f in synthetic.frames(signal)[:n]]
+    return [enc.encode(f) for f in talk_frames(int(seconds * 50))]
 
 
 def call(
@@ -421,15 +424,17 @@ def test_audio_back_after_a_long_outage_fades_in_and_the_outage_fades_out() -> N
 
 
 def redundant_stream(
-    n: int, copy_bitrate: int | None, fec: bool = True
+    n: int, copy_bitrate: int | None, fec: bool = True, pauses: bool = False
 ) -> tuple[list[bytes], list[bytes], list[bytes]]:
     """The bodies a sender with two copies per packet sends, its primaries and its copies
-    (``copy_bitrate`` None: the copies are the primary packets themselves)."""
+    (``copy_bitrate`` None: the copies are the primary packets themselves), of a vowel
+    held throughout or (``pauses``) of talk with a pause every 0.8 s."""
     primary_enc = OpusEncoder(48000, loss_percent=10 if fec else 0, fec=fec)
     copy_enc = OpusEncoder(copy_bitrate or 48000, fec=False, complexity=REDUNDANT_COMPLEXITY)
     frames = RedundantFrames()
     bodies, primaries, copies = [], [], []
-    for i, f in enumerate(continuous_talk(n)):
+    signal = talk_frames(n) if pauses else continuous_talk(n)
+    for i, f in enumerate(signal):
         p = primary_enc.encode(f)
         c = copy_enc.encode(f) if copy_bitrate else p
         bodies.append(frames.body(i, p, c, backs_for(2, fec)))
@@ -479,6 +484,52 @@ def test_copies_are_held_only_for_missing_frames_still_due() -> None:
     play_with_loss(sp, bodies, {20, 21, 22}, ticks=40)
     st = by_id(sp)[1]
     assert (st.recovered_red, st.concealed) == (2, 1)
+
+
+def receive_at(sp: Speakers, bodies: list[bytes], delay_ms: dict[int, float]) -> None:
+    """Body k (those in ``delay_ms``) is sent at k * 20 ms and arrives ``delay_ms[k]``
+    later; the sink renders every 20 ms, 7 ms into each tick."""
+    t0 = 10**12
+    arrivals = sorted((t0 + k * FRAME_NS + int(d * 1e6), k) for k, d in delay_ms.items())
+    i = 0
+    for tick in range(len(bodies) + 25):
+        now = t0 + tick * FRAME_NS + 7_000_000
+        while i < len(arrivals) and arrivals[i][0] <= now:
+            t, k = arrivals[i]
+            sp.receive(1, k, k * FRAME_SAMPLES, bodies[k], t)
+            i += 1
+        sp.render(now)
+
+
+def test_a_late_carrier_of_copies_holds_no_more_for_them_than_they_go_back() -> None:
+    # Copies 2 and 4 back, a loss a second (so the buffer holds frames for the copies) and
+    # one packet in fifty 110 ms late, five newer ones ahead of it. The copies it carries
+    # are still 2 and 4 back: 4 frames held for them, not 4 + 5 (the distance to the last
+    # packet pushed, which the buffer once took for theirs, and held for 30 s).
+    bodies, _primaries, _copies = redundant_stream(750, REDUNDANT_BITRATE)
+    lost = set(range(30, 750, 50))
+    delays = {k: 110.0 if k % 50 == 40 else 5.0 for k in range(750) if k not in lost}
+    sp = Speakers(adaptive=True)
+    receive_at(sp, bodies, delays)
+    st = by_id(sp)[1]
+    assert st.late > 0  # the late carriers came after their turn
+    # The margin (6 ms) and 4 frames above the path's own delay; 9 frames would be 186.
+    assert st.target_ms == pytest.approx(86.0, abs=5.0)
+
+
+def test_a_primary_that_comes_after_its_copy_counts_in_the_playout_delay() -> None:
+    # One packet in ten 50 ms late on a 5 ms path: by then the packet two after it has
+    # brought its copy. The late primary replaces the copy, and its delay is a delay of
+    # this path like any other: the target covers it (it once left the late ones out and
+    # stayed at the path's fastest, so a tenth of the frames played from copies).
+    bodies, _primaries, _copies = redundant_stream(750, REDUNDANT_BITRATE, pauses=True)
+    delays = {k: 50.0 if k % 10 == 5 else 5.0 for k in range(750)}
+    sp = Speakers(adaptive=True)
+    receive_at(sp, bodies, delays)
+    st = by_id(sp)[1]
+    assert st.target_ms == pytest.approx(45.0 + 6.0, abs=2.0)  # above the fastest, 5 ms
+    # So they play in their turn: late only while the first seconds were learnt.
+    assert st.late <= 5 and st.recovered_red == 0
 
 
 def test_a_spurt_flagged_at_its_end_stops_there_ramped_with_nothing_concealed() -> None:

@@ -332,14 +332,15 @@ class JitterBuffer:
                     self._record_delay(timestamp, now)
                 self._late(now)
                 return
-        if ext in self._held:
-            if ext in self._copies:  # the primary after all, better than its copy
-                self._copies.discard(ext)
-                self._held[ext] = (timestamp, bytes(payload))
-            else:
-                self._stats.duplicate += 1
+        copied = ext in self._copies  # the primary after all, better than its copy
+        if ext in self._held and not copied:
+            self._stats.duplicate += 1
             return
+        self._copies.discard(ext)
         self._ref = (ext, seq)
+        # A primary that comes after its copy is a delay like any other: on a jittery
+        # path with copies, the late ones (which the copies answer) would otherwise be
+        # left out, and the target would miss the tail it must cover.
         if self.adaptive and not in_burst:
             self._record_delay(timestamp, now)
         if end:
@@ -347,6 +348,8 @@ class JitterBuffer:
                 self._ends = {x for x in self._ends if x >= self._next}
             self._ends.add(ext)
         self._held[ext] = (timestamp, bytes(payload))
+        if copied:
+            return  # already in the heap
         heapq.heappush(self._heap, ext)
         while len(self._heap) > self.max_depth:
             self._drop_oldest()
@@ -365,16 +368,25 @@ class JitterBuffer:
         self._pending_waits = 0
         self._last_out = ext - 1
 
-    def push_copy(self, seq: int, timestamp: int, payload: bytes, now: int) -> bool:
+    def push_copy(
+        self, seq: int, timestamp: int, payload: bytes, now: int, back: int | None = None
+    ) -> bool:
         """Hand over a redundant copy of an earlier frame (after the packet that carried
         it): held in place of its primary if that is missing and still due, else ignored
         (neither late nor duplicate: most copies are of frames that did arrive). Returns
-        whether it was taken. Its arrival says nothing about the path's delay."""
+        whether it was taken. Its arrival says nothing about the path's delay. ``back``:
+        how many frames before its carrier the copy is, as the body says (None: before
+        the last primary pushed, which is its carrier unless that came late)."""
         if self._ref is None or self.retired:
             return False
         ref_ext, ref_seq = self._ref
         ext = ref_ext + seq_diff(seq & MASK, ref_seq)
-        back = ref_ext - ext
+        if back is None:
+            back = ref_ext - ext
+        # How far back the sender's copies go is the body's word for it: a carrier that
+        # came late was not the last primary pushed, and the distance to that one would
+        # hold as many frames for copies as the carrier was late (on a jittery path, up to
+        # the most frames held, for RED_HOLD_NS).
         if not 0 < back <= self.max_depth or ext in self._held:
             return False
         if back >= self._red_back or now - self._red_at > RED_HOLD_NS:

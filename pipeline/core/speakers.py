@@ -142,7 +142,11 @@ class Speakers:
             return
         for r in voice.redundant:  # frame seq - back, captured back frames earlier
             s.jitter.push_copy(
-                (seq - r.back) & MASK, (timestamp - r.back * FRAME_SAMPLES) & MASK, r.opus, now
+                (seq - r.back) & MASK,
+                (timestamp - r.back * FRAME_SAMPLES) & MASK,
+                r.opus,
+                now,
+                back=r.back,
             )
 
     def push(
