@@ -476,8 +476,9 @@ def test_the_first_seconds_guess_gives_way_to_the_quantile_not_to_the_slow_decay
 
 def test_shortening_waits_for_more_excess_on_a_jittery_path() -> None:
     """The delay is left alone within a slack that grows with the path's spread (target
-    above the fastest), 15..50 ms: a jittery path's target wanders and is not chased."""
-    for spread_ms, excess_ms, wanted in ((0, 20, True), (40, 20, False), (80, 60, True)):
+    above the fastest), 15..50 ms: a jittery path's target wanders and is not chased. (With
+    nothing queued the delay steps down in whole frames: 25 ms too much can lose 20.)"""
+    for spread_ms, excess_ms, wanted in ((0, 25, True), (40, 25, False), (80, 65, True)):
         jb = JitterBuffer(watermark=1, adaptive=True)
         h = jb.history
         h.delays.extend((T0, d * MS) for d in [0] * 200 + [spread_ms] * 20)
@@ -487,6 +488,30 @@ def test_shortening_waits_for_more_excess_on_a_jittery_path() -> None:
         now = spread_ms * MS + jb.margin_ns + excess_ms * MS
         jb._steer(now, 0, 0)
         assert (jb.stretch_wanted < 0) == wanted, (spread_ms, excess_ms)
+
+
+def test_the_aim_holds_for_when_a_packet_must_be_here_not_for_when_it_is_heard() -> None:
+    """What is queued ahead of a frame (the time-stretcher's leftover) is heard before it,
+    but the frame was taken out with it: packets are late against the deadline (now less
+    the media time), so that is what the aim holds for. The queue is the delay there is
+    to shed, down to the deadline; below the aim the delay grows by whole frames."""
+
+    def steer(deadline_ms: float, queued_ms: float) -> int:
+        jb = JitterBuffer(watermark=1, adaptive=True)
+        h = jb.history
+        h.delays.extend((T0, 0) for _ in range(200))
+        h.fastest, h.target_d, h.target_at, h.ts0 = 0, 0, T0, 0
+        aim = jb.margin_ns  # a clean path: the margin alone
+        jb._steer(aim + int(deadline_ms * MS), int(queued_ms * 48), 0)
+        return jb.stretch_wanted // 48  # ms, + lengthen, - shorten
+
+    assert steer(0, 4) == 0  # at the aim, 4 ms queued: held (queue_slack_ns)
+    assert steer(0, 18) == -18  # more: the queue goes, the deadline stays at the aim
+    assert steer(-4, 18) == 2  # 4 ms short: a frame later (20 - 18 queued)
+    assert steer(-4, 0) == 20  # and with nothing queued, a whole frame
+    assert steer(27, 0) == -20  # 27 ms to spare: a frame less, 7 ms above the aim
+    assert steer(21, 0) == 0  # 21: a frame less would leave 1, inside the guard
+    assert steer(27, 12) == -32  # the queue and a frame
 
 
 def test_lengthening_never_goes_into_speech() -> None:

@@ -89,6 +89,9 @@ STEP_MIN_NS = 5_000_000  # how much faster than all before them they must all be
 STEP_KTH = 4  # of all before them but the three fastest
 STEP_BEFORE = 18  # and at least this many before them (fewer: a stall, 8 at 150 ms)
 BURST_NS = 3_000_000  # packets this close after a spurt's marked one: its pre-roll burst
+# How far above the aim the deadline must stay for the delay to step down a whole frame:
+# without it, an aim that wobbles across a frame's edge would cut and add a frame by turns.
+STEP_GUARD_NS = 2_000_000
 
 
 @dataclass(slots=True, frozen=True)
@@ -182,6 +185,7 @@ class JitterBuffer:
         window_ns: int = 10_000_000_000,
         hysteresis_ns: int = 15_000_000,
         max_hysteresis_ns: int = 50_000_000,
+        queue_slack_ns: int = 5_000_000,
         urgent_ns: int = 60_000_000,
         urgent_wait_ns: int = 3_000_000_000,
         settle_ns: int = 3_000_000_000,
@@ -217,6 +221,7 @@ class JitterBuffer:
         self.window_ns = window_ns
         self.hysteresis_ns = hysteresis_ns
         self.max_hysteresis_ns = max_hysteresis_ns
+        self.queue_slack_ns = queue_slack_ns  # queued audio held (more is shed) at the aim
         self.urgent_ns = urgent_ns
         # Far too much held still waits this long for a pause before speech is stretched.
         self.urgent_wait_ns = urgent_wait_ns
@@ -644,12 +649,12 @@ class JitterBuffer:
             return True
         aim = self._aim_for(target)
         ts, _ = self._held[self._heap[0]]
-        if self._playout(now, queued, ts) < aim and len(self._heap) * FRAME_NS < self.backlog_ns:
+        if self._deadline(now, ts) < aim and len(self._heap) * FRAME_NS < self.backlog_ns:
             return False
         if self._ran_dry or (
             first and not self._stream_marked and len(self.history.delays) < self.early_samples
         ):
-            self._drop_early_head(now, queued, aim)
+            self._drop_early_head(now, aim)
         return True
 
     def _first_start_due(self, now: int) -> bool:
@@ -663,7 +668,7 @@ class JitterBuffer:
         ds = [d for _, d in self.history.delays]
         return len(ds) >= 2 and max(ds) - min(ds) < self.clean_start_ns
 
-    def _drop_early_head(self, now: int, queued: int, aim: int) -> None:
+    def _drop_early_head(self, now: int, aim: int) -> None:
         """At a stream's first start, the packets held while its path was being learnt
         that are already past the aim are dropped (counted discarded): played, they would
         keep the wait as added delay, or cost the stretching that takes it back. Not when
@@ -675,7 +680,7 @@ class JitterBuffer:
         sender's stall stayed as 180 ms, below what the backlog cut takes back)."""
         while len(self._heap) >= 2:
             ts, _ = self._held[self._heap[1]]
-            if self._playout(now, queued, ts) < aim:
+            if self._deadline(now, ts) < aim:
                 return
             self._discard_oldest()
 
@@ -710,10 +715,16 @@ class JitterBuffer:
             return False
         head = self._heap[0]
         ts = seq_add(self._held[head][0], -(head - e) * FRAME_SAMPLES)  # e's media time
-        return self._playout(now, queued, ts) < self._aim_for(target)
+        return self._deadline(now, ts) < self._aim_for(target)
+
+    def _deadline(self, now: int, timestamp: int) -> int:
+        """How long after its media time a frame taken out now had to be here: the delay
+        against which packets are late (the aim is one for this)."""
+        return now - self._ts_ns(timestamp)
 
     def _playout(self, now: int, queued: int, timestamp: int) -> int:
-        return now + queued * 1_000_000_000 // SAMPLE_RATE - self._ts_ns(timestamp)
+        """When a frame taken out now is heard, after what is queued ahead of it."""
+        return self._deadline(now, timestamp) + queued * 1_000_000_000 // SAMPLE_RATE
 
     def _steer(self, now: int, queued: int, timestamp: int) -> None:
         """After a Frame: how much the time-stretcher should lengthen or shorten."""
@@ -722,7 +733,20 @@ class JitterBuffer:
             return
         aim = self._aim_for(target)
         playout = self._playout(now, queued, timestamp)
-        excess = playout - aim
+        deadline = self._deadline(now, timestamp)
+        # What is queued ahead of a frame is heard before it but was taken out with it:
+        # the aim holds for the deadline (when the packet had to be here), not for when it
+        # is heard, or the queue would eat the margin (a clean call concealed 4-5 frames
+        # of 3,200, each packet 0-3 ms after its turn, with 5-15 ms queued). A frame is
+        # taken out a tick at a time, so the deadline moves in whole frames: the least
+        # delay is the deadline moved by as many whole frames as keep it at the aim or
+        # above (with STEP_GUARD_NS to spare for a step down), with nothing queued.
+        if deadline < aim:
+            steps = (deadline - aim) // FRAME_NS  # negative: frames to add
+        else:
+            steps = max(0, (deadline - aim - STEP_GUARD_NS) // FRAME_NS)
+        queue = playout - deadline
+        excess = queue + steps * FRAME_NS
         self._aim, self._last_playout = aim, playout
         if excess <= self.urgent_ns:
             self._urgent_since = None
@@ -738,7 +762,11 @@ class JitterBuffer:
             spread = self.max_hysteresis_ns  # the target is still being learnt
         slack = min(self.max_hysteresis_ns, max(self.hysteresis_ns, spread))
         if 0 <= excess <= slack:
-            return
+            # Close enough for whole frames; the queue above the deadline is no margin for
+            # anything, and goes once it is more than queue_slack_ns (in a pause: free).
+            if queue <= self.queue_slack_ns:
+                return
+            excess = queue
         if 0 < excess <= self.urgent_ns and settling:
             return  # the delay just had to grow: hold it a while before taking it back
         self.stretch_wanted = -excess * SAMPLE_RATE // 1_000_000_000
