@@ -746,9 +746,9 @@ class JitterBuffer:
         else:
             steps = max(0, (deadline - aim - STEP_GUARD_NS) // FRAME_NS)
         queue = playout - deadline
-        excess = queue + steps * FRAME_NS
+        over = playout - aim  # how much more is held than the aim, all told
         self._aim, self._last_playout = aim, playout
-        if excess <= self.urgent_ns:
+        if over <= self.urgent_ns:
             self._urgent_since = None
         elif self._urgent_since is None:
             self._urgent_since = now
@@ -761,12 +761,18 @@ class JitterBuffer:
         if len(self.history.delays) < self.early_samples:
             spread = self.max_hysteresis_ns  # the target is still being learnt
         slack = min(self.max_hysteresis_ns, max(self.hysteresis_ns, spread))
-        if 0 <= excess <= slack:
-            # Close enough for whole frames; the queue above the deadline is no margin for
-            # anything, and goes once it is more than queue_slack_ns (in a pause: free).
+        if deadline < aim:
+            excess = queue + steps * FRAME_NS  # below 0: lengthen, by whole frames
+        elif over <= slack:
+            # Close enough; but the queue above the deadline is no margin for anything,
+            # and goes once it is more than queue_slack_ns (in a pause: free).
             if queue <= self.queue_slack_ns:
                 return
             excess = queue
+        else:
+            excess = queue + steps * FRAME_NS  # what can go with the deadline kept
+            if not excess:
+                return
         if 0 < excess <= self.urgent_ns and settling:
             return  # the delay just had to grow: hold it a while before taking it back
         self.stretch_wanted = -excess * SAMPLE_RATE // 1_000_000_000
