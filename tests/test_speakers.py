@@ -554,6 +554,41 @@ def test_a_spurt_flagged_at_its_end_stops_there_ramped_with_nothing_concealed() 
             assert any(f & CONCEALED for _, f in out[last + 1 :])
 
 
+def test_a_cut_never_asks_for_a_packet_that_has_not_come() -> None:
+    # 4 s of talk ending in 100 ms of quiet, then a pause, then a spurt with a 40 ms
+    # pre-roll sent in a burst with its onset; the burst's first packet comes alone just
+    # before a tick, the other two just after it. The head is 40 ms too late (a pre-roll),
+    # and the pause allows a cut, but a cut in that tick would have taken the next packet
+    # at once, before it came: a concealment (and the wait after it, 20 ms more delay).
+    n = 310
+    t = np.arange(n * FRAME_SAMPLES) / 48_000
+    voiced = 0.3 * np.sin(2 * np.pi * 140 * t) + 0.1 * np.sin(2 * np.pi * 280 * t + 1)
+    on = (t < 3.9) | (t >= 5.06)
+    enc = OpusEncoder(48000)
+    pkts = [enc.encode(f) for f in synthetic.frames((voiced * on).astype(np.float32))[:n]]
+    ms = 1_000_000
+    sent = [(k * FRAME_NS + 5 * ms, k) for k in range(200)]  # seq = position here
+    sent += [(max(k, 252) * FRAME_NS + (6 if k == 250 else 8 if k < 253 else 5) * ms, k)
+             for k in range(250, 310)]  # fmt: skip
+    seq = {k: i for i, (_, k) in enumerate(sent)}
+    sp = Speakers(adaptive=True)
+    flags = []
+    i = 0
+    arrivals = sorted(sent)
+    for tick in range(330):
+        now = tick * FRAME_NS + 7 * ms
+        while i < len(arrivals) and arrivals[i][0] <= now:
+            at, k = arrivals[i]
+            body = VoiceBody(pkts[k], marker=k in (0, 250), end=k in (199, 309))
+            sp.receive(1, seq[k], k * FRAME_SAMPLES, bytes(body), at)
+            i += 1
+        flags.append(sp.render(now)[1].flags)
+    st = by_id(sp)[1]
+    assert not [f for f in flags if f & CONCEALED]
+    assert st.accelerated_ms >= 20  # the pre-roll's 40 ms late: a frame of it shed
+    assert st.delay_ms <= 25.0  # 20 ms less than its arrival put it at (42)
+
+
 class _CutLog(JitterBuffer):
     """A jitter buffer that notes where the audio was shortened or lengthened: the capture
     time (s) of the frame last taken out, whose audio (and what was queued ahead of it)

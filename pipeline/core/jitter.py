@@ -894,6 +894,12 @@ class JitterBuffer:
         return len(self._heap)
 
     @property
+    def next_held(self) -> bool:
+        """Whether the packet for the next tick is here: shortening the audio takes it
+        sooner, and one not here yet would be a concealment."""
+        return self._playing and self._next in self._held
+
+    @property
     def restarts(self) -> int:
         """New streams begun (sequence restarts, and returns after retirement)."""
         return self._stats.restarts

@@ -232,6 +232,10 @@ class Speakers:
             if pcm is None:
                 break
             want = s.jitter.stretch_wanted
+            if want < 0 and not s.jitter.next_held:
+                # A cut takes the next packet sooner: no sooner than it is here (a spurt's
+                # pre-roll comes in a burst, and its first packet may be alone at a tick).
+                want = min(0, max(want, FRAME_SAMPLES - have - len(pcm)))
             s.budget.earn(len(pcm))
             s.pause.heard(pcm)
             urgent = s.jitter.stretch_urgent
