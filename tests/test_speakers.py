@@ -18,7 +18,14 @@ from pipeline.core.redundancy import (
     RedundantFrames,
     backs_for,
 )
-from pipeline.core.speakers import CONCEALED, MAX_SPEAKERS, RECOVERED, VOICE, Speakers
+from pipeline.core.speakers import (
+    CONCEALED,
+    MAX_SPEAKERS,
+    RECOVERED,
+    VOICE,
+    Rendered,
+    Speakers,
+)
 from pipeline.core.voice_link import VoiceLink
 from pipeline.ipc import events as ev
 from pipeline.media import synthetic
@@ -266,6 +273,26 @@ def talk(seconds: float) -> list[bytes]:
     return [enc.encode(f) for f in talk_frames(int(seconds * 50))]
 
 
+def ticks(
+    sp: Speakers,
+    arrivals: list[tuple[int, int]],
+    n: int,
+    deliver: Callable[[int, int], None],
+    t0: int = 0,
+) -> list[Rendered]:
+    """``n`` renders, every 20 ms from ``t0``, 7 ms into each tick, each after
+    ``deliver(at, k)`` for what arrived by then (``arrivals``: sorted (at, k))."""
+    out = []
+    i = 0
+    for tick in range(n):
+        now = t0 + tick * FRAME_NS + 7_000_000
+        while i < len(arrivals) and arrivals[i][0] <= now:
+            deliver(*arrivals[i])
+            i += 1
+        out.append(sp.render(now)[1])
+    return out
+
+
 def call(
     sp: Speakers,
     pkts: list[bytes],
@@ -280,15 +307,14 @@ def call(
         (t0 + int(k * FRAME_NS / (1 + ppm * 1e-6) + delay_ms(k) * 1e6), k) for k in range(len(pkts))
     )
     delays: list[float] = []
-    i = 0
-    for tick in range(len(pkts) + 25):
-        now = t0 + tick * FRAME_NS + 7_000_000
-        while i < len(arrivals) and arrivals[i][0] <= now:
-            t, k = arrivals[i]
-            sp.push(1, k, k * FRAME_SAMPLES, pkts[k], t)
-            i += 1
-        sp.render(now)
-        if tick % 50 == 49 and sp.stats():
+
+    def deliver(at: int, k: int) -> None:
+        sp.push(1, k, k * FRAME_SAMPLES, pkts[k], at)
+
+    for second in range(0, len(pkts) + 25, 50):  # the delay once a second
+        ticks(sp, arrivals, min(50, len(pkts) + 25 - second), deliver, t0 + second * FRAME_NS)
+        arrivals = [a for a in arrivals if a[0] > t0 + (second + 49) * FRAME_NS + 7_000_000]
+        if sp.stats():
             delays.append(sp.stats()[0].delay_ms)
     return sp.stats()[0] if sp.stats() else ev.SpeakerStats(1), delays
 
@@ -491,14 +517,8 @@ def receive_at(sp: Speakers, bodies: list[bytes], delay_ms: dict[int, float]) ->
     later; the sink renders every 20 ms, 7 ms into each tick."""
     t0 = 10**12
     arrivals = sorted((t0 + k * FRAME_NS + int(d * 1e6), k) for k, d in delay_ms.items())
-    i = 0
-    for tick in range(len(bodies) + 25):
-        now = t0 + tick * FRAME_NS + 7_000_000
-        while i < len(arrivals) and arrivals[i][0] <= now:
-            t, k = arrivals[i]
-            sp.receive(1, k, k * FRAME_SAMPLES, bodies[k], t)
-            i += 1
-        sp.render(now)
+    ticks(sp, arrivals, len(bodies) + 25,
+          lambda at, k: sp.receive(1, k, k * FRAME_SAMPLES, bodies[k], at), t0)  # fmt: skip
 
 
 def test_a_late_carrier_of_copies_holds_no_more_for_them_than_they_go_back() -> None:
@@ -572,19 +592,14 @@ def test_a_cut_never_asks_for_a_packet_that_has_not_come() -> None:
              for k in range(250, 310)]  # fmt: skip
     seq = {k: i for i, (_, k) in enumerate(sent)}
     sp = Speakers(adaptive=True)
-    flags = []
-    i = 0
-    arrivals = sorted(sent)
-    for tick in range(330):
-        now = tick * FRAME_NS + 7 * ms
-        while i < len(arrivals) and arrivals[i][0] <= now:
-            at, k = arrivals[i]
-            body = VoiceBody(pkts[k], marker=k in (0, 250), end=k in (199, 309))
-            sp.receive(1, seq[k], k * FRAME_SAMPLES, bytes(body), at)
-            i += 1
-        flags.append(sp.render(now)[1].flags)
+
+    def deliver(at: int, k: int) -> None:
+        body = VoiceBody(pkts[k], marker=k in (0, 250), end=k in (199, 309))
+        sp.receive(1, seq[k], k * FRAME_SAMPLES, bytes(body), at)
+
+    out = ticks(sp, sorted(sent), 330, deliver)
     st = by_id(sp)[1]
-    assert not [f for f in flags if f & CONCEALED]
+    assert not [r for r in out if r.flags & CONCEALED]
     assert st.accelerated_ms >= 20  # the pre-roll's 40 ms late: a frame of it shed
     assert st.delay_ms <= 25.0  # 20 ms less than its arrival put it at (42)
 
