@@ -73,6 +73,15 @@ def _resource_tracker_pid() -> int | None:
 
 
 @pytest.fixture(autouse=True)
+def own_pins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's clients pin relays in a folder of their own: ports come round again
+    within a run, and a relay with an identity of its own (``--data-dir``) on a port an
+    earlier test's relay had was refused as a changed certificate (a whole run failed
+    test_pipeline_main once so)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", tempfile.mkdtemp(prefix="config-", dir=_STATE))
+
+
+@pytest.fixture(autouse=True)
 def no_leftovers() -> Iterator[None]:
     """Fail a test that leaves a shared-memory segment or a child process behind."""
     import multiprocessing

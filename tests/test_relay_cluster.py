@@ -483,7 +483,8 @@ def test_a_real_client_resumes_its_session_on_another_relay(
     tx_cfg = ClientConfig(HOST, a.port, "tx", source=MediaSpec("tone"), pins_file=pins)
     with LocalClient(rx_cfg) as rx, LocalClient(tx_cfg) as tx:
         rx.until(connected, 60, "the listener on B")  # six processes each: slow when loaded
-        tx.until(connected, 60, "the talker on A")
+        # Connected comes with the welcome, the channel with the roster just after it.
+        tx.until(lambda v: connected(v) and bool(v.roster.channel), 60, "the talker on A")
         old, channel = tx.view.endpoint, tx.view.roster.channel
         assert old is not None and channel
 

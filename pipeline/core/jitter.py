@@ -452,7 +452,7 @@ class JitterBuffer:
         self.stretch_wanted = 0
         self.stretch_urgent = False
         if not self._playing:
-            if len(self._heap) < self.watermark or not self._ready(now, queued):
+            if len(self._heap) < self.watermark or not self._ready(now):
                 return NOTHING
             self._playing = True
             self._ran_dry = False
@@ -471,7 +471,7 @@ class JitterBuffer:
             return self._play(e, now, queued)
         if self._heap:  # a hole with later packets held
             self._spurt_over = False  # what comes is no pause
-            copy_may_come = self._copy_may_come(e, now, queued)
+            copy_may_come = self._copy_may_come(e, now)
             if self._pending_waits and not copy_may_come:
                 # The waits' concealments already stood in for e (and the numbers after
                 # it, one a wait), lost after all: go on as if they had played, so no
@@ -635,7 +635,7 @@ class JitterBuffer:
     def _fastest(self) -> int:
         return self.history.fastest
 
-    def _ready(self, now: int, queued: int) -> bool:
+    def _ready(self, now: int) -> bool:
         """Adaptive start: the first held packet has waited until the target delay."""
         if not self.adaptive:
             return True
@@ -702,9 +702,9 @@ class JitterBuffer:
             return 0
         return min(self._red_back, self.max_red_headroom)
 
-    def _copy_may_come(self, e: int, now: int, queued: int) -> bool:
+    def _copy_may_come(self, e: int, now: int) -> bool:
         """Whether missing frame ``e`` (later ones held) is worth a tick's wait: frames are
-        held for the sender's copies, the playout delay is still below the aim (climbing to
+        held for the sender's copies, e's deadline is still below the aim (climbing to
         the depth the copies need: at the aim, a copy that has not come in time will not),
         and it has not waited for ``e`` as many ticks as the copies reach back."""
         reach = self._copies_reach() if self.adaptive else 0
