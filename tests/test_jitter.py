@@ -798,7 +798,7 @@ def push_with_copies(jb: JitterBuffer, seq: int, now: int, depth: int = 2) -> No
     for back in range(depth, 0, -1):
         s = seq - back
         if s >= 0:
-            jb.push_copy(s, media(T0 + s * FRAME_NS), b"copy" + payload(s), now)
+            jb.push_copy(s, media(T0 + s * FRAME_NS), b"copy" + payload(s), now, back)
 
 
 def steady_with_copies(
@@ -814,8 +814,9 @@ def steady_with_copies(
         while i < len(arrivals) and arrivals[i][0] <= now:
             t, k = arrivals[i]
             jb.push(k, media(T0 + k * FRAME_NS), payload(k), t)
-            for s in (k - back for back in backs if k - back >= 0):
-                jb.push_copy(s, media(T0 + s * FRAME_NS), b"copy" + payload(s), t)
+            for back in (b for b in backs if k - b >= 0):
+                s = k - back
+                jb.push_copy(s, media(T0 + s * FRAME_NS), b"copy" + payload(s), t, back)
             i += 1
         out.append(jb.pop(now))
     return out
@@ -844,15 +845,15 @@ def test_a_copy_stands_in_for_a_missing_primary_and_counts_as_lost() -> None:
 def test_copies_of_frames_held_or_played_or_before_the_stream_are_ignored() -> None:
     jb = JitterBuffer(watermark=2)
     jb.push(5, media(T0 + 5 * FRAME_NS), payload(5), T0)
-    assert not jb.push_copy(4, media(T0 + 4 * FRAME_NS), b"c", T0)  # before the first packet
+    assert not jb.push_copy(4, media(T0 + 4 * FRAME_NS), b"c", T0, 1)  # before the first packet
     jb.push(6, media(T0 + 6 * FRAME_NS), payload(6), T0)
-    assert not jb.push_copy(5, media(T0 + 5 * FRAME_NS), b"c", T0)  # its primary is held
+    assert not jb.push_copy(5, media(T0 + 5 * FRAME_NS), b"c", T0, 1)  # its primary is held
     assert jb.pop(T0) == Frame(5, media(T0 + 5 * FRAME_NS), payload(5))
-    assert not jb.push_copy(5, media(T0 + 5 * FRAME_NS), b"c", T0)  # played already
-    assert not jb.push_copy(6 - 51, 0, b"c", T0)  # further back than the buffer reaches
+    assert not jb.push_copy(5, media(T0 + 5 * FRAME_NS), b"c", T0, 1)  # played already
+    assert not jb.push_copy(6 - 51, 0, b"c", T0, 51)  # further back than the buffer reaches
     jb.push(8, media(T0 + 8 * FRAME_NS), payload(8), T0)
-    assert jb.push_copy(7, media(T0 + 7 * FRAME_NS), b"c7", T0)
-    assert not jb.push_copy(7, media(T0 + 7 * FRAME_NS), b"c7", T0)  # one copy is enough
+    assert jb.push_copy(7, media(T0 + 7 * FRAME_NS), b"c7", T0, 1)
+    assert not jb.push_copy(7, media(T0 + 7 * FRAME_NS), b"c7", T0, 1)  # one copy is enough
     jb.push(7, media(T0 + 7 * FRAME_NS), payload(7), T0)  # the primary after all: it wins
     assert [jb.pop(T0) for _ in range(3)] == [
         Frame(s, media(T0 + s * FRAME_NS), payload(s)) for s in (6, 7, 8)
@@ -865,7 +866,7 @@ def test_a_full_buffer_takes_no_copy_rather_than_drop_a_primary_for_it() -> None
     jb = JitterBuffer(watermark=1, max_depth=4)
     for s in (1, 3, 4, 5):  # 2 missing; four held: full
         jb.push(s, media(T0 + s * FRAME_NS), payload(s), T0)
-    assert not jb.push_copy(2, media(T0 + 2 * FRAME_NS), b"c2", T0)
+    assert not jb.push_copy(2, media(T0 + 2 * FRAME_NS), b"c2", T0, 3)
     assert jb.stats.overflow == 0
     assert jb.pop(T0) == Frame(1, media(T0 + FRAME_NS), payload(1))  # not dropped for the copy
 
@@ -875,7 +876,7 @@ def test_a_copy_carries_no_fec_so_a_gap_before_one_is_concealed() -> None:
     jb.push(0, media(T0), payload(0), T0)
     assert isinstance(jb.pop(T0), Frame)
     jb.push(3, media(T0 + 3 * FRAME_NS), payload(3), T0)
-    jb.push_copy(2, media(T0 + 2 * FRAME_NS), b"c2", T0)
+    jb.push_copy(2, media(T0 + 2 * FRAME_NS), b"c2", T0, 1)
     assert jb.pop(T0) == Conceal(1)  # not Recover from the copy of 2
     assert jb.pop(T0) == Frame(2, media(T0 + 2 * FRAME_NS), b"c2", redundant=True)
 
@@ -970,7 +971,7 @@ def test_the_deepest_copy_holds_its_frames_for_as_long_as_a_sender_holds_its_dep
         if k not in lost:
             jb.push(k, media(T0 + k * FRAME_NS), payload(k), now)
             for back in (8, 4, 2) if k < 500 else (4, 2):
-                jb.push_copy(k - back, media(T0 + (k - back) * FRAME_NS), b"copy", now)
+                jb.push_copy(k - back, media(T0 + (k - back) * FRAME_NS), b"copy", now, back)
         jb.pop(now + 2 * MS)
         if k in (400, 1200, 2110):  # 8 s in, then 14 s and 32 s after the last deep copy
             aims[k] = jb._aim_for(jb.history.target_d or 0) - (jb.history.target_d or 0)

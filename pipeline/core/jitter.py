@@ -338,10 +338,11 @@ class JitterBuffer:
                 self._late(now)
                 return
         copied = ext in self._copies  # the primary after all, better than its copy
-        if ext in self._held and not copied:
+        if copied:
+            self._copies.discard(ext)
+        elif ext in self._held:
             self._stats.duplicate += 1
             return
-        self._copies.discard(ext)
         self._ref = (ext, seq)
         # A primary that comes after its copy is a delay like any other: on a jittery
         # path with copies, the late ones (which the copies answer) would otherwise be
@@ -373,25 +374,18 @@ class JitterBuffer:
         self._pending_waits = 0
         self._last_out = ext - 1
 
-    def push_copy(
-        self, seq: int, timestamp: int, payload: bytes, now: int, back: int | None = None
-    ) -> bool:
+    def push_copy(self, seq: int, timestamp: int, payload: bytes, now: int, back: int) -> bool:
         """Hand over a redundant copy of an earlier frame (after the packet that carried
         it): held in place of its primary if that is missing and still due, else ignored
         (neither late nor duplicate: most copies are of frames that did arrive). Returns
         whether it was taken. Its arrival says nothing about the path's delay. ``back``:
-        how many frames before its carrier the copy is, as the body says (None: before
-        the last primary pushed, which is its carrier unless that came late)."""
+        how many frames before its carrier the copy is, as the body says. (Not the
+        distance to the last primary pushed: a carrier that came late is not that one,
+        and the buffer held as many frames more for copies as the carrier was late.)"""
         if self._ref is None or self.retired:
             return False
         ref_ext, ref_seq = self._ref
         ext = ref_ext + seq_diff(seq & MASK, ref_seq)
-        if back is None:
-            back = ref_ext - ext
-        # How far back the sender's copies go is the body's word for it: a carrier that
-        # came late was not the last primary pushed, and the distance to that one would
-        # hold as many frames for copies as the carrier was late (on a jittery path, up to
-        # the most frames held, for RED_HOLD_NS).
         if not 0 < back <= self.max_depth or ext in self._held:
             return False
         if back >= self._red_back or now - self._red_at > RED_HOLD_NS:
