@@ -680,6 +680,12 @@ class ControlServer:
                 # storm then costs one rebuild per flush, not one per join.
                 self._routes_stale = True
                 self._schedule_flush()
+        if self._after_round and any(isinstance(a, Presence) for a in actions):
+            # A chat waits for this round's presence: presence made since (the sender
+            # leaving just after it) goes after the chat, not into the round it waits for,
+            # or it would overtake the chat (a watcher saw a remote user leave, then speak).
+            self._after_round += [a for a in actions if isinstance(a, Presence)]
+            actions = [a for a in actions if not isinstance(a, Presence)]
         published = False
         for action in actions:
             if isinstance(action, Presence):

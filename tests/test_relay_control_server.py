@@ -304,6 +304,31 @@ def test_what_waits_for_the_presence_goes_out_after_the_presence_logged_before_i
     run(body)
 
 
+def test_presence_made_while_a_chat_waits_goes_out_after_the_chat() -> None:
+    """Another relay's user moves in, speaks and leaves, all before the move's round went
+    out: the leave waits behind the chat, so the watcher reads move, chat, leave (the
+    leave once overtook the chat, in the round the chat waited for)."""
+    from relay import cluster_core as cc
+
+    async def body(
+        control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
+    ) -> None:
+        r, w = await connect()
+        w.write(encode_message(Auth(name="watcher")))
+        assert isinstance(await read_message(r), Welcome)
+        s = control.sessions
+        remote = cc.RemoteUser(500, "far", "Lobby", "b")
+        control.apply(s.remote_join(remote))
+        control.apply_after_presence(s.remote_chat(cc.Said("b", 500, "far", "Lobby", "hi", 1.0)))
+        control.apply(s.remote_leave(500))
+        assert await read_message(r) == UserJoined(500, "far", "Lobby")
+        said = await read_message(r)
+        assert isinstance(said, Chat) and (said.user_id, said.text) == (500, "hi")
+        assert await read_message(r) == UserLeft(500, "far", "Lobby")
+
+    run(body)
+
+
 def test_shutdown_is_bounded_even_with_clients_that_do_not_read() -> None:
     async def body(
         control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
