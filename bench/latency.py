@@ -42,7 +42,7 @@ from pipeline.core.jitter import JitterBuffer
 from pipeline.core.pacer import LEAD_MIN_NS
 from pipeline.core.speakers import CONCEALED, VOICE
 from pipeline.demo import ROOT
-from pipeline.media.audio_format import FRAME_NS, SAMPLE_RATE
+from pipeline.media.audio_format import BLOCKS_PER_FRAME, FRAME_NS, SAMPLE_RATE
 from pipeline.media.opus import OpusEncoder
 from relay.launch import start_relay, stop_relay
 
@@ -90,15 +90,17 @@ def run_call(
 
 
 def mid_call(trace: Path) -> dict[str, int]:
-    """Frames mixed from the first frame with voice to the last (``mix.npy``), and how
-    many of them were concealed: a clean call must conceal none. The stats' own count
-    also holds the fade after the echo stops, when the client ends its call."""
+    """Frames mixed from the first block with voice to the last (``mix.npy``: a row a
+    5 ms block), and how many were concealed (a concealed frame flags the block it
+    starts in): a clean call must conceal none. The stats' own count also holds the
+    fade after the echo stops, when the client ends its call."""
     rows = np.load(trace / "mix.npy")
     voiced = np.flatnonzero(rows[:, 1] & VOICE) if len(rows) else np.array([], int)
     if not len(voiced):
         return {"frames": 0, "concealed": 0}
     body = rows[voiced[0] : voiced[-1] + 1]
-    return {"frames": len(body), "concealed": int(np.count_nonzero(body[:, 1] & CONCEALED))}
+    frames = len(body) // BLOCKS_PER_FRAME
+    return {"frames": frames, "concealed": int(np.count_nonzero(body[:, 1] & CONCEALED))}
 
 
 def _index(rows: np.ndarray) -> dict[int, np.ndarray]:

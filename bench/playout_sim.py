@@ -31,7 +31,7 @@ from bench.quality import JITTER_CONDITIONS, REFERENCE, Condition, read_wav_16k,
 from pipeline.core.pacer import Pacer
 from pipeline.core.speakers import Speakers
 from pipeline.media import synthetic
-from pipeline.media.audio_format import FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
+from pipeline.media.audio_format import BLOCK_SAMPLES, FRAME_NS, FRAME_SAMPLES, SAMPLE_RATE
 from pipeline.media.opus import OpusEncoder
 from relay.protocol.voice_body import MAX_PRIMARY, plain
 
@@ -64,12 +64,16 @@ def arrivals(bodies: list[bytes], impairment: Impairment) -> list[tuple[int, int
     return out
 
 
-def play(bodies: list[bytes], arrived: list[tuple[int, int]], adaptive: bool) -> Played:
-    """Feed the packets in at their arrival times and let the sink take a frame every 20 ms,
-    each made just in time as the decode stage makes it (:class:`Pacer`; with no
-    scheduling here its lead is its least, after the first frame)."""
-    sp = Speakers(adaptive=adaptive, fec=True, plc=True)
-    pacer = Pacer()
+def play(
+    bodies: list[bytes], arrived: list[tuple[int, int]], adaptive: bool, block: int = BLOCK_SAMPLES
+) -> Played:
+    """Feed the packets in at their arrival times and let the sink take a block of
+    ``block`` samples (the decode stage's: 5 ms) at a time, each made just in time as the
+    decode stage makes it (:class:`Pacer`; with no scheduling here its lead is its least,
+    after the first block)."""
+    sp = Speakers(adaptive=adaptive, fec=True, plc=True, block=block)
+    step = block * FRAME_NS // FRAME_SAMPLES
+    pacer = Pacer(step)
     # The sink starts with the first arrival, as the playback stage's device does (its
     # phase against the sender's frames is arbitrary: half a frame here).
     first = arrived[0][0] if arrived else START_NS
@@ -90,7 +94,7 @@ def play(bodies: list[bytes], arrived: list[tuple[int, int]], adaptive: bool) ->
         if info.flags & 1:  # capture instant: frame k starts at START_NS + k * FRAME_NS
             captured = START_NS + info.media * 1_000_000_000 // SAMPLE_RATE
             delays.append((tick - captured) / 1e6)
-        tick += FRAME_NS
+        tick += step
     stats = sp.stats()
     s = stats[0] if stats else None
     return Played(
@@ -110,13 +114,22 @@ def play(bodies: list[bytes], arrived: list[tuple[int, int]], adaptive: bool) ->
     )
 
 
-def run(cond: Condition, seed: int, bodies: list[bytes], adaptive: bool) -> dict[str, Any]:
+# Compared in one run: the fixed watermark, adaptive playout as the decode stage runs it
+# (5 ms blocks), and adaptive playout a frame a tick (what it was before the blocks).
+PLAYOUTS = (("fixed", False, BLOCK_SAMPLES), ("adaptive", True, BLOCK_SAMPLES),
+            ("adaptive, 20 ms ticks", True, FRAME_SAMPLES))  # fmt: skip
+
+
+def run(
+    cond: Condition, seed: int, bodies: list[bytes], adaptive: bool, block: int = BLOCK_SAMPLES
+) -> dict[str, Any]:
     ref16 = read_wav_16k(REFERENCE)
-    played = play(bodies, arrivals(bodies, cond.impairment(seed)), adaptive)
+    played = play(bodies, arrivals(bodies, cond.impairment(seed)), adaptive, block)
     mos, corr, scored = score(ref16, played.audio)
+    name = next(n for n, a, b in PLAYOUTS if (a, b) == (adaptive, block))
     return {
         "condition": cond.name,
-        "playout": "adaptive" if adaptive else "fixed",
+        "playout": name,
         "seed": seed,
         "pesq_wb": round(mos, 3),
         "correlation": round(corr, 3),
@@ -141,11 +154,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for cond in conditions:
         bodies = encode(looped, cond.loss_percent)
         for seed in seeds:
-            for adaptive in (False, True):
-                row = run(cond, seed, bodies, adaptive)
+            for _, adaptive, block in PLAYOUTS:
+                row = run(cond, seed, bodies, adaptive, block)
                 rows.append(row)
                 d = row["playout_delay_ms"]
-                print(f"  {cond.name:24s} {row['playout']:8s} seed {seed}: PESQ "
+                print(f"  {cond.name:24s} {row['playout']:21s} seed {seed}: PESQ "
                       f"{row['pesq_wb']:.2f}  delay p50 {d.get('p50', float('nan')):6.1f} "
                       f"p99 {d.get('p99', np.nan):6.1f} ms  late {row['late']} "
                       f"concealed {row['concealed']} waited {row['waited']} "

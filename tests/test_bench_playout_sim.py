@@ -8,7 +8,7 @@ import numpy as np
 from bench import playout_sim
 from bench.netem import Impairment
 from pipeline.media import synthetic
-from pipeline.media.audio_format import FRAME_SAMPLES
+from pipeline.media.audio_format import BLOCK_SAMPLES
 
 
 def test_a_clean_path_plays_every_frame_at_one_delay() -> None:
@@ -24,7 +24,7 @@ def test_a_clean_path_plays_every_frame_at_one_delay() -> None:
         assert len(played.delay_ms) == len(bodies) - dropped and dropped <= int(adaptive)
         assert np.ptp(played.delay_ms) == 0  # at one delay
         assert played.stats["late"] == 0 and played.stats["lost"] == 0
-        assert len(played.audio) % FRAME_SAMPLES == 0
+        assert len(played.audio) % BLOCK_SAMPLES == 0
 
 
 def test_jitter_shows_as_delay_and_late_packets_not_as_errors() -> None:

@@ -15,7 +15,7 @@ from pipeline.ipc import events as ev
 from pipeline.ipc.bus import Broker, BusClient
 from pipeline.ipc.ring import Ring
 from pipeline.media import synthetic
-from pipeline.media.audio_format import FRAME_BYTES
+from pipeline.media.audio_format import BLOCK_BYTES, BLOCK_NS, BLOCKS_PER_FRAME
 from pipeline.media.frame_clock import FrameClock
 from pipeline.media.opus import OpusEncoder
 from pipeline.stages import decode
@@ -34,7 +34,7 @@ def test_hostile_packets_never_stop_the_frames_or_the_stats() -> None:
     with (
         Broker() as broker,
         Ring.create(128, 1276) as received,
-        Ring.create(8, FRAME_BYTES) as mixed,
+        Ring.create(32, BLOCK_BYTES) as mixed,
         BusClient(broker.address, (ev.DecodeStats.TOPIC,)) as bus,
     ):
         cfg = decode.DecodeConfig(Wiring(broker.address, received.handle, mixed.handle))
@@ -48,11 +48,11 @@ def test_hostile_packets_never_stop_the_frames_or_the_stats() -> None:
                 isinstance(e, ev.DecodeStats) for e in bus.poll(0.1)
             ):
                 pass
-            frames = 0
-            clock = FrameClock()  # the sink, clocked and saying when it wants each frame
+            blocks = 0
+            clock = FrameClock(BLOCK_NS)  # the sink, clocked, saying when it wants each block
             end = time.monotonic() + 4.0
             while time.monotonic() < end:
-                for _ in range(8):  # eight packets a tick: many speakers, any header
+                for _ in range(2):  # 400 packets a second: many speakers, any header
                     payload = rng.choice(opus) if rng.random() < 0.7 else rng.randbytes(40)
                     received.write(
                         payload,
@@ -61,14 +61,14 @@ def test_hostile_packets_never_stop_the_frames_or_the_stats() -> None:
                         speaker=rng.randrange(1, 100),
                         media=rng.choice(edges) if rng.random() < 0.5 else rng.getrandbits(64),
                     )
-                if mixed.read(timeout=0) is not None:  # the sink takes a frame a tick
+                if mixed.read(timeout=0) is not None:  # the sink takes a block a tick
                     mixed.release()
-                    frames += 1
+                    blocks += 1
                 mixed.set_due(clock.following_ns)
                 clock.wait(time.sleep)
             reports = [e for e in bus.poll(0.6) if isinstance(e, ev.DecodeStats)]
             assert proc.is_alive()
-            assert frames > 100, frames  # about one per 20 ms tick (200), however hostile
+            assert blocks > 400, blocks  # about one per 5 ms tick (800), however hostile
             assert reports
             last = reports[-1]
             assert len(last.speakers) <= 64 and last.refused_speakers > 0
@@ -84,12 +84,12 @@ def test_hostile_packets_never_stop_the_frames_or_the_stats() -> None:
 
 def _paced_run(target: int, seconds: float = 3.0) -> tuple[list[int], ev.DecodeStats | None]:
     """A decode process and a sink clocked like a sound card that says in the ring when
-    it wants its next frame: the frames queued at each of the sink's ticks."""
+    it wants its next block: the blocks queued at each of the sink's ticks."""
     ctx = multiprocessing.get_context("spawn")
     with (
         Broker() as broker,
         Ring.create(128, 1276) as received,
-        Ring.create(8, FRAME_BYTES) as mixed,
+        Ring.create(32, BLOCK_BYTES) as mixed,
         BusClient(broker.address, (ev.DecodeStats.TOPIC,)) as bus,
     ):
         wiring = Wiring(broker.address, received.handle, mixed.handle)
@@ -98,8 +98,14 @@ def _paced_run(target: int, seconds: float = 3.0) -> tuple[list[int], ev.DecodeS
         )
         proc.start()
         try:
+            # A speaker heard: until then the stage makes no blocks (the sink plays its own
+            # silence), so the sink's ticks below measure the pacing, not the start.
+            opus = plain(
+                OpusEncoder(48000).encode(next(iter(synthetic.frames(synthetic.tone(0.1, 440)))))
+            )
+            received.write(opus, seq=1, timestamp=time.monotonic_ns(), speaker=7, media=960)
             queued: list[int] = []
-            clock = FrameClock()
+            clock = FrameClock(BLOCK_NS)
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 queued.append(mixed.pending())
@@ -111,7 +117,7 @@ def _paced_run(target: int, seconds: float = 3.0) -> tuple[list[int], ev.DecodeS
             bus.publish(ev.QuitCmd("test over"))
             proc.join(10)
             assert proc.exitcode == 0
-            return queued[25:], reports[-1] if reports else None
+            return queued[100:], reports[-1] if reports else None
         finally:
             if proc.is_alive():
                 proc.kill()
@@ -121,8 +127,9 @@ def _paced_run(target: int, seconds: float = 3.0) -> tuple[list[int], ev.DecodeS
 def test_a_sink_that_says_when_it_wants_frames_gets_each_just_in_time() -> None:
     paced, stats = _paced_run(target=0)
     queued, _ = _paced_run(target=2)
-    # Just in time: one frame made when the sink comes for it, not the two of a queue.
-    assert Counter(paced).most_common(1)[0][0] == 1
-    assert Counter(queued).most_common(1)[0][0] == 2
-    assert max(paced) <= 3  # never more than LEAD_MAX_NS of frames ahead
+    # Just in time: a block or two made when the sink comes for it (as many as the lead
+    # needs), not the two frames (eight blocks) of a queue.
+    assert Counter(paced).most_common(1)[0][0] <= 3
+    assert Counter(queued).most_common(1)[0][0] == 2 * BLOCKS_PER_FRAME
+    assert max(paced) <= 12  # never more than LEAD_MAX_NS of blocks ahead
     assert stats is not None and 0 < stats.lead_ms <= 60

@@ -9,7 +9,7 @@ from pipeline.core.pacer import (
     LEAD_MAX_NS,
     LEAD_MIN_NS,
     LEAD_START_NS,
-    LEAD_WINDOW,
+    LEAD_WINDOW_NS,
     MID_TAKE_MAX_NS,
     MID_TAKE_NS,
     SAFETY_NS,
@@ -17,7 +17,7 @@ from pipeline.core.pacer import (
     STARVE_HOLD_NS,
     Pacer,
 )
-from pipeline.media.audio_format import FRAME_NS
+from pipeline.media.audio_format import BLOCK_NS, FRAME_NS
 
 MS = 1_000_000
 
@@ -45,11 +45,16 @@ def test_a_sink_that_has_not_started_or_stopped_gets_one_frame_and_no_more() -> 
 def test_the_lead_is_the_worst_lateness_of_the_last_window_plus_the_safety() -> None:
     p = Pacer()
     t = 0
+    p.rendered(t, t + 1 * MS)
+    assert p.lead_ns == LEAD_START_NS  # one frame's lateness says little yet
+    for _ in range(LEAD_WINDOW_NS // FRAME_NS):
+        t += FRAME_NS
+        p.rendered(t, t + 1 * MS)
     for late in (1 * MS, 4 * MS, 2 * MS):
         t += FRAME_NS
         p.rendered(t, t + late)
     assert p.lead_ns == 4 * MS + SAFETY_NS
-    for _ in range(LEAD_WINDOW):  # the 4 ms frame ages out of the window
+    for _ in range(LEAD_WINDOW_NS // FRAME_NS):  # the 4 ms frame ages out of the window
         t += FRAME_NS
         p.rendered(t, t + 1 * MS)
     assert p.lead_ns == 1 * MS + SAFETY_NS
@@ -58,9 +63,26 @@ def test_the_lead_is_the_worst_lateness_of_the_last_window_plus_the_safety() -> 
     assert p.lead_ns == 52 * MS
 
 
+def test_the_window_is_ten_seconds_whatever_the_block() -> None:
+    p = Pacer(frame_ns=BLOCK_NS)
+    t = 0
+    p.rendered(t, t + 4 * MS)
+    for _ in range(LEAD_WINDOW_NS // BLOCK_NS - 1):  # 2,000 blocks of 5 ms: not yet out
+        t += BLOCK_NS
+        p.rendered(t, t + 1 * MS)
+    assert p.lead_ns == 4 * MS + SAFETY_NS
+    t += BLOCK_NS
+    p.rendered(t, t + 1 * MS)
+    assert p.lead_ns == 1 * MS + SAFETY_NS
+    # Blocks made lead before they are due, as many ahead as the lead needs.
+    due = 1_000 * MS
+    assert p.render_at(990 * MS, 1, due) == due + BLOCK_NS - p.lead_ns
+
+
 def test_the_lead_stays_within_its_bounds() -> None:
     p = Pacer()
-    p.rendered(0, 0)
+    for _ in range(LEAD_WINDOW_NS // FRAME_NS):  # past the first window's floor
+        p.rendered(0, 0)
     assert p.lead_ns == LEAD_MIN_NS
     p.rendered(0, 10 * FRAME_NS)
     assert p.lead_ns == LEAD_MAX_NS
@@ -123,3 +145,8 @@ def test_a_sink_that_keeps_its_ticks_never_has_more_than_three_frames_ahead(
         assert LEAD_MIN_NS <= p.lead_ns <= LEAD_MAX_NS
     if sum(g for g, _ in steps) > 10 * FRAME_NS and all(g <= FRAME_NS for g, _ in steps):
         assert made > 0
+
+
+def test_a_sink_that_has_not_said_gets_enough_blocks_to_last_until_the_next_look() -> None:
+    p = Pacer(frame_ns=BLOCK_NS)  # 5 ms blocks: one alone is gone before the next look
+    assert [p.render_at(5 * MS, n, 0) for n in range(4)] == [5 * MS, 5 * MS, 5 * MS, None]

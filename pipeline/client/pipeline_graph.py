@@ -22,7 +22,7 @@ from typing import Any
 from pipeline.client.config import ClientConfig
 from pipeline.core.talk import check_mode
 from pipeline.ipc import scheduling
-from pipeline.media.audio_format import FRAME_BYTES, MAX_PACKET
+from pipeline.media.audio_format import BLOCK_BYTES, BLOCKS_PER_FRAME, FRAME_BYTES, MAX_PACKET
 from pipeline.stages import capture, control, decode, encode, network, playback
 from pipeline.stages.runtime import Wiring
 
@@ -54,7 +54,8 @@ RINGS = (
     RingSpec("captured", 16, FRAME_BYTES),  # 320 ms of raw frames
     RingSpec("encoded", 16, PACKET_SLOT),
     RingSpec("received", 128, PACKET_SLOT),  # every speaker's packets, before the jitter buffers
-    RingSpec("mixed", 8, FRAME_BYTES),  # the playout queue (decode keeps it at playback_frames)
+    # The playout queue, in blocks of a quarter frame (decode keeps it at playback_frames).
+    RingSpec("mixed", 8 * BLOCKS_PER_FRAME, BLOCK_BYTES),
 )
 
 # Consumers start before their producers, so the first frames find a reader.
@@ -132,7 +133,7 @@ STAGES = (
 )
 
 
-MAX_PLAYBACK_FRAMES = next(r.slots for r in RINGS if r.name == "mixed")
+MAX_PLAYBACK_FRAMES = next(r.slots for r in RINGS if r.name == "mixed") // BLOCKS_PER_FRAME
 
 
 def check_config(cfg: ClientConfig) -> None:

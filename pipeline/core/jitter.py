@@ -3,8 +3,9 @@
 The decode stage owns one :class:`JitterBuffer` (and one Opus decoder) per speaker.
 It pushes every received packet with ``push(seq, timestamp, payload, now)`` (the
 timestamp is the sender's media timestamp, in 48 kHz samples; ``now`` is this
-machine's monotonic ns: the two are never mixed) and, once
-per 20 ms playback tick, asks ``pop(now)`` what to play:
+machine's monotonic ns: the two are never mixed) and, whenever the audio decoded for
+the speaker runs short of a playback block (so once per 20 ms of audio played), asks
+``pop(now)`` what to play next:
 
 * :class:`Frame`   - the packet for the next expected sequence number: decode it;
 * :class:`Recover` - that packet is missing but the one after it is held: decode the
@@ -183,7 +184,7 @@ class JitterBuffer:
         margin_ns: int = 6_000_000,
         quantile: float = 0.97,
         window_ns: int = 10_000_000_000,
-        hysteresis_ns: int = 15_000_000,
+        hysteresis_ns: int = 5_000_000,
         max_hysteresis_ns: int = 50_000_000,
         queue_slack_ns: int = 5_000_000,
         urgent_ns: int = 60_000_000,
@@ -201,6 +202,7 @@ class JitterBuffer:
         start_wait_ns: int = 200_000_000,
         clean_start_ns: int = 5_000_000,
         max_red_headroom: int = MAX_BACK,
+        tick_ns: int = FRAME_NS,
     ) -> None:
         if not 1 <= watermark <= max_depth:
             raise ValueError(f"watermark {watermark} must be in 1..max_depth ({max_depth})")
@@ -243,6 +245,9 @@ class JitterBuffer:
         self.start_wait_ns = start_wait_ns
         self.clean_start_ns = clean_start_ns
         self.max_red_headroom = max_red_headroom  # frames held for copies, at most
+        # How often pop may be asked (the playback block, SPEC.md "Audio constants"): the
+        # deadline of a frame moves in steps of this, not of a frame.
+        self.tick_ns = tick_ns
         self.stretch_wanted = 0  # samples: + lengthen, - shorten (adaptive, after a Frame)
         self.stretch_urgent = False  # stretch speech too, not only quiet audio
         self._stats = JitterStats()
@@ -437,7 +442,7 @@ class JitterBuffer:
     # --- output ---
 
     def pop(self, now: int, queued: int = 0) -> Output:
-        """What to play for this 20 ms tick.
+        """What to play for the next 20 ms.
 
         ``queued``: samples already decoded for this speaker and not yet played (the
         time-stretcher's leftover), which the adaptive playout delay includes.
@@ -732,13 +737,14 @@ class JitterBuffer:
         # the aim holds for the deadline (when the packet had to be here), not for when it
         # is heard, or the queue would eat the margin (a clean call concealed 4-5 frames
         # of 3,200, each packet 0-3 ms after its turn, with 5-15 ms queued). A frame is
-        # taken out a tick at a time, so the deadline moves in whole frames: the least
-        # delay is the deadline moved by as many whole frames as keep it at the aim or
-        # above (with STEP_GUARD_NS to spare for a step down), with nothing queued.
+        # taken out at a playback block (tick_ns), so the deadline moves in whole blocks:
+        # the least delay is the deadline moved by as many whole blocks as keep it at the
+        # aim or above (with STEP_GUARD_NS to spare for a step down), with nothing queued.
+        tick = self.tick_ns
         if deadline < aim:
-            steps = (deadline - aim) // FRAME_NS  # negative: frames to add
+            steps = (deadline - aim) // tick  # negative: blocks to add
         else:
-            steps = max(0, (deadline - aim - STEP_GUARD_NS) // FRAME_NS)
+            steps = max(0, (deadline - aim - STEP_GUARD_NS) // tick)
         queue = playout - deadline
         over = playout - aim  # how much more is held than the aim, all told
         self._aim, self._last_playout = aim, playout
@@ -756,7 +762,7 @@ class JitterBuffer:
             spread = self.max_hysteresis_ns  # the target is still being learnt
         slack = min(self.max_hysteresis_ns, max(self.hysteresis_ns, spread))
         if deadline < aim:
-            excess = queue + steps * FRAME_NS  # below 0: lengthen, by whole frames
+            excess = queue + steps * tick  # below 0: lengthen, by whole blocks
         elif over <= slack:
             # Close enough; but the queue above the deadline is no margin for anything,
             # and goes once it is more than queue_slack_ns (in a pause: free).
@@ -764,7 +770,7 @@ class JitterBuffer:
                 return
             excess = queue
         else:
-            excess = queue + steps * FRAME_NS  # what can go with the deadline kept
+            excess = queue + steps * tick  # what can go with the deadline kept
             if not excess:
                 return
         if 0 < excess <= self.urgent_ns and settling:

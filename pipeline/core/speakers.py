@@ -1,7 +1,11 @@
 """Every remote speaker's jitter buffer and decoder, mixed into one frame per tick. Sans-I/O.
 
-The decode stage pushes received packets in and asks for one mixed frame
-whenever the playback ring wants one; time is passed in (ns).
+The decode stage pushes received packets in and asks for one mixed block (a
+quarter frame, ``BLOCK_SAMPLES``: what the playback ring carries) whenever the
+playback ring wants one; time is passed in (ns). Each speaker's decoded audio is
+queued, and the jitter buffer is asked for the next frame when that queue runs
+short of a block: so a packet must be here just before the block its audio starts
+in, not before the whole frame it starts in.
 
 A voice body's redundant copies (SPEC.md, "Voice body") go to the jitter buffer after
 its primary, which holds one where a primary is missing. Concealment fades out and
@@ -79,7 +83,7 @@ class _Speaker:
     queued: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     budget: StretchBudget = field(default_factory=StretchBudget)
     pause: Pause = field(default_factory=Pause)  # whether the audio decoded ends in a pause
-    scaled: np.ndarray = field(default_factory=lambda: np.zeros(FRAME_SAMPLES, dtype=np.float32))
+    scaled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
 
 class Speakers:
@@ -92,22 +96,29 @@ class Speakers:
         fec: bool = True,
         plc: bool = True,
         adaptive: bool = False,
+        block: int = FRAME_SAMPLES,
     ) -> None:
         """``fec``: rebuild a lost frame from the next packet's FEC when it is held.
         ``plc``: otherwise synthesise it (Opus PLC); with both off a lost frame is silence.
         ``adaptive``: adaptive playout (start at one packet, follow the measured delay,
-        time-stretch) instead of a fixed ``watermark``."""
+        time-stretch) instead of a fixed ``watermark``. ``block``: samples per
+        :meth:`render` (a divisor of a frame; the decode stage's is ``BLOCK_SAMPLES``)."""
+        if block <= 0 or FRAME_SAMPLES % block:
+            raise ValueError(f"block {block} must divide a frame ({FRAME_SAMPLES} samples)")
+        self.block = block
+        tick_ns = block * 1_000_000_000 // SAMPLE_RATE
         self._make_jitter = jitter_factory or (
             lambda: JitterBuffer(
                 watermark=1 if adaptive else watermark,
                 retire_after_ns=retire_after_ns,
                 adaptive=adaptive,
+                tick_ns=tick_ns,
             )
         )
         self._speakers: dict[int, _Speaker] = {}
         self._histories: dict[int, tuple[int, DelayHistory]] = {}  # retired: (when, history)
-        self._mixer = Mixer(FRAME_SAMPLES)
-        self._out = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+        self._mixer = Mixer(block)
+        self._out = np.zeros(block, dtype=np.float32)
         self._frames: list[np.ndarray] = []
         self.retired = 0
         self.refused = 0  # packets of a new speaker while MAX_SPEAKERS were being heard
@@ -168,6 +179,7 @@ class Speakers:
                 self.refused += 1
                 return
             s = self._speakers[speaker] = _Speaker(self._make_jitter(), OpusDecoder())
+            s.scaled = np.zeros(self.block, dtype=np.float32)
             kept = self._histories.pop(speaker, None)
             if kept is not None and now - kept[0] < HISTORY_KEEP_NS:
                 s.jitter.history = kept[1]
@@ -186,9 +198,9 @@ class Speakers:
         out: np.ndarray | None = None,
         keep: int | None = None,
     ) -> tuple[np.ndarray, Rendered]:
-        """One mixed 20 ms frame and what is in it.
+        """One mixed block (``block`` samples) and what is in it.
 
-        The frame is written into ``out`` (float32[960], e.g. a playback ring slot from
+        The block is written into ``out`` (float32[block], e.g. a playback ring slot from
         ``Ring.claim()``) and returned; without ``out`` it is an internal buffer, valid
         until the next call. ``deafened``: silence, but for speaker ``keep`` (the
         settings' microphone test) if it is given.
@@ -200,7 +212,7 @@ class Speakers:
         for uid, s in list(self._speakers.items()):
             pcm = self._next_frame(s, now, info, uid)  # ticked even when muted here
             gain = self.gains.get(uid, 1.0)
-            if pcm is not None and gain != 1.0 and len(pcm) == FRAME_SAMPLES:
+            if pcm is not None and gain != 1.0 and len(pcm) == self.block:
                 pcm = np.multiply(pcm, np.float32(gain), out=s.scaled) if gain else None
             if pcm is not None and (not deafened or uid == keep):
                 frames.append(pcm)
@@ -221,13 +233,14 @@ class Speakers:
             del self._histories[next(iter(self._histories))]
 
     def _next_frame(self, s: _Speaker, now: int, info: Rendered, uid: int) -> np.ndarray | None:
-        """This speaker's next 960 samples: one tick of the jitter buffer, or (adaptive)
-        as many as it takes to fill a frame after time-stretching, with the rest kept."""
-        if not s.jitter.adaptive:
-            return self._tick(s, now, info, uid)
+        """This speaker's next block: what is queued, and as many frames from the jitter
+        buffer as it takes to fill it (after time-stretching), with the rest kept."""
+        block = self.block
+        if block == FRAME_SAMPLES and not s.jitter.adaptive:
+            return self._tick(s, now, info, uid)  # a frame a tick: nothing is ever queued
         parts = [s.queued] if len(s.queued) else []
         have = len(s.queued)
-        while have < FRAME_SAMPLES:
+        while have < block:
             pcm = self._tick(s, now, info, uid, queued=have)
             if pcm is None:
                 break
@@ -235,7 +248,7 @@ class Speakers:
             if want < 0 and not s.jitter.next_held:
                 # A cut takes the next packet sooner: no sooner than it is here (a spurt's
                 # pre-roll comes in a burst, and its first packet may be alone at a tick).
-                want = min(0, max(want, FRAME_SAMPLES - have - len(pcm)))
+                want = min(0, max(want, block - have - len(pcm)))
             s.budget.earn(len(pcm))
             s.pause.heard(pcm)
             urgent = s.jitter.stretch_urgent
@@ -252,12 +265,12 @@ class Speakers:
             s.queued = s.queued[:0]
             return None
         audio = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        if len(audio) < FRAME_SAMPLES:  # the talk spurt ended: play what is left
+        if len(audio) < block:  # the talk spurt ended: play what is left
             if s.fade.gain > 0.0:  # it ended without a fade (a reset, a catch-up)
                 audio = ramp_out(audio.copy())
-            audio = np.concatenate([audio, np.zeros(FRAME_SAMPLES - len(audio), np.float32)])
-        s.queued = audio[FRAME_SAMPLES:].copy()
-        return audio[:FRAME_SAMPLES]
+            audio = np.concatenate([audio, np.zeros(block - len(audio), np.float32)])
+        s.queued = audio[block:].copy()
+        return audio[:block]
 
     def _tick(
         self, s: _Speaker, now: int, info: Rendered, uid: int, queued: int = 0
@@ -329,6 +342,11 @@ class Speakers:
         if isinstance(action, Conceal | Recover) and self.plc:
             return s.decoder.conceal()
         return None  # Nothing, or a loss left silent
+
+    @property
+    def heard(self) -> bool:
+        """Whether any speaker is being heard (held or played since they last retired)."""
+        return bool(self._speakers)
 
     def speaking(self, now: int) -> list[int]:
         return sorted(

@@ -308,7 +308,7 @@ class DecodeStats(StageReport):
     refused_speakers: int = 0  # packets of one speaker too many (MAX_SPEAKERS at once)
     bad_bodies: int = 0  # voice bodies that did not parse (SPEC.md, "Voice body"), dropped
     deafened: bool = False
-    playback_fill: int = 0  # frames queued for the sink: the playout queue
+    playback_fill: int = 0  # blocks (5 ms) queued for the sink: the playout queue
     lead_ms: float = 0.0  # frames are made this long before the sink wants them (0: queued)
     worst_late_ms: float = 0.0  # the most a frame was ready after its plan, last 10 s
     test_tone: bool = False  # the settings' test tone is playing (pipeline/core/audio_test.py)

@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.core.callback_grid import CallbackGrid
 from pipeline.core.capture_clock import CaptureClock, StartupBacklog
 from pipeline.ipc.ring import Ring
-from pipeline.media.audio_format import FRAME_SAMPLES, SAMPLE_RATE
+from pipeline.media.audio_format import BLOCK_SAMPLES, FRAME_SAMPLES, SAMPLE_RATE
 from pipeline.media.sources import INPUT_HELP, OUTPUT_HELP, MediaError, MediaSpec
 from pipeline.stages.trace import Tracer
 
@@ -89,7 +89,6 @@ def usable_devices() -> list[dict[str, Any]]:
     return devices
 
 
-BLOCK_SAMPLES = 240  # 5 ms device blocks, re-chunked into the rings' 960-sample frames
 DEVICE_LATENCY = "low"  # PortAudio's suggested latency (see bench/device_path.py)
 NS_PER_SAMPLE = 1_000_000_000 // SAMPLE_RATE
 
@@ -262,9 +261,10 @@ class InputDevice(_Device):
 
 
 class OutputDevice(_Device):
-    """Ring -> speaker, a frame spread over several blocks. An empty ring plays silence.
+    """Ring -> speaker: slots (the decode stage's blocks) re-chunked into the device's blocks.
+    An empty ring plays silence.
 
-    ``on_frame(seq, timestamp, flags, media, ear_ns)`` is called as a frame starts to
+    ``on_frame(seq, timestamp, flags, media, ear_ns, samples)`` is called as a slot starts to
     play, with the time its first sample leaves the converter (PortAudio's DAC time,
     on our clock). An underflow is a run of blocks the speaker wanted while audio was
     playing and did not get (from an empty ring or by PortAudio's own flag): counted
@@ -325,7 +325,7 @@ class OutputDevice(_Device):
                 left = len(self._samples) - (frames - done)
                 self.ring.set_due(slot_ns + (left // frames + 1) * frames * NS_PER_SAMPLE)
                 self._on_frame(slot.seq, slot.timestamp, slot.flags, slot.media,
-                               ear + done * NS_PER_SAMPLE)  # fmt: skip
+                               ear + done * NS_PER_SAMPLE, len(self._samples))  # fmt: skip
             n = min(frames - done, len(self._samples) - self._pos)
             outdata[done : done + n, 0] = self._samples[self._pos : self._pos + n]
             self._pos += n

@@ -1,14 +1,16 @@
 """Decode stage: received packets -> jitter buffers and decoders -> one mixed frame -> playback.
 
 Paced by the playback ring, i.e. by the sound card's clock, never by a
-free-running timer that would drift against the card. By default each frame is
-made just in time: the sink says in the ring when it next wants a frame
+free-running timer that would drift against the card. The ring carries blocks of a
+quarter frame (``BLOCK_SAMPLES``, the sound device's own block), so a packet must be
+here only just before the block its audio starts in. By default each block is
+made just in time: the sink says in the ring when it next wants one
 (``Ring.set_due``) and :class:`~pipeline.core.pacer.Pacer` says when to make it,
-as late as this machine's measured scheduling allows, so a frame waits a few ms
+as late as this machine's measured scheduling allows, so a block waits a few ms
 for the sink instead of a whole frame or two. With ``target`` > 0 the stage
 keeps that many frames queued instead (``--playback-frames``): after topping the
-ring up it sleeps most of a frame time, then looks at the fill every FILL_CHECK.
-Each frame is mixed straight into its playback ring slot (``Ring.claim``/
+ring up it sleeps most of a block's time, then looks at the fill every FILL_CHECK.
+Each block is mixed straight into its playback ring slot (``Ring.claim``/
 ``publish``): no copy between mixer and ring. Between looks the stage sleeps on
 the receive ring's wake-up, so packets go into the jitter buffers as they come.
 """
@@ -31,10 +33,11 @@ from pipeline.core.audio_test import (
 from pipeline.core.pacer import WAIT_STALLED_NS, Pacer
 from pipeline.core.speakers import Speakers
 from pipeline.ipc import events as ev
+from pipeline.media.audio_format import BLOCK_NS, BLOCK_SAMPLES, BLOCKS_PER_FRAME
 from pipeline.stages.runtime import StageRuntime, Wiring
 
-FILL_CHECK = 0.005  # seconds between looks at the playback ring once the sink is due
-QUIET_AFTER_TOP_UP = 0.016  # seconds the sink surely needs to take a frame (of 20 ms)
+FILL_CHECK = 0.002  # seconds between looks at the playback ring once the sink is due
+QUIET_AFTER_TOP_UP = 0.004  # seconds the sink surely needs to take a block (of 5 ms)
 PACE_STALLED_LOOK = WAIT_STALLED_NS  # a paced stage's look at a sink taking no frames
 
 
@@ -51,10 +54,10 @@ def run(cfg: DecodeConfig) -> None:
     hops = (ev.HOP_RECEIVE_TO_DECODE, ev.HOP_DECODE, ev.HOP_JITTER_WAIT)
     with StageRuntime("decode", cfg.wiring, hops) as rt:
         src, dst, lat = rt.inp, rt.out, rt.latency
-        speakers = Speakers(fec=cfg.fec, plc=cfg.plc, adaptive=cfg.adaptive)
+        speakers = Speakers(fec=cfg.fec, plc=cfg.plc, adaptive=cfg.adaptive, block=BLOCK_SAMPLES)
         push_trace = rt.tracer("push.npy", 2)
         tracer = rt.tracer("decode.npy", 4)
-        # Every frame mixed: start, flags, the pacer's lead, when it was planned, end.
+        # Every block mixed: start, flags, the pacer's lead, when it was planned, end.
         mix_trace = rt.tracer("mix.npy", 5)
         deafened = False
 
@@ -85,13 +88,14 @@ def run(cfg: DecodeConfig) -> None:
                 loopback.stop()
 
         rt.on(ev.AudioTestCmd, audio_test)
-        pacer = Pacer() if cfg.target == 0 else None  # 0: each frame just in time
+        pacer = Pacer(BLOCK_NS) if cfg.target == 0 else None  # 0: each block just in time
+        queue = cfg.target * BLOCKS_PER_FRAME  # blocks
         next_look = 0.0  # monotonic time of the next look at the playback ring
         last_look = 0  # monotonic ns of the last look that made nothing
         speaking: list[int] = []  # as last published
 
         def render_one(planned: int = 0) -> None:
-            """Mix the next frame into the ring; ``planned``: when the pacer planned it
+            """Mix the next block into the ring; ``planned``: when the pacer planned it
             (traced; 0 for a queue)."""
             frame = dst.claim()
             if frame is None:  # not with a target the graph allows (check_config)
@@ -116,6 +120,16 @@ def run(cfg: DecodeConfig) -> None:
                 tracer.add(info.seq, t0, t1, info.ahead_ns)
             mix_trace.add(t0, info.flags, pacer.lead_ns if pacer else 0, planned, t1)
 
+        started = False  # the first block is made when there is something to play
+
+        def idle() -> bool:
+            """Nothing to play yet: no block is made, and the sink plays silence of its own
+            (counting no underflow before its first block). A stage just started shares
+            the CPU with five more starting, and woke 9-13 ms late for its first blocks."""
+            nonlocal started
+            started = started or speakers.heard or tone.playing
+            return not started
+
         while rt.running:
             slot = src.read(timeout=max(0.0005, next_look - time.monotonic()))
             while slot is not None:
@@ -127,7 +141,7 @@ def run(cfg: DecodeConfig) -> None:
                 slot = src.read(timeout=0)
             topped_up = False
             if pacer is None:  # a queue of cfg.target frames
-                while dst.fill() < cfg.target:
+                while dst.fill() < queue and not idle():
                     render_one()
                     topped_up = True
                 mono = time.monotonic()
@@ -140,7 +154,10 @@ def run(cfg: DecodeConfig) -> None:
                 pacer.sink_starved(dst.starved, now)
                 due, pending, taken = dst.due_and_pending()
                 at = pacer.render_at(now, pending, due, taken)
-                if at is not None and at <= now:
+                if at is not None and at <= now and idle():
+                    at = now + BLOCK_NS  # look again a block later, or at a packet
+                    last_look = now
+                elif at is not None and at <= now:
                     planned = max(at, last_look)
                     render_one(planned)
                     topped_up = True

@@ -1,7 +1,8 @@
 """Playback stage: mixed frames from the ring -> sink (sound device, WAV file or null).
 
-A file or null sink is clocked like a sound card: one frame every 20 ms on an
-absolute schedule, silence when the ring is empty (counted as an underflow).
+A file or null sink is clocked like a sound card with the device's block: one block
+(5 ms, ``BLOCK_SAMPLES``) every 5 ms on an absolute schedule, silence when the ring is
+empty (an underflow: counted once per run of empty blocks, as the device counts it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.ipc import events as ev
-from pipeline.media.audio_format import FRAME_SAMPLES
+from pipeline.media.audio_format import BLOCK_NS, BLOCK_SAMPLES, FRAME_SAMPLES
 from pipeline.media.frame_clock import FrameClock
 from pipeline.media.sound_device import OutputDevice
 from pipeline.media.sources import MediaSpec, open_sink
@@ -33,14 +34,26 @@ class _Player:
         self.rt = rt
         self.tracer = tracer
         self.output_latency_ns = output_latency_ns
-        self.frames = 0
+        self.samples = 0  # played from the ring
+
+    @property
+    def frames(self) -> int:
+        """20 ms frames played (the ring carries blocks of a quarter frame)."""
+        return self.samples // FRAME_SAMPLES
 
     def played(
-        self, seq: int, timestamp: int, flags: int, media: int = 0, ear_ns: int | None = None
+        self,
+        seq: int,
+        timestamp: int,
+        flags: int,
+        media: int = 0,
+        ear_ns: int | None = None,
+        samples: int = BLOCK_SAMPLES,
     ) -> None:
-        """A frame starts to play; ``ear_ns`` is when it reaches the ear (monotonic ns), by
-        the device's own timing; without it, now plus the nominal output latency."""
-        self.frames += 1
+        """A block of ``samples`` starts to play; ``ear_ns`` is when it reaches the ear
+        (monotonic ns), by the device's own timing; without it, now plus the nominal
+        output latency."""
+        self.samples += samples
         if timestamp:
             now = ear_ns if ear_ns is not None else time.monotonic_ns() + self.output_latency_ns
             self.rt.latency.add(ev.HOP_ARRIVAL_TO_EAR, now - timestamp)
@@ -68,27 +81,27 @@ def _device_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:
 
 def _clocked_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:
     ring = rt.inp
-    silence = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+    silence = np.zeros(BLOCK_SAMPLES, dtype=np.float32)
     started = False
     dry = False  # the last tick found the ring empty
     underflows = 0
-    clock = FrameClock()
+    clock = FrameClock(BLOCK_NS)
     sink = open_sink(spec, append=rt.wiring.restarted)  # a restart keeps what was recorded
     rt.on_close(sink.close)
     while rt.running:
         slot = ring.read(timeout=0)
         if slot is None:
-            if started:
+            if started and not dry:  # once a run, as the sound device counts it
                 underflows += 1
-                if not dry:  # once a run, as the sound device counts it
-                    ring.note_starved()
+                ring.note_starved()
             dry = True
             sink.write(silence)
         else:
             dry = False
             started = True
-            sink.write(slot.samples())
-            player.played(slot.seq, slot.timestamp, slot.flags, slot.media)
+            samples = slot.samples()
+            sink.write(samples)
+            player.played(slot.seq, slot.timestamp, slot.flags, slot.media, None, len(samples))
             ring.release()
         ring.set_due(clock.following_ns)
         mono = time.monotonic()
