@@ -85,3 +85,34 @@ def test_close_removes_ipc_files() -> None:
     assert path.exists()
     broker.close()
     assert not path.exists()
+
+
+def test_what_a_joined_client_sends_first_is_heard_and_probes_are_no_events() -> None:
+    """A PUB socket drops what it sends before the broker told it who subscribes: after
+    join(), a one-off event sent at once reaches a subscriber that was there first, and
+    the probes are neither events nor "dropped" for a subscriber to everything."""
+    with Broker() as broker, BusClient(broker.address, ("",)) as everything:
+        settle(everything, everything)
+        everything.poll(0.1)
+        for i in range(10):
+            with BusClient(broker.address, (ev.QuitCmd.TOPIC,)) as stage:
+                assert stage.join()
+                stage.publish(ev.Notice(f"first words {i}"))
+            notice = first(everything, ev.Notice)
+            assert isinstance(notice, ev.Notice) and notice.text == f"first words {i}"
+        assert everything.dropped == 0
+
+
+def test_events_that_come_while_joining_are_kept() -> None:
+    with (
+        Broker() as broker,
+        BusClient(broker.address, ("",)) as other,
+        BusClient(broker.address, (ev.QuitCmd.TOPIC,)) as stage,
+    ):
+        deadline = time.monotonic() + 5
+        got: list[ev.QuitCmd] = []
+        while time.monotonic() < deadline and not got:
+            other.publish(ev.QuitCmd("early"))
+            stage.join(0.05)  # a quit that comes while it waits for its probe is kept
+            got = [e for e in stage.poll(0) if isinstance(e, ev.QuitCmd)]
+        assert got and got[0].reason == "early"

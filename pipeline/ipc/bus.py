@@ -12,6 +12,7 @@ import contextlib
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +22,9 @@ import zmq
 from pipeline.ipc.events import BusError, Event, decode, encode
 
 HWM = 200  # messages queued per socket before ZeroMQ drops: seconds of stats, not minutes
+# The topic of join()'s probes: no event's (theirs are type names), skipped by every poll.
+JOIN_TOPIC = b"\x00join"
+JOIN_RESEND = 0.01  # seconds between probes while joining
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,33 @@ class BusClient:
         self._wait_fds: tuple[int, ...] | None = None
         self._wait_poller = zmq.Poller()
         self.dropped = 0  # messages that did not decode
+        self._early: list[list[bytes]] = []  # events that came while joining
+
+    def join(self, timeout: float = 2.0) -> bool:
+        """Wait until what this client publishes reaches subscribers: a PUB socket drops
+        what it sends before the broker has told it who subscribes, so a one-off event
+        sent just after start (a notice: "pinned the certificate") was lost under load.
+        Sends probes on a topic of its own until one comes back (the broker tells a new
+        publisher every subscription it holds when it connects, so with ours come those
+        made before). False after ``timeout`` s without one; events meanwhile are kept."""
+        probe = JOIN_TOPIC + f"-{id(self)}-{threading.get_ident()}".encode()
+        self._sub.setsockopt(zmq.SUBSCRIBE, probe)
+        end = time.monotonic() + timeout
+        try:
+            while time.monotonic() < end:
+                with contextlib.suppress(zmq.Again):
+                    self._pub.send_multipart([probe, b""], flags=zmq.NOBLOCK)
+                if not self._poller.poll(int(JOIN_RESEND * 1000)):
+                    continue
+                while self.has_pending():
+                    frames = self._sub.recv_multipart(flags=zmq.NOBLOCK)
+                    if frames[0] == probe:
+                        return True
+                    if not frames[0].startswith(JOIN_TOPIC):
+                        self._early.append(frames)
+            return False
+        finally:
+            self._sub.setsockopt(zmq.UNSUBSCRIBE, probe)
 
     def subscribe(self, topic_prefix: str) -> None:
         self._sub.setsockopt(zmq.SUBSCRIBE, topic_prefix.encode("ascii"))
@@ -137,18 +168,25 @@ class BusClient:
     def poll(self, timeout: float = 0.0) -> list[Event]:
         """Wait up to ``timeout`` seconds for events; return all that are queued."""
         out: list[Event] = []
-        if not self._poller.poll(int(timeout * 1000)):
+        early, self._early = self._early, []
+        for frames in early:
+            self._decode_into(frames, out)
+        if (out or not self._poller.poll(int(timeout * 1000))) and not self.has_pending():
             return out
         # Drain while ZMQ_EVENTS says a message is queued, rather than until recv raises
         # zmq.Again: that exception (with its traceback and message) was garbage made on
         # every call, several times a second in every process.
         while self.has_pending():
-            frames = self._sub.recv_multipart(flags=zmq.NOBLOCK)
-            try:
-                out.append(decode(frames))
-            except BusError:
-                self.dropped += 1
+            self._decode_into(self._sub.recv_multipart(flags=zmq.NOBLOCK), out)
         return out
+
+    def _decode_into(self, frames: list[bytes], out: list[Event]) -> None:
+        if frames and frames[0].startswith(JOIN_TOPIC):
+            return  # another client's probe (a subscriber to everything gets them)
+        try:
+            out.append(decode(frames))
+        except BusError:
+            self.dropped += 1
 
     def wait(self, fds: tuple[int, ...], timeout: float) -> set[int]:
         """Block until the bus or one of ``fds`` is readable, or ``timeout`` seconds pass.

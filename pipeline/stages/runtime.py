@@ -111,6 +111,7 @@ class StageRuntime:
             self._bus = self._stack.enter_context(
                 BusClient(self.wiring.bus, topics=(ev.QuitCmd.TOPIC,))
             )
+            self._bus.join()  # what the stage tells from its first moment is heard
             if self.wiring.inp is not None:
                 self._inp = self._attach(self.wiring.inp)
             if self.wiring.out is not None:
