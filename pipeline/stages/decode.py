@@ -39,6 +39,7 @@ from pipeline.stages.runtime import StageRuntime, Wiring
 FILL_CHECK = 0.002  # seconds between looks at the playback ring once the sink is due
 QUIET_AFTER_TOP_UP = 0.004  # seconds the sink surely needs to take a block (of 5 ms)
 PACE_STALLED_LOOK = WAIT_STALLED_NS  # a paced stage's look at a sink taking no frames
+IDLE_LOOK_NS = 20_000_000  # with nothing to play: a packet wakes the stage at once anyway
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +156,7 @@ def run(cfg: DecodeConfig) -> None:
                 due, pending, taken = dst.due_and_pending()
                 at = pacer.render_at(now, pending, due, taken)
                 if at is not None and at <= now and idle():
-                    at = now + BLOCK_NS  # look again a block later, or at a packet
+                    at = now + IDLE_LOOK_NS  # look again then, or at a packet
                     last_look = now
                 elif at is not None and at <= now:
                     planned = max(at, last_look)

@@ -2,7 +2,7 @@
 
 A file or null sink is clocked like a sound card with the device's block: one block
 (5 ms, ``BLOCK_SAMPLES``) every 5 ms on an absolute schedule, silence when the ring is
-empty (an underflow: counted once per run of empty blocks, as the device counts it).
+empty (each empty block counted as an underflow).
 """
 
 from __future__ import annotations
@@ -91,9 +91,10 @@ def _clocked_loop(rt: StageRuntime, spec: MediaSpec, player: _Player) -> None:
     while rt.running:
         slot = ring.read(timeout=0)
         if slot is None:
-            if started and not dry:  # once a run, as the sound device counts it
+            if started:  # every empty block (the device counts a run once)
                 underflows += 1
-                ring.note_starved()
+                if not dry:  # once a run, as the sound device counts it
+                    ring.note_starved()
             dry = True
             sink.write(silence)
         else:
