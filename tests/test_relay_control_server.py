@@ -278,6 +278,28 @@ def test_presence_reaches_every_session_in_order() -> None:
     run(body)
 
 
+async def _remote_speaks(
+    control: ControlServer, connect: Callable[[], Awaitable[Conn]], leaves: bool = False
+) -> asyncio.StreamReader:
+    """A watcher connects; another relay's user 500 comes into Lobby and says "hi" (and
+    leaves at once, if ``leaves``) before the move's round went out; the watcher then
+    reads the move and the chat in that order. Returns the watcher's reader."""
+    from relay import cluster_core as cc
+
+    r, w = await connect()
+    w.write(encode_message(Auth(name="watcher")))
+    assert isinstance(await read_message(r), Welcome)
+    s = control.sessions
+    control.apply(s.remote_join(cc.RemoteUser(500, "far", "Lobby", "b")))
+    control.apply_after_presence(s.remote_chat(cc.Said("b", 500, "far", "Lobby", "hi", 1.0)))
+    if leaves:
+        control.apply(s.remote_leave(500))
+    assert await read_message(r) == UserJoined(500, "far", "Lobby")
+    said = await read_message(r)
+    assert isinstance(said, Chat) and (said.user_id, said.text) == (500, "hi")
+    return r
+
+
 def test_what_waits_for_the_presence_goes_out_after_the_presence_logged_before_it() -> None:
     """A chat of another relay's user that moved into the channel: the move's presence
     waits for its round, the chat waits for it (not the other way round)."""
@@ -286,16 +308,8 @@ def test_what_waits_for_the_presence_goes_out_after_the_presence_logged_before_i
     async def body(
         control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
     ) -> None:
-        r, w = await connect()
-        w.write(encode_message(Auth(name="watcher")))
-        assert isinstance(await read_message(r), Welcome)
+        r = await _remote_speaks(control, connect)
         s = control.sessions
-        remote = cc.RemoteUser(500, "far", "Lobby", "b")
-        control.apply(s.remote_join(remote))
-        control.apply_after_presence(s.remote_chat(cc.Said("b", 500, "far", "Lobby", "hi", 1.0)))
-        assert await read_message(r) == UserJoined(500, "far", "Lobby")
-        said = await read_message(r)
-        assert isinstance(said, Chat) and (said.user_id, said.text) == (500, "hi")
         # Nothing pending: at once.
         control.apply_after_presence(s.remote_chat(cc.Said("b", 500, "far", "Lobby", "hi", 2.0)))
         said = await read_message(r)
@@ -308,22 +322,11 @@ def test_presence_made_while_a_chat_waits_goes_out_after_the_chat() -> None:
     """Another relay's user moves in, speaks and leaves, all before the move's round went
     out: the leave waits behind the chat, so the watcher reads move, chat, leave (the
     leave once overtook the chat, in the round the chat waited for)."""
-    from relay import cluster_core as cc
 
     async def body(
         control: ControlServer, connect: Callable[[], Awaitable[Conn]], _: list[int]
     ) -> None:
-        r, w = await connect()
-        w.write(encode_message(Auth(name="watcher")))
-        assert isinstance(await read_message(r), Welcome)
-        s = control.sessions
-        remote = cc.RemoteUser(500, "far", "Lobby", "b")
-        control.apply(s.remote_join(remote))
-        control.apply_after_presence(s.remote_chat(cc.Said("b", 500, "far", "Lobby", "hi", 1.0)))
-        control.apply(s.remote_leave(500))
-        assert await read_message(r) == UserJoined(500, "far", "Lobby")
-        said = await read_message(r)
-        assert isinstance(said, Chat) and (said.user_id, said.text) == (500, "hi")
+        r = await _remote_speaks(control, connect, leaves=True)
         assert await read_message(r) == UserLeft(500, "far", "Lobby")
 
     run(body)
