@@ -72,7 +72,7 @@ def play(
     decode stage makes it (:class:`Pacer`; with no scheduling here its lead is its least,
     after the first block)."""
     sp = Speakers(adaptive=adaptive, fec=True, plc=True, block=block)
-    step = block * FRAME_NS // FRAME_SAMPLES
+    step = sp.block_ns
     pacer = Pacer(step)
     # The sink starts with the first arrival, as the playback stage's device does (its
     # phase against the sender's frames is arbitrary: half a frame here).

@@ -83,6 +83,7 @@ class _Speaker:
     queued: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     budget: StretchBudget = field(default_factory=StretchBudget)
     pause: Pause = field(default_factory=Pause)  # whether the audio decoded ends in a pause
+    # A block with the listener's volume applied (Speakers sizes it to its block).
     scaled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
 
@@ -106,7 +107,7 @@ class Speakers:
         if block <= 0 or FRAME_SAMPLES % block:
             raise ValueError(f"block {block} must divide a frame ({FRAME_SAMPLES} samples)")
         self.block = block
-        tick_ns = block * 1_000_000_000 // SAMPLE_RATE
+        self.block_ns = tick_ns = block * 1_000_000_000 // SAMPLE_RATE  # a render's time
         self._make_jitter = jitter_factory or (
             lambda: JitterBuffer(
                 watermark=1 if adaptive else watermark,
@@ -178,8 +179,9 @@ class Speakers:
             if len(self._speakers) >= MAX_SPEAKERS:
                 self.refused += 1
                 return
-            s = self._speakers[speaker] = _Speaker(self._make_jitter(), OpusDecoder())
-            s.scaled = np.zeros(self.block, dtype=np.float32)
+            s = self._speakers[speaker] = _Speaker(
+                self._make_jitter(), OpusDecoder(), scaled=np.zeros(self.block, np.float32)
+            )
             kept = self._histories.pop(speaker, None)
             if kept is not None and now - kept[0] < HISTORY_KEEP_NS:
                 s.jitter.history = kept[1]
@@ -236,8 +238,6 @@ class Speakers:
         """This speaker's next block: what is queued, and as many frames from the jitter
         buffer as it takes to fill it (after time-stretching), with the rest kept."""
         block = self.block
-        if block == FRAME_SAMPLES and not s.jitter.adaptive:
-            return self._tick(s, now, info, uid)  # a frame a tick: nothing is ever queued
         parts = [s.queued] if len(s.queued) else []
         have = len(s.queued)
         while have < block:

@@ -193,6 +193,8 @@ class BusClient:
 
         Returns the readable fds among ``fds``; call poll(0) afterwards for bus events.
         """
+        if self._early:  # kept while joining: poll(0) has them now
+            return set()
         if fds != self._wait_fds:
             self._wait_poller = zmq.Poller()
             self._wait_poller.register(self._sub, zmq.POLLIN)

@@ -46,9 +46,9 @@ class _Player:
         seq: int,
         timestamp: int,
         flags: int,
-        media: int = 0,
-        ear_ns: int | None = None,
-        samples: int = BLOCK_SAMPLES,
+        media: int,
+        ear_ns: int | None,
+        samples: int,
     ) -> None:
         """A block of ``samples`` starts to play; ``ear_ns`` is when it reaches the ear
         (monotonic ns), by the device's own timing; without it, now plus the nominal
